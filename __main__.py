@@ -1,0 +1,5 @@
+"""``python -m careloop`` runs the command-line interface."""
+
+from careloop.engine.cli import main
+
+main()

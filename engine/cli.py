@@ -1,0 +1,190 @@
+"""The ``careloop`` command line. Engines add their own groups through :func:`main`'s registry.
+
+Exit codes: 0 success, 1 invalid input (a definition, a bundle, an expression), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from careloop import __version__
+from careloop.engine.errors import DefinitionInvalid, NotFound, Problem, summary_line
+
+
+def _print_problems(problems: list[Problem], files: int, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps({
+            "ok": not any(p.severity == "error" for p in problems), "files": files,
+            "errors": [p.to_json() for p in problems if p.severity == "error"],
+            "warnings": [p.to_json() for p in problems if p.severity == "warning"],
+        }, ensure_ascii=False, indent=2))
+        return
+    for problem in problems:
+        click.echo(problem.render())
+    click.echo(summary_line(problems, files))
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                      show_default=True, help="Output format.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="careloop")
+def cli() -> None:
+    """Careloop: patient-experience management — forms, flows, rules and dashboards as data."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@FORMAT
+def validate(paths: tuple[Path, ...], fmt: str) -> None:
+    """Check definitions: files, folders and bundle zips. Exit 1 if any is invalid."""
+    from careloop.engine.validate import validate_paths
+
+    report = validate_paths(list(paths))
+    _print_problems(report.problems, report.files, fmt)
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.group()
+def schema() -> None:
+    """JSON Schemas of the definition kinds (for editor autocompletion)."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schema_export(directory: Path) -> None:
+    """Write one JSON Schema per kind, plus app.schema.json, into DIRECTORY."""
+    from careloop.engine.schema import all_schemas
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, body in all_schemas().items():
+        (directory / name).write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n",
+                                      encoding="utf-8")
+        click.echo(f"wrote {directory / name}")
+
+
+@cli.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the database to the newest schema (idempotent)."""
+    from careloop.engine.db import database_url, redact
+    from careloop.engine.migrate import current_revisions, upgrade
+
+    upgrade()
+    click.echo(f"database {redact(database_url())} at revision "
+               f"{', '.join(sorted(current_revisions()))}")
+
+
+@cli.group()
+def bundle() -> None:
+    """Import and export app bundles."""
+
+
+@bundle.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@FORMAT
+def bundle_import(path: Path, dry_run: bool, fmt: str) -> None:
+    """Import a bundle (folder or .zip) atomically, after printing its plan."""
+    from careloop.engine.bundles import BundleError, import_bundle
+
+    try:
+        plan = import_bundle(path, dry_run=dry_run)
+    except BundleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except DefinitionInvalid as exc:
+        if fmt == "json":
+            click.echo(json.dumps({"applied": False,
+                                   "errors": [p.to_json() for p in exc.problems]},
+                                  ensure_ascii=False, indent=2))
+        else:
+            for problem in exc.problems:
+                click.echo(problem.render())
+            click.echo(f"bundle refused: {len(exc.problems)} error(s); nothing was changed")
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(plan.to_json(), ensure_ascii=False, indent=2))
+        return
+    _print_plan(plan.to_json(), dry_run)
+
+
+def _print_plan(plan: dict[str, object], dry_run: bool) -> None:
+    click.echo(f"app {plan['app']} {plan['version']}")
+    for status in ("added", "changed", "unchanged", "removed"):
+        refs = plan[status]
+        assert isinstance(refs, list)
+        click.echo(f"  {status}: {len(refs)}")
+        if status != "unchanged":
+            for ref in refs:
+                click.echo(f"    {ref}")
+    diffs = plan["diffs"]
+    assert isinstance(diffs, dict)
+    for ref, diff in diffs.items():
+        click.echo(f"--- diff of {ref}\n{diff}")
+    if dry_run:
+        click.echo("dry run: nothing was changed")
+    elif plan["applied"]:
+        click.echo("applied")
+    else:
+        click.echo("nothing to change")
+
+
+@bundle.command("export")
+@click.argument("app_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def bundle_export(app_id: str, output: Path) -> None:
+    """Write APP_ID's manifest and current definitions as a zip that re-imports unchanged."""
+    from careloop.engine.bundles import export_bundle
+
+    try:
+        data = export_bundle(app_id)
+    except NotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    output.write_bytes(data)
+    click.echo(f"wrote {output} ({len(data)} bytes)")
+
+
+@cli.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check the audit chain; exit 1 if any row was altered or deleted."""
+    from careloop.engine import audit as audit_log
+    from careloop.engine.db import transaction
+
+    with transaction() as session:
+        breaks = list(audit_log.verify(session))
+    for item in breaks:
+        click.echo(f"audit row {item.row_id}: {item.reason}")
+    click.echo("audit chain intact" if not breaks else f"{len(breaks)} break(s) in the audit chain")
+    sys.exit(1 if breaks else 0)
+
+
+def _add_engine_commands() -> None:
+    from careloop.engine.cli_expr import expr
+    from careloop.engine.registry import loaded_registry
+
+    cli.add_command(expr)
+    for _, command in loaded_registry().catalogue("cli").items():
+        cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _add_engine_commands()
+    cli(prog_name="careloop")

@@ -1,0 +1,48 @@
+"""Run Alembic migrations programmatically (``careloop db upgrade`` / ``db current``)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from careloop.engine.db import default_engine
+
+# Engines that add tables ship their own versions folder; all are one linear history.
+VERSION_LOCATIONS = ("careloop.engine:migrations/versions",)
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "careloop.engine:migrations")
+    cfg.set_main_option("version_locations", " ".join(VERSION_LOCATIONS))
+    cfg.set_main_option("path_separator", "space")
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
+    """Bring the database schema to the newest revision (idempotent)."""
+    engine = engine or default_engine()
+    cfg = alembic_config(engine)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def current_revisions(engine: Engine | None = None) -> set[str]:
+    engine = engine or default_engine()
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def head_revisions(engine: Engine | None = None) -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config(engine or default_engine()))
+    return set(script.get_heads())
+
+
+def is_current(engine: Engine | None = None) -> bool:
+    engine = engine or default_engine()
+    return current_revisions(engine) == head_revisions(engine)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the foundation tables (``careloop db upgrade``)."""

@@ -1,0 +1,90 @@
+"""Stored definitions: versions, the current version, and compiled specs of stored rows.
+
+A changed definition becomes a new version; earlier versions stay, because submissions, runs and
+evaluations point at them by (kind, key, version). "Current" is the highest version that is not
+retired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from careloop.engine.check import check_documents
+from careloop.engine.errors import DefinitionInvalid, NotFound
+from careloop.engine.models import DefinitionRow
+from careloop.engine.sources import load_text
+
+
+def latest(session: Session, kind: str, key: str) -> DefinitionRow | None:
+    """The highest version, retired or not."""
+    return session.scalars(
+        select(DefinitionRow).where(DefinitionRow.kind == kind, DefinitionRow.key == key)
+        .order_by(DefinitionRow.version.desc()).limit(1)).first()
+
+
+def current(session: Session, kind: str, key: str) -> DefinitionRow | None:
+    """The version in force: the latest, unless it was retired (removed from its bundle)."""
+    row = latest(session, kind, key)
+    return row if row is not None and row.retired_at is None else None
+
+
+def get_version(session: Session, kind: str, key: str, version: int | None = None) -> DefinitionRow:
+    """A given version, or the current one; raises :class:`NotFound`."""
+    if version is None:
+        row = current(session, kind, key)
+    else:
+        row = session.scalars(select(DefinitionRow).where(
+            DefinitionRow.kind == kind, DefinitionRow.key == key,
+            DefinitionRow.version == version)).first()
+    if row is None:
+        suffix = f" version {version}" if version is not None else ""
+        raise NotFound(f"no {kind} '{key}'{suffix}")
+    return row
+
+
+def versions(session: Session, kind: str, key: str) -> Sequence[DefinitionRow]:
+    return session.scalars(select(DefinitionRow).where(
+        DefinitionRow.kind == kind, DefinitionRow.key == key)
+        .order_by(DefinitionRow.version)).all()
+
+
+def list_current(session: Session, kind: str | None = None,
+                 app_id: str | None = None) -> Sequence[DefinitionRow]:
+    """The current version of every definition (optionally of one kind or app)."""
+    newest = (select(DefinitionRow.kind, DefinitionRow.key,
+                     func.max(DefinitionRow.version).label("version"))
+              .group_by(DefinitionRow.kind, DefinitionRow.key).subquery())
+    query = (select(DefinitionRow)
+             .join(newest, (DefinitionRow.kind == newest.c.kind)
+                   & (DefinitionRow.key == newest.c.key)
+                   & (DefinitionRow.version == newest.c.version))
+             .where(DefinitionRow.retired_at.is_(None)))
+    if kind is not None:
+        query = query.where(DefinitionRow.kind == kind)
+    if app_id is not None:
+        query = query.where(DefinitionRow.app_id == app_id)
+    return session.scalars(query.order_by(DefinitionRow.kind, DefinitionRow.key)).all()
+
+
+@lru_cache(maxsize=512)
+def _compile_cached(kind: str, key: str, version: int, content_hash: str,
+                    source_path: str, source_text: str) -> Any:
+    # Keyed by content hash: a row's text never changes, so this cache never goes stale and is
+    # safe to hold per process (it is derived data, not state another process needs).
+    doc = load_text(source_text, f"{kind}/{key}@v{version}:{source_path}")
+    # References were resolved when the version was imported; here they are taken as present.
+    result = check_documents([doc], external=lambda _kind, _key: {"stored": True})
+    if not result.ok or (kind, key) not in result.specs:
+        raise DefinitionInvalid(result.errors, f"stored {kind} '{key}' v{version} does not compile")
+    return result.specs[(kind, key)]
+
+
+def compile_row(row: DefinitionRow) -> Any:
+    """The frozen spec of a stored definition version."""
+    return _compile_cached(row.kind, row.key, row.version, row.content_hash, row.source_path,
+                           row.source_text)
