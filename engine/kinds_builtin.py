@@ -26,9 +26,36 @@ CHANNELS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class RoleInfo:
+    """A staff role; the web runtime maps roles to permissions."""
+
+    name: str
+    title: dict[str, str]
+
+
+ROLES = (
+    RoleInfo("system_admin", {"zh-CN": "系统管理员", "en": "System administrator"}),
+    RoleInfo("security_admin", {"zh-CN": "安全管理员", "en": "Security administrator"}),
+    RoleInfo("auditor", {"zh-CN": "审计员", "en": "Auditor"}),
+    RoleInfo("leadership", {"zh-CN": "院领导", "en": "Hospital leadership"}),
+    RoleInfo("px_office", {"zh-CN": "患者体验办公室", "en": "Patient-experience office"}),
+    RoleInfo("dept_director", {"zh-CN": "科主任", "en": "Department director"}),
+    RoleInfo("head_nurse", {"zh-CN": "护士长", "en": "Head nurse"}),
+    RoleInfo("doctor", {"zh-CN": "医生", "en": "Doctor"}),
+    RoleInfo("nurse", {"zh-CN": "护士", "en": "Nurse"}),
+    RoleInfo("followup_agent", {"zh-CN": "随访专员", "en": "Follow-up agent"}),
+    RoleInfo("pharmacist", {"zh-CN": "药师", "en": "Pharmacist"}),
+    RoleInfo("pharmacy_head", {"zh-CN": "药剂科主任", "en": "Head of pharmacy"}),
+)
+
+
 def register(registry: Registry) -> None:
     from careloop.engine.templates import compile_template
 
+    roles = registry.catalogue("role")
+    for role in ROLES:
+        roles.register(role.name, role)
     channels = registry.catalogue("channel")
     for info in CHANNELS:
         channels.register(info.name, info)

@@ -141,3 +141,27 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(80))
     hash: Mapped[str] = mapped_column(String(80), unique=True)
+
+
+# Every module that defines tables; engines not written yet are skipped.
+MODEL_MODULES = (
+    "careloop.engine.domain",
+    "careloop.forms.models",
+    "careloop.rules.models",
+    "careloop.flows.models",
+    "careloop.reports.models",
+    "careloop.web.models",
+)
+
+
+def load_all_models() -> MetaData:
+    """Import every table module so ``Base.metadata`` knows all tables (migrations, tests)."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return Base.metadata

@@ -19,7 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from careloop.engine import db as dbmod
-from careloop.engine.models import Base
+from careloop.engine.models import Base, load_all_models
+
+load_all_models()
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from careloop.engine.models import Base
+from careloop.engine.models import load_all_models
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -13,7 +13,7 @@ if connection is None:  # pragma: no cover - always called through careloop.engi
 
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=load_all_models(),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
 )
