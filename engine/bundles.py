@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import io
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from pathlib import PurePosixPath
@@ -208,14 +208,55 @@ def _external_lookup(session: Session, app_id: str | None) -> Any:
     return lookup
 
 
-def check_bundle(bundle: LoadedBundle, session: Session | None = None) -> CheckResult:
+def _required_problems(bundle: LoadedBundle, available: set[str]) -> list[Problem]:
+    manifest = bundle.manifest.data if isinstance(bundle.manifest.data, dict) else {}
+    problems = []
+    for i, required in enumerate(manifest.get("requires") or []):
+        if required not in available:
+            problems.append(bundle.manifest.problem(
+                "bundle.missing-requirement", f"required app '{required}' is not available",
+                ("requires", i), hint="import that app first"))
+    return problems
+
+
+def check_bundle(bundle: LoadedBundle, session: Session | None = None,
+                 siblings: dict[str, LoadedBundle] | None = None) -> CheckResult:
     """Check every definition of the bundle together.
 
-    With a session, references may also point at other apps' stored definitions.
+    References may also point at definitions of the apps it ``requires``: stored ones (with a
+    session) or, when validating files, the sibling bundles given in ``siblings`` (by app id).
     """
-    external = _external_lookup(session, bundle.app_id) if session is not None else None
-    result = check_documents(bundle.documents, external=external, source_paths=bundle.relative)
-    result.problems[:0] = bundle.problems
+    manifest = bundle.manifest.data if isinstance(bundle.manifest.data, dict) else {}
+    required = [r for r in manifest.get("requires") or [] if isinstance(r, str)]
+    lookups: list[Callable[[str, str], dict[str, Any] | None]] = []
+    available: set[str] = set()
+    if siblings:
+        index: dict[tuple[str, str], dict[str, Any]] = {}
+        for app_id in required:
+            if app_id in siblings:
+                available.add(app_id)
+                for doc in siblings[app_id].documents:
+                    data = doc.data
+                    if isinstance(data, dict) and isinstance(data.get("kind"), str):
+                        index[(data["kind"], str(data.get("key")))] = data
+        def from_siblings(kind: str, key: str) -> dict[str, Any] | None:
+            return index.get((kind, key))
+
+        lookups.append(from_siblings)
+    if session is not None:
+        lookups.append(_external_lookup(session, bundle.app_id))
+        available |= {r for r in required if session.get(BundleRow, r) is not None}
+
+    def external(kind: str, key: str) -> dict[str, Any] | None:
+        for lookup in lookups:
+            found = lookup(kind, key)
+            if found is not None:
+                return dict(found)
+        return None
+
+    result = check_documents(bundle.documents, external=external if lookups else None,
+                             source_paths=bundle.relative)
+    result.problems[:0] = [*bundle.problems, *_required_problems(bundle, available)]
     return result
 
 
@@ -325,6 +366,37 @@ def export_bundle(app_id: str, engine: Engine | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def requires_of(path: FsPath) -> tuple[str | None, list[str]]:
+    """``(app id, required app ids)`` from a bundle's manifest, without checking it."""
+    manifest = load_bundle(path).manifest.data
+    if not isinstance(manifest, dict):
+        return None, []
+    requires = manifest.get("requires") or []
+    return manifest.get("id"), [r for r in requires if isinstance(r, str)]
+
+
+def order_by_requires(paths: list[FsPath]) -> list[FsPath]:
+    """Bundles sorted so that every app comes after the apps it requires (stable otherwise)."""
+    info = {path: requires_of(path) for path in paths}
+    by_id = {app_id: path for path, (app_id, _) in info.items() if app_id}
+    ordered: list[FsPath] = []
+    visiting: set[FsPath] = set()
+
+    def visit(path: FsPath) -> None:
+        if path in ordered or path in visiting:
+            return  # a cycle is reported by the import itself (a required app is missing)
+        visiting.add(path)
+        for required in info[path][1]:
+            if required in by_id:
+                visit(by_id[required])
+        visiting.discard(path)
+        ordered.append(path)
+
+    for path in paths:
+        visit(path)
+    return ordered
+
+
 def list_bundles(paths: Iterable[FsPath]) -> list[FsPath]:
     """Bundles in the given folders: every folder that holds an ``app.yaml``, and zips."""
     found: list[FsPath] = []
@@ -334,4 +406,4 @@ def list_bundles(paths: Iterable[FsPath]) -> list[FsPath]:
         elif path.is_dir():
             found.extend(sorted(p.parent for p in path.glob(f"*/{MANIFEST}")))
             found.extend(sorted(path.glob("*.zip")))
-    return found
+    return order_by_requires(found)

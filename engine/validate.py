@@ -63,10 +63,16 @@ def validate_paths(paths: list[Path]) -> ValidationReport:
                 if (file.is_file() and file.suffix in DEFINITION_SUFFIXES
                         and not _inside(file, roots)):
                     loose[file.parent].append(file)
-    for root in dict.fromkeys(bundles):
-        bundle = load_bundle(root)
+    loaded = [load_bundle(root) for root in dict.fromkeys(bundles)]
+    siblings = {b.app_id: b for b in loaded if b.app_id}
+    for root in {p.parent for p in bundles if p.is_dir()}:
+        for extra in _bundle_roots(root):  # required apps beside the ones named
+            if extra not in bundles:
+                other = load_bundle(extra)
+                siblings.setdefault(other.app_id or "", other)
+    for bundle in loaded:
         report.files += len(bundle.documents) + 1
-        report.problems.extend(check_bundle(bundle).problems)
+        report.problems.extend(check_bundle(bundle, siblings=siblings).problems)
     for _, files in sorted(loose.items()):
         docs = [load_file(f, display_root(f)) for f in dict.fromkeys(files)]
         report.files += len(docs)

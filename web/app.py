@@ -29,6 +29,29 @@ def _definition_json(row: DefinitionRow, with_body: bool = False) -> dict[str, A
     return data
 
 
+# Each engine's HTTP routes live in web/routes_<engine>.py and expose ``router``; a module that
+# does not exist yet is skipped.
+ROUTE_MODULES = (
+    "careloop.web.routes_forms",
+    "careloop.web.routes_rules",
+    "careloop.web.routes_flows",
+    "careloop.web.routes_reports",
+)
+
+
+def _include_engine_routes(app: FastAPI) -> None:
+    import importlib
+
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        app.include_router(module.router)
+
+
 def create_app() -> FastAPI:
     """Build the ASGI app (one per process; no state in it that another process needs)."""
     app = FastAPI(title="Careloop", version=__version__, openapi_url="/api/v1/openapi.json")
@@ -69,4 +92,5 @@ def create_app() -> FastAPI:
                 "<title>Careloop</title></head><body><h1>Careloop 患者体验管理</h1>"
                 f"<ul>{items}</ul></body></html>")
 
+    _include_engine_routes(app)
     return app

@@ -142,3 +142,25 @@ def test_bad_manifest_is_located(engine: Engine, bundle: Path) -> None:
         import_bundle(bundle)
     [problem] = exc.value.problems
     assert (problem.code, problem.line) == ("bundle.bad-version", 5)
+
+
+def test_required_app_must_be_imported_first(engine: Engine, tmp_path: Path) -> None:
+    app = tmp_path / "dept"
+    (app / "templates").mkdir(parents=True)
+    (app / "app.yaml").write_text(
+        "id: dept\nname: {zh-CN: 科室, en: Dept}\nversion: 1.0.0\nformat: 1\n"
+        "default_locale: zh-CN\nrequires: [common]\n", "utf-8")
+    with pytest.raises(DefinitionInvalid) as exc:
+        import_bundle(app)
+    [problem] = exc.value.problems
+    assert (problem.code, problem.json_path, problem.line) == (
+        "bundle.missing-requirement", "$.requires[0]", 6)
+    import_bundle(COMMON)
+    assert import_bundle(app).applied
+
+
+def test_list_bundles_orders_required_apps_first() -> None:
+    from careloop.engine.bundles import list_bundles
+
+    names = [p.name for p in list_bundles([ROOT / "app_definitions"])]
+    assert names[0] == "common" and "satisfaction" in names
