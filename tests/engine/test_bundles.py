@@ -13,6 +13,8 @@ from careloop.engine.models import AuditRow, DefinitionRow
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ROOT / "app_definitions" / "common"
+N_COMMON = sum(1 for p in COMMON.rglob("*.yaml") if p.name != "app.yaml"
+               and "tests" not in p.relative_to(COMMON).parts)
 
 
 @pytest.fixture
@@ -29,12 +31,12 @@ def count_definitions(engine: Engine) -> int:
 
 def test_import_then_import_again_is_a_noop(engine: Engine, bundle: Path) -> None:
     first = import_bundle(bundle)
-    assert first.applied and len(first.refs("added")) == 5
-    assert count_definitions(engine) == 5
+    assert first.applied and len(first.refs("added")) == N_COMMON
+    assert count_definitions(engine) == N_COMMON
     second = import_bundle(bundle)
     assert not second.applied and second.is_noop
-    assert len(second.refs("unchanged")) == 5
-    assert count_definitions(engine) == 5
+    assert len(second.refs("unchanged")) == N_COMMON
+    assert count_definitions(engine) == N_COMMON
 
 
 def test_dry_run_changes_nothing(engine: Engine, bundle: Path) -> None:
@@ -58,7 +60,7 @@ def test_one_invalid_file_refuses_the_whole_bundle(engine: Engine, bundle: Path)
     assert exc.value.problems[0].file.endswith("templates/broken.yaml")
     with transaction(engine) as session:
         assert store.current(session, "template", "revisit_reminder").version == 1  # type: ignore[union-attr]
-    assert count_definitions(engine) == 5
+    assert count_definitions(engine) == N_COMMON
 
 
 def test_changed_definition_gets_a_new_version_old_stays(engine: Engine, bundle: Path) -> None:
@@ -98,7 +100,7 @@ def test_export_reimports_with_no_changes(engine: Engine, bundle: Path, tmp_path
     with zipfile.ZipFile(archive) as zf:
         assert "app.yaml" in zf.namelist()
     plan = import_bundle(archive)
-    assert plan.is_noop and len(plan.refs("unchanged")) == 5
+    assert plan.is_noop and len(plan.refs("unchanged")) == N_COMMON
 
 
 def test_key_owned_by_another_app_is_refused(engine: Engine, bundle: Path, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def test_bundle_import_plan_json_and_export(engine: Engine, tmp_path: Path) -> N
     assert code == 0
     code, out = run("bundle", "import", "--format", "json", str(tmp_path / "c.zip"))
     again = json.loads(out)
-    assert again["added"] == [] and again["changed"] == [] and len(again["unchanged"]) == 5
+    assert again["added"] == [] and again["changed"] == [] and len(again["unchanged"]) >= 5
     code, out = run("bundle", "export", "nope", "-o", str(tmp_path / "n.zip"))
     assert code == 1 and "no app 'nope'" in out
 
