@@ -1,21 +1,45 @@
-"""The web application factory. Routes stay thin: they call engine functions.
+"""The web application factory. Routes stay thin: they call engine and console functions.
 
-Until the staff console exists (web runtime issue) this serves the definition catalogue API and a
-health check, so the README's run command has something real to open.
+Layers, outside in: :class:`~careloop.web.middleware.HardeningMiddleware` (request id, security
+headers, no-store, body size limit) → exception handlers (generic pages with the request id, no
+stack traces) → app-wide dependencies (CSRF, patient scope) → routes.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import traceback
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from careloop import __version__
 from careloop.engine import store
 from careloop.engine.db import transaction
 from careloop.engine.errors import NotFound
+from careloop.engine.i18n import t
 from careloop.engine.models import BundleRow, DefinitionRow
+from careloop.web import logfilter
+from careloop.web.deps import (
+    CsrfRefused,
+    Forbidden,
+    NotAuthenticated,
+    PasswordExpired,
+    csrf_protect,
+    locale_of,
+    request_id,
+    wants_html,
+)
+from careloop.web.middleware import header_list
+from careloop.web.scoping import enforce_patient_scope
+
+log = logging.getLogger("careloop.web")
 
 
 def _definition_json(row: DefinitionRow, with_body: bool = False) -> dict[str, Any]:
@@ -29,8 +53,14 @@ def _definition_json(row: DefinitionRow, with_body: bool = False) -> dict[str, A
     return data
 
 
-# Each engine's HTTP routes live in web/routes_<engine>.py and expose ``router``; a module that
-# does not exist yet is skipped.
+# The web runtime's own routers, then each engine's (web/routes_<engine>.py exposing ``router``);
+# an engine module that does not exist yet is skipped.
+WEB_ROUTE_MODULES = (
+    "careloop.web.routes_auth",
+    "careloop.web.routes_console",
+    "careloop.web.routes_admin",
+    "careloop.web.routes_api",
+)
 ROUTE_MODULES = (
     "careloop.web.routes_forms",
     "careloop.web.routes_rules",
@@ -40,9 +70,7 @@ ROUTE_MODULES = (
 
 
 def _include_engine_routes(app: FastAPI) -> None:
-    import importlib
-
-    for name in ROUTE_MODULES:
+    for name in WEB_ROUTE_MODULES + ROUTE_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -52,9 +80,109 @@ def _include_engine_routes(app: FastAPI) -> None:
         app.include_router(module.router)
 
 
+def _error(request: Request, status: int, key: str) -> Response:
+    rid = request_id(request)
+    locale = locale_of(request)
+    message = t(key, locale)
+    if not wants_html(request):
+        response: Response = JSONResponse({"detail": message, "request_id": rid},
+                                          status_code=status)
+    else:
+        from careloop.web.render import render
+
+        try:
+            response = render(request, "error.html", status_code=status, message=message,
+                              status=status)
+        except Exception:  # the error page itself failed: plain text, still generic
+            log.exception("error page failed (request %s)", rid)
+            response = Response(f"{message} ({rid})", status_code=status,
+                                media_type="text/plain; charset=utf-8")
+    for name, value in header_list(request.url.path, rid):
+        response.headers[name.decode()] = value.decode()
+    return response
+
+
+_STATUS_KEYS = {400: "web.error.bad_request", 401: "web.error.unauthenticated",
+                403: "web.error.forbidden", 404: "web.error.not_found",
+                405: "web.error.method", 409: "web.error.conflict",
+                413: "web.error.too_large", 422: "web.error.bad_request"}
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotAuthenticated)
+    async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
+        if wants_html(request):
+            from urllib.parse import quote
+
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        return _error(request, 401, "web.error.unauthenticated")
+
+    @app.exception_handler(PasswordExpired)
+    async def password_expired(request: Request, exc: PasswordExpired) -> Response:
+        if wants_html(request):
+            return RedirectResponse("/account/password", status_code=303)
+        return _error(request, 403, "web.error.password_expired")
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return _error(request, 403, "web.error.forbidden")
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf(request: Request, exc: CsrfRefused) -> Response:
+        return _error(request, 403, "web.error.csrf")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not wants_html(request) and exc.status_code < 500 and isinstance(exc.detail, str) \
+                and exc.status_code not in _STATUS_KEYS:
+            return JSONResponse({"detail": exc.detail, "request_id": request_id(request)},
+                                status_code=exc.status_code)
+        return _error(request, exc.status_code,
+                      _STATUS_KEYS.get(exc.status_code, "web.error.internal"))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if wants_html(request):
+            return _error(request, 400, "web.error.bad_request")
+        # field paths and messages only; the submitted values are not echoed back
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                   "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors, "request_id": request_id(request)},
+                            status_code=422)
+
+    async def bad_data(request: Request, exc: Exception) -> Response:
+        # The database refused a value (NUL byte, an integer out of range — PostgreSQL raises
+        # DataError, SQLite's driver OverflowError): the input was bad, not the server.
+        cause = exc.orig if isinstance(exc, DataError) else exc
+        log.warning("database refused input: %s (request %s)", type(cause).__name__,
+                    request_id(request))
+        return _error(request, 400, "web.error.bad_request")
+
+    app.add_exception_handler(DataError, bad_data)
+    app.add_exception_handler(OverflowError, bad_data)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # the message of a database error carries the statement's parameters (personal data):
+        # log the type and the stack frames only
+        log.error("unhandled %s (request %s)\n%s", type(exc).__name__, request_id(request),
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        return _error(request, 500, "web.error.internal")
+
+
 def create_app() -> FastAPI:
     """Build the ASGI app (one per process; no state in it that another process needs)."""
-    app = FastAPI(title="Careloop", version=__version__, openapi_url="/api/v1/openapi.json")
+    from careloop.engine.registry import loaded_registry
+    from careloop.web.middleware import HardeningMiddleware
+
+    loaded_registry()
+    logfilter.install()
+    app = FastAPI(title="Careloop", version=__version__, openapi_url="/api/v1/openapi.json",
+                  docs_url=None, redoc_url=None,
+                  dependencies=[Depends(csrf_protect), Depends(enforce_patient_scope)])
+    app.add_middleware(HardeningMiddleware)
+    _install_handlers(app)
+    app.mount("/static", StaticFiles(packages=[("careloop.web", "static")]), name="static")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -81,16 +209,6 @@ def create_app() -> FastAPI:
             rows = session.query(BundleRow).order_by(BundleRow.id).all()
             return [{"id": r.id, "name": r.name, "version": r.version,
                      "updated_at": r.updated_at.isoformat()} for r in rows]
-
-    @app.get("/", response_class=HTMLResponse)
-    def home() -> str:
-        with transaction() as session:
-            rows = store.list_current(session)
-        items = "".join(f"<li>{r.kind}/{r.key} v{r.version} — {r.title.get('zh-CN', '')} / "
-                        f"{r.title.get('en', '')}</li>" for r in rows)
-        return ("<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
-                "<title>Careloop</title></head><body><h1>Careloop 患者体验管理</h1>"
-                f"<ul>{items}</ul></body></html>")
 
     _include_engine_routes(app)
     return app

@@ -1,4 +1,10 @@
-"""``careloop serve`` and ``careloop up`` (upgrade, import the bundles, serve)."""
+"""``careloop serve``, ``careloop up [--demo]``, ``careloop user create-admin``, ``careloop demo
+seed``.
+
+There are no default accounts: the first administrator is created with ``careloop user
+create-admin``; ``careloop up --demo`` (and ``careloop demo seed``) create demo staff with a demo
+password that they print, and only when asked to.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,27 @@ import click
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Serve the web app."""
+@click.option("--tick-seconds", default=30, show_default=True, type=click.IntRange(0, 3600),
+              help="How often this process sweeps due timers and alerts (0: never).")
+def serve(host: str, port: int, tick_seconds: int) -> None:
+    """Serve the web app, with this process's ticker (timers and alerts live in the database)."""
     import uvicorn
 
+    from careloop.engine import ticker
     from careloop.web.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    scheduler = ticker.start(tick_seconds) if tick_seconds else None
+    try:
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+
+def _demo_login_hint(password: str) -> str:
+    return (f"demo data ready. Sign in as 'cardiology_head_nurse', 'cardio_w1_nurse', 'agent', "
+            f"'px', 'admin', 'security' or 'auditor' with the demo password: {password}\n"
+            "(demo accounts only; never use --demo on a real deployment)")
 
 
 @click.command()
@@ -25,14 +45,20 @@ def serve(host: str, port: int) -> None:
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", "with_demo", is_flag=True,
+              help="On first run (no users yet), seed synthetic demo data and demo staff.")
+@click.option("--patients", default=200, show_default=True, type=click.IntRange(1, 100000),
+              help="Demo patients to create with --demo.")
 @click.option("--no-serve", is_flag=True, help="Stop after upgrading and importing.")
 @click.pass_context
-def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, no_serve: bool) -> None:
+def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bool,
+       patients: int, no_serve: bool) -> None:
     """First-run and every-run start: upgrade the database, import every bundle, serve."""
     from careloop.engine.bundles import import_bundle, list_bundles
-    from careloop.engine.db import database_url, redact
+    from careloop.engine.db import database_url, redact, transaction
     from careloop.engine.errors import DefinitionInvalid
     from careloop.engine.migrate import upgrade
+    from careloop.web.auth import has_any_user
 
     upgrade()
     click.echo(f"database ready: {redact(database_url())}")
@@ -46,6 +72,82 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, no_serve: boo
             sys.exit(1)
         counts = ", ".join(f"{s} {len(plan.refs(s))}" for s in ("added", "changed", "removed"))
         click.echo(f"bundle {plan.app_id} {plan.bundle_version}: {counts}")
+    with transaction() as session:
+        first_run = not has_any_user(session)
+        if first_run and with_demo:
+            from careloop.web.demo import seed
+
+            context = seed(session, patients=patients)
+    if first_run and with_demo:
+        click.echo(_demo_login_hint(context["password"]))
+    elif first_run:
+        click.echo("no users yet: create the administrator with\n"
+                   "  careloop user create-admin USERNAME\n"
+                   "(or start with demo data: careloop up --demo)")
     if not no_serve:
         click.echo(f"Careloop is running at http://{host}:{port}/  (Ctrl+C to stop)")
-        ctx.invoke(serve, host=host, port=port)
+        ctx.invoke(serve, host=host, port=port, tick_seconds=30)
+
+
+@click.group()
+def user() -> None:
+    """Staff accounts."""
+
+
+@user.command("create-admin")
+@click.argument("username")
+@click.option("--display-name", default="", help="Shown in the console (default: USERNAME).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--role", default="system_admin", show_default=True,
+              help="Role to grant hospital-wide (security_admin to manage users).")
+def create_admin(username: str, display_name: str, password_stdin: bool, role: str) -> None:
+    """Create an administrator account (hospital-wide role; no default accounts exist)."""
+    from careloop.engine.db import transaction
+    from careloop.engine.i18n import t
+    from careloop.engine.migrate import upgrade
+    from careloop.web import admin
+    from careloop.web.permissions import ADMIN_USERS, permissions_of
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    upgrade()
+    try:
+        with transaction() as session:
+            account = admin.create_user(session, username=username, display_name=display_name,
+                                        password=password)
+            admin.grant(session, account, role, None)
+            if role == "system_admin" and ADMIN_USERS not in permissions_of(role):
+                # the first administrator also needs to be able to create the other accounts
+                admin.grant(session, account, "security_admin", None)
+            from careloop.engine import audit
+
+            audit.append(session, actor="cli", action="user.create", object_type="user",
+                         object_id=username, details={"role": role})
+    except admin.AdminError as exc:
+        click.echo(f"error: {t(exc.key, 'en', **exc.params)}", err=True)
+        sys.exit(1)
+    click.echo(f"created {username} ({role}); sign in at /login")
+
+
+@click.group()
+def demo() -> None:
+    """Synthetic demo data."""
+
+
+@demo.command("seed")
+@click.option("--patients", default=200, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--seed", "seed_value", default=20261124, show_default=True, type=int)
+def demo_seed(patients: int, seed_value: int) -> None:
+    """Fill the database with synthetic departments, staff, patients, encounters and tasks."""
+    from careloop.engine.db import transaction
+    from careloop.engine.migrate import upgrade
+    from careloop.web.demo import seed
+
+    upgrade()
+    with transaction() as session:
+        context = seed(session, patients=patients, seed_value=seed_value)
+    click.echo(f"seeded {len(context.get('patients', []))} patients, "
+               f"{len(context.get('users', {}))} staff")
+    click.echo(_demo_login_hint(context["password"]))

@@ -1,4 +1,4 @@
-"""Registers the web runtime's CLI commands (``serve``, ``up``)."""
+"""Registers the web runtime: CLI commands, navigation, patient resolvers, demo seeders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,30 @@ from careloop.engine.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from careloop.web.cli import serve, up
+    from careloop.web import permissions as p
+    from careloop.web.cli import demo, serve, up, user
+    from careloop.web.demo import seed_domain
+    from careloop.web.render import NavItem
+    from careloop.web.scoping import register_resolvers
 
-    registry.catalogue("cli").register("serve", serve)
-    registry.catalogue("cli").register("up", up)
+    cli = registry.catalogue("cli")
+    for name, command in (("serve", serve), ("up", up), ("user", user), ("demo", demo)):
+        cli.register(name, command)
+    nav = registry.catalogue("web_nav")
+    # Engines add theirs: submissions (20), complaints (30), flow runs (40), dashboards (50),
+    # outbox (admin 60), incidents (admin 70).
+    for name, item in (
+        ("home", NavItem("web.nav.home", "/", None, 0)),
+        ("inbox", NavItem("web.nav.inbox", "/inbox", p.TASK_WORK, 10)),
+        ("patients", NavItem("web.nav.patients", "/patients", p.PATIENT_VIEW, 15)),
+        ("definitions", NavItem("web.nav.definitions", "/definitions", p.DEFINITIONS_VIEW, 80)),
+        ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
+        ("roles", NavItem("web.nav.roles", "/admin/roles", p.ADMIN_USERS, 15, "admin")),
+        ("departments", NavItem("web.nav.departments", "/admin/departments",
+                                p.ADMIN_DEPARTMENTS, 20, "admin")),
+        ("bundles", NavItem("web.nav.bundles", "/admin/bundles", p.BUNDLE_IMPORT, 30, "admin")),
+        ("audit", NavItem("web.nav.audit", "/admin/audit", p.AUDIT_VIEW, 90, "admin")),
+    ):
+        nav.register(name, item)
+    register_resolvers(registry)
+    registry.catalogue("demo_seeder").register("domain", seed_domain)

@@ -1,0 +1,142 @@
+"""Sign-in, sign-out, lock-out, idle timeout, absolute lifetime, CSRF, password policy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from careloop.engine.clock import frozen_now, now_utc
+from careloop.engine.db import transaction
+from careloop.engine.models import AuditRow
+from careloop.web.models import WebSession
+
+from .conftest import PASSWORD, UserFactory, csrf_from, login
+
+
+def _attempt(client: TestClient, username: str, password: str) -> int:
+    page = client.get("/login")
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": csrf_from(page.text)},
+                       follow_redirects=False).status_code
+
+
+def test_login_then_logout_invalidates_the_session_on_the_server(
+        client: TestClient, user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", None)
+    assert client.get("/", follow_redirects=False).status_code == 303
+    token = login(client, "nurse_a")
+    assert client.get("/").status_code == 200
+    cookie = client.cookies.get("careloop_session")
+    response = client.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 303
+    with transaction() as session:
+        assert session.scalars(select(WebSession)).all() == []
+    client.cookies.set("careloop_session", cookie or "")  # replaying the old cookie
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_new_session_id_at_every_login(client: TestClient, user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", None)
+    login(client, "nurse_a")
+    first = client.cookies.get("careloop_session")
+    login(client, "nurse_a")
+    second = client.cookies.get("careloop_session")
+    assert first and second and first != second
+    with transaction() as session:
+        assert len(session.scalars(select(WebSession)).all()) == 1
+
+
+def test_five_failures_lock_the_account_for_15_minutes_with_a_generic_error(
+        client: TestClient, user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", None)
+    start = now_utc()
+    with frozen_now(start):
+        for _ in range(5):
+            assert _attempt(client, "nurse_a", "wrong-password-123") == 401
+        page = client.get("/login")
+        locked = client.post("/login", data={"username": "nurse_a", "password": PASSWORD,
+                                             "csrf_token": csrf_from(page.text)})
+        unknown = client.post("/login", data={"username": "nobody", "password": PASSWORD,
+                                              "csrf_token": csrf_from(page.text)})
+    assert locked.status_code == 401 and unknown.status_code == 401
+    assert "login-error" in locked.text
+    # the same message for a locked account and an unknown user
+    assert locked.text.split('id="login-error">')[1].split("<")[0] == \
+        unknown.text.split('id="login-error">')[1].split("<")[0]
+    with frozen_now(start + timedelta(minutes=14)):
+        assert _attempt(client, "nurse_a", PASSWORD) == 401
+    with frozen_now(start + timedelta(minutes=16)):
+        assert _attempt(client, "nurse_a", PASSWORD) == 303
+    with transaction() as session:
+        reasons = [r.details.get("reason") for r in session.scalars(
+            select(AuditRow).where(AuditRow.action == "auth.login",
+                                   AuditRow.outcome == "failure")).all()]
+    assert reasons.count("bad_password") == 4 and "bad_password_locked" in reasons
+    assert "locked" in reasons and "unknown_user" in reasons
+
+
+def test_idle_timeout_and_absolute_lifetime(client: TestClient,
+                                            user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", None)
+    start = now_utc()
+    with frozen_now(start):
+        login(client, "nurse_a")
+    with frozen_now(start + timedelta(minutes=29)):
+        assert client.get("/api/v1/me").status_code == 200
+    with frozen_now(start + timedelta(minutes=58)):
+        assert client.get("/api/v1/me").status_code == 200  # activity at 29 kept it alive
+    with frozen_now(start + timedelta(minutes=89)):
+        assert client.get("/api/v1/me").status_code == 401
+        assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
+    with frozen_now(start):
+        login(client, "nurse_a")
+    for hours in range(1, 13):  # active every 25 minutes, but the lifetime is 12 hours
+        for quarter in range(0, 60, 25):
+            with frozen_now(start + timedelta(hours=hours - 1, minutes=quarter)):
+                client.get("/api/v1/me")
+    with frozen_now(start + timedelta(hours=12, minutes=1)):
+        assert client.get("/api/v1/me").status_code == 401
+
+
+def test_csrf_refused_without_or_with_a_wrong_token(client: TestClient,
+                                                    user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", None)
+    token = login(client, "nurse_a")
+    assert client.post("/logout", follow_redirects=False).status_code == 403
+    assert client.post("/logout", data={"csrf_token": "x" * 40},
+                       follow_redirects=False).status_code == 403
+    assert client.post("/logout", headers={"X-CSRF-Token": "nope"},
+                       follow_redirects=False).status_code == 403
+    assert client.get("/api/v1/me").status_code == 200  # still signed in
+    assert client.post("/logout", headers={"X-CSRF-Token": token},
+                       follow_redirects=False).status_code == 303
+
+
+def test_login_form_itself_needs_its_token(client: TestClient,
+                                           user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", None)
+    client.get("/login")
+    response = client.post("/login", data={"username": "nurse_a", "password": PASSWORD,
+                                           "csrf_token": "forged"}, follow_redirects=False)
+    assert response.status_code == 403
+    client.cookies.set("careloop_session", "stale-or-made-up")  # no live session behind it
+    response = client.post("/login", data={"username": "nurse_a", "password": PASSWORD,
+                                           "csrf_token": "forged"}, follow_redirects=False)
+    assert response.status_code == 403
+
+
+def test_csrf_exempt_prefixes_come_from_the_registry(client: TestClient,
+                                                     user_factory: UserFactory) -> None:
+    from careloop.engine.registry import loaded_registry
+
+    user_factory("nurse_a", "nurse", None)
+    login(client, "nurse_a")
+    exempt = loaded_registry().catalogue("csrf_exempt")
+    assert client.post("/logout", follow_redirects=False).status_code == 403
+    exempt.register("test", "/logout")
+    try:
+        assert client.post("/logout", follow_redirects=False).status_code == 303
+    finally:
+        exempt._items.pop("test")

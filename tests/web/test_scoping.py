@@ -1,0 +1,96 @@
+"""Every patient-level route refuses a ward-A nurse asking for a ward-B patient.
+
+The routes are found by walking the app, not listed here: a new route marked patient-level is
+tested automatically, and a route whose path names a patient but is not marked fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from careloop.engine.db import transaction
+from careloop.engine.models import AuditRow
+from careloop.engine.registry import loaded_registry
+from careloop.web.app import WEB_ROUTE_MODULES
+from careloop.web.scoping import iter_routes
+
+from .conftest import UserFactory, login
+
+# a value for each resolver, for the ward-B patient (filled from the ``wards`` fixture)
+PATIENT_PARAM = re.compile(r"\{(patient_id|task_id|encounter_id|submission_id)\}")
+
+
+def _url(path: str, values: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values.get(m.group(1), "x"), path)
+
+
+def test_every_patient_level_route_refuses_an_out_of_scope_patient(
+        app: FastAPI, client: TestClient, wards: dict[str, int],
+        user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "doctor", "ward_a")  # doctor: may reveal, so reveal is tested too
+    user_factory("px", "px_office", None)         # may export too
+    routes = [r for r in iter_routes(app.routes) if r.patient is not None]
+    assert len(routes) >= 8
+    via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB"}
+    missing = {r.patient.via for r in routes if r.patient} - set(via_values)
+    assert not missing, f"add sample values for resolvers {missing}"
+    assert set(loaded_registry().catalogue("patient_resolver").names()) >= set(via_values)
+    token = login(client, "nurse_a")
+    refused = []
+    for route in routes:
+        assert route.patient is not None
+        values = {route.patient.param: via_values[route.patient.via]}
+        for method in sorted(route.methods - {"HEAD"}):
+            response = client.request(method, _url(route.path, values),
+                                      headers={"X-CSRF-Token": token},
+                                      follow_redirects=False)
+            assert response.status_code == 403, (method, route.path, response.status_code)
+            refused.append((method, route.path))
+    with transaction() as session:
+        denied = session.scalars(select(AuditRow).where(
+            AuditRow.action == "patient.access", AuditRow.outcome == "denied")).all()
+    assert len(denied) == len(refused)
+    assert {d.patient_id for d in denied} == {"PB"}
+
+
+def test_the_same_routes_serve_an_in_scope_patient(
+        app: FastAPI, client: TestClient, wards: dict[str, int],
+        user_factory: UserFactory) -> None:
+    user_factory("nurse_a", "nurse", "ward_a")
+    login(client, "nurse_a")
+    assert client.get("/patients/PA").status_code == 200
+    assert client.get(f"/tasks/{wards['PA']}").status_code == 200
+    assert client.get("/api/v1/patients/PA").status_code == 200
+    assert client.get(f"/api/v1/tasks/{wards['PA']}").status_code == 200
+    # lists are scoped by query, not by the marker
+    assert [p["id"] for p in client.get("/api/v1/patients").json()] == ["PA"]
+    assert {t["patient_id"] for t in client.get("/api/v1/tasks?view=department").json()} == {"PA"}
+
+
+def test_routes_with_a_patient_in_the_path_are_marked(app: FastAPI) -> None:
+    """A route of the web runtime whose path names a patient-level object must be marked.
+
+    The engines' routers (web/routes_<engine>.py) adopt the marker as they land; once they
+    have, drop the module filter so this guards every route.
+    """
+    own = {*WEB_ROUTE_MODULES, "careloop.web.app"}
+    checked = 0
+    for route in iter_routes(app.routes):
+        if PATIENT_PARAM.search(route.path) and route.endpoint.__module__ in own:
+            checked += 1
+            assert route.patient is not None, f"{route.path} names a patient but is not marked"
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("role", ["system_admin", "security_admin", "auditor"])
+def test_administrators_see_no_patient_data(client: TestClient, wards: dict[str, int],
+                                            user_factory: UserFactory, role: str) -> None:
+    user_factory("boss", role, None)
+    login(client, "boss")
+    assert client.get("/api/v1/patients/PA").status_code == 403
+    assert client.get("/patients/PA").status_code == 403

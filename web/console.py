@@ -1,0 +1,184 @@
+"""What the staff console shows: inbox queries, the patient record (masked), task actions.
+
+Routes stay thin and call these; every function takes the :class:`Principal` and applies its
+scope, so a list can never show a patient the user may not see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from careloop.engine.clock import now_utc
+from careloop.engine.domain import Department, Encounter, Patient, PatientTag, Task, TaskHistory
+from careloop.engine.privacy import mask_id_number, mask_phone
+from careloop.engine.tasks import add_history, complete_task, sla_state
+from careloop.web.permissions import Principal, visible_patient_filter
+
+VIEWS = ("mine", "department", "overdue", "done")
+OUTCOMES = ("reached_ok", "reached_problem", "not_reached", "wrong_number", "declined")
+REVEALABLE = ("phone", "id_number")
+
+
+class ActionRefused(Exception):
+    """Raised when a task action is not allowed in the task's state (e.g. completing it twice)."""
+
+
+def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
+    visible = visible_patient_filter(principal)
+    if visible is None:
+        return query
+    scope = principal.scope or frozenset()
+    return query.where(or_(Task.patient_id.in_(visible),
+                           and_(Task.patient_id.is_(None), Task.department_id.in_(scope))))
+
+
+def task_query(principal: Principal, view: str, priority: str | None = None) -> Select[Any]:
+    """The inbox's tasks for ``view`` (mine | department | overdue | done)."""
+    query = _scoped(select(Task), principal)
+    roles = {(g.role, g.department_id) for g in principal.grants}
+    role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
+                  if dept else Task.assignee_role == role for role, dept in roles]
+    open_ = Task.status.in_(("open", "in_progress"))
+    if view == "mine":
+        query = query.where(open_, or_(Task.assignee_user_id == principal.user_id,
+                                       and_(Task.assignee_user_id.is_(None), or_(*role_match))
+                                       if role_match else Task.id.is_(None)))
+    elif view == "overdue":
+        query = query.where(open_, Task.due_at < now_utc())
+    elif view == "done":
+        query = query.where(Task.status.in_(("done", "cancelled")))
+    else:
+        query = query.where(open_)
+    if priority:
+        query = query.where(Task.priority == priority)
+    order = (Task.completed_at.desc() if view == "done"
+             else Task.due_at.asc().nulls_last())
+    return query.order_by(order, Task.id).limit(200)
+
+
+def inbox(session: Session, principal: Principal, view: str,
+          priority: str | None = None) -> list[dict[str, Any]]:
+    tasks = session.scalars(task_query(principal, view, priority)).all()
+    return [task_json(t) for t in tasks]
+
+
+def counts(session: Session, principal: Principal) -> dict[str, int]:
+    result = {}
+    for view in ("mine", "department", "overdue"):
+        sub = task_query(principal, view).limit(None).order_by(None).subquery()
+        result[view] = int(session.scalar(select(func.count()).select_from(sub)) or 0)
+    return result
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id, "title": task.title, "kind": task.kind, "patient_id": task.patient_id,
+        "department_id": task.department_id, "assignee_user_id": task.assignee_user_id,
+        "assignee_role": task.assignee_role, "priority": task.priority, "status": task.status,
+        "due_at": task.due_at.isoformat() if task.due_at else None, "sla": sla_state(task),
+        "outcome": task.outcome, "notes": task.notes, "form_key": task.form_key,
+        "source_type": task.source_type, "source_ref": task.source_ref,
+        "created_at": task.created_at.isoformat(),
+        "completed_at": task.completed_at.isoformat() if task.completed_at else None,
+    }
+
+
+def history(session: Session, task_id: int) -> list[TaskHistory]:
+    return list(session.scalars(select(TaskHistory).where(TaskHistory.task_id == task_id)
+                                .order_by(TaskHistory.id)).all())
+
+
+def complete(session: Session, task: Task, principal: Principal, outcome: str,
+             notes: str | None) -> None:
+    if task.status in ("done", "cancelled"):
+        raise ActionRefused("task is closed")
+    if outcome not in OUTCOMES:
+        raise ActionRefused("unknown outcome")
+    complete_task(session, task, actor=principal.username, outcome=outcome,
+                  notes=(notes or "").strip()[:2000] or None)
+
+
+def reassign(session: Session, task: Task, principal: Principal, user_id: int) -> None:
+    if task.status in ("done", "cancelled"):
+        raise ActionRefused("task is closed")
+    before = task.assignee_user_id
+    task.assignee_user_id = user_id
+    add_history(session, task, principal.username, "reassigned",
+                {"from": before, "to": user_id})
+
+
+def escalate(session: Session, task: Task, principal: Principal) -> None:
+    if task.status in ("done", "cancelled"):
+        raise ActionRefused("task is closed")
+    level = int(task.escalation.get("level", 0)) + 1
+    task.escalation = {**task.escalation, "level": level}
+    task.priority = "urgent"
+    task.assignee_user_id, task.assignee_role = None, "head_nurse"
+    add_history(session, task, principal.username, "escalated", {"level": level})
+
+
+@dataclass(frozen=True, slots=True)
+class PatientView:
+    """The patient record as a page or the API shows it (phone and ID masked unless revealed)."""
+
+    data: dict[str, Any]
+    encounters: list[dict[str, Any]]
+    tags: list[str]
+    tasks: list[dict[str, Any]]
+
+
+def _age(birth: date | None) -> int | None:
+    if birth is None:
+        return None
+    today = now_utc().date()
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def department_names(session: Session) -> dict[str, dict[str, Any]]:
+    return {d.id: d.name for d in session.scalars(select(Department)).all()}
+
+
+def patient_view(session: Session, patient: Patient, *,
+                 reveal: tuple[str, ...] = ()) -> PatientView:
+    data = {
+        "id": patient.id, "mrn": patient.mrn, "name": patient.name, "gender": patient.gender,
+        "age": _age(patient.birth_date),
+        "birth_year": patient.birth_date.year if patient.birth_date else None,
+        "phone": patient.phone if "phone" in reveal else mask_phone(patient.phone),
+        "id_number": (patient.id_number if "id_number" in reveal
+                      else mask_id_number(patient.id_number)),
+        "locale": patient.locale, "consents": patient.consents,
+        "revealed": sorted(reveal),
+    }
+    encounters = session.scalars(select(Encounter).where(Encounter.patient_id == patient.id)
+                                 .order_by(Encounter.admitted_at.desc().nulls_last())).all()
+    tags = session.scalars(select(PatientTag.tag).where(PatientTag.patient_id == patient.id)
+                           .order_by(PatientTag.tag)).all()
+    tasks = session.scalars(select(Task).where(Task.patient_id == patient.id)
+                            .order_by(Task.created_at.desc()).limit(50)).all()
+    return PatientView(data, [encounter_json(e) for e in encounters], list(tags),
+                       [task_json(t) for t in tasks])
+
+
+def encounter_json(e: Encounter) -> dict[str, Any]:
+    return {"id": e.id, "type": e.type, "department_id": e.department_id, "ward_id": e.ward_id,
+            "status": e.status,
+            "admitted_at": e.admitted_at.isoformat() if e.admitted_at else None,
+            "discharged_at": e.discharged_at.isoformat() if e.discharged_at else None,
+            "diagnoses": e.diagnoses.get("codes", []), "procedures": e.procedures.get("codes", [])}
+
+
+def search_patients(session: Session, principal: Principal, q: str) -> list[Patient]:
+    """Patients in scope whose MRN or id starts with ``q`` (names are not searchable here)."""
+    query = select(Patient)
+    visible = visible_patient_filter(principal)
+    if visible is not None:
+        query = query.where(Patient.id.in_(visible))
+    if q:
+        query = query.where(or_(Patient.mrn.startswith(q), Patient.id.startswith(q)))
+    return list(session.scalars(query.order_by(Patient.mrn).limit(50)).all())

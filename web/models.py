@@ -1,0 +1,44 @@
+"""Tables of the web runtime: credentials, server-side sessions.
+
+Credentials live beside ``users`` (not in it) so the domain table stays free of secrets. Sessions
+are rows, so several app processes share them; the browser's cookie holds a random token and the
+table stores only its SHA-256 (a leaked table gives no usable session).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from careloop.engine.models import Base, utcnow
+
+
+class UserCredential(Base):
+    """A user's password (argon2id), optional TOTP secret and lock-out counters."""
+
+    __tablename__ = "user_credentials"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    failed_count: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """One signed-in browser. ``id`` is the SHA-256 of the cookie's token."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    mfa_pending: Mapped[bool] = mapped_column(default=False)
+    ip: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,147 @@
+"""Roles → permissions, and the departments/wards a user may see.
+
+Roles come from ``registry.catalogue("role")``; :data:`ROLE_PERMISSIONS` maps each built-in role
+to permissions, and a plugin that registers a new role adds its permissions with
+``registry.catalogue("role_permissions").register(role, frozenset({...}))``.
+
+Scope: a :class:`~careloop.engine.domain.RoleGrant` with ``department_id=None`` is hospital-wide;
+one naming a department covers it and its wards; one naming a ward covers that ward only. A patient
+is visible when one of their encounters is in the user's scope (department or ward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from careloop.engine.domain import Department, Encounter, RoleGrant, User
+from careloop.engine.registry import loaded_registry
+
+MAX_ID = 2**31 - 1  # the largest integer id PostgreSQL's INTEGER holds
+
+PATIENT_VIEW = "patient.view"
+PATIENT_REVEAL = "patient.reveal"
+PATIENT_EXPORT = "patient.export"
+TASK_WORK = "task.work"
+TASK_REASSIGN = "task.reassign"
+ADMIN_USERS = "admin.users"
+ADMIN_DEPARTMENTS = "admin.departments"
+BUNDLE_IMPORT = "bundle.import"
+BUNDLE_EXPORT = "bundle.export"
+AUDIT_VIEW = "audit.view"
+DEFINITIONS_VIEW = "definitions.view"
+REPORTS_VIEW = "reports.view"
+COMPLAINTS_MANAGE = "complaints.manage"
+
+PERMISSIONS = (PATIENT_VIEW, PATIENT_REVEAL, PATIENT_EXPORT, TASK_WORK, TASK_REASSIGN,
+               ADMIN_USERS, ADMIN_DEPARTMENTS, BUNDLE_IMPORT, BUNDLE_EXPORT, AUDIT_VIEW,
+               DEFINITIONS_VIEW, REPORTS_VIEW, COMPLAINTS_MANAGE)
+
+_CLINICAL = frozenset({PATIENT_VIEW, TASK_WORK, DEFINITIONS_VIEW, REPORTS_VIEW})
+
+# Separation of duties (等保三级 三权分立): the system, security and audit administrators see no
+# patient data.
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "system_admin": frozenset({ADMIN_DEPARTMENTS, BUNDLE_IMPORT, BUNDLE_EXPORT,
+                               DEFINITIONS_VIEW}),
+    "security_admin": frozenset({ADMIN_USERS}),
+    "auditor": frozenset({AUDIT_VIEW}),
+    "leadership": frozenset({PATIENT_VIEW, DEFINITIONS_VIEW, REPORTS_VIEW}),
+    "px_office": _CLINICAL | {PATIENT_REVEAL, PATIENT_EXPORT, TASK_REASSIGN, COMPLAINTS_MANAGE},
+    "dept_director": _CLINICAL | {PATIENT_REVEAL, PATIENT_EXPORT, TASK_REASSIGN},
+    "head_nurse": _CLINICAL | {PATIENT_REVEAL, TASK_REASSIGN},
+    "doctor": _CLINICAL | {PATIENT_REVEAL},
+    "nurse": _CLINICAL,
+    "followup_agent": _CLINICAL | {PATIENT_REVEAL},
+    "pharmacist": _CLINICAL,
+    "pharmacy_head": _CLINICAL | {TASK_REASSIGN},
+}
+
+
+def permissions_of(role: str) -> frozenset[str]:
+    extra = loaded_registry().catalogue("role_permissions").get(role)
+    if extra is not None:
+        return frozenset(extra)
+    return ROLE_PERMISSIONS.get(role, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    role: str
+    department_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The signed-in user as authorisation sees them."""
+
+    user_id: int
+    username: str
+    display_name: str
+    grants: tuple[Grant, ...]
+    scope: frozenset[str] | None  # None = hospital-wide; else department and ward ids
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
+    def role_label(self) -> str:
+        """The roles as one string for the audit log's ``actor_role``."""
+        return ",".join(sorted({g.role for g in self.grants}))[:64]
+
+    @property
+    def primary_department(self) -> str | None:
+        return next((g.department_id for g in self.grants if g.department_id), None)
+
+
+def _expand(session: Session, department_ids: Iterable[str]) -> set[str]:
+    ids = set(department_ids)
+    wards = session.scalars(select(Department.id).where(Department.parent_id.in_(ids))).all()
+    return ids | set(wards)
+
+
+def load_principal(session: Session, user: User) -> Principal:
+    """Build the user's grants, permissions and scope from ``role_grants``."""
+    rows = session.scalars(select(RoleGrant).where(RoleGrant.user_id == user.id)).all()
+    grants = tuple(Grant(r.role, r.department_id) for r in rows)
+    perms: set[str] = set()
+    for grant in grants:
+        perms |= permissions_of(grant.role)
+    patient_grants = [g for g in grants if PATIENT_VIEW in permissions_of(g.role)]
+    scope: frozenset[str] | None
+    if any(g.department_id is None for g in patient_grants):
+        scope = None
+    else:
+        scope = frozenset(_expand(session, [g.department_id for g in patient_grants
+                                            if g.department_id]))
+    return Principal(user.id, user.username, user.display_name, grants, scope, frozenset(perms))
+
+
+def can_see_patient(session: Session, principal: Principal, patient_id: str) -> bool:
+    """True when ``principal`` may see this patient (needs ``patient.view`` and scope)."""
+    if not principal.can(PATIENT_VIEW):
+        return False
+    if principal.scope is None:
+        return True
+    if not principal.scope:
+        return False
+    hit = session.scalars(select(Encounter.id).where(
+        Encounter.patient_id == patient_id,
+        or_(Encounter.department_id.in_(principal.scope),
+            Encounter.ward_id.in_(principal.scope))).limit(1)).first()
+    return hit is not None
+
+
+def visible_patient_filter(principal: Principal) -> Select[str] | None:
+    """A SQL condition on ``patient_id`` columns for lists, or None for hospital-wide users.
+
+    Use as ``query.where(Task.patient_id.in_(visible_patient_filter(principal)))``.
+    """
+    if principal.scope is None:
+        return None
+    return select(Encounter.patient_id).where(or_(
+        Encounter.department_id.in_(principal.scope), Encounter.ward_id.in_(principal.scope)))

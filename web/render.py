@@ -1,0 +1,89 @@
+"""Server-rendered pages: one Jinja environment, every string through ``careloop.engine.i18n``.
+
+Templates get ``_`` (translate in the request's locale), ``pick`` (definition labels),
+``me`` (the principal or None), ``csrf_token``, ``nav`` (items the user may open) and
+``request_id``. The navigation is the ``web_nav`` catalogue, so engines add their pages to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from careloop.engine.clock import to_local
+from careloop.engine.i18n import pick, t
+from careloop.engine.registry import loaded_registry
+from careloop.web.deps import csrf_token_of, current, locale_of, request_id
+
+
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    """A link in the console's navigation; shown when the user holds ``permission``."""
+
+    label_key: str
+    href: str
+    permission: str | None
+    order: int
+    section: str = "work"  # work | admin
+
+
+def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return to_local(value).strftime(fmt) if value is not None else ""
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("careloop.web", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters["local"] = _local
+    env.globals["pick"] = pick
+    return env
+
+
+def nav_items(request: Request) -> list[NavItem]:
+    cur = current(request)
+    if cur is None or cur.mfa_pending:
+        return []
+    items = [item for _, item in loaded_registry().catalogue("web_nav").items()
+             if item.permission is None or cur.principal.can(item.permission)]
+    return sorted(items, key=lambda i: (i.section != "work", i.order))
+
+
+def render(request: Request, template: str, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    locale = locale_of(request)
+    cur = current(request)
+
+    def translate(key: str, **params: object) -> str:
+        return t(key, locale, **params)
+
+    html = environment().get_template(template).render(
+        _=translate, locale=locale, me=cur.principal if cur and not cur.mfa_pending else None,
+        csrf_token=csrf_token_of(request), nav=nav_items(request),
+        request_id=request_id(request), path=request.url.path, **context)
+    response = HTMLResponse(html, status_code=status_code)
+    login_csrf = getattr(request.state, "login_csrf", None)
+    if cur is None and login_csrf:
+        response.set_cookie("careloop_login_csrf", login_csrf, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+    return response
+
+
+@dataclass(frozen=True, slots=True)
+class PatientPanel:
+    """A section of the patient 360 page, registered in ``registry.catalogue("patient_panel")``.
+
+    ``render(session, patient_id, principal, locale)`` returns HTML it has escaped itself (use
+    ``markupsafe.escape``); the page has already checked the patient is in the user's scope.
+    """
+
+    title: dict[str, str]
+    order: int
+    render: Any

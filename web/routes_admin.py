@@ -1,0 +1,294 @@
+"""Administration pages: users and roles, departments and wards, bundles, the audit log."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import pathlib
+import tempfile
+from datetime import datetime, timedelta
+
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    UploadFile,
+)
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from careloop.engine import audit as audit_log
+from careloop.engine.bundles import BundleError, ImportPlan, import_bundle
+from careloop.engine.clock import hospital_tz
+from careloop.engine.db import transaction
+from careloop.engine.domain import Department, RoleGrant, User
+from careloop.engine.errors import DefinitionInvalid
+from careloop.engine.i18n import t
+from careloop.engine.models import BundleRow
+from careloop.engine.registry import loaded_registry
+from careloop.web import admin, auth
+from careloop.web.deps import locale_of, record, require
+from careloop.web.models import UserCredential
+from careloop.web.permissions import (
+    ADMIN_DEPARTMENTS,
+    ADMIN_USERS,
+    AUDIT_VIEW,
+    BUNDLE_EXPORT,
+    BUNDLE_IMPORT,
+    MAX_ID,
+    PERMISSIONS,
+    Principal,
+    permissions_of,
+)
+from careloop.web.render import render
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+UPLOAD = File()
+
+NEEDS_ADMIN_DEPARTMENTS = Depends(require(ADMIN_DEPARTMENTS))
+NEEDS_ADMIN_USERS = Depends(require(ADMIN_USERS))
+NEEDS_AUDIT_VIEW = Depends(require(AUDIT_VIEW))
+NEEDS_BUNDLE_EXPORT = Depends(require(BUNDLE_EXPORT))
+NEEDS_BUNDLE_IMPORT = Depends(require(BUNDLE_IMPORT))
+
+
+def _users_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+    with transaction() as session:
+        users = session.scalars(select(User).order_by(User.username)).all()
+        grants = session.scalars(select(RoleGrant)).all()
+        creds = {c.user_id: c for c in session.scalars(select(UserCredential)).all()}
+        by_user: dict[int, list[RoleGrant]] = {}
+        for g in grants:
+            by_user.setdefault(g.user_id, []).append(g)
+        departments = session.scalars(select(Department).order_by(Department.id)).all()
+    roles = loaded_registry().catalogue("role").items()
+    return render(request, "admin_users.html", status_code=status, users=users, grants=by_user,
+                  creds=creds, roles=roles, departments=departments, error=error)
+
+
+@router.get("/users")
+def users(request: Request, me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    return _users_page(request)
+
+
+@router.post("/users")
+def user_create(request: Request, username: str = Form(max_length=64),
+                display_name: str = Form("", max_length=128),
+                password: str = Form(max_length=256), role: str = Form(max_length=32),
+                department_id: str = Form("", max_length=64),
+                me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    try:
+        with transaction() as session:
+            user = admin.create_user(session, username=username.strip(),
+                                     display_name=display_name.strip(), password=password)
+            admin.grant(session, user, role, department_id or None)
+            record(request, me, "user.create", session=session, object_type="user",
+                   object_id=user.username,
+                   details={"role": role, "department": department_id or None})
+    except admin.AdminError as exc:
+        return _users_page(request, t(exc.key, locale_of(request), **exc.params), 400)
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/users/{user_id}/grants")
+def grant_add(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
+              role: str = Form(max_length=32),
+              department_id: str = Form("", max_length=64),
+              me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    try:
+        with transaction() as session:
+            user = session.get(User, user_id)
+            if user is None:
+                raise HTTPException(status_code=404)
+            admin.grant(session, user, role, department_id or None)
+            record(request, me, "permission.grant", session=session, object_type="user",
+                   object_id=user.username,
+                   details={"role": role, "department": department_id or None})
+    except admin.AdminError as exc:
+        return _users_page(request, t(exc.key, locale_of(request)), 400)
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/users/{user_id}/grants/{grant_id}/revoke")
+def grant_revoke(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
+                 grant_id: int = Path(ge=1, le=MAX_ID),
+                 me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    with transaction() as session:
+        row = session.get(RoleGrant, grant_id)
+        user = session.get(User, user_id)
+        if row is None or user is None or row.user_id != user_id:
+            raise HTTPException(status_code=404)
+        session.delete(row)
+        record(request, me, "permission.revoke", session=session, object_type="user",
+               object_id=user.username,
+               details={"role": row.role, "department": row.department_id})
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/users/{user_id}/status")
+def user_status(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
+                action: str = Form(max_length=16),
+                me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    if action not in ("activate", "deactivate", "unlock"):
+        raise HTTPException(status_code=400)
+    with transaction() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            raise HTTPException(status_code=404)
+        if action == "unlock":
+            cred = session.get(UserCredential, user_id)
+            if cred is not None:
+                cred.locked_until, cred.failed_count = None, 0
+        else:
+            user.active = action == "activate"
+            if not user.active:
+                auth.destroy_user_sessions(session, user_id)
+        record(request, me, f"user.{action}", session=session, object_type="user",
+               object_id=user.username)
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.get("/roles")
+def roles(request: Request, me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    table = [(name, info, permissions_of(name))
+             for name, info in loaded_registry().catalogue("role").items()]
+    return render(request, "admin_roles.html", roles=table, permissions=PERMISSIONS)
+
+
+def _departments_page(request: Request, error: str | None = None,
+                      status: int = 200) -> Response:
+    with transaction() as session:
+        rows = session.scalars(select(Department).order_by(Department.id)).all()
+    return render(request, "admin_departments.html", status_code=status, departments=rows,
+                  error=error)
+
+
+@router.get("/departments")
+def departments(request: Request,
+                me: Principal = NEEDS_ADMIN_DEPARTMENTS) -> Response:
+    return _departments_page(request)
+
+
+@router.post("/departments")
+def department_create(request: Request, id: str = Form(max_length=64),
+                      name_zh: str = Form(max_length=128), name_en: str = Form("", max_length=128),
+                      parent_id: str = Form("", max_length=64),
+                      me: Principal = NEEDS_ADMIN_DEPARTMENTS) -> Response:
+    try:
+        with transaction() as session:
+            admin.create_department(session, id=id.strip(), name_zh=name_zh.strip(),
+                                    name_en=name_en.strip(), parent_id=parent_id or None)
+            record(request, me, "department.create", session=session,
+                   object_type="department", object_id=id.strip())
+    except admin.AdminError as exc:
+        return _departments_page(request, t(exc.key, locale_of(request)), 400)
+    return RedirectResponse("/admin/departments", status_code=303)
+
+
+def _bundles_page(request: Request, plan: ImportPlan | None = None, payload: str | None = None,
+                  digest: str | None = None, errors: list[str] | None = None,
+                  status: int = 200) -> Response:
+    with transaction() as session:
+        rows = session.scalars(select(BundleRow).order_by(BundleRow.id)).all()
+    return render(request, "admin_bundles.html", status_code=status, bundles=rows,
+                  plan=plan.to_json() if plan else None, payload=payload, digest=digest,
+                  errors=errors or [])
+
+
+@router.get("/bundles")
+def bundles(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    return _bundles_page(request)
+
+
+def _plan(data: bytes, apply: bool, actor: str) -> ImportPlan:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "upload.zip"
+        path.write_bytes(data)
+        return import_bundle(path, dry_run=not apply, actor=actor)
+
+
+def _problems(exc: Exception) -> list[str]:
+    if isinstance(exc, DefinitionInvalid):
+        return [p.render() for p in exc.problems]
+    return [str(exc)]
+
+
+@router.post("/bundles/plan")
+async def bundle_plan(request: Request, file: UploadFile = UPLOAD,
+                      me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Show what importing the uploaded zip would change; nothing is written."""
+    data = await file.read()
+    try:
+        plan = _plan(data, apply=False, actor=me.username)
+    except (BundleError, DefinitionInvalid) as exc:
+        return _bundles_page(request, errors=_problems(exc), status=400)
+    return _bundles_page(request, plan=plan, payload=base64.b64encode(data).decode(),
+                         digest=hashlib.sha256(data).hexdigest())
+
+
+@router.post("/bundles/apply")
+def bundle_apply(request: Request, payload: str = Form(), digest: str = Form(max_length=64),
+                 me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Apply the planned zip (sent back by the plan page; its digest must match)."""
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HTTPException(status_code=400) from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise HTTPException(status_code=400)
+    try:
+        plan = _plan(data, apply=True, actor=me.username)
+    except (BundleError, DefinitionInvalid) as exc:
+        record(request, me, "bundle.import", outcome="failure", object_type="bundle",
+               details={"errors": len(_problems(exc))})
+        return _bundles_page(request, errors=_problems(exc), status=400)
+    record(request, me, "bundle.import_request", object_type="bundle", object_id=plan.app_id,
+           details={"applied": plan.applied})
+    return _bundles_page(request, plan=plan)
+
+
+@router.get("/bundles/{app_id}/export")
+def bundle_export(request: Request, app_id: str,
+                  me: Principal = NEEDS_BUNDLE_EXPORT) -> Response:
+    from careloop.engine.bundles import export_bundle
+    from careloop.engine.errors import NotFound
+
+    try:
+        data = export_bundle(app_id)
+    except NotFound as exc:
+        raise HTTPException(status_code=404) from exc
+    record(request, me, "bundle.export", object_type="bundle", object_id=app_id)
+    return Response(data, media_type="application/zip", headers={
+        "content-disposition": f'attachment; filename="{app_id}.zip"'})
+
+
+def _day(value: str) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=hospital_tz())
+    except ValueError:
+        return None
+
+
+@router.get("/audit")
+def audit_page(request: Request, actor: str = "", action: str = "", patient_id: str = "",
+               outcome: str = "", object_id: str = "", since: str = "", until: str = "",
+               before: int | None = Query(None, ge=1, le=MAX_ID), verify: bool = False,
+               me: Principal = NEEDS_AUDIT_VIEW) -> Response:
+    filters = {"actor": actor, "action": action, "patient_id": patient_id, "outcome": outcome,
+               "object_id": object_id}
+    end = _day(until)
+    with transaction() as session:
+        rows = session.scalars(admin.audit_query(
+            filters, before_id=before, since=_day(since),
+            until=end + timedelta(days=1) if end else None)).all()
+        breaks = list(audit_log.verify(session)) if verify else None
+        record(request, me, "audit.view", session=session,
+               details={k: v for k, v in filters.items() if v})
+    return render(request, "admin_audit.html", rows=rows, filters=filters, since=since,
+                  until=until, breaks=breaks, verified=verify)

@@ -1,0 +1,167 @@
+"""The JSON API under ``/api/v1`` (described by ``/api/v1/openapi.json``).
+
+Authentication is the same server-side session as the console (cookie), and state-changing calls
+send the session's CSRF token in ``X-CSRF-Token`` (``GET /api/v1/me`` returns it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from careloop.engine.db import transaction
+from careloop.engine.domain import Patient, Task
+from careloop.web import admin, console
+from careloop.web.deps import current, record, require, require_user
+from careloop.web.permissions import (
+    AUDIT_VIEW,
+    MAX_ID,
+    PATIENT_EXPORT,
+    PATIENT_REVEAL,
+    PATIENT_VIEW,
+    TASK_WORK,
+    Principal,
+)
+from careloop.web.scoping import patient_level
+
+router = APIRouter(prefix="/api/v1", tags=["console"])
+
+NEEDS_AUDIT_VIEW = Depends(require(AUDIT_VIEW))
+NEEDS_PATIENT_EXPORT = Depends(require(PATIENT_EXPORT))
+NEEDS_PATIENT_REVEAL = Depends(require(PATIENT_REVEAL))
+NEEDS_PATIENT_VIEW = Depends(require(PATIENT_VIEW))
+NEEDS_TASK_WORK = Depends(require(TASK_WORK))
+SIGNED_IN = Depends(require_user)
+
+Outcome = Literal["reached_ok", "reached_problem", "not_reached", "wrong_number", "declined"]
+
+
+class CompleteTask(BaseModel):
+    outcome: Outcome
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+class Reveal(BaseModel):
+    reason: str = Field(min_length=1, max_length=200, pattern=r"\S")
+
+
+@router.get("/me")
+def me(request: Request, principal: Principal = SIGNED_IN) -> dict[str, Any]:
+    cur = current(request)
+    return {"username": principal.username, "display_name": principal.display_name,
+            "roles": [{"role": g.role, "department": g.department_id} for g in principal.grants],
+            "permissions": sorted(principal.permissions),
+            "csrf_token": cur.csrf_token if cur else None}
+
+
+@router.get("/tasks")
+def tasks(view: Literal["mine", "department", "overdue", "done"] = "mine",
+          priority: Literal["urgent", "high", "normal", "low"] | None = None,
+          principal: Principal = NEEDS_TASK_WORK) -> list[dict[str, Any]]:
+    with transaction() as session:
+        return console.inbox(session, principal, view, priority)
+
+
+def _task(session: Any, task_id: int, principal: Principal) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise HTTPException(status_code=404)
+    if task.patient_id is None and principal.scope is not None \
+            and task.department_id not in principal.scope:
+        raise HTTPException(status_code=403)
+    return task  # type: ignore[no-any-return]
+
+
+@router.get("/tasks/{task_id}")
+@patient_level("task_id", via="task")
+def task(task_id: int = Path(ge=1, le=MAX_ID),
+         principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any]:
+    with transaction() as session:
+        return console.task_json(_task(session, task_id, principal))
+
+
+@router.post("/tasks/{task_id}/complete")
+@patient_level("task_id", via="task")
+def task_complete(request: Request, body: CompleteTask,
+                  task_id: int = Path(ge=1, le=MAX_ID),
+                  principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any]:
+    with transaction() as session:
+        item = _task(session, task_id, principal)
+        try:
+            console.complete(session, item, principal, body.outcome, body.notes)
+        except console.ActionRefused as exc:
+            raise HTTPException(status_code=409, detail="task is closed") from exc
+        record(request, principal, "task.complete", session=session, object_type="task",
+               object_id=str(task_id), patient_id=item.patient_id,
+               details={"outcome": body.outcome})
+        return console.task_json(item)
+
+
+@router.get("/patients")
+def patients(q: str = Query("", max_length=64),
+             principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
+    with transaction() as session:
+        return [{"id": p.id, "mrn": p.mrn} for p in
+                console.search_patients(session, principal, q.strip())]
+
+
+def _patient_json(request: Request, principal: Principal, patient_id: str, action: str,
+                  reveal: tuple[str, ...] = (), details: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    with transaction() as session:
+        patient = session.get(Patient, patient_id)
+        if patient is None:
+            raise HTTPException(status_code=404)
+        view = console.patient_view(session, patient, reveal=reveal)
+        record(request, principal, action, session=session, object_type="patient",
+               object_id=patient_id, patient_id=patient_id, details=details)
+    return {"patient": view.data, "encounters": view.encounters, "tags": view.tags,
+            "tasks": view.tasks}
+
+
+@router.get("/patients/{patient_id}")
+@patient_level("patient_id")
+def patient(request: Request, patient_id: str,
+            principal: Principal = NEEDS_PATIENT_VIEW) -> dict[str, Any]:
+    return _patient_json(request, principal, patient_id, "patient.view")
+
+
+@router.post("/patients/{patient_id}/reveal")
+@patient_level("patient_id")
+def patient_reveal(request: Request, patient_id: str, body: Reveal,
+                   principal: Principal = NEEDS_PATIENT_REVEAL) -> dict[str, Any]:
+    data = _patient_json(request, principal, patient_id, "patient.reveal",
+                         reveal=console.REVEALABLE,
+                         details={"fields": list(console.REVEALABLE),
+                                  "reason": body.reason.strip()})
+    return {"id": patient_id, **{k: data["patient"][k] for k in console.REVEALABLE}}
+
+
+@router.get("/patients/{patient_id}/export")
+@patient_level("patient_id")
+def patient_export(request: Request, patient_id: str,
+                   principal: Principal = NEEDS_PATIENT_EXPORT) -> Response:
+    """The patient's record as a JSON download (phone and ID stay masked)."""
+    data = _patient_json(request, principal, patient_id, "patient.export")
+    return Response(json.dumps(data, ensure_ascii=False, indent=2),
+                    media_type="application/json", headers={
+                        "content-disposition": f'attachment; filename="patient-{patient_id}.json"'
+                    })
+
+
+@router.get("/audit")
+def audit(request: Request, actor: str = Query("", max_length=128),
+          action: str = Query("", max_length=64), patient_id: str = Query("", max_length=64),
+          outcome: str = Query("", max_length=16),
+          before: int | None = Query(None, ge=1, le=MAX_ID),
+          principal: Principal = NEEDS_AUDIT_VIEW) -> list[dict[str, Any]]:
+    filters = {"actor": actor, "action": action, "patient_id": patient_id, "outcome": outcome}
+    with transaction() as session:
+        rows = session.scalars(admin.audit_query(filters, before_id=before)).all()
+        record(request, principal, "audit.view", session=session,
+               details={k: v for k, v in filters.items() if v})
+        return [admin.audit_json(r) for r in rows]

@@ -1,0 +1,208 @@
+"""Staff console pages: home, to-do inbox, task, patient 360 (with reveal), definitions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from careloop.engine import store
+from careloop.engine.db import transaction
+from careloop.engine.domain import Patient, RoleGrant, Task, User
+from careloop.engine.i18n import t
+from careloop.engine.registry import loaded_registry
+from careloop.web import console
+from careloop.web.deps import locale_of, record, require, require_user
+from careloop.web.permissions import (
+    DEFINITIONS_VIEW,
+    MAX_ID,
+    PATIENT_REVEAL,
+    PATIENT_VIEW,
+    TASK_REASSIGN,
+    TASK_WORK,
+    Principal,
+)
+from careloop.web.render import render
+from careloop.web.scoping import patient_level
+
+router = APIRouter(include_in_schema=False)
+
+NEEDS_DEFINITIONS_VIEW = Depends(require(DEFINITIONS_VIEW))
+NEEDS_PATIENT_REVEAL = Depends(require(PATIENT_REVEAL))
+NEEDS_PATIENT_VIEW = Depends(require(PATIENT_VIEW))
+NEEDS_TASK_REASSIGN = Depends(require(TASK_REASSIGN))
+NEEDS_TASK_WORK = Depends(require(TASK_WORK))
+SIGNED_IN = Depends(require_user)
+
+
+@router.get("/")
+def home(request: Request, me: Principal = SIGNED_IN) -> Response:
+    with transaction() as session:
+        counts = console.counts(session, me) if me.can(TASK_WORK) else {}
+        mine = console.inbox(session, me, "mine")[:10] if me.can(TASK_WORK) else []
+        urgent = [t for t in mine if t["priority"] == "urgent"]
+    return render(request, "home.html", counts=counts, tasks=mine, alerts=urgent)
+
+
+@router.get("/inbox")
+def inbox(request: Request, view: str = "mine", priority: str | None = None,
+          me: Principal = NEEDS_TASK_WORK) -> Response:
+    view = view if view in console.VIEWS else "mine"
+    with transaction() as session:
+        tasks = console.inbox(session, me, view, priority or None)
+        counts = console.counts(session, me)
+        names = console.department_names(session)
+    return render(request, "inbox.html", tasks=tasks, view=view, views=console.VIEWS,
+                  priority=priority or "", counts=counts, departments=names)
+
+
+def _task_or_404(session: object, task_id: int) -> Task:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    task = session.get(Task, task_id)
+    if task is None:
+        raise HTTPException(status_code=404)
+    return task
+
+
+def _check_department_task(me: Principal, task: Task) -> None:
+    """Tasks without a patient are scoped by their department."""
+    if task.patient_id is None and me.scope is not None and task.department_id not in me.scope:
+        raise HTTPException(status_code=403)
+
+
+@router.get("/tasks/{task_id}")
+@patient_level("task_id", via="task")
+def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+              me: Principal = NEEDS_TASK_WORK) -> Response:
+    with transaction() as session:
+        task = _task_or_404(session, task_id)
+        _check_department_task(me, task)
+        patient = session.get(Patient, task.patient_id) if task.patient_id else None
+        view = console.patient_view(session, patient) if patient else None
+        hist = console.history(session, task_id)
+        users = _colleagues(session, task.department_id) if me.can(TASK_REASSIGN) else []
+        if patient is not None:
+            record(request, me, "patient.view", session=session, object_type="task",
+                   object_id=str(task_id), patient_id=patient.id)
+        data = console.task_json(task)
+    return render(request, "task.html", task=data, patient=view, history=hist,
+                  outcomes=console.OUTCOMES, users=users)
+
+
+def _colleagues(session: object, department_id: str | None) -> list[User]:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    query = select(User).join(RoleGrant, RoleGrant.user_id == User.id).where(User.active)
+    if department_id:
+        query = query.where(RoleGrant.department_id == department_id)
+    return list(session.scalars(query.distinct().order_by(User.username).limit(100)).all())
+
+
+@router.post("/tasks/{task_id}/complete")
+@patient_level("task_id", via="task")
+def task_complete(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                  outcome: str = Form(max_length=32),
+                  notes: str = Form("", max_length=2000),
+                  me: Principal = NEEDS_TASK_WORK) -> Response:
+    return _task_action(request, me, task_id, "task.complete",
+                        lambda s, task: console.complete(s, task, me, outcome, notes),
+                        {"outcome": outcome})
+
+
+@router.post("/tasks/{task_id}/reassign")
+@patient_level("task_id", via="task")
+def task_reassign(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                  user_id: int = Form(ge=1, le=MAX_ID),
+                  me: Principal = NEEDS_TASK_REASSIGN) -> Response:
+    return _task_action(request, me, task_id, "task.reassign",
+                        lambda s, task: console.reassign(s, task, me, user_id),
+                        {"to_user_id": user_id})
+
+
+@router.post("/tasks/{task_id}/escalate")
+@patient_level("task_id", via="task")
+def task_escalate(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                  me: Principal = NEEDS_TASK_WORK) -> Response:
+    return _task_action(request, me, task_id, "task.escalate",
+                        lambda s, task: console.escalate(s, task, me), {})
+
+
+def _task_action(request: Request, me: Principal, task_id: int, action: str,
+                 apply: object, details: dict[str, object]) -> Response:
+    with transaction() as session:
+        task = _task_or_404(session, task_id)
+        _check_department_task(me, task)
+        try:
+            assert callable(apply)
+            apply(session, task)
+        except console.ActionRefused:
+            return render(request, "error.html", status_code=409,
+                          message=t("web.task.refused", locale_of(request)))
+        record(request, me, action, session=session, object_type="task",
+               object_id=str(task_id), patient_id=task.patient_id, details=details)
+    return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+
+
+@router.get("/patients")
+def patients(request: Request, q: str = "",
+             me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    with transaction() as session:
+        rows = console.search_patients(session, me, q.strip()[:64])
+        found = [{"id": p.id, "mrn": p.mrn, "name": p.name, "gender": p.gender} for p in rows]
+    return render(request, "patients.html", patients=found, q=q)
+
+
+@router.get("/patients/{patient_id}")
+@patient_level("patient_id")
+def patient_page(request: Request, patient_id: str,
+                 me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    return _patient_response(request, me, patient_id, reveal=(), reason=None)
+
+
+@router.post("/patients/{patient_id}/reveal")
+@patient_level("patient_id")
+def patient_reveal(request: Request, patient_id: str, reason: str = Form(max_length=200),
+                   me: Principal = NEEDS_PATIENT_REVEAL) -> Response:
+    reason = reason.strip()
+    if not reason:
+        return _patient_response(request, me, patient_id, reveal=(), reason=None,
+                                 error=t("web.reveal.reason_required", locale_of(request)))
+    return _patient_response(request, me, patient_id, reveal=console.REVEALABLE, reason=reason)
+
+
+def _patient_response(request: Request, me: Principal, patient_id: str, *,
+                      reveal: tuple[str, ...], reason: str | None,
+                      error: str | None = None) -> Response:
+    locale = locale_of(request)
+    with transaction() as session:
+        patient = session.get(Patient, patient_id)
+        if patient is None:
+            raise HTTPException(status_code=404)
+        view = console.patient_view(session, patient, reveal=reveal)
+        if reveal:
+            record(request, me, "patient.reveal", session=session, object_type="patient",
+                   object_id=patient_id, patient_id=patient_id,
+                   details={"fields": list(reveal), "reason": reason})
+        else:
+            record(request, me, "patient.view", session=session, object_type="patient",
+                   object_id=patient_id, patient_id=patient_id)
+        panels = []
+        for _, panel in sorted(loaded_registry().catalogue("patient_panel").items(),
+                               key=lambda item: item[1].order):
+            panels.append((panel, panel.render(session, patient_id, me, locale)))
+        names = console.department_names(session)
+    return render(request, "patient.html", patient=view, panels=panels, departments=names,
+                  can_reveal=me.can(PATIENT_REVEAL), error=error)
+
+
+@router.get("/definitions")
+def definitions(request: Request, kind: str | None = None,
+                me: Principal = NEEDS_DEFINITIONS_VIEW) -> Response:
+    with transaction() as session:
+        rows = [{"kind": r.kind, "key": r.key, "version": r.version, "title": r.title,
+                 "app": r.app_id, "created_at": r.created_at}
+                for r in store.list_current(session, kind=kind or None)]
+    return render(request, "definitions.html", rows=rows)

@@ -1,0 +1,153 @@
+"""Patient-level routes: declared once, enforced for every route by one app-wide dependency.
+
+A route that shows or changes one patient's data says where the patient comes from::
+
+    @router.get("/patients/{patient_id}")
+    @patient_level("patient_id")                 # the path parameter is a patient id
+    def patient_page(...): ...
+
+    @router.post("/tasks/{task_id}/complete")
+    @patient_level("task_id", via="task")        # the patient is the task's patient
+    def complete(...): ...
+
+:func:`enforce_patient_scope` runs before every route (it is an app dependency, so the engines'
+routers get it too): for a marked route it resolves the patient id through the
+``patient_resolver`` catalogue (``via`` → ``fn(session, value) -> patient id | None``) and refuses
+(HTTP 403, audited) when the signed-in user may not see that patient. Engines register their
+resolvers (e.g. ``submission``) and mark their routes the same way; ``tests/web/test_scoping.py``
+walks every marked route, so a new patient-level route cannot forget its scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import HTTPException, Request
+from sqlalchemy.orm import Session
+
+from careloop.engine.db import transaction
+from careloop.engine.domain import Encounter, Patient, Task
+from careloop.engine.registry import Registry, loaded_registry
+from careloop.web.deps import Forbidden, record, require_user
+from careloop.web.permissions import MAX_ID, can_see_patient
+
+F = TypeVar("F", bound=Callable[..., Any])
+MARK = "__careloop_patient_level__"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientParam:
+    """Which path parameter identifies the patient, and how to turn it into a patient id."""
+
+    param: str
+    via: str
+
+
+def patient_level(param: str = "patient_id", *, via: str = "patient") -> Callable[[F], F]:
+    """Mark a route endpoint as patient-level (put it *below* the ``@router.get`` line)."""
+    def mark(fn: F) -> F:
+        setattr(fn, MARK, PatientParam(param, via))
+        return fn
+    return mark
+
+
+def marker_of(endpoint: object) -> PatientParam | None:
+    value = getattr(endpoint, MARK, None)
+    return value if isinstance(value, PatientParam) else None
+
+
+def _patient(session: Session, value: str) -> str | None:
+    return value if session.get(Patient, value) is not None else None
+
+
+def _task_id(value: str) -> int | None:
+    return int(value) if value.isdigit() and 0 < int(value) <= MAX_ID else None
+
+
+def _task(session: Session, value: str) -> str | None:
+    task_id = _task_id(value)
+    task = session.get(Task, task_id) if task_id is not None else None
+    return task.patient_id if task is not None else None
+
+
+def _encounter(session: Session, value: str) -> str | None:
+    encounter = session.get(Encounter, value)
+    return encounter.patient_id if encounter is not None else None
+
+
+def register_resolvers(registry: Registry) -> None:
+    resolvers = registry.catalogue("patient_resolver")
+    resolvers.register("patient", _patient)
+    resolvers.register("task", _task)
+    resolvers.register("encounter", _encounter)
+
+
+def resolve_patient(session: Session, via: str, value: str) -> str | None:
+    resolver = loaded_registry().catalogue("patient_resolver").get(via)
+    if resolver is None:
+        raise LookupError(f"no patient resolver '{via}' is registered")
+    result: str | None = resolver(session, value)
+    return result
+
+
+def enforce_patient_scope(request: Request) -> None:
+    """App-wide dependency; a no-op for routes that are not patient-level."""
+    route = request.scope.get("route")
+    endpoint = request.scope.get("endpoint") or getattr(route, "endpoint", None)
+    mark = marker_of(endpoint)
+    if mark is None:
+        return
+    principal = require_user(request)
+    value = str(request.path_params.get(mark.param, ""))
+    with transaction() as session:
+        patient_id = resolve_patient(session, mark.via, value)
+        if patient_id is None:
+            if mark.via != "patient" and value:
+                # an object without a patient (e.g. a department task): not patient-level
+                exists = loaded_registry().catalogue("patient_resolver").get(mark.via)
+                if exists is not None and _object_exists(session, mark.via, value):
+                    return
+            raise HTTPException(status_code=404)
+        allowed = can_see_patient(session, principal, patient_id)
+    request.state.patient_id = patient_id
+    if not allowed:
+        record(request, principal, "patient.access", outcome="denied", object_type=mark.via,
+               object_id=value[:128], patient_id=patient_id,
+               details={"route": request.url.path[:200]})
+        raise Forbidden()
+
+
+def _object_exists(session: Session, via: str, value: str) -> bool:
+    if via == "task":
+        task_id = _task_id(value)
+        return task_id is not None and session.get(Task, task_id) is not None
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One HTTP route of the app, flattened out of included routers."""
+
+    path: str
+    methods: frozenset[str]
+    endpoint: Any
+
+    @property
+    def patient(self) -> PatientParam | None:
+        return marker_of(self.endpoint)
+
+
+def iter_routes(routes: Any, prefix: str = "") -> list[RouteInfo]:
+    """Every route with its full path (recursing into included routers)."""
+    found: list[RouteInfo] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            context = getattr(route, "include_context", None)
+            found += iter_routes(original.routes, prefix + (getattr(context, "prefix", "") or ""))
+        elif hasattr(route, "endpoint") and hasattr(route, "methods"):
+            found.append(RouteInfo(prefix + route.path, frozenset(route.methods or ()),
+                                   route.endpoint))
+    return found
