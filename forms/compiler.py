@@ -1,0 +1,289 @@
+"""The form compiler: a checked definition becomes a :class:`FormSpec`.
+
+A list of small checkers, each appending located problems (structure was checked by the schema):
+
+    fields:  - {key: q1, type: single_choice, choices: [{code: "0", label: …, score: 0}, …]}
+             - {key: q2, type: integer, visible_if: "answers.q1 == '3'", min: 0}
+    ──▶ FormSpec(key=…, fields=(FieldSpec("q1", …), FieldSpec("q2", …)), field_keys={"q1", "q2"})
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from careloop.engine.check import CompileContext, Definition
+from careloop.engine.errors import Path, did_you_mean
+from careloop.engine.expressions import Expression
+from careloop.engine.registry import loaded_registry
+from careloop.engine.schema import compose
+from careloop.engine.sources import Document
+from careloop.forms.fields import FieldType
+from careloop.forms.spec import (
+    BandSpec,
+    ChoiceSpec,
+    FieldSpec,
+    FormSpec,
+    ScoreSpec,
+    ValidationSpec,
+)
+
+# Keys every field may carry; anything else must be an option of the field's type.
+COMMON_KEYS = frozenset({"key", "type", "label", "help", "required", "visible_if", "required_if",
+                         "enabled_if", "calculate", "default", "choices", "rows", "validations",
+                         "fields", "code", "link_id"})
+FIELD_NAMES = ("answers", "patient", "encounter", "value")
+SCORE_NAMES = ("answers", "scores", "patient", "encounter")
+PIPE = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")
+
+
+def field_types() -> dict[str, FieldType]:
+    return dict(loaded_registry().catalogue("field_type").items())
+
+
+def field_keys(body: Mapping[str, Any]) -> frozenset[str]:
+    """Every answerable key of a form body (repeat sub-fields as ``group.sub``).
+
+    >>> sorted(field_keys({"fields": [{"key": "a", "type": "integer"},
+    ...     {"key": "intro", "type": "display"},
+    ...     {"key": "meds", "type": "repeat_group",
+    ...      "fields": [{"key": "name", "type": "short_text"}]}]}))
+    ['a', 'meds', 'meds.name']
+    """
+    types = field_types()
+    keys: set[str] = set()
+    for item in body.get("fields") or ():
+        if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
+            continue
+        ftype = types.get(str(item.get("type")))
+        if ftype is not None and not ftype.answerable:
+            continue
+        keys.add(item["key"])
+        for sub in item.get("fields") or ():
+            if isinstance(sub, Mapping) and isinstance(sub.get("key"), str):
+                keys.add(f"{item['key']}.{sub['key']}")
+    return frozenset(keys)
+
+
+class _Compiler:
+    """Compiles one form definition; collects problems on the context."""
+
+    def __init__(self, definition: Definition, ctx: CompileContext) -> None:
+        self.definition = definition
+        self.doc: Document = definition.doc
+        self.ctx = ctx
+        self.types = field_types()
+        body = definition.body
+        self.top_keys = {f["key"] for f in body["fields"]}
+        self.sub_keys = {f["key"]: {s["key"] for s in f.get("fields", [])}
+                         for f in body["fields"]}
+        self.errors_before = len(ctx.problems)
+
+    def problem(self, code: str, message: str, path: Path, *, at_key: bool = False,
+                hint: str | None = None, column: int | None = None) -> None:
+        self.ctx.add(self.doc.problem(code, message, path, at_key=at_key, hint=hint,
+                                      column=column))
+
+    # -- expressions -----------------------------------------------------------------------
+    def expression(self, path: Path, text: object, names: tuple[str, ...],
+                   group: str | None = None) -> Expression | None:
+        allowed = (*names, "row") if group else names
+        expr = self.ctx.expression(self.doc, path, text, allowed)
+        if expr is not None:
+            self._check_references(path, expr, group)
+        return expr
+
+    def _check_references(self, path: Path, expr: Expression, group: str | None) -> None:
+        for root, key, node in _member_reads(expr.tree):
+            known = self.top_keys if root == "answers" else self.sub_keys.get(group or "", set())
+            if root in ("answers", "row") and key not in known:
+                lead = len(expr.source) - len(expr.source.lstrip())
+                self.problem("form.unknown-field-reference",
+                             f"{root}.{key} names no field of this form", path,
+                             hint=did_you_mean(key, known),
+                             column=lead + getattr(node, "col_offset", 0) + 1)
+
+    # -- fields ----------------------------------------------------------------------------
+    def fields(self, items: list[dict[str, Any]], base: Path, group: str | None = None,
+               page: int = 0) -> tuple[tuple[FieldSpec, ...], int]:
+        seen: dict[str, Path] = {}
+        out: list[FieldSpec] = []
+        for index, item in enumerate(items):
+            path = (*base, index)
+            if item["key"] in seen:
+                self.problem("form.duplicate-field-key",
+                             f"field key '{item['key']}' is already used at "
+                             f"{_fmt_path(seen[item['key']])}", (*path, "key"))
+            seen.setdefault(item["key"], path)
+            if item["type"] == "page_break":
+                page += 1
+            spec = self.field(item, path, group, page)
+            if spec is not None:
+                out.append(spec)
+        return tuple(out), page
+
+    def field(self, item: dict[str, Any], path: Path, group: str | None,
+              page: int) -> FieldSpec | None:
+        ftype = self.types[item["type"]]
+        options = {k: v for k, v in item.items() if k not in COMMON_KEYS}
+        self._check_options(ftype, options, path)
+        self._check_shape(ftype, item, path, group)
+        choices = self.choices(item.get("choices", []), (*path, "choices"), group)
+        rows = self.choices(item.get("rows", []), (*path, "rows"), group)
+        sub: tuple[FieldSpec, ...] = ()
+        if ftype.name == "repeat_group" and "fields" in item:
+            sub, _ = self.fields(item["fields"], (*path, "fields"), item["key"], page)
+        self._check_pipes(item, path)
+        names = FIELD_NAMES
+        return FieldSpec(
+            key=item["key"], type=item["type"], label=item.get("label", {}),
+            help=item.get("help", {}), required=bool(item.get("required", False)),
+            visible_if=self.expression((*path, "visible_if"), item.get("visible_if"), names, group),
+            required_if=self.expression((*path, "required_if"), item.get("required_if"), names,
+                                        group),
+            enabled_if=self.expression((*path, "enabled_if"), item.get("enabled_if"), names,
+                                       group),
+            calculate=self.expression((*path, "calculate"), item.get("calculate"), names, group),
+            choices=choices, rows=rows,
+            validations=tuple(
+                ValidationSpec(expr, v["message"])
+                for i, v in enumerate(item.get("validations", []))
+                if (expr := self.expression((*path, "validations", i, "expression"),
+                                            v["expression"], names, group)) is not None),
+            fields=sub, options=options, page=page, code=item.get("code", {}),
+            link_id=item.get("link_id"))
+
+    def _check_options(self, ftype: FieldType, options: dict[str, Any], path: Path) -> None:
+        allowed = list(ftype.options)
+        for name in sorted(set(options) - set(allowed)):
+            self.problem("form.unknown-option",
+                         f"unknown key '{name}' for a field of type '{ftype.name}'",
+                         (*path, name), at_key=True,
+                         hint=did_you_mean(name, [*allowed, *COMMON_KEYS]))
+        schema = compose("careloop.forms", "schema/form.json", envelope=False)
+        defs = schema["$defs"]
+        validator = Draft202012Validator({"$defs": defs, "type": "object",
+                                          "properties": ftype.options})
+        for error in validator.iter_errors({k: v for k, v in options.items() if k in allowed}):
+            self.problem("form.option", f"option {error.message}",
+                         (*path, *error.absolute_path))
+
+    def _check_shape(self, ftype: FieldType, item: dict[str, Any], path: Path,
+                     group: str | None) -> None:
+        key = item["key"]
+        if ftype.uses_choices and "choices" not in item:
+            self.problem("form.missing-choices", f"field '{key}' of type '{ftype.name}' needs "
+                         "'choices'", path)
+        if ftype.uses_rows and "rows" not in item:
+            self.problem("form.missing-rows", f"field '{key}' needs 'rows'", path)
+        if ftype.name == "repeat_group":
+            if group is not None:
+                self.problem("form.nested-repeat", "a repeat group cannot contain another",
+                             path)
+            if "fields" not in item:
+                self.problem("form.missing-fields", f"repeat group '{key}' needs 'fields'", path)
+        elif "fields" in item:
+            self.problem("form.unexpected-fields", "only a repeat group has 'fields'",
+                         (*path, "fields"), at_key=True)
+        if ftype.name == "calculated" and "calculate" not in item:
+            self.problem("form.missing-calculate", f"calculated field '{key}' needs 'calculate'",
+                         path)
+        if ftype.name == "page_break" and group is not None:
+            self.problem("form.page-in-group", "a page break cannot be inside a repeat group",
+                         path)
+
+    def _check_pipes(self, item: dict[str, Any], path: Path) -> None:
+        for locale, text in (item.get("label") or {}).items():
+            for match in PIPE.finditer(text):
+                if match.group(1) not in self.top_keys:
+                    self.problem("form.unknown-field-reference",
+                                 f"'{{{{ {match.group(1)} }}}}' names no field of this form",
+                                 (*path, "label", locale),
+                                 hint=did_you_mean(match.group(1), self.top_keys))
+
+    def choices(self, items: list[dict[str, Any]], base: Path,
+                group: str | None) -> tuple[ChoiceSpec, ...]:
+        out: list[ChoiceSpec] = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            code = str(item["code"])
+            if code in seen:
+                self.problem("form.duplicate-choice-code", f"choice code '{code}' is used twice",
+                             (*base, index, "code"))
+            seen.add(code)
+            out.append(ChoiceSpec(
+                code=code, label=item["label"],
+                score=float(item["score"]) if "score" in item else None,
+                exclusive=bool(item.get("exclusive", False)), other=bool(item.get("other", False)),
+                visible_if=self.expression((*base, index, "visible_if"), item.get("visible_if"),
+                                           FIELD_NAMES, group)))
+        return tuple(out)
+
+    # -- scores ----------------------------------------------------------------------------
+    def scores(self, items: list[dict[str, Any]]) -> tuple[ScoreSpec, ...]:
+        out: list[ScoreSpec] = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            path: Path = ("scores", index)
+            if item["key"] in seen:
+                self.problem("form.duplicate-score-key", f"score key '{item['key']}' is used twice",
+                             (*path, "key"))
+            seen.add(item["key"])
+            for i, name in enumerate(item.get("fields", [])):
+                if name.split(".")[0] not in self.top_keys:
+                    self.problem("form.unknown-field-reference",
+                                 f"score field '{name}' names no field of this form",
+                                 (*path, "fields", i), hint=did_you_mean(name, self.top_keys))
+            method = item["method"]
+            if method == "expression" and "expression" not in item:
+                self.problem("form.missing-expression", "method 'expression' needs 'expression'",
+                             path)
+            elif method not in ("expression", "value") and not item.get("fields"):
+                self.problem("form.missing-fields", f"method '{method}' needs 'fields'", path)
+            out.append(ScoreSpec(
+                key=item["key"], method=method, label=item.get("label", {}),
+                fields=tuple(item.get("fields", [])),
+                weights={k: float(v) for k, v in item.get("weights", {}).items()},
+                codes=frozenset(str(c) for c in item.get("codes", [])),
+                threshold=item.get("threshold"),
+                expression=self.expression((*path, "expression"), item.get("expression"),
+                                           SCORE_NAMES),
+                min_answered=item.get("min_answered"),
+                bands=tuple(BandSpec(b["code"], b["label"], b.get("min"), b.get("max"))
+                            for b in item.get("bands", []))))
+        return tuple(out)
+
+
+def _member_reads(tree: ast.AST) -> Iterator[tuple[str, str, ast.AST]]:
+    """``answers.x`` and ``answers["x"]`` reads in an expression: (root, key, node)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            yield node.value.id, node.attr, node
+        elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+              and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            yield node.value.id, node.slice.value, node
+
+
+def _fmt_path(path: Path) -> str:
+    from careloop.engine.errors import format_path
+
+    return format_path(path)
+
+
+def compile_form(definition: Definition, ctx: CompileContext) -> FormSpec | None:
+    """Check a form's meaning and build its spec (``None`` when it has errors)."""
+    compiler = _Compiler(definition, ctx)
+    body = definition.body
+    fields, last_page = compiler.fields(body["fields"], ("fields",))
+    scores = compiler.scores(body.get("scores", []))
+    if any(p.severity == "error" for p in ctx.problems[compiler.errors_before:]):
+        return None
+    return FormSpec(key=definition.key, title=body["title"],
+                    default_locale=body.get("default_locale", "zh-CN"), fields=fields,
+                    scores=scores, events=tuple(body.get("events", [])),
+                    field_keys=field_keys(body), pages=last_page + 1,
+                    content_hash=definition.content_hash, meta=dict(body.get("fhir", {})))

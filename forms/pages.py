@@ -1,0 +1,292 @@
+"""Patient pages: render a form page (Jinja2, server-side), read a posted page back into answers,
+and run the page flow (next / back / save / submit) on the server, so everything works without
+JavaScript. The small script only asks the server which fields are visible.
+
+    flow = PageFlow(spec, draft={"answers": {...}, "page": 0})
+    flow.post(form_data, action="next")  ──▶ PageResult(page=1, errors=[], done=False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
+
+from careloop.engine.db import home
+from careloop.engine.i18n import pick, t
+from careloop.forms.compiler import PIPE
+from careloop.forms.logic import Evaluation, evaluate
+from careloop.forms.spec import FieldSpec, FormSpec
+
+MAX_UPLOAD = 50 * 1024 * 1024
+# Magic numbers of the content types uploads may claim (content-type is checked, not trusted).
+MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff",
+         "application/pdf": b"%PDF-"}
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("careloop.forms", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True,
+                      lstrip_blocks=True)
+    env.globals["t"] = t
+    env.globals["pick"] = lambda texts, locale: pick(dict(texts) if texts else None, locale)
+    env.filters["markdown"] = render_markdown
+    return env
+
+
+def render_markdown(text: str) -> Markup:
+    """Markdown for display text, sanitised: raw HTML is escaped, links limited to http(s)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).disable("image")
+    html = md.render(text)
+    html = re.sub(r'href="(?!https?://)[^"]*"', 'href="#"', html)
+    return Markup(html)
+
+
+def pages_of(spec: FormSpec) -> list[list[FieldSpec]]:
+    pages: list[list[FieldSpec]] = [[] for _ in range(spec.pages)]
+    for item in spec.fields:
+        if item.type != "page_break":
+            pages[item.page].append(item)
+    return pages
+
+
+def pipe(text: str, answers: Mapping[str, Any], spec: FormSpec, locale: str) -> str:
+    """``{{ joint }}`` in a label → the (choice label of the) earlier answer."""
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1)
+        value = answers.get(key)
+        target = spec.field(key)
+        if value is None or target is None:
+            return "…"
+        choice = target.choice(value) if isinstance(value, str) else None
+        return pick(dict(choice.label), locale) if choice is not None else str(value)
+    return PIPE.sub(replace, text)
+
+
+def _one(form: Mapping[str, Any], name: str) -> Any:
+    value = form.get(name)
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _many(form: Mapping[str, Any], name: str) -> list[Any]:
+    value = form.get(name)
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def read_field(item: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
+    """The answer a posted HTML form gives for one field (``None`` when left empty)."""
+    name = prefix + item.key
+    kind = item.type
+    if kind == "multiple_choice":
+        codes = [c for c in _many(form, name) if c]
+        other = _one(form, name + "__other")
+        if other and any(item.choice(c) and item.choice(c).other for c in codes):  # type: ignore[union-attr]
+            return [c if not (item.choice(c) and item.choice(c).other)  # type: ignore[union-attr]
+                    else {"code": c, "other": other} for c in codes]
+        return codes or None
+    if kind == "single_choice":
+        code = _one(form, name)
+        choice = item.choice(code)
+        if choice is not None and choice.other:
+            return {"code": code, "other": _one(form, name + "__other") or ""}
+        return code or None
+    if kind == "likert_matrix":
+        rows = {row.code: _one(form, f"{name}.{row.code}") for row in item.rows}
+        return {k: v for k, v in rows.items() if v} or None
+    if kind == "blood_pressure":
+        parts = {p: _one(form, f"{name}.{p}") for p in ("systolic", "diastolic")}
+        return parts if any(parts.values()) else None
+    if kind == "measurement":
+        value = _one(form, f"{name}.value")
+        return {"value": value, "unit": _one(form, f"{name}.unit")} if value else None
+    if kind == "ranking":
+        ranks = {c.code: _one(form, f"{name}.{c.code}") for c in item.choices}
+        given = {k: v for k, v in ranks.items() if v}
+        if not given:
+            return None
+        try:
+            return [k for k, _ in sorted(given.items(), key=lambda kv: int(kv[1]))]
+        except ValueError:
+            return list(given)
+    if kind == "consent":
+        return True if _one(form, name) else None
+    if kind in ("calculated", "display", "section", "page_break", "file"):
+        return None
+    value = _one(form, name)
+    return value if value not in (None, "") else None
+
+
+def read_repeat(item: FieldSpec, form: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    indices = sorted({int(m.group(1)) for k in form
+                      if (m := re.match(rf"^{re.escape(item.key)}\[(\d+)\]\.", k))})
+    rows = []
+    for index in indices:
+        row = {sub.key: read_field(sub, form, f"{item.key}[{index}].") for sub in item.fields}
+        row = {k: v for k, v in row.items() if v is not None}
+        if row:
+            rows.append(row)
+    return rows or None
+
+
+def read_page(spec: FormSpec, page: int, form: Mapping[str, Any]) -> dict[str, Any]:
+    """Answers posted for one page (fields of other pages are not touched)."""
+    out: dict[str, Any] = {}
+    for item in pages_of(spec)[page]:
+        if item.type == "repeat_group":
+            out[item.key] = read_repeat(item, form)
+        elif item.type in ("file",):
+            continue
+        else:
+            out[item.key] = read_field(item, form)
+    return out
+
+
+def store_upload(item: FieldSpec, filename: str, content_type: str, data: bytes) -> Any:
+    """Store an uploaded file outside the database (``var/uploads/<sha256>``); the answer holds
+    a reference. The claimed content type must match the file's magic number."""
+    magic = MAGIC.get(content_type)
+    if magic is None or not data.startswith(magic) or len(data) > MAX_UPLOAD:
+        return {"sha256": "0" * 64, "content_type": "invalid", "size": len(data),
+                "name": filename}
+    digest = hashlib.sha256(data).hexdigest()
+    folder = home() / "var" / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / digest
+    if not target.exists():
+        target.write_bytes(data)
+    return {"sha256": digest, "content_type": content_type, "size": len(data),
+            "name": Path(filename).name[:200]}
+
+
+@dataclass(slots=True)
+class PageResult:
+    page: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    saved: bool = False
+    evaluation: Evaluation | None = None
+
+
+def visible_pages(spec: FormSpec, evaluation: Evaluation) -> list[int]:
+    """Pages with at least one visible field (an empty page is skipped)."""
+    visible = set(evaluation.visible)
+    out = [n for n, items in enumerate(pages_of(spec))
+           if any(i.key in visible or i.type in ("display", "section") for i in items)]
+    return out or [0]
+
+
+def step(spec: FormSpec, draft: dict[str, Any], page: int, posted: Mapping[str, Any],
+         action: str, locale: str, context: Mapping[str, Any]) -> PageResult:
+    """Merge a posted page into the draft and move: next / back / save / submit."""
+    answers = dict(draft.get("answers") or {})
+    for key, value in posted.items():
+        if value is None:
+            answers.pop(key, None)
+        else:
+            answers[key] = value
+    draft["answers"] = answers
+    check = evaluate(spec, answers, locale=locale, context=context, pages=[page])
+    pages = visible_pages(spec, check)
+    if action == "back":
+        earlier = [p for p in pages if p < page]
+        draft["page"] = earlier[-1] if earlier else page
+        return PageResult(page=draft["page"], evaluation=check)
+    if action == "save":
+        draft["page"] = page
+        return PageResult(page=page, saved=True, evaluation=check)
+    if check.errors:
+        draft["page"] = page
+        return PageResult(page=page, errors=check.errors, evaluation=check)
+    later = [p for p in pages if p > page]
+    if action == "next" and later:
+        draft["page"] = later[0]
+        return PageResult(page=later[0], evaluation=check)
+    full = evaluate(spec, answers, locale=locale, context=context)
+    if full.errors:
+        first = min((_page_of(spec, e["path"]) for e in full.errors), default=page)
+        draft["page"] = first
+        return PageResult(page=first, errors=full.errors, evaluation=full)
+    return PageResult(page=page, done=True, evaluation=full)
+
+
+def _page_of(spec: FormSpec, path: str) -> int:
+    key = re.split(r"[.\[]", path, maxsplit=1)[0]
+    item = spec.field(key)
+    return item.page if item is not None else 0
+
+
+def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale: str,
+                errors: list[dict[str, Any]], evaluation: Evaluation, action_url: str,
+                large_text: bool, message: str | None = None, staff: bool = False,
+                csrf: str | None = None) -> str:
+    pages = visible_pages(spec, evaluation)
+    error_map: dict[str, str] = {}
+    for error in errors:
+        error_map.setdefault(error["path"], error["message"])
+        error_map.setdefault(re.split(r"[.\[]", error["path"], maxsplit=1)[0], error["message"])
+    env = environment()
+    return env.get_template("page.html").render(
+        spec=spec, fields=pages_of(spec)[page], answers=answers, page=page,
+        page_number=pages.index(page) + 1 if page in pages else 1, page_count=len(pages),
+        is_last=not any(p > page for p in pages), is_first=not any(p < page for p in pages),
+        locale=locale, errors=errors, error_map=error_map, visible=set(evaluation.visible),
+        action_url=action_url, large_text=large_text, message=message, staff=staff, csrf=csrf,
+        pipe=lambda text: pipe(text, answers, spec, locale), esc=escape,
+        other_locale="en" if locale == "zh-CN" else "zh-CN")
+
+
+def render_message(title: str, text: str, locale: str, large_text: bool = False) -> str:
+    return environment().get_template("message.html").render(
+        title=title, text=text, locale=locale, large_text=large_text)
+
+
+def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str) -> list[dict[str, Any]]:
+    """Stored answers with the labels of the form version they were given for (staff views,
+    exports): ``[{"key", "label", "value", "display"}]``."""
+    out: list[dict[str, Any]] = []
+    for item in spec.fields:
+        if item.key not in answers:
+            continue
+        value = answers[item.key]
+        out.append({"key": item.key, "label": pick(dict(item.label), locale), "value": value,
+                    "display": _display(item, value, locale)})
+    return out
+
+
+def _display(item: FieldSpec, value: Any, locale: str) -> str:
+    def label_of(code: Any, field: FieldSpec = item) -> str:
+        choice = field.choice(code)
+        return pick(dict(choice.label), locale) if choice is not None else str(code)
+
+    if item.type == "likert_matrix" and isinstance(value, dict):
+        rows = {r.code: pick(dict(r.label), locale) for r in item.rows}
+        return "; ".join(f"{rows.get(k, k)}: {label_of(v)}" for k, v in value.items())
+    if item.type == "yes_no":
+        return t("common.yes" if value == "yes" else "common.no", locale)
+    if isinstance(value, dict) and "code" in value:
+        return f"{label_of(value['code'])} ({value.get('other', '')})"
+    if isinstance(value, dict) and "codes" in value:
+        return ", ".join(label_of(c) for c in value["codes"]) + f" ({value.get('other', '')})"
+    if isinstance(value, list) and item.choices:
+        return ", ".join(label_of(c) for c in value)
+    if item.choices:
+        return label_of(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(", ".join(f"{k}: {v}" for k, v in row.items()) for row in value)
+    return str(value)

@@ -1,0 +1,73 @@
+"""Form requests: the link a patient opens. Tokens are 192-bit random, stored only as SHA-256,
+expiring, and bound to one request (one patient, one form). No personal data is in the URL.
+
+    create_request(session, form_key="discharge_day3", patient_id="p1", channel="sms",
+                   expires_at=…) ──▶ {"request_id": "frq_…", "token": "…", "url": "/f/…"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careloop.engine import store
+from careloop.engine.clock import now_utc
+from careloop.engine.domain import Patient
+from careloop.engine.errors import CareloopError, NotFound
+from careloop.forms.models import FormRequest
+
+
+class RequestUnavailable(CareloopError):
+    """Raised when a link's request is expired, cancelled or already answered."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"form request is {status}")
+        self.status = status
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_request(session: Session, *, form_key: str, patient_id: str,
+                   encounter_id: str | None = None, channel: str, expires_at: datetime,
+                   source_ref: str | None = None) -> dict[str, Any]:
+    """Create a request and its token (service ``forms.create_request``)."""
+    row = store.get_version(session, "form", form_key)  # raises NotFound for an unknown form
+    if session.get(Patient, patient_id) is None:
+        raise NotFound(f"no patient '{patient_id}'")
+    token = secrets.token_urlsafe(24)  # 192 bits
+    request = FormRequest(
+        id="frq_" + secrets.token_hex(10), token_hash=hash_token(token), form_key=form_key,
+        form_version=row.version, patient_id=patient_id, encounter_id=encounter_id,
+        channel=channel, status="sent", source_ref=source_ref, sent_at=now_utc(),
+        expires_at=expires_at, created_at=now_utc())
+    session.add(request)
+    session.flush()
+    return {"request_id": request.id, "token": token, "url": f"/f/{token}"}
+
+
+def by_token(session: Session, token: str, *, for_update: bool = False) -> FormRequest:
+    """The open request a token belongs to; raises :class:`NotFound` or
+    :class:`RequestUnavailable`. Opening marks it ``opened``."""
+    if not token or len(token) > 128:
+        raise NotFound("no such form link")
+    query = select(FormRequest).where(FormRequest.token_hash == hash_token(token))
+    if for_update:
+        query = query.with_for_update()
+    request = session.scalars(query).first()
+    if request is None:
+        raise NotFound("no such form link")
+    if request.status in ("answered", "cancelled", "expired"):
+        raise RequestUnavailable(request.status)
+    if request.expires_at <= now_utc():
+        request.status = "expired"
+        raise RequestUnavailable("expired")
+    if request.status == "sent":
+        request.status, request.opened_at = "opened", now_utc()
+    return request

@@ -1,0 +1,162 @@
+"""Submitting answers: evaluate on the server, then store submission, answer rows and events in
+the caller's transaction (all or nothing).
+
+    submit(session, form_key="phq9", answers={"q1": "2", …}, patient_id="p1", channel="web")
+    ──▶ Submission(id=7, scores={"total": 11.0}, bands={"severity": "moderate"})
+        + submission_answers rows + event form.submitted (and the form's extra ``events``)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careloop.engine import store
+from careloop.engine.audit import append as audit_append
+from careloop.engine.clock import now_utc
+from careloop.engine.domain import Encounter, Patient
+from careloop.engine.errors import CareloopError, NotFound
+from careloop.engine.events import record
+from careloop.engine.models import DefinitionRow
+from careloop.engine.registry import loaded_registry
+from careloop.forms.logic import Evaluation, evaluate
+from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
+from careloop.forms.spec import FormSpec
+
+CHANNELS = ("web", "phone", "sms", "wechat", "kiosk", "import")
+STATUSES = ("received", "pending_dissatisfied", "in_review", "resolved", "archived")
+
+
+class SubmissionInvalid(CareloopError):
+    """Raised when answers fail the form's checks; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} error(s) in the submitted answers")
+        self.errors = errors
+
+
+def load_form(session: Session, key: str,
+              version: int | None = None) -> tuple[DefinitionRow, FormSpec]:
+    """The stored row and compiled spec of a form version (current if ``version`` is None)."""
+    row = store.get_version(session, "form", key, version)
+    spec: FormSpec = store.compile_row(row)
+    return row, spec
+
+
+def expression_context(session: Session, patient_id: str,
+                       encounter_id: str | None) -> dict[str, Any]:
+    """``patient`` and ``encounter`` names for visibility expressions (contract 5)."""
+    from careloop.engine.domain import PatientTag
+
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound(f"no patient '{patient_id}'")
+    today = now_utc().date()
+    age = None
+    if patient.birth_date is not None:
+        born = patient.birth_date
+        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    tags = list(session.scalars(select(PatientTag.tag).where(PatientTag.patient_id == patient.id)))
+    ctx: dict[str, Any] = {"patient": {"id": patient.id, "age": age, "gender": patient.gender,
+                                       "tags": tags, "attributes": patient.attributes or {}},
+                           "encounter": None}
+    if encounter_id is not None:
+        enc = session.get(Encounter, encounter_id)
+        if enc is None or enc.patient_id != patient.id:
+            raise NotFound(f"no encounter '{encounter_id}' for patient '{patient_id}'")
+        ctx["encounter"] = {
+            "id": enc.id, "type": enc.type, "department": enc.department_id, "ward": enc.ward_id,
+            "diagnoses": list((enc.diagnoses or {}).get("codes", [])),
+            "procedures": list((enc.procedures or {}).get("codes", [])),
+            "discharged_at": enc.discharged_at.isoformat() if enc.discharged_at else None}
+    return ctx
+
+
+def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patient_id: str,
+           encounter_id: str | None = None, channel: str = "web", entered_by: str | None = None,
+           locale: str = "zh-CN", request_id: str | None = None, version: int | None = None,
+           department_id: str | None = None) -> tuple[Submission, Evaluation]:
+    """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error."""
+    if channel not in CHANNELS:
+        raise CareloopError(f"unknown submission channel {channel!r}")
+    row, spec = load_form(session, form_key, version)
+    context = expression_context(session, patient_id, encounter_id)
+    result = evaluate(spec, answers, locale=locale, context=context)
+    if not result.valid:
+        raise SubmissionInvalid(result.errors)
+    if department_id is None and context["encounter"] is not None:
+        department_id = context["encounter"]["department"]
+    submission = Submission(
+        form_key=form_key, form_version=row.version, content_hash=row.content_hash,
+        patient_id=patient_id, encounter_id=encounter_id, department_id=department_id,
+        request_id=request_id, channel=channel, entered_by=entered_by, locale=locale,
+        status="received", answers=result.answers, scores=result.scores, bands=result.bands,
+        submitted_at=now_utc())
+    session.add(submission)
+    session.flush()
+    session.add_all(_answer_rows(spec, submission))
+    if request_id is not None:
+        request = session.get(FormRequest, request_id)
+        if request is not None:
+            request.status, request.answered_at, request.draft = "answered", now_utc(), None
+    if entered_by is not None:
+        audit_append(session, actor=entered_by, action="forms.submit_on_behalf",
+                     object_type="submission", object_id=str(submission.id),
+                     patient_id=patient_id, details={"form": form_key, "channel": channel})
+    payload = event_payload(submission)
+    for event_type in ("form.submitted", *spec.events):
+        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}")
+    return submission, result
+
+
+def event_payload(submission: Submission) -> dict[str, Any]:
+    """The ``form.submitted`` payload (contract 3)."""
+    return {"submission_id": submission.id, "form": submission.form_key,
+            "form_version": submission.form_version, "patient_id": submission.patient_id,
+            "encounter_id": submission.encounter_id, "department_id": submission.department_id,
+            "channel": submission.channel, "request_id": submission.request_id,
+            "entered_by": submission.entered_by, "answers": submission.answers,
+            "scores": submission.scores, "bands": submission.bands, "status": submission.status}
+
+
+def _answer_rows(spec: FormSpec, submission: Submission) -> list[SubmissionAnswer]:
+    types = loaded_registry().catalogue("field_type")
+    rows: list[SubmissionAnswer] = []
+
+    def add(key: str, row_key: str | None, leaves: list[Any]) -> None:
+        for leaf_row, number, text, code in leaves:
+            rows.append(SubmissionAnswer(
+                submission_id=submission.id, form_key=spec.key, field_key=key,
+                row_key=row_key if row_key is not None else leaf_row, value_number=number,
+                value_text=text, value_code=code))
+
+    for field in spec.fields:
+        value = submission.answers.get(field.key)
+        if value is None:
+            continue
+        if field.type == "repeat_group":
+            for index, item in enumerate(value):
+                for sub in field.fields:
+                    if sub.key in item:
+                        add(f"{field.key}.{sub.key}", str(index),
+                            types[sub.type].leaves(sub, item[sub.key]))
+            continue
+        add(field.key, None, types[field.type].leaves(field, value))
+    return rows
+
+
+def set_status(session: Session, submission_id: int, status: str, *, actor: str) -> None:
+    """Change a submission's status (service ``submission.set_status``), audited."""
+    if status not in STATUSES:
+        raise CareloopError(f"unknown submission status {status!r}; expected one of {STATUSES}")
+    submission = session.get(Submission, submission_id)
+    if submission is None:
+        raise NotFound(f"no submission {submission_id}")
+    before = submission.status
+    submission.status = status
+    audit_append(session, actor=actor, action="submission.set_status",
+                 object_type="submission", object_id=str(submission_id),
+                 patient_id=submission.patient_id, details={"from": before, "to": status})

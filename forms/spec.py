@@ -1,0 +1,132 @@
+"""Compiled forms: frozen specs of a form, its fields, choices and scores.
+
+    FormSpec(key="phq9", fields=(FieldSpec(key="q1", type="single_choice", …), …),
+             scores=(ScoreSpec(key="total", method="sum", bands=(BandSpec("minimal", 0, 4), …)),))
+
+Behaviour (evaluating answers) lives in :mod:`careloop.forms.logic`, which takes a spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from careloop.engine.expressions import Expression
+
+Text = Mapping[str, str]
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, Any]:
+    return EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceSpec:
+    """A choice of a choice field, or a row of a Likert matrix (code is stored, never the label)."""
+
+    code: str
+    label: Text
+    score: float | None = None
+    exclusive: bool = False
+    other: bool = False
+    visible_if: Expression | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSpec:
+    """An author's validation: ``expression`` must be true, else ``message`` is shown."""
+
+    expression: Expression
+    message: Text
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field (question, display text, page break, repeat group …) of a form."""
+
+    key: str
+    type: str
+    label: Text = field(default_factory=_empty)
+    help: Text = field(default_factory=_empty)
+    required: bool = False
+    visible_if: Expression | None = None
+    required_if: Expression | None = None
+    enabled_if: Expression | None = None
+    calculate: Expression | None = None
+    choices: tuple[ChoiceSpec, ...] = ()
+    rows: tuple[ChoiceSpec, ...] = ()
+    validations: tuple[ValidationSpec, ...] = ()
+    fields: tuple[FieldSpec, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=_empty)
+    page: int = 0
+    # e.g. {"system": "http://loinc.org", "code": "44250-9"}
+    code: Mapping[str, Any] = field(default_factory=_empty)
+    link_id: str | None = None
+    _by_code: Mapping[str, ChoiceSpec] = field(default_factory=_empty, init=False, repr=False,
+                                               compare=False)
+
+    choice_logic: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_code", {c.code: c for c in self.choices})
+        object.__setattr__(self, "choice_logic", any(c.visible_if for c in self.choices))
+
+    def choice(self, code: object) -> ChoiceSpec | None:
+        return self._by_code.get(code) if isinstance(code, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class BandSpec:
+    """An interpretation band of a score: ``min <= value <= max`` (either bound optional)."""
+
+    code: str
+    label: Text
+    min: float | None = None
+    max: float | None = None
+
+    def matches(self, value: float) -> bool:
+        return ((self.min is None or value >= self.min)
+                and (self.max is None or value <= self.max))
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    """A form score: sum, mean, weighted, count, top_box, value or expression; with bands."""
+
+    key: str
+    method: str
+    label: Text = field(default_factory=_empty)
+    fields: tuple[str, ...] = ()
+    weights: Mapping[str, float] = field(default_factory=_empty)
+    codes: frozenset[str] = frozenset()
+    threshold: float | None = None
+    expression: Expression | None = None
+    min_answered: int | None = None
+    bands: tuple[BandSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FormSpec:
+    """A compiled form. ``field_keys`` lists every answerable key (repeat sub-fields "g.sub")."""
+
+    key: str
+    title: Text
+    default_locale: str
+    fields: tuple[FieldSpec, ...]
+    scores: tuple[ScoreSpec, ...] = ()
+    events: tuple[str, ...] = ()
+    field_keys: frozenset[str] = frozenset()
+    pages: int = 1
+    content_hash: str = ""
+    meta: Mapping[str, Any] = field(default_factory=_empty)
+    _by_key: Mapping[str, FieldSpec] = field(default_factory=_empty, init=False, repr=False,
+                                             compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_key", {f.key: f for f in self.fields})
+
+    def field(self, key: str) -> FieldSpec | None:
+        return self._by_key.get(key)

@@ -1,0 +1,58 @@
+// Careloop form pages: live show/hide. The server decides (it evaluates the form's expressions);
+// this script only asks it after each change. Everything works without it.
+(function () {
+  "use strict";
+  var form = document.getElementById("careloop-form");
+  if (!form || !window.fetch) { return; }
+  var timer = null;
+  function refresh() {
+    var data = new FormData(form);
+    data.set("_action", "visible");
+    fetch(form.action, { method: "POST", body: data, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (result) {
+        if (!result) { return; }
+        var shown = {};
+        result.visible.forEach(function (k) { shown[k] = true; });
+        form.querySelectorAll(".field[data-key]").forEach(function (el) {
+          if (el.closest(".repeat-row")) { return; }
+          var type = el.className;
+          if (/field-(display|section)/.test(type)) { return; }
+          el.hidden = !shown[el.getAttribute("data-key")];
+        });
+      })
+      .catch(function () { /* keep the server-rendered state */ });
+  }
+  form.addEventListener("input", function (e) {
+    var t = e.target;
+    if (t && t.classList.contains("slider-range")) {
+      var number = document.getElementById(t.dataset.for);
+      if (number) { number.value = t.value; }
+    }
+  });
+  form.addEventListener("change", function (e) {
+    var t = e.target;
+    if (t && t.type === "checkbox" && t.checked) {
+      var group = form.querySelectorAll('input[type=checkbox][name="' + t.name + '"]');
+      group.forEach(function (other) {
+        if (other !== t && (t.dataset.exclusive || other.dataset.exclusive)) { other.checked = false; }
+      });
+    }
+    if (t && t.classList.contains("slider-range")) {
+      var number = document.getElementById(t.dataset.for);
+      if (number) { number.value = t.value; }
+    }
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 120);
+  });
+  document.querySelectorAll(".signature-pad").forEach(function (canvas) {
+    var ctx = canvas.getContext("2d"), drawing = false;
+    var target = document.getElementById(canvas.dataset.target);
+    function pos(e) { var r = canvas.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
+    canvas.addEventListener("pointerdown", function (e) { drawing = true; var p = pos(e); ctx.beginPath(); ctx.moveTo(p[0], p[1]); });
+    canvas.addEventListener("pointermove", function (e) { if (!drawing) { return; } var p = pos(e); ctx.lineTo(p[0], p[1]); ctx.stroke(); });
+    canvas.addEventListener("pointerup", function () { drawing = false; target.value = canvas.toDataURL("image/png"); });
+  });
+  var summary = document.getElementById("error-summary");
+  if (summary) { summary.focus(); }
+})();

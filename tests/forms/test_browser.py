@@ -1,0 +1,110 @@
+"""The patient page in headless Chromium at a phone viewport (390×844): a multi-page form with
+show/hide, save, resume from the link, submit — then the same in large-text mode.
+
+Chromium must be installed at /usr/bin/chromium; without it this test fails (it never skips).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Page, expect, sync_playwright
+from sqlalchemy import Engine, select
+
+from careloop.engine.clock import now_utc
+from careloop.engine.db import transaction
+from careloop.engine.registry import loaded_registry
+from careloop.forms.models import Submission
+from careloop.web.app import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def server(engine: Engine) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=5)
+
+
+def _link(engine: Engine) -> str:
+    create = loaded_registry().catalogue("service")["forms.create_request"]
+    with transaction(engine) as session:
+        made = create(session, form_key="inpatient_satisfaction", patient_id="p1",
+                      encounter_id="e1", channel="wechat",
+                      expires_at=now_utc() + timedelta(days=7))
+    return str(made["url"])
+
+
+def _answer(page: Page, base: str, url: str, query: str) -> None:
+    page.goto(base + url + query)
+    reasons = page.locator("#f-low_reasons")
+    expect(reasons).to_be_hidden()
+    page.locator("label.pill", has_text="2").first.click()          # overall = 2 → reasons shown
+    expect(reasons).to_be_visible()
+    page.locator("label.pill", has_text="4").first.click()          # overall = 4 → hidden again
+    expect(reasons).to_be_hidden()
+    page.locator("label.pill", has_text="1").first.click()          # overall = 1 → shown
+    expect(reasons).to_be_visible()
+    page.get_by_label("Long waiting").check()
+    page.locator("#f-nps label.pill", has_text="9").click()
+    page.get_by_role("button", name="Save and continue later").click()
+    expect(page.get_by_role("status")).to_contain_text("Open the same link again")
+    page.goto(base + url)                                            # resume from the link
+    expect(page.get_by_label("Long waiting")).to_be_checked()
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_text("Page 2 of 2")).to_be_visible()
+    page.get_by_label("Food: Satisfied").check()
+    page.get_by_label("Any other comments or suggestions?").fill("饭菜有点凉")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_role("status")).to_contain_text("Thank you")
+
+
+def test_multi_page_form_in_headless_chromium(engine: Engine, server: str, patient: str,
+                                              publish) -> None:  # type: ignore[no-untyped-def]
+    assert Path(CHROMIUM).exists(), f"Chromium is required at {CHROMIUM} (apt-get install chromium)"
+    publish("satisfaction/forms/inpatient_satisfaction.yaml")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844},
+                                          locale="en-US")
+            page = context.new_page()
+            _answer(page, server, _link(engine), "?lang=en")
+            page = context.new_page()
+            url = _link(engine)
+            page.goto(server + url + "?lang=en&lt=1")
+            size = page.evaluate("getComputedStyle(document.body).fontSize")
+            assert size == "24px"
+            assert page.evaluate("document.body.scrollWidth") <= 390  # no sideways scrolling
+            _answer(page, server, url, "")
+        finally:
+            browser.close()
+    with transaction(engine) as session:
+        subs = session.scalars(select(Submission).order_by(Submission.id)).all()
+        assert len(subs) == 2
+        for sub in subs:
+            assert sub.answers["overall"] == 1 and sub.answers["low_reasons"] == ["waiting"]
+            assert sub.answers["touchpoints"] == {"food": "4"}
+            assert sub.bands == {"nps_category": "promoter"} and sub.channel == "wechat"
