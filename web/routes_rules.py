@@ -1,0 +1,53 @@
+"""HTTP routes of the rule engine: the dry run the builder's "try it" calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from careloop.engine.db import transaction
+from careloop.engine.errors import CareloopError, NotFound
+from careloop.web.deps import require
+from careloop.web.permissions import DEFINITIONS_VIEW, Principal
+
+router = APIRouter(prefix="/api/v1")
+
+PRIVATE = ("patient_id", "encounter_id", "task_id", "submission_id")
+
+NEEDS_DEFINITIONS_VIEW = Depends(require(DEFINITIONS_VIEW))
+
+
+@router.post("/rules/{key}/test")
+async def test_ruleset(key: str, request: Request,
+                       principal: Principal = NEEDS_DEFINITIONS_VIEW) -> dict[str, Any]:
+    """Which rules of rule set ``key`` match the posted event, and what they would do.
+
+    Body: ``{"type": "form.submitted", "payload": {...}}``. Nothing is stored, and no stored
+    patient data is read (ids in the payload are ignored).
+    """
+    from careloop.rules.runtime import dry_run
+
+    try:
+        event = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(status_code=422, detail=f"invalid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise HTTPException(status_code=422, detail="an event must be a JSON object")
+    if "payload" not in event and "type" not in event:
+        event = {"type": "form.submitted", "payload": event}
+    if isinstance(event.get("payload"), dict):
+        # Over HTTP the dry run sees only what was posted: no stored patient, encounter or task
+        # is read (the caller may not be allowed to see them; department scoping is not applied
+        # here).
+        event["payload"] = {k: v for k, v in event["payload"].items() if k not in PRIVATE}
+    try:
+        with transaction() as session:
+            outcome = dry_run(session, key, event)
+            session.rollback()
+    except NotFound as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except CareloopError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return outcome.to_json()
