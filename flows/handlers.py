@@ -1,0 +1,123 @@
+"""The ``flows`` event handler: cancel, resume and start runs when a domain event arrives.
+
+Order matters: a discharge cancellation first cancels runs, then waiting steps resume, then
+triggers start new runs (so a cancelled encounter never starts one from its own event).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careloop.engine import store
+from careloop.engine.models import DefinitionRow, DomainEventRow
+from careloop.flows import context as ctxmod
+from careloop.flows.models import FlowRun, StepRun
+from careloop.flows.runtime import cancel_runs, complete_run, resume, spec_of, start
+from careloop.flows.spec import FlowSpec
+
+log = logging.getLogger("careloop.flows")
+
+CANCELLING = "encounter.discharge_cancelled"
+
+
+def handle_event(session: Session, event: DomainEventRow) -> None:
+    payload = event.payload
+    if event.type == CANCELLING and payload.get("encounter_id"):
+        cancel_runs(session, encounter_id=payload["encounter_id"], reason=event.type)
+    _cancel_on(session, event)
+    _resume_waiting(session, event)
+    _start_triggered(session, event)
+
+
+def _cancel_on(session: Session, event: DomainEventRow) -> None:
+    payload = event.payload
+    runs = session.scalars(select(FlowRun).where(
+        FlowRun.status == "running",
+        FlowRun.patient_id == payload.get("patient_id"))).all() if payload.get(
+        "patient_id") else []
+    for run in runs:
+        if event.type in spec_of(session, run).cancel_on and (
+                not payload.get("encounter_id") or run.encounter_id in (
+                    None, payload.get("encounter_id"))):
+            complete_run(session, run, "cancelled", event.type)
+
+
+def _matches(step_run: StepRun, event: DomainEventRow, session: Session, run: FlowRun) -> bool:
+    payload = event.payload
+    state = step_run.state
+    if event.type == "form.submitted" and state.get("request_id"):
+        if payload.get("request_id") not in (None, state["request_id"]):
+            return False
+        if payload.get("request_id") is None and payload.get("form") != state.get("form"):
+            return False
+    step = spec_of(session, run).step(step_run.step_key)
+    match = step.expression("match")
+    if match is not None:
+        names = ctxmod.build(session, patient_id=run.patient_id, encounter_id=run.encounter_id,
+                             context=run.context, event=payload)
+        return bool(match.evaluate(names))
+    return True
+
+
+def _resume_waiting(session: Session, event: DomainEventRow) -> None:
+    patient_id = event.payload.get("patient_id")
+    if not patient_id:
+        return
+    rows = session.execute(select(StepRun, FlowRun).join(FlowRun, FlowRun.id == StepRun.run_id)
+                           .where(StepRun.waiting_for == event.type,
+                                  StepRun.status == "waiting", FlowRun.status == "running",
+                                  FlowRun.patient_id == patient_id)
+                           .order_by(StepRun.id)).all()
+    for step_run, run in rows:
+        if not _matches(step_run, event, session, run):
+            continue
+        update: dict[str, Any] = {}
+        if event.type == "form.submitted":
+            update["_last_answers"] = {k: event.payload.get(k)
+                                       for k in ("answers", "scores", "bands")}
+        if event.type == "reading.recorded":
+            update["_reading"] = event.payload
+        step = spec_of(session, run).step(step_run.step_key)
+        resume(session, step_run, step.next, update)
+
+
+# Derived data only (rebuilt whenever the stored flow definitions change), so safe per process.
+_TRIGGERS: dict[tuple[Any, ...], dict[str, list[FlowSpec]]] = {}
+
+
+def _triggers(session: Session) -> dict[str, list[FlowSpec]]:
+    """Current flows by trigger event type, cached on a fingerprint of the flow rows."""
+    fingerprint = tuple(session.execute(
+        select(DefinitionRow.key, DefinitionRow.version, DefinitionRow.content_hash,
+               DefinitionRow.retired_at.is_(None))
+        .where(DefinitionRow.kind == "flow").order_by(DefinitionRow.id)).all())
+    found = _TRIGGERS.get(fingerprint)
+    if found is None:
+        found = {}
+        for row in store.list_current(session, "flow"):
+            spec: FlowSpec = store.compile_row(row)
+            if spec.trigger.event:
+                found.setdefault(spec.trigger.event, []).append(spec)
+        _TRIGGERS.clear()
+        _TRIGGERS[fingerprint] = found
+    return found
+
+
+def _start_triggered(session: Session, event: DomainEventRow) -> None:
+    payload = event.payload
+    for spec in _triggers(session).get(event.type, []):
+        patient_id = payload.get("patient_id")
+        encounter_id = payload.get("encounter_id")
+        if spec.trigger.when is not None:
+            names = ctxmod.build(session, patient_id=patient_id, encounter_id=encounter_id,
+                                 context={}, event=payload)
+            if not spec.trigger.when.evaluate(names):
+                continue
+        run_id = start(session, flow_key=spec.key, patient_id=patient_id,
+                       encounter_id=encounter_id, context={"_event": payload},
+                       idempotency_key=f"{spec.key}:{event.event_id}")
+        log.info("flow %s run %s started by event %s", spec.key, run_id, event.event_id)

@@ -1,0 +1,153 @@
+"""Tables of the flow engine: runs, step runs, history, durable timers, incidents, outbox, API keys.
+
+Everything another process needs lives here (never in process memory): a timer is a row claimed
+atomically by one sweeper, an outbox message is a row claimed by one dispatcher.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from careloop.engine.models import Base, utcnow
+
+
+class FlowRun(Base):
+    """One run of one flow version (pinned: ``flow_version`` never changes)."""
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    flow_key: Mapped[str] = mapped_column(String(64), index=True)
+    flow_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|completed|…
+    patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    encounter_id: Mapped[str | None] = mapped_column(ForeignKey("encounters.id"), index=True)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class StepRun(Base):
+    """One execution of one step in a run (a loop makes several rows for the same key)."""
+
+    __tablename__ = "flow_step_runs"
+    __table_args__ = (Index("ix_flow_step_runs_waiting", "waiting_for", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("flow_runs.id"), index=True)
+    step_key: Mapped[str] = mapped_column(String(64))
+    step_type: Mapped[str] = mapped_column(String(32))
+    # pending | waiting | done | cancelled | failed | skipped
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    parent_id: Mapped[int | None] = mapped_column(Integer)  # the parallel step run of a branch
+    waiting_for: Mapped[str | None] = mapped_column(String(128))  # event type, "tasks", "timer"
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class RunHistory(Base):
+    """Append-only history of a run: what happened, when, at which step."""
+
+    __tablename__ = "flow_run_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("flow_runs.id"), index=True)
+    step_key: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class FlowTimer(Base):
+    """A durable timer: fires once at ``due_at`` (claimed by one sweeper, with claim expiry)."""
+
+    __tablename__ = "flow_timers"
+    __table_args__ = (Index("ix_flow_timers_status_due", "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("flow_runs.id"), index=True)
+    step_run_id: Mapped[int | None] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(16))  # resume | reminder | timeout | retry
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|fired|cancelled
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+    fired_at: Mapped[datetime | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Incident(Base):
+    """A step that failed after its retries; an administrator retries or skips it."""
+
+    __tablename__ = "flow_incidents"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("flow_runs.id"), index=True)
+    step_run_id: Mapped[int] = mapped_column(ForeignKey("flow_step_runs.id"))
+    step_key: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open|retried|skipped
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class OutboxMessage(Base):
+    """A message written in the producing step's transaction, dispatched later by a channel."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    template_key: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    locale: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    urgent: Mapped[bool] = mapped_column(default=False)
+    # pending | sending | sent | failed | suppressed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+    source_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class TaskOverdueMark(Base):
+    """``task.overdue`` was emitted for this task at this due time (at most once each)."""
+
+    __tablename__ = "flow_task_overdue"
+    __table_args__ = (UniqueConstraint("task_id", "due_at", name="uq_flow_task_overdue_task_due"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    due_at: Mapped[datetime]
+    emitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A key the HIS uses for ``POST /api/v1/events``; only its SHA-256 hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,222 @@
+"""The outbox: messages written in the producing transaction, dispatched later by a channel.
+
+    enqueue (in the step's transaction)        dispatch_due (any process, claimed per row)
+    ──────────────────────────────────▶ row ──▶ consent? quiet hours? rate? ──▶ adapter.send
+
+A row is rendered when it is written (the template version in force then, the patient's
+language). Dispatch claims rows with a conditional update, so two processes never send the same
+row; the idempotency key travels to the gateway so a retry after a crash can be recognised there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from careloop.engine import store
+from careloop.engine.clock import hospital_tz, now_utc
+from careloop.engine.db import transaction
+from careloop.engine.domain import Patient
+from careloop.engine.errors import CareloopError
+from careloop.engine.registry import loaded_registry
+from careloop.engine.templates import TemplateSpec
+from careloop.flows.models import OutboxMessage
+
+log = logging.getLogger("careloop.flows.outbox")
+
+QUIET_START, QUIET_END = time(21, 0), time(8, 0)
+QUIET_CHANNELS = frozenset({"sms"})
+MAX_ATTEMPTS = 5
+CLAIM_SECONDS = 120
+
+
+class ChannelError(CareloopError):
+    """Raised by a channel adapter when sending failed and may be retried."""
+
+
+class OutboxError(CareloopError):
+    """Raised when a message cannot be written (unknown template, missing values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """What an adapter receives: no database objects, only what it needs to send."""
+
+    id: int
+    idempotency_key: str
+    channel: str
+    patient_id: str | None
+    address: str | None  # phone, e-mail address or gateway user id (never logged)
+    subject: str | None
+    body: str
+    urgent: bool
+
+
+class ChannelAdapter(Protocol):
+    """Sends one message; raise :class:`ChannelError` for a failure worth retrying."""
+
+    def send(self, message: Outbound) -> None: ...
+
+
+def in_quiet_hours(at: datetime) -> bool:
+    local = at.astimezone(hospital_tz()).time()
+    return local >= QUIET_START or local < QUIET_END
+
+
+def after_quiet_hours(at: datetime) -> datetime:
+    """The next 08:00 local time at or after ``at`` (``at`` itself outside quiet hours)."""
+    if not in_quiet_hours(at):
+        return at
+    local = at.astimezone(hospital_tz())
+    day = local.date() if local.time() < QUIET_END else local.date() + timedelta(days=1)
+    return datetime.combine(day, QUIET_END, hospital_tz()).astimezone(at.tzinfo)
+
+
+def _template(session: Session, key: str) -> TemplateSpec:
+    row = store.current(session, "template", key)
+    if row is None:
+        raise OutboxError(f"no template '{key}'")
+    spec: TemplateSpec = store.compile_row(row)
+    return spec
+
+
+def enqueue(session: Session, *, template_key: str, channel: str, patient_id: str | None = None,
+            user_id: int | None = None, values: dict[str, Any], locale: str | None = None,
+            urgent: bool = False, idempotency_key: str, source_ref: str | None = None) -> int:
+    """Write one message (contract 4, service ``outbox.enqueue``); the same key returns the
+    first message's id and writes nothing."""
+    existing = session.scalars(select(OutboxMessage.id).where(
+        OutboxMessage.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        return existing
+    if channel not in loaded_registry().catalogue("channel"):
+        raise OutboxError(f"unknown channel '{channel}'")
+    patient = session.get(Patient, patient_id) if patient_id else None
+    locale = locale or (patient.locale if patient is not None else None) or "zh-CN"
+    subject, body = _template(session, template_key).render(locale, values)
+    now = now_utc()
+    due = now if urgent or channel not in QUIET_CHANNELS else after_quiet_hours(now)
+    row = OutboxMessage(idempotency_key=idempotency_key, template_key=template_key,
+                        channel=channel, patient_id=patient_id, user_id=user_id, locale=locale,
+                        subject=subject, body=body, urgent=urgent, status="pending", attempts=0,
+                        next_attempt_at=due, source_ref=source_ref, created_at=now)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def consented(patient: Patient | None, channel: str) -> bool:
+    """A channel may be used unless the patient withdrew consent (``consents[ch] = false``)."""
+    if patient is None:
+        return True
+    return patient.consents.get(channel, True) is not False
+
+
+def rate_limit(channel: str) -> int:
+    """Messages per minute on a channel (``CARELOOP_OUTBOX_RATE_<CHANNEL>``, default 600)."""
+    return int(os.environ.get(f"CARELOOP_OUTBOX_RATE_{channel.upper()}", "600"))
+
+
+def cancel_for(session: Session, source_prefix: str) -> int:
+    """Cancel unsent messages whose ``source_ref`` starts with ``source_prefix``."""
+    result = session.execute(update(OutboxMessage).where(
+        OutboxMessage.source_ref.startswith(source_prefix, autoescape=True),
+        OutboxMessage.status == "pending").values(status="cancelled"))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _claim(engine: Engine, worker: str, now: datetime, limit: int) -> list[int]:
+    with transaction(engine) as session:
+        ids = session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
+            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)).all()
+        claimed = []
+        for message_id in ids:
+            result = session.execute(update(OutboxMessage).where(
+                OutboxMessage.id == message_id, OutboxMessage.status == "pending",
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+                .values(claimed_by=worker, claimed_until=now + timedelta(seconds=CLAIM_SECONDS)))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(message_id)
+        return claimed
+
+
+def _adapter(channel: str) -> ChannelAdapter:
+    name = os.environ.get(f"CARELOOP_CHANNEL_{channel.upper()}", "log")
+    adapter = loaded_registry().catalogue("channel_adapter").get(name)
+    if adapter is None:
+        raise ChannelError(f"no channel adapter '{name}' for channel '{channel}'")
+    result: ChannelAdapter = adapter
+    return result
+
+
+def _address(patient: Patient | None, channel: str) -> str | None:
+    if patient is None:
+        return None
+    if channel == "email":
+        value = patient.attributes.get("email")
+        return str(value) if value else None
+    if channel in ("wechat", "wecom"):
+        value = patient.attributes.get(f"{channel}_openid")
+        return str(value) if value else patient.phone
+    return patient.phone
+
+
+def _deliver(session: Session, row: OutboxMessage, now: datetime) -> str:
+    patient = session.get(Patient, row.patient_id) if row.patient_id else None
+    if not consented(patient, row.channel):
+        row.status, row.error = "suppressed", "consent withdrawn"
+        return "suppressed"
+    if row.channel in QUIET_CHANNELS and not row.urgent and in_quiet_hours(now):
+        row.next_attempt_at, row.claimed_by, row.claimed_until = after_quiet_hours(now), None, None
+        return "deferred"
+    recent = session.scalar(select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.channel == row.channel, OutboxMessage.status == "sent",
+        OutboxMessage.sent_at > now - timedelta(minutes=1))) or 0
+    if recent >= rate_limit(row.channel):
+        row.next_attempt_at = now + timedelta(minutes=1)
+        row.claimed_by = row.claimed_until = None
+        return "deferred"
+    row.attempts += 1
+    try:
+        _adapter(row.channel).send(Outbound(row.id, row.idempotency_key, row.channel,
+                                            row.patient_id, _address(patient, row.channel),
+                                            row.subject, row.body, row.urgent))
+    except ChannelError as exc:
+        log.warning("outbox message %s on %s failed (attempt %s): %s", row.id, row.channel,
+                    row.attempts, exc)
+        row.error = str(exc)
+        if row.attempts >= MAX_ATTEMPTS:
+            row.status = "failed"
+        else:
+            row.next_attempt_at = now + timedelta(minutes=2 ** row.attempts)
+            row.claimed_by = row.claimed_until = None
+        return "failed"
+    row.status, row.sent_at, row.error = "sent", now, None
+    return "sent"
+
+
+def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,
+                 batch: int = 100, max_batches: int = 1000) -> dict[str, int]:
+    """Send every due message (each in its own transaction); returns counts by outcome."""
+    now = now or now_utc()
+    counts: dict[str, int] = {}
+    for _ in range(max_batches):
+        ids = _claim(engine, worker, now, batch)
+        if not ids:
+            break
+        for message_id in ids:
+            with transaction(engine) as session:
+                row = session.get(OutboxMessage, message_id, with_for_update=True)
+                if row is None or row.status != "pending" or row.claimed_by != worker:
+                    continue
+                outcome = _deliver(session, row, now)
+                counts[outcome] = counts.get(outcome, 0) + 1
+    return counts

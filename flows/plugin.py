@@ -1,0 +1,44 @@
+"""Registers the flow engine: kinds ``flow`` and ``calendar``, step types, channel adapters,
+the ``flows`` event handler, services and CLI commands."""
+
+from __future__ import annotations
+
+from careloop.engine.kinds import KindSpec
+from careloop.engine.registry import Registry
+
+
+def register(registry: Registry) -> None:
+    from careloop.flows.calendar import add_working_days, compile_calendar
+    from careloop.flows.channels import ADAPTERS
+    from careloop.flows.cli import commands
+    from careloop.flows.compiler import compile_flow
+    from careloop.flows.handlers import handle_event
+    from careloop.flows.outbox import enqueue
+    from careloop.flows.runtime import start
+    from careloop.flows.steps import STEP_TYPES
+
+    kinds = registry.catalogue("kind")
+    kinds.register("calendar", KindSpec(
+        name="calendar", package="careloop.flows", schema_file="schema/calendar.json",
+        compile=compile_calendar, folder="calendars",
+        title={"zh-CN": "工作日历", "en": "Business calendar"}, order=15))
+    kinds.register("flow", KindSpec(
+        name="flow", package="careloop.flows", schema_file="schema/flow.json",
+        compile=compile_flow, folder="flows", title={"zh-CN": "流程", "en": "Flow"}, order=50))
+    steps = registry.catalogue("step_type")
+    for name, step in STEP_TYPES.items():
+        steps.register(name, step)
+    adapters = registry.catalogue("channel_adapter")
+    for name, adapter in ADAPTERS.items():
+        adapters.register(name, adapter)
+    registry.catalogue("event_handler").register("flows", handle_event)
+    services = registry.catalogue("service")
+    services.register("outbox.enqueue", enqueue)
+    services.register("flows.start", start)
+    services.register("calendar.add_working_days", add_working_days)
+    from careloop.flows.scheduler import run_due
+
+    registry.catalogue("tick").register("flows.sweep", lambda engine: run_due(engine))
+    cli = registry.catalogue("cli")
+    for command in commands():
+        cli.register(str(command.name), command)

@@ -1,0 +1,344 @@
+"""Running flows: start a run, execute steps until they pause, resume on timers and events.
+
+A run is pinned to the flow version it started on. Steps execute inside the caller's
+transaction; a step that raises is retried with backoff (a ``retry`` timer) and, when its
+attempts are used up, becomes an :class:`~careloop.flows.models.Incident`::
+
+    start ─▶ enter(step) ─▶ StepType.run ─▶ ("next", key) ─▶ enter(key) …
+                                       └──▶ ("wait",)  — a timer, an event or people resume it
+                                       └──▶ ("end",)   — the run is completed
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from careloop.engine import store
+from careloop.engine.clock import now_utc
+from careloop.engine.domain import Task
+from careloop.engine.errors import CareloopError, NotFound
+from careloop.engine.expressions import ExpressionError
+from careloop.engine.registry import loaded_registry
+from careloop.engine.tasks import add_history
+from careloop.flows import context as ctxmod
+from careloop.flows.models import FlowRun, FlowTimer, Incident, RunHistory, StepRun
+from careloop.flows.outbox import cancel_for
+from careloop.flows.spec import FlowSpec, StepSpec, parse_duration
+from careloop.flows.steps_graph import JOIN
+
+log = logging.getLogger("careloop.flows")
+
+Outcome = tuple[str, str | None]  # ("next", key) | ("wait", None) | ("end", None) | ("hold", None)
+OPEN_STEP = ("pending", "waiting", "retrying")
+MAX_STEPS_PER_CALL = 500
+
+# Default retry policy per step type: (attempts, first backoff); a step's ``retry`` overrides it.
+RETRY = {"call_webhook": (5, "1m"), "send_message": (3, "5m"), "send_form": (3, "5m"),
+         "create_task": (3, "5m"), "start_subflow": (3, "5m")}
+
+
+class FlowError(CareloopError):
+    """Raised when a flow cannot be started (unknown flow, not startable) or acted upon."""
+
+
+class StepError(CareloopError):
+    """Raised by a step when it failed in a way worth retrying (e.g. a webhook answered 500)."""
+
+
+def source_ref(run: FlowRun, step_key: str | None = None) -> str:
+    return f"flow_run:{run.id}:" + (f"{step_key}" if step_key else "")
+
+
+@dataclass(slots=True)
+class Exec:
+    """What a step type sees while it runs."""
+
+    session: Session
+    run: FlowRun
+    spec: FlowSpec
+    step: StepSpec
+    step_run: StepRun
+
+    def names(self) -> dict[str, Any]:
+        return ctxmod.build(self.session, patient_id=self.run.patient_id,
+                            encounter_id=self.run.encounter_id, context=self.run.context)
+
+    def evaluate(self, path: str, names: dict[str, Any] | None = None) -> Any:
+        expression = self.step.expression(path)
+        if expression is None:
+            return None
+        try:
+            return expression.evaluate(names if names is not None else self.names())
+        except ExpressionError as exc:
+            raise StepError(f"flow {self.spec.key} › step {self.step.key} › {path}: "
+                            f"{exc.message} in {expression.source!r}") from exc
+
+    def history(self, action: str, details: dict[str, Any] | None = None) -> None:
+        history(self.session, self.run, self.step.key, action, details)
+
+    def timer(self, purpose: str, due_at: datetime, payload: dict[str, Any] | None = None) -> None:
+        self.session.add(FlowTimer(run_id=self.run.id, step_run_id=self.step_run.id,
+                                   purpose=purpose, due_at=due_at, status="pending",
+                                   payload=payload or {}))
+
+    @property
+    def key(self) -> str:
+        """Idempotency key of this step execution (stable across retries)."""
+        return f"flow_run:{self.run.id}:step:{self.step_run.id}"
+
+
+def history(session: Session, run: FlowRun, step_key: str | None, action: str,
+            details: dict[str, Any] | None = None) -> None:
+    session.add(RunHistory(run_id=run.id, step_key=step_key, at=now_utc(), action=action,
+                           details=details or {}))
+
+
+def spec_of(session: Session, run: FlowRun) -> FlowSpec:
+    row = store.get_version(session, "flow", run.flow_key, run.flow_version)
+    spec: FlowSpec = store.compile_row(row)
+    return spec
+
+
+def start(session: Session, *, flow_key: str, patient_id: str | None = None,
+          encounter_id: str | None = None, context: dict[str, Any] | None = None,
+          idempotency_key: str) -> int:
+    """Start the current version of ``flow_key`` (service ``flows.start``); the same key returns
+    the existing run's id."""
+    existing = session.scalars(select(FlowRun.id).where(
+        FlowRun.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        return existing
+    row = store.current(session, "flow", flow_key)
+    if row is None:
+        raise FlowError(f"no flow '{flow_key}'")
+    spec: FlowSpec = store.compile_row(row)
+    run = FlowRun(flow_key=flow_key, flow_version=row.version, status="running",
+                  patient_id=patient_id, encounter_id=encounter_id, context=dict(context or {}),
+                  idempotency_key=idempotency_key, started_at=now_utc())
+    session.add(run)
+    session.flush()
+    history(session, run, None, "started", {"version": row.version})
+    enter(session, run, spec, spec.first, None)
+    return run.id
+
+
+def enter(session: Session, run: FlowRun, spec: FlowSpec, key: str | None,
+          parent_id: int | None) -> None:
+    """Execute steps from ``key`` on one path until the path pauses or ends."""
+    for _ in range(MAX_STEPS_PER_CALL):
+        if run.status != "running":
+            return
+        if key is None or key == JOIN:
+            _path_end(session, run, spec, parent_id, key)
+            return
+        step = spec.step(key)
+        step_run = StepRun(run_id=run.id, step_key=step.key, step_type=step.type,
+                           status="pending", parent_id=parent_id, started_at=now_utc(), state={})
+        session.add(step_run)
+        session.flush()
+        outcome = execute(session, run, spec, step, step_run)
+        if outcome is None or outcome[0] in ("wait", "hold"):
+            return
+        if outcome[0] == "end":
+            _finish(step_run)
+            complete_run(session, run, "completed")
+            return
+        _finish(step_run)
+        key = outcome[1]
+    raise FlowError(f"flow {spec.key}: more than {MAX_STEPS_PER_CALL} steps without a pause")
+
+
+def _finish(step_run: StepRun, status: str = "done") -> None:
+    step_run.status, step_run.finished_at, step_run.waiting_for = status, now_utc(), None
+
+
+def execute(session: Session, run: FlowRun, spec: FlowSpec, step: StepSpec,
+            step_run: StepRun) -> Outcome | None:
+    """Run one step in a savepoint; a failure schedules a retry or opens an incident."""
+    x = Exec(session, run, spec, step, step_run)
+    if step.expression("when") is not None and not x.evaluate("when"):
+        x.history("skipped", {"reason": "when"})
+        return ("next", step.next)
+    step_type = loaded_registry().catalogue("step_type")[step.type]
+    try:
+        with session.begin_nested():
+            outcome: Outcome = step_type.run(x)
+    except Exception as exc:  # a step may fail in many ways; each becomes a retry or incident
+        _failed(x, exc)
+        return None
+    x.history("step_done" if outcome[0] == "next" else f"step_{outcome[0]}",
+              {"type": step.type, "next": outcome[1]} if outcome[0] == "next" else {})
+    return outcome
+
+
+def _failed(x: Exec, exc: Exception) -> None:
+    step_run = x.step_run
+    step_run.attempts += 1
+    step_run.error = f"{type(exc).__name__}: {exc}"
+    attempts, backoff = RETRY.get(x.step.type, (1, "1m"))
+    policy = x.step.get("retry") or {}
+    attempts = policy.get("attempts", attempts)
+    delay = parse_duration(policy.get("backoff", backoff))
+    log.warning("flow run %s step %s failed (attempt %s/%s): %s", x.run.id, x.step.key,
+                step_run.attempts, attempts, type(exc).__name__)
+    if step_run.attempts < attempts:
+        step_run.status = "retrying"
+        x.timer("retry", now_utc() + delay * (2 ** (step_run.attempts - 1)))
+        x.history("retry_scheduled", {"attempt": step_run.attempts, "error": step_run.error})
+        return
+    step_run.status = "failed"
+    x.session.add(Incident(run_id=x.run.id, step_run_id=step_run.id, step_key=x.step.key,
+                           error=step_run.error, status="open", created_at=now_utc()))
+    x.history("incident", {"error": step_run.error})
+
+
+def _path_end(session: Session, run: FlowRun, spec: FlowSpec, parent_id: int | None,
+              key: str | None) -> None:
+    if parent_id is None:
+        complete_run(session, run, "completed")
+        return
+    join(session, run, spec, parent_id)
+
+
+def join(session: Session, run: FlowRun, spec: FlowSpec, parent_id: int) -> None:
+    """A branch of a parallel step reached its end."""
+    parent = session.get(StepRun, parent_id)
+    if parent is None or parent.status != "waiting":
+        return  # already joined (join: first)
+    state = dict(parent.state)
+    state["done"] = int(state.get("done", 0)) + 1
+    parent.state = state
+    step = spec.step(parent.step_key)
+    if step.get("join", "all") == "first" or state["done"] >= int(state.get("total", 0)):
+        _finish(parent)
+        history(session, run, step.key, "joined", {"branches_done": state["done"]})
+        for child in session.scalars(select(StepRun).where(
+                StepRun.parent_id == parent.id, StepRun.status.in_(OPEN_STEP))).all():
+            _cancel_step(session, child)
+        enter(session, run, spec, step.next, parent.parent_id)
+
+
+def resume(session: Session, step_run: StepRun, target: str | None,
+           context_update: dict[str, Any] | None = None) -> None:
+    """A waiting step is done: cancel its other timers and continue at ``target``."""
+    run = session.get(FlowRun, step_run.run_id)
+    if run is None or run.status != "running" or step_run.status not in ("waiting", "retrying"):
+        return
+    if context_update:
+        run.context = {**run.context, **context_update}
+    _cancel_timers(session, step_run)
+    _finish(step_run)
+    history(session, run, step_run.step_key, "resumed", {"next": target})
+    enter(session, run, spec_of(session, run), target, step_run.parent_id)
+
+
+def retry_step(session: Session, step_run: StepRun) -> None:
+    """Execute a failed or retrying step again (a retry timer, or an administrator)."""
+    run = session.get(FlowRun, step_run.run_id)
+    if run is None or run.status != "running":
+        return
+    spec = spec_of(session, run)
+    step = spec.step(step_run.step_key)
+    step_run.status = "pending"
+    outcome = execute(session, run, spec, step, step_run)
+    if outcome is None or outcome[0] in ("wait", "hold"):
+        return
+    _finish(step_run)
+    if outcome[0] == "end":
+        complete_run(session, run, "completed")
+        return
+    enter(session, run, spec, outcome[1], step_run.parent_id)
+
+
+def _cancel_timers(session: Session, step_run: StepRun) -> None:
+    session.execute(update(FlowTimer).where(FlowTimer.step_run_id == step_run.id,
+                                            FlowTimer.status == "pending")
+                    .values(status="cancelled"))
+
+
+def _cancel_step(session: Session, step_run: StepRun) -> None:
+    _cancel_timers(session, step_run)
+    _finish(step_run, "cancelled")
+    for task in session.scalars(select(Task).where(
+            Task.source_ref == f"flow_step:{step_run.id}",
+            Task.status.in_(("open", "in_progress")))).all():
+        task.status = "cancelled"
+        add_history(session, task, "flows", "cancelled", {})
+
+
+def complete_run(session: Session, run: FlowRun, status: str, reason: str | None = None) -> None:
+    """End a run: ``completed`` or ``cancelled``; every open step, timer, unsent message and
+    open task of the run is cancelled, so nothing more is sent."""
+    for step_run in session.scalars(select(StepRun).where(
+            StepRun.run_id == run.id, StepRun.status.in_(OPEN_STEP))).all():
+        _cancel_step(session, step_run)
+    session.execute(update(FlowTimer).where(FlowTimer.run_id == run.id,
+                                            FlowTimer.status == "pending")
+                    .values(status="cancelled"))
+    if status == "cancelled":
+        cancel_for(session, source_ref(run))
+        for task in session.scalars(select(Task).where(
+                Task.source_ref.startswith(source_ref(run), autoescape=True),
+                Task.status.in_(("open", "in_progress")))).all():
+            task.status = "cancelled"
+            add_history(session, task, "flows", "cancelled", {"reason": reason})
+    run.status, run.finished_at = status, now_utc()
+    history(session, run, None, status, {"reason": reason} if reason else {})
+
+
+def cancel_runs(session: Session, *, encounter_id: str | None = None,
+                patient_id: str | None = None, reason: str,
+                flow_keys: set[str] | None = None) -> int:
+    """Cancel the running runs of an encounter (or patient); returns how many."""
+    query = select(FlowRun).where(FlowRun.status == "running")
+    if encounter_id is not None:
+        query = query.where(FlowRun.encounter_id == encounter_id)
+    elif patient_id is not None:
+        query = query.where(FlowRun.patient_id == patient_id)
+    else:
+        return 0
+    count = 0
+    for run in session.scalars(query).all():
+        if flow_keys is None or run.flow_key in flow_keys:
+            complete_run(session, run, "cancelled", reason)
+            count += 1
+    return count
+
+
+def resolve_incident(session: Session, incident_id: int, action: str, actor: str) -> None:
+    """An administrator's ``retry`` or ``skip`` of an open incident."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id}")
+    if incident.status != "open":
+        raise FlowError(f"incident {incident_id} is already {incident.status}")
+    if action not in ("retry", "skip"):
+        raise FlowError(f"unknown incident action '{action}' (retry or skip)")
+    step_run = session.get(StepRun, incident.step_run_id)
+    run = session.get(FlowRun, incident.run_id)
+    if step_run is None or run is None:
+        raise NotFound(f"incident {incident_id}: run or step is gone")
+    incident.status = "retried" if action == "retry" else "skipped"
+    incident.resolved_at, incident.resolved_by = now_utc(), actor
+    history(session, run, step_run.step_key, f"incident_{incident.status}", {"actor": actor})
+    if action == "retry":
+        step_run.attempts = 0
+        retry_step(session, step_run)
+        return
+    _finish(step_run, "skipped")
+    spec = spec_of(session, run)
+    enter(session, run, spec, spec.step(step_run.step_key).next, step_run.parent_id)
+
+
+def after(duration: str) -> datetime:
+    return now_utc() + parse_duration(duration)
+
+
+def timer_due(delta: timedelta) -> datetime:
+    return now_utc() + delta

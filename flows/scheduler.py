@@ -1,0 +1,218 @@
+"""Durable timers and the one sweep that fires them.
+
+Every wait is a row in ``flow_timers`` (indexed by status and due time). :func:`run_due` claims
+due timers in bounded batches — PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED``, SQLite a
+conditional ``UPDATE … WHERE claimed_until IS NULL OR claimed_until < now`` — then fires each in
+its own transaction whose first statement marks the timer fired *only if still pending*: its
+effects (messages, tasks, next timers) commit together with that mark, or not at all. A process
+killed mid-sweep leaves claims that expire after ``CLAIM_SECONDS`` and are swept again.
+
+One APScheduler interval job per process (:func:`start_background`) calls :func:`run_due`; there
+is never one job per patient.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from careloop.engine import events, store
+from careloop.engine.clock import frozen_now, hospital_tz, now_utc
+from careloop.engine.db import default_engine, transaction
+from careloop.engine.domain import Task
+from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
+from careloop.flows.outbox import dispatch_due
+from careloop.flows.runtime import Exec, resume, retry_step, spec_of, start
+
+log = logging.getLogger("careloop.flows.scheduler")
+
+CLAIM_SECONDS = 300
+BATCH = 100
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class SweepReport:
+    fired: int = 0
+    overdue: int = 0
+    cron_runs: int = 0
+    messages: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fired": self.fired, "overdue": self.overdue, "cron_runs": self.cron_runs,
+                "messages": self.messages}
+
+
+def _claimable(now: datetime) -> Any:
+    return and_(FlowTimer.status == "pending", FlowTimer.due_at <= now,
+                or_(FlowTimer.claimed_until.is_(None), FlowTimer.claimed_until < now))
+
+
+def claim(engine: Engine, worker: str, now: datetime, limit: int = BATCH) -> list[int]:
+    """Claim up to ``limit`` due timers for ``worker``; returns their ids, oldest first."""
+    until = now + timedelta(seconds=CLAIM_SECONDS)
+    with transaction(engine) as session:
+        query = (select(FlowTimer.id).where(_claimable(now))
+                 .order_by(FlowTimer.due_at, FlowTimer.id).limit(limit))
+        if engine.dialect.name == "postgresql":
+            ids = list(session.scalars(query.with_for_update(skip_locked=True)).all())
+            if ids:
+                session.execute(update(FlowTimer).where(FlowTimer.id.in_(ids))
+                                .values(claimed_by=worker, claimed_until=until))
+            return ids
+        claimed = []
+        for timer_id in session.scalars(query).all():
+            result = session.execute(update(FlowTimer).where(
+                FlowTimer.id == timer_id, _claimable(now))
+                .values(claimed_by=worker, claimed_until=until))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(timer_id)
+        return claimed
+
+
+def fire(engine: Engine, timer_id: int, worker: str) -> bool:
+    """Fire one claimed timer at its due time (logical time); False if another process did."""
+    with transaction(engine) as session:
+        result = session.execute(update(FlowTimer).where(
+            FlowTimer.id == timer_id, FlowTimer.status == "pending",
+            FlowTimer.claimed_by == worker).values(status="fired", fired_at=now_utc()))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        timer = session.get(FlowTimer, timer_id)
+        assert timer is not None  # just updated
+        with frozen_now(timer.due_at):
+            _dispatch_timer(session, timer)
+        return True
+
+
+def _dispatch_timer(session: Any, timer: FlowTimer) -> None:
+    step_run = session.get(StepRun, timer.step_run_id) if timer.step_run_id else None
+    run = session.get(FlowRun, timer.run_id) if timer.run_id else None
+    if step_run is None or run is None or run.status != "running":
+        return
+    spec = spec_of(session, run)
+    step = spec.step(step_run.step_key)
+    if timer.purpose == "resume" and step_run.status == "waiting":
+        resume(session, step_run, step.next)
+    elif timer.purpose == "timeout" and step_run.status == "waiting":
+        resume(session, step_run, step.get("on_timeout", step.next),
+               {f"{step.key}_timed_out": True})
+    elif timer.purpose == "reminder" and step_run.status == "waiting":
+        from careloop.flows.steps import reminder
+
+        reminder(Exec(session, run, spec, step, step_run))
+    elif timer.purpose == "retry" and step_run.status == "retrying":
+        retry_step(session, step_run)
+
+
+def emit_overdue(engine: Engine, now: datetime, limit: int = 500) -> int:
+    """Emit ``task.overdue`` once per task and due time for open tasks past due."""
+    with transaction(engine) as session:
+        rows = session.scalars(select(Task).outerjoin(TaskOverdueMark, and_(
+            TaskOverdueMark.task_id == Task.id, TaskOverdueMark.due_at == Task.due_at))
+            .where(Task.status.in_(("open", "in_progress")), Task.due_at <= now,
+                   TaskOverdueMark.id.is_(None)).order_by(Task.due_at).limit(limit)).all()
+        count = 0
+        for task in rows:
+            assert task.due_at is not None  # filtered above
+            try:
+                with session.begin_nested():
+                    session.add(TaskOverdueMark(task_id=task.id, due_at=task.due_at,
+                                                emitted_at=now))
+                    session.flush()
+            except IntegrityError:
+                continue  # another process emitted it
+            events.record(session, "task.overdue", {
+                "task_id": task.id, "patient_id": task.patient_id,
+                "encounter_id": task.encounter_id, "department_id": task.department_id,
+                "assignee_user_id": task.assignee_user_id, "assignee_role": task.assignee_role,
+                "priority": task.priority, "kind": task.kind, "due_at": task.due_at.isoformat(),
+                "source_ref": task.source_ref},
+                event_id=f"task.overdue:{task.id}:{task.due_at.isoformat()}")
+            count += 1
+        return count
+
+
+def start_cron_flows(engine: Engine, now: datetime) -> int:
+    """Start a run of each cron-triggered flow for its latest fire time not yet started."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    started = 0
+    with transaction(engine) as session:
+        for row in store.list_current(session, "flow"):
+            spec = store.compile_row(row)
+            if not spec.trigger.cron:
+                continue
+            trigger = CronTrigger.from_crontab(spec.trigger.cron, timezone=hospital_tz())
+            since = max(row.created_at, now - timedelta(days=40))
+            fire_at, last = trigger.get_next_fire_time(None, since), None
+            for _ in range(2000):
+                if fire_at is None or fire_at > now:
+                    break
+                last = fire_at
+                fire_at = trigger.get_next_fire_time(fire_at, fire_at + timedelta(seconds=1))
+            if last is None:
+                continue
+            key = f"cron:{spec.key}:{last.isoformat()}"
+            try:
+                with session.begin_nested():
+                    before = session.scalars(select(FlowRun.id).where(
+                        FlowRun.idempotency_key == key)).first()
+                    if before is None:
+                        with frozen_now(last):
+                            start(session, flow_key=spec.key, context={"fired_at":
+                                                                       last.isoformat()},
+                                  idempotency_key=key)
+                        started += 1
+            except IntegrityError:
+                continue
+    return started
+
+
+def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch: int = BATCH,
+            worker: str | None = None, max_batches: int = 100_000,
+            dispatch: bool = True) -> SweepReport:
+    """Fire every timer due up to ``now`` (default: the clock), in batches, then emit overdue
+    tasks and dispatch due outbox messages. Timers created while sweeping that are already due
+    fire in the same call (time travel: ``--now`` three months ahead runs the whole plan)."""
+    engine = engine or default_engine()
+    now = now or now_utc()
+    worker = worker or worker_id()
+    report = SweepReport()
+    with frozen_now(now):
+        report.cron_runs = start_cron_flows(engine, now)
+        for _ in range(max_batches):
+            ids = claim(engine, worker, now, batch)
+            if not ids:
+                break
+            for timer_id in ids:
+                if fire(engine, timer_id, worker):
+                    report.fired += 1
+        report.overdue = emit_overdue(engine, now)
+        if dispatch:
+            report.messages = dispatch_due(engine, worker=worker, now=now)
+    return report
+
+
+def start_background(interval_seconds: int = 30) -> Any:
+    """Start the one APScheduler interval job of this process (the web app calls this)."""
+    from apscheduler.schedulers.background import (
+        BackgroundScheduler,
+    )
+
+    scheduler = BackgroundScheduler(timezone=hospital_tz())
+    scheduler.add_job(run_due, "interval", seconds=interval_seconds, id="careloop.flows.sweep",
+                      max_instances=1, coalesce=True, replace_existing=True)
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,107 @@
+"""Fixtures of the flow tests: imported bundles, an API-less event sender, time travel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from careloop.engine.bundles import import_bundle
+from careloop.engine.db import transaction
+from careloop.engine.domain import RoleGrant, Task, User
+from careloop.flows.ingest import ingest
+from careloop.flows.models import OutboxMessage
+from careloop.flows.scheduler import SweepReport, run_due
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "app_definitions"
+BUNDLES = ("common", "satisfaction", "complaints", "discharge", "cardiology", "chronic_care",
+           "orthopedics")
+
+
+@pytest.fixture
+def bundles(engine: Engine) -> Engine:
+    for name in BUNDLES:
+        import_bundle(APPS / name, engine=engine)
+    return engine
+
+
+Send = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def send(engine: Engine) -> Send:
+    def _send(event_id: str, type: str, payload: dict[str, Any],
+              expect: int = 200) -> dict[str, Any]:
+        with transaction(engine) as session:
+            status, body = ingest(session, {"event_id": event_id, "type": type,
+                                            "payload": payload})
+        assert status == expect, body
+        return body
+    return _send
+
+
+@pytest.fixture
+def sweep(engine: Engine) -> Callable[[str], SweepReport]:
+    def _sweep(now: str) -> SweepReport:
+        return run_due(engine, now=datetime.fromisoformat(now))
+    return _sweep
+
+
+@pytest.fixture
+def nurse(engine: Engine) -> Iterator[int]:
+    with transaction(engine) as session:
+        user = User(username="nurse_li", display_name="Li", locale="zh-CN")
+        session.add(user)
+        session.flush()
+        user_id = user.id
+    yield user_id
+
+
+def patient(send: Send, pid: str = "P1", *, birth: str = "1950-03-01",
+            consents: dict[str, bool] | None = None, tags: list[str] | None = None,
+            event_id: str | None = None) -> None:
+    payload: dict[str, Any] = {"patient_id": pid, "mrn": f"MRN-{pid}", "name": "张三",
+                               "birth_date": birth, "phone": "13800000000", "locale": "zh-CN",
+                               "consents": consents or {}}
+    if tags is not None:
+        payload["tags"] = tags
+    send(event_id or f"pat-{pid}", "patient.upserted", payload)
+
+
+def messages(engine: Engine) -> list[OutboxMessage]:
+    with transaction(engine) as session:
+        return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all())
+
+
+def tasks(engine: Engine) -> list[Task]:
+    with transaction(engine) as session:
+        return list(session.scalars(select(Task).order_by(Task.id)).all())
+
+
+def grant(engine: Engine, username: str, role: str, department: str | None) -> int:
+    from careloop.engine.domain import Department
+
+    with transaction(engine) as session:
+        if department and session.get(Department, department) is None:
+            session.add(Department(id=department, name={"zh-CN": department, "en": department}))
+            session.flush()
+        user = User(username=username, display_name=username, locale="zh-CN")
+        session.add(user)
+        session.flush()
+        session.add(RoleGrant(user_id=user.id, role=role, department_id=department))
+        return user.id
+
+
+@pytest.fixture
+def helpers() -> Any:
+    class H:
+        patient = staticmethod(patient)
+        messages = staticmethod(messages)
+        tasks = staticmethod(tasks)
+        grant = staticmethod(grant)
+    return H

@@ -1,0 +1,90 @@
+"""The bundled discharge flow, travelling in time; and the cancelled-discharge case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from careloop.engine.db import transaction
+from careloop.flows.models import FlowRun, FlowTimer
+
+DISCHARGE = {"encounter_id": "E1", "patient_id": "P1", "type": "inpatient",
+             "department_id": "cardiology", "responsible_nurse": "nurse_li",
+             "discharged_at": "2026-12-01T10:00:00+08:00", "procedures": []}
+
+
+def test_discharge_plan_for_a_patient_aged_70_plus(bundles: Engine, send: Any, sweep: Any,
+                                                   nurse: int, helpers: Any) -> None:
+    helpers.patient(send, birth="1950-03-01")
+    send("enc-1", "encounter.discharged", DISCHARGE)
+    first = helpers.messages(bundles)
+    assert [m.template_key for m in first] == ["discharge_settlement", "medication_guidance"]
+    assert first[0].channel == "wechat" and "/discharge-summary/E1" in first[0].body
+    sweep("2026-12-04T09:29:00+08:00")
+    assert len(helpers.messages(bundles)) == 2  # day 3 is not due before 09:30
+    sweep("2026-12-04T09:31:00+08:00")
+    day3 = helpers.messages(bundles)[2]
+    assert day3.template_key == "discharge_care_day3" and "/f/" in day3.body
+    assert day3.created_at.isoformat() == "2026-12-04T01:30:00+00:00"
+    assert helpers.tasks(bundles) == []
+    sweep("2026-12-08T09:31:00+08:00")
+    (task,) = helpers.tasks(bundles)
+    assert task.kind == "phone_followup" and task.assignee_user_id == nurse
+    assert task.created_at.isoformat() == "2026-12-08T01:30:00+00:00"
+    with transaction(bundles) as session:
+        run = session.scalars(select(FlowRun).where(FlowRun.flow_key == "discharge")).one()
+        assert run.status == "completed"
+    assert all(m.status == "sent" for m in helpers.messages(bundles))
+
+
+def test_young_patient_gets_no_phone_task(bundles: Engine, send: Any, sweep: Any,
+                                          nurse: int, helpers: Any) -> None:
+    helpers.patient(send, birth="1990-03-01")
+    send("enc-1", "encounter.discharged", DISCHARGE)
+    sweep("2026-12-20T12:00:00+08:00")
+    assert helpers.tasks(bundles) == []
+    assert len(helpers.messages(bundles)) == 3
+
+
+def test_discharge_cancelled_stops_every_message_and_task(bundles: Engine, send: Any,
+                                                          sweep: Any, nurse: int,
+                                                          helpers: Any) -> None:
+    helpers.patient(send, birth="1950-03-01")
+    send("enc-1", "encounter.discharged", DISCHARGE)
+    sweep("2026-12-01T12:00:00+08:00")
+    sent = len(helpers.messages(bundles))
+    send("enc-2", "encounter.discharge_cancelled", {"encounter_id": "E1", "patient_id": "P1"})
+    sweep("2027-04-01T12:00:00+08:00")
+    assert len(helpers.messages(bundles)) == sent
+    assert helpers.tasks(bundles) == []
+    with transaction(bundles) as session:
+        run = session.scalars(select(FlowRun)).one()
+        assert run.status == "cancelled"
+        assert {t.status for t in session.scalars(select(FlowTimer)).all()} == {"cancelled"}
+
+
+def test_phone_follow_up_outcome_is_recorded_on_the_task(bundles: Engine, send: Any,
+                                                         sweep: Any, nurse: int,
+                                                         helpers: Any) -> None:
+    import pytest
+
+    from careloop.engine.domain import TaskHistory
+    from careloop.flows.followup import OutcomeError, record_phone_outcome
+
+    helpers.patient(send, birth="1950-03-01")
+    send("enc-1", "encounter.discharged", DISCHARGE)
+    sweep("2026-12-08T10:00:00+08:00")
+    (task,) = helpers.tasks(bundles)
+    with pytest.raises(OutcomeError) as exc, transaction(bundles) as session:
+        record_phone_outcome(session, task.id, "no_anwser", actor="nurse_li")
+    assert "did you mean 'no_answer'" in str(exc.value)
+    with transaction(bundles) as session:
+        record_phone_outcome(session, task.id, "no_answer", actor="nurse_li", notes="rang twice")
+    with transaction(bundles) as session:
+        history = session.scalars(select(TaskHistory).where(
+            TaskHistory.task_id == task.id).order_by(TaskHistory.id)).all()
+        assert [h.action for h in history] == ["created", "completed"]
+        assert history[-1].details == {"outcome": "no_answer"}
+    (done,) = helpers.tasks(bundles)
+    assert done.status == "done" and done.notes == "rang twice"

@@ -1,0 +1,93 @@
+"""HTTP routes of the flow engine: events in (API key), runs / incidents / outbox read-back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from careloop.engine.db import transaction
+from careloop.engine.errors import CareloopError
+from careloop.flows import views
+from careloop.flows.ingest import authenticate, ingest
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _require_key(key: str | None) -> str:
+    with transaction() as session:
+        found = authenticate(session, key)
+        if found is None:
+            raise HTTPException(status_code=401, detail="missing or unknown API key")
+        return found.name
+
+
+@router.post("/events")
+async def post_event(request: Request,
+                     x_api_key: str | None = Header(default=None)) -> JSONResponse:
+    """Ingest one HIS event; 422 lists every problem; a duplicate gets the original ack."""
+    name = _require_key(x_api_key)
+    try:
+        event: Any = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return JSONResponse({"status": "rejected",
+                             "errors": [{"path": "$", "message": f"invalid JSON: {exc}"}]}, 422)
+    try:
+        with transaction() as session:
+            status, body = ingest(session, event, source=f"api:{name}")
+    except IntegrityError:
+        # The same event id arrived concurrently and the other request stored it first.
+        with transaction() as session:
+            status, body = ingest(session, event, source=f"api:{name}")
+    return JSONResponse(body, status_code=status)
+
+
+@router.get("/flows/runs")
+def list_runs(patient_id: str | None = None, status: str | None = None,
+              x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
+    _require_key(x_api_key)
+    with transaction() as session:
+        return views.runs_json(session, patient_id=patient_id, status=status)
+
+
+@router.get("/flows/runs/{run_id}")
+def get_run(run_id: int, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+    _require_key(x_api_key)
+    with transaction() as session:
+        data = views.run_json(session, run_id)
+    if data is None:
+        raise HTTPException(status_code=404, detail=f"no run {run_id}")
+    return data
+
+
+@router.get("/flows/incidents")
+def list_incidents(status: str = "open",
+                   x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
+    _require_key(x_api_key)
+    with transaction() as session:
+        return views.incidents_json(session, status)
+
+
+@router.post("/flows/incidents/{incident_id}/{action}")
+def act_on_incident(incident_id: int, action: str,
+                    x_api_key: str | None = Header(default=None)) -> dict[str, str]:
+    name = _require_key(x_api_key)
+    from careloop.flows.runtime import resolve_incident
+
+    try:
+        with transaction() as session:
+            resolve_incident(session, incident_id, action, f"api:{name}")
+    except CareloopError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    return {"status": "ok"}
+
+
+@router.get("/outbox")
+def list_outbox(status: str | None = None,
+                x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
+    _require_key(x_api_key)
+    with transaction() as session:
+        return views.outbox_json(session, status=status)
