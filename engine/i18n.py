@@ -1,7 +1,8 @@
 """User-facing text in Simplified Chinese first, English second.
 
 Each package keeps its messages in ``<package>/data/i18n/<locale>.json`` (flat ``{"key": "text"}``,
-``{name}`` placeholders). Keys are namespaced by package (``forms.required``, ``web.login``…).
+``{name}`` placeholders), and parts of a package may keep theirs in a sub-folder
+(``web/data/i18n/builder/<locale>.json``). Keys are namespaced by package (``forms.required``, ``web.login``…).
 
     >>> t("common.yes", "zh-CN"), t("common.yes", "en")
     ('是', 'Yes')
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"
@@ -35,12 +37,26 @@ def catalogue(locale: str) -> dict[str, str]:
     merged: dict[str, str] = {}
     for package in PACKAGES:
         try:
-            path = resources.files(package).joinpath("data", "i18n", f"{locale}.json")
-            text = path.read_text("utf-8")
-        except (ModuleNotFoundError, FileNotFoundError):
+            folder = resources.files(package).joinpath("data", "i18n")
+        except ModuleNotFoundError:
             continue
-        merged.update(json.loads(text))
+        for text in _locale_files(folder, locale):
+            merged.update(json.loads(text))
     return merged
+
+
+def _locale_files(folder: Traversable, locale: str) -> list[str]:
+    """``<locale>.json`` in the folder and in its sub-folders (one per part of a package)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    own = folder.joinpath(f"{locale}.json")
+    if own.is_file():
+        found.append(own.read_text("utf-8"))
+    for child in sorted(folder.iterdir(), key=lambda c: c.name):
+        if child.is_dir() and child.joinpath(f"{locale}.json").is_file():
+            found.append(child.joinpath(f"{locale}.json").read_text("utf-8"))
+    return found
 
 
 def t(key: str, locale: str | None = None, /, **params: object) -> str:
