@@ -1,8 +1,9 @@
 """User-facing text in Simplified Chinese first, English second.
 
 Each package keeps its messages in ``<package>/data/i18n/<locale>.json`` (flat
-``{"key": "text"}``, ``{name}`` placeholders), and parts of a package may keep theirs in a sub-folder
-(``web/data/i18n/builder/<locale>.json``). Keys are namespaced by package (``forms.required``, ``web.login``…).
+``{"key": "text"}``, ``{name}`` placeholders); parts of a package may keep theirs in a
+sub-folder (``web/data/i18n/builder/<locale>.json``). Keys are namespaced by package
+(``forms.required``, ``web.login``…).
 
     >>> t("common.yes", "zh-CN"), t("common.yes", "en")
     ('是', 'Yes')
