@@ -7,7 +7,7 @@
     vs. a bare FastAPI endpoint that only inserts the same JSON row, both served by uvicorn on
     loopback under the same concurrent load. Target: ≥ 50 % of the bare endpoint's throughput.
 
-    python bench/forms.py [--quick] [--json]
+    python bench/forms.py [--quick] [--json] [--no-http]
 """
 
 from __future__ import annotations
@@ -258,6 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny N (smoke test)")
     parser.add_argument("--json", action="store_true", help="one machine-readable line")
+    parser.add_argument("--no-http", action="store_true", help="only (a), the PHQ-9 part")
     args = parser.parse_args()
     sets = answer_sets(50 if args.quick else 1000)
     rounds = 1 if args.quick else 5
@@ -265,8 +266,9 @@ def main() -> None:
     peer = bench_surveyjs(sets, rounds)
     n_http = 20 if args.quick else 2000
     concurrency = 4 if args.quick else 16
-    http_ours, http_bare = bench_http(n_http, concurrency)
-    result = {
+    http_ours, http_bare = ({"per_second": 0.0}, {"per_second": 1.0}) if args.no_http \
+        else bench_http(n_http, concurrency)
+    result: dict[str, Any] = {
         "bench": "forms",
         "phq9": {"careloop_per_s": round(ours["per_second"], 1),
                  "surveyjs_per_s": round(peer["per_second"], 1),
@@ -277,15 +279,20 @@ def main() -> None:
                  "share_of_bare": round(http_ours["per_second"] / http_bare["per_second"], 3),
                  "n": n_http, "concurrency": concurrency},
     }
+    if args.no_http:
+        del result["http"]
     if args.json:
         print(json.dumps(result))
         return
-    phq, http = result["phq9"], result["http"]
+    phq = result["phq9"]
     print(f"(a) PHQ-9 validate+visibility+score, {phq['n']} submissions")
     print(f"    careloop  {phq['careloop_per_s']:>10} /s")
     print(f"    surveyjs  {phq['surveyjs_per_s']:>10} /s   (survey-core in Node)")
     print(f"    ratio     {phq['ratio']:>10} x   (target >= 50x); same totals: "
           f"{phq['same_totals']}")
+    if args.no_http:
+        return
+    http = result["http"]
     print(f"(b) HTTP submission path, {http['n']} requests, concurrency {http['concurrency']}")
     print(f"    careloop  {http['careloop_per_s']:>10} /s   (validate, score, events, persist)")
     print(f"    bare      {http['bare_per_s']:>10} /s   (FastAPI insert only)")

@@ -2,10 +2,12 @@
 
 An expression is a single Python-like value expression over plain data: ``answers.overall <= 2 and
 contains(answers.comment, "用药")``. :func:`compile_expression` parses and checks the text *once*
-against a static whitelist of syntax (defence in depth); :meth:`Expression.evaluate` walks the kept
-tree with a locked-down :class:`simpleeval.EvalWithCompoundTypes` subclass. Nothing but the
-registered function library can be called, attributes are dictionary keys (never Python attributes),
-missing data reads as ``None``, and every limit (length, depth, number size, evaluation steps) fails
+against a static whitelist of syntax (defence in depth) and compiles the kept tree into closures
+(:mod:`careloop.engine.expression_compile`); :meth:`Expression.evaluate` runs them, and re-runs the
+reference evaluator (a locked-down :class:`simpleeval.EvalWithCompoundTypes` subclass) only to
+report an error with its code and column. Nothing but the registered function library can be
+called, attributes are dictionary keys (never Python attributes), missing data reads as ``None``,
+and every limit (length, depth, number size, evaluation steps) fails
 with a coded :class:`ExpressionError`. See ``docs/expressions.md``.
 
     >>> compile_expression("answers.score >= 4").evaluate({"answers": {"score": 5}})
@@ -25,6 +27,7 @@ from functools import lru_cache
 from typing import Any, NoReturn
 
 from careloop.engine.errors import CareloopError, Path, Problem, did_you_mean
+from careloop.engine.expression_compile import Program, compile_tree
 from careloop.engine.expression_runtime import (
     MAX_INTEGER,
     MAX_SEQUENCE,
@@ -134,14 +137,29 @@ class Expression:
     functions: frozenset[str]
     tree: ast.Expression = field(repr=False, compare=False)
     table: Mapping[str, FunctionSpec] = field(repr=False, compare=False)
+    program: Program | None = field(default=None, repr=False, compare=False)
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The value of the expression with top-level names read from ``context``.
+
+        Runs the compiled closures (:mod:`careloop.engine.expression_compile`); on any failure
+        there, the reference evaluator runs and raises the coded, located error.
 
         Raises:
             ExpressionError: ``expr.runtime`` (e.g. ``"a" - 1``), ``expr.too-large`` or
                 ``expr.budget`` — never any other exception.
         """
+        program = self.program
+        if program is not None and program.budget == MAX_STEPS:
+            try:
+                return program.run(context)
+            except Exception:  # the reference evaluator decides the error
+                pass
+        return self.evaluate_reference(context)
+
+    def evaluate_reference(self, context: Mapping[str, Any]) -> Any:
+        """:meth:`evaluate` by the reference tree-walking evaluator, which meters every step and
+        locates errors (what the compiled fast path falls back to; also its test oracle)."""
         evaluator = Evaluator(self.source, context, self.table, MAX_STEPS)
         try:
             return evaluator.eval(self.source, previously_parsed=self.tree.body)
@@ -293,6 +311,7 @@ def compile_expression(text: str, names: Collection[str] | None = None) -> Expre
             used_functions.add(func.id)
             children = [*node.args, *node.keywords]
         stack.extend((child, depth + 1, isinstance(node, ast.BinOp)) for child in children)
-    return Expression(text, frozenset(used_names), frozenset(used_functions), tree, table)
+    return Expression(text, frozenset(used_names), frozenset(used_functions), tree, table,
+                      compile_tree(tree, table, MAX_STEPS))
 
 

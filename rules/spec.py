@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from careloop.engine.errors import CareloopError
 from careloop.engine.expressions import Expression
@@ -46,13 +46,13 @@ class RuleSpec:
     test: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
 
 
-@dataclass(slots=True)  # not frozen: built per match on the hot path, never shared
-class Match:
+class Match(NamedTuple):
     """A rule whose condition held; ``values`` are what it saw (read when the trace is written,
-    from the same context, so matching itself stays cheap)."""
+    from the same context, so matching itself stays cheap). A tuple: built per match on the hot
+    path, and a tuple is the cheapest object Python builds."""
 
     rule: RuleSpec
-    context: Mapping[str, Any] = field(repr=False, compare=False)
+    context: Mapping[str, Any]
 
     @property
     def values(self) -> dict[str, Any]:

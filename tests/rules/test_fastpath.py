@@ -56,3 +56,29 @@ def test_a_whole_rule_set_decides_like_its_rules() -> None:
     first = fast_ruleset(None, rules, first=True)
     assert first is not None and first({"answers": {"overall": 1}}) == [0]
     assert fast_ruleset(None, [(c("len(answers) > 1"), False)], first=False) is None
+
+
+def test_reads_are_hoisted_once_and_a_failing_read_raises_for_the_fallback() -> None:
+    c = compile_expression
+    rules = [(c("answers.overall == 2"), True), (c("answers.overall.x == 1"), False),
+             (c("answers.overall == 5 or 'a' in tags"), False)]
+    matcher = fast_ruleset(c("event.form in ['a']"), rules, first=False)
+    assert matcher is not None
+    ctx: dict[str, Any] = {"event": {"form": "a"}, "answers": {"overall": {"x": 1}}, "tags": []}
+    assert matcher(ctx) == [1]
+    assert matcher({"event": {"form": "a"}, "answers": {}, "tags": ["a"]}) == [2]
+    # ``answers.overall.x`` of a number: the engine's evaluator raises expr.runtime for rule 1,
+    # but rule 0 stops first; the fast matcher raises, so RuleSetSpec.match re-runs slowly.
+    with pytest.raises(Exception):  # noqa: B017 - any exception means "fall back"
+        matcher({"event": {"form": "a"}, "answers": {"overall": 2}, "tags": []})
+    assert rules[0][0].evaluate({"answers": {"overall": 2}}) is True
+    with pytest.raises(ExpressionError):
+        rules[1][0].evaluate({"answers": {"overall": 2}})
+    from careloop.rules.spec import RuleSetSpec, RuleSpec
+
+    specs = tuple(RuleSpec(f"r{i}", {}, when, 100, stop, (), (), fast(when))
+                  for i, (when, stop) in enumerate(rules))
+    ruleset = RuleSetSpec("s", {}, frozenset({"e"}), c("event.form in ['a']"), "all", specs, None,
+                          (), matcher=matcher)
+    found = ruleset.match({"event": {"form": "a"}, "answers": {"overall": 2}, "tags": []})
+    assert [m.rule.key for m in found] == ["r0"]  # the slow path stops at r0, as the engine does
