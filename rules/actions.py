@@ -310,7 +310,8 @@ def run_escalate(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, An
                                 encounter_id=task.encounter_id)
     task.assignee_user_id, task.assignee_role = assignee.user_id, assignee.role
     task.escalation = {"chain": chain, "level": level + 1}
-    task.due_at = due_at(step.get("due"), session=ctx.session) or task.due_at
+    # The chain step's own ``due`` wins; else the action's (flow chains carry roles only).
+    task.due_at = due_at(step.get("due") or options.get("due"), session=ctx.session) or task.due_at
     if options.get("priority"):
         task.priority = options["priority"]
     add_history(ctx.session, task, ctx.actor, "escalated",
@@ -361,7 +362,7 @@ BUILTIN_ACTIONS = (
         ["do", "dictionary", "field"]), run_classify,
         references=(("dictionary", "dictionary"),)),
     ActionSpec("escalate", {"zh-CN": "逐级上报", "en": "Escalate the task"}, _schema({
-        "priority": {"enum": list(PRIORITIES)}}, ["do"]), run_escalate),
+        "priority": {"enum": list(PRIORITIES)}, "due": _DUE}, ["do"]), run_escalate),
 )
 
 

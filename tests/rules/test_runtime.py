@@ -151,34 +151,66 @@ COMPLAINT = {"submission_id": 9, "form": "complaint", "patient_id": "p1", "encou
              "answers": {"description": "等太久"}}
 
 
-def test_complaint_sla_escalates_director_then_px_office(
+def test_complaint_has_one_first_response_task_escalated_by_the_sla_rules(
         engine: Engine, hospital: dict[str, int], install: Callable[..., None]) -> None:
+    """The complaint_handling flow owns the one first-response task; the complaint_sla rule set
+    only escalates it when the flow engine's sweep reports it overdue (director, then PX office)."""
+    from careloop.flows.scheduler import emit_overdue
+
     install("common", "complaints")
     with frozen_now(NOW), transaction(engine) as session:
         record(session, "complaint.created", COMPLAINT, event_id="complaint.created:9")
-    with transaction(engine) as session:  # (the complaint_handling flow adds its own tasks)
-        task = session.scalars(select(Task).where(Task.source_type == "rule")).one()
+    with transaction(engine) as session:
+        task = session.scalars(select(Task)).one()  # exactly one task for the complaint
+        assert (task.source_type, task.kind) == ("flow", "approval")
         assert (task.assignee_user_id, task.due_at) == (hospital["hn_cardio"],
                                                         NOW + timedelta(hours=24))
+        assert [step["role"] for step in task.escalation["chain"]] == ["dept_director",
+                                                                       "px_office"]
         task_id = task.id
+    assert emit_overdue(engine, NOW + timedelta(hours=23)) == 0  # not due yet
     for n, (user, role) in enumerate([(hospital["dir_cardio"], "dept_director"),
                                       (None, "px_office")], start=1):
-        at = NOW + timedelta(hours=25 * n)
-        with frozen_now(at), transaction(engine) as session:
-            record(session, "task.overdue", {"task_id": task_id}, event_id=f"overdue:{n}")
+        at = NOW + timedelta(hours=24 * n + 1)
+        with frozen_now(at):
+            assert emit_overdue(engine, at) == 1
         with transaction(engine) as session:
             task = session.get(Task, task_id)
             assert task is not None
             assert task.escalation["level"] == n and task.priority == "urgent"
             assert (task.assignee_user_id, task.assignee_role) == (user, role)
             assert task.due_at == at + timedelta(hours=24)
+            assert session.scalar(select(func.count()).select_from(Task)) == 1
+    at = NOW + timedelta(hours=24 * 3 + 1)
+    with frozen_now(at):  # a third overdue finds the chain exhausted and changes nothing
+        assert emit_overdue(engine, at) == 1
     with transaction(engine) as session:
         history = session.scalars(select(TaskHistory.action).where(
             TaskHistory.task_id == task_id).order_by(TaskHistory.id)).all()
         assert history == ["created", "escalated", "escalated"]
-        # A third overdue event finds the chain exhausted and changes nothing.
-        record(session, "task.overdue", {"task_id": task_id}, event_id="overdue:3")
-        assert session.get(Task, task_id).escalation["level"] == 2  # type: ignore[union-attr]
+        task = session.get(Task, task_id)
+        assert task is not None and task.escalation["level"] == 2
+        assert task.due_at == NOW + timedelta(hours=49 + 24)
+
+
+def test_sla_rules_leave_other_overdue_tasks_alone(
+        engine: Engine, hospital: dict[str, int], install: Callable[..., None]) -> None:
+    from careloop.engine.tasks import create_task, resolve_assignee
+
+    install("common", "complaints")
+    with frozen_now(NOW), transaction(engine) as session:
+        assignee = resolve_assignee(session, {"role": "head_nurse"}, patient_id="p1",
+                                    encounter_id="e1")
+        task, _ = create_task(session, title="回访", assignee=assignee, actor="test",
+                              patient_id="p1", encounter_id="e1", kind="approval",
+                              due_at=NOW + timedelta(hours=1), idempotency_key="t1")
+        task_id = task.id
+    with frozen_now(NOW + timedelta(hours=2)), transaction(engine) as session:
+        record(session, "task.overdue", {"task_id": task_id}, event_id="overdue:1")
+    with transaction(engine) as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.assignee_role == "head_nurse"
+        assert task.due_at == NOW + timedelta(hours=1) and task.priority != "urgent"
 
 
 def test_blood_pressure_crisis_and_repeated_readings(
