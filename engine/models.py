@@ -151,6 +151,7 @@ MODEL_MODULES = (
     "careloop.flows.models",
     "careloop.reports.models",
     "careloop.web.models",
+    "careloop.web.builder_models",
 )
 
 

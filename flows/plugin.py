@@ -39,6 +39,13 @@ def register(registry: Registry) -> None:
     from careloop.flows.scheduler import run_due
 
     registry.catalogue("tick").register("flows.sweep", lambda engine: run_due(engine))
+    registry.catalogue("demo_seeder").register("flows", _demo_seeder())
     cli = registry.catalogue("cli")
     for command in commands():
         cli.register(str(command.name), command)
+
+
+def _demo_seeder() -> object:
+    from careloop.flows.demo import seed_flows
+
+    return seed_flows

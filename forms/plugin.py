@@ -31,8 +31,15 @@ def register(registry: Registry) -> None:
         name="form", package="careloop.forms", schema_file="schema/form.json",
         compile=compile_form, folder="forms", title={"zh-CN": "表单", "en": "Form"}, order=20))
     services.register(registry)
+    registry.catalogue("demo_seeder").register("forms", _demo_seeder())
     try:
         from careloop.forms.cli import form
     except ImportError:  # pragma: no cover - the CLI needs click, always installed
         return
     registry.catalogue("cli").register("form", form)
+
+
+def _demo_seeder() -> object:
+    from careloop.forms.demo import seed_forms
+
+    return seed_forms

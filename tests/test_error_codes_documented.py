@@ -11,6 +11,8 @@ CODE = re.compile(r"""["']((?:source|schema|definition|bundle|template|expr|ref|
                   r"""calendar|rules|ruleset|decision|dictionary|dataset|chart|dashboard|"""
                   r"""alert|report)\.[a-z][a-z0-9-]*)["']""")
 # Strings of the same shape that are not problem codes (audit actions, event types).
+FILE_SUFFIXES = {"html", "json", "yaml", "yml", "zip", "py", "js", "css", "txt", "csv", "xlsx",
+                 "png", "svg", "pdf"}  # "dashboard.html" is a template name, not a code
 NOT_CODES = {"bundle.import", "bundle.zip", "form.submitted", "report.export", "flow.started"}
 
 
@@ -23,7 +25,7 @@ def emitted_codes() -> set[str]:
             codes.update(CODE.findall(path.read_text("utf-8")))
         for path in (ROOT / package).rglob("schema/*.json"):
             codes.update(re.findall(r'"x-error-code":\s*"([^"]+)"', path.read_text("utf-8")))
-    return codes - NOT_CODES
+    return {c for c in codes - NOT_CODES if c.rsplit(".", 1)[1] not in FILE_SUFFIXES}
 
 
 def documented_text() -> str:

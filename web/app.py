@@ -66,6 +66,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_rules",
     "careloop.web.routes_flows",
     "careloop.web.routes_reports",
+    "careloop.web.routes_builder",
 )
 
 

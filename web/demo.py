@@ -175,6 +175,36 @@ def seed(session: Session, *, patients: int = 200, seed_value: int = 20261124,
     rng = random.Random(seed_value)
     context: dict[str, Any] = {"patient_count": patients, "now": now or now_utc(),
                                "password": DEMO_PASSWORD}
-    for _name, seeder in loaded_registry().catalogue("demo_seeder").items():
+    seeders = list(loaded_registry().catalogue("demo_seeder").items())
+    # the domain (departments, staff, patients) first, whatever order the plugins loaded in
+    for _name, seeder in sorted(seeders, key=lambda item: item[0] != "domain"):
         seeder(session, rng, context)
     return context
+
+
+def seed_complaint_handling(session: Session, rng: random.Random,
+                            context: dict[str, Any]) -> None:
+    """Resolve most older demo complaints (some at first contact), at plausible moments."""
+    from careloop.engine.clock import frozen_now
+    from careloop.forms.models import Submission
+    from careloop.web import complaints
+    from careloop.web.permissions import load_principal
+
+    now: datetime = context["now"]
+    px = context.get("users", {}).get("px")
+    if px is None:
+        return
+    user = session.get(User, px)
+    if user is None:
+        return
+    principal = load_principal(session, user)
+    rows = session.scalars(select(Submission).where(
+        Submission.form_key == complaints.FORM,
+        Submission.submitted_at < now - timedelta(days=2)).order_by(Submission.id)).all()
+    for sub in rows:
+        if rng.random() >= 0.75:
+            continue
+        at = sub.submitted_at + timedelta(hours=rng.choice((2, 6, 12, 20, 30, 50)))
+        with frozen_now(at):
+            complaints.resolve(session, sub, principal, fcr=rng.random() < 0.5,
+                               notes="已电话回访患者并致歉，问题已处理。")

@@ -8,7 +8,7 @@ from careloop.engine.registry import Registry
 def register(registry: Registry) -> None:
     from careloop.web import permissions as p
     from careloop.web.cli import demo, serve, up, user
-    from careloop.web.demo import seed_domain
+    from careloop.web.demo import seed_complaint_handling, seed_domain
     from careloop.web.render import NavItem
     from careloop.web.scoping import register_resolvers
 
@@ -22,7 +22,10 @@ def register(registry: Registry) -> None:
         ("home", NavItem("web.nav.home", "/", None, 0)),
         ("inbox", NavItem("web.nav.inbox", "/inbox", p.TASK_WORK, 10)),
         ("patients", NavItem("web.nav.patients", "/patients", p.PATIENT_VIEW, 15)),
+        ("complaints", NavItem("web.nav.complaints", "/complaints", p.PATIENT_VIEW, 30)),
+        ("dashboards", NavItem("web.nav.dashboards", "/dashboards", p.REPORTS_VIEW, 50)),
         ("definitions", NavItem("web.nav.definitions", "/definitions", p.DEFINITIONS_VIEW, 80)),
+        ("flow_ops", NavItem("web.nav.flow_ops", "/admin/flows", p.BUNDLE_IMPORT, 60, "admin")),
         ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
         ("roles", NavItem("web.nav.roles", "/admin/roles", p.ADMIN_USERS, 15, "admin")),
         ("departments", NavItem("web.nav.departments", "/admin/departments",
@@ -32,4 +35,8 @@ def register(registry: Registry) -> None:
     ):
         nav.register(name, item)
     register_resolvers(registry)
+    from careloop.web import patient360
+
+    patient360.register(registry)
     registry.catalogue("demo_seeder").register("domain", seed_domain)
+    registry.catalogue("demo_seeder").register("complaint_handling", seed_complaint_handling)

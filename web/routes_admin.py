@@ -292,3 +292,45 @@ def audit_page(request: Request, actor: str = "", action: str = "", patient_id: 
                details={k: v for k, v in filters.items() if v})
     return render(request, "admin_audit.html", rows=rows, filters=filters, since=since,
                   until=until, breaks=breaks, verified=verify)
+
+
+# --- flow operations: incidents (retry / skip) and the outbox monitor ------------------------
+
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "suppressed", "cancelled")
+
+
+@router.get("/flows")
+def flow_ops(request: Request, outbox: str = "",
+             me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Open flow incidents and the outbox (ids, templates, channels and states only)."""
+    from sqlalchemy import func
+
+    from careloop.flows.models import OutboxMessage
+    from careloop.flows.views import incidents_json, outbox_json
+
+    status = outbox if outbox in OUTBOX_STATUSES else None
+    with transaction() as session:
+        incidents = incidents_json(session, "open")
+        messages = outbox_json(session, status=status, limit=100)
+        counts = {str(status): int(n) for status, n in session.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all()}
+    ordered = {s: int(counts[s]) for s in OUTBOX_STATUSES if s in counts}
+    return render(request, "admin_flows.html", incidents=incidents, outbox=messages,
+                  outbox_counts=ordered)
+
+
+@router.post("/flows/incidents/{incident_id}/{action}")
+def flow_incident(request: Request, incident_id: int = Path(ge=1, le=MAX_ID),
+                  action: str = Path(pattern="^(retry|skip)$"),
+                  me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    from careloop.engine.errors import CareloopError
+    from careloop.flows.runtime import resolve_incident
+
+    try:
+        with transaction() as session:
+            resolve_incident(session, incident_id, action, me.username)
+            record(request, me, f"flow.incident_{action}", session=session,
+                   object_type="flow_incident", object_id=str(incident_id))
+    except CareloopError:
+        raise HTTPException(status_code=409) from None
+    return RedirectResponse("/admin/flows", status_code=303)

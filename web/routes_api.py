@@ -165,3 +165,60 @@ def audit(request: Request, actor: str = Query("", max_length=128),
         record(request, principal, "audit.view", session=session,
                details={k: v for k, v in filters.items() if v})
         return [admin.audit_json(r) for r in rows]
+
+
+# --- the engines' rows of one patient (the same reads as the patient 360 page) ---------------
+
+_READS = {"submissions": "submissions_json", "messages": "messages_json",
+          "flow-runs": "flow_runs_json", "rule-traces": "rule_traces_json",
+          "bp-readings": "bp_readings"}
+
+
+def _patient_rows(request: Request, principal: Principal, patient_id: str,
+                  what: str) -> list[dict[str, Any]]:
+    from careloop.web import patient360
+
+    with transaction() as session:
+        if session.get(Patient, patient_id) is None:
+            raise HTTPException(status_code=404)
+        rows: list[dict[str, Any]] = getattr(patient360, _READS[what])(session, patient_id)
+        record(request, principal, "patient.view", session=session, object_type=what,
+               object_id=patient_id, patient_id=patient_id)
+    return rows
+
+
+@router.get("/patients/{patient_id}/submissions")
+@patient_level("patient_id")
+def patient_submissions(request: Request, patient_id: str = Path(max_length=64),
+                        principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
+    """The patient's submissions with scores and bands, newest first."""
+    return _patient_rows(request, principal, patient_id, "submissions")
+
+
+@router.get("/patients/{patient_id}/messages")
+@patient_level("patient_id")
+def patient_messages(request: Request, patient_id: str = Path(max_length=64),
+                     principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
+    """Messages sent to the patient (flow outbox) and their delivery status."""
+    return _patient_rows(request, principal, patient_id, "messages")
+
+
+@router.get("/patients/{patient_id}/flow-runs")
+@patient_level("patient_id")
+def patient_flow_runs(request: Request, patient_id: str = Path(max_length=64),
+                      principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
+    return _patient_rows(request, principal, patient_id, "flow-runs")
+
+
+@router.get("/patients/{patient_id}/rule-traces")
+@patient_level("patient_id")
+def patient_rule_traces(request: Request, patient_id: str = Path(max_length=64),
+                        principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
+    return _patient_rows(request, principal, patient_id, "rule-traces")
+
+
+@router.get("/patients/{patient_id}/bp-readings")
+@patient_level("patient_id")
+def patient_bp(request: Request, patient_id: str = Path(max_length=64),
+               principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
+    return _patient_rows(request, principal, patient_id, "bp-readings")

@@ -18,6 +18,7 @@ from careloop.web.permissions import (
     MAX_ID,
     PATIENT_REVEAL,
     PATIENT_VIEW,
+    REPORTS_VIEW,
     TASK_REASSIGN,
     TASK_WORK,
     Principal,
@@ -30,6 +31,7 @@ router = APIRouter(include_in_schema=False)
 NEEDS_DEFINITIONS_VIEW = Depends(require(DEFINITIONS_VIEW))
 NEEDS_PATIENT_REVEAL = Depends(require(PATIENT_REVEAL))
 NEEDS_PATIENT_VIEW = Depends(require(PATIENT_VIEW))
+NEEDS_REPORTS_VIEW = Depends(require(REPORTS_VIEW))
 NEEDS_TASK_REASSIGN = Depends(require(TASK_REASSIGN))
 NEEDS_TASK_WORK = Depends(require(TASK_WORK))
 SIGNED_IN = Depends(require_user)
@@ -87,8 +89,25 @@ def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
             record(request, me, "patient.view", session=session, object_type="task",
                    object_id=str(task_id), patient_id=patient.id)
         data = console.task_json(task)
+        entered = _entered_submission(session, task)
     return render(request, "task.html", task=data, patient=view, history=hist,
-                  outcomes=console.OUTCOMES, users=users)
+                  outcomes=console.OUTCOMES, users=users, entered=entered)
+
+
+def _entered_submission(session: object, task: Task) -> dict[str, object] | None:
+    """The submission the task's staff-entry form produced, if any."""
+    from sqlalchemy.orm import Session
+
+    from careloop.web.staffentry import latest_for
+
+    assert isinstance(session, Session)
+    if not task.form_key:
+        return None
+    sub = latest_for(session, f"task:{task.id}")
+    if sub is None:
+        return None
+    return {"id": sub.id, "form": sub.form_key, "scores": sub.scores, "bands": sub.bands,
+            "status": sub.status}
 
 
 def _colleagues(session: object, department_id: str | None) -> list[User]:
@@ -195,7 +214,7 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
             panels.append((panel, panel.render(session, patient_id, me, locale)))
         names = console.department_names(session)
     return render(request, "patient.html", patient=view, panels=panels, departments=names,
-                  can_reveal=me.can(PATIENT_REVEAL), error=error)
+                  can_reveal=me.can(PATIENT_REVEAL), can_work=me.can(TASK_WORK), error=error)
 
 
 @router.get("/definitions")
@@ -206,3 +225,238 @@ def definitions(request: Request, kind: str | None = None,
                  "app": r.app_id, "created_at": r.created_at}
                 for r in store.list_current(session, kind=kind or None)]
     return render(request, "definitions.html", rows=rows)
+
+
+# --- the engines in the console: staff-entry forms, submissions, complaints, dashboards ------
+
+STAFF_FORM_HEADERS = {"Cache-Control": "no-store"}
+
+
+async def _form_fields(request: Request) -> dict[str, list[str]]:
+    data = await request.form(max_files=0, max_fields=2000)
+    fields: dict[str, list[str]] = {}
+    for name, value in data.multi_items():
+        if isinstance(value, str):
+            fields.setdefault(name, []).append(value)
+    return fields
+
+
+def _task_entry(session: object, task: Task) -> object:
+    from sqlalchemy.orm import Session
+
+    from careloop.web.staffentry import draft_request
+
+    assert isinstance(session, Session)
+    if not task.form_key or task.patient_id is None:
+        raise HTTPException(status_code=404)
+    return draft_request(session, form_key=task.form_key, patient_id=task.patient_id,
+                         encounter_id=task.encounter_id, source_ref=f"task:{task.id}")
+
+
+@router.get("/tasks/{task_id}/form")
+@patient_level("task_id", via="task")
+def task_form(request: Request, task_id: int = Path(ge=1, le=MAX_ID), page: int | None = None,
+              me: Principal = NEEDS_TASK_WORK) -> Response:
+    """A phone follow-up task's form in staff-entry mode (channel ``phone``)."""
+    from careloop.forms.models import FormRequest
+    from careloop.web.deps import csrf_token_of
+    from careloop.web.staffentry import open_entry
+
+    with transaction() as session:
+        task = _task_or_404(session, task_id)
+        if task.status not in ("open", "in_progress"):
+            return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+        entry = _task_entry(session, task)
+        assert isinstance(entry, FormRequest)
+        html = open_entry(session, entry, url=f"/tasks/{task_id}/form",
+                          csrf=csrf_token_of(request) or "", locale=locale_of(request),
+                          page=page)
+        record(request, me, "patient.view", session=session, object_type="task_form",
+               object_id=str(task_id), patient_id=task.patient_id)
+    return Response(html, media_type="text/html; charset=utf-8", headers=STAFF_FORM_HEADERS)
+
+
+@router.post("/tasks/{task_id}/form")
+@patient_level("task_id", via="task")
+async def task_form_post(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                         me: Principal = NEEDS_TASK_WORK) -> Response:
+    from careloop.forms.models import FormRequest
+    from careloop.forms.runtime import SubmissionInvalid
+    from careloop.web.deps import csrf_token_of
+    from careloop.web.staffentry import post_entry
+
+    fields = await _form_fields(request)
+    with transaction() as session:
+        task = _task_or_404(session, task_id)
+        if task.status not in ("open", "in_progress"):
+            return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+        entry = _task_entry(session, task)
+        assert isinstance(entry, FormRequest)
+        try:
+            result = post_entry(session, entry, fields, url=f"/tasks/{task_id}/form",
+                                csrf=csrf_token_of(request) or "", locale=locale_of(request),
+                                username=me.username)
+        except SubmissionInvalid:
+            raise HTTPException(status_code=422) from None
+        if result.submission is not None:
+            record(request, me, "task.form_submitted", session=session, object_type="task",
+                   object_id=str(task_id), patient_id=task.patient_id,
+                   details={"submission_id": result.submission.id})
+            return RedirectResponse(f"/tasks/{task_id}?submitted={result.submission.id}",
+                                    status_code=303)
+    return _entry_response(result)
+
+
+def _entry_response(result: object) -> Response:
+    from fastapi.responses import JSONResponse
+
+    from careloop.web.staffentry import EntryResult
+
+    assert isinstance(result, EntryResult)
+    if result.data is not None:
+        return JSONResponse(result.data, headers=STAFF_FORM_HEADERS)
+    return Response(result.html or "", status_code=result.status,
+                    media_type="text/html; charset=utf-8", headers=STAFF_FORM_HEADERS)
+
+
+@router.get("/submissions/{submission_id}")
+@patient_level("submission_id", via="submission")
+def submission_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
+                    me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    """One submission with the labels of its own form version, and its rule trace."""
+    from careloop.forms.models import Submission
+    from careloop.forms.pages import describe
+    from careloop.forms.runtime import load_form
+    from careloop.rules.runtime import classifications_for, trace_for_submission
+
+    locale = locale_of(request)
+    with transaction() as session:
+        sub = session.get(Submission, submission_id)
+        if sub is None:
+            raise HTTPException(status_code=404)
+        row, spec = load_form(session, sub.form_key, sub.form_version)
+        data = {"id": sub.id, "form": sub.form_key, "version": sub.form_version,
+                "title": row.title, "patient_id": sub.patient_id, "channel": sub.channel,
+                "entered_by": sub.entered_by, "status": sub.status,
+                "submitted_at": sub.submitted_at, "scores": sub.scores, "bands": sub.bands}
+        answers = describe(spec, sub.answers, locale)
+        traces = trace_for_submission(session, submission_id)
+        classes = classifications_for(session, submission_id)
+        record(request, me, "patient.view", session=session, object_type="submission",
+               object_id=str(submission_id), patient_id=sub.patient_id)
+    return render(request, "submission.html", sub=data, answers=answers, traces=traces,
+                  classifications=classes)
+
+
+@router.get("/complaints")
+def complaints_page(request: Request, status: str = "",
+                    me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    from careloop.web import complaints
+
+    status = status if status in ("received", "in_review", "resolved") else ""
+    with transaction() as session:
+        rows = complaints.list_complaints(session, me, status or None)
+    return render(request, "complaints.html", rows=rows, summary=complaints.summary(rows),
+                  status=status)
+
+
+@router.get("/complaints/{submission_id}")
+@patient_level("submission_id", via="submission")
+def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
+                   me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    from careloop.web import complaints
+
+    with transaction() as session:
+        try:
+            sub = complaints.get_complaint(session, submission_id)
+        except complaints.NotAComplaint:
+            raise HTTPException(status_code=404) from None
+        data = complaints.complaint_json(session, sub)
+        data["description"] = (sub.answers or {}).get("description")
+        record(request, me, "patient.view", session=session, object_type="complaint",
+               object_id=str(submission_id), patient_id=sub.patient_id)
+    from careloop.web.permissions import COMPLAINTS_MANAGE
+
+    return render(request, "complaint.html", c=data, can_manage=me.can(COMPLAINTS_MANAGE)
+                  or me.can(TASK_WORK))
+
+
+@router.post("/complaints/{submission_id}/resolve")
+@patient_level("submission_id", via="submission")
+def complaint_resolve(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
+                      notes: str = Form("", max_length=2000), fcr: str = Form(""),
+                      me: Principal = NEEDS_TASK_WORK) -> Response:
+    from careloop.web import complaints
+
+    with transaction() as session:
+        try:
+            sub = complaints.get_complaint(session, submission_id)
+        except complaints.NotAComplaint:
+            raise HTTPException(status_code=404) from None
+        complaints.resolve(session, sub, me, fcr=fcr == "1", notes=notes)
+    return RedirectResponse(f"/complaints/{submission_id}", status_code=303)
+
+
+def _intake_entry(session: object, patient_id: str, me: Principal) -> object:
+    from sqlalchemy.orm import Session
+
+    from careloop.web.staffentry import draft_request
+
+    assert isinstance(session, Session)
+    if session.get(Patient, patient_id) is None:
+        raise HTTPException(status_code=404)
+    return draft_request(session, form_key="complaint", patient_id=patient_id,
+                         encounter_id=None, source_ref=f"intake:{me.user_id}:{patient_id}")
+
+
+@router.get("/patients/{patient_id}/complaint")
+@patient_level("patient_id")
+def complaint_intake(request: Request, patient_id: str, page: int | None = None,
+                     me: Principal = NEEDS_TASK_WORK) -> Response:
+    """Staff enter a complaint received by phone, at the desk, by letter…: the complaint form
+    in staff-entry mode."""
+    from careloop.forms.models import FormRequest
+    from careloop.web.deps import csrf_token_of
+    from careloop.web.staffentry import open_entry
+
+    with transaction() as session:
+        entry = _intake_entry(session, patient_id, me)
+        assert isinstance(entry, FormRequest)
+        html = open_entry(session, entry, url=f"/patients/{patient_id}/complaint",
+                          csrf=csrf_token_of(request) or "", locale=locale_of(request),
+                          page=page)
+    return Response(html, media_type="text/html; charset=utf-8", headers=STAFF_FORM_HEADERS)
+
+
+@router.post("/patients/{patient_id}/complaint")
+@patient_level("patient_id")
+async def complaint_intake_post(request: Request, patient_id: str,
+                                me: Principal = NEEDS_TASK_WORK) -> Response:
+    from careloop.forms.models import FormRequest
+    from careloop.web.deps import csrf_token_of
+    from careloop.web.staffentry import post_entry
+
+    fields = await _form_fields(request)
+    with transaction() as session:
+        entry = _intake_entry(session, patient_id, me)
+        assert isinstance(entry, FormRequest)
+        result = post_entry(session, entry, fields, url=f"/patients/{patient_id}/complaint",
+                            csrf=csrf_token_of(request) or "", locale=locale_of(request),
+                            username=me.username)
+        if result.submission is not None:
+            return RedirectResponse(f"/complaints/{result.submission.id}", status_code=303)
+    return _entry_response(result)
+
+
+@router.get("/dashboards")
+def dashboards(request: Request, me: Principal = NEEDS_REPORTS_VIEW) -> Response:
+    with transaction() as session:
+        rows = [{"key": r.key, "title": r.title, "app": r.app_id, "version": r.version}
+                for r in store.list_current(session, kind="dashboard")]
+    return render(request, "dashboards.html", rows=rows)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on pages without an icon link (e.g. form pages)."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)

@@ -33,6 +33,7 @@ from careloop.forms.patient import Reply, open_page, post_page
 from careloop.forms.runtime import CHANNELS, SubmissionInvalid, load_form, submit
 from careloop.web.deps import Forbidden, csrf_token_of, current, require, require_user
 from careloop.web.permissions import PATIENT_VIEW, Principal, can_see_patient
+from careloop.web.scoping import patient_level
 
 router = APIRouter()
 Viewer = Annotated[Principal, Depends(require(PATIENT_VIEW))]
@@ -107,6 +108,7 @@ def post_submission(key: str, body: SubmissionIn, me: Viewer) -> Any:
 
 
 @router.get("/api/v1/submissions/{submission_id}")
+@patient_level("submission_id", via="submission")
 def get_submission(me: Viewer, submission_id: SubmissionId,
                    locale: str = "zh-CN") -> dict[str, Any]:
     """A submission with the labels of the form version it was made with."""
@@ -122,6 +124,7 @@ def get_submission(me: Viewer, submission_id: SubmissionId,
 
 
 @router.get("/api/v1/submissions/{submission_id}/fhir")
+@patient_level("submission_id", via="submission")
 def get_submission_fhir(me: Viewer, submission_id: SubmissionId) -> dict[str, Any]:
     with transaction() as session:
         sub = _visible_submission(session, submission_id, me)

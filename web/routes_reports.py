@@ -7,10 +7,10 @@ to SQL; exports are audited. The Vega JavaScript is served from here (no CDN).
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from markupsafe import Markup
 
 from careloop.engine.db import transaction
 from careloop.engine.i18n import normalise_locale, t
@@ -79,25 +79,24 @@ def tile_export(key: str, chart: str, fmt: str, request: Request,
 
 @router.get("/reports/dashboards/{key}", response_class=HTMLResponse)
 def dashboard_page(key: str, request: Request,
-                   me: Principal = NEEDS_REPORTS) -> HTMLResponse:
+                   me: Principal = NEEDS_REPORTS) -> Response:
+    """The dashboard inside the console: global filters (department limited to what the user
+    may see, period), tiles drawn by /static/dashboard.js with the local Vega bundle."""
+    from careloop.engine.domain import Department
+    from careloop.web.render import render
+
     locale = _locale(request)
+    params = _params(request)
     try:
         with transaction() as session:
-            payload = views.dashboard_payload(session, key, _params(request), me.scope, locale)
+            payload = views.dashboard_payload(session, key, params, me.scope, locale)
+            departments = [(d.id, d.name) for d in session.query(Department)
+                           .filter(Department.kind == "department").order_by(Department.id)
+                           if me.scope is None or d.id in me.scope]
     except ReportError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
-    return HTMLResponse(_page(payload, locale))
-
-
-def _page(payload: dict[str, Any], locale: str) -> str:
     data = json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
-    tiles = "".join(f'<div class="tile w{tile["width"]}" id="tile-{i}"></div>'
-                    for i, tile in enumerate(payload["tiles"]))
-    return (f'<!doctype html><html lang="{locale}"><head><meta charset="utf-8">'
-            f'<title>{payload["title"]}</title>'
-            '<script src="/reports/static/vega-bundle.js"></script></head><body>'
-            f'<h1>{payload["title"]}</h1><p>{t("reports.aggregated-only", locale)}</p>'
-            f'{tiles}<script type="application/json" id="payload">{data}</script>'
-            '<script>const p=JSON.parse(document.getElementById("payload").textContent);'
-            'p.tiles.forEach((tile,i)=>vegaEmbed("#tile-"+i,tile.spec,{actions:false}));'
-            '</script></body></html>')
+    chosen = dict(departments).get(params.get("department", ""))
+    return render(request, "report_dashboard.html", payload=payload, params=params,
+                  departments=departments, payload_json=Markup(data), chosen=chosen,
+                  aggregated_note=t("reports.aggregated-only", locale))

@@ -77,11 +77,20 @@ def _encounter(session: Session, value: str) -> str | None:
     return encounter.patient_id if encounter is not None else None
 
 
+def _submission(session: Session, value: str) -> str | None:
+    from careloop.forms.models import Submission
+
+    sub_id = int(value) if value.isdigit() and 0 < int(value) <= MAX_ID else None
+    submission = session.get(Submission, sub_id) if sub_id is not None else None
+    return submission.patient_id if submission is not None else None
+
+
 def register_resolvers(registry: Registry) -> None:
     resolvers = registry.catalogue("patient_resolver")
     resolvers.register("patient", _patient)
     resolvers.register("task", _task)
     resolvers.register("encounter", _encounter)
+    resolvers.register("submission", _submission)
 
 
 def resolve_patient(session: Session, via: str, value: str) -> str | None:

@@ -81,6 +81,69 @@ def test_sign_in_open_inbox_complete_a_task(server: str, wards: dict[str, int],
                 "已完成"
             page.goto(f"{server}/inbox?view=mine")
             assert page.locator(f'tr[data-task="{wards["PA"]}"]').count() == 0
-            assert errors == []  # no CSP violations or script errors
+            assert errors == [], "\n".join(errors)  # no CSP violations or script errors
+        finally:
+            browser.close()
+
+
+def test_phone_followup_form_new_score_and_dashboard_filter(
+        server: str, wards: dict[str, int], user_factory: UserFactory) -> None:
+    """The follow-up agent's day: the inbox, a phone follow-up task whose form opens in staff
+    mode, the patient's new score on the patient page, the dashboard filtered by department."""
+    from pathlib import Path
+
+    from careloop.engine.bundles import import_bundle, list_bundles
+    from careloop.engine.db import transaction
+    from careloop.engine.domain import Task
+
+    for path in list_bundles([Path(__file__).resolve().parents[2] / "app_definitions"]):
+        import_bundle(path, actor="test")
+    with transaction() as session:
+        task = session.get(Task, wards["PA"])
+        assert task is not None
+        task.kind, task.form_key = "phone_followup", "discharge_day3"
+    user_factory("head_a", "head_nurse", "cardio")
+    task_id = wards["PA"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(locale="zh-CN")
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(f"{page.url}: {m.text}")
+                    if m.type == "error" else None)
+            page.goto(f"{server}/login")
+            page.fill("#username", "head_a")
+            page.fill("#password", PASSWORD)
+            page.click("#login-submit")
+            page.wait_for_url(f"{server}/")
+            page.goto(f"{server}/inbox?view=department")
+            page.locator(f'tr[data-task="{task_id}"] a').click()
+            page.wait_for_url(f"{server}/tasks/{task_id}")
+            page.click("#open-form")
+            page.wait_for_url(f"{server}/tasks/{task_id}/form")
+            page.locator('input[name="recovery"][value="good"]').check(force=True)
+            page.locator('input[name="medication_clear"][value="yes"]').check(force=True)
+            page.locator('input[name="overall"][value="2"]').check(force=True)
+            page.fill('textarea[name="comment"]', "等候时间太长")
+            page.locator('button[value="submit"]').click()
+            page.wait_for_url(f"{server}/tasks/{task_id}?submitted=*")
+            assert page.locator("#entered .scores").count() == 1
+            page.select_option("#outcome", "reached_problem")
+            page.fill("#notes", "已安抚，转护士长")
+            page.click("#complete-submit")
+            page.wait_for_url(f"{server}/tasks/{task_id}")
+            assert page.locator("#task-status").inner_text() == "已完成"
+            page.goto(f"{server}/patients/PA")
+            link = page.locator("a.submission-link")
+            assert link.count() == 1 and "discharge_day3" in link.inner_text()
+            assert page.locator(".scores").first.inner_text() != ""
+            page.goto(f"{server}/reports/dashboards/service_quality_overview")
+            page.select_option("#filter-department", "cardio")
+            page.click("#filter-apply")
+            page.wait_for_url("**department=cardio**")
+            assert page.locator("#active-filter").count() == 1
+            page.wait_for_selector("body[data-dashboard-ready='1']")
+            assert page.locator(".tile").count() >= 1
+            assert errors == [], "\n".join(errors)  # no CSP violations or script errors
         finally:
             browser.close()

@@ -13,16 +13,30 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.models import AuditRow
 from careloop.engine.registry import loaded_registry
-from careloop.web.app import WEB_ROUTE_MODULES
+from careloop.forms.models import Submission
 from careloop.web.scoping import iter_routes
 
 from .conftest import UserFactory, login
 
 # a value for each resolver, for the ward-B patient (filled from the ``wards`` fixture)
 PATIENT_PARAM = re.compile(r"\{(patient_id|task_id|encounter_id|submission_id)\}")
+
+
+def _submission_of(patient_id: str) -> str:
+    """A stored submission of the patient (rows only: the scope check runs before the route)."""
+    with transaction() as session:
+        sub = Submission(form_key="complaint", form_version=1, content_hash="x" * 64,
+                         patient_id=patient_id, encounter_id=f"E-{patient_id}",
+                         department_id="cardio", channel="web", locale="zh-CN",
+                         status="received", answers={}, scores={}, bands={},
+                         submitted_at=now_utc())
+        session.add(sub)
+        session.flush()
+        return str(sub.id)
 
 
 def _url(path: str, values: dict[str, str]) -> str:
@@ -35,8 +49,13 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
     user_factory("nurse_a", "doctor", "ward_a")  # doctor: may reveal, so reveal is tested too
     user_factory("px", "px_office", None)         # may export too
     routes = [r for r in iter_routes(app.routes) if r.patient is not None]
-    assert len(routes) >= 8
-    via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB"}
+    assert len(routes) >= 20
+    via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB",
+                  "submission": _submission_of("PB")}
+    # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
+    assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
+            "/tasks/{task_id}/form", "/complaints/{submission_id}",
+            "/api/v1/patients/{patient_id}/rule-traces"} <= {r.path for r in routes}
     missing = {r.patient.via for r in routes if r.patient} - set(via_values)
     assert not missing, f"add sample values for resolvers {missing}"
     assert set(loaded_registry().catalogue("patient_resolver").names()) >= set(via_values)
@@ -73,18 +92,17 @@ def test_the_same_routes_serve_an_in_scope_patient(
 
 
 def test_routes_with_a_patient_in_the_path_are_marked(app: FastAPI) -> None:
-    """A route of the web runtime whose path names a patient-level object must be marked.
-
-    The engines' routers (web/routes_<engine>.py) adopt the marker as they land; once they
-    have, drop the module filter so this guards every route.
-    """
-    own = {*WEB_ROUTE_MODULES, "careloop.web.app"}
+    """Every route of every module (web runtime and engines) whose path names a patient-level
+    object must be marked, so a new route cannot forget its scope."""
     checked = 0
     for route in iter_routes(app.routes):
-        if PATIENT_PARAM.search(route.path) and route.endpoint.__module__ in own:
+        if PATIENT_PARAM.search(route.path):
             checked += 1
             assert route.patient is not None, f"{route.path} names a patient but is not marked"
-    assert checked >= 8
+    assert checked >= 20
+    modules = {r.endpoint.__module__ for r in iter_routes(app.routes) if r.patient is not None}
+    assert {"careloop.web.routes_forms", "careloop.web.routes_console",
+            "careloop.web.routes_api"} <= modules
 
 
 @pytest.mark.parametrize("role", ["system_admin", "security_admin", "auditor"])
