@@ -25,6 +25,7 @@ def register(registry: Registry) -> None:
         ("complaints", NavItem("web.nav.complaints", "/complaints", p.PATIENT_VIEW, 30)),
         ("dashboards", NavItem("web.nav.dashboards", "/dashboards", p.REPORTS_VIEW, 50)),
         ("definitions", NavItem("web.nav.definitions", "/definitions", p.DEFINITIONS_VIEW, 80)),
+        ("builder", NavItem("builder.title", "/builder", p.BUILDER_EDIT, 85)),
         ("flow_ops", NavItem("web.nav.flow_ops", "/admin/flows", p.BUNDLE_IMPORT, 60, "admin")),
         ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
         ("roles", NavItem("web.nav.roles", "/admin/roles", p.ADMIN_USERS, 15, "admin")),

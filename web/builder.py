@@ -1,0 +1,357 @@
+"""The visual builder's logic: drafts, live validation, diff and impact, publish, "try it".
+
+The builder edits one definition at a time as a JSON body (the form builder's model) or as
+YAML/JSON text (the text view); both become YAML text here, so every problem has a line and column
+in the text view and a path (``$.fields[2].visible_if``) for the field card. Validation is the
+same checker as ``careloop validate``: :func:`careloop.engine.check.check_documents`, with stored
+definitions (the app's siblings and the apps it requires) resolving references.
+
+Publishing writes a new immutable :class:`~careloop.engine.models.DefinitionRow` version in the
+same app, exactly as a bundle import would, and appends an audit row in the same transaction.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from careloop.engine import audit, store
+from careloop.engine.check import CheckResult, check_documents, content_hash
+from careloop.engine.clock import now_utc
+from careloop.engine.errors import CareloopError, Problem
+from careloop.engine.models import BundleRow, DefinitionRow
+from careloop.engine.registry import loaded_registry
+from careloop.engine.sources import load_text
+from careloop.web.builder_models import BuilderDraft
+
+MAX_TEXT = 512 * 1024
+PUBLISH = "builder.publish"  # the audit action (listed in docs/builder.md)
+
+
+class BuilderError(CareloopError):
+    """A builder request refused, with an i18n key (``builder.…``) and parameters."""
+
+    def __init__(self, key: str, status: int = 400, **params: object) -> None:
+        super().__init__(key)
+        self.key, self.status, self.params = key, status, params
+
+
+def to_yaml(body: Any) -> str:
+    """A definition body as block YAML, keys in the author's order, Chinese kept readable."""
+    text: str = yaml.safe_dump(body, allow_unicode=True, sort_keys=False, width=100,
+                               default_flow_style=False)
+    return text
+
+
+def folder_of(kind: str) -> str:
+    spec = loaded_registry().catalogue("kind").get(kind)
+    if spec is None:
+        raise BuilderError("builder.unknown_kind", 404, kind=kind)
+    return str(spec.folder)
+
+
+def source_path(kind: str, key: str, text: str) -> str:
+    suffix = ".json" if text.lstrip().startswith("{") else ".yaml"
+    return f"{folder_of(kind)}/{key}{suffix}"
+
+
+def text_of(payload: dict[str, Any]) -> str:
+    """The draft's text from a request: ``{"text": "..."}`` or ``{"body": {...}}``."""
+    if isinstance(payload.get("body"), dict):
+        return to_yaml(payload["body"])
+    text = payload.get("text")
+    if not isinstance(text, str):
+        raise BuilderError("builder.no_text")
+    if len(text) > MAX_TEXT:
+        raise BuilderError("builder.too_large")
+    return text
+
+
+@dataclass(slots=True)
+class Checked:
+    """One draft checked: its problems (located in ``text``), and the body when it parsed."""
+
+    text: str
+    file: str
+    body: dict[str, Any] | None
+    result: CheckResult
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "body": self.body, "yaml": self.text, "file": self.file,
+                "problems": [p.to_json() for p in self.problems]}
+
+
+def _stored_lookup(session: Session) -> Any:
+    def lookup(kind: str, key: str) -> dict[str, Any] | None:
+        row = store.current(session, kind, key)
+        return dict(row.body) if row is not None else None
+    return lookup
+
+
+def check_draft(session: Session, kind: str, key: str, text: str,
+                app_id: str | None = None) -> Checked:
+    """Check a draft with the same checker as ``careloop validate``; stored definitions (its
+    siblings in the app and the apps it requires) resolve its references."""
+    path = source_path(kind, key, text)
+    doc = load_text(text, path)
+    siblings = []
+    if app_id is not None:
+        # the app's other definitions are checked with the draft, so a change that breaks one of
+        # them (a rule on a removed field) is reported too, under the sibling's file name
+        siblings = [load_text(row.source_text, f"{app_id}/{row.source_path}")
+                    for row in store.list_current(session, app_id=app_id)
+                    if (row.kind, row.key) != (kind, key)]
+    result = check_documents([doc, *siblings], external=_stored_lookup(session))
+    problems = list(result.problems)
+    body = doc.data if isinstance(doc.data, dict) else None
+    if body is not None:
+        if body.get("kind") != kind:
+            problems.append(doc.problem("builder.kind-changed",
+                                        f"this editor edits a {kind}, not {body.get('kind')!r}",
+                                        ("kind",)))
+        if body.get("key") != key:
+            problems.append(doc.problem("builder.key-changed",
+                                        f"the key must stay '{key}'", ("key",),
+                                        hint="create a new definition to use another key"))
+    return Checked(text=text, file=path, body=body, result=result, problems=problems)
+
+
+# --- drafts ---------------------------------------------------------------------------------
+
+
+def get_draft(session: Session, user_id: int, kind: str, key: str) -> BuilderDraft | None:
+    return session.scalars(select(BuilderDraft).where(
+        BuilderDraft.user_id == user_id, BuilderDraft.kind == kind,
+        BuilderDraft.key == key)).first()
+
+
+def save_draft(session: Session, user_id: int, app_id: str, kind: str, key: str,
+               text: str) -> BuilderDraft:
+    """Store (or replace) the user's draft of ``kind/key``."""
+    folder_of(kind)
+    require_app(session, app_id)
+    row = get_draft(session, user_id, kind, key)
+    current = store.current(session, kind, key)
+    if row is None:
+        row = BuilderDraft(user_id=user_id, kind=kind, key=key, app_id=app_id, text=text,
+                           base_version=current.version if current else None)
+        session.add(row)
+    row.text, row.app_id, row.updated_at = text, app_id, now_utc()
+    session.flush()
+    return row
+
+
+def discard_draft(session: Session, user_id: int, kind: str, key: str) -> None:
+    session.execute(delete(BuilderDraft).where(
+        BuilderDraft.user_id == user_id, BuilderDraft.kind == kind, BuilderDraft.key == key))
+
+
+def require_app(session: Session, app_id: str) -> BundleRow:
+    row = session.get(BundleRow, app_id)
+    if row is None:
+        raise BuilderError("builder.unknown_app", 404, app=app_id)
+    return row
+
+
+def starting_text(session: Session, user_id: int, kind: str, key: str) -> tuple[str, str | None]:
+    """What the editor opens with: the user's draft, else the current version, else a blank
+    definition. Returns ``(text, app_id)``."""
+    draft = get_draft(session, user_id, kind, key)
+    if draft is not None:
+        return draft.text, draft.app_id
+    row = store.current(session, kind, key)
+    if row is not None:
+        return row.source_text, row.app_id
+    return to_yaml(blank(kind, key)), None
+
+
+def blank(kind: str, key: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"kind": kind, "key": key,
+                            "title": {"zh-CN": key, "en": key}}
+    if kind == "form":
+        body.update(default_locale="zh-CN", fields=[])
+    if kind == "dashboard":
+        body.update(tiles=[])
+    if kind == "decision_table":
+        body.update(hit_policy="unique", inputs=[], outputs=[], rows=[])
+    if kind == "chart":
+        body.update(dataset="", type="bar", encoding={})
+    if kind == "flow":
+        body.update(trigger={"event": "encounter.discharged"}, steps=[])
+    return body
+
+
+# --- diff, impact, publish --------------------------------------------------------------------
+
+
+def diff(session: Session, kind: str, key: str, text: str) -> str:
+    row = store.current(session, kind, key)
+    old = row.source_text if row is not None else ""
+    name = f"{kind}/{key}"
+    return "\n".join(difflib.unified_diff(
+        old.splitlines(), text.splitlines(),
+        f"{name} v{row.version}" if row else f"{name} (new)", f"{name} (draft)", lineterm=""))
+
+
+def _field_types(body: dict[str, Any]) -> dict[str, str]:
+    types: dict[str, str] = {}
+
+    def walk(items: Any, prefix: str) -> None:
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("key"), str):
+                types[prefix + item["key"]] = str(item.get("type"))
+                walk(item.get("fields"), prefix + item["key"] + ".")
+    walk(body.get("fields"), "")
+    return types
+
+
+def impact(session: Session, kind: str, key: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    """What publishing would affect: stored answers a form change orphans (field removed or
+    retyped), and flow runs that stay on their version."""
+    out: dict[str, Any] = {"orphaned": [], "retyped": [], "running_flows": 0, "submissions": 0}
+    row = store.current(session, kind, key)
+    if row is None or body is None:
+        return out
+    if kind == "form":
+        from careloop.forms.models import SubmissionAnswer
+
+        field_keys = loaded_registry().catalogue("service")["forms.field_keys"]
+        keep = field_keys(body)
+        used = dict(session.execute(
+            select(SubmissionAnswer.field_key, func.count(SubmissionAnswer.id))
+            .where(SubmissionAnswer.form_key == key)
+            .group_by(SubmissionAnswer.field_key)).all())
+        old_types, new_types = _field_types(dict(row.body)), _field_types(body)
+        out["orphaned"] = sorted(({"field": k, "answers": n} for k, n in used.items()
+                                  if k not in keep), key=lambda d: str(d["field"]))
+        out["retyped"] = sorted(({"field": k, "answers": n, "from": old_types[k],
+                                  "to": new_types[k]}
+                                 for k, n in used.items() if k in old_types and k in new_types
+                                 and old_types[k] != new_types[k]),
+                                key=lambda d: str(d["field"]))
+        out["submissions"] = sum(used.values())
+    if kind == "flow":
+        from careloop.flows.models import FlowRun
+
+        out["running_flows"] = session.scalar(select(func.count(FlowRun.id)).where(
+            FlowRun.flow_key == key,
+            FlowRun.status.notin_(("completed", "cancelled", "failed")))) or 0
+    return out
+
+
+def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str, kind: str,
+            key: str, text: str, confirm_orphans: bool = False,
+            user_id: int | None = None, request_id: str | None = None,
+            ip: str | None = None) -> DefinitionRow:
+    """Publish a draft as a new version of ``kind/key`` in ``app_id`` (audited); raises
+    :class:`BuilderError` when it is invalid, unchanged, owned by another app, or would orphan
+    stored answers without ``confirm_orphans``."""
+    require_app(session, app_id)
+    checked = check_draft(session, kind, key, text, app_id)
+    if not checked.ok or checked.body is None:
+        raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    latest = store.latest(session, kind, key)
+    if latest is not None and latest.app_id != app_id:
+        raise BuilderError("builder.other_app", 409, app=str(latest.app_id))
+    current = store.current(session, kind, key)
+    digest = content_hash(checked.body)
+    if current is not None and current.content_hash == digest:
+        raise BuilderError("builder.unchanged", 409)
+    effect = impact(session, kind, key, checked.body)
+    if (effect["orphaned"] or effect["retyped"]) and not confirm_orphans:
+        raise BuilderError("builder.orphans", 409, n=len(effect["orphaned"])
+                           + len(effect["retyped"]))
+    title = checked.body.get("title") if isinstance(checked.body.get("title"), dict) else {}
+    row = DefinitionRow(kind=kind, key=key, version=(latest.version + 1) if latest else 1,
+                        app_id=app_id, content_hash=digest, title=title, body=checked.body,
+                        source_text=text, source_path=source_path(kind, key, text),
+                        created_at=now_utc(), created_by=actor)
+    session.add(row)
+    session.flush()
+    audit.append(session, actor=actor, actor_role=actor_role, ip=ip, request_id=request_id,
+                 action=PUBLISH, object_type=kind, object_id=key,
+                 details={"app": app_id, "version": row.version, "content_hash": digest,
+                          "orphaned": [o["field"] for o in effect["orphaned"]],
+                          "retyped": [o["field"] for o in effect["retyped"]]})
+    if user_id is not None:
+        discard_draft(session, user_id, kind, key)
+    return row
+
+
+# --- rules: try a draft rule set ------------------------------------------------------------
+
+
+def try_rules(session: Session, key: str, text: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Dry-run a draft rule set against a sample event; nothing is done or stored (the caller
+    rolls the transaction back)."""
+    from careloop.rules.runtime import _check_payload, evaluate
+
+    checked = check_draft(session, "ruleset", key, text)
+    spec = checked.result.specs.get(("ruleset", key))
+    if not checked.ok or spec is None:
+        raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    if "payload" not in event and "type" not in event:
+        event = {"type": "form.submitted", "payload": event}
+    payload = event.get("payload")
+    _check_payload(payload)
+    assert isinstance(payload, dict)
+    payload = {k: v for k, v in payload.items()
+               if k not in ("patient_id", "encounter_id", "task_id", "submission_id")}
+    outcome = evaluate(session, spec, 0, event_id="builder-try",
+                       event_type=str(event.get("type") or "form.submitted"), payload=payload,
+                       dry_run=True)
+    data: dict[str, Any] = outcome.to_json()
+    return data
+
+
+# --- charts: the dashboard tile preview --------------------------------------------------------
+
+
+def chart_preview(session: Session, chart: Any, scope: frozenset[str] | None,
+                  locale: str) -> dict[str, Any]:
+    """A chart drawn by the report engine (SVG through vl-convert, as a data URL an ``<img>``
+    shows under the app's CSP), on real aggregated data or on sample data when there is none."""
+    import base64
+
+    import vl_convert as vlc
+
+    from careloop.reports.charts import sample_preview, vega_lite
+    from careloop.reports.runtime import dataset_of, run_cached
+
+    data = run_cached(session, dataset_of(session, chart), scope=scope)
+    sample = not data.rows
+    spec = sample_preview(chart, locale) if sample else vega_lite(chart, data, locale=locale)
+    if "$schema" in spec and "vega-lite" not in str(spec["$schema"]):
+        svg = vlc.vega_to_svg(spec)
+    else:
+        svg = vlc.vegalite_to_svg(spec)
+    image = "data:image/svg+xml;base64," + base64.b64encode(str(svg).encode()).decode()
+    return {"image": image, "sample": sample, "rows": len(data.rows)}
+
+
+# --- catalogue for the form builder -----------------------------------------------------------
+
+
+def field_palette() -> list[dict[str, Any]]:
+    """Every registered field type with its option JSON Schema (the property panel's source)."""
+    out = []
+    for name, ftype in loaded_registry().catalogue("field_type").items():
+        out.append({"name": name, "title": ftype.title, "options": ftype.options,
+                    "uses_choices": ftype.uses_choices, "uses_rows": ftype.uses_rows,
+                    "answerable": ftype.answerable, "widget": ftype.widget})
+    return out
+
+
+def json_text(body: dict[str, Any]) -> str:
+    return json.dumps(body, ensure_ascii=False, indent=2)

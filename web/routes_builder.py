@@ -1,0 +1,343 @@
+"""HTTP routes of the visual builder (thin: they call :mod:`careloop.web.builder`).
+
+Pages: ``/builder`` (apps and their definitions), ``/builder/edit/{kind}/{key}?app=`` (the form
+builder for forms, the rule editor for rule sets, the text view for every kind). The JSON API
+under ``/api/v1/builder`` needs ``builder.edit``; state-changing calls send ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from careloop.engine import store
+from careloop.engine.bundles import BundleError, export_bundle, import_bundle
+from careloop.engine.db import transaction
+from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
+from careloop.engine.i18n import t
+from careloop.engine.models import BundleRow
+from careloop.engine.registry import loaded_registry
+from careloop.web import builder
+from careloop.web.deps import client_ip, locale_of, record, request_id, require
+from careloop.web.permissions import BUILDER_EDIT, BUNDLE_IMPORT, Principal
+from careloop.web.render import render
+
+router = APIRouter(include_in_schema=False)
+NEEDS_BUILDER = Depends(require(BUILDER_EDIT))
+NEEDS_IMPORT = Depends(require(BUNDLE_IMPORT))
+KEY = r"^[a-z][a-z0-9_]{0,63}$"
+KEY_PATH = Path(pattern=KEY)
+
+
+def _refuse(request: Request, exc: builder.BuilderError) -> JSONResponse:
+    return JSONResponse({"detail": t(exc.key, locale_of(request), **exc.params),
+                         "code": exc.key, "request_id": request_id(request)},
+                        status_code=exc.status)
+
+
+async def _payload(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(status_code=422, detail=f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(status_code=422, detail="the body must be a JSON object")
+    return data
+
+
+def _app(data: dict[str, Any]) -> str | None:
+    app = data.get("app")
+    return app if isinstance(app, str) and app else None
+
+
+def _kind(kind: str) -> str:
+    if kind not in loaded_registry().catalogue("kind"):
+        raise HTTPException(status_code=404)
+    return kind
+
+
+# --- pages ----------------------------------------------------------------------------------
+
+
+@router.get("/builder")
+def builder_home(request: Request, me: Principal = NEEDS_BUILDER) -> Response:
+    with transaction() as session:
+        apps = session.scalars(select(BundleRow).order_by(BundleRow.id)).all()
+        rows = store.list_current(session)
+        by_app: dict[str, list[Any]] = {}
+        for row in rows:
+            by_app.setdefault(row.app_id or "", []).append(row)
+    kinds = sorted(loaded_registry().catalogue("kind").names())
+    return render(request, "builder/home.html", apps=apps, by_app=by_app, kinds=kinds)
+
+
+@router.get("/builder/edit/{kind}/{key}")
+def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
+                 app: str = Query("", max_length=64), me: Principal = NEEDS_BUILDER) -> Response:
+    _kind(kind)
+    with transaction() as session:
+        _, stored_app = builder.starting_text(session, me.user_id, kind, key)
+    return render(request, "builder/editor.html", kind=kind, key=key,
+                  app=stored_app or app)
+
+
+# --- API ------------------------------------------------------------------------------------
+
+
+@router.get("/api/v1/builder/field-types")
+def field_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    return builder.field_palette()
+
+
+@router.get("/api/v1/builder/score-methods")
+def score_methods(me: Principal = NEEDS_BUILDER) -> list[str]:
+    return sorted(loaded_registry().catalogue("score_method").names())
+
+
+@router.get("/api/v1/builder/step-types")
+def step_types(me: Principal = NEEDS_BUILDER) -> list[str]:
+    return sorted(loaded_registry().catalogue("step_type").names())
+
+
+@router.get("/api/v1/builder/forms/{key}/fields")
+def form_fields(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[str]:
+    """The answerable field keys of a stored form (the rule editor's condition builder)."""
+    with transaction() as session:
+        row = store.current(session, "form", key)
+        if row is None:
+            raise HTTPException(status_code=404)
+        keys = loaded_registry().catalogue("service")["forms.field_keys"](dict(row.body))
+    return sorted(keys)
+
+
+@router.get("/api/v1/builder/i18n")
+def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
+    locale = locale_of(request)
+    path = pathlib.Path(__file__).parent / "data" / "i18n" / "builder" / "en.json"
+    keys = json.loads(path.read_text("utf-8"))
+    return {k: t(k, locale) for k in keys}
+
+
+@router.get("/api/v1/builder/drafts/{kind}/{key}")
+def get_draft(request: Request, kind: str, key: str = KEY_PATH,
+    me: Principal = NEEDS_BUILDER,
+) -> Any:
+    _kind(kind)
+    with transaction() as session:
+        text, app = builder.starting_text(session, me.user_id, kind, key)
+        draft = builder.get_draft(session, me.user_id, kind, key)
+        current = store.current(session, kind, key)
+        checked = builder.check_draft(session, kind, key, text, app)
+        return {**checked.to_json(), "yaml": text, "app": app, "has_draft": draft is not None,
+                "current_version": current.version if current else None}
+
+
+@router.put("/api/v1/builder/drafts/{kind}/{key}")
+async def put_draft(request: Request, kind: str, key: str = KEY_PATH,
+                    me: Principal = NEEDS_BUILDER) -> Any:
+    _kind(kind)
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            app = str(data.get("app", ""))
+            builder.save_draft(session, me.user_id, app, kind, key, text)
+            return builder.check_draft(session, kind, key, text, app).to_json()
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+
+
+@router.delete("/api/v1/builder/drafts/{kind}/{key}")
+def delete_draft(kind: str, key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[str, bool]:
+    with transaction() as session:
+        builder.discard_draft(session, me.user_id, kind, key)
+    return {"deleted": True}
+
+
+@router.post("/api/v1/builder/validate/{kind}/{key}")
+async def validate(request: Request, kind: str, key: str = KEY_PATH,
+    me: Principal = NEEDS_BUILDER,
+) -> Any:
+    _kind(kind)
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            return builder.check_draft(session, kind, key, text, _app(data)).to_json()
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+
+
+@router.post("/api/v1/builder/diff/{kind}/{key}")
+async def diff(request: Request, kind: str, key: str = KEY_PATH,
+    me: Principal = NEEDS_BUILDER,
+) -> Any:
+    """The diff against the current version and what publishing would affect."""
+    _kind(kind)
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            checked = builder.check_draft(session, kind, key, text, _app(data))
+            current = store.current(session, kind, key)
+            return {**checked.to_json(), "diff": builder.diff(session, kind, key, text),
+                    "current_version": current.version if current else None,
+                    "impact": builder.impact(session, kind, key, checked.body)}
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+
+
+@router.post("/api/v1/builder/publish/{kind}/{key}")
+async def publish(request: Request, kind: str, key: str = KEY_PATH,
+    me: Principal = NEEDS_BUILDER,
+) -> Any:
+    _kind(kind)
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            row = builder.publish(
+                session, actor=me.username, actor_role=me.role_label,
+                app_id=str(data.get("app", "")), kind=kind, key=key, text=text,
+                confirm_orphans=data.get("confirm_orphans") is True, user_id=me.user_id,
+                request_id=request_id(request), ip=client_ip(request))
+            return {"kind": kind, "key": key, "version": row.version, "app": row.app_id}
+    except builder.BuilderError as exc:
+        record(request, me, "builder.publish", outcome="failure", object_type=kind,
+               object_id=key, details={"reason": exc.key})
+        return _refuse(request, exc)
+
+
+@router.post("/api/v1/builder/preview/form/{key}")
+async def preview(request: Request, key: str = KEY_PATH,
+    me: Principal = NEEDS_BUILDER,
+) -> Any:
+    """The real patient page of the draft form (its first page) as HTML; with ``form`` (the
+    preview's inputs as posted) the answers go through the form engine's logic, so show/hide and
+    piping behave as on the patient's phone."""
+    from careloop.forms.logic import evaluate
+    from careloop.forms.pages import render_page
+
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            checked = builder.check_draft(session, "form", key, text)
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    spec = checked.result.specs.get(("form", key))
+    if spec is None or not spec.fields:
+        return {"html": None, "problems": len(checked.problems)}
+    from careloop.forms.pages import read_page
+
+    posted = data.get("form")  # the preview's own inputs: name -> [values], as a page post
+    answers: dict[str, Any] = {}
+    if isinstance(posted, dict):
+        answers = {k: v for k, v in read_page(spec, 0, posted).items() if v is not None}
+    locale = locale_of(request)
+    evaluation = evaluate(spec, answers, locale=locale, pages=())
+    html = render_page(spec, answers=answers, page=0, locale=locale, errors=[],
+                       evaluation=evaluation, action_url="#", large_text=False, staff=True)
+    return {"html": html}
+
+
+@router.post("/api/v1/builder/preview/chart/{key}")
+async def preview_chart(request: Request, key: str = KEY_PATH,
+                        me: Principal = NEEDS_BUILDER) -> Any:
+    """The draft chart drawn by the report engine as an SVG data URL: on real (scoped,
+    aggregated) data, or on vega-datasets sample data when the dataset has no rows yet."""
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            checked = builder.check_draft(session, "chart", key, text)
+            spec = checked.result.specs.get(("chart", key))
+            if spec is None:
+                return {"image": None, "problems": len(checked.problems)}
+            return builder.chart_preview(session, spec, me.scope, locale_of(request))
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    except CareloopError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+@router.get("/api/v1/builder/charts/{key}/preview")
+def stored_chart_preview(request: Request, key: str = KEY_PATH,
+                         me: Principal = NEEDS_BUILDER) -> Any:
+    """A stored chart drawn as in :func:`preview_chart` (the dashboard designer's tiles)."""
+    try:
+        with transaction() as session:
+            row = store.get_version(session, "chart", key)
+            return builder.chart_preview(session, store.compile_row(row), me.scope,
+                                         locale_of(request))
+    except NotFound as exc:
+        raise HTTPException(status_code=404) from exc
+    except CareloopError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+@router.get("/api/v1/builder/charts")
+def chart_options(me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
+    with transaction() as session:
+        datasets = [r.key for r in store.list_current(session, kind="dataset")]
+        charts = [r.key for r in store.list_current(session, kind="chart")]
+    return {"datasets": datasets, "charts": charts,
+            "types": sorted(loaded_registry().catalogue("report_chart_type").names()),
+            "channels": ["x", "y", "color", "theta", "size", "text", "value", "column", "row"]}
+
+
+@router.post("/api/v1/builder/rules/{key}/try")
+async def try_rules(request: Request, key: str = KEY_PATH,
+    me: Principal = NEEDS_BUILDER,
+) -> Any:
+    data = await _payload(request)
+    event = data.get("event")
+    if not isinstance(event, dict):
+        raise HTTPException(status_code=422, detail="'event' must be a JSON object")
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            outcome = builder.try_rules(session, key, text, event)
+            session.rollback()
+        return outcome
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    except CareloopError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+@router.get("/builder/apps/{app_id}/export")
+def export(request: Request, app_id: str, me: Principal = NEEDS_BUILDER) -> Response:
+    try:
+        data = export_bundle(app_id)
+    except NotFound as exc:
+        raise HTTPException(status_code=404) from exc
+    record(request, me, "builder.export", object_type="bundle", object_id=app_id)
+    return Response(data, media_type="application/zip", headers={
+        "content-disposition": f'attachment; filename="{app_id}.zip"'})
+
+
+@router.post("/api/v1/builder/import")
+async def import_plan(request: Request, apply: bool = False,
+                      me: Principal = NEEDS_IMPORT) -> Any:
+    """Upload a bundle zip (the request body): its plan, and with ``?apply=true`` apply it."""
+    data = await request.body()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "upload.zip"
+        path.write_bytes(data)
+        try:
+            plan = import_bundle(path, dry_run=not apply, actor=me.username)
+        except DefinitionInvalid as exc:
+            return JSONResponse({"errors": [p.to_json() for p in exc.problems]},
+                                status_code=422)
+        except BundleError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+    record(request, me, "builder.import", object_type="bundle", object_id=plan.app_id,
+           details={"applied": plan.applied})
+    return plan.to_json()
