@@ -536,6 +536,7 @@
         text: msg("builder.day", { n: Math.round(day * 10) / 10 }) }), `${st.key} (${st.type})`));
     }
     $("b-timeline").replaceChildren(...items);
+    if (window.CareloopFlowDiagram) window.CareloopFlowDiagram.render(flowHooks);
     const panel = $("b-step-props");
     const st = steps[selectedStep];
     if (!st) { panel.replaceChildren(); return; }
@@ -560,6 +561,11 @@
         selectedStep = model.steps.length - 1;
       }) }))));
   }
+
+  // the diagram (flowdiagram.js) edits the same model through the same history
+  const flowHooks = { model: () => model, commit, msg, problemsAt, newStep, rerender: render,
+    stepTypes: () => stepTypes, selected: () => selectedStep,
+    select: (i) => { selectedStep = i; render(); }, setSelected: (i) => { selectedStep = i; } };
 
   // --- chart (dashboard tile) designer -------------------------------------------------------
   let chartOptions = { datasets: [], types: [], channels: [] };

@@ -1,0 +1,289 @@
+// The flow designer's diagram (vanilla JS, no dependencies; CSP: no inline scripts or styles).
+// builder.js calls window.CareloopFlowDiagram.render(hooks) whenever a flow draft re-renders; the
+// diagram is an SVG drawn from the draft JSON: one box per step, an arrow per target (next,
+// decision branches, parallel branches, approval rejects, timeouts), laid out top to bottom by the
+// longest path from the first step. Edits go through hooks.commit (undo, draft save, validation).
+"use strict";
+
+(() => {
+  const SVG = "http://www.w3.org/2000/svg";
+  const W = 170, H = 58, GAP_X = 36, GAP_Y = 54, PAD = 24;
+  const ICONS = { wait: "◷", send_form: "📋", send_message: "✉", create_task: "☑", approval: "✍",
+    decision: "◇", parallel: "∥", set: "≔", call_webhook: "⇄", start_subflow: "↪", end: "■" };
+  const JOIN = "join";
+  let connect = null;  // null | {phase: "source"} | {phase: "target", from: index}
+
+  const svg = (tag, attrs = {}, ...children) => {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v !== undefined && v !== null && v !== false) node.setAttribute(k, String(v));
+    }
+    for (const c of children) if (c) node.append(c);
+    return node;
+  };
+  const html = (tag, attrs = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, String(v));
+    }
+    for (const c of children) if (c) node.append(c);
+    return node;
+  };
+
+  // Every edge of a step: [slot, target key, label]; the same targets as flows/steps_graph.py.
+  function edges(st, defaultNext) {
+    const out = [];
+    const add = (slot, target, label) => {
+      if (typeof target === "string" && target !== JOIN) out.push([slot, target, label]);
+    };
+    if (st.type === "decision") {
+      if ("if" in st || !("cases" in st)) {
+        add("then", st.then, "then");
+        add("else", st.else ?? defaultNext, "else");
+      } else {
+        (st.cases || []).forEach((c, i) => add(`cases.${i}.next`, c && c.next, `case ${i + 1}`));
+        add("default", st.default ?? defaultNext, "default");
+      }
+    } else if (st.type === "parallel") {
+      (st.branches || []).forEach((b, i) => add(`branches.${i}`, b, `branch ${i + 1}`));
+      add("next", st.next ?? defaultNext, JOIN);
+    } else if (st.type !== "end") {
+      add("next", st.next ?? defaultNext, "");
+    }
+    if ("on_timeout" in st) add("on_timeout", st.on_timeout, "timeout");
+    if ("on_reject" in st) add("on_reject", st.on_reject, "reject");
+    return out;
+  }
+
+  // The slots a connection from ``st`` may set: [slot, label].
+  function slots(st) {
+    if (st.type === "decision") {
+      if (Array.isArray(st.cases) && !("if" in st)) {
+        return [...st.cases.map((_, i) => [`cases.${i}.next`, `case ${i + 1}`]),
+          ["default", "default"]];
+      }
+      return [["then", "then"], ["else", "else"]];
+    }
+    if (st.type === "parallel") {
+      return [...(st.branches || []).map((_, i) => [`branches.${i}`, `branch ${i + 1}`]),
+        ["branches.add", "+ branch"], ["next", "next (join)"]];
+    }
+    if (st.type === "end") return [];
+    const out = [["next", "next"]];
+    if (st.type === "approval") out.push(["on_reject", "on_reject"]);
+    if (st.type === "send_form" || st.type === "wait") out.push(["on_timeout", "on_timeout"]);
+    return out;
+  }
+
+  function setSlot(st, slot, target) {
+    const parts = slot.split(".");
+    if (slot === "branches.add") { st.branches = [...(st.branches || []), target]; return; }
+    if (parts[0] === "cases") { st.cases[Number(parts[1])].next = target; return; }
+    if (parts[0] === "branches") { st.branches[Number(parts[1])] = target; return; }
+    st[slot] = target;
+  }
+
+  // Layers: the longest path from the first step (back edges of loops ignored); steps nothing
+  // reaches go on one extra layer at the bottom.
+  function layers(steps, graph) {
+    const index = new Map(steps.map((st, i) => [st.key, i]));
+    const order = [], state = new Map(), back = new Set();
+    const visit = (key) => {
+      state.set(key, 1);
+      for (const [, t] of graph.get(key) || []) {
+        if (!index.has(t)) continue;
+        if (state.get(t) === 1) back.add(`${key}>${t}`);
+        else if (!state.has(t)) visit(t);
+      }
+      state.set(key, 2);
+      order.push(key);
+    };
+    if (steps.length) visit(steps[0].key);
+    const layer = new Map();
+    if (steps.length) layer.set(steps[0].key, 0);
+    for (const key of order.reverse()) {
+      if (!layer.has(key)) continue;
+      for (const [, t] of graph.get(key) || []) {
+        if (!index.has(t) || back.has(`${key}>${t}`)) continue;
+        layer.set(t, Math.max(layer.get(t) ?? 0, layer.get(key) + 1));
+      }
+    }
+    const deepest = Math.max(-1, ...layer.values());
+    for (const st of steps) if (!layer.has(st.key)) layer.set(st.key, deepest + 1);
+    return { layer, back };
+  }
+
+  function delay(st) {
+    if (st.type !== "wait") return "";
+    if (st.duration) return `+${st.duration}`;
+    if (st.until && typeof st.until === "object") return `→ ${st.until.base || ""} +${st.until.days ?? 0}d`;
+    if (st.event) return `◷ ${st.event}`;
+    return "";
+  }
+
+  function render(h) {
+    const box = document.getElementById("b-diagram");
+    if (!box) return;
+    const model = h.model();
+    const steps = Array.isArray(model.steps) ? model.steps.filter((s) => s && typeof s === "object") : [];
+    const selected = h.selected();
+    const graph = new Map(steps.map((st, i) =>
+      [st.key, edges(st, i + 1 < steps.length ? steps[i + 1].key : null)]));
+    const { layer, back } = layers(steps, graph);
+    const rows = [];
+    steps.forEach((st, i) => {
+      const l = layer.get(st.key);
+      (rows[l] = rows[l] || []).push(i);
+    });
+    const widest = Math.max(1, ...rows.map((r) => (r ? r.length : 0)));
+    const width = PAD * 2 + widest * W + (widest - 1) * GAP_X + 80;
+    const height = PAD * 2 + Math.max(1, rows.length) * (H + GAP_Y);
+    const pos = new Map();
+    rows.forEach((row, l) => {
+      if (!row) return;
+      const rowWidth = row.length * W + (row.length - 1) * GAP_X;
+      const x0 = (width - 80 - rowWidth) / 2;
+      row.forEach((i, j) => pos.set(steps[i].key, { x: x0 + j * (W + GAP_X), y: PAD + l * (H + GAP_Y), i }));
+    });
+
+    const marker = svg("marker", { id: "fd-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
+      markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+    svg("path", { d: "M0,0 L10,5 L0,10 z", class: "fd-arrowhead" }));
+    const edgeLayer = svg("g", { class: "fd-edges" });
+    const nodeLayer = svg("g", { class: "fd-nodes" });
+    for (const st of steps) {
+      const from = pos.get(st.key);
+      for (const [slot, target, label] of graph.get(st.key)) {
+        const to = pos.get(target);
+        if (!to) continue;  // a missing target: the problem shows on the source box
+        const x1 = from.x + W / 2, y1 = from.y + H, x2 = to.x + W / 2, y2 = to.y;
+        let d;
+        if (back.has(`${st.key}>${target}`) || to.y <= from.y) {
+          const side = Math.max(from.x, to.x) + W + 30;
+          d = `M${from.x + W},${from.y + H / 2} C${side},${from.y + H / 2} ${side},${to.y + H / 2} ${to.x + W},${to.y + H / 2}`;
+        } else {
+          const my = (y1 + y2) / 2;
+          d = `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
+        }
+        const g = svg("g", { class: `fd-edge fd-${slot.split(".")[0]}`, "data-from": st.key,
+          "data-to": target, "data-slot": slot },
+        svg("path", { d, "marker-end": "url(#fd-arrow)" }));
+        if (label) {
+          g.append(svg("text", { x: (x1 + x2) / 2 + 4, y: (y1 + y2) / 2, class: "fd-edge-label" }, label));
+        }
+        edgeLayer.append(g);
+      }
+    }
+    for (const st of steps) {
+      const { x, y, i } = pos.get(st.key);
+      const errs = h.problemsAt(["steps", i]);
+      const cls = ["fd-node"];
+      if (i === selected) cls.push("selected");
+      if (errs.length) cls.push("has-error");
+      if (connect && connect.phase === "target" && connect.from === i) cls.push("fd-source");
+      const g = svg("g", { class: cls.join(" "), "data-key": st.key, "data-index": i,
+        "data-problems": errs.map((p) => p.code).join(" ") || null, tabindex: 0, role: "button" },
+      svg("title", {}, errs.length ? errs.map((p) => `${p.code}: ${p.message}`).join("\n")
+        : `${st.key} (${st.type})`),
+      svg("rect", { x, y, width: W, height: H, rx: 6 }),
+      svg("text", { x: x + 8, y: y + 17, class: "fd-type" }, `${ICONS[st.type] || "•"} ${st.type}`),
+      svg("text", { x: x + 8, y: y + 34, class: "fd-key" }, String(st.key)),
+      svg("text", { x: x + 8, y: y + 50, class: errs.length ? "fd-err" : "fd-delay" },
+        errs.length ? `⚠ ${errs[0].code}` : delay(st)));
+      const pickBox = () => clickBox(h, i);
+      g.addEventListener("click", pickBox);
+      g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pickBox(); } });
+      nodeLayer.append(g);
+    }
+    const drawing = svg("svg", { id: "b-diagram-svg", class: "fd-svg", width, height,
+      viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": h.msg("builder.diagram") },
+    svg("defs", {}, marker), edgeLayer, nodeLayer);
+    box.replaceChildren(toolbar(h, steps, selected), drawing);
+  }
+
+  function toolbar(h, steps, selected) {
+    const typeSelect = html("select", { id: "b-diagram-type", "aria-label": h.msg("builder.step_type") },
+      ...h.stepTypes().map((name) => html("option", { value: name, text: name })));
+    if (toolbar.lastType) typeSelect.value = toolbar.lastType;
+    typeSelect.addEventListener("change", () => { toolbar.lastType = typeSelect.value; });
+    const add = html("button", { type: "button", id: "b-diagram-add", text: h.msg("builder.add_after"),
+      onclick: () => addAfter(h, typeSelect.value) });
+    const del = html("button", { type: "button", id: "b-diagram-delete", text: h.msg("builder.delete_step"),
+      disabled: selected < 0 || !steps[selected], onclick: () => deleteStep(h) });
+    const source = connect && connect.phase === "target" ? steps[connect.from] : null;
+    const slotSelect = html("select", { id: "b-diagram-slot", "aria-label": h.msg("builder.slot") },
+      ...(source ? slots(source) : []).map(([value, label]) => html("option", { value, text: label })));
+    if (toolbar.lastSlot && [...slotSelect.options].some((o) => o.value === toolbar.lastSlot)) {
+      slotSelect.value = toolbar.lastSlot;
+    }
+    slotSelect.addEventListener("change", () => { toolbar.lastSlot = slotSelect.value; });
+    slotSelect.hidden = !source;
+    const conn = html("button", { type: "button", id: "b-diagram-connect",
+      class: connect ? "active" : null, "aria-pressed": connect ? "true" : "false",
+      text: h.msg("builder.connect"), onclick: () => {
+        connect = connect ? null : { phase: "source" };
+        toolbar.lastSlot = null;
+        h.rerender();
+      } });
+    const hint = html("span", { id: "b-diagram-hint", role: "status", text: !connect ? ""
+      : h.msg(connect.phase === "source" ? "builder.connect_source" : "builder.connect_target",
+        { step: source ? source.key : "" }) });
+    return html("div", { class: "fd-tools" }, typeSelect, add, del, conn, slotSelect, hint);
+  }
+
+  function clickBox(h, i) {
+    if (connect && connect.phase === "source") {
+      connect = { phase: "target", from: i };
+      toolbar.lastSlot = null;
+      h.select(i);
+      return;
+    }
+    if (connect && connect.phase === "target") {
+      const from = connect.from;
+      const slotSelect = document.getElementById("b-diagram-slot");
+      const slot = (slotSelect && slotSelect.value) || "next";
+      const target = h.model().steps[i].key;
+      connect = null;
+      if (!slots(h.model().steps[from]).length) { h.rerender(); return; }
+      h.commit(() => {
+        setSlot(h.model().steps[from], slot, target);
+        h.setSelected(from);
+      });
+      return;
+    }
+    h.select(i);
+  }
+
+  function addAfter(h, type) {
+    if (!type) return;
+    h.commit(() => {
+      const model = h.model();
+      model.steps = Array.isArray(model.steps) ? model.steps : [];
+      const at = h.selected();
+      const step = h.newStep(type);
+      const prev = model.steps[at];
+      const index = prev ? at + 1 : model.steps.length;
+      // keep an explicit "next" of the step it follows: prev → new → prev's old target
+      if (prev && typeof prev.next === "string" && prev.type !== "end") {
+        if (type !== "end") step.next = prev.next;
+        prev.next = step.key;
+      }
+      model.steps.splice(index, 0, step);
+      h.setSelected(index);
+    });
+  }
+
+  function deleteStep(h) {
+    const at = h.selected();
+    if (at < 0 || !h.model().steps[at]) return;
+    connect = null;
+    h.commit(() => {
+      h.model().steps.splice(at, 1);
+      h.setSelected(-1);
+    });
+  }
+
+  window.CareloopFlowDiagram = { render, edges, layers };
+})();
