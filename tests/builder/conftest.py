@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -19,6 +23,9 @@ from careloop.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Correct-Horse-Battery-9"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
@@ -62,3 +69,22 @@ def login(client: TestClient, username: str) -> str:
     token: str = client.get("/api/v1/me").json()["csrf_token"]
     client.headers["X-CSRF-Token"] = token
     return token
+
+
+@pytest.fixture
+def server(app: FastAPI, apps: list[str]) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port, in a thread, for the browser tests."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        lifespan="off"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
-import threading
-import time
 import zipfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-import uvicorn
-from fastapi import FastAPI
 from playwright.sync_api import Page, expect, sync_playwright
 from sqlalchemy import Engine, select
 
@@ -29,30 +22,9 @@ from careloop.engine.db import transaction
 from careloop.engine.registry import loaded_registry
 from careloop.forms.models import Submission
 
-from .conftest import PASSWORD, ROOT, make_user
+from .conftest import ARGS, CHROMIUM, PASSWORD, ROOT, make_user
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 KEY = "postpartum_day42"
-
-
-@pytest.fixture
-def server(app: FastAPI, apps: list[str]) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 def _set(page: Page, selector: str, value: str) -> None:

@@ -5,44 +5,16 @@ see the problem on a box, undo, publish. Fails (never skips) without Chromium.""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 
-import pytest
-import uvicorn
-from fastapi import FastAPI
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
 from careloop.engine import store
 from careloop.engine.db import transaction
 
-from .conftest import PASSWORD, make_user
+from .conftest import ARGS, CHROMIUM, PASSWORD, make_user
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 KEY = "diagram_followup"
-
-
-@pytest.fixture
-def server(app: FastAPI, apps: list[str]) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 def _box(page: Page, key: str) -> Locator:
