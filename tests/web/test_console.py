@@ -42,7 +42,7 @@ def test_complete_a_task_with_an_outcome(client: TestClient, wards: dict[str, in
         actions = session.scalars(select(TaskHistory.action).where(
             TaskHistory.task_id == task_id)).all()
         audit_rows = session.scalars(select(AuditRow).where(
-            AuditRow.action == "task.complete")).all()
+            AuditRow.action == "task.complete").order_by(AuditRow.id)).all()
     assert "completed" in actions
     assert [(a.patient_id, a.details["outcome"]) for a in audit_rows] == \
         [("PA", "reached_problem")]

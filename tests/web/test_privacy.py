@@ -18,7 +18,8 @@ from .conftest import UserFactory, csrf_from, login
 
 def _audit(action: str) -> list[AuditRow]:
     with transaction() as session:
-        return list(session.scalars(select(AuditRow).where(AuditRow.action == action)).all())
+        return list(session.scalars(select(AuditRow).where(AuditRow.action == action)
+                                    .order_by(AuditRow.id)).all())
 
 
 def test_numbers_are_masked_on_the_page_and_in_the_api(
