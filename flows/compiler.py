@@ -21,20 +21,14 @@ from careloop.flows.steps_graph import JOIN, PAUSING, target_paths, targets
 
 Checker = Callable[[Definition, CompileContext], None]
 
-# Fields each step type needs; a tuple inside means "one of these".
-REQUIRED: dict[str, list[str | tuple[str, ...]]] = {
-    "send_message": ["template"],
-    "send_form": ["form", "template"],
-    "wait": [("duration", "until", "event")],
-    "create_task": ["task_title", "assignee"],
-    "approval": ["approvers"],
-    "decision": [("if", "cases")],
-    "parallel": ["branches"],
-    "set": ["set"],
-    "call_webhook": ["url"],
-    "start_subflow": ["flow"],
-    "end": [],
-}
+
+def required_of(step_type: str) -> tuple[str | tuple[str, ...], ...]:
+    """What a step type needs, as it declares it (``required`` on the registered step type, see
+    :mod:`careloop.flows.steps`); a tuple inside means "one of these". An unknown type (the schema
+    reports it) or a plugin's type that declares nothing needs nothing."""
+    registered = loaded_registry().catalogue("step_type").get(step_type)
+    required: tuple[str | tuple[str, ...], ...] = tuple(getattr(registered, "required", ()))
+    return required
 
 
 def _steps(definition: Definition) -> list[dict[str, Any]]:
@@ -58,7 +52,7 @@ def check_duplicates(definition: Definition, ctx: CompileContext) -> None:
 
 def check_required(definition: Definition, ctx: CompileContext) -> None:
     for i, step in enumerate(_steps(definition)):
-        for need in REQUIRED.get(step["type"], []):
+        for need in required_of(step["type"]):
             options = need if isinstance(need, tuple) else (need,)
             if not any(o in step for o in options):
                 ctx.add(definition.doc.problem(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -22,6 +22,14 @@ from careloop.engine.tasks import create_task, resolve_assignee
 from careloop.flows.calendar import get_calendar
 from careloop.flows.outbox import consented, enqueue
 from careloop.flows.runtime import Exec, Outcome, StepError, after, enter, source_ref, start
+
+# What a step type declares besides ``run`` (a plugin's step type declares the same):
+#   title     {"zh-CN": …, "en": …}, the builder's palette and panel heading;
+#   options   the step properties it uses (names in flows/schema/flow.json ``$defs.step``), in
+#             the order the builder's property panel shows them;
+#   required  the properties the compiler insists on (``flow.missing-field``); a tuple inside
+#             means "one of these".
+Required = tuple[str | tuple[str, ...], ...]
 
 
 def _service(name: str) -> Any:
@@ -71,6 +79,11 @@ def _send(x: Exec, template: str, values: dict[str, Any], suffix: str = "") -> i
 class SendMessage:
     """Render a template for the patient and write it to the outbox."""
 
+    title: ClassVar[dict[str, str]] = {"zh-CN": "发送消息", "en": "Send a message"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "template", "channels", "values",
+                                          "urgent", "next")
+    required: ClassVar[Required] = ("template",)
+
     def run(self, x: Exec) -> Outcome:
         message_id = _send(x, x.step.get("template"), _standard_values(x))
         x.history("message", {"message_id": message_id})
@@ -81,6 +94,12 @@ class SendForm:
     """Create a form request (service ``forms.create_request``), send its link, then wait for
     ``form.submitted``; optional reminder after ``remind_after``; on expiry go to
     ``on_timeout`` (default: the next step)."""
+
+    title: ClassVar[dict[str, str]] = {"zh-CN": "发送问卷", "en": "Send a form"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "form", "template", "channels",
+                                          "values", "urgent", "expires_after", "remind_after",
+                                          "reminder_template", "on_timeout", "next")
+    required: ClassVar[Required] = ("form", "template")
 
     def run(self, x: Exec) -> Outcome:
         expires = after(x.step.get("expires_after", "7d"))
@@ -134,6 +153,11 @@ def until_time(x: Exec) -> datetime:
 class Wait:
     """Wait a ``duration``, ``until`` a computed time, or for an ``event`` (with ``timeout``)."""
 
+    title: ClassVar[dict[str, str]] = {"zh-CN": "等待", "en": "Wait"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "duration", "until", "event", "match",
+                                          "timeout", "on_timeout", "next")
+    required: ClassVar[Required] = (("duration", "until", "event"),)
+
     def run(self, x: Exec) -> Outcome:
         x.step_run.status = "waiting"
         if x.step.get("event"):
@@ -150,6 +174,11 @@ class Wait:
 
 class CreateTask:
     """A to-do through :mod:`careloop.engine.tasks` (the assignee rules rules use too)."""
+
+    title: ClassVar[dict[str, str]] = {"zh-CN": "创建任务", "en": "Create a task"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "task_kind", "assignee",
+                                          "priority", "due", "escalate_to", "next")
+    required: ClassVar[Required] = ("task_title", "assignee")
 
     def run(self, x: Exec) -> Outcome:
         assignee = resolve_assignee(x.session, dict(x.step.get("assignee")),
@@ -172,6 +201,11 @@ class CreateTask:
 class Approval:
     """Approval tasks for ``approvers``; :func:`careloop.flows.approvals.decide` resumes."""
 
+    title: ClassVar[dict[str, str]] = {"zh-CN": "审批", "en": "Approval"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "approvers", "mode",
+                                          "required", "due", "escalate_to", "on_reject", "next")
+    required: ClassVar[Required] = ("approvers",)
+
     def run(self, x: Exec) -> Outcome:
         from careloop.flows.approvals import open_approval
 
@@ -181,6 +215,11 @@ class Approval:
 
 class Decision:
     """``if``/``then``/``else``, or ``cases`` (first true ``when``) with a ``default``."""
+
+    title: ClassVar[dict[str, str]] = {"zh-CN": "条件分支", "en": "Decision"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "if", "then", "else", "cases",
+                                          "default")
+    required: ClassVar[Required] = (("if", "cases"),)
 
     def run(self, x: Exec) -> Outcome:
         names = x.names()
@@ -197,6 +236,10 @@ class Decision:
 class Parallel:
     """Start every branch; the step joins when all (or the first) reach ``next: join``."""
 
+    title: ClassVar[dict[str, str]] = {"zh-CN": "并行分支", "en": "Parallel branches"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "branches", "join", "next")
+    required: ClassVar[Required] = ("branches",)
+
     def run(self, x: Exec) -> Outcome:
         branches = list(x.step.get("branches"))
         x.step_run.status, x.step_run.waiting_for = "waiting", "join"
@@ -210,6 +253,10 @@ class Parallel:
 class SetValues:
     """Set run context values from expressions."""
 
+    title: ClassVar[dict[str, str]] = {"zh-CN": "设置变量", "en": "Set values"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "set", "next")
+    required: ClassVar[Required] = ("set",)
+
     def run(self, x: Exec) -> Outcome:
         names = x.names()
         updates = {k: to_json_value(x.evaluate(f"set.{k}", names)) for k in x.step.get("set")}
@@ -219,6 +266,11 @@ class SetValues:
 
 class CallWebhook:
     """HTTP to a HIS endpoint; a transport error or non-2xx answer is retried with backoff."""
+
+    title: ClassVar[dict[str, str]] = {"zh-CN": "调用接口", "en": "Call a webhook"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "url", "method", "body", "retry",
+                                          "next")
+    required: ClassVar[Required] = ("url",)
 
     def run(self, x: Exec) -> Outcome:
         names = x.names()
@@ -239,6 +291,10 @@ class CallWebhook:
 class StartSubflow:
     """Start another flow for the same patient/encounter (its own run; this one continues)."""
 
+    title: ClassVar[dict[str, str]] = {"zh-CN": "启动子流程", "en": "Start a subflow"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "flow", "next")
+    required: ClassVar[Required] = ("flow",)
+
     def run(self, x: Exec) -> Outcome:
         child = start(x.session, flow_key=x.step.get("flow"), patient_id=x.run.patient_id,
                       encounter_id=x.run.encounter_id,
@@ -250,6 +306,10 @@ class StartSubflow:
 
 class End:
     """End the run."""
+
+    title: ClassVar[dict[str, str]] = {"zh-CN": "结束", "en": "End"}
+    options: ClassVar[tuple[str, ...]] = ("title", "when")
+    required: ClassVar[Required] = ()
 
     def run(self, x: Exec) -> Outcome:
         return ("end", None)

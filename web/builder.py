@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -29,6 +30,7 @@ from careloop.engine.models import BundleRow, DefinitionRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.sources import load_text
 from careloop.web.builder_models import BuilderDraft
+from careloop.web.permissions import BUILDER_EDIT, Principal, permissions_of
 
 MAX_TEXT = 512 * 1024
 PUBLISH = "builder.publish"  # the audit action (listed in docs/builder.md)
@@ -137,10 +139,14 @@ def get_draft(session: Session, user_id: int, kind: str, key: str) -> BuilderDra
 
 
 def save_draft(session: Session, user_id: int, app_id: str, kind: str, key: str,
-               text: str) -> BuilderDraft:
-    """Store (or replace) the user's draft of ``kind/key``."""
+               text: str, editor: Principal | None = None) -> BuilderDraft:
+    """Store (or replace) the user's draft of ``kind/key`` (refused when ``editor`` may not
+    edit ``app_id``, or when the key already belongs to another app)."""
     folder_of(kind)
-    require_app(session, app_id)
+    require_editor(session, editor, app_id)
+    latest = store.latest(session, kind, key)
+    if latest is not None and latest.app_id not in (None, app_id):
+        raise BuilderError("builder.other_app", 409, app=str(latest.app_id))
     row = get_draft(session, user_id, kind, key)
     current = store.current(session, kind, key)
     if row is None:
@@ -162,6 +168,43 @@ def require_app(session: Session, app_id: str) -> BundleRow:
     if row is None:
         raise BuilderError("builder.unknown_app", 404, app=app_id)
     return row
+
+
+# --- who may edit which app -------------------------------------------------------------------
+
+
+def may_edit(editor: Principal, app: BundleRow) -> bool:
+    """Whether ``editor`` may change ``app``'s definitions: one of their grants carries
+    ``builder.edit`` and matches an entry of the manifest's ``editors`` (same role; an entry
+    naming a department needs a grant in that department, or a hospital-wide one). An app
+    without ``editors`` is edited by hospital-wide ``builder.edit`` grants only."""
+    grants = [g for g in editor.grants if BUILDER_EDIT in permissions_of(g.role)]
+    entries = (app.manifest or {}).get("editors")
+    if not entries:
+        return any(g.department_id is None for g in grants)
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        for grant in grants:
+            if grant.role != entry.get("role"):
+                continue
+            department = entry.get("department")
+            if department is None or grant.department_id in (None, department):
+                return True
+    return False
+
+
+def require_editor(session: Session, editor: Principal | None, app_id: str) -> BundleRow:
+    """The app, when ``editor`` may change it (``None``: a trusted caller such as the CLI)."""
+    row = require_app(session, app_id)
+    if editor is not None and not may_edit(editor, row):
+        raise BuilderError("builder.not_editor", 403, app=app_id)
+    return row
+
+
+def editable_apps(session: Session, editor: Principal) -> list[str]:
+    return [row.id for row in session.scalars(select(BundleRow).order_by(BundleRow.id))
+            if may_edit(editor, row)]
 
 
 def starting_text(session: Session, user_id: int, kind: str, key: str) -> tuple[str, str | None]:
@@ -189,6 +232,9 @@ def blank(kind: str, key: str) -> dict[str, Any]:
         body.update(dataset="", type="bar", encoding={})
     if kind == "flow":
         body.update(trigger={"event": "encounter.discharged"}, steps=[])
+    if kind == "alert":
+        body.update(dataset="", measure="", group_by="department",
+                    condition={"op": "<", "value": 0}, window_days=14, severity="warning")
     return body
 
 
@@ -253,11 +299,11 @@ def impact(session: Session, kind: str, key: str, body: dict[str, Any] | None) -
 def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str, kind: str,
             key: str, text: str, confirm_orphans: bool = False,
             user_id: int | None = None, request_id: str | None = None,
-            ip: str | None = None) -> DefinitionRow:
+            ip: str | None = None, editor: Principal | None = None) -> DefinitionRow:
     """Publish a draft as a new version of ``kind/key`` in ``app_id`` (audited); raises
     :class:`BuilderError` when it is invalid, unchanged, owned by another app, or would orphan
-    stored answers without ``confirm_orphans``."""
-    require_app(session, app_id)
+    stored answers without ``confirm_orphans``, or when ``editor`` may not edit ``app_id``."""
+    require_editor(session, editor, app_id)
     checked = check_draft(session, kind, key, text, app_id)
     if not checked.ok or checked.body is None:
         raise BuilderError("builder.invalid", 422, n=len(checked.problems))
@@ -340,6 +386,52 @@ def chart_preview(session: Session, chart: Any, scope: frozenset[str] | None,
     return {"image": image, "sample": sample, "rows": len(data.rows)}
 
 
+# --- alerts: what a draft threshold would say now ---------------------------------------------
+
+
+def try_alert(session: Session, key: str, text: str, scope: frozenset[str] | None,
+              now: datetime | None = None) -> dict[str, Any]:
+    """Evaluate a draft alert on the (scoped) data of its window, per group, without touching the
+    alert's state rows or recording an event: the threshold designer's "try it"."""
+    from careloop.reports.alerts import _OPS, _window
+    from careloop.reports.query import run_dataset
+
+    checked = check_draft(session, "alert", key, text)
+    spec = checked.result.specs.get(("alert", key))
+    if not checked.ok or spec is None:
+        raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    dataset = spec.inline_dataset
+    if dataset is None:
+        row = store.current(session, "dataset", spec.dataset)
+        if row is None:
+            raise BuilderError("builder.invalid", 422, n=1)
+        dataset = store.compile_row(row)
+    now = now or now_utc()
+    window = _window(spec, now)
+    result = run_dataset(session, dataset, filters=window, scope=scope,
+                         dimensions=(spec.group_by,), now=now)
+    rows = []
+    for r in result.rows:
+        group, value = r[spec.group_by], r[spec.measure]
+        if group is None:
+            continue
+        rows.append({"group": str(group), "value": value,
+                     "breach": value is not None and _OPS[spec.op](value, spec.value)})
+    rows.sort(key=lambda r: r["group"])
+    return {"rows": rows, "op": spec.op, "threshold": spec.value,
+            "date_from": str(window.date_from), "date_to": str(window.date_to),
+            "breaching": sum(1 for r in rows if r["breach"])}
+
+
+def dataset_columns(session: Session, key: str) -> dict[str, list[str]] | None:
+    """A stored dataset's dimensions and measures (the designers' pickers)."""
+    row = store.current(session, "dataset", key)
+    if row is None:
+        return None
+    spec = store.compile_row(row)
+    return {"dimensions": list(spec.dimensions), "measures": [m.key for m in spec.measures]}
+
+
 # --- catalogue for the form builder -----------------------------------------------------------
 
 
@@ -351,6 +443,62 @@ def field_palette() -> list[dict[str, Any]]:
                     "uses_choices": ftype.uses_choices, "uses_rows": ftype.uses_rows,
                     "answerable": ftype.answerable, "widget": ftype.widget})
     return out
+
+
+# --- catalogue for the flow designer -----------------------------------------------------------
+
+STEP_BASICS = ("title", "when", "next")  # a step type that declares no ``options`` gets these
+
+
+def _inline_refs(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """``node`` with every ``{"$ref": "#/$defs/x"}`` replaced by a copy of ``$defs.x`` marked
+    ``"x-def": "x"`` (the property panel picks its widget by it: ``text``, ``duration``,
+    ``assignee``, ``until``, ``expression``, ``key``)."""
+    if isinstance(node, list):
+        return [_inline_refs(v, defs, seen) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in seen or name not in defs:
+            return {k: v for k, v in node.items() if k != "$ref"} | {"x-def": name}
+        target = _inline_refs(defs[name], defs, (*seen, name))
+        rest = {k: _inline_refs(v, defs, seen) for k, v in node.items() if k != "$ref"}
+        return {**target, **rest, "x-def": name}
+    return {k: _inline_refs(v, defs, seen) for k, v in node.items()}
+
+
+def step_palette() -> list[dict[str, Any]]:
+    """Every registered step type with what the flow designer's property panel is built from:
+    ``title``, ``options`` (property name → its JSON Schema, taken from the flow schema's
+    ``$defs.step.properties`` with ``$ref``s inlined and registry enums filled in) and
+    ``required`` (what the compiler checks; a list inside means "one of these")."""
+    from careloop.engine.schema import kind_schema
+
+    schema = kind_schema("flow")
+    defs: dict[str, Any] = schema["$defs"]
+    properties: dict[str, Any] = defs["step"]["properties"]
+    out = []
+    for name, step in sorted(loaded_registry().catalogue("step_type").items()):
+        title = getattr(step, "title", None)
+        options = tuple(getattr(step, "options", STEP_BASICS))
+        required = getattr(step, "required", ())
+        out.append({
+            "name": name,
+            "title": dict(title) if isinstance(title, dict) else {"zh-CN": name, "en": name},
+            "options": {o: _inline_refs(properties.get(o, {"type": "string"}), defs)
+                        for o in options if o not in ("key", "type")},
+            "required": [list(r) if isinstance(r, tuple) else r for r in required]})
+    return out
+
+
+def definition_keys(session: Session, kind: str) -> list[dict[str, Any]]:
+    """The current definitions of one kind (key, title, app): the choices of the flow designer's
+    ``form``, ``template``, ``flow`` and ``calendar`` selects."""
+    folder_of(kind)
+    return [{"key": row.key, "title": dict(row.title or {}), "app": row.app_id}
+            for row in sorted(store.list_current(session, kind=kind), key=lambda r: r.key)]
 
 
 def json_text(body: dict[str, Any]) -> str:

@@ -73,8 +73,10 @@ def builder_home(request: Request, me: Principal = NEEDS_BUILDER) -> Response:
         by_app: dict[str, list[Any]] = {}
         for row in rows:
             by_app.setdefault(row.app_id or "", []).append(row)
+        editable = set(builder.editable_apps(session, me))
     kinds = sorted(loaded_registry().catalogue("kind").names())
-    return render(request, "builder/home.html", apps=apps, by_app=by_app, kinds=kinds)
+    return render(request, "builder/home.html", apps=apps, by_app=by_app, kinds=kinds,
+                  editable=editable)
 
 
 @router.get("/builder/edit/{kind}/{key}")
@@ -83,8 +85,14 @@ def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
     _kind(kind)
     with transaction() as session:
         _, stored_app = builder.starting_text(session, me.user_id, kind, key)
-    return render(request, "builder/editor.html", kind=kind, key=key,
-                  app=stored_app or app)
+        target = stored_app or app
+        if target:
+            try:
+                builder.require_editor(session, me, target)
+            except builder.BuilderError as exc:
+                raise HTTPException(status_code=exc.status,
+                                    detail=t(exc.key, locale_of(request), **exc.params)) from None
+    return render(request, "builder/editor.html", kind=kind, key=key, app=target)
 
 
 # --- API ------------------------------------------------------------------------------------
@@ -101,8 +109,27 @@ def score_methods(me: Principal = NEEDS_BUILDER) -> list[str]:
 
 
 @router.get("/api/v1/builder/step-types")
-def step_types(me: Principal = NEEDS_BUILDER) -> list[str]:
-    return sorted(loaded_registry().catalogue("step_type").names())
+def step_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """Every step type: ``name``, ``title``, ``options`` (name → JSON Schema), ``required``."""
+    return builder.step_palette()
+
+
+@router.get("/api/v1/builder/definitions/{kind}")
+def definition_keys(kind: str, me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """The current definitions of a kind (``key``, ``title``, ``app``): the flow designer's
+    choices for ``form``, ``template``, ``flow`` and ``calendar``."""
+    _kind(kind)
+    with transaction() as session:
+        return builder.definition_keys(session, kind)
+
+
+@router.get("/api/v1/builder/functions")
+def functions(request: Request, me: Principal = NEEDS_BUILDER) -> list[dict[str, str]]:
+    """The expression language's function library (``registry.catalogue("function")``) for
+    completion in expression inputs: name, signature and the description in the UI language."""
+    zh = locale_of(request) == "zh-CN"
+    return [{"name": name, "signature": spec.signature, "doc": spec.doc_zh if zh else spec.doc_en}
+            for name, spec in sorted(loaded_registry().catalogue("function").items())]
 
 
 @router.get("/api/v1/builder/forms/{key}/fields")
@@ -147,7 +174,7 @@ async def put_draft(request: Request, kind: str, key: str = KEY_PATH,
         text = builder.text_of(data)
         with transaction() as session:
             app = str(data.get("app", ""))
-            builder.save_draft(session, me.user_id, app, kind, key, text)
+            builder.save_draft(session, me.user_id, app, kind, key, text, editor=me)
             return builder.check_draft(session, kind, key, text, app).to_json()
     except builder.BuilderError as exc:
         return _refuse(request, exc)
@@ -206,7 +233,7 @@ async def publish(request: Request, kind: str, key: str = KEY_PATH,
                 session, actor=me.username, actor_role=me.role_label,
                 app_id=str(data.get("app", "")), kind=kind, key=key, text=text,
                 confirm_orphans=data.get("confirm_orphans") is True, user_id=me.user_id,
-                request_id=request_id(request), ip=client_ip(request))
+                request_id=request_id(request), ip=client_ip(request), editor=me)
             return {"kind": kind, "key": key, "version": row.version, "app": row.app_id}
     except builder.BuilderError as exc:
         record(request, me, "builder.publish", outcome="failure", object_type=kind,
@@ -284,12 +311,50 @@ def stored_chart_preview(request: Request, key: str = KEY_PATH,
 
 @router.get("/api/v1/builder/charts")
 def chart_options(me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
+    """What the chart, dashboard and alert designers offer: stored datasets and charts, chart
+    types, encoding channels, dimensions, drill-down levels, dashboard filters, alert
+    operators and severities (from the registry and the kinds' JSON Schemas)."""
+    from careloop.engine.schema import kind_schema
+
+    dashboard = kind_schema("dashboard")["properties"]
+    alert = kind_schema("alert")["properties"]
+    registry = loaded_registry()
     with transaction() as session:
         datasets = [r.key for r in store.list_current(session, kind="dataset")]
         charts = [r.key for r in store.list_current(session, kind="chart")]
     return {"datasets": datasets, "charts": charts,
-            "types": sorted(loaded_registry().catalogue("report_chart_type").names()),
-            "channels": ["x", "y", "color", "theta", "size", "text", "value", "column", "row"]}
+            "types": sorted(registry.catalogue("report_chart_type").names()),
+            "channels": ["x", "y", "color", "theta", "size", "text", "value", "column", "row"],
+            "dimensions": sorted(registry.catalogue("report_dimension").names()),
+            "drill_levels": list(registry.catalogue("report_drill_level").names()),
+            "filters": list(dashboard["filters"]["items"]["enum"]),
+            "ops": list(alert["condition"]["properties"]["op"]["enum"]),
+            "severities": list(alert["severity"]["enum"])}
+
+
+@router.get("/api/v1/builder/datasets/{key}")
+def dataset_columns(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
+    """A stored dataset's dimensions and measures (encoding, measure and group-by pickers)."""
+    with transaction() as session:
+        found = builder.dataset_columns(session, key)
+    if found is None:
+        raise HTTPException(status_code=404)
+    return found
+
+
+@router.post("/api/v1/builder/alerts/{key}/try")
+async def try_alert(request: Request, key: str = KEY_PATH,
+                    me: Principal = NEEDS_BUILDER) -> Any:
+    """Evaluate a draft alert now on the user's (scoped) data, per group; nothing is stored."""
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            return builder.try_alert(session, key, text, me.scope)
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    except CareloopError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @router.post("/api/v1/builder/rules/{key}/try")

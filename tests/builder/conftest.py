@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page
 from sqlalchemy import Engine
 
 from careloop.engine.bundles import import_bundle
@@ -88,3 +89,19 @@ def server(app: FastAPI, apps: list[str]) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+def signed_in(browser: Browser, server: str, username: str,
+              locale: str = "zh-CN") -> tuple[Page, list[str]]:
+    """A 1600×1000 page signed in as ``username`` on ``/builder``, and the list its console
+    errors and uncaught exceptions are collected in."""
+    page = browser.new_page(locale=locale, viewport={"width": 1600, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server}/login?next=/builder")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(f"{server}/builder")
+    return page, errors

@@ -108,7 +108,8 @@ def test_draft_survives_a_reload_and_is_per_user(px: TestClient, client: TestCli
 
 def _audits(action: str) -> list[AuditRow]:
     with transaction() as session:
-        rows = session.scalars(select(AuditRow).where(AuditRow.action == action)).all()
+        rows = session.scalars(select(AuditRow).where(AuditRow.action == action)
+                              .order_by(AuditRow.id)).all()
         for row in rows:
             session.expunge(row)
         return list(rows)

@@ -22,7 +22,7 @@ from careloop.engine.db import transaction
 from careloop.engine.registry import loaded_registry
 from careloop.forms.models import Submission
 
-from .conftest import ARGS, CHROMIUM, PASSWORD, ROOT, make_user
+from .conftest import ARGS, CHROMIUM, ROOT, make_user, signed_in
 
 KEY = "postpartum_day42"
 
@@ -49,14 +49,7 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            page = browser.new_page(locale="zh-CN", viewport={"width": 1600, "height": 1000})
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto(f"{server}/login?next=/builder")
-            page.fill("#username", "px_a")
-            page.fill("#password", PASSWORD)
-            page.click("#login-submit")
-            page.wait_for_url(f"{server}/builder")
+            page, errors = signed_in(browser, server, "px_a")
             page.select_option("#new-app", "obstetrics")
             page.fill("#new-key", KEY)
             page.click("#new-open")

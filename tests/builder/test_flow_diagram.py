@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from careloop.engine import store
 from careloop.engine.db import transaction
 
-from .conftest import ARGS, CHROMIUM, PASSWORD, make_user
+from .conftest import ARGS, CHROMIUM, make_user, signed_in
 
 KEY = "diagram_followup"
 
@@ -36,15 +36,7 @@ def test_build_a_flow_in_the_diagram(server: str, engine: Engine) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            page = browser.new_page(locale="zh-CN", viewport={"width": 1600, "height": 1000})
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{server}/login?next=/builder")
-            page.fill("#username", "px_d")
-            page.fill("#password", PASSWORD)
-            page.click("#login-submit")
-            page.wait_for_url(f"{server}/builder")
+            page, errors = signed_in(browser, server, "px_d")
             page.goto(f"{server}/builder/edit/flow/{KEY}?app=obstetrics")
             expect(page.locator("#builder[data-ready='1']")).to_be_attached()
             expect(page.locator("#b-diagram-svg")).to_be_attached()

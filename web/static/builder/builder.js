@@ -135,6 +135,41 @@
     }
   }
 
+  // --- completion in expression inputs (completion.js): field keys, scores, names, functions ----
+  let functions = [];
+  const CONTEXT = { form: ["answers", "patient", "encounter", "scores"],
+    ruleset: ["answers", "scores", "bands", "patient", "encounter", "event", "task"],
+    flow: ["answers", "scores", "bands", "patient", "encounter", "event", "reading", "task", "context"] };
+  function fieldKeys(fields, prefix = "") {
+    const out = [];
+    for (const f of fields || []) {
+      if (!f || typeof f.key !== "string") continue;
+      out.push([prefix + f.key, f]);
+      if (Array.isArray(f.fields)) out.push(...fieldKeys(f.fields, `${prefix}${f.key}.`));
+    }
+    return out;
+  }
+  function candidates() {
+    const out = [];
+    if (KIND === "form") {
+      for (const [key, f] of fieldKeys(model.fields)) {
+        out.push({ value: `answers.${key}`, detail: `${f.type} · ${pick(f.label)}` });
+      }
+      for (const s of model.scores || []) out.push({ value: `scores.${s.key}`, detail: s.method || "" });
+    }
+    if (KIND === "ruleset") {
+      for (const key of ruleFields) out.push({ value: `answers.${key}`, detail: msg("builder.field") });
+    }
+    for (const name of CONTEXT[KIND] || []) out.push({ value: name, detail: msg("builder.context_name") });
+    for (const fn of functions) out.push({ value: fn.name, insert: `${fn.name}(`,
+      detail: `${fn.signature} — ${fn.doc}` });
+    return out;
+  }
+  const completing = (input) => {
+    if (window.CareloopComplete) window.CareloopComplete.attach(input, candidates);
+    return input;
+  };
+
   // --- problems at fields -------------------------------------------------------------------
   let draftFile = "";
   function problemsAt(prefix) {
@@ -152,7 +187,8 @@
     if (KIND === "ruleset") renderRules();
     if (KIND === "flow") renderFlow();
     if (KIND === "chart") renderChart();
-    if (KIND === "dashboard") renderTiles();
+    if (KIND === "dashboard") { renderDashboard(); renderTiles(); }
+    if (KIND === "alert") renderAlert();
     if (KIND === "decision_table") renderGrid();
   }
 
@@ -350,8 +386,8 @@
     const op = el("select", { "data-logic": `${name}.op` },
       ...["==", "!=", "<", "<=", ">", ">=", "in"].map((o) => el("option", { value: o, text: o })));
     const value = el("input", { type: "text", "data-logic": `${name}.value`, placeholder: msg("builder.value") });
-    const expr = el("input", { type: "text", "data-logic": `${name}.expression`, value: field[name] || "",
-      list: "b-completions" });
+    const expr = completing(el("input", { type: "text", "data-logic": `${name}.expression`,
+      value: field[name] || "" }));
     remember(`field:${field.key}:${name}`, pickField, op, value);
     const errs = problemsAt(["fields", selected, name]);
     const set = el("button", { type: "button", "data-logic": `${name}.set`, text: msg("builder.set_condition"),
@@ -386,10 +422,6 @@
     if (t.uses_rows) parts.push(choiceEditor(field, "rows"));
     parts.push(logicEditor(field, "visible_if", msg("builder.show_when")));
     parts.push(logicEditor(field, "required_if", msg("builder.required_when")));
-    const completions = el("datalist", { id: "b-completions" },
-      ...(model.fields || []).map((f) => el("option", { value: `answers.${f.key}` })),
-      ...["len(", "contains(", "today()", "days_between("].map((f) => el("option", { value: f })));
-    parts.push(completions);
     panel.replaceChildren(...parts);
   }
 
@@ -406,7 +438,7 @@
       const fields = el("input", { type: "text", value: (s.fields || []).join(", "), "data-score": `${i}.fields` });
       fields.addEventListener("change", () => upd("fields", fields.value.trim()
         ? fields.value.split(",").map((x) => x.trim()).filter(Boolean) : undefined));
-      const expr = el("input", { type: "text", value: s.expression || "", "data-score": `${i}.expression` });
+      const expr = completing(el("input", { type: "text", value: s.expression || "", "data-score": `${i}.expression` }));
       expr.addEventListener("change", () => upd("expression", expr.value.trim() || undefined));
       const bands = (s.bands || []).map((b, j) => {
         const ub = (prop, v) => commit(() => setOrDelete(model.scores[i].bands[j], prop, v));
@@ -441,7 +473,7 @@
   function renderRules() {
     const body = $("b-rules").querySelector("tbody");
     body.replaceChildren(...(model.rules || []).map((r, i) => {
-      const when = el("input", { type: "text", value: r.when || "", "data-rule": `${i}.when`, size: 60 });
+      const when = completing(el("input", { type: "text", value: r.when || "", "data-rule": `${i}.when`, size: 60 }));
       when.addEventListener("change", () => commit(() => setOrDelete(model.rules[i], "when", when.value.trim() || undefined)));
       const errs = problemsAt(["rules", i]);
       const pickField = el("select", { "data-rule": `${i}.field` },
@@ -480,7 +512,8 @@
   }
 
   // --- flow designer: steps, their properties, the schedule as a timeline ------------------------
-  let stepTypes = [];
+  let stepTypes = [];      // [{name, title, options: {name: JSON Schema}, required}]
+  let definitionLists = {};  // kind -> [{key, title, app}] (the step panel's selects)
   let selectedStep = -1;
   function moveStep(from, to) {
     if (to < 0 || to >= model.steps.length || from === to) return;
@@ -538,6 +571,8 @@
     $("b-timeline").replaceChildren(...items);
     if (window.CareloopFlowDiagram) window.CareloopFlowDiagram.render(flowHooks);
     const panel = $("b-step-props");
+    // the property panel is generated from the step type's option schemas (steppanel.js)
+    if (window.CareloopStepPanel) { window.CareloopStepPanel.render(panel, flowHooks); return; }
     const st = steps[selectedStep];
     if (!st) { panel.replaceChildren(); return; }
     const key = el("input", { type: "text", value: st.key, "data-prop": "key" });
@@ -554,17 +589,19 @@
       el("label", { text: msg("builder.step_json") }, json));
   }
   function renderStepPalette() {
-    $("b-step-palette").replaceChildren(...stepTypes.map((name) => el("li", {},
-      el("button", { type: "button", "data-type": name, text: name, onclick: () => commit(() => {
-        model.steps = model.steps || [];
-        model.steps.push(newStep(name));
-        selectedStep = model.steps.length - 1;
-      }) }))));
+    $("b-step-palette").replaceChildren(...stepTypes.map(({ name, title }) => el("li", {},
+      el("button", { type: "button", "data-type": name, text: pick(title) || name, title: name,
+        onclick: () => commit(() => {
+          model.steps = model.steps || [];
+          model.steps.push(newStep(name));
+          selectedStep = model.steps.length - 1;
+        }) }))));
   }
 
   // the diagram (flowdiagram.js) edits the same model through the same history
   const flowHooks = { model: () => model, commit, msg, problemsAt, newStep, rerender: render,
-    stepTypes: () => stepTypes, selected: () => selectedStep,
+    stepTypes: () => stepTypes, selected: () => selectedStep, pick, status,
+    lists: () => definitionLists, complete: completing,
     select: (i) => { selectedStep = i; render(); }, setSelected: (i) => { selectedStep = i; } };
 
   // --- chart (dashboard tile) designer -------------------------------------------------------
@@ -578,14 +615,30 @@
       el("option", { value: t, text: t, selected: t === model.type })));
     $("b-chart-threshold").value = model.threshold ?? "";
     const enc = model.encoding || {};
-    $("b-chart-encoding").replaceChildren(...chartOptions.channels.map((ch) => {
-      const input = el("input", { type: "text", value: enc[ch] || "", "data-channel": ch });
+    const columns = datasetColumns(dataset);
+    const choices = el("datalist", { id: "b-chart-columns" },
+      ...[...columns.dimensions, ...columns.measures].map((c) => el("option", { value: c })));
+    $("b-chart-encoding").replaceChildren(choices, ...chartOptions.channels.map((ch) => {
+      const input = el("input", { type: "text", value: enc[ch] || "", "data-channel": ch,
+        list: "b-chart-columns" });
       input.addEventListener("change", () => commit(() => {
         model.encoding = model.encoding || {};
         setOrDelete(model.encoding, ch, input.value.trim() || undefined);
       }));
       return el("label", { text: ch }, input);
     }));
+  }
+  // a stored dataset's dimensions and measures, fetched once (then the designer re-renders)
+  const columnsCache = {};
+  function datasetColumns(key) {
+    if (!key) return { dimensions: [], measures: [] };
+    if (!(key in columnsCache)) {
+      columnsCache[key] = { dimensions: [], measures: [] };
+      api("GET", `${base}/datasets/${encodeURIComponent(key)}`).then(({ status: code, data }) => {
+        if (code === 200) { columnsCache[key] = data; render(); }
+      });
+    }
+    return columnsCache[key];
   }
   async function previewChart() {
     if (!model) return;
@@ -604,6 +657,39 @@
     }
     return tileImages[chart];
   }
+  function renderDashboard() {
+    const filters = new Set(model.filters || []), drill = model.drilldown || [];
+    const toggle = (prop, value, on, order) => commit(() => {
+      const now = (model[prop] || []).filter((v) => v !== value);
+      if (on) now.push(value);
+      if (order) now.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+      setOrDelete(model, prop, now.length ? now : undefined);
+    });
+    $("b-dash-filters").replaceChildren(...chartOptions.filters.map((f) => {
+      const box = el("input", { type: "checkbox", "data-filter": f, checked: filters.has(f) });
+      box.addEventListener("change", () => toggle("filters", f, box.checked, chartOptions.filters));
+      return el("label", {}, box, msg(`builder.filter.${f}`));
+    }));
+    $("b-dash-drill").replaceChildren(...chartOptions.drill_levels.map((level) => {
+      const box = el("input", { type: "checkbox", "data-drill": level, checked: drill.includes(level) });
+      box.addEventListener("change", () => toggle("drilldown", level, box.checked, chartOptions.drill_levels));
+      return el("label", {}, box, level);
+    }));
+    const split = $("b-before-after");
+    if (document.activeElement !== split) split.value = model.before_after || "";
+    const errs = [...problemsAt(["filters"]), ...problemsAt(["drilldown"]), ...problemsAt(["before_after"])];
+    $("b-dash-drill").parentElement.querySelectorAll(".b-err").forEach((n) => n.remove());
+    $("b-dash-drill").after(...errs.map((p) => el("p", { class: "b-err", text: `${p.code}: ${p.message}` })));
+  }
+  function moveTile(from, to) {
+    const tiles = model.tiles || [];
+    if (to < 0 || to >= tiles.length || from === to) return;
+    commit(() => { const [tile] = model.tiles.splice(from, 1); model.tiles.splice(to, 0, tile); });
+    requestAnimationFrame(() => {
+      const moved = $("b-tiles").children[to];
+      if (moved) moved.focus();
+    });
+  }
   function renderTiles() {
     const tiles = model.tiles || [];
     $("b-tiles").replaceChildren(...tiles.map((tile, i) => {
@@ -615,16 +701,90 @@
       const img = el("img", { alt: chart || "", "data-tile-image": chart });
       tileImage(chart).then((src) => { if (src) img.src = src; });
       const errs = problemsAt(["tiles", i]);
-      const item = el("li", { "data-chart": chart, class: errs.length ? "has-error" : "" },
+      const item = el("li", { "data-chart": chart, "data-index": i, class: errs.length ? "has-error" : "",
+        draggable: "true", tabindex: "0" },
         el("div", { class: "b-head" }, el("span", { class: "b-name", text: chart }), width,
           el("button", { type: "button", class: "b-up", text: "↑", "aria-label": msg("builder.move_up"),
-            onclick: () => { if (i > 0) commit(() => { const [t] = model.tiles.splice(i, 1); model.tiles.splice(i - 1, 0, t); }); } }),
+            onclick: () => moveTile(i, i - 1) }),
+          el("button", { type: "button", class: "b-down", text: "↓", "aria-label": msg("builder.move_down"),
+            onclick: () => moveTile(i, i + 1) }),
           el("button", { type: "button", class: "b-remove", text: "×", "aria-label": msg("builder.remove"),
             onclick: () => commit(() => model.tiles.splice(i, 1)) })),
         img, ...errs.map((p) => el("p", { class: "b-err", text: `${p.code}: ${p.message}` })));
       item.style.gridColumn = `span ${Math.min(12, Math.max(1, Number(tile.width) || 6))}`;
+      // rearrange: drag a tile onto another (it takes that place), or Alt+↑/↓ when focused
+      item.addEventListener("dragstart", (e) => {
+        e.dataTransfer.setData("text/x-tile-index", String(i));
+        e.dataTransfer.effectAllowed = "move";
+      });
+      item.addEventListener("dragover", (e) => { e.preventDefault(); item.classList.add("b-drop"); });
+      item.addEventListener("dragleave", () => item.classList.remove("b-drop"));
+      item.addEventListener("drop", (e) => {
+        e.preventDefault();
+        item.classList.remove("b-drop");
+        const from = e.dataTransfer.getData("text/x-tile-index");
+        if (from !== "") moveTile(Number(from), i);
+      });
+      item.addEventListener("keydown", (e) => {
+        if (e.target !== item) return;
+        if (e.altKey && e.key === "ArrowUp") { e.preventDefault(); moveTile(i, i - 1); }
+        if (e.altKey && e.key === "ArrowDown") { e.preventDefault(); moveTile(i, i + 1); }
+      });
       return item;
     }));
+  }
+
+  // --- alert designer: a threshold on a dataset's measure per group, tried on current data ---------
+  function renderAlert() {
+    const dataset = typeof model.dataset === "string" ? model.dataset : "";
+    const columns = datasetColumns(dataset);
+    const cond = model.condition || {};
+    const options = (select, values, current, blankFirst) => {
+      select.replaceChildren(...(blankFirst ? [el("option", { value: "", text: "" })] : []),
+        ...values.map((v) => el("option", { value: v, text: v, selected: v === current })));
+      if (!values.includes(current) && current) select.append(el("option", { value: current, text: current, selected: true }));
+    };
+    options($("b-alert-dataset"), chartOptions.datasets, dataset, true);
+    options($("b-alert-measure"), columns.measures, model.measure || "", true);
+    options($("b-alert-group"), chartOptions.dimensions, model.group_by || "", true);
+    options($("b-alert-op"), chartOptions.ops, cond.op || "", false);
+    options($("b-alert-severity"), chartOptions.severities, model.severity || "", false);
+    for (const [id, value] of [["b-alert-value", cond.value], ["b-alert-window", model.window_days],
+      ["b-alert-pending", model.pending_minutes]]) {
+      if (document.activeElement !== $(id)) $(id).value = value ?? "";
+    }
+    for (const [id, prefix] of [["b-alert-dataset", ["dataset"]], ["b-alert-measure", ["measure"]],
+      ["b-alert-group", ["group_by"]], ["b-alert-value", ["condition"]], ["b-alert-window", ["window_days"]],
+      ["b-alert-pending", ["pending_minutes"]], ["b-alert-severity", ["severity"]]]) {
+      const label = $(id).closest("label, fieldset");
+      label.querySelectorAll(".b-err").forEach((n) => n.remove());
+      const errs = problemsAt(prefix);
+      label.classList.toggle("has-error", errs.length > 0);
+      label.append(...errs.map((p) => el("p", { class: "b-err", text: `${p.code}: ${p.message}` })));
+    }
+  }
+  function wireAlert() {
+    const number = (v) => (v === "" ? undefined : Number(v));
+    const on = (id, apply) => $(id).addEventListener("change", (e) => commit(() => apply(e.target.value)));
+    on("b-alert-dataset", (v) => { model.dataset = v; });
+    on("b-alert-measure", (v) => { model.measure = v; });
+    on("b-alert-group", (v) => { model.group_by = v; });
+    on("b-alert-op", (v) => { model.condition = { ...(model.condition || {}), op: v }; });
+    on("b-alert-value", (v) => { model.condition = { ...(model.condition || {}), value: number(v) }; });
+    on("b-alert-window", (v) => setOrDelete(model, "window_days", number(v)));
+    on("b-alert-pending", (v) => setOrDelete(model, "pending_minutes", number(v)));
+    on("b-alert-severity", (v) => setOrDelete(model, "severity", v || undefined));
+    $("b-alert-try").addEventListener("click", async () => {
+      await save();
+      const { status: code, data } = await api("POST", `${base}/alerts/${KEY}/try`, { body: model });
+      if (code !== 200) { $("b-alert-summary").textContent = data.detail || String(code); return; }
+      $("b-alert-summary").textContent = msg("builder.alert_summary", { from: data.date_from,
+        to: data.date_to, n: data.breaching, total: data.rows.length, op: data.op, threshold: data.threshold });
+      $("b-alert-result").querySelector("tbody").replaceChildren(...data.rows.map((r) => el("tr", {
+        "data-group": r.group, class: r.breach ? "b-try-hit" : "b-try-miss" },
+      el("td", { text: r.group }), el("td", { text: r.value === null ? "—" : String(Math.round(r.value * 100) / 100) }),
+      el("td", { text: r.breach ? msg("builder.breach") : "" }))));
+    });
   }
 
   // --- decision table as a grid: one column per input and output, one row per rule -------------
@@ -693,6 +853,7 @@
   // --- wiring -------------------------------------------------------------------------------
   async function start() {
     M = (await api("GET", `${base}/i18n`)).data;
+    functions = (await api("GET", `${base}/functions`)).data || [];
     if (KIND === "form") {
       const palette = (await api("GET", `${base}/field-types`)).data;
       for (const t of palette) types[t.name] = t;
@@ -727,9 +888,15 @@
         model.rows.push({ when: {}, then: {} });
       }));
     }
+    if (KIND === "alert") {
+      chartOptions = (await api("GET", `${base}/charts`)).data;
+      wireAlert();
+    }
     if (KIND === "dashboard") {
-      const options = (await api("GET", `${base}/charts`)).data;
+      const options = chartOptions = (await api("GET", `${base}/charts`)).data;
       $("b-tile-chart").replaceChildren(...options.charts.map((c) => el("option", { value: c, text: c })));
+      $("b-before-after").addEventListener("change", (e) => commit(() => setOrDelete(model, "before_after",
+        e.target.value || undefined)));
       $("b-add-tile").addEventListener("click", () => commit(() => {
         model.tiles = model.tiles || [];
         model.tiles.push({ chart: $("b-tile-chart").value, width: 6 });
@@ -737,6 +904,10 @@
     }
     if (KIND === "flow") {
       stepTypes = (await api("GET", `${base}/step-types`)).data;
+      await Promise.all(["form", "template", "flow", "calendar"].map(async (kind) => {
+        const { status: code, data: rows } = await api("GET", `${base}/definitions/${kind}`);
+        definitionLists[kind] = code === 200 && Array.isArray(rows) ? rows : [];
+      }));
       renderStepPalette();
     }
     const { data } = await api("GET", `${base}/drafts/${KIND}/${KEY}`);

@@ -3,6 +3,10 @@
 // diagram is an SVG drawn from the draft JSON: one box per step, an arrow per target (next,
 // decision branches, parallel branches, approval rejects, timeouts), laid out top to bottom by the
 // longest path from the first step. Edits go through hooks.commit (undo, draft save, validation).
+// Pointer gestures (pointer events, so Chromium and Firefox alike; no HTML5 drag and drop on SVG):
+// drag from a box's out-port (the circle at its bottom) onto another box to connect them (a
+// rubber-band line follows the pointer; Escape cancels), drag a box onto another to move it just
+// before that one in the step list.
 "use strict";
 
 (() => {
@@ -11,7 +15,15 @@
   const ICONS = { wait: "◷", send_form: "📋", send_message: "✉", create_task: "☑", approval: "✍",
     decision: "◇", parallel: "∥", set: "≔", call_webhook: "⇄", start_subflow: "↪", end: "■" };
   const JOIN = "join";
-  let connect = null;  // null | {phase: "source"} | {phase: "target", from: index}
+  // null | {phase: "source"} | {phase: "target", from: index}
+  //      | {phase: "drop", from, to}: a port dragged onto a box whose source has several slots
+  let connect = null;
+  // a pointer gesture: {mode: "press" | "move" | "wire", from, …}; renders wait until it ends
+  let drag = null;
+  let deferred = null;
+  let suppressClick = false;
+  let lastHooks = null;
+  const DRAG_MIN = 6;
 
   const svg = (tag, attrs = {}, ...children) => {
     const node = document.createElementNS(SVG, tag);
@@ -124,6 +136,9 @@
   }
 
   function render(h) {
+    lastHooks = h;
+    if (drag && drag.mode !== "press") { deferred = h; return; }
+    drag = null;
     const box = document.getElementById("b-diagram");
     if (!box) return;
     const model = h.model();
@@ -192,7 +207,11 @@
       svg("text", { x: x + 8, y: y + 34, class: "fd-key" }, String(st.key)),
       svg("text", { x: x + 8, y: y + 50, class: errs.length ? "fd-err" : "fd-delay" },
         errs.length ? `⚠ ${errs[0].code}` : delay(st)));
-      const pickBox = () => clickBox(h, i);
+      if (slots(st).length) {
+        g.append(svg("circle", { cx: x + W / 2, cy: y + H, r: 6, class: "fd-port", "data-port": st.key },
+          svg("title", {}, h.msg("builder.drag_to_connect"))));
+      }
+      const pickBox = () => { if (!suppressClick) clickBox(h, i); };
       g.addEventListener("click", pickBox);
       g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pickBox(); } });
       nodeLayer.append(g);
@@ -200,19 +219,151 @@
     const drawing = svg("svg", { id: "b-diagram-svg", class: "fd-svg", width, height,
       viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": h.msg("builder.diagram") },
     svg("defs", {}, marker), edgeLayer, nodeLayer);
+    gestures(h, drawing);
     box.replaceChildren(toolbar(h, steps, selected), drawing);
   }
 
+  // --- pointer gestures: drag from a port to connect, drag a box to move it ---------------------
+  function point(drawing, e) {
+    const m = drawing.getScreenCTM();
+    if (!m) return { x: e.clientX, y: e.clientY };
+    const p = drawing.createSVGPoint();
+    p.x = e.clientX; p.y = e.clientY;
+    const q = p.matrixTransform(m.inverse());
+    return { x: q.x, y: q.y };
+  }
+  function boxAt(e) {
+    const hit = document.elementFromPoint(e.clientX, e.clientY);
+    const g = hit && hit.closest ? hit.closest("#b-diagram-svg g.fd-node") : null;
+    return g ? Number(g.dataset.index) : -1;
+  }
+  function hover(drawing, index) {
+    for (const g of drawing.querySelectorAll("g.fd-node.fd-drop")) g.classList.remove("fd-drop");
+    const g = index >= 0 ? drawing.querySelector(`g.fd-node[data-index="${index}"]`) : null;
+    if (g && (!drag || Number(g.dataset.index) !== drag.from)) g.classList.add("fd-drop");
+  }
+  function endGesture(cancelled) {
+    const d = drag;
+    drag = null;
+    if (!d) return;
+    if (d.line) d.line.remove();
+    if (d.g) { d.g.removeAttribute("transform"); d.g.classList.remove("fd-dragging"); }
+    try { if (d.drawing.hasPointerCapture(d.pointerId)) d.drawing.releasePointerCapture(d.pointerId); } catch (_) { /* gone */ }
+    if (d.mode !== "press") {
+      suppressClick = true;
+      setTimeout(() => { suppressClick = false; }, 0);
+    }
+    if (cancelled || d.mode === "press") {
+      if (deferred) { const h = deferred; deferred = null; render(h); }
+      else if (cancelled && d.mode !== "press") render(d.h);
+    }
+  }
+  function gestures(h, drawing) {
+    drawing.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0 || (drag && drag.mode !== "press")) return;
+      const port = e.target.closest && e.target.closest(".fd-port");
+      const g = e.target.closest && e.target.closest("g.fd-node");
+      if (!g) return;
+      const from = Number(g.dataset.index);
+      const start = point(drawing, e);
+      if (port) {
+        e.preventDefault();
+        e.stopPropagation();
+        const x = Number(port.getAttribute("cx")), y = Number(port.getAttribute("cy"));
+        const line = svg("line", { x1: x, y1: y, x2: start.x, y2: start.y, class: "fd-rubber",
+          id: "fd-rubber", "marker-end": "url(#fd-arrow)" });
+        drawing.append(line);
+        drawing.setPointerCapture(e.pointerId);
+        drag = { mode: "wire", from, line, drawing, h, pointerId: e.pointerId };
+        connect = null;
+        return;
+      }
+      drag = { mode: "press", from, g, start, drawing, h, pointerId: e.pointerId };
+    });
+    drawing.addEventListener("pointermove", (e) => {
+      if (!drag || drag.drawing !== drawing) return;
+      const p = point(drawing, e);
+      if (drag.mode === "wire") {
+        drag.line.setAttribute("x2", p.x);
+        drag.line.setAttribute("y2", p.y);
+        hover(drawing, boxAt(e));
+        return;
+      }
+      const dx = p.x - drag.start.x, dy = p.y - drag.start.y;
+      if (drag.mode === "press" && Math.hypot(dx, dy) < DRAG_MIN) return;
+      if (drag.mode === "press") {
+        drag.mode = "move";
+        drag.g.classList.add("fd-dragging");
+        drawing.setPointerCapture(drag.pointerId);
+      }
+      drag.g.setAttribute("transform", `translate(${dx} ${dy})`);
+      hover(drawing, boxAt(e));
+    });
+    drawing.addEventListener("pointerup", (e) => {
+      if (!drag || drag.drawing !== drawing) return;
+      const d = drag;
+      const target = d.mode === "press" ? -1 : boxAt(e);
+      endGesture(false);
+      if (d.mode === "wire") {
+        if (target >= 0) dropWire(h, d.from, target);
+        else render(deferred || h);
+      } else if (d.mode === "move") {
+        if (target >= 0 && target !== d.from) moveBefore(h, d.from, target);
+        else render(deferred || h);
+      }
+      deferred = null;
+    });
+    drawing.addEventListener("pointercancel", () => endGesture(true));
+  }
+
+  // a wire dropped on box ``to``: one slot is set at once; several let the author choose first
+  function dropWire(h, from, to) {
+    const source = h.model().steps[from];
+    const choices = source ? slots(source) : [];
+    if (!choices.length || !h.model().steps[to]) { h.rerender(); return; }
+    if (choices.length === 1) { setConnection(h, from, choices[0][0], to); return; }
+    connect = { phase: "drop", from, to };
+    toolbar.lastSlot = null;
+    h.select(from);
+  }
+  function setConnection(h, from, slot, to) {
+    const steps = h.model().steps;
+    if (!steps[from] || !steps[to]) { h.rerender(); return; }
+    h.commit(() => {
+      setSlot(h.model().steps[from], slot, h.model().steps[to].key);
+      h.setSelected(from);
+    });
+  }
+  // the box dragged from ``from`` goes just before the box at ``to``
+  function moveBefore(h, from, to) {
+    const at = from < to ? to - 1 : to;
+    if (at === from) { h.rerender(); return; }
+    h.commit(() => {
+      const steps = h.model().steps;
+      const [st] = steps.splice(from, 1);
+      steps.splice(at, 0, st);
+      h.setSelected(at);
+    });
+  }
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    if (drag) { endGesture(true); return; }
+    if (connect && lastHooks) { connect = null; lastHooks.rerender(); }
+  });
+
   function toolbar(h, steps, selected) {
     const typeSelect = html("select", { id: "b-diagram-type", "aria-label": h.msg("builder.step_type") },
-      ...h.stepTypes().map((name) => html("option", { value: name, text: name })));
+      ...h.stepTypes().map((t) => (typeof t === "string" ? { name: t } : t)).map(({ name, title }) =>
+        html("option", { value: name, text: title && h.pick ? `${h.pick(title)} (${name})` : name })));
     if (toolbar.lastType) typeSelect.value = toolbar.lastType;
     typeSelect.addEventListener("change", () => { toolbar.lastType = typeSelect.value; });
     const add = html("button", { type: "button", id: "b-diagram-add", text: h.msg("builder.add_after"),
       onclick: () => addAfter(h, typeSelect.value) });
     const del = html("button", { type: "button", id: "b-diagram-delete", text: h.msg("builder.delete_step"),
       disabled: selected < 0 || !steps[selected], onclick: () => deleteStep(h) });
-    const source = connect && connect.phase === "target" ? steps[connect.from] : null;
+    const source = connect && (connect.phase === "target" || connect.phase === "drop")
+      ? steps[connect.from] : null;
+    const dropTarget = connect && connect.phase === "drop" ? steps[connect.to] : null;
     const slotSelect = html("select", { id: "b-diagram-slot", "aria-label": h.msg("builder.slot") },
       ...(source ? slots(source) : []).map(([value, label]) => html("option", { value, text: label })));
     if (toolbar.lastSlot && [...slotSelect.options].some((o) => o.value === toolbar.lastSlot)) {
@@ -227,13 +378,22 @@
         toolbar.lastSlot = null;
         h.rerender();
       } });
+    // after a wire was dropped on a box: choose the slot in #b-diagram-slot, then apply
+    const apply = dropTarget ? html("button", { type: "button", id: "b-diagram-apply",
+      text: h.msg("builder.connect_apply"), onclick: () => {
+        const c = connect;
+        connect = null;
+        setConnection(h, c.from, slotSelect.value || "next", c.to);
+      } }) : null;
     const hint = html("span", { id: "b-diagram-hint", role: "status", text: !connect ? ""
-      : h.msg(connect.phase === "source" ? "builder.connect_source" : "builder.connect_target",
-        { step: source ? source.key : "" }) });
-    return html("div", { class: "fd-tools" }, typeSelect, add, del, conn, slotSelect, hint);
+      : dropTarget ? h.msg("builder.connect_choose", { step: source ? source.key : "", target: dropTarget.key })
+        : h.msg(connect.phase === "source" ? "builder.connect_source" : "builder.connect_target",
+          { step: source ? source.key : "" }) });
+    return html("div", { class: "fd-tools" }, typeSelect, add, del, conn, slotSelect, apply, hint);
   }
 
   function clickBox(h, i) {
+    if (connect && connect.phase === "drop") connect = null;
     if (connect && connect.phase === "source") {
       connect = { phase: "target", from: i };
       toolbar.lastSlot = null;
@@ -285,5 +445,5 @@
     });
   }
 
-  window.CareloopFlowDiagram = { render, edges, layers };
+  window.CareloopFlowDiagram = { render, edges, layers, slots };
 })();

@@ -1,0 +1,391 @@
+// The flow designer's property panel (vanilla JS, no dependencies; CSP: no inline scripts/styles).
+// builder.js calls window.CareloopStepPanel.render(panel, hooks) whenever a flow draft
+// re-renders. The panel is generated from data, not from code per step type: GET
+// /api/v1/builder/step-types gives every registered step type's options (property name → JSON
+// Schema from flows/schema/flow.json, $refs inlined and marked "x-def") and what it requires; a
+// plugin's step type gets its panel the same way. Every change goes through hooks.commit (undo,
+// draft save, live validation); problems under $.steps[i].<prop> are shown at that input.
+"use strict";
+
+(() => {
+  const REFS = new Set(["next", "then", "else", "default", "on_reject", "on_timeout"]);
+  const DEFINITIONS = { form: "form", template: "template", reminder_template: "template",
+    flow: "flow", calendar: "calendar" };
+  const JOIN = "join";
+
+  const el = (tag, attrs = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (v === true) node.setAttribute(k, "");
+      else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, String(v));
+    }
+    for (const c of children) if (c) node.append(c);
+    return node;
+  };
+  const isEmpty = (v) => v === undefined || v === null || v === ""
+    || (typeof v === "number" && Number.isNaN(v));
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+  function getAt(root, path) {
+    let node = root;
+    for (const part of path) {
+      if (node === null || typeof node !== "object") return undefined;
+      node = node[part];
+    }
+    return node;
+  }
+
+  // Set (or, for an empty value, delete) root[path…]; objects emptied by a delete are removed.
+  function setAt(root, path, value) {
+    const chain = [root];
+    let node = root;
+    for (let k = 0; k < path.length - 1; k += 1) {
+      if (node[path[k]] === null || typeof node[path[k]] !== "object") {
+        node[path[k]] = typeof path[k + 1] === "number" ? [] : {};
+      }
+      node = node[path[k]];
+      chain.push(node);
+    }
+    const last = path[path.length - 1];
+    if (Array.isArray(node)) { node[last] = isEmpty(value) ? "" : value; return; }
+    if (isEmpty(value)) delete node[last];
+    else node[last] = value;
+    for (let k = path.length - 2; k >= 0; k -= 1) {
+      const child = chain[k + 1];
+      if (Array.isArray(chain[k]) || !isObject(child) || Object.keys(child).length) break;
+      delete chain[k][path[k]];
+    }
+  }
+
+  // A renamed step: every target naming the old key follows (the diagram's arrows stay).
+  function rename(steps, from, to) {
+    for (const st of steps) {
+      for (const slot of REFS) if (st[slot] === from) st[slot] = to;
+      if (Array.isArray(st.branches)) st.branches = st.branches.map((b) => (b === from ? to : b));
+      if (Array.isArray(st.cases)) for (const c of st.cases) if (c && c.next === from) c.next = to;
+    }
+  }
+
+  function render(panel, h) {
+    const model = h.model();
+    const steps = Array.isArray(model.steps) ? model.steps : [];
+    const i = h.selected();
+    const st = steps[i];
+    const focus = remember(panel);
+    if (!st || typeof st !== "object") { panel.replaceChildren(); return; }
+    const type = h.stepTypes().find((t) => t.name === st.type);
+    const label = (name) => {
+      const key = `builder.prop.${name}`;
+      const text = h.msg(key);
+      return text === key ? name : text;
+    };
+    // flow.missing-field is located at the step's type; show it at each property that is missing
+    const missing = new Map();
+    const typeProblems = h.problemsAt(["steps", i, "type"]);
+    for (const need of (type && type.required) || []) {
+      const options = Array.isArray(need) ? need : [need];
+      if (options.some((o) => o in st)) continue;
+      for (const o of options) {
+        missing.set(o, typeProblems.filter((p) => p.code === "flow.missing-field"
+          && String(p.message).includes(`'${o}'`)));
+      }
+    }
+    const requiredNames = new Set(((type && type.required) || []).flat());
+    const ctx = { h, i, steps, label, missing, requiredNames };
+
+    const key = el("input", { type: "text", value: st.key, "data-prop": "key", required: true });
+    key.addEventListener("change", () => {
+      const value = key.value.trim();
+      if (!value || value === st.key) return;
+      h.commit(() => {
+        const all = h.model().steps;
+        rename(all, all[i].key, value);
+        all[i].key = value;
+      });
+    });
+    const head = el("p", { class: "b-step-head", "data-prop": "type" },
+      el("strong", { text: type ? h.pick(type.title) : st.type }), ` (${st.type})`,
+      ...typeProblems.map((p) => el("span", { class: "b-err", text: ` ${p.code}: ${p.message}` })));
+    const parts = [head, withProblems(ctx, el("label", { text: h.msg("builder.key") }, key), key, ["key"])];
+    for (const [name, schema] of Object.entries((type && type.options) || {})) {
+      parts.push(field(ctx, [name], schema || {}));
+    }
+    if (!type) parts.push(el("p", { class: "b-err", text: h.msg("builder.unknown_step_type", { type: st.type }) }));
+
+    // the advanced view: every property as JSON (anything the generated inputs do not cover)
+    const rest = Object.fromEntries(Object.entries(st).filter(([k]) => k !== "key" && k !== "type"));
+    const json = el("textarea", { rows: 8, "data-prop": "json", spellcheck: "false" });
+    json.value = JSON.stringify(rest, null, 2);
+    json.addEventListener("change", () => {
+      let parsed;
+      try { parsed = JSON.parse(json.value); } catch (e) { h.status(String(e)); return; }
+      if (!isObject(parsed)) { h.status(h.msg("builder.json_object")); return; }
+      h.commit(() => { h.model().steps[i] = { key: st.key, type: st.type, ...parsed }; });
+    });
+    parts.push(el("label", { class: "b-advanced", text: h.msg("builder.step_json") }, json));
+    panel.replaceChildren(...parts);
+    if (h.complete) panel.querySelectorAll("input.b-expression").forEach((input) => h.complete(input));
+    restore(panel, focus);
+  }
+
+  // the focused input survives a re-render that happens while the author is typing in it
+  function remember(panel) {
+    const a = document.activeElement;
+    if (!a || !panel.contains(a) || !a.dataset || !a.dataset.prop) return null;
+    return { prop: a.dataset.prop, value: a.value, tag: a.tagName, type: a.type };
+  }
+  function restore(panel, f) {
+    if (!f || f.type === "checkbox" || f.tag === "SELECT") return;
+    const node = [...panel.querySelectorAll("[data-prop]")].find((n) => n.dataset.prop === f.prop);
+    if (!node || node.value === f.value) return;
+    node.value = f.value;
+    node.focus();
+  }
+
+  const pathText = (path) => path.join(".");
+
+  function problemsOf(ctx, path, exact) {
+    const at = ["steps", ctx.i, ...path];
+    const found = ctx.h.problemsAt(at).filter((p) => !exact || (p.path_parts || []).length === at.length);
+    return path.length === 1 ? [...found, ...(ctx.missing.get(path[0]) || [])] : found;
+  }
+
+  // the problems at ``path`` shown inside ``wrapper`` (after the input), the input marked
+  function withProblems(ctx, wrapper, input, path, exact = false) {
+    const found = problemsOf(ctx, path, exact);
+    if (found.length && input) {
+      input.classList.add("has-error");
+      input.setAttribute("aria-invalid", "true");
+    }
+    if (found.length) wrapper.classList.add("has-error");
+    for (const p of found) {
+      wrapper.append(el("span", { class: "b-err", "data-problem-for": pathText(path),
+        text: `${p.code}: ${p.message}` }));
+    }
+    return wrapper;
+  }
+
+  function setter(ctx, path) {
+    return (value) => ctx.h.commit(() => setAt(ctx.h.model().steps[ctx.i], path, value));
+  }
+
+  function caption(ctx, path, schema) {
+    const name = [...path].reverse().find((p) => typeof p === "string");
+    let text = ctx.label(name);
+    if (path.length === 1 && ctx.requiredNames.has(name)) text += " *";
+    return { text, title: schema.description || null };
+  }
+
+  function field(ctx, path, schema) {
+    const st = ctx.h.model().steps[ctx.i];
+    const value = getAt(st, path);
+    const name = [...path].reverse().find((p) => typeof p === "string");
+    const set = setter(ctx, path);
+    const prop = pathText(path);
+    const cap = caption(ctx, path, schema);
+    const leaf = (input) => withProblems(ctx, el("label", { text: cap.text, title: cap.title }, input), input, path);
+
+    if (schema["x-def"] === "text") return textPair(ctx, path, value, cap);
+    const last = path[path.length - 1];
+    const isRef = (REFS.has(last) && (schema.type === "string" || !schema.type))
+      || (typeof last === "number" && path[path.length - 2] === "branches");
+    if (isRef) return leaf(stepSelect(ctx, prop, value, set, name === "next"));
+    if (DEFINITIONS[name] && typeof last === "string" && schema.type === "string") {
+      return leaf(definitionSelect(ctx, DEFINITIONS[name], prop, value, set));
+    }
+    if (Array.isArray(schema.enum)) {
+      const select = el("select", { "data-prop": prop }, el("option", { value: "", text: "" }),
+        ...schema.enum.map((v) => el("option", { value: v, text: v, selected: value === v })));
+      if (value !== undefined && !schema.enum.includes(value)) {
+        select.append(el("option", { value: String(value), text: String(value), selected: true }));
+      }
+      select.addEventListener("change", () => set(select.value || undefined));
+      return leaf(select);
+    }
+    if (schema.type === "boolean") {
+      const box = el("input", { type: "checkbox", "data-prop": prop, checked: value === true });
+      box.addEventListener("change", () => set(box.checked || undefined));
+      return withProblems(ctx, el("label", { class: "b-check", title: cap.title }, box, cap.text), box, path);
+    }
+    if (schema.type === "integer" || schema.type === "number") {
+      const input = el("input", { type: "number", "data-prop": prop, value: value ?? "",
+        min: schema.minimum, max: schema.maximum, step: schema.type === "integer" ? 1 : "any" });
+      input.addEventListener("change", () => set(input.value === "" ? undefined : Number(input.value)));
+      return leaf(input);
+    }
+    if (schema.type === "array") return arrayField(ctx, path, schema, value, cap);
+    if (schema.type === "object" && schema.properties) {
+      const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }),
+        ...Object.entries(schema.properties).map(([sub, s]) => field(ctx, [...path, sub], s || {})));
+      return withProblems(ctx, box, null, path, true);
+    }
+    if (schema.type === "object" && isObject(schema.additionalProperties)) {
+      return mapField(ctx, path, value, cap);
+    }
+    return leaf(textInput(ctx, prop, value, set, schema));
+  }
+
+  // text with the schema's pattern: a value that does not match is flagged here and not saved
+  function textInput(ctx, prop, value, set, schema) {
+    const duration = schema["x-def"] === "duration";
+    const input = el("input", { type: "text", "data-prop": prop,
+      value: value === undefined || value === null ? "" : String(value),
+      pattern: schema.pattern ? schema.pattern.replace(/^\^/, "").replace(/\$$/, "") : null,
+      placeholder: duration ? "3d" : null,
+      class: schema["x-def"] === "expression" ? "b-expression" : null });
+    const pattern = schema.pattern ? new RegExp(schema.pattern, "u") : null;
+    const note = el("span", { class: "b-invalid-note", role: "status", "data-invalid-for": prop });
+    const valid = () => !pattern || input.value === "" || pattern.test(input.value.trim());
+    const check = () => {
+      const ok = valid();
+      input.classList.toggle("b-invalid", !ok);
+      input.setAttribute("aria-invalid", ok ? "false" : "true");
+      note.textContent = ok ? "" : ctx.h.msg(duration ? "builder.bad_duration" : "builder.bad_pattern",
+        { pattern: schema.pattern });
+    };
+    input.addEventListener("input", check);
+    input.addEventListener("change", () => {
+      check();
+      if (!valid()) return;
+      set(input.value.trim() === "" ? undefined : input.value.trim());
+    });
+    return pattern ? el("span", { class: "b-input" }, input, note) : input;
+  }
+
+  function stepSelect(ctx, prop, value, set, mayJoin) {
+    const keys = ctx.steps.map((s) => s && s.key).filter((k) => typeof k === "string");
+    const options = [el("option", { value: "", text: ctx.h.msg("builder.no_target") })];
+    for (const k of keys) options.push(el("option", { value: k, text: k, selected: value === k }));
+    if (mayJoin && ctx.steps.some((s) => s && s.type === "parallel")) {
+      options.push(el("option", { value: JOIN, text: ctx.h.msg("builder.join"), selected: value === JOIN }));
+    }
+    if (typeof value === "string" && value && value !== JOIN && !keys.includes(value)) {
+      options.push(el("option", { value, text: value, selected: true }));
+    }
+    const select = el("select", { "data-prop": prop }, ...options);
+    select.addEventListener("change", () => set(select.value || undefined));
+    return select;
+  }
+
+  function definitionSelect(ctx, kind, prop, value, set) {
+    const rows = (ctx.h.lists()[kind]) || [];
+    const select = el("select", { "data-prop": prop, "data-kind": kind },
+      el("option", { value: "", text: "" }),
+      ...rows.map((r) => el("option", { value: r.key, selected: value === r.key,
+        text: `${ctx.h.pick(r.title) || r.key} (${r.key})` })));
+    if (typeof value === "string" && value && !rows.some((r) => r.key === value)) {
+      select.append(el("option", { value, text: value, selected: true }));
+    }
+    select.addEventListener("change", () => set(select.value || undefined));
+    return select;
+  }
+
+  function textPair(ctx, path, value, cap) {
+    const prop = pathText(path);
+    const obj = isObject(value) ? value : {};
+    const zh = el("input", { type: "text", "data-prop": `${prop}.zh-CN`, value: obj["zh-CN"] || "" });
+    const en = el("input", { type: "text", "data-prop": `${prop}.en`, value: obj.en || "" });
+    const apply = () => setter(ctx, path)(zh.value.trim() || en.value.trim()
+      ? { "zh-CN": zh.value.trim() || en.value.trim(), en: en.value.trim() || zh.value.trim() } : undefined);
+    zh.addEventListener("change", apply);
+    en.addEventListener("change", apply);
+    const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }),
+      el("label", { text: ctx.h.msg("builder.label_zh") }, zh),
+      el("label", { text: ctx.h.msg("builder.label_en") }, en));
+    return withProblems(ctx, box, null, path);
+  }
+
+  function rowButtons(ctx, prop, onRemove) {
+    return el("button", { type: "button", class: "b-remove", "data-prop": `${prop}.remove`,
+      "aria-label": ctx.h.msg("builder.remove"), text: "×", onclick: onRemove });
+  }
+
+  function arrayField(ctx, path, schema, value, cap) {
+    const prop = pathText(path);
+    const items = Array.isArray(value) ? value : [];
+    const itemSchema = schema.items || {};
+    const commitList = (mutate) => ctx.h.commit(() => {
+      const st = ctx.h.model().steps[ctx.i];
+      const list = Array.isArray(getAt(st, path)) ? getAt(st, path) : [];
+      mutate(list);
+      setAt(st, path, list.length ? list : undefined);
+    });
+    const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }));
+    if (Array.isArray(itemSchema.enum)) {
+      // a set of names from a registry (channels): one checkbox each, in the registry's order
+      for (const name of itemSchema.enum) {
+        const tick = el("input", { type: "checkbox", "data-prop": `${prop}.${name}`, value: name,
+          checked: items.includes(name) });
+        tick.addEventListener("change", () => commitList((list) => {
+          const chosen = new Set(list);
+          if (tick.checked) chosen.add(name); else chosen.delete(name);
+          list.splice(0, list.length, ...itemSchema.enum.filter((n) => chosen.has(n)),
+            ...[...chosen].filter((n) => !itemSchema.enum.includes(n)));
+        }));
+        box.append(el("label", { class: "b-check" }, tick, name));
+      }
+      return withProblems(ctx, box, null, path);
+    }
+    items.forEach((_, j) => {
+      const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` },
+        field(ctx, [...path, j], itemSchema),
+        rowButtons(ctx, `${prop}.${j}`, () => commitList((list) => list.splice(j, 1))));
+      box.append(row);
+    });
+    const isBranches = path[path.length - 1] === "branches";
+    box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
+      text: ctx.h.msg("builder.add_item"), onclick: () => commitList((list) => {
+        if (isBranches) {
+          const own = ctx.steps[ctx.i] && ctx.steps[ctx.i].key;
+          const other = ctx.steps.find((s) => s && s.key !== own && !list.includes(s.key));
+          list.push(other ? other.key : "");
+        } else if (itemSchema.type === "object") {
+          list.push(Object.fromEntries((itemSchema.required || []).map((k) => [k, ""])));
+        } else {
+          list.push("");
+        }
+      }) }));
+    return withProblems(ctx, box, null, path, true);
+  }
+
+  // name → expression maps (values, set, body): rows of name + expression
+  function mapField(ctx, path, value, cap) {
+    const prop = pathText(path);
+    const entries = Object.entries(isObject(value) ? value : {});
+    const commitMap = (mutate) => ctx.h.commit(() => {
+      const st = ctx.h.model().steps[ctx.i];
+      const list = Object.entries(isObject(getAt(st, path)) ? getAt(st, path) : {});
+      mutate(list);
+      setAt(st, path, list.length ? Object.fromEntries(list) : undefined);
+    });
+    const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }));
+    entries.forEach(([name, expression], j) => {
+      const nameInput = el("input", { type: "text", "data-prop": `${prop}.${j}.name`, value: name,
+        "aria-label": ctx.h.msg("builder.prop.name") });
+      nameInput.addEventListener("change", () => {
+        const renamed = nameInput.value.trim();
+        if (!renamed || renamed === name) return;
+        commitMap((list) => { list[j] = [renamed, list[j][1]]; });
+      });
+      const exprInput = el("input", { type: "text", class: "b-expression", "data-prop": `${prop}.${j}.expression`,
+        value: expression === undefined || expression === null ? "" : String(expression),
+        "aria-label": ctx.h.msg("builder.prop.expression") });
+      exprInput.addEventListener("change", () => commitMap((list) => { list[j] = [list[j][0], exprInput.value]; }));
+      const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` }, nameInput, el("span", { text: "=" }),
+        exprInput, rowButtons(ctx, `${prop}.${j}`, () => commitMap((list) => list.splice(j, 1))));
+      box.append(withProblems(ctx, row, exprInput, [...path, name]));
+    });
+    box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
+      text: ctx.h.msg("builder.add_item"), onclick: () => commitMap((list) => {
+        const names = new Set(list.map(([k]) => k));
+        let n = 1;
+        while (names.has(`value_${n}`)) n += 1;
+        list.push([`value_${n}`, ""]);
+      }) }));
+    return withProblems(ctx, box, null, path, true);
+  }
+
+  window.CareloopStepPanel = { render, setAt, getAt, rename };
+})();
