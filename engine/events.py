@@ -11,15 +11,17 @@ event delivered twice never repeats actions.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from careloop.engine.clock import now_utc
+from careloop.engine.clock import now_utc, to_local
 from careloop.engine.models import DomainEventRow
 from careloop.engine.registry import loaded_registry
 
@@ -58,3 +60,45 @@ def dispatch_event(session: Session, event: DomainEventRow) -> None:
     """Call every registered handler with the event, in registration order."""
     for _, handler in loaded_registry().catalogue("event_handler").items():
         handler(session, event)
+
+
+# --- the daily ``scheduled`` event --------------------------------------------------------------
+
+SCHEDULED = "scheduled"
+
+
+def daily_at() -> time:
+    """Hospital-local time of day of the ``scheduled`` event (``CARELOOP_DAILY_AT``, default
+    06:00)."""
+    text = os.environ.get("CARELOOP_DAILY_AT", "06:00")
+    try:
+        hour, minute = (int(part) for part in text.split(":"))
+        return time(hour, minute)
+    except ValueError:
+        raise ValueError(f"CARELOOP_DAILY_AT must be HH:MM, not {text!r}") from None
+
+
+def emit_daily(engine: Engine, now: datetime | None = None) -> bool:
+    """Record today's ``scheduled`` event once the hospital-local clock passes :func:`daily_at`.
+
+    Its id is ``scheduled:<date>``, so however many processes tick, the day's event is stored and
+    dispatched once (the handlers — rule sets with ``on: [scheduled]`` — run in the same
+    transaction). Payload: ``date`` (ISO), ``weekday`` (1 = Monday … 7 = Sunday), ``day``,
+    ``month``. Returns whether this call recorded it.
+    """
+    from careloop.engine.db import transaction
+
+    local = to_local(now or now_utc())
+    at = daily_at()
+    if local.time() < at:
+        return False
+    day = local.date()
+    payload = {"date": day.isoformat(), "weekday": day.isoweekday(), "day": day.day,
+               "month": day.month, "at": at.strftime("%H:%M")}
+    try:
+        with transaction(engine) as session:
+            _, created = record(session, SCHEDULED, payload, event_id=f"{SCHEDULED}:{day}",
+                                source="careloop.ticker", occurred_at=now or now_utc())
+    except IntegrityError:  # another process recorded it between our check and our insert
+        return False
+    return created
