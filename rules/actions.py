@@ -22,7 +22,7 @@ from careloop.engine.clock import now_utc, to_local
 from careloop.engine.domain import Patient, PatientTag, Task
 from careloop.engine.registry import Registry, loaded_registry
 from careloop.engine.tasks import PRIORITIES, RELATIONS, add_history, create_task, resolve_assignee
-from careloop.rules.spec import RuleRuntimeError, lookup
+from careloop.rules.spec import CONTEXT_NAMES, RuleRuntimeError, lookup
 
 _ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
 
@@ -76,6 +76,10 @@ class ActionSpec:
     run: ActionRun
     references: tuple[tuple[str, str], ...] = ()  # (option name, kind of definition)
     templates: tuple[str, ...] = ()  # option names holding a text template
+    # True: the action only reads (a rule set's dry run runs it too, so that the actions after
+    # it preview what they would really do). A result's ``bind`` mapping is added to the context
+    # of the actions that follow it.
+    pure: bool = False
 
 
 def service(name: str) -> Callable[..., Any]:
@@ -267,12 +271,29 @@ def run_raise_alert(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str,
 
 
 def run_start_flow(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
+    from careloop.engine import store
+
+    flow = options.get("flow")
+    if flow is None:  # ``flow_from``: a context path, e.g. a decision table's output
+        flow = lookup(ctx.context, options["flow_from"])
+        if not isinstance(flow, str) or store.current(ctx.session, "flow", flow) is None:
+            raise RuleRuntimeError(f"start_flow: {options['flow_from']} names no flow ({flow!r})")
     paths = options.get("context") or {}
     extra = {name: lookup(ctx.context, path) for name, path in paths.items()}
-    run_id = service("flows.start")(ctx.session, flow_key=options["flow"],
+    run_id = service("flows.start")(ctx.session, flow_key=flow,
                                     patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
                                     context=extra, idempotency_key=ctx.key())
-    return {"flow": options["flow"], "run_id": run_id}
+    return {"flow": flow, "run_id": run_id}
+
+
+def run_decide(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate a decision table on the rule's context; its outputs are bound (as ``decision``
+    or the ``as`` name) for the actions that follow."""
+    from careloop.rules.runtime import decide
+
+    outputs = decide(ctx.session, options["table"], ctx.context)
+    name = options.get("as", "decision")
+    return {"table": options["table"], "outputs": outputs, "bind": {name: outputs}}
 
 
 def run_set_attribute(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -349,10 +370,17 @@ BUILTIN_ACTIONS = (
     ActionSpec("raise_alert", {"zh-CN": "发出预警", "en": "Raise an alert"}, _schema({
         "level": {"enum": ["info", "warning", "critical"]}, "message": _TEXT},
         ["do", "message"]), run_raise_alert, templates=("message",)),
-    ActionSpec("start_flow", {"zh-CN": "启动流程", "en": "Start a flow"}, _schema({
-        "flow": {"type": "string"},
-        "context": {"type": "object", "additionalProperties": {"type": "string"}}},
-        ["do", "flow"]), run_start_flow, references=(("flow", "flow"),)),
+    ActionSpec("start_flow", {"zh-CN": "启动流程", "en": "Start a flow"}, {
+        **_schema({"flow": {"type": "string"}, "flow_from": {"type": "string"},
+                   "context": {"type": "object", "additionalProperties": {"type": "string"}}},
+                  ["do"]),
+        "oneOf": [{"required": ["flow"]}, {"required": ["flow_from"]}]},
+        run_start_flow, references=(("flow", "flow"),)),
+    ActionSpec("decide", {"zh-CN": "查决策表", "en": "Look up a decision table"}, _schema({
+        "table": {"type": "string"},
+        "as": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$",
+               "not": {"enum": sorted(CONTEXT_NAMES)}}}, ["do", "table"]), run_decide,
+        references=(("table", "decision_table"),), pure=True),
     ActionSpec("set_attribute", {"zh-CN": "设置患者属性", "en": "Set a patient attribute"},
                _schema({"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
                         "value": {}, "value_from": {"type": "string"}}, ["do", "name"]),

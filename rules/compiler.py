@@ -180,6 +180,11 @@ def _action(definition: Definition, ctx: CompileContext, path: Path,
             ctx.add(doc.problem("rules.bad-action-option", f"action '{spec.name}': give exactly "
                                 "one of " + ", ".join(f"'{c}'" for c in choices), where))
             continue
+        if error.validator == "not":  # ``decide``'s ``as`` must not hide a context name
+            ctx.add(doc.problem("rules.bad-action-option", f"action '{spec.name}': "
+                                f"'{error.instance}' is already a name of the rule context; "
+                                "choose another", where))
+            continue
         if error.validator == "additionalProperties":
             allowed = list(spec.schema["properties"])
             for extra in sorted(set(error.instance) - set(allowed)):

@@ -244,9 +244,17 @@ def evaluate(session: Session, spec: RuleSetSpec, version: int, *, event_id: str
         _classify(session, spec, context, ids, event_id, store_it=False)
         matches = spec.match(context)
         outcome.matched = _trace(matches)
-        outcome.actions = [{"rule": m.rule.key, "do": call.do,
-                            "would": _preview(call.options, context)}
-                           for m in matches for call in m.rule.then]
+        for m in matches:
+            for index, call in enumerate(m.rule.then):
+                done: dict[str, Any] = {"rule": m.rule.key, "do": call.do,
+                                        "would": _preview(call.options, context)}
+                if _is_pure(call.do):  # read-only: run it, so later actions see its outputs
+                    ctx = ActionContext(session=session, ruleset=spec.key, version=version,
+                                        rule=m.rule.key, index=index, event_id=event_id,
+                                        event_type=event_type, context=context, **ids)
+                    done["result"] = _jsonable(_bind(context, _run_action(ctx, call.do,
+                                                                          call.options)))
+                outcome.actions.append(done)
         return outcome
     try:
         with session.begin_nested():
@@ -302,7 +310,7 @@ def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
             ctx = ActionContext(session=session, ruleset=spec.key, version=version,
                                 rule=match.rule.key, index=index, event_id=outcome.event_id,
                                 event_type=event_type, context=context, **ids)
-            result = _run_action(ctx, call.do, call.options)
+            result = _bind(context, _run_action(ctx, call.do, call.options))
             outcome.actions.append({"rule": match.rule.key, "do": call.do,
                                     "result": _jsonable(result)})
     evaluation.matched = outcome.matched
@@ -312,6 +320,22 @@ def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
                                    if isinstance(a["result"], dict)
                                    and a["result"].get("task_id")), None)
     session.flush()
+
+
+def _bind(context: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Add a result's ``bind`` names (e.g. a decision table's outputs) to the context of the
+    actions that follow; the result without ``bind`` is what the trace records."""
+    bind = result.pop("bind", None)
+    if isinstance(bind, dict):
+        context.update(bind)
+    return result
+
+
+def _is_pure(name: str) -> bool:
+    from careloop.engine.registry import loaded_registry
+
+    spec = loaded_registry().catalogue("action").get(name)
+    return bool(spec is not None and spec.pure)
 
 
 def _run_action(ctx: ActionContext, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
