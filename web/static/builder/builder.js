@@ -782,7 +782,8 @@
         to: data.date_to, n: data.breaching, total: data.rows.length, op: data.op, threshold: data.threshold });
       $("b-alert-result").querySelector("tbody").replaceChildren(...data.rows.map((r) => el("tr", {
         "data-group": r.group, class: r.breach ? "b-try-hit" : "b-try-miss" },
-      el("td", { text: r.group }), el("td", { text: r.value === null ? "—" : String(Math.round(r.value * 100) / 100) }),
+      el("td", { text: r.group }), el("td", { text: r.value === null ? msg("builder.too_few")
+        : String(Math.round(r.value * 100) / 100) }),
       el("td", { text: r.breach ? msg("builder.breach") : "" }))));
     });
   }
