@@ -163,6 +163,7 @@ def test_expression_completion(server: str, engine: Engine, browser: Browser) ->
     expect(page.locator("#builder[data-ready='1']")).to_be_attached()
     for field_type in ("rating", "yes_no"):
         page.locator(f'#b-palette button[data-type="{field_type}"]').click()
+    expect(page.locator("#b-fields li.b-card")).to_have_count(2)
     box = page.locator('[data-logic="visible_if.expression"]')
     box.click()
     box.press_sequentially("answers.rat")

@@ -20,11 +20,11 @@ KEY = "ff_day42"
 
 
 def _ready(ff: Firefox) -> None:
-    ff.wait("document.querySelector(\"#builder[data-ready='1']\") !== null")
+    ff.wait("!!document.querySelector(\"#builder[data-ready='1']\")")
 
 
 def _clean(ff: Firefox) -> None:
-    ff.wait("document.querySelector('#b-problems li.ok') !== null")
+    ff.wait("!!document.querySelector('#b-problems li.ok')")
 
 
 def _card(key: str) -> str:
@@ -45,10 +45,10 @@ def test_the_builder_in_firefox(server: str, engine: Engine) -> None:
         _ready(ff)
         ff.click('#b-palette button[data-type="yes_no"]')
         ff.fill('#b-props [data-prop="key"]', "lochia_normal")
-        ff.wait(f"document.querySelector({json.dumps(_card('lochia_normal'))}) !== null")
+        ff.wait(f"!!document.querySelector({json.dumps(_card('lochia_normal'))})")
         ff.click('#b-palette button[data-type="long_text"]')
         ff.fill('#b-props [data-prop="key"]', "comment")
-        ff.wait(f"document.querySelector({json.dumps(_card('comment'))}) !== null")
+        ff.wait(f"!!document.querySelector({json.dumps(_card('comment'))})")
         # "show when", typed with completion: "answers.lo" + Enter completes the key
         ff.click('[data-logic="visible_if.expression"]')
         ff.type("answers.lo")
@@ -59,11 +59,11 @@ def test_the_builder_in_firefox(server: str, engine: Engine) -> None:
                 ".textContent?.includes(\"answers.lochia_normal == 'no'\")")
         _clean(ff)
         # the live preview (a shadow root) shows the patient page running the same logic
-        ff.wait("document.querySelector('#b-phone').shadowRoot?.querySelector('#f-lochia_normal')"
-                " !== null")
-        assert ff.js("getComputedStyle(document.querySelector('#b-phone').shadowRoot"
-                     ".querySelector('#f-comment')).display === 'none' || document.querySelector"
-                     "('#b-phone').shadowRoot.querySelector('#f-comment').hidden")
+        ff.wait("!!document.querySelector('#b-phone').shadowRoot?.querySelector("
+                "'#f-lochia_normal')")
+        ff.wait("(() => { const n = document.querySelector('#b-phone').shadowRoot"
+                "?.querySelector('#f-comment'); "
+                "return !!n && (n.hidden || getComputedStyle(n).display === 'none'); })()")
         # an error at the field, then undo
         ff.click(_card("comment"))
         ff.fill('[data-logic="visible_if.expression"]', "answers.nope == 'no'")

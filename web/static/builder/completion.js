@@ -11,6 +11,7 @@
   const WORD = /[A-Za-z_][A-Za-z0-9_.]*$/;
   const MAX = 12;
   let serial = 0;
+  const openers = new WeakMap();  // input → its open(force)
 
   function attach(input, candidates) {
     if (input.dataset.completion) return;
@@ -96,6 +97,7 @@
       close();
       input.dispatchEvent(new Event("input", { bubbles: true }));
     }
+    openers.set(input, open);
     input.addEventListener("input", (e) => { if (e.isTrusted) open(false); });
     input.addEventListener("keydown", (e) => {
       if (e.ctrlKey && e.key === " ") { e.preventDefault(); open(true); return; }
@@ -113,5 +115,11 @@
     watch.observe(document.body, { childList: true, subtree: true });
   }
 
-  window.CareloopComplete = { attach };
+  // a re-render replaced the input the author was completing in: open the list on the new one
+  function reopen(input) {
+    const open = openers.get(input);
+    if (open) open(false);
+  }
+
+  window.CareloopComplete = { attach, reopen };
 })();
