@@ -24,8 +24,10 @@ from careloop.reports.tables import table
 
 Expr = ColumnElement[Any]
 
-_BASE = {"submissions": "submissions", "form_requests": "form_requests", "tasks": "tasks"}
-_TIME = {"submissions": "submitted_at", "form_requests": "sent_at", "tasks": "created_at"}
+_BASE = {"submissions": "submissions", "form_requests": "form_requests", "tasks": "tasks",
+         "encounters": "encounters"}
+_TIME = {"submissions": "submitted_at", "form_requests": "sent_at", "tasks": "created_at",
+         "encounters": "discharged_at"}
 
 
 class QueryBuilder:
@@ -56,6 +58,8 @@ class QueryBuilder:
         return self.encounter().c.department_id
 
     def encounter(self) -> FromClause:
+        if self.source == "encounters":
+            return self.base
         enc = table("encounters").alias("enc")
         return self._join("enc", enc, enc.c.id == self.base.c.encounter_id)
 

@@ -50,7 +50,8 @@ def dataset_from_body(key: str, body: dict[str, Any], content_hash: str = "") ->
     measures = tuple(MeasureSpec(
         key=m["key"], type=m["type"], field=m.get("field"), row=m.get("row"),
         min_sample=int(m.get("min_sample", 0)), fraction=m.get("fraction"), top=m.get("top"),
-        form=m.get("form"), outcome=m.get("outcome")) for m in body["measures"])
+        form=m.get("form"), outcome=m.get("outcome"), days=m.get("days"))
+        for m in body["measures"])
     where = tuple((d, tuple(v)) for d, v in sorted((body.get("where") or {}).items()))
     rng = body.get("answer_range")
     answer_range = (rng["field"], rng.get("min"), rng.get("max")) if rng else None

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal
+from sqlalchemy import Float, and_, case, cast, exists, func, literal, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from careloop.engine.models import Base
 from careloop.reports import dialect as dl
 from careloop.reports.builder import QueryBuilder
 from careloop.reports.spec import MeasureSpec
+from careloop.reports.tables import table
 
 Expr = ColumnElement[Any]
 
@@ -108,6 +109,8 @@ DIMENSIONS = (
     DimensionInfo("category", {"zh-CN": "类别", "en": "Category"}, _category),
     DimensionInfo("age_band", {"zh-CN": "年龄段", "en": "Age band"}, _age_band),
     DimensionInfo("status", {"zh-CN": "状态", "en": "Status"}, lambda b: b.base_column("status")),
+    DimensionInfo("encounter_type", {"zh-CN": "就诊类型", "en": "Encounter type"},
+                  lambda b: b.encounter().c.type),
     *(DimensionInfo(g, {"zh-CN": z, "en": g.capitalize()}, _time(g))
       for g, z in zip(dl.GRAINS, ("日", "周", "月", "季度", "年"), strict=True)),
 )
@@ -193,6 +196,39 @@ def _response_time(b: QueryBuilder, m: MeasureSpec) -> tuple[Expr, Expr]:
     return func.avg(hours), func.count(t.c.completed_at)
 
 
+def _within(b: QueryBuilder, start: Any, end: Any, days: int) -> Any:
+    """``end`` falls in the ``days`` after ``start`` (the same instant counts)."""
+    return and_(end >= start, dl.hours_between(b.dialect, start, end) <= days * 24)
+
+
+def _readmission(b: QueryBuilder, m: MeasureSpec) -> tuple[Expr, Expr]:
+    """Share of inpatient discharges followed by another inpatient admission of the same patient
+    within ``days`` (default 30). Planned readmissions are not told apart (no such data)."""
+    e = b.base
+    again = table("encounters").alias("readm")
+    back = exists().where(again.c.patient_id == e.c.patient_id, again.c.id != e.c.id,
+                          again.c.type == "inpatient", again.c.admitted_at > e.c.discharged_at,
+                          _within(b, e.c.discharged_at, again.c.admitted_at, m.days or 30))
+    inpatient = e.c.type == "inpatient"
+    n = _flag(inpatient)
+    return _pct(_flag(and_(inpatient, back)), n), n
+
+
+def _coverage(b: QueryBuilder, m: MeasureSpec) -> tuple[Expr, Expr]:
+    """Share of discharges followed up within ``days`` (default 30): a questionnaire sent for
+    the encounter, or a task about it completed."""
+    e = b.base
+    days = m.days or 30
+    fr = table("form_requests").alias("cov_fr")
+    task = table("tasks").alias("cov_task")
+    sent = exists().where(fr.c.encounter_id == e.c.id,
+                          _within(b, e.c.discharged_at, fr.c.sent_at, days))
+    done = exists().where(task.c.encounter_id == e.c.id, task.c.status == "done",
+                          _within(b, e.c.discharged_at, task.c.completed_at, days))
+    n = b.row_count()
+    return _pct(_flag(or_(sent, done)), n), n
+
+
 def _overdue(b: QueryBuilder, m: MeasureSpec) -> tuple[Expr, Expr]:
     t = b.base
     late = and_(t.c.status.in_(("open", "in_progress")), t.c.due_at.is_not(None),
@@ -228,6 +264,10 @@ MEASURES = (
        params=("outcome",)),
     _m("mean_response_time", "平均响应时间(小时)", "Mean response time (h)", _response_time),
     _m("overdue_count", "超期数", "Overdue count", _overdue),
+    _m("readmission_rate", "再入院率(%)", "Readmission rate (%)", _readmission,
+       params=("days",)),
+    _m("followup_coverage", "随访覆盖率(%)", "Follow-up coverage (%)", _coverage,
+       params=("days",)),
 )
 
 _SUB_DIMS = frozenset({"department", "ward", "doctor", "nursing_group", "form", "question",
@@ -242,6 +282,11 @@ SOURCES = (
                frozenset({"department", "ward", "doctor", "nursing_group", "form", "channel",
                           "age_band", "status", *dl.GRAINS}),
                frozenset({"count", "distinct_patients", "response_rate", "completion_rate"})),
+    SourceInfo("encounters", {"zh-CN": "出院/就诊", "en": "Discharges"},
+               frozenset({"department", "ward", "doctor", "nursing_group", "age_band",
+                          "encounter_type", *dl.GRAINS}),
+               frozenset({"count", "distinct_patients", "readmission_rate",
+                          "followup_coverage"})),
     SourceInfo("tasks", {"zh-CN": "待办任务", "en": "Tasks"},
                frozenset({"department", "form", "status", "age_band", *dl.GRAINS}),
                frozenset({"count", "distinct_patients", "first_contact_resolution",

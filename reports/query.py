@@ -125,6 +125,8 @@ def _conditions(b: QueryBuilder, spec: DatasetSpec, filters: Filters,
         out.append(dept.in_(sorted(scope)) if scope else false())
     if filters.departments:
         out.append(dept.in_(filters.departments))
+    if b.source == "encounters":  # discharges: an encounter still in hospital is not one yet
+        out.append(b.base.c.discharged_at.is_not(None))
     forms = filters.forms or spec.forms
     if forms and "form_key" in b.base.c:
         out.append(b.base.c.form_key.in_(forms))

@@ -19,6 +19,7 @@ class MeasureSpec:
     top: float | None = None
     form: str | None = None
     outcome: str | None = None
+    days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

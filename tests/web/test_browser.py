@@ -143,7 +143,13 @@ def test_phone_followup_form_new_score_and_dashboard_filter(
             page.wait_for_url("**department=cardio**")
             assert page.locator("#active-filter").count() == 1
             page.wait_for_selector("body[data-dashboard-ready='1']")
-            assert page.locator(".tile").count() >= 1
+            tiles = page.locator(".tile").count()
+            assert tiles >= 1
+            # every tile is drawn by Vega under the app's CSP (no 'unsafe-eval': the
+            # expression interpreter), not left as the "—" of a failed embed
+            page.wait_for_function(
+                f"document.querySelectorAll('.tile svg, .tile canvas').length >= {tiles}")
+            assert "—" not in page.locator(".tile").all_inner_texts()
             assert errors == [], "\n".join(errors)  # no CSP violations or script errors
         finally:
             browser.close()

@@ -5,7 +5,9 @@ document.addEventListener("DOMContentLoaded", function () {
   if (!node || !window.vegaEmbed) { return; }
   var payload = JSON.parse(node.textContent);
   payload.tiles.forEach(function (tile, i) {
-    window.vegaEmbed("#tile-" + i, tile.spec, {actions: false, defaultStyle: false}).catch(function () {
+    window.vegaEmbed("#tile-" + i, tile.spec, {actions: false, defaultStyle: false, ast: true,
+      tooltip: {disableDefaultStyle: true}}).catch(function (error) {
+      if (window.console) { console.error("tile " + tile.chart + ": " + error); }
       document.getElementById("tile-" + i).textContent = "—";
     });
   });
