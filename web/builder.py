@@ -335,6 +335,15 @@ def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str
     return row
 
 
+def valid_spec(session: Session, kind: str, key: str, text: str) -> Any:
+    """The compiled spec of a draft without problems (for "try it"), else ``builder.invalid``."""
+    checked = check_draft(session, kind, key, text)
+    spec = checked.result.specs.get((kind, key))
+    if not checked.ok or spec is None:
+        raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    return spec
+
+
 # --- rules: try a draft rule set ------------------------------------------------------------
 
 
@@ -343,10 +352,7 @@ def try_rules(session: Session, key: str, text: str, event: dict[str, Any]) -> d
     rolls the transaction back)."""
     from careloop.rules.runtime import _check_payload, evaluate
 
-    checked = check_draft(session, "ruleset", key, text)
-    spec = checked.result.specs.get(("ruleset", key))
-    if not checked.ok or spec is None:
-        raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    spec = valid_spec(session, "ruleset", key, text)
     if "payload" not in event and "type" not in event:
         event = {"type": "form.submitted", "payload": event}
     payload = event.get("payload")
@@ -396,10 +402,7 @@ def try_alert(session: Session, key: str, text: str, scope: frozenset[str] | Non
     from careloop.reports.alerts import _OPS, _window
     from careloop.reports.query import run_dataset
 
-    checked = check_draft(session, "alert", key, text)
-    spec = checked.result.specs.get(("alert", key))
-    if not checked.ok or spec is None:
-        raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    spec = valid_spec(session, "alert", key, text)
     dataset = spec.inline_dataset
     if dataset is None:
         row = store.current(session, "dataset", spec.dataset)

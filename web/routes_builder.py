@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import pathlib
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from careloop.engine import store
 from careloop.engine.bundles import BundleError, export_bundle, import_bundle
@@ -49,6 +51,21 @@ async def _payload(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HTTPException(status_code=422, detail="the body must be a JSON object")
     return data
+
+
+async def _on_draft(request: Request, run: Callable[[Session, str, dict[str, Any]], Any]) -> Any:
+    """The draft endpoints' common shape: read the JSON payload, take its text (YAML/JSON or a
+    body), call ``run(session, text, payload)`` in one transaction; a refused request answers
+    with its i18n message, any other Careloop error with 422."""
+    data = await _payload(request)
+    try:
+        text = builder.text_of(data)
+        with transaction() as session:
+            return run(session, text, data)
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    except CareloopError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 def _app(data: dict[str, Any]) -> str | None:
@@ -169,15 +186,13 @@ def get_draft(request: Request, kind: str, key: str = KEY_PATH,
 async def put_draft(request: Request, kind: str, key: str = KEY_PATH,
                     me: Principal = NEEDS_BUILDER) -> Any:
     _kind(kind)
-    data = await _payload(request)
-    try:
-        text = builder.text_of(data)
-        with transaction() as session:
-            app = str(data.get("app", ""))
-            builder.save_draft(session, me.user_id, app, kind, key, text, editor=me)
-            return builder.check_draft(session, kind, key, text, app).to_json()
-    except builder.BuilderError as exc:
-        return _refuse(request, exc)
+
+    def run(session: Session, text: str, data: dict[str, Any]) -> Any:
+        app = str(data.get("app", ""))
+        builder.save_draft(session, me.user_id, app, kind, key, text, editor=me)
+        return builder.check_draft(session, kind, key, text, app).to_json()
+
+    return await _on_draft(request, run)
 
 
 @router.delete("/api/v1/builder/drafts/{kind}/{key}")
@@ -192,13 +207,8 @@ async def validate(request: Request, kind: str, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
     _kind(kind)
-    data = await _payload(request)
-    try:
-        text = builder.text_of(data)
-        with transaction() as session:
-            return builder.check_draft(session, kind, key, text, _app(data)).to_json()
-    except builder.BuilderError as exc:
-        return _refuse(request, exc)
+    return await _on_draft(request, lambda session, text, data: builder.check_draft(
+        session, kind, key, text, _app(data)).to_json())
 
 
 @router.post("/api/v1/builder/diff/{kind}/{key}")
@@ -207,17 +217,15 @@ async def diff(request: Request, kind: str, key: str = KEY_PATH,
 ) -> Any:
     """The diff against the current version and what publishing would affect."""
     _kind(kind)
-    data = await _payload(request)
-    try:
-        text = builder.text_of(data)
-        with transaction() as session:
-            checked = builder.check_draft(session, kind, key, text, _app(data))
-            current = store.current(session, kind, key)
-            return {**checked.to_json(), "diff": builder.diff(session, kind, key, text),
-                    "current_version": current.version if current else None,
-                    "impact": builder.impact(session, kind, key, checked.body)}
-    except builder.BuilderError as exc:
-        return _refuse(request, exc)
+
+    def run(session: Session, text: str, data: dict[str, Any]) -> Any:
+        checked = builder.check_draft(session, kind, key, text, _app(data))
+        current = store.current(session, kind, key)
+        return {**checked.to_json(), "diff": builder.diff(session, kind, key, text),
+                "current_version": current.version if current else None,
+                "impact": builder.impact(session, kind, key, checked.body)}
+
+    return await _on_draft(request, run)
 
 
 @router.post("/api/v1/builder/publish/{kind}/{key}")
@@ -279,19 +287,14 @@ async def preview_chart(request: Request, key: str = KEY_PATH,
                         me: Principal = NEEDS_BUILDER) -> Any:
     """The draft chart drawn by the report engine as an SVG data URL: on real (scoped,
     aggregated) data, or on vega-datasets sample data when the dataset has no rows yet."""
-    data = await _payload(request)
-    try:
-        text = builder.text_of(data)
-        with transaction() as session:
-            checked = builder.check_draft(session, "chart", key, text)
-            spec = checked.result.specs.get(("chart", key))
-            if spec is None:
-                return {"image": None, "problems": len(checked.problems)}
-            return builder.chart_preview(session, spec, me.scope, locale_of(request))
-    except builder.BuilderError as exc:
-        return _refuse(request, exc)
-    except CareloopError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    def run(session: Session, text: str, data: dict[str, Any]) -> Any:
+        checked = builder.check_draft(session, "chart", key, text)
+        spec = checked.result.specs.get(("chart", key))
+        if spec is None:
+            return {"image": None, "problems": len(checked.problems)}
+        return builder.chart_preview(session, spec, me.scope, locale_of(request))
+
+    return await _on_draft(request, run)
 
 
 @router.get("/api/v1/builder/charts/{key}/preview")
@@ -346,35 +349,23 @@ def dataset_columns(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[
 async def try_alert(request: Request, key: str = KEY_PATH,
                     me: Principal = NEEDS_BUILDER) -> Any:
     """Evaluate a draft alert now on the user's (scoped) data, per group; nothing is stored."""
-    data = await _payload(request)
-    try:
-        text = builder.text_of(data)
-        with transaction() as session:
-            return builder.try_alert(session, key, text, me.scope)
-    except builder.BuilderError as exc:
-        return _refuse(request, exc)
-    except CareloopError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return await _on_draft(request, lambda session, text, _: builder.try_alert(
+        session, key, text, me.scope))
 
 
 @router.post("/api/v1/builder/rules/{key}/try")
 async def try_rules(request: Request, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
-    data = await _payload(request)
-    event = data.get("event")
-    if not isinstance(event, dict):
-        raise HTTPException(status_code=422, detail="'event' must be a JSON object")
-    try:
-        text = builder.text_of(data)
-        with transaction() as session:
-            outcome = builder.try_rules(session, key, text, event)
-            session.rollback()
+    def run(session: Session, text: str, data: dict[str, Any]) -> Any:
+        event = data.get("event")
+        if not isinstance(event, dict):
+            raise HTTPException(status_code=422, detail="'event' must be a JSON object")
+        outcome = builder.try_rules(session, key, text, event)
+        session.rollback()  # a dry run: nothing it touched is kept
         return outcome
-    except builder.BuilderError as exc:
-        return _refuse(request, exc)
-    except CareloopError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    return await _on_draft(request, run)
 
 
 @router.get("/builder/apps/{app_id}/export")

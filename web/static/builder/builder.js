@@ -12,17 +12,7 @@
   const LOCALE = root.dataset.locale || "zh-CN";
   let APP = root.dataset.app;
   const $ = (id) => document.getElementById(id);
-  const el = (tag, attrs = {}, ...children) => {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "text") node.textContent = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (v === true) node.setAttribute(k, "");
-      else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v);
-    }
-    for (const c of children) if (c) node.append(c);
-    return node;
-  };
+  const el = window.CareloopDom.el;
 
   let M = {};              // i18n messages
   let model = null;        // the definition body

@@ -33,16 +33,7 @@
     for (const c of children) if (c) node.append(c);
     return node;
   };
-  const html = (tag, attrs = {}, ...children) => {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "text") node.textContent = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, String(v));
-    }
-    for (const c of children) if (c) node.append(c);
-    return node;
-  };
+  const html = window.CareloopDom.el;
 
   // Every edge of a step: [slot, target key, label]; the same targets as flows/steps_graph.py.
   function edges(st, defaultNext) {

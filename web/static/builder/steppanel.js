@@ -13,17 +13,7 @@
     flow: "flow", calendar: "calendar" };
   const JOIN = "join";
 
-  const el = (tag, attrs = {}, ...children) => {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "text") node.textContent = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (v === true) node.setAttribute(k, "");
-      else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, String(v));
-    }
-    for (const c of children) if (c) node.append(c);
-    return node;
-  };
+  const el = window.CareloopDom.el;
   const isEmpty = (v) => v === undefined || v === null || v === ""
     || (typeof v === "number" && Number.isNaN(v));
   const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
