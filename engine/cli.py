@@ -32,8 +32,27 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), de
                       show_default=True, help="Output format.")
 
 
+def _start_clock(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if not value:
+        return
+    from datetime import datetime
+
+    from careloop.engine.clock import start_clock_at
+
+    try:
+        start_clock_at(datetime.fromisoformat(value))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date-time: {value!r}", ctx=ctx,
+                                 param=param) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="careloop")
+@click.option("--now", callback=_start_clock, expose_value=False, is_eager=True,
+              metavar="ISO", help="Start the clock at this instant (naive: hospital time) and "
+                                  "let it run on: time travel for trials and demos. "
+                                  "CARELOOP_CLOCK_OFFSET (+365d, -2h) does the same for every "
+                                  "process.")
 def cli() -> None:
     """Careloop: patient-experience management — forms, flows, rules and dashboards as data."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from careloop.engine.clock import now_utc
+from careloop.engine.clock import wall_clock_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import User
 from careloop.engine.i18n import t
@@ -80,7 +80,7 @@ def totp_submit(request: Request, code: str = Form(max_length=12)) -> Response:
     with transaction() as session:
         cred = session.get(UserCredential, cur.principal.user_id)
         ok = cred is not None and cred.totp_secret is not None and verify_totp(
-            cred.totp_secret, code, now_utc())
+            cred.totp_secret, code, wall_clock_utc())  # the phone's authenticator: real time
         record(request, cur.principal, "auth.totp", session=session,
                outcome="success" if ok else "failure")
         if ok:
@@ -164,7 +164,7 @@ def totp_enrol_page(request: Request, me: Principal = SIGNED_IN) -> Response:
 def totp_enrol_submit(request: Request, secret: str = Form(max_length=64),
                       code: str = Form(max_length=12),
                       me: Principal = SIGNED_IN) -> Response:
-    ok = verify_totp(secret, code, now_utc())
+    ok = verify_totp(secret, code, wall_clock_utc())
     if ok:
         with transaction() as session:
             cred = session.get(UserCredential, me.user_id)

@@ -5,6 +5,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from careloop.engine import events
+from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, RoleGrant, TaskHistory, User
 from careloop.engine.models import DomainEventRow
 from careloop.engine.registry import loaded_registry
@@ -41,7 +42,7 @@ def test_assignee_rules(session: Session) -> None:
 def test_create_task_is_idempotent_and_has_history(session: Session) -> None:
     seed(session)
     who = resolve_assignee(session, {"role": "head_nurse"}, patient_id="p1")
-    due = datetime.now(UTC) + timedelta(hours=2)
+    due = now_utc() + timedelta(hours=2)
     task, created = create_task(session, title="回访不满意患者", assignee=who, actor="rule",
                                 patient_id="p1", priority="urgent", due_at=due,
                                 idempotency_key="evt1:rule1")

@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from careloop.engine import functions
-from careloop.engine.clock import ClockError, frozen_now, hospital_tz, now_utc, to_local
+from careloop.engine.clock import (
+    ClockError,
+    clock_offset,
+    frozen_now,
+    hospital_tz,
+    now_utc,
+    to_local,
+    wall_clock_utc,
+)
 from careloop.engine.expressions import ExpressionError, compile_expression, function_names
 from careloop.engine.registry import DuplicateRegistration, Registry
 
@@ -47,7 +55,7 @@ def test_frozen_now_nests_and_restores() -> None:
         with frozen_now(datetime(2026, 1, 1, 8, 0)):  # naive: hospital wall time
             assert now_utc() == datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
         assert now_utc() == NOW
-    assert abs((now_utc() - datetime.now(UTC)).total_seconds()) < 60
+    assert abs((now_utc() - wall_clock_utc() - clock_offset()).total_seconds()) < 60
 
 
 def test_to_local() -> None:

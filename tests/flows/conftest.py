@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from careloop.engine.bundles import import_bundle
+from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
 from careloop.engine.domain import RoleGrant, Task, User
 from careloop.flows.ingest import ingest
@@ -33,11 +34,27 @@ def bundles(engine: Engine) -> Engine:
 Send = Callable[..., dict[str, Any]]
 
 
+class TravelClock:
+    """The test's own time: it starts at :data:`START` and only moves when a test sweeps to a
+    later instant, so events are received at the travelled time, never at the real date."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+
+START = datetime(2026, 12, 1, 2, 5, tzinfo=UTC)  # 10:05 in Shanghai, just after the discharges
+
+
 @pytest.fixture
-def send(engine: Engine) -> Send:
+def clock() -> TravelClock:
+    return TravelClock()
+
+
+@pytest.fixture
+def send(engine: Engine, clock: TravelClock) -> Send:
     def _send(event_id: str, type: str, payload: dict[str, Any],
               expect: int = 200) -> dict[str, Any]:
-        with transaction(engine) as session:
+        with frozen_now(clock.now), transaction(engine) as session:
             status, body = ingest(session, {"event_id": event_id, "type": type,
                                             "payload": payload})
         assert status == expect, body
@@ -46,9 +63,12 @@ def send(engine: Engine) -> Send:
 
 
 @pytest.fixture
-def sweep(engine: Engine) -> Callable[[str], SweepReport]:
+def sweep(engine: Engine, clock: TravelClock) -> Callable[[str], SweepReport]:
     def _sweep(now: str) -> SweepReport:
-        return run_due(engine, now=datetime.fromisoformat(now))
+        at = datetime.fromisoformat(now)
+        clock.now = max(clock.now, at)
+        with frozen_now(at):
+            return run_due(engine, now=at)
     return _sweep
 
 
