@@ -28,6 +28,7 @@ from careloop.engine import events, store
 from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.domain import Task
+from careloop.engine.tasks import escalate_overdue
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
 from careloop.flows.runtime import Exec, resume, retry_step, spec_of, start
@@ -140,6 +141,12 @@ def emit_overdue(engine: Engine, now: datetime, limit: int = 500) -> int:
                 "priority": task.priority, "kind": task.kind, "due_at": task.due_at.isoformat(),
                 "source_ref": task.source_ref},
                 event_id=f"task.overdue:{task.id}:{task.due_at.isoformat()}")
+            # The escalation chain the task was created with runs as data, for every task
+            # that declares one — unless a handler of the event already moved or closed it.
+            if task.status in ("open", "in_progress") and task.due_at is not None \
+                    and task.due_at <= now:
+                escalate_overdue(session, task,
+                                 event_id=f"task.overdue:{task.id}:{task.due_at.isoformat()}")
             count += 1
         return count
 

@@ -177,7 +177,8 @@ class CreateTask:
 
     title: ClassVar[dict[str, str]] = {"zh-CN": "创建任务", "en": "Create a task"}
     options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "task_kind", "assignee",
-                                          "priority", "due", "escalate_to", "next")
+                                          "priority", "due", "escalate_to", "on_complete",
+                                          "next")
     required: ClassVar[Required] = ("task_title", "assignee")
 
     def run(self, x: Exec) -> Outcome:
@@ -193,7 +194,9 @@ class CreateTask:
             kind=x.step.get("task_kind", "todo"), source_type="flow",
             source_ref=source_ref(x.run, x.step.key), idempotency_key=x.key,
             escalation={"chain": list(x.step.get("escalate_to") or []), "level": 0},
-            details={"title": dict(title), "flow": x.spec.key, "run_id": x.run.id})
+            details={"title": dict(title), "flow": x.spec.key, "run_id": x.run.id,
+                     **({"on_complete": dict(x.step.get("on_complete"))}
+                        if x.step.get("on_complete") else {})})
         x.history("task", {"task_id": task.id})
         return ("next", x.step.next)
 

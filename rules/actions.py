@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from jinja2 import ChainableUndefined
@@ -18,10 +17,17 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careloop.engine.clock import now_utc, to_local
+from careloop.engine.clock import now_utc
 from careloop.engine.domain import Patient, PatientTag, Task
 from careloop.engine.registry import Registry, loaded_registry
-from careloop.engine.tasks import PRIORITIES, RELATIONS, add_history, create_task, resolve_assignee
+from careloop.engine.tasks import (
+    PRIORITIES,
+    RELATIONS,
+    create_task,
+    due_at,
+    escalate_task,
+    resolve_assignee,
+)
 from careloop.rules.spec import CONTEXT_NAMES, RuleRuntimeError, lookup
 
 _ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
@@ -112,7 +118,20 @@ _DUE: dict[str, Any] = {
 _ESCALATION: dict[str, Any] = {
     "type": "array", "items": {
         "type": "object", "required": ["role"], "additionalProperties": False,
-        "properties": {"role": {"type": "string"}, "due": _DUE}}}
+        "properties": {"role": {"type": "string"}, "department": {"type": "string"},
+                       "due": _DUE}}}
+
+
+_ON_COMPLETE: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "status": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"},
+        "retry": {"type": "object", "additionalProperties": False, "required": ["outcomes"],
+                  "properties": {"outcomes": {"type": "array", "minItems": 1,
+                                              "items": {"type": "string"}},
+                                 "after": _DUE,
+                                 "attempts": {"type": "integer", "minimum": 2, "maximum": 10}}}},
+}
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -120,36 +139,7 @@ def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
             "required": required, "additionalProperties": False}
 
 
-# --- working time ---------------------------------------------------------------------------
-
-def due_at(due: Mapping[str, Any] | None, start: datetime | None = None,
-           session: Session | None = None) -> datetime | None:
-    """When something is due: ``{"hours": 2}`` or ``{"working_days": 1}``.
-
-    Working days come from the hospital calendar (service ``calendar.add_working_days``, holidays
-    and make-up days included) when it is registered, else Monday to Friday in local time.
-
-    >>> from datetime import datetime, timezone
-    >>> friday = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)  # Friday 10:00 in Shanghai
-    >>> due_at({"working_days": 1}, friday).isoformat()
-    '2026-11-30T02:00:00+00:00'
-    """
-    if not due:
-        return None
-    start = start or now_utc()
-    if "hours" in due:
-        return start + timedelta(hours=float(due["hours"]))
-    days = int(due["working_days"])
-    calendar = loaded_registry().catalogue("service").get("calendar.add_working_days")
-    if calendar is not None:
-        result: datetime = calendar(session, start, days, due.get("calendar"))
-        return result.astimezone(start.tzinfo)
-    local = to_local(start)
-    while days > 0:
-        local += timedelta(days=1)
-        if local.weekday() < 5:
-            days -= 1
-    return local.astimezone(start.tzinfo)
+# Working time (``due_at``) lives in careloop.engine.tasks: rules, flows and escalation share it.
 
 
 # --- the actions ----------------------------------------------------------------------------
@@ -170,7 +160,9 @@ def run_create_task(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str,
         source_type="rule", source_ref=ctx.source_ref, idempotency_key=ctx.key(),
         form_key=options.get("form"),
         escalation={"chain": chain, "level": 0} if chain else {},
-        details={"event_id": ctx.event_id, "submission_id": ctx.submission_id})
+        details={"event_id": ctx.event_id, "submission_id": ctx.submission_id,
+                 **({"on_complete": dict(options["on_complete"])}
+                    if options.get("on_complete") else {})})
     return {"task_id": task.id, "created": created, "assignee_user_id": assignee.user_id,
             "assignee_role": assignee.role, "department_id": assignee.department_id,
             "priority": task.priority, "due_at": due.isoformat() if due else None}
@@ -322,30 +314,20 @@ def run_escalate(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, An
     task = ctx.session.get(Task, ctx.task_id) if ctx.task_id is not None else None
     if task is None:
         raise RuleRuntimeError("escalate: the event names no task")
-    chain = list((task.escalation or {}).get("chain", []))
+    step = escalate_task(ctx.session, task, actor=ctx.actor, due=options.get("due"),
+                         priority=options.get("priority"), event_id=ctx.event_id)
     level = int((task.escalation or {}).get("level", 0))
-    if level >= len(chain):
+    if step is None:
         return {"task_id": task.id, "escalated": False, "level": level}
-    step = chain[level]
-    assignee = resolve_assignee(ctx.session, {"role": step["role"]}, patient_id=task.patient_id,
-                                encounter_id=task.encounter_id)
-    task.assignee_user_id, task.assignee_role = assignee.user_id, assignee.role
-    task.escalation = {"chain": chain, "level": level + 1}
-    # The chain step's own ``due`` wins; else the action's (flow chains carry roles only).
-    task.due_at = due_at(step.get("due") or options.get("due"), session=ctx.session) or task.due_at
-    if options.get("priority"):
-        task.priority = options["priority"]
-    add_history(ctx.session, task, ctx.actor, "escalated",
-                {"level": level + 1, "role": step["role"], "event_id": ctx.event_id})
-    ctx.session.flush()
-    return {"task_id": task.id, "escalated": True, "level": level + 1, "role": step["role"]}
+    return {"task_id": task.id, "escalated": True, "level": level, "role": task.assignee_role}
 
 
 BUILTIN_ACTIONS = (
     ActionSpec("create_task", {"zh-CN": "创建待办", "en": "Create a task"}, _schema({
         "title": _TEXT, "assignee": _ASSIGNEE, "priority": {"enum": list(PRIORITIES)},
         "due": _DUE, "escalation": _ESCALATION, "kind": {"type": "string"},
-        "form": {"type": "string"}}, ["do", "title", "assignee"]), run_create_task,
+        "form": {"type": "string"}, "on_complete": _ON_COMPLETE}, ["do", "title", "assignee"]),
+        run_create_task,
         templates=("title",)),
     ActionSpec("cc", {"zh-CN": "抄送", "en": "Copy to a role"}, _schema({
         "role": {"type": "string"}, "department": {"type": "string"},

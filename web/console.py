@@ -16,11 +16,17 @@ from sqlalchemy.orm import Session
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, Task, TaskHistory
 from careloop.engine.privacy import mask_id_number, mask_phone
-from careloop.engine.tasks import add_history, complete_task, sla_state
-from careloop.web.permissions import Principal, visible_patient_filter
+from careloop.engine.tasks import (
+    MANUAL_ESCALATION,
+    OUTCOMES,
+    add_history,
+    complete_task,
+    escalate_task,
+    sla_state,
+)
+from careloop.web.permissions import Principal, task_visibility, visible_patient_filter
 
 VIEWS = ("mine", "department", "overdue", "done")
-OUTCOMES = ("reached_ok", "reached_problem", "not_reached", "wrong_number", "declined")
 REVEALABLE = ("phone", "id_number")
 
 
@@ -29,12 +35,11 @@ class ActionRefused(Exception):
 
 
 def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
-    visible = visible_patient_filter(principal)
-    if visible is None:
-        return query
-    scope = principal.scope or frozenset()
-    return query.where(or_(Task.patient_id.in_(visible),
-                           and_(Task.patient_id.is_(None), Task.department_id.in_(scope))))
+    """Tasks follow their assignment, not the patient's stays: a task is seen by the user it is
+    assigned to and by the department (or ward) it was assigned within; a task assigned to no
+    department is seen where its patient is."""
+    condition = task_visibility(principal)
+    return query if condition is None else query.where(condition)
 
 
 def task_query(principal: Principal, view: str, priority: str | None = None) -> Select[Any]:
@@ -113,13 +118,14 @@ def reassign(session: Session, task: Task, principal: Principal, user_id: int) -
 
 
 def escalate(session: Session, task: Task, principal: Principal) -> None:
+    """Escalate by hand: one level up the task's declared chain (or the director, then the
+    patient-experience office, for a task that declares none)."""
     if task.status in ("done", "cancelled"):
         raise ActionRefused("task is closed")
-    level = int(task.escalation.get("level", 0)) + 1
-    task.escalation = {**task.escalation, "level": level}
-    task.priority = "urgent"
-    task.assignee_user_id, task.assignee_role = None, "head_nurse"
-    add_history(session, task, principal.username, "escalated", {"level": level})
+    step = escalate_task(session, task, actor=principal.username,
+                         chain=[dict(s) for s in MANUAL_ESCALATION])
+    if step is None:
+        raise ActionRefused("nothing left to escalate to")
 
 
 @dataclass(frozen=True, slots=True)

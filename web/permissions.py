@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from careloop.engine.domain import Department, Encounter, RoleGrant, User
+from careloop.engine.domain import Department, Encounter, RoleGrant, Task, User
 from careloop.engine.registry import loaded_registry
 
 MAX_ID = 2**31 - 1  # the largest integer id PostgreSQL's INTEGER holds
@@ -148,3 +148,31 @@ def visible_patient_filter(principal: Principal) -> Select[str] | None:
         return None
     return select(Encounter.patient_id).where(or_(
         Encounter.department_id.in_(principal.scope), Encounter.ward_id.in_(principal.scope)))
+
+
+def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
+    """A SQL condition on ``tasks`` for the tasks ``principal`` may see, or None (hospital-wide).
+
+    A task is seen by the user it is assigned to, by the holders of its role queue, and within
+    the department (or ward) it was assigned to — whatever the patient's own stays; a task with
+    no department is seen where its patient is. The pharmacy head sees the pharmacy's copy of a
+    cardiology patient's complaint; cardiology does not see the pharmacy's task.
+    """
+    if principal.scope is None:
+        return None
+    roles = [and_(Task.assignee_role == g.role, Task.department_id == g.department_id)
+             if g.department_id else Task.assignee_role == g.role for g in principal.grants]
+    visible = visible_patient_filter(principal)
+    assert visible is not None  # scoped principals always have a patient filter
+    return or_(Task.assignee_user_id == principal.user_id, *roles,
+               Task.department_id.in_(principal.scope or frozenset()),
+               and_(Task.department_id.is_(None), Task.patient_id.in_(visible)))
+
+
+def can_see_task(session: Session, principal: Principal, task_id: int) -> bool:
+    """True when the task is in ``principal``'s lists (see :func:`task_visibility`)."""
+    condition = task_visibility(principal)
+    query = select(Task.id).where(Task.id == task_id)
+    if condition is not None:
+        query = query.where(condition)
+    return session.scalars(query.limit(1)).first() is not None

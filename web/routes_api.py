@@ -25,6 +25,7 @@ from careloop.web.permissions import (
     PATIENT_VIEW,
     TASK_WORK,
     Principal,
+    can_see_task,
 )
 from careloop.web.scoping import patient_level
 
@@ -70,8 +71,7 @@ def _task(session: Any, task_id: int, principal: Principal) -> Task:
     task = session.get(Task, task_id)
     if task is None:
         raise HTTPException(status_code=404)
-    if task.patient_id is None and principal.scope is not None \
-            and task.department_id not in principal.scope:
+    if task.patient_id is None and not can_see_task(session, principal, task_id):
         raise HTTPException(status_code=403)
     return task  # type: ignore[no-any-return]
 

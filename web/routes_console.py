@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from careloop.engine import store
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, RoleGrant, Task, User
 from careloop.engine.i18n import t
 from careloop.engine.registry import loaded_registry
+from careloop.engine.tasks import OUTCOMES
 from careloop.web import console
 from careloop.web.deps import locale_of, record, require, require_user
 from careloop.web.permissions import (
@@ -22,6 +24,7 @@ from careloop.web.permissions import (
     TASK_REASSIGN,
     TASK_WORK,
     Principal,
+    can_see_task,
 )
 from careloop.web.render import render
 from careloop.web.scoping import patient_level
@@ -68,9 +71,9 @@ def _task_or_404(session: object, task_id: int) -> Task:
     return task
 
 
-def _check_department_task(me: Principal, task: Task) -> None:
-    """Tasks without a patient are scoped by their department."""
-    if task.patient_id is None and me.scope is not None and task.department_id not in me.scope:
+def _check_department_task(session: Session, me: Principal, task: Task) -> None:
+    """Tasks without a patient are scoped by their assignment (user, role queue, department)."""
+    if task.patient_id is None and not can_see_task(session, me, task.id):
         raise HTTPException(status_code=403)
 
 
@@ -80,7 +83,7 @@ def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
               me: Principal = NEEDS_TASK_WORK) -> Response:
     with transaction() as session:
         task = _task_or_404(session, task_id)
-        _check_department_task(me, task)
+        _check_department_task(session, me, task)
         patient = session.get(Patient, task.patient_id) if task.patient_id else None
         view = console.patient_view(session, patient) if patient else None
         hist = console.history(session, task_id)
@@ -91,7 +94,7 @@ def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
         data = console.task_json(task)
         entered = _entered_submission(session, task)
     return render(request, "task.html", task=data, patient=view, history=hist,
-                  outcomes=console.OUTCOMES, users=users, entered=entered)
+                  outcomes=OUTCOMES, users=users, entered=entered)
 
 
 def _entered_submission(session: object, task: Task) -> dict[str, object] | None:
@@ -153,7 +156,7 @@ def _task_action(request: Request, me: Principal, task_id: int, action: str,
                  apply: object, details: dict[str, object]) -> Response:
     with transaction() as session:
         task = _task_or_404(session, task_id)
-        _check_department_task(me, task)
+        _check_department_task(session, me, task)
         try:
             assert callable(apply)
             apply(session, task)

@@ -31,7 +31,7 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Encounter, Patient, Task
 from careloop.engine.registry import Registry, loaded_registry
 from careloop.web.deps import Forbidden, record, require_user
-from careloop.web.permissions import MAX_ID, can_see_patient
+from careloop.web.permissions import MAX_ID, can_see_patient, can_see_task
 
 F = TypeVar("F", bound=Callable[..., Any])
 MARK = "__careloop_patient_level__"
@@ -120,6 +120,17 @@ def enforce_patient_scope(request: Request) -> None:
                     return
             raise HTTPException(status_code=404)
         allowed = can_see_patient(session, principal, patient_id)
+        if not allowed and mark.via == "task" and _task_id(value) is not None:
+            # The task is assigned to them (or their department's queue): they may act on it
+            # with the minimum patient context the task carries — and that access is audited.
+            task_id = _task_id(value)
+            assert task_id is not None
+            allowed = can_see_task(session, principal, task_id)
+            if allowed:
+                record(request, principal, "patient.access", session=session,
+                       outcome="success", object_type="task", object_id=value[:128],
+                       patient_id=patient_id,
+                       details={"basis": "task_assignment", "route": request.url.path[:200]})
     request.state.patient_id = patient_id
     if not allowed:
         record(request, principal, "patient.access", outcome="denied", object_type=mark.via,

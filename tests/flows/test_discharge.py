@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -77,14 +78,38 @@ def test_phone_follow_up_outcome_is_recorded_on_the_task(bundles: Engine, send: 
     sweep("2026-12-08T10:00:00+08:00")
     (task,) = helpers.tasks(bundles)
     with pytest.raises(OutcomeError) as exc, transaction(bundles) as session:
-        record_phone_outcome(session, task.id, "no_anwser", actor="nurse_li")
-    assert "did you mean 'no_answer'" in str(exc.value)
+        record_phone_outcome(session, task.id, "not_reachd", actor="nurse_li")
+    assert "did you mean 'not_reached'" in str(exc.value)
     with transaction(bundles) as session:
-        record_phone_outcome(session, task.id, "no_answer", actor="nurse_li", notes="rang twice")
+        record_phone_outcome(session, task.id, "reached_ok", actor="nurse_li",
+                             notes="恢复良好")
     with transaction(bundles) as session:
         history = session.scalars(select(TaskHistory).where(
             TaskHistory.task_id == task.id).order_by(TaskHistory.id)).all()
         assert [h.action for h in history] == ["created", "completed"]
-        assert history[-1].details == {"outcome": "no_answer"}
+        assert history[-1].details == {"outcome": "reached_ok"}
     (done,) = helpers.tasks(bundles)
-    assert done.status == "done" and done.notes == "rang twice"
+    assert done.status == "done" and done.notes == "恢复良好"
+
+
+def test_not_reached_calls_again_the_next_day_three_calls_in_all(
+        bundles: Engine, send: Any, sweep: Any, nurse: int, helpers: Any) -> None:
+    from careloop.engine.clock import frozen_now
+    from careloop.flows.followup import record_phone_outcome
+
+    helpers.patient(send, birth="1950-03-01")
+    send("enc-1", "encounter.discharged", DISCHARGE)
+    sweep("2026-12-08T10:00:00+08:00")
+    calls = []
+    for day in (8, 9, 10):
+        open_tasks = [t for t in helpers.tasks(bundles) if t.status == "open"]
+        assert len(open_tasks) == 1, [(t.id, t.status) for t in helpers.tasks(bundles)]
+        calls.append(open_tasks[0])
+        with frozen_now(datetime.fromisoformat(f"2026-12-{day:02d}T15:00:00+08:00")), \
+                transaction(bundles) as session:
+            record_phone_outcome(session, open_tasks[0].id, "not_reached", actor="nurse_li")
+    assert [t.assignee_user_id for t in calls] == [nurse] * 3
+    assert [t.due_at.isoformat() for t in calls[1:]] == [  # type: ignore[union-attr]
+        "2026-12-09T07:00:00+00:00", "2026-12-10T07:00:00+00:00"]
+    assert [t.details.get("attempt", 1) for t in calls] == [1, 2, 3]
+    assert all(t.status == "done" for t in helpers.tasks(bundles))  # three calls, then stop

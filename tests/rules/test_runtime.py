@@ -170,7 +170,7 @@ def test_complaint_has_one_first_response_task_escalated_by_the_sla_rules(
         task_id = task.id
     assert emit_overdue(engine, NOW + timedelta(hours=23)) == 0  # not due yet
     for n, (user, role) in enumerate([(hospital["dir_cardio"], "dept_director"),
-                                      (None, "px_office")], start=1):
+                                      (hospital["px_lead"], "px_office")], start=1):
         at = NOW + timedelta(hours=24 * n + 1)
         with frozen_now(at):
             assert emit_overdue(engine, at) == 1
@@ -251,7 +251,7 @@ def test_segments_tag_patients(engine: Engine, hospital: dict[str, int],
 
 def test_dry_run_shows_matches_and_changes_nothing(
         engine: Engine, hospital: dict[str, int], install: Callable[..., None]) -> None:
-    install("common", "satisfaction")
+    install("common", "discharge", "satisfaction")
     event = {"type": "form.submitted", "payload": {
         "submission_id": 1, "form": "inpatient_satisfaction", "patient_id": "p1",
         "encounter_id": "e1", "answers": {"overall": 2, "comment": "出院时用药指导不清楚"}}}
