@@ -257,6 +257,42 @@ class _Compiler:
                             for b in item.get("bands", []))))
         return tuple(out)
 
+    # -- readings --------------------------------------------------------------------------
+    def readings(self, items: list[dict[str, Any]]) -> tuple[tuple[str, str, str | None], ...]:
+        out: list[tuple[str, str, str | None]] = []
+        types = {f.get("key"): f.get("type") for f in _walk_fields(self.doc.data)}
+        for index, item in enumerate(items):
+            path: Path = ("readings", index)
+            for name in ("field", "measured_at"):
+                key = item.get(name)
+                if key is not None and key not in self.top_keys:
+                    self.problem("form.unknown-field-reference",
+                                 f"reading {name} '{key}' names no field of this form",
+                                 (*path, name), hint=did_you_mean(key, self.top_keys))
+            field_type = types.get(item["field"])
+            allowed = _READING_FIELD_TYPES.get(item["type"], _NUMERIC)
+            if field_type is not None and field_type not in allowed:
+                self.problem("form.reading-field-type",
+                             f"a {item['type']} reading needs a field of type "
+                             f"{' or '.join(allowed)}, not '{field_type}'", (*path, "field"))
+            measured = item.get("measured_at")
+            if measured is not None and types.get(measured) not in (None, "datetime", "date"):
+                self.problem("form.reading-field-type",
+                             f"measured_at needs a datetime or date field, not "
+                             f"'{types.get(measured)}'", (*path, "measured_at"))
+            out.append((item["type"], item["field"], measured))
+        return tuple(out)
+
+
+def _walk_fields(data: Any) -> Iterator[dict[str, Any]]:
+    for item in (data or {}).get("fields", []) if isinstance(data, dict) else []:
+        if isinstance(item, dict):
+            yield item
+
+
+_READING_FIELD_TYPES = {"blood_pressure": ("blood_pressure",)}
+_NUMERIC = ("measurement", "integer", "decimal", "slider")
+
 
 def _member_reads(tree: ast.AST) -> Iterator[tuple[str, str, ast.AST]]:
     """``answers.x`` and ``answers["x"]`` reads in an expression: (root, key, node)."""
@@ -280,10 +316,11 @@ def compile_form(definition: Definition, ctx: CompileContext) -> FormSpec | None
     body = definition.body
     fields, last_page = compiler.fields(body["fields"], ("fields",))
     scores = compiler.scores(body.get("scores", []))
+    readings = compiler.readings(body.get("readings", []))
     if any(p.severity == "error" for p in ctx.problems[compiler.errors_before:]):
         return None
     return FormSpec(key=definition.key, title=body["title"],
                     default_locale=body.get("default_locale", "zh-CN"), fields=fields,
-                    scores=scores, events=tuple(body.get("events", [])),
+                    scores=scores, events=tuple(body.get("events", [])), readings=readings,
                     field_keys=field_keys(body), pages=last_page + 1,
                     content_hash=definition.content_hash, meta=dict(body.get("fhir", {})))

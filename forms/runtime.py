@@ -9,6 +9,7 @@ the caller's transaction (all or nothing).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from careloop.engine import store
 from careloop.engine.audit import append as audit_append
-from careloop.engine.clock import now_utc
+from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.events import record
@@ -109,7 +110,46 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patie
     payload = event_payload(submission)
     for event_type in ("form.submitted", *spec.events):
         record(session, event_type, payload, event_id=f"{event_type}:{submission.id}")
+    for reading in reading_payloads(spec, submission):
+        record(session, "reading.recorded", reading,
+               event_id=f"reading.recorded:{reading['reading_id']}")
     return submission, result
+
+
+def reading_payloads(spec: FormSpec, submission: Submission) -> list[dict[str, Any]]:
+    """The form's ``readings:`` as ``reading.recorded`` payloads, shaped like the HIS's: a blood
+    pressure as ``{"systolic", "diastolic"}``, a measurement in its canonical unit."""
+    out: list[dict[str, Any]] = []
+    for reading_type, key, measured_key in spec.readings:
+        answer = submission.answers.get(key)
+        if answer in (None, "", {}):
+            continue
+        if reading_type == "blood_pressure":
+            value = {"systolic": answer["systolic"], "diastolic": answer["diastolic"]}
+        elif isinstance(answer, dict):  # a measurement: {"value", "unit", "canonical"}
+            found = spec.field(key)
+            value = {"value": answer["canonical"],
+                     "unit": found.options.get("unit") if found is not None else None}
+        else:
+            value = {"value": answer}
+        measured = submission.answers.get(measured_key) if measured_key else None
+        at = _instant(measured) or submission.submitted_at
+        out.append({"reading_id": f"submission-{submission.id}-{key}"[:64],
+                    "patient_id": submission.patient_id, "type": reading_type, "value": value,
+                    "measured_at": at.isoformat(), "source": "patient_form",
+                    "submission_id": submission.id, "form": submission.form_key})
+    return out
+
+
+def _instant(value: Any) -> datetime | None:
+    """A datetime answer as an aware instant (a naive one is hospital wall time)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=hospital_tz())
 
 
 def event_payload(submission: Submission) -> dict[str, Any]:

@@ -118,6 +118,8 @@ class FormSpec:
     fields: tuple[FieldSpec, ...]
     scores: tuple[ScoreSpec, ...] = ()
     events: tuple[str, ...] = ()
+    # (reading type, answer key, measured-at answer key or None): see ``readings:`` in form.json
+    readings: tuple[tuple[str, str, str | None], ...] = ()
     field_keys: frozenset[str] = frozenset()
     pages: int = 1
     content_hash: str = ""

@@ -149,3 +149,45 @@ def test_dissatisfied_day3_answer_reaches_the_head_nurse_and_the_pharmacy(
             TaskHistory.task_id == task_id, TaskHistory.action == "escalated")).all()
         assert len(escalations) == 2
         assert session.get(Task, task_id).status == "done"  # type: ignore[union-attr]
+
+
+def test_home_bp_crisis_from_the_patients_form_reaches_the_attending_doctor(
+        engine: Engine, hospital: dict[str, str], user_factory: UserFactory) -> None:
+    """Hypertension first visit → the day-7 home-BP form → the patient reports 195/118 with
+    chest pain → within the same request an urgent task for the attending doctor and a critical
+    alert, as for a reading the HIS sends."""
+    user_factory("dr_wang", "doctor", "cardiology")
+    client = TestClient(create_app())
+    key = hospital["key"]
+    visit = datetime.fromisoformat("2026-12-01T09:30:00+08:00")
+    _his(client, key, visit, "p2", "patient.upserted", {
+        "patient_id": "P2", "mrn": "M2", "name": "李秀英", "gender": "female",
+        "birth_date": "1961-07-09", "phone": "13800000002"})
+    _his(client, key, visit, "o2", "encounter.admitted", {
+        "encounter_id": "O2", "patient_id": "P2", "type": "outpatient",
+        "department_id": "cardiology", "attending_doctor": "dr_wang",
+        "admitted_at": visit.isoformat(), "diagnoses": ["I10"]})
+    day7 = datetime.fromisoformat("2026-12-08T09:01:00+08:00")
+    _travel(engine, day7)
+    with transaction(engine) as session:
+        sent = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == "bp_upload")).one()
+        link = re.search(r"/f/[A-Za-z0-9_\-]+", sent.body)
+    assert link is not None, sent.body
+    reported = day7 + timedelta(hours=11)
+    with frozen_now(reported):
+        answered = client.post(link.group(0), data={
+            "_page": "0", "_action": "submit", "bp.systolic": "195", "bp.diastolic": "118",
+            "measured_at": "2026-12-08T20:00", "took_medicine": "yes",
+            "symptoms": "chest_pain"})
+        assert answered.status_code == 200, answered.text
+        doctor = _inbox(client, "dr_wang", "mine")
+    urgent = [t for t in doctor if t["priority"] == "urgent"]
+    assert len(urgent) == 1 and "195/118" in str(urgent[0]["title"])
+    assert urgent[0]["due_at"] == "2026-12-08T14:01:00+00:00"  # two hours after the report
+    with transaction(engine) as session:
+        from careloop.rules.models import RuleAlert
+
+        (alert,) = session.scalars(select(RuleAlert)).all()
+        assert (alert.level, alert.department_id, alert.patient_id) == (
+            "critical", "cardiology", "P2")
