@@ -259,6 +259,14 @@ def run_raise_alert(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str,
                           created_at=now_utc())
         ctx.session.add(alert)
         ctx.session.flush()
+        # Rule sets on ``alert.raised`` may turn an alert into a task (or a message).
+        from careloop.engine import events
+
+        events.record(ctx.session, "alert.raised", {
+            "alert_id": alert.id, "level": alert.level, "message": alert.message,
+            "patient_id": alert.patient_id, "encounter_id": ctx.encounter_id,
+            "department_id": alert.department_id, "ruleset": ctx.ruleset, "rule": ctx.rule},
+            event_id=f"alert.raised:{alert.id}")
     return {"alert_id": alert.id, "level": alert.level}
 
 

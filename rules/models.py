@@ -73,5 +73,8 @@ class RuleAlert(Base):
     department_id: Mapped[str | None] = mapped_column(String(64))
     level: Mapped[str] = mapped_column(String(16))  # info | warning | critical
     message: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | acknowledged
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)

@@ -60,6 +60,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_console",
     "careloop.web.routes_admin",
     "careloop.web.routes_api",
+    "careloop.web.routes_alerts",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",

@@ -23,6 +23,7 @@ def register(registry: Registry) -> None:
         ("inbox", NavItem("web.nav.inbox", "/inbox", p.TASK_WORK, 10)),
         ("patients", NavItem("web.nav.patients", "/patients", p.PATIENT_VIEW, 15)),
         ("complaints", NavItem("web.nav.complaints", "/complaints", p.PATIENT_VIEW, 30)),
+        ("alerts", NavItem("web.nav.alerts", "/alerts", p.PATIENT_VIEW, 20)),
         ("dashboards", NavItem("web.nav.dashboards", "/dashboards", p.REPORTS_VIEW, 50)),
         ("definitions", NavItem("web.nav.definitions", "/definitions", p.DEFINITIONS_VIEW, 80)),
         ("builder", NavItem("builder.title", "/builder", p.BUILDER_EDIT, 85)),

@@ -31,7 +31,7 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Encounter, Patient, Task
 from careloop.engine.registry import Registry, loaded_registry
 from careloop.web.deps import Forbidden, record, require_user
-from careloop.web.permissions import MAX_ID, can_see_patient, can_see_task
+from careloop.web.permissions import MAX_ID, Principal, can_see_patient, can_see_task
 
 F = TypeVar("F", bound=Callable[..., Any])
 MARK = "__careloop_patient_level__"
@@ -91,6 +91,11 @@ def register_resolvers(registry: Registry) -> None:
     resolvers.register("task", _task)
     resolvers.register("encounter", _encounter)
     resolvers.register("submission", _submission)
+    resolvers.register("alert", _alert)
+    # Objects whose own assignment lets a user act on them without the patient in their scope.
+    access = registry.catalogue("object_access")
+    access.register("task", can_see_task)
+    access.register("alert", _can_see_alert)
 
 
 def resolve_patient(session: Session, via: str, value: str) -> str | None:
@@ -120,17 +125,19 @@ def enforce_patient_scope(request: Request) -> None:
                     return
             raise HTTPException(status_code=404)
         allowed = can_see_patient(session, principal, patient_id)
-        if not allowed and mark.via == "task" and _task_id(value) is not None:
-            # The task is assigned to them (or their department's queue): they may act on it
-            # with the minimum patient context the task carries — and that access is audited.
-            task_id = _task_id(value)
-            assert task_id is not None
-            allowed = can_see_task(session, principal, task_id)
+        grant = loaded_registry().catalogue("object_access").get(mark.via)
+        if not allowed and grant is not None and _task_id(value) is not None:
+            # The object (a task, an alert) is assigned to them or their department: they may
+            # act on it with the minimum patient context it carries — and that is audited.
+            object_id = _task_id(value)
+            assert object_id is not None
+            allowed = bool(grant(session, principal, object_id))
             if allowed:
                 record(request, principal, "patient.access", session=session,
-                       outcome="success", object_type="task", object_id=value[:128],
+                       outcome="success", object_type=mark.via, object_id=value[:128],
                        patient_id=patient_id,
-                       details={"basis": "task_assignment", "route": request.url.path[:200]})
+                       details={"basis": f"{mark.via}_assignment",
+                                "route": request.url.path[:200]})
     request.state.patient_id = patient_id
     if not allowed:
         record(request, principal, "patient.access", outcome="denied", object_type=mark.via,
@@ -140,10 +147,32 @@ def enforce_patient_scope(request: Request) -> None:
 
 
 def _object_exists(session: Session, via: str, value: str) -> bool:
+    """An object that exists but belongs to no patient (a department task, a rule-set alert) is
+    scoped by its own route, not by the patient scope."""
+    object_id = _task_id(value)
+    if object_id is None:
+        return False
     if via == "task":
-        task_id = _task_id(value)
-        return task_id is not None and session.get(Task, task_id) is not None
+        return session.get(Task, object_id) is not None
+    if via == "alert":
+        from careloop.rules.models import RuleAlert
+
+        return session.get(RuleAlert, object_id) is not None
     return False
+
+
+def _alert(session: Session, value: str) -> str | None:
+    from careloop.rules.models import RuleAlert
+
+    alert_id = _task_id(value)
+    alert = session.get(RuleAlert, alert_id) if alert_id is not None else None
+    return alert.patient_id if alert is not None else None
+
+
+def _can_see_alert(session: Session, principal: Principal, alert_id: int) -> bool:
+    from careloop.web.alerts import can_see
+
+    return can_see(session, principal, alert_id)
 
 
 @dataclass(frozen=True, slots=True)

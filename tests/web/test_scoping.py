@@ -23,7 +23,7 @@ from careloop.web.scoping import iter_routes
 from .conftest import UserFactory, login
 
 # a value for each resolver, for the ward-B patient (filled from the ``wards`` fixture)
-PATIENT_PARAM = re.compile(r"\{(patient_id|task_id|encounter_id|submission_id)\}")
+PATIENT_PARAM = re.compile(r"\{(patient_id|task_id|encounter_id|submission_id|alert_id)\}")
 
 
 def _submission_of(patient_id: str) -> str:
@@ -39,6 +39,19 @@ def _submission_of(patient_id: str) -> str:
         return str(sub.id)
 
 
+def _alert_of(patient_id: str, department: str) -> str:
+    """An alert a rule raised for the patient in ``department``."""
+    from careloop.rules.models import RuleAlert
+
+    with transaction() as session:
+        alert = RuleAlert(idempotency_key=f"test:{patient_id}", ruleset_key="r", rule_key="r",
+                          patient_id=patient_id, department_id=department, level="critical",
+                          message="x", status="open", created_at=now_utc())
+        session.add(alert)
+        session.flush()
+        return str(alert.id)
+
+
 def _url(path: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values.get(m.group(1), "x"), path)
 
@@ -51,7 +64,7 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
     routes = [r for r in iter_routes(app.routes) if r.patient is not None]
     assert len(routes) >= 20
     via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB",
-                  "submission": _submission_of("PB")}
+                  "submission": _submission_of("PB"), "alert": _alert_of("PB", "ward_b")}
     # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
     assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
             "/tasks/{task_id}/form", "/complaints/{submission_id}",
