@@ -38,7 +38,6 @@ from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc, to_local
 from careloop.engine.domain import Encounter, Patient, PatientTag, Task
-from careloop.engine.tasks import latest_encounter
 
 # The names the engines provide. An engine may add its own (a form adds ``value`` and ``row``,
 # the rule engine ``classification`` and ``readings``), never build these differently.
@@ -86,6 +85,13 @@ def patient_names(session: Session, patient_id: str | None) -> dict[str, Any] | 
     return {"id": patient.id, "age": age_on(patient.birth_date, local_today()),
             "gender": patient.gender, "tags": sorted(set(tags)),
             "attributes": dict(patient.attributes or {}), "locale": patient.locale}
+
+
+def latest_encounter(session: Session, patient_id: str) -> Encounter | None:
+    """The patient's latest encounter: the latest admission, then the latest recorded."""
+    return session.scalars(select(Encounter).where(Encounter.patient_id == patient_id)
+                           .order_by(Encounter.admitted_at.desc().nulls_last(),
+                                     Encounter.created_at.desc()).limit(1)).first()
 
 
 def pick_encounter(session: Session, patient_id: str | None,

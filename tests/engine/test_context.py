@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
+from careloop.engine.context import pick_encounter
 from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag
 from careloop.flows.models import FlowRun
@@ -77,6 +78,10 @@ rules:
     then:
       - {do: raise_alert, level: info, message: "{{ patient | tojson }}"}
       - {do: raise_alert, level: info, message: "{{ encounter | tojson }}"}
+  - key: no_stay
+    when: "patient != None and encounter == None"
+    then:
+      - {do: raise_alert, level: info, message: "no stay"}
 """
 
 EXPECTED_PATIENT = {"id": "p1", "age": 66, "gender": "female", "tags": ["hypertension"],
@@ -215,3 +220,20 @@ def test_no_engine_sees_identifying_patient_data(
         text = json.dumps(patient, ensure_ascii=False)
         for secret in ("王芳", "13800138000", "110101196012070022", "MRN-CTX-1", "1960"):
             assert secret not in text
+
+
+def test_another_patients_encounter_is_not_read(hospital: Engine) -> None:
+    """An encounter id of someone else is no encounter (not a fallback to the latest stay)."""
+    with transaction(hospital) as session:
+        session.add(Patient(id="p2", mrn="MRN-CTX-2", name="李雷", gender="male"))
+        session.flush()
+        session.add(Encounter(id="e2", patient_id="p2", type="outpatient",
+                              department_id="neurology", status="admitted"))
+    with frozen_now(NOW), transaction(hospital) as session:
+        outcome = dry_run(session, "ctx_probe", {"type": "form.submitted", "payload": {
+            "patient_id": "p1", "encounter_id": "e2"}})
+        assert [m["rule"] for m in outcome.matched] == ["no_stay"]
+        assert pick_encounter(session, "p1", "e2") is None
+        theirs, mine = pick_encounter(session, "p2", None), pick_encounter(session, "p1", None)
+        assert theirs is not None and theirs.id == "e2"
+        assert mine is not None and mine.id == "e1"
