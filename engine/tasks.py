@@ -19,7 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc, to_local
-from careloop.engine.domain import Encounter, RoleGrant, Task, TaskHistory, User
+from careloop.engine.context import latest_encounter as latest_encounter  # re-exported
+from careloop.engine.context import pick_encounter
+from careloop.engine.domain import RoleGrant, Task, TaskHistory, User
 from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
 
@@ -42,17 +44,10 @@ class Assignee:
     department_id: str | None
 
 
-def latest_encounter(session: Session, patient_id: str) -> Encounter | None:
-    return session.scalars(select(Encounter).where(Encounter.patient_id == patient_id)
-                           .order_by(Encounter.admitted_at.desc().nulls_last(),
-                                     Encounter.created_at.desc()).limit(1)).first()
-
-
 def resolve_assignee(session: Session, rule: dict[str, Any], *, patient_id: str | None,
                      encounter_id: str | None = None) -> Assignee:
     """Turn an assignee rule into a concrete :class:`Assignee`."""
-    encounter = (session.get(Encounter, encounter_id) if encounter_id
-                 else latest_encounter(session, patient_id) if patient_id else None)
+    encounter = pick_encounter(session, patient_id, encounter_id)
     department = rule.get("department") or (encounter.department_id if encounter else None)
     if "user" in rule:
         user = session.scalars(select(User).where(User.username == rule["user"])).first()

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careloop.engine import context as names
 from careloop.engine import store
 from careloop.engine.audit import append as audit_append
 from careloop.engine.clock import hospital_tz, now_utc
@@ -49,31 +49,21 @@ def load_form(session: Session, key: str,
 
 def expression_context(session: Session, patient_id: str,
                        encounter_id: str | None) -> dict[str, Any]:
-    """``patient`` and ``encounter`` names for visibility expressions (contract 5)."""
-    from careloop.engine.domain import PatientTag
+    """The ``patient`` and ``encounter`` names a form's expressions read (the form adds
+    ``answers``, ``scores``, ``value`` and ``row`` itself), from the one builder every engine
+    uses; with no encounter given, the patient's latest one.
 
-    patient = session.get(Patient, patient_id)
-    if patient is None:
+    Raises:
+        NotFound: if there is no such patient, or the encounter is not the patient's.
+    """
+    if session.get(Patient, patient_id) is None:
         raise NotFound(f"no patient '{patient_id}'")
-    today = now_utc().date()
-    age = None
-    if patient.birth_date is not None:
-        born = patient.birth_date
-        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    tags = list(session.scalars(select(PatientTag.tag).where(PatientTag.patient_id == patient.id)))
-    ctx: dict[str, Any] = {"patient": {"id": patient.id, "age": age, "gender": patient.gender,
-                                       "tags": tags, "attributes": patient.attributes or {}},
-                           "encounter": None}
     if encounter_id is not None:
         enc = session.get(Encounter, encounter_id)
-        if enc is None or enc.patient_id != patient.id:
+        if enc is None or enc.patient_id != patient_id:
             raise NotFound(f"no encounter '{encounter_id}' for patient '{patient_id}'")
-        ctx["encounter"] = {
-            "id": enc.id, "type": enc.type, "department": enc.department_id, "ward": enc.ward_id,
-            "diagnoses": list((enc.diagnoses or {}).get("codes", [])),
-            "procedures": list((enc.procedures or {}).get("codes", [])),
-            "discharged_at": enc.discharged_at.isoformat() if enc.discharged_at else None}
-    return ctx
+    built = names.build(session, patient_id=patient_id, encounter_id=encounter_id)
+    return {"patient": built["patient"], "encounter": built["encounter"]}
 
 
 def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patient_id: str,

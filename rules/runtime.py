@@ -12,19 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from careloop.engine import context as names
 from careloop.engine import store
 from careloop.engine.clock import now_utc
-from careloop.engine.domain import Encounter, Patient, PatientTag, Task
+from careloop.engine.domain import Task
 from careloop.engine.errors import CareloopError
 from careloop.engine.models import DomainEventRow
-from careloop.engine.tasks import latest_encounter
 from careloop.rules.actions import ActionContext
 from careloop.rules.classify import CategoryMatch, DictionarySpec, summary
 from careloop.rules.models import Classification, RuleEvaluation
@@ -57,44 +57,6 @@ class Outcome:
 # --- context --------------------------------------------------------------------------------
 
 
-def _age(birth: date | None, today: date) -> int | None:
-    if birth is None:
-        return None
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
-def patient_context(session: Session, patient_id: str | None) -> dict[str, Any] | None:
-    patient = session.get(Patient, patient_id) if patient_id else None
-    if patient is None:
-        return None
-    tags = session.scalars(select(PatientTag.tag).where(PatientTag.patient_id == patient.id)
-                           .order_by(PatientTag.tag)).all()
-    return {"id": patient.id, "age": _age(patient.birth_date, now_utc().date()),
-            "gender": patient.gender, "tags": list(tags),
-            "attributes": dict(patient.attributes or {})}
-
-
-def encounter_context(encounter: Encounter | None) -> dict[str, Any] | None:
-    if encounter is None:
-        return None
-    return {"id": encounter.id, "type": encounter.type, "department": encounter.department_id,
-            "ward": encounter.ward_id,
-            "diagnoses": list((encounter.diagnoses or {}).get("codes", [])),
-            "procedures": list((encounter.procedures or {}).get("codes", [])),
-            "discharged_at": encounter.discharged_at.isoformat() if encounter.discharged_at
-            else None}
-
-
-def _task_context(task: Task | None) -> dict[str, Any] | None:
-    if task is None:
-        return None
-    return {"id": task.id, "title": task.title, "kind": task.kind, "priority": task.priority,
-            "status": task.status, "source_ref": task.source_ref,
-            "department": task.department_id, "role": task.assignee_role,
-            "escalation": dict(task.escalation or {}),
-            "due_at": task.due_at.isoformat() if task.due_at else None}
-
-
 def recent_readings(session: Session, patient_id: str | None, target: Mapping[str, Any],
                     days: int = 7) -> dict[str, Any]:
     """Blood-pressure readings of the patient in the last ``days`` days (stored
@@ -118,27 +80,29 @@ def _num(value: object) -> float:
 
 def build_context(session: Session, event_type: str,
                   payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The expression context of an event (contract 5) and the ids actions need."""
+    """The expression context of an event and the ids actions need.
+
+    The names every engine shares come from :func:`careloop.engine.context.build`; the rule
+    engine adds ``classification`` and, for ``reading.recorded``, ``readings``.
+    """
     task = None
     if event_type == "task.overdue" and payload.get("task_id") is not None:
         task = session.get(Task, payload["task_id"])
     patient_id = payload.get("patient_id") or (task.patient_id if task else None)
     encounter_id = payload.get("encounter_id") or (task.encounter_id if task else None)
-    encounter = (session.get(Encounter, encounter_id) if encounter_id
-                 else latest_encounter(session, patient_id) if patient_id else None)
-    patient = patient_context(session, patient_id)
-    context: dict[str, Any] = {
-        "event": dict(payload), "answers": payload.get("answers") or {},
-        "scores": payload.get("scores") or {}, "bands": payload.get("bands") or {},
-        "patient": patient, "encounter": encounter_context(encounter),
-        "reading": dict(payload) if event_type == "reading.recorded" else None,
-        "task": _task_context(task), "context": payload.get("context") or {},
-        "classification": {"categories": [], "negative": [], "words": {}},
-    }
+    context = names.build(
+        session, patient_id=patient_id, encounter_id=encounter_id, event=payload,
+        answers=payload.get("answers"), scores=payload.get("scores"),
+        bands=payload.get("bands"),
+        reading=payload if event_type == "reading.recorded" else None, task=task,
+        context=payload.get("context"))
+    context["classification"] = {"categories": [], "negative": [], "words": {}}
     if event_type == "reading.recorded":
-        target = ((patient or {}).get("attributes") or {}).get("bp_target") or DEFAULT_BP_TARGET
-        context["readings"] = recent_readings(session, patient_id, target)
-    ids = {"patient_id": patient_id, "encounter_id": encounter.id if encounter else None,
+        attributes = (context["patient"] or {}).get("attributes") or {}
+        context["readings"] = recent_readings(session, patient_id,
+                                              attributes.get("bp_target") or DEFAULT_BP_TARGET)
+    encounter = context["encounter"]
+    ids = {"patient_id": patient_id, "encounter_id": encounter["id"] if encounter else None,
            "submission_id": payload.get("submission_id"),
            "task_id": task.id if task else payload.get("task_id")}
     return context, ids
