@@ -321,8 +321,10 @@ def _plan_definition(session: Session, definition: Definition, app_id: str,
     record = session.get(DefinitionImportRow, (kind, key))
     conflict = _open_conflict(session, kind, key)
     if row.content_hash == bundle_hash:  # the same on both sides: nothing to decide
-        pending = (record is None or record.content_hash != bundle_hash
-                   or record.version != row.version or conflict is not None)
+        # (both made the same change: note it, so later builder edits are seen as such; one
+        # created in the builder stays the builder's until the bundle brings another text)
+        pending = ((record is not None and record.content_hash != bundle_hash)
+                   or conflict is not None)
         return PlanItem(kind, key, "unchanged", row.version, pending=pending)
     diff = _short_diff(row.source_text, definition.doc.text, definition.source_path)
     if record is None:  # created in the builder, and the bundle now brings another text
@@ -518,7 +520,8 @@ RESOLUTIONS = ("builder", "bundle")
 
 
 def resolve_conflict(session: Session, conflict_id: int, keep: str, *,
-                     actor: str, actor_role: str | None = None) -> DefinitionRow | None:
+                     actor: str, actor_role: str | None = None, ip: str | None = None,
+                     request_id: str | None = None) -> DefinitionRow | None:
     """Settle a conflict (audited): ``keep="builder"`` leaves the live version in force and
     takes note that the bundle's text was seen, so the next import keeps it; ``keep="bundle"``
     makes the bundle's text a new version (or retires the definition the bundle removed).
@@ -547,7 +550,8 @@ def resolve_conflict(session: Session, conflict_id: int, keep: str, *,
     else:
         live = _take_bundle_version(session, conflict, actor, now)
     conflict.resolved_at, conflict.resolved_by, conflict.resolution = now, actor, keep
-    audit.append(session, actor=actor, actor_role=actor_role, action="bundle.resolve_conflict",
+    audit.append(session, actor=actor, actor_role=actor_role, ip=ip, request_id=request_id,
+                 action="bundle.resolve_conflict",
                  object_type=kind, object_id=key,
                  details={"app": conflict.app_id, "keep": keep,
                           "version": live.version if live is not None else None})
@@ -638,7 +642,8 @@ def order_bundles(bundles: Sequence[LoadedBundle]) -> list[LoadedBundle]:
         if any(b is bundle for b in path):
             start = next(i for i, b in enumerate(path) if b is bundle)
             cycle = [*path[start:], bundle]
-            names = " → ".join(f"{b.app_id} ({b.source})" for b in cycle)
+            names = " → ".join(str(b.app_id) if PurePosixPath(b.source).name == b.app_id
+                               else f"{b.app_id} ({b.source})" for b in cycle)
             raise DefinitionInvalid(
                 [_requires_problem(b, "bundle.requires-cycle",
                                    f"apps require each other in a cycle: {names}",
@@ -671,7 +676,8 @@ def order_by_requires(paths: list[FsPath]) -> list[FsPath]:
 
 
 def list_bundles(paths: Iterable[FsPath]) -> list[FsPath]:
-    """Bundles in the given folders: every folder that holds an ``app.yaml``, and zips."""
+    """Bundles in the given paths: a zip, a folder that holds an ``app.yaml``, or every such
+    folder and zip inside a folder of bundles; ordered by ``requires``."""
     found: list[FsPath] = []
     for path in paths:
         if path.is_file() or (path / MANIFEST).is_file():
