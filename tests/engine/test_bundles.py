@@ -1,6 +1,7 @@
 import json
 import shutil
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -245,32 +246,66 @@ def test_a_cycle_or_a_missing_requirement_is_an_error_naming_the_bundles(
 def test_migration_0009_records_the_imported_version_not_the_builders(tmp_path: Path) -> None:
     """An upgraded database keeps what was published in the builder before the upgrade."""
     import sqlalchemy as sa
+    from alembic import command
+
+    from careloop.engine.migrate import alembic_config, upgrade
+
+    db, drop = _fresh_database(tmp_path)
+    try:
+        upgrade(db, "0008")
+        now = datetime(2026, 11, 1, tzinfo=UTC)
+        meta = sa.MetaData()
+        meta.reflect(db, only=["bundles", "definitions", "audit_log"])
+        with db.begin() as conn:
+            conn.execute(meta.tables["bundles"].insert(), [{
+                "id": "obstetrics", "name": {"zh-CN": "产科"}, "version": "0.1.0", "format": 1,
+                "default_locale": "zh-CN", "manifest": {}, "manifest_text": "", "imported_at": now,
+                "updated_at": now}])
+            conn.execute(meta.tables["definitions"].insert(), [
+                {"kind": "form", "key": "f", "version": v, "content_hash": f"sha256:{v}",
+                 "title": {}, "body": {}, "source_text": "", "source_path": "forms/f.yaml",
+                 "app_id": "obstetrics", "created_at": now, "created_by": by}
+                for v, by in ((1, "cli"), (2, "px_a"))])
+            conn.execute(meta.tables["audit_log"].insert(), [{
+                "at": now, "actor": "px_a", "action": "builder.publish", "object_type": "form",
+                "object_id": "f", "outcome": "success", "details": {"version": 2},
+                "prev_hash": "0", "hash": "h1"}])
+        upgrade(db)
+        with db.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT kind, key, app_id, version, content_hash FROM definition_imports")).all()
+        assert [tuple(r) for r in rows] == [("form", "f", "obstetrics", 1, "sha256:1")]
+        cfg = alembic_config(db)
+        with db.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")  # reversible
+        assert "definition_imports" not in sa.inspect(db).get_table_names()
+    finally:
+        db.dispose()
+        drop()
+
+
+def _fresh_database(tmp_path: Path) -> tuple[Engine, Callable[[], None]]:
+    """An empty database of the kind the suite runs on (SQLite file or a new PostgreSQL schema)."""
+    import os
+    import secrets
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
 
     from careloop.engine.db import make_engine
-    from careloop.engine.migrate import upgrade
 
-    db = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(db, "0008")
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-    meta = sa.MetaData()
-    meta.reflect(db, only=["bundles", "definitions", "audit_log"])
-    with db.begin() as conn:
-        conn.execute(meta.tables["bundles"].insert(), [{
-            "id": "obstetrics", "name": {"zh-CN": "产科"}, "version": "0.1.0", "format": 1,
-            "default_locale": "zh-CN", "manifest": {}, "manifest_text": "", "imported_at": now,
-            "updated_at": now}])
-        conn.execute(meta.tables["definitions"].insert(), [
-            {"kind": "form", "key": "f", "version": v, "content_hash": f"sha256:{v}",
-             "title": {}, "body": {}, "source_text": "", "source_path": "forms/f.yaml",
-             "app_id": "obstetrics", "created_at": now, "created_by": by}
-            for v, by in ((1, "cli"), (2, "px_a"))])
-        conn.execute(meta.tables["audit_log"].insert(), [{
-            "at": now, "actor": "px_a", "action": "builder.publish", "object_type": "form",
-            "object_id": "f", "outcome": "success", "details": {"version": 2},
-            "prev_hash": "0", "hash": "h1"}])
-    upgrade(db)
-    with db.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT kind, key, app_id, version, content_hash FROM definition_imports")).all()
-    db.dispose()
-    assert [tuple(r) for r in rows] == [("form", "f", "obstetrics", 1, "sha256:1")]
+    url = os.environ.get("CARELOOP_DATABASE_URL")
+    if not url or make_url(url).get_backend_name() != "postgresql":
+        return make_engine(f"sqlite:///{tmp_path / 'old.db'}"), lambda: None
+    schema = f"careloop_mig_{secrets.token_hex(4)}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return make_engine(url, connect_args={"options": f"-csearch_path={schema}"}), drop
