@@ -190,6 +190,55 @@ def _print_plan(plan: dict[str, object], dry_run: bool) -> None:
         click.echo("nothing to change")
 
 
+@bundle.command("conflicts")
+@FORMAT
+def bundle_conflicts(fmt: str) -> None:
+    """List definitions changed both in the builder and in their bundle (not applied)."""
+    from careloop.engine.bundles import open_conflicts
+    from careloop.engine.db import transaction
+
+    with transaction() as session:
+        rows = [{"id": c.id, "app": c.app_id, "ref": f"{c.kind}/{c.key}",
+                 "live_version": c.live_version, "bundle_version": c.bundle_version,
+                 "bundle": "removed" if c.content_hash is None else "changed"}
+                for c in open_conflicts(session)]
+    if fmt == "json":
+        click.echo(json.dumps({"conflicts": rows}, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['id']}: {row['app']} {row['ref']}: published in the builder (version "
+                   f"{row['live_version']} stays live) and bundle {row['bundle_version']} "
+                   f"{'removed' if row['bundle'] == 'removed' else 'changed'} it")
+    click.echo(f"{len(rows)} open conflict(s)" + (
+        "; resolve with careloop bundle resolve ID --keep builder|bundle, or at "
+        "/admin/bundles/conflicts" if rows else ""))
+
+
+@bundle.command("resolve")
+@click.argument("conflict_id", type=click.IntRange(1))
+@click.option("--keep", type=click.Choice(["builder", "bundle"]), required=True,
+              help="builder: the live version stays; bundle: the bundle's text becomes a new "
+                   "version (or the definition is retired, when the bundle removed it).")
+def bundle_resolve(conflict_id: int, keep: str) -> None:
+    """Resolve a conflict listed by ``careloop bundle conflicts`` (audited; nothing is deleted)."""
+    from careloop.engine.bundles import resolve_conflict
+    from careloop.engine.db import transaction
+
+    try:
+        with transaction() as session:
+            live = resolve_conflict(session, conflict_id, keep, actor="cli")
+            shown = f"version {live.version} is live" if live is not None else "retired"
+    except NotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except DefinitionInvalid as exc:
+        for problem in exc.problems:
+            click.echo(problem.render())
+        click.echo("the bundle's version no longer checks; nothing was changed")
+        sys.exit(1)
+    click.echo(f"conflict {conflict_id} resolved ({keep}): {shown}")
+
+
 @bundle.command("export")
 @click.argument("app_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -236,3 +236,22 @@ def test_keeping_a_definition_the_bundle_removed_makes_it_the_builders(
     with transaction() as session:
         assert session.scalars(select(DefinitionRow).where(
             DefinitionRow.key == KEY, DefinitionRow.retired_at.is_not(None))).all() == []
+
+
+def test_conflicts_are_listed_and_resolved_from_the_command_line(px: TestClient,
+                                                                 bundles: Path) -> None:
+    publish(px, "产后42天随访（科室版）")
+    edit_bundle(bundles, "产后42天随访（新版包）")
+    restart(bundles)
+    result = CliRunner().invoke(cli, ["bundle", "conflicts", "--format", "json"])
+    [conflict] = json.loads(result.output)["conflicts"]
+    assert (conflict["ref"], conflict["live_version"], conflict["bundle"]) == (
+        f"form/{KEY}", 2, "changed")
+    result = CliRunner().invoke(cli, ["bundle", "resolve", str(conflict["id"]), "--keep",
+                                      "bundle"])
+    assert result.exit_code == 0 and "version 3 is live" in result.output
+    assert live() == (3, "产后42天随访（新版包）")
+    result = CliRunner().invoke(cli, ["bundle", "resolve", str(conflict["id"]), "--keep",
+                                      "builder"])
+    assert result.exit_code == 1 and "no open conflict" in result.output
+    assert "0 open conflict(s)" in CliRunner().invoke(cli, ["bundle", "conflicts"]).output
