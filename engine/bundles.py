@@ -16,13 +16,15 @@ from __future__ import annotations
 import difflib
 import io
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path as FsPath
 from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from careloop.engine import audit, store
@@ -30,7 +32,12 @@ from careloop.engine.check import CheckResult, Definition, check_documents
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound, Problem
-from careloop.engine.models import BundleRow, DefinitionRow
+from careloop.engine.models import (
+    BundleConflictRow,
+    BundleRow,
+    DefinitionImportRow,
+    DefinitionRow,
+)
 from careloop.engine.schema import check_manifest
 from careloop.engine.sources import DEFINITION_SUFFIXES, Document, load_text
 
@@ -146,24 +153,38 @@ def load_bundle(path: FsPath) -> LoadedBundle:
 
 @dataclass(slots=True)
 class PlanItem:
-    """One definition's fate in an import."""
+    """One definition's fate in an import.
+
+    ``status`` is ``added``, ``changed``, ``unchanged``, ``removed``, ``kept`` (published in the
+    builder since the last import, and the bundle did not change it: the builder's version stays)
+    or ``conflict`` (changed in the builder *and* in the bundle: not applied, recorded for an
+    administrator). ``reason`` says why for ``kept`` and ``conflict``: ``edited`` (in the builder),
+    ``created`` (in the builder, never imported) or ``removed`` (from the bundle).
+    """
 
     kind: str
     key: str
-    status: str  # added | changed | unchanged | removed
-    version: int | None = None  # the version it will have (or has, for unchanged/removed)
+    status: str
+    version: int | None = None  # the version it will have (or has, for unchanged/removed/kept)
     diff: str | None = None
+    reason: str | None = None
+    pending: bool = False  # a record to write although the definition itself does not change
 
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.key}"
 
 
+STATUSES = ("added", "changed", "unchanged", "removed", "kept", "conflict")
+
+
 @dataclass(slots=True)
 class ImportPlan:
     """What importing a bundle would do.
 
-    Its JSON has the keys ``added``, ``changed``, ``unchanged``, ``removed`` (``kind/key`` lists).
+    Its JSON has the keys ``added``, ``changed``, ``unchanged``, ``removed`` and ``kept``
+    (``kind/key`` lists) and ``conflicts`` (``ref``, ``live_version``, ``bundle``: ``changed`` or
+    ``removed``).
     """
 
     app_id: str
@@ -177,15 +198,22 @@ class ImportPlan:
         return [i.ref for i in self.items if i.status == status]
 
     @property
+    def conflicts(self) -> list[PlanItem]:
+        return [i for i in self.items if i.status == "conflict"]
+
+    @property
     def is_noop(self) -> bool:
-        return not self.manifest_changed and all(i.status == "unchanged" for i in self.items)
+        return not self.manifest_changed and all(
+            i.status in ("unchanged", "kept", "conflict") and not i.pending for i in self.items)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "app": self.app_id, "version": self.bundle_version, "applied": self.applied,
             "manifest_changed": self.manifest_changed,
-            **{status: self.refs(status) for status in ("added", "changed", "unchanged",
-                                                        "removed")},
+            **{status: self.refs(status) for status in STATUSES[:-1]},
+            "conflicts": [{"ref": i.ref, "live_version": i.version,
+                           "bundle": "removed" if i.reason == "removed" else "changed"}
+                          for i in self.conflicts],
             "diffs": {i.ref: i.diff for i in self.items if i.diff},
             "errors": [p.to_json() for p in self.problems],
         }
@@ -260,27 +288,79 @@ def check_bundle(bundle: LoadedBundle, session: Session | None = None,
     return result
 
 
+def _open_conflict(session: Session, kind: str, key: str) -> BundleConflictRow | None:
+    return session.scalars(select(BundleConflictRow).where(
+        BundleConflictRow.kind == kind, BundleConflictRow.key == key,
+        BundleConflictRow.resolved_at.is_(None)).limit(1)).first()
+
+
+def _conflict_item(session: Session, item: PlanItem, bundle_hash: str | None) -> PlanItem:
+    found = _open_conflict(session, item.kind, item.key)
+    item.pending = found is None or found.content_hash != bundle_hash
+    return item
+
+
 def _plan_definition(session: Session, definition: Definition, app_id: str,
                      problems: list[Problem]) -> PlanItem:
-    row = store.latest(session, definition.kind, definition.key)
+    kind, key = definition.kind, definition.key
+    row = store.latest(session, kind, key)
     if row is not None and row.app_id != app_id:
         problems.append(definition.doc.problem(
             "bundle.key-owned-by-other-app",
             f"{definition.ref} belongs to app '{row.app_id}'", ("key",),
             hint="rename the key, or remove it from the other app first"))
-        return PlanItem(definition.kind, definition.key, "unchanged", row.version)
+        return PlanItem(kind, key, "unchanged", row.version)
     if row is None:
-        return PlanItem(definition.kind, definition.key, "added", 1)
-    if row.content_hash == definition.content_hash:
-        status = "added" if row.retired_at is not None else "unchanged"
-        return PlanItem(definition.kind, definition.key, status, row.version)
+        return PlanItem(kind, key, "added", 1)
+    bundle_hash = definition.content_hash
+    if row.retired_at is not None:  # removed from the bundle earlier, back now
+        if row.content_hash == bundle_hash:
+            return PlanItem(kind, key, "added", row.version)
+        return PlanItem(kind, key, "added", row.version + 1,
+                        _short_diff(row.source_text, definition.doc.text, definition.source_path))
+    record = session.get(DefinitionImportRow, (kind, key))
+    conflict = _open_conflict(session, kind, key)
+    if row.content_hash == bundle_hash:  # the same on both sides: nothing to decide
+        # (both made the same change: note it, so later builder edits are seen as such; one
+        # created in the builder stays the builder's until the bundle brings another text)
+        pending = ((record is not None and record.content_hash != bundle_hash)
+                   or conflict is not None)
+        return PlanItem(kind, key, "unchanged", row.version, pending=pending)
     diff = _short_diff(row.source_text, definition.doc.text, definition.source_path)
-    status = "added" if row.retired_at is not None else "changed"
-    return PlanItem(definition.kind, definition.key, status, row.version + 1, diff)
+    if record is None:  # created in the builder, and the bundle now brings another text
+        return _conflict_item(session, PlanItem(kind, key, "conflict", row.version, diff,
+                                                "created"), bundle_hash)
+    builder_changed = row.content_hash != record.content_hash
+    bundle_changed = bundle_hash != record.content_hash
+    if not builder_changed:
+        return PlanItem(kind, key, "changed", row.version + 1, diff,
+                        pending=conflict is not None)
+    if not bundle_changed:
+        return PlanItem(kind, key, "kept", row.version, reason="edited",
+                        pending=conflict is not None)
+    return _conflict_item(session, PlanItem(kind, key, "conflict", row.version, diff, "edited"),
+                          bundle_hash)
+
+
+def _plan_absent(session: Session, row: DefinitionRow) -> PlanItem:
+    """A current definition of the app that the bundle no longer has."""
+    record = session.get(DefinitionImportRow, (row.kind, row.key))
+    if record is None:
+        return PlanItem(row.kind, row.key, "kept", row.version, reason="created")
+    if row.content_hash == record.content_hash:
+        return PlanItem(row.kind, row.key, "removed", row.version)
+    return _conflict_item(session, PlanItem(row.kind, row.key, "conflict", row.version,
+                                            reason="removed"), None)
 
 
 def plan_import(session: Session, bundle: LoadedBundle) -> tuple[ImportPlan, CheckResult]:
-    """Check the bundle and compare it with what is stored; writes nothing."""
+    """Check the bundle and compare it with what is stored; writes nothing.
+
+    Each definition is compared three ways: the bundle's text, the version in force, and what
+    the bundle brought last time (:class:`DefinitionImportRow`). Only what nobody changed since
+    is replaced; what staff published in the builder is kept, or, when the bundle changed it
+    too, a conflict.
+    """
     result = check_bundle(bundle, session)
     manifest = bundle.manifest.data if isinstance(bundle.manifest.data, dict) else {}
     app_id = str(manifest.get("id", "?"))
@@ -291,12 +371,46 @@ def plan_import(session: Session, bundle: LoadedBundle) -> tuple[ImportPlan, Che
     if result.ok:
         for row in store.list_current(session, app_id=app_id):
             if (row.kind, row.key) not in present:
-                items.append(PlanItem(row.kind, row.key, "removed", row.version))
+                items.append(_plan_absent(session, row))
     stored = session.get(BundleRow, app_id)
     manifest_changed = stored is None or stored.manifest_text != bundle.manifest.text
     plan = ImportPlan(app_id=app_id, bundle_version=str(manifest.get("version", "?")),
                       manifest_changed=manifest_changed, items=items, problems=problems)
     return plan, result
+
+
+def _record_import(session: Session, app_id: str, kind: str, key: str, version: int,
+                   content_hash: str, now: datetime) -> None:
+    record = session.get(DefinitionImportRow, (kind, key))
+    if record is None:
+        record = DefinitionImportRow(kind=kind, key=key)
+        session.add(record)
+    record.app_id, record.version, record.content_hash = app_id, version, content_hash
+    record.imported_at = now
+
+
+def _close_conflict(session: Session, kind: str, key: str, how: str, actor: str,
+                    now: datetime) -> None:
+    conflict = _open_conflict(session, kind, key)
+    if conflict is not None:
+        conflict.resolved_at, conflict.resolved_by, conflict.resolution = now, actor, how
+
+
+def _store_conflict(session: Session, plan: ImportPlan, item: PlanItem,
+                    definition: Definition | None, now: datetime) -> None:
+    conflict = _open_conflict(session, item.kind, item.key)
+    if conflict is None:
+        conflict = BundleConflictRow(app_id=plan.app_id, kind=item.kind, key=item.key)
+        session.add(conflict)
+    conflict.bundle_version, conflict.live_version = plan.bundle_version, item.version or 0
+    conflict.detected_at, conflict.diff = now, item.diff
+    if definition is None:
+        conflict.content_hash = conflict.body = conflict.source_text = None
+        conflict.source_path, conflict.title = None, {}
+    else:
+        conflict.content_hash, conflict.body = definition.content_hash, definition.body
+        conflict.source_text, conflict.source_path = definition.doc.text, definition.source_path
+        conflict.title = definition.title
 
 
 def _apply(session: Session, bundle: LoadedBundle, plan: ImportPlan, result: CheckResult,
@@ -313,43 +427,160 @@ def _apply(session: Session, bundle: LoadedBundle, plan: ImportPlan, result: Che
     row.manifest_text, row.updated_at = bundle.manifest.text, now
     session.flush()
     for item in plan.items:
+        definition = result.definitions.get((item.kind, item.key))
+        if item.status == "conflict":
+            if item.pending:
+                _store_conflict(session, plan, item, definition, now)
+            continue
+        if item.pending:  # the two sides agree (again): an open conflict is settled
+            _close_conflict(session, item.kind, item.key, "agreed", actor, now)
         if item.status == "removed":
             stored = store.current(session, item.kind, item.key)
             if stored is not None:
                 stored.retired_at = now
             continue
-        if item.status == "unchanged":
+        if item.status == "kept" or definition is None:
             continue
-        definition = result.definitions[(item.kind, item.key)]
+        if item.status == "unchanged":
+            if item.pending and item.version is not None:
+                _record_import(session, plan.app_id, item.kind, item.key, item.version,
+                               definition.content_hash, now)
+            continue
         existing = store.latest(session, item.kind, item.key)
         if existing is not None and existing.content_hash == definition.content_hash:
             existing.retired_at = None  # re-added unchanged: the old version is in force again
-            continue
-        session.add(DefinitionRow(
-            kind=item.kind, key=item.key, version=item.version, app_id=plan.app_id,
-            content_hash=definition.content_hash, title=definition.title,
-            body=definition.body, source_text=definition.doc.text,
-            source_path=definition.source_path, created_at=now, created_by=actor))
+        else:
+            session.add(DefinitionRow(
+                kind=item.kind, key=item.key, version=item.version, app_id=plan.app_id,
+                content_hash=definition.content_hash, title=definition.title,
+                body=definition.body, source_text=definition.doc.text,
+                source_path=definition.source_path, created_at=now, created_by=actor))
+        _record_import(session, plan.app_id, item.kind, item.key, item.version or 1,
+                       definition.content_hash, now)
     audit.append(session, actor=actor, action="bundle.import", object_type="bundle",
                  object_id=plan.app_id, details={
                      "version": plan.bundle_version,
-                     **{s: plan.refs(s) for s in ("added", "changed", "removed")}})
+                     **{s: plan.refs(s) for s in ("added", "changed", "removed", "kept")},
+                     "conflicts": plan.refs("conflict")})
+
+
+class _DryRun(Exception):
+    """Rolls back a dry run that applied bundles so that the next ones see them."""
+
+
+def import_bundles(paths: Sequence[FsPath], *, dry_run: bool = False,
+                   engine: Engine | None = None, actor: str = "cli") -> list[ImportPlan]:
+    """Import several bundles in the order of their ``requires``, in **one transaction**.
+
+    Raises :class:`DefinitionInvalid` (every problem; nothing is written) when a bundle is
+    invalid, two bundles have one app id, or bundles require each other in a cycle. A dry run
+    plans each bundle as if the ones it requires had been applied, then writes nothing.
+    """
+    loaded = [load_bundle(path) for path in paths]
+    plans: list[ImportPlan] = []
+    try:
+        with transaction(engine) as session:
+            ordered = order_bundles(loaded)
+            for index, bundle in enumerate(ordered):
+                plan, result = plan_import(session, bundle)
+                if plan.problems:
+                    raise DefinitionInvalid(plan.problems, f"bundle {bundle.source} is invalid")
+                plans.append(plan)
+                if plan.is_noop or (dry_run and index == len(ordered) - 1):
+                    continue
+                _apply(session, bundle, plan, result, actor)
+                session.flush()
+                plan.applied = not dry_run
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    return plans
 
 
 def import_bundle(path: FsPath, *, dry_run: bool = False, engine: Engine | None = None,
                   actor: str = "cli") -> ImportPlan:
     """Plan, and unless ``dry_run``, apply atomically. Raises :class:`DefinitionInvalid`
     (with every problem) when the bundle is invalid; nothing is written then."""
-    bundle = load_bundle(path)
-    with transaction(engine) as session:
-        plan, result = plan_import(session, bundle)
-        if plan.problems:
-            raise DefinitionInvalid(plan.problems, f"bundle {bundle.source} is invalid")
-        if dry_run or plan.is_noop:
-            return plan
-        _apply(session, bundle, plan, result, actor)
-        plan.applied = True
-    return plan
+    return import_bundles([path], dry_run=dry_run, engine=engine, actor=actor)[0]
+
+
+# --- conflicts: changed in the builder and in the bundle -----------------------------------------
+
+
+def open_conflicts(session: Session, app_id: str | None = None) -> Sequence[BundleConflictRow]:
+    """Conflicts waiting for an administrator, oldest first."""
+    query = select(BundleConflictRow).where(BundleConflictRow.resolved_at.is_(None))
+    if app_id is not None:
+        query = query.where(BundleConflictRow.app_id == app_id)
+    return session.scalars(query.order_by(BundleConflictRow.id)).all()
+
+
+RESOLUTIONS = ("builder", "bundle")
+
+
+def resolve_conflict(session: Session, conflict_id: int, keep: str, *,
+                     actor: str, actor_role: str | None = None, ip: str | None = None,
+                     request_id: str | None = None) -> DefinitionRow | None:
+    """Settle a conflict (audited): ``keep="builder"`` leaves the live version in force and
+    takes note that the bundle's text was seen, so the next import keeps it; ``keep="bundle"``
+    makes the bundle's text a new version (or retires the definition the bundle removed).
+    Nothing is deleted. Returns the version in force afterwards. Raises :class:`NotFound` for an
+    unknown or settled conflict and :class:`DefinitionInvalid` when the bundle's text no longer
+    checks against what is stored now."""
+    conflict = session.get(BundleConflictRow, conflict_id)
+    if conflict is None or conflict.resolved_at is not None or keep not in RESOLUTIONS:
+        raise NotFound(f"no open conflict {conflict_id}")
+    now = now_utc()
+    kind, key = conflict.kind, conflict.key
+    live = store.current(session, kind, key)
+    if keep == "builder":
+        if conflict.content_hash is None:
+            # the bundle dropped it, the hospital keeps it: from now on it is the builder's own
+            record = session.get(DefinitionImportRow, (kind, key))
+            if record is not None:
+                session.delete(record)
+        elif live is not None:
+            _record_import(session, conflict.app_id, kind, key, live.version,
+                           conflict.content_hash, now)
+    elif conflict.content_hash is None:
+        if live is not None:
+            live.retired_at = now
+        live = None
+    else:
+        live = _take_bundle_version(session, conflict, actor, now)
+    conflict.resolved_at, conflict.resolved_by, conflict.resolution = now, actor, keep
+    audit.append(session, actor=actor, actor_role=actor_role, ip=ip, request_id=request_id,
+                 action="bundle.resolve_conflict",
+                 object_type=kind, object_id=key,
+                 details={"app": conflict.app_id, "keep": keep,
+                          "version": live.version if live is not None else None})
+    return live
+
+
+def _take_bundle_version(session: Session, conflict: BundleConflictRow, actor: str,
+                         now: datetime) -> DefinitionRow:
+    kind, key = conflict.kind, conflict.key
+    text, source_path = conflict.source_text or "", conflict.source_path or ""
+    doc = load_text(text, f"{conflict.app_id}/{source_path}")
+
+    def stored(other_kind: str, other_key: str) -> dict[str, Any] | None:
+        row = store.current(session, other_kind, other_key)
+        return dict(row.body) if row is not None else None
+
+    result = check_documents([doc], external=stored)
+    definition = result.definitions.get((kind, key))
+    if not result.ok or definition is None:
+        raise DefinitionInvalid(result.errors, f"the bundle's {kind} '{key}' no longer checks")
+    latest = store.latest(session, kind, key)
+    row = DefinitionRow(kind=kind, key=key, version=(latest.version + 1) if latest else 1,
+                        app_id=conflict.app_id, content_hash=definition.content_hash,
+                        title=definition.title, body=definition.body, source_text=text,
+                        source_path=source_path, created_at=now, created_by=actor)
+    session.add(row)
+    session.flush()
+    _record_import(session, conflict.app_id, kind, key, row.version, definition.content_hash, now)
+    return row
 
 
 def export_bundle(app_id: str, engine: Engine | None = None) -> bytes:
@@ -366,39 +597,87 @@ def export_bundle(app_id: str, engine: Engine | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def requires_of(path: FsPath) -> tuple[str | None, list[str]]:
-    """``(app id, required app ids)`` from a bundle's manifest, without checking it."""
-    manifest = load_bundle(path).manifest.data
-    if not isinstance(manifest, dict):
-        return None, []
-    requires = manifest.get("requires") or []
-    return manifest.get("id"), [r for r in requires if isinstance(r, str)]
+def _requires(bundle: LoadedBundle) -> list[str]:
+    manifest = bundle.manifest.data if isinstance(bundle.manifest.data, dict) else {}
+    return [r for r in manifest.get("requires") or [] if isinstance(r, str)]
 
 
-def order_by_requires(paths: list[FsPath]) -> list[FsPath]:
-    """Bundles sorted so that every app comes after the apps it requires (stable otherwise)."""
-    info = {path: requires_of(path) for path in paths}
-    by_id = {app_id: path for path, (app_id, _) in info.items() if app_id}
-    ordered: list[FsPath] = []
-    visiting: set[FsPath] = set()
+def _requires_problem(bundle: LoadedBundle, code: str, message: str,
+                      required: str | None = None) -> Problem:
+    requires = _requires(bundle)
+    if required is not None and required in requires:
+        return bundle.manifest.problem(code, message, ("requires", requires.index(required)))
+    return bundle.manifest.problem(code, message, ("id",) if bundle.app_id else ())
 
-    def visit(path: FsPath) -> None:
-        if path in ordered or path in visiting:
-            return  # a cycle is reported by the import itself (a required app is missing)
-        visiting.add(path)
-        for required in info[path][1]:
+
+def order_bundles(bundles: Sequence[LoadedBundle]) -> list[LoadedBundle]:
+    """Bundles sorted so that every app comes after the apps it requires (stable otherwise).
+
+    A requirement that is not among ``bundles`` is left to the import (it may be stored
+    already; if not, ``bundle.missing-requirement``). Two bundles of one app
+    (``bundle.duplicate-app``) or a cycle (``bundle.requires-cycle``, naming every bundle in it)
+    raise :class:`DefinitionInvalid`.
+    """
+    by_id: dict[str, LoadedBundle] = {}
+    problems: list[Problem] = []
+    for bundle in bundles:
+        app_id = bundle.app_id
+        if not isinstance(app_id, str):
+            continue
+        if app_id in by_id:
+            problems.append(_requires_problem(
+                bundle, "bundle.duplicate-app",
+                f"app '{app_id}' is also in {by_id[app_id].source}: import one of them"))
+        else:
+            by_id[app_id] = bundle
+    if problems:
+        raise DefinitionInvalid(problems, "two bundles of one app")
+    ordered: list[LoadedBundle] = []
+    done: set[int] = set()
+    path: list[LoadedBundle] = []
+
+    def visit(bundle: LoadedBundle) -> None:
+        if id(bundle) in done:
+            return
+        if any(b is bundle for b in path):
+            start = next(i for i, b in enumerate(path) if b is bundle)
+            cycle = [*path[start:], bundle]
+            names = " → ".join(str(b.app_id) if PurePosixPath(b.source).name == b.app_id
+                               else f"{b.app_id} ({b.source})" for b in cycle)
+            raise DefinitionInvalid(
+                [_requires_problem(b, "bundle.requires-cycle",
+                                   f"apps require each other in a cycle: {names}",
+                                   nxt.app_id) for b, nxt in pairwise(cycle)],
+                f"bundles require each other in a cycle: {names}")
+        path.append(bundle)
+        for required in _requires(bundle):
             if required in by_id:
                 visit(by_id[required])
-        visiting.discard(path)
-        ordered.append(path)
+        path.pop()
+        done.add(id(bundle))
+        ordered.append(bundle)
 
-    for path in paths:
-        visit(path)
+    for bundle in bundles:
+        visit(bundle)
     return ordered
 
 
+def requires_of(path: FsPath) -> tuple[str | None, list[str]]:
+    """``(app id, required app ids)`` from a bundle's manifest, without checking it."""
+    bundle = load_bundle(path)
+    return bundle.app_id, _requires(bundle)
+
+
+def order_by_requires(paths: list[FsPath]) -> list[FsPath]:
+    """Bundle paths sorted so that every app comes after the apps it requires."""
+    by_bundle = [(load_bundle(path), path) for path in paths]
+    index = {id(bundle): path for bundle, path in by_bundle}
+    return [index[id(bundle)] for bundle in order_bundles([b for b, _ in by_bundle])]
+
+
 def list_bundles(paths: Iterable[FsPath]) -> list[FsPath]:
-    """Bundles in the given folders: every folder that holds an ``app.yaml``, and zips."""
+    """Bundles in the given paths: a zip, a folder that holds an ``app.yaml``, or every such
+    folder and zip inside a folder of bundles; ordered by ``requires``."""
     found: list[FsPath] = []
     for path in paths:
         if path.is_file() or (path / MANIFEST).is_file():

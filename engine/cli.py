@@ -110,15 +110,25 @@ def bundle() -> None:
 
 
 @bundle.command("import")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @FORMAT
-def bundle_import(path: Path, dry_run: bool, fmt: str) -> None:
-    """Import a bundle (folder or .zip) atomically, after printing its plan."""
-    from careloop.engine.bundles import BundleError, import_bundle
+def bundle_import(paths: tuple[Path, ...], dry_run: bool, fmt: str) -> None:
+    """Import bundles (folders, .zip files, or a folder of bundles) atomically, each after the
+    apps it requires, after printing their plan. What staff published in the builder is kept;
+    where the bundle changed it too, the conflict is listed for an administrator to resolve."""
+    from careloop.engine.bundles import BundleError, import_bundles, list_bundles
 
     try:
-        plan = import_bundle(path, dry_run=dry_run)
+        bundles: list[Path] = []
+        for path in paths:
+            inside = list_bundles([path])
+            if not inside:
+                raise BundleError(f"{path}: neither a bundle (no app.yaml) nor a folder of "
+                                  "bundles")
+            bundles.extend(inside)
+        plans = import_bundles(bundles, dry_run=dry_run)
     except BundleError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -133,20 +143,41 @@ def bundle_import(path: Path, dry_run: bool, fmt: str) -> None:
             click.echo(f"bundle refused: {len(exc.problems)} error(s); nothing was changed")
         sys.exit(1)
     if fmt == "json":
-        click.echo(json.dumps(plan.to_json(), ensure_ascii=False, indent=2))
+        # one bundle: its plan (as before); several: {"bundles": [plan, …]} in import order
+        data = (plans[0].to_json() if len(plans) == 1
+                else {"applied": any(p.applied for p in plans),
+                      "bundles": [p.to_json() for p in plans]})
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    _print_plan(plan.to_json(), dry_run)
+    for plan in plans:
+        _print_plan(plan.to_json(), dry_run)
+
+
+def print_conflicts(conflicts: list[dict[str, object]], err: bool = False) -> None:
+    """The conflicts of a plan, one line each, and where to resolve them."""
+    for conflict in conflicts:
+        side = ("removed it" if conflict["bundle"] == "removed" else "changed it")
+        click.echo(f"    {conflict['ref']}: published in the builder (version "
+                   f"{conflict['live_version']} stays live) and the bundle {side}", err=err)
+    if conflicts:
+        click.echo("  resolve at /admin/bundles/conflicts (keep the builder's version or take "
+                   "the bundle's)", err=err)
 
 
 def _print_plan(plan: dict[str, object], dry_run: bool) -> None:
     click.echo(f"app {plan['app']} {plan['version']}")
-    for status in ("added", "changed", "unchanged", "removed"):
+    for status in ("added", "changed", "unchanged", "removed", "kept"):
         refs = plan[status]
         assert isinstance(refs, list)
-        click.echo(f"  {status}: {len(refs)}")
+        label = "kept (published in the builder)" if status == "kept" else status
+        click.echo(f"  {label}: {len(refs)}")
         if status != "unchanged":
             for ref in refs:
                 click.echo(f"    {ref}")
+    conflicts = plan["conflicts"]
+    assert isinstance(conflicts, list)
+    click.echo(f"  conflicts (not applied): {len(conflicts)}")
+    print_conflicts(conflicts)
     diffs = plan["diffs"]
     assert isinstance(diffs, dict)
     for ref, diff in diffs.items():
@@ -157,6 +188,55 @@ def _print_plan(plan: dict[str, object], dry_run: bool) -> None:
         click.echo("applied")
     else:
         click.echo("nothing to change")
+
+
+@bundle.command("conflicts")
+@FORMAT
+def bundle_conflicts(fmt: str) -> None:
+    """List definitions changed both in the builder and in their bundle (not applied)."""
+    from careloop.engine.bundles import open_conflicts
+    from careloop.engine.db import transaction
+
+    with transaction() as session:
+        rows = [{"id": c.id, "app": c.app_id, "ref": f"{c.kind}/{c.key}",
+                 "live_version": c.live_version, "bundle_version": c.bundle_version,
+                 "bundle": "removed" if c.content_hash is None else "changed"}
+                for c in open_conflicts(session)]
+    if fmt == "json":
+        click.echo(json.dumps({"conflicts": rows}, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['id']}: {row['app']} {row['ref']}: published in the builder (version "
+                   f"{row['live_version']} stays live) and bundle {row['bundle_version']} "
+                   f"{'removed' if row['bundle'] == 'removed' else 'changed'} it")
+    click.echo(f"{len(rows)} open conflict(s)" + (
+        "; resolve with careloop bundle resolve ID --keep builder|bundle, or at "
+        "/admin/bundles/conflicts" if rows else ""))
+
+
+@bundle.command("resolve")
+@click.argument("conflict_id", type=click.IntRange(1))
+@click.option("--keep", type=click.Choice(["builder", "bundle"]), required=True,
+              help="builder: the live version stays; bundle: the bundle's text becomes a new "
+                   "version (or the definition is retired, when the bundle removed it).")
+def bundle_resolve(conflict_id: int, keep: str) -> None:
+    """Resolve a conflict listed by ``careloop bundle conflicts`` (audited; nothing is deleted)."""
+    from careloop.engine.bundles import resolve_conflict
+    from careloop.engine.db import transaction
+
+    try:
+        with transaction() as session:
+            live = resolve_conflict(session, conflict_id, keep, actor="cli")
+            shown = f"version {live.version} is live" if live is not None else "retired"
+    except NotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except DefinitionInvalid as exc:
+        for problem in exc.problems:
+            click.echo(problem.render())
+        click.echo("the bundle's version no longer checks; nothing was changed")
+        sys.exit(1)
+    click.echo(f"conflict {conflict_id} resolved ({keep}): {shown}")
 
 
 @bundle.command("export")

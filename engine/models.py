@@ -108,6 +108,48 @@ class DefinitionRow(Base):
     retired_at: Mapped[datetime | None]
 
 
+class DefinitionImportRow(Base):
+    """Per definition, what its bundle last brought: the stored version that was live then and
+    the bundle's content hash. A current version with another hash was published in the builder
+    since; a bundle with another hash changed since. Both at once is a :class:`BundleConflictRow`.
+    """
+
+    __tablename__ = "definition_imports"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("bundles.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(80))
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BundleConflictRow(Base):
+    """A definition changed both in the builder and in its bundle: the bundle's side, kept until
+    an administrator keeps the builder's version or takes the bundle's (a new version).
+    ``content_hash`` is null when the bundle removed the definition."""
+
+    __tablename__ = "bundle_conflicts"
+    __table_args__ = (Index("ix_bundle_conflicts_kind_key", "kind", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("bundles.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(64))
+    bundle_version: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(80))
+    title: Mapped[dict[str, Any]]
+    body: Mapped[dict[str, Any] | None]
+    source_text: Mapped[str | None] = mapped_column(Text)
+    source_path: Mapped[str | None] = mapped_column(String(255))
+    live_version: Mapped[int] = mapped_column(Integer)
+    diff: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolution: Mapped[str | None] = mapped_column(String(16))  # builder | bundle | agreed
+
+
 class DomainEventRow(Base):
     """Append-only log of domain events; ``event_id`` (the sender's id) is unique."""
 

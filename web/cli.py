@@ -54,7 +54,8 @@ def _demo_login_hint(password: str) -> str:
 def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bool,
        patients: int, no_serve: bool) -> None:
     """First-run and every-run start: upgrade the database, import every bundle, serve."""
-    from careloop.engine.bundles import import_bundle, list_bundles
+    from careloop.engine.bundles import BundleError, import_bundles, list_bundles
+    from careloop.engine.cli import print_conflicts
     from careloop.engine.db import database_url, redact, transaction
     from careloop.engine.errors import DefinitionInvalid
     from careloop.engine.migrate import upgrade
@@ -62,16 +63,27 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bo
 
     upgrade()
     click.echo(f"database ready: {redact(database_url())}")
-    for path in list_bundles([bundle_dir]):
-        try:
-            plan = import_bundle(path, actor="careloop up")
-        except DefinitionInvalid as exc:
-            for problem in exc.problems:
-                click.echo(problem.render(), err=True)
-            click.echo(f"bundle {path} refused; nothing was changed", err=True)
-            sys.exit(1)
+    try:
+        # what staff published in the builder stays live: only untouched definitions are updated
+        plans = import_bundles(list_bundles([bundle_dir]), actor="careloop up")
+    except BundleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except DefinitionInvalid as exc:
+        for problem in exc.problems:
+            click.echo(problem.render(), err=True)
+        click.echo(f"bundles in {bundle_dir} refused; nothing was changed", err=True)
+        sys.exit(1)
+    for plan in plans:
         counts = ", ".join(f"{s} {len(plan.refs(s))}" for s in ("added", "changed", "removed"))
+        kept = plan.refs("kept")
+        if kept:
+            counts += f", kept (published in the builder) {len(kept)}"
         click.echo(f"bundle {plan.app_id} {plan.bundle_version}: {counts}")
+        conflicts = plan.to_json()["conflicts"]
+        if conflicts:
+            click.echo(f"  conflicts, not applied: {len(conflicts)}")
+            print_conflicts(conflicts)
     with transaction() as session:
         first_run = not has_any_user(session)
         if first_run and with_demo:

@@ -24,16 +24,23 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from careloop.engine import audit as audit_log
-from careloop.engine.bundles import BundleError, ImportPlan, import_bundle
+from careloop.engine import store
+from careloop.engine.bundles import (
+    BundleError,
+    ImportPlan,
+    import_bundle,
+    open_conflicts,
+    resolve_conflict,
+)
 from careloop.engine.clock import hospital_tz
 from careloop.engine.db import transaction
 from careloop.engine.domain import Department, RoleGrant, User
-from careloop.engine.errors import DefinitionInvalid
+from careloop.engine.errors import DefinitionInvalid, NotFound
 from careloop.engine.i18n import t
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
 from careloop.web import admin, auth
-from careloop.web.deps import locale_of, record, require
+from careloop.web.deps import client_ip, locale_of, record, request_id, require
 from careloop.web.models import UserCredential
 from careloop.web.permissions import (
     ADMIN_DEPARTMENTS,
@@ -196,9 +203,10 @@ def _bundles_page(request: Request, plan: ImportPlan | None = None, payload: str
                   status: int = 200) -> Response:
     with transaction() as session:
         rows = session.scalars(select(BundleRow).order_by(BundleRow.id)).all()
+        conflicts = len(open_conflicts(session))
     return render(request, "admin_bundles.html", status_code=status, bundles=rows,
                   plan=plan.to_json() if plan else None, payload=payload, digest=digest,
-                  errors=errors or [])
+                  errors=errors or [], open_conflicts=conflicts)
 
 
 @router.get("/bundles")
@@ -251,6 +259,47 @@ def bundle_apply(request: Request, payload: str = Form(), digest: str = Form(max
     record(request, me, "bundle.import_request", object_type="bundle", object_id=plan.app_id,
            details={"applied": plan.applied})
     return _bundles_page(request, plan=plan)
+
+
+def _conflicts_page(request: Request, errors: list[str] | None = None,
+                    status: int = 200) -> Response:
+    with transaction() as session:
+        items = []
+        for conflict in open_conflicts(session):
+            live = store.current(session, conflict.kind, conflict.key)
+            items.append({"id": conflict.id, "app": conflict.app_id, "kind": conflict.kind,
+                          "key": conflict.key, "title": (live.title if live else None)
+                          or conflict.title, "removed": conflict.content_hash is None,
+                          "bundle_version": conflict.bundle_version,
+                          "detected_at": conflict.detected_at, "diff": conflict.diff,
+                          "live_version": live.version if live else conflict.live_version,
+                          "published_by": live.created_by if live else None,
+                          "published_at": live.created_at if live else None})
+    return render(request, "admin_bundle_conflicts.html", status_code=status,
+                  conflicts=items, errors=errors or [])
+
+
+@router.get("/bundles/conflicts")
+def bundle_conflicts(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Definitions changed both in the builder and in their bundle, waiting for a decision."""
+    return _conflicts_page(request)
+
+
+@router.post("/bundles/conflicts/{conflict_id}/{keep}")
+def bundle_conflict_resolve(request: Request, conflict_id: int = Path(ge=1, le=MAX_ID),
+                            keep: str = Path(pattern="^(builder|bundle)$"),
+                            me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Keep the builder's version, or take the bundle's as a new version (audited)."""
+    try:
+        with transaction() as session:
+            resolve_conflict(session, conflict_id, keep, actor=me.username,
+                             actor_role=me.role_label, ip=client_ip(request),
+                             request_id=request_id(request))
+    except NotFound:
+        raise HTTPException(status_code=404) from None
+    except DefinitionInvalid as exc:
+        return _conflicts_page(request, errors=_problems(exc), status=400)
+    return RedirectResponse("/admin/bundles/conflicts", status_code=303)
 
 
 @router.get("/bundles/{app_id}/export")

@@ -1,5 +1,8 @@
+import json
 import shutil
 import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -166,3 +169,143 @@ def test_list_bundles_orders_required_apps_first() -> None:
 
     names = [p.name for p in list_bundles([ROOT / "app_definitions"])]
     assert names[0] == "common" and "satisfaction" in names
+
+
+# --- several bundles: ordered by requires ---------------------------------------------------
+
+
+def make_app(root: Path, app_id: str, requires: list[str]) -> Path:
+    app = root / app_id
+    (app / "templates").mkdir(parents=True)
+    (app / "app.yaml").write_text(
+        f"id: {app_id}\nname: {{zh-CN: 应用{app_id}, en: App {app_id}}}\nversion: 1.0.0\n"
+        f"format: 1\ndefault_locale: zh-CN\nrequires: [{', '.join(requires)}]\n", "utf-8")
+    (app / "templates" / f"{app_id}_hello.yaml").write_text(
+        f"kind: template\nkey: {app_id}_hello\ntitle: {{zh-CN: 问候{app_id}, en: Hello}}\n"
+        "channels: [sms]\nvariables: [patient_name]\n"
+        "body: {zh-CN: '{{ patient_name }}您好', en: 'Hello {{ patient_name }}'}\n", "utf-8")
+    return app
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from careloop.engine.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_bundle_import_orders_the_bundles_given_by_requires(engine: Engine,
+                                                            tmp_path: Path) -> None:
+    c = make_app(tmp_path, "c_app", ["b_app"])
+    b = make_app(tmp_path, "b_app", ["a_app"])
+    a = make_app(tmp_path, "a_app", [])
+    code, out = run_cli("bundle", "import", "--dry-run", "--format", "json", str(c), str(b),
+                        str(a))
+    assert code == 0, out
+    data = json.loads(out)
+    assert [p["app"] for p in data["bundles"]] == ["a_app", "b_app", "c_app"]
+    assert data["applied"] is False and all(p["errors"] == [] for p in data["bundles"])
+    assert count_definitions(engine) == 0  # the dry run planned b after a, then wrote nothing
+    code, out = run_cli("bundle", "import", str(c), str(b), str(a))
+    assert code == 0, out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("app ")] == [
+        "a_app", "b_app", "c_app"]
+    assert count_definitions(engine) == 3
+
+
+def test_a_folder_of_bundles_is_imported_in_requires_order(engine: Engine,
+                                                           tmp_path: Path) -> None:
+    make_app(tmp_path, "a_late", ["z_first"])  # alphabetically first, but requires z_first
+    make_app(tmp_path, "z_first", [])
+    code, out = run_cli("bundle", "import", "--format", "json", str(tmp_path))
+    assert code == 0, out
+    assert [p["app"] for p in json.loads(out)["bundles"]] == ["z_first", "a_late"]
+
+
+def test_a_cycle_or_a_missing_requirement_is_an_error_naming_the_bundles(
+        engine: Engine, tmp_path: Path) -> None:
+    a = make_app(tmp_path / "cycle", "a_app", ["b_app"])
+    b = make_app(tmp_path / "cycle", "b_app", ["a_app"])
+    code, out = run_cli("bundle", "import", str(a), str(b))
+    assert code == 1
+    assert "bundle.requires-cycle" in out and "a_app" in out and "b_app" in out
+    assert "a_app/app.yaml:6:" in out and "b_app/app.yaml:6:" in out
+    assert "nothing was changed" in out and count_definitions(engine) == 0
+    d = make_app(tmp_path / "missing", "d_app", ["nowhere"])
+    code, out = run_cli("bundle", "import", "--format", "json", str(d))
+    assert code == 1
+    [error] = json.loads(out)["errors"]
+    assert error["code"] == "bundle.missing-requirement" and "nowhere" in error["message"]
+    assert error["file"].endswith("d_app/app.yaml")
+    code, out = run_cli("bundle", "import", str(tmp_path / "missing" / "d_app" / "templates"))
+    assert code == 2 and "neither a bundle" in out
+
+
+def test_migration_0009_records_the_imported_version_not_the_builders(tmp_path: Path) -> None:
+    """An upgraded database keeps what was published in the builder before the upgrade."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from careloop.engine.migrate import alembic_config, upgrade
+
+    db, drop = _fresh_database(tmp_path)
+    try:
+        upgrade(db, "0008")
+        now = datetime(2026, 11, 1, tzinfo=UTC)
+        meta = sa.MetaData()
+        meta.reflect(db, only=["bundles", "definitions", "audit_log"])
+        with db.begin() as conn:
+            conn.execute(meta.tables["bundles"].insert(), [{
+                "id": "obstetrics", "name": {"zh-CN": "产科"}, "version": "0.1.0", "format": 1,
+                "default_locale": "zh-CN", "manifest": {}, "manifest_text": "", "imported_at": now,
+                "updated_at": now}])
+            conn.execute(meta.tables["definitions"].insert(), [
+                {"kind": "form", "key": "f", "version": v, "content_hash": f"sha256:{v}",
+                 "title": {}, "body": {}, "source_text": "", "source_path": "forms/f.yaml",
+                 "app_id": "obstetrics", "created_at": now, "created_by": by}
+                for v, by in ((1, "cli"), (2, "px_a"))])
+            conn.execute(meta.tables["audit_log"].insert(), [{
+                "at": now, "actor": "px_a", "action": "builder.publish", "object_type": "form",
+                "object_id": "f", "outcome": "success", "details": {"version": 2},
+                "prev_hash": "0", "hash": "h1"}])
+        upgrade(db)
+        with db.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT kind, key, app_id, version, content_hash FROM definition_imports")).all()
+        assert [tuple(r) for r in rows] == [("form", "f", "obstetrics", 1, "sha256:1")]
+        cfg = alembic_config(db)
+        with db.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")  # reversible
+        assert "definition_imports" not in sa.inspect(db).get_table_names()
+    finally:
+        db.dispose()
+        drop()
+
+
+def _fresh_database(tmp_path: Path) -> tuple[Engine, Callable[[], None]]:
+    """An empty database of the kind the suite runs on (SQLite file or a new PostgreSQL schema)."""
+    import os
+    import secrets
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from careloop.engine.db import make_engine
+
+    url = os.environ.get("CARELOOP_DATABASE_URL")
+    if not url or make_url(url).get_backend_name() != "postgresql":
+        return make_engine(f"sqlite:///{tmp_path / 'old.db'}"), lambda: None
+    schema = f"careloop_mig_{secrets.token_hex(4)}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return make_engine(url, connect_args={"options": f"-csearch_path={schema}"}), drop
