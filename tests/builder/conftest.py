@@ -32,7 +32,7 @@ ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background
 @pytest.fixture
 def apps(engine: Engine) -> list[str]:
     """common, obstetrics and satisfaction imported; one patient."""
-    names = ["common", "discharge", "obstetrics", "satisfaction"]
+    names = ["common", "discharge", "cardiology", "obstetrics", "satisfaction"]
     for name in names:
         import_bundle(ROOT / "app_definitions" / name, engine=engine, actor="test")
     with transaction(engine) as session:

@@ -33,7 +33,7 @@ TITLE = "title: {zh-CN: 产后42天随访, en: Postpartum day-42 follow-up}"
 def bundles(tmp_path: Path) -> Path:
     """A copy of the apps the ``apps`` fixture imported, as ``careloop up --bundles`` reads."""
     target = tmp_path / "apps"
-    for name in ("common", "obstetrics", "satisfaction"):
+    for name in ("common", "discharge", "cardiology", "obstetrics", "satisfaction"):
         shutil.copytree(ROOT / "app_definitions" / name, target / name)
     return target
 

@@ -20,7 +20,7 @@ from careloop.flows.scheduler import SweepReport, run_due
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "app_definitions"
-BUNDLES = ("common", "discharge", "satisfaction", "complaints", "cardiology", "chronic_care",
+BUNDLES = ("common", "discharge", "cardiology", "satisfaction", "complaints", "chronic_care",
            "orthopedics")
 
 

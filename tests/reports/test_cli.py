@@ -22,7 +22,7 @@ def _run(*args: str) -> Any:
 
 
 def test_report_run_json_csv_and_params(engine: Engine, seed: Any) -> None:
-    for app in ("common", "discharge", "satisfaction"):
+    for app in ("common", "discharge", "cardiology", "satisfaction"):
         import_bundle(APPS / app, engine=engine)
     seed.submit("card", {"nps": 10, "overall": 5}, at=datetime(2026, 3, 1, 4, tzinfo=UTC))
     seed.submit("ortho", {"nps": 0, "overall": 1}, at=datetime(2026, 4, 1, 4, tzinfo=UTC))
@@ -44,7 +44,7 @@ def test_report_run_json_csv_and_params(engine: Engine, seed: Any) -> None:
 
 
 def test_alerts_run_with_now(engine: Engine, seed: Any) -> None:
-    for app in ("common", "discharge", "satisfaction"):
+    for app in ("common", "discharge", "cardiology", "satisfaction"):
         import_bundle(APPS / app, engine=engine)
     for i in range(30):
         seed.submit("card", {"nps": 0 if i % 2 else 10, "overall": 3},

@@ -25,7 +25,7 @@ CASES = json.loads((APPS / "satisfaction/tests/reports/overview_cases.json").rea
 
 @pytest.fixture
 def bundles(engine: Engine) -> Engine:
-    for app in ("common", "discharge", "satisfaction", "complaints"):
+    for app in ("common", "discharge", "cardiology", "satisfaction", "complaints"):
         import_bundle(APPS / app, engine=engine)
     return engine
 

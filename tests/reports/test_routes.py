@@ -45,7 +45,7 @@ def _sign_in(client: TestClient, username: str, role: str, dept: str | None) -> 
 
 
 def test_department_head_over_http(client: TestClient, engine: Engine, seed: Any) -> None:
-    for app in ("common", "discharge", "satisfaction"):
+    for app in ("common", "discharge", "cardiology", "satisfaction"):
         import_bundle(APPS / app, engine=engine)
     at = datetime(2026, 3, 1, 4, tzinfo=UTC)
     for dept, v in (("card", 10), ("card", 0), ("ortho", 9)):

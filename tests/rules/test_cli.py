@@ -33,7 +33,7 @@ def _nothing_stored(engine: Engine) -> bool:
 def test_rules_test_prints_matches_and_would_be_actions(
         engine: Engine, hospital: dict[str, int], install: Callable[..., None],
         tmp_path: Path) -> None:
-    install("common", "discharge", "satisfaction")
+    install("common", "discharge", "cardiology", "satisfaction")
     result = CliRunner().invoke(rules, ["test", "followup_routing", "--event",
                                         _write(tmp_path, EVENT), "--locale", "en"])
     assert result.exit_code == 0, result.output
@@ -47,7 +47,7 @@ def test_rules_test_prints_matches_and_would_be_actions(
 
 def test_rules_test_json(engine: Engine, hospital: dict[str, int],
                          install: Callable[..., None], tmp_path: Path) -> None:
-    install("common", "discharge", "satisfaction")
+    install("common", "discharge", "cardiology", "satisfaction")
     happy = {**EVENT, "payload": {**EVENT["payload"], "answers": {"overall": 5}}}  # type: ignore[dict-item]
     result = CliRunner().invoke(rules, ["test", "followup_routing", "--event",
                                         _write(tmp_path, happy), "--format", "json"])

@@ -43,7 +43,7 @@ def _login(client: TestClient, role: str) -> str:
 
 def test_dry_run_over_http(engine: Engine, client: TestClient, hospital: dict[str, int],
                            install: Callable[..., None]) -> None:
-    install("common", "discharge", "satisfaction")
+    install("common", "discharge", "cardiology", "satisfaction")
     csrf = _login(client, "px_office")
     response = client.post("/api/v1/rules/followup_routing/test", json=EVENT,
                            headers={"X-CSRF-Token": csrf})

@@ -251,7 +251,7 @@ def test_segments_tag_patients(engine: Engine, hospital: dict[str, int],
 
 def test_dry_run_shows_matches_and_changes_nothing(
         engine: Engine, hospital: dict[str, int], install: Callable[..., None]) -> None:
-    install("common", "discharge", "satisfaction")
+    install("common", "discharge", "cardiology", "satisfaction")
     event = {"type": "form.submitted", "payload": {
         "submission_id": 1, "form": "inpatient_satisfaction", "patient_id": "p1",
         "encounter_id": "e1", "answers": {"overall": 2, "comment": "出院时用药指导不清楚"}}}

@@ -47,7 +47,7 @@ def test_followup_routing_end_to_end(engine: Engine, install: Callable[..., None
                                      hospital: dict[str, int]) -> None:
     from careloop.forms.models import Submission
 
-    install("common", "discharge", "satisfaction")
+    install("common", "discharge", "cardiology", "satisfaction")
     with frozen_now(NOW):
         submission_id = _submit(engine, {"overall": 2, "low_reasons": ["explanation"], "nps": 3,
                                          "comment": COMMENT})
@@ -90,7 +90,7 @@ def test_satisfied_patient_is_archived_and_tagged(engine: Engine, install: Calla
                                                   hospital: dict[str, int]) -> None:
     from careloop.forms.models import Submission
 
-    install("common", "discharge", "satisfaction")
+    install("common", "discharge", "cardiology", "satisfaction")
     submission_id = _submit(engine, {"overall": 5, "nps": 10, "comment": "护士态度很好"})
     with transaction(engine) as session:
         assert session.get(Submission, submission_id).status == "archived"
