@@ -14,6 +14,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
+from careloop.engine.context import age_on, local_today
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, Task, TaskHistory
 from careloop.engine.privacy import mask_id_number, mask_phone
 from careloop.engine.tasks import (
@@ -139,10 +140,7 @@ class PatientView:
 
 
 def _age(birth: date | None) -> int | None:
-    if birth is None:
-        return None
-    today = now_utc().date()
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    return age_on(birth, local_today())  # the hospital's date, as every engine counts age
 
 
 def department_names(session: Session) -> dict[str, dict[str, Any]]:
