@@ -7,6 +7,11 @@ Every problem is reported with its JSON path (``$.payload.discharged_at``), neve
 The sender's ``event_id`` is the idempotency key: a duplicate gets the acknowledgement of the
 original and changes nothing. ``patient.upserted`` and ``encounter.*`` update the domain tables in
 the same transaction, before any engine reacts to the event.
+
+Departments, wards and staff are reference data the hospital sets up (admin pages, ``careloop
+demo seed``); the HIS names them by code and an unknown code is refused with 422 at its path
+(``$.payload.department_id: unknown department 'neurology'``) — never created from an event, so
+no patient reads a raw code where a department's name belongs.
 """
 
 from __future__ import annotations
@@ -82,15 +87,34 @@ def problems(event: Any) -> list[dict[str, str]]:
     return sorted(found, key=lambda p: p["path"])
 
 
+# Payload fields that name reference data, and what they name (the message says which).
+DEPARTMENT_FIELDS = {"department_id": "department", "ward_id": "ward"}
+STAFF_FIELDS = ("attending_doctor", "responsible_nurse")
+
+
 def _references(session: Session, kind: str, payload: dict[str, Any]) -> list[dict[str, str]]:
-    """Problems only the database can see (an encounter for an unknown patient)."""
-    if kind == "patient.upserted" or "patient_id" not in payload:
-        return []
-    if session.get(Patient, payload["patient_id"]) is None:
-        return [{"path": "$.payload.patient_id",
-                 "message": f"unknown patient {payload['patient_id']!r}; "
-                            "send patient.upserted first"}]
-    return []
+    """Problems only the database can see: an encounter for an unknown patient, a department,
+    ward or staff member the hospital has not set up.
+
+    ``{"department_id": "neurology", …}`` → ``[{"path": "$.payload.department_id",
+    "message": "unknown department 'neurology'"}]``
+    """
+    found: list[dict[str, str]] = []
+    if kind != "patient.upserted" and "patient_id" in payload \
+            and session.get(Patient, payload["patient_id"]) is None:
+        found.append({"path": "$.payload.patient_id",
+                      "message": f"unknown patient {payload['patient_id']!r}; "
+                                 "send patient.upserted first"})
+    for name, what in DEPARTMENT_FIELDS.items():
+        code = payload.get(name)
+        if isinstance(code, str) and session.get(Department, code) is None:
+            found.append({"path": f"$.payload.{name}", "message": f"unknown {what} {code!r}"})
+    for name in STAFF_FIELDS:
+        username = payload.get(name)
+        if isinstance(username, str) and _user_id(session, username) is None:
+            found.append({"path": f"$.payload.{name}",
+                          "message": f"unknown staff member {username!r}"})
+    return found
 
 
 def acknowledgement(row: DomainEventRow) -> dict[str, Any]:
@@ -124,13 +148,6 @@ def _stored_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind == "patient.upserted":
         return {k: v for k, v in payload.items() if k not in ("name", "phone", "id_number")}
     return payload
-
-
-def _department(session: Session, department_id: str | None) -> None:
-    if department_id and session.get(Department, department_id) is None:
-        session.add(Department(id=department_id, name={"zh-CN": department_id,
-                                                        "en": department_id}))
-        session.flush()
 
 
 def _user_id(session: Session, username: str | None) -> int | None:
@@ -168,16 +185,25 @@ def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:
         patient.consents = {**patient.consents, **payload["consents"]}
     patient.updated_at = now_utc()
     session.flush()
-    for tag in payload.get("tags", []):
-        if session.scalars(select(PatientTag).where(PatientTag.patient_id == patient.id,
-                                                    PatientTag.tag == tag)).first() is None:
-            session.add(PatientTag(patient_id=patient.id, tag=tag, source="his"))
+    if "tags" in payload:
+        _his_tags(session, patient.id, payload["tags"])
+
+
+def _his_tags(session: Session, patient_id: str, tags: list[str]) -> None:
+    """``tags`` is the HIS's whole list: its tags not listed any more are removed (the patient
+    left the chronic-care path); tags other engines set (rules, staff) are left alone."""
+    held = {row.tag: row for row in session.scalars(select(PatientTag).where(
+        PatientTag.patient_id == patient_id)).all()}
+    for tag in dict.fromkeys(tags):
+        if tag not in held:
+            session.add(PatientTag(patient_id=patient_id, tag=tag, source="his"))
+    for tag, row in held.items():
+        if row.source == "his" and tag not in tags:
+            session.delete(row)
     session.flush()
 
 
 def _upsert_encounter(session: Session, kind: str, payload: dict[str, Any]) -> None:
-    _department(session, payload["department_id"])
-    _department(session, payload.get("ward_id"))
     encounter = session.get(Encounter, payload["encounter_id"])
     if encounter is None:
         encounter = Encounter(id=payload["encounter_id"], patient_id=payload["patient_id"],
