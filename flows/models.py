@@ -28,6 +28,10 @@ class FlowRun(Base):
     encounter_id: Mapped[str | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # ``<flow>:<once>:<patient or encounter>`` while the run counts for its trigger's ``once``
+    # (see TriggerSpec.once_key); unique, so two processes never start the same run twice.
+    # Cleared when the run is cancelled, or when it ends if ``once`` is ``…_while_active``.
+    once_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
