@@ -4,6 +4,8 @@ insert misses a run another process has just started."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,7 @@ from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
 from careloop.engine.models import DomainEventRow
 from careloop.flows import handlers
-from careloop.flows.ingest import create_api_key
+from careloop.flows.ingest import create_api_key, ingest
 from careloop.flows.models import FlowRun
 from careloop.web.app import create_app
 
@@ -147,3 +149,36 @@ def test_the_unique_once_key_holds_when_the_check_misses_a_concurrent_start(
                             patient_id="P1", encounter_id="E1", context={},
                             idempotency_key="another", once_key="discharge:per_encounter:E1"))
         session.flush()
+
+
+def test_two_processes_receiving_two_first_visits_at_once_start_one_path(
+        bundles: Engine, post: Post, clock: Any) -> None:
+    """Two transactions (as two app processes would) each take an I10 visit of one patient; the
+    first has started the path but not committed when the second reaches the trigger. The second
+    waits for a lock the first holds (a row or the unique key on PostgreSQL, the write lock on
+    SQLite) and then starts nothing."""
+    _patient(post, "his-p1", [])
+    visit = {"patient_id": "P1", "type": "outpatient", "department_id": "cardiology",
+             "admitted_at": "2026-12-01T09:30:00+08:00", "diagnoses": ["I10"]}
+    results: list[int] = []
+
+    def other_process() -> None:
+        with frozen_now(clock.now), transaction(bundles) as session:
+            status, _ = ingest(session, {"event_id": "his-v2", "type": "encounter.admitted",
+                                         "payload": {**visit, "encounter_id": "O2"}})
+            results.append(status)
+
+    with frozen_now(clock.now), transaction(bundles) as session:
+        status, _ = ingest(session, {"event_id": "his-v1", "type": "encounter.admitted",
+                                     "payload": {**visit, "encounter_id": "O1"}})
+        assert status == 200
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(other_process,))
+        thread.start()
+        thread.join(timeout=1.0)  # it cannot finish while this transaction holds the key
+        assert thread.is_alive()
+    thread.join(timeout=30)
+    assert results == [200]
+    assert _runs(bundles, "hypertension_first_visit") == [("running", "O1")]
+    with transaction(bundles) as session:
+        assert sorted(session.scalars(select(DomainEventRow.event_id)).all()) == [
+            "his-p1", "his-v1", "his-v2"]

@@ -1,15 +1,17 @@
 """flow_runs.once_key: a trigger's uniqueness (once per patient / encounter) held by the database
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0008, 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+# 0005 made flow_runs on the flows branch; the history is branched per engine, so this merges
+# the flows branch with 0008 (the latest) rather than only depending on it.
+down_revision = ("0008", "0005")
 branch_labels = None
-depends_on = "0005"  # flow_runs (the flows branch of the history)
+depends_on = None
 
 
 def upgrade() -> None:
