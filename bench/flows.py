@@ -62,7 +62,7 @@ def careloop_discharge(n: int, folder: Path) -> float:
     from careloop.engine.bundles import import_bundle
     from careloop.engine.clock import frozen_now
     from careloop.engine.db import transaction
-    from careloop.engine.domain import User
+    from careloop.engine.domain import Department, User
     from careloop.flows.ingest import ingest
     from careloop.flows.scheduler import run_due
 
@@ -71,6 +71,7 @@ def careloop_discharge(n: int, folder: Path) -> float:
         import_bundle(ROOT / "app_definitions" / app, engine=engine)
     with transaction(engine) as session:
         session.add(User(username="nurse_li", display_name="Li", locale="zh-CN"))
+        session.add(Department(id="cardiology", name={"zh-CN": "心内科", "en": "Cardiology"}))
     began = time.perf_counter()
     with frozen_now(T0):
         for i in range(n):

@@ -59,7 +59,10 @@ def events_send(file: Path) -> None:
             continue
         with transaction() as session:
             status, body = ingest(session, event, source="cli")
-        if status != 200:
+        if status == 202:
+            click.echo(f"{file}:{number}: parked {body['event_id']} for IT: "
+                       + "; ".join(f"{p['path']}: {p['message']}" for p in body["errors"]))
+        elif status != 200:
             failed += 1
             for problem in body["errors"]:
                 click.echo(f"{file}:{number}: {problem['path']}: {problem['message']}")

@@ -16,7 +16,7 @@ from careloop.engine.check import CompileContext, Definition
 from careloop.engine.errors import did_you_mean
 from careloop.engine.expressions import Expression
 from careloop.engine.registry import loaded_registry
-from careloop.flows.spec import EXPRESSION_NAMES, FlowSpec, StepSpec, TriggerSpec
+from careloop.flows.spec import EXPRESSION_NAMES, FlowSpec, StepSpec, TriggerSpec, default_once
 from careloop.flows.steps_graph import JOIN, PAUSING, target_paths, targets
 
 Checker = Callable[[Definition, CompileContext], None]
@@ -205,8 +205,29 @@ def check_cron(definition: Definition, ctx: CompileContext) -> None:
                                        ("trigger", "cron")))
 
 
+def check_once(definition: Definition, ctx: CompileContext) -> None:
+    """``once`` needs an event to count, and ``per_encounter`` an event that names an encounter.
+
+    ``trigger: {manual: true, once: per_patient}``        → flow.bad-once (no event)
+    ``trigger: {event: patient.upserted, once: per_encounter}`` → flow.bad-once (no encounter)
+    """
+    trigger = definition.body["trigger"]
+    once, event = trigger.get("once"), trigger.get("event")
+    if once is None:
+        return
+    if event is None:
+        ctx.add(definition.doc.problem(
+            "flow.bad-once", f"'once: {once}' needs an 'event' trigger; manual and cron runs are "
+            "started one by one", ("trigger", "once"), at_key=True))
+    elif once == "per_encounter" and event.startswith("patient."):
+        ctx.add(definition.doc.problem(
+            "flow.bad-once", f"'once: per_encounter' but {event} events name no encounter",
+            ("trigger", "once"), hint="use per_patient or per_patient_while_active"))
+
+
 CHECKERS: tuple[Checker, ...] = (check_duplicates, check_required, check_targets,
-                                 check_reachable, check_loops, check_references, check_cron)
+                                 check_reachable, check_loops, check_references, check_cron,
+                                 check_once)
 
 
 def _step_expressions(definition: Definition, ctx: CompileContext, i: int,
@@ -260,5 +281,7 @@ def compile_flow(definition: Definition, ctx: CompileContext) -> FlowSpec | None
     return FlowSpec(key=definition.key, title=MappingProxyType(dict(definition.title)),
                     trigger=TriggerSpec(event=trigger.get("event"), when=when,
                                         manual=bool(trigger.get("manual", False)),
-                                        cron=trigger.get("cron")),
+                                        cron=trigger.get("cron"),
+                                        once=trigger.get("once", default_once(
+                                            trigger.get("event")))),
                     cancel_on=tuple(body.get("cancel_on", [])), steps=tuple(steps))

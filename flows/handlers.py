@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import store
@@ -108,6 +109,7 @@ def _triggers(session: Session) -> dict[str, list[FlowSpec]]:
 
 
 def _start_triggered(session: Session, event: DomainEventRow) -> None:
+    """Start every flow whose trigger matches, at most as often as its ``once`` allows."""
     payload = event.payload
     for spec in _triggers(session).get(event.type, []):
         patient_id = payload.get("patient_id")
@@ -117,7 +119,37 @@ def _start_triggered(session: Session, event: DomainEventRow) -> None:
                                  context={}, event=payload)
             if not spec.trigger.when.evaluate(names):
                 continue
-        run_id = start(session, flow_key=spec.key, patient_id=patient_id,
-                       encounter_id=encounter_id, context={"_event": payload},
-                       idempotency_key=f"{spec.key}:{event.event_id}")
-        log.info("flow %s run %s started by event %s", spec.key, run_id, event.event_id)
+        once_key = spec.trigger.once_key(spec.key, patient_id, encounter_id)
+        run_id = _start_once(session, spec, event, once_key)
+        if run_id is None:
+            log.info("flow %s not started by event %s: already started (%s)", spec.key,
+                     event.event_id, spec.trigger.once)
+        else:
+            log.info("flow %s run %s started by event %s", spec.key, run_id, event.event_id)
+
+
+def _held(session: Session, once_key: str) -> bool:
+    """Whether a run holds the key (the common case, answered without a failed insert)."""
+    return session.scalars(select(FlowRun.id).where(
+        FlowRun.once_key == once_key)).first() is not None
+
+
+def _start_once(session: Session, spec: FlowSpec, event: DomainEventRow,
+                once_key: str | None) -> int | None:
+    """Start a run unless a counted run holds ``once_key``; ``None`` when one does.
+
+    The unique ``flow_runs.once_key`` is the guarantee: when another process inserted the same
+    key between the check and the insert, the insert fails inside its savepoint and only this
+    start is undone (on PostgreSQL the insert waits for the other transaction to decide).
+    """
+    if once_key is not None and _held(session, once_key):
+        return None
+    payload = event.payload
+    try:
+        with session.begin_nested():
+            return start(session, flow_key=spec.key, patient_id=payload.get("patient_id"),
+                         encounter_id=payload.get("encounter_id"),
+                         context={"_event": payload},
+                         idempotency_key=f"{spec.key}:{event.event_id}", once_key=once_key)
+    except IntegrityError:
+        return None

@@ -7,12 +7,21 @@ Every problem is reported with its JSON path (``$.payload.discharged_at``), neve
 The sender's ``event_id`` is the idempotency key: a duplicate gets the acknowledgement of the
 original and changes nothing. ``patient.upserted`` and ``encounter.*`` update the domain tables in
 the same transaction, before any engine reacts to the event.
+
+Departments, wards and staff are reference data the hospital sets up (admin pages, ``careloop
+demo seed``); the HIS names them by code and an unknown code is refused with 422 at its path
+(``$.payload.department_id: unknown department 'neurology'``) — never created from an event, so
+no patient reads a raw code where a department's name belongs. A deployment that prefers to keep
+such events sets ``CARELOOP_UNKNOWN_CODES=park``: the event is answered 202 and kept in the
+integration queue (``integration_queue``, page ``/admin/integration``) until IT creates the code
+and retries it (:func:`retry_parked`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from datetime import date, datetime
 from functools import cache
@@ -26,8 +35,9 @@ from sqlalchemy.orm import Session
 from careloop.engine import events
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
+from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
-from careloop.flows.models import ApiKey
+from careloop.flows.models import ApiKey, ParkedEvent
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
                "encounter.discharge_cancelled", "appointment.booked", "surgery.scheduled",
@@ -82,15 +92,54 @@ def problems(event: Any) -> list[dict[str, str]]:
     return sorted(found, key=lambda p: p["path"])
 
 
-def _references(session: Session, kind: str, payload: dict[str, Any]) -> list[dict[str, str]]:
-    """Problems only the database can see (an encounter for an unknown patient)."""
-    if kind == "patient.upserted" or "patient_id" not in payload:
-        return []
-    if session.get(Patient, payload["patient_id"]) is None:
+# Payload fields that name reference data, and what they name (the message says which).
+DEPARTMENT_FIELDS = {"department_id": "department", "ward_id": "ward"}
+STAFF_FIELDS = ("attending_doctor", "responsible_nurse")
+
+
+UNKNOWN_CODES_ENV = "CARELOOP_UNKNOWN_CODES"
+
+
+class ParkedEventError(CareloopError):
+    """Raised when a parked event cannot be retried or dismissed (it is no longer parked)."""
+
+
+def parks_unknown_codes() -> bool:
+    """Whether this deployment parks events with unknown codes (``CARELOOP_UNKNOWN_CODES=park``)
+    instead of refusing them (``refuse``, the default)."""
+    mode = os.environ.get(UNKNOWN_CODES_ENV, "refuse").strip() or "refuse"
+    if mode not in ("refuse", "park"):
+        raise ValueError(f"{UNKNOWN_CODES_ENV} must be 'refuse' or 'park', not {mode!r}")
+    return mode == "park"
+
+
+def _unknown_patient(session: Session, kind: str,
+                     payload: dict[str, Any]) -> list[dict[str, str]]:
+    if kind != "patient.upserted" and "patient_id" in payload \
+            and session.get(Patient, payload["patient_id"]) is None:
         return [{"path": "$.payload.patient_id",
                  "message": f"unknown patient {payload['patient_id']!r}; "
                             "send patient.upserted first"}]
     return []
+
+
+def unknown_codes(session: Session, payload: dict[str, Any]) -> list[dict[str, str]]:
+    """The department, ward and staff codes of an event the hospital has not set up.
+
+    ``{"department_id": "neurology", …}`` → ``[{"path": "$.payload.department_id",
+    "message": "unknown department 'neurology'"}]``
+    """
+    found: list[dict[str, str]] = []
+    for name, what in DEPARTMENT_FIELDS.items():
+        code = payload.get(name)
+        if isinstance(code, str) and session.get(Department, code) is None:
+            found.append({"path": f"$.payload.{name}", "message": f"unknown {what} {code!r}"})
+    for name in STAFF_FIELDS:
+        username = payload.get(name)
+        if isinstance(username, str) and _user_id(session, username) is None:
+            found.append({"path": f"$.payload.{name}",
+                          "message": f"unknown staff member {username!r}"})
+    return found
 
 
 def acknowledgement(row: DomainEventRow) -> dict[str, Any]:
@@ -98,9 +147,12 @@ def acknowledgement(row: DomainEventRow) -> dict[str, Any]:
             "recorded_at": row.recorded_at.isoformat()}
 
 
-def ingest(session: Session, event: Any, *, source: str = "his") -> tuple[int, dict[str, Any]]:
+def ingest(session: Session, event: Any, *, source: str = "his",
+           park: bool | None = None) -> tuple[int, dict[str, Any]]:
     """Validate and store one event; returns ``(http status, body)``: 200 with the
-    acknowledgement (the original one for a duplicate) or 422 with every problem."""
+    acknowledgement (the original one for a duplicate), 422 with every problem, or — when
+    ``park`` (default: :func:`parks_unknown_codes`) and the only problems are unknown codes —
+    202 with the problems, the event kept in the integration queue."""
     found = problems(event)
     if found:
         return 422, {"status": "rejected", "errors": found}
@@ -109,14 +161,69 @@ def ingest(session: Session, event: Any, *, source: str = "his") -> tuple[int, d
     if existing is not None:
         return 200, acknowledgement(existing)
     payload = event["payload"]
-    found = _references(session, event["type"], payload)
-    if found:
-        return 422, {"status": "rejected", "errors": found}
+    missing = _unknown_patient(session, event["type"], payload)
+    codes = unknown_codes(session, payload)
+    if codes and not missing and (parks_unknown_codes() if park is None else park):
+        return 202, _park(session, event, codes, source)
+    if missing or codes:
+        return 422, {"status": "rejected", "errors": missing + codes}
     upsert_domain(session, event["type"], payload)
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
                            event_id=event["event_id"], source=source, occurred_at=occurred)
+    _accepted(session, event["event_id"], "his")
     return 200, acknowledgement(row)
+
+
+def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
+          source: str) -> dict[str, Any]:
+    """Keep the event for IT (once per event id: a re-sent one keeps the first)."""
+    item = session.scalars(select(ParkedEvent).where(
+        ParkedEvent.event_id == event["event_id"])).first()
+    if item is None:
+        item = ParkedEvent(event_id=event["event_id"], type=event["type"], source=source,
+                           event=event, problems={"errors": codes}, status="parked",
+                           attempts=0, received_at=now_utc())
+        session.add(item)
+        session.flush()
+    return {"status": "parked", "event_id": item.event_id, "id": item.id, "errors": codes}
+
+
+def _accepted(session: Session, event_id: str, actor: str) -> None:
+    """A parked event got through (the HIS re-sent it after IT created the code)."""
+    item = session.scalars(select(ParkedEvent).where(ParkedEvent.event_id == event_id,
+                                                     ParkedEvent.status == "parked")).first()
+    if item is not None:
+        item.status, item.resolved_at, item.resolved_by = "accepted", now_utc(), actor
+
+
+def _parked(session: Session, item_id: int) -> ParkedEvent:
+    item = session.get(ParkedEvent, item_id)
+    if item is None:
+        raise NotFound(f"no parked event {item_id}")
+    if item.status != "parked":
+        raise ParkedEventError(f"parked event {item_id} is already {item.status}")
+    return item
+
+
+def retry_parked(session: Session, item_id: int, actor: str) -> tuple[int, dict[str, Any]]:
+    """Ingest a parked event again (after IT created the code): 200 when it got through (the
+    item becomes ``accepted``), else the refusal, the item staying parked with its new problems.
+    """
+    item = _parked(session, item_id)
+    item.attempts += 1
+    status, body = ingest(session, dict(item.event), source=item.source, park=False)
+    if status == 200:
+        item.status, item.resolved_at, item.resolved_by = "accepted", now_utc(), actor
+    else:
+        item.problems = {"errors": body.get("errors", [])}
+    return status, body
+
+
+def dismiss_parked(session: Session, item_id: int, actor: str) -> None:
+    """IT decided the event is not to be processed (sent by mistake, a test system)."""
+    item = _parked(session, item_id)
+    item.status, item.resolved_at, item.resolved_by = "dismissed", now_utc(), actor
 
 
 def _stored_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -124,13 +231,6 @@ def _stored_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind == "patient.upserted":
         return {k: v for k, v in payload.items() if k not in ("name", "phone", "id_number")}
     return payload
-
-
-def _department(session: Session, department_id: str | None) -> None:
-    if department_id and session.get(Department, department_id) is None:
-        session.add(Department(id=department_id, name={"zh-CN": department_id,
-                                                        "en": department_id}))
-        session.flush()
 
 
 def _user_id(session: Session, username: str | None) -> int | None:
@@ -168,16 +268,25 @@ def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:
         patient.consents = {**patient.consents, **payload["consents"]}
     patient.updated_at = now_utc()
     session.flush()
-    for tag in payload.get("tags", []):
-        if session.scalars(select(PatientTag).where(PatientTag.patient_id == patient.id,
-                                                    PatientTag.tag == tag)).first() is None:
-            session.add(PatientTag(patient_id=patient.id, tag=tag, source="his"))
+    if "tags" in payload:
+        _his_tags(session, patient.id, payload["tags"])
+
+
+def _his_tags(session: Session, patient_id: str, tags: list[str]) -> None:
+    """``tags`` is the HIS's whole list: its tags not listed any more are removed (the patient
+    left the chronic-care path); tags other engines set (rules, staff) are left alone."""
+    held = {row.tag: row for row in session.scalars(select(PatientTag).where(
+        PatientTag.patient_id == patient_id)).all()}
+    for tag in dict.fromkeys(tags):
+        if tag not in held:
+            session.add(PatientTag(patient_id=patient_id, tag=tag, source="his"))
+    for tag, row in held.items():
+        if row.source == "his" and tag not in tags:
+            session.delete(row)
     session.flush()
 
 
 def _upsert_encounter(session: Session, kind: str, payload: dict[str, Any]) -> None:
-    _department(session, payload["department_id"])
-    _department(session, payload.get("ward_id"))
     encounter = session.get(Encounter, payload["encounter_id"])
     if encounter is None:
         encounter = Encounter(id=payload["encounter_id"], patient_id=payload["patient_id"],

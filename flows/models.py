@@ -1,4 +1,5 @@
-"""Tables of the flow engine: runs, step runs, history, durable timers, incidents, outbox, API keys.
+"""Tables of the flow engine: runs, step runs, history, durable timers, incidents, outbox, API keys,
+HIS events parked for IT (the integration queue).
 
 Everything another process needs lives here (never in process memory): a timer is a row claimed
 atomically by one sweeper, an outbox message is a row claimed by one dispatcher.
@@ -28,6 +29,10 @@ class FlowRun(Base):
     encounter_id: Mapped[str | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # ``<flow>:<once>:<patient or encounter>`` while the run counts for its trigger's ``once``
+    # (see TriggerSpec.once_key); unique, so two processes never start the same run twice.
+    # Cleared when the run is cancelled, or when it ends if ``once`` is ``…_while_active``.
+    once_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -151,3 +156,23 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class ParkedEvent(Base):
+    """An HIS event that named a department, ward or staff code the hospital has not set up,
+    kept (``CARELOOP_UNKNOWN_CODES=park``) for IT to retry once the code exists. Only the event
+    as the HIS sent it and its problems; nothing of it reached the domain tables or engines."""
+
+    __tablename__ = "integration_queue"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    event: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    problems: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"errors": [{path, message}]}
+    status: Mapped[str] = mapped_column(String(16), default="parked", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))

@@ -29,7 +29,7 @@ from careloop.engine.tasks import add_history
 from careloop.flows import context as ctxmod
 from careloop.flows.models import FlowRun, FlowTimer, Incident, RunHistory, StepRun
 from careloop.flows.outbox import cancel_for
-from careloop.flows.spec import FlowSpec, StepSpec, parse_duration
+from careloop.flows.spec import FlowSpec, StepSpec, parse_duration, releases_on_end
 from careloop.flows.steps_graph import JOIN
 
 log = logging.getLogger("careloop.flows")
@@ -107,9 +107,10 @@ def spec_of(session: Session, run: FlowRun) -> FlowSpec:
 
 def start(session: Session, *, flow_key: str, patient_id: str | None = None,
           encounter_id: str | None = None, context: dict[str, Any] | None = None,
-          idempotency_key: str) -> int:
+          idempotency_key: str, once_key: str | None = None) -> int:
     """Start the current version of ``flow_key`` (service ``flows.start``); the same key returns
-    the existing run's id."""
+    the existing run's id. ``once_key`` (unique in ``flow_runs``) is held by the run for its
+    trigger's ``once``; a second start with a held one raises ``IntegrityError`` at the insert."""
     existing = session.scalars(select(FlowRun.id).where(
         FlowRun.idempotency_key == idempotency_key)).first()
     if existing is not None:
@@ -120,7 +121,7 @@ def start(session: Session, *, flow_key: str, patient_id: str | None = None,
     spec: FlowSpec = store.compile_row(row)
     run = FlowRun(flow_key=flow_key, flow_version=row.version, status="running",
                   patient_id=patient_id, encounter_id=encounter_id, context=dict(context or {}),
-                  idempotency_key=idempotency_key, started_at=now_utc())
+                  idempotency_key=idempotency_key, once_key=once_key, started_at=now_utc())
     session.add(run)
     session.flush()
     history(session, run, None, "started", {"version": row.version})
@@ -289,6 +290,8 @@ def complete_run(session: Session, run: FlowRun, status: str, reason: str | None
             task.status = "cancelled"
             add_history(session, task, "flows", "cancelled", {"reason": reason})
     run.status, run.finished_at = status, now_utc()
+    if run.once_key is not None and (status == "cancelled" or releases_on_end(run.once_key)):
+        run.once_key = None  # the trigger may start this flow again for the patient/encounter
     history(session, run, None, status, {"reason": reason} if reason else {})
 
 

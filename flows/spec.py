@@ -54,12 +54,59 @@ class StepSpec:
         return self.expressions.get(path)
 
 
+# How often one trigger starts a run (``trigger.once``); see :func:`default_once`.
+ONCE = ("per_event", "per_encounter", "per_patient", "per_patient_while_active")
+
+
+def default_once(event: str | None) -> str:
+    """The uniqueness of a trigger that does not declare ``once``: an encounter event starts one
+    run per encounter, a patient event one run per patient at a time, any other event one per event.
+
+    >>> default_once("encounter.discharged"), default_once("patient.upserted"), default_once(None)
+    ('per_encounter', 'per_patient_while_active', 'per_event')
+    """
+    if event is not None and event.startswith("encounter."):
+        return "per_encounter"
+    if event is not None and event.startswith("patient."):
+        return "per_patient_while_active"
+    return "per_event"
+
+
+def releases_on_end(once_key: str) -> bool:
+    """Whether a run holding ``once_key`` frees it when it completes (``…_while_active``); the
+    key keeps the rule the run started under, as the run keeps its flow version.
+
+    >>> releases_on_end("monthly_chronic:per_patient_while_active:P1")
+    True
+    """
+    return "_while_active:" in once_key
+
+
 @dataclass(frozen=True, slots=True)
 class TriggerSpec:
+    """``once`` is resolved at compile time (declared, or :func:`default_once` of ``event``)."""
+
     event: str | None
     when: Expression | None
     manual: bool
     cron: str | None
+    once: str = "per_event"
+
+    def once_key(self, flow_key: str, patient_id: str | None,
+                 encounter_id: str | None) -> str | None:
+        """The key that at most one counted run of this flow may hold (``flow_runs.once_key``,
+        unique), or ``None`` when every event may start a run (``per_event``, or the event names
+        no patient/encounter to be unique for).
+
+        >>> TriggerSpec("patient.upserted", None, False, None, "per_patient").once_key(
+        ...     "monthly_chronic", "P1", None)
+        'monthly_chronic:per_patient:P1'
+        """
+        subject = encounter_id if self.once == "per_encounter" else patient_id
+        if self.once == "per_event" or not subject:
+            return None
+        return f"{flow_key}:{self.once}:{subject}"
+
 
 
 @dataclass(frozen=True, slots=True)

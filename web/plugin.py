@@ -28,6 +28,8 @@ def register(registry: Registry) -> None:
         ("definitions", NavItem("web.nav.definitions", "/definitions", p.DEFINITIONS_VIEW, 80)),
         ("builder", NavItem("builder.title", "/builder", p.BUILDER_EDIT, 85)),
         ("flow_ops", NavItem("web.nav.flow_ops", "/admin/flows", p.BUNDLE_IMPORT, 60, "admin")),
+        ("integration", NavItem("web.nav.integration", "/admin/integration", p.BUNDLE_IMPORT,
+                                65, "admin")),
         ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
         ("roles", NavItem("web.nav.roles", "/admin/roles", p.ADMIN_USERS, 15, "admin")),
         ("departments", NavItem("web.nav.departments", "/admin/departments",

@@ -383,3 +383,43 @@ def flow_incident(request: Request, incident_id: int = Path(ge=1, le=MAX_ID),
     except CareloopError:
         raise HTTPException(status_code=409) from None
     return RedirectResponse("/admin/flows", status_code=303)
+
+
+# --- the integration queue: HIS events parked for an unknown code (CARELOOP_UNKNOWN_CODES=park) --
+
+
+@router.get("/integration")
+def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Parked HIS events (type, event id, the unknown codes), the latest resolved ones below."""
+    from careloop.flows.ingest import parks_unknown_codes
+    from careloop.flows.models import ParkedEvent
+
+    with transaction() as session:
+        parked = session.scalars(select(ParkedEvent).where(ParkedEvent.status == "parked")
+                                 .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
+        resolved = session.scalars(select(ParkedEvent).where(ParkedEvent.status != "parked")
+                                   .order_by(ParkedEvent.resolved_at.desc()).limit(50)).all()
+        session.expunge_all()
+    return render(request, "admin_integration.html", parked=parked, resolved=resolved,
+                  parking=parks_unknown_codes())
+
+
+@router.post("/integration/{item_id}/{action}")
+def integration_action(request: Request, item_id: int = Path(ge=1, le=MAX_ID),
+                       action: str = Path(pattern="^(retry|dismiss)$"),
+                       me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Retry a parked event (after the code was created) or dismiss it; audited."""
+    from careloop.engine.errors import CareloopError
+    from careloop.flows.ingest import dismiss_parked, retry_parked
+
+    try:
+        with transaction() as session:
+            if action == "retry":
+                retry_parked(session, item_id, me.username)
+            else:
+                dismiss_parked(session, item_id, me.username)
+            record(request, me, f"integration.{action}", session=session,
+                   object_type="integration_queue", object_id=str(item_id))
+    except CareloopError:
+        raise HTTPException(status_code=409) from None
+    return RedirectResponse("/admin/integration", status_code=303)

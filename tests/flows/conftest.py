@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
-from careloop.engine.domain import RoleGrant, Task, User
+from careloop.engine.domain import Department, RoleGrant, Task, User
 from careloop.flows.ingest import ingest
 from careloop.flows.models import OutboxMessage
 from careloop.flows.scheduler import SweepReport, run_due
@@ -50,8 +50,22 @@ def clock() -> TravelClock:
     return TravelClock()
 
 
+# Reference data a hospital sets up before its HIS sends events (an unknown code is refused).
+DEPARTMENTS = {"cardiology": ("心内科", "Cardiology"), "orthopedics": ("骨科", "Orthopedics")}
+
+
 @pytest.fixture
-def send(engine: Engine, clock: TravelClock) -> Send:
+def departments(engine: Engine) -> Engine:
+    with transaction(engine) as session:
+        for code, (zh, en) in DEPARTMENTS.items():
+            session.add(Department(id=code, name={"zh-CN": zh, "en": en}))
+    return engine
+
+
+@pytest.fixture
+def send(departments: Engine, clock: TravelClock) -> Send:
+    engine = departments
+
     def _send(event_id: str, type: str, payload: dict[str, Any],
               expect: int = 200) -> dict[str, Any]:
         with frozen_now(clock.now), transaction(engine) as session:
@@ -104,8 +118,6 @@ def tasks(engine: Engine) -> list[Task]:
 
 
 def grant(engine: Engine, username: str, role: str, department: str | None) -> int:
-    from careloop.engine.domain import Department
-
     with transaction(engine) as session:
         if department and session.get(Department, department) is None:
             session.add(Department(id=department, name={"zh-CN": department, "en": department}))

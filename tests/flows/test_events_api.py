@@ -1,5 +1,5 @@
-"""POST /api/v1/events: API key, 422 with every problem, duplicates get the original ack;
-``careloop events send`` and ``careloop apikey create``."""
+"""POST /api/v1/events: API key, 422 with every problem (unknown reference codes included),
+duplicates get the original ack; ``careloop events send`` and ``careloop apikey create``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
+from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
-from careloop.engine.domain import Encounter, Patient
+from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.models import DomainEventRow
 from careloop.flows.cli import apikey, events
 from careloop.flows.ingest import create_api_key
-from careloop.flows.models import ApiKey
+from careloop.flows.models import ApiKey, FlowRun, OutboxMessage
 from careloop.web.app import create_app
 
 PATIENT = {"event_id": "his-1", "type": "patient.upserted",
@@ -123,3 +124,37 @@ def test_cli_events_send_and_apikey_create(engine: Engine, tmp_path: Path) -> No
     assert lines[0].endswith(":1: accepted his-1") and lines[1].endswith(":2: accepted his-1")
     assert "invalid JSON" in lines[2] and "'mrn' is a required property" in result.output
     assert _count(engine) == 1
+
+
+def test_unknown_reference_codes_are_refused_and_never_created(bundles: Engine,
+                                                               clock: Any) -> None:
+    """The HIS names a department, ward and nurse the hospital never set up: 422 naming each
+    code at its path; no department, encounter, event or run is stored. Once IT creates the
+    department (and the HIS sends known codes), the same event id is accepted."""
+    client, headers = _client(bundles)
+    with frozen_now(clock.now):
+        assert client.post("/api/v1/events", json=PATIENT, headers=headers).status_code == 200
+        discharge = {"event_id": "his-d1", "type": "encounter.discharged", "payload": {
+            "encounter_id": "E1", "patient_id": "P1", "type": "inpatient",
+            "department_id": "neurology", "ward_id": "neuro_w9", "responsible_nurse": "nobody",
+            "discharged_at": "2026-12-01T10:00:00+08:00"}}
+        answer = client.post("/api/v1/events", json=discharge, headers=headers)
+    assert answer.status_code == 422
+    assert answer.json() == {"status": "rejected", "errors": [
+        {"path": "$.payload.department_id", "message": "unknown department 'neurology'"},
+        {"path": "$.payload.ward_id", "message": "unknown ward 'neuro_w9'"},
+        {"path": "$.payload.responsible_nurse", "message": "unknown staff member 'nobody'"}]}
+    with transaction(bundles) as session:
+        assert session.scalars(select(Department.id)).all() == []
+        assert session.get(Encounter, "E1") is None
+        assert session.scalars(select(DomainEventRow.event_id)).all() == ["his-1"]
+        assert session.scalars(select(FlowRun.id)).all() == []
+        session.add(Department(id="neurology", name={"zh-CN": "神经内科", "en": "Neurology"}))
+    del discharge["payload"]["ward_id"], discharge["payload"]["responsible_nurse"]
+    with frozen_now(clock.now):
+        again = client.post("/api/v1/events", json=discharge, headers=headers)
+    assert again.status_code == 200 and again.json()["event_id"] == "his-d1"
+    with transaction(bundles) as session:
+        settlement = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == "discharge_settlement")).one()
+    assert "您在神经内科的出院结算已完成" in settlement.body and "neurology" not in settlement.body
