@@ -54,12 +54,18 @@ def _demo_login_hint(password: str) -> str:
 def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bool,
        patients: int, no_serve: bool) -> None:
     """First-run and every-run start: upgrade the database, import every bundle, serve."""
+    from careloop.engine import links
     from careloop.engine.bundles import import_bundle, list_bundles
     from careloop.engine.db import database_url, redact, transaction
     from careloop.engine.errors import DefinitionInvalid
     from careloop.engine.migrate import upgrade
     from careloop.web.auth import has_any_user
 
+    if with_demo:
+        links.use_for_demo(host, port)
+    notice = links.startup_warning()
+    if notice:
+        click.echo(f"warning: {notice}", err=True)
     upgrade()
     click.echo(f"database ready: {redact(database_url())}")
     for path in list_bundles([bundle_dir]):
