@@ -117,6 +117,12 @@ def test_admin_sees_reasons_and_resends_or_cancels(client: TestClient, engine: E
     with frozen_now(DISCHARGED + timedelta(days=2, minutes=2)):
         logged_page = client.get("/admin/flows?outbox=logged")
     assert "已记录，未实际发送" in logged_page.text and "未实际送达患者" in logged_page.text
+    from careloop.web.patient360 import panel_messages
+
+    with transaction() as session:
+        panel = str(panel_messages(session, "P1", None, "zh-CN"))  # type: ignore[arg-type]
+    assert "已记录，未实际发送" in panel and ">logged<" not in panel
+    assert "2026-12-03 10:01" in panel  # sent/logged time in hospital time (02:01 UTC)
     with transaction() as session:
         audit = [(a.action, a.object_id, a.outcome, a.actor) for a in session.scalars(
             select(AuditRow).where(AuditRow.action.like("outbox.%")).order_by(AuditRow.id))]
