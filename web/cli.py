@@ -63,7 +63,11 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bo
 
     if with_demo:
         links.use_for_demo(host, port)
-    notice = links.startup_warning()
+    try:
+        notice = links.startup_warning()
+    except links.BaseUrlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     if notice:
         click.echo(f"warning: {notice}", err=True)
     upgrade()

@@ -179,3 +179,7 @@ def test_up_says_when_the_base_url_is_missing(engine: Engine,
     monkeypatch.setenv("CARELOOP_BASE_URL", "https://fu.example-hospital.cn")
     configured = CliRunner().invoke(up, ["--no-serve", "--bundles", str(APPS / "common")])
     assert configured.exit_code == 0 and "CARELOOP_BASE_URL" not in configured.output
+    monkeypatch.setenv("CARELOOP_BASE_URL", "followup.example-hospital.cn")
+    malformed = CliRunner().invoke(up, ["--no-serve", "--bundles", str(APPS / "common")])
+    assert malformed.exit_code == 1
+    assert "CARELOOP_BASE_URL has value 'followup.example-hospital.cn'" in malformed.output
