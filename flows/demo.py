@@ -1,7 +1,7 @@
 """Demo flow runs (``careloop demo seed``): recent discharges are announced through the real
 event path (:func:`careloop.flows.ingest.ingest`, source ``demo``) at their discharge time, so
 the discharge / PCI / hypertension flows start, write their outbox messages and leave durable
-timers; a few older messages are marked sent or failed so the outbox monitor shows each state.
+timers; a few older messages are marked logged or failed so the outbox monitor shows each state.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ def seed_flows(session: Session, rng: random.Random, context: dict[str, Any]) ->
         OutboxMessage.status == "pending", OutboxMessage.next_attempt_at < now - timedelta(days=1))
         .order_by(OutboxMessage.id)).all()
     for message in old:
+        # the demo has no gateway: what went out went to the log channel (never "sent")
         if rng.random() < 0.93:
-            message.status, message.sent_at = "sent", message.next_attempt_at
-            message.attempts = 1
+            message.status, message.sent_at = "logged", message.next_attempt_at
+            message.attempts, message.reason = 1, "log_channel"
         else:
             message.status, message.attempts = "failed", 3
-            message.error = "demo: gateway rejected the number"
+            message.error, message.reason = "demo: gateway rejected the number", "gateway_refused"
     context["flows"] = {"discharges": started}

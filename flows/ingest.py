@@ -37,6 +37,7 @@ from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
+from careloop.flows import documents
 from careloop.flows.models import ApiKey, ParkedEvent
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
@@ -230,6 +231,8 @@ def _stored_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     # Personal data stays in ``patients``; the event log keeps the patient id only.
     if kind == "patient.upserted":
         return {k: v for k, v in payload.items() if k not in ("name", "phone", "id_number")}
+    if kind == "encounter.discharged":  # the patient's documents live in discharge_documents
+        return {k: v for k, v in payload.items() if k not in ("summary", "medications")}
     return payload
 
 
@@ -244,6 +247,8 @@ def upsert_domain(session: Session, kind: str, payload: dict[str, Any]) -> None:
         _upsert_patient(session, payload)
     elif kind in ("encounter.admitted", "encounter.discharged"):
         _upsert_encounter(session, kind, payload)
+        if kind == "encounter.discharged":
+            documents.store_from_payload(session, payload)
     elif kind == "encounter.discharge_cancelled":
         encounter = session.get(Encounter, payload["encounter_id"])
         if encounter is not None:

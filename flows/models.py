@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from careloop.engine.models import Base, utcnow
+from careloop.engine.models import Base, JSONType, utcnow
 
 
 class FlowRun(Base):
@@ -121,7 +121,8 @@ class OutboxMessage(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     urgent: Mapped[bool] = mapped_column(default=False)
-    # pending | sending | sent | failed | suppressed | cancelled
+    # pending | sent | logged (log channel: nothing delivered) | failed | expired | suppressed
+    # | cancelled
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
@@ -129,8 +130,42 @@ class OutboxMessage(Base):
     claimed_until: Mapped[datetime | None]
     source_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # why it failed, expired, was suppressed or cancelled: a code the admin page puts in words
+    reason: Mapped[str | None] = mapped_column(String(32))
+    expires_at: Mapped[datetime | None]  # the moment has passed: not sent after this
+    link_expires_at: Mapped[datetime | None]  # the link it carries stops working then
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class DischargeDocument(Base):
+    """What the HIS sent with ``encounter.discharged`` for the patient to read: the discharge
+    summary text and the take-home medicines (``[{name, dose, usage, days, note}]``)."""
+
+    __tablename__ = "discharge_documents"
+
+    encounter_id: Mapped[str] = mapped_column(ForeignKey("encounters.id"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    summary: Mapped[str | None] = mapped_column(Text)
+    medications: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DocumentLink(Base):
+    """A patient's link to one document page (``/d/{token}``): 192-bit random token, stored only
+    as SHA-256, expiring, bound to one encounter and one document kind."""
+
+    __tablename__ = "document_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # discharge_summary | medication_guidance
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    encounter_id: Mapped[str] = mapped_column(ForeignKey("encounters.id"))
+    source_ref: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    opened_at: Mapped[datetime | None]
 
 
 class TaskOverdueMark(Base):

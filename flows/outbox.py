@@ -1,11 +1,18 @@
 """The outbox: messages written in the producing transaction, dispatched later by a channel.
 
     enqueue (in the step's transaction)        dispatch_due (any process, claimed per row)
-    ──────────────────────────────────▶ row ──▶ consent? quiet hours? rate? ──▶ adapter.send
+    ──────────────────────────────────▶ row ──▶ expired? consent? quiet hours? paced? rate?
+                                                ──▶ adapter.send ──▶ sent | logged | failed
 
 A row is rendered when it is written (the template version in force then, the patient's
 language). Dispatch claims rows with a conditional update, so two processes never send the same
 row; the idempotency key travels to the gateway so a retry after a crash can be recognised there.
+
+A message has a moment: it is not sent after ``expires_at`` (``valid_for`` after it was due,
+default :data:`DEFAULT_VALID_FOR`) nor once the link it carries has expired
+(``link_expires_at``); the dispatcher marks it ``expired`` with the reason instead. After downtime,
+late messages to one patient go at most one per :data:`PATIENT_SPACING`, never in a burst. An
+adapter that delivers nothing (``log``) leaves the message ``logged``, never ``sent``.
 """
 
 from __future__ import annotations
@@ -34,14 +41,32 @@ QUIET_START, QUIET_END = time(21, 0), time(8, 0)
 QUIET_CHANNELS = frozenset({"sms"})
 MAX_ATTEMPTS = 5
 CLAIM_SECONDS = 120
+DEFAULT_VALID_FOR = timedelta(days=1)
+CATCH_UP_GRACE = timedelta(hours=1)  # later than this after its due time, a message is "late"
+PATIENT_SPACING = timedelta(minutes=10)
+
+STATUSES = ("pending", "sent", "logged", "failed", "expired", "suppressed", "cancelled")
+DELIVERED = ("sent", "logged")  # left the outbox (``logged``: on the log channel, not delivered)
+RESENDABLE = ("failed", "expired", "cancelled", "logged")
+# Reason codes (``outbox_messages.reason``); the admin page puts each in words
+# (``flows.outbox.reason.<code>``).
+REASONS = ("link_expired", "too_late", "consent_withdrawn", "log_channel", "paced",
+           "channel_error", "no_address", "gateway_unreachable", "gateway_refused",
+           "smtp_failed", "no_adapter", "not_configured", "flow_cancelled", "cancelled_by_staff")
 
 
 class ChannelError(CareloopError):
-    """Raised by a channel adapter when sending failed and may be retried."""
+    """Raised by a channel adapter when sending failed and may be retried; ``reason`` is one
+    of :data:`REASONS` (the admin page shows it in words)."""
+
+    def __init__(self, message: str, reason: str = "channel_error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class OutboxError(CareloopError):
-    """Raised when a message cannot be written (unknown template, missing values)."""
+    """Raised when a message cannot be written (unknown template, missing values), or an
+    administrator's resend or cancel does not apply to the message's state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +84,9 @@ class Outbound:
 
 
 class ChannelAdapter(Protocol):
-    """Sends one message; raise :class:`ChannelError` for a failure worth retrying."""
+    """Sends one message; raise :class:`ChannelError` for a failure worth retrying. An adapter
+    with ``delivers = False`` (the ``log`` adapter) only records the message: it ends
+    ``logged``, not ``sent``."""
 
     def send(self, message: Outbound) -> None: ...
 
@@ -88,9 +115,13 @@ def _template(session: Session, key: str) -> TemplateSpec:
 
 def enqueue(session: Session, *, template_key: str, channel: str, patient_id: str | None = None,
             user_id: int | None = None, values: dict[str, Any], locale: str | None = None,
-            urgent: bool = False, idempotency_key: str, source_ref: str | None = None) -> int:
+            urgent: bool = False, idempotency_key: str, source_ref: str | None = None,
+            valid_for: timedelta | None = None, link_expires_at: datetime | None = None) -> int:
     """Write one message (contract 4, service ``outbox.enqueue``); the same key returns the
-    first message's id and writes nothing."""
+    first message's id and writes nothing.
+
+    The message may go out until ``valid_for`` (default :data:`DEFAULT_VALID_FOR`) after it is
+    due, and never after ``link_expires_at`` (the expiry of the link it carries)."""
     existing = session.scalars(select(OutboxMessage.id).where(
         OutboxMessage.idempotency_key == idempotency_key)).first()
     if existing is not None:
@@ -102,10 +133,14 @@ def enqueue(session: Session, *, template_key: str, channel: str, patient_id: st
     subject, body = _template(session, template_key).render(locale, values)
     now = now_utc()
     due = now if urgent or channel not in QUIET_CHANNELS else after_quiet_hours(now)
+    expires = due + (valid_for if valid_for is not None else DEFAULT_VALID_FOR)
+    if link_expires_at is not None:
+        expires = min(expires, link_expires_at)
     row = OutboxMessage(idempotency_key=idempotency_key, template_key=template_key,
                         channel=channel, patient_id=patient_id, user_id=user_id, locale=locale,
                         subject=subject, body=body, urgent=urgent, status="pending", attempts=0,
-                        next_attempt_at=due, source_ref=source_ref, created_at=now)
+                        next_attempt_at=due, source_ref=source_ref, created_at=now,
+                        expires_at=expires, link_expires_at=link_expires_at)
     session.add(row)
     session.flush()
     return row.id
@@ -127,8 +162,55 @@ def cancel_for(session: Session, source_prefix: str) -> int:
     """Cancel unsent messages whose ``source_ref`` starts with ``source_prefix``."""
     result = session.execute(update(OutboxMessage).where(
         OutboxMessage.source_ref.startswith(source_prefix, autoescape=True),
-        OutboxMessage.status == "pending").values(status="cancelled"))
+        OutboxMessage.status == "pending").values(status="cancelled", reason="flow_cancelled"))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _pending_row(session: Session, message_id: int) -> OutboxMessage:
+    row = session.get(OutboxMessage, message_id, with_for_update=True)
+    if row is None:
+        raise OutboxError(f"no outbox message {message_id}")
+    return row
+
+
+def resendable(row: OutboxMessage, now: datetime) -> bool:
+    """A failed, expired, cancelled or logged message may be sent again while its link works."""
+    return row.status in RESENDABLE and (row.link_expires_at is None
+                                         or row.link_expires_at > now)
+
+
+def resend(session: Session, message_id: int) -> OutboxMessage:
+    """An administrator sends a message again: pending now, valid for another
+    :data:`DEFAULT_VALID_FOR` (never past its link's expiry).
+
+    Raises:
+        OutboxError: for an unknown message, a state that cannot be resent (pending, sent,
+            suppressed) or a message whose link has expired.
+    """
+    now = now_utc()
+    row = _pending_row(session, message_id)
+    if not resendable(row, now):
+        raise OutboxError(f"outbox message {message_id} ({row.status}) cannot be resent")
+    expires = now + DEFAULT_VALID_FOR
+    if row.link_expires_at is not None:
+        expires = min(expires, row.link_expires_at)
+    row.status, row.attempts, row.next_attempt_at, row.expires_at = "pending", 0, now, expires
+    row.reason = row.error = row.claimed_by = row.claimed_until = row.sent_at = None
+    return row
+
+
+def cancel(session: Session, message_id: int) -> OutboxMessage:
+    """An administrator cancels a pending message.
+
+    Raises:
+        OutboxError: for an unknown message or one that is no longer pending.
+    """
+    row = _pending_row(session, message_id)
+    if row.status != "pending":
+        raise OutboxError(f"outbox message {message_id} ({row.status}) is not pending")
+    row.status, row.reason, row.claimed_by, row.claimed_until = (
+        "cancelled", "cancelled_by_staff", None, None)
+    return row
 
 
 def _claim(engine: Engine, worker: str, now: datetime, limit: int) -> list[int]:
@@ -152,7 +234,7 @@ def _adapter(channel: str) -> ChannelAdapter:
     name = os.environ.get(f"CARELOOP_CHANNEL_{channel.upper()}", "log")
     adapter = loaded_registry().catalogue("channel_adapter").get(name)
     if adapter is None:
-        raise ChannelError(f"no channel adapter '{name}' for channel '{channel}'")
+        raise ChannelError(f"no channel adapter '{name}' for channel '{channel}'", "no_adapter")
     result: ChannelAdapter = adapter
     return result
 
@@ -169,16 +251,50 @@ def _address(patient: Patient | None, channel: str) -> str | None:
     return patient.phone
 
 
+def expiry_reason(row: OutboxMessage, now: datetime) -> str | None:
+    """``link_expired`` or ``too_late`` when the message's moment has passed, else ``None``."""
+    if row.link_expires_at is not None and row.link_expires_at <= now:
+        return "link_expired"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "too_late"
+    return None
+
+
+def _defer(row: OutboxMessage, until: datetime, reason: str | None = None) -> str:
+    row.next_attempt_at, row.claimed_by, row.claimed_until = until, None, None
+    if reason is not None:
+        row.reason = reason
+    return "deferred"
+
+
+def _paced_until(session: Session, row: OutboxMessage, now: datetime) -> datetime | None:
+    """A late (or already paced) message waits :data:`PATIENT_SPACING` after the patient's last
+    message, so messages held up by downtime do not arrive in one burst."""
+    if row.patient_id is None or (now - row.next_attempt_at <= CATCH_UP_GRACE
+                                  and row.reason != "paced"):
+        return None
+    last = session.scalar(select(func.max(OutboxMessage.sent_at)).where(
+        OutboxMessage.patient_id == row.patient_id, OutboxMessage.status.in_(DELIVERED),
+        OutboxMessage.sent_at > now - PATIENT_SPACING))
+    return last + PATIENT_SPACING if last is not None else None
+
+
 def _deliver(session: Session, row: OutboxMessage, now: datetime) -> str:
+    expired = expiry_reason(row, now)
+    if expired is not None:
+        row.status, row.reason, row.error = "expired", expired, None
+        return "expired"
     patient = session.get(Patient, row.patient_id) if row.patient_id else None
     if not consented(patient, row.channel):
-        row.status, row.error = "suppressed", "consent withdrawn"
+        row.status, row.reason, row.error = "suppressed", "consent_withdrawn", None
         return "suppressed"
     if row.channel in QUIET_CHANNELS and not row.urgent and in_quiet_hours(now):
-        row.next_attempt_at, row.claimed_by, row.claimed_until = after_quiet_hours(now), None, None
-        return "deferred"
+        return _defer(row, after_quiet_hours(now))
+    paced = _paced_until(session, row, now)
+    if paced is not None:
+        return _defer(row, paced, "paced")
     recent = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.channel == row.channel, OutboxMessage.status == "sent",
+        OutboxMessage.channel == row.channel, OutboxMessage.status.in_(DELIVERED),
         OutboxMessage.sent_at > now - timedelta(minutes=1))) or 0
     if recent >= rate_limit(row.channel):
         row.next_attempt_at = now + timedelta(minutes=1)
@@ -186,21 +302,24 @@ def _deliver(session: Session, row: OutboxMessage, now: datetime) -> str:
         return "deferred"
     row.attempts += 1
     try:
-        _adapter(row.channel).send(Outbound(row.id, row.idempotency_key, row.channel,
-                                            row.patient_id, _address(patient, row.channel),
-                                            row.subject, row.body, row.urgent))
+        adapter = _adapter(row.channel)
+        adapter.send(Outbound(row.id, row.idempotency_key, row.channel, row.patient_id,
+                              _address(patient, row.channel), row.subject, row.body, row.urgent))
     except ChannelError as exc:
         log.warning("outbox message %s on %s failed (attempt %s): %s", row.id, row.channel,
                     row.attempts, exc)
-        row.error = str(exc)
+        row.error, row.reason = str(exc), exc.reason
         if row.attempts >= MAX_ATTEMPTS:
             row.status = "failed"
         else:
             row.next_attempt_at = now + timedelta(minutes=2 ** row.attempts)
             row.claimed_by = row.claimed_until = None
         return "failed"
-    row.status, row.sent_at, row.error = "sent", now, None
-    return "sent"
+    if getattr(adapter, "delivers", True):
+        row.status, row.sent_at, row.error, row.reason = "sent", now, None, None
+        return "sent"
+    row.status, row.sent_at, row.error, row.reason = "logged", now, None, "log_channel"
+    return "logged"
 
 
 def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,

@@ -17,11 +17,22 @@ from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.expression_runtime import to_json_value
 from careloop.engine.i18n import pick
+from careloop.engine.links import absolute, base_url
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import create_task, resolve_assignee
+from careloop.flows import documents
 from careloop.flows.calendar import get_calendar
 from careloop.flows.outbox import consented, enqueue
-from careloop.flows.runtime import Exec, Outcome, StepError, after, enter, source_ref, start
+from careloop.flows.runtime import (
+    Exec,
+    Outcome,
+    StepError,
+    after,
+    enter,
+    source_ref,
+    start,
+)
+from careloop.flows.spec import parse_duration
 
 # What a step type declares besides ``run`` (a plugin's step type declares the same):
 #   title     {"zh-CN": …, "en": …}, the builder's palette and panel heading;
@@ -30,6 +41,9 @@ from careloop.flows.runtime import Exec, Outcome, StepError, after, enter, sourc
 #   required  the properties the compiler insists on (``flow.missing-field``); a tuple inside
 #             means "one of these".
 Required = tuple[str | tuple[str, ...], ...]
+
+# How long a discharge-summary / medication-guidance link opens its page.
+DOCUMENT_LINK_VALIDITY = timedelta(days=30)
 
 
 def _service(name: str) -> Any:
@@ -50,7 +64,7 @@ def _standard_values(x: Exec) -> dict[str, Any]:
         "patient_name": patient.name if patient is not None else "",
         "department_name": pick(department.name, locale) if department is not None else "",
         "hospital_name": os.environ.get("CARELOOP_HOSPITAL_NAME", "本院"),
-        "base_url": os.environ.get("CARELOOP_BASE_URL", ""),
+        "base_url": base_url(),
     }
     names = x.names()
     for name in x.step.get("values", {}) or {}:
@@ -68,12 +82,32 @@ def _channel(x: Exec, default: str = "sms") -> str:
     return str(channels[0])  # the outbox records it as suppressed: visible, not silently dropped
 
 
-def _send(x: Exec, template: str, values: dict[str, Any], suffix: str = "") -> int:
+def _send(x: Exec, template: str, values: dict[str, Any], suffix: str = "",
+          link_expires_at: datetime | None = None) -> int:
+    valid_for = x.step.get("valid_for")
     return int(enqueue(x.session, template_key=template, channel=_channel(x),
                        patient_id=x.run.patient_id, values=values,
                        urgent=bool(x.step.get("urgent", False)),
                        idempotency_key=x.key + suffix,
-                       source_ref=source_ref(x.run, x.step.key)))
+                       source_ref=source_ref(x.run, x.step.key),
+                       valid_for=parse_duration(valid_for) if valid_for else None,
+                       link_expires_at=link_expires_at))
+
+
+def _document_links(x: Exec, values: dict[str, Any]) -> datetime | None:
+    """``links: {summary_link: discharge_summary}``: a token link per variable, or ``""`` when
+    the HIS sent nothing to show (the template leaves the link out). Returns the earliest
+    expiry of the links made."""
+    earliest: datetime | None = None
+    for name, kind in (x.step.get("links") or {}).items():
+        expires = now_utc() + DOCUMENT_LINK_VALIDITY
+        link = documents.create_link(x.session, kind=kind, encounter_id=x.run.encounter_id,
+                                     patient_id=x.run.patient_id, expires_at=expires,
+                                     source_ref=source_ref(x.run, x.step.key))
+        values[name] = absolute(link["url"]) if link is not None else ""
+        if link is not None:
+            earliest = expires if earliest is None else min(earliest, expires)
+    return earliest
 
 
 class SendMessage:
@@ -81,11 +115,13 @@ class SendMessage:
 
     title: ClassVar[dict[str, str]] = {"zh-CN": "发送消息", "en": "Send a message"}
     options: ClassVar[tuple[str, ...]] = ("title", "when", "template", "channels", "values",
-                                          "urgent", "next")
+                                          "links", "urgent", "valid_for", "next")
     required: ClassVar[Required] = ("template",)
 
     def run(self, x: Exec) -> Outcome:
-        message_id = _send(x, x.step.get("template"), _standard_values(x))
+        values = _standard_values(x)
+        link_expires = _document_links(x, values)
+        message_id = _send(x, x.step.get("template"), values, link_expires_at=link_expires)
         x.history("message", {"message_id": message_id})
         return ("next", x.step.next)
 
@@ -97,8 +133,9 @@ class SendForm:
 
     title: ClassVar[dict[str, str]] = {"zh-CN": "发送问卷", "en": "Send a form"}
     options: ClassVar[tuple[str, ...]] = ("title", "when", "form", "template", "channels",
-                                          "values", "urgent", "expires_after", "remind_after",
-                                          "reminder_template", "on_timeout", "next")
+                                          "values", "urgent", "expires_after", "valid_for",
+                                          "remind_after", "reminder_template", "on_timeout",
+                                          "next")
     required: ClassVar[Required] = ("form", "template")
 
     def run(self, x: Exec) -> Outcome:
@@ -109,12 +146,13 @@ class SendForm:
             encounter_id=x.run.encounter_id, channel=channel, expires_at=expires,
             source_ref=source_ref(x.run, x.step.key))
         values = _standard_values(x)
-        values["form_link"] = values["base_url"] + str(request["url"])
+        values["form_link"] = absolute(str(request["url"]))
         values.setdefault("expires_days", max(1, (expires - now_utc()).days))
-        message_id = _send(x, x.step.get("template"), values)
+        message_id = _send(x, x.step.get("template"), values, link_expires_at=expires)
         x.step_run.waiting_for = "form.submitted"
         x.step_run.status = "waiting"
         x.step_run.state = {"request_id": request["request_id"], "form": x.step.get("form"),
+                            "link_expires_at": expires.isoformat(),
                             "values": {k: v for k, v in values.items()
                                        if k not in ("patient_name",)}}
         if x.step.get("remind_after"):
@@ -331,4 +369,6 @@ def reminder(x: Exec) -> None:
     values = dict(x.step_run.state.get("values", {}))
     values.update({k: v for k, v in _standard_values(x).items() if k not in values})
     template = x.step.get("reminder_template", x.step.get("template"))
-    _send(x, template, values, suffix=":reminder")
+    expires = x.step_run.state.get("link_expires_at")
+    _send(x, template, values, suffix=":reminder",
+          link_expires_at=datetime.fromisoformat(expires) if expires else None)

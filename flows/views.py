@@ -64,7 +64,8 @@ def outbox_json(session: Session, *, status: str | None = None,
     if status:
         query = query.where(OutboxMessage.status == status)
     return [{"id": m.id, "template": m.template_key, "channel": m.channel,
-             "patient_id": m.patient_id, "status": m.status, "attempts": m.attempts,
-             "urgent": m.urgent, "created_at": _iso(m.created_at),
+             "patient_id": m.patient_id, "status": m.status, "reason": m.reason,
+             "attempts": m.attempts, "urgent": m.urgent, "created_at": _iso(m.created_at),
+             "expires_at": _iso(m.expires_at),
              "next_attempt_at": _iso(m.next_attempt_at), "sent_at": _iso(m.sent_at)}
             for m in session.scalars(query).all()]

@@ -68,6 +68,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_flows",
     "careloop.web.routes_reports",
     "careloop.web.routes_builder",
+    "careloop.web.routes_documents",
 )
 
 
@@ -172,6 +173,19 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(request, 500, "web.error.internal")
 
 
+_warned: list[bool] = []
+
+
+def _warn_base_url() -> None:
+    """Say once per process, in the log, that message links point nowhere useful."""
+    from careloop.engine.links import startup_warning
+
+    notice = startup_warning()
+    if notice and not _warned:
+        _warned.append(True)
+        log.warning("%s", notice)
+
+
 def create_app() -> FastAPI:
     """Build the ASGI app (one per process; no state in it that another process needs)."""
     from careloop.engine.registry import loaded_registry
@@ -179,6 +193,7 @@ def create_app() -> FastAPI:
 
     loaded_registry()
     logfilter.install()
+    _warn_base_url()
     app = FastAPI(title="Careloop", version=__version__, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None,
                   dependencies=[Depends(csrf_protect), Depends(enforce_patient_scope)])

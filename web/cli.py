@@ -54,6 +54,7 @@ def _demo_login_hint(password: str) -> str:
 def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bool,
        patients: int, no_serve: bool) -> None:
     """First-run and every-run start: upgrade the database, import every bundle, serve."""
+    from careloop.engine import links
     from careloop.engine.bundles import BundleError, import_bundles, list_bundles
     from careloop.engine.cli import print_conflicts
     from careloop.engine.db import database_url, redact, transaction
@@ -61,6 +62,15 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bo
     from careloop.engine.migrate import upgrade
     from careloop.web.auth import has_any_user
 
+    if with_demo:
+        links.use_for_demo(host, port)
+    try:
+        notice = links.startup_warning()
+    except links.BaseUrlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if notice:
+        click.echo(f"warning: {notice}", err=True)
     upgrade()
     click.echo(f"database ready: {redact(database_url())}")
     try:

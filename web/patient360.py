@@ -8,6 +8,7 @@ The caller (a ``@patient_level`` route) has already checked the patient is in th
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
@@ -143,10 +144,17 @@ def panel_bp(session: Session, patient_id: str, me: Principal, locale: str) -> M
 
 
 def panel_messages(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
+    from careloop.engine.clock import to_local
+
+    def local(value: str | None) -> str:  # hospital time, never UTC
+        return to_local(datetime.fromisoformat(value)).strftime("%Y-%m-%d %H:%M") if value else ""
+
+    # the status in words: "logged" (log channel) must not read as delivered
     rows: list[list[Markup | str]] = [
-        [(m["created_at"] or "")[:16].replace("T", " "), m["template"], m["channel"],
-         Markup('<span class="badge msg-{0}">{0}</span>').format(m["status"]),
-         (m["sent_at"] or "")[:16].replace("T", " ")]
+        [local(m["created_at"]), m["template"], m["channel"],
+         Markup('<span class="badge msg-{0}">{1}</span>').format(
+             m["status"], t(f"web.outbox.status.{m['status']}", locale)),
+         local(m["sent_at"])]
         for m in messages_json(session, patient_id)]
     return _table([t("web.msg.created", locale), t("web.msg.template", locale),
                    t("web.msg.channel", locale), t("web.msg.status", locale),

@@ -8,6 +8,7 @@ import hashlib
 import pathlib
 import tempfile
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import (
     APIRouter,
@@ -345,27 +346,77 @@ def audit_page(request: Request, actor: str = "", action: str = "", patient_id: 
 
 # --- flow operations: incidents (retry / skip) and the outbox monitor ------------------------
 
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "suppressed", "cancelled")
+
+def _outbox_rows(session: Any, status: str | None, locale: str) -> list[dict[str, Any]]:
+    """The newest 100 messages with status and reason in words and times in local time (no
+    message text, no address: the body may carry a patient's name)."""
+    from careloop.engine.clock import now_utc, to_local
+    from careloop.flows.models import OutboxMessage
+    from careloop.flows.outbox import resendable
+
+    def local(value: datetime | None) -> str:
+        return to_local(value).strftime("%Y-%m-%d %H:%M") if value is not None else ""
+
+    query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(100)
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    now = now_utc()
+    return [{"id": m.id, "template": m.template_key, "channel": m.channel, "status": m.status,
+             "status_text": t(f"web.outbox.status.{m.status}", locale),
+             "reason": t(f"flows.outbox.reason.{m.reason}", locale) if m.reason else "",
+             "attempts": m.attempts, "created_at": local(m.created_at),
+             "due_at": local(m.next_attempt_at), "expires_at": local(m.expires_at),
+             "sent_at": local(m.sent_at), "can_resend": resendable(m, now),
+             "can_cancel": m.status == "pending"}
+            for m in session.scalars(query).all()]
 
 
 @router.get("/flows")
-def flow_ops(request: Request, outbox: str = "",
+def flow_ops(request: Request, outbox: str = "", done: str = "",
              me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
-    """Open flow incidents and the outbox (ids, templates, channels and states only)."""
+    """Open flow incidents and the outbox (ids, templates, channels, states and reasons)."""
     from sqlalchemy import func
 
     from careloop.flows.models import OutboxMessage
-    from careloop.flows.views import incidents_json, outbox_json
+    from careloop.flows.outbox import STATUSES
+    from careloop.flows.views import incidents_json
 
-    status = outbox if outbox in OUTBOX_STATUSES else None
+    locale = locale_of(request)
+    status = outbox if outbox in STATUSES else None
     with transaction() as session:
         incidents = incidents_json(session, "open")
-        messages = outbox_json(session, status=status, limit=100)
+        messages = _outbox_rows(session, status, locale)
         counts = {str(status): int(n) for status, n in session.execute(
             select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all()}
-    ordered = {s: int(counts[s]) for s in OUTBOX_STATUSES if s in counts}
+    ordered = {s: (t(f"web.outbox.status.{s}", locale), int(counts[s]))
+               for s in STATUSES if s in counts}
+    notice = None
+    kind, _, number = done.partition(":")
+    if kind in ("resent", "cancelled") and number.isdigit():
+        notice = t(f"web.outbox.{kind}", locale, id=number)
     return render(request, "admin_flows.html", incidents=incidents, outbox=messages,
-                  outbox_counts=ordered)
+                  outbox_counts=ordered, outbox_filter=status, notice=notice)
+
+
+@router.post("/flows/outbox/{message_id}/{action}")
+def outbox_action(request: Request, message_id: int = Path(ge=1, le=MAX_ID),
+                  action: str = Path(pattern="^(resend|cancel)$"),
+                  me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Resend a failed / expired / cancelled / logged message, or cancel a pending one."""
+    from careloop.flows import outbox
+
+    try:
+        with transaction() as session:
+            row = (outbox.resend if action == "resend" else outbox.cancel)(session, message_id)
+            record(request, me, f"outbox.{action}", session=session,
+                   object_type="outbox_message", object_id=str(message_id),
+                   patient_id=row.patient_id)
+    except outbox.OutboxError:
+        record(request, me, f"outbox.{action}", outcome="failure",
+               object_type="outbox_message", object_id=str(message_id))
+        raise HTTPException(status_code=409) from None
+    done = "resent" if action == "resend" else "cancelled"
+    return RedirectResponse(f"/admin/flows?done={done}:{message_id}", status_code=303)
 
 
 @router.post("/flows/incidents/{incident_id}/{action}")

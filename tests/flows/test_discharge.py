@@ -12,7 +12,8 @@ from careloop.flows.models import FlowRun, FlowTimer
 
 DISCHARGE = {"encounter_id": "E1", "patient_id": "P1", "type": "inpatient",
              "department_id": "cardiology", "responsible_nurse": "nurse_li",
-             "discharged_at": "2026-12-01T10:00:00+08:00", "procedures": []}
+             "discharged_at": "2026-12-01T10:00:00+08:00", "procedures": [],
+             "summary": "出院诊断：高血压。", "medications": [{"name": "氨氯地平", "dose": "5 mg"}]}
 
 
 def test_discharge_plan_for_a_patient_aged_70_plus(bundles: Engine, send: Any, sweep: Any,
@@ -21,7 +22,9 @@ def test_discharge_plan_for_a_patient_aged_70_plus(bundles: Engine, send: Any, s
     send("enc-1", "encounter.discharged", DISCHARGE)
     first = helpers.messages(bundles)
     assert [m.template_key for m in first] == ["discharge_settlement", "medication_guidance"]
-    assert first[0].channel == "wechat" and "/discharge-summary/E1" in first[0].body
+    assert first[0].channel == "wechat" and "http://127.0.0.1:8000/d/" in first[0].body
+    assert "E1" not in first[0].body  # the link is a token, not the encounter id
+    sweep("2026-12-01T10:06:00+08:00")
     sweep("2026-12-04T09:29:00+08:00")
     assert len(helpers.messages(bundles)) == 2  # day 3 is not due before 09:30
     sweep("2026-12-04T09:31:00+08:00")
@@ -36,7 +39,9 @@ def test_discharge_plan_for_a_patient_aged_70_plus(bundles: Engine, send: Any, s
     with transaction(bundles) as session:
         run = session.scalars(select(FlowRun).where(FlowRun.flow_key == "discharge")).one()
         assert run.status == "completed"
-    assert all(m.status == "sent" for m in helpers.messages(bundles))
+    # the log channel delivers nothing: "logged", never "sent"
+    assert [(m.status, m.reason) for m in helpers.messages(bundles)] == [
+        ("logged", "log_channel")] * 3
 
 
 def test_young_patient_gets_no_phone_task(bundles: Engine, send: Any, sweep: Any,

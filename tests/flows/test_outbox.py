@@ -64,12 +64,12 @@ def test_sms_waits_for_quiet_hours_to_end_unless_urgent(common: Engine) -> None:
     urgent = _enqueue(common, "urgent", urgent=True, at=night)
     email = _enqueue(common, "mail", channel="log", at=night)
     counts = dispatch_due(common, worker="w", now=night)
-    assert counts == {"sent": 2}
+    assert counts == {"logged": 2}
     assert _row(common, normal).status == "pending"
     assert _row(common, normal).next_attempt_at == datetime(2026, 12, 2, 0, 0, tzinfo=UTC)
-    assert _row(common, urgent).status == _row(common, email).status == "sent"
+    assert _row(common, urgent).status == _row(common, email).status == "logged"
     dispatch_due(common, worker="w", now=datetime(2026, 12, 2, 0, 1, tzinfo=UTC))
-    assert _row(common, normal).status == "sent"
+    assert _row(common, normal).status == "logged"
 
 
 def test_withdrawn_consent_stops_sends(common: Engine) -> None:
@@ -80,14 +80,14 @@ def test_withdrawn_consent_stops_sends(common: Engine) -> None:
         patient.consents = {"sms": False}
     dispatch_due(common, worker="w", now=datetime(2026, 12, 1, 3, tzinfo=UTC))
     row = _row(common, message_id)
-    assert row.status == "suppressed" and row.error == "consent withdrawn"
+    assert row.status == "suppressed" and row.reason == "consent_withdrawn"
 
 
 def test_rate_limit_defers_the_rest(common: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARELOOP_OUTBOX_RATE_SMS", "2")
     ids = [_enqueue(common, f"r{n}") for n in range(3)]
     dispatch_due(common, worker="w", now=datetime(2026, 12, 1, 3, tzinfo=UTC))
-    assert [_row(common, i).status for i in ids] == ["sent", "sent", "pending"]
+    assert [_row(common, i).status for i in ids] == ["logged", "logged", "pending"]
 
 
 class _Sink(Message):

@@ -41,7 +41,7 @@ title: {zh-CN: 计时测试, en: Timer test}
 trigger: {manual: true}
 steps:
   - {key: later, type: wait, duration: 1d}
-  - {key: say, type: send_message, template: diet_advice, channels: [log]}
+  - {key: say, type: send_message, template: diet_advice, channels: [log], valid_for: 3d}
   - {key: done, type: end}
 """
 
@@ -109,7 +109,7 @@ def test_two_processes_sweeping_at_once_send_nothing_twice(engine: Engine,
     assert len(sent) == 60 and set(sent.values()) == {1}
     with transaction(engine) as session:
         statuses = session.scalars(select(OutboxMessage.status)).all()
-    assert len(statuses) == 60 and set(statuses) == {"sent"}
+    assert len(statuses) == 60 and set(statuses) == {"logged"}
 
 
 def test_sigkill_mid_sweep_then_restart_fires_every_timer_once(engine: Engine,

@@ -2,7 +2,7 @@
 events with unknown reference codes parked for IT)
 
 Revision ID: 0011
-Revises: 0008, 0005
+Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
@@ -11,9 +11,7 @@ from sqlalchemy.dialects import postgresql
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 revision = "0011"
-# 0005 made flow_runs on the flows branch; the history is branched per engine, so this merges
-# the flows branch with 0008 (the latest) rather than only depending on it.
-down_revision = ("0008", "0005")
+down_revision = "0010"  # after the outbox migration, which joins the flows branch (0005) and 0008
 branch_labels = None
 depends_on = None
 
