@@ -127,5 +127,31 @@ def show_run(run_id: int) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+@flows.command("messages")
+@click.argument("patient_id")
+@click.option("--limit", default=20, show_default=True)
+def messages(patient_id: str, limit: int) -> None:
+    """Print one patient's newest messages with their text and links, in hospital time: what a
+    trial without SMS or WeChat gateways reads instead of the phone (audited)."""
+    from sqlalchemy import select
+
+    from careloop.engine.audit import append
+    from careloop.engine.clock import to_local
+    from careloop.engine.db import transaction
+    from careloop.flows.models import OutboxMessage
+
+    with transaction() as session:
+        rows = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.patient_id == patient_id).order_by(OutboxMessage.id.desc())
+            .limit(limit)).all()
+        for m in reversed(rows):
+            at = to_local(m.sent_at or m.created_at).strftime("%Y-%m-%d %H:%M")
+            click.echo(f"{at}  {m.template_key}  {m.channel}  {m.status}\n  {m.body}")
+        append(session, actor="cli", action="outbox.read", object_type="patient",
+               object_id=patient_id, patient_id=patient_id, details={"messages": len(rows)})
+    if not rows:
+        click.echo(f"no messages for patient {patient_id}")
+
+
 def commands() -> list[click.Command]:
     return [scheduler, events, apikey, flows]

@@ -7,15 +7,16 @@ ticker's sweep is the scheduler's own ``run_due``."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import Engine, select
 
 from careloop.engine.bundles import import_bundle, list_bundles
-from careloop.engine.clock import now_utc, to_local
+from careloop.engine.clock import OFFSET_ENV, wall_clock_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Department
 from careloop.flows.ingest import create_api_key
@@ -37,7 +38,12 @@ def _sign_in(page: Page, base: str, username: str) -> None:
 
 
 def test_dissatisfied_patient_reaches_head_nurse_pharmacy_and_px_dashboard(
-        server: str, engine: Engine, app: object, user_factory: UserFactory) -> None:  # noqa: F811
+        server: str, engine: Engine, app: object, user_factory: UserFactory,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server's clock (a thread of this process) runs from five minutes after the day-3
+    # questionnaire was due: the journey's own time, whatever the real date.
+    day3 = datetime.fromisoformat("2026-12-04T09:35:00+08:00")
+    monkeypatch.setenv(OFFSET_ENV, f"{(day3 - wall_clock_utc()).total_seconds():+.3f}")
     for path in list_bundles([APPS]):
         import_bundle(path, actor="test")
     with transaction(engine) as session:
@@ -48,8 +54,7 @@ def test_dissatisfied_patient_reaches_head_nurse_pharmacy_and_px_dashboard(
                                  ("pharm", "pharmacy_head", "pharmacy"),
                                  ("px", "px_office", None)):
         user_factory(username, role, dept)
-    # Discharged four days ago: the day-3 form went out yesterday at 09:30.
-    discharged = to_local(now_utc() - timedelta(days=4)).replace(hour=10, minute=0)
+    discharged = datetime.fromisoformat("2026-12-01T10:00:00+08:00")
     his = TestClient(app)  # type: ignore[arg-type]
     for event_id, type_, payload in (
             ("p1", "patient.upserted", {"patient_id": "P1", "mrn": "M1", "name": "王建国",

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
+from careloop.engine.domain import Department
 from careloop.flows.ingest import ingest
 from careloop.flows.models import OutboxMessage
 
@@ -22,8 +23,10 @@ from .test_outbox_pages import APPS, PAYLOAD
 
 
 def _links(engine: Engine) -> list[str]:
-    for name in ("common", "satisfaction", "discharge"):
+    for name in ("common", "discharge", "cardiology", "satisfaction"):
         import_bundle(APPS / name, engine=engine)
+    with transaction(engine) as session:  # reference data the HIS names by code
+        session.add(Department(id="cardiology", name={"zh-CN": "心内科", "en": "Cardiology"}))
     # the server answers at the real clock: discharge an hour ago, so the links are valid now
     payload = {**PAYLOAD, "discharged_at": (now_utc() - timedelta(hours=1)).isoformat(),
                "summary": "出院诊断：原发性高血压（II 级）。" * 12 + "\n\n每日监测血压。"}

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.domain import Department
 from careloop.engine.models import AuditRow
 from careloop.flows.ingest import ingest
 from careloop.flows.models import OutboxMessage
@@ -33,8 +34,10 @@ PAYLOAD = {"encounter_id": "E1", "patient_id": "P1", "type": "inpatient",
 @pytest.fixture
 def discharged(engine: Engine) -> dict[str, str]:
     """The discharge flow ran for P1; returns the path of each link by template."""
-    for name in ("common", "satisfaction", "discharge"):
+    for name in ("common", "discharge", "cardiology", "satisfaction"):
         import_bundle(APPS / name, engine=engine)
+    with transaction(engine) as session:  # reference data the HIS names by code
+        session.add(Department(id="cardiology", name={"zh-CN": "心内科", "en": "Cardiology"}))
     with frozen_now(DISCHARGED), transaction(engine) as session:
         for event_id, kind, payload in (
                 ("p1", "patient.upserted", {"patient_id": "P1", "mrn": "M1", "name": "张三",
