@@ -327,7 +327,10 @@ def run_escalate(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, An
     if level >= len(chain):
         return {"task_id": task.id, "escalated": False, "level": level}
     step = chain[level]
-    assignee = resolve_assignee(ctx.session, {"role": step["role"]}, patient_id=task.patient_id,
+    # A chain entry's own department wins (a flow approval fills in the task's department).
+    rule = {"role": step["role"], **({"department": step["department"]}
+                                     if step.get("department") else {})}
+    assignee = resolve_assignee(ctx.session, rule, patient_id=task.patient_id,
                                 encounter_id=task.encounter_id)
     task.assignee_user_id, task.assignee_role = assignee.user_id, assignee.role
     task.escalation = {"chain": chain, "level": level + 1}

@@ -206,5 +206,5 @@ def seed_complaint_handling(session: Session, rng: random.Random,
             continue
         at = sub.submitted_at + timedelta(hours=rng.choice((2, 6, 12, 20, 30, 50)))
         with frozen_now(at):
-            complaints.resolve(session, sub, principal, fcr=rng.random() < 0.5,
+            complaints.resolve(session, sub, principal,
                                notes="已电话回访患者并致歉，问题已处理。")

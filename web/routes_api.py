@@ -45,6 +45,27 @@ class CompleteTask(BaseModel):
     notes: str | None = Field(default=None, max_length=2000)
 
 
+class Signer(BaseModel):
+    """Who to add (加签): a user by username, or a role (within a department)."""
+
+    user: str | None = Field(default=None, min_length=1, max_length=64)
+    role: str | None = Field(default=None, min_length=1, max_length=32)
+    department: str | None = Field(default=None, min_length=1, max_length=64)
+
+    def rule(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Decision(BaseModel):
+    """An approval decision: ``approve``; ``reject`` (optionally ``back_to`` a step: 驳回);
+    ``add_signer`` with a ``signer`` (加签)."""
+
+    decision: Literal["approve", "reject", "add_signer"]
+    notes: str | None = Field(default=None, max_length=2000)
+    back_to: str | None = Field(default=None, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    signer: Signer | None = None
+
+
 class Reveal(BaseModel):
     reason: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
@@ -93,12 +114,43 @@ def task_complete(request: Request, body: CompleteTask,
         item = _task(session, task_id, principal)
         try:
             console.complete(session, item, principal, body.outcome, body.notes)
+        except console.DecideInstead as exc:
+            raise HTTPException(status_code=409, detail="an approval task is decided with "
+                                "POST /api/v1/tasks/{id}/decision, not completed") from exc
         except console.ActionRefused as exc:
             raise HTTPException(status_code=409, detail="task is closed") from exc
         record(request, principal, "task.complete", session=session, object_type="task",
                object_id=str(task_id), patient_id=item.patient_id,
                details={"outcome": body.outcome})
         return console.task_json(item)
+
+
+@router.post("/tasks/{task_id}/decision", responses={
+    403: {"description": "not the task's assignee (nor a holder of its role)"},
+    409: {"description": "the task is closed, or no open approval"},
+    422: {"description": "an unknown step to go back to, or an unknown or missing signer"}})
+@patient_level("task_id", via="task")
+def task_decision(request: Request, body: Decision, task_id: int = Path(ge=1, le=MAX_ID),
+                  principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any]:
+    """Decide an approval task; the flow resumes (approve → next step, reject → ``back_to`` or
+    the step's ``on_reject``; add_signer → one more approver)."""
+    with transaction() as session:
+        item = _task(session, task_id, principal)
+        try:
+            done = console.decide(session, item, principal, body.decision, notes=body.notes,
+                                  back_to=body.back_to,
+                                  signer=body.signer.rule() if body.signer else None)
+        except console.NotYours as exc:
+            raise HTTPException(status_code=403, detail="not your task to decide") from exc
+        except console.DecisionInvalid as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except console.ActionRefused as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        record(request, principal, "task.decision", session=session, object_type="task",
+               object_id=str(task_id), patient_id=item.patient_id,
+               details={"decision": body.decision, "back_to": body.back_to,
+                        "result": done["result"], "signer_task_id": done["signer_task_id"]})
+        return {"task": console.task_json(item), **done}
 
 
 @router.get("/patients")

@@ -13,9 +13,12 @@ A route that shows or changes one patient's data says where the patient comes fr
 :func:`enforce_patient_scope` runs before every route (it is an app dependency, so the engines'
 routers get it too): for a marked route it resolves the patient id through the
 ``patient_resolver`` catalogue (``via`` → ``fn(session, value) -> patient id | None``) and refuses
-(HTTP 403, audited) when the signed-in user may not see that patient. Engines register their
-resolvers (e.g. ``submission``) and mark their routes the same way; ``tests/web/test_scoping.py``
-walks every marked route, so a new patient-level route cannot forget its scope.
+(HTTP 403, audited) when the signed-in user may not see that patient — unless the
+``object_access`` catalogue has ``fn(session, principal, value) -> bool`` for ``via`` and it
+grants access to that object (a complaint for the staff of the department it is about).
+Engines register their resolvers (e.g. ``submission``) and mark their routes the same way;
+``tests/web/test_scoping.py`` walks every marked route, so a new patient-level route cannot
+forget its scope.
 """
 
 from __future__ import annotations
@@ -91,6 +94,16 @@ def register_resolvers(registry: Registry) -> None:
     resolvers.register("task", _task)
     resolvers.register("encounter", _encounter)
     resolvers.register("submission", _submission)
+    from careloop.web import complaints
+
+    # A complaint is the department's business as well as its patient's: staff of the
+    # department it is about may open it although the patient never stayed there.
+    resolvers.register("complaint", complaints.complaint_patient)
+    registry.catalogue("object_access").register("complaint", complaints.may_open)
+    from careloop.web.console import may_open_task
+
+    # A task is its assignee's (or their role's queue's) to open, whoever the patient is.
+    registry.catalogue("object_access").register("task", may_open_task)
 
 
 def resolve_patient(session: Session, via: str, value: str) -> str | None:
@@ -120,6 +133,9 @@ def enforce_patient_scope(request: Request) -> None:
                     return
             raise HTTPException(status_code=404)
         allowed = can_see_patient(session, principal, patient_id)
+        grant = loaded_registry().catalogue("object_access").get(mark.via)
+        by_object = not allowed and grant is not None and bool(grant(session, principal, value))
+    allowed = allowed or by_object
     request.state.patient_id = patient_id
     if not allowed:
         record(request, principal, "patient.access", outcome="denied", object_type=mark.via,
