@@ -23,7 +23,7 @@ from careloop.engine.tasks import add_history, complete_task, create_task, resol
 from careloop.flows.models import FlowRun, StepRun
 from careloop.flows.runtime import Exec, FlowError, after, history, resume, spec_of
 
-DECISIONS = ("approve", "reject")
+DECISIONS = {"approve": "approved", "reject": "rejected"}  # decision → the task's outcome
 OPEN = ("open", "in_progress")
 
 
@@ -138,7 +138,7 @@ def decide(session: Session, task_id: int, decision: str, *, actor: str,
     if back_to is not None and (decision != "reject"
                                 or back_to not in reject_targets(session, task)):
         raise FlowError(f"task {task_id}: cannot go back to step '{back_to}'")
-    complete_task(session, task, actor=actor, outcome=f"{decision}d", notes=notes)
+    complete_task(session, task, actor=actor, outcome=DECISIONS[decision], notes=notes)
     state = dict(step_run.state)
     field = "approved" if decision == "approve" else "rejected"
     state[field] = [*state[field], task.id]

@@ -307,3 +307,37 @@ def test_a_complaint_travels_from_intake_to_closure(app: Any, engine: Engine,
                                          "first_contact_resolution": 25.0,
                                          "mean_response_hours": tile["data"]["rows"][0][
                                              "mean_response_hours"], "overdue": 0}]
+
+
+def test_a_signer_is_added_and_decisions_need_the_session_token(
+        app: Any, hospital: dict[str, str]) -> None:
+    px, nurse, director = Person(app, "px"), Person(app, "cardio_hn"), Person(app, "cardio_dir")
+    with frozen_now(T0):
+        _his(app, hospital["key"])
+        px.sign_in()
+        complaint = _register(px, "出院带药说明不清楚")
+        reply = _open_response(complaint)
+        nurse.sign_in()
+        url = f"/api/v1/tasks/{reply.id}/decision"
+        assert nurse.client.post(url, json={"decision": "approve"}).status_code == 403  # CSRF
+        assert nurse.api(url, {"decision": "add_signer"}).status_code == 422
+        unknown = nurse.api(url, {"decision": "add_signer", "signer": {"user": "nobody"}})
+        assert unknown.status_code == 422 and unknown.json()["code"] == "task.bad-decision"
+        assert nurse.api(url, {"decision": "add_signer",
+                               "signer": {"role": "astronaut"}}).status_code == 422
+        added = nurse.api(url, {"decision": "add_signer", "signer": {"user": "cardio_dir"}})
+        assert added.status_code == 200 and added.json()["result"] == "open"
+        signer_task = added.json()["signer_task_id"]
+        director.sign_in()
+        assert director.get(f"/tasks/{signer_task}").status_code == 200
+        decided = director.form(f"/tasks/{signer_task}", f"/tasks/{signer_task}/decision",
+                                {"decision": "approve"})
+        assert decided.status_code == 303
+        # the approval is decided: the head nurse's task is closed, the PX review is open
+        closed = nurse.api(url, {"decision": "approve"})
+        assert closed.status_code == 409 and closed.json()["code"] == "task.closed"
+        assert _open_review(complaint).assignee_role == "px_office"
+    with transaction() as session:
+        added_row = session.scalars(select(AuditRow).where(
+            AuditRow.action == "task.decision", AuditRow.actor == "cardio_hn")).one()
+        assert added_row.details["signer_task_id"] == signer_task
