@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from careloop.engine.domain import Task
+from careloop.engine.domain import Department, Task
 from careloop.engine.i18n import pick
 from careloop.engine.tasks import add_history, complete_task, create_task, resolve_assignee
 from careloop.flows.models import FlowRun, StepRun
@@ -34,10 +34,19 @@ def _rule_in_department(rule: dict[str, Any], department: Any) -> dict[str, Any]
     return rule
 
 
+def _run_department(session: Session, run: FlowRun) -> str | None:
+    """The run's ``department`` when it names a known department (a complaint may name one in
+    free text: then the patient's encounter decides, as for any approver)."""
+    value = (run.context or {}).get("department")
+    if isinstance(value, str) and value and session.get(Department, value) is not None:
+        return value
+    return None
+
+
 def _task(session: Session, run: FlowRun, step_run: StepRun, title: dict[str, str],
           rule: dict[str, Any], n: int) -> int:
     state = step_run.state or {}
-    rule = _rule_in_department(rule, (run.context or {}).get("department"))
+    rule = _rule_in_department(rule, _run_department(session, run))
     assignee = resolve_assignee(session, rule, patient_id=run.patient_id,
                                 encounter_id=run.encounter_id)
     chain = [_rule_in_department(dict(r), assignee.department_id)

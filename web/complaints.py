@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from careloop.engine import events, store
 from careloop.engine.audit import append as audit_append
 from careloop.engine.clock import now_utc
-from careloop.engine.domain import Task
+from careloop.engine.domain import Department, Task
 from careloop.engine.tasks import complete_task
 from careloop.forms.models import Submission
 from careloop.forms.runtime import set_status
@@ -81,12 +81,14 @@ class Handling:
     runs: list[Any]
     tasks: list[Task]
 
-    def department(self) -> str | None:
+    def department(self, session: Session) -> str | None:
+        """The department the run set, when it names a known one; else where the run's tasks
+        went (a department named in free text leaves them with the patient's encounter)."""
         for run in self.runs:
             value = (run.context or {}).get("department")
-            if isinstance(value, str) and value:
+            if isinstance(value, str) and value and session.get(Department, value) is not None:
                 return value
-        return None
+        return next((t.department_id for t in self.tasks if t.department_id), None)
 
 
 def handling(session: Session, submission_id: int) -> Handling:
@@ -138,10 +140,10 @@ def sla_of(due: datetime | None, responded: list[datetime], now: datetime | None
     return "due_soon" if (due - now) <= DUE_SOON else "on_track"
 
 
-def department_of(sub: Submission, found: Handling) -> str | None:
+def department_of(session: Session, sub: Submission, found: Handling) -> str | None:
     answered = (sub.answers or {}).get("department")
-    return found.department() or (answered if isinstance(answered, str) and answered
-                                  else None) or sub.department_id
+    return found.department(session) or (answered if isinstance(answered, str) and answered
+                                         else None) or sub.department_id
 
 
 def _resolution_audit(session: Session, submission_id: int) -> dict[str, Any] | None:
@@ -171,7 +173,7 @@ def complaint_json(session: Session, sub: Submission, pol: Policy | None = None
     return {"id": sub.id, "patient_id": sub.patient_id, "submitted_at": sub.submitted_at,
             "due_at": due, "channel": sub.channel,
             "channel_of_complaint": answers.get("channel_of_complaint"),
-            "category": answers.get("category"), "department": department_of(sub, found),
+            "category": answers.get("category"), "department": department_of(session, sub, found),
             "status": sub.status, "sla": sla_of(due, responded), "entered_by": sub.entered_by,
             "tasks": [{"id": t.id, "status": t.status, "title": t.title, "kind": t.kind}
                       for t in found.tasks],
@@ -195,7 +197,7 @@ def may_open(session: Session, me: Principal, value: str) -> bool:
     sub = session.get(Submission, int(value)) if value.isdigit() else None
     if sub is None or sub.form_key != FORM:
         return False
-    return visible(session, me, sub, department_of(sub, handling(session, sub.id)))
+    return visible(session, me, sub, department_of(session, sub, handling(session, sub.id)))
 
 
 def complaint_patient(session: Session, value: str) -> str | None:
@@ -258,7 +260,7 @@ def resolve(session: Session, sub: Submission, me: Principal, *, notes: str) -> 
                  details={"fcr": fcr, "notes": notes[:2000]})
     events.record(session, RESOLVED, {
         "submission_id": sub.id, "patient_id": sub.patient_id,
-        "department_id": department_of(sub, found), "form": sub.form_key},
+        "department_id": department_of(session, sub, found), "form": sub.form_key},
         event_id=f"{RESOLVED}:{sub.id}")
     return fcr
 

@@ -142,3 +142,17 @@ def test_an_approval_goes_to_the_runs_department_with_its_own_task_kind(
         assert run is not None and run.status == "running"
     [again] = [t for t in helpers.tasks(bundles) if t.status == "open"]
     assert again.kind == "complaint_response" and again.id != reply.id
+
+
+def test_a_department_named_in_free_text_falls_back_to_the_encounter(
+        bundles: Engine, send: Any, helpers: Any) -> None:
+    helpers.grant(bundles, "hn_psy", "head_nurse", "psychiatry")
+    helpers.patient(send)
+    send("enc-1", "encounter.admitted", {"encounter_id": "E1", "patient_id": "P1",
+                                         "type": "inpatient", "department_id": "psychiatry"})
+    with transaction(bundles) as session:
+        start(session, flow_key="complaint_handling", patient_id="P1",
+              context={"_event": {"submission_id": 8, "answers": {"department": "心内科"}}},
+              idempotency_key="c8")
+    [reply] = [t for t in helpers.tasks(bundles) if t.status == "open"]
+    assert (reply.kind, reply.department_id) == ("complaint_response", "psychiatry")
