@@ -43,8 +43,16 @@ def _cancel_on(session: Session, event: DomainEventRow) -> None:
     for run in runs:
         if event.type in spec_of(session, run).cancel_on and (
                 not payload.get("encounter_id") or run.encounter_id in (
-                    None, payload.get("encounter_id"))):
+                    None, payload.get("encounter_id"))) and _same_submission(run, payload):
             complete_run(session, run, "cancelled", event.type)
+
+
+def _same_submission(run: FlowRun, payload: dict[str, Any]) -> bool:
+    """An event about one submission (e.g. ``complaint.resolved``) cancels only the runs that
+    submission started, not the patient's other runs (another complaint's)."""
+    started_by = ((run.context or {}).get("_event") or {}).get("submission_id")
+    about = payload.get("submission_id")
+    return about is None or started_by is None or started_by == about
 
 
 def _matches(step_run: StepRun, event: DomainEventRow, session: Session, run: FlowRun) -> bool:

@@ -240,11 +240,14 @@ class CreateTask:
 
 
 class Approval:
-    """Approval tasks for ``approvers``; :func:`careloop.flows.approvals.decide` resumes."""
+    """Approval tasks for ``approvers`` (kind ``task_kind``, default ``approval``);
+    :func:`careloop.flows.approvals.decide` resumes (approve → ``next``, reject → ``on_reject``
+    or the step the decider names)."""
 
     title: ClassVar[dict[str, str]] = {"zh-CN": "审批", "en": "Approval"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "approvers", "mode",
-                                          "required", "due", "escalate_to", "on_reject", "next")
+    options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "task_kind",
+                                          "approvers", "mode", "required", "due", "escalate_to",
+                                          "on_reject", "next")
     required: ClassVar[Required] = ("approvers",)
 
     def run(self, x: Exec) -> Outcome:

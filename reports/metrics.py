@@ -111,6 +111,8 @@ DIMENSIONS = (
     DimensionInfo("status", {"zh-CN": "状态", "en": "Status"}, lambda b: b.base_column("status")),
     DimensionInfo("encounter_type", {"zh-CN": "就诊类型", "en": "Encounter type"},
                   lambda b: b.encounter().c.type),
+    DimensionInfo("task_kind", {"zh-CN": "待办类型", "en": "Task kind"},
+                  lambda b: b.base_column("kind")),
     *(DimensionInfo(g, {"zh-CN": z, "en": g.capitalize()}, _time(g))
       for g, z in zip(dl.GRAINS, ("日", "周", "月", "季度", "年"), strict=True)),
 )
@@ -288,7 +290,8 @@ SOURCES = (
                frozenset({"count", "distinct_patients", "readmission_rate",
                           "followup_coverage"})),
     SourceInfo("tasks", {"zh-CN": "待办任务", "en": "Tasks"},
-               frozenset({"department", "form", "status", "age_band", *dl.GRAINS}),
+               frozenset({"department", "form", "status", "task_kind", "age_band",
+                          *dl.GRAINS}),
                frozenset({"count", "distinct_patients", "first_contact_resolution",
                           "mean_response_time", "overdue_count"})),
 )

@@ -25,6 +25,7 @@ from careloop.engine.tasks import (
     escalate_task,
     sla_state,
 )
+from careloop.flows import approvals
 from careloop.web.permissions import Principal, task_visibility, visible_patient_filter
 
 VIEWS = ("mine", "department", "overdue", "done")
@@ -33,6 +34,107 @@ REVEALABLE = ("phone", "id_number")
 
 class ActionRefused(Exception):
     """Raised when a task action is not allowed in the task's state (e.g. completing it twice)."""
+
+
+class DecideInstead(ActionRefused):
+    """Raised when completing an approval task: it is approved or rejected (a decision), so that
+    its flow resumes."""
+
+
+class NotYours(Exception):
+    """Raised when someone other than the task's assignee (or a holder of its role in its
+    department) tries to decide an approval."""
+
+
+class DecisionInvalid(Exception):
+    """Raised for a decision that cannot apply: an unknown step to go back to, an unknown
+    signer, or a missing signer."""
+
+
+def assigned_to(principal: Principal, task: Task) -> bool:
+    """The task is the user's, or waits in the queue of a role they hold in its department (or
+    hospital-wide)."""
+    if task.assignee_user_id is not None:
+        return task.assignee_user_id == principal.user_id
+    return any(g.role == task.assignee_role and g.department_id in (None, task.department_id)
+               for g in principal.grants)
+
+
+def may_open_task(session: Session, principal: Principal, value: str) -> bool:
+    """``object_access`` for ``via="task"`` routes: the assignee (or their role's holders in the
+    task's department) may open the task whoever the patient is."""
+    task = session.get(Task, int(value)) if value.isdigit() and len(value) < 10 else None
+    return task is not None and assigned_to(principal, task)
+
+
+def _targets(session: Session, task: Task) -> list[dict[str, Any]]:
+    labels = approvals.step_labels(session, task)
+    return [{"key": k, "label": labels.get(k) or {}} for k in approvals.reject_targets(session,
+                                                                                  task)]
+
+
+def approval_view(session: Session, task: Task, principal: Principal) -> dict[str, Any] | None:
+    """What the task page needs to show the decision form, or ``None`` for other tasks."""
+    if not approvals.is_approval(session, task):
+        return None
+    step_run = approvals.approval_of(session, task)
+    open_ = step_run is not None and task.status in ("open", "in_progress")
+    return {"open": open_, "may_decide": open_ and assigned_to(principal, task),
+            "targets": _targets(session, task) if open_ else [],
+            "step": step_run.step_key if step_run is not None else None}
+
+
+def _check_signer(session: Session, signer: dict[str, Any] | None) -> None:
+    from careloop.engine.registry import loaded_registry
+
+    if not signer or not (signer.get("user") or signer.get("role")):
+        raise DecisionInvalid("a signer (a user, or a role) is needed")
+    if signer.get("role") and signer["role"] not in loaded_registry().catalogue("role"):
+        raise DecisionInvalid(f"no role '{signer['role']}'")
+    if signer.get("department") and session.get(Department, signer["department"]) is None:
+        raise DecisionInvalid(f"no department '{signer['department']}'")
+
+
+def decide(session: Session, task: Task, principal: Principal, decision: str, *,
+           notes: str | None = None, back_to: str | None = None,
+           signer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Approve, reject (back to a step: 驳回) or add a signer (加签) on an approval task; the
+    flow resumes in the same transaction. Returns ``{"result": …, "signer_task_id": …}``.
+
+    Raises:
+        ActionRefused: the task is closed or no open approval.
+        NotYours: the user is not the task's assignee.
+        DecisionInvalid: an unknown step or signer.
+    """
+    from careloop.engine.tasks import AssigneeError
+    from careloop.flows.runtime import FlowError
+
+    if task.status in ("done", "cancelled"):
+        raise ActionRefused("task is closed")
+    step_run = approvals.approval_of(session, task)
+    if step_run is None:
+        raise ActionRefused("no open approval")
+    if not assigned_to(principal, task):
+        raise NotYours(str(task.id))
+    text = (notes or "").strip()[:2000] or None
+    if decision == "add_signer":
+        _check_signer(session, signer)
+        assert signer is not None  # checked above
+        try:
+            with session.begin_nested():
+                new_id = approvals.add_signer(session, step_run.id, signer,
+                                              actor=principal.username)
+        except AssigneeError as exc:
+            raise DecisionInvalid(str(exc)) from exc
+        return {"result": "open", "signer_task_id": new_id}
+    if back_to is not None and back_to not in approvals.reject_targets(session, task):
+        raise DecisionInvalid(f"no step '{back_to}' to go back to")
+    try:
+        result = approvals.decide(session, task.id, decision, actor=principal.username,
+                                  notes=text, back_to=back_to)
+    except FlowError as exc:
+        raise ActionRefused(str(exc)) from exc
+    return {"result": result, "signer_task_id": None}
 
 
 def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
@@ -103,6 +205,9 @@ def complete(session: Session, task: Task, principal: Principal, outcome: str,
              notes: str | None) -> None:
     if task.status in ("done", "cancelled"):
         raise ActionRefused("task is closed")
+    if approvals.is_approval(session, task):
+        # Completing would leave the flow waiting for a decision that never comes.
+        raise DecideInstead("an approval task is decided, not completed")
     if outcome not in OUTCOMES:
         raise ActionRefused("unknown outcome")
     complete_task(session, task, actor=principal.username, outcome=outcome,

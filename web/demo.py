@@ -205,6 +205,21 @@ def seed_complaint_handling(session: Session, rng: random.Random,
         if rng.random() >= 0.75:
             continue
         at = sub.submitted_at + timedelta(hours=rng.choice((2, 6, 12, 20, 30, 50)))
+        if rng.random() < 0.5:  # the department replied first: not resolved at first contact
+            _reply(session, sub.id, sub.submitted_at + (at - sub.submitted_at) / 2)
         with frozen_now(at):
-            complaints.resolve(session, sub, principal, fcr=rng.random() < 0.5,
+            complaints.resolve(session, sub, principal,
                                notes="已电话回访患者并致歉，问题已处理。")
+
+
+def _reply(session: Session, submission_id: int, at: datetime) -> None:
+    """The department's reply to a demo complaint (its first-response approval, approved)."""
+    from careloop.engine.clock import frozen_now
+    from careloop.flows.approvals import approval_of, decide
+    from careloop.web import complaints
+
+    pol = complaints.policy(session)
+    for task in complaints.handling(session, submission_id).tasks:
+        if task.kind in pol.kinds and task.status == "open" and approval_of(session, task):
+            with frozen_now(at):
+                decide(session, task.id, "approve", actor="demo", notes="科室已回复患者")

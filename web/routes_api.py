@@ -10,13 +10,13 @@ import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, Task
 from careloop.web import admin, console
-from careloop.web.deps import current, record, require, require_user
+from careloop.web.deps import current, record, request_id, require, require_user
 from careloop.web.permissions import (
     AUDIT_VIEW,
     MAX_ID,
@@ -44,6 +44,27 @@ Outcome = Literal["reached_ok", "reached_problem", "not_reached", "wrong_number"
 class CompleteTask(BaseModel):
     outcome: Outcome
     notes: str | None = Field(default=None, max_length=2000)
+
+
+class Signer(BaseModel):
+    """Who to add (加签): a user by username, or a role (within a department)."""
+
+    user: str | None = Field(default=None, min_length=1, max_length=64)
+    role: str | None = Field(default=None, min_length=1, max_length=32)
+    department: str | None = Field(default=None, min_length=1, max_length=64)
+
+    def rule(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Decision(BaseModel):
+    """An approval decision: ``approve``; ``reject`` (optionally ``back_to`` a step: 驳回);
+    ``add_signer`` with a ``signer`` (加签)."""
+
+    decision: Literal["approve", "reject", "add_signer"]
+    notes: str | None = Field(default=None, max_length=2000)
+    back_to: str | None = Field(default=None, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    signer: Signer | None = None
 
 
 class Reveal(BaseModel):
@@ -84,21 +105,61 @@ def task(task_id: int = Path(ge=1, le=MAX_ID),
         return console.task_json(_task(session, task_id, principal))
 
 
-@router.post("/tasks/{task_id}/complete")
+@router.post("/tasks/{task_id}/complete", response_model=None)
 @patient_level("task_id", via="task")
 def task_complete(request: Request, body: CompleteTask,
                   task_id: int = Path(ge=1, le=MAX_ID),
-                  principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any]:
+                  principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any] | JSONResponse:
     with transaction() as session:
         item = _task(session, task_id, principal)
         try:
             console.complete(session, item, principal, body.outcome, body.notes)
+        except console.DecideInstead:
+            return _refused(request, 409, "task.decide-instead",
+                            f"task {task_id} is an approval: decide it with POST "
+                            f"/api/v1/tasks/{task_id}/decision (approve or reject)")
         except console.ActionRefused as exc:
             raise HTTPException(status_code=409, detail="task is closed") from exc
         record(request, principal, "task.complete", session=session, object_type="task",
                object_id=str(task_id), patient_id=item.patient_id,
                details={"outcome": body.outcome})
         return console.task_json(item)
+
+
+def _refused(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    """A refusal that says why (the generic 403/409 pages say only "forbidden"/"conflict")."""
+    return JSONResponse({"detail": message, "code": code, "request_id": request_id(request)},
+                        status_code=status)
+
+
+@router.post("/tasks/{task_id}/decision", response_model=None, responses={
+    403: {"description": "not the task's assignee (nor a holder of its role)"},
+    409: {"description": "the task is closed, or no open approval"},
+    422: {"description": "an unknown step to go back to, or an unknown or missing signer"}})
+@patient_level("task_id", via="task")
+def task_decision(request: Request, body: Decision, task_id: int = Path(ge=1, le=MAX_ID),
+                  principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any] | JSONResponse:
+    """Decide an approval task; the flow resumes (approve → next step, reject → ``back_to`` or
+    the step's ``on_reject``; add_signer → one more approver)."""
+    with transaction() as session:
+        item = _task(session, task_id, principal)
+        try:
+            done = console.decide(session, item, principal, body.decision, notes=body.notes,
+                                  back_to=body.back_to,
+                                  signer=body.signer.rule() if body.signer else None)
+        except console.NotYours:
+            return _refused(request, 403, "task.not-yours",
+                            "only the task's assignee (or a holder of its role in its "
+                            "department) may decide it")
+        except console.DecisionInvalid as exc:
+            return _refused(request, 422, "task.bad-decision", str(exc))
+        except console.ActionRefused as exc:
+            return _refused(request, 409, "task.closed", str(exc))
+        record(request, principal, "task.decision", session=session, object_type="task",
+               object_id=str(task_id), patient_id=item.patient_id,
+               details={"decision": body.decision, "back_to": body.back_to,
+                        "result": done["result"], "signer_task_id": done["signer_task_id"]})
+        return {"task": console.task_json(item), **done}
 
 
 @router.get("/patients")

@@ -24,6 +24,7 @@ from careloop.web.permissions import (
     TASK_REASSIGN,
     TASK_WORK,
     Principal,
+    can_see_patient,
     can_see_task,
 )
 from careloop.web.render import render
@@ -93,8 +94,9 @@ def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
                    object_id=str(task_id), patient_id=patient.id)
         data = console.task_json(task)
         entered = _entered_submission(session, task)
+        approval = console.approval_view(session, task, me)
     return render(request, "task.html", task=data, patient=view, history=hist,
-                  outcomes=OUTCOMES, users=users, entered=entered)
+                  outcomes=OUTCOMES, users=users, entered=entered, approval=approval)
 
 
 def _entered_submission(session: object, task: Task) -> dict[str, object] | None:
@@ -134,6 +136,40 @@ def task_complete(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
                         {"outcome": outcome})
 
 
+@router.post("/tasks/{task_id}/decision")
+@patient_level("task_id", via="task")
+def task_decision(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                  decision: str = Form(pattern="^(approve|reject|add_signer)$"),
+                  notes: str = Form("", max_length=2000),
+                  back_to: str = Form("", max_length=64),
+                  signer_user: str = Form("", max_length=64),
+                  me: Principal = NEEDS_TASK_WORK) -> Response:
+    """Approve, reject back to a step (驳回) or add a signer (加签) from the task page."""
+    locale = locale_of(request)
+    with transaction() as session:
+        task = _task_or_404(session, task_id)
+        _check_department_task(session, me, task)
+        try:
+            done = console.decide(session, task, me, decision, notes=notes,
+                                  back_to=back_to or None,
+                                  signer={"user": signer_user.strip()}
+                                  if signer_user.strip() else None)
+        except console.NotYours:
+            return render(request, "error.html", status_code=403,
+                          message=t("web.approval.not_yours", locale))
+        except console.DecisionInvalid:
+            return render(request, "error.html", status_code=422,
+                          message=t("web.approval.invalid", locale))
+        except console.ActionRefused:
+            return render(request, "error.html", status_code=409,
+                          message=t("web.approval.closed", locale))
+        record(request, me, "task.decision", session=session, object_type="task",
+               object_id=str(task_id), patient_id=task.patient_id,
+               details={"decision": decision, "back_to": back_to or None,
+                        "result": done["result"], "signer_task_id": done["signer_task_id"]})
+    return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+
+
 @router.post("/tasks/{task_id}/reassign")
 @patient_level("task_id", via="task")
 def task_reassign(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
@@ -160,6 +196,9 @@ def _task_action(request: Request, me: Principal, task_id: int, action: str,
         try:
             assert callable(apply)
             apply(session, task)
+        except console.DecideInstead:
+            return render(request, "error.html", status_code=409,
+                          message=t("web.approval.decide_instead", locale_of(request)))
         except console.ActionRefused:
             return render(request, "error.html", status_code=409,
                           message=t("web.task.refused", locale_of(request)))
@@ -359,12 +398,14 @@ def complaints_page(request: Request, status: str = "",
     status = status if status in ("received", "in_review", "resolved") else ""
     with transaction() as session:
         rows = complaints.list_complaints(session, me, status or None)
-    return render(request, "complaints.html", rows=rows, summary=complaints.summary(rows),
-                  status=status)
+        summary = complaints.summary(session, me, rows)
+        names = console.department_names(session)
+    return render(request, "complaints.html", rows=rows, summary=summary, status=status,
+                  departments=names)
 
 
 @router.get("/complaints/{submission_id}")
-@patient_level("submission_id", via="submission")
+@patient_level("submission_id", via="complaint")
 def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
                    me: Principal = NEEDS_PATIENT_VIEW) -> Response:
     from careloop.web import complaints
@@ -376,18 +417,22 @@ def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
             raise HTTPException(status_code=404) from None
         data = complaints.complaint_json(session, sub)
         data["description"] = (sub.answers or {}).get("description")
+        # Seen as the department's complaint (not as one of their patients): no patient link.
+        data["patient_link"] = can_see_patient(session, me, sub.patient_id)
         record(request, me, "patient.view", session=session, object_type="complaint",
-               object_id=str(submission_id), patient_id=sub.patient_id)
+               object_id=str(submission_id), patient_id=sub.patient_id,
+               details=None if data["patient_link"] else {"access": "department"})
+        names = console.department_names(session)
     from careloop.web.permissions import COMPLAINTS_MANAGE
 
-    return render(request, "complaint.html", c=data, can_manage=me.can(COMPLAINTS_MANAGE)
-                  or me.can(TASK_WORK))
+    return render(request, "complaint.html", c=data, departments=names,
+                  can_manage=me.can(COMPLAINTS_MANAGE) or me.can(TASK_WORK))
 
 
 @router.post("/complaints/{submission_id}/resolve")
-@patient_level("submission_id", via="submission")
+@patient_level("submission_id", via="complaint")
 def complaint_resolve(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
-                      notes: str = Form("", max_length=2000), fcr: str = Form(""),
+                      notes: str = Form("", max_length=2000),
                       me: Principal = NEEDS_TASK_WORK) -> Response:
     from careloop.web import complaints
 
@@ -396,7 +441,11 @@ def complaint_resolve(request: Request, submission_id: int = Path(ge=1, le=MAX_I
             sub = complaints.get_complaint(session, submission_id)
         except complaints.NotAComplaint:
             raise HTTPException(status_code=404) from None
-        complaints.resolve(session, sub, me, fcr=fcr == "1", notes=notes)
+        try:
+            complaints.resolve(session, sub, me, notes=notes)
+        except complaints.AlreadyResolved:
+            return render(request, "error.html", status_code=409,
+                          message=t("web.complaint.already_resolved", locale_of(request)))
     return RedirectResponse(f"/complaints/{submission_id}", status_code=303)
 
 

@@ -13,9 +13,12 @@ A route that shows or changes one patient's data says where the patient comes fr
 :func:`enforce_patient_scope` runs before every route (it is an app dependency, so the engines'
 routers get it too): for a marked route it resolves the patient id through the
 ``patient_resolver`` catalogue (``via`` → ``fn(session, value) -> patient id | None``) and refuses
-(HTTP 403, audited) when the signed-in user may not see that patient. Engines register their
-resolvers (e.g. ``submission``) and mark their routes the same way; ``tests/web/test_scoping.py``
-walks every marked route, so a new patient-level route cannot forget its scope.
+(HTTP 403, audited) when the signed-in user may not see that patient — unless the
+``object_access`` catalogue has ``fn(session, principal, value) -> bool`` for ``via`` and it
+grants access to that object (a complaint for the staff of the department it is about).
+Engines register their resolvers (e.g. ``submission``) and mark their routes the same way;
+``tests/web/test_scoping.py`` walks every marked route, so a new patient-level route cannot
+forget its scope.
 """
 
 from __future__ import annotations
@@ -92,9 +95,15 @@ def register_resolvers(registry: Registry) -> None:
     resolvers.register("encounter", _encounter)
     resolvers.register("submission", _submission)
     resolvers.register("alert", _alert)
+    from careloop.web import complaints
+
+    # A complaint is the department's business as well as its patient's: staff of the
+    # department it is about may open it although the patient never stayed there.
+    resolvers.register("complaint", complaints.complaint_patient)
     # Objects whose own assignment lets a user act on them without the patient in their scope.
     access = registry.catalogue("object_access")
-    access.register("task", can_see_task)
+    access.register("complaint", complaints.may_open)
+    access.register("task", _can_open_task)
     access.register("alert", _can_see_alert)
 
 
@@ -126,18 +135,16 @@ def enforce_patient_scope(request: Request) -> None:
             raise HTTPException(status_code=404)
         allowed = can_see_patient(session, principal, patient_id)
         grant = loaded_registry().catalogue("object_access").get(mark.via)
-        if not allowed and grant is not None and _task_id(value) is not None:
-            # The object (a task, an alert) is assigned to them or their department: they may
-            # act on it with the minimum patient context it carries — and that is audited.
-            object_id = _task_id(value)
-            assert object_id is not None
-            allowed = bool(grant(session, principal, object_id))
-            if allowed:
-                record(request, principal, "patient.access", session=session,
-                       outcome="success", object_type=mark.via, object_id=value[:128],
-                       patient_id=patient_id,
-                       details={"basis": f"{mark.via}_assignment",
-                                "route": request.url.path[:200]})
+        by_object = not allowed and grant is not None and bool(grant(session, principal, value))
+        if by_object:
+            # The object (a task, an alert, a complaint about their department) is theirs: they
+            # may act on it with the minimum patient context it carries — and that is audited.
+            record(request, principal, "patient.access", session=session,
+                   outcome="success", object_type=mark.via, object_id=value[:128],
+                   patient_id=patient_id,
+                   details={"basis": f"{mark.via}_assignment",
+                            "route": request.url.path[:200]})
+    allowed = allowed or by_object
     request.state.patient_id = patient_id
     if not allowed:
         record(request, principal, "patient.access", outcome="denied", object_type=mark.via,
@@ -169,10 +176,16 @@ def _alert(session: Session, value: str) -> str | None:
     return alert.patient_id if alert is not None else None
 
 
-def _can_see_alert(session: Session, principal: Principal, alert_id: int) -> bool:
+def _can_see_alert(session: Session, principal: Principal, value: str) -> bool:
     from careloop.web.alerts import can_see
 
-    return can_see(session, principal, alert_id)
+    alert_id = _task_id(value)
+    return alert_id is not None and can_see(session, principal, alert_id)
+
+
+def _can_open_task(session: Session, principal: Principal, value: str) -> bool:
+    task_id = _task_id(value)
+    return task_id is not None and can_see_task(session, principal, task_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ def test_before_surgery_checklist_and_revisit_reminder(bundles: Engine, send: An
 def test_complaint_register_reply_review_reject_and_close(bundles: Engine, send: Any,
                                                          helpers: Any) -> None:
     head = helpers.grant(bundles, "head_wang", "head_nurse", "cardiology")
-    helpers.grant(bundles, "px_zhao", "px_office", "px_office")
+    helpers.grant(bundles, "px_zhao", "px_office", None)  # the PX office is hospital-wide
     helpers.patient(send)
     send("enc-1", "encounter.admitted", {"encounter_id": "E1", "patient_id": "P1",
                                          "type": "inpatient", "department_id": "cardiology"})
@@ -138,16 +138,18 @@ def test_complaint_register_reply_review_reject_and_close(bundles: Engine, send:
             "department_id": "cardiology", "answers": {"department": "cardiology"}},
             event_id="complaint.created:7")
     def approvals() -> list[Any]:
-        return [t for t in helpers.tasks(bundles) if t.kind == "approval"]
+        return [t for t in helpers.tasks(bundles) if t.kind in ("approval", "complaint_response")]
 
     (reply,) = helpers.tasks(bundles)  # the one first-response task (the rules add none)
-    assert reply.assignee_user_id == head and reply.kind == "approval"
-    assert reply.due_at is not None and reply.escalation["chain"] == [{"role": "dept_director"},
-                                                                      {"role": "px_office"}]
+    assert reply.assignee_user_id == head and reply.kind == "complaint_response"
+    assert reply.due_at is not None and reply.escalation["chain"] == [
+        {"role": "dept_director", "department": "cardiology"},
+        {"role": "px_office", "department": "cardiology"}]
     assert round((reply.due_at - reply.created_at).total_seconds()) == 24 * 3600
     with transaction(bundles) as session:
         decide(session, reply.id, "approve", actor="head_wang")
     review = approvals()[-1]
+    assert (review.kind, review.assignee_role) == ("approval", "px_office")
     with transaction(bundles) as session:
         assert decide(session, review.id, "reject", actor="px_zhao") == "rejected"
     again = approvals()[-1]  # back to the department (驳回)

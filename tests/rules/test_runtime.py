@@ -162,7 +162,7 @@ def test_complaint_has_one_first_response_task_escalated_by_the_sla_rules(
         record(session, "complaint.created", COMPLAINT, event_id="complaint.created:9")
     with transaction(engine) as session:
         task = session.scalars(select(Task)).one()  # exactly one task for the complaint
-        assert (task.source_type, task.kind) == ("flow", "approval")
+        assert (task.source_type, task.kind) == ("flow", "complaint_response")
         assert (task.assignee_user_id, task.due_at) == (hospital["hn_cardio"],
                                                         NOW + timedelta(hours=24))
         assert [step["role"] for step in task.escalation["chain"]] == ["dept_director",

@@ -144,3 +144,24 @@ def test_totp_second_factor(client: TestClient, user_factory: UserFactory) -> No
                        follow_redirects=False)
     assert done.status_code == 303
     assert client.get("/api/v1/me").status_code == 200
+
+
+def test_demo_complaints_centre_and_dashboard_agree_on_fcr(engine: Engine,
+                                                          client: TestClient) -> None:
+    """One first-contact-resolution meaning on the demo data: the centre's KPI is the
+    dashboard's hospital-level figure, and the demo has both kinds of resolution."""
+    import re
+
+    result = CliRunner().invoke(up, ["--no-serve", "--demo", "--patients", "150"])
+    assert result.exit_code == 0, result.output
+    with transaction() as session:
+        outcomes = set(session.scalars(select(Task.outcome).where(
+            Task.kind == "complaint_response", Task.status == "done")).all())
+    assert {"resolved", "approved"} <= outcomes
+    login(client, "px", DEMO_PASSWORD)
+    total = client.get("/api/v1/reports/dashboards/complaints_overview/drill/"
+                       "complaint_handling").json()
+    figure = total["rows"][0]["first_contact_resolution"]
+    assert 0 < figure < 100
+    match = re.search(r'id="fcr-rate">(\d+)%', client.get("/complaints").text)
+    assert match and int(match.group(1)) == round(figure)

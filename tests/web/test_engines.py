@@ -127,14 +127,15 @@ def test_complaint_intake_list_and_resolution(client: TestClient, wards: dict[st
     assert f'data-complaint="{complaint_id}"' in listing.text
     assert "csla-on_track" in listing.text
     with transaction() as session:  # the complaint_handling flow gave the department a task
-        tasks = session.scalars(select(Task).where(Task.patient_id == "PA",
-                                                   Task.kind == "approval")).all()
+        tasks = session.scalars(select(Task).where(
+            Task.patient_id == "PA", Task.kind == "complaint_response")).all()
         assert tasks and all(t.due_at is not None for t in tasks)
+        assert {t.department_id for t in tasks} == {"cardio"}
     detail = client.get(f"/complaints/{complaint_id}")
     assert detail.status_code == 200 and "等候时间太长" in detail.text
     assert f'href="/tasks/{tasks[0].id}"' in detail.text
     resolved = client.post(f"/complaints/{complaint_id}/resolve", data={
-        "csrf_token": csrf_from(detail.text), "fcr": "1", "notes": "已致歉"},
+        "csrf_token": csrf_from(detail.text), "notes": "已致歉"},
         follow_redirects=False)
     assert resolved.status_code == 303
     with transaction() as session:
@@ -151,9 +152,10 @@ def test_complaint_intake_list_and_resolution(client: TestClient, wards: dict[st
 def test_complaint_first_response_sla(hours_since: int, responded_after: int | None,
                                       expected: str) -> None:
     at = datetime(2026, 11, 1, 8, tzinfo=UTC)
-    sub = Submission(submitted_at=at, status="received")
-    resolved = at + timedelta(hours=responded_after) if responded_after is not None else None
-    assert sla_of(sub, [], resolved, now=at + timedelta(hours=hours_since)) == expected
+    due = at + timedelta(hours=24)
+    responded = [at + timedelta(hours=responded_after)] if responded_after is not None else []
+    assert sla_of(due, responded, now=at + timedelta(hours=hours_since)) == expected
+    assert sla_of(None, responded, now=at) == "no_due"
 
 
 def test_dashboards_and_flow_operations(client: TestClient, wards: dict[str, int],

@@ -63,8 +63,10 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
     user_factory("px", "px_office", None)         # may export too
     routes = [r for r in iter_routes(app.routes) if r.patient is not None]
     assert len(routes) >= 20
+    complaint = _submission_of("PB")  # a complaint about cardio: not in ward A's scope
     via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB",
-                  "submission": _submission_of("PB"), "alert": _alert_of("PB", "ward_b")}
+                  "submission": complaint, "complaint": complaint,
+                  "alert": _alert_of("PB", "ward_b")}
     # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
     assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
             "/tasks/{task_id}/form", "/complaints/{submission_id}",
