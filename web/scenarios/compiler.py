@@ -97,11 +97,12 @@ class _Checker:
             self.problem("scenario.step-type-count",
                          f"a step has exactly one of {', '.join(STEP_TYPES)}; this one has "
                          + (", ".join(types) if types else "none"), path)
+        else:
+            getattr(self, f"_{types[0]}")((*path, types[0]), raw[types[0]])
+        expects = tuple(self.expectations(path, raw.get("expect") or []))
+        if len(types) != 1:
             return None
         kind = types[0]
-        check = getattr(self, f"_{kind}")
-        check((*path, kind), raw[kind])
-        expects = tuple(self.expectations(path, raw.get("expect") or []))
         return StepSpec(index=index, type=kind, options=raw[kind], note=raw.get("note"),
                         expects=expects, where=self.where(path))
 

@@ -49,7 +49,8 @@ def _count(noun: str, options: dict[str, Any], found: Sequence[Any], everything:
 
 def _usernames(journey: Journey) -> dict[int, str]:
     with transaction(journey.engine) as session:
-        return dict(session.execute(select(User.id, User.username)).tuples().all())
+        return {user_id: name for user_id, name in session.execute(
+            select(User.id, User.username))}
 
 
 def _describe_task(task: Task, users: dict[int, str]) -> str:
