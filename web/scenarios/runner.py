@@ -110,7 +110,7 @@ def isolated_database(url: str | None = None) -> Iterator[Engine]:
         if url and make_url(url).get_backend_name() == "postgresql":
             engine, schema = _postgres_schema(url)
         else:
-            engine = dbmod.make_engine(f"sqlite:///{Path(folder) / 'scenario.db'}")
+            engine = dbmod.make_engine(f"sqlite:///{Path(folder) / 'careloop.db'}")
         try:
             upgrade(engine)
             with dbmod.use_engine(engine):
