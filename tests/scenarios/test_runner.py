@@ -147,3 +147,41 @@ def test_a_malformed_scenario_fails_validate_located(apps: Path) -> None:
     run = CliRunner().invoke(scenario, ["run", str(path)])
     assert run.exit_code == 1 and "0 scenario(s)" in run.output
     assert "scenario.unknown-field" in run.output
+
+
+def test_answers_the_page_refuses_fail_with_the_pages_own_errors(apps: Path,
+                                                                 engine: object) -> None:
+    path = _write(apps, "missing_answer", """  - travel: 3d
+  - patient_opens_link: {patient: P1, template: discharge_care_day3}
+  - answer: {recovery: good, medication_clear: "yes"}
+""")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    step = json.loads(result.output)["scenarios"][0]["steps"][-1]
+    assert step["type"] == "answer" and result.exit_code == 1
+    assert step["failures"][0]["message"].startswith(
+        "the patient page refused the answers (422): ")
+
+
+def test_travel_ticks_wherever_something_falls_due(engine: object) -> None:
+    """Three days of travel: the daily event once per day, the day-3 timer at its minute."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from careloop.engine.bundles import import_bundle
+    from careloop.engine.db import transaction
+    from careloop.engine.models import DomainEventRow
+    from careloop.web.scenarios.journey import Journey
+    from careloop.web.scenarios.runner import bundles_for, isolated_database
+
+    start = datetime(2026, 12, 1, 2, 5, tzinfo=UTC)
+    with isolated_database() as db:
+        for bundle in bundles_for(APPS / "discharge"):
+            import_bundle(bundle, engine=db)
+        journey = Journey(db, start)
+        assert journey.travel("3d").startswith("to 2026-12-04 10:05 (")
+        with transaction(db) as session:
+            days = session.scalars(select(DomainEventRow.event_id).where(
+                DomainEventRow.type == "scheduled").order_by(DomainEventRow.id)).all()
+    assert journey.clock == datetime(2026, 12, 4, 2, 5, tzinfo=UTC)
+    assert list(days) == ["scheduled:2026-12-02", "scheduled:2026-12-03", "scheduled:2026-12-04"]

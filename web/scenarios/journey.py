@@ -277,7 +277,9 @@ class Journey:
             press = "submit" if "submit" in reader.buttons else "next"
             data = [*reader.hidden.items(), *_fields_for(answers, reader.names),
                     ("_action", press)]
-            answer = self.patient.post(reader.action or action, data=_multi(data))
+            # multipart/form-data, as the page's form (enctype) makes the browser send it
+            answer = self.patient.post(reader.action or action,
+                                       files=[(name, (None, value)) for name, value in data])
             if answer.status_code != 200:
                 errors = read_form(answer.text).errors
                 raise StepFailed(f"the patient page refused the answers ({answer.status_code}): "
@@ -342,10 +344,11 @@ class Journey:
                 raise StepFailed(f"no task matching {options['task']} in {username}'s "
                                  f"{view} inbox; it shows: {_titles(tasks)}")
             task = matching[0]
+            page = client.get(f"/tasks/{task['id']}")
             opened = client.get(f"/api/v1/tasks/{task['id']}")
-            if opened.status_code != 200:
-                raise StepFailed(f"{username} cannot open task {task['id']} "
-                                 f"({opened.status_code})")
+            if page.status_code != 200 or opened.status_code != 200:
+                raise StepFailed(f"{username} cannot open task {task['id']} (page "
+                                 f"{page.status_code}, API {opened.status_code})")
             self.opened_task = opened.json()
             done.append(f"opened task {task['id']} {task['title']}")
             action = options.get("action")
@@ -397,13 +400,6 @@ def task_matches(task: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def _titles(tasks: list[dict[str, Any]]) -> str:
     return ", ".join(f"{t.get('title')} [{t.get('priority')}]" for t in tasks) or "nothing"
-
-
-def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name, value in pairs:
-        out.setdefault(name, []).append(value)
-    return out
 
 
 def _masked(link: str) -> str:
