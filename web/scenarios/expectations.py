@@ -205,8 +205,10 @@ def check_dashboard(journey: Journey, options: dict[str, Any]) -> str | None:
         column = options.get("column") or (data.get("columns") or [None])[-1]
         values = [r.get(column) for r in rows]
         if not any(_same(v, options["value"]) for v in values):
+            seen = values if rows else (f"no rows matching {options.get('where')} "
+                                        f"(rows: {data['rows']})")
             return (f"expected {column} = {options['value']} in {options['chart']} as "
-                    f"{username} sees it, saw {values or 'no rows'}")
+                    f"{username} sees it, saw {seen}")
     return None
 
 
