@@ -185,3 +185,18 @@ def test_travel_ticks_wherever_something_falls_due(engine: object) -> None:
                 DomainEventRow.type == "scheduled").order_by(DomainEventRow.id)).all()
     assert journey.clock == datetime(2026, 12, 4, 2, 5, tzinfo=UTC)
     assert list(days) == ["scheduled:2026-12-02", "scheduled:2026-12-03", "scheduled:2026-12-04"]
+
+
+def test_other_apps_taking_part_are_imported_with_what_they_require(apps: Path) -> None:
+    from careloop.web.scenarios.runner import bundles_for
+
+    order = [p.name for p in bundles_for(APPS / "discharge", ("satisfaction", "complaints"))]
+    assert order[0] == "common" and set(order) == {"common", "discharge", "satisfaction",
+                                                   "complaints"}
+    path = _write(apps, "missing_app", "")
+    text = path.read_text("utf-8").replace("steps:\n", "apps: [no_such_app]\nsteps:\n", 1)
+    path.write_text(text, "utf-8")
+    result = CliRunner().invoke(scenario, ["run", str(path)])
+    assert result.exit_code == 1
+    assert (f"{path}:1:1: the apps could not be imported: app 'no_such_app' named in 'apps' is "
+            "not beside discharge") in result.output

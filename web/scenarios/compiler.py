@@ -236,4 +236,5 @@ def compile_scenario(definition: Definition, ctx: CompileContext) -> ScenarioSpe
         return None
     return ScenarioSpec(key=definition.key, title=dict(definition.title), start=start,
                         steps=tuple(s for s in steps if s is not None),
-                        file=definition.doc.file)
+                        file=definition.doc.file,
+                        apps=tuple(definition.body.get("apps") or ()))

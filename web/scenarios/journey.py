@@ -24,6 +24,8 @@ from careloop.web.scenarios.compiler import parse_duration, parse_instant
 from careloop.web.scenarios.spec import ExpectSpec, StepSpec
 
 LINK = re.compile(r"(?:https?://[^\s/]+)?/f/[A-Za-z0-9_\-]+")
+# Outbox states in which a message has not reached the patient (it cannot be opened from there).
+UNDELIVERED = ("pending", "sending", "failed", "cancelled", "suppressed", "expired")
 MAX_TICKS = 5000  # a travel that needs more ticks than this is a runaway timer, not a journey
 
 
@@ -110,7 +112,8 @@ class Journey:
         self.passwords: dict[str, str] = {}
         self.browsers: dict[str, TestClient] = {}
         self.csrf: dict[str, str] = {}
-        self.patient = TestClient(self.app)
+        self.patient = TestClient(self.app)  # the patient's phone browser: no cookies
+        self.his = TestClient(self.app)
         self.page: tuple[str, str] | None = None  # (url path, html) of the open patient page
         self.opened_task: dict[str, Any] | None = None
         self.event_count = 0
@@ -160,7 +163,7 @@ class Journey:
                     "type": event["type"], "payload": event["payload"]}
             if event.get("occurred_at"):
                 body["occurred_at"] = parse_instant(event["occurred_at"]).isoformat()
-            answer = self.patient.post("/api/v1/events", json=body,
+            answer = self.his.post("/api/v1/events", json=body,
                                        headers={"X-API-Key": self.api_key})
             wanted = event.get("status", 200)
             if answer.status_code != wanted:
@@ -240,7 +243,9 @@ class Journey:
                 query = query.where(OutboxMessage.template_key == options["template"])
             seen = []
             for message in session.scalars(query):
-                seen.append(f"{message.template_key}/{message.status}")
+                seen.append(f"{message.template_key} {message.status}")
+                if message.status in UNDELIVERED:
+                    continue  # the patient has not received it
                 for link in LINK.findall(message.body):
                     token = link.rsplit("/", 1)[1]
                     request = session.scalars(select(FormRequest).where(
@@ -250,7 +255,8 @@ class Journey:
                         continue
                     return self._open(link, message.template_key)
         wanted = " ".join(f"{k}={v}" for k, v in options.items())
-        raise StepFailed(f"no message with a form link for {wanted}; messages to the patient: "
+        raise StepFailed(f"no delivered message with a form link for {wanted}; messages to the "
+                         "patient: "
                          + (", ".join(seen) or "none"))
 
     def _open(self, link: str, template: str) -> str:

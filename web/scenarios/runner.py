@@ -124,10 +124,14 @@ def isolated_database(url: str | None = None) -> Iterator[Engine]:
                 admin.dispose()
 
 
-def bundles_for(app_root: Path) -> list[Path]:
-    """The scenario's app and every app it requires (transitively), in import order.
+def bundles_for(app_root: Path, extra: tuple[str, ...] = ()) -> list[Path]:
+    """The scenario's app, the ``extra`` apps, and every app they require (transitively), in
+    import order.
 
-    Required apps are looked up beside the app (``app_definitions/<id>``).
+    Other apps are looked up beside the app (``app_definitions/<id>``).
+
+    Raises:
+        BundleError: if an app is not beside it.
     """
     wanted: dict[str, Path] = {}
 
@@ -144,6 +148,12 @@ def bundles_for(app_root: Path) -> list[Path]:
             visit(candidate)
 
     visit(app_root)
+    for app_id in extra:
+        candidate = app_root.parent / app_id
+        if not (candidate / "app.yaml").is_file():
+            raise BundleError(f"app '{app_id}' named in 'apps' is not beside {app_root.name} "
+                              f"({candidate})")
+        visit(candidate)
     return order_by_requires(list(wanted.values()))
 
 
@@ -152,16 +162,16 @@ def run_scenario(spec: ScenarioSpec, app_root: Path, *,
     """Run one compiled scenario of the app at ``app_root`` in its own database."""
     with isolated_database(database_url) as engine:
         result = ScenarioResult(key=spec.key, file=spec.file, backend=engine.dialect.name)
-        for path in bundles_for(app_root):
-            with frozen_now(spec.start):
-                try:
+        try:
+            for path in bundles_for(app_root, spec.apps):
+                with frozen_now(spec.start):
                     import_bundle(path, engine=engine, actor="scenario")
-                except DefinitionInvalid as exc:
-                    where = Where(spec.file, 1, 1, "$")
-                    shown = "; ".join(p.render() for p in exc.problems[:3])
-                    result.steps.append(StepResult(step=spec.steps[0], at="", failures=[
-                        Failure(where, f"bundle {path.name} could not be imported: {shown}")]))
-                    return result
+        except (BundleError, DefinitionInvalid) as exc:
+            shown = (str(exc) if isinstance(exc, BundleError)
+                     else "; ".join(p.render() for p in exc.problems[:3]))
+            result.steps.append(StepResult(step=spec.steps[0], at="", failures=[
+                Failure(Where(spec.file, 1, 1, "$"), f"the apps could not be imported: {shown}")]))
+            return result
         journey = Journey(engine, spec.start)
         for step in spec.steps:
             outcome = _run_step(journey, step)

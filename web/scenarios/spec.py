@@ -85,3 +85,4 @@ class ScenarioSpec:
     start: datetime
     steps: tuple[StepSpec, ...]
     file: str
+    apps: tuple[str, ...] = ()
