@@ -23,7 +23,8 @@ def shipped() -> list[object]:
 
 def test_the_shipped_apps_have_scenarios() -> None:
     keys = {spec.key for spec, _ in select([], APPS).scenarios}
-    assert {"discharge_day3_answered", "discharge_day7_phone_70plus"} <= keys
+    assert {"discharge_day3_answered", "discharge_day7_phone_70plus",
+            "complaint_desk_resolved"} <= keys
 
 
 @pytest.mark.parametrize(("spec", "app"), shipped())

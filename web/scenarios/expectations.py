@@ -220,14 +220,15 @@ def _same(seen: Any, wanted: Any) -> bool:
 
 def check_page(journey: Journey, options: dict[str, Any]) -> str | None:
     client, username = journey.browser(options["as"])
-    page = client.get(options["path"])
+    path = journey.path(options["path"])
+    page = client.get(path)
     wanted = options.get("status", 200)
     if page.status_code != wanted:
-        return f"{username} opened {options['path']}: expected {wanted}, saw {page.status_code}"
+        return f"{username} opened {path}: expected {wanted}, saw {page.status_code}"
     missing = [text for text in options.get("contains") or [] if text not in page.text]
     present = [text for text in options.get("not_contains") or [] if text in page.text]
     if missing or present:
-        return (f"{options['path']} as {username} sees it: "
+        return (f"{path} as {username} sees it: "
                 + (f"does not show {missing}" if missing else "")
                 + ("; " if missing and present else "")
                 + (f"shows {present}" if present else ""))

@@ -274,24 +274,9 @@ class Journey:
     def do_answer(self, answers: dict[str, Any]) -> str:
         if self.page is None:
             raise StepFailed("no patient page is open (the link was not opened)")
-        action, html = self.page
-        for pages in range(1, 50):
-            reader = read_form(html)
-            if reader.action is None:
-                self.page = None
-                return f"submitted {len(answers)} answer(s) over {pages - 1} page(s)"
-            press = "submit" if "submit" in reader.buttons else "next"
-            data = [*reader.hidden.items(), *_fields_for(answers, reader.names),
-                    ("_action", press)]
-            # multipart/form-data, as the page's form (enctype) makes the browser send it
-            answer = self.patient.post(reader.action or action,
-                                       files=[(name, (None, value)) for name, value in data])
-            if answer.status_code != 200:
-                errors = read_form(answer.text).errors
-                raise StepFailed(f"the patient page refused the answers ({answer.status_code}): "
-                                 + ("; ".join(errors) or _text_of(answer.text)[:300]))
-            html = answer.text
-        raise StepFailed("the form did not finish after 50 pages")
+        done = fill_form(self.patient, self.page[1], answers, "the patient page")
+        self.page = None
+        return done
 
     # --- staff ---------------------------------------------------------------------------
 
@@ -337,6 +322,7 @@ class Journey:
     def do_staff(self, options: dict[str, Any]) -> str:
         client, username = self.browser(options["as"])
         done = [f"{username} signed in"]
+        self.opened_task = None
         if options.get("visit"):
             page = client.get(options["visit"])
             if page.status_code != 200:
@@ -357,10 +343,52 @@ class Journey:
                                  f"{page.status_code}, API {opened.status_code})")
             self.opened_task = opened.json()
             done.append(f"opened task {task['id']} {task['title']}")
-            action = options.get("action")
-            if action in ("complete", "approve", "reject"):
-                done.append(self._act(client, username, task["id"], options))
+        if "fill" in options:
+            path = self.path(options["fill"]["path"])
+            page = client.get(path)
+            if page.status_code != 200 or read_form(page.text).action is None:
+                raise StepFailed(f"{username} opened {path}: {page.status_code} without a form")
+            done.append(f"{path}: " + fill_form(client, page.text, options["fill"]["answers"],
+                                                f"{path} for {username}"))
+        if "post" in options:
+            done.append(self._post(client, username, options["post"]))
+        action = options.get("action")
+        if action in ("complete", "approve", "reject") and self.opened_task is not None:
+            done.append(self._act(client, username, self.opened_task["id"], options))
         return "; ".join(done)
+
+    def path(self, template: str) -> str:
+        """A path with ``{task}`` (the task the last staff step opened) and ``{submission}``
+        (the newest submission) filled in, as the person would follow the link on the page."""
+        from careloop.forms.models import Submission
+
+        values: dict[str, object] = {}
+        if "{task}" in template:
+            if self.opened_task is None:
+                raise StepFailed(f"{template}: no task was opened by a staff step")
+            values["task"] = self.opened_task["id"]
+        if "{submission}" in template:
+            with transaction(self.engine) as session:
+                values["submission"] = session.scalar(
+                    select(Submission.id).order_by(Submission.id.desc()).limit(1))
+            if values["submission"] is None:
+                raise StepFailed(f"{template}: there is no submission yet")
+        try:
+            return template.format(**values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise StepFailed(f"{template}: only {{task}} and {{submission}} can be filled "
+                             f"in ({exc})") from exc
+
+    def _post(self, client: TestClient, username: str, post: dict[str, Any]) -> str:
+        path = self.path(post["path"])
+        fields = {k: _as_posted(v)[0] for k, v in (post.get("fields") or {}).items()}
+        answer = client.post(path, data={**fields, "csrf_token": self.csrf[username]},
+                             headers={"X-CSRF-Token": self.csrf[username]},
+                             follow_redirects=False)
+        if answer.status_code not in (200, 201, 303):
+            raise StepFailed(f"{username} posted {path}: {answer.status_code} "
+                             f"{_text_of(answer.text)[:300]}")
+        return f"posted {path} → {answer.status_code}"
 
     def _act(self, client: TestClient, username: str, task_id: int,
              options: dict[str, Any]) -> str:
@@ -393,6 +421,26 @@ class Journey:
             return CHECKS[expectation.kind](self, expectation.options)
         except StepFailed as exc:
             return str(exc)
+
+
+def fill_form(client: TestClient, html: str, answers: dict[str, Any], who: str) -> str:
+    """Answer a Careloop form page by page as a browser does: the page's hidden fields, the
+    answers whose inputs are on the page, ``next`` until the last page, then ``submit``."""
+    for pages in range(1, 50):
+        reader = read_form(html)
+        if reader.action is None:
+            return f"submitted {len(answers)} answer(s) over {pages - 1} page(s)"
+        press = "submit" if "submit" in reader.buttons else "next"
+        data = [*reader.hidden.items(), *_fields_for(answers, reader.names), ("_action", press)]
+        # multipart/form-data, as the page's form (enctype) makes the browser send it
+        answer = client.post(reader.action,
+                             files=[(name, (None, value)) for name, value in data])
+        if answer.status_code != 200:
+            errors = read_form(answer.text).errors
+            raise StepFailed(f"{who} refused the answers ({answer.status_code}): "
+                             + ("; ".join(errors) or _text_of(answer.text)[:300]))
+        html = answer.text
+    raise StepFailed(f"{who}: the form did not finish after 50 pages")
 
 
 def task_matches(task: dict[str, Any], wanted: dict[str, Any]) -> bool:
