@@ -108,7 +108,15 @@ def test_a_passing_run_prints_each_step_and_a_summary(apps: Path, engine: object
       - messages: {template: medication_guidance, channel: wechat, link: relative}
   - travel: 3d
     expect:
-      - messages: {template: discharge_care_day3, status: sent, count: 1}
+      - messages: {template: discharge_care_day3, status: sent, count: 1,
+                   after: "2026-12-04T09:30", before: "2026-12-04T09:30:01"}
+      - messages: {template: discharge_care_day3, before: "2026-12-04T09:30", count: 0}
+  - travel: {to: "2026-12-09T09:29"}
+    expect:
+      - tasks: {kind: phone_followup, user: nurse_li, overdue: false, count: 1}
+  - travel: 1h
+    expect:
+      - tasks: {kind: phone_followup, user: nurse_li, overdue: true, count: 1}
 """)
     result = CliRunner().invoke(scenario, ["run", str(apps / "discharge")])
     assert result.exit_code == 0, result.output

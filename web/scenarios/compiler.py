@@ -122,7 +122,17 @@ class _Checker:
                 self._who((*path, kind, field), options[field])
             if kind == "tasks" and "user" in options:
                 self._who((*path, kind, "user"), options["user"])
+            for bound in ("after", "before") if kind == "messages" else ():
+                self._instant((*path, kind, bound), options.get(bound))
             yield ExpectSpec(kind=kind, options=options, where=self.where(path))
+
+    def _instant(self, path: Path, text: str | None) -> None:
+        if text is None:
+            return
+        try:
+            parse_instant(text)
+        except ValueError:
+            self.problem("scenario.bad-instant", f"{text!r} is not a date-time", path)
 
     def _references(self, path: Path, kind: str, options: dict[str, Any]) -> None:
         for option, target in REFERENCES.get(kind, ()):
@@ -159,6 +169,7 @@ class _Checker:
         from careloop.flows.ingest import EVENT_TYPES
 
         for i, event in enumerate(events):
+            self._instant((*path, i, "occurred_at"), event.get("occurred_at"))
             if event["type"] not in EVENT_TYPES:
                 self.problem("scenario.unknown-event-type",
                              f"unknown HIS event type {event['type']!r}", (*path, i, "type"),

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from careloop.engine.clock import now_utc, to_local
 from careloop.engine.db import transaction
 from careloop.engine.domain import PatientTag, Task, User
+from careloop.web.scenarios.compiler import parse_instant
 from careloop.web.scenarios.journey import StepFailed, task_matches
 
 if TYPE_CHECKING:
@@ -72,9 +74,15 @@ def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
              if all(getattr(t, column) == options[name] for name, column in columns.items()
                     if name in options)
              and ("title_contains" not in options or options["title_contains"] in t.title)
-             and ("user" not in options or t.assignee_user_id == by_name.get(options["user"]))]
+             and ("user" not in options or t.assignee_user_id == by_name.get(options["user"]))
+             and ("overdue" not in options or _overdue(t) == options["overdue"])]
     everything = "tasks: " + ("; ".join(_describe_task(t, users) for t in tasks) or "none")
     return _count("task", options, found, everything)
+
+
+def _overdue(task: Task) -> bool:
+    return (task.status in ("open", "in_progress") and task.due_at is not None
+            and task.due_at < now_utc())
 
 
 def check_inbox(journey: Journey, options: dict[str, Any]) -> str | None:
@@ -93,10 +101,16 @@ def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
         messages = list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
     columns = {"template": "template_key", "channel": "channel", "status": "status",
                "patient": "patient_id"}
+    after = parse_instant(options["after"]) if "after" in options else None
+    before = parse_instant(options["before"]) if "before" in options else None
     found = [m for m in messages if all(getattr(m, column) == options[name]
-                                        for name, column in columns.items() if name in options)]
-    everything = "messages: " + ("; ".join(f"{m.template_key} {m.channel} {m.status}"
-                                           for m in messages) or "none")
+                                        for name, column in columns.items() if name in options)
+             and (after is None or (m.sent_at or m.created_at) >= after)
+             and (before is None or (m.sent_at or m.created_at) < before)]
+    everything = "messages: " + ("; ".join(
+        f"{m.template_key} {m.channel} {m.status}"
+        + (f" {to_local(m.sent_at):%m-%d %H:%M}" if m.sent_at and (after or before) else "")
+        for m in messages) or "none")
     counted = _count("message", options, found, everything)
     if counted is not None:
         return counted
