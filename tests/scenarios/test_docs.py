@@ -6,16 +6,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from careloop.web.scenarios.spec import EXPECTATIONS, STEP_TYPES
+from careloop.engine.registry import loaded_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "scenarios.md").read_text("utf-8")
 
 
 def test_every_step_type_and_expectation_is_documented() -> None:
-    for name in STEP_TYPES:
+    registry = loaded_registry()
+    steps, expectations = (registry.catalogue(sort).names()
+                           for sort in ("scenario_step", "scenario_expectation"))
+    assert len(steps) == 6 and len(expectations) == 10
+    for name in steps:
         assert f"### `{name}`" in DOC, name
-    for name in EXPECTATIONS:
+    for name in expectations:
         assert f"| `{name}` |" in DOC, name
 
 

@@ -14,9 +14,11 @@ from careloop.engine.registry import Registry
 
 def register(registry: Registry) -> None:
     """Register the ``scenario`` kind and the ``careloop scenario`` command group."""
+    from careloop.web.scenarios import steps
     from careloop.web.scenarios.cli import scenario
     from careloop.web.scenarios.compiler import compile_scenario
 
+    steps.register(registry)
     registry.catalogue("kind").register("scenario", KindSpec(
         name="scenario", package="careloop.web.scenarios", schema_file="schema/scenario.json",
         compile=compile_scenario, folder="scenarios",

@@ -18,12 +18,13 @@ from typing import Any
 from careloop.engine.check import CompileContext, Definition
 from careloop.engine.clock import hospital_tz
 from careloop.engine.errors import Path, did_you_mean, format_path
+from careloop.engine.registry import loaded_registry
 from careloop.web.scenarios.spec import (
-    EXPECTATIONS,
-    STEP_TYPES,
+    ExpectationType,
     ExpectSpec,
     ScenarioSpec,
     StepSpec,
+    StepType,
     Where,
 )
 
@@ -63,7 +64,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_DURATION[text[-1]]: int(text[:-1])})
 
 
-class _Checker:
+class Checker:
     """The meaning checks of one scenario; problems go to the compile context."""
 
     def __init__(self, definition: Definition, ctx: CompileContext) -> None:
@@ -92,27 +93,29 @@ class _Checker:
 
     def step(self, index: int, raw: dict[str, Any]) -> StepSpec | None:
         path: Path = ("steps", index)
-        types = [name for name in STEP_TYPES if name in raw]
+        catalogue: dict[str, StepType] = dict(loaded_registry().catalogue("scenario_step").items())
+        types = [name for name in catalogue if name in raw]
         if len(types) != 1:
             self.problem("scenario.step-type-count",
-                         f"a step has exactly one of {', '.join(STEP_TYPES)}; this one has "
+                         f"a step has exactly one of {', '.join(catalogue)}; this one has "
                          + (", ".join(types) if types else "none"), path)
         else:
-            getattr(self, f"_{types[0]}")((*path, types[0]), raw[types[0]])
+            catalogue[types[0]].check(self, (*path, types[0]), raw[types[0]])
         expects = tuple(self.expectations(path, raw.get("expect") or []))
         if len(types) != 1:
             return None
-        kind = types[0]
-        return StepSpec(index=index, type=kind, options=raw[kind], note=raw.get("note"),
-                        expects=expects, where=self.where(path))
+        return StepSpec(index=index, step_type=catalogue[types[0]], options=raw[types[0]],
+                        note=raw.get("note"), expects=expects, where=self.where(path))
 
     def expectations(self, step: Path, items: list[dict[str, Any]]) -> Iterator[ExpectSpec]:
+        catalogue: dict[str, ExpectationType] = dict(
+            loaded_registry().catalogue("scenario_expectation").items())
         for i, item in enumerate(items):
             path: Path = (*step, "expect", i)
-            kinds = [name for name in EXPECTATIONS if name in item]
+            kinds = [name for name in catalogue if name in item]
             if len(kinds) != 1:
                 self.problem("scenario.expectation-count",
-                             "an expectation has exactly one of " + ", ".join(EXPECTATIONS), path)
+                             "an expectation has exactly one of " + ", ".join(catalogue), path)
                 continue
             kind = kinds[0]
             options = item[kind]
@@ -124,7 +127,8 @@ class _Checker:
                 self._who((*path, kind, "user"), options["user"])
             for bound in ("after", "before") if kind == "messages" else ():
                 self._instant((*path, kind, bound), options.get(bound))
-            yield ExpectSpec(kind=kind, options=options, where=self.where(path))
+            yield ExpectSpec(expectation=catalogue[kind], options=options,
+                             where=self.where(path))
 
     def _instant(self, path: Path, text: str | None) -> None:
         if text is None:
@@ -157,7 +161,7 @@ class _Checker:
                          path, hint="name the user by username" if found else
                          "add such a user to a setup step")
 
-    def _setup(self, path: Path, options: dict[str, Any]) -> None:
+    def setup(self, path: Path, options: dict[str, Any]) -> None:
         for i, user in enumerate(options.get("users") or []):
             if user["username"] in self.users:
                 self.problem("scenario.duplicate-user",
@@ -165,7 +169,7 @@ class _Checker:
                              (*path, "users", i, "username"))
             self.users[user["username"]] = (user["role"], user.get("department"))
 
-    def _his(self, path: Path, events: list[dict[str, Any]]) -> None:
+    def his(self, path: Path, events: list[dict[str, Any]]) -> None:
         from careloop.flows.ingest import EVENT_TYPES
 
         for i, event in enumerate(events):
@@ -175,7 +179,7 @@ class _Checker:
                              f"unknown HIS event type {event['type']!r}", (*path, i, "type"),
                              hint=did_you_mean(event["type"], EVENT_TYPES))
 
-    def _travel(self, path: Path, travel: Any) -> None:
+    def travel(self, path: Path, travel: Any) -> None:
         if self.clock is None:
             return
         if isinstance(travel, str):
@@ -194,12 +198,12 @@ class _Checker:
                          f"at {self.clock.astimezone(hospital_tz()).isoformat()})", (*path, "to"))
         self.clock = max(target, self.clock)
 
-    def _patient_opens_link(self, path: Path, options: dict[str, Any]) -> None:
+    def patient_opens_link(self, path: Path, options: dict[str, Any]) -> None:
         self._references(path, "patient_opens_link", options)
         self.link_opened = True
         self.opened_form = options.get("form")
 
-    def _answer(self, path: Path, answers: dict[str, Any]) -> None:
+    def answer(self, path: Path, answers: dict[str, Any]) -> None:
         if not self.link_opened:
             self.problem("scenario.answer-without-link",
                          "an answer needs an earlier patient_opens_link step", path)
@@ -226,7 +230,7 @@ class _Checker:
             return None
         return [f["key"] for f in body.get("fields", []) if isinstance(f, dict) and "key" in f]
 
-    def _staff(self, path: Path, options: dict[str, Any]) -> None:
+    def staff(self, path: Path, options: dict[str, Any]) -> None:
         self._who((*path, "as"), options["as"])
         action = options.get("action")
         if action == "complete" and "outcome" not in options:
@@ -239,7 +243,7 @@ class _Checker:
 
 def compile_scenario(definition: Definition, ctx: CompileContext) -> ScenarioSpec | None:
     """Check a scenario's meaning and build its spec (``None`` when it has errors)."""
-    checker = _Checker(definition, ctx)
+    checker = Checker(definition, ctx)
     before = len(ctx.problems)
     start = checker.start()
     steps = [checker.step(i, raw) for i, raw in enumerate(definition.body["steps"])]

@@ -124,11 +124,10 @@ class Journey:
 
     def run(self, step: StepSpec) -> str:
         """Do one step at the journey's clock; returns what was done, for the run's output."""
-        if step.type == "travel":
-            return self.travel(step.options)
+        if step.step_type.moves_clock:
+            return step.run(self)
         with frozen_now(self.clock):
-            done: str = getattr(self, f"do_{step.type}")(step.options)
-        return done
+            return step.run(self)
 
     def do_setup(self, options: dict[str, Any]) -> str:
         from careloop.web import admin
@@ -415,10 +414,8 @@ class Journey:
 
     def check(self, expectation: ExpectSpec) -> str | None:
         """``None`` when the expectation holds, else what was seen instead."""
-        from careloop.web.scenarios.expectations import CHECKS
-
         try:
-            return CHECKS[expectation.kind](self, expectation.options)
+            return expectation.check(self)
         except StepFailed as exc:
             return str(exc)
 

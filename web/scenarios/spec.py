@@ -10,13 +10,37 @@ Every step and every expectation keeps where it was written (:class:`Where`), so
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-STEP_TYPES = ("setup", "his", "travel", "patient_opens_link", "answer", "staff")
-EXPECTATIONS = ("tasks", "inbox", "messages", "submissions", "patient", "flow_runs",
-                "escalations", "alerts", "dashboard", "page")
+
+@dataclass(frozen=True, slots=True)
+class StepType:
+    """A kind of step (``registry.catalogue("scenario_step")``): its meaning checks when
+    validating, what it does in a journey, and how it reads in the run's output.
+
+    ``check(checker, path, options)`` adds problems through the compiler's checker;
+    ``run(journey, options)`` returns what was done (raising ``StepFailed`` when it cannot be);
+    ``describe(options)`` is the step's one-line label. The journey freezes the clock around
+    ``run`` unless ``moves_clock`` (``travel`` moves it itself).
+    """
+
+    name: str
+    check: Callable[[Any, tuple[str | int, ...], Any], None]
+    run: Callable[[Any, Any], str]
+    describe: Callable[[Any], str]
+    moves_clock: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationType:
+    """A kind of expectation (``registry.catalogue("scenario_expectation")``):
+    ``check(journey, options)`` returns ``None`` when it holds, else what was seen instead."""
+
+    name: str
+    check: Callable[[Any, Any], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,46 +58,44 @@ class Where:
 
 @dataclass(frozen=True, slots=True)
 class ExpectSpec:
-    """One expectation: its kind (``tasks``, ``inbox`` …) and its options as written."""
+    """One expectation: its type (``tasks``, ``inbox`` …) and its options as written."""
 
-    kind: str
+    expectation: ExpectationType
     options: Any
     where: Where
+
+    @property
+    def kind(self) -> str:
+        return self.expectation.name
+
+    def check(self, journey: Any) -> str | None:
+        """``None`` when it holds in the journey now, else what was seen instead."""
+        return self.expectation.check(journey, self.options)
 
 
 @dataclass(frozen=True, slots=True)
 class StepSpec:
-    """One step: its type (one of :data:`STEP_TYPES`), its options as written, its checks."""
+    """One step: its type, its options as written, its expectations."""
 
     index: int
-    type: str
+    step_type: StepType
     options: Any
     note: str | None
     expects: tuple[ExpectSpec, ...]
     where: Where
 
+    @property
+    def type(self) -> str:
+        return self.step_type.name
+
+    def run(self, journey: Any) -> str:
+        """Do the step in ``journey``; returns what was done."""
+        return self.step_type.run(journey, self.options)
+
     def label(self) -> str:
         """A one-line description for the run's output: ``#3 travel 3d``."""
-        shown = self.options
-        if self.type == "his":
-            shown = ", ".join(str(e.get("type")) for e in self.options)
-        elif self.type == "travel" and isinstance(shown, dict):
-            shown = f"to {shown.get('to')}"
-        elif self.type == "staff":
-            shown = _who(self.options.get("as")) + (
-                f" {self.options['action']}" if self.options.get("action") else "")
-        elif self.type == "patient_opens_link":
-            shown = " ".join(f"{k}={v}" for k, v in self.options.items())
-        elif self.type in ("setup", "answer"):
-            shown = ", ".join(str(k) for k in self.options)
-        text = f"#{self.index + 1} {self.type} {shown}"
+        text = f"#{self.index + 1} {self.type} {self.step_type.describe(self.options)}"
         return text + (f" — {self.note}" if self.note else "")
-
-
-def _who(who: Any) -> str:
-    if isinstance(who, dict):
-        return "/".join(str(who[k]) for k in ("role", "department") if who.get(k))
-    return str(who)
 
 
 @dataclass(frozen=True, slots=True)
