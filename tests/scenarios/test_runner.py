@@ -208,3 +208,33 @@ def test_other_apps_taking_part_are_imported_with_what_they_require(apps: Path) 
     assert result.exit_code == 1
     assert (f"{path}:1:1: the apps could not be imported: app 'no_such_app' named in 'apps' is "
             "not beside discharge") in result.output
+
+
+def test_setup_refuses_a_user_of_a_department_that_does_not_exist(apps: Path,
+                                                                   engine: object) -> None:
+    path = apps / "discharge" / "scenarios" / "no_department.yaml"
+    path.write_text("""kind: scenario
+key: no_department
+title: {zh-CN: 测试, en: Test}
+start: "2026-12-01T10:05"
+steps:
+  - setup:
+      users: [{username: hn_ortho, role: head_nurse, department: orthopedics}]
+""", "utf-8")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    assert result.exit_code == 1
+    failure = json.loads(result.output)["scenarios"][0]["steps"][0]["failures"][0]
+    assert (failure["line"], failure["column"]) == (6, 5)
+    assert failure["message"] == ("cannot set up user hn_ortho: web.admin.unknown_department "
+                                  "(department 'orthopedics' must exist: list it under "
+                                  "setup.departments)")
+
+
+def test_invalid_scenarios_are_listed_in_the_json_report(apps: Path) -> None:
+    _write(apps, "bad_user", "  - staff: {as: nobody}\n")
+    result = CliRunner().invoke(scenario, ["run", "--format", "json", str(apps / "discharge")])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False and report["scenarios"] == []
+    assert [(e["code"], e["path"]) for e in report["errors"]] == [
+        ("scenario.unknown-user", "$.steps[2].staff.as")]
