@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select
 
 from careloop.engine.clock import frozen_now, hospital_tz, to_local
 from careloop.engine.db import transaction
+from careloop.engine.domain import Department
 from careloop.web.scenarios.compiler import parse_duration, parse_instant
 from careloop.web.scenarios.spec import ExpectSpec, StepSpec
 
@@ -134,7 +135,7 @@ class Journey:
 
         with transaction(self.engine) as session:
             for dept in options.get("departments") or []:
-                if session.get(_department_model(), dept["id"]) is None:
+                if session.get(Department, dept["id"]) is None:
                     admin.create_department(session, id=dept["id"], name_zh=dept["name"]["zh-CN"],
                                             name_en=dept["name"]["en"],
                                             parent_id=dept.get("parent"))
@@ -146,9 +147,11 @@ class Journey:
                                             or user["username"], password=password)
                     admin.grant(session, row, user["role"], user.get("department"))
                 except admin.AdminError as exc:
-                    raise StepFailed(f"cannot set up user {user['username']}: {exc.key} "
-                                     f"(department {user.get('department')!r} must exist: "
-                                     "list it under setup.departments)") from exc
+                    hint = (f" (department {user.get('department')!r} must exist: list it "
+                            "under setup.departments)"
+                            if exc.key == "web.admin.unknown_department" else "")
+                    raise StepFailed(f"cannot set up user {user['username']}: {exc.key}"
+                                     + hint) from exc
                 self.passwords[user["username"]] = password
                 self.users[user["username"]] = (user["role"], user.get("department"))
         return (f"{len(options.get('departments') or [])} department(s), "
@@ -163,7 +166,7 @@ class Journey:
             if event.get("occurred_at"):
                 body["occurred_at"] = parse_instant(event["occurred_at"]).isoformat()
             answer = self.his.post("/api/v1/events", json=body,
-                                       headers={"X-API-Key": self.api_key})
+                                   headers={"X-API-Key": self.api_key})
             wanted = event.get("status", 200)
             if answer.status_code != wanted:
                 raise StepFailed(f"the events API answered {answer.status_code} to "
@@ -180,6 +183,9 @@ class Journey:
 
         target = (self.clock + parse_duration(travel) if isinstance(travel, str)
                   else parse_instant(travel["to"]))
+        if target < self.clock:
+            raise StepFailed(f"travel to {to_local(target):%Y-%m-%d %H:%M} goes back in time "
+                             f"(the scenario is at {to_local(self.clock):%Y-%m-%d %H:%M})")
         ticks, failed = 0, []
         last = self.clock
         while ticks < MAX_TICKS:
@@ -460,9 +466,3 @@ def _masked(link: str) -> str:
 
 def _text_of(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
-
-
-def _department_model() -> Any:
-    from careloop.engine.domain import Department
-
-    return Department
