@@ -105,10 +105,10 @@ def test_an_approval_without_the_decision_api_fails_clearly(apps: Path, engine: 
 def test_a_passing_run_prints_each_step_and_a_summary(apps: Path, engine: object) -> None:
     path = _write(apps, "passing", """    expect:
       - flow_runs: {flow: discharge, patient: P1, count: 1}
-      - messages: {template: medication_guidance, channel: wechat, link: relative}
+      - messages: {template: medication_guidance, channel: wechat, delivered: false}
   - travel: 3d
     expect:
-      - messages: {template: discharge_care_day3, status: sent, count: 1,
+      - messages: {template: discharge_care_day3, delivered: true, count: 1,
                    after: "2026-12-04T09:30", before: "2026-12-04T09:30:01"}
       - messages: {template: discharge_care_day3, before: "2026-12-04T09:30", count: 0}
   - travel: {to: "2026-12-09T09:29"}
@@ -238,3 +238,16 @@ def test_invalid_scenarios_are_listed_in_the_json_report(apps: Path) -> None:
     assert report["ok"] is False and report["scenarios"] == []
     assert [(e["code"], e["path"]) for e in report["errors"]] == [
         ("scenario.unknown-user", "$.steps[2].staff.as")]
+
+
+def test_a_message_expected_without_a_link_shows_the_links_it_has(apps: Path,
+                                                                  engine: object) -> None:
+    path = _write(apps, "no_link", """  - travel: 3d
+    expect:
+      - messages: {template: discharge_care_day3, link: none}
+""")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    failure = json.loads(result.output)["scenarios"][0]["steps"][-1]["failures"][0]
+    assert result.exit_code == 1
+    assert failure["message"].startswith(
+        "expected message discharge_care_day3 to carry no link, it has {")

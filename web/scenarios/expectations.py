@@ -22,7 +22,7 @@ from careloop.engine.clock import now_utc, to_local
 from careloop.engine.db import transaction
 from careloop.engine.domain import PatientTag, Task, User
 from careloop.web.scenarios.compiler import parse_instant
-from careloop.web.scenarios.journey import StepFailed, task_matches
+from careloop.web.scenarios.journey import UNDELIVERED, StepFailed, task_matches
 
 if TYPE_CHECKING:
     from careloop.web.scenarios.journey import Journey
@@ -105,6 +105,8 @@ def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
     before = parse_instant(options["before"]) if "before" in options else None
     found = [m for m in messages if all(getattr(m, column) == options[name]
                                         for name, column in columns.items() if name in options)
+             and ("delivered" not in options
+                  or (m.status not in UNDELIVERED) == options["delivered"])
              and (after is None or (m.sent_at or m.created_at) >= after)
              and (before is None or (m.sent_at or m.created_at) < before)]
     everything = "messages: " + ("; ".join(
