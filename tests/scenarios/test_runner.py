@@ -196,11 +196,15 @@ def test_travel_ticks_wherever_something_falls_due(engine: object) -> None:
 
 
 def test_other_apps_taking_part_are_imported_with_what_they_require(apps: Path) -> None:
+    from careloop.engine.bundles import requires_of
     from careloop.web.scenarios.runner import bundles_for
 
-    order = [p.name for p in bundles_for(APPS / "discharge", ("satisfaction", "complaints"))]
-    assert order[0] == "common" and set(order) == {"common", "discharge", "satisfaction",
-                                                   "complaints"}
+    paths = bundles_for(APPS / "discharge", ("satisfaction", "complaints"))
+    order = [p.name for p in paths]
+    assert order[0] == "common"
+    assert {"common", "discharge", "satisfaction", "complaints"} <= set(order)
+    for position, bundle in enumerate(paths):  # every app after the apps it requires
+        assert set(requires_of(bundle)[1]) <= set(order[:position])
     path = _write(apps, "missing_app", "")
     text = path.read_text("utf-8").replace("steps:\n", "apps: [no_such_app]\nsteps:\n", 1)
     path.write_text(text, "utf-8")
