@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "forms", "flows", "rules", "reports", "web")
 CODE = re.compile(r"""["']((?:source|schema|definition|bundle|template|expr|ref|form|flow|"""
                   r"""calendar|rules|ruleset|decision|dictionary|dataset|chart|dashboard|"""
-                  r"""alert|report)\.[a-z][a-z0-9-]*)["']""")
+                  r"""alert|report|scenario)\.[a-z][a-z0-9-]*)["']""")
 # Strings of the same shape that are not problem codes (audit actions, event types).
 FILE_SUFFIXES = {"html", "json", "yaml", "yml", "zip", "py", "js", "css", "txt", "csv", "xlsx",
                  "png", "svg", "pdf"}  # "dashboard.html" is a template name, not a code

@@ -44,3 +44,6 @@ def register(registry: Registry) -> None:
     patient360.register(registry)
     registry.catalogue("demo_seeder").register("domain", seed_domain)
     registry.catalogue("demo_seeder").register("complaint_handling", seed_complaint_handling)
+    from careloop.web import scenarios
+
+    scenarios.register(registry)

@@ -1,0 +1,261 @@
+"""What a scenario can expect after a step; each check returns ``None`` or what it saw instead.
+
+Who-sees-what checks (``inbox``, ``page``, ``dashboard``, ``submissions.seen_by``) go through the
+web app as the signed-in person; the record of what happened (tasks, messages, runs, tags,
+alerts) is read from the database the engines wrote, as the hospital's own audit would.
+
+    expect:
+      - tasks: {role: head_nurse, department: cardiology, priority: urgent, count: 1}
+      → "expected 1 task (role head_nurse, department cardiology, priority urgent), saw 0
+         (tasks: 出院第7天电话随访 [nurse/cardiology, open, normal])"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from careloop.engine.clock import now_utc, to_local
+from careloop.engine.db import transaction
+from careloop.engine.domain import PatientTag, Task, User
+from careloop.web.scenarios.compiler import parse_instant
+from careloop.web.scenarios.journey import UNDELIVERED, StepFailed, task_matches
+
+if TYPE_CHECKING:
+    from careloop.web.scenarios.journey import Journey
+
+Check = Callable[["Journey", dict[str, Any]], "str | None"]
+ANY_LINK = re.compile(r"(?:https?://[^\s/]+)?/[A-Za-z-]+/[^\s，。；]+")
+FILTER_WORDS = ("of", "count", "seen_by", "as", "link", "where", "column", "value", "rows")
+
+
+def _wanted(options: dict[str, Any]) -> str:
+    shown = [f"{k} {v}" for k, v in options.items() if k not in FILTER_WORDS]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def _count(noun: str, options: dict[str, Any], found: Sequence[Any], everything: str) -> str | None:
+    """Compare what was found with ``count`` (exactly) or, without it, at least one."""
+    wanted = options.get("count")
+    if wanted is None and found:
+        return None
+    if wanted is not None and len(found) == wanted:
+        return None
+    expected = f"{wanted}" if wanted is not None else "at least 1"
+    plural = noun if (wanted == 1) else noun + "s"
+    return f"expected {expected} {plural}{_wanted(options)}, saw {len(found)} ({everything})"
+
+
+def _usernames(journey: Journey) -> dict[int, str]:
+    with transaction(journey.engine) as session:
+        return {user_id: name for user_id, name in session.execute(
+            select(User.id, User.username))}
+
+
+def _describe_task(task: Task, users: dict[int, str]) -> str:
+    who = "/".join(x for x in (task.assignee_role, task.department_id) if x)
+    if task.assignee_user_id:
+        who = (who + " " if who else "") + f"user {users.get(task.assignee_user_id, '?')}"
+    return f"{task.title} [{who or 'unassigned'}, {task.status}, {task.priority}]"
+
+
+def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
+    users = _usernames(journey)
+    by_name = {v: k for k, v in users.items()}
+    with transaction(journey.engine) as session:
+        tasks = list(session.scalars(select(Task).order_by(Task.id)))
+    columns = {"kind": "kind", "patient": "patient_id", "role": "assignee_role",
+               "department": "department_id", "priority": "priority", "status": "status",
+               "outcome": "outcome", "title": "title"}
+    found = [t for t in tasks
+             if all(getattr(t, column) == options[name] for name, column in columns.items()
+                    if name in options)
+             and ("title_contains" not in options or options["title_contains"] in t.title)
+             and ("user" not in options or t.assignee_user_id == by_name.get(options["user"]))
+             and ("overdue" not in options or _overdue(t) == options["overdue"])]
+    everything = "tasks: " + ("; ".join(_describe_task(t, users) for t in tasks) or "none")
+    return _count("task", options, found, everything)
+
+
+def _overdue(task: Task) -> bool:
+    return (task.status in ("open", "in_progress") and task.due_at is not None
+            and task.due_at < now_utc())
+
+
+def check_inbox(journey: Journey, options: dict[str, Any]) -> str | None:
+    view = options.get("view", "mine")
+    tasks = journey.inbox(options["of"], view)
+    found = [t for t in tasks if task_matches(t, options)]
+    username = journey.username(options["of"])
+    shown = "; ".join(f"{t.get('title')} [{t.get('priority')}]" for t in tasks) or "empty"
+    return _count("task", options, found, f"{username}'s {view} inbox: {shown}")
+
+
+def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
+    from careloop.flows.models import OutboxMessage
+
+    with transaction(journey.engine) as session:
+        messages = list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+    columns = {"template": "template_key", "channel": "channel", "status": "status",
+               "patient": "patient_id"}
+    after = parse_instant(options["after"]) if "after" in options else None
+    before = parse_instant(options["before"]) if "before" in options else None
+    found = [m for m in messages if all(getattr(m, column) == options[name]
+                                        for name, column in columns.items() if name in options)
+             and ("delivered" not in options
+                  or (m.status not in UNDELIVERED) == options["delivered"])
+             and (after is None or (m.sent_at or m.created_at) >= after)
+             and (before is None or (m.sent_at or m.created_at) < before)]
+    everything = "messages: " + ("; ".join(
+        f"{m.template_key} {m.channel} {m.status}"
+        + (f" {to_local(m.sent_at):%m-%d %H:%M}" if m.sent_at and (after or before) else "")
+        for m in messages) or "none")
+    counted = _count("message", options, found, everything)
+    if counted is not None:
+        return counted
+    link = options.get("link", "any")
+    for message in found:
+        links = ANY_LINK.findall(message.body)
+        kinds = {"absolute" if re.match(r"https?://", x) else "relative" for x in links}
+        if link == "none" and links:
+            return f"expected message {message.template_key} to carry no link, it has {kinds}"
+        if link in ("absolute", "relative") and (not links or kinds != {link}):
+            return (f"expected {link} links in message {message.template_key}, saw "
+                    + (", ".join(sorted(kinds)) if links else "no link"))
+    return None
+
+
+def check_submissions(journey: Journey, options: dict[str, Any]) -> str | None:
+    from careloop.forms.models import Submission
+
+    with transaction(journey.engine) as session:
+        rows = list(session.scalars(select(Submission).order_by(Submission.id)))
+    columns = {"form": "form_key", "status": "status", "patient": "patient_id"}
+    found = [s for s in rows if all(getattr(s, column) == options[name]
+                                    for name, column in columns.items() if name in options)]
+    everything = "submissions: " + ("; ".join(f"{s.form_key} {s.status}" for s in rows)
+                                    or "none")
+    counted = _count("submission", options, found, everything)
+    if counted is not None or "seen_by" not in options:
+        return counted
+    client, username = journey.browser(options["seen_by"])
+    for submission in found:
+        answer = client.get(f"/api/v1/patients/{submission.patient_id}/submissions")
+        ids = [s["id"] for s in answer.json()] if answer.status_code == 200 else []
+        if submission.id not in ids:
+            return (f"expected {username} to see submission {submission.form_key} of patient "
+                    f"{submission.patient_id}, the patient's submissions answered "
+                    f"{answer.status_code} listing {len(ids)}")
+    return None
+
+
+def check_patient(journey: Journey, options: dict[str, Any]) -> str | None:
+    with transaction(journey.engine) as session:
+        tags = set(session.scalars(select(PatientTag.tag).where(
+            PatientTag.patient_id == options["id"])))
+    missing = sorted(set(options.get("tags") or []) - tags)
+    unwanted = sorted(set(options.get("not_tags") or []) & tags)
+    if missing or unwanted:
+        return (f"patient {options['id']}: "
+                + (f"missing tags {missing}" if missing else "")
+                + ("; " if missing and unwanted else "")
+                + (f"unexpected tags {unwanted}" if unwanted else "")
+                + f" (tags: {', '.join(sorted(tags)) or 'none'})")
+    return None
+
+
+def check_flow_runs(journey: Journey, options: dict[str, Any]) -> str | None:
+    from careloop.flows.models import FlowRun
+
+    with transaction(journey.engine) as session:
+        runs = list(session.scalars(select(FlowRun).order_by(FlowRun.id)))
+    columns = {"flow": "flow_key", "status": "status", "patient": "patient_id"}
+    found = [r for r in runs if all(getattr(r, column) == options[name]
+                                    for name, column in columns.items() if name in options)]
+    everything = "runs: " + ("; ".join(f"{r.flow_key} {r.status}" for r in runs) or "none")
+    return _count("flow run", options, found, everything)
+
+
+def check_escalations(journey: Journey, options: dict[str, Any]) -> str | None:
+    with transaction(journey.engine) as session:
+        tasks = list(session.scalars(select(Task).order_by(Task.id)))
+    level = options.get("level", 1)
+    found = [t for t in tasks if int((t.escalation or {}).get("level") or 0) >= level
+             and ("title_contains" not in options or options["title_contains"] in t.title)]
+    everything = "tasks: " + ("; ".join(
+        f"{t.title} level {(t.escalation or {}).get('level', 0)}" for t in tasks) or "none")
+    return _count("escalated task", {**options, "level": level}, found, everything)
+
+
+def check_alerts(journey: Journey, options: dict[str, Any]) -> str | None:
+    from careloop.rules.models import RuleAlert
+
+    with transaction(journey.engine) as session:
+        alerts = list(session.scalars(select(RuleAlert).order_by(RuleAlert.id)))
+    columns = {"level": "level", "status": "status", "patient": "patient_id",
+               "department": "department_id"}
+    found = [a for a in alerts if all(getattr(a, column) == options[name]
+                                      for name, column in columns.items() if name in options)]
+    everything = "alerts: " + ("; ".join(f"{a.level} {a.status} {a.rule_key}" for a in alerts)
+                               or "none")
+    return _count("alert", options, found, everything)
+
+
+def check_dashboard(journey: Journey, options: dict[str, Any]) -> str | None:
+    client, username = journey.browser(options["as"])
+    answer = client.get(f"/api/v1/reports/dashboards/{options['key']}")
+    if answer.status_code != 200:
+        return f"{username} opened dashboard {options['key']}: {answer.status_code}"
+    tiles = {t["chart"]: t for t in answer.json()["tiles"]}
+    if options["chart"] not in tiles:
+        return f"dashboard {options['key']} has no tile {options['chart']} (tiles: {list(tiles)})"
+    data = tiles[options["chart"]]["data"] or {"rows": []}
+    rows = [r for r in data["rows"]
+            if all(r.get(k) == v for k, v in (options.get("where") or {}).items())]
+    if "rows" in options and len(rows) != options["rows"]:
+        return f"expected {options['rows']} row(s) in {options['chart']}, saw {len(rows)}: {rows}"
+    if "value" in options:
+        column = options.get("column") or (data.get("columns") or [None])[-1]
+        values = [r.get(column) for r in rows]
+        if not any(_same(v, options["value"]) for v in values):
+            seen = values if rows else (f"no rows matching {options.get('where')} "
+                                        f"(rows: {data['rows']})")
+            return (f"expected {column} = {options['value']} in {options['chart']} as "
+                    f"{username} sees it, saw {seen}")
+    return None
+
+
+def _same(seen: Any, wanted: Any) -> bool:
+    if isinstance(seen, (int, float)) and isinstance(wanted, (int, float)):
+        return abs(float(seen) - float(wanted)) < 1e-6
+    return bool(seen == wanted)
+
+
+def check_page(journey: Journey, options: dict[str, Any]) -> str | None:
+    client, username = journey.browser(options["as"])
+    path = journey.path(options["path"])
+    page = client.get(path)
+    wanted = options.get("status", 200)
+    if page.status_code != wanted:
+        return f"{username} opened {path}: expected {wanted}, saw {page.status_code}"
+    missing = [text for text in options.get("contains") or [] if text not in page.text]
+    present = [text for text in options.get("not_contains") or [] if text in page.text]
+    if missing or present:
+        return (f"{path} as {username} sees it: "
+                + (f"does not show {missing}" if missing else "")
+                + ("; " if missing and present else "")
+                + (f"shows {present}" if present else ""))
+    return None
+
+
+CHECKS: dict[str, Check] = {
+    "tasks": check_tasks, "inbox": check_inbox, "messages": check_messages,
+    "submissions": check_submissions, "patient": check_patient, "flow_runs": check_flow_runs,
+    "escalations": check_escalations, "alerts": check_alerts, "dashboard": check_dashboard,
+    "page": check_page,
+}
+
+__all__ = ["CHECKS", "StepFailed"]
