@@ -73,9 +73,9 @@ def decide(session: Session, task_id: int, decision: str, *, actor: str,
     if task is None or task.status not in ("open", "in_progress"):
         raise FlowError(f"task {task_id} is not open")
     step_run = _step_run_of(session, task)
-    complete_task(session, task, actor=actor, outcome=f"{decision}d", notes=notes)
-    state = dict(step_run.state)
     field = "approved" if decision == "approve" else "rejected"
+    complete_task(session, task, actor=actor, outcome=field, notes=notes)
+    state = dict(step_run.state)
     state[field] = [*state[field], task.id]
     step_run.state = state
     total, required = len(state["tasks"]), int(state["required"])

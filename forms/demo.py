@@ -180,8 +180,10 @@ def patient_actor(session: Session, rng: random.Random, context: dict[str, Any],
         chance = patient.responsive * (0.5 if reminder else 1.0)
         if rng.random() >= chance:
             continue
-        delay = timedelta(minutes=30) if patient.showcase else \
-            timedelta(minutes=rng.randint(20, 60 * 30))
+        when = at + (timedelta(minutes=30) if patient.showcase else
+                     timedelta(minutes=rng.randint(20, 60 * 30)))
+        if patient.showcase == "on_time":  # answered in the last hours before "now"
+            when = max(when, context["now"] - timedelta(hours=6))
         request = _request_of(session, token)
         if request is None:
             continue
@@ -193,7 +195,7 @@ def patient_actor(session: Session, rng: random.Random, context: dict[str, Any],
                       answer_rng: random.Random = answer_rng) -> Fields | None:
             return answers_for(form_key, answer_rng, mood, showcase, when)
 
-        line.at(at + delay, f"answer {form_key}", _answer(token, fields_of))
+        line.at(when, f"answer {form_key}", _answer(token, fields_of))
 
 
 def _request_of(session: Session, token: str) -> FormRequest | None:

@@ -281,9 +281,9 @@ def _plan_patients(rng: random.Random, count: int, start: datetime,
 
 
 def _showcase(patients: list[PlannedPatient], now: datetime) -> None:
-    """Two cardiology patients whose day-3 answers arrive shortly before "now": one within the
-    last day (an urgent task still on time), one three days earlier and left untouched (it
-    escalates to the director, then the PX office). Both say the medication guidance was
+    """Two cardiology patients whose day-3 answers arrive before "now": one within the last
+    day (an urgent task still on time), one five days earlier and left untouched (it escalated
+    to the director, then the PX office, and is overdue again). Both say the medication guidance was
     unclear (a copy for the pharmacy)."""
     if len(patients) < 10:
         return
@@ -295,7 +295,7 @@ def _showcase(patients: list[PlannedPatient], now: datetime) -> None:
     while send > local_now - timedelta(hours=2):
         send -= timedelta(days=1)
     cardiology = DEPARTMENTS[0]
-    for slot, (days_back, name) in enumerate(((0, "on_time"), (3, "overdue"))):
+    for slot, (days_back, name) in enumerate(((0, "on_time"), (5, "overdue"))):
         discharged = (send - timedelta(days=3 + days_back)).replace(hour=14, minute=0)
         patient = patients[-1 - slot]
         patient.dept, patient.showcase = cardiology, name
