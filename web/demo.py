@@ -389,11 +389,13 @@ def seed_domain(session: Session, rng: random.Random, context: dict[str, Any]) -
     known = set(session.scalars(select(DomainEventRow.event_id).where(
         DomainEventRow.event_id.like("demo-%"))).all())
     fresh = 0
+    newcomers: set[str] = context.setdefault("new_patients", set())
     for n, patient in enumerate(planned, 1):
         for at, event in _events_of(rng, patient, n):
             if event["event_id"] in known:
                 continue
             fresh += 1
+            newcomers.add(patient.pid)
             line.at(at, event["type"], _ingest_action(event))
     context["his_events"] = fresh
     add_actor(context, "staff", staff_actor)
@@ -528,8 +530,9 @@ def seed_complaint_handling(session: Session, rng: random.Random,
         return
     line = timeline(context)
     planned: dict[str, PlannedPatient] = context.get("planned", {})
+    newcomers: set[str] = context.get("new_patients", set())
     for patient in planned.values():
-        if patient.showcase or rng.random() >= 0.08:
+        if patient.showcase or rng.random() >= 0.08 or patient.pid not in newcomers:
             continue
         at = patient.discharged_at + timedelta(days=rng.randint(1, 20),
                                                hours=rng.randint(0, 8))
