@@ -82,7 +82,7 @@ def test_up_demo_is_produced_through_the_public_paths(engine: Engine) -> None:
     _people_match_their_records(now)
     _answers_come_from_links_that_were_sent()
     _tasks_come_from_rules_flows_and_people()
-    _first_login_finds_work(now)
+    _first_login_finds_work()
     # idempotent: a second start does not seed; seeding again changes nothing (stable event ids)
     again = CliRunner().invoke(up, ["--no-serve", "--demo", "--patients", "40"])
     assert again.exit_code == 0 and DEMO_PASSWORD not in again.output
@@ -195,7 +195,7 @@ def _tasks_come_from_rules_flows_and_people() -> None:
     assert any(h.action == "retry_scheduled" for h in history) or "not_reached" not in outcomes
 
 
-def _first_login_finds_work(now: object) -> None:
+def _first_login_finds_work() -> None:
     from careloop.web import console
     from careloop.web.permissions import load_principal
 
@@ -211,8 +211,10 @@ def _first_login_finds_work(now: object) -> None:
         overdue = console.counts(session, head)["overdue"]  # type: ignore[arg-type]
     assert any(t["priority"] == "urgent" for t in mine)
     assert overdue > 0
-    due = [t["due_at"] for t in tasks if t["due_at"]]
-    assert any(d >= str(now)[:10] for d in due)
+    states = {t["sla"] for t in tasks}
+    assert "overdue" in states and states - {"overdue"}, states  # and some still on time
+    urgent_on_time = [t for t in mine if t["priority"] == "urgent" and t["sla"] != "overdue"]
+    assert urgent_on_time and "不满意" in urgent_on_time[0]["title"]
     assert any(t["kind"] == "cc" for t in pharmacy)
 
 
