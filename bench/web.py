@@ -65,8 +65,8 @@ def run(patients: int, requests: int) -> dict[str, Any]:
     from careloop.web.demo import DEMO_PASSWORD, seed
 
     upgrade()
+    seed(patients=patients)
     with transaction() as session:
-        seed(session, patients=patients)
         patient = session.scalars(select(Encounter.patient_id).where(
             Encounter.ward_id == "cardio_w1")).first()
     results: dict[str, Any] = {"patients": patients, "requests": requests}

@@ -148,8 +148,8 @@ def decide(session: Session, task_id: int, decision: str, *, actor: str,
                                 or back_to not in reject_targets(session, task)):
         raise FlowError(f"task {task_id}: cannot go back to step '{back_to}'")
     complete_task(session, task, actor=actor, outcome=DECISIONS[decision], notes=notes)
-    state = dict(step_run.state)
     field = "approved" if decision == "approve" else "rejected"
+    state = dict(step_run.state)
     state[field] = [*state[field], task.id]
     step_run.state = state
     total, required = len(state["tasks"]), int(state["required"])

@@ -40,6 +40,13 @@ def _demo_login_hint(password: str) -> str:
             "(demo accounts only; never use --demo on a real deployment)")
 
 
+def _demo_problems(context: dict[str, object]) -> None:
+    problems = context.get("problems") or []
+    assert isinstance(problems, list)
+    for problem in problems:
+        click.echo(f"demo: {problem}", err=True)
+
+
 @click.command()
 @click.option("--bundles", "bundle_dir", default="app_definitions", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -47,7 +54,7 @@ def _demo_login_hint(password: str) -> str:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--demo", "with_demo", is_flag=True,
               help="On first run (no users yet), seed synthetic demo data and demo staff.")
-@click.option("--patients", default=200, show_default=True, type=click.IntRange(1, 100000),
+@click.option("--patients", default=120, show_default=True, type=click.IntRange(1, 100000),
               help="Demo patients to create with --demo.")
 @click.option("--no-serve", is_flag=True, help="Stop after upgrading and importing.")
 @click.pass_context
@@ -96,11 +103,11 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bo
             print_conflicts(conflicts)
     with transaction() as session:
         first_run = not has_any_user(session)
-        if first_run and with_demo:
-            from careloop.web.demo import seed
-
-            context = seed(session, patients=patients)
     if first_run and with_demo:
+        from careloop.web.demo import seed
+
+        context = seed(patients=patients)
+        _demo_problems(context)
         click.echo(_demo_login_hint(context["password"]))
     elif first_run:
         click.echo("no users yet: create the administrator with\n"
@@ -159,17 +166,16 @@ def demo() -> None:
 
 
 @demo.command("seed")
-@click.option("--patients", default=200, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--patients", default=120, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--seed", "seed_value", default=20261124, show_default=True, type=int)
 def demo_seed(patients: int, seed_value: int) -> None:
-    """Fill the database with synthetic departments, staff, patients, encounters and tasks."""
-    from careloop.engine.db import transaction
+    """Build a synthetic hospital and let months pass: HIS events, sweeps, answers, work."""
     from careloop.engine.migrate import upgrade
     from careloop.web.demo import seed
 
     upgrade()
-    with transaction() as session:
-        context = seed(session, patients=patients, seed_value=seed_value)
+    context = seed(patients=patients, seed_value=seed_value)
+    _demo_problems(context)
     click.echo(f"seeded {len(context.get('patients', []))} patients, "
                f"{len(context.get('users', {}))} staff")
     click.echo(_demo_login_hint(context["password"]))

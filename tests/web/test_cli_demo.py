@@ -13,8 +13,17 @@ from sqlalchemy import Engine, func, select
 
 from careloop.engine.clock import frozen_now, now_utc
 from careloop.engine.db import transaction
-from careloop.engine.domain import Encounter, Patient, RoleGrant, Task, User
+from careloop.engine.domain import (
+    Department,
+    Encounter,
+    Patient,
+    RoleGrant,
+    Task,
+    TaskHistory,
+    User,
+)
 from careloop.engine.registry import loaded_registry
+from careloop.forms.models import FormRequest, Submission
 from careloop.web.cli import create_admin, demo_seed, up
 from careloop.web.demo import DEMO_PASSWORD, chinese_name
 from careloop.web.models import UserCredential
@@ -45,28 +54,168 @@ def test_up_without_users_says_how_to_create_the_administrator(engine: Engine,
     assert "careloop user create-admin" in result.output
 
 
-def test_up_demo_seeds_once_and_prints_how_to_log_in(engine: Engine) -> None:
-    result = CliRunner().invoke(up, ["--no-serve", "--demo", "--patients", "20"])
+def _counts() -> dict[str, int]:
+    from careloop.engine.models import DomainEventRow
+    from careloop.flows.models import FlowRun, OutboxMessage
+
+    with transaction() as session:
+        return {model.__name__: int(session.scalar(select(func.count()).select_from(model)) or 0)
+                for model in (Patient, Encounter, DomainEventRow, Submission, FormRequest, Task,
+                              FlowRun, OutboxMessage, User)}
+
+
+def test_up_demo_is_produced_through_the_public_paths(engine: Engine) -> None:
+    """One demo (``careloop up --demo``), then everything a first login relies on."""
+    result = CliRunner().invoke(up, ["--no-serve", "--demo", "--patients", "40"])
     assert result.exit_code == 0, result.output
     assert DEMO_PASSWORD in result.output and "cardiology_head_nurse" in result.output
-    again = CliRunner().invoke(up, ["--no-serve", "--demo", "--patients", "20"])
-    assert DEMO_PASSWORD not in again.output
-    with transaction() as session:
-        assert session.scalar(select(func.count()).select_from(Patient)) == 20
-
-
-def test_demo_seed_covers_every_role_and_twelve_months(engine: Engine) -> None:
-    result = CliRunner().invoke(demo_seed, ["--patients", "60"])
-    assert result.exit_code == 0, result.output
+    assert "demo:" not in result.output  # no action of the demo was refused
+    first = _counts()
+    assert first["Patient"] == 40
     with transaction() as session:
         roles = set(session.scalars(select(RoleGrant.role)).all())
-        discharges = session.scalars(select(Encounter.discharged_at)).all()
-        names = session.scalars(select(Patient.name)).all()
-        tasks = session.scalar(select(func.count()).select_from(Task))
     assert roles == set(loaded_registry().catalogue("role").names())
-    assert max(discharges) - min(discharges) > timedelta(days=200)
-    assert all(2 <= len(n) <= 3 for n in names) and tasks
-    assert "domain" in loaded_registry().catalogue("demo_seeder")
+    assert {"domain", "forms", "flows", "complaint_handling"} <= set(
+        loaded_registry().catalogue("demo_seeder").names())
+    now = now_utc()
+    _patients_came_from_the_his()
+    _people_match_their_records(now)
+    _answers_come_from_links_that_were_sent()
+    _tasks_come_from_rules_flows_and_people()
+    _first_login_finds_work()
+    # idempotent: a second start does not seed; seeding again changes nothing (stable event ids)
+    again = CliRunner().invoke(up, ["--no-serve", "--demo", "--patients", "40"])
+    assert again.exit_code == 0 and DEMO_PASSWORD not in again.output
+    reseed = CliRunner().invoke(demo_seed, ["--patients", "40"])
+    assert reseed.exit_code == 0, reseed.output
+    assert _counts() == first
+
+
+def _patients_came_from_the_his() -> None:
+    from careloop.engine.models import DomainEventRow
+
+    with transaction() as session:
+        events = session.scalars(select(DomainEventRow)).all()
+        patients = set(session.scalars(select(Patient.id)).all())
+        encounters = session.scalars(select(Encounter)).all()
+        departments = {d.id: d for d in session.scalars(select(Department)).all()}
+    upserted = {e.payload["patient_id"] for e in events if e.type == "patient.upserted"}
+    discharged = {e.payload["encounter_id"] for e in events if e.type == "encounter.discharged"}
+    assert upserted == patients and all(e.source == "his" for e in events
+                                        if e.type.startswith(("patient.", "encounter.")))
+    assert all(e.id in discharged for e in encounters if e.type == "inpatient")
+    assert {"surgery.scheduled", "appointment.booked"} <= {e.type for e in events}
+    # departments were set up by IT (names, kinds), never auto-created from an event
+    assert all(d.name["zh-CN"] != d.id for d in departments.values())
+    assert {e.department_id for e in encounters} | {e.ward_id for e in encounters
+                                                    if e.ward_id} <= set(departments)
+    span = [e.discharged_at for e in encounters if e.discharged_at]
+    assert max(span) - min(span) > timedelta(days=90)
+
+
+def _people_match_their_records(now: object) -> None:
+    from careloop.web.demo import GIVEN_FEMALE, GIVEN_MALE
+
+    with transaction() as session:
+        rows = session.execute(select(Patient, Encounter).join(
+            Encounter, Encounter.patient_id == Patient.id)).all()
+    for patient, encounter in rows:
+        given = patient.name[1:]
+        assert given in (GIVEN_FEMALE if patient.gender == "female" else GIVEN_MALE), \
+            patient.id
+        assert patient.birth_date is not None
+        at = (encounter.discharged_at or encounter.admitted_at)
+        assert at is not None
+        age = (at.date() - patient.birth_date).days // 365
+        if encounter.department_id == "obstetrics":
+            assert patient.gender == "female" and 18 <= age <= 45, (patient.id, age)
+        if "PCI" in encounter.procedures.get("codes", []):
+            assert age >= 40, (patient.id, age)
+        assert 16 <= age <= 95
+        # the national ID number carries the birth date and the gender
+        assert patient.id_number is not None
+        assert patient.id_number[6:14] == f"{patient.birth_date:%Y%m%d}"
+        assert int(patient.id_number[16]) % 2 == (0 if patient.gender == "female" else 1)
+
+
+def _answers_come_from_links_that_were_sent() -> None:
+    from careloop.flows.models import OutboxMessage
+    from careloop.forms.demo import DELIVERED, LINK
+    from careloop.forms.requests import hash_token
+
+    with transaction() as session:
+        submissions = session.scalars(select(Submission)).all()
+        requests = {r.id: r for r in session.scalars(select(FormRequest)).all()}
+        sent = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.status.in_(DELIVERED))).all()
+    links: dict[str, OutboxMessage] = {}
+    for message in sorted(sent, key=lambda m: m.id):
+        match = LINK.search(message.body)
+        if match:
+            links.setdefault(hash_token(match.group(1)), message)
+    forms = {s.form_key for s in submissions}
+    assert {"discharge_day3", "cardiac_stent_followup", "home_bp", "complaint"} <= forms
+    for sub in submissions:
+        assert sub.request_id is not None
+        request = requests[sub.request_id]
+        if sub.form_key == "complaint":  # taken by the PX office through the intake
+            assert sub.entered_by == "px"
+            continue
+        message = links.get(request.token_hash)
+        assert message is not None, f"submission {sub.id}: its link was never sent"
+        assert message.patient_id == sub.patient_id and sub.entered_by is None
+        assert (message.sent_at or message.next_attempt_at) <= sub.submitted_at
+    day3 = [s for s in submissions if s.form_key == "discharge_day3"]
+    satisfied = [s for s in day3 if int(s.answers["overall"]) >= 4]
+    unhappy = [s for s in day3 if int(s.answers["overall"]) < 3]
+    assert len(satisfied) > len(day3) / 2 and unhappy
+    assert any("用药指导不清楚" in str(s.answers.get("comment", "")) for s in unhappy)
+    assert {"pending_dissatisfied", "archived"} <= {s.status for s in day3}
+    # some patients never answer
+    assert any(r.status in ("sent", "expired") for r in requests.values())
+
+
+def _tasks_come_from_rules_flows_and_people() -> None:
+    with transaction() as session:
+        tasks = session.scalars(select(Task)).all()
+        history = session.scalars(select(TaskHistory).order_by(TaskHistory.id)).all()
+        staff = set(session.scalars(select(User.username)).all())
+    created = {h.task_id: h for h in reversed(history) if h.action == "created"}
+    for task in tasks:
+        entry = created.get(task.id)
+        assert entry is not None, f"task {task.id} has no creating action"
+        assert task.source_type in ("flow", "rule")
+        assert entry.actor in ("flows", "system") or entry.actor.startswith("rule:")
+    completed = [h for h in history if h.action == "completed"]
+    assert completed and all(h.actor in staff for h in completed)
+    outcomes = {t.outcome for t in tasks if t.status == "done"}
+    assert "reached_ok" in outcomes and len(outcomes) >= 3
+    assert "rejectd" not in outcomes  # an approval rejected is recorded as "rejected"
+    assert any(h.action == "escalated" for h in history)
+    assert any(h.action == "retry_scheduled" for h in history) or "not_reached" not in outcomes
+
+
+def _first_login_finds_work() -> None:
+    from careloop.web import console
+    from careloop.web.permissions import load_principal
+
+    with transaction() as session:
+        def principal(username: str) -> object:
+            user = session.scalars(select(User).where(User.username == username)).one()
+            return load_principal(session, user)
+
+        head = principal("cardiology_head_nurse")
+        tasks = console.inbox(session, head, "department")  # type: ignore[arg-type]
+        mine = console.inbox(session, head, "mine")  # type: ignore[arg-type]
+        pharmacy = console.inbox(session, principal("pharmacy_head"), "mine")  # type: ignore[arg-type]
+        overdue = console.counts(session, head)["overdue"]  # type: ignore[arg-type]
+    assert any(t["priority"] == "urgent" for t in mine)
+    assert overdue > 0
+    states = {t["sla"] for t in tasks}
+    assert "overdue" in states and states - {"overdue"}, states  # and some still on time
+    urgent_on_time = [t for t in mine if t["priority"] == "urgent" and t["sla"] != "overdue"]
+    assert urgent_on_time and "不满意" in urgent_on_time[0]["title"]
+    assert any(t["kind"] == "cc" for t in pharmacy)
 
 
 def test_demo_staff_can_sign_in(client: TestClient) -> None:
@@ -75,12 +224,17 @@ def test_demo_staff_can_sign_in(client: TestClient) -> None:
     assert client.get("/inbox").status_code == 200
 
 
-def test_chinese_names_are_generated_locally() -> None:
+def test_chinese_names_follow_the_gender() -> None:
     import random
 
+    from careloop.web.demo import GIVEN_FEMALE, GIVEN_MALE
+
+    assert not set(GIVEN_MALE) & set(GIVEN_FEMALE)
     rng = random.Random(1)
-    names = {chinese_name(rng) for _ in range(50)}
-    assert len(names) > 40
+    women = {chinese_name(rng, "female") for _ in range(60)}
+    men = {chinese_name(rng, "male") for _ in range(60)}
+    assert len(women) > 40 and len(men) > 40
+    assert all(n[1:] in GIVEN_FEMALE for n in women) and all(n[1:] in GIVEN_MALE for n in men)
 
 
 @pytest.mark.parametrize(("password", "policy", "codes"), [
