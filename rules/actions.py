@@ -30,7 +30,17 @@ from careloop.engine.tasks import (
 )
 from careloop.rules.spec import CONTEXT_NAMES, RuleRuntimeError, lookup
 
-_ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+
+def _shown(value: Any) -> Any:
+    """A whole number as people write it: scores are floats (a PHQ-9 total of 10 is ``10.0``),
+    but a task title says ``总分 10``, not ``总分 10.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False,
+                                     finalize=_shown)
 
 
 @dataclass(slots=True)

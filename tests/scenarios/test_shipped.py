@@ -24,7 +24,9 @@ def shipped() -> list[object]:
 def test_the_shipped_apps_have_scenarios() -> None:
     keys = {spec.key for spec, _ in select([], APPS).scenarios}
     assert {"discharge_day3_answered", "discharge_day7_phone_70plus", "discharge_cancelled",
-            "complaint_desk_resolved", "pci_followup_days_7_30"} <= keys
+            "complaint_desk_resolved", "pci_followup_days_7_30",
+            "hypertension_first_visit_once", "monthly_chronic_loop", "home_bp_crisis",
+            "phq9_item9_alert"} <= keys
 
 
 @pytest.mark.parametrize(("spec", "app"), shipped())

@@ -32,6 +32,9 @@ from careloop.web.scenarios.spec import (
 WHO_FIELDS = {("step", "staff"): "as", ("expect", "inbox"): "of",
               ("expect", "submissions"): "seen_by", ("expect", "dashboard"): "as",
               ("expect", "page"): "as"}
+# Further options of an expectation that name a person, and options that are instants.
+PEOPLE = {"tasks": ("user",), "alerts": ("seen_by", "not_seen_by", "acknowledged_by")}
+INSTANTS = {"messages": ("after", "before"), "tasks": ("due",)}
 # Where an expectation or a step names another definition: (option, kind).
 REFERENCES = {"messages": (("template", "template"),), "submissions": (("form", "form"),),
               "flow_runs": (("flow", "flow"),),
@@ -123,10 +126,11 @@ class Checker:
             field = WHO_FIELDS.get(("expect", kind))
             if field and field in options:
                 self._who((*path, kind, field), options[field])
-            if kind == "tasks" and "user" in options:
-                self._who((*path, kind, "user"), options["user"])
-            for bound in ("after", "before") if kind == "messages" else ():
-                self._instant((*path, kind, bound), options.get(bound))
+            for person in PEOPLE.get(kind, ()):
+                if person in options:
+                    self._who((*path, kind, person), options[person])
+            for instant in INSTANTS.get(kind, ()):
+                self._instant((*path, kind, instant), options.get(instant))
             yield ExpectSpec(expectation=catalogue[kind], options=options,
                              where=self.where(path))
 
@@ -239,6 +243,11 @@ class Checker:
         if action and "task" not in options:
             self.problem("scenario.missing-task",
                          f"'{action}' needs 'task' to pick the task from the inbox", path)
+        post = options.get("post") or {}
+        if "fields" in post and "json" in post:
+            self.problem("scenario.post-body",
+                         "a post sends either form 'fields' or a 'json' body, not both",
+                         (*path, "post"))
 
 
 def compile_scenario(definition: Definition, ctx: CompileContext) -> ScenarioSpec | None:

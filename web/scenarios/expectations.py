@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 Check = Callable[["Journey", dict[str, Any]], "str | None"]
 ANY_LINK = re.compile(r"(?:https?://[^\s/]+)?/[A-Za-z-]+/[^\s，。；]+")
-FILTER_WORDS = ("of", "count", "seen_by", "as", "link", "where", "column", "value", "rows")
+FILTER_WORDS = ("of", "count", "seen_by", "not_seen_by", "as", "link", "where", "column", "value",
+                "rows")
 
 
 def _wanted(options: dict[str, Any]) -> str:
@@ -55,11 +57,23 @@ def _usernames(journey: Journey) -> dict[int, str]:
             select(User.id, User.username))}
 
 
-def _describe_task(task: Task, users: dict[int, str]) -> str:
+def _describe_task(task: Task, users: dict[int, str], due: bool = False) -> str:
     who = "/".join(x for x in (task.assignee_role, task.department_id) if x)
     if task.assignee_user_id:
         who = (who + " " if who else "") + f"user {users.get(task.assignee_user_id, '?')}"
-    return f"{task.title} [{who or 'unassigned'}, {task.status}, {task.priority}]"
+    when = (f", due {to_local(task.due_at):%Y-%m-%d %H:%M}" if due and task.due_at
+            else ", no due time" if due else "")
+    return f"{task.title} [{who or 'unassigned'}, {task.status}, {task.priority}{when}]"
+
+
+def _same_instant(seen: datetime | None, wanted: str) -> bool:
+    """Whether a stored time is the wanted instant, to the minute (hospital time when the
+    instant has no offset)."""
+    if seen is None:
+        return False
+    if seen.tzinfo is None:  # SQLite hands back naive UTC
+        seen = seen.replace(tzinfo=UTC)
+    return abs((seen - parse_instant(wanted)).total_seconds()) < 60
 
 
 def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
@@ -75,8 +89,10 @@ def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
                     if name in options)
              and ("title_contains" not in options or options["title_contains"] in t.title)
              and ("user" not in options or t.assignee_user_id == by_name.get(options["user"]))
-             and ("overdue" not in options or _overdue(t) == options["overdue"])]
-    everything = "tasks: " + ("; ".join(_describe_task(t, users) for t in tasks) or "none")
+             and ("overdue" not in options or _overdue(t) == options["overdue"])
+             and ("due" not in options or _same_instant(t.due_at, options["due"]))]
+    everything = "tasks: " + ("; ".join(_describe_task(t, users, "due" in options)
+                                        for t in tasks) or "none")
     return _count("task", options, found, everything)
 
 
@@ -196,12 +212,36 @@ def check_alerts(journey: Journey, options: dict[str, Any]) -> str | None:
     with transaction(journey.engine) as session:
         alerts = list(session.scalars(select(RuleAlert).order_by(RuleAlert.id)))
     columns = {"level": "level", "status": "status", "patient": "patient_id",
-               "department": "department_id"}
+               "department": "department_id", "rule": "rule_key",
+               "acknowledged_by": "acknowledged_by"}
     found = [a for a in alerts if all(getattr(a, column) == options[name]
                                       for name, column in columns.items() if name in options)]
     everything = "alerts: " + ("; ".join(f"{a.level} {a.status} {a.rule_key}" for a in alerts)
                                or "none")
-    return _count("alert", options, found, everything)
+    counted = _count("alert", options, found, everything)
+    if counted is not None:
+        return counted
+    for option, wanted in (("seen_by", True), ("not_seen_by", False)):
+        if option not in options:
+            continue
+        listed, username = _alert_centre(journey, options[option])
+        for alert in found:
+            if (alert.id in listed) != wanted:
+                return (f"expected {username} {'' if wanted else 'not '}to see the "
+                        f"{alert.level} alert {alert.rule_key} of patient {alert.patient_id} in "
+                        f"the alert centre; it lists {len(listed)} alert(s)")
+    return None
+
+
+def _alert_centre(journey: Journey, who: Any) -> tuple[set[int], str]:
+    """The ids of the alerts (open and acknowledged) that person's alert centre lists."""
+    client, username = journey.browser(who)
+    answer = client.get("/api/v1/alerts?status=all")
+    if answer.status_code == 403:
+        return set(), username  # not allowed into the alert centre: sees none
+    if answer.status_code != 200:
+        raise StepFailed(f"{username}'s alert centre answered {answer.status_code}")
+    return {int(a["id"]) for a in answer.json()}, username
 
 
 def check_dashboard(journey: Journey, options: dict[str, Any]) -> str | None:

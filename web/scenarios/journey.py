@@ -363,9 +363,11 @@ class Journey:
         return "; ".join(done)
 
     def path(self, template: str) -> str:
-        """A path with ``{task}`` (the task the last staff step opened) and ``{submission}``
-        (the newest submission) filled in, as the person would follow the link on the page."""
+        """A path with ``{task}`` (the task the last staff step opened), ``{submission}``
+        (the newest submission) and ``{alert}`` (the newest alert) filled in, as the person
+        would follow the link on the page."""
         from careloop.forms.models import Submission
+        from careloop.rules.models import RuleAlert
 
         values: dict[str, object] = {}
         if "{task}" in template:
@@ -378,18 +380,28 @@ class Journey:
                     select(Submission.id).order_by(Submission.id.desc()).limit(1))
             if values["submission"] is None:
                 raise StepFailed(f"{template}: there is no submission yet")
+        if "{alert}" in template:
+            with transaction(self.engine) as session:
+                values["alert"] = session.scalar(
+                    select(RuleAlert.id).order_by(RuleAlert.id.desc()).limit(1))
+            if values["alert"] is None:
+                raise StepFailed(f"{template}: no alert has been raised yet")
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError) as exc:
-            raise StepFailed(f"{template}: only {{task}} and {{submission}} can be filled "
-                             f"in ({exc})") from exc
+            raise StepFailed(f"{template}: only {{task}}, {{submission}} and {{alert}} can be "
+                             f"filled in ({exc})") from exc
 
     def _post(self, client: TestClient, username: str, post: dict[str, Any]) -> str:
         path = self.path(post["path"])
-        fields = {k: _as_posted(v)[0] for k, v in (post.get("fields") or {}).items()}
-        answer = client.post(path, data={**fields, "csrf_token": self.csrf[username]},
-                             headers={"X-CSRF-Token": self.csrf[username]},
-                             follow_redirects=False)
+        headers = {"X-CSRF-Token": self.csrf[username]}
+        if "json" in post:  # the console's API, as the page's script calls it
+            answer = client.post(path, json=post["json"], headers=headers,
+                                 follow_redirects=False)
+        else:
+            fields = {k: _as_posted(v)[0] for k, v in (post.get("fields") or {}).items()}
+            answer = client.post(path, data={**fields, "csrf_token": self.csrf[username]},
+                                 headers=headers, follow_redirects=False)
         if answer.status_code not in (200, 201, 303):
             raise StepFailed(f"{username} posted {path}: {answer.status_code} "
                              f"{_text_of(answer.text)[:300]}")
