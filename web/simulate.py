@@ -134,13 +134,6 @@ _RUN_STATUS = {
     "completed": ("已完成", "completed"), "cancelled": ("已取消", "cancelled"),
     "failed": ("失败", "failed"),
 }
-_MESSAGE_STATUS = {
-    "sent": ("已发送", "sent"), "delivered": ("已送达", "delivered"),
-    "pending": ("待发送", "waiting to be sent"), "sending": ("发送中", "being sent"),
-    "failed": ("发送失败", "failed"), "cancelled": ("已取消", "cancelled"),
-    "suppressed": ("未发送（已抑制）", "not sent (suppressed)"),
-    "expired": ("未发送（已过期）", "not sent (expired)"),
-}
 _CHANNELS = {"wechat": ("微信", "WeChat"), "sms": ("短信", "SMS"), "email": ("邮件", "email"),
              "log": ("日志", "log"), "app": ("应用内", "in-app")}
 _PRIORITY = {"urgent": ("紧急", "urgent"), "high": ("高", "high"), "normal": ("普通", "normal"),
@@ -149,6 +142,18 @@ _PRIORITY = {"urgent": ("紧急", "urgent"), "high": ("高", "high"), "normal": 
 
 def _pair(table: dict[str, tuple[str, str]], code: str | None) -> tuple[str, str]:
     return table.get(code or "", (code or "", code or ""))
+
+
+def _words(prefix: str, code: str, table: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """The UI's words for a status or channel code (``web.outbox.status.logged`` →
+    "已记录，未实际发送"), else this module's, else the code."""
+    from careloop.engine.i18n import t
+
+    key = f"{prefix}.{code}"
+    zh, en = t(key, "zh-CN"), t(key, "en")
+    if zh == key or en == key:
+        return _pair(table, code)
+    return zh, en.lower() if prefix == "web.outbox.status" else en
 
 
 def timeline(engine: Engine) -> list[dict[str, Any]]:
@@ -162,12 +167,14 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
     from careloop.flows.models import FlowRun, OutboxMessage
     from careloop.forms.models import Submission
 
-    entries: list[tuple[Any, int, dict[str, Any]]] = []
+    entries: list[tuple[Any, int, int, dict[str, Any]]] = []
 
-    def add(at: Any, kind: str, patient: str | None, zh: str, en: str) -> None:
+    def add(at: Any, kind: str, patient: str | None, zh: str, en: str, rank: int = 1) -> None:
+        """``rank`` orders entries of one instant: a flow's start (0), what it did (1), its
+        end (2)."""
         if at is None:
             return
-        entries.append((at, len(entries), {"at": to_local(at).strftime("%Y-%m-%d %H:%M"),
+        entries.append((at, rank, len(entries), {"at": to_local(at).strftime("%Y-%m-%d %H:%M"),
                                            "type": kind, "patient": patient,
                                            "zh-CN": zh, "en": en}))
 
@@ -185,17 +192,17 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
         for run in session.scalars(select(FlowRun).order_by(FlowRun.id)):
             zh, en = title("flow", run.flow_key)
             add(run.started_at, "flow", run.patient_id, f"流程「{zh}」开始",
-                f"flow “{en}” started")
+                f"flow “{en}” started", rank=0)
             if run.finished_at is not None:
                 szh, sen = _pair(_RUN_STATUS, run.status)
                 add(run.finished_at, "flow", run.patient_id, f"流程「{zh}」{szh}",
-                    f"flow “{en}” {sen}")
+                    f"flow “{en}” {sen}", rank=2)
         for message in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)):
             zh, en = title("template", message.template_key)
-            czh, cen = _pair(_CHANNELS, message.channel)
-            szh, sen = _pair(_MESSAGE_STATUS, message.status)
+            czh, cen = _words("web.channel", message.channel, _CHANNELS)
+            szh, sen = _words("web.outbox.status", message.status, {})
             add(message.sent_at or message.created_at, "message", message.patient_id,
-                f"消息「{zh}」（{czh}）{szh}", f"message “{en}” ({cen}) {sen}")
+                f"消息「{zh}」（{czh}）：{szh}", f"message “{en}” ({cen}): {sen}")
         for submission in session.scalars(select(Submission).order_by(Submission.id)):
             zh, en = title("form", submission.form_key)
             add(submission.submitted_at, "submission", submission.patient_id,
@@ -209,7 +216,7 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
             pzh, pen = _pair(_PRIORITY, task.priority)
             add(item.at, "task", task.patient_id, f"{azh}：{task.title}（{pzh}）",
                 f"{aen}: {task.title} ({pen})")
-    return [entry for _, _, entry in sorted(entries, key=lambda e: (e[0], e[1]))]
+    return [entry for *_, entry in sorted(entries, key=lambda e: (e[0], e[1], e[2]))]
 
 
 def child_main(folder: Path) -> int:

@@ -58,6 +58,24 @@ def test_the_unchanged_draft_passes_with_a_timeline(px: TestClient, engine: Engi
     assert live_rows(engine) == before
 
 
+def test_the_timeline_shows_tasks_and_messages_in_words(px: TestClient) -> None:
+    """The day-7 phone call of a 70+ patient: the task's life and the flow's end, in order."""
+    data = px.post(URL, json={"app": "discharge", "text": FLOW,
+                              "scenario": "discharge_day7_phone_70plus"}).json()
+    assert data["ok"] is True, data
+    timeline = data["scenarios"][0]["timeline"]
+    tasks = [(e["at"], e["zh-CN"], e["en"]) for e in timeline if e["type"] == "task"]
+    assert tasks[0][1] == "创建任务：出院第7天电话随访（普通）"
+    assert tasks[0][2].startswith("task created: ")
+    assert any(zh.startswith("任务完成：") for _, zh, _ in tasks)
+    created = timeline.index(next(e for e in timeline if e["type"] == "task"))
+    ended = timeline.index(next(e for e in timeline if e["zh-CN"] == "流程「出院随访」已完成"))
+    assert created < ended  # at the same minute, what the flow did comes before its end
+    messages = [e for e in timeline if e["type"] == "message"]
+    assert messages and all("（微信）：" in e["zh-CN"] and "logged" not in e["zh-CN"]
+                            for e in messages)
+
+
 def test_a_draft_that_breaks_the_journey_fails_at_the_expectation(
         px: TestClient, engine: Engine) -> None:
     assert px.put("/api/v1/builder/drafts/flow/discharge",
@@ -142,3 +160,43 @@ def test_simulate_needs_an_editor_of_the_app_and_csrf(
     del client.headers["X-CSRF-Token"]
     answer = client.post(URL, json={"app": "discharge", "text": FLOW, "scenario": SCENARIO})
     assert answer.status_code == 403
+
+
+def test_simulate_in_chromium(server: str, engine: Engine) -> None:
+    """The head of the PX office opens the discharge flow, simulates the day-3 journey (it
+    passes), moves the day-3 wait to day 5 in the text view and simulates again: the journey
+    fails at step 4 with the scenario's location, and the timeline is shown in Chinese."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from .conftest import ARGS, CHROMIUM, signed_in
+
+    make_user("px_browser", "px_office")
+    before = live_rows(engine)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page, errors = signed_in(browser, server, "px_browser")
+            page.goto(f"{server}/builder/edit/flow/discharge?app=discharge")
+            expect(page.locator("#builder[data-ready='1']")).to_be_attached()
+            page.click("#b-sim-open")
+            expect(page.locator(f'#b-sim-scenario option[value="{SCENARIO}"]')).to_be_attached()
+            page.select_option("#b-sim-scenario", SCENARIO)
+            page.click("#b-sim-run")
+            verdict = page.locator("#b-sim-verdict")
+            expect(verdict).to_have_class("b-sim-ok", timeout=60_000)
+            expect(verdict).to_contain_text("通过")
+            expect(page.locator(".b-sim-timeline")).to_contain_text("流程「出院随访」开始")
+            expect(page.locator(".b-sim-timeline")).to_contain_text("2026-12-04 09:30")
+
+            page.fill("#b-yaml", DAY5)
+            page.click("#b-apply-text")
+            expect(page.locator("#b-problems li.ok")).to_be_visible()
+            page.click("#b-sim-run")
+            expect(verdict).to_have_class("b-sim-fail", timeout=60_000)
+            failed = page.locator('.b-sim-steps li.b-sim-fail[data-step="4"]')
+            expect(failed).to_contain_text("discharge/scenarios/discharge_day3_answered.yaml:")
+            expect(page.locator(".b-sim-steps li.b-sim-fail")).to_have_count(1)
+            assert errors == []
+        finally:
+            browser.close()
+    assert live_rows(engine) == before
