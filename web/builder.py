@@ -534,7 +534,8 @@ def simulate(*, editor: Principal, app_id: str, kind: str, key: str, text: str,
     app and every app beside it as the user's drafts would make them: the stored definitions,
     the user's saved drafts over them, and ``text`` as ``kind/key``. The live database is only
     read, in a short transaction before the run. Raises :class:`BuilderError` when the user may
-    not edit the app, the app has no such scenario, or the run is stopped at the time limit."""
+    not edit the app, the app has no such scenario, ``CARELOOP_SIMULATE_CONCURRENCY`` runs are
+    already under way, or the run is stopped at the time limit."""
     import tempfile
     from pathlib import Path
 
@@ -561,6 +562,8 @@ def simulate(*, editor: Principal, app_id: str, kind: str, key: str, text: str,
                 raise BuilderError("builder.simulate_unknown", 404,
                                    scenario=", ".join(unknown))
             sim.write_apps(session, folder / "apps", list(drafts.values()))
+        if not sim.RUNNING.acquire(blocking=False):
+            raise BuilderError("builder.simulate_busy", 429)
         try:
             outcome = sim.run_in_child(folder, app_id, scenarios, timeout)
         except sim.SimulateTimeout as exc:
@@ -568,6 +571,8 @@ def simulate(*, editor: Principal, app_id: str, kind: str, key: str, text: str,
                                seconds=f"{exc.seconds:g}") from exc
         except sim.SimulateFailed as exc:
             raise BuilderError("builder.simulate_failed", 500, reason=str(exc)) from exc
+        finally:
+            sim.RUNNING.release()
     problems = outcome.get("problems") or []
     runs = outcome.get("scenarios") or []
     return {"ok": not problems and bool(runs) and all(r.get("ok") for r in runs),

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ from careloop.engine.models import BundleRow
 
 DEFAULT_TIMEOUT = 120.0  # seconds; CARELOOP_SIMULATE_TIMEOUT overrides
 RESULT = "result.json"
+# simulations at once in this process (each is a child process using a core);
+# CARELOOP_SIMULATE_CONCURRENCY overrides; more are refused (429), not queued
+_CONCURRENCY = os.environ.get("CARELOOP_SIMULATE_CONCURRENCY", "").strip()
+RUNNING = threading.BoundedSemaphore(max(1, int(_CONCURRENCY)) if _CONCURRENCY.isdigit() else 2)
 REQUEST = "request.json"
 
 

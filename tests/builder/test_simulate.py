@@ -149,6 +149,22 @@ def test_a_long_run_is_stopped(px: TestClient, monkeypatch: pytest.MonkeyPatch) 
     assert "0.05" in answer.json()["detail"]
 
 
+def test_too_many_simulations_at_once_are_refused(px: TestClient) -> None:
+    from careloop.web import simulate
+
+    taken = 0
+    while simulate.RUNNING.acquire(blocking=False):
+        taken += 1
+    try:
+        answer = px.post(URL, json={"app": "discharge", "text": FLOW, "scenario": SCENARIO})
+        assert answer.status_code == 429
+        assert answer.json()["code"] == "builder.simulate_busy"
+    finally:
+        for _ in range(taken):
+            simulate.RUNNING.release()
+    assert taken >= 1
+
+
 def test_simulate_needs_an_editor_of_the_app_and_csrf(
         client: TestClient, apps: list[str]) -> None:
     make_user("nurse_sim", "head_nurse")
