@@ -506,3 +506,74 @@ def definition_keys(session: Session, kind: str) -> list[dict[str, Any]]:
 
 def json_text(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, indent=2)
+
+
+# --- simulate: run the app's journey scenarios against the user's drafts ---------------------
+
+
+def app_scenarios(session: Session, user_id: int, app_id: str) -> list[dict[str, Any]]:
+    """The scenarios ``simulate`` can run for ``app_id``: its published ones and the user's
+    drafts of new ones (``key``, ``title``, ``draft``)."""
+    found: dict[str, dict[str, Any]] = {
+        row.key: {"key": row.key, "title": dict(row.title or {}), "draft": False}
+        for row in store.list_current(session, kind="scenario", app_id=app_id)}
+    for draft in session.scalars(select(BuilderDraft).where(
+            BuilderDraft.user_id == user_id, BuilderDraft.kind == "scenario",
+            BuilderDraft.app_id == app_id)):
+        body = yaml.safe_load(draft.text) if draft.text.strip() else None
+        title = body.get("title") if isinstance(body, dict) else None
+        found[draft.key] = {"key": draft.key, "draft": True,
+                            "title": title if isinstance(title, dict)
+                            else found.get(draft.key, {}).get("title", {})}
+    return [found[k] for k in sorted(found)]
+
+
+def simulate(*, editor: Principal, app_id: str, kind: str, key: str, text: str,
+             scenarios: list[str] | None, timeout: float | None = None) -> dict[str, Any]:
+    """Run ``scenarios`` (``None``: all) of ``app_id`` in a scratch SQLite database, with the
+    app and every app beside it as the user's drafts would make them: the stored definitions,
+    the user's saved drafts over them, and ``text`` as ``kind/key``. The live database is only
+    read, in a short transaction before the run. Raises :class:`BuilderError` when the user may
+    not edit the app, the app has no such scenario, ``CARELOOP_SIMULATE_CONCURRENCY`` runs are
+    already under way, or the run is stopped at the time limit."""
+    import tempfile
+    from pathlib import Path
+
+    from careloop.engine.db import transaction
+    from careloop.web import simulate as sim
+
+    with tempfile.TemporaryDirectory(prefix="careloop-simulate-") as tmp:
+        folder = Path(tmp)
+        with transaction() as session:
+            require_editor(session, editor, app_id)
+            drafts = {(d.kind, d.key): sim.Draft(d.app_id, d.kind, d.key, d.text,
+                                                 source_path(d.kind, d.key, d.text))
+                      for d in session.scalars(select(BuilderDraft).where(
+                          BuilderDraft.user_id == editor.user_id))}
+            drafts[(kind, key)] = sim.Draft(app_id, kind, key, text,
+                                            source_path(kind, key, text))
+            known = {s["key"] for s in app_scenarios(session, editor.user_id, app_id)}
+            if kind == "scenario":
+                known.add(key)
+            if not known:
+                raise BuilderError("builder.simulate_none", 404, app=app_id)
+            unknown = sorted(set(scenarios or ()) - known)
+            if unknown:
+                raise BuilderError("builder.simulate_unknown", 404,
+                                   scenario=", ".join(unknown))
+            sim.write_apps(session, folder / "apps", list(drafts.values()))
+        if not sim.RUNNING.acquire(blocking=False):
+            raise BuilderError("builder.simulate_busy", 429)
+        try:
+            outcome = sim.run_in_child(folder, app_id, scenarios, timeout)
+        except sim.SimulateTimeout as exc:
+            raise BuilderError("builder.simulate_timeout", 504,
+                               seconds=f"{exc.seconds:g}") from exc
+        except sim.SimulateFailed as exc:
+            raise BuilderError("builder.simulate_failed", 500, reason=str(exc)) from exc
+        finally:
+            sim.RUNNING.release()
+    problems = outcome.get("problems") or []
+    runs = outcome.get("scenarios") or []
+    return {"ok": not problems and bool(runs) and all(r.get("ok") for r in runs),
+            "app": app_id, "database": "sqlite", "problems": problems, "scenarios": runs}

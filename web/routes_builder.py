@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from careloop.engine import store
 from careloop.engine.bundles import BundleError, export_bundle, import_bundle
@@ -366,6 +367,41 @@ async def try_rules(request: Request, key: str = KEY_PATH,
         return outcome
 
     return await _on_draft(request, run)
+
+
+@router.get("/api/v1/builder/apps/{app_id}/scenarios")
+def app_scenarios(app_id: str = Path(pattern=KEY), me: Principal = NEEDS_BUILDER) -> Any:
+    """The journey scenarios "simulate" offers for an app (``key``, ``title``, ``draft``)."""
+    with transaction() as session:
+        builder.require_app(session, app_id)
+        return builder.app_scenarios(session, me.user_id, app_id)
+
+
+@router.post("/api/v1/builder/simulate/{kind}/{key}")
+async def simulate(request: Request, kind: str, key: str = KEY_PATH,
+                   me: Principal = NEEDS_BUILDER) -> Any:
+    """Run the app's journey scenarios (``scenario``: one key; all without it) against the
+    draft as posted (``text`` or ``body``) and the user's other drafts, in a scratch SQLite
+    database, in a child process stopped at ``CARELOOP_SIMULATE_TIMEOUT`` seconds."""
+    _kind(kind)
+    data = await _payload(request)
+    app = _app(data)
+    chosen = data.get("scenario")
+    try:
+        text = builder.text_of(data)
+        if app is None:
+            raise builder.BuilderError("builder.simulate_no_app")
+        if chosen is not None and not isinstance(chosen, str):
+            raise builder.BuilderError("builder.simulate_unknown", 404, scenario=str(chosen))
+        result = await run_in_threadpool(
+            builder.simulate, editor=me, app_id=app, kind=kind, key=key, text=text,
+            scenarios=[chosen] if chosen else None)
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    record(request, me, "builder.simulate", object_type=kind, object_id=key,
+           details={"app": app, "scenarios": [s.get("scenario") for s in result["scenarios"]],
+                    "ok": result["ok"]})
+    return result
 
 
 @router.get("/builder/apps/{app_id}/export")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,9 +157,14 @@ def bundles_for(app_root: Path, extra: tuple[str, ...] = ()) -> list[Path]:
     return order_by_requires(list(wanted.values()))
 
 
-def run_scenario(spec: ScenarioSpec, app_root: Path, *,
-                 database_url: str | None = None) -> ScenarioResult:
-    """Run one compiled scenario of the app at ``app_root`` in its own database."""
+def run_scenario(spec: ScenarioSpec, app_root: Path, *, database_url: str | None = None,
+                 observe: Callable[[Engine], None] | None = None) -> ScenarioResult:
+    """Run one compiled scenario of the app at ``app_root`` in its own database.
+
+    ``database_url`` ``""`` always uses a SQLite file (``None``: ``CARELOOP_DATABASE_URL``).
+    ``observe(engine)`` is called once the steps have run, before the database is removed (the
+    builder's simulate reads the patient's timeline there).
+    """
     with isolated_database(database_url) as engine:
         result = ScenarioResult(key=spec.key, file=spec.file, backend=engine.dialect.name)
         try:
@@ -178,6 +183,8 @@ def run_scenario(spec: ScenarioSpec, app_root: Path, *,
             result.steps.append(outcome)
             if outcome.failures:
                 break  # later steps build on this one; their failures would only echo it
+        if observe is not None:
+            observe(engine)
         return result
 
 
