@@ -106,7 +106,7 @@ def test_a_draft_that_breaks_the_journey_fails_at_the_expectation(
         assert current is not None
         assert (current.version, current.source_text) == (version, text)
         audit = session.scalars(select(AuditRow).where(
-            AuditRow.action == "builder.simulate")).all()
+            AuditRow.action == "builder.simulate").order_by(AuditRow.id)).all()
         assert audit and audit[-1].details["ok"] is False
 
 

@@ -191,7 +191,7 @@ def test_a_complaint_travels_from_intake_to_closure(app: Any, engine: Engine,
     with transaction() as session:
         seen = session.scalars(select(AuditRow).where(
             AuditRow.action == "patient.view", AuditRow.object_type == "complaint",
-            AuditRow.actor == "cardio_hn")).all()
+            AuditRow.actor == "cardio_hn").order_by(AuditRow.id)).all()
         assert seen and seen[-1].details == {"access": "department"}
 
     # Nobody replies within 24 h: the director is escalated to; the head nurse may no longer
@@ -249,7 +249,7 @@ def test_a_complaint_travels_from_intake_to_closure(app: Any, engine: Engine,
                 OutboxMessage.template_key == "complaint_satisfaction")).all()
             assert len(asked) == 1
             decisions = session.scalars(select(AuditRow).where(
-                AuditRow.action == "task.decision")).all()
+                AuditRow.action == "task.decision").order_by(AuditRow.id)).all()
             assert [(d.actor, d.details["decision"]) for d in decisions] == [
                 ("cardio_dir", "approve"), ("px", "reject"), ("cardio_hn", "approve"),
                 ("px", "approve")]
