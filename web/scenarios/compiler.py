@@ -37,6 +37,8 @@ REFERENCES = {"messages": (("template", "template"),), "submissions": (("form", 
               "flow_runs": (("flow", "flow"),),
               "dashboard": (("key", "dashboard"), ("chart", "chart")),
               "patient_opens_link": (("form", "form"), ("template", "template"))}
+# Expectation options that are instants (checked like ``start``: scenario.bad-instant).
+INSTANT_OPTIONS = {"messages": ("after", "before"), "tasks": ("due_after", "due_before")}
 _DURATION = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -125,7 +127,7 @@ class Checker:
                 self._who((*path, kind, field), options[field])
             if kind == "tasks" and "user" in options:
                 self._who((*path, kind, "user"), options["user"])
-            for bound in ("after", "before") if kind == "messages" else ():
+            for bound in INSTANT_OPTIONS.get(kind, ()):
                 self._instant((*path, kind, bound), options.get(bound))
             yield ExpectSpec(expectation=catalogue[kind], options=options,
                              where=self.where(path))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -55,11 +56,24 @@ def _usernames(journey: Journey) -> dict[int, str]:
             select(User.id, User.username))}
 
 
-def _describe_task(task: Task, users: dict[int, str]) -> str:
+def _describe_task(task: Task, users: dict[int, str], due: bool = False) -> str:
     who = "/".join(x for x in (task.assignee_role, task.department_id) if x)
     if task.assignee_user_id:
         who = (who + " " if who else "") + f"user {users.get(task.assignee_user_id, '?')}"
-    return f"{task.title} [{who or 'unassigned'}, {task.status}, {task.priority}]"
+    when = ""
+    if due:  # shown in hospital time when the expectation bounds it
+        when = f", due {to_local(task.due_at):%m-%d %H:%M}" if task.due_at else ", no due time"
+    return f"{task.title} [{who or 'unassigned'}, {task.status}, {task.priority}{when}]"
+
+
+def _due_within(task: Task, after: datetime | None, before: datetime | None) -> bool:
+    """``due_after`` (at or after) and ``due_before`` (before) bound the task's due time."""
+    if after is None and before is None:
+        return True
+    if task.due_at is None:
+        return False
+    due = task.due_at if task.due_at.tzinfo else task.due_at.replace(tzinfo=UTC)
+    return (after is None or due >= after) and (before is None or due < before)
 
 
 def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
@@ -67,6 +81,9 @@ def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
     by_name = {v: k for k, v in users.items()}
     with transaction(journey.engine) as session:
         tasks = list(session.scalars(select(Task).order_by(Task.id)))
+    due_after = parse_instant(options["due_after"]) if "due_after" in options else None
+    due_before = parse_instant(options["due_before"]) if "due_before" in options else None
+    bounded = due_after is not None or due_before is not None
     columns = {"kind": "kind", "patient": "patient_id", "role": "assignee_role",
                "department": "department_id", "priority": "priority", "status": "status",
                "outcome": "outcome", "title": "title"}
@@ -75,8 +92,10 @@ def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
                     if name in options)
              and ("title_contains" not in options or options["title_contains"] in t.title)
              and ("user" not in options or t.assignee_user_id == by_name.get(options["user"]))
-             and ("overdue" not in options or _overdue(t) == options["overdue"])]
-    everything = "tasks: " + ("; ".join(_describe_task(t, users) for t in tasks) or "none")
+             and ("overdue" not in options or _overdue(t) == options["overdue"])
+             and _due_within(t, due_after, due_before)]
+    everything = "tasks: " + ("; ".join(_describe_task(t, users, bounded) for t in tasks)
+                              or "none")
     return _count("task", options, found, everything)
 
 
