@@ -25,6 +25,10 @@ def test_the_shipped_apps_have_scenarios() -> None:
     keys = {spec.key for spec, _ in select([], APPS).scenarios}
     assert {"discharge_day3_answered", "discharge_day7_phone_70plus", "discharge_cancelled",
             "complaint_desk_resolved", "pci_followup_days_7_30"} <= keys
+    # the seed journeys of orthopedics, complaints (PX review approved and rejected) and the
+    # day-7 call's retry
+    assert {"before_surgery_and_revisit", "complaint_px_review", "complaint_px_review_rejected",
+            "discharge_day7_phone_retry"} <= keys
 
 
 @pytest.mark.parametrize(("spec", "app"), shipped())
