@@ -337,3 +337,18 @@ def test_a_decision_sends_the_routes_body_notes_and_back_to(tmp_path: Path,
     assert [step["failures"] for step in steps[:4]] == [[], [], [], []], result.output
     assert "answered 422" in steps[4]["failures"][0]["message"]
     assert "no step 'nowhere' to go back to" in steps[4]["failures"][0]["message"]
+
+
+def test_a_message_expected_to_contain_a_text_shows_the_bodies_it_saw(
+        apps: Path, engine: object) -> None:
+    path = _write(apps, "contains_text", """    expect:
+      - messages: {template: discharge_settlement, contains: [张三], count: 1}
+      - messages: {template: discharge_settlement, contains: [张三, 李四], count: 1}
+""")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    failures = json.loads(result.output)["scenarios"][0]["steps"][-1]["failures"]
+    assert [f["path"] for f in failures] == ["$.steps[1].expect[1]"]
+    assert failures[0]["message"].startswith(
+        "expected 1 message (template discharge_settlement, contains ['张三', '李四']), saw 0 "
+        "(messages: discharge_settlement wechat pending “张三")

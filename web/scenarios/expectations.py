@@ -127,10 +127,12 @@ def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
              and ("delivered" not in options
                   or (m.status not in UNDELIVERED) == options["delivered"])
              and (after is None or (m.sent_at or m.created_at) >= after)
-             and (before is None or (m.sent_at or m.created_at) < before)]
+             and (before is None or (m.sent_at or m.created_at) < before)
+             and all(text in m.body for text in options.get("contains", ()))]
     everything = "messages: " + ("; ".join(
         f"{m.template_key} {m.channel} {m.status}"
         + (f" {to_local(m.sent_at):%m-%d %H:%M}" if m.sent_at and (after or before) else "")
+        + (f" “{m.body[:120]}”" if "contains" in options else "")
         for m in messages) or "none")
     counted = _count("message", options, found, everything)
     if counted is not None:
