@@ -58,8 +58,12 @@ def _standard_values(x: Exec) -> dict[str, Any]:
     patient = x.session.get(Patient, x.run.patient_id) if x.run.patient_id else None
     encounter = x.session.get(Encounter, x.run.encounter_id) if x.run.encounter_id else None
     locale = patient.locale if patient is not None else "zh-CN"
-    department = (x.session.get(Department, encounter.department_id)
-                  if encounter is not None else None)
+    # the encounter's department; a run without one (an appointment, a surgery) uses the
+    # department its starting event names
+    department_id = (encounter.department_id if encounter is not None
+                     else (x.run.context.get("_event") or {}).get("department_id"))
+    department = (x.session.get(Department, str(department_id))
+                  if department_id else None)
     values: dict[str, Any] = {
         "patient_name": patient.name if patient is not None else "",
         "department_name": pick(department.name, locale) if department is not None else "",
@@ -68,8 +72,24 @@ def _standard_values(x: Exec) -> dict[str, Any]:
     }
     names = x.names()
     for name in x.step.get("values", {}) or {}:
-        values[name] = x.evaluate(f"values.{name}", names)
+        values[name] = _readable(x.evaluate(f"values.{name}", names))
     return values
+
+
+def _readable(value: Any) -> Any:
+    """A date-time value (an event's ``scheduled_at``) as patients read it: hospital-local
+    ``YYYY-MM-DD HH:MM``, never an ISO instant with its offset."""
+    moment = value
+    if isinstance(value, str) and len(value) > 10 and value[4:5] == "-" and "T" in value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(moment, datetime):
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=hospital_tz())
+    return moment.astimezone(hospital_tz()).strftime("%Y-%m-%d %H:%M")
 
 
 def _channel(x: Exec, default: str = "sms") -> str:

@@ -89,7 +89,7 @@ def test_an_inbox_expectation_shows_what_the_person_sees(apps: Path, engine: obj
                                   "(nurse_li's mine inbox: 出院第7天电话随访 [normal])")
 
 
-def test_an_approval_without_the_decision_api_fails_clearly(apps: Path, engine: object) -> None:
+def test_approving_a_task_that_is_no_approval_fails_clearly(apps: Path, engine: object) -> None:
     path = _write(apps, "approve_phone", """  - travel: {to: "2026-12-08T09:31:00+08:00"}
   - staff: {as: nurse_li, task: {kind: phone_followup}, action: approve}
 """)
@@ -98,8 +98,9 @@ def test_an_approval_without_the_decision_api_fails_clearly(apps: Path, engine: 
     step = json.loads(result.output)["scenarios"][0]["steps"][-1]
     message = step["failures"][0]["message"]
     assert step["type"] == "staff" and step["failures"][0]["path"] == "$.steps[3]"
-    # today there is no decision API; once there is, a phone task is still no approval
-    assert "approve is not available" in message or "answered 4" in message
+    # the decision API refuses: a phone task is no approval
+    assert message.startswith("approve of task 1 by nurse_li answered 409: "), message
+    assert "no open approval" in message
 
 
 def test_a_passing_run_prints_each_step_and_a_summary(apps: Path, engine: object) -> None:
@@ -255,3 +256,99 @@ def test_a_message_expected_without_a_link_shows_the_links_it_has(apps: Path,
     assert result.exit_code == 1
     assert failure["message"].startswith(
         "expected message discharge_care_day3 to carry no link, it has {")
+
+
+def test_a_tasks_due_time_is_bounded_and_shown_when_it_is_not_as_expected(
+        apps: Path, engine: object) -> None:
+    path = _write(apps, "due_bounds", """  - travel: {to: "2026-12-08T09:31:00+08:00"}
+    expect:
+      - tasks: {kind: phone_followup, user: nurse_li, count: 1,
+                due_after: "2026-12-09T09:30", due_before: "2026-12-09T09:31"}
+  - travel: 1m
+    expect:
+      - tasks: {kind: phone_followup, due_before: "2026-12-09T09:30", count: 1}
+""")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    steps = json.loads(result.output)["scenarios"][0]["steps"]
+    assert steps[2]["failures"] == []  # due a day after the task was made, at 09:30
+    failure = steps[3]["failures"][0]
+    assert f"{failure['file']}:{failure['line']}:{failure['column']}" == _at(
+        path, "tasks: {kind: phone_followup, due_before")
+    assert failure["message"] == (
+        "expected 1 task (kind phone_followup, due_before 2026-12-09T09:30), saw 0 (tasks: "
+        "出院第7天电话随访 [cardiology user nurse_li, open, normal, due 2026-12-09 09:30])")
+
+
+def test_a_due_bound_that_is_no_instant_fails_validate(apps: Path) -> None:
+    path = _write(apps, "bad_due", """    expect:
+      - tasks: {kind: phone_followup, due_after: next week}
+""")
+    result = CliRunner().invoke(validate, [str(apps / "discharge")])
+    assert result.exit_code == 1
+    assert f"{_at(path, 'next week')}: scenario.bad-instant at " \
+           "$.steps[1].expect[0].tasks.due_after" in result.output
+
+
+COMPLAINT = """kind: scenario
+key: {key}
+title: {{zh-CN: 测试, en: Test}}
+start: "2026-12-02T14:00:00+08:00"
+steps:
+  - setup:
+      departments: [{{id: cardiology, name: {{zh-CN: 心内科, en: Cardiology}}}}]
+      users:
+        - {{username: hn_cardiology, role: head_nurse, department: cardiology}}
+        - {{username: px_zhao, role: px_office}}
+  - his:
+      - type: patient.upserted
+        payload: {{patient_id: P2, mrn: M2, name: 李四, birth_date: "1972-05-09"}}
+      - type: encounter.discharged
+        payload: {{encounter_id: E2, patient_id: P2, type: inpatient, department_id: cardiology,
+                  discharged_at: "2026-12-01T10:00:00+08:00"}}
+  - staff:
+      as: hn_cardiology
+      fill:
+        path: /patients/P2/complaint
+        answers: {{channel_of_complaint: phone, category: attitude, department: cardiology,
+                  description: 夜班护士态度生硬, wants_contact: "no"}}
+  - staff: {{as: hn_cardiology, task: {{kind: complaint_response}}, action: approve,
+            notes: 已致歉}}
+"""
+
+
+def test_a_decision_sends_the_routes_body_notes_and_back_to(tmp_path: Path,
+                                                            engine: object) -> None:
+    """The runner posts ``{decision, notes, back_to}`` as ``POST /api/v1/tasks/{id}/decision``
+    reads it: the step to go back to reaches the route (an unknown one is refused) and the
+    notes are kept on the decided task."""
+    for name in ("common", "complaints"):
+        shutil.copytree(APPS / name, tmp_path / name, ignore=shutil.ignore_patterns("scenarios"))
+    (tmp_path / "complaints" / "scenarios").mkdir()
+    path = tmp_path / "complaints" / "scenarios" / "back_to.yaml"
+    path.write_text(COMPLAINT.format(key="back_to") + """    expect:
+      - tasks: {kind: complaint_response, status: done, count: 1}
+      - page: {as: hn_cardiology, path: "/tasks/{task}", contains: [已致歉]}
+  - staff: {as: px_zhao, task: {title_contains: 审核}, action: reject, to_step: nowhere}
+""", "utf-8")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    steps = json.loads(result.output)["scenarios"][0]["steps"]
+    assert [step["failures"] for step in steps[:4]] == [[], [], [], []], result.output
+    assert "answered 422" in steps[4]["failures"][0]["message"]
+    assert "no step 'nowhere' to go back to" in steps[4]["failures"][0]["message"]
+
+
+def test_a_message_expected_to_contain_a_text_shows_the_bodies_it_saw(
+        apps: Path, engine: object) -> None:
+    path = _write(apps, "contains_text", """    expect:
+      - messages: {template: discharge_settlement, contains: [张三], count: 1}
+      - messages: {template: discharge_settlement, contains: [张三, 李四], count: 1}
+""")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    failures = json.loads(result.output)["scenarios"][0]["steps"][-1]["failures"]
+    assert [f["path"] for f in failures] == ["$.steps[1].expect[1]"]
+    assert failures[0]["message"].startswith(
+        "expected 1 message (template discharge_settlement, contains ['张三', '李四']), saw 0 "
+        "(messages: discharge_settlement wechat pending “张三")

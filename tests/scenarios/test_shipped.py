@@ -27,6 +27,10 @@ def test_the_shipped_apps_have_scenarios() -> None:
             "complaint_desk_resolved", "pci_followup_days_7_30",
             "hypertension_first_visit_once", "monthly_chronic_loop", "home_bp_crisis",
             "phq9_item9_alert"} <= keys
+    # the seed journeys of orthopedics, complaints (PX review approved and rejected) and the
+    # day-7 call's retry
+    assert {"before_surgery_and_revisit", "complaint_px_review", "complaint_px_review_rejected",
+            "discharge_day7_phone_retry"} <= keys
 
 
 @pytest.mark.parametrize(("spec", "app"), shipped())

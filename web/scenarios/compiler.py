@@ -34,7 +34,7 @@ WHO_FIELDS = {("step", "staff"): "as", ("expect", "inbox"): "of",
               ("expect", "page"): "as"}
 # Further options of an expectation that name a person, and options that are instants.
 PEOPLE = {"tasks": ("user",), "alerts": ("seen_by", "not_seen_by", "acknowledged_by")}
-INSTANTS = {"messages": ("after", "before"), "tasks": ("due",)}
+INSTANTS = {"messages": ("after", "before"), "tasks": ("due", "due_after", "due_before")}
 # Where an expectation or a step names another definition: (option, kind).
 REFERENCES = {"messages": (("template", "template"),), "submissions": (("form", "form"),),
               "flow_runs": (("flow", "flow"),),

@@ -76,11 +76,24 @@ def _same_instant(seen: datetime | None, wanted: str) -> bool:
     return abs((seen - parse_instant(wanted)).total_seconds()) < 60
 
 
+def _due_within(task: Task, after: datetime | None, before: datetime | None) -> bool:
+    """``due_after`` (at or after) and ``due_before`` (before) bound the task's due time."""
+    if after is None and before is None:
+        return True
+    if task.due_at is None:
+        return False
+    due = task.due_at if task.due_at.tzinfo else task.due_at.replace(tzinfo=UTC)
+    return (after is None or due >= after) and (before is None or due < before)
+
+
 def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
     users = _usernames(journey)
     by_name = {v: k for k, v in users.items()}
     with transaction(journey.engine) as session:
         tasks = list(session.scalars(select(Task).order_by(Task.id)))
+    due_after = parse_instant(options["due_after"]) if "due_after" in options else None
+    due_before = parse_instant(options["due_before"]) if "due_before" in options else None
+    bounded = due_after is not None or due_before is not None
     columns = {"kind": "kind", "patient": "patient_id", "role": "assignee_role",
                "department": "department_id", "priority": "priority", "status": "status",
                "outcome": "outcome", "title": "title"}
@@ -90,8 +103,9 @@ def check_tasks(journey: Journey, options: dict[str, Any]) -> str | None:
              and ("title_contains" not in options or options["title_contains"] in t.title)
              and ("user" not in options or t.assignee_user_id == by_name.get(options["user"]))
              and ("overdue" not in options or _overdue(t) == options["overdue"])
-             and ("due" not in options or _same_instant(t.due_at, options["due"]))]
-    everything = "tasks: " + ("; ".join(_describe_task(t, users, "due" in options)
+             and ("due" not in options or _same_instant(t.due_at, options["due"]))
+             and _due_within(t, due_after, due_before)]
+    everything = "tasks: " + ("; ".join(_describe_task(t, users, bounded or "due" in options)
                                         for t in tasks) or "none")
     return _count("task", options, found, everything)
 
@@ -124,10 +138,12 @@ def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
              and ("delivered" not in options
                   or (m.status not in UNDELIVERED) == options["delivered"])
              and (after is None or (m.sent_at or m.created_at) >= after)
-             and (before is None or (m.sent_at or m.created_at) < before)]
+             and (before is None or (m.sent_at or m.created_at) < before)
+             and all(text in m.body for text in options.get("contains", ()))]
     everything = "messages: " + ("; ".join(
         f"{m.template_key} {m.channel} {m.status}"
         + (f" {to_local(m.sent_at):%m-%d %H:%M}" if m.sent_at and (after or before) else "")
+        + (f" “{m.body[:120]}”" if "contains" in options else "")
         for m in messages) or "none")
     counted = _count("message", options, found, everything)
     if counted is not None:

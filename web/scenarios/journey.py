@@ -415,9 +415,11 @@ class Journey:
                                  json={"outcome": options["outcome"],
                                        "notes": options.get("notes")})
         else:
-            body = {"decision": options["action"], "note": options.get("notes")}
+            # the route's body (web/routes_api.py ``Decision``): ``notes``, and ``back_to`` the
+            # step a rejection sends the flow back to (驳回)
+            body = {"decision": options["action"], "notes": options.get("notes")}
             if options.get("to_step"):
-                body["to_step"] = options["to_step"]
+                body["back_to"] = options["to_step"]
             answer = client.post(f"/api/v1/tasks/{task_id}/decision", headers=headers,
                                  json=body)
             if answer.status_code in (404, 405) and "not found" in answer.text.lower():
