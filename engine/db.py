@@ -9,13 +9,14 @@ No state that another process needs is kept here: engines are per-process connec
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -96,3 +97,24 @@ def transaction(engine: Engine | None = None) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+def schema_engine(url: str, prefix: str) -> tuple[Engine, str]:
+    """A fresh PostgreSQL schema ``<prefix>_<random>`` in ``url``'s database and an engine whose
+    connections work in it: the test suite's and each journey scenario's own database.
+
+    Drop it with :func:`drop_schema` when done."""
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    return make_engine(url, connect_args={"options": f"-csearch_path={schema}"}), schema
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a schema made by :func:`schema_engine`, with everything in it."""
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

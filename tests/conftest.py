@@ -9,7 +9,6 @@ then each session works in its own fresh schema, dropped at the end. With
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,16 +25,6 @@ load_all_models()
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _postgres_engine(url: str) -> tuple[Engine, str]:
-    schema = f"careloop_test_{secrets.token_hex(4)}"
-    admin = dbmod.make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    engine = dbmod.make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    return engine, schema
-
-
 @pytest.fixture(scope="session")
 def db_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A migrated, empty database for the whole session (SQLite file or a PostgreSQL schema)."""
@@ -44,7 +33,7 @@ def db_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     url = os.environ.get("CARELOOP_DATABASE_URL")
     schema = None
     if url and make_url(url).get_backend_name() == "postgresql":
-        engine, schema = _postgres_engine(url)
+        engine, schema = dbmod.schema_engine(url, "careloop_test")
     else:
         path = tmp_path_factory.mktemp("db") / "careloop.db"
         engine = dbmod.make_engine(f"sqlite:///{path}")
@@ -55,10 +44,7 @@ def db_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     finally:
         engine.dispose()
         if schema is not None and url:
-            admin = dbmod.make_engine(url)
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+            dbmod.drop_schema(url, schema)
 
 
 @pytest.fixture

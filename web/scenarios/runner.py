@@ -13,7 +13,6 @@ staff users and departments with the same functions the admin pages call.
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from careloop.engine import db as dbmod
@@ -85,15 +84,6 @@ class ScenarioResult:
                 "steps": [s.to_json() for s in self.steps]}
 
 
-def _postgres_schema(url: str) -> tuple[Engine, str]:
-    schema = f"careloop_scenario_{secrets.token_hex(4)}"
-    admin = dbmod.make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    return dbmod.make_engine(url, connect_args={"options": f"-csearch_path={schema}"}), schema
-
-
 @contextmanager
 def isolated_database(url: str | None = None) -> Iterator[Engine]:
     """A migrated, empty database used only by this run, removed afterwards.
@@ -108,7 +98,7 @@ def isolated_database(url: str | None = None) -> Iterator[Engine]:
     schema = None
     with tempfile.TemporaryDirectory(prefix="careloop-scenario-") as folder:
         if url and make_url(url).get_backend_name() == "postgresql":
-            engine, schema = _postgres_schema(url)
+            engine, schema = dbmod.schema_engine(url, "careloop_scenario")
         else:
             engine = dbmod.make_engine(f"sqlite:///{Path(folder) / 'careloop.db'}")
         try:
@@ -118,10 +108,7 @@ def isolated_database(url: str | None = None) -> Iterator[Engine]:
         finally:
             engine.dispose()
             if schema is not None and url:
-                admin = dbmod.make_engine(url)
-                with admin.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+                dbmod.drop_schema(url, schema)
 
 
 def bundles_for(app_root: Path, extra: tuple[str, ...] = ()) -> list[Path]:
