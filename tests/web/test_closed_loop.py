@@ -125,7 +125,10 @@ def test_dissatisfied_day3_answer_reaches_the_head_nurse_and_the_pharmacy(
         cardiology = _inbox(client, "hn", "department")
         assert pharmacy[0]["id"] not in [t["id"] for t in cardiology]
         pharm, _ = _signed_in(client, "pharm")
-        assert pharm.get(f"/tasks/{pharmacy[0]['id']}").status_code == 200
+        page = pharm.get(f"/tasks/{pharmacy[0]['id']}")
+        assert page.status_code == 200
+        # the HIS's gender code reads as a word on the patient card
+        assert "<dd>男</dd>" in page.text and "web.gender" not in page.text
         assert pharm.get(f"/api/v1/tasks/{pharmacy[0]['id']}").status_code == 200
 
     # Untouched: the director after 24 h, the patient-experience office 24 h later.
