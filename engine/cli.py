@@ -110,7 +110,7 @@ def db_app_role(role: str) -> None:
     """PostgreSQL: grant ROLE (an existing role that does not own the tables) what the
     application needs, with only SELECT and INSERT on the audit tables. Run it as the owner,
     after every upgrade, and connect the application as ROLE."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     from careloop.engine import audit_guard
     from careloop.engine.db import default_engine
@@ -122,8 +122,9 @@ def db_app_role(role: str) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except SQLAlchemyError as exc:
-        click.echo(f"error: the database refused the grants ({type(exc.orig).__name__ if "
-                   "getattr(exc, 'orig', None) else type(exc).__name__})", err=True)
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        click.echo(f"error: the database refused the grants ({type(cause).__name__})",
+                   err=True)
         sys.exit(1)
     for statement in statements:
         click.echo(statement)
