@@ -1,5 +1,5 @@
 """Built-in registrations of the engine itself: shared kinds, expression functions and the daily
-``scheduled`` event tick."""
+``scheduled`` event tick and the audit trail's checkpoint tick."""
 
 from __future__ import annotations
 
@@ -13,4 +13,7 @@ def register(registry: Registry) -> None:
 
     functions.register(registry)
     kinds_builtin.register(registry)
+    from careloop.engine.audit import checkpoint_tick
+
     registry.catalogue("tick").register("engine.daily", emit_daily)
+    registry.catalogue("tick").register("audit.checkpoint", checkpoint_tick)

@@ -104,6 +104,33 @@ def db_upgrade() -> None:
                f"{', '.join(sorted(current_revisions()))}")
 
 
+@db.command("app-role")
+@click.argument("role")
+def db_app_role(role: str) -> None:
+    """PostgreSQL: grant ROLE (an existing role that does not own the tables) what the
+    application needs, with only SELECT and INSERT on the audit tables. Run it as the owner,
+    after every upgrade, and connect the application as ROLE."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from careloop.engine import audit_guard
+    from careloop.engine.db import default_engine
+
+    try:
+        with default_engine().begin() as connection:
+            statements = audit_guard.grant_app_role(connection, role)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        click.echo(f"error: the database refused the grants ({type(cause).__name__})",
+                   err=True)
+        sys.exit(1)
+    for statement in statements:
+        click.echo(statement)
+    click.echo(f"{role} may read and append the audit trail, never change or delete it")
+
+
 @cli.group()
 def bundle() -> None:
     """Import and export app bundles."""
@@ -261,17 +288,54 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def audit_verify() -> None:
-    """Check the audit chain; exit 1 if any row was altered or deleted."""
+@click.option("--checkpoints", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The checkpoint file (default CARELOOP_AUDIT_CHECKPOINTS or "
+                   "var/audit-checkpoints.jsonl).")
+def audit_verify(checkpoints: Path | None) -> None:
+    """Check the audit chain with the audit key, and the table against the signed checkpoints;
+    exit 1 if any row was altered, deleted, moved or re-chained, or the table was truncated."""
     from careloop.engine import audit as audit_log
+    from careloop.engine.audit_key import AuditKeyError
     from careloop.engine.db import transaction
 
-    with transaction() as session:
-        breaks = list(audit_log.verify(session))
+    try:
+        with transaction() as session:
+            breaks = list(audit_log.verify(session, checkpoints=checkpoints))
+            rows = session.scalar(audit_log.row_count())
+    except AuditKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     for item in breaks:
-        click.echo(f"audit row {item.row_id}: {item.reason}")
-    click.echo("audit chain intact" if not breaks else f"{len(breaks)} break(s) in the audit chain")
+        click.echo(item.render())
+    click.echo(f"audit trail intact ({rows:,} rows)" if not breaks
+               else f"{len(breaks)} break(s) in the audit trail")
     sys.exit(1 if breaks else 0)
+
+
+@audit.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Append a signed checkpoint (last id, row count, last hash, time) to the checkpoint file
+    (and syslog, with CARELOOP_AUDIT_SYSLOG). The audit.checkpoint tick does this hourly."""
+    from careloop.engine import audit as audit_log
+    from careloop.engine.audit_key import AuditKeyError
+    from careloop.engine.clock import to_local
+    from careloop.engine.db import transaction
+
+    path = audit_log.checkpoint_path()
+    if path is None:
+        click.echo(f"error: checkpoints are off ({audit_log.CHECKPOINTS_ENV}=off)", err=True)
+        sys.exit(1)
+    try:
+        with transaction() as session:
+            entry = audit_log.checkpoint(session, path)
+    except AuditKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    from datetime import datetime
+
+    at = to_local(datetime.fromisoformat(entry["at"]))
+    click.echo(f"checkpoint at {at:%Y-%m-%d %H:%M}: {entry['count']:,} rows, last row "
+               f"{entry['last_id']:,}; written to {path}")
 
 
 def _add_engine_commands() -> None:

@@ -24,7 +24,11 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
-    """Bring the database schema to the newest revision (idempotent)."""
+    """Bring the database schema to the newest revision (idempotent); the audit key file is
+    created first when there is none (``careloop up`` and ``careloop db upgrade`` come here)."""
+    from careloop.engine.audit_key import ensure_key
+
+    ensure_key()
     engine = engine or default_engine()
     cfg = alembic_config(engine)
     with engine.begin() as connection:

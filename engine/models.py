@@ -185,6 +185,22 @@ class AuditRow(Base):
     hash: Mapped[str] = mapped_column(String(80), unique=True)
 
 
+class AuditAnchor(Base):
+    """Where the keyed (HMAC) audit chain starts: written once by migration 0014, signed with the
+    audit key. Rows up to ``legacy_last_id`` carry the older unkeyed SHA-256 chain."""
+
+    __tablename__ = "audit_anchor"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    chain_id: Mapped[str] = mapped_column(String(64), unique=True)
+    legacy_last_id: Mapped[int]
+    legacy_last_hash: Mapped[str] = mapped_column(String(80))
+    legacy_count: Mapped[int]
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(100))
+
+
 # Every module that defines tables; engines not written yet are skipped.
 MODEL_MODULES = (
     "careloop.engine.domain",

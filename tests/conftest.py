@@ -9,7 +9,8 @@ then each session works in its own fresh schema, dropped at the end. With
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,34 @@ from careloop.engine.models import Base, load_all_models
 load_all_models()
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The audit chain's key and checkpoints live outside the database: the suite gets its own
+# (inherited by every child process: builder simulations, CLI runs).
+_AUDIT_DIR = Path(tempfile.mkdtemp(prefix="careloop-audit-"))
+os.environ.setdefault("CARELOOP_AUDIT_KEY_FILE", str(_AUDIT_DIR / "audit.key"))
+os.environ.setdefault("CARELOOP_AUDIT_CHECKPOINTS", str(_AUDIT_DIR / "checkpoints.jsonl"))
+# Tables a test's cleanup keeps: the audit chain's anchor is written once per database.
+KEPT = {"audit_anchor"}
+
+
+def empty_tables(engine: Engine) -> None:
+    """Empty every table but the anchor; the audit table's append-only triggers are lifted for
+    the cleanup only (the test database's owner may; the application has no such switch)."""
+    from careloop.engine import audit_guard
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        else:
+            audit_guard.remove(conn)
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name not in KEPT:
+                conn.execute(table.delete())
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER USER"))
+        else:
+            audit_guard.install(conn)
+    Path(os.environ["CARELOOP_AUDIT_CHECKPOINTS"]).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +80,25 @@ def db_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 def engine(db_engine: Engine) -> Iterator[Engine]:
     """The session database, emptied after the test."""
     yield db_engine
-    with db_engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
+    empty_tables(db_engine)
+
+
+Tamper = Callable[..., None]
+
+
+@pytest.fixture
+def tamper(db_engine: Engine) -> Tamper:
+    """Run SQL as an attacker holding the tables' owner rights would: the append-only triggers
+    dropped, the statement run, the triggers put back."""
+    from careloop.engine import audit_guard
+
+    def run(statement: str, params: dict[str, object] | None = None,
+            engine: Engine | None = None) -> None:
+        with (engine or db_engine).begin() as conn:
+            audit_guard.remove(conn)
+            conn.execute(text(statement), params or {})
+            audit_guard.install(conn)
+    return run
 
 
 @pytest.fixture

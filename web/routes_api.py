@@ -99,10 +99,15 @@ def _task(session: Any, task_id: int, principal: Principal) -> Task:
 
 @router.get("/tasks/{task_id}")
 @patient_level("task_id", via="task")
-def task(task_id: int = Path(ge=1, le=MAX_ID),
+def task(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
          principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any]:
+    """One task (a patient's task is audited as ``patient.view``, like the task page)."""
     with transaction() as session:
-        return console.task_json(_task(session, task_id, principal))
+        item = _task(session, task_id, principal)
+        if item.patient_id is not None:
+            record(request, principal, "patient.view", session=session, object_type="task",
+                   object_id=str(task_id), patient_id=item.patient_id, details={"via": "api"})
+        return console.task_json(item)
 
 
 @router.post("/tasks/{task_id}/complete", response_model=None)

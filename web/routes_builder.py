@@ -69,6 +69,17 @@ async def _on_draft(request: Request, run: Callable[[Session, str, dict[str, Any
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
+TRY = "builder.try"  # the audit action of a try-it, preview or dry run (docs/security.md)
+
+
+def _audit_try(request: Request, me: Principal, kind: str, key: str, data: str, *,
+               session: Session | None = None, **details: Any) -> None:
+    """Audit a try-it: ``data`` says what it ran on (``scoped``: the user's real, scoped rows;
+    ``posted``: only what was posted, e.g. a test event)."""
+    record(request, me, TRY, session=session, object_type=kind, object_id=key,
+           details={"data": data, **details})
+
+
 def _app(data: dict[str, Any]) -> str | None:
     app = data.get("app")
     return app if isinstance(app, str) and app else None
@@ -293,7 +304,9 @@ async def preview_chart(request: Request, key: str = KEY_PATH,
         spec = checked.result.specs.get(("chart", key))
         if spec is None:
             return {"image": None, "problems": len(checked.problems)}
-        return builder.chart_preview(session, spec, me.scope, locale_of(request))
+        result = builder.chart_preview(session, spec, me.scope, locale_of(request))
+        _audit_try(request, me, "chart", key, "scoped", session=session, draft=True)
+        return result
 
     return await _on_draft(request, run)
 
@@ -305,8 +318,11 @@ def stored_chart_preview(request: Request, key: str = KEY_PATH,
     try:
         with transaction() as session:
             row = store.get_version(session, "chart", key)
-            return builder.chart_preview(session, store.compile_row(row), me.scope,
-                                         locale_of(request))
+            result = builder.chart_preview(session, store.compile_row(row), me.scope,
+                                           locale_of(request))
+            _audit_try(request, me, "chart", key, "scoped", session=session,
+                       version=row.version)
+            return result
     except NotFound as exc:
         raise HTTPException(status_code=404) from exc
     except CareloopError as exc:
@@ -350,8 +366,12 @@ def dataset_columns(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[
 async def try_alert(request: Request, key: str = KEY_PATH,
                     me: Principal = NEEDS_BUILDER) -> Any:
     """Evaluate a draft alert now on the user's (scoped) data, per group; nothing is stored."""
-    return await _on_draft(request, lambda session, text, _: builder.try_alert(
-        session, key, text, me.scope))
+    def run(session: Session, text: str, _: dict[str, Any]) -> Any:
+        result = builder.try_alert(session, key, text, me.scope)
+        _audit_try(request, me, "alert", key, "scoped", session=session)
+        return result
+
+    return await _on_draft(request, run)
 
 
 @router.post("/api/v1/builder/rules/{key}/try")
@@ -364,6 +384,8 @@ async def try_rules(request: Request, key: str = KEY_PATH,
             raise HTTPException(status_code=422, detail="'event' must be a JSON object")
         outcome = builder.try_rules(session, key, text, event)
         session.rollback()  # a dry run: nothing it touched is kept
+        _audit_try(request, me, "ruleset", key, "posted",
+                   event_type=str(event.get("type", ""))[:64])  # its own transaction
         return outcome
 
     return await _on_draft(request, run)
@@ -426,9 +448,13 @@ async def import_plan(request: Request, apply: bool = False,
         try:
             plan = import_bundle(path, dry_run=not apply, actor=me.username)
         except DefinitionInvalid as exc:
+            record(request, me, "builder.import", outcome="failure", object_type="bundle",
+                   details={"apply": apply, "errors": len(exc.problems)})
             return JSONResponse({"errors": [p.to_json() for p in exc.problems]},
                                 status_code=422)
         except BundleError as exc:
+            record(request, me, "builder.import", outcome="failure", object_type="bundle",
+                   details={"apply": apply, "reason": "not a bundle"})
             raise HTTPException(status_code=422, detail=str(exc)) from None
     record(request, me, "builder.import", object_type="bundle", object_id=plan.app_id,
            details={"applied": plan.applied})

@@ -31,7 +31,7 @@ from careloop.forms.models import Submission
 from careloop.forms.pages import describe
 from careloop.forms.patient import Reply, open_page, post_page
 from careloop.forms.runtime import CHANNELS, SubmissionInvalid, load_form, submit
-from careloop.web.deps import Forbidden, csrf_token_of, current, require, require_user
+from careloop.web.deps import Forbidden, csrf_token_of, current, record, require, require_user
 from careloop.web.permissions import PATIENT_VIEW, Principal, can_see_patient
 from careloop.web.scoping import patient_level
 
@@ -109,12 +109,15 @@ def post_submission(key: str, body: SubmissionIn, me: Viewer) -> Any:
 
 @router.get("/api/v1/submissions/{submission_id}")
 @patient_level("submission_id", via="submission")
-def get_submission(me: Viewer, submission_id: SubmissionId,
+def get_submission(request: Request, me: Viewer, submission_id: SubmissionId,
                    locale: str = "zh-CN") -> dict[str, Any]:
-    """A submission with the labels of the form version it was made with."""
+    """A submission with the labels of the form version it was made with (audited as
+    ``patient.view``)."""
     with transaction() as session:
         sub = _visible_submission(session, submission_id, me)
         _, spec = load_form(session, sub.form_key, sub.form_version)
+        record(request, me, "patient.view", session=session, object_type="submission",
+               object_id=str(sub.id), patient_id=sub.patient_id, details={"via": "api"})
         return {"id": sub.id, "form": sub.form_key, "form_version": sub.form_version,
                 "content_hash": sub.content_hash, "patient_id": sub.patient_id,
                 "encounter_id": sub.encounter_id, "channel": sub.channel,
@@ -125,10 +128,15 @@ def get_submission(me: Viewer, submission_id: SubmissionId,
 
 @router.get("/api/v1/submissions/{submission_id}/fhir")
 @patient_level("submission_id", via="submission")
-def get_submission_fhir(me: Viewer, submission_id: SubmissionId) -> dict[str, Any]:
+def get_submission_fhir(request: Request, me: Viewer,
+                        submission_id: SubmissionId) -> dict[str, Any]:
+    """A submission as a FHIR QuestionnaireResponse (audited as ``patient.export``)."""
     with transaction() as session:
         sub = _visible_submission(session, submission_id, me)
         _, spec = load_form(session, sub.form_key, sub.form_version)
+        record(request, me, "patient.export", session=session, object_type="submission",
+               object_id=str(sub.id), patient_id=sub.patient_id,
+               details={"format": "fhir", "form": sub.form_key})
         return export_response(spec, sub.answers, patient_id=sub.patient_id,
                                authored=sub.submitted_at.isoformat(), scores=sub.scores)
 

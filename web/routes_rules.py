@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
-from careloop.web.deps import require
+from careloop.web.deps import record, require
 from careloop.web.permissions import DEFINITIONS_VIEW, Principal
 
 router = APIRouter(prefix="/api/v1")
@@ -46,6 +46,8 @@ async def test_ruleset(key: str, request: Request,
         with transaction() as session:
             outcome = dry_run(session, key, event)
             session.rollback()
+        record(request, principal, "builder.try", object_type="ruleset", object_id=key,
+               details={"data": "posted", "event_type": str(event.get("type", ""))[:64]})
     except NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except CareloopError as exc:

@@ -109,6 +109,7 @@ def run_in_child(folder: Path, app_id: str, scenarios: list[str] | None,
     (folder / REQUEST).write_text(json.dumps({"app": app_id, "scenarios": scenarios}), "utf-8")
     env = {k: v for k, v in os.environ.items() if k != "CARELOOP_DATABASE_URL"}
     env["CARELOOP_DATABASE_URL"] = f"sqlite:///{folder / 'unused.db'}"  # never the live one
+    env["CARELOOP_AUDIT_CHECKPOINTS"] = "off"  # the scratch audit trail is not the hospital's
     try:
         done = subprocess.run([sys.executable, "-m", "careloop.web.simulate", str(folder)],
                               env=env, cwd=folder / "apps", capture_output=True, text=True,

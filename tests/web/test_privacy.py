@@ -6,13 +6,14 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from careloop.engine import audit
 from careloop.engine.db import transaction
 from careloop.engine.models import AuditRow
 from careloop.web.logfilter import install, redact
 
+from ..conftest import Tamper
 from .conftest import UserFactory, csrf_from, login
 
 
@@ -80,7 +81,8 @@ def test_export_is_permissioned_masked_and_audited(
 
 
 def test_audit_verify_detects_a_modified_row(
-        client: TestClient, wards: dict[str, int], user_factory: UserFactory) -> None:
+        client: TestClient, wards: dict[str, int], user_factory: UserFactory,
+        tamper: Tamper) -> None:
     user_factory("doc", "doctor", "cardio")
     user_factory("auditor", "auditor", None)
     login(client, "doc")
@@ -91,18 +93,17 @@ def test_audit_verify_detects_a_modified_row(
         first = session.scalars(select(AuditRow).where(
             AuditRow.action == "patient.view")).first()
         assert first is not None
-        session.execute(update(AuditRow).where(AuditRow.id == first.id)
-                        .values(patient_id="PZ"))
+    tamper("UPDATE audit_log SET patient_id = 'PZ' WHERE id = :id", {"id": first.id})
     login(client, "auditor")
     page = client.get("/admin/audit?verify=true")
     assert page.status_code == 200
-    assert f"#{first.id}:" in page.text
+    assert f"row {first.id}: hash mismatch" in page.text
     from click.testing import CliRunner
 
     from careloop.engine.cli import audit_verify
 
     result = CliRunner().invoke(audit_verify)
-    assert result.exit_code == 1 and f"audit row {first.id}" in result.output
+    assert result.exit_code == 1 and f"row {first.id}: hash mismatch" in result.output
 
 
 def test_audit_viewer_filters(client: TestClient, wards: dict[str, int],
