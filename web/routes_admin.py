@@ -150,9 +150,7 @@ def user_status(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
         if user is None:
             raise HTTPException(status_code=404)
         if action == "unlock":
-            cred = session.get(UserCredential, user_id)
-            if cred is not None:
-                cred.locked_until, cred.failed_count = None, 0
+            auth.unlock(session, user)
         else:
             user.active = action == "activate"
             if not user.active:
