@@ -172,6 +172,7 @@ def login(session: Session, username: str, password: str, *, ip: str | None,
     ok = verify_password(cred.password_hash if cred is not None and not delayed else None,
                          password)
     if delayed:
+        throttle.fail(session, "ip", ip or "unknown")  # trying on while delayed counts too
         _audit_login(session, username, "failure", ip=ip, request_id=request_id,
                      reason="throttled")
         return LoginResult(False, reason="throttled")
