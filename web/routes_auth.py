@@ -98,11 +98,11 @@ async def login_submit(request: Request, username: str = Form(max_length=64),
     until = await run_in_threadpool(_address_blocked, ip)
     if until is not None:
         seconds = max(1, int((until - now_utc()).total_seconds()) + 1)
-        response = await run_in_threadpool(partial(
+        refused = await run_in_threadpool(partial(
             render, request, "login.html", status_code=429, next=_safe_next(next),
             error=t("web.login.throttled", locale, time=_local_time(until))))
-        response.headers["Retry-After"] = str(seconds)
-        return response
+        refused.headers["Retry-After"] = str(seconds)
+        return refused
     result = await to_thread.run_sync(
         _check_login, request.cookies.get(SESSION_COOKIE), username.strip(), password, ip,
         request_id(request), limiter=_hash_limiter())
@@ -147,12 +147,12 @@ def totp_submit(request: Request, code: str = Form(max_length=12)) -> Response:
             assert user is not None  # the session's user row exists (FK)
             new_token = auth.create_session(session, user, ip=client_ip(request))
     if result.outcome == "throttled" and result.until is not None:
-        response = render(request, "totp.html", status_code=429,
-                          error=t("web.totp.throttled", locale,
-                                  time=_local_time(result.until)))
-        response.headers["Retry-After"] = str(
+        refused = render(request, "totp.html", status_code=429,
+                         error=t("web.totp.throttled", locale,
+                                 time=_local_time(result.until)))
+        refused.headers["Retry-After"] = str(
             max(1, int((result.until - now_utc()).total_seconds()) + 1))
-        return response
+        return refused
     if result.outcome != "ok":
         return render(request, "totp.html", status_code=401,
                       error=t("web.totp.wrong_or_used", locale))

@@ -25,10 +25,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, delete, update
+from sqlalchemy import Table, case, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from careloop.engine.clock import now_utc
 from careloop.web.models import SigninThrottle
@@ -78,7 +80,8 @@ def delay_after(failures: int, rule: Limit) -> timedelta | None:
     if failures < rule.free:
         return None
     steps = min(failures - rule.free, 30)
-    return min(rule.cap, rule.base * (2 ** steps))
+    delay: timedelta = min(rule.cap, rule.base * (2 ** steps))
+    return delay
 
 
 def blocked_until(session: Session, scope: str, value: str) -> datetime | None:
@@ -94,20 +97,21 @@ def fail(session: Session, scope: str, value: str) -> datetime | None:
     """Count one failure (atomically, several processes at once); returns the new block's end."""
     rule, now, key = limit(scope), now_utc(), key_of(scope, value)
     table = SigninThrottle.__table__
+    assert isinstance(table, Table)
     fresh = SigninThrottle.last_failure_at < now - rule.window
     dialect = session.get_bind().dialect.name
     values = {"key": key, "scope": scope, "failures": 1, "last_failure_at": now,
               "blocked_until": None}
     counted = case((fresh, 1), else_=SigninThrottle.failures + 1)
+    changes = {"failures": counted, "last_failure_at": now}
+    stmt: ReturningInsert[Any]
     if dialect == "postgresql":
-        pg = postgresql.insert(table).values(**values)
-        stmt = pg.on_conflict_do_update(
-            index_elements=["key"], set_={"failures": counted, "last_failure_at": now})
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_update(
+            index_elements=["key"], set_=changes).returning(table.c.failures)
     else:
-        lite = sqlite.insert(table).values(**values)
-        stmt = lite.on_conflict_do_update(
-            index_elements=["key"], set_={"failures": counted, "last_failure_at": now})
-    failures = int(session.execute(stmt.returning(table.c.failures)).scalar_one())
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_update(
+            index_elements=["key"], set_=changes).returning(table.c.failures)
+    failures = int(session.execute(stmt).scalar_one())
     delay = delay_after(failures, rule)
     until = now + delay if delay is not None else None
     session.execute(update(SigninThrottle).where(SigninThrottle.key == key)
