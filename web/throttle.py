@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, case, delete, update
+from sqlalchemy import Table, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
@@ -91,6 +91,16 @@ def blocked_until(session: Session, scope: str, value: str) -> datetime | None:
     if row is None or row.blocked_until is None or row.blocked_until <= now:
         return None
     return row.blocked_until
+
+
+def delayed_accounts(session: Session, usernames: dict[str, int]) -> set[int]:
+    """Which of ``usernames`` (username → user id) are under an account delay now."""
+    keys = {key_of("account", name.lower()): uid for name, uid in usernames.items()}
+    if not keys:
+        return set()
+    rows = session.scalars(select(SigninThrottle.key).where(
+        SigninThrottle.key.in_(list(keys)), SigninThrottle.blocked_until > now_utc())).all()
+    return {keys[k] for k in rows}
 
 
 def fail(session: Session, scope: str, value: str) -> datetime | None:

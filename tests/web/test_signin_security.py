@@ -307,3 +307,24 @@ def test_changing_to_the_same_password_does_not_reset_rotation(
         assert status == 400 and "最近 5 次" in text
         assert client.get("/inbox", follow_redirects=False).headers["location"] == \
             "/account/password"
+
+
+def test_the_security_admin_sees_a_delayed_account_and_lifts_the_delay(
+        make_client: object, user_factory: UserFactory) -> None:
+    user_factory("sec", "security_admin", None)
+    nurse_id = user_factory("nurse", "nurse", None)
+    make = make_client
+    start = now_utc()
+    with frozen_now(start):
+        attacker = make("10.5.5.5")  # type: ignore[operator]
+        for _ in range(8):
+            _post_login(attacker, "nurse", "not-the-password-1")
+        admin_client = make("10.0.0.2")  # type: ignore[operator]
+        token = login(admin_client, "sec")
+        page = admin_client.get("/admin/users")
+        assert page.text.count("已锁定") == 1  # the nurse's row, not the admin's
+        assert admin_client.post(f"/admin/users/{nurse_id}/status",
+                                 data={"action": "unlock", "csrf_token": token},
+                                 follow_redirects=False).status_code == 303
+        # the nurse signs in at once from the ward
+        assert _post_login(make("10.0.0.3"), "nurse", PASSWORD)[0] == 303  # type: ignore[operator]
