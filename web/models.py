@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careloop.engine.models import Base, utcnow
@@ -24,6 +24,11 @@ class UserCredential(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # the last accepted TOTP time step: that step and every earlier one are refused (no replay)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # a secret the server generated and showed once at /account/totp, not yet confirmed
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_pending_at: Mapped[datetime | None]
     failed_count: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
@@ -42,3 +47,30 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     mfa_pending: Mapped[bool] = mapped_column(default=False)
     ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class PasswordHistory(Base):
+    """Every password a user has had (argon2id hashes): the last five may not be chosen again."""
+
+    __tablename__ = "password_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SigninThrottle(Base):
+    """Failed sign-in attempts per scope (an account, a source address, a second factor).
+
+    ``key`` is the SHA-256 of ``scope:value`` (no username or address is stored in clear);
+    ``blocked_until`` is the progressive delay in force. Rows, so every process agrees.
+    """
+
+    __tablename__ = "signin_throttle"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
+    blocked_until: Mapped[datetime | None] = mapped_column(index=True)

@@ -40,9 +40,8 @@ from careloop.engine.errors import DefinitionInvalid, NotFound
 from careloop.engine.i18n import t
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
-from careloop.web import admin, auth
+from careloop.web import admin, auth, throttle
 from careloop.web.deps import client_ip, locale_of, record, request_id, require
-from careloop.web.models import UserCredential
 from careloop.web.permissions import (
     ADMIN_DEPARTMENTS,
     ADMIN_USERS,
@@ -70,14 +69,15 @@ def _users_page(request: Request, error: str | None = None, status: int = 200) -
     with transaction() as session:
         users = session.scalars(select(User).order_by(User.username)).all()
         grants = session.scalars(select(RoleGrant)).all()
-        creds = {c.user_id: c for c in session.scalars(select(UserCredential)).all()}
+        delayed = throttle.delayed_accounts(session, {u.username: u.id for u in users})
         by_user: dict[int, list[RoleGrant]] = {}
         for g in grants:
             by_user.setdefault(g.user_id, []).append(g)
         departments = session.scalars(select(Department).order_by(Department.id)).all()
     roles = loaded_registry().catalogue("role").items()
     return render(request, "admin_users.html", status_code=status, users=users, grants=by_user,
-                  creds=creds, roles=roles, departments=departments, error=error)
+                  delayed=delayed, roles=roles, departments=departments,
+                  error=error)
 
 
 @router.get("/users")
@@ -150,9 +150,7 @@ def user_status(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
         if user is None:
             raise HTTPException(status_code=404)
         if action == "unlock":
-            cred = session.get(UserCredential, user_id)
-            if cred is not None:
-                cred.locked_until, cred.failed_count = None, 0
+            auth.unlock(session, user)
         else:
             user.active = action == "activate"
             if not user.active:

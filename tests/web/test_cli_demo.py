@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from careloop.engine.clock import frozen_now, now_utc
+from careloop.engine.clock import frozen_now, now_utc, wall_clock_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import (
     Department,
@@ -238,13 +238,17 @@ def test_chinese_names_follow_the_gender() -> None:
 
 
 @pytest.mark.parametrize(("password", "policy", "codes"), [
-    ("Abc12345", "mlps3", []),
-    ("abcdefgh", "mlps3", ["web.password.classes"]),
-    ("Ab1", "mlps3", ["web.password.too_short"]),
+    ("Kq7#mPz2vL", "mlps3", []),
+    ("Abc12345", "mlps3", ["web.password.breached", "web.password.weak_common"]),
+    ("abcdefgh", "mlps3", ["web.password.classes", "web.password.breached",
+                           "web.password.weak_sequence"]),
+    ("Ab1", "mlps3", ["web.password.too_short", "web.password.common_word",
+                      "web.password.weak"]),
     ("a long passphrase", "asvs", []),
-    ("password1234", "asvs", ["web.password.breached"]),
-    ("Password@2024", "asvs", ["web.password.breached"]),
-    ("Abc12345", "asvs", ["web.password.too_short", "web.password.breached"]),
+    ("password1234", "asvs", ["web.password.breached", "web.password.weak_common"]),
+    ("Password@2024", "asvs", ["web.password.breached", "web.password.weak_common"]),
+    ("Abc12345", "asvs", ["web.password.too_short", "web.password.breached",
+                          "web.password.weak_common"]),
 ])
 def test_password_profiles(password: str, policy: str, codes: list[str]) -> None:
     assert [p.code for p in check_password(password, policy)] == codes
@@ -274,14 +278,16 @@ def test_totp_second_factor(client: TestClient, user_factory: UserFactory) -> No
     user_factory("doc", "doctor", None)
     login(client, "doc")
     page = client.get("/account/totp")
-    secret = page.text.split('name="secret" value="')[1].split('"')[0]
-    wrong = client.post("/account/totp", data={"secret": secret, "code": "000000",
+    assert 'name="secret"' not in page.text  # the server keeps the secret, the form posts none
+    secret = page.text.split('id="totp-secret">')[1].split("<")[0]
+    assert "<svg" in page.text  # the QR code, drawn locally
+    wrong = client.post("/account/totp", data={"current_password": PASSWORD, "code": "000000",
                                                "csrf_token": csrf_from(page.text)})
     assert wrong.status_code == 400
-    ok = client.post("/account/totp", data={"secret": secret,
-                                            "code": pyotp.TOTP(secret).now(),
+    totp = pyotp.TOTP(secret)
+    ok = client.post("/account/totp", data={"current_password": PASSWORD, "code": totp.now(),
                                             "csrf_token": csrf_from(page.text)})
-    assert ok.status_code == 200
+    assert ok.status_code == 200 and 'id="totp-enabled"' in ok.text
     client.cookies.clear()
     login_page = client.get("/login")
     response = client.post("/login", data={"username": "doc", "password": PASSWORD,
@@ -293,9 +299,9 @@ def test_totp_second_factor(client: TestClient, user_factory: UserFactory) -> No
     assert client.post("/login/totp", data={"code": "123456",
                                             "csrf_token": csrf_from(form.text)}).status_code \
         in (401,)
-    done = client.post("/login/totp", data={"code": pyotp.TOTP(secret).now(),
-                                            "csrf_token": csrf_from(form.text)},
-                       follow_redirects=False)
+    # the enrolment's code was used; the next 30-second step's code signs in
+    done = client.post("/login/totp", data={"code": totp.at(wall_clock_utc() + timedelta(
+        seconds=30)), "csrf_token": csrf_from(form.text)}, follow_redirects=False)
     assert done.status_code == 303
     assert client.get("/api/v1/me").status_code == 200
 
