@@ -28,6 +28,7 @@ from careloop.engine.clock import now_utc
 from careloop.engine.errors import CareloopError, Problem
 from careloop.engine.models import BundleRow, DefinitionRow
 from careloop.engine.registry import loaded_registry
+from careloop.engine.scope import manifest_departments
 from careloop.engine.sources import load_text
 from careloop.web.builder_models import BuilderDraft
 from careloop.web.permissions import BUILDER_EDIT, Principal, permissions_of
@@ -177,8 +178,14 @@ def may_edit(editor: Principal, app: BundleRow) -> bool:
     """Whether ``editor`` may change ``app``'s definitions: one of their grants carries
     ``builder.edit`` and matches an entry of the manifest's ``editors`` (same role; an entry
     naming a department needs a grant in that department, or a hospital-wide one). An app
-    without ``editors`` is edited by hospital-wide ``builder.edit`` grants only."""
-    grants = [g for g in editor.grants if BUILDER_EDIT in permissions_of(g.role)]
+    without ``editors`` is edited by hospital-wide ``builder.edit`` grants only.
+
+    The app's reach bounds it (:mod:`careloop.engine.scope`): a hospital-wide app (``scope:
+    hospital``, or no ``departments``) is edited by hospital-wide grants only; a department
+    app by hospital-wide grants and grants in one of its ``departments``."""
+    reach = manifest_departments(app.manifest)
+    grants = [g for g in editor.grants if BUILDER_EDIT in permissions_of(g.role)
+              and (g.department_id is None or (reach is not None and g.department_id in reach))]
     entries = (app.manifest or {}).get("editors")
     if not entries:
         return any(g.department_id is None for g in grants)
