@@ -131,7 +131,7 @@ def allow(session: Session, host: str, *, allow_private: bool = False, note: str
           actor: str | None = None) -> OutboundHost:
     """Add (or update) a host on the allow-list."""
     name = normal_host(host)
-    if not name or "/" in name or ":" in name and not _is_ip(name) or " " in name:
+    if not name or "/" in name or (":" in name and not _is_ip(name)) or " " in name:
         raise EgressRefused(f"not a host name: {host!r}")
     row = listed(session, name)
     if row is None:

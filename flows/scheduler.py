@@ -29,8 +29,8 @@ from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.domain import Task
 from careloop.engine.tasks import escalate_overdue
-from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows import webhooks
+from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
 from careloop.flows.runtime import Exec, resume, retry_step, spec_of, start
 
