@@ -12,7 +12,8 @@ edited only by hospital-wide roles. A definition with no app (``app_id`` null) i
 An event's departments (:func:`event_departments`), first that applies: the payload's
 ``department_id`` (a submission's, an encounter's), the encounter's, the task's, else every
 department the patient has an encounter in. An event about no department (the daily
-``scheduled`` event, a patient with no encounter) is seen by hospital-wide apps only.
+``scheduled`` event, a patient with no encounter) is seen by hospital-wide apps only — and a
+form's submissions always by the app that owns the form (:func:`form_owner`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,21 @@ def event_departments(session: Session, payload: Mapping[str, Any]) -> frozenset
     return frozenset()
 
 
-def sees(session: Session, app_id: str | None, departments: frozenset[str]) -> bool:
-    """Whether a definition of ``app_id`` may see an event about ``departments``."""
+def form_owner(session: Session, payload: Mapping[str, Any]) -> str | None:
+    """The app that owns the form an event is about (``payload.form``), if any."""
+    from careloop.engine import store
+
+    form = payload.get("form")
+    if not isinstance(form, str) or not form:
+        return None
+    row = store.current(session, "form", form)
+    return row.app_id if row is not None else None
+
+
+def sees(session: Session, app_id: str | None, departments: frozenset[str],
+         owner: str | None = None) -> bool:
+    """Whether a definition of ``app_id`` may see an event about ``departments``; ``owner``,
+    the app owning the event's form, always sees its own form's submissions (a PHQ-9 answered
+    outside psychiatry still reaches psychiatry's safety rules)."""
     reach = app_departments(session, app_id)
-    return reach is None or bool(reach & departments)
+    return reach is None or bool(reach & departments) or (owner is not None and owner == app_id)

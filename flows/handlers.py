@@ -72,11 +72,12 @@ def _matches(step_run: StepRun, event: DomainEventRow, session: Session, run: Fl
     return True
 
 
-def _sees(session: Session, run: FlowRun, departments: frozenset[str]) -> bool:
+def _sees(session: Session, run: FlowRun, departments: frozenset[str],
+          owner: str | None) -> bool:
     """Whether the run's app acts for the event's departments (a cardiology run waiting for
     any form never receives the patient's psychiatry answers)."""
     row = store.get_version(session, "flow", run.flow_key, run.flow_version)
-    return scope.sees(session, row.app_id, departments)
+    return scope.sees(session, row.app_id, departments, owner)
 
 
 def _resume_waiting(session: Session, event: DomainEventRow) -> None:
@@ -89,8 +90,10 @@ def _resume_waiting(session: Session, event: DomainEventRow) -> None:
                                   FlowRun.patient_id == patient_id)
                            .order_by(StepRun.id)).all()
     departments = scope.event_departments(session, event.payload)
+    owner = scope.form_owner(session, event.payload)
     for step_run, run in rows:
-        if not _sees(session, run, departments) or not _matches(step_run, event, session, run):
+        if not _sees(session, run, departments, owner) or not _matches(step_run, event, session,
+                                                                       run):
             continue
         update: dict[str, Any] = {}
         if event.type == "form.submitted":
@@ -128,10 +131,12 @@ def _start_triggered(session: Session, event: DomainEventRow) -> None:
     """Start every flow whose trigger matches, at most as often as its ``once`` allows."""
     payload = event.payload
     departments: frozenset[str] | None = None
+    owner: str | None = None
     for spec, app_id in _triggers(session).get(event.type, []):
         if departments is None:
             departments = scope.event_departments(session, payload)
-        if not scope.sees(session, app_id, departments):
+            owner = scope.form_owner(session, payload)
+        if not scope.sees(session, app_id, departments, owner):
             log.info("flow %s not started by event %s: its app does not act for the event's "
                      "department", spec.key, event.event_id)
             continue

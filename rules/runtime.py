@@ -333,13 +333,15 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
     """The ``rules`` event handler: every current rule set whose ``on`` matches the event and
     whose app acts for the event's department (:mod:`careloop.engine.scope`)."""
     departments: frozenset[str] | None = None
+    owner: str | None = None
     for row in store.list_current(session, "ruleset"):
         spec: RuleSetSpec = store.compile_row(row)
         if event.type not in spec.on:
             continue
         if departments is None:
             departments = scope.event_departments(session, event.payload)
-        if not scope.sees(session, row.app_id, departments):
+            owner = scope.form_owner(session, event.payload)
+        if not scope.sees(session, row.app_id, departments, owner):
             continue
         evaluate(session, spec, row.version, event_id=event.event_id, event_type=event.type,
                  payload=event.payload)
