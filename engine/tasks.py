@@ -64,7 +64,13 @@ def resolve_assignee(session: Session, rule: dict[str, Any], *, patient_id: str 
         return Assignee(None, fallback[rule["relation"]], encounter.department_id)
     role = rule["role"]
     if department is None:
-        raise AssigneeError(f"role '{role}' needs the patient's department")
+        # no department to look in: the role's hospital-wide holders (the patient-experience
+        # office deciding a definition's publication), else nobody
+        wide = session.scalars(select(RoleGrant.user_id).where(
+            RoleGrant.role == role, RoleGrant.department_id.is_(None))).all()
+        if not wide:
+            raise AssigneeError(f"role '{role}' needs the patient's department")
+        return Assignee(wide[0] if len(wide) == 1 else None, role, None)
     holders = session.scalars(select(RoleGrant.user_id).where(
         RoleGrant.role == role, RoleGrant.department_id == department)).all()
     if not holders:  # a hospital-wide role (the patient-experience office): its holders

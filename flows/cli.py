@@ -153,5 +153,66 @@ def messages(patient_id: str, limit: int) -> None:
         click.echo(f"no messages for patient {patient_id}")
 
 
+@flows.command("allow-host")
+@click.argument("host")
+@click.option("--allow-private", is_flag=True,
+              help="Let the host resolve to a private, loopback or link-local address (an HIS "
+                   "inside the hospital network).")
+@click.option("--note", default=None, help="Why the host is listed.")
+@click.option("--actor", default="cli", show_default=True)
+def allow_host(host: str, allow_private: bool, note: str | None, actor: str) -> None:
+    """Put a host on the outbound allow-list (call_webhook steps reach only listed hosts)."""
+    from careloop.engine.audit import append
+    from careloop.engine.db import transaction
+    from careloop.flows import egress
+
+    try:
+        with transaction() as session:
+            row = egress.allow(session, host, allow_private=allow_private, note=note,
+                               actor=actor)
+            append(session, actor=actor, action="outbound.allow", object_type="outbound_host",
+                   object_id=row.host, details={"host": row.host,
+                                                "allow_private": allow_private})
+    except egress.EgressRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{row.host}: allowed" + (" (private addresses too)" if allow_private else ""))
+
+
+@flows.command("disallow-host")
+@click.argument("host")
+@click.option("--actor", default="cli", show_default=True)
+def disallow_host(host: str, actor: str) -> None:
+    """Take a host off the outbound allow-list."""
+    from careloop.engine.audit import append
+    from careloop.engine.db import transaction
+    from careloop.flows import egress
+
+    with transaction() as session:
+        removed = egress.disallow(session, host)
+        if removed:
+            append(session, actor=actor, action="outbound.disallow",
+                   object_type="outbound_host", object_id=egress.normal_host(host),
+                   details={"host": egress.normal_host(host)})
+    if not removed:
+        click.echo(f"error: {host} is not on the allow-list", err=True)
+        sys.exit(1)
+    click.echo(f"{egress.normal_host(host)}: removed")
+
+
+@flows.command("allowed-hosts")
+def allowed_hosts() -> None:
+    """List the outbound allow-list."""
+    from careloop.engine.db import transaction
+    from careloop.flows import egress
+
+    with transaction() as session:
+        rows = [(h.host, h.allow_private, h.note or "") for h in egress.allowed_hosts(session)]
+    if not rows:
+        click.echo("the allow-list is empty: every outbound call is refused")
+    for host, private, note in rows:
+        click.echo(f"{host}\t{'private allowed' if private else 'public only'}\t{note}")
+
+
 def commands() -> list[click.Command]:
     return [scheduler, events, apikey, flows]

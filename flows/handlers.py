@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from careloop.engine import store
+from careloop.engine import scope, store
 from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.flows import context as ctxmod
 from careloop.flows.models import FlowRun, StepRun
@@ -72,6 +72,14 @@ def _matches(step_run: StepRun, event: DomainEventRow, session: Session, run: Fl
     return True
 
 
+def _sees(session: Session, run: FlowRun, departments: frozenset[str],
+          owner: str | None) -> bool:
+    """Whether the run's app acts for the event's departments (a cardiology run waiting for
+    any form never receives the patient's psychiatry answers)."""
+    row = store.get_version(session, "flow", run.flow_key, run.flow_version)
+    return scope.sees(session, row.app_id, departments, owner)
+
+
 def _resume_waiting(session: Session, event: DomainEventRow) -> None:
     patient_id = event.payload.get("patient_id")
     if not patient_id:
@@ -81,8 +89,11 @@ def _resume_waiting(session: Session, event: DomainEventRow) -> None:
                                   StepRun.status == "waiting", FlowRun.status == "running",
                                   FlowRun.patient_id == patient_id)
                            .order_by(StepRun.id)).all()
+    departments = scope.event_departments(session, event.payload)
+    owner = scope.form_owner(session, event.payload)
     for step_run, run in rows:
-        if not _matches(step_run, event, session, run):
+        if not _sees(session, run, departments, owner) or not _matches(step_run, event, session,
+                                                                       run):
             continue
         update: dict[str, Any] = {}
         if event.type == "form.submitted":
@@ -95,14 +106,14 @@ def _resume_waiting(session: Session, event: DomainEventRow) -> None:
 
 
 # Derived data only (rebuilt whenever the stored flow definitions change), so safe per process.
-_TRIGGERS: dict[tuple[Any, ...], dict[str, list[FlowSpec]]] = {}
+_TRIGGERS: dict[tuple[Any, ...], dict[str, list[tuple[FlowSpec, str | None]]]] = {}
 
 
-def _triggers(session: Session) -> dict[str, list[FlowSpec]]:
+def _triggers(session: Session) -> dict[str, list[tuple[FlowSpec, str | None]]]:
     """Current flows by trigger event type, cached on a fingerprint of the flow rows."""
     fingerprint = tuple(session.execute(
         select(DefinitionRow.key, DefinitionRow.version, DefinitionRow.content_hash,
-               DefinitionRow.retired_at.is_(None))
+               DefinitionRow.retired_at.is_(None), DefinitionRow.app_id)
         .where(DefinitionRow.kind == "flow").order_by(DefinitionRow.id)).all())
     found = _TRIGGERS.get(fingerprint)
     if found is None:
@@ -110,7 +121,7 @@ def _triggers(session: Session) -> dict[str, list[FlowSpec]]:
         for row in store.list_current(session, "flow"):
             spec: FlowSpec = store.compile_row(row)
             if spec.trigger.event:
-                found.setdefault(spec.trigger.event, []).append(spec)
+                found.setdefault(spec.trigger.event, []).append((spec, row.app_id))
         _TRIGGERS.clear()
         _TRIGGERS[fingerprint] = found
     return found
@@ -119,7 +130,16 @@ def _triggers(session: Session) -> dict[str, list[FlowSpec]]:
 def _start_triggered(session: Session, event: DomainEventRow) -> None:
     """Start every flow whose trigger matches, at most as often as its ``once`` allows."""
     payload = event.payload
-    for spec in _triggers(session).get(event.type, []):
+    departments: frozenset[str] | None = None
+    owner: str | None = None
+    for spec, app_id in _triggers(session).get(event.type, []):
+        if departments is None:
+            departments = scope.event_departments(session, payload)
+            owner = scope.form_owner(session, payload)
+        if not scope.sees(session, app_id, departments, owner):
+            log.info("flow %s not started by event %s: its app does not act for the event's "
+                     "department", spec.key, event.event_id)
+            continue
         patient_id = payload.get("patient_id")
         encounter_id = payload.get("encounter_id")
         if spec.trigger.when is not None:

@@ -211,3 +211,48 @@ class ParkedEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class OutboundHost(Base):
+    """A host outbound calls (``call_webhook`` steps) may reach: the administrator's allow-list.
+
+    ``allow_private`` lets a listed host resolve to a private, loopback or link-local address
+    (an HIS inside the hospital network); without it such an address is refused."""
+
+    __tablename__ = "outbound_hosts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255), unique=True)
+    allow_private: Mapped[bool] = mapped_column(default=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    added_by: Mapped[str | None] = mapped_column(String(128))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookCall(Base):
+    """A ``call_webhook`` step's request, written in the step's transaction and sent later by
+    the sweep (never inside a patient's request). ``error`` holds only words a person may read
+    ("host not on the allow-list", "connection failed", "HTTP 500") — never an address, a port
+    or a body, so the stored errors cannot map the network."""
+
+    __tablename__ = "webhook_calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    step_run_id: Mapped[int | None] = mapped_column(Integer)
+    step_key: Mapped[str | None] = mapped_column(String(64))
+    flow_key: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

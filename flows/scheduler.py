@@ -29,6 +29,7 @@ from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.domain import Task
 from careloop.engine.tasks import escalate_overdue
+from careloop.flows import webhooks
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
 from careloop.flows.runtime import Exec, resume, retry_step, spec_of, start
@@ -49,10 +50,11 @@ class SweepReport:
     overdue: int = 0
     cron_runs: int = 0
     messages: dict[str, int] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"fired": self.fired, "overdue": self.overdue, "cron_runs": self.cron_runs,
-                "messages": self.messages}
+                "messages": self.messages, "webhooks": self.webhooks}
 
 
 def _claimable(now: datetime) -> Any:
@@ -209,6 +211,7 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
         report.overdue = emit_overdue(engine, now)
         if dispatch:
             report.messages = dispatch_due(engine, worker=worker, now=now)
+            report.webhooks = webhooks.dispatch_due(engine, worker=worker, now=now)
     return report
 
 

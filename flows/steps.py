@@ -11,8 +11,6 @@ import os
 from datetime import datetime, time, timedelta
 from typing import Any, ClassVar
 
-import httpx
-
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.expression_runtime import to_json_value
@@ -20,7 +18,7 @@ from careloop.engine.i18n import pick
 from careloop.engine.links import absolute, base_url
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import create_task, resolve_assignee
-from careloop.flows import documents
+from careloop.flows import documents, webhooks
 from careloop.flows.calendar import get_calendar
 from careloop.flows.outbox import consented, enqueue
 from careloop.flows.runtime import (
@@ -329,7 +327,9 @@ class SetValues:
 
 
 class CallWebhook:
-    """HTTP to a HIS endpoint; a transport error or non-2xx answer is retried with backoff."""
+    """HTTP to an allow-listed endpoint, through the webhook outbox: the call is queued in the
+    step's transaction and sent by the sweep with a timeout (:mod:`.webhooks`), never inside
+    the request that ran the step; failures are retried there with backoff."""
 
     title: ClassVar[dict[str, str]] = {"zh-CN": "调用接口", "en": "Call a webhook"}
     options: ClassVar[tuple[str, ...]] = ("title", "when", "url", "method", "body", "retry",
@@ -340,15 +340,13 @@ class CallWebhook:
         names = x.names()
         body = {k: to_json_value(x.evaluate(f"body.{k}", names))
                 for k in (x.step.get("body") or {})}
-        try:
-            response = httpx.request(x.step.get("method", "POST"), x.step.get("url"),
-                                     json=body, timeout=10,
-                                     headers={"Idempotency-Key": x.key})
-        except httpx.HTTPError as exc:
-            raise StepError(f"webhook unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 300:
-            raise StepError(f"webhook answered {response.status_code}")
-        x.history("webhook", {"status": response.status_code})
+        retry = x.step.get("retry") or {}
+        call_id = webhooks.enqueue(
+            x.session, idempotency_key=x.key, method=x.step.get("method", "POST"),
+            url=str(x.step.get("url")), body=body, run_id=x.run.id, step_run_id=x.step_run.id,
+            step_key=x.step.key, flow_key=x.spec.key,
+            attempts=int(retry.get("attempts", webhooks.DEFAULT_ATTEMPTS)))
+        x.history("webhook_queued", {"call_id": call_id})
         return ("next", x.step.next)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import context as names
-from careloop.engine import store
+from careloop.engine import scope, store
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Task
 from careloop.engine.errors import CareloopError
@@ -330,9 +330,20 @@ def _preview(options: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str
 
 
 def handle_event(session: Session, event: DomainEventRow) -> None:
-    """The ``rules`` event handler: every current rule set whose ``on`` matches the event."""
-    for spec, version in current_rulesets(session, event.type):
-        evaluate(session, spec, version, event_id=event.event_id, event_type=event.type,
+    """The ``rules`` event handler: every current rule set whose ``on`` matches the event and
+    whose app acts for the event's department (:mod:`careloop.engine.scope`)."""
+    departments: frozenset[str] | None = None
+    owner: str | None = None
+    for row in store.list_current(session, "ruleset"):
+        spec: RuleSetSpec = store.compile_row(row)
+        if event.type not in spec.on:
+            continue
+        if departments is None:
+            departments = scope.event_departments(session, event.payload)
+            owner = scope.form_owner(session, event.payload)
+        if not scope.sees(session, row.app_id, departments, owner):
+            continue
+        evaluate(session, spec, row.version, event_id=event.event_id, event_type=event.type,
                  payload=event.payload)
 
 

@@ -61,6 +61,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_admin",
     "careloop.web.routes_api",
     "careloop.web.routes_alerts",
+    "careloop.web.routes_outbound",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",

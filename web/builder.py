@@ -28,8 +28,10 @@ from careloop.engine.clock import now_utc
 from careloop.engine.errors import CareloopError, Problem
 from careloop.engine.models import BundleRow, DefinitionRow
 from careloop.engine.registry import loaded_registry
+from careloop.engine.scope import manifest_departments
 from careloop.engine.sources import load_text
-from careloop.web.builder_models import BuilderDraft
+from careloop.web import governance
+from careloop.web.builder_models import BuilderDraft, PublishRequest
 from careloop.web.permissions import BUILDER_EDIT, Principal, permissions_of
 
 MAX_TEXT = 512 * 1024
@@ -177,8 +179,14 @@ def may_edit(editor: Principal, app: BundleRow) -> bool:
     """Whether ``editor`` may change ``app``'s definitions: one of their grants carries
     ``builder.edit`` and matches an entry of the manifest's ``editors`` (same role; an entry
     naming a department needs a grant in that department, or a hospital-wide one). An app
-    without ``editors`` is edited by hospital-wide ``builder.edit`` grants only."""
-    grants = [g for g in editor.grants if BUILDER_EDIT in permissions_of(g.role)]
+    without ``editors`` is edited by hospital-wide ``builder.edit`` grants only.
+
+    The app's reach bounds it (:mod:`careloop.engine.scope`): a hospital-wide app (``scope:
+    hospital``, or no ``departments``) is edited by hospital-wide grants only; a department
+    app by hospital-wide grants and grants in one of its ``departments``."""
+    reach = manifest_departments(app.manifest)
+    grants = [g for g in editor.grants if BUILDER_EDIT in permissions_of(g.role)
+              and (g.department_id is None or (reach is not None and g.department_id in reach))]
     entries = (app.manifest or {}).get("editors")
     if not entries:
         return any(g.department_id is None for g in grants)
@@ -299,10 +307,15 @@ def impact(session: Session, kind: str, key: str, body: dict[str, Any] | None) -
 def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str, kind: str,
             key: str, text: str, confirm_orphans: bool = False,
             user_id: int | None = None, request_id: str | None = None,
-            ip: str | None = None, editor: Principal | None = None) -> DefinitionRow:
+            ip: str | None = None, editor: Principal | None = None,
+            approved_by: str | None = None) -> DefinitionRow | PublishRequest:
     """Publish a draft as a new version of ``kind/key`` in ``app_id`` (audited); raises
     :class:`BuilderError` when it is invalid, unchanged, owned by another app, or would orphan
-    stored answers without ``confirm_orphans``, or when ``editor`` may not edit ``app_id``."""
+    stored answers without ``confirm_orphans``, or when ``editor`` may not edit ``app_id``.
+
+    A draft that sends data out or acts hospital-wide (:func:`governance.reasons`) is not
+    published: a :class:`PublishRequest` awaiting a second person's approval is returned, and
+    the definition lands when it is approved (``approved_by``: the approver, then)."""
     require_editor(session, editor, app_id)
     checked = check_draft(session, kind, key, text, app_id)
     if not checked.ok or checked.body is None:
@@ -318,6 +331,14 @@ def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str
     if (effect["orphaned"] or effect["retyped"]) and not confirm_orphans:
         raise BuilderError("builder.orphans", 409, n=len(effect["orphaned"])
                            + len(effect["retyped"]))
+    if approved_by is None:
+        why = governance.reasons(session, app_id, kind, key, checked.body)
+        if why:
+            return governance.request_approval(
+                session, app_id=app_id, kind=kind, key=key, text=text, digest=digest,
+                base_version=current.version if current is not None else None, why=why,
+                confirm_orphans=confirm_orphans, actor=actor, actor_role=actor_role,
+                user_id=user_id, request_id=request_id, ip=ip)
     title = checked.body.get("title") if isinstance(checked.body.get("title"), dict) else {}
     row = DefinitionRow(kind=kind, key=key, version=(latest.version + 1) if latest else 1,
                         app_id=app_id, content_hash=digest, title=title, body=checked.body,
@@ -329,7 +350,8 @@ def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str
                  action=PUBLISH, object_type=kind, object_id=key,
                  details={"app": app_id, "version": row.version, "content_hash": digest,
                           "orphaned": [o["field"] for o in effect["orphaned"]],
-                          "retyped": [o["field"] for o in effect["retyped"]]})
+                          "retyped": [o["field"] for o in effect["retyped"]],
+                          **({"approved_by": approved_by} if approved_by else {})})
     if user_id is not None:
         discard_draft(session, user_id, kind, key)
     return row

@@ -26,6 +26,7 @@ from careloop.engine.tasks import (
     sla_state,
 )
 from careloop.flows import approvals
+from careloop.web import governance
 from careloop.web.permissions import Principal, task_visibility, visible_patient_filter
 
 VIEWS = ("mine", "department", "overdue", "done")
@@ -116,6 +117,10 @@ def decide(session: Session, task: Task, principal: Principal, decision: str, *,
         raise ActionRefused("no open approval")
     if not assigned_to(principal, task):
         raise NotYours(str(task.id))
+    try:  # a definition's publication: never its author, only a hospital-wide editor
+        governance.check_approver(session, task, principal)
+    except governance.NotApprover as exc:
+        raise NotYours(str(exc)) from exc
     text = (notes or "").strip()[:2000] or None
     if decision == "add_signer":
         _check_signer(session, signer)
@@ -134,6 +139,7 @@ def decide(session: Session, task: Task, principal: Principal, decision: str, *,
                                   notes=text, back_to=back_to)
     except FlowError as exc:
         raise ActionRefused(str(exc)) from exc
+    governance.on_decided(session, task, result, principal)
     return {"result": result, "signer_task_id": None}
 
 

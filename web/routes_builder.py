@@ -26,7 +26,8 @@ from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
 from careloop.engine.i18n import t
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
-from careloop.web import builder
+from careloop.web import builder, governance
+from careloop.web.builder_models import PublishRequest
 from careloop.web.deps import client_ip, locale_of, record, request_id, require
 from careloop.web.permissions import BUILDER_EDIT, BUNDLE_IMPORT, Principal
 from careloop.web.render import render
@@ -175,8 +176,10 @@ def form_fields(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[str]
 @router.get("/api/v1/builder/i18n")
 def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     locale = locale_of(request)
-    path = pathlib.Path(__file__).parent / "data" / "i18n" / "builder" / "en.json"
-    keys = json.loads(path.read_text("utf-8"))
+    folder = pathlib.Path(__file__).parent / "data" / "i18n"
+    keys = json.loads((folder / "builder" / "en.json").read_text("utf-8"))
+    keys.update({k: v for k, v in json.loads((folder / "govern" / "en.json").read_text("utf-8"))
+                 .items() if k.startswith("builder.")})
     return {k: t(k, locale) for k in keys}
 
 
@@ -190,8 +193,10 @@ def get_draft(request: Request, kind: str, key: str = KEY_PATH,
         draft = builder.get_draft(session, me.user_id, kind, key)
         current = store.current(session, kind, key)
         checked = builder.check_draft(session, kind, key, text, app)
+        waiting = governance.awaiting(session, kind, key)
         return {**checked.to_json(), "yaml": text, "app": app, "has_draft": draft is not None,
-                "current_version": current.version if current else None}
+                "current_version": current.version if current else None,
+                "awaiting_approval": governance.request_json(waiting) if waiting else None}
 
 
 @router.put("/api/v1/builder/drafts/{kind}/{key}")
@@ -254,6 +259,11 @@ async def publish(request: Request, kind: str, key: str = KEY_PATH,
                 app_id=str(data.get("app", "")), kind=kind, key=key, text=text,
                 confirm_orphans=data.get("confirm_orphans") is True, user_id=me.user_id,
                 request_id=request_id(request), ip=client_ip(request), editor=me)
+            if isinstance(row, PublishRequest):  # lands once a second person approves it
+                return JSONResponse({**governance.request_json(row), "kind": kind,
+                                     "key": key, "status": "awaiting_approval",
+                                     "message": t("builder.awaiting_approval",
+                                                  locale_of(request))}, status_code=202)
             return {"kind": kind, "key": key, "version": row.version, "app": row.app_id}
     except builder.BuilderError as exc:
         record(request, me, "builder.publish", outcome="failure", object_type=kind,

@@ -81,7 +81,7 @@ def test_a_director_of_another_department_may_not(client: TestClient, apps: list
 
 
 def test_may_edit_rules() -> None:
-    with_editors = BundleRow(id="a", manifest={"editors": [
+    with_editors = BundleRow(id="a", manifest={"departments": ["obstetrics"], "editors": [
         {"role": "px_office"}, {"role": "dept_director", "department": "obstetrics"}]})
     without = BundleRow(id="b", manifest={})
     assert builder.may_edit(_principal(("px_office", None)), with_editors)

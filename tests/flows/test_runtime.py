@@ -17,6 +17,7 @@ from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, Task
 from careloop.engine.models import DomainEventRow
+from careloop.flows import egress
 from careloop.flows.cli import flows as flows_cli
 from careloop.flows.models import FlowRun, Incident, StepRun
 from careloop.flows.runtime import start
@@ -59,18 +60,20 @@ def _steps(engine: Engine, run_id: int) -> list[tuple[str, str]]:
             select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id)).all()]
 
 
+# A step that fails every time: a role's task for a patient with no encounter (no department).
 HOOK = """trigger: {manual: true}
 steps:
   - key: call
-    type: call_webhook
-    url: "http://127.0.0.1:9/his"
+    type: create_task
+    task_title: {zh-CN: 测试, en: Test}
+    assignee: {role: nurse}
     retry: {attempts: 2, backoff: 1m}
   - {key: after, type: set, set: {called: "True"}}
   - {key: done, type: end}
 """
 
 
-def test_failing_webhook_is_retried_then_an_incident_that_can_be_skipped(
+def test_failing_step_is_retried_then_an_incident_that_can_be_skipped(
         engine: Engine, bundle: Bundle) -> None:
     bundle(hook=HOOK)
     run_id = _start(engine, "hook")
@@ -79,7 +82,7 @@ def test_failing_webhook_is_retried_then_an_incident_that_can_be_skipped(
     assert _steps(engine, run_id) == [("call", "failed")]
     with transaction(engine) as session:
         incident = session.scalars(select(Incident)).one()
-        assert incident.status == "open" and "unreachable" in incident.error
+        assert incident.status == "open" and "department" in incident.error
     runner = CliRunner()
     with frozen_now(T0 + timedelta(minutes=5)):  # the administrator retries five minutes in
         retried = runner.invoke(flows_cli, ["incident", "retry", str(incident.id)])
@@ -209,6 +212,8 @@ def test_start_subflow_and_webhook_success(engine: Engine, bundle: Bundle) -> No
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    with transaction(engine) as session:  # the HIS on this machine, listed by the administrator
+        egress.allow(session, "127.0.0.1", allow_private=True)
     try:
         bundle(parent="trigger: {manual: true}\nsteps:\n"
                       "  - {key: mark, type: set, set: {origin: \"'parent'\"}}\n"
@@ -219,6 +224,8 @@ def test_start_subflow_and_webhook_success(engine: Engine, bundle: Bundle) -> No
                      f"{server.server_port}/his', body: {{origin: context.origin}}}}\n"
                      "  - {key: done, type: end}\n")
         parent = _start(engine, "parent")
+        assert bodies == []  # queued in the step's transaction, sent by the sweep
+        run_due(engine, now=T0 + timedelta(seconds=1))
     finally:
         server.shutdown()
         server.server_close()

@@ -113,6 +113,7 @@ def test_before_surgery_checklist_and_revisit_reminder(bundles: Engine, send: An
                                                        helpers: Any) -> None:
     helpers.patient(send)
     send("s-1", "surgery.scheduled", {"surgery_id": "S1", "patient_id": "P1",
+                                      "department_id": "orthopedics",
                                       "scheduled_at": "2026-12-10T08:00:00+08:00"})
     send("a-1", "appointment.booked", {"appointment_id": "A1", "patient_id": "P1",
                                        "department_id": "orthopedics",

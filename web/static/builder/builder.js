@@ -866,6 +866,7 @@
     const { status: code, data } = await api("POST", `${base}/publish/${KIND}/${KEY}`,
       { app: APP, body: model, confirm_orphans: $("b-confirm-orphans").checked });
     $("b-publish-dialog").close();
+    if (code === 202) { status(msg("builder.awaiting_approval")); return; }
     if (code !== 200) { status(data.detail || String(code)); return; }
     $("b-version").textContent = `v${data.version}`;
     status(msg("builder.published", { version: data.version }));
@@ -936,6 +937,7 @@
     APP = APP || data.app || "";
     $("b-app").textContent = APP;
     if (data.current_version) $("b-version").textContent = `v${data.current_version}`;
+    if (data.awaiting_approval) status(msg("builder.awaiting_approval"));
     if (KIND === "ruleset" && model && (model.forms || []).length) {
       $("b-sample").value = JSON.stringify({ form: model.forms[0], answers: {} });
       const seen = new Set();
