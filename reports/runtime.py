@@ -28,6 +28,9 @@ from careloop.reports.tables import table
 DRILL_DIMENSION = {"hospital": (), "department": ("department",), "ward": ("ward",),
                    "doctor": ("doctor",), "nursing_group": ("nursing_group",)}
 _CACHEABLE = {"submissions": ("submissions", "submission_answers")}
+# Bumped whenever the SQL a dataset compiles to changes meaning (e.g. how a row's department or
+# category is found), so results cached by an older release are not served again.
+QUERY_VERSION = "2"
 
 
 def load_spec(session: Session, kind: str, key: str) -> Any:
@@ -72,7 +75,7 @@ def clear_cache(session: Session, dataset_key: str | None = None) -> int:
 def _cache_key(spec: DatasetSpec, filters: Filters, scope: Scope,
                dims: tuple[str, ...] | None) -> str:
     scope_text = "*" if scope is None else ",".join(sorted(scope))
-    raw = "|".join((spec.key, spec.content_hash, filters.cache_key(), scope_text, repr(dims)))
+    raw = "|".join((QUERY_VERSION, spec.key, spec.content_hash, filters.cache_key(), scope_text, repr(dims)))
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
