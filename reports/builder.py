@@ -73,9 +73,9 @@ class QueryBuilder:
     def _answered_department(self) -> Expr:
         answer = table("submission_answers").alias("dept_answer")
         known = table("departments").alias("dept_named")
-        self._join("dept_answer", answer, and_(answer.c.submission_id == self.base.c.id,
-                                                answer.c.field_key == "department"))
-        self._join("dept_named", known, known.c.id == answer.c.value_text)
+        answer = self._join("dept_answer", answer, and_(answer.c.submission_id == self.base.c.id,
+                                                         answer.c.field_key == "department"))
+        known = self._join("dept_named", known, known.c.id == answer.c.value_text)
         return known.c.id
 
     def _latest_department(self) -> Expr:

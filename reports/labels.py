@@ -222,3 +222,16 @@ def scoped_title(title: str, scope_words: str | None, locale: str) -> str:
             sep = " " if rest and rest[0].isascii() and rest[0].isalnum() else ""
             return f"{scope_words}{sep}{rest}"
     return title
+
+
+def filter_words(session: Session, equals: Iterable[tuple[str, str]], locale: str) -> list[str]:
+    """Clicked cross-filters as a person reads them: ``类别：收费``."""
+    registry = loaded_registry().catalogue("report_dimension")
+    anywhere = DatasetSpec(key="", title={}, source="submissions", dimensions=(), measures=())
+    out = []
+    for dimension, value in equals:
+        info = registry.get(dimension)
+        name = pick(info.title, locale) if info is not None else dimension
+        label = dimension_labels(session, anywhere, dimension, {value}, locale).get(value, value)
+        out.append(f"{name}：{label}" if locale == "zh-CN" else f"{name}: {label}")
+    return out
