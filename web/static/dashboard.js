@@ -4,7 +4,7 @@
 // whole dashboard by the clicked value (?department= or ?f.<dimension>=).
 "use strict";
 (function () {
-  var OPTIONS = {actions: false, defaultStyle: false, ast: true,
+  var OPTIONS = {actions: false, defaultStyle: false, ast: true, renderer: "svg",
     tooltip: {disableDefaultStyle: true}};
 
   function embed(target, spec, onClick) {
