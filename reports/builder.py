@@ -71,11 +71,11 @@ class QueryBuilder:
         return func.coalesce(self.encounter().c.department_id, self._latest_department())
 
     def _answered_department(self) -> Expr:
-        answer = table("submission_answers").alias("dept_answer")
-        known = table("departments").alias("dept_named")
-        answer = self._join("dept_answer", answer, and_(answer.c.submission_id == self.base.c.id,
-                                                         answer.c.field_key == "department"))
-        known = self._join("dept_named", known, known.c.id == answer.c.value_text)
+        alias = table("submission_answers").alias("dept_answer")
+        answer = self._join("dept_answer", alias, and_(alias.c.submission_id == self.base.c.id,
+                                                        alias.c.field_key == "department"))
+        named = table("departments").alias("dept_named")
+        known = self._join("dept_named", named, named.c.id == answer.c.value_text)
         return known.c.id
 
     def _latest_department(self) -> Expr:

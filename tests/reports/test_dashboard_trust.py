@@ -100,7 +100,7 @@ def test_doctors_and_nursing_groups_by_name(engine: Engine, seed: Any) -> None:
 
 
 def test_ward_nurse_sees_the_ward_under_its_name(engine: Engine, seed: Any) -> None:
-    """A ward's head nurse (scope: the ward) sees the ward's rows, and 全院NPS reads 心内1病区 NPS."""
+    """A ward's head nurse (scope: the ward) sees the ward's rows; 全院NPS reads 心内1病区 NPS."""
     _bundles(engine)
     for v in (10, 10, 9, 9, 3, 10):
         seed.submit("card", {"nps": v, "overall": 5}, at=AT)
