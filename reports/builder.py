@@ -13,11 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, func
+from sqlalchemy import Table, and_, bindparam, case, func, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
 
-from careloop.engine.models import UTCDateTime
+from careloop.engine.models import Base, UTCDateTime
 from careloop.reports.dialect import ReportError
 from careloop.reports.spec import MeasureSpec
 from careloop.reports.tables import table
@@ -53,9 +53,43 @@ class QueryBuilder:
         return self.base.c[_TIME[self.source]]
 
     def department_column(self) -> Expr:
-        if "department_id" in self.base.c:
+        """The row's department.
+
+        Tasks and discharges have their own. A submission belongs to the department its
+        answers name (a complaint's 涉及科室, when it is a known department — the one the
+        complaint flow hands it to), else its own, else the department of the patient's latest
+        encounter; a questionnaire sent without an encounter (home BP readings) to its
+        encounter's, else the patient's latest encounter's — the same encounter the engines'
+        expression context falls back to. No row is left without a department when the
+        patient has had an encounter.
+        """
+        if self.source in ("tasks", "encounters"):
             return self.base.c.department_id
-        return self.encounter().c.department_id
+        if self.source == "submissions":
+            return func.coalesce(self._answered_department(), self.base.c.department_id,
+                                 self._latest_department())
+        return func.coalesce(self.encounter().c.department_id, self._latest_department())
+
+    def _answered_department(self) -> Expr:
+        alias = table("submission_answers").alias("dept_answer")
+        answer = self._join("dept_answer", alias, and_(alias.c.submission_id == self.base.c.id,
+                                                        alias.c.field_key == "department"))
+        named = table("departments").alias("dept_named")
+        known = self._join("dept_named", named, named.c.id == answer.c.value_text)
+        return known.c.id
+
+    def _latest_department(self) -> Expr:
+        """Department of the patient's latest encounter begun by the row's time, else of the
+        patient's latest encounter (a request the HIS sent just before the admission)."""
+        def latest(name: str, begun: bool) -> Expr:
+            enc = table("encounters").alias(name)
+            conds = [enc.c.patient_id == self.base.c.patient_id]
+            if begun:
+                conds.append(enc.c.admitted_at <= self.time_column())
+            return (select(enc.c.department_id).where(*conds)
+                    .order_by(enc.c.admitted_at.desc(), enc.c.id.desc())
+                    .limit(1).correlate(self.base).scalar_subquery())
+        return func.coalesce(latest("latest_enc", True), latest("any_enc", False))
 
     def encounter(self) -> FromClause:
         if self.source == "encounters":
@@ -84,6 +118,14 @@ class QueryBuilder:
         joined = self._join(name, alias, and_(alias.c.submission_id == self.base.c.id,
                                               alias.c.field_key == field_key))
         return joined.c.value_code
+
+    def category(self) -> Expr:
+        """The row's category: the coded ``category`` answer the form asked for (a complaint's
+        服务态度, 医疗质量 …), else the rule engine's text classification when installed."""
+        coded = self.answer_code("category")
+        if "rule_classifications" in Base.metadata.tables:
+            return func.coalesce(coded, self.classification())
+        return coded
 
     def classification(self) -> Expr:
         """The rule engine's category of this submission's free text (``rule_classifications``)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 import altair
@@ -32,65 +33,122 @@ _STOP = frozenset({
     "in", "it"})
 
 
-def _config(chart: Any, title: str) -> dict[str, Any]:
+def _config(chart: Any, title: str, responsive: bool = False) -> dict[str, Any]:
+    if responsive:  # fill the tile: as wide as its card, redrawn when the card resizes
+        chart = chart.properties(width="container")
     spec: dict[str, Any] = chart.properties(title=title).configure(font=FONT).to_dict()
+    if responsive:
+        spec["autosize"] = {"type": "fit-x", "contains": "padding", "resize": True}
     return spec
 
 
-def _encode_xy(base: Any, enc: dict[str, str], kind: str) -> Any:
+def _t(titles: Mapping[str, str], column: str | None) -> Any:
+    return titles.get(column or "", alt.Undefined)
+
+
+def _encode_xy(base: Any, enc: dict[str, str], kind: str,
+               titles: Mapping[str, str] = MappingProxyType({})) -> Any:
     x, y = enc.get("x"), enc.get("y")
     channels: dict[str, Any] = {}
     if x:
-        channels["x"] = alt.X(x, type="ordinal" if kind != "scatter" else "quantitative")
+        channels["x"] = alt.X(x, type="ordinal" if kind != "scatter" else "quantitative",
+                              title=_t(titles, x))
     if y:
-        channels["y"] = alt.Y(y, type="quantitative")
+        channels["y"] = alt.Y(y, type="quantitative", title=_t(titles, y))
     if enc.get("color"):
-        channels["color"] = alt.Color(enc["color"], type="nominal")
+        channels["color"] = alt.Color(enc["color"], type="nominal",
+                                      title=_t(titles, enc["color"]))
     if kind == "grouped_bar" and enc.get("color"):
         channels["xOffset"] = alt.XOffset(enc["color"], type="nominal")
     if kind == "heatmap":
-        channels = {"x": alt.X(x, type="ordinal"), "y": alt.Y(y, type="ordinal"),
-                    "color": alt.Color(enc.get("color", y), type="quantitative")}
+        channels = {"x": alt.X(x, type="ordinal", title=_t(titles, x)),
+                    "y": alt.Y(y, type="ordinal", title=_t(titles, y)),
+                    "color": alt.Color(enc.get("color", y), type="quantitative",
+                                       title=_t(titles, enc.get("color", y)))}
     quantitative = {enc.get("y")} if kind != "heatmap" else {enc.get("color", y)}
     if kind == "scatter":
         quantitative.add(x)
-    channels["tooltip"] = [alt.Tooltip(v, type="quantitative" if v in quantitative else "nominal")
+    channels["tooltip"] = [alt.Tooltip(v, type="quantitative" if v in quantitative else "nominal",
+                                       title=_t(titles, v))
                            for v in dict.fromkeys(enc.values())]
     return base.encode(**channels)
 
 
 def vega_lite(chart: ChartSpec, data: ResultTable, *, locale: str = "zh-CN",
-              previous: ResultTable | None = None) -> dict[str, Any]:
-    """The Vega-Lite spec of ``chart`` over ``data`` (a word cloud returns a Vega spec)."""
-    title = pick(dict(chart.title), locale)
+              previous: ResultTable | None = None,
+              titles: Mapping[str, str] = MappingProxyType({}), title: str | None = None,
+              responsive: bool = False) -> dict[str, Any]:
+    """The Vega-Lite spec of ``chart`` over ``data`` (a word cloud returns a Vega spec).
+
+    ``titles`` name the columns on axes, legends and tooltips (科室, 净推荐值 — not the
+    dataset's keys); ``responsive`` makes the chart as wide as its tile (``width:
+    "container"``) for the page — exports keep a fixed size.
+    """
+    title = title if title is not None else pick(dict(chart.title), locale)
     enc = dict(chart.encoding)
     if chart.type == "wordcloud":
         return wordcloud_vega(data.rows, "word", "count", title)
     source = alt.Data(values=data.rows)
     base = alt.Chart(source)
     if chart.type == "kpi":
-        return _config(_kpi(base, chart, data, previous), title)
+        return _config(_kpi(base, chart, data, previous), title, responsive)
     if chart.type in ("pie", "donut"):
         mark = base.mark_arc(innerRadius=60 if chart.type == "donut" else 0)
-        return _config(mark.encode(theta=alt.Theta(enc.get("theta") or enc["y"],
-                                                   type="quantitative"),
-                                   color=alt.Color(enc.get("color") or enc["x"],
-                                                   type="nominal")), title)
+        theta, color = enc.get("theta") or enc["y"], enc.get("color") or enc["x"]
+        return _config(mark.encode(
+            theta=alt.Theta(theta, type="quantitative", title=_t(titles, theta)),
+            color=alt.Color(color, type="nominal", title=_t(titles, color)),
+            tooltip=[alt.Tooltip(color, type="nominal", title=_t(titles, color)),
+                     alt.Tooltip(theta, type="quantitative", title=_t(titles, theta))]),
+            title, responsive)
     if chart.type == "table":
         cols = list(dict.fromkeys(enc.values())) or data.columns
-        rows = base.transform_window(row="row_number()").transform_fold(cols)
+        named = [{**r, **{titles.get(c, c): r.get(c) for c in cols}} for r in data.rows]
+        heads = [titles.get(c, c) for c in cols]
+        rows = alt.Chart(alt.Data(values=named)).transform_window(
+            row="row_number()").transform_fold(heads)
         text = rows.mark_text(align="left").encode(
-            x=alt.X("key:N", title=None), y=alt.Y("row:O", axis=None), text="value:N")
-        return _config(text, title)
+            x=alt.X("key:N", title=None, sort=heads), y=alt.Y("row:O", axis=None),
+            text="value:N")
+        return _config(text, title, responsive)
     marks = {"bar": "mark_bar", "grouped_bar": "mark_bar", "stacked_bar": "mark_bar",
              "line": "mark_line", "area": "mark_area", "heatmap": "mark_rect",
              "scatter": "mark_point", "boxplot": "mark_boxplot"}
-    drawn = _encode_xy(getattr(base, marks[chart.type])(), enc, chart.type)
+    drawn = _encode_xy(getattr(base, marks[chart.type])(), enc, chart.type, titles)
     if chart.threshold is not None and enc.get("y"):
         rule = alt.Chart(alt.Data(values=[{"threshold": chart.threshold}])).mark_rule(
             color="#d62728", strokeDash=[4, 4]).encode(y="threshold:Q")
-        return _config(alt.layer(drawn, rule), title)
-    return _config(drawn, title)
+        return _config(alt.layer(drawn, rule), title, responsive)
+    return _config(drawn, title, responsive)
+
+
+def before_after_vega_lite(chart: ChartSpec, before: ResultTable, after: ResultTable, *,
+                           labels: tuple[str, str], titles: Mapping[str, str],
+                           title: str, responsive: bool = False) -> dict[str, Any]:
+    """Before/after a dashboard's split date drawn as two series: per category of the chart's
+    ``x`` (or one pair for a KPI) a bar before and a bar after, side by side."""
+    enc = dict(chart.encoding)
+    measure = (enc.get("y") or enc.get("value") or enc.get("theta")
+               or next((c for c in after.columns if c not in enc.values()), after.columns[-1]))
+    x = enc.get("x") or enc.get("color")
+    if x == measure:
+        x = None
+    rows = []
+    for label, table in zip(labels, (before, after), strict=True):
+        for row in table.rows:
+            rows.append({"period": label, "group": str(row.get(x, "")) if x else label,
+                         "value": row.get(measure)})
+    period = titles.get("period", "")
+    base = alt.Chart(alt.Data(values=rows)).mark_bar()
+    drawn = base.encode(
+        x=alt.X("group:N", title=_t(titles, x) if x else None),
+        xOffset=alt.XOffset("period:N", sort=list(labels)),
+        y=alt.Y("value:Q", title=_t(titles, measure)),
+        color=alt.Color("period:N", sort=list(labels), title=period or None),
+        tooltip=[alt.Tooltip("group:N", title=_t(titles, x) if x else period or None),
+                 alt.Tooltip("period:N", title=period or None),
+                 alt.Tooltip("value:Q", title=_t(titles, measure), format=".1f")])
+    return _config(drawn, title, responsive)
 
 
 def _kpi(base: Any, chart: ChartSpec, data: ResultTable,
@@ -131,24 +189,53 @@ def word_counts(texts: Iterable[str], top: int = 80) -> list[dict[str, Any]]:
     return [{"word": w, "count": c} for w, c in counts.most_common(top)]
 
 
+WORDCLOUD_SIZE = (500, 300)
+
+
+def wordcloud_layout(rows: list[dict[str, Any]], text: str, size: str,
+                     font_file: str | None) -> list[dict[str, Any]]:
+    """Place the words (the ``wordcloud`` library's collision-free spiral layout, measured with
+    the CJK font itself): ``{text, size, x, y, fontSize}`` per word that fits."""
+    freqs = {str(r[text]): float(r[size]) for r in rows if r.get(text) and r.get(size)}
+    if not freqs:
+        return []
+    from wordcloud import WordCloud
+
+    width, height = WORDCLOUD_SIZE
+    cloud = WordCloud(font_path=font_file, width=width, height=height, prefer_horizontal=1.0,
+                      max_words=len(freqs), min_font_size=12, max_font_size=56,
+                      random_state=7, margin=4, mode="RGBA", background_color=None)
+    cloud.generate_from_frequencies(freqs)
+    return [{text: word, size: rows_count, "x": int(pos[1]), "y": int(pos[0]),
+             "fontSize": int(font_size)}
+            for (word, rows_count), font_size, pos, _orient, _colour in cloud.layout_]
+
+
 def wordcloud_vega(rows: list[dict[str, Any]], text: str, size: str,
                    title: str) -> dict[str, Any]:
-    """A Vega spec with the wordcloud transform (Vega-Lite has none)."""
+    """A Vega spec of positioned text marks: the layout is computed here, not by Vega's
+    ``wordcloud`` transform, which needs a browser canvas — server-side (PNG/PDF exports) it
+    drew nothing. The same picture is drawn on screen and in every export."""
+    from careloop.reports.export import cjk_font_file
+
+    placed = wordcloud_layout(rows, text, size, str(cjk_font_file()))
+    width, height = WORDCLOUD_SIZE
     return {
         "$schema": "https://vega.github.io/schema/vega/v5.json",
-        "width": 500, "height": 300, "title": title, "config": {"text": {"font": FONT}},
-        "data": [{"name": "words", "values": rows}],
+        "width": width, "height": height, "padding": 5, "title": title,
+        "config": {"text": {"font": FONT}, "title": {"font": FONT}},
+        "data": [{"name": "words", "values": placed}],
         "scales": [{"name": "color", "type": "ordinal", "domain": {"data": "words",
                                                                    "field": text},
                     "range": {"scheme": "tableau10"}}],
         "marks": [{
             "type": "text", "from": {"data": "words"},
-            "encode": {"enter": {"text": {"field": text}, "align": {"value": "center"},
-                                 "baseline": {"value": "alphabetic"}, "font": {"value": FONT},
-                                 "fill": {"scale": "color", "field": text}}},
-            "transform": [{"type": "wordcloud", "size": [500, 300], "text": {"field": text},
-                           "font": FONT, "fontSize": {"field": f"datum.{size}"},
-                           "fontSizeRange": [12, 56], "padding": 2}],
+            "encode": {"enter": {
+                "text": {"field": text}, "x": {"field": "x"}, "y": {"field": "y"},
+                "fontSize": {"field": "fontSize"}, "align": {"value": "left"},
+                "baseline": {"value": "top"}, "font": {"value": FONT},
+                "fill": {"scale": "color", "field": text},
+                "tooltip": {"signal": f"datum.{text} + ': ' + datum.{size}"}}},
         }],
     }
 

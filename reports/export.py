@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import subprocess
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,43 +23,76 @@ FONT_DIRS = ("/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/noto")
 IMAGE_FORMATS = ("png", "svg", "pdf")
 
 
-def to_csv(result: ResultTable) -> str:
+def to_csv(result: ResultTable, headers: Mapping[str, str] | None = None,
+           na: str = "n/a", newline: str = "\n") -> str:
+    """The rows as CSV text; ``headers`` name the columns for a person (科室, 净推荐值)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=result.columns, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator=newline)
+    writer.writerow([(headers or {}).get(c, c) for c in result.columns])
     for row in result.rows:
-        writer.writerow({k: "n/a" if row[k] is None else row[k] for k in result.columns})
+        writer.writerow([na if row.get(c) is None else row[c] for c in result.columns])
     return out.getvalue()
 
 
-def to_xlsx(result: ResultTable, sheet: str = "data") -> bytes:
+def csv_bytes(text: str) -> bytes:
+    """UTF-8 with a byte-order mark: Excel (zh-CN Windows) otherwise opens it as GBK and shows
+    mojibake."""
+    return text.encode("utf-8-sig")
+
+
+def to_xlsx(result: ResultTable, sheet: str = "data",
+            headers: Mapping[str, str] | None = None, na: str = "n/a") -> bytes:
     # openpyxl has no bundled type information; used through Any.
     book: Any = importlib.import_module("openpyxl").Workbook()
     ws = book.active
     ws.title = sheet[:31]
-    ws.append(result.columns)
+    ws.append([(headers or {}).get(c, c) for c in result.columns])
     for row in result.rows:
-        ws.append(["n/a" if row[c] is None else row[c] for c in result.columns])
+        ws.append([na if row.get(c) is None else row[c] for c in result.columns])
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
 
 
+CJK_FAMILY = "Noto Sans CJK SC"
+_MISSING_FONT = ("chart export needs a CJK font: install the Debian package fonts-noto-cjk "
+                 "(apt-get install fonts-noto-cjk)")
+
+
+@cache
+def cjk_font_file() -> Path:
+    """The CJK font file, resolved through fontconfig (``fc-match``), else the Debian folders.
+
+    Raises:
+        ReportError: when no Noto CJK font is installed (fontconfig then names a fallback such
+            as DejaVu, which has no Chinese glyphs).
+    """
+    try:
+        found = subprocess.run(["fc-match", "-f", "%{file}\n%{family}", f"{CJK_FAMILY}:lang=zh-cn"],
+                               capture_output=True, text=True, timeout=10, check=False)
+        lines = found.stdout.splitlines()
+        if found.returncode == 0 and len(lines) >= 2 and "CJK" in lines[1]:
+            return Path(lines[0])
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    for folder in FONT_DIRS:
+        for candidate in sorted(Path(folder).glob("NotoSansCJK*")):
+            return candidate
+    raise ReportError(_MISSING_FONT)
+
+
 @cache
 def cjk_font_dir() -> str:
-    """Register the CJK font directory with vl-convert (once per process).
+    """Register the CJK font's directory with vl-convert (once per process).
 
     Raises:
         ReportError: when fonts-noto-cjk is not installed.
     """
     import vl_convert as vlc
 
-    for folder in FONT_DIRS:
-        if any(Path(folder).glob("NotoSansCJK*")):
-            vlc.register_font_directory(folder)
-            return folder
-    raise ReportError("chart export needs a CJK font: install the Debian package "
-                      "fonts-noto-cjk (apt-get install fonts-noto-cjk)")
+    folder = str(cjk_font_file().parent)
+    vlc.register_font_directory(folder)
+    return folder
 
 
 def render(spec: dict[str, Any], fmt: str, *, scale: float = 1.0) -> bytes:

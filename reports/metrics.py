@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import Float, and_, case, cast, exists, func, literal, or_
 from sqlalchemy.sql.elements import ColumnElement
 
-from careloop.engine.models import Base
 from careloop.reports import dialect as dl
 from careloop.reports.builder import QueryBuilder
 from careloop.reports.spec import MeasureSpec
@@ -88,11 +87,9 @@ def _question(b: QueryBuilder) -> Expr:
 
 
 def _category(b: QueryBuilder) -> Expr:
-    # The rule engine's text classification when installed; else a coded ``category`` answer
-    # (the complaint form's own field).
-    if "rule_classifications" in Base.metadata.tables:
-        return b.classification()
-    return b.answer_code("category")
+    # A complaint's category is the answer to its form's ``category`` question; free-text
+    # feedback has the rule engine's classification instead (see QueryBuilder.category).
+    return b.category()
 
 
 DIMENSIONS = (

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, String, case, cast, exists, false, select
+from sqlalchemy import Select, String, case, cast, exists, false, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -122,7 +122,10 @@ def _conditions(b: QueryBuilder, spec: DatasetSpec, filters: Filters,
     out: list[ColumnElement[bool]] = []
     dept = b.department_column()
     if scope is not None:
-        out.append(dept.in_(sorted(scope)) if scope else false())
+        # A ward's staff are scoped to the ward: their rows are the ward's encounters' (the
+        # row's department is the ward's department), so both columns are compared.
+        out.append(or_(dept.in_(sorted(scope)), b.encounter().c.ward_id.in_(sorted(scope)))
+                   if scope else false())
     if filters.departments:
         out.append(dept.in_(filters.departments))
     if b.source == "encounters":  # discharges: an encounter still in hospital is not one yet

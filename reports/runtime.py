@@ -28,6 +28,9 @@ from careloop.reports.tables import table
 DRILL_DIMENSION = {"hospital": (), "department": ("department",), "ward": ("ward",),
                    "doctor": ("doctor",), "nursing_group": ("nursing_group",)}
 _CACHEABLE = {"submissions": ("submissions", "submission_answers")}
+# Bumped whenever the SQL a dataset compiles to changes meaning (e.g. how a row's department or
+# category is found), so results cached by an older release are not served again.
+QUERY_VERSION = "2"
 
 
 def load_spec(session: Session, kind: str, key: str) -> Any:
@@ -72,7 +75,8 @@ def clear_cache(session: Session, dataset_key: str | None = None) -> int:
 def _cache_key(spec: DatasetSpec, filters: Filters, scope: Scope,
                dims: tuple[str, ...] | None) -> str:
     scope_text = "*" if scope is None else ",".join(sorted(scope))
-    raw = "|".join((spec.key, spec.content_hash, filters.cache_key(), scope_text, repr(dims)))
+    raw = "|".join((QUERY_VERSION, spec.key, spec.content_hash, filters.cache_key(),
+                    scope_text, repr(dims)))
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -145,18 +149,35 @@ class Tile:
     data: ResultTable
     previous: ResultTable | None
     width: int
+    dataset: DatasetSpec | None = None
+
+
+def tile_filters(dataset: DatasetSpec, filters: Filters,
+                 equals: tuple[tuple[str, str], ...]) -> Filters:
+    """``filters`` plus the clicked cross-filters that apply to this tile's source (a click on a
+    complaint category does not empty the tasks tile, which has no category)."""
+    from careloop.engine.registry import loaded_registry
+
+    source = loaded_registry().catalogue("report_source").get(dataset.source)
+    for dimension, value in equals:
+        if source is not None and dimension in source.dimensions:
+            filters = filters.with_equal(dimension, value)
+    return filters
 
 
 def dashboard_tiles(session: Session, dashboard: DashboardSpec, filters: Filters,
-                    scope: Scope) -> list[Tile]:
+                    scope: Scope, equals: tuple[tuple[str, str], ...] = ()) -> list[Tile]:
     """Every tile of ``dashboard`` under the global ``filters`` and the viewer's ``scope``."""
     tiles = []
+    base_filters = filters
     for tile in dashboard.tiles:
         chart = tile.inline or load_spec(session, "chart", tile.chart)
         dataset = dataset_of(session, chart)
+        filters = tile_filters(dataset, base_filters, equals)
         if chart.type == "wordcloud":
             data = comment_words(session, dataset, chart.encoding["text"], filters, scope)
-            tiles.append(Tile(chart=chart, data=data, previous=None, width=tile.width))
+            tiles.append(Tile(chart=chart, data=data, previous=None, width=tile.width,
+                              dataset=dataset))
             continue
         data = run_cached(session, dataset, filters=filters, scope=scope)
         prev = None
@@ -164,7 +185,8 @@ def dashboard_tiles(session: Session, dashboard: DashboardSpec, filters: Filters
             before = previous_period(filters)
             if before is not None:
                 prev = run_cached(session, dataset, filters=before, scope=scope)
-        tiles.append(Tile(chart=chart, data=data, previous=prev, width=tile.width))
+        tiles.append(Tile(chart=chart, data=data, previous=prev, width=tile.width,
+                          dataset=dataset))
     return tiles
 
 
@@ -182,7 +204,9 @@ def drill(session: Session, dashboard: DashboardSpec, chart_key: str,
     chart = chart_of(session, dashboard, chart_key)
     dataset = dataset_of(session, chart)
     for level, value in zip(path, selections, strict=False):
-        if DRILL_DIMENSION.get(level):  # the hospital level has one row: nothing to filter
+        # the hospital level has one row, and "*" stands for "any" (a click on a doctor's bar
+        # drills into that doctor without naming a department): nothing to filter
+        if DRILL_DIMENSION.get(level) and value != "*":
             filters = filters.with_equal(DRILL_DIMENSION[level][0], value)
     level = path[len(selections)]
     if level == "responses":

@@ -7,16 +7,17 @@ to SQL; exports are audited. The Vega JavaScript is served from here (no CDN).
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from markupsafe import Markup
 
 from careloop.engine.db import transaction
-from careloop.engine.i18n import normalise_locale, t
+from careloop.engine.i18n import t
 from careloop.reports import views
 from careloop.reports.dialect import ReportError
-from careloop.web.deps import record, require
+from careloop.web.deps import locale_of, record, require
 from careloop.web.permissions import REPORTS_VIEW, Principal
 
 router = APIRouter()
@@ -28,8 +29,21 @@ def _params(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items() if k in _FILTERS}
 
 
+def _equals(request: Request) -> tuple[tuple[str, str], ...]:
+    """Cross-filters clicked in the page: ``?f.category=billing`` (known dimensions only)."""
+    from careloop.engine.registry import loaded_registry
+
+    known = loaded_registry().catalogue("report_dimension")
+    out = []
+    for name, value in request.query_params.multi_items():
+        if name.startswith("f.") and name[2:] in known and value:
+            out.append((name[2:], value[:200]))
+    return tuple(out[:8])
+
+
 def _locale(request: Request) -> str:
-    return normalise_locale(request.headers.get("accept-language"))
+    """The language the user chose (the console's language cookie), else the browser's."""
+    return locale_of(request)
 
 
 @router.get("/reports/static/vega-bundle.js")
@@ -43,7 +57,7 @@ def dashboard_json(key: str, request: Request,
     try:
         with transaction() as session:
             payload = views.dashboard_payload(session, key, _params(request), me.scope,
-                                              _locale(request))
+                                              _locale(request), _equals(request))
     except ReportError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     return JSONResponse(payload)
@@ -56,7 +70,7 @@ def dashboard_drill(key: str, chart: str, request: Request, path: str = "",
     try:
         with transaction() as session:
             payload = views.drill_payload(session, key, chart, selections, _params(request),
-                                          me.scope)
+                                          me.scope, _locale(request))
     except ReportError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     return JSONResponse(payload)
@@ -68,7 +82,7 @@ def tile_export(key: str, chart: str, fmt: str, request: Request,
     try:
         with transaction() as session:
             body = views.export_tile(session, key, chart, fmt, _params(request), me.scope,
-                                     _locale(request))
+                                     _locale(request), _equals(request))
     except ReportError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     record(request, me, "report.export", object_type="dashboard", object_id=f"{key}/{chart}",
@@ -89,7 +103,8 @@ def dashboard_page(key: str, request: Request,
     params = _params(request)
     try:
         with transaction() as session:
-            payload = views.dashboard_payload(session, key, params, me.scope, locale)
+            equals = _equals(request)
+            payload = views.dashboard_payload(session, key, params, me.scope, locale, equals)
             departments = [(d.id, d.name) for d in session.query(Department)
                            .filter(Department.kind == "department").order_by(Department.id)
                            if me.scope is None or d.id in me.scope]
@@ -97,6 +112,8 @@ def dashboard_page(key: str, request: Request,
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     data = json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
     chosen = dict(departments).get(params.get("department", ""))
+    query = urlencode([*params.items(), *((f"f.{d}", v) for d, v in equals)])
     return render(request, "report_dashboard.html", payload=payload, params=params,
                   departments=departments, payload_json=Markup(data), chosen=chosen,
+                  export_query=query, clear_query=urlencode(params),
                   aggregated_note=t("reports.aggregated-only", locale))

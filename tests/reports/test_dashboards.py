@@ -77,11 +77,11 @@ def test_department_head_sees_only_their_department(bundles: Engine, seed: Any) 
         assert {r["department"] for r in responses["rows"]} == {"card"}
         assert len(responses["rows"]) == 3
         exported = views.export_tile(session, "service_quality_overview", "nps_by_department",
-                                     "csv", {}, scope, "zh-CN").decode()
+                                     "csv", {}, scope, "zh-CN").decode("utf-8-sig")
         xlsx = views.export_tile(session, "service_quality_overview", "nps_by_department",
                                  "xlsx", {}, scope, "zh-CN")
         hospital = views.dashboard_payload(session, "service_quality_overview", {}, None, "en")
-    assert [r["department"] for r in csv.DictReader(io.StringIO(exported))] == ["card"]
+    assert [r["科室"] for r in csv.DictReader(io.StringIO(exported))] == ["card"]
     sheet = load_workbook(io.BytesIO(xlsx)).active
     assert sheet is not None
     assert [row[0] for row in sheet.iter_rows(min_row=2, values_only=True)] == ["card"]
@@ -127,7 +127,9 @@ def test_negative_feedback_word_cloud_gets_word_counts_only(bundles: Engine, see
     # four dissatisfied patients (overall <= 2) wrote the same sentence
     assert words["护士"] == 4 and words["态度"] == 4
     assert "很好" not in words  # satisfied patients' comments are not read
-    assert cloud["spec"]["marks"][0]["transform"][0]["type"] == "wordcloud"
+    # laid out server-side (Vega's wordcloud transform needs a browser canvas)
+    placed = cloud["spec"]["data"][0]["values"]
+    assert {p["word"] for p in placed} <= set(words) and all("x" in p for p in placed)
     assert all(set(r) == {"word", "count"} for r in cloud["data"]["rows"])
 
 
@@ -156,13 +158,12 @@ def test_drill_path_without_hospital_level_filters_each_click(engine: Engine, se
     assert [r["department"] for r in responses] == ["card"] and len(responses) == 1
 
 
-def test_empty_tiles_preview_public_sample_data(bundles: Engine) -> None:
+def test_empty_tiles_say_why_and_draw_no_sample_data(bundles: Engine) -> None:
     with transaction(bundles) as session:
         payload = views.dashboard_payload(session, "service_quality_overview", {}, None, "zh-CN")
     tile = next(t for t in payload["tiles"] if t["chart"] == "nps_by_department")
-    assert tile["sample"] is True and tile["data"]["rows"] == []
-    assert tile["spec"]["title"].endswith("（示例数据）")
-    values = tile["spec"]["layer"][0]["data"]["values"]
-    assert sorted(v["department"] for v in values) == ["drizzle", "fog", "rain", "snow", "sun"]
+    assert tile["spec"] is None and tile["data"]["rows"] == []
+    assert tile["empty"].startswith("本期暂无数据：尚无")
+    assert "seattle" not in json.dumps(payload).lower()
     kpi = next(t for t in payload["tiles"] if t["chart"] == "kpi_nps")
-    assert kpi["sample"] is False  # an ungrouped KPI has its one row (n/a), not a sample
+    assert kpi["spec"] is None and kpi["empty"]  # an ungrouped KPI counting nothing is empty

@@ -303,7 +303,7 @@ def test_a_complaint_travels_from_intake_to_closure(app: Any, engine: Engine,
         assert match and match.group(1) == "25"
         board = px.get("/api/v1/reports/dashboards/complaints_overview").json()
         tile = next(t for t in board["tiles"] if t["chart"] == "complaint_handling")
-        assert tile["data"]["rows"] == [{"department": "cardiology",
+        assert tile["data"]["rows"] == [{"department": "心内科", "department__key": "cardiology",
                                          "first_contact_resolution": 25.0,
                                          "mean_response_hours": tile["data"]["rows"][0][
                                              "mean_response_hours"], "overdue": 0}]

@@ -269,12 +269,16 @@ def check_dashboard(journey: Journey, options: dict[str, Any]) -> str | None:
     if options["chart"] not in tiles:
         return f"dashboard {options['key']} has no tile {options['chart']} (tiles: {list(tiles)})"
     data = tiles[options["chart"]]["data"] or {"rows": []}
+    # A tile's rows are labelled (心内科) and keep the raw value in ``<column>__key``
+    # (cardiology): ``where`` matches either.
     rows = [r for r in data["rows"]
-            if all(r.get(k) == v for k, v in (options.get("where") or {}).items())]
+            if all(v in (r.get(k), r.get(f"{k}__key")) for k, v in
+                   (options.get("where") or {}).items())]
     if "rows" in options and len(rows) != options["rows"]:
         return f"expected {options['rows']} row(s) in {options['chart']}, saw {len(rows)}: {rows}"
     if "value" in options:
-        column = options.get("column") or (data.get("columns") or [None])[-1]
+        shown = [c for c in data.get("columns") or [] if not str(c).endswith("__key")]
+        column = options.get("column") or (shown or [None])[-1]
         values = [r.get(column) for r in rows]
         if not any(_same(v, options["value"]) for v in values):
             seen = values if rows else (f"no rows matching {options.get('where')} "
