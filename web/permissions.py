@@ -191,22 +191,32 @@ def own_departments(session: Session, principal: Principal) -> frozenset[str]:
     return frozenset(_expand(session, named)) if named else frozenset()
 
 
-def _hidden_departments(principal: Principal) -> Select[str]:
-    """Sensitive departments not named by one of the principal's own grants."""
+def _own(principal: Principal) -> Select[str] | None:
     named = [g.department_id for g in principal.grants if g.department_id]
+    if not named:
+        return None
+    return select(Department.id).where(or_(Department.id.in_(named),
+                                           Department.parent_id.in_(named)))
+
+
+def _hidden_departments(principal: Principal) -> Select[str]:
+    """Sensitive departments (and wards) not named by one of the principal's own grants."""
     query = sensitive_departments()
-    if named:
-        own = select(Department.id).where(or_(Department.id.in_(named),
-                                              Department.parent_id.in_(named)))
-        query = query.where(Department.id.not_in(own))
-    return query
+    own = _own(principal)
+    return query if own is None else query.where(Department.id.not_in(own))
 
 
 def hidden_encounters(principal: Principal) -> Select[str]:
-    """Encounters in sensitive departments outside the principal's own (a SQL subquery)."""
+    """Encounters in a sensitive department, in none of the principal's own departments or
+    wards (a SQL subquery). A ward's staff keep their ward's stays of a sensitive department."""
     hidden = _hidden_departments(principal)
-    return select(Encounter.id).where(or_(Encounter.department_id.in_(hidden),
-                                          Encounter.ward_id.in_(hidden)))
+    query = select(Encounter.id).where(or_(Encounter.department_id.in_(hidden),
+                                           Encounter.ward_id.in_(hidden)))
+    own = _own(principal)
+    if own is not None:
+        query = query.where(Encounter.department_id.not_in(own),
+                            or_(Encounter.ward_id.is_(None), Encounter.ward_id.not_in(own)))
+    return query
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +230,10 @@ class HiddenStays:
         return bool(self.encounters)
 
     def hides(self, encounter_id: str | None, department_id: str | None = None) -> bool:
-        return (encounter_id is not None and encounter_id in self.encounters) or (
-            department_id is not None and department_id in self.departments)
+        """A row of a hidden stay; a row without a stay is judged by its department."""
+        if encounter_id is not None:
+            return encounter_id in self.encounters
+        return department_id is not None and department_id in self.departments
 
 
 def broke_glass(session: Session, principal: Principal, patient_id: str) -> bool:
@@ -239,9 +251,8 @@ def hidden_stays(session: Session, principal: Principal, patient_id: str) -> Hid
     departments = frozenset(session.scalars(_hidden_departments(principal)).all())
     if not departments:
         return HiddenStays()
-    encounters = frozenset(session.scalars(select(Encounter.id).where(
-        Encounter.patient_id == patient_id, or_(Encounter.department_id.in_(departments),
-                                                Encounter.ward_id.in_(departments)))).all())
+    encounters = frozenset(session.scalars(hidden_encounters(principal).where(
+        Encounter.patient_id == patient_id)).all())
     if not encounters or broke_glass(session, principal, patient_id):
         return HiddenStays()
     return HiddenStays(encounters, departments)
@@ -258,9 +269,11 @@ def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
     only when assigned to them or to their role queue.
     """
     hidden = _hidden_departments(principal)
-    not_sensitive = and_(
-        or_(Task.department_id.is_(None), Task.department_id.not_in(hidden)),
-        or_(Task.encounter_id.is_(None), Task.encounter_id.not_in(hidden_encounters(principal))))
+    not_sensitive = or_(
+        and_(Task.encounter_id.is_not(None),
+             Task.encounter_id.not_in(hidden_encounters(principal))),
+        and_(Task.encounter_id.is_(None),
+             or_(Task.department_id.is_(None), Task.department_id.not_in(hidden))))
     roles = [and_(Task.assignee_role == g.role, Task.department_id == g.department_id)
              if g.department_id else Task.assignee_role == g.role for g in principal.grants]
     if principal.scope is None:

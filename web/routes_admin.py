@@ -299,7 +299,8 @@ def break_glass(request: Request, me: Principal = NEEDS_ADMIN_USERS) -> Response
     with transaction() as session:
         audit_rows = session.scalars(select(AuditRow).where(AuditRow.action == BREAK_GLASS)
                                      .order_by(AuditRow.id.desc()).limit(500)).all()
-        names = dict(session.execute(select(User.username, User.display_name)).tuples().all())
+        names = {str(u): str(n) for u, n in session.execute(
+            select(User.username, User.display_name)).all()}
         rows = [{"at": to_local(r.at).strftime("%Y-%m-%d %H:%M"),
                  "who": names.get(r.actor, r.actor), "patient": r.patient_id or "",
                  "reason": (r.details or {}).get("reason", "")} for r in audit_rows]
