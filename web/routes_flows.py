@@ -16,7 +16,7 @@ from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows import views
 from careloop.flows.ingest import ingest
-from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller
+from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller, audit_refusal
 from careloop.web.deps import client_ip, request_id
 
 router = APIRouter(prefix="/api/v1")
@@ -24,11 +24,15 @@ router = APIRouter(prefix="/api/v1")
 
 def _require_key(request: Request, key: str | None, scope: str, action: str,
                  object_id: str | None = None) -> ApiCaller:
+    ip, rid = client_ip(request), request_id(request)
     try:
         with transaction() as session:
-            return api_key_caller(session, key, scope, action=action, ip=client_ip(request),
-                                  request_id=request_id(request), object_id=object_id)
+            return api_key_caller(session, key, scope, action=action, ip=ip, request_id=rid,
+                                  object_id=object_id)
     except ApiKeyRefused as exc:
+        with transaction() as session:
+            audit_refusal(session, exc, action=action, ip=ip, request_id=rid,
+                          object_id=object_id)
         raise HTTPException(status_code=exc.status, detail=str(exc)) from None
 
 
