@@ -181,7 +181,7 @@ def panel_messages(session: Session, patient_id: str, me: Principal, locale: str
          Markup('<span class="badge msg-{0}">{1}</span>').format(
              m["status"], t(f"web.outbox.status.{m['status']}", locale)),
          local(m["sent_at"])]
-        for m in messages_json(session, patient_id, hidden_stays(session, me, patient_id))]
+        for m in messages_json(session, patient_id)]
     return _table([t("web.msg.created", locale), t("web.msg.template", locale),
                    t("web.msg.channel", locale), t("web.msg.status", locale),
                    t("web.msg.sent", locale)], rows, locale)
