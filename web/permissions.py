@@ -84,11 +84,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 def permissions_of(role: str) -> frozenset[str]:
     extra = loaded_registry().catalogue("role_permissions").get(role)
     perms = frozenset(extra) if extra is not None else ROLE_PERMISSIONS.get(role, frozenset())
-    return perms - PATIENT_DATA if role in ADMIN_ROLES else perms
+    return perms - PATIENT_DATA if is_admin_role(role) else perms
 
 
 def is_admin_role(role: str) -> bool:
-    return role in ADMIN_ROLES
+    """An administrative role: a built-in one, or one a plugin registered ``administrative``."""
+    info = loaded_registry().catalogue("role").get(role)
+    return role in ADMIN_ROLES or bool(getattr(info, "administrative", False))
 
 
 def has_patient_data(role: str) -> bool:
