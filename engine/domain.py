@@ -26,6 +26,8 @@ class Department(Base):
     kind: Mapped[str] = mapped_column(String(16), default="department")  # department | ward
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("departments.id"))
     active: Mapped[bool] = mapped_column(default=True)
+    # a sensitive department's stays (psychiatry by default) are seen by its own staff only
+    sensitive: Mapped[bool] = mapped_column(default=False)
 
 
 class User(Base):

@@ -28,16 +28,21 @@ CHANNELS = (
 
 @dataclass(frozen=True, slots=True)
 class RoleInfo:
-    """A staff role; the web runtime maps roles to permissions."""
+    """A staff role; the web runtime maps roles to permissions. ``administrative`` roles (the
+    system, security and audit administrators) follow the separation of duties: mutually
+    exclusive, no patient data, granted only with a second administrator's approval."""
 
     name: str
     title: dict[str, str]
+    administrative: bool = False
 
 
 ROLES = (
-    RoleInfo("system_admin", {"zh-CN": "系统管理员", "en": "System administrator"}),
-    RoleInfo("security_admin", {"zh-CN": "安全管理员", "en": "Security administrator"}),
-    RoleInfo("auditor", {"zh-CN": "审计员", "en": "Auditor"}),
+    RoleInfo("system_admin", {"zh-CN": "系统管理员", "en": "System administrator"},
+             administrative=True),
+    RoleInfo("security_admin", {"zh-CN": "安全管理员", "en": "Security administrator"},
+             administrative=True),
+    RoleInfo("auditor", {"zh-CN": "审计员", "en": "Auditor"}, administrative=True),
     RoleInfo("leadership", {"zh-CN": "院领导", "en": "Hospital leadership"}),
     RoleInfo("px_office", {"zh-CN": "患者体验办公室", "en": "Patient-experience office"}),
     RoleInfo("dept_director", {"zh-CN": "科主任", "en": "Department director"}),

@@ -73,19 +73,75 @@ def events_send(file: Path) -> None:
 
 @click.group()
 def apikey() -> None:
-    """API keys for POST /api/v1/events."""
+    """API keys of systems calling /api/v1 (the HIS): create, list, revoke."""
 
 
 @apikey.command("create")
 @click.argument("name")
-def apikey_create(name: str) -> None:
-    """Create a key named NAME and print it once (only its hash is stored)."""
+@click.option("--scope", "scopes", multiple=True, default=("events:write",), show_default=True,
+              help="events:write | readback:read | incidents:write (repeat for several)")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="days until the key stops working")
+def apikey_create(name: str, scopes: tuple[str, ...], expires_days: int) -> None:
+    """Create a key named NAME and print it once (only its hash is stored); audited."""
+    from datetime import timedelta
+
+    from careloop.engine import audit
+    from careloop.engine.clock import now_utc
     from careloop.engine.db import transaction
-    from careloop.flows.ingest import create_api_key
+    from careloop.flows.ingest import ApiKeyError, create_api_key
+
+    try:
+        with transaction() as session:
+            expires = now_utc() + timedelta(days=expires_days)
+            key = create_api_key(session, name, scopes=scopes, expires_at=expires,
+                                 created_by="cli")
+            audit.append(session, actor="cli", action="apikey.create", object_type="api_key",
+                         object_id=name, details={"scopes": sorted(set(scopes)),
+                                                  "expires_at": expires.isoformat()})
+    except ApiKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(key)
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """List the keys: name, prefix, scopes, state, expiry and last use (hospital time)."""
+    from careloop.engine.clock import to_local
+    from careloop.engine.db import transaction
+    from careloop.flows.ingest import key_state, list_api_keys, scopes_of
+
+    def local(value: object) -> str:
+        from datetime import datetime
+
+        return to_local(value).strftime("%Y-%m-%d %H:%M") \
+            if isinstance(value, datetime) else "-"
 
     with transaction() as session:
-        key = create_api_key(session, name)
-    click.echo(key)
+        for key in list_api_keys(session):
+            click.echo(f"{key.name}\t{key.prefix}…\t{','.join(scopes_of(key))}\t"
+                       f"{key_state(key)}\texpires {local(key.expires_at)}\t"
+                       f"last used {local(key.last_used_at)}")
+
+
+@apikey.command("revoke")
+@click.argument("name")
+def apikey_revoke(name: str) -> None:
+    """Revoke the key named NAME (it stops working at once); audited."""
+    from careloop.engine import audit
+    from careloop.engine.db import transaction
+    from careloop.flows.ingest import ApiKeyError, revoke_api_key
+
+    try:
+        with transaction() as session:
+            revoke_api_key(session, name)
+            audit.append(session, actor="cli", action="apikey.revoke", object_type="api_key",
+                         object_id=name)
+    except ApiKeyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {name}")
 
 
 @click.group()

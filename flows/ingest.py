@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
@@ -319,17 +320,69 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(session: Session, name: str) -> str:
-    """Create a key; the plain key is returned once and never stored."""
+API_SCOPES = ("events:write", "readback:read", "incidents:write")
+DEFAULT_SCOPES = ("events:write",)
+
+
+class ApiKeyError(ValueError):
+    """An API key request that cannot be honoured (unknown scope, taken name, no such key)."""
+
+
+def create_api_key(session: Session, name: str, *, scopes: Sequence[str] = DEFAULT_SCOPES,
+                   expires_at: datetime | None = None, created_by: str | None = None) -> str:
+    """Create a key with ``scopes`` (``events:write`` unless told); the plain key is returned
+    once and never stored."""
+    unknown = sorted(set(scopes) - set(API_SCOPES))
+    if unknown or not scopes:
+        raise ApiKeyError(f"unknown scope {', '.join(unknown) or '(none)'}; "
+                          f"known: {', '.join(API_SCOPES)}")
+    if session.scalars(select(ApiKey.id).where(ApiKey.name == name)).first() is not None:
+        raise ApiKeyError(f"an API key named {name!r} exists")
     key = "clk_" + secrets.token_urlsafe(32)
-    session.add(ApiKey(name=name, key_hash=hash_key(key), prefix=key[:8], created_at=now_utc()))
+    session.add(ApiKey(name=name, key_hash=hash_key(key), prefix=key[:8], created_at=now_utc(),
+                       scopes=sorted(set(scopes)), expires_at=expires_at,
+                       created_by=created_by))
     session.flush()
     return key
 
 
+def scopes_of(key: ApiKey) -> tuple[str, ...]:
+    """A key's scopes; a key made before scopes existed may only send events."""
+    return tuple(key.scopes) if key.scopes is not None else DEFAULT_SCOPES
+
+
+def key_state(key: ApiKey, now: datetime | None = None) -> str:
+    """``active`` | ``revoked`` | ``expired``."""
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= (now or now_utc()):
+        return "expired"
+    return "active"
+
+
 def authenticate(session: Session, key: str | None) -> ApiKey | None:
+    """The live key (neither revoked nor expired) for a presented key, or None."""
     if not key:
         return None
     found = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key),
                                                  ApiKey.revoked_at.is_(None))).first()
+    if found is None or key_state(found) != "active":
+        return None
+    return found
+
+
+def list_api_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.name)).all())
+
+
+def revoke_api_key(session: Session, name_or_id: str | int) -> ApiKey:
+    """Revoke a key by name or id (kept, with the time it was revoked)."""
+    query = select(ApiKey).where(ApiKey.id == name_or_id) if isinstance(name_or_id, int) \
+        else select(ApiKey).where(ApiKey.name == name_or_id)
+    found = session.scalars(query).first()
+    if found is None:
+        raise ApiKeyError(f"no API key {name_or_id!r}")
+    if found.revoked_at is None:
+        found.revoked_at = now_utc()
+        session.flush()
     return found

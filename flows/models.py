@@ -181,7 +181,11 @@ class TaskOverdueMark(Base):
 
 
 class ApiKey(Base):
-    """A key the HIS uses for ``POST /api/v1/events``; only its SHA-256 hash is stored."""
+    """A key the HIS uses for ``POST /api/v1/events``; only its SHA-256 hash is stored.
+
+    ``scopes`` say what the key may do (``events:write``, ``readback:read``,
+    ``incidents:write``); a key past ``expires_at`` or revoked authenticates nothing.
+    """
 
     __tablename__ = "api_keys"
 
@@ -191,6 +195,10 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    scopes: Mapped[list[Any] | None] = mapped_column(JSONType)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class ParkedEvent(Base):

@@ -1,4 +1,15 @@
-"""Administration logic: users and role grants, departments and wards, the audit log query."""
+"""Administration logic: users and role grants, departments and wards, the audit log query.
+
+Separation of duties (三权分立, docs/security.md):
+
+- the system, security and audit administrators' roles exclude one another and every role with
+  patient data (:func:`grant` refuses the mix, whoever asks — the command line and the demo too);
+- nobody grants or revokes their own roles, nor deactivates themselves (:func:`request_grant`,
+  :func:`request_revoke`, :func:`request_status`);
+- granting an administrative role, and deactivating (or revoking the role of) the last active
+  auditor, is a pending :class:`~careloop.web.models.AdminRequest` until a second security
+  administrator — not the requester, not the person concerned — approves it (:func:`decide`).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +17,25 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, RoleGrant, User
 from careloop.engine.models import AuditRow
 from careloop.engine.registry import loaded_registry
 from careloop.web import auth
+from careloop.web.models import AdminRequest
 from careloop.web.passwords import PasswordProblem, check_password
+from careloop.web.permissions import (
+    ADMIN_USERS,
+    Principal,
+    has_patient_data,
+    is_admin_role,
+)
+
+AUDITOR = "auditor"
+SENSITIVE_BY_DEFAULT = frozenset({"psychiatry"})
 
 USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{1,63}$")
 ID = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
@@ -46,11 +68,33 @@ def create_user(session: Session, *, username: str, display_name: str, password:
     return user
 
 
-def grant(session: Session, user: User, role: str, department_id: str | None) -> RoleGrant:
+def _roles_of(session: Session, user_id: int) -> set[str]:
+    return set(session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == user_id)))
+
+
+def check_compatible(session: Session, user: User, role: str) -> None:
+    """Refuse a role that mixes administrative duties with each other or with patient data."""
+    held = _roles_of(session, user.id) - {role}
+    if is_admin_role(role):
+        clash = any(is_admin_role(r) or has_patient_data(r) for r in held)
+    else:
+        clash = has_patient_data(role) and any(is_admin_role(r) for r in held)
+    if clash:
+        raise AdminError("web.sod.conflict")
+
+
+def _check_target(role: str, department_id: str | None, session: Session) -> None:
     if role not in loaded_registry().catalogue("role"):
         raise AdminError("web.admin.unknown_role")
     if department_id and session.get(Department, department_id) is None:
         raise AdminError("web.admin.unknown_department")
+
+
+def grant(session: Session, user: User, role: str, department_id: str | None) -> RoleGrant:
+    """Give ``user`` the role (within a department, or hospital-wide); refuses a grant that
+    breaks the separation of duties. Approval rules are the callers' (:func:`request_grant`)."""
+    _check_target(role, department_id, session)
+    check_compatible(session, user, role)
     existing = session.scalars(select(RoleGrant).where(
         RoleGrant.user_id == user.id, RoleGrant.role == role,
         RoleGrant.department_id.is_(None) if department_id is None
@@ -63,8 +107,116 @@ def grant(session: Session, user: User, role: str, department_id: str | None) ->
     return row
 
 
+def _active_auditors(session: Session) -> int:
+    return int(session.scalar(select(func.count(func.distinct(RoleGrant.user_id)))
+                              .join(User, User.id == RoleGrant.user_id)
+                              .where(RoleGrant.role == AUDITOR, User.active.is_(True))) or 0)
+
+
+def _is_last_auditor(session: Session, user: User) -> bool:
+    return user.active and AUDITOR in _roles_of(session, user.id) \
+        and _active_auditors(session) <= 1
+
+
+def _pending(session: Session, me: Principal, action: str, user: User, role: str | None = None,
+             department_id: str | None = None) -> AdminRequest:
+    existing = session.scalars(select(AdminRequest).where(
+        AdminRequest.status == "pending", AdminRequest.action == action,
+        AdminRequest.user_id == user.id, AdminRequest.role.is_(None) if role is None
+        else AdminRequest.role == role)).first()
+    if existing is not None:
+        return existing
+    row = AdminRequest(action=action, user_id=user.id, role=role, department_id=department_id,
+                       requested_by=me.username, requested_at=now_utc(), status="pending")
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _not_yourself(me: Principal, user: User) -> None:
+    if user.id == me.user_id:
+        raise AdminError("web.sod.own_roles")
+
+
+def request_grant(session: Session, me: Principal, user: User, role: str,
+                  department_id: str | None) -> RoleGrant | AdminRequest:
+    """A grant asked for on the users page: never to oneself; an administrative role waits for
+    a second administrator (returns the pending request)."""
+    _not_yourself(me, user)
+    _check_target(role, department_id, session)
+    check_compatible(session, user, role)
+    if is_admin_role(role):
+        return _pending(session, me, "grant", user, role, department_id)
+    return grant(session, user, role, department_id)
+
+
+def request_revoke(session: Session, me: Principal, row: RoleGrant) -> AdminRequest | None:
+    """Revoke a grant (not one's own); the last active auditor's role waits for a second
+    administrator (returns the pending request)."""
+    user = session.get(User, row.user_id)
+    assert user is not None
+    _not_yourself(me, user)
+    if row.role == AUDITOR and _is_last_auditor(session, user):
+        return _pending(session, me, "revoke", user, row.role, row.department_id)
+    session.delete(row)
+    session.flush()
+    return None
+
+
+def request_status(session: Session, me: Principal, user: User,
+                   action: str) -> AdminRequest | None:
+    """Activate, deactivate or unlock a user; nobody deactivates themselves, and the last active
+    auditor's deactivation waits for a second administrator (returns the pending request)."""
+    if action == "deactivate":
+        _not_yourself(me, user)
+        if _is_last_auditor(session, user):
+            return _pending(session, me, "deactivate", user)
+    if action == "unlock":
+        auth.unlock(session, user)
+        return None
+    user.active = action == "activate"
+    if not user.active:
+        auth.destroy_user_sessions(session, user.id)
+    return None
+
+
+def pending_requests(session: Session) -> list[AdminRequest]:
+    return list(session.scalars(select(AdminRequest).where(AdminRequest.status == "pending")
+                                .order_by(AdminRequest.id)).all())
+
+
+def decide(session: Session, me: Principal, request_id: int, approve: bool) -> AdminRequest:
+    """Approve or reject a pending request: by a second security administrator — neither the
+    one who asked nor the person concerned."""
+    row = session.get(AdminRequest, request_id)
+    if row is None or row.status != "pending":
+        raise AdminError("web.sod.no_request")
+    if row.requested_by == me.username or row.user_id == me.user_id:
+        raise AdminError("web.sod.second_admin")
+    if not me.can(ADMIN_USERS):
+        raise AdminError("web.sod.second_admin")
+    user = session.get(User, row.user_id)
+    assert user is not None
+    if approve:
+        if row.action == "grant" and row.role is not None:
+            grant(session, user, row.role, row.department_id)
+        elif row.action == "revoke":
+            for found in session.scalars(select(RoleGrant).where(
+                    RoleGrant.user_id == user.id, RoleGrant.role == row.role)).all():
+                session.delete(found)
+        elif row.action == "deactivate":
+            user.active = False
+            auth.destroy_user_sessions(session, user.id)
+    row.status = "approved" if approve else "rejected"
+    row.decided_by, row.decided_at = me.username, now_utc()
+    session.flush()
+    return row
+
+
 def create_department(session: Session, *, id: str, name_zh: str, name_en: str,
-                      parent_id: str | None) -> Department:
+                      parent_id: str | None, sensitive: bool | None = None) -> Department:
+    """Create a department or ward. ``sensitive`` defaults to True for psychiatry (and a ward
+    of a sensitive department is covered by its department)."""
     if not ID.match(id):
         raise AdminError("web.admin.bad_id")
     if session.get(Department, id) is not None:
@@ -73,7 +225,8 @@ def create_department(session: Session, *, id: str, name_zh: str, name_en: str,
         raise AdminError("web.admin.unknown_department")
     row = Department(id=id, name={"zh-CN": name_zh or id, "en": name_en or name_zh or id},
                      kind="ward" if parent_id else "department", parent_id=parent_id or None,
-                     active=True)
+                     active=True,
+                     sensitive=(id in SENSITIVE_BY_DEFAULT) if sensitive is None else sensitive)
     session.add(row)
     session.flush()
     return row

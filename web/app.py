@@ -206,14 +206,23 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    from careloop.web.deps import require
+    from careloop.web.permissions import DEFINITIONS_VIEW, Principal
+
+    needs_definitions = Depends(require(DEFINITIONS_VIEW))
+
+    # Definitions carry rules, thresholds and webhook addresses: signed-in staff with
+    # definitions.view only.
     @app.get("/api/v1/definitions")
-    def list_definitions(kind: str | None = None) -> list[dict[str, Any]]:
+    def list_definitions(kind: str | None = None,
+                         me: Principal = needs_definitions) -> list[dict[str, Any]]:
         with transaction() as session:
             return [_definition_json(r) for r in store.list_current(session, kind=kind)]
 
     @app.get("/api/v1/definitions/{kind}/{key}")
     def get_definition(kind: str, key: str,
-                       version: int | None = Query(default=None, ge=1)) -> dict[str, Any]:
+                       version: int | None = Query(default=None, ge=1),
+                       me: Principal = needs_definitions) -> dict[str, Any]:
         with transaction() as session:
             try:
                 row = store.get_version(session, kind, key, version)
@@ -222,7 +231,7 @@ def create_app() -> FastAPI:
             return _definition_json(row, with_body=True)
 
     @app.get("/api/v1/bundles")
-    def list_bundles() -> list[dict[str, Any]]:
+    def list_bundles(me: Principal = needs_definitions) -> list[dict[str, Any]]:
         with transaction() as session:
             rows = session.query(BundleRow).order_by(BundleRow.id).all()
             return [{"id": r.id, "name": r.name, "version": r.version,

@@ -286,3 +286,63 @@ def has_any_user(session: Session) -> bool:
 
 def credential_of(session: Session, user_id: int) -> UserCredential | None:
     return session.get(UserCredential, user_id)
+
+
+def locked_until(session: Session, user_id: int) -> datetime | None:
+    cred = session.get(UserCredential, user_id)
+    return cred.locked_until if cred else None
+
+
+# --- API keys (systems such as the HIS; see careloop.flows.ingest for the key rows) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCaller:
+    """A system authenticated by an API key holding the scope the route needs."""
+
+    name: str
+    scopes: tuple[str, ...]
+
+    @property
+    def actor(self) -> str:
+        return f"apikey:{self.name}"[:128]
+
+
+class ApiKeyRefused(Exception):
+    """A missing, unknown, revoked or expired key (401), or one without the scope (403).
+
+    ``actor`` and ``details`` are for the refusal's audit row, which the caller writes in its
+    own transaction (the refused request's work is rolled back)."""
+
+    def __init__(self, status: int, message: str, actor: str, details: dict[str, str]) -> None:
+        super().__init__(message)
+        self.status, self.actor, self.details = status, actor, details
+
+
+def api_key_caller(session: Session, key: str | None, scope: str, *, action: str,
+                   ip: str | None, request_id: str | None,
+                   object_id: str | None = None) -> ApiCaller:
+    """Authenticate ``key`` for ``scope``: records its last use and audits the action. Raises
+    :class:`ApiKeyRefused` (audit it with :func:`audit_refusal`)."""
+    from careloop.flows.ingest import authenticate, scopes_of
+
+    found = authenticate(session, key)
+    if found is None:
+        raise ApiKeyRefused(401, "missing, unknown, revoked or expired API key", "apikey:?",
+                            {"reason": "unknown_or_expired"})
+    caller = ApiCaller(found.name, scopes_of(found))
+    if scope not in caller.scopes:
+        raise ApiKeyRefused(403, f"this API key lacks the scope {scope}", caller.actor,
+                            {"reason": "scope", "needs": scope})
+    found.last_used_at = now_utc()
+    audit.append(session, actor=caller.actor, action=action, object_type="api_key",
+                 object_id=object_id, ip=ip, request_id=request_id,
+                 details={"scope": scope})
+    return caller
+
+
+def audit_refusal(session: Session, refused: ApiKeyRefused, *, action: str, ip: str | None,
+                  request_id: str | None, object_id: str | None = None) -> None:
+    audit.append(session, actor=refused.actor, action=action, object_type="api_key",
+                 object_id=object_id, outcome="denied", ip=ip, request_id=request_id,
+                 details=dict(refused.details))

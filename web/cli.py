@@ -127,15 +127,17 @@ def user() -> None:
 @click.argument("username")
 @click.option("--display-name", default="", help="Shown in the console (default: USERNAME).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--role", default="system_admin", show_default=True,
-              help="Role to grant hospital-wide (security_admin to manage users).")
+@click.option("--role", default="security_admin", show_default=True,
+              type=click.Choice(["security_admin", "system_admin", "auditor"]),
+              help="The administrator's one role (separation of duties: one each).")
 def create_admin(username: str, display_name: str, password_stdin: bool, role: str) -> None:
-    """Create an administrator account (hospital-wide role; no default accounts exist)."""
+    """Create an administrator account with one administrative role, hospital-wide (no default
+    accounts exist). Separation of duties: create the security administrator (users and
+    grants), the system administrator and the auditor as three accounts."""
     from careloop.engine.db import transaction
     from careloop.engine.i18n import t
     from careloop.engine.migrate import upgrade
     from careloop.web import admin
-    from careloop.web.permissions import ADMIN_USERS, permissions_of
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -147,9 +149,6 @@ def create_admin(username: str, display_name: str, password_stdin: bool, role: s
             account = admin.create_user(session, username=username, display_name=display_name,
                                         password=password)
             admin.grant(session, account, role, None)
-            if role == "system_admin" and ADMIN_USERS not in permissions_of(role):
-                # the first administrator also needs to be able to create the other accounts
-                admin.grant(session, account, "security_admin", None)
             from careloop.engine import audit
 
             audit.append(session, actor="cli", action="user.create", object_type="user",

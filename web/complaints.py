@@ -52,6 +52,23 @@ class AlreadyResolved(Exception):
     """Raised when resolving a complaint that is resolved already."""
 
 
+class AboutYourself(Exception):
+    """Raised when the complaint names the person trying to handle it."""
+
+
+STAFF_FIELD = "staff_concerned"
+
+
+def names_staff(sub: Submission, me: Principal) -> bool:
+    """True when the complaint names ``me`` as the staff member concerned (by username or
+    display name): nobody handles a complaint about themselves."""
+    named = (sub.answers or {}).get(STAFF_FIELD)
+    if not isinstance(named, str) or not named.strip():
+        return False
+    value = named.strip().casefold()
+    return value in {me.username.casefold(), me.display_name.strip().casefold()}
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """What the complaints app's definitions say a complaint's first response and FCR are."""
@@ -241,9 +258,12 @@ def resolve(session: Session, sub: Submission, me: Principal, *, notes: str) -> 
 
     Raises:
         AlreadyResolved: when the complaint is resolved already.
+        AboutYourself: when the complaint names ``me`` as the staff member concerned.
     """
     if sub.status == "resolved":
         raise AlreadyResolved(str(sub.id))
+    if names_staff(sub, me):
+        raise AboutYourself(str(sub.id))
     pol = policy(session)
     found = handling(session, sub.id)
     fcr = False

@@ -27,7 +27,12 @@ from careloop.engine.tasks import (
 )
 from careloop.flows import approvals
 from careloop.web import governance
-from careloop.web.permissions import Principal, task_visibility, visible_patient_filter
+from careloop.web.permissions import (
+    HiddenStays,
+    Principal,
+    task_visibility,
+    visible_patient_filter,
+)
 
 VIEWS = ("mine", "department", "overdue", "done")
 REVEALABLE = ("phone", "id_number")
@@ -258,8 +263,10 @@ def department_names(session: Session) -> dict[str, dict[str, Any]]:
     return {d.id: d.name for d in session.scalars(select(Department)).all()}
 
 
-def patient_view(session: Session, patient: Patient, *,
-                 reveal: tuple[str, ...] = ()) -> PatientView:
+def patient_view(session: Session, patient: Patient, *, reveal: tuple[str, ...] = (),
+                 hidden: HiddenStays | None = None) -> PatientView:
+    """The patient's card, stays, tags and tasks; ``hidden`` stays (sensitive, not the
+    viewer's) and their tasks are left out, and ``hidden_stays`` counts them."""
     data = {
         "id": patient.id, "mrn": patient.mrn, "name": patient.name, "gender": patient.gender,
         "age": _age(patient.birth_date),
@@ -276,8 +283,11 @@ def patient_view(session: Session, patient: Patient, *,
                            .order_by(PatientTag.tag)).all()
     tasks = session.scalars(select(Task).where(Task.patient_id == patient.id)
                             .order_by(Task.created_at.desc()).limit(50)).all()
-    return PatientView(data, [encounter_json(e) for e in encounters], list(tags),
-                       [task_json(t) for t in tasks])
+    hide = hidden or HiddenStays()
+    data["hidden_stays"] = len(hide.encounters)
+    return PatientView(data, [encounter_json(e) for e in encounters if not hide.hides(e.id)],
+                       list(tags), [task_json(t) for t in tasks
+                                    if not hide.hides(t.encounter_id, t.department_id)])
 
 
 def encounter_json(e: Encounter) -> dict[str, Any]:

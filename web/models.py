@@ -74,3 +74,23 @@ class SigninThrottle(Base):
     failures: Mapped[int] = mapped_column(default=0)
     last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
     blocked_until: Mapped[datetime | None] = mapped_column(index=True)
+class AdminRequest(Base):
+    """An administrative change waiting for a second administrator (separation of duties):
+    granting an administrative role, or deactivating / revoking the last active auditor.
+
+    ``action``: ``grant`` | ``revoke`` | ``deactivate``; ``status``: ``pending`` | ``approved`` |
+    ``rejected``. Rows are never deleted: the decision stays beside the request.
+    """
+
+    __tablename__ = "admin_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    role: Mapped[str | None] = mapped_column(String(32))
+    department_id: Mapped[str | None] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]

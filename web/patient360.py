@@ -15,9 +15,10 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careloop.engine.domain import Task
 from careloop.engine.i18n import t
 from careloop.engine.registry import Registry
-from careloop.web.permissions import Principal
+from careloop.web.permissions import HiddenStays, Principal, hidden_stays
 from careloop.web.render import PatientPanel
 
 LIMIT = 100
@@ -27,20 +28,27 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def submissions_json(session: Session, patient_id: str) -> list[dict[str, Any]]:
-    """The patient's submissions, newest first, with scores and bands (no answers)."""
+NOTHING_HIDDEN = HiddenStays()
+
+
+def submissions_json(session: Session, patient_id: str,
+                     hidden: HiddenStays = NOTHING_HIDDEN) -> list[dict[str, Any]]:
+    """The patient's submissions, newest first, with scores and bands (no answers); those of
+    ``hidden`` (sensitive) stays are left out."""
     from careloop.forms.models import Submission
 
-    rows = session.scalars(select(Submission).where(Submission.patient_id == patient_id)
-                           .order_by(Submission.submitted_at.desc(), Submission.id.desc())
-                           .limit(LIMIT)).all()
+    rows = [s for s in session.scalars(
+        select(Submission).where(Submission.patient_id == patient_id)
+        .order_by(Submission.submitted_at.desc(), Submission.id.desc()).limit(LIMIT)).all()
+        if not hidden.hides(s.encounter_id, s.department_id)]
     return [{"id": s.id, "form": s.form_key, "form_version": s.form_version,
              "channel": s.channel, "entered_by": s.entered_by, "status": s.status,
              "scores": s.scores, "bands": s.bands, "submitted_at": _iso(s.submitted_at)}
             for s in rows]
 
 
-def bp_readings(session: Session, patient_id: str) -> list[dict[str, Any]]:
+def bp_readings(session: Session, patient_id: str,
+                hidden: HiddenStays = NOTHING_HIDDEN) -> list[dict[str, Any]]:
     """Home blood-pressure readings (``chronic_care/forms/home_bp``), oldest first."""
     from careloop.forms.models import Submission
 
@@ -49,6 +57,8 @@ def bp_readings(session: Session, patient_id: str) -> list[dict[str, Any]]:
         .order_by(Submission.submitted_at).limit(365)).all()
     out = []
     for s in rows:
+        if hidden.hides(s.encounter_id, s.department_id):
+            continue
         bp = (s.answers or {}).get("bp")
         if isinstance(bp, dict) and isinstance(bp.get("systolic"), int | float) \
                 and isinstance(bp.get("diastolic"), int | float):
@@ -57,7 +67,8 @@ def bp_readings(session: Session, patient_id: str) -> list[dict[str, Any]]:
     return out
 
 
-def messages_json(session: Session, patient_id: str) -> list[dict[str, Any]]:
+def messages_json(session: Session, patient_id: str,
+                  hidden: HiddenStays = NOTHING_HIDDEN) -> list[dict[str, Any]]:
     from careloop.flows.models import OutboxMessage
 
     rows = session.scalars(select(OutboxMessage).where(OutboxMessage.patient_id == patient_id)
@@ -67,16 +78,31 @@ def messages_json(session: Session, patient_id: str) -> list[dict[str, Any]]:
              "sent_at": _iso(m.sent_at)} for m in rows]
 
 
-def flow_runs_json(session: Session, patient_id: str) -> list[dict[str, Any]]:
+def flow_runs_json(session: Session, patient_id: str,
+                   hidden: HiddenStays = NOTHING_HIDDEN) -> list[dict[str, Any]]:
     from careloop.flows.views import runs_json
 
-    return runs_json(session, patient_id=patient_id, limit=LIMIT)
+    return [r for r in runs_json(session, patient_id=patient_id, limit=LIMIT)
+            if not hidden.hides(r.get("encounter_id"))]
 
 
-def rule_traces_json(session: Session, patient_id: str) -> list[dict[str, Any]]:
+def rule_traces_json(session: Session, patient_id: str,
+                     hidden: HiddenStays = NOTHING_HIDDEN) -> list[dict[str, Any]]:
+    """The patient's rule evaluations, newest first; those about a hidden stay's submission or
+    task are left out."""
+    from careloop.forms.models import Submission
     from careloop.rules.runtime import trace_for_patient
 
-    return trace_for_patient(session, patient_id)[-LIMIT:][::-1]
+    rows = trace_for_patient(session, patient_id)[-LIMIT:][::-1]
+    if not hidden:
+        return rows
+    subs = {s.id for s in session.scalars(select(Submission).where(
+        Submission.patient_id == patient_id)).all()
+        if hidden.hides(s.encounter_id, s.department_id)}
+    tasks = {t.id for t in session.scalars(select(Task).where(Task.patient_id == patient_id))
+             .all() if hidden.hides(t.encounter_id, t.department_id)}
+    return [r for r in rows if r.get("submission_id") not in subs
+            and r.get("task_id") not in tasks]
 
 
 def _table(headers: list[str], rows: list[list[Markup | str]], locale: str) -> Markup:
@@ -102,7 +128,7 @@ def panel_submissions(session: Session, patient_id: str, me: Principal, locale: 
          t("web.channel." + s["channel"], locale) if s["channel"] in CHANNELS else s["channel"],
          Markup('<span class="scores">{}</span>').format(_scores(s["scores"])),
          _scores(s["bands"]), s["status"]]
-        for s in submissions_json(session, patient_id)]
+        for s in submissions_json(session, patient_id, hidden_stays(session, me, patient_id))]
     return _table([t("web.sub.at", locale), t("web.sub.form", locale),
                    t("web.sub.channel", locale), t("web.sub.scores", locale),
                    t("web.sub.bands", locale), t("web.sub.status", locale)], rows, locale)
@@ -140,7 +166,7 @@ def bp_svg(readings: list[dict[str, Any]], locale: str) -> Markup:
 
 
 def panel_bp(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
-    return bp_svg(bp_readings(session, patient_id), locale)
+    return bp_svg(bp_readings(session, patient_id, hidden_stays(session, me, patient_id)), locale)
 
 
 def panel_messages(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
@@ -165,7 +191,7 @@ def panel_flow_runs(session: Session, patient_id: str, me: Principal, locale: st
     rows: list[list[Markup | str]] = [
         [str(r["id"]), f"{r['flow']} v{r['version']}", r["status"],
          (r["started_at"] or "")[:16].replace("T", " ")]
-        for r in flow_runs_json(session, patient_id)]
+        for r in flow_runs_json(session, patient_id, hidden_stays(session, me, patient_id))]
     return _table(["#", t("web.run.flow", locale), t("web.run.status", locale),
                    t("web.run.started", locale)], rows, locale)
 
@@ -177,7 +203,7 @@ def panel_rule_traces(session: Session, patient_id: str, me: Principal, locale: 
          ", ".join(str(a.get("action", a)) if isinstance(a, dict) else str(a)
                    for a in (r["actions"] or [])) if isinstance(r["actions"], list)
          else str(r["actions"] or ""), r["error"] or ""]
-        for r in rule_traces_json(session, patient_id)[:30]]
+        for r in rule_traces_json(session, patient_id, hidden_stays(session, me, patient_id))[:30]]
     return _table([t("web.trace.at", locale), t("web.trace.ruleset", locale),
                    t("web.trace.event", locale), t("web.trace.matched", locale),
                    t("web.trace.actions", locale), t("web.trace.error", locale)], rows, locale)

@@ -7,17 +7,28 @@ to permissions, and a plugin that registers a new role adds its permissions with
 Scope: a :class:`~careloop.engine.domain.RoleGrant` with ``department_id=None`` is hospital-wide;
 one naming a department covers it and its wards; one naming a ward covers that ward only. A patient
 is visible when one of their encounters is in the user's scope (department or ward).
+
+Separation of duties (三权分立): the administrative roles (:data:`ADMIN_ROLES`) exclude one
+another and every role with patient-data permissions; a user holding one gets no patient-data
+permission whatever else the table says (see :mod:`careloop.web.admin` for who may grant them).
+
+Sensitive stays: an encounter in a sensitive department (``departments.sensitive``, psychiatry
+by default) — with its submissions, scores, flow runs and tasks — is seen only by staff whose own
+grants name that department (or its ward), or after break-the-glass (:func:`hidden_stays`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, RoleGrant, Task, User
+from careloop.engine.models import AuditRow
 from careloop.engine.registry import loaded_registry
 
 MAX_ID = 2**31 - 1  # the largest integer id PostgreSQL's INTEGER holds
@@ -42,6 +53,12 @@ PERMISSIONS = (PATIENT_VIEW, PATIENT_REVEAL, PATIENT_EXPORT, TASK_WORK, TASK_REA
                DEFINITIONS_VIEW, REPORTS_VIEW, COMPLAINTS_MANAGE, BUILDER_EDIT)
 
 _CLINICAL = frozenset({PATIENT_VIEW, TASK_WORK, DEFINITIONS_VIEW, REPORTS_VIEW})
+PATIENT_DATA = frozenset({PATIENT_VIEW, PATIENT_REVEAL, PATIENT_EXPORT, TASK_WORK,
+                          COMPLAINTS_MANAGE})
+# the system, security and audit administrators: mutually exclusive, no patient data
+ADMIN_ROLES = frozenset({"system_admin", "security_admin", "auditor"})
+BREAK_GLASS = "patient.break_glass"
+BREAK_GLASS_HOURS = 4
 
 # Separation of duties (等保三级 三权分立): the system, security and audit administrators see no
 # patient data.
@@ -54,8 +71,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "px_office": _CLINICAL | {PATIENT_REVEAL, PATIENT_EXPORT, TASK_REASSIGN, COMPLAINTS_MANAGE,
                                BUILDER_EDIT},
     "dept_director": _CLINICAL | {PATIENT_REVEAL, PATIENT_EXPORT, TASK_REASSIGN,
-                                  BUILDER_EDIT},
-    "head_nurse": _CLINICAL | {PATIENT_REVEAL, TASK_REASSIGN},
+                                  BUILDER_EDIT, COMPLAINTS_MANAGE},
+    "head_nurse": _CLINICAL | {PATIENT_REVEAL, TASK_REASSIGN, COMPLAINTS_MANAGE},
     "doctor": _CLINICAL | {PATIENT_REVEAL},
     "nurse": _CLINICAL,
     "followup_agent": _CLINICAL | {PATIENT_REVEAL},
@@ -66,9 +83,19 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 
 def permissions_of(role: str) -> frozenset[str]:
     extra = loaded_registry().catalogue("role_permissions").get(role)
-    if extra is not None:
-        return frozenset(extra)
-    return ROLE_PERMISSIONS.get(role, frozenset())
+    perms = frozenset(extra) if extra is not None else ROLE_PERMISSIONS.get(role, frozenset())
+    return perms - PATIENT_DATA if is_admin_role(role) else perms
+
+
+def is_admin_role(role: str) -> bool:
+    """An administrative role: a built-in one, or one a plugin registered ``administrative``."""
+    info = loaded_registry().catalogue("role").get(role)
+    return role in ADMIN_ROLES or bool(getattr(info, "administrative", False))
+
+
+def has_patient_data(role: str) -> bool:
+    """True when the role carries any permission over patients' data."""
+    return bool(permissions_of(role) & PATIENT_DATA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +141,10 @@ def load_principal(session: Session, user: User) -> Principal:
     perms: set[str] = set()
     for grant in grants:
         perms |= permissions_of(grant.role)
-    patient_grants = [g for g in grants if PATIENT_VIEW in permissions_of(g.role)]
+    if any(is_admin_role(g.role) for g in grants):
+        perms -= PATIENT_DATA  # an administrator sees no patient data, whatever else they hold
+    patient_grants = [g for g in grants if PATIENT_VIEW in perms
+                      and PATIENT_VIEW in permissions_of(g.role)]
     scope: frozenset[str] | None
     if any(g.department_id is None for g in patient_grants):
         scope = None
@@ -150,23 +180,112 @@ def visible_patient_filter(principal: Principal) -> Select[str] | None:
         Encounter.department_id.in_(principal.scope), Encounter.ward_id.in_(principal.scope)))
 
 
+def sensitive_departments() -> Select[str]:
+    """Sensitive departments and the wards under them (a SQL subquery of ids)."""
+    sensitive = select(Department.id).where(Department.sensitive.is_(True))
+    return select(Department.id).where(or_(Department.sensitive.is_(True),
+                                           Department.parent_id.in_(sensitive)))
+
+
+def own_departments(session: Session, principal: Principal) -> frozenset[str]:
+    """The departments and wards the principal's grants name (hospital-wide grants name none)."""
+    named = [g.department_id for g in principal.grants if g.department_id]
+    return frozenset(_expand(session, named)) if named else frozenset()
+
+
+def _own(principal: Principal) -> Select[str] | None:
+    named = [g.department_id for g in principal.grants if g.department_id]
+    if not named:
+        return None
+    return select(Department.id).where(or_(Department.id.in_(named),
+                                           Department.parent_id.in_(named)))
+
+
+def _hidden_departments(principal: Principal) -> Select[str]:
+    """Sensitive departments (and wards) not named by one of the principal's own grants."""
+    query = sensitive_departments()
+    own = _own(principal)
+    return query if own is None else query.where(Department.id.not_in(own))
+
+
+def hidden_encounters(principal: Principal) -> Select[str]:
+    """Encounters in a sensitive department, in none of the principal's own departments or
+    wards (a SQL subquery). A ward's staff keep their ward's stays of a sensitive department."""
+    hidden = _hidden_departments(principal)
+    query = select(Encounter.id).where(or_(Encounter.department_id.in_(hidden),
+                                           Encounter.ward_id.in_(hidden)))
+    own = _own(principal)
+    if own is not None:
+        query = query.where(Encounter.department_id.not_in(own),
+                            or_(Encounter.ward_id.is_(None), Encounter.ward_id.not_in(own)))
+    return query
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenStays:
+    """One patient's sensitive stays a principal may not see: encounter and department ids."""
+
+    encounters: frozenset[str] = frozenset()
+    departments: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.encounters)
+
+    def hides(self, encounter_id: str | None, department_id: str | None = None) -> bool:
+        """A row of a hidden stay; a row without a stay is judged by its department."""
+        if encounter_id is not None:
+            return encounter_id in self.encounters
+        return department_id is not None and department_id in self.departments
+
+
+def broke_glass(session: Session, principal: Principal, patient_id: str) -> bool:
+    """True when the principal broke the glass for this patient within the last hours."""
+    since = now_utc() - timedelta(hours=BREAK_GLASS_HOURS)
+    return session.scalars(select(AuditRow.id).where(
+        AuditRow.action == BREAK_GLASS, AuditRow.actor == principal.username,
+        AuditRow.patient_id == patient_id, AuditRow.outcome == "success",
+        AuditRow.at >= since).limit(1)).first() is not None
+
+
+def hidden_stays(session: Session, principal: Principal, patient_id: str) -> HiddenStays:
+    """The patient's stays in sensitive departments that are not the principal's own, unless
+    the principal broke the glass for this patient (audited ``patient.break_glass``)."""
+    departments = frozenset(session.scalars(_hidden_departments(principal)).all())
+    if not departments:
+        return HiddenStays()
+    encounters = frozenset(session.scalars(hidden_encounters(principal).where(
+        Encounter.patient_id == patient_id)).all())
+    if not encounters or broke_glass(session, principal, patient_id):
+        return HiddenStays()
+    return HiddenStays(encounters, departments)
+
+
 def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
-    """A SQL condition on ``tasks`` for the tasks ``principal`` may see, or None (hospital-wide).
+    """A SQL condition on ``tasks`` for the tasks ``principal`` may see.
 
     A task is seen by the user it is assigned to, by the holders of its role queue, and within
     the department (or ward) it was assigned to — whatever the patient's own stays; a task with
     no department is seen where its patient is. The pharmacy head sees the pharmacy's copy of a
-    cardiology patient's complaint; cardiology does not see the pharmacy's task.
+    cardiology patient's complaint; cardiology does not see the pharmacy's task. A task of a
+    sensitive stay (or of a sensitive department) outside the principal's own departments is seen
+    only when assigned to them or to their role queue.
     """
-    if principal.scope is None:
-        return None
+    hidden = _hidden_departments(principal)
+    not_sensitive = or_(
+        and_(Task.encounter_id.is_not(None),
+             Task.encounter_id.not_in(hidden_encounters(principal))),
+        and_(Task.encounter_id.is_(None),
+             or_(Task.department_id.is_(None), Task.department_id.not_in(hidden))))
     roles = [and_(Task.assignee_role == g.role, Task.department_id == g.department_id)
              if g.department_id else Task.assignee_role == g.role for g in principal.grants]
+    if principal.scope is None:
+        return or_(Task.assignee_user_id == principal.user_id, *roles, not_sensitive)
     visible = visible_patient_filter(principal)
     assert visible is not None  # scoped principals always have a patient filter
     return or_(Task.assignee_user_id == principal.user_id, *roles,
-               Task.department_id.in_(principal.scope or frozenset()),
-               and_(Task.department_id.is_(None), Task.patient_id.in_(visible)))
+               and_(not_sensitive, or_(
+                   Task.department_id.in_(principal.scope or frozenset()),
+                   and_(Task.department_id.is_(None), Task.patient_id.in_(visible)))))
 
 
 def can_see_task(session: Session, principal: Principal, task_id: int) -> bool:

@@ -40,8 +40,9 @@ from careloop.engine.errors import DefinitionInvalid, NotFound
 from careloop.engine.i18n import t
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
-from careloop.web import admin, auth, throttle
+from careloop.web import admin, throttle
 from careloop.web.deps import client_ip, locale_of, record, request_id, require
+from careloop.web.models import AdminRequest
 from careloop.web.permissions import (
     ADMIN_DEPARTMENTS,
     ADMIN_USERS,
@@ -65,7 +66,19 @@ NEEDS_BUNDLE_EXPORT = Depends(require(BUNDLE_EXPORT))
 NEEDS_BUNDLE_IMPORT = Depends(require(BUNDLE_IMPORT))
 
 
-def _users_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+HOSPITAL_WIDE = "*"  # the grant forms' explicit choice for a hospital-wide grant
+
+
+def _scope(value: str) -> str | None:
+    """The department of a grant form: ``*`` is hospital-wide; nothing chosen is refused (the
+    forms have no privileged default)."""
+    if not value:
+        raise admin.AdminError("web.sod.choose_scope")
+    return None if value == HOSPITAL_WIDE else value
+
+
+def _users_page(request: Request, error: str | None = None, status: int = 200,
+                notice: str | None = None) -> Response:
     with transaction() as session:
         users = session.scalars(select(User).order_by(User.username)).all()
         grants = session.scalars(select(RoleGrant)).all()
@@ -74,69 +87,108 @@ def _users_page(request: Request, error: str | None = None, status: int = 200) -
         for g in grants:
             by_user.setdefault(g.user_id, []).append(g)
         departments = session.scalars(select(Department).order_by(Department.id)).all()
+        pending = admin.pending_requests(session)
+        session.expunge_all()
     roles = loaded_registry().catalogue("role").items()
     return render(request, "admin_users.html", status_code=status, users=users, grants=by_user,
-                  delayed=delayed, roles=roles, departments=departments,
-                  error=error)
+                  delayed=delayed, roles=roles, departments=departments, error=error,
+                  pending=pending, notice=notice,
+                  role_titles={name: info.title for name, info in roles},
+                  user_names={u.id: u.display_name for u in users},
+                  department_titles={d.id: d.name for d in departments})
+
+
+def _error(request: Request, exc: admin.AdminError) -> Response:
+    return _users_page(request, t(exc.key, locale_of(request), **exc.params), 400)
+
+
+def _done(pending: object) -> Response:
+    return RedirectResponse("/admin/users" + ("?pending=1" if pending else ""),
+                            status_code=303)
 
 
 @router.get("/users")
-def users(request: Request, me: Principal = NEEDS_ADMIN_USERS) -> Response:
-    return _users_page(request)
+def users(request: Request, pending: int = 0, me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    notice = t("web.sod.pending_created", locale_of(request)) if pending else None
+    return _users_page(request, notice=notice)
 
 
 @router.post("/users")
 def user_create(request: Request, username: str = Form(max_length=64),
                 display_name: str = Form("", max_length=128),
-                password: str = Form(max_length=256), role: str = Form(max_length=32),
+                password: str = Form(max_length=256), role: str = Form("", max_length=32),
                 department_id: str = Form("", max_length=64),
                 me: Principal = NEEDS_ADMIN_USERS) -> Response:
     try:
+        if not role:
+            raise admin.AdminError("web.sod.choose_role")
+        scope = _scope(department_id)
         with transaction() as session:
             user = admin.create_user(session, username=username.strip(),
                                      display_name=display_name.strip(), password=password)
-            admin.grant(session, user, role, department_id or None)
+            result = admin.request_grant(session, me, user, role, scope)
             record(request, me, "user.create", session=session, object_type="user",
-                   object_id=user.username,
-                   details={"role": role, "department": department_id or None})
+                   object_id=user.username, details={"role": role, "department": scope})
+            pending = isinstance(result, AdminRequest)
+            if pending:
+                record(request, me, "permission.request", session=session,
+                       object_type="user", object_id=user.username,
+                       details={"role": role, "department": scope})
     except admin.AdminError as exc:
-        return _users_page(request, t(exc.key, locale_of(request), **exc.params), 400)
-    return RedirectResponse("/admin/users", status_code=303)
+        return _error(request, exc)
+    return _done(pending)
 
 
 @router.post("/users/{user_id}/grants")
 def grant_add(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
-              role: str = Form(max_length=32),
+              role: str = Form("", max_length=32),
               department_id: str = Form("", max_length=64),
               me: Principal = NEEDS_ADMIN_USERS) -> Response:
     try:
+        if not role:
+            raise admin.AdminError("web.sod.choose_role")
+        scope = _scope(department_id)
         with transaction() as session:
             user = session.get(User, user_id)
             if user is None:
                 raise HTTPException(status_code=404)
-            admin.grant(session, user, role, department_id or None)
-            record(request, me, "permission.grant", session=session, object_type="user",
-                   object_id=user.username,
-                   details={"role": role, "department": department_id or None})
+            result = admin.request_grant(session, me, user, role, scope)
+            pending = isinstance(result, AdminRequest)
+            record(request, me, "permission.request" if pending else "permission.grant",
+                   session=session, object_type="user", object_id=user.username,
+                   details={"role": role, "department": scope})
     except admin.AdminError as exc:
-        return _users_page(request, t(exc.key, locale_of(request)), 400)
-    return RedirectResponse("/admin/users", status_code=303)
+        _refused(request, me, "permission.grant", user_id, exc, {"role": role})
+        return _error(request, exc)
+    return _done(pending)
+
+
+def _refused(request: Request, me: Principal, action: str, user_id: int,
+             exc: admin.AdminError, details: dict[str, Any]) -> None:
+    if exc.key.startswith("web.sod."):
+        record(request, me, action, outcome="denied", object_type="user",
+               object_id=str(user_id), details={**details, "reason": exc.key})
 
 
 @router.post("/users/{user_id}/grants/{grant_id}/revoke")
 def grant_revoke(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
                  grant_id: int = Path(ge=1, le=MAX_ID),
                  me: Principal = NEEDS_ADMIN_USERS) -> Response:
-    with transaction() as session:
-        row = session.get(RoleGrant, grant_id)
-        user = session.get(User, user_id)
-        if row is None or user is None or row.user_id != user_id:
-            raise HTTPException(status_code=404)
-        session.delete(row)
-        record(request, me, "permission.revoke", session=session, object_type="user",
-               object_id=user.username,
-               details={"role": row.role, "department": row.department_id})
-    return RedirectResponse("/admin/users", status_code=303)
+    try:
+        with transaction() as session:
+            row = session.get(RoleGrant, grant_id)
+            user = session.get(User, user_id)
+            if row is None or user is None or row.user_id != user_id:
+                raise HTTPException(status_code=404)
+            details = {"role": row.role, "department": row.department_id}
+            pending = admin.request_revoke(session, me, row)
+            record(request, me, "permission.request" if pending else "permission.revoke",
+                   session=session, object_type="user", object_id=user.username,
+                   details={**details, "action": "revoke"} if pending else details)
+    except admin.AdminError as exc:
+        _refused(request, me, "permission.revoke", user_id, exc, {})
+        return _error(request, exc)
+    return _done(pending)
 
 
 @router.post("/users/{user_id}/status")
@@ -145,18 +197,41 @@ def user_status(request: Request, user_id: int = Path(ge=1, le=MAX_ID),
                 me: Principal = NEEDS_ADMIN_USERS) -> Response:
     if action not in ("activate", "deactivate", "unlock"):
         raise HTTPException(status_code=400)
-    with transaction() as session:
-        user = session.get(User, user_id)
-        if user is None:
-            raise HTTPException(status_code=404)
-        if action == "unlock":
-            auth.unlock(session, user)
-        else:
-            user.active = action == "activate"
-            if not user.active:
-                auth.destroy_user_sessions(session, user_id)
-        record(request, me, f"user.{action}", session=session, object_type="user",
-               object_id=user.username)
+    try:
+        with transaction() as session:
+            user = session.get(User, user_id)
+            if user is None:
+                raise HTTPException(status_code=404)
+            pending = admin.request_status(session, me, user, action)
+            record(request, me, "permission.request" if pending else f"user.{action}",
+                   session=session, object_type="user", object_id=user.username,
+                   details={"action": action} if pending else None)
+    except admin.AdminError as exc:
+        _refused(request, me, f"user.{action}", user_id, exc, {})
+        return _error(request, exc)
+    return _done(pending)
+
+
+@router.post("/requests/{request_id}/{decision}")
+def request_decide(request: Request, request_id: int = Path(ge=1, le=MAX_ID),
+                   decision: str = Path(pattern="^(approve|reject)$"),
+                   me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    """A second security administrator approves or rejects a pending request (audited)."""
+    try:
+        with transaction() as session:
+            row = admin.decide(session, me, request_id, decision == "approve")
+            user = session.get(User, row.user_id)
+            record(request, me, f"permission.{decision}", session=session,
+                   object_type="admin_request", object_id=str(request_id),
+                   details={"action": row.action, "role": row.role,
+                            "department": row.department_id,
+                            "user": user.username if user else None,
+                            "requested_by": row.requested_by})
+    except admin.AdminError as exc:
+        record(request, me, f"permission.{decision}", outcome="denied",
+               object_type="admin_request", object_id=str(request_id),
+               details={"reason": exc.key})
+        return _error(request, exc)
     return RedirectResponse("/admin/users", status_code=303)
 
 
@@ -171,8 +246,9 @@ def _departments_page(request: Request, error: str | None = None,
                       status: int = 200) -> Response:
     with transaction() as session:
         rows = session.scalars(select(Department).order_by(Department.id)).all()
+        session.expunge_all()
     return render(request, "admin_departments.html", status_code=status, departments=rows,
-                  error=error)
+                  error=error, names={d.id: d.name for d in rows})
 
 
 @router.get("/departments")
@@ -195,6 +271,73 @@ def department_create(request: Request, id: str = Form(max_length=64),
     except admin.AdminError as exc:
         return _departments_page(request, t(exc.key, locale_of(request)), 400)
     return RedirectResponse("/admin/departments", status_code=303)
+
+
+@router.post("/departments/{department_id}/sensitive")
+def department_sensitive(request: Request, department_id: str = Path(max_length=64),
+                         sensitive: str = Form(pattern="^[01]$"),
+                         me: Principal = NEEDS_ADMIN_DEPARTMENTS) -> Response:
+    """Mark a department sensitive (its stays seen by its own staff only) or not; audited."""
+    with transaction() as session:
+        row = session.get(Department, department_id)
+        if row is None or row.kind != "department":
+            raise HTTPException(status_code=404)
+        row.sensitive = sensitive == "1"
+        record(request, me, "department.sensitive", session=session, object_type="department",
+               object_id=department_id, details={"sensitive": row.sensitive})
+    return RedirectResponse("/admin/departments", status_code=303)
+
+
+@router.get("/break-glass")
+def break_glass(request: Request, me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    """Every break-the-glass opening of a sensitive stay, newest first, for the security
+    administrator: who, when (hospital time), which patient (opaque id) and why."""
+    from careloop.engine.clock import to_local
+    from careloop.engine.models import AuditRow
+    from careloop.web.permissions import BREAK_GLASS, BREAK_GLASS_HOURS
+
+    with transaction() as session:
+        audit_rows = session.scalars(select(AuditRow).where(AuditRow.action == BREAK_GLASS)
+                                     .order_by(AuditRow.id.desc()).limit(500)).all()
+        names = {str(u): str(n) for u, n in session.execute(
+            select(User.username, User.display_name)).all()}
+        rows = [{"at": to_local(r.at).strftime("%Y-%m-%d %H:%M"),
+                 "who": names.get(r.actor, r.actor), "patient": r.patient_id or "",
+                 "reason": (r.details or {}).get("reason", "")} for r in audit_rows]
+        record(request, me, "audit.view", session=session, details={"action": BREAK_GLASS})
+    return render(request, "admin_break_glass.html", rows=rows, hours=BREAK_GLASS_HOURS)
+
+
+@router.get("/api-keys")
+def api_keys(request: Request, me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    """The systems' API keys: scopes, created, expiry and last use (hospital time), state."""
+    from careloop.engine.clock import to_local
+    from careloop.flows.ingest import key_state, list_api_keys, scopes_of
+
+    def local(value: datetime | None) -> str | None:
+        return to_local(value).strftime("%Y-%m-%d %H:%M") if value is not None else None
+
+    with transaction() as session:
+        keys = [{"id": k.id, "name": k.name, "prefix": k.prefix, "scopes": scopes_of(k),
+                 "created": local(k.created_at), "expires": local(k.expires_at),
+                 "last_used": local(k.last_used_at), "state": key_state(k)}
+                for k in list_api_keys(session)]
+    return render(request, "admin_api_keys.html", keys=keys)
+
+
+@router.post("/api-keys/{key_id}/revoke")
+def api_key_revoke(request: Request, key_id: int = Path(ge=1, le=MAX_ID),
+                   me: Principal = NEEDS_ADMIN_USERS) -> Response:
+    from careloop.flows.ingest import ApiKeyError, revoke_api_key
+
+    try:
+        with transaction() as session:
+            row = revoke_api_key(session, key_id)
+            record(request, me, "apikey.revoke", session=session, object_type="api_key",
+                   object_id=row.name)
+    except ApiKeyError:
+        raise HTTPException(status_code=404) from None
+    return RedirectResponse("/admin/api-keys", status_code=303)
 
 
 def _bundles_page(request: Request, plan: ImportPlan | None = None, payload: str | None = None,

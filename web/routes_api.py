@@ -26,6 +26,7 @@ from careloop.web.permissions import (
     TASK_WORK,
     Principal,
     can_see_task,
+    hidden_stays,
 )
 from careloop.web.scoping import patient_level
 
@@ -182,7 +183,8 @@ def _patient_json(request: Request, principal: Principal, patient_id: str, actio
         patient = session.get(Patient, patient_id)
         if patient is None:
             raise HTTPException(status_code=404)
-        view = console.patient_view(session, patient, reveal=reveal)
+        view = console.patient_view(session, patient, reveal=reveal,
+                                    hidden=hidden_stays(session, principal, patient_id))
         record(request, principal, action, session=session, object_type="patient",
                object_id=patient_id, patient_id=patient_id, details=details)
     return {"patient": view.data, "encounters": view.encounters, "tags": view.tags,
@@ -247,7 +249,8 @@ def _patient_rows(request: Request, principal: Principal, patient_id: str,
     with transaction() as session:
         if session.get(Patient, patient_id) is None:
             raise HTTPException(status_code=404)
-        rows: list[dict[str, Any]] = getattr(patient360, _READS[what])(session, patient_id)
+        rows: list[dict[str, Any]] = getattr(patient360, _READS[what])(
+            session, patient_id, hidden_stays(session, principal, patient_id))
         record(request, principal, "patient.view", session=session, object_type=what,
                object_id=patient_id, patient_id=patient_id)
     return rows

@@ -16,6 +16,7 @@ from careloop.engine.tasks import OUTCOMES
 from careloop.web import console
 from careloop.web.deps import locale_of, record, require, require_user
 from careloop.web.permissions import (
+    COMPLAINTS_MANAGE,
     DEFINITIONS_VIEW,
     MAX_ID,
     PATIENT_REVEAL,
@@ -26,12 +27,14 @@ from careloop.web.permissions import (
     Principal,
     can_see_patient,
     can_see_task,
+    hidden_stays,
 )
 from careloop.web.render import render
 from careloop.web.scoping import patient_level
 
 router = APIRouter(include_in_schema=False)
 
+NEEDS_COMPLAINTS_MANAGE = Depends(require(COMPLAINTS_MANAGE))
 NEEDS_DEFINITIONS_VIEW = Depends(require(DEFINITIONS_VIEW))
 NEEDS_PATIENT_REVEAL = Depends(require(PATIENT_REVEAL))
 NEEDS_PATIENT_VIEW = Depends(require(PATIENT_VIEW))
@@ -86,7 +89,8 @@ def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
         task = _task_or_404(session, task_id)
         _check_department_task(session, me, task)
         patient = session.get(Patient, task.patient_id) if task.patient_id else None
-        view = console.patient_view(session, patient) if patient else None
+        view = console.patient_view(
+            session, patient, hidden=hidden_stays(session, me, patient.id)) if patient else None
         hist = console.history(session, task_id)
         users = _colleagues(session, task.department_id) if me.can(TASK_REASSIGN) else []
         if patient is not None:
@@ -234,6 +238,26 @@ def patient_reveal(request: Request, patient_id: str, reason: str = Form(max_len
     return _patient_response(request, me, patient_id, reveal=console.REVEALABLE, reason=reason)
 
 
+@router.post("/patients/{patient_id}/break-glass")
+@patient_level("patient_id")
+def patient_break_glass(request: Request, patient_id: str,
+                        reason: str = Form(max_length=200),
+                        me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    """Break the glass: open this patient's sensitive stays (psychiatry…) for a few hours,
+    giving a reason; audited ``patient.break_glass`` and listed for the security
+    administrator on ``/admin/break-glass``."""
+    reason = reason.strip()
+    if not reason:
+        return _patient_response(request, me, patient_id, reveal=(), reason=None,
+                                 error=t("web.sod.break_glass_reason", locale_of(request)))
+    with transaction() as session:
+        hidden = hidden_stays(session, me, patient_id)
+        record(request, me, "patient.break_glass", session=session, object_type="patient",
+               object_id=patient_id, patient_id=patient_id,
+               details={"reason": reason, "encounters": sorted(hidden.encounters)})
+    return RedirectResponse(f"/patients/{patient_id}", status_code=303)
+
+
 def _patient_response(request: Request, me: Principal, patient_id: str, *,
                       reveal: tuple[str, ...], reason: str | None,
                       error: str | None = None) -> Response:
@@ -242,7 +266,8 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
         patient = session.get(Patient, patient_id)
         if patient is None:
             raise HTTPException(status_code=404)
-        view = console.patient_view(session, patient, reveal=reveal)
+        view = console.patient_view(session, patient, reveal=reveal,
+                                    hidden=hidden_stays(session, me, patient_id))
         if reveal:
             record(request, me, "patient.reveal", session=session, object_type="patient",
                    object_id=patient_id, patient_id=patient_id,
@@ -419,21 +444,21 @@ def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
         data["description"] = (sub.answers or {}).get("description")
         # Seen as the department's complaint (not as one of their patients): no patient link.
         data["patient_link"] = can_see_patient(session, me, sub.patient_id)
+        about_me = complaints.names_staff(sub, me)
         record(request, me, "patient.view", session=session, object_type="complaint",
                object_id=str(submission_id), patient_id=sub.patient_id,
                details=None if data["patient_link"] else {"access": "department"})
         names = console.department_names(session)
-    from careloop.web.permissions import COMPLAINTS_MANAGE
-
     return render(request, "complaint.html", c=data, departments=names,
-                  can_manage=me.can(COMPLAINTS_MANAGE) or me.can(TASK_WORK))
+                  can_manage=me.can(COMPLAINTS_MANAGE) and not about_me)
 
 
 @router.post("/complaints/{submission_id}/resolve")
 @patient_level("submission_id", via="complaint")
 def complaint_resolve(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
                       notes: str = Form("", max_length=2000),
-                      me: Principal = NEEDS_TASK_WORK) -> Response:
+                      me: Principal = NEEDS_COMPLAINTS_MANAGE) -> Response:
+    """Resolve a complaint: needs ``complaints.manage``; nobody resolves one naming them."""
     from careloop.web import complaints
 
     with transaction() as session:
@@ -446,6 +471,12 @@ def complaint_resolve(request: Request, submission_id: int = Path(ge=1, le=MAX_I
         except complaints.AlreadyResolved:
             return render(request, "error.html", status_code=409,
                           message=t("web.complaint.already_resolved", locale_of(request)))
+        except complaints.AboutYourself:
+            record(request, me, "complaint.resolve", outcome="denied",
+                   object_type="submission", object_id=str(submission_id),
+                   patient_id=sub.patient_id, details={"reason": "about_yourself"})
+            return render(request, "error.html", status_code=403,
+                          message=t("web.sod.complaint_about_you", locale_of(request)))
     return RedirectResponse(f"/complaints/{submission_id}", status_code=303)
 
 

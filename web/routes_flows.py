@@ -1,4 +1,7 @@
-"""HTTP routes of the flow engine: events in (API key), runs / incidents / outbox read-back."""
+"""HTTP routes of the flow engine: events in, runs / incidents / outbox read-back — for systems
+with an API key (``X-API-Key``) holding the route's scope: ``events:write`` for events,
+``readback:read`` for runs, incidents and the outbox, ``incidents:write`` to retry or skip an
+incident. Every call is audited (``api.*``), refusals too."""
 
 from __future__ import annotations
 
@@ -12,24 +15,32 @@ from sqlalchemy.exc import IntegrityError
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows import views
-from careloop.flows.ingest import authenticate, ingest
+from careloop.flows.ingest import ingest
+from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller, audit_refusal
+from careloop.web.deps import client_ip, request_id
 
 router = APIRouter(prefix="/api/v1")
 
 
-def _require_key(key: str | None) -> str:
-    with transaction() as session:
-        found = authenticate(session, key)
-        if found is None:
-            raise HTTPException(status_code=401, detail="missing or unknown API key")
-        return found.name
+def _require_key(request: Request, key: str | None, scope: str, action: str,
+                 object_id: str | None = None) -> ApiCaller:
+    ip, rid = client_ip(request), request_id(request)
+    try:
+        with transaction() as session:
+            return api_key_caller(session, key, scope, action=action, ip=ip, request_id=rid,
+                                  object_id=object_id)
+    except ApiKeyRefused as exc:
+        with transaction() as session:
+            audit_refusal(session, exc, action=action, ip=ip, request_id=rid,
+                          object_id=object_id)
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
 
 
 @router.post("/events")
 async def post_event(request: Request,
                      x_api_key: str | None = Header(default=None)) -> JSONResponse:
     """Ingest one HIS event; 422 lists every problem; a duplicate gets the original ack."""
-    name = _require_key(x_api_key)
+    name = _require_key(request, x_api_key, "events:write", "api.event").name
     try:
         event: Any = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -46,16 +57,17 @@ async def post_event(request: Request,
 
 
 @router.get("/flows/runs")
-def list_runs(patient_id: str | None = None, status: str | None = None,
+def list_runs(request: Request, patient_id: str | None = None, status: str | None = None,
               x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
-    _require_key(x_api_key)
+    _require_key(request, x_api_key, "readback:read", "api.flow_runs", patient_id)
     with transaction() as session:
         return views.runs_json(session, patient_id=patient_id, status=status)
 
 
 @router.get("/flows/runs/{run_id}")
-def get_run(run_id: int, x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
-    _require_key(x_api_key)
+def get_run(request: Request, run_id: int,
+            x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
+    _require_key(request, x_api_key, "readback:read", "api.flow_run", str(run_id))
     with transaction() as session:
         data = views.run_json(session, run_id)
     if data is None:
@@ -64,17 +76,18 @@ def get_run(run_id: int, x_api_key: str | None = Header(default=None)) -> dict[s
 
 
 @router.get("/flows/incidents")
-def list_incidents(status: str = "open",
+def list_incidents(request: Request, status: str = "open",
                    x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
-    _require_key(x_api_key)
+    _require_key(request, x_api_key, "readback:read", "api.incidents")
     with transaction() as session:
         return views.incidents_json(session, status)
 
 
 @router.post("/flows/incidents/{incident_id}/{action}")
-def act_on_incident(incident_id: int, action: str,
+def act_on_incident(request: Request, incident_id: int, action: str,
                     x_api_key: str | None = Header(default=None)) -> dict[str, str]:
-    name = _require_key(x_api_key)
+    name = _require_key(request, x_api_key, "incidents:write", f"api.incident_{action}"[:64],
+                        str(incident_id)).name
     from careloop.flows.runtime import resolve_incident
 
     try:
@@ -86,8 +99,8 @@ def act_on_incident(incident_id: int, action: str,
 
 
 @router.get("/outbox")
-def list_outbox(status: str | None = None,
+def list_outbox(request: Request, status: str | None = None,
                 x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
-    _require_key(x_api_key)
+    _require_key(request, x_api_key, "readback:read", "api.outbox")
     with transaction() as session:
         return views.outbox_json(session, status=status)

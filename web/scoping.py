@@ -16,6 +16,11 @@ routers get it too): for a marked route it resolves the patient id through the
 (HTTP 403, audited) when the signed-in user may not see that patient — unless the
 ``object_access`` catalogue has ``fn(session, principal, value) -> bool`` for ``via`` and it
 grants access to that object (a complaint for the staff of the department it is about).
+Scope is per stay: when the ``object_stay`` catalogue has ``fn(session, value) -> (encounter id,
+department id)`` for ``via`` and that stay is in a sensitive department the user does not
+belong to (:func:`~careloop.web.permissions.hidden_stays`), the object is refused although its
+patient is visible — unless the object itself is theirs (a task assigned to them) or they broke
+the glass for the patient.
 Engines register their resolvers (e.g. ``submission``) and mark their routes the same way;
 ``tests/web/test_scoping.py`` walks every marked route, so a new patient-level route cannot
 forget its scope.
@@ -34,7 +39,13 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Encounter, Patient, Task
 from careloop.engine.registry import Registry, loaded_registry
 from careloop.web.deps import Forbidden, record, require_user
-from careloop.web.permissions import MAX_ID, Principal, can_see_patient, can_see_task
+from careloop.web.permissions import (
+    MAX_ID,
+    Principal,
+    can_see_patient,
+    can_see_task,
+    hidden_stays,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 MARK = "__careloop_patient_level__"
@@ -105,6 +116,47 @@ def register_resolvers(registry: Registry) -> None:
     access.register("complaint", complaints.may_open)
     access.register("task", _can_open_task)
     access.register("alert", _can_see_alert)
+    # Which stay an object belongs to (a sensitive stay is seen by its department's staff only).
+    stays = registry.catalogue("object_stay")
+    stays.register("submission", _submission_stay)
+    stays.register("task", _task_stay)
+    stays.register("encounter", _encounter_stay)
+
+
+Stay = tuple[str | None, str | None]
+
+
+def _submission_stay(session: Session, value: str) -> Stay | None:
+    from careloop.forms.models import Submission
+
+    sub_id = _task_id(value)
+    sub = session.get(Submission, sub_id) if sub_id is not None else None
+    return (sub.encounter_id, sub.department_id) if sub is not None else None
+
+
+def _task_stay(session: Session, value: str) -> Stay | None:
+    task_id = _task_id(value)
+    task = session.get(Task, task_id) if task_id is not None else None
+    return (task.encounter_id, task.department_id) if task is not None else None
+
+
+def _encounter_stay(session: Session, value: str) -> Stay | None:
+    encounter = session.get(Encounter, value)
+    return (encounter.id, encounter.department_id) if encounter is not None else None
+
+
+def stay_hidden(session: Session, principal: Principal, via: str, value: str,
+                patient_id: str) -> bool:
+    """True when the object named by ``via``/``value`` belongs to a sensitive stay of this
+    patient that ``principal`` may not see."""
+    locate = loaded_registry().catalogue("object_stay").get(via)
+    if locate is None:
+        return False
+    stay = locate(session, value)
+    if stay is None:
+        return False
+    hidden = hidden_stays(session, principal, patient_id)
+    return bool(hidden) and hidden.hides(stay[0], stay[1])
 
 
 def resolve_patient(session: Session, via: str, value: str) -> str | None:
@@ -134,6 +186,8 @@ def enforce_patient_scope(request: Request) -> None:
                     return
             raise HTTPException(status_code=404)
         allowed = can_see_patient(session, principal, patient_id)
+        sensitive = allowed and stay_hidden(session, principal, mark.via, value, patient_id)
+        allowed = allowed and not sensitive
         grant = loaded_registry().catalogue("object_access").get(mark.via)
         by_object = not allowed and grant is not None and bool(grant(session, principal, value))
         if by_object:
@@ -147,9 +201,11 @@ def enforce_patient_scope(request: Request) -> None:
     allowed = allowed or by_object
     request.state.patient_id = patient_id
     if not allowed:
+        details: dict[str, Any] = {"route": request.url.path[:200]}
+        if sensitive:
+            details["sensitive_stay"] = True
         record(request, principal, "patient.access", outcome="denied", object_type=mark.via,
-               object_id=value[:128], patient_id=patient_id,
-               details={"route": request.url.path[:200]})
+               object_id=value[:128], patient_id=patient_id, details=details)
         raise Forbidden()
 
 

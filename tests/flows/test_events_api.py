@@ -25,9 +25,9 @@ PATIENT = {"event_id": "his-1", "type": "patient.upserted",
                        "birth_date": "1950-01-02", "phone": "13800000000"}}
 
 
-def _client(engine: Engine) -> tuple[TestClient, dict[str, str]]:
+def _client(engine: Engine, *scopes: str) -> tuple[TestClient, dict[str, str]]:
     with transaction(engine) as session:
-        key = create_api_key(session, "his")
+        key = create_api_key(session, "his", scopes=("events:write", *scopes))
     return TestClient(create_app()), {"X-API-Key": key}
 
 
@@ -90,7 +90,7 @@ def test_encounter_for_an_unknown_patient_is_refused(engine: Engine) -> None:
 
 
 def test_run_read_back_endpoints(bundles: Engine, send: Any, helpers: Any) -> None:
-    client, headers = _client(bundles)
+    client, headers = _client(bundles, "readback:read")
     helpers.patient(send)
     send("enc-1", "encounter.discharged", {
         "encounter_id": "E1", "patient_id": "P1", "type": "inpatient",

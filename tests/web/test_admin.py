@@ -29,10 +29,10 @@ def test_security_admin_creates_users_and_grants_roles(client: TestClient,
     assert weak.status_code == 400
     created = client.post("/admin/users", data={
         "username": "li_na", "display_name": "李娜", "password": PASSWORD, "role": "nurse",
-        "department_id": "", "csrf_token": token}, follow_redirects=False)
+        "department_id": "*", "csrf_token": token}, follow_redirects=False)
     assert created.status_code == 303
     user = get_user("li_na")
-    client.post(f"/admin/users/{user.id}/grants", data={"role": "doctor", "department_id": "",
+    client.post(f"/admin/users/{user.id}/grants", data={"role": "doctor", "department_id": "*",
                                                          "csrf_token": token})
     with transaction() as session:
         grants = session.scalars(select(RoleGrant).where(RoleGrant.user_id == user.id)).all()

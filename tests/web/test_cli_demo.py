@@ -44,7 +44,7 @@ def test_create_admin_from_stdin_and_policy(engine: Engine) -> None:
             RoleGrant.user_id == user.id)).all())
         cred = session.get(UserCredential, user.id)
         assert cred is not None and cred.password_hash.startswith("$argon2id$")
-    assert roles == {"system_admin", "security_admin"}
+    assert roles == {"security_admin"}  # one administrative role per person
 
 
 def test_up_without_users_says_how_to_create_the_administrator(engine: Engine,
