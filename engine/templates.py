@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from careloop.engine.check import CompileContext, Definition
@@ -159,7 +159,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any,
              **kwargs: Any) -> Any:
-        _charge()
+        _charge(10 if isinstance(__obj, Macro) else 1)  # a macro call costs ~10 loop turns
         for value in (*args, *kwargs.values()):
             _check_int(value)
         wrapped = getattr(__obj, "__wrapped__", None)
