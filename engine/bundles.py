@@ -82,14 +82,14 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shown: str) ->
     """One member, read with a cap: a member whose header lies about its size, or that expands
     far more than text does, is refused before (or while) it is expanded."""
     cap = 4 * LIMITS.source_bytes  # bytes: UTF-8 takes up to 4 per character
-    if info.file_size > cap:
-        raise _zip_limit("source.too-large", f"the file is {info.file_size:,} bytes, more than "
-                         f"{cap:,}", "source_bytes", shown)
     if info.file_size > 64 * 1024 and info.file_size > LIMITS.zip_ratio * max(
             info.compress_size, 1):
         raise _zip_limit("bundle.zip-ratio", f"the file expands {info.file_size:,} bytes from "
                          f"{info.compress_size:,} (more than {LIMITS.zip_ratio} times)",
                          "zip_ratio", shown)
+    if info.file_size > cap:
+        raise _zip_limit("source.too-large", f"the file is {info.file_size:,} bytes, more than "
+                         f"{cap:,}", "source_bytes", shown)
     try:
         with archive.open(info) as member:
             data = member.read(info.file_size + 1)

@@ -35,7 +35,7 @@ class Limits:
     """Every bound on author-supplied work (sizes in bytes or characters, times in seconds)."""
 
     # YAML / JSON sources (a definition file, a builder draft, a bundle member)
-    source_bytes: int = 1024 * 1024  # characters of one definition's text
+    source_bytes: int = 256 * 1024  # characters of one definition (the largest shipped: 7 KB)
     source_depth: int = 64  # nesting of mappings and sequences
     source_aliases: int = 100  # YAML aliases (*name) in one document
     source_nodes: int = 200_000  # values after aliases are expanded

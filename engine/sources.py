@@ -32,6 +32,11 @@ JSON_SUFFIXES = (".json",)
 DEFINITION_SUFFIXES = YAML_SUFFIXES + JSON_SUFFIXES
 
 
+# more opening brackets on one line, none closed, than the depth limit allows (``[[[[…``,
+# ``[1, [1, [1, …``): found at C speed, before PyYAML's scanner looks ahead through the line
+_OPENING_RUN = re.compile(r"[\[{](?:[^\[\]{}\n]*[\[{]){" + str(LIMITS.source_depth) + "}")
+
+
 class _LimitHit(Exception):
     """A source limit reached while composing (becomes a located ``Problem``)."""
 
@@ -260,6 +265,14 @@ def load_text(text: str, file: str, *, as_json: bool | None = None) -> Document:
         doc.problems.append(_limit_problem(doc, _LimitHit(
             "source.too-large", f"the text is {len(text)} characters long, more than "
             f"{LIMITS.source_bytes}", None)))
+        return doc
+    run = _OPENING_RUN.search(text)
+    if run is not None:  # the YAML scanner would look far ahead in such a run: refuse it first
+        line = text.count("\n", 0, run.start()) + 1
+        column = run.start() - (text.rfind("\n", 0, run.start()) + 1) + 1
+        doc.problems.append(_limit_problem(doc, _LimitHit(
+            "source.too-deep", f"nested deeper than {LIMITS.source_depth} levels",
+            yaml.Mark(file, run.start(), line - 1, column - 1, None, 0))))
         return doc
     if as_json is None:
         as_json = file.endswith(JSON_SUFFIXES)

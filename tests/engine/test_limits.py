@@ -42,7 +42,9 @@ def test_many_aliases_are_refused_at_the_first_one_over() -> None:
 
 
 def test_deep_nesting_is_located_where_it_goes_too_deep() -> None:
-    assert codes("x: " + "[" * 10_000 + "]" * 10_000) == [("source.too-deep", 1, 67)]
+    assert codes("x: " + "[" * 10_000 + "]" * 10_000) == [("source.too-deep", 1, 4)]
+    assert codes("x: " + "[1, " * 10_000) == [("source.too-deep", 1, 4)]
+    assert codes("x:\n" + " [\n" * 10_000) == [("source.too-deep", 65, 2)]
     block = "".join(" " * i + f"k{i}:\n" for i in range(70)) + " " * 70 + "v: 1\n"
     assert codes(block) == [("source.too-deep", 64, 64)]
     assert codes('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "d.json")[0][0] == \

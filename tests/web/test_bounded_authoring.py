@@ -166,14 +166,14 @@ def under_probe(server: str, call: Callable[[], httpx.Response]) -> tuple[httpx.
 
     The machine is shared (load averages of 10 on 2 cores are common), so one stall of the
     whole host can put any request over 200 ms: when the p99 is over, the payload is sent once
-    more and the better of the two windows counts. A server that blocks on the payload fails
-    both (on the old code every window held multi-second stalls)."""
+    more (up to three times) and the best window counts. A server that blocks on the payload
+    fails every one (on the old code every window held multi-second stalls)."""
     best: tuple[httpx.Response, float, list[float]] | None = None
-    for _ in range(2):
+    for _ in range(3):
         measured = _probe_once(server, call)
-        if best is None or p99(measured[2]) < p99(best[2]):
+        if best is None or _p99_or_inf(measured[2]) < _p99_or_inf(best[2]):
             best = measured
-        if p99(best[2]) < P99_MS:
+        if _p99_or_inf(best[2]) < P99_MS:
             break
     assert best is not None
     return best
@@ -204,6 +204,10 @@ def _probe_once(server: str, call: Callable[[], httpx.Response]) -> tuple[httpx.
         stop.set()
         thread.join(timeout=70)
     return response, elapsed, latencies
+
+
+def _p99_or_inf(latencies: list[float]) -> float:
+    return p99(latencies) if len(latencies) >= 5 else float("inf")
 
 
 def p99(latencies: list[float]) -> float:
@@ -317,3 +321,21 @@ def test_bundle_payloads(server: str, author: httpx.Client, make: Callable[[], b
         assert errors[0]["file"].endswith(member) and errors[0]["line"] == 3
     else:
         assert_located_refusal(response, elapsed, latencies, code, member)
+
+
+def test_bench_script_runs() -> None:
+    """bench/healthz_under_load.py stays runnable (one round; no timing asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "healthz_under_load.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--json"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    payloads = data["payloads"]
+    assert set(payloads) == {"rule_try_power", "draft_alias_bomb", "flow_set_repetition",
+                             "bundle_deep_yaml", "bundle_lying_header", "bundle_list_bomb"}
+    assert all(run["status"] in (200, 422) for runs in payloads.values() for run in runs)
