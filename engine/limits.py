@@ -55,6 +55,7 @@ class Limits:
     template_steps: int = 100_000  # loop iterations and calls (macros, methods) of one rendering
     # author work run off the event loop (checks of drafts, try-its, previews)
     work_seconds: float = 20.0  # wall-clock bound of one request's author work
+    child_memory_bytes: int = 4 * 1024**3  # address space of a child process (simulations)
 
     def describe(self, name: str) -> str:
         """``name = value`` for a message (``source_depth = 64``)."""
@@ -130,6 +131,22 @@ class WorkTimeout(CareloopError):
                                f"(limit: {LIMITS.describe('work_seconds')})",
                                hint="make the definition smaller or simpler")
         super().__init__(self.problem.render())
+
+
+def child_limits(cpu_seconds: float) -> Callable[[], None]:
+    """A ``preexec_fn`` giving a child process (a simulation) resource limits: at most
+    ``LIMITS.child_memory_bytes`` of address space and ``cpu_seconds`` of CPU (POSIX only)."""
+    def apply() -> None:
+        try:
+            import resource
+        except ImportError:  # not POSIX: the wall-clock timeout still applies
+            return
+        memory = LIMITS.child_memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        cpu = max(1, int(cpu_seconds) + 1)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+
+    return apply
 
 
 async def off_loop(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
