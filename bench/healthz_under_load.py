@@ -5,7 +5,7 @@ A live server (uvicorn in a thread, SQLite in a temporary folder); a probe threa
 while the payload is sent (with), and the payload's status, code and time. The peer is the same
 server idle: the point is that an author's payload does not move the p99.
 
-    python bench/healthz_under_load.py [--quick] [--json] [--rounds N]
+    python bench/healthz_under_load.py [--quick] [--json] [--rounds N] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -111,9 +111,11 @@ def _window(server: str, call: Callable[[], Any] | None, seconds: float) -> dict
     outcome: dict[str, Any] = {}
     if call is not None:
         response = call()
-        outcome = {"status": response.status_code,
-                   "code": (response.json().get("code") if response.headers.get(
-                       "content-type", "").startswith("application/json") else None)}
+        body = (response.json() if response.headers.get("content-type", "").startswith(
+            "application/json") else {})
+        errors = body.get("errors") or [{}]  # a bundle's located problems, or one refusal
+        outcome = {"status": response.status_code, "code": body.get("code") or errors[0].get(
+            "code")}
     elapsed = time.perf_counter() - started
     time.sleep(max(0.1, seconds - elapsed))
     stop.set()
@@ -122,7 +124,7 @@ def _window(server: str, call: Callable[[], Any] | None, seconds: float) -> dict
             "samples": len(latencies)}
 
 
-def run(rounds: int) -> dict[str, Any]:
+def run(rounds: int, only: list[str] | None = None) -> dict[str, Any]:
     import httpx
     import uvicorn
 
@@ -176,7 +178,7 @@ def run(rounds: int) -> dict[str, Any]:
         "rule_try_power": lambda: client.post("/api/v1/builder/rules/bounds_try/try", json={
             "text": RULESET, "event": {"type": "form.submitted", "payload": {"answers": {}}}}),
         "draft_alias_bomb": lambda: client.put("/api/v1/builder/drafts/form/bomb",
-                                               json={"text": BOMB}),
+                                               json={"text": BOMB, "app": "bounds_lab"}),
         "flow_set_repetition": submit,
         "bundle_deep_yaml": lambda: client.post("/api/v1/builder/import", content=_zip(
             {"app.yaml": MANIFEST, "forms/deep.yaml": deep}, zipfile.ZIP_STORED)),
@@ -187,6 +189,8 @@ def run(rounds: int) -> dict[str, Any]:
     }
     results: dict[str, Any] = {"rounds": rounds, "payloads": {}}
     for name, call in payloads.items():
+        if only and name not in only:
+            continue
         runs = []
         for _ in range(rounds):
             without = _window(base, None, 1.0)
@@ -205,12 +209,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round (smoke test)")
     parser.add_argument("--json", action="store_true", help="one machine-readable line")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", action="append", help="a payload's name (repeatable)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CARELOOP_DATABASE_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
         os.environ["CARELOOP_HOME"] = tmp
-        results = run(rounds)
+        results = run(rounds, args.only)
     if args.json:
         print(json.dumps(results, sort_keys=True))
         return

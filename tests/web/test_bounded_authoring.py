@@ -247,9 +247,19 @@ def test_power_in_a_rule_try_it(server: str, author: httpx.Client) -> None:
     assert "**" in problem["message"]
 
 
-def test_alias_bomb_saved_as_a_draft(server: str, author: httpx.Client, engine: Engine) -> None:
+@pytest.fixture
+def lab_app(author: httpx.Client) -> str:
+    """The app the author edits, imported through the API."""
+    imported = author.post("/api/v1/builder/import?apply=true",
+                           content=_zip({"app.yaml": MANIFEST, "forms/bounds_check.yaml": FORM}))
+    assert imported.status_code == 200, imported.text
+    return "bounds_lab"
+
+
+def test_alias_bomb_saved_as_a_draft(server: str, author: httpx.Client, engine: Engine,
+                                     lab_app: str) -> None:
     response, elapsed, latencies = under_probe(server, lambda: author.put(
-        "/api/v1/builder/drafts/form/bomb", json={"text": ALIAS_BOMB, "app": "bounds_lab"}))
+        "/api/v1/builder/drafts/form/bomb", json={"text": ALIAS_BOMB, "app": lab_app}))
     assert_located_refusal(response, elapsed, latencies, "source.too-many-nodes",
                            "forms/bomb.yaml")
     with transaction(engine) as session:  # refused before anything was stored
@@ -257,11 +267,11 @@ def test_alias_bomb_saved_as_a_draft(server: str, author: httpx.Client, engine: 
 
 
 def test_editor_opening_a_stored_bomb_draft_is_bounded(server: str, author: httpx.Client,
-                                                       engine: Engine) -> None:
+                                                       engine: Engine, lab_app: str) -> None:
     """A bomb saved by the old code is not re-expanded each time the editor opens."""
     with transaction(engine) as session:
         user_id = session.scalars(select(User.id).where(User.username == "author")).one()
-        session.add(BuilderDraft(user_id=user_id, app_id="", kind="form", key="bomb",
+        session.add(BuilderDraft(user_id=user_id, app_id=lab_app, kind="form", key="bomb",
                                  text=ALIAS_BOMB, updated_at=now_utc()))
     response, elapsed, latencies = under_probe(
         server, lambda: author.get("/api/v1/builder/drafts/form/bomb"))
@@ -301,6 +311,40 @@ def test_repetition_in_a_flow_set_step_of_a_form_submission(server: str, author:
         assert failed and {f.step_key for f in failed} == {"grow"}
         assert all("expr.too-large" in (f.error or "") and "set.grid" in (f.error or "")
                    for f in failed)
+
+
+def test_stored_rule_set_with_the_power_template(server: str, author: httpx.Client,
+                                                 engine: Engine) -> None:
+    """The same template published (a bundle accepts it: it is valid Jinja): the rule test
+    endpoint refuses it located in the stored version, and a real submission that fires the
+    rule keeps the patient's answers and records the rule's failure instead of hanging."""
+    bundle = _zip({"app.yaml": MANIFEST, "forms/bounds_check.yaml": FORM,
+                   "rules/bounds_try.yaml": RULESET_WITH_POWER})
+    imported = author.post("/api/v1/builder/import?apply=true", content=bundle)
+    assert imported.status_code == 200, imported.text
+    response, elapsed, latencies = under_probe(server, lambda: author.post(
+        "/api/v1/rules/bounds_try/test", json={"type": "form.submitted",
+                                               "payload": {"form": "bounds_check"}}))
+    problem = assert_located_refusal(response, elapsed, latencies, "template.too-large",
+                                     "ruleset/bounds_try@v1")
+    assert (problem["line"], problem["path"]) == (12, "$.rules[0].then[0].title")
+
+    create = loaded_registry().catalogue("service")["forms.create_request"]
+    with transaction(engine) as session:
+        made = create(session, form_key="bounds_check", patient_id="p1", encounter_id="e1",
+                      channel="sms", expires_at=now_utc() + timedelta(days=7))
+    started = time.perf_counter()
+    with httpx.Client(base_url=server, timeout=120) as patient:
+        posted = patient.post(made["url"], data={"_page": "0", "_lang": "zh-CN",
+                                                 "_action": "submit", "ok": "yes"})
+    assert posted.status_code == 200 and "感谢您的填写" in posted.text
+    assert time.perf_counter() - started < ANSWER_WITHIN_S
+    from careloop.rules.models import RuleEvaluation
+
+    with transaction(engine) as session:
+        [evaluation] = session.scalars(select(RuleEvaluation).where(
+            RuleEvaluation.ruleset_key == "bounds_try")).all()
+        assert "template.too-large" in (evaluation.error or "")
 
 
 @pytest.mark.parametrize(("make", "code", "member"), [
