@@ -345,6 +345,13 @@ def refuse_over_limits(checked: Checked) -> Checked:
     return checked
 
 
+def refuse_text_over_limits(kind: str, key: str, text: str) -> None:
+    """:func:`refuse_over_limits` for a text not checked yet (parses it only, cheaply)."""
+    for problem in load_text(text, source_path(kind, key, text)).problems:
+        if problem.code in LIMIT_CODES and problem.code.startswith("source."):
+            raise LimitExceeded.from_problem(problem)
+
+
 def valid_spec(session: Session, kind: str, key: str, text: str) -> Any:
     """The compiled spec of a draft without problems (for "try it"), else ``builder.invalid``."""
     checked = check_draft(session, kind, key, text)

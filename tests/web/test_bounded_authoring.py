@@ -28,6 +28,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Encounter, Patient, User
+from careloop.engine.models import DefinitionRow
 from careloop.engine.registry import loaded_registry
 from careloop.web import admin
 from careloop.web.app import create_app
@@ -262,8 +263,15 @@ def test_alias_bomb_saved_as_a_draft(server: str, author: httpx.Client, engine: 
         "/api/v1/builder/drafts/form/bomb", json={"text": ALIAS_BOMB, "app": lab_app}))
     assert_located_refusal(response, elapsed, latencies, "source.too-many-nodes",
                            "forms/bomb.yaml")
+    for route in ("validate", "diff", "publish"):  # every way in refuses it the same way
+        refused = author.post(f"/api/v1/builder/{route}/form/bomb",
+                              json={"text": ALIAS_BOMB, "app": lab_app})
+        assert (refused.status_code, refused.json()["code"]) == (422, "source.too-many-nodes")
+        assert refused.json()["problems"][0]["line"] == 1
     with transaction(engine) as session:  # refused before anything was stored
         assert session.scalars(select(BuilderDraft)).all() == []
+        assert session.scalars(select(DefinitionRow).where(DefinitionRow.key == "bomb")).all() \
+            == []
 
 
 def test_editor_opening_a_stored_bomb_draft_is_bounded(server: str, author: httpx.Client,
