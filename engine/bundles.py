@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import io
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ from careloop.engine.check import CheckResult, Definition, check_documents
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound, Problem
+from careloop.engine.limits import LIMITS, LimitExceeded
 from careloop.engine.models import (
     BundleConflictRow,
     BundleRow,
@@ -43,8 +45,6 @@ from careloop.engine.sources import DEFINITION_SUFFIXES, Document, load_text
 
 MANIFEST = "app.yaml"
 NOT_DEFINITIONS = ("tests/", "docs/")
-MAX_ZIP_FILES = 5000
-MAX_ZIP_BYTES = 64 * 1024 * 1024
 
 
 class BundleError(CareloopError):
@@ -72,17 +72,53 @@ def _is_definition(rel: str) -> bool:
             and not rel.startswith(NOT_DEFINITIONS) and "/." not in "/" + rel)
 
 
+def _zip_limit(code: str, message: str, limit: str, file: str) -> LimitExceeded:
+    return LimitExceeded(code, message, limit=limit, file=file, line=1, column=1,
+                         hint="export the bundle again from Careloop, or zip the app folder "
+                              "with an ordinary zip tool")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shown: str) -> bytes:
+    """One member, read with a cap: a member whose header lies about its size, or that expands
+    far more than text does, is refused before (or while) it is expanded."""
+    cap = 4 * LIMITS.source_bytes  # bytes: UTF-8 takes up to 4 per character
+    if info.file_size > 64 * 1024 and info.file_size > LIMITS.zip_ratio * max(
+            info.compress_size, 1):
+        raise _zip_limit("bundle.zip-ratio", f"the file expands {info.file_size:,} bytes from "
+                         f"{info.compress_size:,} (more than {LIMITS.zip_ratio} times)",
+                         "zip_ratio", shown)
+    if info.file_size > cap:
+        raise _zip_limit("source.too-large", f"the file is {info.file_size:,} bytes, more than "
+                         f"{cap:,}", "source_bytes", shown)
+    try:
+        with archive.open(info) as member:
+            data = member.read(info.file_size + 1)
+            extra = member.read(1) if len(data) == info.file_size else b""
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+            RuntimeError) as exc:
+        raise _zip_limit("bundle.zip-size-mismatch", f"the file cannot be read as its zip entry "
+                         f"declares it ({exc})", "", shown) from None
+    if len(data) != info.file_size or extra:
+        raise _zip_limit("bundle.zip-size-mismatch", f"the zip entry declares {info.file_size:,} "
+                         "bytes but holds a different amount", "", shown)
+    return data
+
+
 def _read_zip(path: FsPath) -> dict[str, str]:
+    """The manifest and definitions of a zip, each refused (``LimitExceeded``) if the archive
+    has too many entries, declares too much, expands too far or lies about a size."""
     files: dict[str, str] = {}
     total = 0
+    root = display_root(path)
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise BundleError(f"{path}: not a zip file ({exc})") from exc
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_FILES:
-            raise BundleError(f"{path}: more than {MAX_ZIP_FILES} files")
+        if len(infos) > LIMITS.zip_entries:
+            raise _zip_limit("bundle.zip-entries", f"the zip has {len(infos):,} files, more than "
+                             f"{LIMITS.zip_entries:,}", "zip_entries", root)
         names = [i.filename for i in infos]
         prefix = _common_root(names)
         for info in infos:
@@ -91,10 +127,13 @@ def _read_zip(path: FsPath) -> dict[str, str]:
             if pure.is_absolute() or ".." in pure.parts or "\\" in name:
                 raise BundleError(f"{path}: unsafe member name {info.filename!r}")
             total += info.file_size
-            if total > MAX_ZIP_BYTES:
-                raise BundleError(f"{path}: more than {MAX_ZIP_BYTES // 2**20} MiB uncompressed")
+            if total > LIMITS.zip_bytes:
+                raise _zip_limit("bundle.zip-too-large", "the zip's files together are more "
+                                 f"than {LIMITS.zip_bytes // 2**20} MiB uncompressed",
+                                 "zip_bytes", root)
             if name == MANIFEST or _is_definition(name):
-                files[name] = archive.read(info).decode("utf-8", errors="replace")
+                raw = _read_member(archive, info, f"{root}!{name}")
+                files[name] = raw.decode("utf-8", errors="replace")
     return files
 
 

@@ -37,7 +37,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from careloop.engine.expression_runtime import MAX_INTEGER, OPERATORS, check_value, lookup
+from careloop.engine.expression_runtime import (
+    MAX_INTEGER,
+    OPERATORS,
+    check_value,
+    literal,
+    lookup,
+)
 from careloop.engine.functions import FunctionSpec
 
 Node = Callable[[Mapping[str, Any]], Any]
@@ -269,16 +275,16 @@ class _Compiler:
 
     def c_List(self, node: ast.List) -> Node:
         items = [self.node(e) for e in node.elts]
-        return lambda ctx: [item(ctx) for item in items]
+        return lambda ctx: literal([item(ctx) for item in items])
 
     def c_Tuple(self, node: ast.Tuple) -> Node:
         items = [self.node(e) for e in node.elts]
-        return lambda ctx: tuple([item(ctx) for item in items])
+        return lambda ctx: literal(tuple([item(ctx) for item in items]))
 
     def c_Dict(self, node: ast.Dict) -> Node:
         pairs = [(self.node(k), self.node(v)) for k, v in zip(node.keys, node.values, strict=True)
                  if k is not None]
-        return lambda ctx: {key(ctx): value(ctx) for key, value in pairs}
+        return lambda ctx: literal({key(ctx): value(ctx) for key, value in pairs})
 
     # --- function calls -------------------------------------------------------------------------
 

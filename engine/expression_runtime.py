@@ -18,9 +18,14 @@ import simpleeval
 
 from careloop.engine.errors import CareloopError
 from careloop.engine.functions import FunctionSpec
+from careloop.engine.limits import LIMITS
 
-MAX_INTEGER = 10**18  # largest integer literal or integer result
-MAX_SEQUENCE = 10_000  # longest text or list built by + or *
+MAX_INTEGER = LIMITS.expr_integer  # largest integer literal or integer result
+MAX_SEQUENCE = LIMITS.expr_items  # longest text or list built by + or *
+# what a built value may hold, nested items and characters counted in full: ``[[1]*5000]*5000``
+# is one list of 5000 references to one list, but 25 million items once stored or sent
+MAX_WEIGHT = 10 * LIMITS.expr_items
+_CONTAINERS = (list, tuple, dict)
 
 
 class EvalFault(Exception):
@@ -53,18 +58,74 @@ def check_value(value: Any) -> Any:
     return value
 
 
+def weight(value: Any, cap: int = MAX_WEIGHT) -> int:
+    """How much ``value`` holds when written out: one per item of every list, tuple and dict at
+    every level plus the characters of every text, a value shared N times counted N times
+    (``[[1]*5000]*5000`` weighs 25,010,000). Counting stops soon after ``cap``, and costs one
+    visit per *distinct* container, so it is cheap however large the value is written out."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, _CONTAINERS):
+        return 0
+    memo: dict[int, int] = {}
+
+    def visit(item: Any, depth: int) -> int:
+        if isinstance(item, str):
+            return len(item)
+        if not isinstance(item, _CONTAINERS) or depth > 100:
+            return 0 if depth <= 100 else cap + 1
+        known = memo.get(id(item))
+        if known is not None:
+            return known
+        total = len(item)
+        children = (item.values() if isinstance(item, dict) else item)
+        for child in children:
+            if total > cap:
+                break
+            total += visit(child, depth + 1)
+        if isinstance(item, dict):
+            total += sum(len(k) for k in item if isinstance(k, str))
+        memo[id(item)] = total
+        return total
+
+    return visit(value, 0)
+
+
+def check_weight(value: Any, what: str) -> None:
+    """Refuse a built value that holds more than :data:`MAX_WEIGHT` items and characters."""
+    if weight(value) > MAX_WEIGHT:
+        raise EvalFault("expr.too-large", f"{what} would build more than {MAX_WEIGHT:,} items "
+                        "and characters (nested items counted in full)")
+
+
+def literal(value: Any) -> Any:
+    """A list, tuple or dict literal's value, refused if it holds more than :data:`MAX_WEIGHT`
+    (only worth counting when it holds containers: text alone is bounded by the source)."""
+    items = value.values() if isinstance(value, dict) else value
+    if any(isinstance(item, _CONTAINERS) for item in items):
+        check_weight(value, "the literal")
+    return value
+
+
 def _arithmetic(symbol: str, func: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def apply(a: Any, b: Any) -> Any:
         if a is None or b is None:
             return None
         sized = (str, list, tuple)
-        if (symbol == "+" and isinstance(a, sized) and isinstance(b, sized)
-                and len(a) + len(b) > MAX_SEQUENCE):
-            raise EvalFault("expr.too-large", f"'+' would build more than {MAX_SEQUENCE} items")
+        if symbol == "+" and isinstance(a, sized) and isinstance(b, sized):
+            if len(a) + len(b) > MAX_SEQUENCE:
+                raise EvalFault("expr.too-large", f"'+' would build more than {MAX_SEQUENCE} items")
+            if not isinstance(a, str) and weight(a) + weight(b) > MAX_WEIGHT:
+                check_weight([a, b], "'+'")
         if symbol == "*":
             seq, n = (a, b) if isinstance(a, sized) else (b, a)
-            if isinstance(seq, sized) and isinstance(n, int) and n * len(seq) > MAX_SEQUENCE:
-                raise EvalFault("expr.too-large", f"'*' would build more than {MAX_SEQUENCE} items")
+            if isinstance(seq, sized) and isinstance(n, int) and not isinstance(n, bool):
+                if n * len(seq) > MAX_SEQUENCE:
+                    raise EvalFault("expr.too-large",
+                                    f"'*' would build more than {MAX_SEQUENCE} items")
+                if n > 0 and n * weight(seq) > MAX_WEIGHT:
+                    raise EvalFault("expr.too-large", f"'*' would build more than {MAX_WEIGHT:,} "
+                                    "items and characters (nested items counted in full)")
         if symbol == "%" and not isinstance(a, int | float):
             raise EvalFault("expr.runtime", f"cannot apply '%' to {kind(a)}: it needs numbers")
         if symbol == "**":
@@ -180,6 +241,15 @@ class Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         except Exception as exc:
             code, message = "expr.runtime", f"{type(exc).__name__}: {exc}"
         raise EvalFault(code, message, node) from None
+
+    def _eval_list(self, node: ast.List) -> Any:
+        return literal(super()._eval_list(node))
+
+    def _eval_tuple(self, node: ast.Tuple) -> Any:
+        return literal(super()._eval_tuple(node))
+
+    def _eval_dict(self, node: ast.Dict) -> Any:
+        return literal(super()._eval_dict(node))
 
     def _check_disallowed_items(self, item: Any) -> None:
         if callable(item) or isinstance(item, type):

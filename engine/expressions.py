@@ -38,11 +38,12 @@ from careloop.engine.expression_runtime import (
     to_json_value,
 )
 from careloop.engine.functions import CATALOGUE, FunctionSpec
+from careloop.engine.limits import LIMITS
 from careloop.engine.registry import loaded_registry
 
-MAX_LENGTH = 2_000  # characters of expression text
-MAX_DEPTH = 32  # nesting of syntax nodes
-MAX_STEPS = 10_000  # node evaluations, plus one per list item a function call receives
+MAX_LENGTH = LIMITS.expr_length  # characters of expression text
+MAX_DEPTH = LIMITS.expr_depth  # nesting of syntax nodes
+MAX_STEPS = LIMITS.expr_steps  # node evaluations, plus one per list item a function receives
 
 __all__ = [
     "MAX_DEPTH", "MAX_INTEGER", "MAX_LENGTH", "MAX_SEQUENCE", "MAX_STEPS", "Expression",

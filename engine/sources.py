@@ -25,14 +25,55 @@ from typing import Any
 import yaml
 
 from careloop.engine.errors import Path, Problem
+from careloop.engine.limits import LIMITS, LimitExceeded
 
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIXES = (".json",)
 DEFINITION_SUFFIXES = YAML_SUFFIXES + JSON_SUFFIXES
 
 
+# more opening brackets on one line, none closed, than the depth limit allows (``[[[[…``,
+# ``[1, [1, [1, …``): found at C speed, before PyYAML's scanner looks ahead through the line
+_OPENING_RUN = re.compile(r"[\[{](?:[^\[\]{}\n]*[\[{]){" + str(LIMITS.source_depth) + "}")
+
+
+class _LimitHit(Exception):
+    """A source limit reached while composing (becomes a located ``Problem``)."""
+
+    def __init__(self, code: str, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.mark = mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema booleans and no implicit timestamps."""
+    """SafeLoader with YAML 1.2 core-schema booleans and no implicit timestamps, that counts
+    aliases and nesting depth while it composes (so a deep or alias-bombed text stops early,
+    before any of it is expanded)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > LIMITS.source_aliases:
+                raise _LimitHit("source.too-many-aliases",
+                                f"more than {LIMITS.source_aliases} YAML aliases (*name)",
+                                self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > LIMITS.source_depth:
+                raise _LimitHit("source.too-deep",
+                                f"nested deeper than {LIMITS.source_depth} levels",
+                                self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 # Drop the YAML 1.1 resolvers for bool (yes/no/on/off) and timestamp, then re-add a strict bool.
@@ -155,6 +196,53 @@ class _Builder:
         return out
 
 
+def _expanded_size(root: yaml.Node) -> tuple[int, yaml.Node | None]:
+    """How many values the node graph holds once its aliases are expanded (counted without
+    expanding: each distinct node once), and a node that contains itself, if any.
+
+    Stops counting past ``LIMITS.source_nodes``."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    cap = LIMITS.source_nodes + 1
+    # iterative post-order walk: (node, children visited?)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        ident = id(node)
+        if isinstance(node, yaml.ScalarNode):
+            sizes[ident] = 1
+            continue
+        children: list[yaml.Node] = (list(node.value) if isinstance(node, yaml.SequenceNode)
+                                     else [n for pair in node.value for n in pair])
+        if done:
+            on_path.discard(ident)
+            sizes[ident] = min(cap, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if ident in sizes:
+            continue
+        if ident in on_path:
+            return cap, node
+        on_path.add(ident)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                return cap, child
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)], None
+
+
+def _limit_problem(doc: Document, hit: _LimitHit) -> Problem:
+    line = hit.mark.line + 1 if hit.mark is not None else 1
+    column = hit.mark.column + 1 if hit.mark is not None else 1
+    limit = {"source.too-deep": "source_depth", "source.too-many-aliases": "source_aliases",
+             "source.too-many-nodes": "source_nodes", "source.too-large": "source_bytes"}
+    return Problem(hit.code, f"{hit.message} (limit: {LIMITS.describe(limit[hit.code])})",
+                   file=doc.file, line=line, column=column,
+                   hint="write the definition out smaller; definitions this size are refused so "
+                        "that one file cannot hold up the server")
+
+
 def _syntax_problem(doc: Document, exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark else 1
@@ -173,6 +261,19 @@ def _syntax_problem(doc: Document, exc: yaml.MarkedYAMLError) -> Problem:
 def load_text(text: str, file: str, *, as_json: bool | None = None) -> Document:
     """Parse YAML or JSON text; problems (syntax, duplicate keys) are collected on the document."""
     doc = Document(file=file, text=text)
+    if len(text) > LIMITS.source_bytes:
+        doc.problems.append(_limit_problem(doc, _LimitHit(
+            "source.too-large", f"the text is {len(text)} characters long, more than "
+            f"{LIMITS.source_bytes}", None)))
+        return doc
+    run = _OPENING_RUN.search(text)
+    if run is not None:  # the YAML scanner would look far ahead in such a run: refuse it first
+        line = text.count("\n", 0, run.start()) + 1
+        column = run.start() - (text.rfind("\n", 0, run.start()) + 1) + 1
+        doc.problems.append(_limit_problem(doc, _LimitHit(
+            "source.too-deep", f"nested deeper than {LIMITS.source_depth} levels",
+            yaml.Mark(file, run.start(), line - 1, column - 1, None, 0))))
+        return doc
     if as_json is None:
         as_json = file.endswith(JSON_SUFFIXES)
     if as_json:
@@ -182,6 +283,10 @@ def load_text(text: str, file: str, *, as_json: bool | None = None) -> Document:
             doc.problems.append(Problem("source.syntax", f"JSON syntax error: {exc.msg}",
                                         file=file, line=exc.lineno, column=exc.colno))
             return doc
+        except RecursionError:
+            doc.problems.append(_limit_problem(doc, _LimitHit(
+                "source.too-deep", f"nested deeper than {LIMITS.source_depth} levels", None)))
+            return doc
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -189,7 +294,18 @@ def load_text(text: str, file: str, *, as_json: bool | None = None) -> Document:
             doc.problems.append(Problem("source.empty", "the file is empty", file=file,
                                         line=1, column=1))
             return doc
+        size, looped = _expanded_size(node)
+        if looped is not None:
+            raise _LimitHit("source.too-deep", "a YAML alias refers to a value that contains it "
+                            f"(nested deeper than {LIMITS.source_depth} levels)",
+                            looped.start_mark)
+        if size > LIMITS.source_nodes:
+            raise _LimitHit("source.too-many-nodes", f"more than {LIMITS.source_nodes} values "
+                            "once YAML aliases are expanded", node.start_mark)
         doc.data = _Builder(doc, loader).build(node, ())
+    except _LimitHit as hit:
+        doc.problems.append(_limit_problem(doc, hit))
+        doc.data = None
     except yaml.MarkedYAMLError as exc:
         doc.problems.append(_syntax_problem(doc, exc))
         doc.data = None
@@ -214,3 +330,25 @@ def load_file(path: FsPath, display: str | None = None) -> Document:
                                     line=1, column=1, hint="save the file as UTF-8"))
         return doc
     return load_text(text, name)
+
+
+def locate_limit(exc: LimitExceeded, doc: Document) -> LimitExceeded:
+    """``exc`` (raised at run time with a path into a definition) placed at file, line and
+    column of ``doc``; a list item named by its ``key`` (``("rules", "crisis", …)``, as a
+    runtime knows it) becomes its index."""
+    path = list(exc.problem.path)
+    for i in range(len(path) - 1):
+        items = doc.data
+        for part in path[:i + 1]:
+            if isinstance(items, dict):
+                items = items.get(part)
+            elif isinstance(items, list) and isinstance(part, int) and 0 <= part < len(items):
+                items = items[part]
+            else:
+                items = None
+        if isinstance(items, list) and isinstance(path[i + 1], str):
+            keys = [item.get("key") if isinstance(item, dict) else None for item in items]
+            if path[i + 1] in keys:
+                path[i + 1] = keys.index(path[i + 1])
+    line, column = doc.position(tuple(path))
+    return exc.locate(file=doc.file, line=line, column=column, path=tuple(path))

@@ -77,7 +77,7 @@ class Exec:
             return expression.evaluate(names if names is not None else self.names())
         except ExpressionError as exc:
             raise StepError(f"flow {self.spec.key} › step {self.step.key} › {path}: "
-                            f"{exc.message} in {expression.source!r}") from exc
+                            f"{exc.code}: {exc.message} in {expression.source!r}") from exc
 
     def history(self, action: str, details: dict[str, Any] | None = None) -> None:
         history(self.session, self.run, self.step.key, action, details)

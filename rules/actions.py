@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import ChainableUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,6 +27,7 @@ from careloop.engine.tasks import (
     escalate_task,
     resolve_assignee,
 )
+from careloop.engine.templates import BoundedSandbox
 from careloop.rules.spec import CONTEXT_NAMES, RuleRuntimeError, lookup
 
 
@@ -39,8 +39,7 @@ def _shown(value: Any) -> Any:
     return value
 
 
-_ENV = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False,
-                                     finalize=_shown)
+_ENV = BoundedSandbox(undefined=ChainableUndefined, autoescape=False, finalize=_shown)
 
 
 @dataclass(slots=True)
@@ -76,7 +75,7 @@ class ActionContext:
     def render(self, template: object) -> str:
         if isinstance(template, Mapping):
             template = template.get(self.locale) or next(iter(template.values()), "")
-        return _ENV.from_string(str(template)).render(dict(self.context))
+        return _ENV.render(str(template), self.context)
 
 
 ActionRun = Callable[[ActionContext, Mapping[str, Any]], dict[str, Any]]

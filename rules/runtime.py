@@ -24,6 +24,7 @@ from careloop.engine import scope, store
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Task
 from careloop.engine.errors import CareloopError
+from careloop.engine.limits import LimitExceeded
 from careloop.engine.models import DomainEventRow
 from careloop.rules.actions import ActionContext
 from careloop.rules.classify import CategoryMatch, DictionarySpec, summary
@@ -210,15 +211,11 @@ def evaluate(session: Session, spec: RuleSetSpec, version: int, *, event_id: str
         outcome.matched = _trace(matches)
         for m in matches:
             for index, call in enumerate(m.rule.then):
-                done: dict[str, Any] = {"rule": m.rule.key, "do": call.do,
-                                        "would": _preview(call.options, context)}
-                if _is_pure(call.do):  # read-only: run it, so later actions see its outputs
-                    ctx = ActionContext(session=session, ruleset=spec.key, version=version,
-                                        rule=m.rule.key, index=index, event_id=event_id,
-                                        event_type=event_type, context=context, **ids)
-                    done["result"] = _jsonable(_bind(context, _run_action(ctx, call.do,
-                                                                          call.options)))
-                outcome.actions.append(done)
+                try:
+                    outcome.actions.append(_dry_action(session, spec, version, m, index, call,
+                                                       context, ids, event_id, event_type))
+                except LimitExceeded as exc:
+                    raise exc.prefixed(("rules", m.rule.key, "then", index)) from None
         return outcome
     try:
         with session.begin_nested():
@@ -232,6 +229,21 @@ def evaluate(session: Session, spec: RuleSetSpec, version: int, *, event_id: str
         # submission) must not be lost. The failure is recorded and raised as an alert.
         _record_failure(session, spec, version, outcome, ids, event_type, exc)
     return outcome
+
+
+def _dry_action(session: Session, spec: RuleSetSpec, version: int, m: Match, index: int,
+                call: Any, context: dict[str, Any], ids: Mapping[str, Any], event_id: str,
+                event_type: str) -> dict[str, Any]:
+    """What one action of a matched rule would do (a pure action is run: later actions see its
+    outputs)."""
+    done: dict[str, Any] = {"rule": m.rule.key, "do": call.do,
+                            "would": _preview(call.options, context)}
+    if _is_pure(call.do):
+        ctx = ActionContext(session=session, ruleset=spec.key, version=version,
+                            rule=m.rule.key, index=index, event_id=event_id,
+                            event_type=event_type, context=context, **ids)
+        done["result"] = _jsonable(_bind(context, _run_action(ctx, call.do, call.options)))
+    return done
 
 
 def _record_failure(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
@@ -318,10 +330,13 @@ def _preview(options: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str
     out: dict[str, Any] = {}
     for name, value in options.items():
         if name in ("title", "message") and isinstance(value, str | dict):
-            text = value.get("zh-CN", next(iter(value.values()), "")) if isinstance(
-                value, dict) else value
+            locale = ("zh-CN" if "zh-CN" in value else next(iter(value), None)) if isinstance(
+                value, dict) else None
+            text = value.get(locale, "") if isinstance(value, dict) else value
             try:
-                out[name] = _ENV.from_string(text).render(dict(context))
+                out[name] = _ENV.render(text, context)
+            except LimitExceeded as exc:
+                raise exc.prefixed((name,) if locale is None else (name, locale)) from None
             except Exception as exc:  # jinja raises many types; a preview shows the problem
                 out[name] = f"<{type(exc).__name__}: {exc}>"
         else:

@@ -24,6 +24,7 @@ from careloop.engine import store
 from careloop.engine.db import transaction
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import t
+from careloop.engine.limits import LimitExceeded, WorkTimeout
 from careloop.engine.models import BundleRow, DefinitionRow
 from careloop.web import logfilter
 from careloop.web.deps import (
@@ -32,6 +33,7 @@ from careloop.web.deps import (
     NotAuthenticated,
     PasswordExpired,
     csrf_protect,
+    limit_response,
     locale_of,
     request_id,
     wants_html,
@@ -134,6 +136,14 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(CsrfRefused)
     async def csrf(request: Request, exc: CsrfRefused) -> Response:
         return _error(request, 403, "web.error.csrf")
+
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(request: Request, exc: LimitExceeded) -> Response:
+        return limit_response(request, exc)
+
+    @app.exception_handler(WorkTimeout)
+    async def work_timeout(request: Request, exc: WorkTimeout) -> Response:
+        return limit_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

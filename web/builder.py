@@ -26,10 +26,11 @@ from careloop.engine import audit, store
 from careloop.engine.check import CheckResult, check_documents, content_hash
 from careloop.engine.clock import now_utc
 from careloop.engine.errors import CareloopError, Problem
+from careloop.engine.limits import LIMIT_CODES, LimitExceeded
 from careloop.engine.models import BundleRow, DefinitionRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.scope import manifest_departments
-from careloop.engine.sources import load_text
+from careloop.engine.sources import load_text, locate_limit
 from careloop.web import governance
 from careloop.web.builder_models import BuilderDraft, PublishRequest
 from careloop.web.permissions import BUILDER_EDIT, Principal, permissions_of
@@ -357,6 +358,22 @@ def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str
     return row
 
 
+def refuse_over_limits(checked: Checked) -> Checked:
+    """Raise :class:`LimitExceeded` if the draft's text is beyond a source limit (too large,
+    too deep, too many aliases or values): the API answers 422 and nothing is stored."""
+    for problem in checked.problems:
+        if problem.code in LIMIT_CODES and problem.code.startswith("source."):
+            raise LimitExceeded.from_problem(problem)
+    return checked
+
+
+def refuse_text_over_limits(kind: str, key: str, text: str) -> None:
+    """:func:`refuse_over_limits` for a text not checked yet (parses it only, cheaply)."""
+    for problem in load_text(text, source_path(kind, key, text)).problems:
+        if problem.code in LIMIT_CODES and problem.code.startswith("source."):
+            raise LimitExceeded.from_problem(problem)
+
+
 def valid_spec(session: Session, kind: str, key: str, text: str) -> Any:
     """The compiled spec of a draft without problems (for "try it"), else ``builder.invalid``."""
     checked = check_draft(session, kind, key, text)
@@ -372,9 +389,16 @@ def valid_spec(session: Session, kind: str, key: str, text: str) -> Any:
 def try_rules(session: Session, key: str, text: str, event: dict[str, Any]) -> dict[str, Any]:
     """Dry-run a draft rule set against a sample event; nothing is done or stored (the caller
     rolls the transaction back)."""
+    spec = valid_spec(session, "ruleset", key, text)
+    try:
+        return _try_rules(session, spec, event)
+    except LimitExceeded as exc:
+        raise locate_limit(exc, load_text(text, source_path("ruleset", key, text))) from None
+
+
+def _try_rules(session: Session, spec: Any, event: dict[str, Any]) -> dict[str, Any]:
     from careloop.rules.runtime import _check_payload, evaluate
 
-    spec = valid_spec(session, "ruleset", key, text)
     if "payload" not in event and "type" not in event:
         event = {"type": "form.submitted", "payload": event}
     payload = event.get("payload")

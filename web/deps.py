@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from careloop.engine import audit
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import User
-from careloop.engine.i18n import normalise_locale
+from careloop.engine.i18n import normalise_locale, t
+from careloop.engine.limits import LimitExceeded, WorkTimeout
 from careloop.engine.registry import loaded_registry
 from careloop.web import auth
 from careloop.web.passwords import needs_rotation
@@ -193,3 +195,16 @@ def record(request: Request, principal: Principal | None, action: str, *,
         return
     with transaction() as own:
         audit.append(own, **kwargs)
+
+
+def limit_response(request: Request, exc: LimitExceeded | WorkTimeout) -> JSONResponse:
+    """422 for author text or work beyond :data:`careloop.engine.limits.LIMITS`: a message in
+    the reader's language, the limit's code and the located problem (never a 500)."""
+    locale = locale_of(request)
+    if isinstance(exc, WorkTimeout):
+        detail = t("web.error.work_timeout", locale, seconds=f"{exc.seconds:g}")
+    else:
+        detail = t("web.error.limit", locale, what=exc.problem.message)
+    return JSONResponse({"detail": detail, "code": exc.problem.code,
+                         "problems": [exc.problem.to_json()],
+                         "request_id": request_id(request)}, status_code=422)

@@ -24,11 +24,19 @@ from careloop.engine.bundles import BundleError, export_bundle, import_bundle
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
 from careloop.engine.i18n import t
+from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
 from careloop.web import builder, governance
 from careloop.web.builder_models import PublishRequest
-from careloop.web.deps import client_ip, locale_of, record, request_id, require
+from careloop.web.deps import (
+    client_ip,
+    limit_response,
+    locale_of,
+    record,
+    request_id,
+    require,
+)
 from careloop.web.permissions import BUILDER_EDIT, BUNDLE_IMPORT, Principal
 from careloop.web.render import render
 
@@ -57,15 +65,23 @@ async def _payload(request: Request) -> dict[str, Any]:
 
 async def _on_draft(request: Request, run: Callable[[Session, str, dict[str, Any]], Any]) -> Any:
     """The draft endpoints' common shape: read the JSON payload, take its text (YAML/JSON or a
-    body), call ``run(session, text, payload)`` in one transaction; a refused request answers
-    with its i18n message, any other Careloop error with 422."""
+    body), call ``run(session, text, payload)`` in one transaction, in a worker thread (never on
+    the event loop) bounded by ``LIMITS.work_seconds``; a refused request answers with its i18n
+    message, text or work beyond a limit with 422 and the located problem, any other Careloop
+    error with 422."""
     data = await _payload(request)
-    try:
-        text = builder.text_of(data)
+
+    def work(text: str) -> Any:
         with transaction() as session:
             return run(session, text, data)
+
+    try:
+        text = builder.text_of(data)
+        return await off_loop(work, text)
     except builder.BuilderError as exc:
         return _refuse(request, exc)
+    except (LimitExceeded, WorkTimeout) as exc:
+        return limit_response(request, exc)
     except CareloopError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
@@ -206,8 +222,9 @@ async def put_draft(request: Request, kind: str, key: str = KEY_PATH,
 
     def run(session: Session, text: str, data: dict[str, Any]) -> Any:
         app = str(data.get("app", ""))
+        checked = builder.refuse_over_limits(builder.check_draft(session, kind, key, text, app))
         builder.save_draft(session, me.user_id, app, kind, key, text, editor=me)
-        return builder.check_draft(session, kind, key, text, app).to_json()
+        return checked.to_json()
 
     return await _on_draft(request, run)
 
@@ -224,8 +241,8 @@ async def validate(request: Request, kind: str, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
     _kind(kind)
-    return await _on_draft(request, lambda session, text, data: builder.check_draft(
-        session, kind, key, text, _app(data)).to_json())
+    return await _on_draft(request, lambda session, text, data: builder.refuse_over_limits(
+        builder.check_draft(session, kind, key, text, _app(data))).to_json())
 
 
 @router.post("/api/v1/builder/diff/{kind}/{key}")
@@ -236,7 +253,8 @@ async def diff(request: Request, kind: str, key: str = KEY_PATH,
     _kind(kind)
 
     def run(session: Session, text: str, data: dict[str, Any]) -> Any:
-        checked = builder.check_draft(session, kind, key, text, _app(data))
+        checked = builder.refuse_over_limits(
+            builder.check_draft(session, kind, key, text, _app(data)))
         current = store.current(session, kind, key)
         return {**checked.to_json(), "diff": builder.diff(session, kind, key, text),
                 "current_version": current.version if current else None,
@@ -251,9 +269,10 @@ async def publish(request: Request, kind: str, key: str = KEY_PATH,
 ) -> Any:
     _kind(kind)
     data = await _payload(request)
-    try:
-        text = builder.text_of(data)
+
+    def work(text: str) -> Any:
         with transaction() as session:
+            builder.refuse_text_over_limits(kind, key, text)
             row = builder.publish(
                 session, actor=me.username, actor_role=me.role_label,
                 app_id=str(data.get("app", "")), kind=kind, key=key, text=text,
@@ -265,6 +284,11 @@ async def publish(request: Request, kind: str, key: str = KEY_PATH,
                                      "message": t("builder.awaiting_approval",
                                                   locale_of(request))}, status_code=202)
             return {"kind": kind, "key": key, "version": row.version, "app": row.app_id}
+
+    try:
+        return await off_loop(work, builder.text_of(data))
+    except (LimitExceeded, WorkTimeout) as exc:
+        return limit_response(request, exc)
     except builder.BuilderError as exc:
         record(request, me, "builder.publish", outcome="failure", object_type=kind,
                object_id=key, details={"reason": exc.key})
@@ -279,29 +303,32 @@ async def preview(request: Request, key: str = KEY_PATH,
     preview's inputs as posted) the answers go through the form engine's logic, so show/hide and
     piping behave as on the patient's phone."""
     from careloop.forms.logic import evaluate
-    from careloop.forms.pages import render_page
+    from careloop.forms.pages import read_page, render_page
 
     data = await _payload(request)
-    try:
-        text = builder.text_of(data)
+    locale = locale_of(request)
+
+    def work(text: str) -> dict[str, Any]:
         with transaction() as session:
-            checked = builder.check_draft(session, "form", key, text)
+            checked = builder.refuse_over_limits(builder.check_draft(session, "form", key, text))
+        spec = checked.result.specs.get(("form", key))
+        if spec is None or not spec.fields:
+            return {"html": None, "problems": len(checked.problems)}
+        posted = data.get("form")  # the preview's own inputs: name -> [values], as a page post
+        answers: dict[str, Any] = {}
+        if isinstance(posted, dict):
+            answers = {k: v for k, v in read_page(spec, 0, posted).items() if v is not None}
+        evaluation = evaluate(spec, answers, locale=locale, pages=())
+        html = render_page(spec, answers=answers, page=0, locale=locale, errors=[],
+                           evaluation=evaluation, action_url="#", large_text=False, staff=True)
+        return {"html": html}
+
+    try:
+        return await off_loop(work, builder.text_of(data))
     except builder.BuilderError as exc:
         return _refuse(request, exc)
-    spec = checked.result.specs.get(("form", key))
-    if spec is None or not spec.fields:
-        return {"html": None, "problems": len(checked.problems)}
-    from careloop.forms.pages import read_page
-
-    posted = data.get("form")  # the preview's own inputs: name -> [values], as a page post
-    answers: dict[str, Any] = {}
-    if isinstance(posted, dict):
-        answers = {k: v for k, v in read_page(spec, 0, posted).items() if v is not None}
-    locale = locale_of(request)
-    evaluation = evaluate(spec, answers, locale=locale, pages=())
-    html = render_page(spec, answers=answers, page=0, locale=locale, errors=[],
-                       evaluation=evaluation, action_url="#", large_text=False, staff=True)
-    return {"html": html}
+    except (LimitExceeded, WorkTimeout) as exc:
+        return limit_response(request, exc)
 
 
 @router.post("/api/v1/builder/preview/chart/{key}")
@@ -452,20 +479,27 @@ async def import_plan(request: Request, apply: bool = False,
                       me: Principal = NEEDS_IMPORT) -> Any:
     """Upload a bundle zip (the request body): its plan, and with ``?apply=true`` apply it."""
     data = await request.body()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp) / "upload.zip"
-        path.write_bytes(data)
-        try:
-            plan = import_bundle(path, dry_run=not apply, actor=me.username)
-        except DefinitionInvalid as exc:
-            record(request, me, "builder.import", outcome="failure", object_type="bundle",
-                   details={"apply": apply, "errors": len(exc.problems)})
-            return JSONResponse({"errors": [p.to_json() for p in exc.problems]},
-                                status_code=422)
-        except BundleError as exc:
-            record(request, me, "builder.import", outcome="failure", object_type="bundle",
-                   details={"apply": apply, "reason": "not a bundle"})
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    def work() -> Any:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = pathlib.Path(tmp) / "upload.zip"
+            path.write_bytes(data)
+            return import_bundle(path, dry_run=not apply, actor=me.username)
+
+    try:
+        plan = await off_loop(work)
+    except DefinitionInvalid as exc:
+        record(request, me, "builder.import", outcome="failure", object_type="bundle",
+               details={"apply": apply, "errors": len(exc.problems)})
+        return JSONResponse({"errors": [p.to_json() for p in exc.problems]}, status_code=422)
+    except (LimitExceeded, WorkTimeout) as exc:
+        record(request, me, "builder.import", outcome="failure", object_type="bundle",
+               details={"apply": apply, "reason": "limit"})
+        return limit_response(request, exc)
+    except BundleError as exc:
+        record(request, me, "builder.import", outcome="failure", object_type="bundle",
+               details={"apply": apply, "reason": "not a bundle"})
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     record(request, me, "builder.import", object_type="bundle", object_id=plan.app_id,
            details={"applied": plan.applied})
     return plan.to_json()

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from careloop.engine.db import transaction
@@ -178,10 +179,14 @@ async def patient_post(token: str, request: Request) -> Response:
                 uploads[name] = (value.filename or "upload", value.content_type or "", content)
             continue
         fields.setdefault(name, []).append(value)
-    with transaction() as session:
-        reply = post_page(session, token, fields, uploads, request.url.path,
-                          csrf=_staff_csrf(request))
-    return _html(reply)
+    csrf = _staff_csrf(request)
+
+    def work() -> Reply:
+        # off the event loop: a submission runs the authors' rules and flows
+        with transaction() as session:
+            return post_page(session, token, fields, uploads, request.url.path, csrf=csrf)
+
+    return _html(await run_in_threadpool(work))
 
 
 def _staff_csrf(request: Request) -> str | None:

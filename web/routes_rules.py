@@ -7,9 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
+from careloop.engine import store
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
-from careloop.web.deps import record, require
+from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
+from careloop.engine.sources import load_text, locate_limit
+from careloop.web.deps import limit_response, record, require
 from careloop.web.permissions import DEFINITIONS_VIEW, Principal
 
 router = APIRouter(prefix="/api/v1")
@@ -21,7 +24,7 @@ NEEDS_DEFINITIONS_VIEW = Depends(require(DEFINITIONS_VIEW))
 
 @router.post("/rules/{key}/test")
 async def test_ruleset(key: str, request: Request,
-                       principal: Principal = NEEDS_DEFINITIONS_VIEW) -> dict[str, Any]:
+                       principal: Principal = NEEDS_DEFINITIONS_VIEW) -> Any:
     """Which rules of rule set ``key`` match the posted event, and what they would do.
 
     Body: ``{"type": "form.submitted", "payload": {...}}``. Nothing is stored, and no stored
@@ -42,12 +45,23 @@ async def test_ruleset(key: str, request: Request,
         # is read (the caller may not be allowed to see them; department scoping is not applied
         # here).
         event["payload"] = {k: v for k, v in event["payload"].items() if k not in PRIVATE}
-    try:
+    def work() -> Any:
         with transaction() as session:
-            outcome = dry_run(session, key, event)
+            try:
+                outcome = dry_run(session, key, event)
+            except LimitExceeded as exc:  # placed in the stored version's text
+                row = store.get_version(session, "ruleset", key)
+                raise locate_limit(exc, load_text(
+                    row.source_text, f"ruleset/{key}@v{row.version}:{row.source_path}")) from None
             session.rollback()
+            return outcome
+
+    try:
+        outcome = await off_loop(work)
         record(request, principal, "builder.try", object_type="ruleset", object_id=key,
                details={"data": "posted", "event_type": str(event.get("type", ""))[:64]})
+    except (LimitExceeded, WorkTimeout) as exc:
+        return limit_response(request, exc)
     except NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except CareloopError as exc:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from careloop.engine import store
 from careloop.engine.bundles import MANIFEST
+from careloop.engine.limits import child_limits
 from careloop.engine.models import BundleRow
 
 DEFAULT_TIMEOUT = 120.0  # seconds; CARELOOP_SIMULATE_TIMEOUT overrides
@@ -113,7 +114,8 @@ def run_in_child(folder: Path, app_id: str, scenarios: list[str] | None,
     try:
         done = subprocess.run([sys.executable, "-m", "careloop.web.simulate", str(folder)],
                               env=env, cwd=folder / "apps", capture_output=True, text=True,
-                              timeout=limit, check=False)
+                              timeout=limit, check=False,
+                              preexec_fn=child_limits(limit))  # memory and CPU bounded too
     except subprocess.TimeoutExpired as exc:
         raise SimulateTimeout(limit) from exc
     result = folder / RESULT
