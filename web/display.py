@@ -150,7 +150,7 @@ class Display:
                            else store.current(session, kind, key)
                            or store.latest(session, kind, key))
                     return store.compile_row(row) if row is not None else None
-                except Exception:  # noqa: BLE001 - a label never breaks a page
+                except Exception:
                     return None
             self._specs[memo] = self._read(load)
         return self._specs[memo]
@@ -304,12 +304,30 @@ def _choice(d: Display, code: str, context: Mapping[str, Any]) -> str | None:
     return pick(choice.label, d.locale) if choice is not None else None
 
 
+def _category(d: Display, code: str, context: Mapping[str, Any]) -> str | None:
+    """A feedback category: its title in the text-classification dictionaries (or, with
+    ``form``/``field`` in ``context``, the complaint form's choice)."""
+    if context.get("form") and context.get("field"):
+        return _choice(d, code, context)
+
+    def load(session: Session) -> list[str]:
+        from careloop.engine import store
+
+        return [r.key for r in store.list_current(session, kind="dictionary")]
+    for key in d._read(load):
+        spec = d.spec("dictionary", key)
+        for category in getattr(spec, "categories", ()) or ():
+            if getattr(category, "key", None) == code and getattr(category, "title", None):
+                return pick(category.title, d.locale)
+    return None
+
+
 _RESOLVERS: dict[str, Callable[[Display, str, Mapping[str, Any]], str | None]] = {
     "department": _department, "ward": _department, "role": _role, "channel": _channel,
     "form": _definition("form"), "flow": _definition("flow"),
     "ruleset": _definition("ruleset"), "template": _definition("template"),
     "user": _user, "actor": _actor, "rule": _rule, "score": _score, "band": _band,
-    "field": _field, "choice": _choice,
+    "field": _field, "choice": _choice, "category": _category,
 }
 
 
@@ -380,6 +398,9 @@ def trace_sentences(d: Display, trace: Mapping[str, Any]) -> list[str]:
     spec = d.spec("ruleset", ruleset, trace.get("version"))
     whens = {r.key: r.when.source for r in getattr(spec, "rules", ()) or ()}
     forms = tuple(getattr(spec, "forms", ()) or ())
+    answered = _submission_form(d, trace.get("submission_id"))
+    if answered:  # the questions as the patient read them
+        forms = (answered, *(f for f in forms if f != answered))
     sentences = []
     for matched in trace.get("matched") or []:
         if not isinstance(matched, Mapping):
@@ -395,6 +416,19 @@ def trace_sentences(d: Display, trace: Mapping[str, Any]) -> list[str]:
     if not sentences:
         sentences.append(t("web.label.trace.none", d.locale, ruleset=d.label("ruleset", ruleset)))
     return sentences
+
+
+def _submission_form(d: Display, submission_id: Any) -> str | None:
+    if not isinstance(submission_id, int):
+        return None
+
+    def load(session: Session) -> str | None:
+        from careloop.forms.models import Submission
+
+        found = session.get(Submission, submission_id)
+        return found.form_key if found is not None else None
+    form: str | None = d._read(load)
+    return form
 
 
 _SIMPLE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*(-?[0-9.]+|'[^']*')\s*$")
@@ -421,7 +455,7 @@ def _name(d: Display, forms: tuple[str, ...], name: str) -> str:
         found = d._resolve("field", key, {"form": form})
         if found:
             return found
-    return _catalogued("name", name, d.locale) or _fallback(key)
+    return _catalogued("name", name, d.locale) or _fallback(key.rsplit(".", 1)[-1])
 
 
 def _value(d: Display, forms: tuple[str, ...], name: str, value: Any) -> str:
@@ -433,6 +467,10 @@ def _value(d: Display, forms: tuple[str, ...], name: str, value: Any) -> str:
                 return answer_text(d, form, None, key, value)
     if isinstance(value, list):
         return "、".join(_value(d, forms, name, v) for v in value) or "—"
+    if name.startswith("classification.") and isinstance(value, str):
+        return d.label("category", value)
+    if name == "patient.tags" and isinstance(value, str):
+        return d.label("tag", value)
     return number(value) if isinstance(value, int | float) and not isinstance(value, bool) \
         else ("—" if value is None else str(value))
 

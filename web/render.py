@@ -21,8 +21,15 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from careloop.engine.clock import hospital_tz, to_local
 from careloop.engine.i18n import pick, t
 from careloop.engine.registry import loaded_registry
-from careloop.web.display import Display, as_instant, local_time, number, time_tag
 from careloop.web.deps import csrf_token_of, current, locale_of, request_id
+from careloop.web.display import (
+    Display,
+    as_instant,
+    local_time,
+    number,
+    time_tag,
+    trace_sentences,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,7 @@ def environment() -> Environment:
     env.globals["pick"] = pick
     env.globals["local_time"] = local_time
     env.globals["number"] = number
+    env.globals["trace_sentences"] = trace_sentences
     return env
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careloop.engine import store
+from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, RoleGrant, Task, User
 from careloop.engine.i18n import t
@@ -150,9 +151,11 @@ def _task_response(request: Request, me: Principal, task_id: int, *,
                         for h in hist]
         if entered is not None:
             entered["form_label"] = display.label("form", entered["form"])
+            scores, bands = entered["scores"], entered["bands"]
             entered["scores_view"] = worksurface.scores_view(
-                display, str(entered["form"]), None, dict(entered["scores"] or {}),
-                dict(entered["bands"] or {}))
+                display, str(entered["form"]), None,
+                scores if isinstance(scores, dict) else {},
+                bands if isinstance(bands, dict) else {})
     return render(request, "task.html", task=data, patient=view, history=history_rows,
                   outcomes=OUTCOMES, users=users, entered=entered, approval=approval,
                   source=source, recent=recent, may_reveal_phone=may_reveal and not reveal)
@@ -284,12 +287,44 @@ def _task_action(request: Request, me: Principal, task_id: int, action: str,
 
 
 @router.get("/patients")
-def patients(request: Request, q: str = "",
+def patients(request: Request, q: str = "", tag: str = "",
              me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    """Search by name or MRN (part of either) and by tag. A phone or ID number is searched
+    with POST so that it never lands in an access log."""
+    search = console.PatientSearch(q=q.strip()[:64],
+                                   tags=(tag.strip()[:64],) if tag.strip() else ())
+    return _patients_response(request, me, search)
+
+
+@router.post("/patients")
+def patients_search(request: Request, q: str = Form("", max_length=64),
+                    tag: str = Form("", max_length=64),
+                    phone: str = Form("", max_length=32),
+                    id_number: str = Form("", max_length=32),
+                    me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    """The same search with a full phone number or ID number (exact, normalised); audited
+    without the number (only which fields were searched)."""
+    search = console.PatientSearch(q=q.strip(), phone=phone.strip(),
+                                   id_number=id_number.strip(),
+                                   tags=(tag.strip(),) if tag.strip() else ())
+    if search.phone or search.id_number:
+        record(request, me, "patient.search", details={
+            "fields": [f for f in ("phone", "id_number") if getattr(search, f)]})
+    return _patients_response(request, me, search)
+
+
+def _patients_response(request: Request, me: Principal,
+                       search: console.PatientSearch) -> Response:
     with transaction() as session:
-        rows = console.search_patients(session, me, q.strip()[:64])
-        found = [{"id": p.id, "mrn": p.mrn, "name": p.name, "gender": p.gender} for p in rows]
-    return render(request, "patients.html", patients=found, q=q)
+        rows = console.search_patients(session, me, search) if not search.empty else \
+            console.search_patients(session, me, "")
+        tags = console.tags_of(session, [p.id for p in rows])
+        found = [{"id": p.id, "mrn": p.mrn, "name": p.name, "gender": p.gender,
+                  "tags": tags.get(p.id, [])} for p in rows]
+        known = console.known_tags(session)
+    return render(request, "patients.html", patients=found, q=search.q,
+                  tag=search.tags[0] if search.tags else "", known_tags=known,
+                  searched_number=bool(search.phone or search.id_number))
 
 
 @router.get("/patients/{patient_id}")
@@ -332,6 +367,7 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
             panels.append((panel, panel.render(session, patient_id, me, locale)))
         names = console.department_names(session)
     return render(request, "patient.html", patient=view, panels=panels, departments=names,
+                  now=now_utc(),
                   can_reveal=me.can(PATIENT_REVEAL), can_work=me.can(TASK_WORK), error=error)
 
 
