@@ -149,6 +149,7 @@ Point = tuple[datetime, float, str]  # when, value, source (his | patient_form)
 
 def line_chart(series: list[tuple[str, str, list[Point]]], *, title: str, unit: str,
                low: float, high: float, targets: list[tuple[str, float]], d: Display,
+               kind: str = "trend",
                bands: list[tuple[str, float | None, float | None]] | None = None) -> Markup:
     """A line chart drawn on the server (no script, no CDN): a y axis with ticks and the unit,
     dates on the x axis, dashed target lines, shaded bands, a legend; HIS readings as filled
@@ -219,10 +220,10 @@ def line_chart(series: list[tuple[str, str, list[Point]]], *, title: str, unit: 
     sources = {p[2] for p in points}
     legend += [Markup('<li><span class="dot-key {}"></span>{}</li>').format(
         "his" if s == "his" else "self", d.label("reading_source", s)) for s in sorted(sources)]
-    return Markup('<figure class="chart"><svg role="img" viewBox="0 0 {w} {h}" width="100%" '
-                  'aria-label="{title}">{body}</svg><figcaption><ul class="legend">{legend}'
-                  '</ul></figcaption></figure>').format(
-        w=width, h=height, title=title, body=Markup("").join(parts),
+    return Markup('<figure class="chart {kind}-chart"><svg role="img" viewBox="0 0 {w} {h}" '
+                  'width="100%" aria-label="{title}">{body}</svg><figcaption><ul class="legend">'
+                  '{legend}</ul></figcaption></figure>').format(
+        kind=kind, w=width, h=height, title=title, body=Markup("").join(parts),
         legend=Markup("").join(legend))
 
 
@@ -252,7 +253,7 @@ def bp_chart(session: Session, patient_id: str, d: Display) -> Markup:
          (t("web.pages.diastolic", d.locale), "#2a9d8f", diastolic)],
         title=t("web.pages.bp", d.locale), unit="mmHg", low=60.0, high=180.0,
         targets=[(label_target, float(target["systolic"])),
-                 (label_target, float(target["diastolic"]))], d=d)
+                 (label_target, float(target["diastolic"]))], d=d, kind="bp")
     if not systolic:
         return chart
     last = found[-1]
@@ -274,7 +275,8 @@ def glucose_chart(session: Session, patient_id: str, d: Display) -> Markup:
     return line_chart([(t("web.pages.glucose", d.locale), "#b5651d", values)],
                       title=t("web.pages.glucose", d.locale), unit="mmol/L", low=3.0,
                       high=12.0, targets=[(label_target, GLUCOSE_TARGET["low"]),
-                                          (label_target, GLUCOSE_TARGET["high"])], d=d)
+                                          (label_target, GLUCOSE_TARGET["high"])], d=d,
+                      kind="glucose")
 
 
 def panel_bp(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
