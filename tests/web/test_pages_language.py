@@ -146,8 +146,7 @@ def test_patient_360_reads_as_a_clinician_reads_it(
     assert "出院第3天关怀" in html and "请花1分钟填写康复情况问卷" in html
     assert 'class="message-link"' in html and "微信" in html
     # BP and glucose charts with axes, dates, targets, a legend naming the HIS as a source
-    assert '<figure class="chart bp-chart">' in html
-    assert '<figure class="chart glucose-chart">' in html
+    assert '<svg class="bp-chart"' in html and '<svg class="glucose-chart"' in html
     assert "mmHg" in html and "mmol/L" in html and "2026-12-04" in html
     assert 'class="target"' in html and "医院信息系统" in html and "收缩压" in html
     assert "150/92 mmHg" in html
