@@ -221,8 +221,8 @@ def line_chart(series: list[tuple[str, str, list[Point]]], *, title: str, unit: 
     legend += [Markup('<li><span class="dot-key {}"></span>{}</li>').format(
         "his" if s == "his" else "self", d.label("reading_source", s)) for s in sorted(sources)]
     return Markup('<figure class="chart"><svg class="{kind}-chart" role="img" '
-                  'viewBox="0 0 {w} {h}" width="100%" aria-label="{title}">{body}</svg><figcaption><ul class="legend">'
-                  '{legend}</ul></figcaption></figure>').format(
+                  'viewBox="0 0 {w} {h}" width="100%" aria-label="{title}">{body}</svg>'
+                  '<figcaption><ul class="legend">{legend}</ul></figcaption></figure>').format(
         kind=kind, w=width, h=height, title=title, body=Markup("").join(parts),
         legend=Markup("").join(legend))
 
