@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
@@ -27,6 +27,7 @@ from careloop.engine.tasks import (
 )
 from careloop.flows import approvals
 from careloop.web import governance
+from careloop.web.display import local_time
 from careloop.web.permissions import (
     HiddenStays,
     Principal,
@@ -156,8 +157,26 @@ def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
     return query if condition is None else query.where(condition)
 
 
-def task_query(principal: Principal, view: str, priority: str | None = None) -> Select[Any]:
-    """The inbox's tasks for ``view`` (mine | department | overdue | done)."""
+SORTS = ("due", "priority", "created")
+DUE_FILTERS = ("overdue", "today", "week")
+ASSIGNEE_FILTERS = ("me", "queue")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFilter:
+    """What the inbox narrows to and how it sorts (every field optional)."""
+
+    priority: str | None = None
+    status: str | None = None  # open | in_progress | done | cancelled
+    assignee: str | None = None  # me | queue | a user id
+    due: str | None = None  # overdue | today | week
+    sort: str = "due"
+
+
+def task_query(principal: Principal, view: str, priority: str | None = None,
+               filters: InboxFilter | None = None) -> Select[Any]:
+    """The inbox's tasks for ``view`` (mine | department | overdue | done), narrowed by
+    ``filters`` (status, priority, assignee, due) and sorted (due | priority | created)."""
     query = _scoped(select(Task), principal)
     roles = {(g.role, g.department_id) for g in principal.grants}
     role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
@@ -173,17 +192,74 @@ def task_query(principal: Principal, view: str, priority: str | None = None) -> 
         query = query.where(Task.status.in_(("done", "cancelled")))
     else:
         query = query.where(open_)
+    f = filters or InboxFilter()
+    priority = priority or f.priority
     if priority:
         query = query.where(Task.priority == priority)
-    order = (Task.completed_at.desc() if view == "done"
-             else Task.due_at.asc().nulls_last())
-    return query.order_by(order, Task.id).limit(200)
+    if f.status:
+        query = query.where(Task.status == f.status)
+    if f.assignee == "me":
+        query = query.where(Task.assignee_user_id == principal.user_id)
+    elif f.assignee == "queue":
+        query = query.where(Task.assignee_user_id.is_(None))
+    elif f.assignee and f.assignee.isdigit() and len(f.assignee) < 10:
+        query = query.where(Task.assignee_user_id == int(f.assignee))
+    if f.due:
+        query = query.where(Task.due_at.is_not(None), *_due_window(f.due))
+    if f.sort == "priority":
+        rank = case({"urgent": 0, "high": 1, "normal": 2, "low": 3}, value=Task.priority,
+                    else_=4)
+        order: list[Any] = [rank, Task.due_at.asc().nulls_last()]
+    elif f.sort == "created":
+        order = [Task.created_at.desc()]
+    else:
+        order = [Task.completed_at.desc() if view == "done" else Task.due_at.asc().nulls_last()]
+    return query.order_by(*order, Task.id).limit(200)
+
+
+def _due_window(due: str) -> list[Any]:
+    """``overdue``: before now; ``today``: before the end of the hospital's day; ``week``:
+    within seven days."""
+    from datetime import timedelta
+
+    from careloop.engine.clock import hospital_tz
+
+    now = now_utc()
+    if due == "overdue":
+        return [Task.due_at < now]
+    if due == "today":
+        local = now.astimezone(hospital_tz())
+        end = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        return [Task.due_at < end]
+    if due == "week":
+        return [Task.due_at < now + timedelta(days=7)]
+    return []
 
 
 def inbox(session: Session, principal: Principal, view: str,
-          priority: str | None = None) -> list[dict[str, Any]]:
-    tasks = session.scalars(task_query(principal, view, priority)).all()
-    return [task_json(t) for t in tasks]
+          priority: str | None = None,
+          filters: InboxFilter | None = None) -> list[dict[str, Any]]:
+    tasks = session.scalars(task_query(principal, view, priority, filters)).all()
+    return with_people(session, [task_json(t) for t in tasks])
+
+
+def with_people(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add who the task is about and who holds it (``patient_name``, ``patient_mrn``,
+    ``assignee_name``) for lists a person reads; one query each, not one per row."""
+    from careloop.engine.domain import User
+
+    patient_ids = {r["patient_id"] for r in rows if r.get("patient_id")}
+    user_ids = {r["assignee_user_id"] for r in rows if r.get("assignee_user_id")}
+    patients = ({p.id: p for p in session.scalars(select(Patient).where(
+        Patient.id.in_(patient_ids))).all()} if patient_ids else {})
+    users = ({u.id: u.display_name for u in session.scalars(select(User).where(
+        User.id.in_(user_ids))).all()} if user_ids else {})
+    for row in rows:
+        patient = patients.get(row.get("patient_id") or "")
+        row["patient_name"] = patient.name if patient is not None else None
+        row["patient_mrn"] = patient.mrn if patient is not None else None
+        row["assignee_name"] = users.get(row.get("assignee_user_id") or 0)
+    return rows
 
 
 def counts(session: Session, principal: Principal) -> dict[str, int]:
@@ -204,6 +280,9 @@ def task_json(task: Task) -> dict[str, Any]:
         "source_type": task.source_type, "source_ref": task.source_ref,
         "created_at": task.created_at.isoformat(),
         "completed_at": task.completed_at.isoformat() if task.completed_at else None,
+        # the same instants in hospital time, as a person reads them
+        "due_at_display": local_time(task.due_at), "created_at_display":
+            local_time(task.created_at), "completed_at_display": local_time(task.completed_at),
     }
 
 
@@ -286,8 +365,9 @@ def patient_view(session: Session, patient: Patient, *, reveal: tuple[str, ...] 
     hide = hidden or HiddenStays()
     data["hidden_stays"] = len(hide.encounters)
     return PatientView(data, [encounter_json(e) for e in encounters if not hide.hides(e.id)],
-                       list(tags), [task_json(t) for t in tasks
-                                    if not hide.hides(t.encounter_id, t.department_id)])
+                       list(tags), with_people(session, [
+                           task_json(t) for t in tasks
+                           if not hide.hides(t.encounter_id, t.department_id)]))
 
 
 def encounter_json(e: Encounter) -> dict[str, Any]:
@@ -298,12 +378,77 @@ def encounter_json(e: Encounter) -> dict[str, Any]:
             "diagnoses": e.diagnoses.get("codes", []), "procedures": e.procedures.get("codes", [])}
 
 
-def search_patients(session: Session, principal: Principal, q: str) -> list[Patient]:
-    """Patients in scope whose MRN or id starts with ``q`` (names are not searchable here)."""
+@dataclass(frozen=True, slots=True)
+class PatientSearch:
+    """What staff search patients by: a name or MRN (part of it), a full phone number or ID
+    number (exact, normalised), and tags (all of them)."""
+
+    q: str = ""
+    phone: str = ""
+    id_number: str = ""
+    tags: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.q or self.phone or self.id_number or self.tags)
+
+
+def _digits(value: str) -> str:
+    digits = "".join(ch for ch in value if ch.isdigit())
+    return digits[2:] if len(digits) == 13 and digits.startswith("86") else digits
+
+
+def _normalised_phone(column: Any) -> Any:
+    """The stored phone without the separators people type (spaces, dashes, +86)."""
+    for ch in (" ", "-", "(", ")"):
+        column = func.replace(column, ch, "")
+    return column
+
+
+def search_patients(session: Session, principal: Principal, q: str | PatientSearch,
+                    limit: int = 50) -> list[Patient]:
+    """Patients in scope matching the search: ``q`` is part of a name or an MRN (or an id's
+    start); the phone and the ID number match whole (normalised), never by prefix."""
+    search = q if isinstance(q, PatientSearch) else PatientSearch(q=q)
     query = select(Patient)
     visible = visible_patient_filter(principal)
     if visible is not None:
         query = query.where(Patient.id.in_(visible))
-    if q:
-        query = query.where(or_(Patient.mrn.startswith(q), Patient.id.startswith(q)))
-    return list(session.scalars(query.order_by(Patient.mrn).limit(50)).all())
+    text = search.q.strip()
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Patient.mrn.like(pattern, escape="\\"),
+                                Patient.name.like(pattern, escape="\\"),
+                                Patient.id.startswith(text, autoescape=True)))
+    if search.phone:
+        digits = _digits(search.phone)
+        if not digits:
+            return []
+        query = query.where(_normalised_phone(Patient.phone).in_(
+            (digits, "+86" + digits, "86" + digits)))
+    if search.id_number:
+        wanted = search.id_number.strip().replace(" ", "").upper()
+        if not wanted:
+            return []
+        query = query.where(func.upper(Patient.id_number) == wanted)
+    for tag in search.tags:
+        query = query.where(Patient.id.in_(select(PatientTag.patient_id)
+                                           .where(PatientTag.tag == tag)))
+    return list(session.scalars(query.order_by(Patient.mrn).limit(limit)).all())
+
+
+def tags_of(session: Session, patient_ids: list[str]) -> dict[str, list[str]]:
+    """Each patient's tags (one query)."""
+    out: dict[str, list[str]] = {}
+    if not patient_ids:
+        return out
+    for pid, tag in session.execute(select(PatientTag.patient_id, PatientTag.tag).where(
+            PatientTag.patient_id.in_(patient_ids)).order_by(PatientTag.tag)).all():
+        out.setdefault(pid, []).append(tag)
+    return out
+
+
+def known_tags(session: Session) -> list[str]:
+    """The tags patients carry (for the search's tag filter)."""
+    return list(session.scalars(select(PatientTag.tag).distinct().order_by(PatientTag.tag)
+                                .limit(200)).all())

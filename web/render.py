@@ -1,6 +1,8 @@
 """Server-rendered pages: one Jinja environment, every string through ``careloop.engine.i18n``.
 
 Templates get ``_`` (translate in the request's locale), ``pick`` (definition labels),
+``label(kind, code)`` (any code as words, :mod:`careloop.web.display`), the filters ``local`` /
+``when`` (hospital time as text / as a ``<time>`` element) and ``num`` (rounded numbers),
 ``me`` (the principal or None), ``csrf_token``, ``nav`` (items the user may open) and
 ``request_id``. The navigation is the ``web_nav`` catalogue, so engines add their pages to it.
 """
@@ -16,10 +18,18 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from careloop.engine.clock import to_local
+from careloop.engine.clock import hospital_tz, to_local
 from careloop.engine.i18n import pick, t
 from careloop.engine.registry import loaded_registry
 from careloop.web.deps import csrf_token_of, current, locale_of, request_id
+from careloop.web.display import (
+    Display,
+    as_instant,
+    local_time,
+    number,
+    time_tag,
+    trace_sentences,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +43,13 @@ class NavItem:
     section: str = "work"  # work | admin
 
 
-def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return to_local(value).strftime(fmt) if value is not None else ""
+def _local(value: datetime | str | None, style: str = "datetime") -> str:
+    """The ``local`` filter: :func:`careloop.web.display.local_time` (a style name, or an
+    strftime format for older templates)."""
+    if "%" not in style:
+        return local_time(value, style)
+    instant = as_instant(value)
+    return to_local(instant).strftime(style) if instant is not None else ""
 
 
 @cache
@@ -43,7 +58,12 @@ def environment() -> Environment:
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["local"] = _local
+    env.filters["when"] = time_tag
+    env.filters["num"] = number
     env.globals["pick"] = pick
+    env.globals["local_time"] = local_time
+    env.globals["number"] = number
+    env.globals["trace_sentences"] = trace_sentences
     return env
 
 
@@ -64,8 +84,10 @@ def render(request: Request, template: str, status_code: int = 200,
     def translate(key: str, **params: object) -> str:
         return t(key, locale, **params)
 
+    display = Display(locale)
     html = environment().get_template(template).render(
-        _=translate, locale=locale, me=cur.principal if cur and not cur.mfa_pending else None,
+        _=translate, locale=locale, label=display.label, display=display,
+        time_zone=hospital_tz().key, me=cur.principal if cur and not cur.mfa_pending else None,
         csrf_token=csrf_token_of(request), nav=nav_items(request),
         request_id=request_id(request), path=request.url.path, **context)
     response = HTMLResponse(html, status_code=status_code)

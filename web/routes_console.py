@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careloop.engine import store
+from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, RoleGrant, Task, User
 from careloop.engine.i18n import t
@@ -53,16 +54,32 @@ def home(request: Request, me: Principal = SIGNED_IN) -> Response:
     return render(request, "home.html", counts=counts, tasks=mine, alerts=urgent)
 
 
+PRIORITIES = ("urgent", "high", "normal", "low")
+TASK_STATUSES = ("open", "in_progress", "done", "cancelled")
+
+
 @router.get("/inbox")
-def inbox(request: Request, view: str = "mine", priority: str | None = None,
+def inbox(request: Request, view: str = "mine", priority: str = "", status: str = "",
+          assignee: str = "", due: str = "", sort: str = "due",
           me: Principal = NEEDS_TASK_WORK) -> Response:
+    """The to-do inbox: a view (mine, department, overdue, done), filters (status, priority,
+    assignee, due) and a sort (due, priority, newest)."""
     view = view if view in console.VIEWS else "mine"
+    chosen = console.InboxFilter(
+        priority=priority if priority in PRIORITIES else None,
+        status=status if status in TASK_STATUSES else None,
+        assignee=assignee if assignee in console.ASSIGNEE_FILTERS or (
+            assignee.isdigit() and len(assignee) < 10) else None,
+        due=due if due in console.DUE_FILTERS else None,
+        sort=sort if sort in console.SORTS else "due")
     with transaction() as session:
-        tasks = console.inbox(session, me, view, priority or None)
+        tasks = console.inbox(session, me, view, filters=chosen)
         counts = console.counts(session, me)
         names = console.department_names(session)
     return render(request, "inbox.html", tasks=tasks, view=view, views=console.VIEWS,
-                  priority=priority or "", counts=counts, departments=names)
+                  priority=chosen.priority or "", counts=counts, departments=names,
+                  filters=chosen, priorities=PRIORITIES, statuses=TASK_STATUSES,
+                  due_filters=console.DUE_FILTERS, sorts=console.SORTS)
 
 
 def _task_or_404(session: object, task_id: int) -> Task:
@@ -85,22 +102,84 @@ def _check_department_task(session: Session, me: Principal, task: Task) -> None:
 @patient_level("task_id", via="task")
 def task_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
               me: Principal = NEEDS_TASK_WORK) -> Response:
+    return _task_response(request, me, task_id, reveal=False)
+
+
+@router.post("/tasks/{task_id}/reveal-phone")
+@patient_level("task_id", via="task")
+def task_reveal_phone(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                      me: Principal = NEEDS_TASK_WORK) -> Response:
+    """The holder of an open phone follow-up task sees the patient's number (audited as a
+    reveal, the task as the reason)."""
+    return _task_response(request, me, task_id, reveal=True)
+
+
+def _task_response(request: Request, me: Principal, task_id: int, *,
+                   reveal: bool) -> Response:
+    from careloop.web import worksurface
+    from careloop.web.display import Display
+
+    locale = locale_of(request)
     with transaction() as session:
         task = _task_or_404(session, task_id)
         _check_department_task(session, me, task)
+        may_reveal = worksurface.may_reveal_phone(task, console.assigned_to(me, task))
+        if reveal and not may_reveal:
+            record(request, me, "patient.reveal", object_type="task", object_id=str(task_id),
+                   patient_id=task.patient_id, outcome="denied", details={"fields": ["phone"]})
+            raise HTTPException(status_code=403)
         patient = session.get(Patient, task.patient_id) if task.patient_id else None
         view = console.patient_view(
-            session, patient, hidden=hidden_stays(session, me, patient.id)) if patient else None
+            session, patient, hidden=hidden_stays(session, me, patient.id),
+            reveal=("phone",) if reveal else ()) if patient else None
         hist = console.history(session, task_id)
         users = _colleagues(session, task.department_id) if me.can(TASK_REASSIGN) else []
-        if patient is not None:
+        if patient is not None and reveal:
+            record(request, me, "patient.reveal", session=session, object_type="task",
+                   object_id=str(task_id), patient_id=patient.id,
+                   details={"fields": ["phone"], "task_id": task_id,
+                            "reason": t("web.pages.reveal_reason", "zh-CN",
+                                        title=task.title)})
+        elif patient is not None:
             record(request, me, "patient.view", session=session, object_type="task",
                    object_id=str(task_id), patient_id=patient.id)
-        data = console.task_json(task)
+        data = console.with_people(session, [console.task_json(task)])[0]
         entered = _entered_submission(session, task)
         approval = console.approval_view(session, task, me)
-    return render(request, "task.html", task=data, patient=view, history=hist,
-                  outcomes=OUTCOMES, users=users, entered=entered, approval=approval)
+        display = Display(locale, session)
+        source = worksurface.task_source(session, task, display)
+        recent = worksurface.recent_history(session, task, display)
+        history_rows = [{"at": h.at, "actor": display.label("actor", h.actor),
+                         "action": display.label("action", h.action),
+                         "details": _history_details(display, h.details or {})}
+                        for h in hist]
+        if entered is not None:
+            entered["form_label"] = display.label("form", entered["form"])
+            scores, bands = entered["scores"], entered["bands"]
+            entered["scores_view"] = worksurface.scores_view(
+                display, str(entered["form"]), None,
+                scores if isinstance(scores, dict) else {},
+                bands if isinstance(bands, dict) else {})
+    return render(request, "task.html", task=data, patient=view, history=history_rows,
+                  outcomes=OUTCOMES, users=users, entered=entered, approval=approval,
+                  source=source, recent=recent, may_reveal_phone=may_reveal and not reveal)
+
+
+def _history_details(display: object, details: dict[str, object]) -> str:
+    """A history row's details in words (the outcome recorded, who it went to)."""
+    from careloop.web.display import Display
+
+    assert isinstance(display, Display)
+    parts = []
+    if details.get("outcome"):
+        parts.append(display.label("outcome", details["outcome"]))
+    if details.get("role"):
+        parts.append(display.label("role", details["role"]))
+    if details.get("to") is not None:
+        parts.append(display.label("user", details["to"]))
+    if details.get("priority"):
+        parts.append(display.label("priority", details["priority"]))
+    return " · ".join(p for p in parts if p)
 
 
 def _entered_submission(session: object, task: Task) -> dict[str, object] | None:
@@ -212,12 +291,44 @@ def _task_action(request: Request, me: Principal, task_id: int, action: str,
 
 
 @router.get("/patients")
-def patients(request: Request, q: str = "",
+def patients(request: Request, q: str = "", tag: str = "",
              me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    """Search by name or MRN (part of either) and by tag. A phone or ID number is searched
+    with POST so that it never lands in an access log."""
+    search = console.PatientSearch(q=q.strip()[:64],
+                                   tags=(tag.strip()[:64],) if tag.strip() else ())
+    return _patients_response(request, me, search)
+
+
+@router.post("/patients")
+def patients_search(request: Request, q: str = Form("", max_length=64),
+                    tag: str = Form("", max_length=64),
+                    phone: str = Form("", max_length=32),
+                    id_number: str = Form("", max_length=32),
+                    me: Principal = NEEDS_PATIENT_VIEW) -> Response:
+    """The same search with a full phone number or ID number (exact, normalised); audited
+    without the number (only which fields were searched)."""
+    search = console.PatientSearch(q=q.strip(), phone=phone.strip(),
+                                   id_number=id_number.strip(),
+                                   tags=(tag.strip(),) if tag.strip() else ())
+    if search.phone or search.id_number:
+        record(request, me, "patient.search", details={
+            "fields": [f for f in ("phone", "id_number") if getattr(search, f)]})
+    return _patients_response(request, me, search)
+
+
+def _patients_response(request: Request, me: Principal,
+                       search: console.PatientSearch) -> Response:
     with transaction() as session:
-        rows = console.search_patients(session, me, q.strip()[:64])
-        found = [{"id": p.id, "mrn": p.mrn, "name": p.name, "gender": p.gender} for p in rows]
-    return render(request, "patients.html", patients=found, q=q)
+        rows = console.search_patients(session, me, search) if not search.empty else \
+            console.search_patients(session, me, "")
+        tags = console.tags_of(session, [p.id for p in rows])
+        found = [{"id": p.id, "mrn": p.mrn, "name": p.name, "gender": p.gender,
+                  "tags": tags.get(p.id, [])} for p in rows]
+        known = console.known_tags(session)
+    return render(request, "patients.html", patients=found, q=search.q,
+                  tag=search.tags[0] if search.tags else "", known_tags=known,
+                  searched_number=bool(search.phone or search.id_number))
 
 
 @router.get("/patients/{patient_id}")
@@ -281,6 +392,7 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
             panels.append((panel, panel.render(session, patient_id, me, locale)))
         names = console.department_names(session)
     return render(request, "patient.html", patient=view, panels=panels, departments=names,
+                  now=now_utc(),
                   can_reveal=me.can(PATIENT_REVEAL), can_work=me.can(TASK_WORK), error=error)
 
 

@@ -135,7 +135,7 @@ def test_phone_followup_form_new_score_and_dashboard_filter(
             assert page.locator("#task-status").inner_text() == "已完成"
             page.goto(f"{server}/patients/PA")
             link = page.locator("a.submission-link")
-            assert link.count() == 1 and "discharge_day3" in link.inner_text()
+            assert link.count() == 1 and link.inner_text() == "出院第3天随访"
             assert page.locator(".scores").first.inner_text() != ""
             page.goto(f"{server}/reports/dashboards/service_quality_overview")
             page.select_option("#filter-department", "cardio")

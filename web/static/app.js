@@ -7,3 +7,13 @@ document.addEventListener("submit", function (event) {
     event.preventDefault();
   }
 });
+
+// 打印阶段小结 / Print stage summary: a button with data-print prints the page (print CSS in
+// app.css keeps the record and drops the navigation and forms).
+document.addEventListener("click", function (event) {
+  var button = event.target.closest ? event.target.closest("[data-print]") : null;
+  if (button) {
+    event.preventDefault();
+    window.print();
+  }
+});
