@@ -141,7 +141,10 @@ def run(rounds: int, only: list[str] | None = None) -> dict[str, Any]:
         user = admin.create_user(session, username="author", display_name="author",
                                  password=PASSWORD)
         admin.grant(session, user, "px_office", None)
-        admin.grant(session, user, "system_admin", None)
+        # bundles are imported by the system administrator (separation of duties: not the author)
+        importer = admin.create_user(session, username="importer", display_name="importer",
+                                     password=PASSWORD)
+        admin.grant(session, importer, "system_admin", None)
         session.add(Department(id="cardio", name={"zh-CN": "心内科", "en": "Cardiology"}))
         session.add(Patient(id="p1", mrn="MRN001", name="测试患者", phone="13800138000"))
         session.flush()
@@ -156,12 +159,18 @@ def run(rounds: int, only: list[str] | None = None) -> dict[str, Any]:
     while not server.started:
         time.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, timeout=300)
-    csrf = client.get("/login").text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    client.post("/login", data={"username": "author", "password": PASSWORD, "csrf_token": csrf,
-                                "next": "/"})
-    client.headers["X-CSRF-Token"] = client.get("/api/v1/me").json()["csrf_token"]
-    client.post("/api/v1/builder/import?apply=true",
+
+    def signed_in(username: str) -> httpx.Client:
+        c = httpx.Client(base_url=base, timeout=300)
+        token = c.get("/login").text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token,
+                               "next": "/"})
+        c.headers["X-CSRF-Token"] = c.get("/api/v1/me").json()["csrf_token"]
+        return c
+
+    client = signed_in("author")
+    importer = signed_in("importer")
+    importer.post("/api/v1/builder/import?apply=true",
                 content=_zip({"app.yaml": MANIFEST, "forms/bounds_check.yaml": FORM,
                               "flows/bounds_set.yaml": FLOW}))
     create = loaded_registry().catalogue("service")["forms.create_request"]
@@ -180,11 +189,11 @@ def run(rounds: int, only: list[str] | None = None) -> dict[str, Any]:
         "draft_alias_bomb": lambda: client.put("/api/v1/builder/drafts/form/bomb",
                                                json={"text": BOMB, "app": "bounds_lab"}),
         "flow_set_repetition": submit,
-        "bundle_deep_yaml": lambda: client.post("/api/v1/builder/import", content=_zip(
+        "bundle_deep_yaml": lambda: importer.post("/api/v1/builder/import", content=_zip(
             {"app.yaml": MANIFEST, "forms/deep.yaml": deep}, zipfile.ZIP_STORED)),
-        "bundle_lying_header": lambda: client.post("/api/v1/builder/import",
+        "bundle_lying_header": lambda: importer.post("/api/v1/builder/import",
                                                    content=_lying_zip()),
-        "bundle_list_bomb": lambda: client.post("/api/v1/builder/import", content=_zip(
+        "bundle_list_bomb": lambda: importer.post("/api/v1/builder/import", content=_zip(
             {"app.yaml": MANIFEST, "forms/big.yaml": "x: [" + "1," * 2_000_000 + "1]"})),
     }
     results: dict[str, Any] = {"rounds": rounds, "payloads": {}}

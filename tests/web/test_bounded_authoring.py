@@ -125,7 +125,10 @@ def server(engine: Engine) -> Iterator[str]:
         user = admin.create_user(session, username="author", display_name="author",
                                  password=PASSWORD)
         admin.grant(session, user, "px_office", None)
-        admin.grant(session, user, "system_admin", None)
+        # bundles are imported by the system administrator (separation of duties: not the author)
+        importer = admin.create_user(session, username="importer", display_name="importer",
+                                     password=PASSWORD)
+        admin.grant(session, importer, "system_admin", None)
         session.add(Department(id="cardio", name={"zh-CN": "心内科", "en": "Cardiology"}))
         session.add(Patient(id="p1", mrn="MRN001", name="测试患者", phone="13800138000",
                             locale="zh-CN"))
@@ -148,16 +151,25 @@ def server(engine: Engine) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture
-def author(server: str) -> Iterator[httpx.Client]:
+def _signed_in(server: str, username: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=120) as client:
         page = client.get("/login").text
         csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        signed = client.post("/login", data={"username": "author", "password": PASSWORD,
+        signed = client.post("/login", data={"username": username, "password": PASSWORD,
                                              "csrf_token": csrf, "next": "/"})
         assert signed.status_code in (200, 303), signed.text
         client.headers["X-CSRF-Token"] = client.get("/api/v1/me").json()["csrf_token"]
         yield client
+
+
+@pytest.fixture
+def author(server: str) -> Iterator[httpx.Client]:
+    yield from _signed_in(server, "author")
+
+
+@pytest.fixture
+def importer(server: str) -> Iterator[httpx.Client]:
+    yield from _signed_in(server, "importer")
 
 
 def under_probe(server: str, call: Callable[[], httpx.Response]) -> tuple[httpx.Response,
@@ -249,9 +261,9 @@ def test_power_in_a_rule_try_it(server: str, author: httpx.Client) -> None:
 
 
 @pytest.fixture
-def lab_app(author: httpx.Client) -> str:
+def lab_app(importer: httpx.Client) -> str:
     """The app the author edits, imported through the API."""
-    imported = author.post("/api/v1/builder/import?apply=true",
+    imported = importer.post("/api/v1/builder/import?apply=true",
                            content=_zip({"app.yaml": MANIFEST, "forms/bounds_check.yaml": FORM}))
     assert imported.status_code == 200, imported.text
     return "bounds_lab"
@@ -290,11 +302,11 @@ def test_editor_opening_a_stored_bomb_draft_is_bounded(server: str, author: http
     assert [p["code"] for p in body["problems"]][:1] == ["source.too-many-nodes"]
 
 
-def test_repetition_in_a_flow_set_step_of_a_form_submission(server: str, author: httpx.Client,
+def test_repetition_in_a_flow_set_step_of_a_form_submission(server: str, importer: httpx.Client,
                                                              engine: Engine) -> None:
     bundle = _zip({"app.yaml": MANIFEST, "forms/bounds_check.yaml": FORM,
                    "flows/bounds_set.yaml": FLOW_WITH_REPETITION})
-    imported = author.post("/api/v1/builder/import?apply=true", content=bundle)
+    imported = importer.post("/api/v1/builder/import?apply=true", content=bundle)
     assert imported.status_code == 200, imported.text
     create = loaded_registry().catalogue("service")["forms.create_request"]
 
@@ -321,14 +333,14 @@ def test_repetition_in_a_flow_set_step_of_a_form_submission(server: str, author:
                    for f in failed)
 
 
-def test_stored_rule_set_with_the_power_template(server: str, author: httpx.Client,
+def test_stored_rule_set_with_the_power_template(server: str, importer: httpx.Client,
                                                  engine: Engine) -> None:
     """The same template published (a bundle accepts it: it is valid Jinja): the rule test
     endpoint refuses it located in the stored version, and a real submission that fires the
     rule keeps the patient's answers and records the rule's failure instead of hanging."""
     bundle = _zip({"app.yaml": MANIFEST, "forms/bounds_check.yaml": FORM,
                    "rules/bounds_try.yaml": RULESET_WITH_POWER})
-    imported = author.post("/api/v1/builder/import?apply=true", content=bundle)
+    imported = importer.post("/api/v1/builder/import?apply=true", content=bundle)
     assert imported.status_code == 200, imported.text
     response, elapsed, latencies = under_probe(server, lambda: author.post(
         "/api/v1/rules/bounds_try/test", json={"type": "form.submitted",
@@ -360,11 +372,11 @@ def test_stored_rule_set_with_the_power_template(server: str, author: httpx.Clie
     (lying_bundle, "bundle.zip-size-mismatch", "templates/liar.yaml"),
     (list_bomb_bundle, "bundle.zip-ratio", "forms/big.yaml"),
 ], ids=["deep-yaml", "lying-header", "list-bomb"])
-def test_bundle_payloads(server: str, author: httpx.Client, make: Callable[[], bytes], code: str,
+def test_bundle_payloads(server: str, importer: httpx.Client, make: Callable[[], bytes], code: str,
                          member: str) -> None:
     data = make()
     response, elapsed, latencies = under_probe(
-        server, lambda: author.post("/api/v1/builder/import", content=data))
+        server, lambda: importer.post("/api/v1/builder/import", content=data))
     if code.startswith("source."):  # a parsed member's problem: the plan's located errors
         assert response.status_code == 422 and elapsed < ANSWER_WITHIN_S, response.text[:300]
         assert p99(latencies) < P99_MS, latencies
