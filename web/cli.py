@@ -28,7 +28,8 @@ def serve(host: str, port: int, tick_seconds: int) -> None:
 
     scheduler = ticker.start(tick_seconds) if tick_seconds else None
     try:
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        # log_config=None: uvicorn's loggers (access lines too) go through careloop.engine.logs
+        uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=None)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
