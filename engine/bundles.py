@@ -39,7 +39,7 @@ from careloop.engine.models import (
     DefinitionRow,
 )
 from careloop.engine.schema import check_manifest
-from careloop.engine.sources import DEFINITION_SUFFIXES, Document, load_text
+from careloop.engine.sources import DEFINITION_SUFFIXES, Document, load_bytes, load_text
 
 MANIFEST = "app.yaml"
 NOT_DEFINITIONS = ("tests/", "docs/")
@@ -72,8 +72,8 @@ def _is_definition(rel: str) -> bool:
             and not rel.startswith(NOT_DEFINITIONS) and "/." not in "/" + rel)
 
 
-def _read_zip(path: FsPath) -> dict[str, str]:
-    files: dict[str, str] = {}
+def _read_zip(path: FsPath) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
     total = 0
     try:
         archive = zipfile.ZipFile(path)
@@ -94,7 +94,7 @@ def _read_zip(path: FsPath) -> dict[str, str]:
             if total > MAX_ZIP_BYTES:
                 raise BundleError(f"{path}: more than {MAX_ZIP_BYTES // 2**20} MiB uncompressed")
             if name == MANIFEST or _is_definition(name):
-                files[name] = archive.read(info).decode("utf-8", errors="replace")
+                files[name] = archive.read(info)
     return files
 
 
@@ -108,12 +108,12 @@ def _common_root(names: list[str]) -> str:
     return ""
 
 
-def _read_folder(path: FsPath) -> dict[str, str]:
-    files: dict[str, str] = {}
+def _read_folder(path: FsPath) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
     for file in sorted(path.rglob("*")):
         rel = file.relative_to(path).as_posix()
         if file.is_file() and (rel == MANIFEST or _is_definition(rel)):
-            files[rel] = file.read_text(encoding="utf-8", errors="replace")
+            files[rel] = file.read_bytes()  # decoded by load_bytes: not UTF-8 is a problem
     return files
 
 
@@ -143,9 +143,9 @@ def load_bundle(path: FsPath) -> LoadedBundle:
                                 file=manifest.file, hint="add app.yaml with id, name, version, "
                                 "format and default_locale"))
     else:
-        manifest = load_text(files[MANIFEST], shown[MANIFEST])
+        manifest = load_bytes(files[MANIFEST], shown[MANIFEST])
         problems.extend(manifest.problems or check_manifest(manifest))
-    documents = [load_text(text, shown[rel]) for rel, text in files.items() if rel != MANIFEST]
+    documents = [load_bytes(data, shown[rel]) for rel, data in files.items() if rel != MANIFEST]
     relative = {shown[rel]: rel for rel in files}
     return LoadedBundle(source=root, manifest=manifest, documents=documents, relative=relative,
                         problems=problems)

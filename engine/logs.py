@@ -98,6 +98,39 @@ def redact(text: str, hidden: Iterable[str] | None = None) -> str:
     return text
 
 
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*://)(?:[^@/\s]*@)?([^/\s?#]+)[^\s]*", re.I)
+_IP = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?![\d.])")
+MAX_ERROR_TEXT = 300
+
+
+def error_text(exc: BaseException) -> str:
+    """What a failure is stored and shown as (a flow step's error, an incident): the exception's
+    type and the first line of its message, without SQL, statement parameters, addresses (URLs
+    keep their scheme and host only, IP addresses go), personal data or link tokens. The full
+    detail goes to the (redacted) log only.
+
+        >>> error_text(ValueError("POST http://10.0.0.5:8080/hook?phone=13812345678 failed"))
+        'ValueError: POST http://[address]/… failed'
+    """
+    from sqlalchemy.exc import StatementError
+
+    cause: BaseException = exc
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        cause = exc.orig  # the driver's own message, without the statement and parameters
+    first = next((line for line in str(cause).splitlines() if line.strip()), "")
+    first = _SQL_PARAMETERS.sub("", first).split("[SQL:", 1)[0].strip()
+    first = _URL.sub(lambda m: f"{m.group(1)}{_host(m.group(2))}/…", first)
+    first = _IP.sub("[address]", redact(first))
+    if len(first) > MAX_ERROR_TEXT:
+        first = first[:MAX_ERROR_TEXT] + "…"
+    name = type(cause).__name__
+    return f"{name}: {first}" if first else name
+
+
+def _host(host: str) -> str:
+    return "[address]" if _IP.fullmatch(host) or host.startswith("[") else host
+
+
 def _clean_arg(value: object) -> object:
     if value is None or isinstance(value, (bool, int, float)):
         return value

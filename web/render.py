@@ -7,6 +7,7 @@ Templates get ``_`` (translate in the request's locale), ``pick`` (definition la
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from careloop.engine.clock import to_local
 from careloop.engine.i18n import pick, t
@@ -37,12 +39,26 @@ def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return to_local(value).strftime(fmt) if value is not None else ""
 
 
+_ISLAND_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                   0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_island(value: Any) -> Markup:
+    """``value`` as JSON for a ``<script type="application/json">`` island: ``<``, ``>`` and
+    ``&`` are written as ``\\u003c``… so no text a person typed (``<!--``, ``<script``,
+    ``</script``) can end or confuse the element; ``JSON.parse`` reads the same value. The one
+    way a template writes a JSON island: ``{{ payload | json_island }}``."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return Markup(text.translate(_ISLAND_ESCAPES))
+
+
 @cache
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("careloop.web", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["local"] = _local
+    env.filters["json_island"] = json_island
     env.globals["pick"] = pick
     return env
 
