@@ -34,14 +34,14 @@ from typing import Any
 import structlog
 
 from careloop.engine.clock import wall_clock_utc
+from careloop.engine.privacy import ID_NUMBER_PATTERN, PHONE_PATTERN
 
 _TOKEN = re.compile(r"(/[fd]/)[A-Za-z0-9_\-]{8,}")
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\n|\(Background|$))", re.S)
 _KEY_DETAIL = re.compile(r"(Key \([^)]*\)=\()[^)]*(\))")
 _PATTERNS = (
-    (re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])"), "[id-number]"),
-    (re.compile(r"(?<![\dA-Za-z])(?:(?:\+|00)?86[\s\-.]?)?1[3-9]\d(?:[\s\-.]?\d{4}){2}(?!\d)"),
-     "[phone]"),
+    (ID_NUMBER_PATTERN, "[id-number]"),
+    (PHONE_PATTERN, "[phone]"),
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
 )
 
