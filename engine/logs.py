@@ -123,7 +123,7 @@ def error_text(exc: BaseException) -> str:
     first = _IP.sub("[address]", redact(first))
     if len(first) > MAX_ERROR_TEXT:
         first = first[:MAX_ERROR_TEXT] + "…"
-    name = type(cause).__name__
+    name = type(exc).__name__  # the same on every database (the driver's classes differ)
     return f"{name}: {first}" if first else name
 
 

@@ -173,13 +173,7 @@ def ingest(session: Session, event: Any, *, source: str = "his",
     taken = _mrn_taken(session, event["type"], payload)
     if taken:
         return 409, {"status": "rejected", "errors": taken}
-    try:
-        with session.begin_nested():
-            upsert_domain(session, event["type"], payload)
-    except IntegrityError as exc:
-        # another constraint of the domain tables: say which field, never the values (the
-        # driver's message carries them)
-        return 409, {"status": "rejected", "errors": [_conflict(exc, payload)]}
+    upsert_domain(session, event["type"], payload)  # other conflicts: see conflict()
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
                            event_id=event["event_id"], source=source, occurred_at=occurred)
@@ -203,12 +197,18 @@ def _mrn_taken(session: Session, kind: str, payload: dict[str, Any]) -> list[dic
 _COLUMN = re.compile(r"(?:failed: \w+\.(\w+)|Key \((\w+)[,)])")
 
 
-def _conflict(exc: IntegrityError, payload: dict[str, Any]) -> dict[str, str]:
+def conflict(exc: IntegrityError, event: Any) -> dict[str, Any]:
+    """The 409 body for an event the database refused (a unique value another record holds,
+    found when the transaction was written): the field's path, never the values (the driver's
+    message carries them)."""
+    payload = event.get("payload") if isinstance(event, dict) else None
     found = _COLUMN.search(str(exc.orig))
     column = next((g for g in found.groups() if g), None) if found else None
-    path = f"$.payload.{column}" if column and column in payload else "$.payload"
-    return {"path": path, "message": "conflicts with data already stored (a unique value "
-                                     "belongs to another record)"}
+    path = (f"$.payload.{column}" if column and isinstance(payload, dict) and column in payload
+            else "$.payload")
+    return {"status": "rejected", "errors": [{
+        "path": path, "message": "conflicts with data already stored (a unique value belongs "
+                                 "to another record)"}]}
 
 
 def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
