@@ -4,6 +4,7 @@ exception text and tracebacks, statement parameters, access lines."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from fastapi import FastAPI
@@ -144,3 +145,44 @@ def test_access_lines_stay_well_formed_without_tokens_or_phones(
     written = capsys.readouterr().err
     assert 'event=\'127.0.0.1:50000 - "GET /f/[token]?phone=[phone] HTTP/1.1" 200\'' in written
     assert "logger='uvicorn.access'" in written and "Zx9yW8vU7tS6rQ5p" not in written
+
+
+def test_a_served_app_writes_access_lines_without_link_tokens_or_phones(
+        engine: Engine, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn configured as ``careloop serve`` configures it (``log_config=None``): its access
+    lines go through the app's one handler and redaction, and stay well-formed."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+                                           log_level="info", log_config=None, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            httpx.get(f"{base}/f/Zx9yW8vU7tS6rQ5pAbCdEfGh?phone=138-1234-5678")
+            httpx.get(f"{base}/d/Qw3rTy7uIo9pAs2dFgHjKl")
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(access) == 2, access
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /f/\[token\]\?phone=\[phone\] HTTP/1\.1" 404',
+                        access[0]), access
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /d/\[token\] HTTP/1\.1" 404', access[1]), access
+    written = capsys.readouterr().err
+    assert "logger='uvicorn.access'" in written
+    for secret in ("Zx9yW8vU7tS6rQ5p", "Qw3rTy7uIo9pAs2d", "138-1234-5678"):
+        assert secret not in written and all(secret not in line for line in access)
