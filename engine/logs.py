@@ -239,10 +239,19 @@ class _StderrHandler(logging.StreamHandler[Any]):
 
 def configure(level: int | str | None = None) -> None:
     """Route every logger (stdlib, uvicorn and its access log, structlog) through one handler
-    whose processors end with :func:`redact`; once per process (``CARELOOP_LOG_LEVEL``, default
-    INFO)."""
+    whose processors end with :func:`redact`. The handler is made once per process; the level is
+    ``level`` when given (``careloop serve``: ``CARELOOP_LOG_LEVEL`` or INFO, for the access
+    lines), else ``CARELOOP_LOG_LEVEL`` or WARNING on the first call (a command's own output
+    stays readable). uvicorn's loggers are routed again on every call (a ``logging.config`` of
+    uvicorn's own may have given them handlers)."""
     install_record_factory()
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
     if _configured:
+        if level is not None:
+            logging.getLogger().setLevel(level)
         return
     _configured.append(True)
     structlog.configure(
@@ -261,8 +270,4 @@ def configure(level: int | str | None = None) -> None:
         if existing.get_name() == "careloop":
             root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level or os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        named = logging.getLogger(name)
-        named.handlers.clear()
-        named.propagate = True
+    root.setLevel(level or os.environ.get("CARELOOP_LOG_LEVEL", "WARNING").upper())
