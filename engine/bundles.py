@@ -41,7 +41,7 @@ from careloop.engine.models import (
     DefinitionRow,
 )
 from careloop.engine.schema import check_manifest
-from careloop.engine.sources import DEFINITION_SUFFIXES, Document, load_text
+from careloop.engine.sources import DEFINITION_SUFFIXES, Document, load_bytes, load_text
 
 MANIFEST = "app.yaml"
 NOT_DEFINITIONS = ("tests/", "docs/")
@@ -104,10 +104,10 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shown: str) ->
     return data
 
 
-def _read_zip(path: FsPath) -> dict[str, str]:
+def _read_zip(path: FsPath) -> dict[str, bytes]:
     """The manifest and definitions of a zip, each refused (``LimitExceeded``) if the archive
     has too many entries, declares too much, expands too far or lies about a size."""
-    files: dict[str, str] = {}
+    files: dict[str, bytes] = {}
     total = 0
     root = display_root(path)
     try:
@@ -132,8 +132,7 @@ def _read_zip(path: FsPath) -> dict[str, str]:
                                  f"than {LIMITS.zip_bytes // 2**20} MiB uncompressed",
                                  "zip_bytes", root)
             if name == MANIFEST or _is_definition(name):
-                raw = _read_member(archive, info, f"{root}!{name}")
-                files[name] = raw.decode("utf-8", errors="replace")
+                files[name] = _read_member(archive, info, f"{root}!{name}")
     return files
 
 
@@ -147,12 +146,12 @@ def _common_root(names: list[str]) -> str:
     return ""
 
 
-def _read_folder(path: FsPath) -> dict[str, str]:
-    files: dict[str, str] = {}
+def _read_folder(path: FsPath) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
     for file in sorted(path.rglob("*")):
         rel = file.relative_to(path).as_posix()
         if file.is_file() and (rel == MANIFEST or _is_definition(rel)):
-            files[rel] = file.read_text(encoding="utf-8", errors="replace")
+            files[rel] = file.read_bytes()  # decoded by load_bytes: not UTF-8 is a problem
     return files
 
 
@@ -182,9 +181,9 @@ def load_bundle(path: FsPath) -> LoadedBundle:
                                 file=manifest.file, hint="add app.yaml with id, name, version, "
                                 "format and default_locale"))
     else:
-        manifest = load_text(files[MANIFEST], shown[MANIFEST])
+        manifest = load_bytes(files[MANIFEST], shown[MANIFEST])
         problems.extend(manifest.problems or check_manifest(manifest))
-    documents = [load_text(text, shown[rel]) for rel, text in files.items() if rel != MANIFEST]
+    documents = [load_bytes(data, shown[rel]) for rel, data in files.items() if rel != MANIFEST]
     relative = {shown[rel]: rel for rel in files}
     return LoadedBundle(source=root, manifest=manifest, documents=documents, relative=relative,
                         problems=problems)

@@ -55,6 +55,9 @@ def _start_clock(ctx: click.Context, param: click.Parameter, value: str | None) 
                                   "process.")
 def cli() -> None:
     """Careloop: patient-experience management — forms, flows, rules and dashboards as data."""
+    from careloop.engine import logs
+
+    logs.configure()
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careloop.engine.models import Base, utcnow
@@ -73,6 +73,15 @@ class Patient(Base):
     consents: Mapped[dict[str, Any]] = mapped_column(default=dict)  # channel -> bool
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@event.listens_for(Patient, "load")
+def _hide_in_logs(target: Patient, context: object) -> None:
+    """A patient loaded while handling a request: their name, MRN and birth date are redacted
+    from the request's log lines (:func:`careloop.engine.logs.hide`)."""
+    from careloop.engine import logs
+
+    logs.hide(target.name, target.mrn, target.birth_date)
 
 
 class Encounter(Base):

@@ -201,6 +201,18 @@ class AuditAnchor(Base):
     signature: Mapped[str] = mapped_column(String(100))
 
 
+class InstanceSecret(Base):
+    """A random secret of this installation, made once and shared by every process (used when
+    the hospital does not set it in the environment): ``link`` seals patient-link tokens in
+    stored messages (``engine/links.py``)."""
+
+    __tablename__ = "instance_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # Every module that defines tables; engines not written yet are skipped.
 MODEL_MODULES = (
     "careloop.engine.domain",

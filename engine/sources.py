@@ -318,18 +318,35 @@ def load_text(text: str, file: str, *, as_json: bool | None = None) -> Document:
     return doc
 
 
+def encoding_problem(data: bytes, name: str) -> Problem | None:
+    """``None`` for UTF-8 text, else a problem at the first byte that is not UTF-8: its offset
+    and its line:col (counted in the characters before it), never a silent U+FFFD."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start].decode("utf-8")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        return Problem("source.encoding",
+                       f"file is not UTF-8: byte {exc.start} (0x{data[exc.start]:02x}) cannot be "
+                       "read", file=name, line=line, column=column,
+                       hint="save the file as UTF-8 (GBK and other encodings are not read)")
+    return None
+
+
+def load_bytes(data: bytes, name: str) -> Document:
+    """A definition from raw bytes: UTF-8 or a located ``source.encoding`` problem."""
+    problem = encoding_problem(data, name)
+    if problem is not None:
+        doc = Document(file=name, text="")
+        doc.problems.append(problem)
+        return doc
+    return load_text(data.decode("utf-8"), name)
+
+
 def load_file(path: FsPath, display: str | None = None) -> Document:
     """Read a definition file; undecodable bytes are a located problem, not a crash."""
-    name = display or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        doc = Document(file=name, text="")
-        doc.problems.append(Problem("source.encoding",
-                                    f"file is not UTF-8 (byte {exc.start})", file=name,
-                                    line=1, column=1, hint="save the file as UTF-8"))
-        return doc
-    return load_text(text, name)
+    return load_bytes(path.read_bytes(), display or str(path))
 
 
 def locate_limit(exc: LimitExceeded, doc: Document) -> LimitExceeded:

@@ -195,6 +195,7 @@ def messages(patient_id: str, limit: int) -> None:
     from careloop.engine.clock import to_local
     from careloop.engine.db import transaction
     from careloop.flows.models import OutboxMessage
+    from careloop.flows.outbox import message_text
 
     with transaction() as session:
         rows = session.scalars(select(OutboxMessage).where(
@@ -202,7 +203,8 @@ def messages(patient_id: str, limit: int) -> None:
             .limit(limit)).all()
         for m in reversed(rows):
             at = to_local(m.sent_at or m.created_at).strftime("%Y-%m-%d %H:%M")
-            click.echo(f"{at}  {m.template_key}  {m.channel}  {m.status}\n  {m.body}")
+            click.echo(f"{at}  {m.template_key}  {m.channel}  {m.status}\n  "
+                       f"{message_text(session, m)[1]}")
         append(session, actor="cli", action="outbox.read", object_type="patient",
                object_id=patient_id, patient_id=patient_id, details={"messages": len(rows)})
     if not rows:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -31,9 +32,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from careloop.engine import events
+from careloop.engine import events, logs
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
 from careloop.engine.errors import CareloopError, NotFound
@@ -169,12 +171,45 @@ def ingest(session: Session, event: Any, *, source: str = "his",
         return 202, _park(session, event, codes, source)
     if missing or codes:
         return 422, {"status": "rejected", "errors": missing + codes}
-    upsert_domain(session, event["type"], payload)
+    taken = _mrn_taken(session, event["type"], payload)
+    if taken:
+        return 409, {"status": "rejected", "errors": taken}
+    upsert_domain(session, event["type"], payload)  # other conflicts: see conflict()
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
                            event_id=event["event_id"], source=source, occurred_at=occurred)
     _accepted(session, event["event_id"], "his")
     return 200, acknowledgement(row)
+
+
+def _mrn_taken(session: Session, kind: str, payload: dict[str, Any]) -> list[dict[str, str]]:
+    """An MRN is one patient's: the HIS sending it for another patient id is a conflict."""
+    if kind != "patient.upserted":
+        return []
+    other = session.scalars(select(Patient.id).where(
+        Patient.mrn == payload["mrn"], Patient.id != payload["patient_id"])).first()
+    if other is None:
+        return []
+    return [{"path": "$.payload.mrn",
+             "message": f"this MRN already belongs to another patient ({other}); "
+                        "an MRN identifies one patient"}]
+
+
+_COLUMN = re.compile(r"(?:failed: \w+\.(\w+)|Key \((\w+)[,)])")
+
+
+def conflict(exc: IntegrityError, event: Any) -> dict[str, Any]:
+    """The 409 body for an event the database refused (a unique value another record holds,
+    found when the transaction was written): the field's path, never the values (the driver's
+    message carries them)."""
+    payload = event.get("payload") if isinstance(event, dict) else None
+    found = _COLUMN.search(str(exc.orig))
+    column = next((g for g in found.groups() if g), None) if found else None
+    path = (f"$.payload.{column}" if column and isinstance(payload, dict) and column in payload
+            else "$.payload")
+    return {"status": "rejected", "errors": [{
+        "path": path, "message": "conflicts with data already stored (a unique value belongs "
+                                 "to another record)"}]}
 
 
 def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
@@ -257,6 +292,7 @@ def upsert_domain(session: Session, kind: str, payload: dict[str, Any]) -> None:
 
 
 def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:
+    logs.hide(payload.get("name"), payload.get("mrn"), payload.get("birth_date"))
     patient = session.get(Patient, payload["patient_id"])
     if patient is None:
         patient = Patient(id=payload["patient_id"], mrn=payload["mrn"], name=payload["name"],

@@ -5,8 +5,10 @@
                                                 ──▶ adapter.send ──▶ sent | logged | failed
 
 A row is rendered when it is written (the template version in force then, the patient's
-language). Dispatch claims rows with a conditional update, so two processes never send the same
-row; the idempotency key travels to the gateway so a retry after a crash can be recognised there.
+language), with the token of each patient link sealed (``engine/links.py``: the stored body holds
+a placeholder, never a token); the link is opened again only in what the adapter is given.
+Dispatch claims rows with a conditional update, so two processes never send the same row; the
+idempotency key travels to the gateway so a retry after a crash can be recognised there.
 
 A message has a moment: it is not sent after ``expires_at`` (``valid_for`` after it was due,
 default :data:`DEFAULT_VALID_FOR`) nor once the link it carries has expired
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from careloop.engine import store
+from careloop.engine import links, store
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient
@@ -52,7 +54,8 @@ RESENDABLE = ("failed", "expired", "cancelled", "logged")
 # (``flows.outbox.reason.<code>``).
 REASONS = ("link_expired", "too_late", "consent_withdrawn", "log_channel", "paced",
            "channel_error", "no_address", "gateway_unreachable", "gateway_refused",
-           "smtp_failed", "no_adapter", "not_configured", "flow_cancelled", "cancelled_by_staff")
+           "smtp_failed", "no_adapter", "not_configured", "flow_cancelled", "cancelled_by_staff",
+           "link_unavailable")
 
 
 class ChannelError(CareloopError):
@@ -131,6 +134,7 @@ def enqueue(session: Session, *, template_key: str, channel: str, patient_id: st
     patient = session.get(Patient, patient_id) if patient_id else None
     locale = locale or (patient.locale if patient is not None else None) or "zh-CN"
     subject, body = _template(session, template_key).render(locale, values)
+    subject, body = links.seal_links(session, subject), links.seal_links(session, body) or ""
     now = now_utc()
     due = now if urgent or channel not in QUIET_CHANNELS else after_quiet_hours(now)
     expires = due + (valid_for if valid_for is not None else DEFAULT_VALID_FOR)
@@ -302,9 +306,14 @@ def _deliver(session: Session, row: OutboxMessage, now: datetime) -> str:
         return "deferred"
     row.attempts += 1
     try:
+        subject, body = message_text(session, row)
+    except links.LinkUnavailable as exc:
+        row.status, row.reason, row.error = "failed", "link_unavailable", str(exc)
+        return "failed"
+    try:
         adapter = _adapter(row.channel)
         adapter.send(Outbound(row.id, row.idempotency_key, row.channel, row.patient_id,
-                              _address(patient, row.channel), row.subject, row.body, row.urgent))
+                              _address(patient, row.channel), subject, body, row.urgent))
     except ChannelError as exc:
         log.warning("outbox message %s on %s failed (attempt %s): %s", row.id, row.channel,
                     row.attempts, exc)
@@ -320,6 +329,18 @@ def _deliver(session: Session, row: OutboxMessage, now: datetime) -> str:
         return "sent"
     row.status, row.sent_at, row.error, row.reason = "logged", now, None, "log_channel"
     return "logged"
+
+
+def message_text(session: Session, row: OutboxMessage, *,
+                 shown: bool = True) -> tuple[str | None, str]:
+    """``(subject, body)`` as the patient receives them: the sealed link tokens opened again
+    (``shown=False``: only their first characters, for a page or printout).
+
+    Raises:
+        careloop.engine.links.LinkUnavailable: when a link does not open with the secret.
+    """
+    return (links.open_links(session, row.subject, shown=shown),
+            links.open_links(session, row.body, shown=shown) or "")
 
 
 def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from careloop.engine import store
+from careloop.engine import logs, store
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Task
 from careloop.engine.errors import CareloopError, NotFound
@@ -181,13 +181,15 @@ def execute(session: Session, run: FlowRun, spec: FlowSpec, step: StepSpec,
 def _failed(x: Exec, exc: Exception) -> None:
     step_run = x.step_run
     step_run.attempts += 1
-    step_run.error = f"{type(exc).__name__}: {exc}"
+    # stored and shown on /admin/flows: no SQL, parameters or addresses; the full detail goes to
+    # the redacted log below
+    step_run.error = logs.error_text(exc)
     attempts, backoff = RETRY.get(x.step.type, (1, "1m"))
     policy = x.step.get("retry") or {}
     attempts = policy.get("attempts", attempts)
     delay = parse_duration(policy.get("backoff", backoff))
     log.warning("flow run %s step %s failed (attempt %s/%s): %s", x.run.id, x.step.key,
-                step_run.attempts, attempts, type(exc).__name__)
+                step_run.attempts, attempts, type(exc).__name__, exc_info=exc)
     if step_run.attempts < attempts:
         step_run.status = "retrying"
         x.timer("retry", now_utc() + delay * (2 ** (step_run.attempts - 1)))

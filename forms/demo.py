@@ -155,6 +155,7 @@ def patient_actor(session: Session, rng: random.Random, context: dict[str, Any],
                   at: datetime) -> None:
     """Plan the answers to the form links the last sweep delivered."""
     from careloop.flows.models import OutboxMessage
+    from careloop.flows.outbox import message_text
     from careloop.web.demo import timeline
 
     line = timeline(context)
@@ -170,7 +171,7 @@ def patient_actor(session: Session, rng: random.Random, context: dict[str, Any],
         if message.status not in DELIVERED or message.id in seen:
             continue
         seen.add(message.id)
-        match = LINK.search(message.body or "")
+        match = LINK.search(message_text(session, message)[1])
         patient = planned.get(message.patient_id or "")
         if match is None or patient is None:
             continue

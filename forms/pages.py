@@ -21,6 +21,7 @@ from markupsafe import Markup, escape
 
 from careloop.engine.db import home
 from careloop.engine.i18n import pick, t
+from careloop.engine.privacy import mask_id_number, mask_in_text, mask_phone
 from careloop.forms.compiler import PIPE
 from careloop.forms.logic import Evaluation, evaluate
 from careloop.forms.spec import FieldSpec, FormSpec
@@ -254,16 +255,44 @@ def render_message(title: str, text: str, locale: str, large_text: bool = False)
         title=title, text=text, locale=locale, large_text=large_text)
 
 
-def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str) -> list[dict[str, Any]]:
+# Fields whose answer is an identifier: masked for staff unless revealed (audited).
+IDENTIFIER_MASKS = {"mobile": mask_phone, "resident_id": mask_id_number}
+
+
+def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
+             reveal: bool = False) -> list[dict[str, Any]]:
     """Stored answers with the labels of the form version they were given for (staff views,
-    exports): ``[{"key", "label", "value", "display"}]``."""
+    exports): ``[{"key", "label", "value", "display"}]``, with ``"masked": true`` added to an
+    answer shown masked.
+
+    What a patient typed that identifies a person — a ``mobile`` or ``resident_id`` field, or a
+    phone or ID number found in a text answer — is masked (``masked: true``) unless ``reveal``
+    (the caller audits the reveal as ``patient.reveal``)."""
     out: list[dict[str, Any]] = []
     for item in spec.fields:
         if item.key not in answers:
             continue
         value = answers[item.key]
-        out.append({"key": item.key, "label": pick(dict(item.label), locale), "value": value,
-                    "display": _display(item, value, locale)})
+        display = _display(item, value, locale)
+        masked = False
+        if not reveal and isinstance(value, str):
+            mask = IDENTIFIER_MASKS.get(item.type)
+            if mask is not None and value:
+                value = display = mask(value) or ""
+                masked = True
+            else:
+                value, found = mask_in_text(value)
+                display, shown = mask_in_text(display)
+                masked = found or shown
+        elif not reveal and display:
+            display, masked = mask_in_text(display)
+            if masked:  # a structured answer holding an identifier: only its masked words
+                value = display
+        entry = {"key": item.key, "label": pick(dict(item.label), locale), "value": value,
+                 "display": display}
+        if masked:
+            entry["masked"] = True
+        out.append(entry)
     return out
 
 

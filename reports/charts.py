@@ -172,17 +172,50 @@ def _jieba() -> Any:
     return jieba
 
 
-def word_counts(texts: Iterable[str], top: int = 80) -> list[dict[str, Any]]:
-    """Segment Chinese (and English) comments with jieba; drop stop words, digits, 1-char words.
+# jieba's part-of-speech tags for person names (nr: Chinese name, nrt: transliterated, nrfg:
+# others) and the common words it tags as names although they are not
+_NAME_TAGS = frozenset({"nr", "nrt", "nrfg"})
+_NOT_NAMES = frozenset({"谢谢", "感谢", "多谢", "辛苦", "耐心", "热心", "贴心", "细心"})
+
+
+@cache
+def _posseg() -> Any:
+    _jieba()
+    return importlib.import_module("jieba.posseg")
+
+
+def names_pattern(names: Iterable[str | None]) -> re.Pattern[str] | None:
+    """One pattern matching any of ``names`` (staff names, patients' names), longest first."""
+    kept = sorted({n.strip() for n in names if n and len(n.strip()) >= 2}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, kept))) if kept else None
+
+
+def word_counts(texts: Iterable[str | tuple[str, Iterable[str | None]]], top: int = 80,
+                names: re.Pattern[str] | None = None) -> list[dict[str, Any]]:
+    """Segment Chinese (and English) comments with jieba; drop stop words, digits, 1-char words
+    and person names: the ``names`` given (staff), each comment's own names (a text may come
+    with the names of its patient: ``(text, [name])``), and the words jieba tags as a person's
+    name (``nr``) — a word cloud never shows who was written about.
 
     >>> word_counts(["护士态度很好，护士很耐心"])[0]
     {'word': '护士', 'count': 2}
+    >>> [w["word"] for w in word_counts([("欧阳娜娜说李娜护士很耐心", ["欧阳娜娜"])])]
+    ['护士', '耐心']
     """
     counts: Counter[str] = Counter()
-    jieba = _jieba()
-    for text in texts:
-        for word in jieba.lcut(text or ""):
-            word = word.strip().lower()
+    posseg = _posseg()
+    for item in texts:
+        text, own = (item, ()) if isinstance(item, str) or item is None else item
+        text = text or ""
+        if names is not None:
+            text = names.sub(" ", text)
+        own_pattern = names_pattern(own)
+        if own_pattern is not None:
+            text = own_pattern.sub(" ", text)
+        for pair in posseg.lcut(text):
+            word = pair.word.strip().lower()
+            if pair.flag in _NAME_TAGS and word not in _NOT_NAMES:
+                continue
             if len(word) < 2 or word in _STOP or not re.search(r"\w", word) or word.isdigit():
                 continue
             counts[word] += 1

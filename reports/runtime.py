@@ -244,18 +244,23 @@ def comment_words(session: Session, dataset: DatasetSpec, field_key: str, filter
     Segmentation (jieba) cannot run in SQL, so the newest ``limit`` texts are read and only the
     word counts leave this function — the browser never receives a comment.
     """
+    from careloop.engine.domain import User
     from careloop.reports.builder import QueryBuilder
-    from careloop.reports.charts import word_counts
+    from careloop.reports.charts import names_pattern, word_counts
     from careloop.reports.query import _conditions
 
     dialect = session.get_bind().dialect.name
     b = QueryBuilder("submissions", dialect, fields=frozenset(), with_answers=False, now=_now())
     conds = _conditions(b, dataset, filters, scope)
     a = table("submission_answers").alias("txt")
-    query = (select(a.c.value_text).select_from(b.from_clause().join(
-        a, (a.c.submission_id == b.base.c.id) & (a.c.field_key == field_key)))
+    who = table("patients").alias("who")
+    query = (select(a.c.value_text, who.c.name).select_from(b.from_clause().join(
+        a, (a.c.submission_id == b.base.c.id) & (a.c.field_key == field_key))
+        .outerjoin(who, who.c.id == b.base.c.patient_id))
         .where(*conds, a.c.value_text.is_not(None)).order_by(b.base.c.id.desc()).limit(limit))
-    words = word_counts(text for (text,) in session.execute(query))
+    staff = names_pattern(session.scalars(select(User.display_name)))
+    words = word_counts(((text, (name,)) for text, name in session.execute(query)),
+                        names=staff)
     return ResultTable(columns=["word", "count"], rows=words)
 
 

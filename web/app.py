@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import traceback
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -20,13 +19,12 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from careloop import __version__
-from careloop.engine import store
+from careloop.engine import logs, store
 from careloop.engine.db import transaction
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import t
 from careloop.engine.limits import LimitExceeded, WorkTimeout
 from careloop.engine.models import BundleRow, DefinitionRow
-from careloop.web import logfilter
 from careloop.web.deps import (
     CsrfRefused,
     Forbidden,
@@ -177,10 +175,10 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
-        # the message of a database error carries the statement's parameters (personal data):
-        # log the type and the stack frames only
-        log.error("unhandled %s (request %s)\n%s", type(exc).__name__, request_id(request),
-                  "".join(traceback.format_tb(exc.__traceback__)))
+        # the full detail goes to the log through the one redaction step (careloop.engine.logs):
+        # statement parameters, phone and ID numbers, the names of the patients in context
+        log.error("unhandled %s (request %s)", type(exc).__name__, request_id(request),
+                  exc_info=exc)
         return _error(request, 500, "web.error.internal")
 
 
@@ -203,7 +201,7 @@ def create_app() -> FastAPI:
     from careloop.web.middleware import HardeningMiddleware
 
     loaded_registry()
-    logfilter.install()
+    logs.configure()
     _warn_base_url()
     app = FastAPI(title="Careloop", version=__version__, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None,

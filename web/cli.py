@@ -21,14 +21,18 @@ import click
               help="How often this process sweeps due timers and alerts (0: never).")
 def serve(host: str, port: int, tick_seconds: int) -> None:
     """Serve the web app, with this process's ticker (timers and alerts live in the database)."""
+    import os
+
     import uvicorn
 
-    from careloop.engine import ticker
+    from careloop.engine import logs, ticker
     from careloop.web.app import create_app
 
+    logs.configure(os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper())  # access lines too
     scheduler = ticker.start(tick_seconds) if tick_seconds else None
     try:
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        # log_config=None: uvicorn's loggers (access lines too) go through careloop.engine.logs
+        uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=None)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)

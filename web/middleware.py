@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from careloop.engine import logs
+
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
@@ -95,6 +97,10 @@ class HardeningMiddleware:
             await send(message)
 
         try:
+            # every log line of the request carries its id and hides the personal values of the
+            # patients the request loads (careloop.engine.logs); set, not reset, so the error
+            # handlers outside this middleware (same task) see them too
+            logs.start_request(request_id)
             await self.app(scope, limited_receive, send_with_headers)
         except Exception:
             if not rejected:

@@ -9,6 +9,7 @@ Templates get ``_`` (translate in the request's locale), ``pick`` (definition la
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from careloop.engine.clock import hospital_tz, to_local
 from careloop.engine.i18n import pick, t
@@ -52,6 +54,19 @@ def _local(value: datetime | str | None, style: str = "datetime") -> str:
     return to_local(instant).strftime(style) if instant is not None else ""
 
 
+_ISLAND_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                   0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_island(value: Any) -> Markup:
+    """``value`` as JSON for a ``<script type="application/json">`` island: ``<``, ``>`` and
+    ``&`` are written as ``\\u003c``… so no text a person typed (``<!--``, ``<script``,
+    ``</script``) can end or confuse the element; ``JSON.parse`` reads the same value. The one
+    way a template writes a JSON island: ``{{ payload | json_island }}``."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return Markup(text.translate(_ISLAND_ESCAPES))
+
+
 @cache
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("careloop.web", "templates"),
@@ -60,6 +75,7 @@ def environment() -> Environment:
     env.filters["local"] = _local
     env.filters["when"] = time_tag
     env.filters["num"] = number
+    env.filters["json_island"] = json_island
     env.globals["pick"] = pick
     env.globals["local_time"] = local_time
     env.globals["number"] = number

@@ -12,6 +12,7 @@ from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, RoleGrant, Task, User
 from careloop.engine.i18n import t
+from careloop.engine.privacy import mask_in_text
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import OUTCOMES
 from careloop.web import console
@@ -502,7 +503,27 @@ def _entry_response(result: object) -> Response:
 @patient_level("submission_id", via="submission")
 def submission_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
                     me: Principal = NEEDS_PATIENT_VIEW) -> Response:
-    """One submission with the labels of its own form version, and its rule trace."""
+    """One submission with the labels of its own form version, and its rule trace; phone and
+    ID numbers the patient typed are masked."""
+    return _submission_response(request, me, submission_id, reason=None)
+
+
+@router.post("/submissions/{submission_id}/reveal")
+@patient_level("submission_id", via="submission")
+def submission_reveal(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
+                      reason: str = Form(max_length=200),
+                      me: Principal = NEEDS_PATIENT_REVEAL) -> Response:
+    """The same page with the typed identifiers shown, for a reason; audited as
+    ``patient.reveal`` (the answers' keys and the reason) like the patient card's reveal."""
+    reason = reason.strip()
+    if not reason:
+        return _submission_response(request, me, submission_id, reason=None,
+                                    error=t("web.reveal.reason_required", locale_of(request)))
+    return _submission_response(request, me, submission_id, reason=reason)
+
+
+def _submission_response(request: Request, me: Principal, submission_id: int, *,
+                         reason: str | None, error: str | None = None) -> Response:
     from careloop.forms.models import Submission
     from careloop.forms.pages import describe
     from careloop.forms.runtime import load_form
@@ -518,13 +539,20 @@ def submission_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID)
                 "title": row.title, "patient_id": sub.patient_id, "channel": sub.channel,
                 "entered_by": sub.entered_by, "status": sub.status,
                 "submitted_at": sub.submitted_at, "scores": sub.scores, "bands": sub.bands}
-        answers = describe(spec, sub.answers, locale)
+        masked = [a["key"] for a in describe(spec, sub.answers, locale) if a.get("masked")]
+        answers = describe(spec, sub.answers, locale, reveal=reason is not None)
         traces = trace_for_submission(session, submission_id)
         classes = classifications_for(session, submission_id)
-        record(request, me, "patient.view", session=session, object_type="submission",
-               object_id=str(submission_id), patient_id=sub.patient_id)
+        if reason is not None:
+            record(request, me, "patient.reveal", session=session, object_type="submission",
+                   object_id=str(submission_id), patient_id=sub.patient_id,
+                   details={"fields": masked, "reason": reason})
+        else:
+            record(request, me, "patient.view", session=session, object_type="submission",
+                   object_id=str(submission_id), patient_id=sub.patient_id)
     return render(request, "submission.html", sub=data, answers=answers, traces=traces,
-                  classifications=classes)
+                  classifications=classes, revealed=reason is not None,
+                  can_reveal=bool(masked) and me.can(PATIENT_REVEAL), error=error)
 
 
 @router.get("/complaints")
@@ -553,7 +581,11 @@ def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
         except complaints.NotAComplaint:
             raise HTTPException(status_code=404) from None
         data = complaints.complaint_json(session, sub)
-        data["description"] = (sub.answers or {}).get("description")
+        description = (sub.answers or {}).get("description")
+        # phone and ID numbers typed into the text are masked (shown on the submission page's
+        # audited reveal)
+        data["description"] = (mask_in_text(description)[0] if isinstance(description, str)
+                               else description)
         # Seen as the department's complaint (not as one of their patients): no patient link.
         data["patient_link"] = can_see_patient(session, me, sub.patient_id)
         about_me = complaints.names_staff(sub, me)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows import views
-from careloop.flows.ingest import ingest
+from careloop.flows.ingest import conflict, ingest
 from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller, audit_refusal
 from careloop.web.deps import client_ip, request_id
 
@@ -50,9 +50,13 @@ async def post_event(request: Request,
         with transaction() as session:
             status, body = ingest(session, event, source=f"api:{name}")
     except IntegrityError:
-        # The same event id arrived concurrently and the other request stored it first.
-        with transaction() as session:
-            status, body = ingest(session, event, source=f"api:{name}")
+        # The same event id (or the same MRN) arrived concurrently and the other request stored
+        # it first: the second attempt sees it (a duplicate's ack, or a located 409).
+        try:
+            with transaction() as session:
+                status, body = ingest(session, event, source=f"api:{name}")
+        except IntegrityError as exc:  # another unique value: located, no values, no 500
+            status, body = 409, conflict(exc, event)
     return JSONResponse(body, status_code=status)
 
 

@@ -6,12 +6,10 @@ to SQL; exports are audited. The Vega JavaScript is served from here (no CDN).
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from markupsafe import Markup
 
 from careloop.engine.db import transaction
 from careloop.engine.i18n import t
@@ -110,10 +108,9 @@ def dashboard_page(key: str, request: Request,
                            if me.scope is None or d.id in me.scope]
     except ReportError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
-    data = json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
     chosen = dict(departments).get(params.get("department", ""))
     query = urlencode([*params.items(), *((f"f.{d}", v) for d, v in equals)])
     return render(request, "report_dashboard.html", payload=payload, params=params,
-                  departments=departments, payload_json=Markup(data), chosen=chosen,
+                  departments=departments, chosen=chosen,
                   export_query=query, clear_query=urlencode(params),
                   aggregated_note=t("reports.aggregated-only", locale))

@@ -112,6 +112,14 @@ def messages(engine: Engine) -> list[OutboxMessage]:
         return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all())
 
 
+def text(engine: Engine, message: OutboxMessage) -> str:
+    """The body as the patient receives it (the stored one holds sealed link placeholders)."""
+    from careloop.flows.outbox import message_text
+
+    with transaction(engine) as session:
+        return message_text(session, message)[1]
+
+
 def tasks(engine: Engine) -> list[Task]:
     with transaction(engine) as session:
         return list(session.scalars(select(Task).order_by(Task.id)).all())
@@ -134,6 +142,7 @@ def helpers() -> Any:
     class H:
         patient = staticmethod(patient)
         messages = staticmethod(messages)
+        text = staticmethod(text)
         tasks = staticmethod(tasks)
         grant = staticmethod(grant)
     return H

@@ -40,7 +40,7 @@ def test_every_link_in_the_discharge_messages_is_absolute(bundles: Engine, send:
     helpers.patient(send, birth="1980-03-01")
     send("enc-1", "encounter.discharged", DISCHARGE)
     sweep("2026-12-04T09:31:00+08:00")
-    by_template = {m.template_key: m.body for m in helpers.messages(bundles)}
+    by_template = {m.template_key: helpers.text(bundles, m) for m in helpers.messages(bundles)}
     assert set(by_template) == {"discharge_settlement", "medication_guidance",
                                 "discharge_care_day3"}
     for body in by_template.values():

@@ -21,6 +21,7 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Department
 from careloop.flows.ingest import create_api_key
 from careloop.flows.models import OutboxMessage
+from careloop.flows.outbox import message_text
 from careloop.flows.scheduler import run_due
 
 from .conftest import PASSWORD, UserFactory
@@ -69,8 +70,8 @@ def test_dissatisfied_patient_reaches_head_nurse_pharmacy_and_px_dashboard(
         assert sent.status_code == 200, sent.text
     run_due(engine)
     with transaction(engine) as session:
-        body = session.scalars(select(OutboxMessage.body).where(
-            OutboxMessage.template_key == "discharge_care_day3")).one()
+        body = message_text(session, session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == "discharge_care_day3")).one())[1]
     link = re.search(r"/f/[A-Za-z0-9_\-]+", body)
     assert link is not None, body
 

@@ -140,6 +140,7 @@ def _people_match_their_records(now: object) -> None:
 
 def _answers_come_from_links_that_were_sent() -> None:
     from careloop.flows.models import OutboxMessage
+    from careloop.flows.outbox import message_text
     from careloop.forms.demo import DELIVERED, LINK
     from careloop.forms.requests import hash_token
 
@@ -148,9 +149,10 @@ def _answers_come_from_links_that_were_sent() -> None:
         requests = {r.id: r for r in session.scalars(select(FormRequest)).all()}
         sent = session.scalars(select(OutboxMessage).where(
             OutboxMessage.status.in_(DELIVERED))).all()
+        texts = {m.id: message_text(session, m)[1] for m in sent}
     links: dict[str, OutboxMessage] = {}
     for message in sorted(sent, key=lambda m: m.id):
-        match = LINK.search(message.body)
+        match = LINK.search(texts[message.id])
         if match:
             links.setdefault(hash_token(match.group(1)), message)
     forms = {s.form_key for s in submissions}

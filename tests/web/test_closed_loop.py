@@ -22,6 +22,7 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Task, TaskHistory
 from careloop.flows.ingest import create_api_key
 from careloop.flows.models import OutboxMessage
+from careloop.flows.outbox import message_text
 from careloop.flows.scheduler import run_due
 from careloop.forms.models import Submission
 from careloop.web.app import create_app
@@ -99,8 +100,9 @@ def test_dissatisfied_day3_answer_reaches_the_head_nurse_and_the_pharmacy(
     with transaction(engine) as session:
         sent = session.scalars(select(OutboxMessage).where(
             OutboxMessage.template_key == "discharge_care_day3")).one()
-        link = re.search(r"/f/[A-Za-z0-9_\-]+", sent.body)
-    assert link is not None, sent.body
+        text = message_text(session, sent)[1]
+        link = re.search(r"/f/[A-Za-z0-9_\-]+", text)
+    assert link is not None, text
 
     # The patient opens the link that was sent, on the day, and answers.
     at = day3 + timedelta(hours=2)
@@ -175,8 +177,9 @@ def test_home_bp_crisis_from_the_patients_form_reaches_the_attending_doctor(
     with transaction(engine) as session:
         sent = session.scalars(select(OutboxMessage).where(
             OutboxMessage.template_key == "bp_upload")).one()
-        link = re.search(r"/f/[A-Za-z0-9_\-]+", sent.body)
-    assert link is not None, sent.body
+        text = message_text(session, sent)[1]
+        link = re.search(r"/f/[A-Za-z0-9_\-]+", text)
+    assert link is not None, text
     reported = day7 + timedelta(hours=11)
     with frozen_now(reported):
         answered = client.post(link.group(0), data={

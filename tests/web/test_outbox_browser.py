@@ -17,6 +17,7 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Department
 from careloop.flows.ingest import ingest
 from careloop.flows.models import OutboxMessage
+from careloop.flows.outbox import message_text
 
 from .test_browser import ARGS, CHROMIUM, server  # noqa: F401  (the live-server fixture)
 from .test_outbox_pages import APPS, PAYLOAD
@@ -39,7 +40,8 @@ def _links(engine: Engine) -> list[str]:
                                               "payload": body})
             assert status == 200, answer
     with transaction(engine) as session:
-        bodies = session.scalars(select(OutboxMessage.body).order_by(OutboxMessage.id)).all()
+        bodies = [message_text(session, m)[1] for m in
+                  session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()]
     return [m.group(1) for b in bodies if (m := re.search(r"https?://[^/\s]+(/d/\S+)", b))]
 
 

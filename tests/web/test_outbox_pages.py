@@ -18,7 +18,7 @@ from careloop.engine.domain import Department
 from careloop.engine.models import AuditRow
 from careloop.flows.ingest import ingest
 from careloop.flows.models import OutboxMessage
-from careloop.flows.outbox import dispatch_due
+from careloop.flows.outbox import dispatch_due, message_text
 
 from .conftest import UserFactory, csrf_from, login
 
@@ -50,8 +50,9 @@ def discharged(engine: Engine) -> dict[str, str]:
         rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
         found = {}
         for row in rows:
-            match = re.search(r"http://127\.0\.0\.1:8000(/d/[A-Za-z0-9_-]+)", row.body)
-            assert match, row.body
+            text = message_text(session, row)[1]
+            match = re.search(r"http://127\.0\.0\.1:8000(/d/[A-Za-z0-9_-]+)", text)
+            assert match, text
             found[row.template_key] = match.group(1)
     return found
 

@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from careloop.engine import audit
 from careloop.engine.db import transaction
+from careloop.engine.logs import install_record_factory as install
+from careloop.engine.logs import redact
 from careloop.engine.models import AuditRow
-from careloop.web.logfilter import install, redact
 
 from ..conftest import Tamper
 from .conftest import UserFactory, csrf_from, login

@@ -126,9 +126,11 @@ def check_inbox(journey: Journey, options: dict[str, Any]) -> str | None:
 
 def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
     from careloop.flows.models import OutboxMessage
+    from careloop.flows.outbox import message_text
 
     with transaction(journey.engine) as session:
         messages = list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+        texts = {m.id: message_text(session, m)[1] for m in messages}
     columns = {"template": "template_key", "channel": "channel", "status": "status",
                "patient": "patient_id"}
     after = parse_instant(options["after"]) if "after" in options else None
@@ -139,18 +141,18 @@ def check_messages(journey: Journey, options: dict[str, Any]) -> str | None:
                   or (m.status not in UNDELIVERED) == options["delivered"])
              and (after is None or (m.sent_at or m.created_at) >= after)
              and (before is None or (m.sent_at or m.created_at) < before)
-             and all(text in m.body for text in options.get("contains", ()))]
+             and all(text in texts[m.id] for text in options.get("contains", ()))]
     everything = "messages: " + ("; ".join(
         f"{m.template_key} {m.channel} {m.status}"
         + (f" {to_local(m.sent_at):%m-%d %H:%M}" if m.sent_at and (after or before) else "")
-        + (f" “{m.body[:120]}”" if "contains" in options else "")
+        + (f" “{texts[m.id][:120]}”" if "contains" in options else "")
         for m in messages) or "none")
     counted = _count("message", options, found, everything)
     if counted is not None:
         return counted
     link = options.get("link", "any")
     for message in found:
-        links = ANY_LINK.findall(message.body)
+        links = ANY_LINK.findall(texts[message.id])
         kinds = {"absolute" if re.match(r"https?://", x) else "relative" for x in links}
         if link == "none" and links:
             return f"expected message {message.template_key} to carry no link, it has {kinds}"

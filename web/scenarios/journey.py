@@ -238,6 +238,7 @@ class Journey:
 
     def do_patient_opens_link(self, options: dict[str, Any]) -> str:
         from careloop.flows.models import OutboxMessage
+        from careloop.flows.outbox import message_text
         from careloop.forms.models import FormRequest
         from careloop.forms.requests import hash_token
 
@@ -251,7 +252,7 @@ class Journey:
                 seen.append(f"{message.template_key} {message.status}")
                 if message.status in UNDELIVERED:
                     continue  # the patient has not received it
-                for link in LINK.findall(message.body):
+                for link in LINK.findall(message_text(session, message)[1]):
                     token = link.rsplit("/", 1)[1]
                     request = session.scalars(select(FormRequest).where(
                         FormRequest.token_hash == hash_token(token))).first()
