@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint, event
+from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint, event, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careloop.engine.models import Base, utcnow
@@ -27,7 +27,7 @@ class Department(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("departments.id"))
     active: Mapped[bool] = mapped_column(default=True)
     # a sensitive department's stays (psychiatry by default) are seen by its own staff only
-    sensitive: Mapped[bool] = mapped_column(default=False)
+    sensitive: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class User(Base):
