@@ -419,23 +419,28 @@ def _try_rules(session: Session, spec: Any, event: dict[str, Any]) -> dict[str, 
 def chart_preview(session: Session, chart: Any, scope: frozenset[str] | None,
                   locale: str) -> dict[str, Any]:
     """A chart drawn by the report engine (SVG through vl-convert, as a data URL an ``<img>``
-    shows under the app's CSP), on real aggregated data or on sample data when there is none."""
+    shows under the app's CSP), on the real aggregated data the user may see. A dataset with no
+    rows yet draws nothing (never sample data a person could take for the hospital's): the
+    answer says so instead."""
     import base64
 
     import vl_convert as vlc
 
-    from careloop.reports.charts import sample_preview, vega_lite
+    from careloop.engine.i18n import t
+    from careloop.reports.charts import vega_lite
     from careloop.reports.runtime import dataset_of, run_cached
 
     data = run_cached(session, dataset_of(session, chart), scope=scope)
-    sample = not data.rows
-    spec = sample_preview(chart, locale) if sample else vega_lite(chart, data, locale=locale)
+    if not data.rows:
+        return {"image": None, "empty": True, "rows": 0,
+                "message": t("builder.no_data", locale)}
+    spec = vega_lite(chart, data, locale=locale)
     if "$schema" in spec and "vega-lite" not in str(spec["$schema"]):
         svg = vlc.vega_to_svg(spec)
     else:
         svg = vlc.vegalite_to_svg(spec)
     image = "data:image/svg+xml;base64," + base64.b64encode(str(svg).encode()).decode()
-    return {"image": image, "sample": sample, "rows": len(data.rows)}
+    return {"image": image, "empty": False, "rows": len(data.rows)}
 
 
 # --- alerts: what a draft threshold would say now ---------------------------------------------

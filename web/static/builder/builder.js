@@ -663,9 +663,11 @@
   async function previewChart() {
     if (!model) return;
     const { status: code, data } = await api("POST", `${base}/preview/chart/${KEY}`, { body: model });
-    if (code !== 200 || !data.image) return;
-    $("b-chart-image").src = data.image;
-    $("b-chart-note").textContent = data.sample ? msg("builder.sample_data") : msg("builder.real_data", { n: data.rows });
+    if (code !== 200) return;
+    const image = $("b-chart-image");
+    image.hidden = !data.image;
+    if (data.image) image.src = data.image; else image.removeAttribute("src");
+    $("b-chart-note").textContent = data.image ? msg("builder.real_data", { n: data.rows }) : data.message;
   }
 
   // --- dashboard designer: tiles (chart + width), each drawn by the report engine --------------
@@ -673,7 +675,7 @@
   async function tileImage(chart) {
     if (!(chart in tileImages)) {
       const { status: code, data } = await api("GET", `${base}/charts/${encodeURIComponent(chart)}/preview`);
-      tileImages[chart] = code === 200 ? data.image : null;
+      tileImages[chart] = code === 200 && data.image ? data.image : null;
     }
     return tileImages[chart];
   }
@@ -719,7 +721,10 @@
       width.addEventListener("change", () => commit(() => setOrDelete(model.tiles[i], "width",
         width.value === "" ? undefined : Number(width.value))));
       const img = el("img", { alt: chart || "", "data-tile-image": chart });
-      tileImage(chart).then((src) => { if (src) img.src = src; });
+      tileImage(chart).then((src) => {
+        if (src) img.src = src;
+        else img.replaceWith(el("p", { class: "b-empty", text: msg("builder.no_data") }));
+      });
       const errs = problemsAt(["tiles", i]);
       const item = el("li", { "data-chart": chart, "data-index": i, class: errs.length ? "has-error" : "",
         draggable: "true", tabindex: "0" },
