@@ -517,6 +517,8 @@ def test_phone_nav_skip_link_print_and_large_text(browser: Browser, crawler: Cra
         page.goto(f"{crawler.base}/inbox")
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.className") == "skip-link"
+        page.keyboard.press("Enter")  # to the page's content
+        assert page.evaluate("document.activeElement.id") == "main"
         assert not page.locator("nav.side").is_visible()
         toggle = page.locator(".nav-toggle")
         assert toggle.is_visible() and toggle.get_attribute("aria-expanded") == "false"
