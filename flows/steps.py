@@ -7,13 +7,13 @@ approval tasks).
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, time, timedelta
 from typing import Any, ClassVar
 
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.expression_runtime import to_json_value
+from careloop.engine.hospital import hospital_name
 from careloop.engine.i18n import pick
 from careloop.engine.links import absolute, base_url
 from careloop.engine.registry import loaded_registry
@@ -65,7 +65,7 @@ def _standard_values(x: Exec) -> dict[str, Any]:
     values: dict[str, Any] = {
         "patient_name": patient.name if patient is not None else "",
         "department_name": pick(department.name, locale) if department is not None else "",
-        "hospital_name": os.environ.get("CARELOOP_HOSPITAL_NAME", "本院"),
+        "hospital_name": hospital_name(locale),
         "base_url": base_url(),
     }
     names = x.names()

@@ -40,6 +40,8 @@ class Evaluation:
     scores: dict[str, float | None]
     bands: dict[str, str | None]
     disabled: list[str] = field(default_factory=list)
+    #: visible fields that must be answered now (``required``, or ``required_if`` holds)
+    required: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"valid": self.valid, "errors": self.errors, "visible": self.visible,
@@ -92,6 +94,7 @@ class _Run:
         self.extra = dict(extra)
         self.errors: list[dict[str, Any]] = []
         self.visible: list[str] = []
+        self.required: list[str] = []
         self.disabled: list[str] = []
 
     def context(self, value: Any = None, row: Any = None) -> dict[str, Any]:
@@ -122,6 +125,8 @@ class _Run:
         if not ftype.answerable:
             return
         self.visible.append(spec.key)
+        if spec.required or _truthy(spec.required_if, self.context(), False):
+            self.required.append(spec.key)
         if spec.calculate is not None:
             try:
                 self.current[spec.key] = spec.calculate.evaluate(self.context())
@@ -333,4 +338,5 @@ def evaluate(spec: FormSpec, answers: Mapping[str, Any], *, locale: str = "zh-CN
              if key in keep and value is not None}
     scores, bands = compute_scores(spec, final, context)
     return Evaluation(valid=not run.errors, errors=run.errors, answers=final,
-                      visible=run.visible, scores=scores, bands=bands, disabled=run.disabled)
+                      visible=run.visible, scores=scores, bands=bands, disabled=run.disabled,
+                      required=[k for k in run.required if k not in run.disabled])

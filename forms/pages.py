@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from careloop.engine.db import home
+from careloop.engine.hospital import hospital_name, hospital_phone
 from careloop.engine.i18n import pick, t
 from careloop.engine.privacy import mask_id_number, mask_in_text, mask_phone
 from careloop.forms.compiler import PIPE
@@ -247,12 +248,26 @@ def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale
         locale=locale, errors=errors, error_map=error_map, visible=set(evaluation.visible),
         action_url=action_url, large_text=large_text, message=message, staff=staff, csrf=csrf,
         pipe=lambda text: pipe(text, answers, spec, locale), esc=escape,
-        other_locale="en" if locale == "zh-CN" else "zh-CN")
+        other_locale="en" if locale == "zh-CN" else "zh-CN",
+        required_now=set(evaluation.required), **hospital_context(locale))
 
 
-def render_message(title: str, text: str, locale: str, large_text: bool = False) -> str:
+def hospital_context(locale: str) -> dict[str, Any]:
+    """Who sent the page (every patient page names the hospital and a phone to call)."""
+    name, phone = hospital_name(locale), hospital_phone()
+    return {"hospital": name, "hospital_phone": phone,
+            "contact": t("web.devices.contact_phone", locale, hospital=name, phone=phone)
+            if phone else t("web.devices.contact_department", locale, hospital=name)}
+
+
+def render_message(title: str, text: str, locale: str, large_text: bool = False, *,
+                   next_step: bool = False) -> str:
+    """A page with one message (thanks, a used or unknown link); ``next_step`` adds what to do
+    now: call the hospital, who can send a new link."""
     return environment().get_template("message.html").render(
-        title=title, text=text, locale=locale, large_text=large_text)
+        title=title, text=text, locale=locale, large_text=large_text,
+        next_step=t("web.devices.link_next_step", locale) if next_step else "",
+        **hospital_context(locale))
 
 
 # Fields whose answer is an identifier: masked for staff unless revealed (audited).

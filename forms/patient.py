@@ -41,11 +41,15 @@ def _locale(request_lang: str | None, patient: Patient | None) -> str:
 
 
 def _unavailable(exc: Exception, locale: str) -> Reply:
+    """The used, expired or unknown link: what happened, who to call, what to do next."""
     if isinstance(exc, RequestUnavailable):
+        reason = exc.status if exc.status in ("answered", "expired", "cancelled") else "expired"
         return Reply(410, render_message(t("forms.page.unavailable", locale),
-                                         t("forms.page.unavailable", locale), locale))
+                                         t(f"web.devices.link_{reason}", locale), locale,
+                                         next_step=True))
     return Reply(404, render_message(t("forms.page.not_found", locale),
-                                     t("forms.page.not_found", locale), locale))
+                                     t("web.devices.link_unknown", locale), locale,
+                                     next_step=True))
 
 
 def open_page(session: Session, token: str, *, page: int | None, large_text: bool | None,
@@ -107,7 +111,7 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
         answers = {**(draft.get("answers") or {}), **{k: v for k, v in posted.items()
                                                       if v is not None}}
         result = evaluate(spec, answers, locale=locale, context=context, pages=[])
-        return Reply(200, data={"visible": result.visible})
+        return Reply(200, data={"visible": result.visible, "required": result.required})
     outcome = step(spec, draft, page, posted, action, locale, context)
     draft["saved"] = outcome.saved
     request.draft = draft

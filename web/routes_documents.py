@@ -8,7 +8,6 @@ the patient's words. Pages are mobile-first (390 px), zh-CN or en (``?lang=``), 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,6 +19,7 @@ from careloop.engine.domain import Department, Patient
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
 from careloop.flows.documents import Document, LinkExpired, open_link
+from careloop.forms.pages import hospital_context
 from careloop.web.render import environment
 
 router = APIRouter(include_in_schema=False)
@@ -38,7 +38,8 @@ def _unavailable(locale: str, key: str, status: int) -> Response:
     from careloop.forms.pages import render_message
 
     return HTMLResponse(render_message(t("docs.unavailable_title", locale), t(key, locale),
-                                       locale), status_code=status, headers=NO_STORE)
+                                       locale, next_step=True),
+                        status_code=status, headers=NO_STORE)
 
 
 def _context(session: Any, document: Document, locale: str) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def _context(session: Any, document: Document, locale: str) -> dict[str, Any]:
                   if document.department_id else None)
     return {
         "document": document, "title": t(f"docs.{document.kind}", locale),
-        "hospital": os.environ.get("CARELOOP_HOSPITAL_NAME", "本院"),
+        **hospital_context(locale),
         "department": pick(department.name, locale) if department is not None else "",
         "discharged": (to_local(document.discharged_at).strftime("%Y-%m-%d")
                        if document.discharged_at is not None else ""),

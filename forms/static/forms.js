@@ -20,6 +20,11 @@
           if (/field-(display|section)/.test(type)) { return; }
           el.hidden = !shown[el.getAttribute("data-key")];
         });
+        var required = {};
+        (result.required || []).forEach(function (k) { required[k] = true; });
+        form.querySelectorAll(".req-if[data-req-for]").forEach(function (mark) {
+          mark.hidden = !required[mark.getAttribute("data-req-for")];
+        });
       })
       .catch(function () { /* keep the server-rendered state */ });
   }

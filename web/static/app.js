@@ -17,3 +17,15 @@ document.addEventListener("click", function (event) {
     window.print();
   }
 });
+// Devices: on a phone the navigation folds behind a "menu" button (without this script it
+// simply stays open above the page).
+document.documentElement.classList.add("js");
+(function () {
+  var toggle = document.querySelector(".nav-toggle");
+  var nav = document.getElementById("side-nav");
+  if (!toggle || !nav) { return; }
+  toggle.addEventListener("click", function () {
+    var open = nav.classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  });
+})();

@@ -191,8 +191,65 @@
       }
       if (tile.before_after) { pending.push(embed("#compare-" + i, tile.before_after, null)); }
     });
+    payload.tiles.forEach(function (tile, i) { dataTable(tile, i); });
     Promise.all(pending).then(function () {
       document.body.setAttribute("data-dashboard-ready", "1");
     });
   });
 }());
+
+// A text alternative for every chart: its numbers in a table under it (screen readers, print).
+// Column headings are the chart's own axis and legend titles where it has them.
+function chartTitles(spec) {
+  var titles = {};
+  function walk(node) {
+    if (!node || typeof node !== "object") { return; }
+    if (node.encoding) {
+      Object.keys(node.encoding).forEach(function (channel) {
+        var e = node.encoding[channel];
+        if (e && e.field && e.title && !titles[e.field]) { titles[e.field] = e.title; }
+      });
+    }
+    (node.layer || []).forEach(walk);
+  }
+  walk(spec);
+  return titles;
+}
+function dataTable(tile, i) {
+  var holder = document.getElementById("tile-" + i);
+  var data = tile.data;
+  if (!holder || !data || !data.rows || !data.rows.length || tile.empty) { return; }
+  var label = (document.querySelector(".tiles") || {}).dataset;
+  var details = document.createElement("details");
+  details.className = "chart-data";
+  var summary = document.createElement("summary");
+  summary.textContent = (label && label.tableLabel) || "";
+  details.appendChild(summary);
+  var table = document.createElement("table");
+  table.className = "list";
+  var caption = document.createElement("caption");
+  caption.textContent = tile.title;
+  table.appendChild(caption);
+  var titles = chartTitles(tile.spec);
+  var head = table.createTHead().insertRow();
+  data.columns.forEach(function (column) {
+    var th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = titles[column] || column;
+    head.appendChild(th);
+  });
+  var body = table.createTBody();
+  data.rows.forEach(function (row) {
+    var tr = body.insertRow();
+    data.columns.forEach(function (column) {
+      var value = row[column];
+      tr.insertCell().textContent = value === null || value === undefined ? "—"
+        : (typeof value === "number" ? (Math.round(value * 100) / 100).toLocaleString() : String(value));
+    });
+  });
+  details.appendChild(table);
+  holder.parentNode.appendChild(details);
+}
+window.addEventListener("beforeprint", function () {
+  document.querySelectorAll("details.chart-data").forEach(function (d) { d.open = true; });
+});
