@@ -333,7 +333,8 @@ def test_repetition_in_a_flow_set_step_of_a_form_submission(server: str, importe
                    for f in failed)
 
 
-def test_stored_rule_set_with_the_power_template(server: str, importer: httpx.Client,
+def test_stored_rule_set_with_the_power_template(server: str, author: httpx.Client,
+                                                 importer: httpx.Client,
                                                  engine: Engine) -> None:
     """The same template published (a bundle accepts it: it is valid Jinja): the rule test
     endpoint refuses it located in the stored version, and a real submission that fires the
