@@ -136,11 +136,17 @@ def before_after_vega_lite(chart: ChartSpec, before: ResultTable, after: ResultT
     rows = []
     for label, table in zip(labels, (before, after), strict=True):
         for row in table.rows:
-            rows.append({"period": label, "group": str(row.get(x, "")) if x else label,
-                         "value": row.get(measure)})
+            value = row.get(measure)
+            if value is None:  # nothing to draw (e.g. below the minimum sample)
+                continue
+            group = str(row.get(x, "")) if x else label
+            # every bar's text alternative (axe svg-img-alt): "心内科 · 之前：8.5"
+            rows.append({"period": label, "group": group, "value": value,
+                         "label": f"{group} · {label}: {_one_decimal(value)}"})
     period = titles.get("period", "")
     base = alt.Chart(alt.Data(values=rows)).mark_bar()
     drawn = base.encode(
+        description=alt.Description("label:N"),
         x=alt.X("group:N", title=_t(titles, x) if x else None),
         xOffset=alt.XOffset("period:N", sort=list(labels)),
         y=alt.Y("value:Q", title=_t(titles, measure)),
@@ -149,6 +155,10 @@ def before_after_vega_lite(chart: ChartSpec, before: ResultTable, after: ResultT
                  alt.Tooltip("period:N", title=period or None),
                  alt.Tooltip("value:Q", title=_t(titles, measure), format=".1f")])
     return _config(drawn, title, responsive)
+
+
+def _one_decimal(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else str(value)
 
 
 def _kpi(base: Any, chart: ChartSpec, data: ResultTable,

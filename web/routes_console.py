@@ -30,6 +30,7 @@ from careloop.web.permissions import (
     can_see_patient,
     can_see_task,
     hidden_stays,
+    task_visibility,
 )
 from careloop.web.render import render
 from careloop.web.scoping import patient_level
@@ -148,8 +149,15 @@ def _task_response(request: Request, me: Principal, task_id: int, *,
         entered = _entered_submission(session, task)
         approval = console.approval_view(session, task, me)
         display = Display(locale, session)
-        source = worksurface.task_source(session, task, display)
-        recent = worksurface.recent_history(session, task, display)
+        open_patient = patient is not None and can_see_patient(session, me, patient.id)
+        hidden = hidden_stays(session, me, patient.id) if patient is not None else None
+        seen = task_visibility(me)
+        query = select(Task.id).where(Task.patient_id == task.patient_id)
+        others = session.scalars(query if seen is None else query.where(seen)).all()
+        source = worksurface.task_source(session, task, display, open_patient=open_patient)
+        recent = worksurface.recent_history(session, task, display, hidden=hidden,
+                                            open_patient=open_patient,
+                                            visible_tasks=frozenset(others))
         history_rows = [{"at": h.at, "actor": display.label("actor", h.actor),
                          "action": display.label("action", h.action),
                          "details": _history_details(display, h.details or {})}
@@ -163,7 +171,8 @@ def _task_response(request: Request, me: Principal, task_id: int, *,
                 bands if isinstance(bands, dict) else {})
     return render(request, "task.html", task=data, patient=view, history=history_rows,
                   outcomes=OUTCOMES, users=users, entered=entered, approval=approval,
-                  source=source, recent=recent, may_reveal_phone=may_reveal and not reveal)
+                  source=source, recent=recent, may_reveal_phone=may_reveal and not reveal,
+                  open_patient=open_patient)
 
 
 def _history_details(display: object, details: dict[str, object]) -> str:

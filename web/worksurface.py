@@ -16,14 +16,17 @@ from sqlalchemy.orm import Session
 from careloop.engine.domain import Task
 from careloop.engine.models import DomainEventRow
 from careloop.web.display import Display, answers_view, local_time, number
+from careloop.web.permissions import HiddenStays
 
 PHONE_TASK_KINDS = ("phone_followup", "followup_call")
 RECENT = 5
 
 
-def task_source(session: Session, task: Task, display: Display) -> dict[str, Any] | None:
+def task_source(session: Session, task: Task, display: Display, *,
+                open_patient: bool = True) -> dict[str, Any] | None:
     """``{"kind": "submission" | "complaint" | "reading", …}`` for the task's origin, or
-    ``None`` when it has none a person can read."""
+    ``None`` when it has none a person can read. ``href`` is ``None`` when the viewer may not
+    open the patient's records (a task copied to them: the answers show here, no dead link)."""
     from careloop.forms.models import Submission
 
     details = task.details or {}
@@ -33,7 +36,8 @@ def task_source(session: Session, task: Task, display: Display) -> dict[str, Any
         if sub is not None and sub.patient_id == task.patient_id:
             complaint = sub.form_key == "complaint"
             return {"kind": "complaint" if complaint else "submission", "id": sub.id,
-                    "href": f"/complaints/{sub.id}" if complaint else f"/submissions/{sub.id}",
+                    "href": None if not open_patient
+                    else f"/complaints/{sub.id}" if complaint else f"/submissions/{sub.id}",
                     "form": display.label("form", sub.form_key),
                     "version": sub.form_version,
                     "at": local_time(sub.submitted_at),
@@ -78,30 +82,39 @@ def reading_text(display: Display, payload: dict[str, Any]) -> str:
              at=local_time(payload.get("measured_at")))
 
 
-def recent_history(session: Session, task: Task, display: Display) -> dict[str, Any]:
-    """The patient's latest answers and other tasks (newest first)."""
+def recent_history(session: Session, task: Task, display: Display, *,
+                   hidden: HiddenStays | None = None, open_patient: bool = True,
+                   visible_tasks: frozenset[int] | None = None) -> dict[str, Any]:
+    """The patient's latest answers and other tasks (newest first), leaving out ``hidden``
+    (sensitive) stays; links only where the viewer may open them (``open_patient``, the task
+    ids in ``visible_tasks`` — ``None``: all)."""
     from careloop.forms.models import Submission
 
     if task.patient_id is None:
         return {"submissions": [], "tasks": []}
-    subs = session.scalars(select(Submission).where(Submission.patient_id == task.patient_id)
-                           .order_by(Submission.submitted_at.desc(), Submission.id.desc())
-                           .limit(RECENT)).all()
-    tasks = session.scalars(select(Task).where(Task.patient_id == task.patient_id,
-                                               Task.id != task.id)
-                            .order_by(Task.created_at.desc(), Task.id.desc())
-                            .limit(RECENT)).all()
+    hide = hidden or HiddenStays()
+    subs = [s for s in session.scalars(
+        select(Submission).where(Submission.patient_id == task.patient_id)
+        .order_by(Submission.submitted_at.desc(), Submission.id.desc()).limit(50)).all()
+        if not hide.hides(s.encounter_id, s.department_id)][:RECENT]
+    tasks = [t for t in session.scalars(
+        select(Task).where(Task.patient_id == task.patient_id, Task.id != task.id)
+        .order_by(Task.created_at.desc(), Task.id.desc()).limit(50)).all()
+        if not hide.hides(t.encounter_id, t.department_id)][:RECENT]
     return {
         "submissions": [{"id": s.id, "form": display.label("form", s.form_key),
                          "at": local_time(s.submitted_at),
                          "status": display.label("status", s.status),
-                         "href": f"/complaints/{s.id}" if s.form_key == "complaint"
+                         "href": None if not open_patient
+                         else f"/complaints/{s.id}" if s.form_key == "complaint"
                          else f"/submissions/{s.id}",
                          "scores": scores_view(display, s.form_key, s.form_version,
                                                s.scores or {}, s.bands or {})}
                         for s in subs],
         "tasks": [{"id": t.id, "title": t.title, "status": display.label("task_status", t.status),
-                   "at": local_time(t.created_at)} for t in tasks],
+                   "at": local_time(t.created_at),
+                   "href": f"/tasks/{t.id}" if visible_tasks is None or t.id in visible_tasks
+                   else None} for t in tasks],
     }
 
 

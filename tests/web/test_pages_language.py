@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
 from careloop.flows.models import OutboxMessage
+from careloop.flows.outbox import message_text
 from careloop.web.app import create_app
 
 from .test_closed_loop import START, _his, _signed_in, _travel, hospital  # noqa: F401
@@ -42,7 +43,7 @@ def journey(engine: Engine, key: str) -> TestClient:
     with transaction(engine) as session:
         sent = session.scalars(select(OutboxMessage).where(
             OutboxMessage.template_key == "discharge_care_day3")).one()
-        link = re.search(r"/f/[A-Za-z0-9_\-]+", sent.body)
+        link = re.search(r"/f/[A-Za-z0-9_\-]+", message_text(session, sent)[1])
     assert link is not None
     with frozen_now(ANSWERED):
         answered = client.post(link.group(0), data={

@@ -7,8 +7,19 @@
   var OPTIONS = {actions: false, defaultStyle: false, ast: true, renderer: "svg",
     tooltip: {disableDefaultStyle: true}};
 
+  // An empty mark container (a layer with nothing to draw, e.g. one side of before/after) says
+  // nothing to a screen reader: hide it rather than announce an unnamed graphic.
+  function hideEmptyMarks(target) {
+    var node = document.querySelector(target);
+    if (!node) { return; }
+    node.querySelectorAll("g.role-mark").forEach(function (group) {
+      if (!group.children.length) { group.setAttribute("aria-hidden", "true"); }
+    });
+  }
+
   function embed(target, spec, onClick) {
     return window.vegaEmbed(target, spec, OPTIONS).then(function (result) {
+      hideEmptyMarks(target);
       if (onClick) {
         result.view.addEventListener("click", function (event, item) {
           if (item && item.datum) { onClick(item.datum); }
