@@ -139,3 +139,30 @@ def test_csrf_exempt_prefixes_come_from_the_registry(client: TestClient,
         assert client.post("/logout", follow_redirects=False).status_code == 303
     finally:
         exempt._items.pop("test")
+
+
+def test_session_cookie_flags_and_only_hashes_stored(app: object, user_factory: UserFactory) -> None:
+    """The session cookie is HttpOnly, SameSite=Lax and Secure over HTTPS; the database keeps
+    only the SHA-256 of its token and an argon2id hash of the password."""
+    import hashlib
+
+    from careloop.web.models import UserCredential
+
+    user_factory("nurse_a", "nurse", None)
+    with TestClient(app, base_url="https://testserver") as https:  # type: ignore[arg-type]
+        page = https.get("/login")
+        response = https.post("/login", data={"username": "nurse_a", "password": PASSWORD,
+                                              "csrf_token": csrf_from(page.text), "next": "/"},
+                              follow_redirects=False)
+        assert response.status_code == 303
+        cookie = next(value for value in response.headers.get_list("set-cookie")
+                      if value.startswith("careloop_session="))
+        flags = {part.strip().lower() for part in cookie.split(";")}
+        assert {"httponly", "secure", "samesite=lax"} <= flags
+        token = cookie.split(";", 1)[0].split("=", 1)[1]
+    with transaction() as session:
+        ids = session.scalars(select(WebSession.id)).all()
+        hashes = session.scalars(select(UserCredential.password_hash)).all()
+    assert ids == [hashlib.sha256(token.encode()).hexdigest()]
+    assert token not in ids
+    assert hashes and all(h.startswith("$argon2id$") and PASSWORD not in h for h in hashes)

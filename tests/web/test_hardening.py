@@ -21,6 +21,9 @@ def test_security_headers_on_pages_and_api(client: TestClient) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
         assert len(response.headers["x-request-id"]) == 16
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cross-origin-opener-policy"] == "same-origin"
+        assert response.headers["permissions-policy"]
     static = client.get("/static/app.js")
     assert static.status_code == 200 and "no-store" not in static.headers["cache-control"]
 
