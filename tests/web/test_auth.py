@@ -166,3 +166,22 @@ def test_session_cookie_flags_and_only_hashes_stored(app: object, user_factory: 
     assert ids == [hashlib.sha256(token.encode()).hexdigest()]
     assert token not in ids
     assert hashes and all(h.startswith("$argon2id$") and PASSWORD not in h for h in hashes)
+
+
+def test_long_passwords_are_taken_whole_in_a_masked_field(client: TestClient) -> None:
+    """A 100-character password with spaces and Chinese works exactly as typed: neither
+    truncated nor case-folded; the field is type=password, pasting and managers allowed."""
+    from careloop.web import admin
+
+    password = "长城 Correct horse battery staple " * 3 + "终点站到了"
+    assert len(password) >= 100
+    with transaction() as session:
+        user = admin.create_user(session, username="long_pw", display_name="long_pw",
+                                 password=password)
+        admin.grant(session, user, "nurse", None)
+    html = client.get("/login").text
+    assert 'type="password"' in html and 'autocomplete="current-password"' in html
+    assert "onpaste" not in html and 'autocomplete="off"' not in html
+    assert _attempt(client, "long_pw", password[:-1]) == 401
+    assert _attempt(client, "long_pw", password.upper()) == 401
+    assert _attempt(client, "long_pw", password) == 303
