@@ -141,7 +141,8 @@ def test_csrf_exempt_prefixes_come_from_the_registry(client: TestClient,
         exempt._items.pop("test")
 
 
-def test_session_cookie_flags_and_only_hashes_stored(app: object, user_factory: UserFactory) -> None:
+def test_session_cookie_flags_and_only_hashes_stored(app: object,
+                                                    user_factory: UserFactory) -> None:
     """The session cookie is HttpOnly, SameSite=Lax and Secure over HTTPS; the database keeps
     only the SHA-256 of its token and an argon2id hash of the password."""
     import hashlib
