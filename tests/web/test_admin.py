@@ -112,3 +112,26 @@ def test_bundle_import_shows_the_plan_then_applies_then_exports(
     broken = client.post("/admin/bundles/plan", data={"csrf_token": token},
                          files={"file": ("x.zip", b"not a zip", "application/zip")})
     assert broken.status_code == 400
+
+
+def test_deactivating_a_user_ends_their_sessions(app: object, user_factory: UserFactory) -> None:
+    """A nurse signed in elsewhere is signed out the moment the security administrator
+    deactivates her account (and cannot sign in again)."""
+    user_factory("sec", "security_admin", None)
+    user_factory("nurse_a", "nurse", None)
+    with TestClient(app) as nurse, TestClient(app) as sec:  # type: ignore[arg-type]
+        login(nurse, "nurse_a")
+        assert nurse.get("/api/v1/me").status_code == 200
+        login(sec, "sec")
+        token = csrf_from(sec.get("/admin/users").text)
+        user = get_user("nurse_a")
+        done = sec.post(f"/admin/users/{user.id}/status",
+                        data={"action": "deactivate", "csrf_token": token},
+                        follow_redirects=False)
+        assert done.status_code == 303
+        assert nurse.get("/api/v1/me").status_code == 401
+        page = nurse.get("/login")
+        again = nurse.post("/login", data={"username": "nurse_a", "password": PASSWORD,
+                                           "csrf_token": csrf_from(page.text)},
+                           follow_redirects=False)
+        assert again.status_code == 401

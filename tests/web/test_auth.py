@@ -139,3 +139,50 @@ def test_csrf_exempt_prefixes_come_from_the_registry(client: TestClient,
         assert client.post("/logout", follow_redirects=False).status_code == 303
     finally:
         exempt._items.pop("test")
+
+
+def test_session_cookie_flags_and_only_hashes_stored(app: object,
+                                                    user_factory: UserFactory) -> None:
+    """The session cookie is HttpOnly, SameSite=Lax and Secure over HTTPS; the database keeps
+    only the SHA-256 of its token and an argon2id hash of the password."""
+    import hashlib
+
+    from careloop.web.models import UserCredential
+
+    user_factory("nurse_a", "nurse", None)
+    with TestClient(app, base_url="https://testserver") as https:  # type: ignore[arg-type]
+        page = https.get("/login")
+        response = https.post("/login", data={"username": "nurse_a", "password": PASSWORD,
+                                              "csrf_token": csrf_from(page.text), "next": "/"},
+                              follow_redirects=False)
+        assert response.status_code == 303
+        cookie = next(value for value in response.headers.get_list("set-cookie")
+                      if value.startswith("careloop_session="))
+        flags = {part.strip().lower() for part in cookie.split(";")}
+        assert {"httponly", "secure", "samesite=lax"} <= flags
+        token = cookie.split(";", 1)[0].split("=", 1)[1]
+    with transaction() as session:
+        ids = session.scalars(select(WebSession.id)).all()
+        hashes = session.scalars(select(UserCredential.password_hash)).all()
+    assert ids == [hashlib.sha256(token.encode()).hexdigest()]
+    assert token not in ids
+    assert hashes and all(h.startswith("$argon2id$") and PASSWORD not in h for h in hashes)
+
+
+def test_long_passwords_are_taken_whole_in_a_masked_field(client: TestClient) -> None:
+    """A 100-character password with spaces and Chinese works exactly as typed: neither
+    truncated nor case-folded; the field is type=password, pasting and managers allowed."""
+    from careloop.web import admin
+
+    password = "长城 Correct horse battery staple " * 3 + "终点站到了"
+    assert len(password) >= 100
+    with transaction() as session:
+        user = admin.create_user(session, username="long_pw", display_name="long_pw",
+                                 password=password)
+        admin.grant(session, user, "nurse", None)
+    html = client.get("/login").text
+    assert 'type="password"' in html and 'autocomplete="current-password"' in html
+    assert "onpaste" not in html and 'autocomplete="off"' not in html
+    assert _attempt(client, "long_pw", password[:-1]) == 401
+    assert _attempt(client, "long_pw", password.upper()) == 401
+    assert _attempt(client, "long_pw", password) == 303

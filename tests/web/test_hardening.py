@@ -21,6 +21,9 @@ def test_security_headers_on_pages_and_api(client: TestClient) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
         assert len(response.headers["x-request-id"]) == 16
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cross-origin-opener-policy"] == "same-origin"
+        assert response.headers["permissions-policy"]
     static = client.get("/static/app.js")
     assert static.status_code == 200 and "no-store" not in static.headers["cache-control"]
 
@@ -99,3 +102,41 @@ def test_nul_bytes_are_a_bad_request_not_a_crash(client: TestClient,
     response = client.post("/login", data={"username": "a\x00b", "password": "x",
                                            "csrf_token": csrf_from(page.text)})
     assert response.status_code in (400, 401)
+
+
+def test_no_cors_trace_listing_or_script_sinks(client: TestClient) -> None:
+    """No cross-origin grant for any Origin, no TRACE, no directory listing of /static/, HTML
+    declared UTF-8, and the shipped scripts use no HTML-writing or code-running sinks."""
+    from pathlib import Path
+
+    import careloop.web
+
+    page = client.get("/login", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in page.headers
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    preflight = client.options("/api/v1/me", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in preflight.headers
+    assert client.request("TRACE", "/login").status_code == 405
+    assert client.get("/static/").status_code == 404
+    static = Path(careloop.web.__file__).parent / "static"
+    for script in static.rglob("*.js"):
+        text = script.read_text(encoding="utf-8")
+        for sink in ("innerHTML", "outerHTML", "document.write", "eval(", "new Function",
+                     "localStorage", "sessionStorage", "postMessage"):
+            assert sink not in text, f"{script.name} uses {sink}"
+
+
+def test_sign_in_redirects_only_within_the_site(client: TestClient,
+                                                user_factory: UserFactory) -> None:
+    from .conftest import PASSWORD, csrf_from
+
+    user_factory("nurse_a", "nurse", None)
+    for target, expected in (("//evil.example/x", "/"), ("https://evil.example", "/"),
+                             ("/\\evil.example", "/"), ("/inbox", "/inbox")):
+        page = client.get("/login")
+        response = client.post("/login", data={
+            "username": "nurse_a", "password": PASSWORD, "csrf_token": csrf_from(page.text),
+            "next": target}, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == expected, target
