@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
@@ -379,6 +381,21 @@ def patient_break_glass(request: Request, patient_id: str,
     return RedirectResponse(f"/patients/{patient_id}", status_code=303)
 
 
+def _mark_openable(session: Session, me: Principal, tasks: list[dict[str, Any]]) -> None:
+    """Mark each task (``openable``) the principal may open: a patient's or a complaint's page
+    lists every task on it, and links only those in the principal's lists (no dead links)."""
+    ids = [row["id"] for row in tasks if isinstance(row.get("id"), int)]
+    if not ids or not me.can(TASK_WORK):  # the task page needs task.work
+        for row in tasks:
+            row["openable"] = False
+        return
+    seen = task_visibility(me)
+    query = select(Task.id).where(Task.id.in_(ids))
+    openable = set(session.scalars(query if seen is None else query.where(seen)).all())
+    for row in tasks:
+        row["openable"] = row.get("id") in openable
+
+
 def _patient_response(request: Request, me: Principal, patient_id: str, *,
                       reveal: tuple[str, ...], reason: str | None,
                       error: str | None = None) -> Response:
@@ -389,6 +406,7 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
             raise HTTPException(status_code=404)
         view = console.patient_view(session, patient, reveal=reveal,
                                     hidden=hidden_stays(session, me, patient_id))
+        _mark_openable(session, me, view.tasks)
         if reveal:
             record(request, me, "patient.reveal", session=session, object_type="patient",
                    object_id=patient_id, patient_id=patient_id,
@@ -590,6 +608,7 @@ def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
         except complaints.NotAComplaint:
             raise HTTPException(status_code=404) from None
         data = complaints.complaint_json(session, sub)
+        _mark_openable(session, me, data["tasks"])
         description = (sub.answers or {}).get("description")
         # phone and ID numbers typed into the text are masked (shown on the submission page's
         # audited reveal)

@@ -275,6 +275,7 @@ def crawl_role(browser: Browser, crawler: Crawler, role: str, username: str) -> 
             home = _path_of(page.url, crawler.base) or "/"
             targets: list[str] = [home]
             details: dict[str, str] = {}
+            linked_from: dict[str, str] = {}
             seen: set[str] = set()
             while targets:
                 path = targets.pop(0)
@@ -291,7 +292,8 @@ def crawl_role(browser: Browser, crawler: Crawler, role: str, username: str) -> 
                         if status >= 400:  # a link the role was shown but may not open
                             page.wait_for_load_state("load")
                             errors[:] = [e for e in errors if f"status of {status}" not in e]
-                            crawler.findings.append(Finding(path, f"HTTP {status}"))
+                            crawler.findings.append(Finding(
+                                path, f"HTTP {status} (linked from {linked_from.get(path)})"))
                     slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "home"
                     data = crawler.check(page, path, f"{role}-{locale}-{view}-{slug}",
                                          errors=errors)
@@ -307,6 +309,7 @@ def crawl_role(browser: Browser, crawler: Crawler, role: str, username: str) -> 
                             for kind, pattern in DETAILS.items():
                                 if kind not in details and pattern.match(link.split("?")[0]):
                                     details[kind] = link
+                                    linked_from.setdefault(link, path)
                                     targets.append(link)
         finally:
             context.close()
