@@ -160,7 +160,8 @@ AXE_RUN = """async () => {
   const result = await axe.run(document, {resultTypes: ["violations"]});
   return result.violations.filter(v => v.impact === "serious" || v.impact === "critical")
     .map(v => v.id + " (" + v.impact + "): "
-         + v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + n.html.slice(0, 160)).join(", "));
+         + v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + n.html.slice(0, 160))
+           .join(", "));
 }"""
 
 
