@@ -245,6 +245,9 @@ def configure(level: int | str | None = None) -> None:
     stays readable). uvicorn's loggers are routed again on every call (a ``logging.config`` of
     uvicorn's own may have given them handlers)."""
     install_record_factory()
+    # the ticker runs every 30 s: apscheduler's "running job tick" lines would bury the access
+    # lines at INFO (its warnings and errors still show)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         named = logging.getLogger(name)
         named.handlers.clear()

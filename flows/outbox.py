@@ -217,20 +217,23 @@ def cancel(session: Session, message_id: int) -> OutboxMessage:
     return row
 
 
-def _claim(engine: Engine, worker: str, now: datetime, limit: int) -> list[int]:
+def claim_due(engine: Engine, model: Any, worker: str, now: datetime, limit: int) -> list[int]:
+    """Claim up to ``limit`` due ``pending`` rows of a delivery queue (``model`` with ``status``,
+    ``next_attempt_at``, ``claimed_by``, ``claimed_until``: the outbox, the webhook calls) for
+    ``worker``: each row is claimed by one conditional UPDATE, so several processes sharing the
+    database never deliver the same row twice; a claim lapses after ``CLAIM_SECONDS``."""
+    free = or_(model.claimed_until.is_(None), model.claimed_until < now)
     with transaction(engine) as session:
-        ids = session.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)).all()
+        ids = session.scalars(select(model.id).where(
+            model.status == "pending", model.next_attempt_at <= now, free)
+            .order_by(model.next_attempt_at, model.id).limit(limit)).all()
         claimed = []
-        for message_id in ids:
-            result = session.execute(update(OutboxMessage).where(
-                OutboxMessage.id == message_id, OutboxMessage.status == "pending",
-                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+        for row_id in ids:
+            result = session.execute(update(model).where(
+                model.id == row_id, model.status == "pending", free)
                 .values(claimed_by=worker, claimed_until=now + timedelta(seconds=CLAIM_SECONDS)))
             if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(message_id)
+                claimed.append(row_id)
         return claimed
 
 
@@ -349,7 +352,7 @@ def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,
     now = now or now_utc()
     counts: dict[str, int] = {}
     for _ in range(max_batches):
-        ids = _claim(engine, worker, now, batch)
+        ids = claim_due(engine, OutboxMessage, worker, now, batch)
         if not ids:
             break
         for message_id in ids:

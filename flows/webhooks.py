@@ -18,17 +18,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.flows import egress
 from careloop.flows.models import FlowRun, RunHistory, WebhookCall
+from careloop.flows.outbox import claim_due
 
 log = logging.getLogger("careloop.flows.webhooks")
 
-CLAIM_SECONDS = 120
 DEFAULT_ATTEMPTS = 5
 
 
@@ -54,23 +54,6 @@ def enqueue(session: Session, *, idempotency_key: str, method: str, url: str,
     session.add(row)
     session.flush()
     return row.id
-
-
-def _claim(engine: Engine, worker: str, now: datetime, limit: int) -> list[int]:
-    with transaction(engine) as session:
-        ids = session.scalars(select(WebhookCall.id).where(
-            WebhookCall.status == "pending", WebhookCall.next_attempt_at <= now,
-            or_(WebhookCall.claimed_until.is_(None), WebhookCall.claimed_until < now))
-            .order_by(WebhookCall.next_attempt_at, WebhookCall.id).limit(limit)).all()
-        claimed = []
-        for call_id in ids:
-            result = session.execute(update(WebhookCall).where(
-                WebhookCall.id == call_id, WebhookCall.status == "pending",
-                or_(WebhookCall.claimed_until.is_(None), WebhookCall.claimed_until < now))
-                .values(claimed_by=worker, claimed_until=now + timedelta(seconds=CLAIM_SECONDS)))
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(call_id)
-        return claimed
 
 
 def _history(session: Session, row: WebhookCall, action: str, details: dict[str, Any]) -> None:
@@ -131,7 +114,7 @@ def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,
     now = now or now_utc()
     counts: dict[str, int] = {}
     for _ in range(max_batches):
-        ids = _claim(engine, worker, now, batch)
+        ids = claim_due(engine, WebhookCall, worker, now, batch)
         if not ids:
             break
         for call_id in ids:
