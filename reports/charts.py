@@ -137,8 +137,6 @@ def before_after_vega_lite(chart: ChartSpec, before: ResultTable, after: ResultT
     for label, table in zip(labels, (before, after), strict=True):
         for row in table.rows:
             value = row.get(measure)
-            if value is None:  # nothing to draw (e.g. below the minimum sample)
-                continue
             group = str(row.get(x, "")) if x else label
             # every bar's text alternative (axe svg-img-alt): "心内科 · 之前：8.5"
             rows.append({"period": label, "group": group, "value": value,
@@ -158,6 +156,9 @@ def before_after_vega_lite(chart: ChartSpec, before: ResultTable, after: ResultT
 
 
 def _one_decimal(value: Any) -> str:
+    """A bar's value in its text alternative; none (below the minimum sample) as a dash."""
+    if value is None:
+        return "—"
     return f"{value:.1f}" if isinstance(value, int | float) else str(value)
 
 
