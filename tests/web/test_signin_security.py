@@ -60,16 +60,22 @@ def _post_login(client: TestClient, username: str, password: str) -> tuple[int, 
 
 def _enrol(client: TestClient) -> pyotp.TOTP:
     """Enrol a second factor through /account/totp; returns the authenticator."""
+    return _enrol_with_code(client)[0]
+
+
+def _enrol_with_code(client: TestClient) -> tuple[pyotp.TOTP, str]:
+    """Enrol a second factor; returns the authenticator and the code that confirmed it."""
     page = client.get("/account/totp")
     shown = page.text.split('id="totp-secret">')[1].split("<")[0] \
         if 'id="totp-secret">' in page.text \
         else page.text.split('name="secret" value="')[1].split('"')[0]  # before issue 14
     totp = pyotp.TOTP(shown)
+    code = totp.now()
     done = client.post("/account/totp", data={"current_password": PASSWORD,
-                                              "code": totp.now(), "secret": shown,
+                                              "code": code, "secret": shown,
                                               "csrf_token": csrf_from(page.text)})
     assert done.status_code == 200
-    return totp
+    return totp, code
 
 
 def _password_step(client: TestClient, username: str) -> str:
@@ -122,10 +128,10 @@ def test_a_used_totp_code_is_refused_the_second_time(
         client: TestClient, user_factory: UserFactory) -> None:
     user_factory("doc", "doctor", None)
     login(client, "doc")
-    totp = _enrol(client)
-    # the code that confirmed the enrolment cannot sign in
+    # the code that confirmed the enrolment cannot sign in (the code itself, not totp.now():
+    # a 30-second step may end between the two, and the next code is a fresh one)
+    totp, enrolment_code = _enrol_with_code(client)
     csrf = _password_step(client, "doc")
-    enrolment_code = totp.now()
     assert client.post("/login/totp", data={"code": enrolment_code, "csrf_token": csrf},
                        follow_redirects=False).status_code == 401
     code = _next_code(totp)
