@@ -23,14 +23,27 @@ FONT_DIRS = ("/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/noto")
 IMAGE_FORMATS = ("png", "svg", "pdf")
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): a patient's comment
+# "=HYPERLINK(...)" must open as the text the patient typed, never run on the analyst's machine.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def inert(value: object) -> object:
+    """Text that starts like a formula gets a leading apostrophe; numbers and dates pass as they
+    are (a negative number is a number, not text)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(result: ResultTable, headers: Mapping[str, str] | None = None,
            na: str = "n/a", newline: str = "\n") -> str:
     """The rows as CSV text; ``headers`` name the columns for a person (科室, 净推荐值)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator=newline)
-    writer.writerow([(headers or {}).get(c, c) for c in result.columns])
+    writer.writerow([inert((headers or {}).get(c, c)) for c in result.columns])
     for row in result.rows:
-        writer.writerow([na if row.get(c) is None else row[c] for c in result.columns])
+        writer.writerow([na if row.get(c) is None else inert(row[c]) for c in result.columns])
     return out.getvalue()
 
 
@@ -49,6 +62,11 @@ def to_xlsx(result: ResultTable, sheet: str = "data",
     ws.append([(headers or {}).get(c, c) for c in result.columns])
     for row in result.rows:
         ws.append([na if row.get(c) is None else row[c] for c in result.columns])
+    # openpyxl stores any text starting with "=" as a formula: every text cell is text.
+    for cells in ws.iter_rows():
+        for cell in cells:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
