@@ -537,9 +537,17 @@ def step_palette() -> list[dict[str, Any]]:
     for name, step in registered():
         options = copy.deepcopy(step.option_schemas())
         fill_registry_enums(options, loaded_registry())
+        inlined = {o: _inline_refs(schema, defs) for o, schema in options.items()}
+        for path, kind in step.references:  # a nested reference (until.calendar) is marked too
+            node: Any = inlined
+            for part in path.split("."):
+                node = (node.get("properties", node) if "properties" in node else node).get(part)
+                if not isinstance(node, dict):
+                    break
+            if isinstance(node, dict):
+                node["x-reference"] = kind
         out.append({
-            **step.describe(), "name": name,
-            "options": {o: _inline_refs(schema, defs) for o, schema in options.items()},
+            **step.describe(), "name": name, "options": inlined,
             "required": [*step.required, *([list(step.modes)] if step.modes else [])]})
     return out
 

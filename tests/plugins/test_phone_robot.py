@@ -185,3 +185,30 @@ def test_an_answered_call_continues_at_next(app: Engine,
         assert [s.step_key for s in session.scalars(select(StepRun).where(
             StepRun.run_id == run_id).order_by(StepRun.id))] == ["robot", "done"]
         assert session.scalars(select(Task)).all() == []
+
+
+def test_the_builder_describes_the_step_from_the_server(engine: Engine) -> None:
+    from careloop.web.builder import step_palette  # what GET /api/v1/builder/step-types returns
+
+    with transaction(engine) as session:
+        user = admin.create_user(session, username="px_robot", display_name="PX",
+                                 password="Robot-Follow-up-2026!")
+        admin.grant(session, user, "px_office", None)
+    client = TestClient(create_app())
+    page = client.get("/login")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    client.post("/login", data={"username": "px_robot", "password": "Robot-Follow-up-2026!",
+                                "csrf_token": token, "next": "/"}, follow_redirects=False)
+    answer = client.get("/api/v1/builder/step-types")
+    assert answer.status_code == 200 and answer.json() == step_palette()
+    entry = next(t for t in answer.json() if t["name"] == phone_robot.NAME)
+    assert entry["title"] == {"zh-CN": "机器人电话", "en": "Phone-robot call"}
+    assert list(entry["options"]) == ["title", "when", "script", "max_attempts", "timeout",
+                                      "on_no_answer", "next", "retry"]
+    assert entry["options"]["timeout"]["x-def"] == "duration"
+    assert entry["required"] == ["script"] and entry["pauses"] is True
+    assert [(e["option"], e["label"]["en"]) for e in entry["edges"]] == [
+        ("next", "next"), ("on_no_answer", "no answer")]
+    assert entry["labels"]["script"]["label"]["zh-CN"] == "话术脚本"
+    assert entry["resumes"] == [phone_robot.COMPLETED]
+    assert entry["retry"] == {"attempts": 4, "backoff": "10m"}
