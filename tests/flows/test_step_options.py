@@ -48,6 +48,6 @@ def test_a_wait_takes_exactly_one_mode_and_values_are_checked_by_its_schema() ->
 def test_an_end_step_has_no_next_and_a_decision_no_url() -> None:
     found = _problems("steps:\n  - {key: done, type: end, next: done}\n")
     assert [p.split(" ", 2)[1] for p in found] == ["flow.unknown-option"]
-    found = _problems("steps:\n  - {key: d, type: decision, if: 'context.x == 1', then: z, url: x}\n"
-                      "  - {key: z, type: end}\n")
+    found = _problems("steps:\n  - {key: d, type: decision, if: 'context.x == 1', then: z,"
+                      " url: x}\n  - {key: z, type: end}\n")
     assert [p.split(" ", 2)[1] for p in found] == ["flow.unknown-option"]
