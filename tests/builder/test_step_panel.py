@@ -342,6 +342,7 @@ def test_nested_inputs_rows_and_renames(server: str) -> None:
 
             # decision: cases rows (when + next), then rename a step its targets follow
             page.click('#b-step-palette button[data-type="decision"]')
+            _prop(page, "mode-picker").select_option("cases")  # if/then/else or cases
             _prop(page, "cases.add").click()
             _prop(page, "cases.0.when").fill("context.score > 1")
             _prop(page, "cases.0.when").press("Enter")
