@@ -55,6 +55,9 @@ def _fill_registry_enums(node: Any, registry: Registry) -> None:
             _fill_registry_enums(value, registry)
 
 
+fill_registry_enums = _fill_registry_enums  # public: a type's own schema fills its enums too
+
+
 def compose(package: str, schema_file: str, *, envelope: bool = True) -> dict[str, Any]:
     """Build a self-contained schema from a kind's schema file plus the common pieces.
 
@@ -144,12 +147,19 @@ def _describe(error: ValidationError) -> tuple[str, str | None]:
 
 def schema_problems(doc: Document, kind: str, root: Path = ()) -> list[Problem]:
     """Validate ``doc.data`` (or the part at ``root``) against a kind's schema, located."""
+    return validator_problems(doc, _validator(kind), root)
+
+
+def validator_problems(doc: Document, validator: Draft202012Validator,
+                       root: Path = ()) -> list[Problem]:
+    """Validate the part of ``doc.data`` at ``root`` with ``validator`` (e.g. one step type's
+    options schema), each error located and worded as :func:`schema_problems` words it."""
     instance = doc.data
     for part in root:
         instance = instance[part]
     problems: list[Problem] = []
     seen: set[tuple[str, Path, str]] = set()
-    for top in _validator(kind).iter_errors(instance):
+    for top in validator.iter_errors(instance):
         for error in _leaf_errors(top):
             for problem in _to_problems(doc, error, root):
                 marker = (problem.code, problem.path, problem.message)

@@ -2,33 +2,57 @@
 
     steps:                       problems found here, located at the offending key:
       - {key: a, type: wait}     flow.missing-field   (wait needs duration, until or event)
+      - {key: a, type: wait, duration: 1d, url: …}   flow.unknown-option (wait has no 'url')
       - {key: b, next: nowhere}  flow.unknown-step    (no step 'nowhere')
       - {key: c, ...}            flow.unreachable     (nothing leads to 'c')
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 from careloop.engine.check import CompileContext, Definition
 from careloop.engine.errors import did_you_mean
 from careloop.engine.expressions import Expression
 from careloop.engine.registry import loaded_registry
+from careloop.engine.schema import fill_registry_enums, kind_schema, validator_problems
 from careloop.flows.spec import EXPRESSION_NAMES, FlowSpec, StepSpec, TriggerSpec, default_once
-from careloop.flows.steps_graph import JOIN, PAUSING, target_paths, targets
+from careloop.flows.step_types import StepType, expression_paths, step_type
+from careloop.flows.steps_graph import JOIN, pauses, target_paths, targets
 
 Checker = Callable[[Definition, CompileContext], None]
 
 
-def required_of(step_type: str) -> tuple[str | tuple[str, ...], ...]:
-    """What a step type needs, as it declares it (``required`` on the registered step type, see
-    :mod:`careloop.flows.steps`); a tuple inside means "one of these". An unknown type (the schema
-    reports it) or a plugin's type that declares nothing needs nothing."""
-    registered = loaded_registry().catalogue("step_type").get(step_type)
-    required: tuple[str | tuple[str, ...], ...] = tuple(getattr(registered, "required", ()))
-    return required
+def required_of(name: str) -> tuple[str | tuple[str, ...], ...]:
+    """What a step type needs, as it declares it: each of ``required``, and one of ``modes``
+    (a tuple inside). An unknown type (the schema reports it) needs nothing."""
+    found = step_type(name)
+    if found is None:
+        return ()
+    return (*found.required, *((tuple(found.modes),) if found.modes else ()))
+
+
+def _options_validator(kind: StepType) -> Draft202012Validator:
+    """One step type's whole schema, with the flow schema's ``$defs`` and registry enums."""
+    cached = _VALIDATORS.get(kind.name)
+    if cached is not None and cached[0] is kind:
+        return cached[1]
+    schema = copy.deepcopy(kind.schema())
+    fill_registry_enums(schema, loaded_registry())
+    schema["$defs"] = kind_schema("flow")["$defs"]
+    validator = Draft202012Validator(schema)
+    _VALIDATORS[kind.name] = (kind, validator)
+    return validator
+
+
+# Derived from the registered types only (rebuilt when a name is registered anew).
+_VALIDATORS: dict[str, tuple[StepType, Draft202012Validator]] = {}
 
 
 def _steps(definition: Definition) -> list[dict[str, Any]]:
@@ -50,6 +74,31 @@ def check_duplicates(definition: Definition, ctx: CompileContext) -> None:
         seen.add(step["key"])
 
 
+def check_options(definition: Definition, ctx: CompileContext) -> None:
+    """Each step against its own type's options schema: an option the type does not have, or a
+    value its schema refuses, is reported at that option (``flow.unknown-option``)."""
+    for i, step in enumerate(_steps(definition)):
+        kind = step_type(step["type"])
+        if kind is None:
+            continue
+        root = ("steps", i)
+        for problem in validator_problems(definition.doc, _options_validator(kind), root):
+            where = problem.path[len(root):]
+            if problem.code == "schema.missing-key" and not where:
+                continue  # check_required says which, in the author's words
+            if problem.code == "schema.unknown-key" and len(where) == 1:
+                allowed = kind.option_names()
+                problem = replace(problem, code="flow.unknown-option", message=(
+                    f"step '{step['key']}' of type {kind.name} has no option '{where[0]}'"),
+                    hint=did_you_mean(str(where[0]), allowed)
+                    or "its options: " + ", ".join(allowed))
+            elif problem.code == "schema.one-of" and not where:
+                problem = replace(problem, code="flow.bad-option", message=(
+                    f"step '{step['key']}' of type {kind.name} takes exactly one of "
+                    + ", ".join(f"'{m}'" for m in kind.modes)), hint=None)
+            ctx.add(problem)
+
+
 def check_required(definition: Definition, ctx: CompileContext) -> None:
     for i, step in enumerate(_steps(definition)):
         for need in required_of(step["type"]):
@@ -59,24 +108,21 @@ def check_required(definition: Definition, ctx: CompileContext) -> None:
                     "flow.missing-field",
                     f"step '{step['key']}' of type {step['type']} needs "
                     + " or ".join(f"'{o}'" for o in options), ("steps", i, "type")))
-        if step["type"] == "decision" and "if" in step and "then" not in step:
-            ctx.add(definition.doc.problem("flow.missing-field",
-                                           f"step '{step['key']}': 'if' needs 'then'",
-                                           ("steps", i, "if"), at_key=True))
-        if step.get("mode") == "n_of_m":
-            count = len(step.get("approvers", []))
-            required = step.get("required")
-            if not isinstance(required, int) or required > count:
-                ctx.add(definition.doc.problem(
-                    "flow.bad-required",
-                    f"step '{step['key']}': n_of_m needs 'required' between 1 and {count}",
-                    ("steps", i, "mode")))
+
+
+def check_types(definition: Definition, ctx: CompileContext) -> None:
+    """What each step type checks beyond its schema (:meth:`StepType.check`)."""
+    for i, step in enumerate(_steps(definition)):
+        kind = step_type(step["type"])
+        if kind is not None:
+            kind.check(definition, ctx, i, step)
 
 
 def check_targets(definition: Definition, ctx: CompileContext) -> None:
     steps = _steps(definition)
     keys = [s["key"] for s in steps]
-    has_parallel = any(s["type"] == "parallel" for s in steps)
+    has_parallel = any(any(e.fork for e in getattr(step_type(s["type"]), "edges", ()))
+                       for s in steps)
     for i, step in enumerate(steps):
         for path, target in target_paths(step):
             if target == JOIN:
@@ -90,16 +136,6 @@ def check_targets(definition: Definition, ctx: CompileContext) -> None:
                 ctx.add(definition.doc.problem("flow.unknown-step", f"no step '{target}'",
                                                ("steps", i, *path),
                                                hint=did_you_mean(target, keys)))
-        if step["type"] == "parallel" and not step.get("branches"):
-            ctx.add(definition.doc.problem("flow.join-without-branches",
-                                           f"parallel step '{step['key']}' has no branches",
-                                           ("steps", i, "branches")))
-        if "on_reject" in step and step["on_reject"] in keys \
-                and keys.index(step["on_reject"]) >= i:
-            ctx.add(definition.doc.problem(
-                "flow.reject-not-earlier",
-                f"'on_reject' must name an earlier step, not '{step['on_reject']}'",
-                ("steps", i, "on_reject")))
 
 
 def _graph(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -160,10 +196,10 @@ def _cycles(graph: dict[str, list[str]]) -> list[set[str]]:
 
 def check_loops(definition: Definition, ctx: CompileContext) -> None:
     steps = _steps(definition)
-    types = {s["key"]: s["type"] for s in steps}
+    pausing = {s["key"]: pauses(s) for s in steps}
     order = [s["key"] for s in steps]
     for comp in _cycles(_graph(steps)):
-        if not any(types[k] in PAUSING for k in comp):
+        if not any(pausing[k] for k in comp):
             first = min(comp, key=order.index)
             ctx.add(definition.doc.problem(
                 "flow.loop-without-wait",
@@ -173,23 +209,19 @@ def check_loops(definition: Definition, ctx: CompileContext) -> None:
 
 
 def check_references(definition: Definition, ctx: CompileContext) -> None:
+    """The definitions each step type declares it names (``references``), e.g. a template."""
     doc = definition.doc
-    has_forms = "form" in loaded_registry().catalogue("kind")
+    kinds = loaded_registry().catalogue("kind")
     for i, step in enumerate(_steps(definition)):
-        for name in ("template", "reminder_template"):
-            if name in step:
-                ctx.reference("template", step[name], doc, ("steps", i, name),
-                              code="flow.unknown-template")
-        if "form" in step and has_forms:
-            ctx.reference("form", step["form"], doc, ("steps", i, "form"),
-                          code="flow.unknown-form")
-        if step["type"] == "start_subflow" and step.get("flow") != definition.key:
-            ctx.reference("flow", step.get("flow"), doc, ("steps", i, "flow"),
-                          code="flow.unknown-flow")
-        calendar = (step.get("until") or {}).get("calendar")
-        if calendar is not None:
-            ctx.reference("calendar", calendar, doc, ("steps", i, "until", "calendar"),
-                          code="flow.unknown-calendar")
+        kind = step_type(step["type"])
+        for option, other in kind.references if kind is not None else ():
+            if other not in kinds:
+                continue  # that engine is not installed
+            for path, value in expression_paths((option,), step):
+                if other == definition.kind and value == definition.key:
+                    continue  # a flow may start itself again
+                ctx.reference(other, value, doc, ("steps", i, *path),
+                              code=f"flow.unknown-{other}")
 
 
 def check_cron(definition: Definition, ctx: CompileContext) -> None:
@@ -225,7 +257,8 @@ def check_once(definition: Definition, ctx: CompileContext) -> None:
             ("trigger", "once"), hint="use per_patient or per_patient_while_active"))
 
 
-CHECKERS: tuple[Checker, ...] = (check_duplicates, check_required, check_targets,
+CHECKERS: tuple[Checker, ...] = (check_duplicates, check_options, check_required, check_types,
+                                 check_targets,
                                  check_reachable, check_loops, check_references, check_cron,
                                  check_once)
 
@@ -241,17 +274,21 @@ def _step_expressions(definition: Definition, ctx: CompileContext, i: int,
         if compiled is not None:
             found[".".join(str(p) for p in path)] = compiled
 
-    for name in ("when", "if", "match"):
-        if name in step:
-            add((name,), step[name])
-    for j, case in enumerate(step.get("cases", []) or []):
-        add(("cases", j, "when"), case.get("when"))
-    for group in ("values", "set", "body"):
-        for name, text in (step.get(group) or {}).items():
-            add((group, name), text)
-    if "until" in step:
-        add(("until", "base"), step["until"].get("base"))
+    kind = step_type(step["type"])
+    declared = kind.expressions if kind is not None else ()
+    for path, text in expression_paths(("when", *declared), step):
+        add(path, text)
     return found
+
+
+def _next_of(step: dict[str, Any], default_next: str | None) -> str | None:
+    """Where the step continues by default: its ``next`` (or the step after it), ``None`` for
+    a type with no edges (``end``)."""
+    kind = step_type(step["type"])
+    if kind is None or not kind.edges:
+        return None
+    found = step.get("next", default_next)
+    return found if isinstance(found, str) else default_next
 
 
 def compile_flow(definition: Definition, ctx: CompileContext) -> FlowSpec | None:
@@ -273,8 +310,7 @@ def compile_flow(definition: Definition, ctx: CompileContext) -> FlowSpec | None
         expressions = _step_expressions(definition, ctx, i, step)
         steps.append(StepSpec(
             key=step["key"], type=step["type"], index=i,
-            next=None if step["type"] == "end" else step.get("next",
-                                                              _default_next(steps_raw, i)),
+            next=_next_of(step, _default_next(steps_raw, i)),
             raw=MappingProxyType(dict(step)), expressions=MappingProxyType(expressions)))
     if len(ctx.problems) > before:
         return None

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from careloop.engine import scope, store
 from careloop.engine.models import DefinitionRow, DomainEventRow
+from careloop.engine.registry import loaded_registry
 from careloop.flows import context as ctxmod
 from careloop.flows.models import FlowRun, StepRun
-from careloop.flows.runtime import cancel_runs, complete_run, resume, spec_of, start
+from careloop.flows.runtime import Exec, cancel_runs, complete_run, resume, spec_of, start
 from careloop.flows.spec import FlowSpec
 
 log = logging.getLogger("careloop.flows")
@@ -55,23 +56,6 @@ def _same_submission(run: FlowRun, payload: dict[str, Any]) -> bool:
     return about is None or started_by is None or started_by == about
 
 
-def _matches(step_run: StepRun, event: DomainEventRow, session: Session, run: FlowRun) -> bool:
-    payload = event.payload
-    state = step_run.state
-    if event.type == "form.submitted" and state.get("request_id"):
-        if payload.get("request_id") not in (None, state["request_id"]):
-            return False
-        if payload.get("request_id") is None and payload.get("form") != state.get("form"):
-            return False
-    step = spec_of(session, run).step(step_run.step_key)
-    match = step.expression("match")
-    if match is not None:
-        names = ctxmod.build(session, patient_id=run.patient_id, encounter_id=run.encounter_id,
-                             context=run.context, event=payload)
-        return bool(match.evaluate(names))
-    return True
-
-
 def _sees(session: Session, run: FlowRun, departments: frozenset[str],
           owner: str | None) -> bool:
     """Whether the run's app acts for the event's departments (a cardiology run waiting for
@@ -92,17 +76,16 @@ def _resume_waiting(session: Session, event: DomainEventRow) -> None:
     departments = scope.event_departments(session, event.payload)
     owner = scope.form_owner(session, event.payload)
     for step_run, run in rows:
-        if not _sees(session, run, departments, owner) or not _matches(step_run, event, session,
-                                                                       run):
+        if not _sees(session, run, departments, owner):
             continue
-        update: dict[str, Any] = {}
-        if event.type == "form.submitted":
-            update["_last_answers"] = {k: event.payload.get(k)
-                                       for k in ("answers", "scores", "bands")}
-        if event.type == "reading.recorded":
-            update["_reading"] = event.payload
-        step = spec_of(session, run).step(step_run.step_key)
-        resume(session, step_run, step.next, update)
+        spec = spec_of(session, run)
+        step = spec.step(step_run.step_key)
+        kind = loaded_registry().catalogue("step_type")[step.type]
+        x = Exec(session, run, spec, step, step_run)
+        if not kind.accepts(x, event.type, event.payload):
+            continue
+        target, update = kind.on_event(x, event.type, event.payload)
+        resume(session, step_run, target, update)
 
 
 # Derived data only (rebuilt whenever the stored flow definitions change), so safe per process.

@@ -42,6 +42,7 @@ from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
 from careloop.flows import documents
 from careloop.flows.models import ApiKey, ParkedEvent
+from careloop.flows.step_types import inbound_events
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
                "encounter.discharge_cancelled", "appointment.booked", "surgery.scheduled",
@@ -87,12 +88,16 @@ def problems(event: Any) -> list[dict[str, str]]:
     if not isinstance(event, dict):
         return found
     kind, payload = event.get("type"), event.get("payload")
-    if isinstance(kind, str) and kind not in EVENT_TYPES:
+    resuming = inbound_events()  # the events registered step types wait for (phone_robot.*)
+    if isinstance(kind, str) and kind not in EVENT_TYPES and kind not in resuming:
+        known = (*EVENT_TYPES, *sorted(resuming))
         found.append({"path": "$.type",
-                      "message": f"unknown event type {kind!r}; one of: " + ", ".join(EVENT_TYPES)})
+                      "message": f"unknown event type {kind!r}; one of: " + ", ".join(known)})
     elif isinstance(kind, str) and isinstance(payload, dict):
+        validator = (_validator(kind) if kind in EVENT_TYPES
+                     else Draft202012Validator(resuming[kind], format_checker=_formats))
         found += [{"path": _path("$.payload", e.absolute_path), "message": e.message}
-                  for e in _validator(kind).iter_errors(payload)]
+                  for e in validator.iter_errors(payload)]
     return sorted(found, key=lambda p: p["path"])
 
 

@@ -30,7 +30,7 @@ from careloop.flows import context as ctxmod
 from careloop.flows.models import FlowRun, FlowTimer, Incident, RunHistory, StepRun
 from careloop.flows.outbox import cancel_for
 from careloop.flows.spec import FlowSpec, StepSpec, parse_duration, releases_on_end
-from careloop.flows.steps_graph import JOIN
+from careloop.flows.step_types import JOIN
 
 log = logging.getLogger("careloop.flows")
 
@@ -38,9 +38,6 @@ Outcome = tuple[str, str | None]  # ("next", key) | ("wait", None) | ("end", Non
 OPEN_STEP = ("pending", "waiting", "retrying")
 MAX_STEPS_PER_CALL = 500
 
-# Default retry policy per step type: (attempts, first backoff); a step's ``retry`` overrides it.
-RETRY = {"call_webhook": (5, "1m"), "send_message": (3, "5m"), "send_form": (3, "5m"),
-         "create_task": (3, "5m"), "start_subflow": (3, "5m")}
 
 
 class FlowError(CareloopError):
@@ -184,10 +181,11 @@ def _failed(x: Exec, exc: Exception) -> None:
     # stored and shown on /admin/flows: no SQL, parameters or addresses; the full detail goes to
     # the redacted log below
     step_run.error = logs.error_text(exc)
-    attempts, backoff = RETRY.get(x.step.type, (1, "1m"))
+    # the step type's retry policy; a step's own ``retry`` option overrides it
+    default = loaded_registry().catalogue("step_type")[x.step.type].retry
     policy = x.step.get("retry") or {}
-    attempts = policy.get("attempts", attempts)
-    delay = parse_duration(policy.get("backoff", backoff))
+    attempts = int(policy.get("attempts", default.attempts))
+    delay = parse_duration(policy.get("backoff", default.backoff))
     log.warning("flow run %s step %s failed (attempt %s/%s): %s", x.run.id, x.step.key,
                 step_run.attempts, attempts, type(exc).__name__, exc_info=exc)
     if step_run.attempts < attempts:

@@ -28,11 +28,12 @@ from careloop.engine import events, store
 from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.domain import Task
+from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import escalate_overdue
 from careloop.flows import webhooks
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
-from careloop.flows.runtime import Exec, resume, retry_step, spec_of, start
+from careloop.flows.runtime import Exec, retry_step, spec_of, start
 
 log = logging.getLogger("careloop.flows.scheduler")
 
@@ -106,17 +107,11 @@ def _dispatch_timer(session: Any, timer: FlowTimer) -> None:
         return
     spec = spec_of(session, run)
     step = spec.step(step_run.step_key)
-    if timer.purpose == "resume" and step_run.status == "waiting":
-        resume(session, step_run, step.next)
-    elif timer.purpose == "timeout" and step_run.status == "waiting":
-        resume(session, step_run, step.get("on_timeout", step.next),
-               {f"{step.key}_timed_out": True})
-    elif timer.purpose == "reminder" and step_run.status == "waiting":
-        from careloop.flows.steps import reminder
-
-        reminder(Exec(session, run, spec, step, step_run))
-    elif timer.purpose == "retry" and step_run.status == "retrying":
+    if timer.purpose == "retry" and step_run.status == "retrying":
         retry_step(session, step_run)
+    elif step_run.status == "waiting":  # the step's own timers: its type says what they do
+        kind = loaded_registry().catalogue("step_type")[step.type]
+        kind.on_timer(Exec(session, run, spec, step, step_run), timer.purpose)
 
 
 def emit_overdue(engine: Engine, now: datetime, limit: int = 500) -> int:

@@ -1,14 +1,16 @@
-"""Built-in step types. Each registers in ``registry.catalogue("step_type")`` like a plugin's.
+"""Built-in step types, each a :class:`~careloop.flows.step_types.StepType` that owns its
+options schema, edges, pausing, retry policy, timers and resume events; each registers in
+``registry.catalogue("step_type")`` exactly as a plugin's does.
 
-A step type has ``run(x: Exec) -> Outcome`` (see :mod:`.runtime`); pausing steps return
-``("wait", None)`` after arranging what resumes them (a timer row, ``waiting_for`` an event, or
-approval tasks).
+``run(x: Exec) -> Outcome`` (see :mod:`.runtime`); pausing steps return ``("wait", None)`` after
+arranging what resumes them (a timer row, ``waiting_for`` an event, or approval tasks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Department, Encounter, Patient
@@ -31,14 +33,33 @@ from careloop.flows.runtime import (
     start,
 )
 from careloop.flows.spec import parse_duration
+from careloop.flows.step_types import (
+    NEXT,
+    ON_TIMEOUT,
+    RETRY_OPTION,
+    Edge,
+    Labels,
+    Options,
+    Resume,
+    RetryPolicy,
+    StepType,
+    Text,
+)
 
-# What a step type declares besides ``run`` (a plugin's step type declares the same):
-#   title     {"zh-CN": …, "en": …}, the builder's palette and panel heading;
-#   options   the step properties it uses (names in flows/schema/flow.json ``$defs.step``), in
-#             the order the builder's property panel shows them;
-#   required  the properties the compiler insists on (``flow.missing-field``); a tuple inside
-#             means "one of these".
-Required = tuple[str | tuple[str, ...], ...]
+if TYPE_CHECKING:
+    from careloop.engine.check import CompileContext, Definition
+
+# Option schemas shared by several built-in types (``$ref``s point into the flow schema's $defs).
+_TEMPLATE: dict[str, Any] = {"$ref": "#/$defs/key"}
+_CHANNELS: dict[str, Any] = {"type": "array", "minItems": 1, "items": {
+    "type": "string", "x-registry": "channel", "x-error-code": "flow.unknown-channel"}}
+_VALUES: dict[str, Any] = {"type": "object", "additionalProperties": {"$ref": "#/$defs/expression"}}
+_DURATION: dict[str, Any] = {"$ref": "#/$defs/duration"}
+_TASK_TITLE: dict[str, Any] = {"$ref": "#/$defs/text"}
+_TASK_KIND: dict[str, Any] = {"type": "string", "pattern": "^[a-z_]{1,32}$"}
+_ASSIGNEE: dict[str, Any] = {"$ref": "#/$defs/assignee"}
+_ESCALATE_TO: dict[str, Any] = {"type": "array", "items": {"$ref": "#/$defs/assignee"}}
+_ON_REJECT = Edge("on_reject", {"zh-CN": "驳回", "en": "reject"})
 
 # How long a discharge-summary / medication-guidance link opens its page.
 DOCUMENT_LINK_VALIDITY = timedelta(days=30)
@@ -128,13 +149,21 @@ def _document_links(x: Exec, values: dict[str, Any]) -> datetime | None:
     return earliest
 
 
-class SendMessage:
+class SendMessage(StepType):
     """Render a template for the patient and write it to the outbox."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "发送消息", "en": "Send a message"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "template", "channels", "values",
-                                          "links", "urgent", "valid_for", "next")
-    required: ClassVar[Required] = ("template",)
+    name = "send_message"
+    title: ClassVar[Text] = {"zh-CN": "发送消息", "en": "Send a message"}
+    options: ClassVar[Options] = {"template": _TEMPLATE, "channels": _CHANNELS, "values": _VALUES,
+               "links": {"type": "object",
+                         "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,63}$"},
+                         "additionalProperties": {"enum": ["discharge_summary",
+                                                           "medication_guidance"]}},
+               "urgent": {"type": "boolean"}, "valid_for": _DURATION}
+    required = ("template",)
+    expressions = ("values.*",)
+    references = (("template", "template"),)
+    retry = RetryPolicy(attempts=3, backoff="5m")
 
     def run(self, x: Exec) -> Outcome:
         values = _standard_values(x)
@@ -144,17 +173,26 @@ class SendMessage:
         return ("next", x.step.next)
 
 
-class SendForm:
+class SendForm(StepType):
     """Create a form request (service ``forms.create_request``), send its link, then wait for
     ``form.submitted``; optional reminder after ``remind_after``; on expiry go to
     ``on_timeout`` (default: the next step)."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "发送问卷", "en": "Send a form"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "form", "template", "channels",
-                                          "values", "urgent", "expires_after", "valid_for",
-                                          "remind_after", "reminder_template", "on_timeout",
-                                          "next")
-    required: ClassVar[Required] = ("form", "template")
+    name = "send_form"
+    title: ClassVar[Text] = {"zh-CN": "发送问卷", "en": "Send a form"}
+    options: ClassVar[Options] = {
+               "form": {"$ref": "#/$defs/key"}, "template": _TEMPLATE, "channels": _CHANNELS,
+               "values": _VALUES, "urgent": {"type": "boolean"}, "expires_after": _DURATION,
+               "valid_for": _DURATION, "remind_after": _DURATION,
+               "reminder_template": _TEMPLATE, "on_timeout": {"type": "string"}}
+    required = ("form", "template")
+    expressions = ("values.*",)
+    references = (("template", "template"), ("reminder_template", "template"), ("form", "form"))
+    edges = (NEXT, ON_TIMEOUT)
+    pauses = True
+    retry = RetryPolicy(attempts=3, backoff="5m")
+    timers = ("reminder", "timeout")
+    resumes = (Resume("form.submitted"),)
 
     def run(self, x: Exec) -> Outcome:
         expires = after(x.step.get("expires_after", "7d"))
@@ -178,6 +216,27 @@ class SendForm:
         x.timer("timeout", expires)
         x.history("form_sent", {"message_id": message_id, "request_id": request["request_id"]})
         return ("wait", None)
+
+    def on_timer(self, x: Exec, purpose: str) -> None:
+        if purpose == "reminder":
+            reminder(x)
+        else:
+            super().on_timer(x, purpose)
+
+    def accepts(self, x: Exec, event: str, payload: Mapping[str, Any]) -> bool:
+        """The answer to this step's own request (or, without a request id, to its form)."""
+        state = x.step_run.state
+        if state.get("request_id"):
+            if payload.get("request_id") not in (None, state["request_id"]):
+                return False
+            if payload.get("request_id") is None and payload.get("form") != state.get("form"):
+                return False
+        return super().accepts(x, event, payload)
+
+    def on_event(self, x: Exec, event: str,
+                 payload: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        return x.step.next, {"_last_answers": {k: payload.get(k)
+                                               for k in ("answers", "scores", "bands")}}
 
 
 def until_time(x: Exec) -> datetime:
@@ -206,13 +265,29 @@ def until_time(x: Exec) -> datetime:
     return due
 
 
-class Wait:
-    """Wait a ``duration``, ``until`` a computed time, or for an ``event`` (with ``timeout``)."""
+class Wait(StepType):
+    """Wait a ``duration``, ``until`` a computed time, or for an ``event`` (with ``timeout``):
+    exactly one of the three modes."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "等待", "en": "Wait"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "duration", "until", "event", "match",
-                                          "timeout", "on_timeout", "next")
-    required: ClassVar[Required] = (("duration", "until", "event"),)
+    name = "wait"
+    title: ClassVar[Text] = {"zh-CN": "等待", "en": "Wait"}
+    options: ClassVar[Options] = {"duration": _DURATION, "until": {"$ref": "#/$defs/until"},
+               "event": {"type": "string", "pattern": "^[a-z_]+\\.[a-z_]+$"},
+               "match": {"$ref": "#/$defs/expression"}, "timeout": _DURATION,
+               "on_timeout": {"type": "string"}}
+    modes = ("duration", "until", "event")
+    expressions = ("match", "until.base")
+    references = (("until.calendar", "calendar"),)
+    edges = (NEXT, ON_TIMEOUT)
+    pauses = True
+    timers = ("resume", "timeout")
+    labels: ClassVar[Labels] = {
+              "duration": {"help": {"zh-CN": "等待一段时间，例如 3d",
+                                    "en": "wait a while, e.g. 3d"}},
+              "until": {"help": {"zh-CN": "等到根据日期计算出的时刻",
+                                 "en": "wait until a time computed from a date"}},
+              "event": {"help": {"zh-CN": "等待某个事件，例如 reading.recorded",
+                                 "en": "wait for an event, e.g. reading.recorded"}}}
 
     def run(self, x: Exec) -> Outcome:
         x.step_run.status = "waiting"
@@ -227,15 +302,32 @@ class Wait:
         x.history("waiting", {"until": due.isoformat()})
         return ("wait", None)
 
+    def on_event(self, x: Exec, event: str,
+                 payload: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """The event a wait resumed on is the run's ``event``; an answer or a reading is kept
+        as ``answers``/``reading`` for the steps after it."""
+        update: dict[str, Any] = {}
+        if event == SendForm.resumes[0].event:
+            update["_last_answers"] = {k: payload.get(k) for k in ("answers", "scores", "bands")}
+        if event == READING:
+            update["_reading"] = dict(payload)
+        return x.step.next, update
 
-class CreateTask:
+
+READING = "reading.recorded"  # a wait for it keeps the reading as ``reading``
+
+
+class CreateTask(StepType):
     """A to-do through :mod:`careloop.engine.tasks` (the assignee rules rules use too)."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "创建任务", "en": "Create a task"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "task_kind", "assignee",
-                                          "priority", "due", "escalate_to", "on_complete",
-                                          "next")
-    required: ClassVar[Required] = ("task_title", "assignee")
+    name = "create_task"
+    title: ClassVar[Text] = {"zh-CN": "创建任务", "en": "Create a task"}
+    options: ClassVar[Options] = {
+               "task_title": _TASK_TITLE, "task_kind": _TASK_KIND, "assignee": _ASSIGNEE,
+               "priority": {"enum": ["urgent", "high", "normal", "low"]}, "due": _DURATION,
+               "escalate_to": _ESCALATE_TO, "on_complete": {"$ref": "#/$defs/on_complete"}}
+    required = ("task_title", "assignee")
+    retry = RetryPolicy(attempts=3, backoff="5m")
 
     def run(self, x: Exec) -> Outcome:
         assignee = resolve_assignee(x.session, dict(x.step.get("assignee")),
@@ -257,16 +349,21 @@ class CreateTask:
         return ("next", x.step.next)
 
 
-class Approval:
+class Approval(StepType):
     """Approval tasks for ``approvers`` (kind ``task_kind``, default ``approval``);
     :func:`careloop.flows.approvals.decide` resumes (approve → ``next``, reject → ``on_reject``
     or the step the decider names)."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "审批", "en": "Approval"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "task_title", "task_kind",
-                                          "approvers", "mode", "required", "due", "escalate_to",
-                                          "on_reject", "next")
-    required: ClassVar[Required] = ("approvers",)
+    name = "approval"
+    title: ClassVar[Text] = {"zh-CN": "审批", "en": "Approval"}
+    options: ClassVar[Options] = {"task_title": _TASK_TITLE, "task_kind": _TASK_KIND,
+               "approvers": {"type": "array", "minItems": 1, "items": _ASSIGNEE},
+               "mode": {"enum": ["single", "all", "any", "n_of_m"]},
+               "required": {"type": "integer", "minimum": 1}, "due": _DURATION,
+               "escalate_to": _ESCALATE_TO, "on_reject": {"type": "string"}}
+    required = ("approvers",)
+    edges = (NEXT, _ON_REJECT)
+    pauses = True
 
     def run(self, x: Exec) -> Outcome:
         from careloop.flows.approvals import open_approval
@@ -274,14 +371,43 @@ class Approval:
         open_approval(x)
         return ("wait", None)
 
+    def check(self, definition: Definition, ctx: CompileContext, index: int,
+              step: Mapping[str, Any]) -> None:
+        keys = [s["key"] for s in definition.body["steps"]]
+        if step.get("mode") == "n_of_m":
+            count = len(step.get("approvers", []))
+            required = step.get("required")
+            if not isinstance(required, int) or required > count:
+                ctx.add(definition.doc.problem(
+                    "flow.bad-required",
+                    f"step '{step['key']}': n_of_m needs 'required' between 1 and {count}",
+                    ("steps", index, "mode")))
+        if step.get("on_reject") in keys and keys.index(step["on_reject"]) >= index:
+            ctx.add(definition.doc.problem(
+                "flow.reject-not-earlier",
+                f"'on_reject' must name an earlier step, not '{step['on_reject']}'",
+                ("steps", index, "on_reject")))
 
-class Decision:
+
+class Decision(StepType):
     """``if``/``then``/``else``, or ``cases`` (first true ``when``) with a ``default``."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "条件分支", "en": "Decision"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "if", "then", "else", "cases",
-                                          "default")
-    required: ClassVar[Required] = (("if", "cases"),)
+    name = "decision"
+    title: ClassVar[Text] = {"zh-CN": "条件分支", "en": "Decision"}
+    options: ClassVar[Options] = {"if": {"$ref": "#/$defs/expression"}, "then": {"type": "string"},
+               "else": {"type": "string"},
+               "cases": {"type": "array", "minItems": 1, "items": {
+                   "type": "object",
+                   "properties": {"when": {"$ref": "#/$defs/expression"},
+                                  "next": {"type": "string"}},
+                   "required": ["when", "next"], "additionalProperties": False}},
+               "default": {"type": "string"}}
+    modes = ("if", "cases")
+    expressions = ("if", "cases.*.when")
+    edges = (Edge("then", {"zh-CN": "是", "en": "then"}, mode="if"),
+             Edge("else", {"zh-CN": "否", "en": "else"}, mode="if", fallback=True),
+             Edge("cases", {"zh-CN": "情形", "en": "case"}, item="next", mode="cases"),
+             Edge("default", {"zh-CN": "其他", "en": "default"}, mode="cases", fallback=True))
 
     def run(self, x: Exec) -> Outcome:
         names = x.names()
@@ -294,13 +420,24 @@ class Decision:
                 return ("next", case["next"])
         return ("next", x.step.get("default", x.step.next))
 
+    def check(self, definition: Definition, ctx: CompileContext, index: int,
+              step: Mapping[str, Any]) -> None:
+        if "if" in step and "then" not in step:
+            ctx.add(definition.doc.problem("flow.missing-field",
+                                           f"step '{step['key']}': 'if' needs 'then'",
+                                           ("steps", index, "if"), at_key=True))
 
-class Parallel:
+
+class Parallel(StepType):
     """Start every branch; the step joins when all (or the first) reach ``next: join``."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "并行分支", "en": "Parallel branches"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "branches", "join", "next")
-    required: ClassVar[Required] = ("branches",)
+    name = "parallel"
+    title: ClassVar[Text] = {"zh-CN": "并行分支", "en": "Parallel branches"}
+    options: ClassVar[Options] = {"branches": {"type": "array", "items": {"type": "string"}},
+               "join": {"enum": ["all", "first"]}}
+    required = ("branches",)
+    edges = (Edge("branches", {"zh-CN": "分支", "en": "branch"}, many=True, fork=True),
+             Edge("next", {"zh-CN": "汇合后", "en": "join"}, fallback=True))
 
     def run(self, x: Exec) -> Outcome:
         branches = list(x.step.get("branches"))
@@ -311,13 +448,22 @@ class Parallel:
             enter(x.session, x.run, x.spec, branch, x.step_run.id)
         return ("hold", None)
 
+    def check(self, definition: Definition, ctx: CompileContext, index: int,
+              step: Mapping[str, Any]) -> None:
+        if "branches" in step and not step.get("branches"):
+            ctx.add(definition.doc.problem("flow.join-without-branches",
+                                           f"parallel step '{step['key']}' has no branches",
+                                           ("steps", index, "branches")))
 
-class SetValues:
+
+class SetValues(StepType):
     """Set run context values from expressions."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "设置变量", "en": "Set values"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "set", "next")
-    required: ClassVar[Required] = ("set",)
+    name = "set"
+    title: ClassVar[Text] = {"zh-CN": "设置变量", "en": "Set values"}
+    options: ClassVar[Options] = {"set": _VALUES}
+    required = ("set",)
+    expressions = ("set.*",)
 
     def run(self, x: Exec) -> Outcome:
         names = x.names()
@@ -326,15 +472,19 @@ class SetValues:
         return ("next", x.step.next)
 
 
-class CallWebhook:
+class CallWebhook(StepType):
     """HTTP to an allow-listed endpoint, through the webhook outbox: the call is queued in the
     step's transaction and sent by the sweep with a timeout (:mod:`.webhooks`), never inside
     the request that ran the step; failures are retried there with backoff."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "调用接口", "en": "Call a webhook"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "url", "method", "body", "retry",
-                                          "next")
-    required: ClassVar[Required] = ("url",)
+    name = "call_webhook"
+    title: ClassVar[Text] = {"zh-CN": "调用接口", "en": "Call a webhook"}
+    options: ClassVar[Options] = {"url": {"type": "string", "pattern": "^https?://"},
+               "method": {"enum": ["POST", "PUT", "GET"]}, "body": _VALUES,
+               "retry": RETRY_OPTION}
+    required = ("url",)
+    expressions = ("body.*",)
+    retry = RetryPolicy(attempts=5, backoff="1m")
 
     def run(self, x: Exec) -> Outcome:
         names = x.names()
@@ -350,12 +500,15 @@ class CallWebhook:
         return ("next", x.step.next)
 
 
-class StartSubflow:
+class StartSubflow(StepType):
     """Start another flow for the same patient/encounter (its own run; this one continues)."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "启动子流程", "en": "Start a subflow"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when", "flow", "next")
-    required: ClassVar[Required] = ("flow",)
+    name = "start_subflow"
+    title: ClassVar[Text] = {"zh-CN": "启动子流程", "en": "Start a subflow"}
+    options: ClassVar[Options] = {"flow": {"$ref": "#/$defs/key"}}
+    required = ("flow",)
+    references = (("flow", "flow"),)
+    retry = RetryPolicy(attempts=3, backoff="5m")
 
     def run(self, x: Exec) -> Outcome:
         child = start(x.session, flow_key=x.step.get("flow"), patient_id=x.run.patient_id,
@@ -366,23 +519,20 @@ class StartSubflow:
         return ("next", x.step.next)
 
 
-class End:
+class End(StepType):
     """End the run."""
 
-    title: ClassVar[dict[str, str]] = {"zh-CN": "结束", "en": "End"}
-    options: ClassVar[tuple[str, ...]] = ("title", "when")
-    required: ClassVar[Required] = ()
+    name = "end"
+    title: ClassVar[Text] = {"zh-CN": "结束", "en": "End"}
+    edges = ()
 
     def run(self, x: Exec) -> Outcome:
         return ("end", None)
 
 
-STEP_TYPES: dict[str, Any] = {
-    "send_message": SendMessage(), "send_form": SendForm(), "wait": Wait(),
-    "create_task": CreateTask(), "approval": Approval(), "decision": Decision(),
-    "parallel": Parallel(), "set": SetValues(), "call_webhook": CallWebhook(),
-    "start_subflow": StartSubflow(), "end": End(),
-}
+STEP_TYPES: dict[str, StepType] = {t.name: t for t in (
+    SendMessage(), SendForm(), Wait(), CreateTask(), Approval(), Decision(), Parallel(),
+    SetValues(), CallWebhook(), StartSubflow(), End())}
 
 
 def reminder(x: Exec) -> None:

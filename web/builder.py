@@ -12,6 +12,7 @@ same app, exactly as a bundle import would, and appends an audit row in the same
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from dataclasses import dataclass, field
@@ -501,9 +502,6 @@ def field_palette() -> list[dict[str, Any]]:
 
 # --- catalogue for the flow designer -----------------------------------------------------------
 
-STEP_BASICS = ("title", "when", "next")  # a step type that declares no ``options`` gets these
-
-
 def _inline_refs(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
     """``node`` with every ``{"$ref": "#/$defs/x"}`` replaced by a copy of ``$defs.x`` marked
     ``"x-def": "x"`` (the property panel picks its widget by it: ``text``, ``duration``,
@@ -524,26 +522,33 @@ def _inline_refs(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) ->
 
 
 def step_palette() -> list[dict[str, Any]]:
-    """Every registered step type with what the flow designer's property panel is built from:
-    ``title``, ``options`` (property name → its JSON Schema, taken from the flow schema's
-    ``$defs.step.properties`` with ``$ref``s inlined and registry enums filled in) and
-    ``required`` (what the compiler checks; a list inside means "one of these")."""
-    from careloop.engine.schema import kind_schema
+    """Every registered step type as its :class:`~careloop.flows.step_types.StepType` describes
+    itself, which is all the flow designer draws and checks a step from (no graph rule in JS):
+    ``title``; ``options`` (property name → its JSON Schema, ``$ref``s inlined and marked
+    ``x-def``, registry enums filled in, a reference marked ``x-reference``); ``required`` (a
+    list inside means "one of these", the ``modes``); ``modes``; ``edges`` (option, label,
+    many/item/fallback/mode/fork); ``pauses``; ``labels`` (per option label/help);
+    ``resumes``; ``retry``."""
+    from careloop.engine.schema import fill_registry_enums, kind_schema
+    from careloop.flows.step_types import registered
 
-    schema = kind_schema("flow")
-    defs: dict[str, Any] = schema["$defs"]
-    properties: dict[str, Any] = defs["step"]["properties"]
+    defs: dict[str, Any] = kind_schema("flow")["$defs"]
     out = []
-    for name, step in sorted(loaded_registry().catalogue("step_type").items()):
-        title = getattr(step, "title", None)
-        options = tuple(getattr(step, "options", STEP_BASICS))
-        required = getattr(step, "required", ())
+    for name, step in registered():
+        options = copy.deepcopy(step.option_schemas())
+        fill_registry_enums(options, loaded_registry())
+        inlined = {o: _inline_refs(schema, defs) for o, schema in options.items()}
+        for path, kind in step.references:  # a nested reference (until.calendar) is marked too
+            node: Any = inlined
+            for part in path.split("."):
+                node = (node.get("properties", node) if "properties" in node else node).get(part)
+                if not isinstance(node, dict):
+                    break
+            if isinstance(node, dict):
+                node["x-reference"] = kind
         out.append({
-            "name": name,
-            "title": dict(title) if isinstance(title, dict) else {"zh-CN": name, "en": name},
-            "options": {o: _inline_refs(properties.get(o, {"type": "string"}), defs)
-                        for o in options if o not in ("key", "type")},
-            "required": [list(r) if isinstance(r, tuple) else r for r in required]})
+            **step.describe(), "name": name, "options": inlined,
+            "required": [*step.required, *([list(step.modes)] if step.modes else [])]})
     return out
 
 

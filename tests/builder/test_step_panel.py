@@ -22,6 +22,7 @@ from careloop.engine import store
 from careloop.engine.db import transaction
 from careloop.engine.registry import loaded_registry
 from careloop.flows.compiler import required_of
+from careloop.flows.step_types import StepType
 
 from .conftest import ARGS, CHROMIUM, login, make_user, signed_in
 
@@ -81,14 +82,25 @@ def test_step_types_describe_every_registered_type(px: TestClient) -> None:
     assert by_name["send_form"]["options"]["title"]["x-def"] == "text"
     assert "key" not in by_name["send_form"]["options"]
     assert list(by_name["decision"]["options"])[:2] == ["title", "when"]
+    # the graph comes from the server: edges, modes, pausing (no rule written again in JS)
+    assert [e["option"] for e in by_name["wait"]["edges"]] == ["next", "on_timeout"]
+    assert by_name["wait"]["modes"] == ["duration", "until", "event"]
+    assert by_name["wait"]["pauses"] and not by_name["set"]["pauses"]
+    assert by_name["parallel"]["forks"] and by_name["end"]["edges"] == []
+    decision = {e["option"]: e for e in by_name["decision"]["edges"]}
+    assert decision["cases"]["item"] == "next" and decision["else"]["mode"] == "if"
+    assert by_name["send_form"]["options"]["template"]["x-reference"] == "template"
+    assert wait["until"]["properties"]["calendar"]["x-reference"] == "calendar"
+    assert "url" not in wait and "branches" not in wait  # each type lists only its own options
 
 
-class _HisLookup:
+class _HisLookup(StepType):
     """A plugin's step type: it declares its own title, options and requirement."""
 
+    name = "his_lookup"
     title: ClassVar[dict[str, str]] = {"zh-CN": "查询 HIS", "en": "Look up the HIS"}
-    options: ClassVar[tuple[str, ...]] = ("title", "url", "next")
-    required: ClassVar[tuple[str, ...]] = ("url",)
+    options: ClassVar[dict[str, Any]] = {"url": {"type": "string", "pattern": "^https?://"}}
+    required = ("url",)
 
     def run(self, x: Any) -> Any:
         return ("next", None)
@@ -103,9 +115,10 @@ def test_a_plugin_step_type_gets_a_panel_and_its_requirement(
     entry = next(t for t in px.get("/api/v1/builder/step-types").json()
                  if t["name"] == "his_lookup")
     assert entry["title"]["zh-CN"] == "查询 HIS"
-    assert list(entry["options"]) == ["title", "url", "next"]
+    assert list(entry["options"]) == ["title", "when", "url", "next", "retry"]
     assert entry["options"]["url"]["pattern"] == "^https?://"
     assert entry["required"] == ["url"]
+    assert [e["option"] for e in entry["edges"]] == ["next"] and entry["pauses"] is False
 
 
 def test_definition_lists(px: TestClient) -> None:
@@ -174,7 +187,10 @@ def test_build_a_flow_with_the_panel_and_gestures(server: str, engine: Engine) -
             page.click('#b-step-palette button[data-type="wait"]')
             expect(_prop(page, "key")).to_have_value("wait_1")
             expect(_prop(page, "duration")).to_have_value("1d")
-            expect(_prop(page, "until.days")).to_be_visible()     # nested: until → days
+            # one mode at a time (duration, until or event), chosen with a picker
+            expect(_prop(page, "mode-picker")).to_have_value("duration")
+            expect(_prop(page, "until.days")).to_have_count(0)
+            expect(_prop(page, "event")).to_have_count(0)
             _prop(page, "duration").fill("3 days")
             _prop(page, "duration").press("Enter")
             expect(page.locator('#b-step-props [data-invalid-for="duration"]')).to_contain_text(
@@ -289,8 +305,9 @@ def test_nested_inputs_rows_and_renames(server: str) -> None:
 
             # wait until discharge + 2 working days at 09:30 (until is an object)
             page.click('#b-step-palette button[data-type="wait"]')
-            _prop(page, "duration").fill("")
-            _prop(page, "duration").press("Enter")
+            # the mode picker swaps the duration for the until inputs (the duration is removed)
+            _prop(page, "mode-picker").select_option("until")
+            expect(_prop(page, "duration")).to_have_count(0)
             _prop(page, "until.base").fill("encounter.discharged_at")
             _prop(page, "until.base").press("Enter")
             _prop(page, "until.days").fill("2")
@@ -325,6 +342,7 @@ def test_nested_inputs_rows_and_renames(server: str) -> None:
 
             # decision: cases rows (when + next), then rename a step its targets follow
             page.click('#b-step-palette button[data-type="decision"]')
+            _prop(page, "mode-picker").select_option("cases")  # if/then/else or cases
             _prop(page, "cases.add").click()
             _prop(page, "cases.0.when").fill("context.score > 1")
             _prop(page, "cases.0.when").press("Enter")

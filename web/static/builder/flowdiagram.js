@@ -35,57 +35,76 @@
   };
   const html = window.CareloopDom.el;
 
+  // The step's type as the server describes it (GET /api/v1/builder/step-types: each
+  // StepType's edges and modes); no graph rule is written here, so a plugin's step type (its own
+  // edge such as on_no_answer) is drawn and connected like a built-in one.
+  function typeOf(st) {
+    if (!lastHooks || !st) return null;
+    return lastHooks.stepTypes().find((t) => t.name === st.type) || null;
+  }
+  const hasNext = (st) => { const t = typeOf(st); return !!t && t.edges.some((e) => e.option === "next"); };
+  const labelOf = (e) => (lastHooks ? lastHooks.pick(e.label) : e.option) || e.option;
+
+  // The edges of the step's current mode (decision: if/then/else or cases).
+  function activeEdges(st) {
+    const t = typeOf(st);
+    if (!t) return [];
+    const modes = t.modes || [];
+    const mode = modes.find((m) => m in st) ?? modes[0] ?? null;
+    return t.edges.map((e) => [t, e]).filter(([, e]) => e.mode === null || e.mode === mode);
+  }
+
   // Every edge of a step: [slot, target key, label]; the same targets as flows/steps_graph.py.
   function edges(st, defaultNext) {
     const out = [];
     const add = (slot, target, label) => {
       if (typeof target === "string" && target !== JOIN) out.push([slot, target, label]);
     };
-    if (st.type === "decision") {
-      if ("if" in st || !("cases" in st)) {
-        add("then", st.then, "then");
-        add("else", st.else ?? defaultNext, "else");
+    for (const [t, e] of activeEdges(st)) {
+      const value = st[e.option];
+      const label = labelOf(e);
+      if (e.item) {
+        (Array.isArray(value) ? value : []).forEach((c, i) =>
+          add(`${e.option}.${i}.${e.item}`, c && c[e.item], `${label} ${i + 1}`));
+      } else if (e.many) {
+        (Array.isArray(value) ? value : []).forEach((b, i) => add(`${e.option}.${i}`, b, `${label} ${i + 1}`));
       } else {
-        (st.cases || []).forEach((c, i) => add(`cases.${i}.next`, c && c.next, `case ${i + 1}`));
-        add("default", st.default ?? defaultNext, "default");
+        const plain = e.option === "next" && !t.forks;
+        add(e.option, value ?? (e.fallback ? defaultNext : undefined), plain ? "" : label);
       }
-    } else if (st.type === "parallel") {
-      (st.branches || []).forEach((b, i) => add(`branches.${i}`, b, `branch ${i + 1}`));
-      add("next", st.next ?? defaultNext, JOIN);
-    } else if (st.type !== "end") {
-      add("next", st.next ?? defaultNext, "");
     }
-    if ("on_timeout" in st) add("on_timeout", st.on_timeout, "timeout");
-    if ("on_reject" in st) add("on_reject", st.on_reject, "reject");
     return out;
   }
 
   // The slots a connection from ``st`` may set: [slot, label].
   function slots(st) {
-    if (st.type === "decision") {
-      if (Array.isArray(st.cases) && !("if" in st)) {
-        return [...st.cases.map((_, i) => [`cases.${i}.next`, `case ${i + 1}`]),
-          ["default", "default"]];
+    const out = [];
+    for (const [, e] of activeEdges(st)) {
+      const value = st[e.option];
+      const label = labelOf(e);
+      if (e.item) {
+        (Array.isArray(value) ? value : []).forEach((_, i) => out.push([`${e.option}.${i}.${e.item}`, `${label} ${i + 1}`]));
+      } else if (e.many) {
+        (Array.isArray(value) ? value : []).forEach((_, i) => out.push([`${e.option}.${i}`, `${label} ${i + 1}`]));
+        out.push([`${e.option}.add`, `+ ${label}`]);
+      } else {
+        out.push([e.option, e.option === "next" ? "next" : e.option]);
       }
-      return [["then", "then"], ["else", "else"]];
     }
-    if (st.type === "parallel") {
-      return [...(st.branches || []).map((_, i) => [`branches.${i}`, `branch ${i + 1}`]),
-        ["branches.add", "+ branch"], ["next", "next (join)"]];
-    }
-    if (st.type === "end") return [];
-    const out = [["next", "next"]];
-    if (st.type === "approval") out.push(["on_reject", "on_reject"]);
-    if (st.type === "send_form" || st.type === "wait") out.push(["on_timeout", "on_timeout"]);
     return out;
   }
 
   function setSlot(st, slot, target) {
     const parts = slot.split(".");
-    if (slot === "branches.add") { st.branches = [...(st.branches || []), target]; return; }
-    if (parts[0] === "cases") { st.cases[Number(parts[1])].next = target; return; }
-    if (parts[0] === "branches") { st.branches[Number(parts[1])] = target; return; }
-    st[slot] = target;
+    if (parts.length === 2 && parts[1] === "add") {
+      st[parts[0]] = [...(Array.isArray(st[parts[0]]) ? st[parts[0]] : []), target];
+    } else if (parts.length === 3) {
+      st[parts[0]][Number(parts[1])][parts[2]] = target;
+    } else if (parts.length === 2) {
+      st[parts[0]][Number(parts[1])] = target;
+    } else {
+      st[slot] = target;
+    }
   }
 
   // Layers: the longest path from the first step (back edges of loops ignored); steps nothing
@@ -417,8 +436,8 @@
       const prev = model.steps[at];
       const index = prev ? at + 1 : model.steps.length;
       // keep an explicit "next" of the step it follows: prev → new → prev's old target
-      if (prev && typeof prev.next === "string" && prev.type !== "end") {
-        if (type !== "end") step.next = prev.next;
+      if (prev && typeof prev.next === "string" && hasNext(prev)) {
+        if (hasNext(step)) step.next = prev.next;
         prev.next = step.key;
       }
       model.steps.splice(index, 0, step);

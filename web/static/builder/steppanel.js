@@ -2,16 +2,17 @@
 // builder.js calls window.CareloopStepPanel.render(panel, hooks) whenever a flow draft
 // re-renders. The panel is generated from data, not from code per step type: GET
 // /api/v1/builder/step-types gives every registered step type's options (property name → JSON
-// Schema from flows/schema/flow.json, $refs inlined and marked "x-def") and what it requires; a
-// plugin's step type gets its panel the same way. Every change goes through hooks.commit (undo,
+// Schema the StepType declares, $refs inlined and marked "x-def", references marked
+// "x-reference"), what it requires, its modes, edges and labels; a plugin's step type gets its
+// panel the same way. Every change goes through hooks.commit (undo,
 // draft save, live validation); problems under $.steps[i].<prop> are shown at that input.
 "use strict";
 
 (() => {
-  const REFS = new Set(["next", "then", "else", "default", "on_reject", "on_timeout"]);
-  const DEFINITIONS = { form: "form", template: "template", reminder_template: "template",
-    flow: "flow", calendar: "calendar" };
+  // Which options name steps (and how) comes from each step type's declared edges, which option
+  // names another definition from its schema's "x-reference": nothing here is per step type.
   const JOIN = "join";
+  const modeChoice = new Map();  // step index → the mode the author picked before filling it in
 
   const el = window.CareloopDom.el;
   const isEmpty = (v) => v === undefined || v === null || v === ""
@@ -50,12 +51,31 @@
   }
 
   // A renamed step: every target naming the old key follows (the diagram's arrows stay).
-  function rename(steps, from, to) {
+  function rename(steps, from, to, types) {
     for (const st of steps) {
-      for (const slot of REFS) if (st[slot] === from) st[slot] = to;
-      if (Array.isArray(st.branches)) st.branches = st.branches.map((b) => (b === from ? to : b));
-      if (Array.isArray(st.cases)) for (const c of st.cases) if (c && c.next === from) c.next = to;
+      const type = (types || []).find((t) => st && t.name === st.type);
+      for (const e of (type && type.edges) || []) {
+        const value = st[e.option];
+        if (e.item && Array.isArray(value)) {
+          for (const c of value) if (c && c[e.item] === from) c[e.item] = to;
+        } else if (e.many && Array.isArray(value)) {
+          st[e.option] = value.map((b) => (b === from ? to : b));
+        } else if (value === from) {
+          st[e.option] = to;
+        }
+      }
     }
+  }
+
+  // The options that hold step keys: single targets, lists of them, items of a list.
+  function refsOf(type) {
+    const single = new Set(), many = new Set(), items = new Map();
+    for (const e of (type && type.edges) || []) {
+      if (e.item) items.set(e.option, e.item);
+      else if (e.many) many.add(e.option);
+      else single.add(e.option);
+    }
+    return { single, many, items };
   }
 
   function render(panel, h) {
@@ -67,6 +87,8 @@
     if (!st || typeof st !== "object") { panel.replaceChildren(); return; }
     const type = h.stepTypes().find((t) => t.name === st.type);
     const label = (name) => {
+      const own = type && type.labels && type.labels[name] && type.labels[name].label;
+      if (own) return h.pick(own);
       const key = `builder.prop.${name}`;
       const text = h.msg(key);
       return text === key ? name : text;
@@ -82,8 +104,15 @@
           && String(p.message).includes(`'${o}'`)));
       }
     }
-    const requiredNames = new Set(((type && type.required) || []).flat());
-    const ctx = { h, i, steps, label, missing, requiredNames };
+    // a type with alternative modes (wait: duration, until or event) shows a mode picker and
+    // only the chosen mode's input, which alone is marked required
+    const modes = (type && type.modes) || [];
+    const present = modes.filter((m) => m in st);
+    const mode = present[0] ?? modeChoice.get(i) ?? modes[0];
+    const requiredNames = new Set(((type && type.required) || []).filter((r) => !Array.isArray(r)));
+    if (mode) requiredNames.add(mode);
+    const ctx = { h, i, steps, label, missing, requiredNames, refs: refsOf(type),
+      forks: steps.some((s) => { const t = h.stepTypes().find((x) => s && x.name === s.type); return !!(t && t.forks); }) };
 
     const key = el("input", { type: "text", value: st.key, "data-prop": "key", required: true });
     key.addEventListener("change", () => {
@@ -91,7 +120,7 @@
       if (!value || value === st.key) return;
       h.commit(() => {
         const all = h.model().steps;
-        rename(all, all[i].key, value);
+        rename(all, all[i].key, value, h.stepTypes());
         all[i].key = value;
       });
     });
@@ -99,7 +128,17 @@
       el("strong", { text: type ? h.pick(type.title) : st.type }), ` (${st.type})`,
       ...typeProblems.map((p) => el("span", { class: "b-err", text: ` ${p.code}: ${p.message}` })));
     const parts = [head, withProblems(ctx, el("label", { text: h.msg("builder.key") }, key), key, ["key"])];
+    if (modes.length) {
+      const picker = el("select", { "data-prop": "mode-picker" },
+        ...modes.map((m) => el("option", { value: m, text: label(m), selected: m === mode })));
+      picker.addEventListener("change", () => {
+        modeChoice.set(i, picker.value);
+        h.commit(() => { for (const m of modes) if (m !== picker.value) delete h.model().steps[i][m]; });
+      });
+      parts.push(el("label", { class: "b-mode", text: h.msg("builder.step_mode") }, picker));
+    }
     for (const [name, schema] of Object.entries((type && type.options) || {})) {
+      if (modes.includes(name) && name !== mode) continue;
       parts.push(field(ctx, [name], schema || {}));
     }
     if (!type) parts.push(el("p", { class: "b-err", text: h.msg("builder.unknown_step_type", { type: st.type }) }));
@@ -165,7 +204,9 @@
     const name = [...path].reverse().find((p) => typeof p === "string");
     let text = ctx.label(name);
     if (path.length === 1 && ctx.requiredNames.has(name)) text += " *";
-    return { text, title: schema.description || null };
+    const type = ctx.h.stepTypes().find((t) => t.name === ctx.steps[ctx.i].type);
+    const help = path.length === 1 && type && type.labels && type.labels[name] && type.labels[name].help;
+    return { text, title: help ? ctx.h.pick(help) : schema.description || null };
   }
 
   function field(ctx, path, schema) {
@@ -179,11 +220,13 @@
 
     if (schema["x-def"] === "text") return textPair(ctx, path, value, cap);
     const last = path[path.length - 1];
-    const isRef = (REFS.has(last) && (schema.type === "string" || !schema.type))
-      || (typeof last === "number" && path[path.length - 2] === "branches");
+    const { single, many, items } = ctx.refs;
+    const isRef = (path.length === 1 && single.has(last))
+      || (path.length === 2 && typeof last === "number" && many.has(path[0]))
+      || (path.length === 3 && items.get(path[0]) === last);
     if (isRef) return leaf(stepSelect(ctx, prop, value, set, name === "next"));
-    if (DEFINITIONS[name] && typeof last === "string" && schema.type === "string") {
-      return leaf(definitionSelect(ctx, DEFINITIONS[name], prop, value, set));
+    if (schema["x-reference"] && typeof last === "string" && schema.type === "string") {
+      return leaf(definitionSelect(ctx, schema["x-reference"], prop, value, set));
     }
     if (Array.isArray(schema.enum)) {
       const select = el("select", { "data-prop": prop }, el("option", { value: "", text: "" }),
@@ -248,7 +291,7 @@
     const keys = ctx.steps.map((s) => s && s.key).filter((k) => typeof k === "string");
     const options = [el("option", { value: "", text: ctx.h.msg("builder.no_target") })];
     for (const k of keys) options.push(el("option", { value: k, text: k, selected: value === k }));
-    if (mayJoin && ctx.steps.some((s) => s && s.type === "parallel")) {
+    if (mayJoin && ctx.forks) {
       options.push(el("option", { value: JOIN, text: ctx.h.msg("builder.join"), selected: value === JOIN }));
     }
     if (typeof value === "string" && value && value !== JOIN && !keys.includes(value)) {
@@ -324,7 +367,7 @@
         rowButtons(ctx, `${prop}.${j}`, () => commitList((list) => list.splice(j, 1))));
       box.append(row);
     });
-    const isBranches = path[path.length - 1] === "branches";
+    const isBranches = path.length === 1 && ctx.refs.many.has(path[0]);
     box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
       text: ctx.h.msg("builder.add_item"), onclick: () => commitList((list) => {
         if (isBranches) {
