@@ -193,9 +193,12 @@ def create(output: Path, engine: Engine | None = None, *, uploads: Path | None =
     uploads = uploads or uploads_dir()
     checkpoints = checkpoints if checkpoints is not None else audit.checkpoint_path()
     output.parent.mkdir(parents=True, exist_ok=True)
-    with transaction(engine) as session:
-        audit.append(session, actor=actor, action="backup.create", object_type="backup",
-                     object_id=output.name)
+    with engine.connect() as connection:  # an older schema (before upgrade) has no keyed chain
+        keyed = "audit_anchor" in inspect(connection).get_table_names()
+    if keyed:
+        with transaction(engine) as session:
+            audit.append(session, actor=actor, action="backup.create", object_type="backup",
+                         object_id=output.name)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".careloop-backup-") as tmp:
         work = Path(tmp)
         parts: dict[str, Path] = {}
@@ -423,6 +426,10 @@ def _verify_audit(found: Opened, engine: Engine, result: Verification) -> None:
     from careloop.engine.audit_key import AuditKeyError
     from careloop.engine.db import transaction
 
+    if "audit_anchor" not in found.manifest["tables"]:
+        result.notes.append("audit chain not checked: the schema is older than the keyed chain "
+                            "(revision 0014); it is anchored on upgrade")
+        return
     try:
         here = audit.key_id(_load_key())
     except AuditKeyError as exc:

@@ -100,11 +100,23 @@ def db() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
-    """Create or upgrade the database to the newest schema (idempotent)."""
+@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="First write a backup (careloop-before-upgrade-<date>-<time>.tar.gz) into "
+                   "this folder when there is something to upgrade.")
+def db_upgrade(backup_dir: Path | None) -> None:
+    """Create or upgrade the database to the newest schema (idempotent). Each migration is one
+    transaction: an interrupted upgrade is continued by the next one."""
     from careloop.engine.db import database_url, redact
-    from careloop.engine.migrate import current_revisions, upgrade
+    from careloop.engine.migrate import current_revisions, head_revisions, upgrade
 
+    current = current_revisions()
+    if backup_dir is not None and current and current != head_revisions():
+        from careloop.engine.backup import create
+        from careloop.engine.clock import now_utc, to_local
+
+        target = backup_dir / f"careloop-before-upgrade-{to_local(now_utc()):%Y%m%d-%H%M%S}.tar.gz"
+        create(target)
+        click.echo(f"backup before the upgrade: {target}")
     upgrade()
     click.echo(f"database {redact(database_url())} at revision "
                f"{', '.join(sorted(current_revisions()))}")
@@ -354,6 +366,8 @@ def _add_engine_commands() -> None:
 
 
 DEBUG_ENV = "CARELOOP_DEBUG"
+_NO_ARGS_IS_HELP: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError",
+                                                   click.UsageError)
 
 
 def error_line(exc: BaseException) -> str:
@@ -391,8 +405,9 @@ def main() -> None:
     try:
         result = cli.main(prog_name="careloop", standalone_mode=False)
     except click.UsageError as exc:
-        if debug:
-            raise
+        if debug or isinstance(exc, _NO_ARGS_IS_HELP):
+            exc.show()  # a group without its command: its help, as click shows it
+            sys.exit(exc.exit_code)
         where = exc.ctx.command_path if exc.ctx is not None else "careloop"
         click.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
         sys.exit(exc.exit_code)

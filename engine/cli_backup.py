@@ -36,7 +36,11 @@ def _summary(manifest: dict[str, Any]) -> str:
               help="Write careloop-<date>-<time>.tar.gz into this folder instead.")
 @click.option("--keep", type=click.IntRange(1), default=None,
               help="With --dir: then delete all but the KEEP newest archives there.")
-def backup_create(output: Path | None, folder: Path | None, keep: int | None) -> None:
+@click.option("--verify", "then_verify", is_flag=True,
+              help="Then verify the archive (restoring it into a scratch database); exit 1 "
+                   "if it is not usable.")
+def backup_create(output: Path | None, folder: Path | None, keep: int | None,
+                  then_verify: bool) -> None:
     """Write one archive: a consistent copy of the database (SQLite online backup, or pg_dump
     on one snapshot), the uploaded files, the audit checkpoints and a manifest. The audit key
     is not included: the manifest says where it is; keep a copy of it elsewhere."""
@@ -55,6 +59,8 @@ def backup_create(output: Path | None, folder: Path | None, keep: int | None) ->
     key = manifest["audit_key"]
     click.echo(f"the audit key is not in the archive: it is at {key['location']}; keep a copy "
                "of it apart from the backups")
+    if then_verify and not _report(output, backups.verify(output)):
+        sys.exit(1)  # older archives are kept when this one is not usable
     if folder is not None and keep is not None:
         for gone in backups.prune(folder, keep):
             click.echo(f"deleted {gone} (keeping the {keep} newest)")
@@ -71,7 +77,12 @@ def backup_verify(archive: Path, no_restore: bool) -> None:
     chain. Exit 1 if anything is wrong."""
     from careloop.engine import backup as backups
 
-    result = backups.verify(archive, restore_check=not no_restore)
+    if not _report(archive, backups.verify(archive, restore_check=not no_restore),
+                   restored=not no_restore):
+        sys.exit(1)
+
+
+def _report(archive: Path, result: Any, restored: bool = True) -> bool:
     click.echo(f"{archive}: {_summary(result.manifest)}")
     for problem in result.problems:
         click.echo(f"  problem: {problem}")
@@ -79,15 +90,16 @@ def backup_verify(archive: Path, no_restore: bool) -> None:
         click.echo(f"  note: {note}")
     if not result.ok:
         click.echo(f"backup NOT usable: {len(result.problems)} problem(s)")
-        sys.exit(1)
+        return False
     parts = len(result.manifest["parts"])
-    if no_restore:
+    if not restored:
         click.echo(f"backup verified: {parts} part(s) match their sha256 (not restored)")
-        return
+        return True
     audit = (f"; audit trail intact ({result.audit_rows:,} rows)"
              if result.audit_rows is not None else "")
     click.echo(f"backup verified: {parts} part(s) match their sha256; restored into a scratch "
                f"database with {result.restored_rows:,} rows as in the manifest{audit}")
+    return True
 
 
 @backup.command("restore")

@@ -90,3 +90,12 @@ def test_a_real_process_ends_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: the database ")
+
+
+@pytest.mark.usefixtures("unreachable")
+def test_a_group_without_its_command_shows_its_help(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _main(monkeypatch, capsys, "backup")
+    assert code == 2
+    assert err.startswith("Usage: careloop backup") and "restore" in err
+

@@ -177,3 +177,27 @@ def test_upgrade_killed_mid_step_on_sqlite_leaves_nothing_of_it(tmp_path: Path) 
         assert is_current(engine)
     finally:
         engine.dispose()
+
+
+def test_upgrade_with_backup_dir_backs_up_the_old_schema_first(fresh: Engine,
+                                                               tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from careloop.engine import backup
+    from careloop.engine.cli import cli
+
+    upgrade(fresh, "0012")
+    _rows_of_that_time(fresh)
+    with dbmod.use_engine(fresh):
+        done = CliRunner().invoke(cli, ["db", "upgrade", "--backup-dir", str(tmp_path / "b")])
+        assert done.exit_code == 0, done.output
+        (archive,) = (tmp_path / "b").glob("careloop-before-upgrade-*.tar.gz")
+        assert f"backup before the upgrade: {archive}" in done.output
+        assert is_current(fresh)
+        checked = backup.verify(archive, restore_check=False)  # the drill restores
+        again = CliRunner().invoke(cli, ["db", "upgrade", "--backup-dir", str(tmp_path / "b")])
+    assert checked.ok, checked.problems
+    assert checked.manifest["revisions"] == ["0012"]
+    assert checked.manifest["tables"]["patients"] == 1
+    assert again.exit_code == 0 and "backup before" not in again.output  # nothing to upgrade
+
