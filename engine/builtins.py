@@ -1,5 +1,5 @@
 """Built-in registrations of the engine itself: shared kinds, expression functions and the daily
-``scheduled`` event tick and the audit trail's checkpoint tick."""
+``scheduled`` event tick, the audit trail's checkpoint tick and ``careloop backup``."""
 
 from __future__ import annotations
 
@@ -17,3 +17,6 @@ def register(registry: Registry) -> None:
 
     registry.catalogue("tick").register("engine.daily", emit_daily)
     registry.catalogue("tick").register("audit.checkpoint", checkpoint_tick)
+    from careloop.engine.cli_backup import backup
+
+    registry.catalogue("cli").register("backup", backup)

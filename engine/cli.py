@@ -1,11 +1,14 @@
 """The ``careloop`` command line. Engines add their own groups through :func:`main`'s registry.
 
-Exit codes: 0 success, 1 invalid input (a definition, a bundle, an expression), 2 usage error.
+Exit codes: 0 success, 1 invalid input (a definition, a bundle, an expression) or a failure
+(database unreachable, file missing), 2 usage error. Whatever goes wrong ends in one line on
+stderr (:func:`error_line`); ``CARELOOP_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,11 +100,23 @@ def db() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
-    """Create or upgrade the database to the newest schema (idempotent)."""
+@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="First write a backup (careloop-before-upgrade-<date>-<time>.tar.gz) into "
+                   "this folder when there is something to upgrade.")
+def db_upgrade(backup_dir: Path | None) -> None:
+    """Create or upgrade the database to the newest schema (idempotent). Each migration is one
+    transaction: an interrupted upgrade is continued by the next one."""
     from careloop.engine.db import database_url, redact
-    from careloop.engine.migrate import current_revisions, upgrade
+    from careloop.engine.migrate import current_revisions, head_revisions, upgrade
 
+    current = current_revisions()
+    if backup_dir is not None and current and current != head_revisions():
+        from careloop.engine.backup import create
+        from careloop.engine.clock import now_utc, to_local
+
+        target = backup_dir / f"careloop-before-upgrade-{to_local(now_utc()):%Y%m%d-%H%M%S}.tar.gz"
+        create(target)
+        click.echo(f"backup before the upgrade: {target}")
     upgrade()
     click.echo(f"database {redact(database_url())} at revision "
                f"{', '.join(sorted(current_revisions()))}")
@@ -350,7 +365,63 @@ def _add_engine_commands() -> None:
         cli.add_command(command)
 
 
+DEBUG_ENV = "CARELOOP_DEBUG"
+_NO_ARGS_IS_HELP: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError",
+                                                   click.UsageError)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what went wrong, without SQL or its parameters (they may hold patient
+    data): ``the database postgresql+psycopg://careloop:***@db/careloop is unreachable: …``."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+    from careloop.engine.errors import CareloopError
+
+    if isinstance(exc, OperationalError):
+        from careloop.engine.db import database_url, redact
+
+        first = (str(exc.orig).strip().splitlines() or [""])[0]
+        return (f"the database {redact(database_url())} is unreachable or failed "
+                f"({type(exc.orig).__name__}: {first})")
+    if isinstance(exc, DBAPIError):
+        first = (str(exc.orig).strip().splitlines() or [""])[0]
+        return f"the database refused a statement ({type(exc.orig).__name__}: {first})"
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error ({type(exc).__name__})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    if isinstance(exc, CareloopError):
+        return " ".join(str(exc).split())
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"{type(exc).__name__}: {first} (an internal error: run again with {DEBUG_ENV}=1 "
+            "for the traceback and report it)")
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every failure ends in one ``error:`` line on stderr and a
+    non-zero exit (``CARELOOP_DEBUG=1``: the traceback instead)."""
+    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     _add_engine_commands()
-    cli(prog_name="careloop")
+    try:
+        result = cli.main(prog_name="careloop", standalone_mode=False)
+    except click.UsageError as exc:
+        if debug or isinstance(exc, _NO_ARGS_IS_HELP):
+            exc.show()  # a group without its command: its help, as click shows it
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "careloop"
+        click.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"error: {error_line(exc)}", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,17 +1,46 @@
-"""Run Alembic migrations programmatically (``careloop db upgrade`` / ``db current``)."""
+"""Run Alembic migrations programmatically (``careloop db upgrade`` / ``db current``).
+
+Every migration runs in its own transaction, on SQLite too: the driver's implicit transaction
+handling is switched off for the migrating connection and each step is ``BEGIN IMMEDIATE`` …
+``COMMIT`` with its revision recorded inside, so a process killed mid-upgrade leaves the
+database at the last finished revision and the next upgrade simply continues. A database left
+half-migrated by an older Careloop (tables of a step without its revision) is refused with what
+to do (:class:`UpgradeRefused`), never with a stack trace.
+"""
 
 from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event, inspect
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from careloop.engine.db import default_engine
+from careloop.engine.db import default_engine, make_engine
+from careloop.engine.errors import CareloopError
 
 # Engines that add tables ship their own versions folder; all are one linear history.
 VERSION_LOCATIONS = ("careloop.engine:migrations/versions",)
+
+# Test hook: stop (for good) right after this revision's statements ran, before its commit, so a
+# test can kill -9 a real ``careloop db upgrade`` in the middle of a step.
+PAUSE_ENV = "CARELOOP_TEST_PAUSE_MIGRATION"
+
+RECOVERY = ("restore the backup taken before the upgrade (careloop backup restore --force "
+            "FILE), then run careloop db upgrade again")
+
+
+class UpgradeRefused(CareloopError):
+    """Raised when ``db upgrade`` will not touch a database: tables without a recorded
+    revision (an upgrade by an older Careloop was interrupted), or a revision this Careloop
+    does not know (the database was upgraded by a newer one). The message says what to do."""
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -23,17 +52,105 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+def script_directory(engine: Engine | None = None) -> ScriptDirectory:
+    """The migration history (every engine's versions), as Alembic sees it."""
+    return ScriptDirectory.from_config(alembic_config(engine or default_engine()))
+
+
+def _transactional_sqlite(engine: Engine) -> Engine | None:
+    """A second engine on the same SQLite file whose transactions include DDL: pysqlite opens
+    no transaction before CREATE/ALTER/DROP, so without this each statement commits alone."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    migrating = make_engine(engine.url.render_as_string(hide_password=False))
+
+    @event.listens_for(migrating, "connect")
+    def _no_implicit(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we say BEGIN ourselves
+
+    @event.listens_for(migrating, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrating
+
+
+def _pause_hook(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+    if step.is_upgrade and step.up_revision_id == os.environ.get(PAUSE_ENV):
+        print(f"paused in revision {step.up_revision_id}", file=sys.stderr, flush=True)
+        while True:  # until the test kills this process
+            time.sleep(1)
+
+
+def _refuse_strays(connection: Connection, script: ScriptDirectory) -> None:
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    unknown = sorted(r for r in current if not _known(script, r))
+    if unknown:
+        raise UpgradeRefused(
+            f"the database is at revision {', '.join(unknown)}, which this Careloop does not "
+            "know: it was upgraded by a newer version; run that version, or restore a backup "
+            "made before (careloop backup restore --force FILE)")
+    tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
+    if not current and tables:
+        raise UpgradeRefused(
+            f"the database has {len(tables)} table(s) but no recorded revision: an upgrade "
+            f"was interrupted before its first step was recorded; {RECOVERY}, or start from "
+            "an empty database")
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        script.get_revision(revision)
+    except Exception:  # alembic raises several kinds for an unknown id
+        return False
+    return True
+
+
+def _half_migrated(exc: Exception, connection: Connection) -> UpgradeRefused:
+    text = str(getattr(exc, "orig", exc))
+    found = re.search(r'(?:table|relation) "?([\w.]+)"? already exists', text)
+    where = ", ".join(sorted(MigrationContext.configure(connection).get_current_heads()))
+    table = f"table {found.group(1)}" if found else "an object"
+    return UpgradeRefused(
+        f"the database is half-migrated: it is recorded at revision {where or '(none)'} but "
+        f"{table} of a later step already exists (an upgrade by an older Careloop was "
+        f"interrupted); {RECOVERY}")
+
+
 def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
     """Bring the database schema to the newest revision (idempotent); the audit key file is
-    created first when there is none (``careloop up`` and ``careloop db upgrade`` come here)."""
+    created first when there is none (``careloop up`` and ``careloop db upgrade`` come here).
+
+    Raises:
+        UpgradeRefused: the database is half-migrated or newer than this Careloop.
+    """
     from careloop.engine.audit_key import ensure_key
 
     ensure_key()
     engine = engine or default_engine()
     cfg = alembic_config(engine)
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    cfg.attributes["transaction_per_migration"] = True
+    if os.environ.get(PAUSE_ENV):
+        cfg.attributes["on_version_apply"] = _pause_hook
+    migrating = _transactional_sqlite(engine)
+    try:
+        with (migrating or engine).connect() as connection:
+            _refuse_strays(connection, ScriptDirectory.from_config(cfg))
+            if connection.in_transaction():
+                connection.commit()
+            cfg.attributes["connection"] = connection
+            try:
+                command.upgrade(cfg, revision)
+            except (OperationalError, ProgrammingError) as exc:
+                if "already exists" not in str(exc):
+                    raise
+                connection.rollback()
+                raise _half_migrated(exc, connection) from None
+            if connection.in_transaction():
+                connection.commit()
+    finally:
+        if migrating is not None:
+            migrating.dispose()
 
 
 def current_revisions(engine: Engine | None = None) -> set[str]:
@@ -43,8 +160,7 @@ def current_revisions(engine: Engine | None = None) -> set[str]:
 
 
 def head_revisions(engine: Engine | None = None) -> set[str]:
-    script = ScriptDirectory.from_config(alembic_config(engine or default_engine()))
-    return set(script.get_heads())
+    return set(script_directory(engine).get_heads())
 
 
 def is_current(engine: Engine | None = None) -> bool:

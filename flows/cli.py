@@ -23,16 +23,32 @@ def scheduler() -> None:
                                         "(naive = hospital time). Default: now.")
 @click.option("--batch", default=100, show_default=True, help="Timers claimed per batch.")
 def run_due_command(now_text: str | None, batch: int) -> None:
-    """Fire due timers, emit task.overdue, dispatch due messages."""
-    from careloop.flows.scheduler import run_due
+    """Fire due timers, emit task.overdue, dispatch due messages. Due timers it could not fire
+    because another sweep holds their claim (one running elsewhere, or one that crashed) are
+    counted under ``claimed``, with when those claims expire, and named on stderr."""
+    from careloop.engine.clock import now_utc, to_local
+    from careloop.engine.db import default_engine
+    from careloop.flows.scheduler import held_claims, run_due
 
     now = None
     if now_text:
-        now = datetime.fromisoformat(now_text)
+        try:
+            now = datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter(f"not an ISO date-time: {now_text!r}",
+                                     param_hint="'--now'") from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=hospital_tz())
+    now = now or now_utc()
     report = run_due(now=now, batch=batch)
-    click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    held = held_claims(default_engine(), now)
+    click.echo(json.dumps({**report.to_json(), "claimed": held.to_json()}, ensure_ascii=False))
+    if held.count and held.first_expiry and held.last_expiry:
+        first, last = to_local(held.first_expiry), to_local(held.last_expiry)
+        click.echo(f"{held.count} due timer(s) not fired: claimed by {held.workers} other "
+                   f"sweep(s), running elsewhere or stopped; the claims expire between "
+                   f"{first:%Y-%m-%d %H:%M:%S} and {last:%Y-%m-%d %H:%M:%S} (hospital time) and "
+                   "the first run-due after that fires them", err=True)
 
 
 @click.group()

@@ -18,10 +18,10 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, distinct, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from careloop.engine import events, store
@@ -208,6 +208,49 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
             report.messages = dispatch_due(engine, worker=worker, now=now)
             report.webhooks = webhooks.dispatch_due(engine, worker=worker, now=now)
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class HeldClaims:
+    """Due timers still claimed at an instant: by a sweep running elsewhere, or by one that
+    stopped (crashed, killed) before firing them — those fire once their claims expire."""
+
+    count: int
+    workers: int
+    first_expiry: datetime | None
+    last_expiry: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        from careloop.engine.clock import to_local
+
+        def shown(at: datetime | None) -> str | None:
+            return to_local(at).isoformat(timespec="seconds") if at is not None else None
+
+        return {"count": self.count, "workers": self.workers,
+                "claims_expire_from": shown(self.first_expiry),
+                "claims_expire_until": shown(self.last_expiry)}
+
+
+def held_claims(engine: Engine, now: datetime) -> HeldClaims:
+    """Read-only: the pending timers due by ``now`` whose claim has not expired at ``now`` (so
+    :func:`run_due` at ``now`` cannot fire them), and when those claims expire."""
+    held = and_(FlowTimer.status == "pending", FlowTimer.due_at <= now,
+                FlowTimer.claimed_until.is_not(None), FlowTimer.claimed_until >= now)
+    with transaction(engine) as session:
+        count, workers, first, last = session.execute(
+            select(func.count(), func.count(distinct(FlowTimer.claimed_by)),
+                   func.min(FlowTimer.claimed_until), func.max(FlowTimer.claimed_until))
+            .where(held)).one()
+    return HeldClaims(int(count or 0), int(workers or 0), _aware(first), _aware(last))
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    # SQLite hands back naive UTC for func.min/max (the column type is not applied)
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at
 
 
 def start_background(interval_seconds: int = 30) -> Any:

@@ -1,4 +1,9 @@
-"""Alembic environment: run programmatically by careloop.engine.migrate (no alembic.ini)."""
+"""Alembic environment: run programmatically by careloop.engine.migrate (no alembic.ini).
+
+Each migration is its own transaction (``transactional_ddl`` also on SQLite, whose migrating
+connection ``careloop.engine.migrate`` opens with explicit ``BEGIN``): a step and its revision
+are committed together or not at all.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,10 @@ context.configure(
     target_metadata=load_all_models(),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    transactional_ddl=True,
+    transaction_per_migration=bool(config.attributes.get("transaction_per_migration")),
+    **({"on_version_apply": config.attributes["on_version_apply"]}
+       if "on_version_apply" in config.attributes else {}),
 )
 with context.begin_transaction():
     context.run_migrations()
