@@ -15,6 +15,7 @@ problem in them still points at the right line and column.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from careloop.engine.check import CompileContext, Definition
@@ -22,7 +23,10 @@ from careloop.engine.errors import Path, did_you_mean
 from careloop.engine.registry import loaded_registry
 from careloop.engine.schema import schema_problems
 from careloop.engine.sources import Document
-from careloop.reports.metrics import MeasureInfo, SourceInfo
+from careloop.reports import dialect as dl
+from careloop.reports.dialect import target_dialect
+from careloop.reports.measures import MeasureType
+from careloop.reports.metrics import SourceInfo
 from careloop.reports.spec import (
     AlertSpec,
     ChartSpec,
@@ -48,9 +52,9 @@ class _Part:
 def dataset_from_body(key: str, body: dict[str, Any], content_hash: str = "") -> DatasetSpec:
     """Build the spec of a structurally valid dataset body (also used for stored bodies)."""
     measures = tuple(MeasureSpec(
-        key=m["key"], type=m["type"], field=m.get("field"), row=m.get("row"),
-        min_sample=int(m.get("min_sample", 0)), fraction=m.get("fraction"), top=m.get("top"),
-        form=m.get("form"), outcome=m.get("outcome"), days=m.get("days"))
+        key=m["key"], type=m["type"], min_sample=int(m.get("min_sample", 0)),
+        options=MappingProxyType({k: v for k, v in m.items()
+                                  if k not in ("key", "type", "title", "min_sample")}))
         for m in body["measures"])
     where = tuple((d, tuple(v)) for d, v in sorted((body.get("where") or {}).items()))
     rng = body.get("answer_range")
@@ -82,24 +86,64 @@ def _check_dimensions(p: _Part, ctx: CompileContext, source: SourceInfo) -> None
 def _check_measures(p: _Part, ctx: CompileContext, source: SourceInfo) -> None:
     catalogue = loaded_registry().catalogue("report_measure")
     seen = set(p.body.get("dimensions", ()))
+    dialect = target_dialect()
     for i, m in enumerate(p.body["measures"]):
-        info: MeasureInfo | None = catalogue.get(m["type"])
+        info: MeasureType | None = catalogue.get(m["type"])
         if m["key"] in seen:
             ctx.add(p.problem("dataset.duplicate-column",
                               f"column '{m['key']}' is defined twice", ("measures", i, "key")))
         seen.add(m["key"])
         if info is None:
             continue
-        if m["type"] not in source.measures:
+        if source.name not in info.sources:
+            available = sorted(n for n, t in catalogue.items() if source.name in t.sources)
             ctx.add(p.problem("dataset.measure-not-available",
                               f"measure '{m['type']}' is not available on source "
                               f"'{source.name}'", ("measures", i, "type"),
-                              hint="available: " + ", ".join(sorted(source.measures))))
-        if info.needs_field and not m.get("field"):
-            ctx.add(p.problem("dataset.missing-field",
-                              f"measure '{m['type']}' needs 'field' (the answered field key)",
-                              ("measures", i), hint="e.g. field: nps"))
+                              hint="available: " + ", ".join(available)))
+        if not info.computes_on(dialect):
+            ctx.add(p.problem(
+                "dataset.measure-needs-database",
+                f"measure '{info.name}' cannot be computed on "
+                f"{dl.DIALECT_NAMES.get(dialect, dialect)}, this installation's database; it "
+                "needs " + " or ".join(dl.DIALECT_NAMES.get(d, d) for d in sorted(info.dialects
+                                                                                 or ())),
+                ("measures", i, "type"),
+                hint="choose another measure, or run Careloop on a database that computes it "
+                     "(CARELOOP_DATABASE_URL)"))
+        _check_measure_options(p, ctx, info, m, ("measures", i))
         _check_field_exists(p, ctx, m.get("field"), ("measures", i, "field"))
+
+
+def _check_measure_options(p: _Part, ctx: CompileContext, info: MeasureType,
+                           m: dict[str, Any], path: Path) -> None:
+    """The measure mapping against its type's own schema, each problem at the option.
+
+    ``{key: x, type: nps, fraction: 0.9}`` → ``dataset.bad-measure-option`` at
+    ``$.measures[0].fraction``: measure 'nps' has no option 'fraction'.
+    """
+    allowed = list(info.schema["properties"])
+    for error in sorted(info.validator.iter_errors(m), key=lambda e: list(e.path)):
+        where = (*path, *error.path)
+        if error.validator == "required":
+            missing = [r for r in error.validator_value if r not in error.instance]
+            for name in missing:
+                if name == "field":
+                    ctx.add(p.problem("dataset.missing-field", f"measure '{info.name}' needs "
+                                      "'field' (the answered field key)", where,
+                                      hint="e.g. field: nps"))
+                else:
+                    ctx.add(p.problem("dataset.missing-option",
+                                      f"measure '{info.name}' needs option '{name}'", where))
+        elif error.validator == "additionalProperties":
+            for extra in sorted(set(error.instance) - set(allowed)):
+                ctx.add(p.problem("dataset.bad-measure-option", f"measure '{info.name}' has no "
+                                  f"option '{extra}'", (*where, extra), at_key=True,
+                                  hint=did_you_mean(extra, allowed)
+                                  or "options: " + ", ".join(allowed)))
+        else:
+            ctx.add(p.problem("dataset.bad-measure-option",
+                              f"measure '{info.name}': {error.message}", where))
 
 
 def _check_answer_range(p: _Part, ctx: CompileContext, source: SourceInfo) -> None:

@@ -15,14 +15,14 @@ DRILL_LEVELS = ("hospital", "department", "ward", "doctor", "nursing_group", "re
 
 def register(registry: Registry) -> None:
     """Called once by :meth:`Registry.load_plugins`."""
-    from careloop.reports import compiler, metrics
+    from careloop.reports import compiler, measures, metrics
     from careloop.reports.cli import report
 
     for source in metrics.SOURCES:
         registry.catalogue("report_source").register(source.name, source)
     for dim in metrics.DIMENSIONS:
         registry.catalogue("report_dimension").register(dim.name, dim)
-    for measure in metrics.MEASURES:
+    for measure in measures.MEASURES:
         registry.catalogue("report_measure").register(measure.name, measure)
     for chart_type in CHART_TYPES:
         registry.catalogue("report_chart_type").register(chart_type, chart_type)
