@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from careloop.engine.check import CompileContext, Definition
 from careloop.engine.errors import Path, did_you_mean
+from careloop.engine.i18n import pick
 from careloop.engine.registry import loaded_registry
 from careloop.engine.schema import schema_problems
 from careloop.engine.sources import Document
@@ -35,6 +36,9 @@ from careloop.reports.spec import (
     MeasureSpec,
     TileSpec,
 )
+
+if TYPE_CHECKING:
+    from careloop.reports.chart_types import ChartType
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +239,18 @@ def _dataset_of(p: _Part, ctx: CompileContext) -> tuple[bool, DatasetSpec | None
 # ---- chart ------------------------------------------------------------------------------------
 
 def _check_encoding(p: _Part, ctx: CompileContext, dataset: DatasetSpec | None) -> None:
+    """The encoding and options against the chart type's own needs: its required channels
+    (a word cloud's ``text``), the channels naming dataset columns, its ``options:`` schema."""
+    kind: ChartType | None = loaded_registry().catalogue("report_chart_type").get(p.body["type"])
+    if kind is None:  # the schema's enum reports it
+        return
     encoding: dict[str, str] = p.body["encoding"]
-    wordcloud = p.body["type"] == "wordcloud"
-    if wordcloud and "text" not in encoding:
-        # A word cloud counts the words of a text *field* (segmented server-side), so its
-        # ``text`` names an answered field of the dataset's forms, not a dataset column.
-        ctx.add(p.problem("chart.wordcloud-text", "a wordcloud needs encoding.text (the text "
-                          "field whose words are counted)", ("encoding",)))
+    for channel, words in kind.required.items():
+        if channel not in encoding:
+            ctx.add(p.problem("chart.missing-channel", f"chart type '{kind.name}' needs "
+                              f"encoding.{channel} ({pick(dict(words), 'en')})", ("encoding",)))
     for channel, column in encoding.items():
-        if (wordcloud and channel == "text") or dataset is None:
+        if not kind.names_column(channel) or dataset is None:
             continue
         if column not in dataset.columns:
             ctx.add(p.problem(
@@ -251,6 +258,18 @@ def _check_encoding(p: _Part, ctx: CompileContext, dataset: DatasetSpec | None) 
                 f"encoding.{channel}: dataset '{dataset.key}' has no column '{column}'",
                 ("encoding", channel), hint=did_you_mean(column, dataset.columns)
                 or "columns: " + ", ".join(dataset.columns)))
+    options = p.body.get("options") or {}
+    for error in kind.validator.iter_errors(options):
+        if error.validator == "additionalProperties":
+            allowed = list(kind.options)
+            for extra in sorted(set(error.instance) - set(allowed)):
+                ctx.add(p.problem("chart.bad-option", f"chart type '{kind.name}' has no option "
+                                  f"'{extra}'", ("options", *error.path, extra), at_key=True,
+                                  hint=did_you_mean(extra, allowed)
+                                  or ("options: " + ", ".join(allowed) if allowed else None)))
+            continue
+        ctx.add(p.problem("chart.bad-option", f"chart type '{kind.name}': {error.message}",
+                          ("options", *error.path)))
 
 
 def _compile_chart_part(p: _Part, key: str, title: dict[str, str],
@@ -267,6 +286,7 @@ def _compile_chart_part(p: _Part, key: str, title: dict[str, str],
                      type=p.body["type"], encoding=dict(p.body["encoding"]),
                      threshold=p.body.get("threshold"),
                      compare_previous=bool(p.body.get("compare_previous", False)),
+                     options=MappingProxyType(dict(p.body.get("options") or {})),
                      inline_dataset=dataset if isinstance(ref, dict) else None)
 
 

@@ -8,8 +8,6 @@ from careloop.engine.db import transaction
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
-CHART_TYPES = ("bar", "grouped_bar", "stacked_bar", "line", "area", "pie", "donut", "heatmap",
-               "scatter", "boxplot", "table", "kpi", "wordcloud")
 DRILL_LEVELS = ("hospital", "department", "ward", "doctor", "nursing_group", "responses")
 
 
@@ -24,8 +22,10 @@ def register(registry: Registry) -> None:
         registry.catalogue("report_dimension").register(dim.name, dim)
     for measure in measures.MEASURES:
         registry.catalogue("report_measure").register(measure.name, measure)
+    from careloop.reports.chart_types import CHART_TYPES
+
     for chart_type in CHART_TYPES:
-        registry.catalogue("report_chart_type").register(chart_type, chart_type)
+        registry.catalogue("report_chart_type").register(chart_type.name, chart_type)
     for level in DRILL_LEVELS:
         registry.catalogue("report_drill_level").register(level, level)
     kinds = registry.catalogue("kind")

@@ -73,6 +73,7 @@ class ChartSpec:
     threshold: float | None = None
     compare_previous: bool = False
     inline_dataset: DatasetSpec | None = None  # an embedded dataset instead of a key
+    options: Mapping[str, Any] = dc_field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
