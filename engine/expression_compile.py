@@ -179,6 +179,69 @@ def _ordering_constant(operator: ast.cmpop, left: Node, constant: Any) -> Node |
     return None
 
 
+def _fused(operator: ast.cmpop, name: str, key: Any, constant: Any, constant_right: bool,
+           general: Node) -> Node | None:
+    """``answers.overall < 3``, ``event.form == 'a'``, ``'x' in classification.negative``: the
+    read of a one-key path and the comparison in one closure for the common case (a plain
+    dict holding a number, a plain value, a list); any other case runs ``general``, the
+    unfused closure, which decides exactly as before."""
+    c = constant
+    if constant_right and type(c) in _NUMBERS and isinstance(operator, ast.Lt | ast.LtE
+                                                              | ast.Gt | ast.GtE):
+        compare: Callable[[Any, Any], Any] = {ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt,
+                                              ast.GtE: op.ge}[type(operator)]
+        if isinstance(operator, ast.Lt):
+            def lt(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(name)
+                if type(v) is dict:
+                    v = v.get(key)
+                    if type(v) in _NUMBERS:
+                        return v < c
+                return general(ctx)
+            return lt
+        if isinstance(operator, ast.GtE):
+            def ge(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(name)
+                if type(v) is dict:
+                    v = v.get(key)
+                    if type(v) in _NUMBERS:
+                        return v >= c
+                return general(ctx)
+            return ge
+
+        def ordering(ctx: Mapping[str, Any]) -> Any:
+            v = ctx.get(name)
+            if type(v) is dict:
+                v = v.get(key)
+                if type(v) in _NUMBERS:
+                    return compare(v, c)
+            return general(ctx)
+        return ordering
+    if constant_right and isinstance(operator, ast.Eq | ast.NotEq):
+        equal = isinstance(operator, ast.Eq)
+
+        def eq(ctx: Mapping[str, Any]) -> Any:
+            v = ctx.get(name)
+            if type(v) is dict:
+                v = v.get(key)
+                if not callable(v):
+                    return (v == c) if equal else (v != c)
+            return general(ctx)
+        return eq
+    if not constant_right and isinstance(operator, ast.In | ast.NotIn):
+        inside = isinstance(operator, ast.In)
+
+        def member(ctx: Mapping[str, Any]) -> Any:
+            v = ctx.get(name)
+            if type(v) is dict:
+                v = v.get(key)
+                if type(v) is list:
+                    return (c in v) if inside else (c not in v)
+            return general(ctx)
+        return member
+    return None
+
+
 def _membership(is_in: bool, item: Node, container: Node) -> Node:
     """``x in xs``: a list tested directly (``in`` on a list compares with ``==`` and cannot
     fail), anything else by the engine's operator."""
@@ -333,9 +396,23 @@ class _Compiler:
             # constants compares with == and cannot fail).
             item = self.node(node.left)
             values = tuple(e.value for e in right.elts)  # type: ignore[attr-defined]
-            if isinstance(node.ops[0], ast.In):
-                return lambda ctx: item(ctx) in values
-            return lambda ctx: item(ctx) not in values
+            inside = isinstance(node.ops[0], ast.In)
+            general: Node = (lambda ctx: item(ctx) in values) if inside else (
+                lambda ctx: item(ctx) not in values)
+            path = _read_path(node.left)
+            if path is None or len(path[1]) != 1:
+                return general
+            name, ((key, _),) = path
+
+            def listed(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(name)
+                if type(v) is dict:
+                    v = v.get(key)
+                    if not callable(v):
+                        return (v in values) if inside else (v not in values)
+                return general(ctx)
+
+            return listed
         if len(node.ops) == 1:
             return self._compare_nodes(node.ops[0], node.left, right)
         operands = [self.node(node.left), *(self.node(c) for c in node.comparators)]
@@ -356,7 +433,19 @@ class _Compiler:
     def _compare_nodes(self, operator: ast.cmpop, left: ast.expr, right: ast.expr) -> Node:
         """One comparison, specialised where a side is a constant (``answers.overall < 3``,
         ``'x' in tags``): one closure call less, and the constant's type known."""
-        if isinstance(right, ast.Constant) and type(right.value) in _NUMBERS:
+        general = self._general_compare(operator, left, right)
+        path = _read_path(left) if isinstance(right, ast.Constant) else _read_path(right)
+        if path is None or len(path[1]) != 1:
+            return general
+        constant = right if isinstance(right, ast.Constant) else left
+        if not isinstance(constant, ast.Constant):
+            return general
+        return _fused(operator, path[0], path[1][0][0], constant.value,
+                      constant is right, general) or general
+
+    def _general_compare(self, operator: ast.cmpop, left: ast.expr, right: ast.expr) -> Node:
+        if isinstance(right, ast.Constant) and (type(right.value) in _NUMBERS
+                                                or isinstance(operator, ast.Eq | ast.NotEq)):
             special = _ordering_constant(operator, self.node(left), right.value)
             if special is not None:
                 return special

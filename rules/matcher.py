@@ -49,6 +49,16 @@ def ruleset_matcher(flt: Expression | None, rules: Sequence[tuple[Expression, bo
             return None
         plan.append((index, run, stop or first))
 
+    if not any(last for _, _, last in plan):  # every rule is tested: one comprehension
+        runs = tuple((index, run) for index, run, _ in plan)
+
+        def every(context: Mapping[str, Any]) -> list[int] | None:
+            if test is not None and not test(context):
+                return None
+            return [index for index, run in runs if run(context)]
+
+        return every
+
     def matcher(context: Mapping[str, Any]) -> list[int] | None:
         if test is not None and not test(context):
             return None
