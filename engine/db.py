@@ -118,3 +118,17 @@ def drop_schema(url: str, schema: str) -> None:
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+def configured_dialect() -> str:
+    """The database this process works against, by dialect name (``sqlite``, ``postgresql``):
+    the engine installed by :func:`use_engine`, else ``CARELOOP_DATABASE_URL``'s backend, else
+    SQLite. Connects to nothing and creates nothing (``careloop validate`` asks it)."""
+    if _override:
+        return _override[-1].dialect.name
+    url = os.environ.get("CARELOOP_DATABASE_URL")
+    if not url:
+        return "sqlite"
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name()

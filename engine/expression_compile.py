@@ -93,6 +93,169 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _read_path(node: ast.AST) -> tuple[str, tuple[tuple[Any, bool], ...]] | None:
+    """``answers.overall`` / ``a['b'].c``: a name and constant keys (``(key, is_field)``), or
+    ``None`` for any other shape."""
+    keys: list[tuple[Any, bool]] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            keys.append((node.attr, True))
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+                and node.slice.value is not None:
+            keys.append((node.slice.value, False))
+        else:
+            break
+        node = node.value
+    if not isinstance(node, ast.Name) or not keys:
+        return None
+    return node.id, tuple(reversed(keys))
+
+
+def _path_read(name: str, keys: tuple[tuple[Any, bool], ...]) -> Node:
+    """One closure reading a whole path: plain dicts directly, anything else through the
+    engine's :func:`lookup` (which raises its errors); a function as a value is refused, as
+    the reference evaluator refuses it."""
+    if len(keys) == 1:
+        ((key, is_field),) = keys
+
+        def read_one(ctx: Mapping[str, Any]) -> Any:
+            value = ctx.get(name)
+            if type(value) is dict:
+                value = value.get(key)
+            else:
+                if callable(value):
+                    raise Fallback
+                value = lookup(value, key, field=is_field)
+            if callable(value):
+                raise Fallback
+            return value
+
+        return read_one
+
+    def read(ctx: Mapping[str, Any]) -> Any:
+        value = ctx.get(name)
+        for key, is_field in keys:
+            if type(value) is dict:
+                value = value.get(key)
+            else:
+                if callable(value):
+                    raise Fallback
+                value = lookup(value, key, field=is_field)
+        if callable(value):
+            raise Fallback
+        return value
+
+    return read
+
+
+def _ordering_constant(operator: ast.cmpop, left: Node, constant: Any) -> Node | None:
+    """``x < 3``: numbers compared directly, anything else by the engine's operator."""
+    apply = OPERATORS[type(operator)]
+    c = constant
+    if isinstance(operator, ast.Lt):
+        def lt(ctx: Mapping[str, Any]) -> Any:
+            a = left(ctx)
+            return a < c if type(a) in _NUMBERS else apply(a, c)
+        return lt
+    if isinstance(operator, ast.LtE):
+        def le(ctx: Mapping[str, Any]) -> Any:
+            a = left(ctx)
+            return a <= c if type(a) in _NUMBERS else apply(a, c)
+        return le
+    if isinstance(operator, ast.Gt):
+        def gt(ctx: Mapping[str, Any]) -> Any:
+            a = left(ctx)
+            return a > c if type(a) in _NUMBERS else apply(a, c)
+        return gt
+    if isinstance(operator, ast.GtE):
+        def ge(ctx: Mapping[str, Any]) -> Any:
+            a = left(ctx)
+            return a >= c if type(a) in _NUMBERS else apply(a, c)
+        return ge
+    if isinstance(operator, ast.Eq):
+        return lambda ctx: left(ctx) == c
+    if isinstance(operator, ast.NotEq):
+        return lambda ctx: left(ctx) != c
+    return None
+
+
+def _fused(operator: ast.cmpop, name: str, key: Any, constant: Any, constant_right: bool,
+           general: Node) -> Node | None:
+    """``answers.overall < 3``, ``event.form == 'a'``, ``'x' in classification.negative``: the
+    read of a one-key path and the comparison in one closure for the common case (a plain
+    dict holding a number, a plain value, a list); any other case runs ``general``, the
+    unfused closure, which decides exactly as before."""
+    c = constant
+    if constant_right and type(c) in _NUMBERS and isinstance(operator, ast.Lt | ast.LtE
+                                                              | ast.Gt | ast.GtE):
+        compare: Callable[[Any, Any], Any] = {ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt,
+                                              ast.GtE: op.ge}[type(operator)]
+        if isinstance(operator, ast.Lt):
+            def lt(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(name)
+                if type(v) is dict:
+                    v = v.get(key)
+                    if type(v) in _NUMBERS:
+                        return v < c
+                return general(ctx)
+            return lt
+        if isinstance(operator, ast.GtE):
+            def ge(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(name)
+                if type(v) is dict:
+                    v = v.get(key)
+                    if type(v) in _NUMBERS:
+                        return v >= c
+                return general(ctx)
+            return ge
+
+        def ordering(ctx: Mapping[str, Any]) -> Any:
+            v = ctx.get(name)
+            if type(v) is dict:
+                v = v.get(key)
+                if type(v) in _NUMBERS:
+                    return compare(v, c)
+            return general(ctx)
+        return ordering
+    if constant_right and isinstance(operator, ast.Eq | ast.NotEq):
+        equal = isinstance(operator, ast.Eq)
+
+        def eq(ctx: Mapping[str, Any]) -> Any:
+            v = ctx.get(name)
+            if type(v) is dict:
+                v = v.get(key)
+                if not callable(v):
+                    return (v == c) if equal else (v != c)
+            return general(ctx)
+        return eq
+    if not constant_right and isinstance(operator, ast.In | ast.NotIn):
+        inside = isinstance(operator, ast.In)
+
+        def member(ctx: Mapping[str, Any]) -> Any:
+            v = ctx.get(name)
+            if type(v) is dict:
+                v = v.get(key)
+                if type(v) is list:
+                    return (c in v) if inside else (c not in v)
+            return general(ctx)
+        return member
+    return None
+
+
+def _membership(is_in: bool, item: Node, container: Node) -> Node:
+    """``x in xs``: a list tested directly (``in`` on a list compares with ``==`` and cannot
+    fail), anything else by the engine's operator."""
+    apply = OPERATORS[ast.In]
+
+    def member(ctx: Mapping[str, Any]) -> Any:
+        a, b = item(ctx), container(ctx)
+        return a in b if type(b) is list else apply(a, b)
+
+    if is_in:
+        return member
+    return lambda ctx: not member(ctx)
+
+
 class _Compiler:
     def __init__(self, table: Mapping[str, FunctionSpec], share: int) -> None:
         self.table = table
@@ -122,9 +285,15 @@ class _Compiler:
         return read
 
     def c_Attribute(self, node: ast.Attribute) -> Node:
+        path = _read_path(node)
+        if path is not None:
+            return _path_read(*path)
         return self._field(self.node(node.value), node.attr, is_field=True)
 
     def c_Subscript(self, node: ast.Subscript) -> Node:
+        path = _read_path(node)
+        if path is not None:
+            return _path_read(*path)
         base = self.node(node.value)
         if isinstance(node.slice, ast.Constant):
             return self._field(base, node.slice.value, is_field=False)
@@ -227,12 +396,26 @@ class _Compiler:
             # constants compares with == and cannot fail).
             item = self.node(node.left)
             values = tuple(e.value for e in right.elts)  # type: ignore[attr-defined]
-            if isinstance(node.ops[0], ast.In):
-                return lambda ctx: item(ctx) in values
-            return lambda ctx: item(ctx) not in values
-        operands = [self.node(node.left), *(self.node(c) for c in node.comparators)]
+            inside = isinstance(node.ops[0], ast.In)
+            general: Node = (lambda ctx: item(ctx) in values) if inside else (
+                lambda ctx: item(ctx) not in values)
+            path = _read_path(node.left)
+            if path is None or len(path[1]) != 1:
+                return general
+            name, ((key, _),) = path
+
+            def listed(ctx: Mapping[str, Any]) -> Any:
+                v = ctx.get(name)
+                if type(v) is dict:
+                    v = v.get(key)
+                    if not callable(v):
+                        return (v in values) if inside else (v not in values)
+                return general(ctx)
+
+            return listed
         if len(node.ops) == 1:
-            return self._compare(node.ops[0], operands[0], operands[1])
+            return self._compare_nodes(node.ops[0], node.left, right)
+        operands = [self.node(node.left), *(self.node(c) for c in node.comparators)]
         ops = [OPERATORS[type(o)] for o in node.ops]
 
         def chained(ctx: Mapping[str, Any]) -> Any:
@@ -246,6 +429,29 @@ class _Compiler:
             return result
 
         return chained
+
+    def _compare_nodes(self, operator: ast.cmpop, left: ast.expr, right: ast.expr) -> Node:
+        """One comparison, specialised where a side is a constant (``answers.overall < 3``,
+        ``'x' in tags``): one closure call less, and the constant's type known."""
+        general = self._general_compare(operator, left, right)
+        path = _read_path(left) if isinstance(right, ast.Constant) else _read_path(right)
+        if path is None or len(path[1]) != 1:
+            return general
+        constant = right if isinstance(right, ast.Constant) else left
+        if not isinstance(constant, ast.Constant):
+            return general
+        return _fused(operator, path[0], path[1][0][0], constant.value,
+                      constant is right, general) or general
+
+    def _general_compare(self, operator: ast.cmpop, left: ast.expr, right: ast.expr) -> Node:
+        if isinstance(right, ast.Constant) and (type(right.value) in _NUMBERS
+                                                or isinstance(operator, ast.Eq | ast.NotEq)):
+            special = _ordering_constant(operator, self.node(left), right.value)
+            if special is not None:
+                return special
+        if isinstance(operator, ast.In | ast.NotIn):
+            return _membership(isinstance(operator, ast.In), self.node(left), self.node(right))
+        return self._compare(operator, self.node(left), self.node(right))
 
     @staticmethod
     def _compare(operator: ast.cmpop, left: Node, right: Node) -> Node:

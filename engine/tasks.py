@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careloop.engine.clock import now_utc, to_local
+from careloop.engine.clock import now_utc
 from careloop.engine.context import latest_encounter as latest_encounter  # re-exported
 from careloop.engine.context import pick_encounter
 from careloop.engine.domain import RoleGrant, Task, TaskHistory, User
@@ -85,12 +85,16 @@ def due_at(due: Mapping[str, Any] | None, start: datetime | None = None,
     """When something is due: ``{"hours": 2}`` or ``{"working_days": 1}``.
 
     Working days come from the hospital calendar (service ``calendar.add_working_days``, holidays
-    and make-up days included) when it is registered, else Monday to Friday in local time.
+    and make-up days included) — the one working-days implementation there is.
 
     >>> from datetime import datetime, timezone
     >>> friday = datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc)  # Friday 10:00 in Shanghai
     >>> due_at({"working_days": 1}, friday).isoformat()
     '2026-11-30T02:00:00+00:00'
+
+    Raises:
+        CareloopError: for working days when no calendar service is registered (the flows
+            engine registers it): Monday-to-Friday would silently ignore the holidays.
     """
     if not due:
         return None
@@ -99,15 +103,11 @@ def due_at(due: Mapping[str, Any] | None, start: datetime | None = None,
         return start + timedelta(hours=float(due["hours"]))
     days = int(due["working_days"])
     calendar = loaded_registry().catalogue("service").get("calendar.add_working_days")
-    if calendar is not None:
-        result: datetime = calendar(session, start, days, due.get("calendar"))
-        return result.astimezone(start.tzinfo)
-    local = to_local(start)
-    while days > 0:
-        local += timedelta(days=1)
-        if local.weekday() < 5:
-            days -= 1
-    return local.astimezone(start.tzinfo)
+    if calendar is None:
+        raise CareloopError("working days need the hospital calendar: the service "
+                            "'calendar.add_working_days' is not registered")
+    result: datetime = calendar(session, start, days, due.get("calendar"))
+    return result.astimezone(start.tzinfo)
 
 
 def create_task(session: Session, *, title: str, assignee: Assignee, actor: str,

@@ -7,8 +7,8 @@ its own transaction whose first statement marks the timer fired *only if still p
 effects (messages, tasks, next timers) commit together with that mark, or not at all. A process
 killed mid-sweep leaves claims that expire after ``CLAIM_SECONDS`` and are swept again.
 
-One APScheduler interval job per process (:func:`start_background`) calls :func:`run_due`; there
-is never one job per patient.
+The process's one ticker job (:mod:`careloop.engine.ticker`) calls :func:`run_due` through the
+``flows.sweep`` tick; there is never one job per patient.
 """
 
 from __future__ import annotations
@@ -208,6 +208,7 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
             report.messages = dispatch_due(engine, worker=worker, now=now)
             report.webhooks = webhooks.dispatch_due(engine, worker=worker, now=now)
     return report
+<<<<<<< HEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,3 +265,5 @@ def start_background(interval_seconds: int = 30) -> Any:
                       max_instances=1, coalesce=True, replace_existing=True)
     scheduler.start()
     return scheduler
+=======
+>>>>>>> measures

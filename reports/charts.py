@@ -1,4 +1,5 @@
-"""Vega-Lite specs (through Altair) for every chart type, and a Vega word cloud.
+"""Vega-Lite specs (through Altair) drawn for the chart types (:mod:`careloop.reports.chart_types`
+owns which type draws how), and a Vega word cloud.
 
 The browser receives the spec with the *aggregated* rows inlined — never raw answers. Labels use
 the CJK font registered for server-side export (:mod:`careloop.reports.export`) so Chinese text
@@ -11,6 +12,7 @@ import importlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
 from typing import Any
@@ -46,27 +48,31 @@ def _t(titles: Mapping[str, str], column: str | None) -> Any:
     return titles.get(column or "", alt.Undefined)
 
 
-def _encode_xy(base: Any, enc: dict[str, str], kind: str,
-               titles: Mapping[str, str] = MappingProxyType({})) -> Any:
+def _encode_xy(base: Any, enc: dict[str, str], titles: Mapping[str, str], *,
+               x_quantitative: bool = False, offset_by_color: bool = False,
+               heat: bool = False) -> Any:
+    """x/y/colour channels of the cartesian chart types (how each type draws them is its own
+    choice: a scatter's x is a quantity, a grouped bar offsets by colour, a heatmap colours by
+    value)."""
     x, y = enc.get("x"), enc.get("y")
     channels: dict[str, Any] = {}
     if x:
-        channels["x"] = alt.X(x, type="ordinal" if kind != "scatter" else "quantitative",
+        channels["x"] = alt.X(x, type="quantitative" if x_quantitative else "ordinal",
                               title=_t(titles, x))
     if y:
         channels["y"] = alt.Y(y, type="quantitative", title=_t(titles, y))
     if enc.get("color"):
         channels["color"] = alt.Color(enc["color"], type="nominal",
                                       title=_t(titles, enc["color"]))
-    if kind == "grouped_bar" and enc.get("color"):
+    if offset_by_color and enc.get("color"):
         channels["xOffset"] = alt.XOffset(enc["color"], type="nominal")
-    if kind == "heatmap":
+    if heat:
         channels = {"x": alt.X(x, type="ordinal", title=_t(titles, x)),
                     "y": alt.Y(y, type="ordinal", title=_t(titles, y)),
                     "color": alt.Color(enc.get("color", y), type="quantitative",
                                        title=_t(titles, enc.get("color", y)))}
-    quantitative = {enc.get("y")} if kind != "heatmap" else {enc.get("color", y)}
-    if kind == "scatter":
+    quantitative = {enc.get("color", y)} if heat else {enc.get("y")}
+    if x_quantitative:
         quantitative.add(x)
     channels["tooltip"] = [alt.Tooltip(v, type="quantitative" if v in quantitative else "nominal",
                                        title=_t(titles, v))
@@ -74,52 +80,94 @@ def _encode_xy(base: Any, enc: dict[str, str], kind: str,
     return base.encode(**channels)
 
 
+@dataclass(frozen=True, slots=True)
+class Drawing:
+    """What a chart type draws from: the chart, its (labelled, aggregated) rows, the previous
+    period's rows (KPI change), column titles, the title, and whether it fills its tile."""
+
+    chart: ChartSpec
+    data: ResultTable
+    previous: ResultTable | None
+    titles: Mapping[str, str]
+    title: str
+    responsive: bool
+
+    @property
+    def encoding(self) -> dict[str, str]:
+        return dict(self.chart.encoding)
+
+    def base(self) -> Any:
+        return alt.Chart(alt.Data(values=self.data.rows))
+
+    def finish(self, chart: Any) -> dict[str, Any]:
+        return _config(chart, self.title, self.responsive)
+
+
 def vega_lite(chart: ChartSpec, data: ResultTable, *, locale: str = "zh-CN",
               previous: ResultTable | None = None,
               titles: Mapping[str, str] = MappingProxyType({}), title: str | None = None,
               responsive: bool = False) -> dict[str, Any]:
-    """The Vega-Lite spec of ``chart`` over ``data`` (a word cloud returns a Vega spec).
+    """The Vega-Lite spec of ``chart`` over ``data``, drawn by its chart type (a word cloud
+    returns a Vega spec).
 
     ``titles`` name the columns on axes, legends and tooltips (科室, 净推荐值 — not the
     dataset's keys); ``responsive`` makes the chart as wide as its tile (``width:
     "container"``) for the page — exports keep a fixed size.
     """
+    from careloop.reports.chart_types import chart_type
+
     title = title if title is not None else pick(dict(chart.title), locale)
-    enc = dict(chart.encoding)
-    if chart.type == "wordcloud":
-        return wordcloud_vega(data.rows, "word", "count", title)
-    source = alt.Data(values=data.rows)
-    base = alt.Chart(source)
-    if chart.type == "kpi":
-        return _config(_kpi(base, chart, data, previous), title, responsive)
-    if chart.type in ("pie", "donut"):
-        mark = base.mark_arc(innerRadius=60 if chart.type == "donut" else 0)
+    return chart_type(chart.type).draw(Drawing(chart, data, previous, titles, title,
+                                               responsive))
+
+
+def draw_xy(mark: str, **how: bool) -> Any:
+    """A cartesian chart type's draw: ``mark`` (``mark_bar``, ``mark_line`` …), the encoding,
+    and the chart's ``threshold`` as a dashed rule."""
+    def draw(d: Drawing) -> dict[str, Any]:
+        drawn = _encode_xy(getattr(d.base(), mark)(), d.encoding, d.titles, **how)
+        if d.chart.threshold is not None and d.encoding.get("y"):
+            rule = alt.Chart(alt.Data(values=[{"threshold": d.chart.threshold}])).mark_rule(
+                color="#d62728", strokeDash=[4, 4]).encode(y="threshold:Q")
+            return d.finish(alt.layer(drawn, rule))
+        return d.finish(drawn)
+    return draw
+
+
+def draw_arc(inner_radius: int) -> Any:
+    """Pie (``0``) and donut: slices sized by ``theta`` (else ``y``), coloured by ``color``
+    (else ``x``)."""
+    def draw(d: Drawing) -> dict[str, Any]:
+        enc, titles = d.encoding, d.titles
         theta, color = enc.get("theta") or enc["y"], enc.get("color") or enc["x"]
-        return _config(mark.encode(
+        return d.finish(d.base().mark_arc(innerRadius=inner_radius).encode(
             theta=alt.Theta(theta, type="quantitative", title=_t(titles, theta)),
             color=alt.Color(color, type="nominal", title=_t(titles, color)),
             tooltip=[alt.Tooltip(color, type="nominal", title=_t(titles, color)),
-                     alt.Tooltip(theta, type="quantitative", title=_t(titles, theta))]),
-            title, responsive)
-    if chart.type == "table":
-        cols = list(dict.fromkeys(enc.values())) or data.columns
-        named = [{**r, **{titles.get(c, c): r.get(c) for c in cols}} for r in data.rows]
-        heads = [titles.get(c, c) for c in cols]
-        rows = alt.Chart(alt.Data(values=named)).transform_window(
-            row="row_number()").transform_fold(heads)
-        text = rows.mark_text(align="left").encode(
-            x=alt.X("key:N", title=None, sort=heads), y=alt.Y("row:O", axis=None),
-            text="value:N")
-        return _config(text, title, responsive)
-    marks = {"bar": "mark_bar", "grouped_bar": "mark_bar", "stacked_bar": "mark_bar",
-             "line": "mark_line", "area": "mark_area", "heatmap": "mark_rect",
-             "scatter": "mark_point", "boxplot": "mark_boxplot"}
-    drawn = _encode_xy(getattr(base, marks[chart.type])(), enc, chart.type, titles)
-    if chart.threshold is not None and enc.get("y"):
-        rule = alt.Chart(alt.Data(values=[{"threshold": chart.threshold}])).mark_rule(
-            color="#d62728", strokeDash=[4, 4]).encode(y="threshold:Q")
-        return _config(alt.layer(drawn, rule), title, responsive)
-    return _config(drawn, title, responsive)
+                     alt.Tooltip(theta, type="quantitative", title=_t(titles, theta))]))
+    return draw
+
+
+def draw_table(d: Drawing) -> dict[str, Any]:
+    """The encoded columns (all when none is named) as a text table with their titles."""
+    titles = d.titles
+    cols = list(dict.fromkeys(d.encoding.values())) or d.data.columns
+    named = [{**r, **{titles.get(c, c): r.get(c) for c in cols}} for r in d.data.rows]
+    heads = [titles.get(c, c) for c in cols]
+    rows = alt.Chart(alt.Data(values=named)).transform_window(
+        row="row_number()").transform_fold(heads)
+    text = rows.mark_text(align="left").encode(
+        x=alt.X("key:N", title=None, sort=heads), y=alt.Y("row:O", axis=None),
+        text="value:N")
+    return d.finish(text)
+
+
+def draw_kpi(d: Drawing) -> dict[str, Any]:
+    return d.finish(_kpi(d.base(), d.chart, d.data, d.previous))
+
+
+def draw_wordcloud(d: Drawing) -> dict[str, Any]:
+    return wordcloud_vega(d.data.rows, "word", "count", d.title)
 
 
 def before_after_vega_lite(chart: ChartSpec, before: ResultTable, after: ResultTable, *,
@@ -283,5 +331,3 @@ def wordcloud_vega(rows: list[dict[str, Any]], text: str, size: str,
         }],
     }
 
-
-_DIMENSION_CHANNELS = ("x", "color", "column", "row", "text")

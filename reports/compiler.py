@@ -15,14 +15,19 @@ problem in them still points at the right line and column.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from careloop.engine.check import CompileContext, Definition
 from careloop.engine.errors import Path, did_you_mean
+from careloop.engine.i18n import pick
 from careloop.engine.registry import loaded_registry
 from careloop.engine.schema import schema_problems
 from careloop.engine.sources import Document
-from careloop.reports.metrics import MeasureInfo, SourceInfo
+from careloop.reports import dialect as dl
+from careloop.reports.dialect import target_dialect
+from careloop.reports.measures import MeasureType
+from careloop.reports.metrics import SourceInfo
 from careloop.reports.spec import (
     AlertSpec,
     ChartSpec,
@@ -31,6 +36,9 @@ from careloop.reports.spec import (
     MeasureSpec,
     TileSpec,
 )
+
+if TYPE_CHECKING:
+    from careloop.reports.chart_types import ChartType
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +56,9 @@ class _Part:
 def dataset_from_body(key: str, body: dict[str, Any], content_hash: str = "") -> DatasetSpec:
     """Build the spec of a structurally valid dataset body (also used for stored bodies)."""
     measures = tuple(MeasureSpec(
-        key=m["key"], type=m["type"], field=m.get("field"), row=m.get("row"),
-        min_sample=int(m.get("min_sample", 0)), fraction=m.get("fraction"), top=m.get("top"),
-        form=m.get("form"), outcome=m.get("outcome"), days=m.get("days"))
+        key=m["key"], type=m["type"], min_sample=int(m.get("min_sample", 0)),
+        options=MappingProxyType({k: v for k, v in m.items()
+                                  if k not in ("key", "type", "title", "min_sample")}))
         for m in body["measures"])
     where = tuple((d, tuple(v)) for d, v in sorted((body.get("where") or {}).items()))
     rng = body.get("answer_range")
@@ -82,24 +90,64 @@ def _check_dimensions(p: _Part, ctx: CompileContext, source: SourceInfo) -> None
 def _check_measures(p: _Part, ctx: CompileContext, source: SourceInfo) -> None:
     catalogue = loaded_registry().catalogue("report_measure")
     seen = set(p.body.get("dimensions", ()))
+    dialect = target_dialect()
     for i, m in enumerate(p.body["measures"]):
-        info: MeasureInfo | None = catalogue.get(m["type"])
+        info: MeasureType | None = catalogue.get(m["type"])
         if m["key"] in seen:
             ctx.add(p.problem("dataset.duplicate-column",
                               f"column '{m['key']}' is defined twice", ("measures", i, "key")))
         seen.add(m["key"])
         if info is None:
             continue
-        if m["type"] not in source.measures:
+        if source.name not in info.sources:
+            available = sorted(n for n, t in catalogue.items() if source.name in t.sources)
             ctx.add(p.problem("dataset.measure-not-available",
                               f"measure '{m['type']}' is not available on source "
                               f"'{source.name}'", ("measures", i, "type"),
-                              hint="available: " + ", ".join(sorted(source.measures))))
-        if info.needs_field and not m.get("field"):
-            ctx.add(p.problem("dataset.missing-field",
-                              f"measure '{m['type']}' needs 'field' (the answered field key)",
-                              ("measures", i), hint="e.g. field: nps"))
+                              hint="available: " + ", ".join(available)))
+        if not info.computes_on(dialect):
+            ctx.add(p.problem(
+                "dataset.measure-needs-database",
+                f"measure '{info.name}' cannot be computed on "
+                f"{dl.DIALECT_NAMES.get(dialect, dialect)}, this installation's database; it "
+                "needs " + " or ".join(dl.DIALECT_NAMES.get(d, d) for d in sorted(info.dialects
+                                                                                 or ())),
+                ("measures", i, "type"),
+                hint="choose another measure, or run Careloop on a database that computes it "
+                     "(CARELOOP_DATABASE_URL)"))
+        _check_measure_options(p, ctx, info, m, ("measures", i))
         _check_field_exists(p, ctx, m.get("field"), ("measures", i, "field"))
+
+
+def _check_measure_options(p: _Part, ctx: CompileContext, info: MeasureType,
+                           m: dict[str, Any], path: Path) -> None:
+    """The measure mapping against its type's own schema, each problem at the option.
+
+    ``{key: x, type: nps, fraction: 0.9}`` → ``dataset.bad-measure-option`` at
+    ``$.measures[0].fraction``: measure 'nps' has no option 'fraction'.
+    """
+    allowed = list(info.schema["properties"])
+    for error in sorted(info.validator.iter_errors(m), key=lambda e: list(e.path)):
+        where = (*path, *error.path)
+        if error.validator == "required":
+            missing = [r for r in error.validator_value if r not in error.instance]
+            for name in missing:
+                if name == "field":
+                    ctx.add(p.problem("dataset.missing-field", f"measure '{info.name}' needs "
+                                      "'field' (the answered field key)", where,
+                                      hint="e.g. field: nps"))
+                else:
+                    ctx.add(p.problem("dataset.missing-option",
+                                      f"measure '{info.name}' needs option '{name}'", where))
+        elif error.validator == "additionalProperties":
+            for extra in sorted(set(error.instance) - set(allowed)):
+                ctx.add(p.problem("dataset.bad-measure-option", f"measure '{info.name}' has no "
+                                  f"option '{extra}'", (*where, extra), at_key=True,
+                                  hint=did_you_mean(extra, allowed)
+                                  or "options: " + ", ".join(allowed)))
+        else:
+            ctx.add(p.problem("dataset.bad-measure-option",
+                              f"measure '{info.name}': {error.message}", where))
 
 
 def _check_answer_range(p: _Part, ctx: CompileContext, source: SourceInfo) -> None:
@@ -191,15 +239,18 @@ def _dataset_of(p: _Part, ctx: CompileContext) -> tuple[bool, DatasetSpec | None
 # ---- chart ------------------------------------------------------------------------------------
 
 def _check_encoding(p: _Part, ctx: CompileContext, dataset: DatasetSpec | None) -> None:
+    """The encoding and options against the chart type's own needs: its required channels
+    (a word cloud's ``text``), the channels naming dataset columns, its ``options:`` schema."""
+    kind: ChartType | None = loaded_registry().catalogue("report_chart_type").get(p.body["type"])
+    if kind is None:  # the schema's enum reports it
+        return
     encoding: dict[str, str] = p.body["encoding"]
-    wordcloud = p.body["type"] == "wordcloud"
-    if wordcloud and "text" not in encoding:
-        # A word cloud counts the words of a text *field* (segmented server-side), so its
-        # ``text`` names an answered field of the dataset's forms, not a dataset column.
-        ctx.add(p.problem("chart.wordcloud-text", "a wordcloud needs encoding.text (the text "
-                          "field whose words are counted)", ("encoding",)))
+    for channel, words in kind.required.items():
+        if channel not in encoding:
+            ctx.add(p.problem("chart.missing-channel", f"chart type '{kind.name}' needs "
+                              f"encoding.{channel} ({pick(dict(words), 'en')})", ("encoding",)))
     for channel, column in encoding.items():
-        if (wordcloud and channel == "text") or dataset is None:
+        if not kind.names_column(channel) or dataset is None:
             continue
         if column not in dataset.columns:
             ctx.add(p.problem(
@@ -207,6 +258,18 @@ def _check_encoding(p: _Part, ctx: CompileContext, dataset: DatasetSpec | None) 
                 f"encoding.{channel}: dataset '{dataset.key}' has no column '{column}'",
                 ("encoding", channel), hint=did_you_mean(column, dataset.columns)
                 or "columns: " + ", ".join(dataset.columns)))
+    options = p.body.get("options") or {}
+    for error in kind.validator.iter_errors(options):
+        if error.validator == "additionalProperties":
+            allowed = list(kind.options)
+            for extra in sorted(set(error.instance) - set(allowed)):
+                ctx.add(p.problem("chart.bad-option", f"chart type '{kind.name}' has no option "
+                                  f"'{extra}'", ("options", *error.path, extra), at_key=True,
+                                  hint=did_you_mean(extra, allowed)
+                                  or ("options: " + ", ".join(allowed) if allowed else None)))
+            continue
+        ctx.add(p.problem("chart.bad-option", f"chart type '{kind.name}': {error.message}",
+                          ("options", *error.path)))
 
 
 def _compile_chart_part(p: _Part, key: str, title: dict[str, str],
@@ -223,6 +286,7 @@ def _compile_chart_part(p: _Part, key: str, title: dict[str, str],
                      type=p.body["type"], encoding=dict(p.body["encoding"]),
                      threshold=p.body.get("threshold"),
                      compare_previous=bool(p.body.get("compare_previous", False)),
+                     options=MappingProxyType(dict(p.body.get("options") or {})),
                      inline_dataset=dataset if isinstance(ref, dict) else None)
 
 

@@ -1,4 +1,5 @@
-"""What SQLite and PostgreSQL spell differently: local-time buckets, ages, durations, medians.
+"""What SQLite and PostgreSQL spell differently: local-time buckets, ages, durations, medians;
+and which database definitions are validated for (:func:`target_dialect`).
 
 Times are stored in UTC. Buckets are computed in the hospital's time zone
 (:func:`careloop.engine.clock.hospital_tz`). PostgreSQL converts with the zone's name, so daylight
@@ -71,12 +72,61 @@ def hours_between(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
 
 
 def percentile(dialect: str, fraction: float, value: Any) -> ColumnElement[Any]:
-    """An exact percentile. PostgreSQL only: SQLite has no ordered-set aggregates.
+    """An exact percentile, interpolated between the two nearest values (PostgreSQL's
+    ``percentile_cont``). SQLite has no ordered-set aggregates: there it is the aggregate
+    ``careloop_percentile`` that :func:`prepare_connection` installs on the connection, with the
+    same result."""
+    if dialect == "postgresql":
+        return cast(func.percentile_cont(fraction).within_group(value), Float)
+    return cast(func.careloop_percentile(value, fraction), Float)
 
-    Raises:
-        ReportError: on SQLite (the message says to use PostgreSQL).
+
+class _Percentile:
+    """SQLite aggregate ``careloop_percentile(value, fraction)``: NULLs ignored, like
+    ``percentile_cont``; no values gives NULL."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.fraction = 0.5
+
+    def step(self, value: Any, fraction: Any) -> None:
+        if value is not None:
+            self.values.append(float(value))
+            self.fraction = float(fraction)
+
+    def finalize(self) -> float | None:
+        return percentile_cont(self.values, self.fraction)
+
+
+def percentile_cont(values: list[float], fraction: float) -> float | None:
+    """``percentile_cont`` of ``values``.
+
+    >>> percentile_cont([1, 2, 3, 4, 10], 0.5), percentile_cont([1, 2, 3, 4], 0.9)
+    (3.0, 3.7)
     """
-    if dialect != "postgresql":
-        raise ReportError("median and percentile measures need PostgreSQL "
-                          f"(percentile_cont); this database is {dialect}")
-    return cast(func.percentile_cont(fraction).within_group(value), Float)
+    if not values:
+        return None
+    ordered = sorted(values)
+    at = fraction * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (at - low), 12)
+
+
+def prepare_connection(dbapi_connection: Any, dialect: str) -> None:
+    """Install what a dataset query may call that the database lacks (SQLite: the percentile
+    aggregate). Idempotent; cheap enough to do before each query."""
+    if dialect == "sqlite":
+        dbapi_connection.create_aggregate("careloop_percentile", 2, _Percentile)
+
+
+DIALECT_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def target_dialect() -> str:
+    """The database definitions are validated for: the one this installation is configured with
+    (:func:`careloop.engine.db.configured_dialect`). A measure that cannot be computed there is
+    refused by ``careloop validate`` and the builder's check, not when a dashboard first runs."""
+    from careloop.engine.db import configured_dialect
+
+    return configured_dialect()

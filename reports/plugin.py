@@ -8,24 +8,24 @@ from careloop.engine.db import transaction
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
-CHART_TYPES = ("bar", "grouped_bar", "stacked_bar", "line", "area", "pie", "donut", "heatmap",
-               "scatter", "boxplot", "table", "kpi", "wordcloud")
 DRILL_LEVELS = ("hospital", "department", "ward", "doctor", "nursing_group", "responses")
 
 
 def register(registry: Registry) -> None:
     """Called once by :meth:`Registry.load_plugins`."""
-    from careloop.reports import compiler, metrics
+    from careloop.reports import compiler, measures, metrics
     from careloop.reports.cli import report
 
     for source in metrics.SOURCES:
         registry.catalogue("report_source").register(source.name, source)
     for dim in metrics.DIMENSIONS:
         registry.catalogue("report_dimension").register(dim.name, dim)
-    for measure in metrics.MEASURES:
+    for measure in measures.MEASURES:
         registry.catalogue("report_measure").register(measure.name, measure)
+    from careloop.reports.chart_types import CHART_TYPES
+
     for chart_type in CHART_TYPES:
-        registry.catalogue("report_chart_type").register(chart_type, chart_type)
+        registry.catalogue("report_chart_type").register(chart_type.name, chart_type)
     for level in DRILL_LEVELS:
         registry.catalogue("report_drill_level").register(level, level)
     kinds = registry.catalogue("kind")

@@ -20,8 +20,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.registry import loaded_registry
 from careloop.reports.builder import QueryBuilder
-from careloop.reports.dialect import ReportError
-from careloop.reports.metrics import DimensionInfo, MeasureInfo
+from careloop.reports.dialect import DIALECT_NAMES, ReportError, prepare_connection
+from careloop.reports.measures import MeasureType
+from careloop.reports.metrics import DimensionInfo
 from careloop.reports.spec import DatasetSpec
 from careloop.reports.tables import table
 
@@ -86,10 +87,15 @@ def _dimension(name: str) -> DimensionInfo:
     return info
 
 
-def _measure(name: str) -> MeasureInfo:
-    info: MeasureInfo | None = loaded_registry().catalogue("report_measure").get(name)
+def _measure(name: str, dialect: str) -> MeasureType:
+    info: MeasureType | None = loaded_registry().catalogue("report_measure").get(name)
     if info is None:
         raise ReportError(f"unknown measure {name!r}")
+    if not info.computes_on(dialect):
+        # Validation refuses it on the configured database; this is a dataset validated
+        # against another one (a database moved after import).
+        raise ReportError(f"measure '{name}' cannot be computed on "
+                          f"{DIALECT_NAMES.get(dialect, dialect)}")
     return info
 
 
@@ -105,7 +111,7 @@ def build_query(spec: DatasetSpec, dialect: str, filters: Filters, scope: Scope,
                      frozenset(), with_answers=needs_answers, now=now or now_utc())
     columns: list[ColumnElement[Any]] = [_dimension(d).column(b).label(d) for d in dims]
     for m in spec.measures:
-        value, n = _measure(m.type).build(b, m)
+        value, n = _measure(m.type, dialect).build(b, m)
         if m.min_sample > 0:
             value = case((n >= m.min_sample, value), else_=None)
         columns.append(value.label(m.key))
@@ -173,8 +179,9 @@ def run_dataset(conn: Session | Connection, spec: DatasetSpec, *, filters: Filte
                 scope: Scope, dimensions: tuple[str, ...] | None = None,
                 now: datetime | None = None) -> ResultTable:
     """Run ``spec`` in the database and return its aggregated rows."""
-    bind = conn.get_bind() if isinstance(conn, Session) else conn
-    dialect = bind.dialect.name
+    connection = conn.connection() if isinstance(conn, Session) else conn
+    dialect = connection.dialect.name
+    prepare_connection(connection.connection.dbapi_connection, dialect)
     query = build_query(spec, dialect, filters or Filters(), scope, dimensions=dimensions, now=now)
     dims = spec.dimensions if dimensions is None else dimensions
     cols = [*dims, *(m.key for m in spec.measures)]

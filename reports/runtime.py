@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import store
+from careloop.reports.chart_types import chart_type
 from careloop.reports.dialect import ReportError
 from careloop.reports.models import ReportCache
 from careloop.reports.query import Filters, ResultTable, Scope, run_dataset
@@ -174,8 +175,9 @@ def dashboard_tiles(session: Session, dashboard: DashboardSpec, filters: Filters
         chart = tile.inline or load_spec(session, "chart", tile.chart)
         dataset = dataset_of(session, chart)
         filters = tile_filters(dataset, base_filters, equals)
-        if chart.type == "wordcloud":
-            data = comment_words(session, dataset, chart.encoding["text"], filters, scope)
+        own_rows = chart_type(chart.type).rows
+        if own_rows is not None:  # a word cloud counts the words of a text field
+            data = own_rows(session, dataset, chart, filters, scope)
             tiles.append(Tile(chart=chart, data=data, previous=None, width=tile.width,
                               dataset=dataset))
             continue

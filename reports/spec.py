@@ -4,22 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
+from types import MappingProxyType
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class MeasureSpec:
-    """One output column of a dataset: ``{key: nps, type: nps, field: nps, min_sample: 30}``."""
+    """One output column of a dataset: ``{key: nps, type: nps, field: nps, min_sample: 30}``.
+
+    ``options`` holds what the measure type's own schema allows (``field``, ``fraction``,
+    ``days`` …), checked per type at compile time (:mod:`careloop.reports.measures`).
+    """
 
     key: str
     type: str
-    field: str | None = None
-    row: str | None = None
     min_sample: int = 0
-    fraction: float | None = None
-    top: float | None = None
-    form: str | None = None
-    outcome: str | None = None
-    days: int | None = None
+    options: Mapping[str, Any] = dc_field(default_factory=lambda: MappingProxyType({}))
+
+    def option(self, name: str, default: Any = None) -> Any:
+        value = self.options.get(name)
+        return default if value is None else value
+
+    @property
+    def field(self) -> str | None:
+        """The answered field a field measure reads (``None`` for the others)."""
+        value = self.options.get("field")
+        return value if isinstance(value, str) else None
+
+    @property
+    def row(self) -> str | None:
+        value = self.options.get("row")
+        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,7 @@ class ChartSpec:
     threshold: float | None = None
     compare_previous: bool = False
     inline_dataset: DatasetSpec | None = None  # an embedded dataset instead of a key
+    options: Mapping[str, Any] = dc_field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

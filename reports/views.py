@@ -18,6 +18,7 @@ from careloop.engine import store
 from careloop.engine.clock import to_local
 from careloop.engine.db import home
 from careloop.engine.i18n import pick, t
+from careloop.reports.chart_types import chart_type
 from careloop.reports.charts import before_after_vega_lite, vega_lite
 from careloop.reports.dialect import ReportError
 from careloop.reports.export import (
@@ -73,7 +74,7 @@ def is_empty(result: ResultTable, dataset: DatasetSpec | None) -> bool:
 def empty_reason(session: Session, dataset: DatasetSpec | None, chart: ChartSpec,
                  scope_words: str | None, locale: str) -> str:
     """Why a tile has nothing to draw, in words: 本期暂无数据：尚无满意度问卷提交（心内科）."""
-    what = "wordcloud" if chart.type == "wordcloud" else (dataset.source if dataset else "")
+    what = chart_type(chart.type).empty_topic or (dataset.source if dataset else "")
     forms = ""
     if dataset is not None and dataset.forms:
         titles = []
@@ -92,7 +93,7 @@ def empty_reason(session: Session, dataset: DatasetSpec | None, chart: ChartSpec
 
 def _click_dimension(chart: ChartSpec, dataset: DatasetSpec | None) -> str | None:
     """The dataset dimension a click on a mark selects (the bar's x, a slice's colour)."""
-    if dataset is None or chart.type in ("kpi", "table", "wordcloud"):
+    if dataset is None or not chart_type(chart.type).clickable:
         return None
     for channel in ("x", "color", "row", "column", "y"):
         column = chart.encoding.get(channel)
@@ -171,7 +172,7 @@ def comparison(session: Session, dashboard: DashboardSpec, filters: Filters,
     out: dict[str, Any] = {"split": split.isoformat(), "tiles": {}}
     for tile in dashboard.tiles:
         chart = chart_of(session, dashboard, tile.chart)
-        if chart.type == "wordcloud":
+        if not chart_type(chart.type).comparable:
             continue
         dataset = dataset_of(session, chart)
         before, after = before_after(tile_filters(dataset, filters, equals), split)

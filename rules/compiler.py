@@ -34,7 +34,7 @@ from careloop.rules.decisions import (
     parse_cell,
     uncovered_values,
 )
-from careloop.rules.fastpath import fast, fast_ruleset
+from careloop.rules.matcher import ruleset_matcher
 from careloop.rules.spec import (
     CONTEXT_NAMES,
     ActionCall,
@@ -73,8 +73,8 @@ def compile_ruleset(definition: Definition, ctx: CompileContext) -> RuleSetSpec 
                        hit_policy=body.get("hit_policy", "all"),
                        rules=tuple(ordered), classify=classify,
                        forms=tuple(body.get("forms", ())),
-                       filter_test=fast(flt) if flt is not None else None,
-                       matcher=fast_ruleset(flt, [(r.when, r.stop) for r in ordered], first))
+                       filter_test=flt.evaluate if flt is not None else None,
+                       matcher=ruleset_matcher(flt, [(r.when, r.stop) for r in ordered], first))
 
 
 def _form_fields(definition: Definition, ctx: CompileContext) -> frozenset[str] | None:
@@ -129,7 +129,7 @@ def _rule(definition: Definition, ctx: CompileContext, path: Path, raw: dict[str
     return RuleSpec(key=raw["key"], title=MappingProxyType(dict(raw.get("title", {}))), when=when,
                     priority=int(raw.get("priority", 100)), stop=bool(raw.get("stop", False)),
                     then=tuple(c for c in calls if c is not None), watched=watched_paths(when),
-                    test=fast(when))
+                    test=when.evaluate)
 
 
 def _check_unique_rule_keys(definition: Definition, ctx: CompileContext) -> None:

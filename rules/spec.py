@@ -42,7 +42,7 @@ class RuleSpec:
     stop: bool
     then: tuple[ActionCall, ...]
     watched: tuple[str, ...]  # dotted paths the condition reads, recorded in the trace
-    # ``when`` compiled to closures (careloop.rules.fastpath): same value, no tree walk per call.
+    # ``when.evaluate``: the engine's compiled closures, the reference evaluator on failure.
     test: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
 
 
@@ -79,7 +79,7 @@ class RuleSetSpec:
     forms: tuple[str, ...]
     filter_test: Callable[[Mapping[str, Any]], Any] | None = field(default=None, repr=False,
                                                                    compare=False)
-    # The whole set as one generated function (careloop.rules.fastpath.fast_ruleset), if possible.
+    # The whole set as one function over the compiled conditions (careloop.rules.matcher).
     matcher: Callable[[Mapping[str, Any]], list[int] | None] | None = field(
         default=None, repr=False, compare=False)
 

@@ -367,7 +367,7 @@ def stored_chart_preview(request: Request, key: str = KEY_PATH,
 
 
 @router.get("/api/v1/builder/charts")
-def chart_options(me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
+def chart_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, list[Any]]:
     """What the chart, dashboard and alert designers offer: stored datasets and charts, chart
     types, encoding channels, dimensions, drill-down levels, dashboard filters, alert
     operators and severities (from the registry and the kinds' JSON Schemas)."""
@@ -381,6 +381,9 @@ def chart_options(me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
         charts = [r.key for r in store.list_current(session, kind="chart")]
     return {"datasets": datasets, "charts": charts,
             "types": sorted(registry.catalogue("report_chart_type").names()),
+            # each chart type's own panel: its label and the channels it offers
+            "type_panels": [kind.panel(locale_of(request))
+                            for _, kind in registry.catalogue("report_chart_type").items()],
             "channels": ["x", "y", "color", "theta", "size", "text", "value", "column", "row"],
             "dimensions": sorted(registry.catalogue("report_dimension").names()),
             "drill_levels": list(registry.catalogue("report_drill_level").names()),

@@ -207,3 +207,7 @@ def test_function_list_and_dataset_columns(client: TestClient, apps: list[str]) 
     assert options["filters"] == ["date_range", "department", "form"]
     assert "hospital" in options["drill_levels"] and "department" in options["dimensions"]
     assert options["ops"] == ["<", "<=", ">", ">="]
+    # each chart type's panel is its own: a label a person reads and the channels it offers
+    panels = {p["name"]: p for p in options["type_panels"]}
+    assert panels["wordcloud"]["channels"] == ["text"] and panels["wordcloud"]["title"] == "词云"
+    assert panels["kpi"]["channels"] == ["value", "y"]

@@ -121,6 +121,17 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("not x", {"x": []}),
     ("x ** 80", {"x": 10}),
     ("x % 2", {"x": "a%s"}),
+    # fused one-key reads (a path and a constant in one closure): every other case unfused
+    ("x.a < 3", {"x": {"a": True}}),
+    ("x.a >= 3", {"x": {"a": "3"}}),
+    ("x.a <= 3", {"x": {"a": None}}),
+    ("x.a > 3", {"x": [1]}),
+    ("x.a == 'a'", {"x": {"a": print}}),
+    ("x.a != 1", {"x": "text"}),
+    ("'a' in x.a", {"x": {"a": "cat"}}),
+    ("'a' not in x.a", {"x": {"a": 3}}),
+    ("x.a in ['a', 'b']", {"x": {"a": len}}),
+    ("x['a'] not in ('a',)", {"x": {"a": "b"}}),
 ]
 
 

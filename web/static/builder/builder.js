@@ -625,20 +625,24 @@
     select: (i) => { selectedStep = i; render(); }, setSelected: (i) => { selectedStep = i; } };
 
   // --- chart (dashboard tile) designer -------------------------------------------------------
-  let chartOptions = { datasets: [], types: [], channels: [] };
+  let chartOptions = { datasets: [], types: [], channels: [], type_panels: [] };
   function renderChart() {
     const ds = $("b-chart-dataset"), type = $("b-chart-type");
     const dataset = typeof model.dataset === "string" ? model.dataset : "";
     ds.replaceChildren(el("option", { value: "", text: "" }), ...chartOptions.datasets.map((d) =>
       el("option", { value: d, text: d, selected: d === dataset })));
-    type.replaceChildren(el("option", { value: "", text: "" }), ...chartOptions.types.map((t) =>
-      el("option", { value: t, text: t, selected: t === model.type })));
+    // each chart type's panel comes from the server: its label and the channels it reads
+    const panels = chartOptions.type_panels || [];
+    const panel = panels.find((p) => p.name === model.type);
+    type.replaceChildren(el("option", { value: "", text: "" }), ...panels.map((p) =>
+      el("option", { value: p.name, text: p.title, selected: p.name === model.type })));
     $("b-chart-threshold").value = model.threshold ?? "";
     const enc = model.encoding || {};
     const columns = datasetColumns(dataset);
     const choices = el("datalist", { id: "b-chart-columns" },
       ...[...columns.dimensions, ...columns.measures].map((c) => el("option", { value: c })));
-    $("b-chart-encoding").replaceChildren(choices, ...chartOptions.channels.map((ch) => {
+    const channels = panel ? panel.channels : chartOptions.channels;
+    $("b-chart-encoding").replaceChildren(choices, ...channels.map((ch) => {
       const input = el("input", { type: "text", value: enc[ch] || "", "data-channel": ch,
         list: "b-chart-columns" });
       input.addEventListener("change", () => commit(() => {
