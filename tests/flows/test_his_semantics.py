@@ -241,3 +241,35 @@ def test_event_parked_beyond_the_horizon_raises_an_incident_for_it(
     assert "滞留告警" in page.text and 'data-incident="' in page.text
     assert "等待患者资料" in page.text and "hissem." not in page.text
     assert "2026-12-03 11:05" in page.text  # the incident, in hospital time
+
+
+def test_cancelled_admission_closes_the_stays_links_and_tasks(
+        his: His, bundles: Engine, clock: Any) -> None:
+    from careloop.forms.requests import create_request
+
+    assert his.send("p1", "patient.upserted", PATIENT).status_code == 200
+    admitted = {k: v for k, v in DISCHARGE.items() if k != "discharged_at"}
+    assert his.send("a1", "encounter.admitted", admitted).status_code == 200
+    with frozen_now(clock.now), transaction(bundles) as session:
+        link = create_request(session, form_key="discharge_day3", patient_id="P1",
+                              encounter_id="E1", channel="sms",
+                              expires_at=clock.now + timedelta(days=3))
+        assignee = resolve_assignee(session, {"relation": "responsible_nurse"},
+                                    patient_id="P1", encounter_id="E1")
+        task, _ = create_task(session, title="入院宣教", assignee=assignee, actor="nurse_li",
+                              patient_id="P1", encounter_id="E1")
+        task_id = task.id
+    answer = his.send("a1-x", "encounter.admission_cancelled",
+                      {"encounter_id": "E1", "patient_id": "P1"})
+    assert answer.status_code == 200, answer.text
+    with frozen_now(clock.now):
+        page = TestClient(his.client.app).get(link["url"])
+    assert page.status_code == 410 and "本次随访已取消" in page.text
+    with transaction(bundles) as session:
+        encounter = session.get(Encounter, "E1")
+        assert encounter is not None and encounter.status == "cancelled"
+        closed = session.get(Task, task_id)
+        assert closed is not None and closed.status == "cancelled"
+        (history,) = session.scalars(select(TaskHistory).where(
+            TaskHistory.task_id == task_id, TaskHistory.action == "cancelled")).all()
+        assert "HIS 已撤销本次入院" in history.details["why"]
