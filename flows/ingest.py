@@ -242,13 +242,12 @@ def _correct(session: Session, event: dict[str, Any], source: str) -> tuple[int,
                for name in IDENTITY_FIELDS if before.get(name) != payload.get(name)]
     if errors:
         return 422, {"status": "rejected", "errors": errors}
+    corrected = {**{k: v for k, v in event.items() if k != "corrects"}, "event_id": original_id}
     if parked is not None:
-        parked.event = {**{k: v for k, v in event.items() if k != "corrects"},
-                        "event_id": original_id}
+        parked.event = corrected
         return 202, parking.parked_body(parked)
     assert original is not None
-    differing = resend.paths_differ({"payload": before},
-                                    {"payload": _stored_payload(kind, payload)})
+    differing = resend.differing(session, original, corrected, _stored_payload(kind, payload))
     taken = _mrn_taken(session, kind, payload)
     codes = unknown_codes(session, payload)
     if taken or codes:

@@ -165,6 +165,12 @@ def test_resend_with_another_body_is_409_and_a_correction_applies_once(
                          corrects="d1")
     assert elsewhere.status_code == 422
     assert [e["path"] for e in elsewhere.json()["errors"]] == ["$.payload.patient_id"]
+    renamed_fix = his.send("p1-fix", "patient.upserted", {**PATIENT, "name": "张珊"},
+                           corrects="p1")
+    assert renamed_fix.status_code == 200 and renamed_fix.json()["corrected"] == [
+        "$.payload.name"]
+    with transaction(bundles) as session:
+        assert session.get(Patient, "P1").name == "张珊"  # type: ignore[union-attr]
     unknown = his.send("d1-fix3", "encounter.discharged", moved, corrects="nope")
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["path"] == "$.corrects"
 
