@@ -163,6 +163,17 @@ def head_revisions(engine: Engine | None = None) -> set[str]:
     return set(script_directory(engine).get_heads())
 
 
+def applied_revisions(engine: Engine | None = None) -> set[str]:
+    """Every revision the database holds: the current ones and all they stand on. A head that a
+    later revision ``depends_on`` (0021 needs 0003 and 0011) leaves the version table once that
+    revision is applied, yet stays applied."""
+    engine = engine or default_engine()
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    current = tuple(current_revisions(engine))
+    return {rev.revision for rev in script.iterate_revisions(current, "base")
+            if rev is not None} if current else set()
+
+
 def is_current(engine: Engine | None = None) -> bool:
     engine = engine or default_engine()
-    return current_revisions(engine) == head_revisions(engine)
+    return head_revisions(engine) <= applied_revisions(engine)

@@ -261,3 +261,27 @@ def sla_state(task: Task, now: datetime | None = None) -> str:
     if task.due_at <= now:
         return "overdue"
     return "due_soon" if (task.due_at - now).total_seconds() <= 4 * 3600 else "on_track"
+
+
+# The HIS events that cancel an encounter (HL7 A11 cancel admit, A13 cancel discharge): whatever
+# was planned for the stay or the discharge is no longer needed.
+ENCOUNTER_CANCELLED = ("encounter.admission_cancelled", "encounter.discharge_cancelled")
+
+
+def cancel_encounter_tasks(session: Session, encounter_id: str, *, reason: str, why: str,
+                           event_id: str | None = None, actor: str = "his") -> list[Task]:
+    """Cancel the open tasks of a cancelled encounter (any source: rule, flow, staff); each gets
+    a history entry and an audit row saying ``why`` in words. Returns the tasks cancelled."""
+    from careloop.engine import audit
+
+    cancelled = list(session.scalars(select(Task).where(
+        Task.encounter_id == encounter_id, Task.status.in_(("open", "in_progress")))
+        .order_by(Task.id)).all())
+    for task in cancelled:
+        task.status = "cancelled"
+        add_history(session, task, actor, "cancelled", {"reason": reason, "why": why})
+        audit.append(session, actor=actor, action="task.cancelled", object_type="task",
+                     object_id=str(task.id), patient_id=task.patient_id,
+                     details={"reason": reason, "why": why, "event_id": event_id})
+    session.flush()
+    return cancelled

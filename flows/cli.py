@@ -76,7 +76,7 @@ def events_send(file: Path) -> None:
         with transaction() as session:
             status, body = ingest(session, event, source="cli")
         if status == 202:
-            click.echo(f"{file}:{number}: parked {body['event_id']} for IT: "
+            click.echo(f"{file}:{number}: {body['event_id']} {body['message']}: "
                        + "; ".join(f"{p['path']}: {p['message']}" for p in body["errors"]))
         elif status != 200:
             failed += 1

@@ -1,7 +1,8 @@
 """The ``flows`` event handler: cancel, resume and start runs when a domain event arrives.
 
-Order matters: a discharge cancellation first cancels runs, then waiting steps resume, then
-triggers start new runs (so a cancelled encounter never starts one from its own event).
+Order matters: a cancelled encounter (discharge or admission) first cancels its tasks and runs,
+then waiting steps resume, then triggers start new runs (so a cancelled encounter never starts
+one from its own event).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import scope, store
+from careloop.engine.i18n import t
 from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.engine.registry import loaded_registry
+from careloop.engine.tasks import ENCOUNTER_CANCELLED, cancel_encounter_tasks
 from careloop.flows import context as ctxmod
 from careloop.flows.models import FlowRun, StepRun
 from careloop.flows.runtime import Exec, cancel_runs, complete_run, resume, spec_of, start
@@ -23,16 +26,27 @@ from careloop.flows.spec import FlowSpec
 
 log = logging.getLogger("careloop.flows")
 
-CANCELLING = "encounter.discharge_cancelled"
+CANCELLING = ENCOUNTER_CANCELLED  # HL7 A11 (cancel admit), A13 (cancel discharge)
 
 
 def handle_event(session: Session, event: DomainEventRow) -> None:
     payload = event.payload
-    if event.type == CANCELLING and payload.get("encounter_id"):
+    if event.type in CANCELLING and payload.get("encounter_id"):
+        # the encounter's open tasks first (any source), each with why in words; then its runs,
+        # their pending timers and unsent messages (the forms handler closes its links)
+        cancel_encounter_tasks(session, payload["encounter_id"], reason=event.type,
+                               why=_why(event.type),
+                               event_id=event.event_id, actor=event.source)
         cancel_runs(session, encounter_id=payload["encounter_id"], reason=event.type)
     _cancel_on(session, event)
     _resume_waiting(session, event)
     _start_triggered(session, event)
+
+
+def _why(kind: str) -> str:
+    """Why the encounter's tasks were cancelled, in words (zh-CN first, en second)."""
+    key = f"hissem.cancel.why.{kind}"
+    return f"{t(key, 'zh-CN')}（{t(key, 'en')}）"
 
 
 def _cancel_on(session: Session, event: DomainEventRow) -> None:

@@ -4,9 +4,15 @@
      "payload": {"encounter_id": "E1", "patient_id": "P1", …}}
 
 Every problem is reported with its JSON path (``$.payload.discharged_at``), never only the first.
-The sender's ``event_id`` is the idempotency key: a duplicate gets the acknowledgement of the
-original and changes nothing. ``patient.upserted`` and ``encounter.*`` update the domain tables in
-the same transaction, before any engine reacts to the event.
+The sender's ``event_id`` is the idempotency key: an identical re-send gets the acknowledgement
+of the original and changes nothing; the same id with another body is a 409 naming the differing
+paths (:mod:`careloop.flows.resend`). A correction is a new event id with ``"corrects":
+"<original id>"`` and the original's type: it updates the domain tables and is recorded as
+``his.corrected`` (flows do not start again). An event for a patient not known yet is parked
+(202) and applied when the patient arrives (:mod:`careloop.flows.parking`).
+``patient.upserted`` and ``encounter.*`` update the domain tables in the same transaction, before
+any engine reacts to the event; ``encounter.admission_cancelled`` (HL7 A11) and
+``encounter.discharge_cancelled`` (A13) cancel the encounter: its links, tasks, runs and timers.
 
 Departments, wards and staff are reference data the hospital sets up (admin pages, ``careloop
 demo seed``); the HIS names them by code and an unknown code is refused with 422 at its path
@@ -40,13 +46,15 @@ from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
-from careloop.flows import documents
+from careloop.flows import documents, parking, resend
 from careloop.flows.models import ApiKey, ParkedEvent
 from careloop.flows.step_types import inbound_events
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
-               "encounter.discharge_cancelled", "appointment.booked", "surgery.scheduled",
-               "reading.recorded")
+               "encounter.discharge_cancelled", "encounter.admission_cancelled",
+               "appointment.booked", "surgery.scheduled", "reading.recorded")
+# What an accepted correction is recorded as (its payload names what it corrected).
+CORRECTED = "his.corrected"
 
 _formats = FormatChecker(formats=())
 
@@ -127,8 +135,8 @@ def _unknown_patient(session: Session, kind: str,
     if kind != "patient.upserted" and "patient_id" in payload \
             and session.get(Patient, payload["patient_id"]) is None:
         return [{"path": "$.payload.patient_id",
-                 "message": f"unknown patient {payload['patient_id']!r}; "
-                            "send patient.upserted first"}]
+                 "message": f"unknown patient {payload['patient_id']!r}: no "
+                            "patient.upserted received for it yet"}]
     return []
 
 
@@ -152,28 +160,48 @@ def unknown_codes(session: Session, payload: dict[str, Any]) -> list[dict[str, s
 
 
 def acknowledgement(row: DomainEventRow) -> dict[str, Any]:
-    return {"status": "accepted", "event_id": row.event_id, "id": row.id, "type": row.type,
-            "recorded_at": row.recorded_at.isoformat()}
+    ack = {"status": "accepted", "event_id": row.event_id, "id": row.id, "type": row.type,
+           "recorded_at": row.recorded_at.isoformat()}
+    if row.type == CORRECTED:  # what it corrected, the same on a re-send
+        ack.update(corrects=row.payload.get("corrects"), corrected=row.payload.get("fields"))
+    return ack
 
 
 def ingest(session: Session, event: Any, *, source: str = "his",
            park: bool | None = None) -> tuple[int, dict[str, Any]]:
     """Validate and store one event; returns ``(http status, body)``: 200 with the
-    acknowledgement (the original one for a duplicate), 422 with every problem, or — when
-    ``park`` (default: :func:`parks_unknown_codes`) and the only problems are unknown codes —
-    202 with the problems, the event kept in the integration queue."""
+    acknowledgement (the original one for an identical re-send), 409 naming the differing paths
+    for a known event id with another body, 422 with every problem, or 202 with the event kept in
+    the integration queue: for a patient not known yet (replayed when the patient arrives), or —
+    when ``park`` (default: :func:`parks_unknown_codes`) and the only problems are unknown codes —
+    until IT creates them. ``park=False`` (IT's retry) parks nothing."""
     found = problems(event)
     if found:
         return 422, {"status": "rejected", "errors": found}
     existing = session.scalars(select(DomainEventRow).where(
         DomainEventRow.event_id == event["event_id"])).first()
     if existing is not None:
+        differing = resend.differing(session, existing, event,
+                                     _stored_payload(event["type"], event["payload"]))
+        if differing:
+            return 409, resend.conflict_body(event["event_id"], differing)
         return 200, acknowledgement(existing)
+    waiting = session.scalars(select(ParkedEvent).where(
+        ParkedEvent.event_id == event["event_id"], ParkedEvent.status == "parked")).first()
+    if waiting is not None:
+        differing = resend.paths_differ(dict(waiting.event), event)
+        if differing:
+            return 409, resend.conflict_body(event["event_id"], differing)
+    if event.get("corrects"):
+        return _correct(session, event, source)
     payload = event["payload"]
     missing = _unknown_patient(session, event["type"], payload)
     codes = unknown_codes(session, payload)
+    if missing and park is not False:
+        return 202, _park(session, event, missing + codes, source, reason=parking.UNKNOWN_PATIENT,
+                          patient_id=payload["patient_id"])
     if codes and not missing and (parks_unknown_codes() if park is None else park):
-        return 202, _park(session, event, codes, source)
+        return 202, _park(session, event, codes, source, reason="unknown_code")
     if missing or codes:
         return 422, {"status": "rejected", "errors": missing + codes}
     taken = _mrn_taken(session, event["type"], payload)
@@ -183,7 +211,58 @@ def ingest(session: Session, event: Any, *, source: str = "his",
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
                            event_id=event["event_id"], source=source, occurred_at=occurred)
+    resend.remember(session, event)
     _accepted(session, event["event_id"], "his")
+    if event["type"] == "patient.upserted":
+        parking.replay_waiting(session, payload["patient_id"])
+    return 200, acknowledgement(row)
+
+
+# --- corrections: a new event id naming the one it corrects ------------------------------------
+
+IDENTITY_FIELDS = ("patient_id", "encounter_id")
+
+
+def _correct(session: Session, event: dict[str, Any], source: str) -> tuple[int, dict[str, Any]]:
+    """Apply a correction of an accepted event (or of one still parked: its body is replaced)."""
+    original_id, payload = event["corrects"], event["payload"]
+    original = session.scalars(select(DomainEventRow).where(
+        DomainEventRow.event_id == original_id)).first()
+    parked = None if original is not None else session.scalars(select(ParkedEvent).where(
+        ParkedEvent.event_id == original_id, ParkedEvent.status == "parked")).first()
+    if original is not None:
+        kind, before = original.type, dict(original.payload)
+    elif parked is not None:
+        kind, before = parked.type, dict(parked.event.get("payload") or {})
+    else:
+        return 422, {"status": "rejected", "errors": [{
+            "path": "$.corrects", "message": f"unknown event {original_id!r}: a correction "
+                                             "names an event already sent"}]}
+    errors = [] if event["type"] == kind else [{
+        "path": "$.type", "message": f"a correction has the type of the event it corrects "
+                                     f"({kind!r})"}]
+    errors += [{"path": f"$.payload.{name}",
+                "message": f"a correction cannot change {name}; cancel the event and send a "
+                           "new one"}
+               for name in IDENTITY_FIELDS if before.get(name) != payload.get(name)]
+    if errors:
+        return 422, {"status": "rejected", "errors": errors}
+    corrected = {**{k: v for k, v in event.items() if k != "corrects"}, "event_id": original_id}
+    if parked is not None:
+        parked.event = corrected
+        return 202, parking.parked_body(parked)
+    assert original is not None
+    differing = resend.differing(session, original, corrected, _stored_payload(kind, payload))
+    taken = _mrn_taken(session, kind, payload)
+    codes = unknown_codes(session, payload)
+    if taken or codes:
+        return (409 if taken else 422), {"status": "rejected", "errors": taken + codes}
+    upsert_domain(session, kind, payload)
+    row, _ = events.record(session, CORRECTED, {
+        "corrects": original_id, "type": kind, "fields": differing,
+        **{name: payload[name] for name in IDENTITY_FIELDS if name in payload}},
+        event_id=event["event_id"], source=source)
+    resend.remember(session, event)
     return 200, acknowledgement(row)
 
 
@@ -218,17 +297,21 @@ def conflict(exc: IntegrityError, event: Any) -> dict[str, Any]:
 
 
 def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
-          source: str) -> dict[str, Any]:
-    """Keep the event for IT (once per event id: a re-sent one keeps the first)."""
+          source: str, *, reason: str, patient_id: str | None = None) -> dict[str, Any]:
+    """Keep the event (once per event id: a re-sent one keeps the first): until its patient
+    arrives (``unknown_patient``), or for IT (``unknown_code``)."""
     item = session.scalars(select(ParkedEvent).where(
         ParkedEvent.event_id == event["event_id"])).first()
     if item is None:
         item = ParkedEvent(event_id=event["event_id"], type=event["type"], source=source,
                            event=event, problems={"errors": codes}, status="parked",
-                           attempts=0, received_at=now_utc())
+                           attempts=0, received_at=now_utc(), reason=reason,
+                           patient_id=patient_id)
         session.add(item)
         session.flush()
-    return {"status": "parked", "event_id": item.event_id, "id": item.id, "errors": codes}
+    elif item.status == "parked":
+        item.reason, item.patient_id, item.problems = reason, patient_id, {"errors": codes}
+    return parking.parked_body(item)
 
 
 def _accepted(session: Session, event_id: str, actor: str) -> None:
@@ -294,6 +377,10 @@ def upsert_domain(session: Session, kind: str, payload: dict[str, Any]) -> None:
         encounter = session.get(Encounter, payload["encounter_id"])
         if encounter is not None:
             encounter.status, encounter.discharged_at = "admitted", None
+    elif kind == "encounter.admission_cancelled":  # HL7 A11: the stay never happened
+        encounter = session.get(Encounter, payload["encounter_id"])
+        if encounter is not None:
+            encounter.status = "cancelled"
 
 
 def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:

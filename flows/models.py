@@ -219,6 +219,24 @@ class ParkedEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(String(128))
+    # unknown_code | unknown_patient (None: parked before 0021, for an unknown code)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    # the patient an ``unknown_patient`` event waits for (replayed when that patient arrives)
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # when the sweep found it parked beyond the horizon (the integration page's incident)
+    incident_at: Mapped[datetime | None]
+
+
+class HisEventFingerprint(Base):
+    """What an accepted HIS event looked like, one salted hash per field path
+    (``{"$.payload.discharged_at": "…"}``): a re-sent event id with another body is answered 409
+    naming the differing paths, without keeping the personal values the event log leaves out."""
+
+    __tablename__ = "his_event_fingerprints"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fingerprint: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OutboundHost(Base):

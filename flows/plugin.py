@@ -39,6 +39,9 @@ def register(registry: Registry) -> None:
     from careloop.flows.scheduler import run_due
 
     registry.catalogue("tick").register("flows.sweep", lambda engine: run_due(engine))
+    from careloop.flows.parking import parked_tick
+
+    registry.catalogue("tick").register("integration.parked", parked_tick)
     registry.catalogue("demo_seeder").register("flows", _demo_seeder())
     cli = registry.catalogue("cli")
     for command in commands():

@@ -208,7 +208,6 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
             report.messages = dispatch_due(engine, worker=worker, now=now)
             report.webhooks = webhooks.dispatch_due(engine, worker=worker, now=now)
     return report
-<<<<<<< HEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,17 +252,3 @@ def _aware(at: datetime | None) -> datetime | None:
         at = at.replace(tzinfo=UTC)
     return at
 
-
-def start_background(interval_seconds: int = 30) -> Any:
-    """Start the one APScheduler interval job of this process (the web app calls this)."""
-    from apscheduler.schedulers.background import (
-        BackgroundScheduler,
-    )
-
-    scheduler = BackgroundScheduler(timezone=hospital_tz())
-    scheduler.add_job(run_due, "interval", seconds=interval_seconds, id="careloop.flows.sweep",
-                      max_instances=1, coalesce=True, replace_existing=True)
-    scheduler.start()
-    return scheduler
-=======
->>>>>>> measures

@@ -40,6 +40,9 @@ class FormRequest(Base):
     expires_at: Mapped[datetime]
     draft: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # why a cancelled request was closed: ``encounter_cancelled`` (the HIS cancelled the stay or
+    # the discharge: the link says the follow-up is no longer needed); None otherwise
+    closed_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Submission(Base):

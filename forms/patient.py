@@ -42,6 +42,10 @@ def _locale(request_lang: str | None, patient: Patient | None) -> str:
 
 def _unavailable(exc: Exception, locale: str) -> Reply:
     """The used, expired or unknown link: what happened, who to call, what to do next."""
+    if isinstance(exc, RequestUnavailable) and exc.status == "not_needed":
+        # the HIS cancelled the stay or the discharge: nothing to answer, nothing went wrong
+        return Reply(410, render_message(t("hissem.link.not_needed_title", locale),
+                                         t("hissem.link.not_needed", locale), locale))
     if isinstance(exc, RequestUnavailable):
         reason = exc.status if exc.status in ("answered", "expired", "cancelled") else "expired"
         return Reply(410, render_message(t("forms.page.unavailable", locale),

@@ -31,6 +31,9 @@ def register(registry: Registry) -> None:
         name="form", package="careloop.forms", schema_file="schema/form.json",
         compile=compile_form, folder="forms", title={"zh-CN": "表单", "en": "Form"}, order=20))
     services.register(registry)
+    from careloop.forms.requests import handle_event
+
+    registry.catalogue("event_handler").register("forms", handle_event)
     registry.catalogue("demo_seeder").register("forms", _demo_seeder())
     try:
         from careloop.forms.cli import form

@@ -15,11 +15,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careloop.engine import store
+from careloop.engine import audit, store
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Patient
 from careloop.engine.errors import CareloopError, NotFound
+from careloop.engine.models import DomainEventRow
+from careloop.engine.tasks import ENCOUNTER_CANCELLED
 from careloop.forms.models import FormRequest
+
+# ``closed_reason`` of a request whose encounter the HIS cancelled; its link then reads
+# "no longer needed" (``RequestUnavailable("not_needed")``), not "cancelled by the hospital".
+ENCOUNTER_CANCELLED_REASON = "encounter_cancelled"
 
 
 class RequestUnavailable(CareloopError):
@@ -63,6 +69,8 @@ def by_token(session: Session, token: str, *, for_update: bool = False) -> FormR
     request = session.scalars(query).first()
     if request is None:
         raise NotFound("no such form link")
+    if request.status == "cancelled" and request.closed_reason == ENCOUNTER_CANCELLED_REASON:
+        raise RequestUnavailable("not_needed")
     if request.status in ("answered", "cancelled", "expired"):
         raise RequestUnavailable(request.status)
     if request.expires_at <= now_utc():
@@ -71,3 +79,30 @@ def by_token(session: Session, token: str, *, for_update: bool = False) -> FormR
     if request.status == "sent":
         request.status, request.opened_at = "opened", now_utc()
     return request
+
+
+def close_for_encounter(session: Session, encounter_id: str, *, reason: str,
+                        event_id: str | None = None, actor: str = "his") -> list[FormRequest]:
+    """Close the open requests (sent or opened) of a cancelled encounter: their links answer
+    "no longer needed" and accept no answer. One audit row per request, saying why."""
+    closed = list(session.scalars(select(FormRequest).where(
+        FormRequest.encounter_id == encounter_id,
+        FormRequest.status.in_(("sent", "opened"))).order_by(FormRequest.id)).all())
+    for request in closed:
+        request.status, request.closed_reason = "cancelled", ENCOUNTER_CANCELLED_REASON
+        audit.append(session, actor=actor, action="form_request.closed",
+                     object_type="form_request", object_id=request.id,
+                     patient_id=request.patient_id,
+                     details={"reason": reason, "event_id": event_id,
+                              "why": "the HIS cancelled the encounter; the follow-up is no "
+                                     "longer needed"})
+    session.flush()
+    return closed
+
+
+def handle_event(session: Session, event: DomainEventRow) -> None:
+    """The ``forms`` event handler: a cancelled encounter closes its open form requests."""
+    encounter_id = event.payload.get("encounter_id")
+    if event.type in ENCOUNTER_CANCELLED and isinstance(encounter_id, str):
+        close_for_encounter(session, encounter_id, reason=event.type, event_id=event.event_id,
+                            actor=event.source)

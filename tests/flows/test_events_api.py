@@ -46,11 +46,15 @@ def test_event_needs_a_valid_api_key(engine: Engine) -> None:
 def test_event_is_stored_once_and_a_duplicate_gets_the_original_ack(engine: Engine) -> None:
     client, headers = _client(engine)
     first = client.post("/api/v1/events", json=PATIENT, headers=headers)
-    changed = json.loads(json.dumps(PATIENT))
-    changed["payload"]["name"] = "李四"
-    second = client.post("/api/v1/events", json=changed, headers=headers)
+    second = client.post("/api/v1/events", json=json.loads(json.dumps(PATIENT)),
+                         headers=headers)
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json() and first.json()["event_id"] == "his-1"
+    changed = json.loads(json.dumps(PATIENT))
+    changed["payload"]["name"] = "李四"  # the same id with another body: 409, nothing changed
+    third = client.post("/api/v1/events", json=changed, headers=headers)
+    assert third.status_code == 409 and third.json()["differing"] == ["$.payload.name"]
+    assert "李四" not in third.text and "张三" not in third.text
     assert _count(engine) == 1
     with transaction(engine) as session:
         patient = session.get(Patient, "P1")
@@ -77,13 +81,13 @@ def test_malformed_event_gets_422_listing_every_problem(engine: Engine) -> None:
     assert typo.json()["errors"][0]["message"].startswith("unknown event type")
 
 
-def test_encounter_for_an_unknown_patient_is_refused(engine: Engine) -> None:
+def test_encounter_for_an_unknown_patient_is_parked_not_refused(engine: Engine) -> None:
     client, headers = _client(engine)
     answer = client.post("/api/v1/events", headers=headers, json={
         "event_id": "e1", "type": "encounter.admitted",
         "payload": {"encounter_id": "E1", "patient_id": "NOPE", "type": "inpatient",
                     "department_id": "cardiology"}})
-    assert answer.status_code == 422
+    assert answer.status_code == 202 and answer.json()["reason"] == "unknown_patient"
     assert answer.json()["errors"][0]["path"] == "$.payload.patient_id"
     with transaction(engine) as session:
         assert session.get(Encounter, "E1") is None
