@@ -107,10 +107,10 @@ def db_upgrade(backup_dir: Path | None) -> None:
     """Create or upgrade the database to the newest schema (idempotent). Each migration is one
     transaction: an interrupted upgrade is continued by the next one."""
     from careloop.engine.db import database_url, redact
-    from careloop.engine.migrate import current_revisions, head_revisions, upgrade
+    from careloop.engine.migrate import current_revisions, is_current, upgrade
 
     current = current_revisions()
-    if backup_dir is not None and current and current != head_revisions():
+    if backup_dir is not None and current and not is_current():
         from careloop.engine.backup import create
         from careloop.engine.clock import now_utc, to_local
 
