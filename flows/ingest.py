@@ -69,8 +69,19 @@ def _is_date(value: object) -> bool:
 
 @cache
 def _validator(name: str) -> Draft202012Validator:
-    text = resources.files("careloop.flows").joinpath("schema", "events", f"{name}.json")
-    return Draft202012Validator(json.loads(text.read_text("utf-8")), format_checker=_formats)
+    if name == "envelope":
+        text = resources.files("careloop.flows").joinpath("schema", "events", "envelope.json")
+        return Draft202012Validator(json.loads(text.read_text("utf-8")), format_checker=_formats)
+    return Draft202012Validator(accepted_event_types()[name], format_checker=_formats)
+
+
+@cache
+def accepted_event_types() -> dict[str, Any]:
+    """Every event type the events API accepts and its payload schema: the built-in HIS events
+    (:data:`EVENT_TYPES`) and those extensions add (the ``inbound_event_types`` hook)."""
+    from careloop.engine.plugins import inbound_event_types
+
+    return dict(inbound_event_types())
 
 
 def _path(prefix: str, parts: Any) -> str:
@@ -87,9 +98,10 @@ def problems(event: Any) -> list[dict[str, str]]:
     if not isinstance(event, dict):
         return found
     kind, payload = event.get("type"), event.get("payload")
-    if isinstance(kind, str) and kind not in EVENT_TYPES:
+    accepted = accepted_event_types()
+    if isinstance(kind, str) and kind not in accepted:
         found.append({"path": "$.type",
-                      "message": f"unknown event type {kind!r}; one of: " + ", ".join(EVENT_TYPES)})
+                      "message": f"unknown event type {kind!r}; one of: " + ", ".join(accepted)})
     elif isinstance(kind, str) and isinstance(payload, dict):
         found += [{"path": _path("$.payload", e.absolute_path), "message": e.message}
                   for e in _validator(kind).iter_errors(payload)]

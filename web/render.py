@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from careloop.engine.clock import hospital_tz, to_local
@@ -69,7 +69,11 @@ def json_island(value: Any) -> Markup:
 
 @cache
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("careloop.web", "templates"),
+    from careloop.engine.plugins import split_location, template_dirs
+
+    # The web app's templates first, then each plugin's (the ``template_dirs`` hook).
+    loaders = [PackageLoader(*split_location(location)) for location in template_dirs()]
+    env = Environment(loader=ChoiceLoader(loaders),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["local"] = _local
