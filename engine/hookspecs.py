@@ -10,11 +10,11 @@ that group that has a plain ``register(registry)`` and no ``register_types`` hoo
 
     @hookimpl
     def model_modules() -> list[str]:
-        return ["careloop_example.robot_calls"]
+        return ["acme_careloop.tables"]
 
     @hookimpl
     def migration_locations() -> list[str]:
-        return ["careloop_example:migrations"]
+        return ["acme_careloop:migrations"]
 
 Hooks that answer return a list; the results of every plugin are concatenated in load order
 (built-ins first, in their listed order, then installed extensions).
@@ -51,8 +51,8 @@ def model_modules() -> Sequence[str]:
 
 @hookspec
 def migration_locations() -> Sequence[str]:
-    """Alembic version folders of this plugin, as ``"package:folder"`` (``careloop.forms:
-    migrations``). A plugin's revisions form its own branch (``branch_labels``) rooted on the
+    """Alembic version folders of this plugin, as ``"package:folder"`` (``"acme_careloop:
+    migrations"``). A plugin's revisions form its own branch (``branch_labels``) rooted on the
     core revision it needs (``depends_on``); ``careloop db upgrade`` applies every head."""
     return ()
 
@@ -78,8 +78,8 @@ def template_dirs() -> Sequence[str]:
 
 @hookspec
 def static_dirs() -> Sequence[tuple[str, str, str]]:
-    """Static files: ``(url path, package, folder)``, e.g. ``("/static", "careloop.web",
-    "static")``; each URL path is mounted once."""
+    """Static files: ``(url path, package, folder)``, e.g. ``("/static", "<package>", "static")``;
+    the folders given for one URL path are searched in load order."""
     return ()
 
 
