@@ -63,8 +63,9 @@ def _import(value: str) -> object | None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
+        missing = exc.name or ""
+        if module_name != missing and not module_name.startswith(f"{missing}."):
+            raise  # the plugin is there but something it imports is not: a real error
         return None
     return getattr(module, attribute) if attribute else module
 
