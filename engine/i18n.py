@@ -19,6 +19,8 @@ from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from careloop.engine.plugins import derived
+
 LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"
 
@@ -43,6 +45,9 @@ def catalogue(locale: str) -> dict[str, str]:
         for text in _locale_files(folder, locale):
             merged.update(json.loads(text))
     return merged
+
+
+derived(catalogue.cache_clear)
 
 
 def _locale_files(folder: Traversable, locale: str) -> list[str]:

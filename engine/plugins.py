@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,7 @@ def add_plugin(manager: pluggy.PluginManager, plugin: ModuleType) -> bool:
 
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
+_derived: list[Callable[[], None]] = []
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -122,6 +124,31 @@ def plugin_manager() -> pluggy.PluginManager:
         if _manager is None:
             _manager = make_manager()
         return _manager
+
+
+def derived(clear: Callable[[], None]) -> None:
+    """Declare a cache built from hook answers (the merged i18n catalogue, the Jinja
+    environment…): :func:`use_manager` clears it when the plugins change."""
+    _derived.append(clear)
+
+
+@contextmanager
+def use_manager(manager: pluggy.PluginManager) -> Iterator[pluggy.PluginManager]:
+    """Answer every hook but ``register_types`` from ``manager`` for a while (a test of one more
+    plugin's routes, templates or translations); the registry's catalogues are not reloaded."""
+    global _manager
+    saved = plugin_manager()
+    with _lock:
+        _manager = manager
+    for clear in _derived:
+        clear()
+    try:
+        yield manager
+    finally:
+        with _lock:
+            _manager = saved
+        for clear in _derived:
+            clear()
 
 
 def _flat(results: Iterable[Sequence[Any] | None]) -> list[Any]:

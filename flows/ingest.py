@@ -40,6 +40,7 @@ from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
+from careloop.engine.plugins import derived, inbound_event_types
 from careloop.flows import documents
 from careloop.flows.models import ApiKey, ParkedEvent
 
@@ -79,9 +80,11 @@ def _validator(name: str) -> Draft202012Validator:
 def accepted_event_types() -> dict[str, Any]:
     """Every event type the events API accepts and its payload schema: the built-in HIS events
     (:data:`EVENT_TYPES`) and those extensions add (the ``inbound_event_types`` hook)."""
-    from careloop.engine.plugins import inbound_event_types
-
     return dict(inbound_event_types())
+
+
+derived(accepted_event_types.cache_clear)
+derived(_validator.cache_clear)
 
 
 def _path(prefix: str, parts: Any) -> str:
