@@ -104,7 +104,7 @@ def test_an_extension_adds_routes_templates_static_files_and_event_types(
 
     @hookimpl
     def inbound_event_types() -> list[tuple[str, dict[str, Any]]]:
-        return [("robot.call_answered", {"type": "object"})]
+        return [("robot.call_answered", {"type": "object", "required": ["outcome"]})]
 
     @hookimpl
     def static_dirs() -> list[tuple[str, str, str]]:
@@ -114,20 +114,26 @@ def test_an_extension_adds_routes_templates_static_files_and_event_types(
                   static_dirs=static_dirs)
     manager = plugins.make_manager([ext], installed=False)
     assert plugins.routers(manager)[-1] is router
-    assert plugins.inbound_event_types(manager)["robot.call_answered"] == {"type": "object"}
+    assert plugins.inbound_event_types(manager)["robot.call_answered"]["type"] == "object"
     assert plugins.static_dirs(manager)[-1] == ("/ext-static", "careloop.web", "static")
     assert "robot.call_answered" not in plugins.inbound_event_types(
         plugins.make_manager(installed=False))
 
-    # The app includes what the process's manager answers: swap in this one for one app.
-    saved = plugins._manager
-    plugins._manager = manager
-    try:
+    # The events API's check accepts the type and validates its payload with the given schema.
+    from careloop.flows.ingest import problems
+
+    event = {"event_id": "r-1", "type": "robot.call_answered", "payload": {"outcome": "busy"}}
+    assert [p["path"] for p in problems(event)] == ["$.type"]  # unknown to the core alone
+    with plugins.use_manager(manager):
+        assert problems(event) == []
+        assert [p["path"] for p in problems({**event, "payload": {}})] == ["$.payload"]
+    assert [p["path"] for p in problems(event)] == ["$.type"]  # caches cleared on the way out
+
+    # The app includes what the process's manager answers: this one, for one app.
+    with plugins.use_manager(manager):
         from careloop.web.app import create_app
 
-        client = TestClient(create_app())
-        assert client.get("/ext/ping").json() == {"pong": "yes"}
-        assert client.get("/ext-static/builder/flowdiagram.js").status_code == 200
-        assert client.get("/healthz").status_code == 200
-    finally:
-        plugins._manager = saved
+        with TestClient(create_app()) as client:
+            assert client.get("/ext/ping").json() == {"pong": "yes"}
+            assert client.get("/ext-static/builder/flowdiagram.js").status_code == 200
+            assert client.get("/healthz").status_code == 200
