@@ -135,5 +135,5 @@ def test_an_extension_adds_routes_templates_static_files_and_event_types(
 
         with TestClient(create_app()) as client:
             assert client.get("/ext/ping").json() == {"pong": "yes"}
-            assert client.get("/ext-static/builder/flowdiagram.js").status_code == 200
+            assert client.get("/ext-static/app.css").status_code == 200
             assert client.get("/healthz").status_code == 200
