@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from careloop.engine.hookspecs import hookimpl
 from careloop.engine.registry import Registry
 
 
@@ -20,3 +21,18 @@ def register(registry: Registry) -> None:
     from careloop.engine.cli_backup import backup
 
     registry.catalogue("cli").register("backup", backup)
+
+# Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
+@hookimpl
+def model_modules() -> list[str]:
+    return ["careloop.engine.domain"]
+
+
+@hookimpl
+def migration_locations() -> list[str]:
+    return ["careloop.engine:migrations/versions"]
+
+
+@hookimpl
+def translation_dirs() -> list[str]:
+    return ["careloop.engine:data/i18n"]

@@ -1,6 +1,7 @@
 """User-facing text in Simplified Chinese first, English second.
 
-Each package keeps its messages in ``<package>/data/i18n/<locale>.json`` (flat
+Each plugin names its catalogue folders (the ``translation_dirs`` hook, ``engine/hookspecs.py``);
+a package keeps its messages in ``<package>/data/i18n/<locale>.json`` (flat
 ``{"key": "text"}``, ``{name}`` placeholders); parts of a package may keep theirs in a
 sub-folder (``web/data/i18n/builder/<locale>.json``). Keys are namespaced by package
 (``forms.required``, ``web.login``…).
@@ -18,10 +19,10 @@ from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from careloop.engine.plugins import derived
+
 LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"
-PACKAGES = ("careloop.engine", "careloop.forms", "careloop.rules", "careloop.flows",
-            "careloop.reports", "careloop.web")
 
 
 def normalise_locale(value: str | None) -> str:
@@ -34,16 +35,19 @@ def normalise_locale(value: str | None) -> str:
 
 @cache
 def catalogue(locale: str) -> dict[str, str]:
-    """All messages of one locale, merged over every package that has a file for it."""
+    """All messages of one locale, merged over every plugin's catalogue folders, in load order."""
+    from careloop.engine.plugins import split_location, translation_dirs
+
     merged: dict[str, str] = {}
-    for package in PACKAGES:
-        try:
-            folder = resources.files(package).joinpath("data", "i18n")
-        except ModuleNotFoundError:
-            continue
+    for location in translation_dirs():
+        package, path = split_location(location)
+        folder = resources.files(package).joinpath(*path.split("/"))
         for text in _locale_files(folder, locale):
             merged.update(json.loads(text))
     return merged
+
+
+derived(catalogue.cache_clear)
 
 
 def _locale_files(folder: Traversable, locale: str) -> list[str]:

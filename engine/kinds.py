@@ -1,9 +1,10 @@
 """Kinds of definition: what a ``kind:`` value means, its schema, and its compiler.
 
-Each engine registers its kinds into ``registry.catalogue("kind")``::
+Each engine registers its kinds into ``registry.catalogue("kind")`` (its ``register_types``
+hook)::
 
     registry.catalogue("kind").register("form", KindSpec(
-        name="form", package="careloop.forms", schema_file="schema/form.json",
+        name="form", package="<the engine's package>", schema_file="schema/form.json",
         compile=compile_form, folder="forms", title={"zh-CN": "表单", "en": "Form"}))
 
 The compiler receives a structurally valid :class:`~careloop.engine.check.Definition` and a

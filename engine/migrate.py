@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -26,8 +26,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from careloop.engine.db import default_engine, make_engine
 from careloop.engine.errors import CareloopError
 
-# Engines that add tables ship their own versions folder; all are one linear history.
-VERSION_LOCATIONS = ("careloop.engine:migrations/versions",)
+if TYPE_CHECKING:
+    import pluggy
 
 # Test hook: stop (for good) right after this revision's statements ran, before its commit, so a
 # test can kill -9 a real ``careloop db upgrade`` in the middle of a step.
@@ -43,18 +43,30 @@ class UpgradeRefused(CareloopError):
     does not know (the database was upgraded by a newer one). The message says what to do."""
 
 
-def alembic_config(engine: Engine) -> Config:
+def version_locations(plugins: pluggy.PluginManager | None = None) -> list[str]:
+    """Every plugin's Alembic version folders (``migration_locations`` hook): the engine's own
+    (``0001``, ``0002`` and the foundation's later revisions), then one branch per engine and per
+    installed extension."""
+    from careloop.engine.plugins import migration_locations
+
+    return migration_locations(plugins)
+
+
+def alembic_config(engine: Engine, plugins: pluggy.PluginManager | None = None) -> Config:
+    """``plugins``: another plugin manager than the process's (a test's, with one more plugin)."""
     cfg = Config()
     cfg.set_main_option("script_location", "careloop.engine:migrations")
-    cfg.set_main_option("version_locations", " ".join(VERSION_LOCATIONS))
+    cfg.set_main_option("version_locations", " ".join(version_locations(plugins)))
     cfg.set_main_option("path_separator", "space")
     cfg.attributes["engine"] = engine
+    cfg.attributes["plugins"] = plugins
     return cfg
 
 
-def script_directory(engine: Engine | None = None) -> ScriptDirectory:
+def script_directory(engine: Engine | None = None,
+                     plugins: pluggy.PluginManager | None = None) -> ScriptDirectory:
     """The migration history (every engine's versions), as Alembic sees it."""
-    return ScriptDirectory.from_config(alembic_config(engine or default_engine()))
+    return ScriptDirectory.from_config(alembic_config(engine or default_engine(), plugins))
 
 
 def _transactional_sqlite(engine: Engine) -> Engine | None:
@@ -117,7 +129,8 @@ def _half_migrated(exc: Exception, connection: Connection) -> UpgradeRefused:
         f"interrupted); {RECOVERY}")
 
 
-def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
+def upgrade(engine: Engine | None = None, revision: str = "heads",
+            plugins: pluggy.PluginManager | None = None) -> None:
     """Bring the database schema to the newest revision (idempotent); the audit key file is
     created first when there is none (``careloop up`` and ``careloop db upgrade`` come here).
 
@@ -128,7 +141,7 @@ def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
 
     ensure_key()
     engine = engine or default_engine()
-    cfg = alembic_config(engine)
+    cfg = alembic_config(engine, plugins)
     cfg.attributes["transaction_per_migration"] = True
     if os.environ.get(PAUSE_ENV):
         cfg.attributes["on_version_apply"] = _pause_hook
@@ -153,27 +166,40 @@ def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
             migrating.dispose()
 
 
+def downgrade(engine: Engine, revision: str,
+              plugins: pluggy.PluginManager | None = None) -> None:
+    """Take the schema down to ``revision``; ``"<branch>@base"`` removes one plugin's tables and
+    leaves every other branch as it is."""
+    cfg = alembic_config(engine, plugins)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+
 def current_revisions(engine: Engine | None = None) -> set[str]:
     engine = engine or default_engine()
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
 
 
-def head_revisions(engine: Engine | None = None) -> set[str]:
-    return set(script_directory(engine).get_heads())
+def head_revisions(engine: Engine | None = None,
+                   plugins: pluggy.PluginManager | None = None) -> set[str]:
+    return set(script_directory(engine, plugins).get_heads())
 
 
-def applied_revisions(engine: Engine | None = None) -> set[str]:
+def applied_revisions(engine: Engine | None = None,
+                      plugins: pluggy.PluginManager | None = None) -> set[str]:
     """Every revision the database holds: the current ones and all they stand on. A head that a
     later revision ``depends_on`` (0021 needs 0003 and 0011) leaves the version table once that
     revision is applied, yet stays applied."""
     engine = engine or default_engine()
-    script = ScriptDirectory.from_config(alembic_config(engine))
+    script = script_directory(engine, plugins)
     current = tuple(current_revisions(engine))
     return {rev.revision for rev in script.iterate_revisions(current, "base")
             if rev is not None} if current else set()
 
 
-def is_current(engine: Engine | None = None) -> bool:
+def is_current(engine: Engine | None = None,
+               plugins: pluggy.PluginManager | None = None) -> bool:
     engine = engine or default_engine()
-    return head_revisions(engine) <= applied_revisions(engine)
+    return head_revisions(engine, plugins) <= applied_revisions(engine, plugins)

@@ -6,7 +6,7 @@ Times are stored as aware UTC on every database (SQLite included, via :class:`UT
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+if TYPE_CHECKING:
+    import pluggy
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -213,26 +216,13 @@ class InstanceSecret(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# Every module that defines tables; engines not written yet are skipped.
-MODEL_MODULES = (
-    "careloop.engine.domain",
-    "careloop.forms.models",
-    "careloop.rules.models",
-    "careloop.flows.models",
-    "careloop.reports.models",
-    "careloop.web.models",
-    "careloop.web.builder_models",
-)
-
-
-def load_all_models() -> MetaData:
-    """Import every table module so ``Base.metadata`` knows all tables (migrations, tests)."""
+def load_all_models(plugins: pluggy.PluginManager | None = None) -> MetaData:
+    """Import every plugin's table modules (``model_modules`` hook) so ``Base.metadata`` knows all
+    tables (migrations, tests). ``plugins``: another plugin manager than the process's."""
     import importlib
 
-    for name in MODEL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    from careloop.engine.plugins import model_modules
+
+    for name in model_modules(plugins):
+        importlib.import_module(name)
     return Base.metadata

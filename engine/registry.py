@@ -1,9 +1,10 @@
 """The registry: one place where every named built-in lives, and where extensions add theirs.
 
 Kinds of definition, field types, step types, actions, expression functions and message channels
-are all *catalogues* of the one :data:`registry`. Built-ins register through the same entry-point
-group (``careloop.plugins``) that a hospital's extension package would use, so there is no second,
-private path for built-ins (Datasette's rule).
+are all *catalogues* of the one :data:`registry`. Built-ins register through the same hook
+(``register_types``, ``engine/hookspecs.py``) and entry-point group (``careloop.plugins``) that a
+hospital's extension package would use, so there is no second, private path for built-ins
+(Datasette's rule).
 
     >>> from careloop.engine.registry import Catalogue
     >>> c: Catalogue[int] = Catalogue("demo")
@@ -15,28 +16,18 @@ private path for built-ins (Datasette's rule).
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Iterator
-from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from careloop.engine.errors import did_you_mean
+
+if TYPE_CHECKING:
+    import pluggy
 
 T = TypeVar("T")
 
 PLUGIN_GROUP = "careloop.plugins"
-
-# Built-in plugin modules, in load order. The entry points in pyproject name the same modules; this
-# list keeps a source checkout that was never installed working, and fixes the order.
-BUILTIN_PLUGINS = (
-    "careloop.engine.builtins",
-    "careloop.forms.plugin",
-    "careloop.rules.plugin",
-    "careloop.flows.plugin",
-    "careloop.reports.plugin",
-    "careloop.web.plugin",
-)
 
 
 class DuplicateRegistration(ValueError):
@@ -94,26 +85,15 @@ class Registry:
     def sorts(self) -> list[str]:
         return list(self._catalogues)
 
-    def load_plugins(self) -> None:
-        """Import built-ins, then installed extensions; each ``register(registry)`` runs once."""
+    def load_plugins(self, manager: pluggy.PluginManager | None = None) -> None:
+        """Run every plugin's ``register_types`` hook once: built-ins, then installed extensions
+        (``manager``: another plugin manager, e.g. a test's with one more plugin)."""
+        from careloop.engine.plugins import register_types
+
         with self._lock:
             if self._loaded:
                 return
-            seen: set[str] = set()
-            names = list(BUILTIN_PLUGINS)
-            names += [ep.value for ep in entry_points(group=PLUGIN_GROUP)]
-            for module_name in names:
-                if module_name in seen:
-                    continue
-                seen.add(module_name)
-                try:
-                    module = importlib.import_module(module_name)
-                except ModuleNotFoundError as exc:
-                    # An engine that is not written yet is simply absent; anything else is a bug.
-                    if exc.name != module_name:
-                        raise
-                    continue
-                module.register(self)
+            register_types(self, manager)
             self._loaded = True
 
 

@@ -46,6 +46,7 @@ from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
+from careloop.engine.plugins import derived, inbound_event_types
 from careloop.flows import documents, parking, resend
 from careloop.flows.models import ApiKey, ParkedEvent
 from careloop.flows.step_types import inbound_events
@@ -78,8 +79,21 @@ def _is_date(value: object) -> bool:
 
 @cache
 def _validator(name: str) -> Draft202012Validator:
-    text = resources.files("careloop.flows").joinpath("schema", "events", f"{name}.json")
-    return Draft202012Validator(json.loads(text.read_text("utf-8")), format_checker=_formats)
+    if name == "envelope":
+        text = resources.files("careloop.flows").joinpath("schema", "events", "envelope.json")
+        return Draft202012Validator(json.loads(text.read_text("utf-8")), format_checker=_formats)
+    return Draft202012Validator(accepted_event_types()[name], format_checker=_formats)
+
+
+@cache
+def accepted_event_types() -> dict[str, Any]:
+    """Every event type the events API accepts and its payload schema: the built-in HIS events
+    (:data:`EVENT_TYPES`) and those extensions add (the ``inbound_event_types`` hook)."""
+    return dict(inbound_event_types())
+
+
+derived(accepted_event_types.cache_clear)
+derived(_validator.cache_clear)
 
 
 def _path(prefix: str, parts: Any) -> str:
@@ -96,13 +110,14 @@ def problems(event: Any) -> list[dict[str, str]]:
     if not isinstance(event, dict):
         return found
     kind, payload = event.get("type"), event.get("payload")
+    accepted = accepted_event_types()
     resuming = inbound_events()  # the events registered step types wait for (phone_robot.*)
-    if isinstance(kind, str) and kind not in EVENT_TYPES and kind not in resuming:
-        known = (*EVENT_TYPES, *sorted(resuming))
+    if isinstance(kind, str) and kind not in accepted and kind not in resuming:
+        known = (*accepted, *sorted(resuming))
         found.append({"path": "$.type",
                       "message": f"unknown event type {kind!r}; one of: " + ", ".join(known)})
     elif isinstance(kind, str) and isinstance(payload, dict):
-        validator = (_validator(kind) if kind in EVENT_TYPES
+        validator = (_validator(kind) if kind in accepted
                      else Draft202012Validator(resuming[kind], format_checker=_formats))
         found += [{"path": _path("$.payload", e.absolute_path), "message": e.message}
                   for e in validator.iter_errors(payload)]

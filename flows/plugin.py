@@ -3,6 +3,11 @@ the ``flows`` event handler, services and CLI commands."""
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+from typing import Any
+
+from careloop.engine.hookspecs import hookimpl
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
@@ -52,3 +57,29 @@ def _demo_seeder() -> object:
     from careloop.flows.demo import seed_flows
 
     return seed_flows
+
+# Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
+@hookimpl
+def model_modules() -> list[str]:
+    return ["careloop.flows.models"]
+
+
+@hookimpl
+def migration_locations() -> list[str]:
+    return ["careloop.flows:migrations"]
+
+
+@hookimpl
+def translation_dirs() -> list[str]:
+    return ["careloop.flows:data/i18n"]
+
+
+@hookimpl
+def inbound_event_types() -> list[tuple[str, dict[str, Any]]]:
+    """The HIS events the events API accepts, each with its payload schema
+    (``flows/schema/events/<type>.json``)."""
+    from careloop.flows.ingest import EVENT_TYPES
+
+    folder = resources.files("careloop.flows").joinpath("schema", "events")
+    return [(name, json.loads(folder.joinpath(f"{name}.json").read_text("utf-8")))
+            for name in EVENT_TYPES]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from careloop.engine.hookspecs import hookimpl
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
@@ -46,3 +47,18 @@ def _demo_seeder() -> object:
     from careloop.forms.demo import seed_forms
 
     return seed_forms
+
+# Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
+@hookimpl
+def model_modules() -> list[str]:
+    return ["careloop.forms.models"]
+
+
+@hookimpl
+def migration_locations() -> list[str]:
+    return ["careloop.forms:migrations"]
+
+
+@hookimpl
+def translation_dirs() -> list[str]:
+    return ["careloop.forms:data/i18n"]

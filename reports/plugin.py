@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from careloop.engine.db import transaction
+from careloop.engine.hookspecs import hookimpl
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
@@ -57,3 +58,18 @@ def register(registry: Registry) -> None:
             run_alerts(session)
 
     registry.catalogue("tick").register("reports.alerts", alerts_tick)
+
+# Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
+@hookimpl
+def model_modules() -> list[str]:
+    return ["careloop.reports.models"]
+
+
+@hookimpl
+def migration_locations() -> list[str]:
+    return ["careloop.reports:migrations"]
+
+
+@hookimpl
+def translation_dirs() -> list[str]:
+    return ["careloop.reports:data/i18n"]

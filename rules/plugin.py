@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from careloop.engine.hookspecs import hookimpl
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
@@ -28,3 +29,18 @@ def register(registry: Registry) -> None:
     actions.register(registry)
     registry.catalogue("event_handler").register("rules", handle_event)
     registry.catalogue("cli").register("rules", rules)
+
+# Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
+@hookimpl
+def model_modules() -> list[str]:
+    return ["careloop.rules.models"]
+
+
+@hookimpl
+def migration_locations() -> list[str]:
+    return ["careloop.rules:migrations"]
+
+
+@hookimpl
+def translation_dirs() -> list[str]:
+    return ["careloop.rules:data/i18n"]

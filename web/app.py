@@ -7,7 +7,6 @@ stack traces) → app-wide dependencies (CSRF, patient scope) → routes.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -53,35 +52,23 @@ def _definition_json(row: DefinitionRow, with_body: bool = False) -> dict[str, A
     return data
 
 
-# The web runtime's own routers, then each engine's (web/routes_<engine>.py exposing ``router``);
-# an engine module that does not exist yet is skipped.
-WEB_ROUTE_MODULES = (
-    "careloop.web.routes_auth",
-    "careloop.web.routes_console",
-    "careloop.web.routes_admin",
-    "careloop.web.routes_api",
-    "careloop.web.routes_alerts",
-    "careloop.web.routes_outbound",
-)
-ROUTE_MODULES = (
-    "careloop.web.routes_forms",
-    "careloop.web.routes_rules",
-    "careloop.web.routes_flows",
-    "careloop.web.routes_reports",
-    "careloop.web.routes_builder",
-    "careloop.web.routes_documents",
-)
-
-
 def _include_engine_routes(app: FastAPI) -> None:
-    for name in WEB_ROUTE_MODULES + ROUTE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        app.include_router(module.router)
+    """Every plugin's routers (the ``routers`` hook), built-ins first, then extensions."""
+    from careloop.engine.plugins import routers
+
+    for router in routers():
+        app.include_router(router)
+
+
+def _mount_static(app: FastAPI) -> None:
+    """Every plugin's static folders (the ``static_dirs`` hook); one mount per URL path."""
+    from careloop.engine.plugins import static_dirs
+
+    by_path: dict[str, list[str | tuple[str, str]]] = {}
+    for path, package, folder in static_dirs():
+        by_path.setdefault(path, []).append((package, folder))
+    for path, packages in by_path.items():
+        app.mount(path, StaticFiles(packages=packages), name=path.strip("/") or "static")
 
 
 def _error(request: Request, status: int, key: str) -> Response:
@@ -208,7 +195,7 @@ def create_app() -> FastAPI:
                   dependencies=[Depends(csrf_protect), Depends(enforce_patient_scope)])
     app.add_middleware(HardeningMiddleware)
     _install_handlers(app)
-    app.mount("/static", StaticFiles(packages=[("careloop.web", "static")]), name="static")
+    _mount_static(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from careloop.engine.hookspecs import hookimpl
 from careloop.engine.registry import Registry
 
 
@@ -52,3 +56,52 @@ def register(registry: Registry) -> None:
     from careloop.web import scenarios
 
     scenarios.register(registry)
+
+# Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
+@hookimpl
+def model_modules() -> list[str]:
+    return ["careloop.web.models", "careloop.web.builder_models"]
+
+
+@hookimpl
+def migration_locations() -> list[str]:
+    return ["careloop.web:migrations"]
+
+
+@hookimpl
+def translation_dirs() -> list[str]:
+    return ["careloop.web:data/i18n"]
+
+
+# The web runtime's own routers, then each engine's pages (web/routes_<engine>.py).
+WEB_ROUTE_MODULES = (
+    "careloop.web.routes_auth",
+    "careloop.web.routes_console",
+    "careloop.web.routes_admin",
+    "careloop.web.routes_api",
+    "careloop.web.routes_alerts",
+    "careloop.web.routes_outbound",
+)
+ROUTE_MODULES = (
+    "careloop.web.routes_forms",
+    "careloop.web.routes_rules",
+    "careloop.web.routes_flows",
+    "careloop.web.routes_reports",
+    "careloop.web.routes_builder",
+    "careloop.web.routes_documents",
+)
+
+
+@hookimpl
+def routers() -> list[Any]:
+    return [importlib.import_module(name).router for name in WEB_ROUTE_MODULES + ROUTE_MODULES]
+
+
+@hookimpl
+def template_dirs() -> list[str]:
+    return ["careloop.web:templates"]
+
+
+@hookimpl
+def static_dirs() -> list[tuple[str, str, str]]:
+    return [("/static", "careloop.web", "static")]

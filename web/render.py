@@ -17,11 +17,12 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from careloop.engine.clock import hospital_tz, to_local
 from careloop.engine.i18n import pick, t
+from careloop.engine.plugins import derived, split_location, template_dirs
 from careloop.engine.registry import loaded_registry
 from careloop.web.deps import csrf_token_of, current, locale_of, request_id
 from careloop.web.display import (
@@ -69,7 +70,9 @@ def json_island(value: Any) -> Markup:
 
 @cache
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("careloop.web", "templates"),
+    # The web app's templates first, then each plugin's (the ``template_dirs`` hook).
+    loaders = [PackageLoader(*split_location(location)) for location in template_dirs()]
+    env = Environment(loader=ChoiceLoader(loaders),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["local"] = _local
@@ -81,6 +84,9 @@ def environment() -> Environment:
     env.globals["number"] = number
     env.globals["trace_sentences"] = trace_sentences
     return env
+
+
+derived(environment.cache_clear)
 
 
 def nav_items(request: Request) -> list[NavItem]:

@@ -18,7 +18,7 @@ if connection is None:  # pragma: no cover - always called through careloop.engi
 
 context.configure(
     connection=connection,
-    target_metadata=load_all_models(),
+    target_metadata=load_all_models(config.attributes.get("plugins")),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
     transactional_ddl=True,

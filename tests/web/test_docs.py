@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from careloop.engine.registry import loaded_registry
-from careloop.web.app import ROUTE_MODULES
 from careloop.web.permissions import PERMISSIONS
+from careloop.web.plugin import ROUTE_MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from careloop.engine.db import transaction
 from careloop.engine.domain import User
 from careloop.web import admin
-from careloop.web.app import ROUTE_MODULES, WEB_ROUTE_MODULES
+from careloop.web.plugin import ROUTE_MODULES, WEB_ROUTE_MODULES
 from careloop.web.scoping import iter_routes
 
 from .conftest import login

@@ -174,14 +174,15 @@ class Checker:
             self.users[user["username"]] = (user["role"], user.get("department"))
 
     def his(self, path: Path, events: list[dict[str, Any]]) -> None:
-        from careloop.flows.ingest import EVENT_TYPES
+        from careloop.flows.ingest import accepted_event_types
 
+        accepted = list(accepted_event_types())
         for i, event in enumerate(events):
             self._instant((*path, i, "occurred_at"), event.get("occurred_at"))
-            if event["type"] not in EVENT_TYPES:
+            if event["type"] not in accepted:
                 self.problem("scenario.unknown-event-type",
                              f"unknown HIS event type {event['type']!r}", (*path, i, "type"),
-                             hint=did_you_mean(event["type"], EVENT_TYPES))
+                             hint=did_you_mean(event["type"], accepted))
 
     def travel(self, path: Path, travel: Any) -> None:
         if self.clock is None:

@@ -1,0 +1,1 @@
+"""Alembic revisions of the example package: one branch, ``careloop_example``."""
