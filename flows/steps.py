@@ -153,7 +153,7 @@ class SendForm:
     options: ClassVar[tuple[str, ...]] = ("title", "when", "form", "template", "channels",
                                           "values", "urgent", "expires_after", "valid_for",
                                           "remind_after", "reminder_template", "on_timeout",
-                                          "next")
+                                          "on_undelivered", "next")
     required: ClassVar[Required] = ("form", "template")
 
     def run(self, x: Exec) -> Outcome:

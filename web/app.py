@@ -62,6 +62,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_api",
     "careloop.web.routes_alerts",
     "careloop.web.routes_outbound",
+    "careloop.web.routes_outbox",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",

@@ -29,6 +29,7 @@ def register(registry: Registry) -> None:
         ("builder", NavItem("builder.title", "/builder", p.BUILDER_EDIT, 85)),
         ("flow_ops", NavItem("web.nav.flow_ops", "/admin/flows", p.BUNDLE_IMPORT, 60, "admin")),
         ("outbound", NavItem("govern.nav", "/admin/outbound", p.BUNDLE_IMPORT, 67, "admin")),
+        ("delivery", NavItem("delivery.nav", "/admin/delivery", p.BUNDLE_IMPORT, 62, "admin")),
         ("integration", NavItem("web.nav.integration", "/admin/integration", p.BUNDLE_IMPORT,
                                 65, "admin")),
         ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
