@@ -88,10 +88,11 @@ class Timeouts:
 
     connect: float = 5.0
     read: float = 15.0
+    margin: float = 5.0
 
     @property
     def total(self) -> float:
-        return self.connect + self.read + 5.0
+        return self.connect + self.read + self.margin
 
 
 class Channel:

@@ -543,7 +543,8 @@ def _prepare(session: Session, row: OutboxMessage, p: _Pass) -> str | tuple[Chan
     expired = expiry_reason(row, now)
     if expired is not None:
         row.error = None
-        if row.attempts > 0:  # sending had failed: a dead letter, not merely late
+        if row.attempts > 0 or row.first_failed_at is not None:
+            # sending had failed (or its channel was down): a dead letter, not merely late
             return dead_letter(session, row, expired, now)
         _settle(row, "expired", expired, now)
         return "expired"
