@@ -439,8 +439,12 @@ def dead_letter(session: Session, row: OutboxMessage, reason: str, now: datetime
         session.flush()
         log.error("delivery incident %s opened: messages on channel %s are dead letters (%s)",
                   incident.id, row.channel, reason)
+        title = getattr(loaded_registry().catalogue("channel").get(row.channel), "title", {})
+        # the channel's name in words too: an alert a rule set raises reads no codes
         events.record(session, "delivery.incident_opened",
-                      {"incident_id": incident.id, "channel": row.channel, "reason": reason},
+                      {"incident_id": incident.id, "channel": row.channel, "reason": reason,
+                       "channel_zh": title.get("zh-CN", row.channel),
+                       "channel_en": title.get("en", row.channel)},
                       event_id=f"delivery.incident_opened:{incident.id}")
     incident.dead_count += 1
     incident.last_at = now

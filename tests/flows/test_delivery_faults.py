@@ -40,6 +40,7 @@ from careloop.flows.cli_outbox import outbox as outbox_cli
 from careloop.flows.models import DeliveryIncident, FlowTimer, OutboxMessage, RunHistory
 from careloop.flows.runtime import start
 from careloop.flows.scheduler import run_due
+from careloop.rules.models import RuleAlert
 
 from .conftest import APPS  # type: ignore[import-not-found]
 
@@ -175,6 +176,12 @@ def test_channel_down_30_minutes_then_back(common: Engine, gateway: Gateway) -> 
         assert outbox.recovered_dead(session, T0 + timedelta(minutes=91)) == []
     assert len(_events(common, "outbox.dead_letter")) == 5
     assert len(_events(common, "delivery.incident_opened")) == 1
+    # the common bundle's rule set alerts the people responsible, in words (no channel code)
+    with transaction(common) as session:
+        (alert,) = session.scalars(select(RuleAlert)).all()
+    assert (alert.ruleset_key, alert.level, alert.status) == ("delivery_alerts", "critical",
+                                                              "open")
+    assert alert.message.startswith("短信渠道故障") and "sms" not in alert.message
 
 
 def test_past_the_horizon_dead_letters_are_offered_when_the_channel_recovers(
