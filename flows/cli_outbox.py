@@ -34,6 +34,26 @@ def status() -> None:
         offered = len(box.recovered_dead(session))
     if offered:
         click.echo(f"{offered} dead letter(s) can be resent: careloop outbox retry --dead")
+    for line in channel_configuration():
+        click.echo(line)
+
+
+def channel_configuration() -> list[str]:
+    """Each message channel, the channel type that sends it and whether its options (as the
+    environment sets them) pass the type's ``options_schema``."""
+    from careloop.engine.registry import loaded_registry
+    from careloop.flows.channel import ChannelError
+    from careloop.flows.outbox import channel_for
+
+    lines = []
+    for name in loaded_registry().catalogue("channel").names():
+        try:
+            channel = channel_for(name)
+            channel.options()
+            lines.append(f"channel {name}: {channel.name} ok")
+        except ChannelError as exc:
+            lines.append(f"channel {name}: {exc.reason}: {exc}")
+    return lines
 
 
 def _each(ids: tuple[int, ...], action: str,

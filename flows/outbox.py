@@ -294,8 +294,8 @@ def claim_due(engine: Engine, model: Any, worker: str, now: datetime, limit: int
         return claimed
 
 
-def _claim(engine: Engine, worker: str, now: datetime, limit: int,
-           status: str = "pending") -> list[tuple[int, str]]:
+def _claim(engine: Engine, worker: str, now: datetime, limit: int, status: str = "pending",
+           stamp: datetime | None = None) -> list[tuple[int, str]]:
     """Claim outbox rows in ``status`` (due ``pending`` ones, or ``sending`` ones whose claim
     lapsed) with a fresh token each: one conditional UPDATE per row, which holds on SQLite (the
     UPDATE takes the write lock and re-checks the condition) as on PostgreSQL."""
@@ -311,7 +311,7 @@ def _claim(engine: Engine, worker: str, now: datetime, limit: int,
             result = session.execute(update(OutboxMessage).where(
                 OutboxMessage.id == row_id, OutboxMessage.status == status, free)
                 .values(claimed_by=worker[:64], claim_token=token,
-                        claimed_until=now + timedelta(seconds=CLAIM_SECONDS)))
+                        claimed_until=(stamp or now) + timedelta(seconds=CLAIM_SECONDS)))
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 claimed.append((row_id, token))
     return claimed
@@ -599,10 +599,16 @@ def _dispatch_one(p: _Pass, message_id: int, token: str) -> str:
         if isinstance(prepared, str):
             return prepared
         channel, outbound = prepared
-        # the send-once record: committed before the channel is called
-        row.status, row.attempts, row.attempt_started_at = "sending", row.attempts + 1, p.now
-        row.claimed_until = p.stamp() + timedelta(seconds=max(CLAIM_SECONDS,
-                                                               2 * channel.timeouts.total))
+        # the send-once record, committed before the channel is called: a conditional UPDATE,
+        # so a process whose claim lapsed meanwhile (and was taken over) never sends
+        started = session.execute(update(OutboxMessage).where(
+            OutboxMessage.id == message_id, OutboxMessage.claim_token == token,
+            OutboxMessage.status == "pending").values(
+            status="sending", attempts=OutboxMessage.attempts + 1, attempt_started_at=p.now,
+            claimed_until=p.stamp() + timedelta(seconds=max(CLAIM_SECONDS,
+                                                            2 * channel.timeouts.total))))
+        if started.rowcount != 1:  # type: ignore[attr-defined]
+            return "superseded"
     result, error, timed_out = _bounded(
         lambda: channel.send(outbound, outbound.idempotency_key), channel.timeouts.total)
     with transaction(p.engine) as session:
@@ -655,10 +661,10 @@ def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,
     budget = budget_seconds if budget_seconds is not None else float(
         os.environ.get("CARELOOP_OUTBOX_BUDGET", DEFAULT_BUDGET_SECONDS))
     p = _Pass(engine, worker, now or now_utc(), budget, rng)
-    for message_id, token in _claim(engine, worker, p.now, batch, status="sending"):
+    for message_id, token in _claim(engine, worker, p.now, batch, "sending", p.stamp()):
         p.count(_recover(p, message_id, token))
     for _ in range(max_batches):
-        claimed = _claim(engine, worker, p.now, batch)
+        claimed = _claim(engine, worker, p.now, batch, "pending", p.stamp())
         if not claimed:
             break
         for index, (message_id, token) in enumerate(claimed):

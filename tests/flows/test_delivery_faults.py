@@ -454,3 +454,17 @@ def test_log_channel_is_logged_not_delivered_and_tasks_untouched(common: Engine)
     assert (row.id, row.status, row.reason) == (message_id, "logged", "log_channel")
     with transaction(common) as session:
         assert session.scalars(select(Task)).all() == []
+
+
+def test_outbox_status_names_each_channels_type_and_its_configuration(
+        common: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_CHANNEL_SMS", "webhook")
+    monkeypatch.setenv("CARELOOP_GATEWAY_URL", "gateway.example.cn")  # no scheme
+    monkeypatch.setenv("CARELOOP_CHANNEL_EMAIL", "smtp")
+    monkeypatch.setenv("CARELOOP_CHANNEL_WECHAT", "carrier-pigeon")
+    result = CliRunner().invoke(outbox_cli, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "channel sms: not_configured: channel webhook: 'gateway.example.cn' does not match" \
+        in result.output
+    assert "channel email: smtp ok" in result.output
+    assert "channel wechat: no_adapter: no channel type 'carrier-pigeon'" in result.output
