@@ -399,10 +399,16 @@ class Askable(Channel):
         return SendResult("not_found")
 
 
+def _register(monkeypatch: pytest.MonkeyPatch, channel: Channel) -> None:
+    """A test's channel type, in the registry for this test only."""
+    catalogue = loaded_registry().catalogue("channel_adapter")
+    monkeypatch.setitem(catalogue._items, channel.name, channel)
+
+
 def test_a_hanging_gateway_does_not_stall_the_sweep(common: Engine,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Path) -> None:
-    loaded_registry().catalogue("channel_adapter").register("hanging", Hanging(), replace=True)
+    _register(monkeypatch, Hanging())
     monkeypatch.setenv("CARELOOP_CHANNEL_SMS", "hanging")
     for n in range(3):
         _enqueue(common, f"hang-{n}", f"P{n}")
@@ -431,7 +437,7 @@ def test_a_hanging_gateway_does_not_stall_the_sweep(common: Engine,
 def test_after_a_crash_a_provider_that_can_be_asked_is_asked_not_sent_again(
         common: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     askable = Askable()
-    loaded_registry().catalogue("channel_adapter").register("askable", askable, replace=True)
+    _register(monkeypatch, askable)
     monkeypatch.setenv("CARELOOP_CHANNEL_SMS", "askable")
     arrived = _enqueue(common, "ask-1", "P1")
     lost = _enqueue(common, "ask-2", "P2")

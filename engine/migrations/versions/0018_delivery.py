@@ -10,7 +10,7 @@ from alembic import op
 revision = "0018"
 down_revision = "0012"
 branch_labels = None
-depends_on = ("0017",)  # outbox_messages as 0010 and 0017 left it
+depends_on = ("0010",)  # outbox_messages with its 0010 columns (reason, expiry)
 
 
 def upgrade() -> None:
