@@ -474,3 +474,27 @@ def test_outbox_status_names_each_channels_type_and_its_configuration(
         in result.output
     assert "channel email: smtp ok" in result.output
     assert "channel wechat: no_adapter: no channel type 'carrier-pigeon'" in result.output
+
+
+def test_a_pass_stops_at_its_budget_and_hands_the_rest_to_the_next_sweep(
+        common: Engine) -> None:
+    from careloop.flows import webhooks
+    from careloop.flows.models import WebhookCall
+
+    for n in range(3):
+        _enqueue(common, f"b-{n}", f"P{n}")
+    with frozen_now(T0), transaction(common) as session:
+        for n in range(3):
+            webhooks.enqueue(session, idempotency_key=f"wh-{n}", method="POST",
+                             url="http://127.0.0.1:9/x", body={})
+    assert outbox.dispatch_due(common, worker="w", now=T0, budget_seconds=0) == {
+        "budget_spent": 1}
+    assert webhooks.dispatch_due(common, worker="w", now=T0, budget_seconds=0) == {
+        "budget_spent": 1}
+    with transaction(common) as session:
+        calls = session.scalars(select(WebhookCall)).all()
+        assert {(c.status, c.claimed_by, c.attempts) for c in calls} == {("pending", None, 0)}
+    assert {(r.status, r.claimed_by, r.attempts) for r in _rows(common)} == {
+        ("pending", None, 0)}
+    # the next sweep, with time to spare, sends them
+    assert outbox.dispatch_due(common, worker="w", now=T0) == {"logged": 3}
