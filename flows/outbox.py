@@ -413,7 +413,12 @@ def _undelivered(row: OutboxMessage) -> None:
     if session is not None and row.source_ref and row.source_ref.startswith("flow_run:"):
         from careloop.flows.undelivered import fall_back
 
-        fall_back(session, row)
+        try:  # a fallback that fails (no assignee) must not keep the message from settling
+            with session.begin_nested():
+                fall_back(session, row)
+        except Exception as exc:  # logged without personal data; the message still settles
+            log.warning("outbox message %s: the flow's fallback failed: %s", row.id,
+                        type(exc).__name__)
 
 
 def _succeeded(row: OutboxMessage, channel: Channel, result: SendResult,
