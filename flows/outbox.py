@@ -80,7 +80,7 @@ REASONS = ("link_expired", "too_late", "consent_withdrawn", "log_channel", "pace
            "channel_error", "no_address", "gateway_unreachable", "gateway_refused",
            "smtp_failed", "smtp_refused", "no_adapter", "not_configured", "flow_cancelled",
            "cancelled_by_staff", "link_unavailable", "retry_horizon", "outcome_unknown",
-           "send_timeout", "channel_down", "confirmed_by_staff", "no_lookup")
+           "channel_down", "confirmed_by_staff", "no_lookup")
 
 
 class OutboxError(CareloopError):
