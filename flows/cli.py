@@ -289,4 +289,6 @@ def allowed_hosts() -> None:
 
 
 def commands() -> list[click.Command]:
-    return [scheduler, events, apikey, flows]
+    from careloop.flows.cli_outbox import outbox
+
+    return [scheduler, events, apikey, flows, outbox]

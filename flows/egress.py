@@ -98,8 +98,8 @@ def check(session: Session, url: str, resolver: Resolver = resolve) -> Target:
     return Target(host, port, entry.allow_private)
 
 
-def send(method: str, url: str, *, body: Any, headers: dict[str, str], timeout: float,
-         transport: httpx.BaseTransport | None = None) -> int:
+def send(method: str, url: str, *, body: Any, headers: dict[str, str],
+         timeout: float | httpx.Timeout, transport: httpx.BaseTransport | None = None) -> int:
     """The HTTP part of a call already :func:`check`-ed (no database session is needed, so none
     is held open while it runs); returns the 2xx status. Raises :class:`EgressRefused` with one
     of :data:`ERRORS` or ``HTTP <status>``: a redirect is refused whatever its target."""
@@ -117,7 +117,7 @@ def send(method: str, url: str, *, body: Any, headers: dict[str, str], timeout: 
 
 
 def request(session: Session, method: str, url: str, *, body: Any, headers: dict[str, str],
-            timeout: float, resolver: Resolver = resolve,
+            timeout: float | httpx.Timeout, resolver: Resolver = resolve,
             transport: httpx.BaseTransport | None = None) -> int:
     """:func:`check` then :func:`send`."""
     check(session, url, resolver)

@@ -121,8 +121,10 @@ class OutboxMessage(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     urgent: Mapped[bool] = mapped_column(default=False)
-    # pending | sent | logged (log channel: nothing delivered) | failed | expired | suppressed
-    # | cancelled
+    # pending | sending (claimed, the send started: committed before the channel is called) |
+    # sent | logged (log channel: nothing delivered) | dead (retries gave up: a dead letter) |
+    # unknown (sent or not, nobody can tell: a person resolves) | expired | suppressed |
+    # cancelled | failed (before 0018: now dead)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
@@ -136,6 +138,32 @@ class OutboxMessage(Base):
     link_expires_at: Mapped[datetime | None]  # the link it carries stops working then
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # 0018 delivery: the claim's token (the outcome commits only under it), when the current
+    # attempt started (the send-once record), when sending first failed (the retry horizon runs
+    # from it), the dead letter's time and incident, the provider's reference
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    attempt_started_at: Mapped[datetime | None]
+    first_failed_at: Mapped[datetime | None]
+    dead_at: Mapped[datetime | None]
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("delivery_incidents.id"))
+    provider_ref: Mapped[str | None] = mapped_column(String(255))
+
+
+class DeliveryIncident(Base):
+    """A channel that let messages die: opened by the first dead letter on the channel, counts
+    the next ones while open; a person resolves it (after resending or cancelling them)."""
+
+    __tablename__ = "delivery_incidents"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
+    reason: Mapped[str | None] = mapped_column(String(32))  # the first dead letter's reason
+    dead_count: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class DischargeDocument(Base):

@@ -1,97 +1,91 @@
 """The outbox: messages written in the producing transaction, dispatched later by a channel.
 
-    enqueue (in the step's transaction)        dispatch_due (any process, claimed per row)
-    ──────────────────────────────────▶ row ──▶ expired? consent? quiet hours? paced? rate?
-                                                ──▶ adapter.send ──▶ sent | logged | failed
+    enqueue (in the step's transaction)      dispatch_due (any process; each row claimed with a
+    ──────────────────────────────────▶ row  token by one conditional UPDATE)
+        pending ──claim──▶ expired? consent? quiet hours? paced? rate?
+                ──commit "sending" (the send-once record)──▶ channel.send(message, key)
+                ──commit the outcome (only under the claim's token)──▶ sent | logged
+                                                                      | pending (retry later)
+                                                                      | dead  (dead letter)
+        sending, claim lapsed (the process died between send and commit):
+                lookup(key) ─▶ sent | pending ;  idempotent channel ─▶ pending (same key)
+                otherwise ─▶ unknown (a person resolves: delivered, resend or cancel)
 
 A row is rendered when it is written (the template version in force then, the patient's
 language), with the token of each patient link sealed (``engine/links.py``: the stored body holds
-a placeholder, never a token); the link is opened again only in what the adapter is given.
-Dispatch claims rows with a conditional update, so two processes never send the same row; the
-idempotency key travels to the gateway so a retry after a crash can be recognised there.
+a placeholder, never a token); the link is opened again only in what the channel is given.
+
+Retries back off exponentially with jitter (:class:`~careloop.flows.channel.RetryPolicy` of the
+channel) until the channel's **horizon** after the first failure, or the message's moment
+(``expires_at``), whichever comes first; then the message is a **dead letter**: it opens (or
+counts into) the channel's open :class:`~careloop.flows.models.DeliveryIncident`, records the
+events ``outbox.dead_letter`` (and ``delivery.incident_opened``) and a flow waiting on it takes
+its ``on_undelivered`` fallback. When a later send on the channel succeeds, dead letters still
+within their moment are offered for resend (:func:`recovered_dead`).
 
 A message has a moment: it is not sent after ``expires_at`` (``valid_for`` after it was due,
 default :data:`DEFAULT_VALID_FOR`) nor once the link it carries has expired
-(``link_expires_at``); the dispatcher marks it ``expired`` with the reason instead. After downtime,
-late messages to one patient go at most one per :data:`PATIENT_SPACING`, never in a burst. An
-adapter that delivers nothing (``log``) leaves the message ``logged``, never ``sent``.
+(``link_expires_at``); the dispatcher marks it ``expired`` with the reason instead (``dead`` if
+sending it had already failed). After downtime, late messages to one patient go at most one per
+:data:`PATIENT_SPACING`, never in a burst. A channel that delivers nothing (``log``) leaves the
+message ``logged``, never ``sent``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import random
+import threading
+import time as monotime
+import uuid
 from datetime import datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
-from careloop.engine import links, store
+from careloop.engine import events, links, store
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient
 from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
 from careloop.engine.templates import TemplateSpec
-from careloop.flows.models import OutboxMessage
+from careloop.flows.channel import Channel, ChannelError, Outbound, SendResult
+from careloop.flows.models import DeliveryIncident, OutboxMessage
 
 log = logging.getLogger("careloop.flows.outbox")
 
+__all__ = ["ChannelError", "Outbound"]  # re-exported: where channel code imported them before
+
 QUIET_START, QUIET_END = time(21, 0), time(8, 0)
 QUIET_CHANNELS = frozenset({"sms"})
-MAX_ATTEMPTS = 5
 CLAIM_SECONDS = 120
 DEFAULT_VALID_FOR = timedelta(days=1)
 CATCH_UP_GRACE = timedelta(hours=1)  # later than this after its due time, a message is "late"
 PATIENT_SPACING = timedelta(minutes=10)
+BREAKER_FAILURES = 3  # failures in a row on a channel within one pass: the rest wait a minute
+DEFAULT_BUDGET_SECONDS = 20.0  # one pass stops claiming after this (the sweep keeps its pace)
 
-STATUSES = ("pending", "sent", "logged", "failed", "expired", "suppressed", "cancelled")
+STATUSES = ("pending", "sending", "sent", "logged", "dead", "unknown", "expired", "suppressed",
+            "cancelled", "failed")
 DELIVERED = ("sent", "logged")  # left the outbox (``logged``: on the log channel, not delivered)
-RESENDABLE = ("failed", "expired", "cancelled", "logged")
+RESENDABLE = ("dead", "unknown", "failed", "expired", "cancelled", "logged")
+CANCELLABLE = ("pending", "dead", "unknown")
+UNDELIVERED = ("dead", "expired", "suppressed")  # a flow waiting on it takes its fallback
 # Reason codes (``outbox_messages.reason``); the admin page puts each in words
 # (``flows.outbox.reason.<code>``).
 REASONS = ("link_expired", "too_late", "consent_withdrawn", "log_channel", "paced",
            "channel_error", "no_address", "gateway_unreachable", "gateway_refused",
-           "smtp_failed", "no_adapter", "not_configured", "flow_cancelled", "cancelled_by_staff",
-           "link_unavailable")
-
-
-class ChannelError(CareloopError):
-    """Raised by a channel adapter when sending failed and may be retried; ``reason`` is one
-    of :data:`REASONS` (the admin page shows it in words)."""
-
-    def __init__(self, message: str, reason: str = "channel_error") -> None:
-        super().__init__(message)
-        self.reason = reason
+           "smtp_failed", "smtp_refused", "no_adapter", "not_configured", "flow_cancelled",
+           "cancelled_by_staff", "link_unavailable", "retry_horizon", "outcome_unknown",
+           "channel_down", "confirmed_by_staff", "no_lookup")
 
 
 class OutboxError(CareloopError):
     """Raised when a message cannot be written (unknown template, missing values), or an
     administrator's resend or cancel does not apply to the message's state."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """What an adapter receives: no database objects, only what it needs to send."""
-
-    id: int
-    idempotency_key: str
-    channel: str
-    patient_id: str | None
-    address: str | None  # phone, e-mail address or gateway user id (never logged)
-    subject: str | None
-    body: str
-    urgent: bool
-
-
-class ChannelAdapter(Protocol):
-    """Sends one message; raise :class:`ChannelError` for a failure worth retrying. An adapter
-    with ``delivers = False`` (the ``log`` adapter) only records the message: it ends
-    ``logged``, not ``sent``."""
-
-    def send(self, message: Outbound) -> None: ...
 
 
 def in_quiet_hours(at: datetime) -> bool:
@@ -170,7 +164,11 @@ def cancel_for(session: Session, source_prefix: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _pending_row(session: Session, message_id: int) -> OutboxMessage:
+
+# --- what a person does: resend, cancel, resolve ---------------------------------------------
+
+
+def _locked_row(session: Session, message_id: int) -> OutboxMessage:
     row = session.get(OutboxMessage, message_id, with_for_update=True)
     if row is None:
         raise OutboxError(f"no outbox message {message_id}")
@@ -178,50 +176,109 @@ def _pending_row(session: Session, message_id: int) -> OutboxMessage:
 
 
 def resendable(row: OutboxMessage, now: datetime) -> bool:
-    """A failed, expired, cancelled or logged message may be sent again while its link works."""
+    """A dead, unknown, expired, cancelled or logged message may be sent again while its link
+    works."""
     return row.status in RESENDABLE and (row.link_expires_at is None
                                          or row.link_expires_at > now)
 
 
-def resend(session: Session, message_id: int) -> OutboxMessage:
-    """An administrator sends a message again: pending now, valid for another
-    :data:`DEFAULT_VALID_FOR` (never past its link's expiry).
+def resend(session: Session, message_id: int, *, keep_expiry: bool = False) -> OutboxMessage:
+    """A person sends a message again: pending now, valid for another
+    :data:`DEFAULT_VALID_FOR` (never past its link's expiry); ``keep_expiry``: within the
+    moment it already had (the dead letters offered after a channel recovered).
 
     Raises:
-        OutboxError: for an unknown message, a state that cannot be resent (pending, sent,
-            suppressed) or a message whose link has expired.
+        OutboxError: for an unknown message, a state that cannot be resent (pending, sending,
+            sent, suppressed) or a message whose link has expired.
     """
     now = now_utc()
-    row = _pending_row(session, message_id)
+    row = _locked_row(session, message_id)
     if not resendable(row, now):
         raise OutboxError(f"outbox message {message_id} ({row.status}) cannot be resent")
-    expires = now + DEFAULT_VALID_FOR
+    expires = row.expires_at if keep_expiry and row.expires_at is not None \
+        else now + DEFAULT_VALID_FOR
     if row.link_expires_at is not None:
         expires = min(expires, row.link_expires_at)
     row.status, row.attempts, row.next_attempt_at, row.expires_at = "pending", 0, now, expires
     row.reason = row.error = row.claimed_by = row.claimed_until = row.sent_at = None
+    row.claim_token = row.attempt_started_at = row.first_failed_at = row.dead_at = None
     return row
 
 
 def cancel(session: Session, message_id: int) -> OutboxMessage:
-    """An administrator cancels a pending message.
+    """A person cancels a pending message, a dead letter or a message of unknown outcome.
 
     Raises:
-        OutboxError: for an unknown message or one that is no longer pending.
+        OutboxError: for an unknown message or one in another state.
     """
-    row = _pending_row(session, message_id)
-    if row.status != "pending":
-        raise OutboxError(f"outbox message {message_id} ({row.status}) is not pending")
-    row.status, row.reason, row.claimed_by, row.claimed_until = (
-        "cancelled", "cancelled_by_staff", None, None)
+    row = _locked_row(session, message_id)
+    if row.status not in CANCELLABLE:
+        raise OutboxError(f"outbox message {message_id} ({row.status}) cannot be cancelled")
+    row.status, row.reason = "cancelled", "cancelled_by_staff"
+    row.claimed_by = row.claimed_until = row.claim_token = None
     return row
+
+
+def confirm_delivered(session: Session, message_id: int) -> OutboxMessage:
+    """A person checked (the mail server's log, the patient) that a message of unknown outcome
+    did arrive: it is ``sent``, and is never sent again.
+
+    Raises:
+        OutboxError: for an unknown message or one whose outcome is known.
+    """
+    row = _locked_row(session, message_id)
+    if row.status != "unknown":
+        raise OutboxError(f"outbox message {message_id} ({row.status}) is not of unknown "
+                          "outcome")
+    row.status, row.reason, row.sent_at = "sent", "confirmed_by_staff", now_utc()
+    return row
+
+
+def recovered_dead(session: Session, now: datetime | None = None,
+                   limit: int = 500) -> list[OutboxMessage]:
+    """Dead letters worth sending again: still within their moment, on a channel where a
+    later message was sent (the channel has recovered)."""
+    now = now or now_utc()
+    later = aliased(OutboxMessage)
+    recovered = exists().where(later.channel == OutboxMessage.channel,
+                               later.status == "sent", later.sent_at > OutboxMessage.dead_at)
+    return list(session.scalars(select(OutboxMessage).where(
+        OutboxMessage.status == "dead", OutboxMessage.dead_at.is_not(None),
+        or_(OutboxMessage.expires_at.is_(None), OutboxMessage.expires_at > now),
+        or_(OutboxMessage.link_expires_at.is_(None), OutboxMessage.link_expires_at > now),
+        recovered).order_by(OutboxMessage.id).limit(limit)).all())
+
+
+def resend_recovered(session: Session, now: datetime | None = None) -> list[int]:
+    """Resend every dead letter :func:`recovered_dead` offers (within its moment)."""
+    ids = [row.id for row in recovered_dead(session, now)]
+    for message_id in ids:
+        resend(session, message_id, keep_expiry=True)
+    return ids
+
+
+def resolve_incident(session: Session, incident_id: int, actor: str) -> DeliveryIncident:
+    """A person closes a delivery incident (its dead letters were resent or cancelled, or
+    the channel is fixed).
+
+    Raises:
+        OutboxError: for an unknown or already resolved incident.
+    """
+    incident = session.get(DeliveryIncident, incident_id, with_for_update=True)
+    if incident is None or incident.status != "open":
+        raise OutboxError(f"delivery incident {incident_id} is not open")
+    incident.status, incident.resolved_at, incident.resolved_by = "resolved", now_utc(), actor
+    return incident
+
+
+# --- claiming ----------------------------------------------------------------------------------
 
 
 def claim_due(engine: Engine, model: Any, worker: str, now: datetime, limit: int) -> list[int]:
     """Claim up to ``limit`` due ``pending`` rows of a delivery queue (``model`` with ``status``,
-    ``next_attempt_at``, ``claimed_by``, ``claimed_until``: the outbox, the webhook calls) for
-    ``worker``: each row is claimed by one conditional UPDATE, so several processes sharing the
-    database never deliver the same row twice; a claim lapses after ``CLAIM_SECONDS``."""
+    ``next_attempt_at``, ``claimed_by``, ``claimed_until``: the webhook calls) for ``worker``:
+    each row is claimed by one conditional UPDATE, so several processes sharing the database
+    never deliver the same row twice; a claim lapses after ``CLAIM_SECONDS``."""
     free = or_(model.claimed_until.is_(None), model.claimed_until < now)
     with transaction(engine) as session:
         ids = session.scalars(select(model.id).where(
@@ -237,13 +294,53 @@ def claim_due(engine: Engine, model: Any, worker: str, now: datetime, limit: int
         return claimed
 
 
-def _adapter(channel: str) -> ChannelAdapter:
-    name = os.environ.get(f"CARELOOP_CHANNEL_{channel.upper()}", "log")
-    adapter = loaded_registry().catalogue("channel_adapter").get(name)
-    if adapter is None:
-        raise ChannelError(f"no channel adapter '{name}' for channel '{channel}'", "no_adapter")
-    result: ChannelAdapter = adapter
-    return result
+def _claim(engine: Engine, worker: str, now: datetime, limit: int, status: str = "pending",
+           stamp: datetime | None = None) -> list[tuple[int, str]]:
+    """Claim outbox rows in ``status`` (due ``pending`` ones, or ``sending`` ones whose claim
+    lapsed) with a fresh token each: one conditional UPDATE per row, which holds on SQLite (the
+    UPDATE takes the write lock and re-checks the condition) as on PostgreSQL."""
+    free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
+    due = [OutboxMessage.next_attempt_at <= now] if status == "pending" else []
+    claimed: list[tuple[int, str]] = []
+    with transaction(engine) as session:
+        ids = session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.status == status, free, *due)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)).all()
+        for row_id in ids:
+            token = uuid.uuid4().hex
+            result = session.execute(update(OutboxMessage).where(
+                OutboxMessage.id == row_id, OutboxMessage.status == status, free)
+                .values(claimed_by=worker[:64], claim_token=token,
+                        claimed_until=(stamp or now) + timedelta(seconds=CLAIM_SECONDS)))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append((row_id, token))
+    return claimed
+
+
+def _release(engine: Engine, claimed: list[tuple[int, str]]) -> None:
+    with transaction(engine) as session:
+        for row_id, token in claimed:
+            session.execute(update(OutboxMessage).where(
+                OutboxMessage.id == row_id, OutboxMessage.claim_token == token,
+                OutboxMessage.status == "pending")
+                .values(claimed_by=None, claimed_until=None, claim_token=None))
+
+
+# --- channels -----------------------------------------------------------------------------------
+
+
+def channel_for(name: str) -> Channel:
+    """The channel type that sends on message channel ``name``
+    (``CARELOOP_CHANNEL_<NAME>``, default ``log``).
+
+    Raises:
+        ChannelError: ``no_adapter`` when no channel type of that name is registered.
+    """
+    kind = os.environ.get(f"CARELOOP_CHANNEL_{name.upper()}", "log")
+    channel = loaded_registry().catalogue("channel_adapter").get(kind)
+    if not isinstance(channel, Channel):
+        raise ChannelError(f"no channel type '{kind}' for channel '{name}'", "no_adapter")
+    return channel
 
 
 def _address(patient: Patient | None, channel: str) -> str | None:
@@ -268,7 +365,8 @@ def expiry_reason(row: OutboxMessage, now: datetime) -> str | None:
 
 
 def _defer(row: OutboxMessage, until: datetime, reason: str | None = None) -> str:
-    row.next_attempt_at, row.claimed_by, row.claimed_until = until, None, None
+    row.next_attempt_at, row.claimed_by, row.claimed_until, row.claim_token = (
+        until, None, None, None)
     if reason is not None:
         row.reason = reason
     return "deferred"
@@ -286,54 +384,6 @@ def _paced_until(session: Session, row: OutboxMessage, now: datetime) -> datetim
     return last + PATIENT_SPACING if last is not None else None
 
 
-def _deliver(session: Session, row: OutboxMessage, now: datetime) -> str:
-    expired = expiry_reason(row, now)
-    if expired is not None:
-        row.status, row.reason, row.error = "expired", expired, None
-        return "expired"
-    patient = session.get(Patient, row.patient_id) if row.patient_id else None
-    if not consented(patient, row.channel):
-        row.status, row.reason, row.error = "suppressed", "consent_withdrawn", None
-        return "suppressed"
-    if row.channel in QUIET_CHANNELS and not row.urgent and in_quiet_hours(now):
-        return _defer(row, after_quiet_hours(now))
-    paced = _paced_until(session, row, now)
-    if paced is not None:
-        return _defer(row, paced, "paced")
-    recent = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.channel == row.channel, OutboxMessage.status.in_(DELIVERED),
-        OutboxMessage.sent_at > now - timedelta(minutes=1))) or 0
-    if recent >= rate_limit(row.channel):
-        row.next_attempt_at = now + timedelta(minutes=1)
-        row.claimed_by = row.claimed_until = None
-        return "deferred"
-    row.attempts += 1
-    try:
-        subject, body = message_text(session, row)
-    except links.LinkUnavailable as exc:
-        row.status, row.reason, row.error = "failed", "link_unavailable", str(exc)
-        return "failed"
-    try:
-        adapter = _adapter(row.channel)
-        adapter.send(Outbound(row.id, row.idempotency_key, row.channel, row.patient_id,
-                              _address(patient, row.channel), subject, body, row.urgent))
-    except ChannelError as exc:
-        log.warning("outbox message %s on %s failed (attempt %s): %s", row.id, row.channel,
-                    row.attempts, exc)
-        row.error, row.reason = str(exc), exc.reason
-        if row.attempts >= MAX_ATTEMPTS:
-            row.status = "failed"
-        else:
-            row.next_attempt_at = now + timedelta(minutes=2 ** row.attempts)
-            row.claimed_by = row.claimed_until = None
-        return "failed"
-    if getattr(adapter, "delivers", True):
-        row.status, row.sent_at, row.error, row.reason = "sent", now, None, None
-        return "sent"
-    row.status, row.sent_at, row.error, row.reason = "logged", now, None, "log_channel"
-    return "logged"
-
-
 def message_text(session: Session, row: OutboxMessage, *,
                  shown: bool = True) -> tuple[str | None, str]:
     """``(subject, body)`` as the patient receives them: the sealed link tokens opened again
@@ -346,20 +396,298 @@ def message_text(session: Session, row: OutboxMessage, *,
             links.open_links(session, row.body, shown=shown) or "")
 
 
+# --- outcomes -----------------------------------------------------------------------------------
+
+
+def _settle(row: OutboxMessage, status: str, reason: str | None, now: datetime) -> None:
+    row.status, row.reason = status, reason
+    row.claimed_by = row.claimed_until = row.claim_token = row.attempt_started_at = None
+    if status in ("dead", "expired", "suppressed"):
+        _undelivered(row)
+
+
+def _undelivered(row: OutboxMessage) -> None:
+    from sqlalchemy.orm import object_session
+
+    session = object_session(row)
+    if session is not None and row.source_ref and row.source_ref.startswith("flow_run:"):
+        from careloop.flows.undelivered import fall_back
+
+        try:  # a fallback that fails (no assignee) must not keep the message from settling
+            with session.begin_nested():
+                fall_back(session, row)
+        except Exception as exc:  # logged without personal data; the message still settles
+            log.warning("outbox message %s: the flow's fallback failed: %s", row.id,
+                        type(exc).__name__)
+
+
+def _succeeded(row: OutboxMessage, channel: Channel, result: SendResult,
+               now: datetime) -> str:
+    row.sent_at, row.error, row.provider_ref = now, None, result.provider_ref
+    if result.status == "logged" or not channel.delivers:
+        _settle(row, "logged", "log_channel", now)
+        return "logged"
+    _settle(row, "sent", None, now)
+    return "sent"
+
+
+def dead_letter(session: Session, row: OutboxMessage, reason: str, now: datetime) -> str:
+    """Make ``row`` a dead letter: counted into its channel's open delivery incident (opened
+    now if there is none), with the events a rule set (or an operator's alerting) reacts to."""
+    incident = session.scalars(select(DeliveryIncident).where(
+        DeliveryIncident.channel == row.channel, DeliveryIncident.status == "open")
+        .order_by(DeliveryIncident.id).limit(1)).first()
+    if incident is None:
+        incident = DeliveryIncident(channel=row.channel, status="open", reason=reason,
+                                    dead_count=0, opened_at=now, last_at=now)
+        session.add(incident)
+        session.flush()
+        log.error("delivery incident %s opened: messages on channel %s are dead letters (%s)",
+                  incident.id, row.channel, reason)
+        title = getattr(loaded_registry().catalogue("channel").get(row.channel), "title", {})
+        # the channel's name in words too: an alert a rule set raises reads no codes
+        events.record(session, "delivery.incident_opened",
+                      {"incident_id": incident.id, "channel": row.channel, "reason": reason,
+                       "channel_zh": title.get("zh-CN", row.channel),
+                       "channel_en": title.get("en", row.channel)},
+                      event_id=f"delivery.incident_opened:{incident.id}")
+    incident.dead_count += 1
+    incident.last_at = now
+    row.incident_id, row.dead_at = incident.id, now
+    log.warning("outbox message %s on %s is a dead letter (%s) after %s attempts", row.id,
+                row.channel, reason, row.attempts)
+    events.record(session, "outbox.dead_letter", {
+        "message_id": row.id, "channel": row.channel, "reason": reason,
+        "incident_id": incident.id, "patient_id": row.patient_id,
+        "source_ref": row.source_ref, "template": row.template_key},
+        event_id=f"outbox.dead_letter:{row.id}:{now.isoformat()}")
+    _settle(row, "dead", reason, now)
+    return "dead"
+
+
+def _failed(session: Session, row: OutboxMessage, channel: Channel, exc: ChannelError,
+            now: datetime, rng: random.Random | None) -> str:
+    log.warning("outbox message %s on %s failed (attempt %s): %s", row.id, row.channel,
+                row.attempts, exc.reason)
+    row.error = str(exc)[:500]
+    row.first_failed_at = row.first_failed_at or now
+    if not exc.retryable:
+        return dead_letter(session, row, exc.reason, now)
+    if now - row.first_failed_at >= channel.retry.horizon:
+        return dead_letter(session, row, "retry_horizon", now)
+    following = now + channel.retry.delay(row.attempts, rng)
+    if row.expires_at is not None:
+        following = min(following, row.expires_at)  # dead at its moment's end, not later
+    row.reason = exc.reason
+    _defer(row, following)
+    row.status, row.attempt_started_at = "pending", None
+    return "retry"
+
+
+def _unknown(session: Session, row: OutboxMessage, channel: Channel, now: datetime,
+             answer: SendResult | None) -> str:
+    """The send started but its outcome was never recorded. Ask the provider if the channel can
+    be asked; send again with the same key if the provider drops repeats; otherwise leave the
+    decision to a person — never send blind."""
+    if answer is not None and answer.status in ("delivered", "logged"):
+        return _succeeded(row, channel, answer, now)
+    if answer is not None or channel.idempotent:  # not_found, or the key makes a repeat safe
+        row.reason = "outcome_unknown"
+        _defer(row, now)
+        row.status, row.attempt_started_at = "pending", None
+        return "requeued"
+    _settle(row, "unknown", "outcome_unknown", now)
+    log.warning("outbox message %s on %s: outcome unknown, waiting for a person", row.id,
+                row.channel)
+    return "unknown"
+
+
+def _bounded(call: Any, seconds: float) -> tuple[Any, BaseException | None, bool]:
+    """Run ``call`` in a worker thread for at most ``seconds``: ``(result, error, timed_out)``.
+    A hanging provider costs the pass ``seconds``, never the sweep; the thread is left to its
+    socket time limits."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as exc:  # handed back to the dispatcher
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="careloop-outbox-send", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        return None, None, True
+    return box.get("result"), box.get("error"), False
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+
+class _Pass:
+    """One dispatch pass: its clock, its time budget and the channels found down in it."""
+
+    def __init__(self, engine: Engine, worker: str, now: datetime, budget: float,
+                 rng: random.Random | None) -> None:
+        self.engine, self.worker, self.now, self.rng = engine, worker, now, rng
+        self.started = monotime.monotonic()
+        self.deadline = self.started + budget
+        self.failures: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+
+    def count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    def stamp(self) -> datetime:
+        """The pass's logical time plus the real time spent in it (for claim expiry)."""
+        return self.now + timedelta(seconds=monotime.monotonic() - self.started)
+
+    def over(self) -> bool:
+        return monotime.monotonic() > self.deadline
+
+
+def _prepare(session: Session, row: OutboxMessage, p: _Pass) -> str | tuple[Channel, Outbound]:
+    now = p.now
+    expired = expiry_reason(row, now)
+    if expired is not None:
+        row.error = None
+        if row.attempts > 0 or row.first_failed_at is not None:
+            # sending had failed (or its channel was down): a dead letter, not merely late
+            return dead_letter(session, row, expired, now)
+        _settle(row, "expired", expired, now)
+        return "expired"
+    patient = session.get(Patient, row.patient_id) if row.patient_id else None
+    if not consented(patient, row.channel):
+        row.error = None
+        _settle(row, "suppressed", "consent_withdrawn", now)
+        return "suppressed"
+    if row.channel in QUIET_CHANNELS and not row.urgent and in_quiet_hours(now):
+        return _defer(row, after_quiet_hours(now))
+    paced = _paced_until(session, row, now)
+    if paced is not None:
+        return _defer(row, paced, "paced")
+    if p.failures.get(row.channel, 0) >= BREAKER_FAILURES:
+        row.first_failed_at = row.first_failed_at or now
+        return _defer(row, now + timedelta(minutes=1), "channel_down")
+    recent = session.scalar(select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.channel == row.channel, OutboxMessage.status.in_(DELIVERED),
+        OutboxMessage.sent_at > now - timedelta(minutes=1))) or 0
+    if recent >= rate_limit(row.channel):
+        return _defer(row, now + timedelta(minutes=1))
+    try:
+        channel = channel_for(row.channel)
+    except ChannelError as exc:
+        row.attempts += 1
+        return _failed(session, row, channel_for_errors(), exc, now, p.rng)
+    try:
+        subject, body = message_text(session, row)
+    except links.LinkUnavailable as exc:
+        row.attempts += 1
+        row.error = str(exc)[:500]
+        return dead_letter(session, row, "link_unavailable", now)
+    return channel, Outbound(row.id, row.idempotency_key, row.channel, row.patient_id,
+                             _address(patient, row.channel), subject, body, row.urgent)
+
+
+def channel_for_errors() -> Channel:
+    """The retry policy used when no channel type could be found (a configuration error)."""
+    return Channel()
+
+
+def _dispatch_one(p: _Pass, message_id: int, token: str) -> str:
+    with transaction(p.engine) as session:
+        row = session.get(OutboxMessage, message_id, with_for_update=True)
+        if row is None or row.status != "pending" or row.claim_token != token:
+            return "skipped"
+        prepared = _prepare(session, row, p)
+        if isinstance(prepared, str):
+            return prepared
+        channel, outbound = prepared
+        # the send-once record, committed before the channel is called: a conditional UPDATE,
+        # so a process whose claim lapsed meanwhile (and was taken over) never sends
+        started = session.execute(update(OutboxMessage).where(
+            OutboxMessage.id == message_id, OutboxMessage.claim_token == token,
+            OutboxMessage.status == "pending").values(
+            status="sending", attempts=OutboxMessage.attempts + 1, attempt_started_at=p.now,
+            claimed_until=p.stamp() + timedelta(seconds=max(CLAIM_SECONDS,
+                                                            2 * channel.timeouts.total))))
+        if started.rowcount != 1:  # type: ignore[attr-defined]
+            return "superseded"
+    result, error, timed_out = _bounded(
+        lambda: channel.send(outbound, outbound.idempotency_key), channel.timeouts.total)
+    with transaction(p.engine) as session:
+        row = session.get(OutboxMessage, message_id, with_for_update=True)
+        if row is None or row.status != "sending" or row.claim_token != token:
+            return "superseded"  # another process took it over after our claim lapsed
+        if timed_out:
+            row.error = "the channel did not answer in time"
+            p.failures[row.channel] = p.failures.get(row.channel, 0) + 1
+            return _unknown(session, row, channel, p.now, None)
+        if error is None and isinstance(result, SendResult):
+            p.failures[row.channel] = 0
+            return _succeeded(row, channel, result, p.now)
+        failure = error if isinstance(error, ChannelError) else ChannelError(
+            f"message {message_id}: {type(error).__name__}", "channel_error")
+        p.failures[row.channel] = p.failures.get(row.channel, 0) + 1
+        return _failed(session, row, channel, failure, p.now, p.rng)
+
+
+def _recover(p: _Pass, message_id: int, token: str) -> str:
+    """A ``sending`` row whose claim lapsed: its process died between send and commit."""
+    with transaction(p.engine) as session:
+        row = session.get(OutboxMessage, message_id)
+        if row is None or row.status != "sending" or row.claim_token != token:
+            return "skipped"
+        name, key = row.channel, row.idempotency_key
+    try:
+        channel = channel_for(name)
+    except ChannelError:
+        channel = channel_for_errors()
+    answer: SendResult | None = None
+    if channel.can_lookup:
+        answer, error, timed_out = _bounded(lambda: channel.lookup(key),
+                                            channel.timeouts.total)
+        if error is not None or timed_out:
+            return "recovery_deferred"  # asked again next pass (the claim lapses again)
+    with transaction(p.engine) as session:
+        row = session.get(OutboxMessage, message_id, with_for_update=True)
+        if row is None or row.status != "sending" or row.claim_token != token:
+            return "skipped"
+        return _unknown(session, row, channel, p.now, answer)
+
+
 def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,
-                 batch: int = 100, max_batches: int = 1000) -> dict[str, int]:
-    """Send every due message (each in its own transaction); returns counts by outcome."""
-    now = now or now_utc()
-    counts: dict[str, int] = {}
+                 batch: int = 100, max_batches: int = 1000, budget_seconds: float | None = None,
+                 rng: random.Random | None = None) -> dict[str, int]:
+    """Resolve sends whose process died, then send every due message (each in its own
+    transactions) until ``budget_seconds`` of real time (``CARELOOP_OUTBOX_BUDGET``, default
+    :data:`DEFAULT_BUDGET_SECONDS`) are spent; returns counts by outcome."""
+    budget = budget_seconds if budget_seconds is not None else float(
+        os.environ.get("CARELOOP_OUTBOX_BUDGET", DEFAULT_BUDGET_SECONDS))
+    p = _Pass(engine, worker, now or now_utc(), budget, rng)
+    for message_id, token in _claim(engine, worker, p.now, batch, "sending", p.stamp()):
+        p.count(_recover(p, message_id, token))
     for _ in range(max_batches):
-        ids = claim_due(engine, OutboxMessage, worker, now, batch)
-        if not ids:
+        claimed = _claim(engine, worker, p.now, batch, "pending", p.stamp())
+        if not claimed:
             break
-        for message_id in ids:
-            with transaction(engine) as session:
-                row = session.get(OutboxMessage, message_id, with_for_update=True)
-                if row is None or row.status != "pending" or row.claimed_by != worker:
-                    continue
-                outcome = _deliver(session, row, now)
-                counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
+        for index, (message_id, token) in enumerate(claimed):
+            if p.over():
+                _release(engine, claimed[index:])
+                p.count("budget_spent")
+                return p.counts
+            p.count(_dispatch_one(p, message_id, token))
+    return p.counts
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    """How many messages are in each state."""
+    return {str(status): int(n) for status, n in session.execute(
+        select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all()}
+
+
+def open_incidents(session: Session) -> list[DeliveryIncident]:
+    return list(session.scalars(select(DeliveryIncident).where(
+        DeliveryIncident.status == "open").order_by(DeliveryIncident.id)).all())
+

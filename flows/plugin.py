@@ -14,7 +14,7 @@ from careloop.engine.registry import Registry
 
 def register(registry: Registry) -> None:
     from careloop.flows.calendar import add_working_days, compile_calendar
-    from careloop.flows.channels import ADAPTERS
+    from careloop.flows.channels import BUILTIN_CHANNELS
     from careloop.flows.cli import commands
     from careloop.flows.compiler import compile_flow
     from careloop.flows.handlers import handle_event
@@ -33,9 +33,9 @@ def register(registry: Registry) -> None:
     steps = registry.catalogue("step_type")
     for name, step in STEP_TYPES.items():
         steps.register(name, step)
-    adapters = registry.catalogue("channel_adapter")
-    for name, adapter in ADAPTERS.items():
-        adapters.register(name, adapter)
+    channel_types = registry.catalogue("channel_adapter")  # the Channel contract (channel.py)
+    for name, channel in BUILTIN_CHANNELS.items():
+        channel_types.register(name, channel)
     registry.catalogue("event_handler").register("flows", handle_event)
     services = registry.catalogue("service")
     services.register("outbox.enqueue", enqueue)

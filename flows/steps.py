@@ -173,6 +173,30 @@ class SendMessage(StepType):
         return ("next", x.step.next)
 
 
+# What to do when the step's message does not reach the patient (a dead letter, expired,
+# suppressed): a phone follow-up task, for instance (flows/undelivered.py).
+_ON_UNDELIVERED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "create_task": {
+            "type": "object",
+            "properties": {
+                "task_title": {"$ref": "#/$defs/text"},
+                "task_kind": {"type": "string", "pattern": "^[a-z_]{1,32}$"},
+                "assignee": {"$ref": "#/$defs/assignee"},
+                "priority": {"enum": ["urgent", "high", "normal", "low"]},
+                "due": {"$ref": "#/$defs/duration"},
+                "escalate_to": {"type": "array", "items": {"$ref": "#/$defs/assignee"}},
+            },
+            "required": ["task_title", "assignee"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["create_task"],
+    "additionalProperties": False,
+}
+
+
 class SendForm(StepType):
     """Create a form request (service ``forms.create_request``), send its link, then wait for
     ``form.submitted``; optional reminder after ``remind_after``; on expiry go to
@@ -184,7 +208,8 @@ class SendForm(StepType):
                "form": {"$ref": "#/$defs/key"}, "template": _TEMPLATE, "channels": _CHANNELS,
                "values": _VALUES, "urgent": {"type": "boolean"}, "expires_after": _DURATION,
                "valid_for": _DURATION, "remind_after": _DURATION,
-               "reminder_template": _TEMPLATE, "on_timeout": {"type": "string"}}
+               "reminder_template": _TEMPLATE, "on_timeout": {"type": "string"},
+               "on_undelivered": _ON_UNDELIVERED}
     required = ("form", "template")
     expressions = ("values.*",)
     references = (("template", "template"), ("reminder_template", "template"), ("form", "form"))

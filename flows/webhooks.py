@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
@@ -33,8 +34,15 @@ DEFAULT_ATTEMPTS = 5
 
 
 def timeout_seconds() -> float:
-    """One call's time limit (``CARELOOP_WEBHOOK_TIMEOUT``, default 10 s)."""
+    """One call's time limit to read the answer (``CARELOOP_WEBHOOK_TIMEOUT``, default 10 s)."""
     return float(os.environ.get("CARELOOP_WEBHOOK_TIMEOUT", "10"))
+
+
+def timeouts() -> httpx.Timeout:
+    """Connect within ``CARELOOP_WEBHOOK_CONNECT_TIMEOUT`` (default 5 s), read the answer
+    within :func:`timeout_seconds`."""
+    return httpx.Timeout(timeout_seconds(), connect=float(
+        os.environ.get("CARELOOP_WEBHOOK_CONNECT_TIMEOUT", "5")))
 
 
 def enqueue(session: Session, *, idempotency_key: str, method: str, url: str,
@@ -81,7 +89,7 @@ def send_one(engine: Engine, call_id: int, worker: str, now: datetime,
     if error is None:  # no transaction is open while the call is under way
         try:
             status = egress.send(method, url, body=body, headers={"Idempotency-Key": key},
-                                 timeout=timeout_seconds(), transport=transport)
+                                 timeout=timeouts(), transport=transport)
         except egress.EgressRefused as exc:
             error = str(exc)
     with transaction(engine) as session:
@@ -109,15 +117,30 @@ def send_one(engine: Engine, call_id: int, worker: str, now: datetime,
 def dispatch_due(engine: Engine, *, worker: str, now: datetime | None = None,
                  batch: int = 50, max_batches: int = 100,
                  transport: httpx.BaseTransport | None = None,
-                 resolver: egress.Resolver = egress.resolve) -> dict[str, int]:
-    """Send every due call (claimed per row, so two processes never send the same one)."""
+                 resolver: egress.Resolver = egress.resolve,
+                 budget_seconds: float | None = None) -> dict[str, int]:
+    """Send every due call (claimed per row, so two processes never send the same one) until
+    ``budget_seconds`` of real time are spent (``CARELOOP_OUTBOX_BUDGET``, default 20 s): the
+    calls not reached lose their claim and wait for the next sweep, so a slow endpoint never
+    holds up the timers."""
     now = now or now_utc()
+    budget = budget_seconds if budget_seconds is not None else float(
+        os.environ.get("CARELOOP_OUTBOX_BUDGET", "20"))
+    deadline = time.monotonic() + budget
     counts: dict[str, int] = {}
     for _ in range(max_batches):
         ids = claim_due(engine, WebhookCall, worker, now, batch)
         if not ids:
             break
-        for call_id in ids:
+        for index, call_id in enumerate(ids):
+            if time.monotonic() > deadline:
+                with transaction(engine) as session:
+                    session.execute(update(WebhookCall).where(
+                        WebhookCall.id.in_(ids[index:]), WebhookCall.claimed_by == worker,
+                        WebhookCall.status == "pending")
+                        .values(claimed_by=None, claimed_until=None))
+                counts["budget_spent"] = counts.get("budget_spent", 0) + 1
+                return counts
             outcome = send_one(engine, call_id, worker, now, transport, resolver)
             counts[outcome] = counts.get(outcome, 0) + 1
     return counts

@@ -33,6 +33,7 @@ def register(registry: Registry) -> None:
         ("builder", NavItem("builder.title", "/builder", p.BUILDER_EDIT, 85)),
         ("flow_ops", NavItem("web.nav.flow_ops", "/admin/flows", p.BUNDLE_IMPORT, 60, "admin")),
         ("outbound", NavItem("govern.nav", "/admin/outbound", p.BUNDLE_IMPORT, 67, "admin")),
+        ("delivery", NavItem("delivery.nav", "/admin/delivery", p.BUNDLE_IMPORT, 62, "admin")),
         ("integration", NavItem("web.nav.integration", "/admin/integration", p.BUNDLE_IMPORT,
                                 65, "admin")),
         ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
@@ -81,6 +82,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_api",
     "careloop.web.routes_alerts",
     "careloop.web.routes_outbound",
+    "careloop.web.routes_outbox",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",

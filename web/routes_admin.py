@@ -493,7 +493,7 @@ def _outbox_rows(session: Any, status: str | None, locale: str) -> list[dict[str
     message text, no address: the body may carry a patient's name)."""
     from careloop.engine.clock import now_utc, to_local
     from careloop.flows.models import OutboxMessage
-    from careloop.flows.outbox import resendable
+    from careloop.flows.outbox import CANCELLABLE, resendable
 
     def local(value: datetime | None) -> str:
         return to_local(value).strftime("%Y-%m-%d %H:%M") if value is not None else ""
@@ -508,7 +508,7 @@ def _outbox_rows(session: Any, status: str | None, locale: str) -> list[dict[str
              "attempts": m.attempts, "created_at": local(m.created_at),
              "due_at": local(m.next_attempt_at), "expires_at": local(m.expires_at),
              "sent_at": local(m.sent_at), "can_resend": resendable(m, now),
-             "can_cancel": m.status == "pending"}
+             "can_cancel": m.status in CANCELLABLE}
             for m in session.scalars(query).all()]
 
 

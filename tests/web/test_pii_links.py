@@ -21,6 +21,7 @@ from careloop.engine.domain import Department
 from careloop.engine.links import LINK_IN_TEXT, seal_links
 from careloop.engine.migrate import upgrade
 from careloop.engine.registry import loaded_registry
+from careloop.flows.channel import Channel, SendResult
 from careloop.flows.ingest import ingest
 from careloop.flows.models import DocumentLink, OutboxMessage
 from careloop.flows.outbox import Outbound, dispatch_due, message_text
@@ -38,16 +39,18 @@ PAYLOAD = {"encounter_id": "E1", "patient_id": "P1", "type": "inpatient",
 TOKEN_LINK = re.compile(r"https?://[^/\s]+(/[fd]/[A-Za-z0-9_-]{16,})")
 
 
-class Recording:
-    """A channel adapter (the registry's extension point) that keeps what it was given."""
+class Recording(Channel):
+    """A channel type (the registry's extension point) that keeps what it was given."""
 
-    delivers = True
+    name = "recording"
+    idempotent = True
 
     def __init__(self) -> None:
         self.sent: list[Outbound] = []
 
-    def send(self, message: Outbound) -> None:
+    def send(self, message: Outbound, idempotency_key: str) -> SendResult:
         self.sent.append(message)
+        return SendResult("delivered")
 
 
 @pytest.fixture
@@ -136,7 +139,7 @@ def test_a_changed_link_secret_fails_the_message_with_a_reason(
         dispatch_due(engine, worker="w", now=DISCHARGED)
     with transaction(engine) as session:
         row = session.get(OutboxMessage, message_id)
-        assert row is not None and (row.status, row.reason) == ("failed", "link_unavailable")
+        assert row is not None and (row.status, row.reason) == ("dead", "link_unavailable")
     assert recording.sent == []
 
 
