@@ -274,7 +274,7 @@ def test_cli_writes_one_form_per_instrument_and_exits_1_on_refusals(tmp_path: Pa
 def test_docs_table_covers_every_feature_the_importer_knows() -> None:
     text = DOCS.read_text("utf-8")
     section = text.split("### REDCap features", 1)[1].split("\n## ", 1)[0]
-    rows = {m.group(1): m.group(2) for m in re.finditer(
+    rows = {m.group(1).replace("\\|", "|"): m.group(2) for m in re.finditer(
         r"^\| `([^`]+)` \| (supported|translated|refused) \|", section, re.M)}
     tables: list[tuple[str, dict[str, tuple[str, str]]]] = [
         ("function", {f"{k}()": v for k, v in FUNCTIONS.items()}),
