@@ -263,6 +263,12 @@ def test_cli_writes_one_form_per_instrument_and_exits_1_on_refusals(tmp_path: Pa
         "demographics.yaml", "gad2.yaml", "phq2.yaml"]
     assert "screening_multi.csv:line 3, Identifier?: name: refused" in result.output
     assert "2 items not carried" in result.output
+    answers = tmp_path / "answers.json"
+    answers.write_text('{"email": "a@example.org"}', "utf-8")
+    result = CliRunner().invoke(cli, ["form", "test", str(tmp_path / "demographics.yaml"),
+                                      "--answers", str(answers)])
+    assert result.exit_code == 1 and "form.import-unresolved" in result.output
+    assert "valid" not in result.output.replace("invalid", "")
     bad = tmp_path / "bad.csv"
     bad.write_text("a;b;c\n", "utf-8")
     result = CliRunner().invoke(cli, ["form", "import-redcap", str(bad), "-o",
