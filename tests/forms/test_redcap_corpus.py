@@ -6,8 +6,8 @@ carry, and that blocks publishing. See data/redcap/SOURCES.md."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,9 @@ def _run_case(case: Case, engine: Engine, patient: str) -> None:
     with transaction(engine) as session:
         publish_form(session, text, source_path=f"redcap/{case.file}", actor="tester")
     at = datetime.fromisoformat(case.now) if case.now else now_utc()
-    with frozen_now(at):
-        with transaction(engine) as session:
-            stored, result = submit(session, form_key=case.form, answers=case.answers,
-                                    patient_id=patient, locale="en")
+    with frozen_now(at), transaction(engine) as session:
+        stored, _result = submit(session, form_key=case.form, answers=case.answers,
+                                 patient_id=patient, locale="en")
     with transaction(engine) as session:
         row = session.scalars(select(Submission).where(Submission.id == stored.id)).one()
         answers = dict(row.answers)
