@@ -92,10 +92,12 @@ FIELD_TYPES: dict[str, tuple[str, str]] = {
 #: Action tags (Field Annotation) → status and meaning.
 ACTION_TAGS: dict[str, tuple[str, str]] = {
     "@CHARLIMIT": ("translated", "max_length"),
-    "@HIDDEN": ("refused", "Careloop shows every field it asks; no hidden answerable field"),
-    "@HIDDEN-SURVEY": ("refused", "as @HIDDEN"),
-    "@HIDDEN-FORM": ("refused", "as @HIDDEN"),
-    "@HIDDEN-APP": ("refused", "as @HIDDEN"),
+    "@HIDDEN": ("translated", "on a calc: a form score (computed, stored, not shown) when no "
+                              "field logic reads it; on any other field refused (Careloop has "
+                              "no hidden answerable field)"),
+    "@HIDDEN-SURVEY": ("translated", "as @HIDDEN"),
+    "@HIDDEN-FORM": ("translated", "as @HIDDEN"),
+    "@HIDDEN-APP": ("translated", "as @HIDDEN"),
     "@READONLY": ("refused", "no read-only field option"),
     "@READONLY-SURVEY": ("refused", "no read-only field option"),
     "@DEFAULT": ("refused", "field defaults are not applied by the form runtime"),
@@ -312,8 +314,10 @@ class _Importer:
             rows.append((number, {ours: self.cell(row, ours) for ours in COLUMNS}))
         for _line, get in rows:  # every field's kind first: logic may name later fields
             form = get["form"] or "form"
-            self.kinds.setdefault(form, {})[get["name"]] = _kind(get["type"],
-                                                                 get["validation"])
+            hidden = get["type"] == "calc" and any(
+                t.startswith("@HIDDEN") for t in _TAG.findall(get["annotation"]))
+            self.kinds.setdefault(form, {})[get["name"]] = (
+                "score" if hidden else _kind(get["type"], get["validation"]))
         record_id = rows[0][1]["name"] if rows else None
         for number, get in rows:
             form = get["form"] or "form"
@@ -395,6 +399,9 @@ class _Importer:
             field["type"] = "single_choice"
             field["choices"] = [{"code": "1", "label": {"en": yes}},
                                 {"code": "0", "label": {"en": no}}]
+        elif kind == "calc" and kinds.get(name) == "score":
+            self.hidden_calc(instrument, number, get, kinds, note)
+            return
         elif kind == "calc":
             field["type"] = "calculated"
             try:
@@ -439,6 +446,26 @@ class _Importer:
             field["help"] = {"en": _pipes(plain_text(get["note"]), known)}
         self.action_tags(field, get["annotation"], note)
         fields.append(field)
+
+    def hidden_calc(self, instrument: Instrument, number: int, get: dict[str, str],
+                    kinds: Mapping[str, str], note: Any) -> None:
+        """A @HIDDEN calc is a form score: computed and stored with the submission, not shown."""
+        score: dict[str, Any] = {"key": get["name"], "method": "expression",
+                                 "label": {"en": plain_text(get["label"]) or get["name"]}}
+        try:
+            expression = translate(get["choices"], kinds, calc=True, scores=True)
+            compile_expression(expression, ["answers", "scores"])
+            score["expression"] = expression
+        except (LogicRefused, ExpressionError) as exc:
+            note("choices", f"calculation {get['choices']!r} not translated: {_reason(exc)}")
+            score["expression"] = "None"
+        for tag in _TAG.findall(get["annotation"]):
+            if not tag.startswith("@HIDDEN"):
+                meaning = ACTION_TAGS.get(tag, ("", "not carried"))[1]
+                note("annotation", f"action tag {tag}: {meaning}")
+        if get["branching"]:
+            note("branching", "branching logic on a hidden calculation is not carried")
+        instrument.body.setdefault("scores", []).append(score)
 
     def slider(self, field: dict[str, Any], get: dict[str, str], note: Any) -> None:
         field["type"] = "slider"
@@ -486,6 +513,9 @@ class _Importer:
                     chosen[0]["exclusive"] = True
                 else:
                     note("annotation", "@NONEOFTHEABOVE needs a choice code of a checkbox")
+            elif tag.startswith("@HIDDEN"):
+                note("annotation", f"action tag {tag} on a {field['type']} field: Careloop "
+                     "shows every field it asks")
             else:
                 note("annotation", f"action tag {tag}: {status[1]}")
 

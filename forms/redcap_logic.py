@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 #: Field kinds the emitter distinguishes.
 #: ``choice`` (codes stored as text), ``checkbox`` (a list of codes), ``number`` (stored as a
-#: number: integer, decimal, slider, calc), ``date``, ``text``.
-KINDS = ("choice", "checkbox", "number", "date", "text")
+#: number: integer, decimal, slider, calc), ``date``, ``text``, ``score`` (a hidden calc kept as
+#: a form score).
+KINDS = ("choice", "checkbox", "number", "date", "text", "score")
 
 #: REDCap function → (status, what it becomes). Read by docs/forms.md's table test.
 FUNCTIONS: dict[str, tuple[str, str]] = {
@@ -243,8 +244,9 @@ _NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)")
 
 
 class _Emitter:
-    def __init__(self, kinds: Mapping[str, str]) -> None:
+    def __init__(self, kinds: Mapping[str, str], scores: bool) -> None:
         self.kinds = kinds
+        self.scores = scores
 
     def ref(self, text: str) -> tuple[str, str, str | None]:
         """``[name]`` / ``[name(code)]`` → (field key, kind, checkbox code)."""
@@ -257,6 +259,9 @@ class _Emitter:
         if name not in self.kinds:
             raise LogicRefused(f"[{name}] names no field of this instrument")
         kind = self.kinds[name]
+        if kind == "score" and not self.scores:
+            raise LogicRefused(f"[{name}] is a hidden calculation (@HIDDEN), imported as a form "
+                               "score, which field logic cannot read")
         if code is not None and kind != "checkbox":
             raise LogicRefused(f"{text}: only a checkbox field has options in parentheses")
         if code is None and kind == "checkbox":
@@ -280,6 +285,8 @@ class _Emitter:
                 return f"(1 if '{code}' in answers.{name} else 0)"
             if kind == "number":
                 return f"answers.{name}"
+            if kind == "score":
+                return f"scores.{name}"
             if kind == "date":
                 raise LogicRefused(f"date [{name}] used as a number; use datediff()")
             return f"number(answers.{name})"
@@ -351,7 +358,7 @@ class _Emitter:
         return f"{self.number(left)} {op} {self.number(right)}"
 
     def _numeric(self, node: _Node) -> bool:
-        return node.op == "ref" and self.ref(node.value)[1] == "number"
+        return node.op == "ref" and self.ref(node.value)[1] in ("number", "score")
 
     def text(self, node: _Node) -> str:
         if node.op == "str":
@@ -433,13 +440,16 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def translate(logic: str, kinds: Mapping[str, str], *, calc: bool = False) -> str:
+def translate(logic: str, kinds: Mapping[str, str], *, calc: bool = False,
+              scores: bool = False) -> str:
     """REDCap logic → a Careloop expression (a number for ``calc``, else a condition).
 
+    Fields of kind ``score`` (hidden calculations imported as form scores) read as
+    ``scores.<name>``, allowed only when ``scores`` (the expression is itself a score's).
     Raises :class:`LogicRefused` when it has no exact equivalent.
     """
     tree = _Parser(logic).parse()
-    emitter = _Emitter(kinds)
+    emitter = _Emitter(kinds, scores)
     text = emitter.number(tree) if calc else emitter.condition(tree)
     return _strip_outer(text)
 

@@ -78,7 +78,7 @@ CASES = [
          {"phq9_total": 0}, absent=("phq9_difficulty",)),
     Case("gad7.csv", "gad7", {f"gad7_{i}": str(v) for i, v in enumerate([2, 2, 1, 3, 1, 2, 0],
                                                                          1)},
-         {"gad7_total": 11, "gad7_severity": 2}),
+         {"gad7_total": 11, "gad7_severity": 2}),   # severity is @HIDDEN: a form score
     Case("epds.csv", "epds", {f"epds_{i}": c for i, c in enumerate(
         # the code shown at each answer's position (as REDCap stores it)
         ["1", "0", "1", "1", "3", "2", "0", "1", "3", "3"], 1)},
@@ -127,7 +127,6 @@ CASES = [
     Case("refused_features.csv", "followup_refused", {}, {}, refused=[
         (3, "Choices, Calculations, OR Slider Labels", "visit_label"),
         (6, "Choices, Calculations, OR Slider Labels", "median_score"),
-        (7, "Field Annotation", "hidden_total"),
         (8, "Field Annotation", "entry_date"), (8, "Field Annotation", "entry_date"),
         (9, "Branching Logic (Show field only if...)", "baseline_q1"),
         (10, "Field Type", "site"),
@@ -160,9 +159,10 @@ def _run_case(case: Case, engine: Engine, patient: str) -> None:
                                  patient_id=patient, locale="en")
     with transaction(engine) as session:
         row = session.scalars(select(Submission).where(Submission.id == stored.id)).one()
-        answers = dict(row.answers)
+        answers, scores = dict(row.answers), dict(row.scores)
     for key, expected in case.scores.items():
-        assert answers.get(key) == pytest.approx(expected), (key, answers)
+        value = scores[key] if key in scores else answers.get(key)
+        assert value == pytest.approx(expected), (key, answers, scores)
     for key in case.absent:
         assert key not in answers
     given = {k for k in case.answers if k not in case.absent}
@@ -203,7 +203,9 @@ def test_a_score_is_a_number_not_joined_codes() -> None:
 
 
 def test_logic_semantics() -> None:
-    kinds = {"sex": "choice", "age": "number", "c": "checkbox", "t": "text", "d": "date"}
+    kinds = {"sex": "choice", "age": "number", "c": "checkbox", "t": "text", "d": "date",
+             "hidden": "score"}
+    assert translate("[hidden] * 2", kinds, calc=True, scores=True) == "scores.hidden * 2"
     assert translate("[sex] = 0", kinds) == "answers.sex == '0'"
     assert translate("[age] = '40'", kinds) == "answers.age == 40"
     assert translate("[sex] > 0", kinds) == "number(answers.sex) > 0"
@@ -218,7 +220,8 @@ def test_logic_semantics() -> None:
     for bad, reason in [("[event-name] = 'x'", "smart variable"), ("median([age])", "median"),
                         ("round([age])", "decimal places"), ("[c] = '1'", "one option"),
                         ("[nope] = 1", "names no field"), ("-[age]^2", "ambiguous"),
-                        ("datediff([d], 'today', 'w')", "unit")]:
+                        ("datediff([d], 'today', 'w')", "unit"),
+                        ("[hidden] > 1", "hidden calculation")]:
         with pytest.raises(Exception, match=reason):
             translate(bad, kinds, calc=True)
 
