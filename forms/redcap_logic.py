@@ -351,7 +351,11 @@ class _Emitter:
                 if kind in ("choice", "text") and op in ("==", "!="):
                     return f"answers.{name} {op} {_quote(literal)}"
                 if kind == "date" and right.op == "str":
-                    return f"answers.{name} {op} {_quote(literal)}"
+                    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?",
+                                        literal):
+                        raise LogicRefused(f"date [{name}] compared with '{literal}', which is "
+                                           "not a Y-M-D date")
+                    return f"answers.{name} {op} {_quote(literal.replace(' ', 'T'))}"
         if op in ("==", "!=") and {left.op, right.op} <= {"str", "ref"} and not (
                 self._numeric(left) or self._numeric(right)):
             return f"{self.text(left)} {op} {self.text(right)}"
@@ -457,8 +461,13 @@ def translate(logic: str, kinds: Mapping[str, str], *, calc: bool = False,
 def _strip_outer(text: str) -> str:
     """``(a + b)`` → ``a + b`` when the parentheses wrap the whole text."""
     while text.startswith("(") and text.endswith(")"):
-        depth = 0
+        depth, quote = 0, ""
         for index, char in enumerate(text):
+            if quote:
+                quote = "" if char == quote and text[index - 1] != "\\" else quote
+                continue
+            if char in "'\"":
+                quote = char
             depth += char == "("
             depth -= char == ")"
             if depth == 0 and index < len(text) - 1:

@@ -213,6 +213,9 @@ def test_logic_semantics() -> None:
     assert translate("[c(3)] + 1", kinds, calc=True) == "(1 if '3' in answers.c else 0) + 1"
     assert translate("[t] = ''", kinds) == "answers.t in [None, '', []]"
     assert translate("2^3^2", kinds, calc=True) == "2 ** 3 ** 2"
+    assert translate("([t] = ')') or ([t] = '(')", kinds) == (
+        "answers.t == ')' or answers.t == '('")
+    assert translate("[d] >= '2026-01-31'", kinds) == "answers.d >= '2026-01-31'"
     assert translate("([age]-1)^2", kinds, calc=True) == "(answers.age - 1) ** 2"
     assert translate("[age] - ([age] - 1)", kinds, calc=True) == "answers.age - (answers.age - 1)"
     assert translate("contains([t], 'pain') || isnumber([t])", kinds) == (
@@ -221,7 +224,8 @@ def test_logic_semantics() -> None:
                         ("round([age])", "decimal places"), ("[c] = '1'", "one option"),
                         ("[nope] = 1", "names no field"), ("-[age]^2", "ambiguous"),
                         ("datediff([d], 'today', 'w')", "unit"),
-                        ("[hidden] > 1", "hidden calculation")]:
+                        ("[hidden] > 1", "hidden calculation"),
+                        ("[d] > '01-31-2026'", "not a Y-M-D date")]:
         with pytest.raises(Exception, match=reason):
             translate(bad, kinds, calc=True)
 
