@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
 from careloop.engine.clock import hospital_tz, now_utc, to_local
@@ -294,6 +294,68 @@ def fn_abs(x: object) -> int | float | None:
     return None if x is None else abs(_check_number(x))
 
 
+def _round_with(x: object, n: object, rounding: str) -> int | float | None:
+    if x is None:
+        return None
+    number = _check_number(x)
+    if not isinstance(n, int) or isinstance(n, bool) or not -15 <= n <= 15:
+        raise ValueError(f"digits must be a whole number from -15 to 15, got {n!r}")
+    try:
+        rounded = Decimal(str(number)).quantize(Decimal(1).scaleb(-n), rounding=rounding)
+    except InvalidOperation:
+        raise ValueError(f"cannot round {number!r}") from None
+    return int(rounded) if n <= 0 else float(rounded)
+
+
+def fn_roundup(x: object, n: object = 0) -> int | float | None:
+    return _round_with(x, n, ROUND_UP)
+
+
+def fn_rounddown(x: object, n: object = 0) -> int | float | None:
+    return _round_with(x, n, ROUND_DOWN)
+
+
+def fn_sqrt(x: object) -> float | None:
+    if x is None:
+        return None
+    number = _check_number(x)
+    if number < 0:
+        raise ValueError(f"no square root of a negative number ({number!r})")
+    return math.sqrt(number)
+
+
+def fn_isnumber(x: object) -> bool:
+    if isinstance(x, bool) or x is None:
+        return False
+    if isinstance(x, int | float):
+        return math.isfinite(x)
+    if isinstance(x, str):
+        try:
+            return fn_number(x) is not None
+        except ValueError:
+            return False
+    return False
+
+
+#: Seconds in each datediff unit: a year is 365.2425 days and a month 30.44 days (REDCap's).
+DATEDIFF_SECONDS = {"y": 365.2425 * 86400, "M": 30.44 * 86400, "d": 86400.0, "h": 3600.0,
+                    "m": 60.0, "s": 1.0}
+
+
+def fn_datediff(a: object, b: object, unit: object, signed: object = False
+                ) -> int | float | None:
+    if unit not in DATEDIFF_SECONDS:
+        raise ValueError(f"unit must be one of {', '.join(DATEDIFF_SECONDS)}, got {unit!r}")
+    start, end = _as_datetime(a), _as_datetime(b)
+    if start is None or end is None:
+        return None
+    seconds = (end - start).total_seconds()
+    if not signed:
+        seconds = abs(seconds)
+    value = seconds / DATEDIFF_SECONDS[str(unit)]
+    return int(value) if value.is_integer() else value
+
+
 # --- collections --------------------------------------------------------------------------------
 
 
@@ -357,6 +419,19 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     _spec("mean", fn_mean, "mean(list)", "平均值，忽略空值；没有值时为空值。",
           "The average of a list, ignoring nulls; null if there is none."),
     _spec("abs", fn_abs, "abs(x)", "绝对值。", "The absolute value."),
+    _spec("roundup", fn_roundup, "roundup(x, n=0)", "向远离零的方向进位到 n 位小数。",
+          "Round away from zero to n decimal places."),
+    _spec("rounddown", fn_rounddown, "rounddown(x, n=0)", "向零的方向舍去到 n 位小数。",
+          "Round towards zero to n decimal places."),
+    _spec("sqrt", fn_sqrt, "sqrt(x)", "平方根；负数报错。",
+          "The square root; a negative number is an error."),
+    _spec("isnumber", fn_isnumber, "isnumber(x)", "x 是数字或可读作数字的文本时为 true。",
+          "True if x is a number or text that reads as one."),
+    _spec("datediff", fn_datediff, "datediff(a, b, unit, signed=false)",
+          "从 a 到 b 的时长，单位 y（年，365.2425 天）、M（月，30.44 天）、d、h、m、s；"
+          "signed 为 false 时取绝对值；任一为空得空值。",
+          "The time from a to b in unit y (years of 365.2425 days), M (months of 30.44 days), "
+          "d, h, m or s; unsigned (absolute) unless signed is true; null if either is null."),
     _spec("count", fn_count, "count(list, value?)",
           "非空项的个数；给出 value 时为等于 value 的项数。",
           "The number of non-null items; with value, the number of items equal to it."),

@@ -14,7 +14,7 @@ from careloop.engine.errors import DefinitionInvalid
 from careloop.engine.i18n import t
 from careloop.forms.fhir import answers_from_response, export_questionnaire, import_questionnaire
 from careloop.forms.logic import evaluate
-from careloop.forms.redcap import import_dictionary
+from careloop.forms.redcap import DictionaryInvalid, import_instruments
 from careloop.forms.spec import FormSpec
 from careloop.forms.testing import form_from_yaml
 
@@ -94,16 +94,47 @@ def import_fhir(questionnaire: Path, output: Path, key: str | None) -> None:
 
 @form.command("import-redcap")
 @click.argument("dictionary", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--key", required=True, help="Form key.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="A .yaml file for a one-instrument dictionary, else a folder (one form per "
+                   "instrument).")
+@click.option("--key", default=None, help="Form key (one instrument) or key prefix (several).")
 @click.option("--title", default=None)
-def import_redcap(dictionary: Path, output: Path, key: str, title: str | None) -> None:
-    """Turn a REDCap data dictionary (CSV) into a form definition (YAML)."""
-    body, notes = import_dictionary(dictionary.read_text("utf-8"), key, title)
-    output.write_text(_dump_yaml(body, notes), "utf-8")
-    for note in notes:
-        click.echo(f"not translated: {note}", err=True)
-    click.echo(f"wrote {output} ({len(body['fields'])} fields, {len(notes)} not translated)")
+def import_redcap(dictionary: Path, output: Path, key: str | None, title: str | None) -> None:
+    """Turn a REDCap data dictionary (CSV) into form definitions (YAML), one per instrument.
+
+    Exits 1 when something was not carried: the forms are written, but each refused item is an
+    ``import.unresolved`` entry that blocks publishing until resolved.
+    """
+    try:
+        instruments = import_instruments(dictionary.read_text("utf-8"))
+    except DictionaryInvalid as exc:
+        for problem in exc.problems:
+            click.echo(f"{dictionary}:{problem}", err=True)
+        click.echo(f"{dictionary}: not a REDCap data dictionary; nothing written", err=True)
+        raise SystemExit(1) from None
+    single = len(instruments) == 1 and output.suffix in (".yaml", ".yml")
+    if not single:
+        output.mkdir(parents=True, exist_ok=True)
+    refused = 0
+    for instrument in instruments:
+        body = instrument.body
+        if key:
+            body["key"] = key if single else f"{key}_{body['key']}"[:64]
+        if title and single:
+            body["title"] = {"zh-CN": title, "en": title}
+        target = output if single else output / f"{body['key']}.yaml"
+        notes = [str(n) for n in instrument.notes]
+        target.write_text(_dump_yaml(body, notes), "utf-8")
+        for note in instrument.notes:
+            click.echo(f"{dictionary}:{note}", err=True)
+        refused += len(instrument.refused)
+        click.echo(f"wrote {target} ({len(body['fields'])} fields, "
+                   f"{len(instrument.refused)} not carried)")
+    if refused:
+        click.echo(f"{refused} item{'s' if refused != 1 else ''} not carried: listed under "
+                   "import.unresolved; the forms do not publish until they are resolved",
+                   err=True)
+        raise SystemExit(1)
 
 
 @form.command("export-fhir")

@@ -283,6 +283,17 @@ class _Compiler:
             out.append((item["type"], item["field"], measured))
         return tuple(out)
 
+    # -- import ----------------------------------------------------------------------------
+    def unresolved(self, items: list[dict[str, Any]]) -> None:
+        """What an import could not carry blocks publishing until the author resolves it."""
+        for index, item in enumerate(items):
+            where = ", ".join(f"line {item[k]}" if k == "line" else str(item[k])
+                              for k in ("line", "column", "field") if k in item)
+            self.problem("form.import-unresolved",
+                         f"not imported: {where + ': ' if where else ''}{item['message']}",
+                         ("import", "unresolved", index),
+                         hint="resolve it in the form, then remove this entry")
+
 
 def _walk_fields(data: Any) -> Iterator[dict[str, Any]]:
     for item in (data or {}).get("fields", []) if isinstance(data, dict) else []:
@@ -317,6 +328,7 @@ def compile_form(definition: Definition, ctx: CompileContext) -> FormSpec | None
     fields, last_page = compiler.fields(body["fields"], ("fields",))
     scores = compiler.scores(body.get("scores", []))
     readings = compiler.readings(body.get("readings", []))
+    compiler.unresolved(body.get("import", {}).get("unresolved", []))
     if any(p.severity == "error" for p in ctx.problems[compiler.errors_before:]):
         return None
     return FormSpec(key=definition.key, title=body["title"],

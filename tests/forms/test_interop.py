@@ -90,8 +90,12 @@ def test_redcap_dictionary_is_translated_and_untranslatable_parts_reported() -> 
     assert fields["bmi"]["calculate"] == "answers.weight / (answers.height * answers.height)"
     assert fields["fever_days"]["visible_if"] == "'2' in answers.symptoms"
     assert fields["visit"]["type"] == "date"
-    assert len(notes) == 2
-    assert "zipcode" in notes[0] and "odd_calc" in notes[1]
+    # zipcode and datediff are now carried; only the record ID is noted (not asked)
+    assert fields["zip"]["pattern"] == "[0-9]{5}(-[0-9]{4})?"
+    assert fields["odd_calc"]["calculate"] == "datediff(answers.visit, today(), 'd', False)"
+    assert fields["notes"]["type"] == "long_text" and "record_id" not in fields
+    assert [n.split(":")[0] for n in notes] == ["line 2, Variable / Field Name"]
+    assert body["import"] == {"source": "redcap", "unresolved": []}
     spec = form_from_yaml(yaml.safe_dump(body))
     result = evaluate(spec, {"smoker": "0", "cigarettes": 10, "weight": 80, "height": 2,
                              "symptoms": ["2"], "fever_days": 3}, locale="en")
@@ -101,7 +105,8 @@ def test_redcap_dictionary_is_translated_and_untranslatable_parts_reported() -> 
 
 
 def test_translate_logic_operators() -> None:
-    assert translate_logic("[a] <> '2' or [b] >= 3") == "answers.a != '2' or answers.b >= 3"
+    assert translate_logic("[a] <> '2' or [b] >= 3", {"b": "number"}) == (
+        "answers.a != '2' or answers.b >= 3")
 
 
 def test_export_questionnaire_and_response_round_trip() -> None:
