@@ -9,8 +9,8 @@ letter). The outbox (:mod:`careloop.flows.outbox`) never switches on a channel's
 the channel.
 
 Built-ins (``log``, ``smtp``, ``webhook``: :mod:`careloop.flows.channels`) register in
-``registry.catalogue("channel_adapter")`` exactly as a plugin's channel does
-(``tests/plugins/careloop_example/careloop_example/sms_gateway.py``).
+``registry.catalogue("channel_adapter")`` exactly as a plugin's channel does (the recipe
+"Adding a channel" in docs/architecture.md).
 """
 
 from __future__ import annotations

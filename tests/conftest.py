@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from careloop.engine import db as dbmod
 from careloop.engine.models import Base, load_all_models
+from careloop.engine.registry import Registry
 
 load_all_models()
 
@@ -138,3 +139,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
     if os.environ.get("CARELOOP_NO_SKIPS") == "1" and skipped and exitstatus == 0:
         session.exitstatus = 1
+
+
+def core_registry() -> Registry:
+    """The registry as the built-ins alone fill it (no installed extension): what core docs and
+    golden files describe. CI installs the example extension package (tests/plugins/)."""
+    from careloop.engine.plugins import make_manager
+
+    core = Registry()
+    core.load_plugins(make_manager(installed=False))
+    return core
+
+
+def extension_names() -> set[str]:
+    """Names an installed extension added to any catalogue of the loaded registry."""
+    from careloop.engine.registry import loaded_registry
+
+    full, core = loaded_registry(), core_registry()
+    return {name for sort in full.sorts() for name in full.catalogue(sort).names()
+            if name not in core.catalogue(sort)}
+
+
+def without_extensions(text: str) -> str:
+    """``text`` with the names an installed extension added taken out of the lists it names
+    ("one of 'approval', 'phone_robot', 'wait'" → "one of 'approval', 'wait'")."""
+    import re
+
+    for name in sorted(extension_names()):
+        quoted = rf"'?{re.escape(name)}'?"
+        text = re.sub(rf"{quoted}, ", "", text)
+        text = re.sub(rf", {quoted}(?=[)\s\]])", "", text)
+    return text

@@ -87,7 +87,7 @@ def policy(session: Session) -> Policy:
     spec = store.compile_row(row)
     kinds = dict(spec.where).get("task_kind", ())
     measure = next((m for m in spec.measures if m.type == "first_contact_resolution"), None)
-    outcome = (measure.outcome if measure is not None else None) or "resolved"
+    outcome = (measure.option("outcome", "resolved") if measure is not None else None) or "resolved"
     return Policy(tuple(kinds), outcome, measure.key if measure is not None else None, spec)
 
 

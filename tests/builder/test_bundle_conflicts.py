@@ -244,7 +244,7 @@ def test_conflicts_are_listed_and_resolved_from_the_command_line(px: TestClient,
     edit_bundle(bundles, "产后42天随访（新版包）")
     restart(bundles)
     result = CliRunner().invoke(cli, ["bundle", "conflicts", "--format", "json"])
-    [conflict] = json.loads(result.output)["conflicts"]
+    [conflict] = json.loads(result.stdout)["conflicts"]
     assert (conflict["ref"], conflict["live_version"], conflict["bundle"]) == (
         f"form/{KEY}", 2, "changed")
     result = CliRunner().invoke(cli, ["bundle", "resolve", str(conflict["id"]), "--keep",

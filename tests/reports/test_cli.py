@@ -28,7 +28,7 @@ def test_report_run_json_csv_and_params(engine: Engine, seed: Any) -> None:
     seed.submit("ortho", {"nps": 0, "overall": 1}, at=datetime(2026, 4, 1, 4, tzinfo=UTC))
     out = _run("report", "run", "satisfaction_by_department")
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert [r["department"] for r in data["rows"]] == ["card", "ortho"]
     assert data["rows"][0]["nps"] is None  # one response < min_sample 5: n/a, not 0
     out = _run("report", "run", "satisfaction_by_department", "--param", "from=2026-04-01",

@@ -51,7 +51,7 @@ def test_rules_test_json(engine: Engine, hospital: dict[str, int],
     happy = {**EVENT, "payload": {**EVENT["payload"], "answers": {"overall": 5}}}  # type: ignore[dict-item]
     result = CliRunner().invoke(rules, ["test", "followup_routing", "--event",
                                         _write(tmp_path, happy), "--format", "json"])
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert [m["rule"] for m in out["matched"]] == ["satisfied"]
     assert [a["do"] for a in out["actions"]] == ["set_status", "tag", "untag", "set_attribute"]
     assert _nothing_stored(engine)

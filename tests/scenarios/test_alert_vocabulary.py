@@ -63,7 +63,7 @@ def _write(apps: Path, key: str, steps: str) -> Path:
 
 def _run(path: Path) -> tuple[int, dict[str, object]]:
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
-    return result.exit_code, json.loads(result.output)
+    return result.exit_code, json.loads(result.stdout)
 
 
 def test_staff_entry_through_the_api_and_acknowledging_the_newest_alert(

@@ -80,7 +80,7 @@ def test_an_inbox_expectation_shows_what_the_person_sees(apps: Path, engine: obj
 """)
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
     assert result.exit_code == 1, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["ok"] is False
     failure = report["scenarios"][0]["steps"][-1]["failures"][0]
     assert f"{failure['file']}:{failure['line']}:{failure['column']}" == _at(path, "inbox:")
@@ -95,7 +95,7 @@ def test_approving_a_task_that_is_no_approval_fails_clearly(apps: Path, engine: 
 """)
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
     assert result.exit_code == 1, result.output
-    step = json.loads(result.output)["scenarios"][0]["steps"][-1]
+    step = json.loads(result.stdout)["scenarios"][0]["steps"][-1]
     message = step["failures"][0]["message"]
     assert step["type"] == "staff" and step["failures"][0]["path"] == "$.steps[3]"
     # the decision API refuses: a phone task is no approval
@@ -165,7 +165,7 @@ def test_answers_the_page_refuses_fail_with_the_pages_own_errors(apps: Path,
   - answer: {recovery: good, medication_clear: "yes"}
 """)
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
-    step = json.loads(result.output)["scenarios"][0]["steps"][-1]
+    step = json.loads(result.stdout)["scenarios"][0]["steps"][-1]
     assert step["type"] == "answer" and result.exit_code == 1
     assert step["failures"][0]["message"].startswith(
         "the patient page refused the answers (422): ")
@@ -228,7 +228,7 @@ steps:
 """, "utf-8")
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
     assert result.exit_code == 1
-    failure = json.loads(result.output)["scenarios"][0]["steps"][0]["failures"][0]
+    failure = json.loads(result.stdout)["scenarios"][0]["steps"][0]["failures"][0]
     assert (failure["line"], failure["column"]) == (6, 5)
     assert failure["message"] == ("cannot set up user hn_ortho: web.admin.unknown_department "
                                   "(department 'orthopedics' must exist: list it under "
@@ -239,7 +239,7 @@ def test_invalid_scenarios_are_listed_in_the_json_report(apps: Path) -> None:
     _write(apps, "bad_user", "  - staff: {as: nobody}\n")
     result = CliRunner().invoke(scenario, ["run", "--format", "json", str(apps / "discharge")])
     assert result.exit_code == 1
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["ok"] is False and report["scenarios"] == []
     assert [(e["code"], e["path"]) for e in report["errors"]] == [
         ("scenario.unknown-user", "$.steps[2].staff.as")]
@@ -252,7 +252,7 @@ def test_a_message_expected_without_a_link_shows_the_links_it_has(apps: Path,
       - messages: {template: discharge_care_day3, link: none}
 """)
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
-    failure = json.loads(result.output)["scenarios"][0]["steps"][-1]["failures"][0]
+    failure = json.loads(result.stdout)["scenarios"][0]["steps"][-1]["failures"][0]
     assert result.exit_code == 1
     assert failure["message"].startswith(
         "expected message discharge_care_day3 to carry no link, it has {")
@@ -270,7 +270,7 @@ def test_a_tasks_due_time_is_bounded_and_shown_when_it_is_not_as_expected(
 """)
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
     assert result.exit_code == 1, result.output
-    steps = json.loads(result.output)["scenarios"][0]["steps"]
+    steps = json.loads(result.stdout)["scenarios"][0]["steps"]
     assert steps[2]["failures"] == []  # due a day after the task was made, at 09:30
     failure = steps[3]["failures"][0]
     assert f"{failure['file']}:{failure['line']}:{failure['column']}" == _at(
@@ -333,7 +333,7 @@ def test_a_decision_sends_the_routes_body_notes_and_back_to(tmp_path: Path,
 """, "utf-8")
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
     assert result.exit_code == 1, result.output
-    steps = json.loads(result.output)["scenarios"][0]["steps"]
+    steps = json.loads(result.stdout)["scenarios"][0]["steps"]
     assert [step["failures"] for step in steps[:4]] == [[], [], [], []], result.output
     assert "answered 422" in steps[4]["failures"][0]["message"]
     assert "no step 'nowhere' to go back to" in steps[4]["failures"][0]["message"]
@@ -347,7 +347,7 @@ def test_a_message_expected_to_contain_a_text_shows_the_bodies_it_saw(
 """)
     result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
     assert result.exit_code == 1, result.output
-    failures = json.loads(result.output)["scenarios"][0]["steps"][-1]["failures"]
+    failures = json.loads(result.stdout)["scenarios"][0]["steps"][-1]["failures"]
     assert [f["path"] for f in failures] == ["$.steps[1].expect[1]"]
     assert failures[0]["message"].startswith(
         "expected 1 message (template discharge_settlement, contains ['张三', '李四']), saw 0 "
