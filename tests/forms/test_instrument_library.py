@@ -270,3 +270,36 @@ def test_fhir_export_carries_the_loinc_item_codes(engine: Engine,
             for link_id, code in codes.items():
                 assert by_link[link_id]["code"] == [{"system": "http://loinc.org",
                                                      "code": code}], (form, link_id)
+
+
+def test_a_patient_answers_on_the_patient_page_and_the_score_lands(
+        engine: Engine, library: dict[str, str]) -> None:
+    """The self-report instruments through the patient's link (plain form posts, no JS)."""
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from careloop.engine.clock import now_utc
+    from careloop.engine.registry import loaded_registry
+    from careloop.web.app import create_app
+
+    create = loaded_registry().catalogue("service")["forms.create_request"]
+    chosen = [v for v in VECTORS if v[0] in ("phq2", "epds", "audit_c", "nrs_pain")
+              and v[4] == "female"]
+    with TestClient(create_app(), base_url="http://testserver") as client:
+        for form, answers, scores, bands, _ in chosen:
+            with transaction(engine) as session:
+                made = create(session, form_key=form, patient_id="pf", encounter_id=None,
+                              channel="sms", expires_at=now_utc() + timedelta(days=7))
+            page = client.get(made["url"] + "?lang=en")
+            assert page.status_code == 200, form
+            done = client.post(made["url"], data={"_page": "0", "_lang": "en",
+                                                  "_action": "submit", **answers})
+            assert done.status_code == 200 and "Thank you" in done.text, (form, done.text[:500])
+            with transaction(engine) as session:
+                sub = session.scalars(select(Submission).where(
+                    Submission.request_id == made["request_id"])).one()
+                assert {k: sub.scores.get(k) for k in scores} == {
+                    k: float(v) for k, v in scores.items()}, (form, answers)
+                assert {k: sub.bands.get(k) for k in bands} == bands, (form, answers)
+    assert len(chosen) >= 15
