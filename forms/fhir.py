@@ -15,6 +15,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from careloop.engine.errors import CareloopError
+from careloop.engine.registry import loaded_registry
+from careloop.forms.fields import FhirMap
 from careloop.forms.spec import FieldSpec, FormSpec
 
 ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
@@ -74,6 +77,21 @@ def _option_code(option: Mapping[str, Any]) -> tuple[str, str]:
         if key in option:
             return str(option[key]), str(option[key])
     return "?", "?"
+
+
+class FhirExportError(CareloopError):
+    """A form holds a field whose type declares no FHIR mapping: refused, never a guess."""
+
+
+def fhir_map(field: FieldSpec) -> FhirMap:
+    """The field's type's FHIR mapping (:attr:`FieldType.fhir`); a type without one cannot be
+    exported."""
+    ftype = loaded_registry().catalogue("field_type").get(field.type)
+    mapping: FhirMap | None = getattr(ftype, "fhir", None)
+    if mapping is None:
+        raise FhirExportError(f"field '{field.key}': field type '{field.type}' declares no FHIR "
+                              "item type (FieldType.fhir), so the form cannot be exported")
+    return mapping
 
 
 class _Importer:
@@ -243,7 +261,7 @@ def answers_from_response(spec: FormSpec, response: Mapping[str, Any],
         field = by_link.get(str(item.get("linkId")))
         if field is None:
             continue
-        answers[field.key] = values if field.type == "multiple_choice" else values[0]
+        answers[field.key] = values if fhir_map(field).repeats else values[0]
     return answers, reported
 
 
@@ -261,33 +279,25 @@ def _answer_value(answer: Mapping[str, Any]) -> Any:
     return None
 
 
-FIELD_TO_FHIR = {"short_text": "string", "long_text": "text", "integer": "integer",
-                 "decimal": "decimal", "email": "string", "mobile": "string",
-                 "resident_id": "string", "date": "date", "time": "time", "datetime": "dateTime",
-                 "single_choice": "choice", "multiple_choice": "choice", "yes_no": "boolean",
-                 "rating": "integer", "nps": "integer", "slider": "decimal",
-                 "likert_matrix": "group", "ranking": "choice", "file": "attachment",
-                 "signature": "attachment", "display": "display", "section": "display",
-                 "repeat_group": "group", "calculated": "decimal", "hidden": "string",
-                 "consent": "boolean", "blood_pressure": "group", "measurement": "quantity"}
-
-
 def _fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
     from careloop.engine.i18n import pick
 
-    if field.type == "page_break":
+    mapping = fhir_map(field)
+    if not mapping.item_type:
         return None
     item: dict[str, Any] = {"linkId": field.link_id or field.key,
-                            "type": FIELD_TO_FHIR.get(field.type, "string"),
+                            "type": mapping.item_type,
                             "text": pick(dict(field.label), locale) or field.key}
     if field.required:
         item["required"] = True
     if field.code:
         item["code"] = [dict(field.code)]
-    if field.type == "multiple_choice":
+    if mapping.repeats:
         item["repeats"] = True
     if field.choices and field.type != "likert_matrix":
         item["answerOption"] = [_fhir_option(c, locale) for c in field.choices]
+    if mapping.item is not None:
+        item.update(mapping.item(field, locale))
     if field.type == "likert_matrix":
         item["item"] = [{"linkId": f"{field.key}.{row.code}", "type": "choice",
                          "text": pick(dict(row.label), locale),
@@ -326,21 +336,7 @@ def export_questionnaire(spec: FormSpec, *, version: int | None = None,
 
 
 def _fhir_answers(field: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    if field.type in ("single_choice", "multiple_choice", "ranking"):
-        codes = value if isinstance(value, list) else (
-            value.get("codes") or [value.get("code")] if isinstance(value, dict) else [value])
-        return [{"valueCoding": {"code": c}} for c in codes]
-    if field.type in ("yes_no", "consent"):
-        return [{"valueBoolean": value in ("yes", True)}]
-    if field.type == "measurement":
-        return [{"valueQuantity": {"value": value["value"], "unit": value["unit"]}}]
-    if isinstance(value, bool):
-        return [{"valueBoolean": value}]
-    if isinstance(value, int):
-        return [{"valueInteger": value}]
-    if isinstance(value, float):
-        return [{"valueDecimal": value}]
-    return [{"valueString": str(value)}]
+    return fhir_map(field).answers(field, value)
 
 
 def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: str,

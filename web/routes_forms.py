@@ -15,6 +15,7 @@ their token.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Annotated, Any
 
@@ -193,6 +194,20 @@ def _staff_csrf(request: Request) -> str | None:
     """A signed-in staff member opening a patient link needs the session's CSRF token in the
     page (the app-wide CSRF check applies to requests with a session cookie)."""
     return csrf_token_of(request) if current(request) is not None else None
+
+
+@router.get("/forms/static/types/{name}.css")
+def field_type_css(name: str) -> Response:
+    """A field type's own stylesheet (``FieldType.css``, a file in the type's package)."""
+    from careloop.engine.registry import loaded_registry
+
+    ftype = loaded_registry().catalogue("field_type").get(name) if re.fullmatch(
+        r"[a-z][a-z0-9_]{0,63}", name) else None
+    css = getattr(ftype, "css", None)
+    if css is None or not css.is_file():
+        raise HTTPException(status_code=404)
+    return Response(css.read_text("utf-8"), media_type="text/css; charset=utf-8",
+                    headers={"Cache-Control": "max-age=3600"})
 
 
 @router.get("/forms/static/{name}")

@@ -316,33 +316,34 @@
   }
   function schemaInput(field, name, schema) {
     const set = (v) => commit(() => setOrDelete(model.fields[selected], name, v));
-    if (schema.$ref === "#/$defs/text") return textPair(field, name, name, set);
+    const label = schema["x-label"] ? pick(schema["x-label"]) : name;  // the type's own words
+    if (schema.$ref === "#/$defs/text") return textPair(field, name, label, set);
     if (schema.enum) {
       const select = el("select", { "data-prop": name }, el("option", { value: "", text: "" }),
         ...schema.enum.map((v) => el("option", { value: v, text: v, selected: field[name] === v })));
       select.addEventListener("change", () => set(select.value || undefined));
-      return el("label", { text: name }, select);
+      return el("label", { text: label }, select);
     }
     if (schema.type === "boolean") {
       const box = el("input", { type: "checkbox", "data-prop": name, checked: field[name] === true });
       box.addEventListener("change", () => set(box.checked || undefined));
-      return el("label", {}, box, name);
+      return el("label", {}, box, label);
     }
     if (schema.type === "integer" || schema.type === "number") {
       const input = el("input", { type: "number", "data-prop": name, value: field[name] ?? "",
         min: schema.minimum, max: schema.maximum, step: schema.type === "integer" ? 1 : "any" });
       input.addEventListener("change", () => set(input.value === "" ? undefined : Number(input.value)));
-      return el("label", { text: name }, input);
+      return el("label", { text: label }, input);
     }
     if (schema.type === "array") {
       const input = el("input", { type: "text", "data-prop": name, value: (field[name] || []).join(", ") });
       input.addEventListener("change", () => set(input.value.trim()
         ? input.value.split(",").map((s) => s.trim()).filter(Boolean) : undefined));
-      return el("label", { text: name }, input);
+      return el("label", { text: label }, input);
     }
     const input = el("input", { type: "text", "data-prop": name, value: field[name] ?? "" });
     input.addEventListener("change", () => set(input.value || undefined));
-    return el("label", { text: name }, input);
+    return el("label", { text: label }, input);
   }
 
   function choiceEditor(field, name) {
@@ -453,7 +454,8 @@
       const key = el("input", { type: "text", value: s.key, "data-score": `${i}.key` });
       key.addEventListener("change", () => upd("key", key.value.trim()));
       const method = el("select", { "data-score": `${i}.method` },
-        ...scoreMethods.map((m) => el("option", { value: m, text: m, selected: s.method === m })));
+        ...scoreMethods.map((m) => el("option", { value: m.name, text: pick(m.title) || m.name,
+          selected: s.method === m.name })));
       method.addEventListener("change", () => upd("method", method.value));
       const fields = el("input", { type: "text", value: (s.fields || []).join(", "), "data-score": `${i}.fields` });
       fields.addEventListener("change", () => upd("fields", fields.value.trim()
@@ -884,7 +886,7 @@
     if (KIND === "form") {
       const palette = (await api("GET", `${base}/field-types`)).data;
       for (const t of palette) types[t.name] = t;
-      scoreMethods = (await api("GET", `${base}/score-methods`)).data;
+      scoreMethods = (await api("GET", `${base}/score-method-panels`)).data;  // with titles
       renderPalette();
       const list = $("b-fields");
       list.addEventListener("dragover", (e) => e.preventDefault());
