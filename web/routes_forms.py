@@ -11,6 +11,7 @@ their token.
 * ``GET /api/v1/submissions/{id}/fhir`` — a submission as a QuestionnaireResponse
 * ``GET|POST /f/{token}`` — the patient page (server-side page flow; works without JS)
 * ``GET /forms/static/{name}`` — the page's CSS and script (no CDN)
+* ``GET /forms/static/types/{name}.css`` — a field type's own stylesheet (``FieldType.css``)
 """
 
 from __future__ import annotations
