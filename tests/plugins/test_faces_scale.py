@@ -29,6 +29,7 @@ from careloop.forms.publish import publish_form
 from careloop.forms.runtime import load_form
 from careloop.web import admin
 from careloop.web.app import create_app
+from careloop.web.display import Display, answers_view
 
 FORM = """\
 kind: form
@@ -122,11 +123,16 @@ def test_patient_page_faces_post_score_staff_display_and_fhir(engine: Engine,
         leaves = session.scalars(select(SubmissionAnswer).where(
             SubmissionAnswer.field_key == "pain")).all()
         assert [(a.value_number, a.value_text) for a in leaves] == [(6.0, None)]
-        _, spec = load_form(session, "pain_check", sub.form_version)
+        sub_version = sub.form_version
+        _, spec = load_form(session, "pain_check", sub_version)
         answers = dict(sub.answers)
     shown = {e["key"]: e["display"] for e in describe(spec, answers, "zh-CN")}
     assert shown["pain"] == "6 — 比较痛"
     assert describe(spec, answers, "en")[0]["display"] == "6 — Hurts even more"
+    # the console's answer view (task page, patient 360) reads it through the type as well
+    view = dict(answers_view(Display("en"), "pain_check", sub_version, answers))
+    assert view["How much does it hurt?"] == "6 — Hurts even more"
+    assert view["Hours slept"] == "5"
 
     questionnaire = export_questionnaire(spec, locale="en")
     item = questionnaire["item"][0]
