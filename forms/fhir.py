@@ -17,12 +17,10 @@ from typing import Any
 
 from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
-from careloop.forms.fields import FhirMap
+from careloop.forms.fields import LOINC, ORDINAL, FhirMap, fhir_option
 from careloop.forms.spec import FieldSpec, FormSpec
 
-ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
-LOINC = "http://loinc.org"
 
 # Known instruments: LOINC code of the total-score item → (score key, bands).
 KNOWN_TOTALS: dict[str, list[dict[str, Any]]] = {
@@ -279,7 +277,8 @@ def _answer_value(answer: Mapping[str, Any]) -> Any:
     return None
 
 
-def _fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
+def fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
+    """The Questionnaire item of a field, as its type maps it (``None``: no item)."""
     from careloop.engine.i18n import pick
 
     mapping = fhir_map(field)
@@ -294,34 +293,11 @@ def _fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
         item["code"] = [dict(field.code)]
     if mapping.repeats:
         item["repeats"] = True
-    if field.choices and field.type != "likert_matrix":
-        item["answerOption"] = [_fhir_option(c, locale) for c in field.choices]
+    if field.choices and mapping.item_type == "choice":
+        item["answerOption"] = [fhir_option(c, locale) for c in field.choices]
     if mapping.item is not None:
         item.update(mapping.item(field, locale))
-    if field.type == "likert_matrix":
-        item["item"] = [{"linkId": f"{field.key}.{row.code}", "type": "choice",
-                         "text": pick(dict(row.label), locale),
-                         "answerOption": [_fhir_option(c, locale) for c in field.choices]}
-                        for row in field.rows]
-    if field.type == "blood_pressure":
-        item["item"] = [{"linkId": f"{field.key}.systolic", "type": "integer", "text": "systolic",
-                         "code": [{"system": LOINC, "code": "8480-6"}]},
-                        {"linkId": f"{field.key}.diastolic", "type": "integer",
-                         "text": "diastolic", "code": [{"system": LOINC, "code": "8462-4"}]}]
-    if field.type == "repeat_group":
-        item["repeats"] = True
-        item["item"] = [i for i in (_fhir_item(f, locale) for f in field.fields) if i]
     return item
-
-
-def _fhir_option(choice: Any, locale: str) -> dict[str, Any]:
-    from careloop.engine.i18n import pick
-
-    option: dict[str, Any] = {"valueCoding": {"code": choice.code,
-                                              "display": pick(dict(choice.label), locale)}}
-    if choice.score is not None:
-        option["extension"] = [{"url": ORDINAL, "valueDecimal": choice.score}]
-    return option
 
 
 def export_questionnaire(spec: FormSpec, *, version: int | None = None,
@@ -332,11 +308,16 @@ def export_questionnaire(spec: FormSpec, *, version: int | None = None,
     return {"resourceType": "Questionnaire", "id": spec.key, "name": spec.key,
             "title": pick(dict(spec.title), locale), "status": "active",
             "version": str(version) if version is not None else None,
-            "item": [i for i in (_fhir_item(f, locale) for f in spec.fields) if i]}
+            "item": [i for i in (fhir_item(f, locale) for f in spec.fields) if i]}
 
 
-def _fhir_answers(field: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    return fhir_map(field).answers(field, value)
+def response_item(field: FieldSpec, value: Any) -> dict[str, Any]:
+    """The QuestionnaireResponse item of one answer, as the field's type maps it: its answers,
+    or nested items (a matrix's rows, a blood pressure's parts, a repeat group's rows)."""
+    mapping = fhir_map(field)
+    body = (mapping.response(field, value) if mapping.response is not None
+            else {"answer": mapping.answers(field, value)})
+    return {"linkId": field.link_id or field.key, **body}
 
 
 def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: str,
@@ -344,24 +325,8 @@ def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: s
     """A QuestionnaireResponse for stored answers (patient by opaque id only)."""
     items: list[dict[str, Any]] = []
     for field in spec.fields:
-        if field.key not in answers:
-            continue
-        value = answers[field.key]
-        link = field.link_id or field.key
-        if field.type == "likert_matrix":
-            items.append({"linkId": link, "item": [
-                {"linkId": f"{field.key}.{row}", "answer": [{"valueCoding": {"code": code}}]}
-                for row, code in value.items()]})
-        elif field.type == "blood_pressure":
-            items.append({"linkId": link, "item": [
-                {"linkId": f"{field.key}.{part}", "answer": [{"valueInteger": value[part]}]}
-                for part in ("systolic", "diastolic")]})
-        elif field.type == "repeat_group":
-            items.append({"linkId": link, "item": [
-                {"linkId": sub.link_id or sub.key, "answer": _fhir_answers(sub, row[sub.key])}
-                for row in value for sub in field.fields if sub.key in row]})
-        else:
-            items.append({"linkId": link, "answer": _fhir_answers(field, value)})
+        if field.key in answers:
+            items.append(response_item(field, answers[field.key]))
     total_link = spec.meta.get("total_link_id") if spec.meta else None
     total_key = spec.meta.get("total_score") if spec.meta else None
     if scores and total_link and total_key and scores.get(total_key) is not None:

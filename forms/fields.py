@@ -87,15 +87,31 @@ def fhir_quantity(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
     return [{"valueQuantity": {"value": value["value"], "unit": value["unit"]}}]
 
 
+ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
+LOINC = "http://loinc.org"
+
+
+def fhir_option(choice: Any, locale: str) -> dict[str, Any]:
+    """A choice as an ``answerOption`` (its score as the ordinal value)."""
+    option: dict[str, Any] = {"valueCoding": {"code": choice.code,
+                                              "display": pick(dict(choice.label), locale)}}
+    if choice.score is not None:
+        option["extension"] = [{"url": ORDINAL, "valueDecimal": choice.score}]
+    return option
+
+
 @dataclass(frozen=True, slots=True)
 class FhirMap:
     """How a field type maps to FHIR R4: the Questionnaire item ``type``, the answers of a
-    QuestionnaireResponse, extra item keys (``answerOption``…), and whether answers repeat.
-    ``item_type=""`` means the field has no item (a page break)."""
+    QuestionnaireResponse, extra item keys (``answerOption``, nested ``item``…), the response
+    item's body when it is not a list of answers (nested items), and whether answers repeat.
+    ``item_type=""`` means the field has no item (a page break). A ``choice`` item lists the
+    field's choices as ``answerOption``."""
 
     item_type: str
     answers: FhirAnswers = fhir_scalar
     item: Callable[[FieldSpec, str], dict[str, Any]] | None = None
+    response: Callable[[FieldSpec, Any], dict[str, Any]] | None = None
     repeats: bool = False
 
 
@@ -667,6 +683,18 @@ def _show_matrix(spec: FieldSpec, value: Any, locale: str) -> str:
     return "; ".join(f"{rows.get(k, k)}: {label_of(spec, v, locale)}" for k, v in value.items())
 
 
+def _matrix_fhir_item(spec: FieldSpec, locale: str) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.{row.code}", "type": "choice",
+                      "text": pick(dict(row.label), locale),
+                      "answerOption": [fhir_option(c, locale) for c in spec.choices]}
+                     for row in spec.rows]}
+
+
+def _matrix_fhir_response(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.{row}", "answer": [{"valueCoding": {"code": code}}]}
+                     for row, code in value.items()]}
+
+
 def _yes_no_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
     code = _code_of(value)
     return [(None, 1.0 if code == "yes" else 0.0, None, code)]
@@ -680,6 +708,19 @@ def _show_yes_no(spec: FieldSpec, value: Any, locale: str) -> str:
     return t("common.yes" if value == "yes" else "common.no", locale)
 
 
+def _repeat_fhir_item(spec: FieldSpec, locale: str) -> dict[str, Any]:
+    from careloop.forms.fhir import fhir_item
+
+    return {"item": [i for i in (fhir_item(f, locale) for f in spec.fields) if i]}
+
+
+def _repeat_fhir_response(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    from careloop.forms.fhir import response_item
+
+    return {"item": [response_item(sub, row[sub.key])
+                     for row in value for sub in spec.fields if sub.key in row]}
+
+
 # -- per-type behaviour: structured values -----------------------------------------------------
 
 def _read_bp(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
@@ -689,6 +730,18 @@ def _read_bp(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
 
 def _bp_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
     return [(part, float(value[part]), None, None) for part in ("systolic", "diastolic")]
+
+
+def _bp_fhir_item(spec: FieldSpec, locale: str) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.systolic", "type": "integer", "text": "systolic",
+                      "code": [{"system": LOINC, "code": "8480-6"}]},
+                     {"linkId": f"{spec.key}.diastolic", "type": "integer",
+                      "text": "diastolic", "code": [{"system": LOINC, "code": "8462-4"}]}]}
+
+
+def _bp_fhir_response(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.{part}", "answer": [{"valueInteger": value[part]}]}
+                     for part in ("systolic", "diastolic")]}
 
 
 def _read_measurement(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
@@ -806,7 +859,8 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
               widget="matrix", valid_examples=({"r1": "5"},),
               invalid_examples=({"nope": "5"}, {"r1": "9"}), reader=_read_matrix,
               storer=_matrix_leaves, scorer=_matrix_number, shower=_show_matrix,
-              fhir=FhirMap("group"), template="fields/matrix.html", frame="fieldset"),
+              fhir=FhirMap("group", item=_matrix_fhir_item, response=_matrix_fhir_response),
+              template="fields/matrix.html", frame="fieldset"),
     FieldType("ranking", _t("排序", "Ranking"), _ranking, {"rank_all": {"type": "boolean"}},
               uses_choices=True, widget="ranking", valid_examples=(["b", "a"],),
               invalid_examples=(["a", "a"],), reader=_read_ranking, storer=_ranking_leaves,
@@ -837,7 +891,8 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
                "max_items": {"type": "integer", "minimum": 1, "maximum": 50}},
               widget="repeat", valid_examples=([{"name": "阿司匹林"}],),
               invalid_examples=("x",), reader=_read_repeat, storer=no_leaves,
-              fhir=FhirMap("group"), template="fields/repeat.html", frame="fieldset",
+              fhir=FhirMap("group", item=_repeat_fhir_item, response=_repeat_fhir_response,
+                           repeats=True), template="fields/repeat.html", frame="fieldset",
               group=True),
     FieldType("calculated", _t("计算字段", "Calculated field"), _hidden, widget="calculated",
               reader=read_nothing, fhir=FhirMap("decimal"), template="fields/calculated.html"),
@@ -852,7 +907,8 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
               valid_examples=({"systolic": 128, "diastolic": 82},),
               invalid_examples=({"systolic": 80, "diastolic": 90}, {"systolic": 400,
                                                                    "diastolic": 80}),
-              reader=_read_bp, storer=_bp_leaves, fhir=FhirMap("group"),
+              reader=_read_bp, storer=_bp_leaves,
+              fhir=FhirMap("group", item=_bp_fhir_item, response=_bp_fhir_response),
               template="fields/bp.html", frame="fieldset"),
     FieldType("measurement", _t("测量值（单位换算）", "Measurement with unit conversion"),
               _measurement,
