@@ -12,6 +12,7 @@ A field type owns everything about its type, and no other module switches on its
 * ``template`` — the Jinja template of its patient-page widget (a name under
   ``forms/templates/``, or the path of a file next to a plugin's module), framed by ``frame``;
 * ``css`` — a stylesheet of its own, served at ``/forms/static/types/<name>.css``;
+* ``mask`` — for an answer that identifies a person, how staff pages mask it;
 * ``title`` and the options' ``x-label`` — what the form builder's palette and panel show.
 
 A plugin adds a type with one module (``tests/plugins/careloop_example/careloop_example/
@@ -40,6 +41,7 @@ from typing import Any
 from stdnum.cn import ric
 
 from careloop.engine.i18n import pick, t
+from careloop.engine.privacy import mask_id_number, mask_phone
 from careloop.forms.spec import FieldSpec
 
 # (sub-path within the value, i18n message key, message parameters)
@@ -209,6 +211,8 @@ class FieldType:
     #: extra attributes of the input (inputmode…)
     attrs: Mapping[str, str] = field(default_factory=dict)
     css: Path | None = None
+    #: the answer identifies a person: how staff pages mask it unless revealed (audited)
+    mask: Callable[[str], str | None] | None = None
     group: bool = False  # holds sub-fields (``fields:``), each row answered in turn
 
     def read(self, spec: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
@@ -808,10 +812,10 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
     FieldType("mobile", _t("手机号码", "Mobile phone (mainland China)"), _mobile, widget="tel",
               valid_examples=("13800138000", "+86 138-0013-8000"),
               invalid_examples=("12800138000", "1380013800"), fhir=STRING,
-              attrs={"autocomplete": "tel"}),
+              attrs={"autocomplete": "tel"}, mask=mask_phone),
     FieldType("resident_id", _t("居民身份证号", "Resident ID number"), _resident_id,
               widget="text", valid_examples=("11010519491231002X",),
-              invalid_examples=("110105194912310021",), fhir=STRING),
+              invalid_examples=("110105194912310021",), fhir=STRING, mask=mask_id_number),
     FieldType("date", _t("日期", "Date"), _parser(date.fromisoformat, "forms.date"),
               {"min": {"type": "string"}, "max": {"type": "string"}}, widget="date",
               valid_examples=("2026-03-01",), invalid_examples=("2026-02-30",),

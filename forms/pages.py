@@ -29,7 +29,7 @@ from markupsafe import Markup, escape
 from careloop.engine.db import home
 from careloop.engine.hospital import hospital_name, hospital_phone
 from careloop.engine.i18n import pick, t
-from careloop.engine.privacy import mask_id_number, mask_in_text, mask_phone
+from careloop.engine.privacy import mask_in_text
 from careloop.engine.registry import loaded_registry
 from careloop.forms.compiler import PIPE
 from careloop.forms.fields import FieldType
@@ -250,19 +250,15 @@ def render_message(title: str, text: str, locale: str, large_text: bool = False,
         **hospital_context(locale))
 
 
-# Fields whose answer is an identifier: masked for staff unless revealed (audited).
-IDENTIFIER_MASKS = {"mobile": mask_phone, "resident_id": mask_id_number}
-
-
 def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
              reveal: bool = False) -> list[dict[str, Any]]:
     """Stored answers with the labels of the form version they were given for (staff views,
     exports): ``[{"key", "label", "value", "display"}]``, with ``"masked": true`` added to an
     answer shown masked.
 
-    What a patient typed that identifies a person — a ``mobile`` or ``resident_id`` field, or a
-    phone or ID number found in a text answer — is masked (``masked: true``) unless ``reveal``
-    (the caller audits the reveal as ``patient.reveal``)."""
+    What a patient typed that identifies a person — a field whose type has a ``mask``
+    (``mobile``, ``resident_id``), or a phone or ID number found in a text answer — is masked
+    (``masked: true``) unless ``reveal`` (the caller audits the reveal as ``patient.reveal``)."""
     out: list[dict[str, Any]] = []
     for item in spec.fields:
         if item.key not in answers:
@@ -271,7 +267,7 @@ def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
         display = _display(item, value, locale)
         masked = False
         if not reveal and isinstance(value, str):
-            mask = IDENTIFIER_MASKS.get(item.type)
+            mask = field_type(item.type).mask
             if mask is not None and value:
                 value = display = mask(value) or ""
                 masked = True

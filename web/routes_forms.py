@@ -29,7 +29,7 @@ from starlette.datastructures import UploadFile
 
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
-from careloop.forms.fhir import export_questionnaire, export_response
+from careloop.forms.fhir import FhirExportError, export_questionnaire, export_response
 from careloop.forms.models import Submission
 from careloop.forms.pages import describe
 from careloop.forms.patient import Reply, open_page, post_page
@@ -81,7 +81,10 @@ def get_form_fhir(key: str, version: int | None = Query(default=None, ge=1, le=2
             row, spec = load_form(session, key, version)
         except NotFound as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
-        return export_questionnaire(spec, version=row.version, locale=locale)
+        try:
+            return export_questionnaire(spec, version=row.version, locale=locale)
+        except FhirExportError as exc:  # a field type with no FHIR mapping: refused, said why
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 @router.post("/api/v1/forms/{key}/submissions", status_code=201)
@@ -140,8 +143,11 @@ def get_submission_fhir(request: Request, me: Viewer,
         record(request, me, "patient.export", session=session, object_type="submission",
                object_id=str(sub.id), patient_id=sub.patient_id,
                details={"format": "fhir", "form": sub.form_key})
-        return export_response(spec, sub.answers, patient_id=sub.patient_id,
-                               authored=sub.submitted_at.isoformat(), scores=sub.scores)
+        try:
+            return export_response(spec, sub.answers, patient_id=sub.patient_id,
+                                   authored=sub.submitted_at.isoformat(), scores=sub.scores)
+        except FhirExportError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 def _visible_submission(session: Session, submission_id: int, me: Principal) -> Submission:
