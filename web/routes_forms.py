@@ -183,6 +183,7 @@ async def patient_post(token: str, request: Request) -> Response:
     for name, value in data.multi_items():
         if isinstance(value, UploadFile):
             content = await value.read(50 * 1024 * 1024 + 1)
+            await value.close()  # its spooled temporary file, now read
             if content:
                 uploads[name] = (value.filename or "upload", value.content_type or "", content)
             continue
