@@ -314,8 +314,9 @@
     if (value === undefined || value === "" || value === null || (typeof value === "number" && Number.isNaN(value))) delete obj[name];
     else obj[name] = value;
   }
-  function schemaInput(field, name, schema) {
-    const set = (v) => commit(() => setOrDelete(model.fields[selected], name, v));
+  function schemaInput(field, name, schema, onSet) {
+    // a field's option by default; a score's method option when the score editor passes onSet
+    const set = onSet || ((v) => commit(() => setOrDelete(model.fields[selected], name, v)));
     const label = schema["x-label"] ? pick(schema["x-label"]) : name;  // the type's own words
     if (schema.$ref === "#/$defs/text") return textPair(field, name, label, set);
     if (schema.enum) {
@@ -333,6 +334,16 @@
       const input = el("input", { type: "number", "data-prop": name, value: field[name] ?? "",
         min: schema.minimum, max: schema.maximum, step: schema.type === "integer" ? 1 : "any" });
       input.addEventListener("change", () => set(input.value === "" ? undefined : Number(input.value)));
+      return el("label", { text: label }, input);
+    }
+    if (schema.type === "object") {  // e.g. weights per field: "q1: 2, q2: 1"
+      const input = el("input", { type: "text", "data-prop": name,
+        value: Object.entries(field[name] || {}).map(([k, v]) => `${k}: ${v}`).join(", ") });
+      input.addEventListener("change", () => {
+        const pairs = input.value.split(",").map((p) => p.split(":").map((x) => x.trim()))
+          .filter(([k, v]) => k && v !== undefined && v !== "");
+        set(pairs.length ? Object.fromEntries(pairs.map(([k, v]) => [k, Number(v)])) : undefined);
+      });
       return el("label", { text: label }, input);
     }
     if (schema.type === "array") {
@@ -462,6 +473,10 @@
         ? fields.value.split(",").map((x) => x.trim()).filter(Boolean) : undefined));
       const expr = completing(el("input", { type: "text", value: s.expression || "", "data-score": `${i}.expression` }));
       expr.addEventListener("change", () => upd("expression", expr.value.trim() || undefined));
+      // the method's own options, from its schema (the server's score-method panels)
+      const own = (scoreMethods.find((m) => m.name === s.method) || { options: {} }).options || {};
+      const extra = Object.entries(own).filter(([name]) => name !== "expression")
+        .map(([name, schema]) => schemaInput(s, name, schema, (v) => upd(name, v)));
       const bands = (s.bands || []).map((b, j) => {
         const ub = (prop, v) => commit(() => setOrDelete(model.scores[i].bands[j], prop, v));
         const code = el("input", { type: "text", value: b.code, "data-band": `${i}.${j}.code` });
@@ -484,7 +499,8 @@
       return el("fieldset", { class: "b-score" + (errs.length ? " has-error" : ""), "data-index": i },
         el("legend", { text: s.key }),
         el("label", { text: msg("builder.key") }, key), el("label", { text: msg("builder.method") }, method),
-        el("label", { text: msg("builder.fields") }, fields), el("label", { text: msg("builder.expression") }, expr),
+        el("label", { text: msg("builder.fields") }, fields),
+        ...("expression" in own ? [el("label", { text: msg("builder.expression") }, expr)] : []), ...extra,
         el("table", {}, el("caption", { text: msg("builder.bands") }), el("tbody", {}, ...bands)), addBand,
         ...errs.map((p) => el("p", { class: "b-err", text: `${p.code}: ${p.message}` })));
     }));
