@@ -13,6 +13,7 @@ A field type owns everything about its type, and no other module switches on its
   ``forms/templates/``, or the path of a file next to a plugin's module), framed by ``frame``;
 * ``css`` — a stylesheet of its own, served at ``/forms/static/types/<name>.css``;
 * ``mask`` — for an answer that identifies a person, how staff pages mask it;
+* ``group``, ``always_shown`` — it holds sub-fields; it is drawn whatever the answers;
 * ``title`` and the options' ``x-label`` — what the form builder's palette and panel show.
 
 A plugin adds a type with one module (``tests/plugins/careloop_example/careloop_example/
@@ -214,6 +215,8 @@ class FieldType:
     #: the answer identifies a person: how staff pages mask it unless revealed (audited)
     mask: Callable[[str], str | None] | None = None
     group: bool = False  # holds sub-fields (``fields:``), each row answered in turn
+    #: drawn on its page whether or not answers show it (display text, a section heading)
+    always_shown: bool = False
 
     def read(self, spec: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
         """The answer a posted page gives for this field (``None`` when left empty)."""
@@ -252,11 +255,17 @@ def bad(key: str, sub: tuple[str | int, ...] = (), **params: Any) -> tuple[Any, 
     return None, [(sub, key, params)]
 
 
-def _text(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+def _text_of(default_limit: int) -> Checker:
+    def check(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+        return _text(spec, value, default_limit)
+    return check
+
+
+def _text(spec: FieldSpec, value: Any, default_limit: int) -> tuple[Any, list[Issue]]:
     if not isinstance(value, str):
         return bad("forms.not_text")
     value = value.strip()
-    limit = int(spec.options.get("max_length", 200 if spec.type == "short_text" else 5000))
+    limit = int(spec.options.get("max_length", default_limit))
     if len(value) > limit:
         return bad("forms.too_long", max=limit)
     pattern = spec.options.get("pattern")
@@ -795,9 +804,10 @@ STRING = FhirMap("string")
 NUMERIC = {"inputmode": "numeric", "step": "any"}
 
 BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
-    FieldType("short_text", _t("单行文本", "Short text"), _text, TEXT_OPTS, widget="text",
+    FieldType("short_text", _t("单行文本", "Short text"), _text_of(200), TEXT_OPTS, widget="text",
               valid_examples=("张三",), invalid_examples=(12, "x" * 201), fhir=STRING),
-    FieldType("long_text", _t("多行文本", "Long text"), _text, TEXT_OPTS, widget="textarea",
+    FieldType("long_text", _t("多行文本", "Long text"), _text_of(5000), TEXT_OPTS,
+              widget="textarea",
               valid_examples=("出院后用药说明不清楚",), invalid_examples=(["a"],),
               fhir=FhirMap("text"), template="fields/textarea.html"),
     FieldType("integer", _t("整数", "Integer"), _integer, dict(RANGE, unit=TEXT), widget="number",
@@ -883,9 +893,10 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
               template="fields/signature.html"),
     FieldType("display", _t("说明文字", "Display text (markdown)"), _display,
               {"markdown": TEXT}, answerable=False, widget="display", reader=read_nothing,
+              always_shown=True,
               fhir=FhirMap("display"), template="fields/display.html", frame="bare"),
     FieldType("section", _t("分节标题", "Section heading"), _display, answerable=False,
-              widget="section", reader=read_nothing, fhir=FhirMap("display"),
+              widget="section", reader=read_nothing, fhir=FhirMap("display"), always_shown=True,
               template="fields/section.html", frame="bare"),
     FieldType("page_break", _t("分页", "Page break"), _display, answerable=False,
               widget="page_break", reader=read_nothing, fhir=NO_ITEM,

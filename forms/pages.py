@@ -160,7 +160,7 @@ def visible_pages(spec: FormSpec, evaluation: Evaluation) -> list[int]:
     """Pages with at least one visible field (an empty page is skipped)."""
     visible = set(evaluation.visible)
     out = [n for n, items in enumerate(pages_of(spec))
-           if any(i.key in visible or i.type in ("display", "section") for i in items)]
+           if any(i.key in visible or field_type(i.type).always_shown for i in items)]
     return out or [0]
 
 
