@@ -120,7 +120,7 @@ class _Compiler:
                              f"field key '{item['key']}' is already used at "
                              f"{_fmt_path(seen[item['key']])}", (*path, "key"))
             seen.setdefault(item["key"], path)
-            if item["type"] == "page_break":
+            if self.types[item["type"]].breaks_page:
                 page += 1
             spec = self.field(item, path, group, page)
             if spec is not None:
@@ -188,10 +188,10 @@ class _Compiler:
         elif "fields" in item:
             self.problem("form.unexpected-fields", "only a repeat group has 'fields'",
                          (*path, "fields"), at_key=True)
-        if ftype.name == "calculated" and "calculate" not in item:
+        if ftype.computed and "calculate" not in item:
             self.problem("form.missing-calculate", f"calculated field '{key}' needs 'calculate'",
                          path)
-        if ftype.name == "page_break" and group is not None:
+        if ftype.breaks_page and group is not None:
             self.problem("form.page-in-group", "a page break cannot be inside a repeat group",
                          path)
 

@@ -13,7 +13,8 @@ A field type owns everything about its type, and no other module switches on its
   ``forms/templates/``, or the path of a file next to a plugin's module), framed by ``frame``;
 * ``css`` — a stylesheet of its own, served at ``/forms/static/types/<name>.css``;
 * ``mask`` — for an answer that identifies a person, how staff pages mask it;
-* ``group``, ``always_shown`` — it holds sub-fields; it is drawn whatever the answers;
+* ``group``, ``always_shown``, ``breaks_page``, ``computed`` — it holds sub-fields; it is drawn
+  whatever the answers; it starts a page; its value is its ``calculate`` expression;
 * ``title`` and the options' ``x-label`` — what the form builder's palette and panel show.
 
 A plugin adds a type with one module (``tests/plugins/careloop_example/careloop_example/
@@ -217,6 +218,8 @@ class FieldType:
     group: bool = False  # holds sub-fields (``fields:``), each row answered in turn
     #: drawn on its page whether or not answers show it (display text, a section heading)
     always_shown: bool = False
+    breaks_page: bool = False  # starts a new page (and is not drawn)
+    computed: bool = False  # its value is the field's ``calculate`` expression (required)
 
     def read(self, spec: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
         """The answer a posted page gives for this field (``None`` when left empty)."""
@@ -899,7 +902,7 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
               widget="section", reader=read_nothing, fhir=FhirMap("display"), always_shown=True,
               template="fields/section.html", frame="bare"),
     FieldType("page_break", _t("分页", "Page break"), _display, answerable=False,
-              widget="page_break", reader=read_nothing, fhir=NO_ITEM,
+              widget="page_break", reader=read_nothing, fhir=NO_ITEM, breaks_page=True,
               template="fields/nothing.html", frame="bare"),
     FieldType("repeat_group", _t("重复组", "Repeat group"), _repeat,
               {"min_items": {"type": "integer", "minimum": 0},
@@ -910,7 +913,8 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
                            repeats=True), template="fields/repeat.html", frame="fieldset",
               group=True),
     FieldType("calculated", _t("计算字段", "Calculated field"), _hidden, widget="calculated",
-              reader=read_nothing, fhir=FhirMap("decimal"), template="fields/calculated.html"),
+              reader=read_nothing, fhir=FhirMap("decimal"), template="fields/calculated.html",
+              computed=True),
     FieldType("hidden", _t("隐藏/预填字段", "Hidden / prefilled field"), _hidden,
               widget="hidden", valid_examples=("ward_3",), invalid_examples=({"a": 1},),
               fhir=STRING, template="fields/hidden.html", frame="unlabelled"),

@@ -95,7 +95,7 @@ def render_markdown(text: str) -> Markup:
 def pages_of(spec: FormSpec) -> list[list[FieldSpec]]:
     pages: list[list[FieldSpec]] = [[] for _ in range(spec.pages)]
     for item in spec.fields:
-        if item.type != "page_break":
+        if not field_type(item.type).breaks_page:
             pages[item.page].append(item)
     return pages
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
-from types import ModuleType
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -46,14 +47,24 @@ scores:
 PASSWORD = "Correct-Horse-Battery-9"
 
 
-def load(module: ModuleType, sort: str, name: str) -> None:
-    """Register an example module on the loaded registry once (it may be installed already),
-    so that the kind schema's enum of registered names includes it."""
+@contextmanager
+def registered(module: Any, sort: str, name: str) -> Iterator[None]:
+    """The example module registered on the loaded registry for the test (it may be installed
+    already: then it is left alone); an entry the test added is removed afterwards, so later
+    tests see the registry as it was. The kind schema's enum of names follows."""
     registry = loaded_registry()
-    if name not in registry.catalogue(sort):
+    added = name not in registry.catalogue(sort)
+    if added:
         module.register(registry)
     kind_schema.cache_clear()
     _validator.cache_clear()
+    try:
+        yield
+    finally:
+        if added:  # the catalogue has no public removal
+            del registry.catalogue(sort)._items[name]
+            kind_schema.cache_clear()
+            _validator.cache_clear()
 
 
 def errors(text: str) -> list[Problem]:
@@ -63,10 +74,11 @@ def errors(text: str) -> list[Problem]:
 
 
 @pytest.fixture(autouse=True)
-def faces() -> None:
+def faces() -> Iterator[None]:
     from careloop_example import faces_scale
 
-    load(faces_scale, "field_type", "faces_scale")
+    with registered(faces_scale, "field_type", "faces_scale"):
+        yield
 
 
 @pytest.fixture

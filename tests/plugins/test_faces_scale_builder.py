@@ -9,7 +9,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -30,17 +32,36 @@ ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background
 PASSWORD = "Correct-Horse-Battery-9"
 
 
+@contextmanager
+def registered(module: Any, sort: str, name: str) -> Iterator[None]:
+    """The example module registered on the loaded registry for the test (it may be installed
+    already: then it is left alone); an entry the test added is removed afterwards, so later
+    tests see the registry as it was. The kind schema's enum of names follows."""
+    registry = loaded_registry()
+    added = name not in registry.catalogue(sort)
+    if added:
+        module.register(registry)
+    kind_schema.cache_clear()
+    _validator.cache_clear()
+    try:
+        yield
+    finally:
+        if added:  # the catalogue has no public removal
+            del registry.catalogue(sort)._items[name]
+            kind_schema.cache_clear()
+            _validator.cache_clear()
+
+
 @pytest.fixture
 def server(engine: Engine) -> Iterator[str]:
     from careloop_example import faces_scale, score_weighted
 
-    registry = loaded_registry()
-    if "faces_scale" not in registry.catalogue("field_type"):
-        faces_scale.register(registry)
-    if "weighted_mean" not in registry.catalogue("score_method"):
-        score_weighted.register(registry)
-    kind_schema.cache_clear()
-    _validator.cache_clear()
+    with (registered(faces_scale, "field_type", "faces_scale"),
+          registered(score_weighted, "score_method", "weighted_mean")):
+        yield from _serve(engine)
+
+
+def _serve(engine: Engine) -> Iterator[str]:
     for name in ("common", "obstetrics"):
         import_bundle(ROOT / "app_definitions" / name, engine=engine, actor="test")
     with transaction() as session:

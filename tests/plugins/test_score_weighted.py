@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -43,20 +45,32 @@ scores:
 PASSWORD = "Correct-Horse-Battery-9"
 
 
-def load(module: object, sort: str, name: str) -> None:
-    """Register an example module on the loaded registry once (it may be installed already)."""
+@contextmanager
+def registered(module: Any, sort: str, name: str) -> Iterator[None]:
+    """The example module registered on the loaded registry for the test (it may be installed
+    already: then it is left alone); an entry the test added is removed afterwards, so later
+    tests see the registry as it was. The kind schema's enum of names follows."""
     registry = loaded_registry()
-    if name not in registry.catalogue(sort):
-        module.register(registry)  # type: ignore[attr-defined]
+    added = name not in registry.catalogue(sort)
+    if added:
+        module.register(registry)
     kind_schema.cache_clear()
     _validator.cache_clear()
+    try:
+        yield
+    finally:
+        if added:  # the catalogue has no public removal
+            del registry.catalogue(sort)._items[name]
+            kind_schema.cache_clear()
+            _validator.cache_clear()
 
 
 @pytest.fixture(autouse=True)
-def weighted() -> None:
+def weighted() -> Iterator[None]:
     from careloop_example import score_weighted
 
-    load(score_weighted, "score_method", "weighted_mean")
+    with registered(score_weighted, "score_method", "weighted_mean"):
+        yield
 
 
 def errors(text: str) -> list[Problem]:
