@@ -23,6 +23,7 @@ from careloop.engine.registry import loaded_registry
 from careloop.engine.schema import compose
 from careloop.engine.sources import Document
 from careloop.forms.fields import FieldType
+from careloop.forms.scoring import COMMON_SCORE_KEYS, ScoreMethod
 from careloop.forms.spec import (
     BandSpec,
     ChoiceSpec,
@@ -119,7 +120,7 @@ class _Compiler:
                              f"field key '{item['key']}' is already used at "
                              f"{_fmt_path(seen[item['key']])}", (*path, "key"))
             seen.setdefault(item["key"], path)
-            if item["type"] == "page_break":
+            if self.types[item["type"]].breaks_page:
                 page += 1
             spec = self.field(item, path, group, page)
             if spec is not None:
@@ -135,7 +136,7 @@ class _Compiler:
         choices = self.choices(item.get("choices", []), (*path, "choices"), group)
         rows = self.choices(item.get("rows", []), (*path, "rows"), group)
         sub: tuple[FieldSpec, ...] = ()
-        if ftype.name == "repeat_group" and "fields" in item:
+        if ftype.group and "fields" in item:
             sub, _ = self.fields(item["fields"], (*path, "fields"), item["key"], page)
         self._check_pipes(item, path)
         names = FIELD_NAMES
@@ -164,9 +165,7 @@ class _Compiler:
                          f"unknown key '{name}' for a field of type '{ftype.name}'",
                          (*path, name), at_key=True,
                          hint=did_you_mean(name, [*allowed, *COMMON_KEYS]))
-        schema = compose("careloop.forms", "schema/form.json", envelope=False)
-        defs = schema["$defs"]
-        validator = Draft202012Validator({"$defs": defs, "type": "object",
+        validator = Draft202012Validator({"$defs": _defs(), "type": "object",
                                           "properties": ftype.options})
         for error in validator.iter_errors({k: v for k, v in options.items() if k in allowed}):
             self.problem("form.option", f"option {error.message}",
@@ -180,7 +179,7 @@ class _Compiler:
                          "'choices'", path)
         if ftype.uses_rows and "rows" not in item:
             self.problem("form.missing-rows", f"field '{key}' needs 'rows'", path)
-        if ftype.name == "repeat_group":
+        if ftype.group:
             if group is not None:
                 self.problem("form.nested-repeat", "a repeat group cannot contain another",
                              path)
@@ -189,10 +188,10 @@ class _Compiler:
         elif "fields" in item:
             self.problem("form.unexpected-fields", "only a repeat group has 'fields'",
                          (*path, "fields"), at_key=True)
-        if ftype.name == "calculated" and "calculate" not in item:
+        if ftype.computed and "calculate" not in item:
             self.problem("form.missing-calculate", f"calculated field '{key}' needs 'calculate'",
                          path)
-        if ftype.name == "page_break" and group is not None:
+        if ftype.breaks_page and group is not None:
             self.problem("form.page-in-group", "a page break cannot be inside a repeat group",
                          path)
 
@@ -238,14 +237,11 @@ class _Compiler:
                     self.problem("form.unknown-field-reference",
                                  f"score field '{name}' names no field of this form",
                                  (*path, "fields", i), hint=did_you_mean(name, self.top_keys))
-            method = item["method"]
-            if method == "expression" and "expression" not in item:
-                self.problem("form.missing-expression", "method 'expression' needs 'expression'",
-                             path)
-            elif method not in ("expression", "value") and not item.get("fields"):
-                self.problem("form.missing-fields", f"method '{method}' needs 'fields'", path)
+            method = self.method(item, path)
+            if method is None:
+                continue
             out.append(ScoreSpec(
-                key=item["key"], method=method, label=item.get("label", {}),
+                key=item["key"], method=method.name, label=item.get("label", {}),
                 fields=tuple(item.get("fields", [])),
                 weights={k: float(v) for k, v in item.get("weights", {}).items()},
                 codes=frozenset(str(c) for c in item.get("codes", [])),
@@ -254,8 +250,39 @@ class _Compiler:
                                            SCORE_NAMES),
                 min_answered=item.get("min_answered"),
                 bands=tuple(BandSpec(b["code"], b["label"], b.get("min"), b.get("max"))
-                            for b in item.get("bands", []))))
+                            for b in item.get("bands", [])),
+                options={k: v for k, v in item.items() if k not in COMMON_SCORE_KEYS}))
         return tuple(out)
+
+    def method(self, item: dict[str, Any], path: Path) -> ScoreMethod | None:
+        """The score's method, its options checked against the method's own schema."""
+        name = item["method"]
+        before = len(self.ctx.problems)
+        method = loaded_registry().catalogue("score_method").get(name)
+        if not isinstance(method, ScoreMethod):
+            self.problem("form.score-method-incomplete",
+                         f"score method '{name}' is registered without a compute (a "
+                         "ScoreMethod), so it could only ever score nothing", (*path, "method"))
+            return None
+        options = {k: v for k, v in item.items() if k not in COMMON_SCORE_KEYS}
+        allowed = list(method.options)
+        for key in sorted(set(options) - set(allowed)):
+            self.problem("form.unknown-option",
+                         f"unknown key '{key}' for a score of method '{name}'", (*path, key),
+                         at_key=True, hint=did_you_mean(key, [*allowed, *COMMON_SCORE_KEYS]))
+        for key in method.required:
+            if key not in options:
+                self.problem(f"form.missing-{key}", f"method '{name}' needs '{key}'", path)
+        if method.needs_fields and not item.get("fields"):
+            self.problem("form.missing-fields", f"method '{name}' needs 'fields'", path)
+        validator = Draft202012Validator({"$defs": _defs(), "type": "object",
+                                          "properties": method.options})
+        for error in validator.iter_errors({k: v for k, v in options.items() if k in allowed}):
+            self.problem("form.option", f"option {error.message}",
+                         (*path, *error.absolute_path))
+        for sub, code, message in method.check(item, frozenset(self.top_keys)):
+            self.problem(code, message, (*path, *sub))
+        return method if len(self.ctx.problems) == before else None
 
     # -- readings --------------------------------------------------------------------------
     def readings(self, items: list[dict[str, Any]]) -> tuple[tuple[str, str, str | None], ...]:
@@ -293,6 +320,11 @@ class _Compiler:
                          f"not imported: {where + ': ' if where else ''}{item['message']}",
                          ("import", "unresolved", index),
                          hint="resolve it in the form, then remove this entry")
+
+
+def _defs() -> dict[str, Any]:
+    defs: dict[str, Any] = compose("careloop.forms", "schema/form.json", envelope=False)["$defs"]
+    return defs
 
 
 def _walk_fields(data: Any) -> Iterator[dict[str, Any]]:

@@ -15,11 +15,12 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from careloop.engine.errors import CareloopError
+from careloop.engine.registry import loaded_registry
+from careloop.forms.fields import LOINC, ORDINAL, FhirMap, fhir_option
 from careloop.forms.spec import FieldSpec, FormSpec
 
-ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
-LOINC = "http://loinc.org"
 
 # Known instruments: LOINC code of the total-score item → (score key, bands).
 KNOWN_TOTALS: dict[str, list[dict[str, Any]]] = {
@@ -74,6 +75,21 @@ def _option_code(option: Mapping[str, Any]) -> tuple[str, str]:
         if key in option:
             return str(option[key]), str(option[key])
     return "?", "?"
+
+
+class FhirExportError(CareloopError):
+    """A form holds a field whose type declares no FHIR mapping: refused, never a guess."""
+
+
+def fhir_map(field: FieldSpec) -> FhirMap:
+    """The field's type's FHIR mapping (:attr:`FieldType.fhir`); a type without one cannot be
+    exported."""
+    ftype = loaded_registry().catalogue("field_type").get(field.type)
+    mapping: FhirMap | None = getattr(ftype, "fhir", None)
+    if mapping is None:
+        raise FhirExportError(f"field '{field.key}': field type '{field.type}' declares no FHIR "
+                              "item type (FieldType.fhir), so the form cannot be exported")
+    return mapping
 
 
 class _Importer:
@@ -243,7 +259,7 @@ def answers_from_response(spec: FormSpec, response: Mapping[str, Any],
         field = by_link.get(str(item.get("linkId")))
         if field is None:
             continue
-        answers[field.key] = values if field.type == "multiple_choice" else values[0]
+        answers[field.key] = values if fhir_map(field).repeats else values[0]
     return answers, reported
 
 
@@ -261,57 +277,27 @@ def _answer_value(answer: Mapping[str, Any]) -> Any:
     return None
 
 
-FIELD_TO_FHIR = {"short_text": "string", "long_text": "text", "integer": "integer",
-                 "decimal": "decimal", "email": "string", "mobile": "string",
-                 "resident_id": "string", "date": "date", "time": "time", "datetime": "dateTime",
-                 "single_choice": "choice", "multiple_choice": "choice", "yes_no": "boolean",
-                 "rating": "integer", "nps": "integer", "slider": "decimal",
-                 "likert_matrix": "group", "ranking": "choice", "file": "attachment",
-                 "signature": "attachment", "display": "display", "section": "display",
-                 "repeat_group": "group", "calculated": "decimal", "hidden": "string",
-                 "consent": "boolean", "blood_pressure": "group", "measurement": "quantity"}
-
-
-def _fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
+def fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
+    """The Questionnaire item of a field, as its type maps it (``None``: no item)."""
     from careloop.engine.i18n import pick
 
-    if field.type == "page_break":
+    mapping = fhir_map(field)
+    if not mapping.item_type:
         return None
     item: dict[str, Any] = {"linkId": field.link_id or field.key,
-                            "type": FIELD_TO_FHIR.get(field.type, "string"),
+                            "type": mapping.item_type,
                             "text": pick(dict(field.label), locale) or field.key}
     if field.required:
         item["required"] = True
     if field.code:
         item["code"] = [dict(field.code)]
-    if field.type == "multiple_choice":
+    if mapping.repeats:
         item["repeats"] = True
-    if field.choices and field.type != "likert_matrix":
-        item["answerOption"] = [_fhir_option(c, locale) for c in field.choices]
-    if field.type == "likert_matrix":
-        item["item"] = [{"linkId": f"{field.key}.{row.code}", "type": "choice",
-                         "text": pick(dict(row.label), locale),
-                         "answerOption": [_fhir_option(c, locale) for c in field.choices]}
-                        for row in field.rows]
-    if field.type == "blood_pressure":
-        item["item"] = [{"linkId": f"{field.key}.systolic", "type": "integer", "text": "systolic",
-                         "code": [{"system": LOINC, "code": "8480-6"}]},
-                        {"linkId": f"{field.key}.diastolic", "type": "integer",
-                         "text": "diastolic", "code": [{"system": LOINC, "code": "8462-4"}]}]
-    if field.type == "repeat_group":
-        item["repeats"] = True
-        item["item"] = [i for i in (_fhir_item(f, locale) for f in field.fields) if i]
+    if field.choices and mapping.item_type == "choice":
+        item["answerOption"] = [fhir_option(c, locale) for c in field.choices]
+    if mapping.item is not None:
+        item.update(mapping.item(field, locale))
     return item
-
-
-def _fhir_option(choice: Any, locale: str) -> dict[str, Any]:
-    from careloop.engine.i18n import pick
-
-    option: dict[str, Any] = {"valueCoding": {"code": choice.code,
-                                              "display": pick(dict(choice.label), locale)}}
-    if choice.score is not None:
-        option["extension"] = [{"url": ORDINAL, "valueDecimal": choice.score}]
-    return option
 
 
 def export_questionnaire(spec: FormSpec, *, version: int | None = None,
@@ -322,25 +308,16 @@ def export_questionnaire(spec: FormSpec, *, version: int | None = None,
     return {"resourceType": "Questionnaire", "id": spec.key, "name": spec.key,
             "title": pick(dict(spec.title), locale), "status": "active",
             "version": str(version) if version is not None else None,
-            "item": [i for i in (_fhir_item(f, locale) for f in spec.fields) if i]}
+            "item": [i for i in (fhir_item(f, locale) for f in spec.fields) if i]}
 
 
-def _fhir_answers(field: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    if field.type in ("single_choice", "multiple_choice", "ranking"):
-        codes = value if isinstance(value, list) else (
-            value.get("codes") or [value.get("code")] if isinstance(value, dict) else [value])
-        return [{"valueCoding": {"code": c}} for c in codes]
-    if field.type in ("yes_no", "consent"):
-        return [{"valueBoolean": value in ("yes", True)}]
-    if field.type == "measurement":
-        return [{"valueQuantity": {"value": value["value"], "unit": value["unit"]}}]
-    if isinstance(value, bool):
-        return [{"valueBoolean": value}]
-    if isinstance(value, int):
-        return [{"valueInteger": value}]
-    if isinstance(value, float):
-        return [{"valueDecimal": value}]
-    return [{"valueString": str(value)}]
+def response_item(field: FieldSpec, value: Any) -> dict[str, Any]:
+    """The QuestionnaireResponse item of one answer, as the field's type maps it: its answers,
+    or nested items (a matrix's rows, a blood pressure's parts, a repeat group's rows)."""
+    mapping = fhir_map(field)
+    body = (mapping.response(field, value) if mapping.response is not None
+            else {"answer": mapping.answers(field, value)})
+    return {"linkId": field.link_id or field.key, **body}
 
 
 def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: str,
@@ -348,24 +325,8 @@ def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: s
     """A QuestionnaireResponse for stored answers (patient by opaque id only)."""
     items: list[dict[str, Any]] = []
     for field in spec.fields:
-        if field.key not in answers:
-            continue
-        value = answers[field.key]
-        link = field.link_id or field.key
-        if field.type == "likert_matrix":
-            items.append({"linkId": link, "item": [
-                {"linkId": f"{field.key}.{row}", "answer": [{"valueCoding": {"code": code}}]}
-                for row, code in value.items()]})
-        elif field.type == "blood_pressure":
-            items.append({"linkId": link, "item": [
-                {"linkId": f"{field.key}.{part}", "answer": [{"valueInteger": value[part]}]}
-                for part in ("systolic", "diastolic")]})
-        elif field.type == "repeat_group":
-            items.append({"linkId": link, "item": [
-                {"linkId": sub.link_id or sub.key, "answer": _fhir_answers(sub, row[sub.key])}
-                for row in value for sub in field.fields if sub.key in row]})
-        else:
-            items.append({"linkId": link, "answer": _fhir_answers(field, value)})
+        if field.key in answers:
+            items.append(response_item(field, answers[field.key]))
     total_link = spec.meta.get("total_link_id") if spec.meta else None
     total_key = spec.meta.get("total_score") if spec.meta else None
     if scores and total_link and total_key and scores.get(total_key) is not None:

@@ -1,14 +1,32 @@
 """Built-in field types. Each is a :class:`FieldType` registered in ``catalogue("field_type")``.
 
-A field type owns: the JSON Schema of its own options (keys an author may add to a field of that
-type), how a submitted value is checked and normalised (its *stored shape*), which leaf values go
-to ``submission_answers``, its numeric value for scores, and the template macro that renders it.
+A field type owns everything about its type, and no other module switches on its name:
+
+* ``options`` — the JSON Schema properties of its own options (checked per type at compile time);
+* ``check`` — how a submitted value is checked and normalised (its *stored shape*);
+* ``reader`` — how its value is read back from a posted patient page (:meth:`FieldType.read`);
+* ``storer`` — the leaf values that go to ``submission_answers`` (:meth:`FieldType.leaves`);
+* ``scorer`` — its numeric value for scores (:meth:`FieldType.number`);
+* ``shower`` — how staff pages show a stored value in zh-CN or en (:meth:`FieldType.display`);
+* ``fhir`` — its FHIR item type and answer shape (:class:`FhirMap`; ``None``: export refuses);
+* ``template`` — the Jinja template of its patient-page widget (a name under
+  ``forms/templates/``, or the path of a file next to a plugin's module), framed by ``frame``;
+* ``css`` — a stylesheet of its own, served at ``/forms/static/types/<name>.css``;
+* ``mask`` — for an answer that identifies a person, how staff pages mask it;
+* ``group``, ``always_shown``, ``breaks_page``, ``computed`` — it holds sub-fields; it is drawn
+  whatever the answers; it starts a page; its value is its ``calculate`` expression;
+* ``title`` and the options' ``x-label`` — what the form builder's palette and panel show.
+
+A plugin adds a type with one module (``tests/plugins/careloop_example/careloop_example/
+faces_scale.py``) whose ``register(registry)`` adds a ``FieldType`` to ``catalogue("field_type")``.
 
     >>> from careloop.forms.spec import FieldSpec
     >>> FIELD_TYPES["integer"].check(FieldSpec(key="age", type="integer"), "42")
     (42, [])
     >>> FIELD_TYPES["mobile"].check(FieldSpec(key="m", type="mobile"), "1380013800")[1]
     [((), 'forms.mobile', {})]
+    >>> FIELD_TYPES["yes_no"].display(FieldSpec(key="y", type="yes_no"), "yes", "en")
+    'Yes'
 """
 
 from __future__ import annotations
@@ -16,13 +34,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any
 
 from stdnum.cn import ric
 
+from careloop.engine.i18n import pick, t
+from careloop.engine.privacy import mask_id_number, mask_phone
 from careloop.forms.spec import FieldSpec
 
 # (sub-path within the value, i18n message key, message parameters)
@@ -30,14 +51,147 @@ Issue = tuple[tuple[str | int, ...], str, dict[str, Any]]
 # (row key, number, text, code) — one row of submission_answers
 Leaf = tuple[str | None, float | None, str | None, str | None]
 Checker = Callable[[FieldSpec, Any], tuple[Any, list[Issue]]]
+#: (field, posted form, the input's name) -> the answer, ``None`` when left empty
+Reader = Callable[[FieldSpec, Mapping[str, Any], str], Any]
+LeavesOf = Callable[[FieldSpec, Any], list[Leaf]]
+NumberOf = Callable[[FieldSpec, Any], float | None]
+#: (field, stored value, locale) -> the text a member of staff reads
+Shower = Callable[[FieldSpec, Any, str], str]
+FhirAnswers = Callable[[FieldSpec, Any], list[dict[str, Any]]]
 
 NUM = {"type": "number"}
 TEXT = {"$ref": "#/$defs/text"}
+#: how the page frames a type's widget: a fieldset with a legend (groups of inputs), a label
+#: bound to one input, help and error without a label (a hidden input), or nothing (the
+#: template draws all of it)
+FRAMES = ("fieldset", "label", "unlabelled", "bare")
+
+
+def fhir_scalar(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, bool):
+        return [{"valueBoolean": value}]
+    if isinstance(value, int):
+        return [{"valueInteger": value}]
+    if isinstance(value, float):
+        return [{"valueDecimal": value}]
+    return [{"valueString": str(value)}]
+
+
+def fhir_codings(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
+    codes = value if isinstance(value, list) else (
+        value.get("codes") or [value.get("code")] if isinstance(value, dict) else [value])
+    return [{"valueCoding": {"code": c}} for c in codes]
+
+
+def fhir_boolean(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
+    return [{"valueBoolean": value in ("yes", True)}]
+
+
+def fhir_quantity(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
+    return [{"valueQuantity": {"value": value["value"], "unit": value["unit"]}}]
+
+
+ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
+LOINC = "http://loinc.org"
+
+
+def fhir_option(choice: Any, locale: str) -> dict[str, Any]:
+    """A choice as an ``answerOption`` (its score as the ordinal value)."""
+    option: dict[str, Any] = {"valueCoding": {"code": choice.code,
+                                              "display": pick(dict(choice.label), locale)}}
+    if choice.score is not None:
+        option["extension"] = [{"url": ORDINAL, "valueDecimal": choice.score}]
+    return option
+
+
+@dataclass(frozen=True, slots=True)
+class FhirMap:
+    """How a field type maps to FHIR R4: the Questionnaire item ``type``, the answers of a
+    QuestionnaireResponse, extra item keys (``answerOption``, nested ``item``…), the response
+    item's body when it is not a list of answers (nested items), and whether answers repeat.
+    ``item_type=""`` means the field has no item (a page break). A ``choice`` item lists the
+    field's choices as ``answerOption``."""
+
+    item_type: str
+    answers: FhirAnswers = fhir_scalar
+    item: Callable[[FieldSpec, str], dict[str, Any]] | None = None
+    response: Callable[[FieldSpec, Any], dict[str, Any]] | None = None
+    repeats: bool = False
+
+
+NO_ITEM = FhirMap("")
+
+
+def _one(form: Mapping[str, Any], name: str) -> Any:
+    value = form.get(name)
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _many(form: Mapping[str, Any], name: str) -> list[Any]:
+    value = form.get(name)
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def read_one(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    """One input named after the field; an empty input is no answer."""
+    value = _one(form, name)
+    return value if value not in (None, "") else None
+
+
+def read_nothing(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    return None
+
+
+def scalar_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    if isinstance(value, bool):
+        return [(None, 1.0 if value else 0.0, None, None)]
+    if isinstance(value, int | float):
+        return [(None, float(value), None, None)]
+    if isinstance(value, dict):
+        return [(None, None, value.get("sha256") or str(value), None)]
+    return [(None, None, str(value), None)]
+
+
+def no_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    return []
+
+
+def scalar_number(spec: FieldSpec, value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def label_of(spec: FieldSpec, code: Any, locale: str) -> str:
+    choice = spec.choice(code)
+    return pick(dict(choice.label), locale) if choice is not None else str(code)
+
+
+def show_value(spec: FieldSpec, value: Any, locale: str) -> str:
+    """The generic display: choice labels for codes, ``k: v`` pairs for structured values."""
+    if isinstance(value, dict) and "code" in value:
+        return f"{label_of(spec, value['code'], locale)} ({value.get('other', '')})"
+    if isinstance(value, dict) and "codes" in value:
+        return (", ".join(label_of(spec, c, locale) for c in value["codes"])
+                + f" ({value.get('other', '')})")
+    if isinstance(value, list) and spec.choices:
+        return ", ".join(label_of(spec, c, locale) for c in value)
+    if spec.choices:
+        return label_of(spec, value, locale)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(", ".join(f"{k}: {v}" for k, v in row.items()) for row in value)
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
 class FieldType:
-    """A registered field type."""
+    """A registered field type: everything about the type lives here (see the module text)."""
 
     name: str
     title: dict[str, str]
@@ -46,16 +200,54 @@ class FieldType:
     answerable: bool = True
     uses_choices: bool = False
     uses_rows: bool = False
-    widget: str = "text"
+    widget: str = "text"  # the HTML input type of the ``fields/input.html`` template
     valid_examples: tuple[Any, ...] = ()
     invalid_examples: tuple[Any, ...] = ()
+    reader: Reader | None = read_one  # ``None``: never read from a post (uploads)
+    storer: LeavesOf = scalar_leaves
+    scorer: NumberOf = scalar_number
+    shower: Shower = show_value
+    fhir: FhirMap | None = None
+    template: str | Path = "fields/input.html"
+    frame: str = "label"
+    #: extra attributes of the input (inputmode…)
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    css: Path | None = None
+    #: the answer identifies a person: how staff pages mask it unless revealed (audited)
+    mask: Callable[[str], str | None] | None = None
+    group: bool = False  # holds sub-fields (``fields:``), each row answered in turn
+    #: drawn on its page whether or not answers show it (display text, a section heading)
+    always_shown: bool = False
+    breaks_page: bool = False  # starts a new page (and is not drawn)
+    computed: bool = False  # its value is the field's ``calculate`` expression (required)
+
+    def read(self, spec: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
+        """The answer a posted page gives for this field (``None`` when left empty)."""
+        return None if self.reader is None else self.reader(spec, form, prefix + spec.key)
 
     def leaves(self, spec: FieldSpec, value: Any) -> list[Leaf]:
-        return _leaves(self, spec, value)
+        if value is None or not self.answerable:
+            return []
+        return self.storer(spec, value)
 
     def number(self, spec: FieldSpec, value: Any) -> float | None:
         """The value's contribution to a score (choice scores, or the number itself)."""
-        return _number(self, spec, value)
+        return None if value is None else self.scorer(spec, value)
+
+    def display(self, spec: FieldSpec, value: Any, locale: str) -> str:
+        return self.shower(spec, value, locale)
+
+    @property
+    def template_name(self) -> str:
+        """The name the page's Jinja environment loads this type's template by."""
+        return self.template if isinstance(self.template, str) else f"field-type:{self.name}"
+
+    def panel(self) -> dict[str, Any]:
+        """What the form builder needs: palette entry and the property panel's options."""
+        return {"name": self.name, "title": dict(self.title), "options": self.options,
+                "uses_choices": self.uses_choices, "uses_rows": self.uses_rows,
+                "answerable": self.answerable, "widget": self.widget, "group": self.group,
+                "fhir": self.fhir.item_type if self.fhir is not None else None}
 
 
 def ok(value: Any) -> tuple[Any, list[Issue]]:
@@ -66,11 +258,17 @@ def bad(key: str, sub: tuple[str | int, ...] = (), **params: Any) -> tuple[Any, 
     return None, [(sub, key, params)]
 
 
-def _text(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+def _text_of(default_limit: int) -> Checker:
+    def check(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+        return _text(spec, value, default_limit)
+    return check
+
+
+def _text(spec: FieldSpec, value: Any, default_limit: int) -> tuple[Any, list[Issue]]:
     if not isinstance(value, str):
         return bad("forms.not_text")
     value = value.strip()
-    limit = int(spec.options.get("max_length", 200 if spec.type == "short_text" else 5000))
+    limit = int(spec.options.get("max_length", default_limit))
     if len(value) > limit:
         return bad("forms.too_long", max=limit)
     pattern = spec.options.get("pattern")
@@ -196,7 +394,13 @@ def _visible_codes(spec: FieldSpec) -> list[str]:
     return [c.code for c in spec.choices]
 
 
+def _as_code(value: Any) -> Any:
+    """A choice code written as a number (``2`` for ``"2"``) is the code's text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _single(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+    value = _as_code(value)
     if isinstance(value, dict):  # {"code": "other", "other": "…"} for an "other" choice
         return _single_other(spec, value)
     if isinstance(value, bool) or spec.choice(value) is None:
@@ -217,10 +421,12 @@ def _single_other(spec: FieldSpec, value: dict[str, Any]) -> tuple[Any, list[Iss
 
 
 def _multiple(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+    value = _as_code(value)
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
         return bad("forms.choices_list")
+    value = [_as_code(item) for item in value]
     codes: list[str] = []
     other_text: str | None = None
     for index, item in enumerate(value):
@@ -284,6 +490,7 @@ def _matrix(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
 
 
 def _ranking(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
+    value = _as_code(value)
     codes = [c.code for c in spec.choices]
     if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
         return bad("forms.ranking")
@@ -400,56 +607,190 @@ def _repeat(spec: FieldSpec, value: Any) -> tuple[Any, list[Issue]]:
     return ok(value)
 
 
-def _leaves(ftype: FieldType, spec: FieldSpec, value: Any) -> list[Leaf]:
-    if value is None or not ftype.answerable or ftype.name == "repeat_group":
-        return []
-    if ftype.uses_rows and isinstance(value, dict):
-        return [(row, _score_of(spec, code), None, code) for row, code in value.items()]
-    if ftype.name in ("multiple_choice", "ranking"):
-        codes = value["codes"] if isinstance(value, dict) else value
-        return [(str(i) if ftype.name == "ranking" else None, _score_of(spec, c), None, c)
-                for i, c in enumerate(codes, 1)]
-    if ftype.name == "blood_pressure":
-        return [(part, float(value[part]), None, None) for part in ("systolic", "diastolic")]
-    if ftype.name == "measurement":
-        return [(value["unit"], float(value["canonical"]), None, None)]
-    if ftype.uses_choices or ftype.name == "yes_no":
-        code = value["code"] if isinstance(value, dict) else value
-        text = value.get("other") if isinstance(value, dict) else None
-        number = _score_of(spec, code) if ftype.uses_choices else (1.0 if code == "yes" else 0.0)
-        return [(None, number, text, code)]
-    if isinstance(value, bool):
-        return [(None, 1.0 if value else 0.0, None, None)]
-    if isinstance(value, int | float):
-        return [(None, float(value), None, None)]
-    if isinstance(value, dict):
-        return [(None, None, value.get("sha256") or str(value), None)]
-    return [(None, None, str(value), None)]
-
-
 def _score_of(spec: FieldSpec, code: Any) -> float | None:
     choice = spec.choice(code)
     return choice.score if choice is not None else None
 
 
-def _number(ftype: FieldType, spec: FieldSpec, value: Any) -> float | None:
-    if value is None:
+def _code_of(value: Any) -> Any:
+    return value["code"] if isinstance(value, dict) else value
+
+
+# -- per-type behaviour: choices --------------------------------------------------------------
+
+def _read_single(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    code = _one(form, name)
+    choice = spec.choice(code)
+    if choice is not None and choice.other:
+        return {"code": code, "other": _one(form, name + "__other") or ""}
+    return code or None
+
+
+def _read_multiple(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    codes = [c for c in _many(form, name) if c]
+    other = _one(form, name + "__other")
+
+    def is_other(code: Any) -> bool:
+        choice = spec.choice(code)
+        return choice is not None and choice.other
+
+    if other and any(is_other(c) for c in codes):
+        return [{"code": c, "other": other} if is_other(c) else c for c in codes]
+    return codes or None
+
+
+def _choice_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    text = value.get("other") if isinstance(value, dict) else None
+    code = _code_of(value)
+    return [(None, _score_of(spec, code), text, code)]
+
+
+def _choice_number(spec: FieldSpec, value: Any) -> float | None:
+    return _score_of(spec, _code_of(value))
+
+
+def _codes_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    codes = value["codes"] if isinstance(value, dict) else value
+    return [(None, _score_of(spec, c), None, c) for c in codes]
+
+
+def _codes_number(spec: FieldSpec, value: Any) -> float | None:
+    codes = value["codes"] if isinstance(value, dict) else value
+    return sum(s for s in (_score_of(spec, c) for c in codes) if s is not None)
+
+
+def _read_ranking(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    ranks = {c.code: _one(form, f"{name}.{c.code}") for c in spec.choices}
+    given = {k: v for k, v in ranks.items() if v}
+    if not given:
         return None
-    if ftype.uses_rows and isinstance(value, dict):
-        scores = [_score_of(spec, c) for c in value.values()]
-        return sum(s for s in scores if s is not None) if scores else None
-    if ftype.name == "multiple_choice":
-        codes = value["codes"] if isinstance(value, dict) else value
-        return sum(s for s in (_score_of(spec, c) for c in codes) if s is not None)
-    if ftype.uses_choices:
-        return _score_of(spec, value["code"] if isinstance(value, dict) else value)
-    if ftype.name == "yes_no":
-        return 1.0 if value == "yes" else 0.0
-    if ftype.name == "measurement":
-        return float(value["canonical"])
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
+    try:
+        return [k for k, _ in sorted(given.items(), key=lambda kv: int(kv[1]))]
+    except ValueError:
+        return list(given)
+
+
+def _ranking_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    return [(str(i), _score_of(spec, c), None, c) for i, c in enumerate(value, 1)]
+
+
+def _read_matrix(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    rows = {row.code: _one(form, f"{name}.{row.code}") for row in spec.rows}
+    return {k: v for k, v in rows.items() if v} or None
+
+
+def _matrix_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    if not isinstance(value, dict):
+        return _choice_leaves(spec, value)
+    return [(row, _score_of(spec, code), None, code) for row, code in value.items()]
+
+
+def _matrix_number(spec: FieldSpec, value: Any) -> float | None:
+    if not isinstance(value, dict):
+        return _choice_number(spec, value)
+    scores = [_score_of(spec, c) for c in value.values()]
+    return sum(s for s in scores if s is not None) if scores else None
+
+
+def _show_matrix(spec: FieldSpec, value: Any, locale: str) -> str:
+    if not isinstance(value, dict):
+        return show_value(spec, value, locale)
+    rows = {r.code: pick(dict(r.label), locale) for r in spec.rows}
+    return "; ".join(f"{rows.get(k, k)}: {label_of(spec, v, locale)}" for k, v in value.items())
+
+
+def _matrix_fhir_item(spec: FieldSpec, locale: str) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.{row.code}", "type": "choice",
+                      "text": pick(dict(row.label), locale),
+                      "answerOption": [fhir_option(c, locale) for c in spec.choices]}
+                     for row in spec.rows]}
+
+
+def _matrix_fhir_response(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.{row}", "answer": [{"valueCoding": {"code": code}}]}
+                     for row, code in value.items()]}
+
+
+def _yes_no_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    code = _code_of(value)
+    return [(None, 1.0 if code == "yes" else 0.0, None, code)]
+
+
+def _yes_no_number(spec: FieldSpec, value: Any) -> float | None:
+    return 1.0 if value == "yes" else 0.0
+
+
+def _show_yes_no(spec: FieldSpec, value: Any, locale: str) -> str:
+    return t("common.yes" if value == "yes" else "common.no", locale)
+
+
+def _repeat_fhir_item(spec: FieldSpec, locale: str) -> dict[str, Any]:
+    from careloop.forms.fhir import fhir_item
+
+    return {"item": [i for i in (fhir_item(f, locale) for f in spec.fields) if i]}
+
+
+def _repeat_fhir_response(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    from careloop.forms.fhir import response_item
+
+    return {"item": [response_item(sub, row[sub.key])
+                     for row in value for sub in spec.fields if sub.key in row]}
+
+
+# -- per-type behaviour: structured values -----------------------------------------------------
+
+def _read_bp(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    parts = {p: _one(form, f"{name}.{p}") for p in ("systolic", "diastolic")}
+    return parts if any(parts.values()) else None
+
+
+def _bp_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    return [(part, float(value[part]), None, None) for part in ("systolic", "diastolic")]
+
+
+def _bp_fhir_item(spec: FieldSpec, locale: str) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.systolic", "type": "integer", "text": "systolic",
+                      "code": [{"system": LOINC, "code": "8480-6"}]},
+                     {"linkId": f"{spec.key}.diastolic", "type": "integer",
+                      "text": "diastolic", "code": [{"system": LOINC, "code": "8462-4"}]}]}
+
+
+def _bp_fhir_response(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    return {"item": [{"linkId": f"{spec.key}.{part}", "answer": [{"valueInteger": value[part]}]}
+                     for part in ("systolic", "diastolic")]}
+
+
+def _read_measurement(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    value = _one(form, f"{name}.value")
+    return {"value": value, "unit": _one(form, f"{name}.unit")} if value else None
+
+
+def _measurement_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
+    return [(value["unit"], float(value["canonical"]), None, None)]
+
+
+def _measurement_number(spec: FieldSpec, value: Any) -> float | None:
+    return float(value["canonical"])
+
+
+def _read_consent(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    return True if _one(form, name) else None
+
+
+def _read_repeat(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
+    from careloop.engine.registry import loaded_registry
+
+    types = loaded_registry().catalogue("field_type")
+    indices = sorted({int(m.group(1)) for k in form
+                      if (m := re.match(rf"^{re.escape(name)}\[(\d+)\]\.", k))})
+    rows = []
+    for index in indices:
+        row = {sub.key: types[sub.type].read(sub, form, f"{name}[{index}].")
+               for sub in spec.fields}
+        row = {k: v for k, v in row.items() if v is not None}
+        if row:
+            rows.append(row)
+    return rows or None
 
 
 def _t(zh: str, en: str) -> dict[str, str]:
@@ -461,95 +802,142 @@ TEXT_OPTS = {"max_length": {"type": "integer", "minimum": 1, "maximum": 20000},
              "pattern": {"type": "string"}, "placeholder": TEXT}
 CHOICE_OPTS = {"display": {"enum": ["radio", "dropdown", "buttons"]}}
 
+CHOICE = FhirMap("choice", fhir_codings)
+STRING = FhirMap("string")
+NUMERIC = {"inputmode": "numeric", "step": "any"}
+
 BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
-    FieldType("short_text", _t("单行文本", "Short text"), _text, TEXT_OPTS, widget="text",
-              valid_examples=("张三",), invalid_examples=(12, "x" * 201)),
-    FieldType("long_text", _t("多行文本", "Long text"), _text, TEXT_OPTS, widget="textarea",
-              valid_examples=("出院后用药说明不清楚",), invalid_examples=(["a"],)),
+    FieldType("short_text", _t("单行文本", "Short text"), _text_of(200), TEXT_OPTS, widget="text",
+              valid_examples=("张三",), invalid_examples=(12, "x" * 201), fhir=STRING),
+    FieldType("long_text", _t("多行文本", "Long text"), _text_of(5000), TEXT_OPTS,
+              widget="textarea",
+              valid_examples=("出院后用药说明不清楚",), invalid_examples=(["a"],),
+              fhir=FhirMap("text"), template="fields/textarea.html"),
     FieldType("integer", _t("整数", "Integer"), _integer, dict(RANGE, unit=TEXT), widget="number",
-              valid_examples=(42, "7"), invalid_examples=("4.5", "abc")),
+              valid_examples=(42, "7"), invalid_examples=("4.5", "abc"),
+              fhir=FhirMap("integer"), attrs=NUMERIC),
     FieldType("decimal", _t("小数", "Decimal"), _decimal,
               dict(RANGE, step={"type": "number", "exclusiveMinimum": 0}, unit=TEXT),
-              widget="number", valid_examples=(36.5,), invalid_examples=("x", True)),
+              widget="number", valid_examples=(36.5,), invalid_examples=("x", True),
+              fhir=FhirMap("decimal"), attrs={"inputmode": "decimal", "step": "any"}),
     FieldType("email", _t("电子邮箱", "E-mail"), _email, widget="email",
-              valid_examples=("a@example.cn",), invalid_examples=("not-an-email",)),
+              valid_examples=("a@example.cn",), invalid_examples=("not-an-email",), fhir=STRING),
     FieldType("mobile", _t("手机号码", "Mobile phone (mainland China)"), _mobile, widget="tel",
               valid_examples=("13800138000", "+86 138-0013-8000"),
-              invalid_examples=("12800138000", "1380013800")),
+              invalid_examples=("12800138000", "1380013800"), fhir=STRING,
+              attrs={"autocomplete": "tel"}, mask=mask_phone),
     FieldType("resident_id", _t("居民身份证号", "Resident ID number"), _resident_id,
               widget="text", valid_examples=("11010519491231002X",),
-              invalid_examples=("110105194912310021",)),
+              invalid_examples=("110105194912310021",), fhir=STRING, mask=mask_id_number),
     FieldType("date", _t("日期", "Date"), _parser(date.fromisoformat, "forms.date"),
               {"min": {"type": "string"}, "max": {"type": "string"}}, widget="date",
-              valid_examples=("2026-03-01",), invalid_examples=("2026-02-30",)),
+              valid_examples=("2026-03-01",), invalid_examples=("2026-02-30",),
+              fhir=FhirMap("date")),
     FieldType("time", _t("时间", "Time"), _parser(_parse_time, "forms.time"), widget="time",
-              valid_examples=("08:30",), invalid_examples=("25:00",)),
+              valid_examples=("08:30",), invalid_examples=("25:00",), fhir=FhirMap("time")),
     FieldType("datetime", _t("日期时间", "Date and time"),
               _parser(_parse_datetime, "forms.datetime"), widget="datetime-local",
-              valid_examples=("2026-03-01T08:30",), invalid_examples=("yesterday",)),
+              valid_examples=("2026-03-01T08:30",), invalid_examples=("yesterday",),
+              fhir=FhirMap("dateTime")),
     FieldType("single_choice", _t("单选", "Single choice"), _single, CHOICE_OPTS,
               uses_choices=True, widget="radio", valid_examples=("a",),
-              invalid_examples=("zzz",)),
+              invalid_examples=("zzz",), reader=_read_single, storer=_choice_leaves,
+              scorer=_choice_number, fhir=CHOICE, template="fields/choice.html",
+              frame="fieldset"),
     FieldType("multiple_choice", _t("多选", "Multiple choice"), _multiple,
               {"min_selected": {"type": "integer", "minimum": 0},
                "max_selected": {"type": "integer", "minimum": 1}},
               uses_choices=True, widget="checkbox", valid_examples=(["a", "b"],),
-              invalid_examples=(["a", "none"], "zzz")),
+              invalid_examples=(["a", "none"], "zzz"), reader=_read_multiple,
+              storer=_codes_leaves, scorer=_codes_number,
+              fhir=FhirMap("choice", fhir_codings, repeats=True),
+              template="fields/choice.html", frame="fieldset"),
     FieldType("yes_no", _t("是/否", "Yes / no"), _yes_no, widget="yes_no",
-              valid_examples=("yes", False), invalid_examples=("maybe",)),
+              valid_examples=("yes", False), invalid_examples=("maybe",),
+              storer=_yes_no_leaves, scorer=_yes_no_number, shower=_show_yes_no,
+              fhir=FhirMap("boolean", fhir_boolean), template="fields/yes_no.html",
+              frame="fieldset"),
     FieldType("rating", _t("星级评分", "Rating (stars)"), _scale(1, 5),
               {"max": {"type": "integer", "minimum": 2, "maximum": 10}, "min_label": TEXT,
                "max_label": TEXT}, widget="rating",
-              valid_examples=(5,), invalid_examples=(0, 6)),
+              valid_examples=(5,), invalid_examples=(0, 6), fhir=FhirMap("integer"),
+              template="fields/scale.html", frame="fieldset"),
     FieldType("nps", _t("净推荐值", "Net Promoter Score (0–10)"), _scale(0, 10),
               {"min_label": TEXT, "max_label": TEXT}, widget="nps",
-              valid_examples=(0, 10), invalid_examples=(11, "x")),
+              valid_examples=(0, 10), invalid_examples=(11, "x"), fhir=FhirMap("integer"),
+              template="fields/scale.html", frame="fieldset"),
     FieldType("slider", _t("滑块/视觉模拟评分", "Slider / visual analogue scale"), _slider,
               dict(RANGE, step={"type": "number", "exclusiveMinimum": 0}, min_label=TEXT,
                    max_label=TEXT), widget="slider",
-              valid_examples=(7,), invalid_examples=(11, -1)),
+              valid_examples=(7,), invalid_examples=(11, -1), fhir=FhirMap("decimal"),
+              template="fields/slider.html"),
     FieldType("likert_matrix", _t("量表矩阵", "Likert matrix"), _matrix,
               {"all_rows_required": {"type": "boolean"}}, uses_choices=True, uses_rows=True,
               widget="matrix", valid_examples=({"r1": "5"},),
-              invalid_examples=({"nope": "5"}, {"r1": "9"})),
+              invalid_examples=({"nope": "5"}, {"r1": "9"}), reader=_read_matrix,
+              storer=_matrix_leaves, scorer=_matrix_number, shower=_show_matrix,
+              fhir=FhirMap("group", item=_matrix_fhir_item, response=_matrix_fhir_response),
+              template="fields/matrix.html", frame="fieldset"),
     FieldType("ranking", _t("排序", "Ranking"), _ranking, {"rank_all": {"type": "boolean"}},
               uses_choices=True, widget="ranking", valid_examples=(["b", "a"],),
-              invalid_examples=(["a", "a"],)),
+              invalid_examples=(["a", "a"],), reader=_read_ranking, storer=_ranking_leaves,
+              scorer=_choice_number, fhir=CHOICE, template="fields/ranking.html",
+              frame="fieldset"),
     FieldType("file", _t("文件/图片上传", "File / image upload"), _file,
               {"accept": {"type": "array", "items": {"type": "string"}},
                "max_size_kb": {"type": "integer", "minimum": 1, "maximum": 51200}},
               widget="file",
               valid_examples=({"sha256": "a" * 64, "content_type": "image/png", "size": 10},),
-              invalid_examples=({"sha256": "a" * 64, "content_type": "text/html", "size": 10},)),
+              invalid_examples=({"sha256": "a" * 64, "content_type": "text/html", "size": 10},),
+              reader=None, fhir=FhirMap("attachment"), template="fields/file.html"),
     FieldType("signature", _t("签名", "Signature"), _signature, widget="signature",
               valid_examples=(PNG_PREFIX + base64.b64encode(b"\x89PNG\r\n\x1a\n0").decode(),),
-              invalid_examples=("data:text/plain;base64,AAAA",)),
+              invalid_examples=("data:text/plain;base64,AAAA",), fhir=FhirMap("attachment"),
+              template="fields/signature.html"),
     FieldType("display", _t("说明文字", "Display text (markdown)"), _display,
-              {"markdown": TEXT}, answerable=False, widget="display"),
+              {"markdown": TEXT}, answerable=False, widget="display", reader=read_nothing,
+              always_shown=True,
+              fhir=FhirMap("display"), template="fields/display.html", frame="bare"),
     FieldType("section", _t("分节标题", "Section heading"), _display, answerable=False,
-              widget="section"),
+              widget="section", reader=read_nothing, fhir=FhirMap("display"), always_shown=True,
+              template="fields/section.html", frame="bare"),
     FieldType("page_break", _t("分页", "Page break"), _display, answerable=False,
-              widget="page_break"),
+              widget="page_break", reader=read_nothing, fhir=NO_ITEM, breaks_page=True,
+              template="fields/nothing.html", frame="bare"),
     FieldType("repeat_group", _t("重复组", "Repeat group"), _repeat,
               {"min_items": {"type": "integer", "minimum": 0},
                "max_items": {"type": "integer", "minimum": 1, "maximum": 50}},
               widget="repeat", valid_examples=([{"name": "阿司匹林"}],),
-              invalid_examples=("x",)),
-    FieldType("calculated", _t("计算字段", "Calculated field"), _hidden, widget="calculated"),
+              invalid_examples=("x",), reader=_read_repeat, storer=no_leaves,
+              fhir=FhirMap("group", item=_repeat_fhir_item, response=_repeat_fhir_response,
+                           repeats=True), template="fields/repeat.html", frame="fieldset",
+              group=True),
+    FieldType("calculated", _t("计算字段", "Calculated field"), _hidden, widget="calculated",
+              reader=read_nothing, fhir=FhirMap("decimal"), template="fields/calculated.html",
+              computed=True),
     FieldType("hidden", _t("隐藏/预填字段", "Hidden / prefilled field"), _hidden,
-              widget="hidden", valid_examples=("ward_3",), invalid_examples=({"a": 1},)),
+              widget="hidden", valid_examples=("ward_3",), invalid_examples=({"a": 1},),
+              fhir=STRING, template="fields/hidden.html", frame="unlabelled"),
     FieldType("consent", _t("知情同意", "Consent"), _consent, {"statement": TEXT},
-              widget="consent", valid_examples=(True,), invalid_examples=(False,)),
+              widget="consent", valid_examples=(True,), invalid_examples=(False,),
+              reader=_read_consent, fhir=FhirMap("boolean", fhir_boolean),
+              template="fields/consent.html", frame="fieldset"),
     FieldType("blood_pressure", _t("血压", "Blood pressure"), _blood_pressure, widget="bp",
               valid_examples=({"systolic": 128, "diastolic": 82},),
               invalid_examples=({"systolic": 80, "diastolic": 90}, {"systolic": 400,
-                                                                   "diastolic": 80})),
+                                                                   "diastolic": 80}),
+              reader=_read_bp, storer=_bp_leaves,
+              fhir=FhirMap("group", item=_bp_fhir_item, response=_bp_fhir_response),
+              template="fields/bp.html", frame="fieldset"),
     FieldType("measurement", _t("测量值（单位换算）", "Measurement with unit conversion"),
               _measurement,
               dict(RANGE, unit={"enum": sorted(UNITS)},
                    units={"type": "array", "items": {"enum": sorted(UNITS)}}),
               widget="measurement", valid_examples=({"value": 126, "unit": "mg/dL"},),
-              invalid_examples=({"value": 7, "unit": "furlong"},)),
+              invalid_examples=({"value": 7, "unit": "furlong"},), reader=_read_measurement,
+              storer=_measurement_leaves, scorer=_measurement_number,
+              fhir=FhirMap("quantity", fhir_quantity), template="fields/measurement.html",
+              frame="fieldset"),
 )
 
 FIELD_TYPES: dict[str, FieldType] = {ft.name: ft for ft in BUILTIN_FIELD_TYPES}

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from careloop.engine.expressions import Expression, ExpressionError
 from careloop.engine.i18n import pick, t
-from careloop.engine.registry import loaded_registry
+from careloop.engine.registry import Catalogue, loaded_registry
 from careloop.forms.fields import FieldType, Issue
+from careloop.forms.scoring import ScoreInput, ScoreMethod
 from careloop.forms.spec import FieldSpec, FormSpec, ScoreSpec
 
 
@@ -48,10 +48,9 @@ class Evaluation:
                 "answers": self.answers, "scores": self.scores, "bands": self.bands}
 
 
-@cache
-def _types() -> Mapping[str, FieldType]:
-    # The registry is fixed once its plugins are loaded, so this is derived, immutable data.
-    return dict(loaded_registry().catalogue("field_type").items())
+def _types() -> Catalogue[FieldType]:
+    # Asked each time: a type registered after start-up (a plugin loaded late) is seen.
+    return loaded_registry().catalogue("field_type")
 
 
 def is_empty(value: Any) -> bool:
@@ -138,7 +137,7 @@ class _Run:
             self.current.pop(spec.key, None)
             return
         value = self.raw.get(spec.key)
-        if spec.type == "repeat_group":
+        if ftype.group:
             self.current[spec.key] = self.repeat(spec, ftype, value)
             return
         result = self.leaf(spec, ftype, value, (spec.key,), None)
@@ -151,11 +150,6 @@ class _Run:
              row_context: dict[str, Any] | None) -> Any:
         checking = self.checks_page(spec)
         context: Context = row_context if row_context is not None else self.context
-        if ftype.uses_choices and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if ftype.name == "multiple_choice" and isinstance(value, list):
-            value = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                     for v in value]
         if is_empty(value):
             if checking and (spec.required or _truthy(spec.required_if, context, False)):
                 self.error(base, "forms.required", t("forms.required", self.locale))
@@ -247,57 +241,21 @@ def field_number(spec: FormSpec, name: str, answers: Mapping[str, Any]) -> float
     return number
 
 
-def _codes(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, dict):
-        if "codes" in value:
-            return [str(v) for v in value["codes"]]
-        if "code" in value:
-            return [str(value["code"])]
-        return [str(v) for v in value.values()]
-    return [str(value)]
+def _methods() -> Catalogue[ScoreMethod]:
+    return loaded_registry().catalogue("score_method")
 
 
 def score(spec: FormSpec, item: ScoreSpec, answers: Mapping[str, Any],
           scores: Mapping[str, Any], extra: Mapping[str, Any]) -> float | None:
-    """The value of one score (``None`` when too few of its fields are answered)."""
+    """The value of one score (``None`` when too few of its fields are answered): its method
+    computes it (the compiler refused a method that cannot)."""
     numbers = [(name, field_number(spec, name, answers)) for name in item.fields]
     given = [(name, n) for name, n in numbers if n is not None]
     if item.min_answered is not None and len(given) < item.min_answered:
         return None
-    method = item.method
-    if method == "expression" and item.expression is not None:
-        try:
-            value = item.expression.evaluate({**extra, "answers": answers, "scores": scores})
-        except ExpressionError:
-            return None
-        return float(value) if isinstance(value, int | float) and value is not None else None
-    if method == "count":
-        return float(sum(1 for name in item.fields if name.split(".")[0] in answers
-                         for code in _codes(_lookup(answers, name)) if code in item.codes))
-    if not given:
-        return None
-    values = [n for _, n in given]
-    if method == "sum":
-        return float(sum(values))
-    if method == "mean":
-        return sum(values) / len(values)
-    if method == "weighted":
-        return float(sum(item.weights.get(name, 1.0) * n for name, n in given))
-    if method == "top_box":
-        return sum(1 for v in values if v >= (item.threshold or 0)) / len(values)
-    if method == "value":
-        return values[0]
-    return None
-
-
-def _lookup(answers: Mapping[str, Any], name: str) -> Any:
-    key, _, row = name.partition(".")
-    value = answers.get(key)
-    if row and isinstance(value, dict):
-        return value.get(row)
-    return value
+    method = _methods()[item.method]
+    return method.compute(item, ScoreInput(form=spec, answers=answers, scores=scores,
+                                           extra=extra, given=given))
 
 
 def band_of(item: ScoreSpec, value: float | None) -> str | None:

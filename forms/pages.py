@@ -16,14 +16,23 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    PackageLoader,
+    TemplateNotFound,
+    select_autoescape,
+)
 from markupsafe import Markup, escape
 
 from careloop.engine.db import home
 from careloop.engine.hospital import hospital_name, hospital_phone
 from careloop.engine.i18n import pick, t
-from careloop.engine.privacy import mask_id_number, mask_in_text, mask_phone
+from careloop.engine.privacy import mask_in_text
+from careloop.engine.registry import loaded_registry
 from careloop.forms.compiler import PIPE
+from careloop.forms.fields import FieldType
 from careloop.forms.logic import Evaluation, evaluate
 from careloop.forms.spec import FieldSpec, FormSpec
 
@@ -33,12 +42,41 @@ MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff",
          "application/pdf": b"%PDF-"}
 
 
+def field_type(name: str) -> FieldType:
+    """The registered type of a field (the page's templates ask it for frame and template)."""
+    found: FieldType = loaded_registry().catalogue("field_type")[name]
+    return found
+
+
+class FieldTypeLoader(BaseLoader):
+    """``field-type:<name>`` → the template file a registered type names by path (a plugin's
+    template next to its module)."""
+
+    PREFIX = "field-type:"
+
+    def get_source(self, environment: Environment,
+                   template: str) -> tuple[str, str | None, Any]:
+        if not template.startswith(self.PREFIX):
+            raise TemplateNotFound(template)
+        try:
+            ftype = field_type(template.removeprefix(self.PREFIX))
+        except KeyError:
+            raise TemplateNotFound(template) from None
+        path = Path(ftype.template)
+        if not path.is_file():
+            raise TemplateNotFound(template)
+        mtime = path.stat().st_mtime
+        return path.read_text("utf-8"), str(path), lambda: path.stat().st_mtime == mtime
+
+
 @cache
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("careloop.forms", "templates"),
+    env = Environment(loader=ChoiceLoader([PackageLoader("careloop.forms", "templates"),
+                                           FieldTypeLoader()]),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
     env.globals["t"] = t
+    env.globals["field_type"] = field_type
     env.globals["pick"] = lambda texts, locale: pick(dict(texts) if texts else None, locale)
     env.filters["markdown"] = render_markdown
     return env
@@ -57,7 +95,7 @@ def render_markdown(text: str) -> Markup:
 def pages_of(spec: FormSpec) -> list[list[FieldSpec]]:
     pages: list[list[FieldSpec]] = [[] for _ in range(spec.pages)]
     for item in spec.fields:
-        if item.type != "page_break":
+        if not field_type(item.type).breaks_page:
             pages[item.page].append(item)
     return pages
 
@@ -75,85 +113,20 @@ def pipe(text: str, answers: Mapping[str, Any], spec: FormSpec, locale: str) -> 
     return PIPE.sub(replace, text)
 
 
-def _one(form: Mapping[str, Any], name: str) -> Any:
-    value = form.get(name)
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
-
-
-def _many(form: Mapping[str, Any], name: str) -> list[Any]:
-    value = form.get(name)
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
 def read_field(item: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
-    """The answer a posted HTML form gives for one field (``None`` when left empty)."""
-    name = prefix + item.key
-    kind = item.type
-    if kind == "multiple_choice":
-        codes = [c for c in _many(form, name) if c]
-        other = _one(form, name + "__other")
-        if other and any(item.choice(c) and item.choice(c).other for c in codes):  # type: ignore[union-attr]
-            return [c if not (item.choice(c) and item.choice(c).other)  # type: ignore[union-attr]
-                    else {"code": c, "other": other} for c in codes]
-        return codes or None
-    if kind == "single_choice":
-        code = _one(form, name)
-        choice = item.choice(code)
-        if choice is not None and choice.other:
-            return {"code": code, "other": _one(form, name + "__other") or ""}
-        return code or None
-    if kind == "likert_matrix":
-        rows = {row.code: _one(form, f"{name}.{row.code}") for row in item.rows}
-        return {k: v for k, v in rows.items() if v} or None
-    if kind == "blood_pressure":
-        parts = {p: _one(form, f"{name}.{p}") for p in ("systolic", "diastolic")}
-        return parts if any(parts.values()) else None
-    if kind == "measurement":
-        value = _one(form, f"{name}.value")
-        return {"value": value, "unit": _one(form, f"{name}.unit")} if value else None
-    if kind == "ranking":
-        ranks = {c.code: _one(form, f"{name}.{c.code}") for c in item.choices}
-        given = {k: v for k, v in ranks.items() if v}
-        if not given:
-            return None
-        try:
-            return [k for k, _ in sorted(given.items(), key=lambda kv: int(kv[1]))]
-        except ValueError:
-            return list(given)
-    if kind == "consent":
-        return True if _one(form, name) else None
-    if kind in ("calculated", "display", "section", "page_break", "file"):
-        return None
-    value = _one(form, name)
-    return value if value not in (None, "") else None
-
-
-def read_repeat(item: FieldSpec, form: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    indices = sorted({int(m.group(1)) for k in form
-                      if (m := re.match(rf"^{re.escape(item.key)}\[(\d+)\]\.", k))})
-    rows = []
-    for index in indices:
-        row = {sub.key: read_field(sub, form, f"{item.key}[{index}].") for sub in item.fields}
-        row = {k: v for k, v in row.items() if v is not None}
-        if row:
-            rows.append(row)
-    return rows or None
+    """The answer a posted HTML form gives for one field (``None`` when left empty): the
+    field's type reads it (:meth:`FieldType.read`)."""
+    return field_type(item.type).read(item, form, prefix)
 
 
 def read_page(spec: FormSpec, page: int, form: Mapping[str, Any]) -> dict[str, Any]:
-    """Answers posted for one page (fields of other pages are not touched)."""
+    """Answers posted for one page (fields of other pages are not touched; a type that is not
+    read from the post, an upload, keeps its answer)."""
     out: dict[str, Any] = {}
     for item in pages_of(spec)[page]:
-        if item.type == "repeat_group":
-            out[item.key] = read_repeat(item, form)
-        elif item.type in ("file",):
-            continue
-        else:
-            out[item.key] = read_field(item, form)
+        ftype = field_type(item.type)
+        if ftype.reader is not None:
+            out[item.key] = ftype.read(item, form)
     return out
 
 
@@ -187,7 +160,7 @@ def visible_pages(spec: FormSpec, evaluation: Evaluation) -> list[int]:
     """Pages with at least one visible field (an empty page is skipped)."""
     visible = set(evaluation.visible)
     out = [n for n, items in enumerate(pages_of(spec))
-           if any(i.key in visible or i.type in ("display", "section") for i in items)]
+           if any(i.key in visible or field_type(i.type).always_shown for i in items)]
     return out or [0]
 
 
@@ -249,7 +222,14 @@ def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale
         action_url=action_url, large_text=large_text, message=message, staff=staff, csrf=csrf,
         pipe=lambda text: pipe(text, answers, spec, locale), esc=escape,
         other_locale="en" if locale == "zh-CN" else "zh-CN",
-        required_now=set(evaluation.required), **hospital_context(locale))
+        required_now=set(evaluation.required), type_css=type_stylesheets(spec),
+        **hospital_context(locale))
+
+
+def type_stylesheets(spec: FormSpec) -> list[str]:
+    """The field types of the form that bring a stylesheet of their own (``FieldType.css``)."""
+    names = {f.type for f in spec.fields} | {s.type for f in spec.fields for s in f.fields}
+    return sorted(n for n in names if field_type(n).css is not None)
 
 
 def hospital_context(locale: str) -> dict[str, Any]:
@@ -270,19 +250,15 @@ def render_message(title: str, text: str, locale: str, large_text: bool = False,
         **hospital_context(locale))
 
 
-# Fields whose answer is an identifier: masked for staff unless revealed (audited).
-IDENTIFIER_MASKS = {"mobile": mask_phone, "resident_id": mask_id_number}
-
-
 def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
              reveal: bool = False) -> list[dict[str, Any]]:
     """Stored answers with the labels of the form version they were given for (staff views,
     exports): ``[{"key", "label", "value", "display"}]``, with ``"masked": true`` added to an
     answer shown masked.
 
-    What a patient typed that identifies a person — a ``mobile`` or ``resident_id`` field, or a
-    phone or ID number found in a text answer — is masked (``masked: true``) unless ``reveal``
-    (the caller audits the reveal as ``patient.reveal``)."""
+    What a patient typed that identifies a person — a field whose type has a ``mask``
+    (``mobile``, ``resident_id``), or a phone or ID number found in a text answer — is masked
+    (``masked: true``) unless ``reveal`` (the caller audits the reveal as ``patient.reveal``)."""
     out: list[dict[str, Any]] = []
     for item in spec.fields:
         if item.key not in answers:
@@ -291,7 +267,7 @@ def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
         display = _display(item, value, locale)
         masked = False
         if not reveal and isinstance(value, str):
-            mask = IDENTIFIER_MASKS.get(item.type)
+            mask = field_type(item.type).mask
             if mask is not None and value:
                 value = display = mask(value) or ""
                 masked = True
@@ -312,25 +288,4 @@ def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
 
 
 def _display(item: FieldSpec, value: Any, locale: str) -> str:
-    def label_of(code: Any, field: FieldSpec = item) -> str:
-        choice = field.choice(code)
-        return pick(dict(choice.label), locale) if choice is not None else str(code)
-
-    if item.type == "likert_matrix" and isinstance(value, dict):
-        rows = {r.code: pick(dict(r.label), locale) for r in item.rows}
-        return "; ".join(f"{rows.get(k, k)}: {label_of(v)}" for k, v in value.items())
-    if item.type == "yes_no":
-        return t("common.yes" if value == "yes" else "common.no", locale)
-    if isinstance(value, dict) and "code" in value:
-        return f"{label_of(value['code'])} ({value.get('other', '')})"
-    if isinstance(value, dict) and "codes" in value:
-        return ", ".join(label_of(c) for c in value["codes"]) + f" ({value.get('other', '')})"
-    if isinstance(value, list) and item.choices:
-        return ", ".join(label_of(c) for c in value)
-    if item.choices:
-        return label_of(value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items())
-    if isinstance(value, list):
-        return "; ".join(", ".join(f"{k}: {v}" for k, v in row.items()) for row in value)
-    return str(value)
+    return field_type(item.type).display(item, value, locale)

@@ -17,6 +17,7 @@ from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
 from careloop.forms.logic import evaluate
 from careloop.forms.pages import (
+    field_type,
     read_page,
     render_message,
     render_page,
@@ -107,7 +108,8 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
     posted = read_page(spec, page, form)
     for key, (filename, content_type, data) in uploads.items():
         target = spec.field(key)
-        if target is not None and target.type == "file" and target.page == page and data:
+        if (target is not None and field_type(target.type).widget == "file"
+                and target.page == page and data):
             posted[key] = store_upload(target, filename, content_type, data)
     action = _first(form, "_action") or "next"
     context = expression_context(session, request.patient_id, request.encounter_id)

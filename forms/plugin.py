@@ -6,28 +6,19 @@ from careloop.engine.hookspecs import hookimpl
 from careloop.engine.kinds import KindSpec
 from careloop.engine.registry import Registry
 
-SCORE_METHODS = {
-    "sum": {"zh-CN": "求和", "en": "Sum of the fields' values/scores"},
-    "mean": {"zh-CN": "平均", "en": "Mean of the answered fields"},
-    "weighted": {"zh-CN": "加权求和", "en": "Weighted sum (weights per field)"},
-    "count": {"zh-CN": "计数", "en": "Count of answers whose code is in 'codes'"},
-    "top_box": {"zh-CN": "高分占比", "en": "Share of answers ≥ threshold (CSAT top-box)"},
-    "value": {"zh-CN": "取值", "en": "The value of one field (e.g. NPS, banded)"},
-    "expression": {"zh-CN": "表达式", "en": "An expression over answers and earlier scores"},
-}
-
 
 def register(registry: Registry) -> None:
     from careloop.forms import services
     from careloop.forms.compiler import compile_form
     from careloop.forms.fields import BUILTIN_FIELD_TYPES
+    from careloop.forms.scoring import BUILTIN_SCORE_METHODS
 
     types = registry.catalogue("field_type")
     for ftype in BUILTIN_FIELD_TYPES:
         types.register(ftype.name, ftype)
     methods = registry.catalogue("score_method")
-    for name, title in SCORE_METHODS.items():
-        methods.register(name, title)
+    for method in BUILTIN_SCORE_METHODS:
+        methods.register(method.name, method)
     registry.catalogue("kind").register("form", KindSpec(
         name="form", package="careloop.forms", schema_file="schema/form.json",
         compile=compile_form, folder="forms", title={"zh-CN": "表单", "en": "Form"}, order=20))

@@ -167,7 +167,7 @@ def _answer_rows(spec: FormSpec, submission: Submission) -> list[SubmissionAnswe
         value = submission.answers.get(field.key)
         if value is None:
             continue
-        if field.type == "repeat_group":
+        if types[field.type].group:
             for index, item in enumerate(value):
                 for sub in field.fields:
                     if sub.key in item:

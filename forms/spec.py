@@ -94,7 +94,9 @@ class BandSpec:
 
 @dataclass(frozen=True, slots=True)
 class ScoreSpec:
-    """A form score: sum, mean, weighted, count, top_box, value or expression; with bands."""
+    """A form score computed by its method (``catalogue("score_method")``), with bands.
+    ``options`` holds every key the method owns as written; the built-ins' are also kept
+    parsed (``weights``, ``codes``, ``threshold``, ``expression``)."""
 
     key: str
     method: str
@@ -106,6 +108,7 @@ class ScoreSpec:
     expression: Expression | None = None
     min_answered: int | None = None
     bands: tuple[BandSpec, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)

@@ -492,12 +492,13 @@ def dataset_columns(session: Session, key: str) -> dict[str, list[str]] | None:
 
 def field_palette() -> list[dict[str, Any]]:
     """Every registered field type with its option JSON Schema (the property panel's source)."""
-    out = []
-    for name, ftype in loaded_registry().catalogue("field_type").items():
-        out.append({"name": name, "title": ftype.title, "options": ftype.options,
-                    "uses_choices": ftype.uses_choices, "uses_rows": ftype.uses_rows,
-                    "answerable": ftype.answerable, "widget": ftype.widget})
-    return out
+    return [ftype.panel() for _, ftype in loaded_registry().catalogue("field_type").items()]
+
+
+def score_method_palette() -> list[dict[str, Any]]:
+    """Every registered score method that can compute (``name``, ``title``, ``options``…)."""
+    return [method.panel() for _, method in loaded_registry().catalogue("score_method").items()
+            if callable(getattr(method, "panel", None))]
 
 
 # --- catalogue for the flow designer -----------------------------------------------------------

@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from careloop.engine.clock import to_local
 from careloop.engine.i18n import catalogue, normalise_locale, pick, t
+from careloop.engine.registry import loaded_registry
+from careloop.forms.fields import show_value
 
 STYLES = {"datetime": "%Y-%m-%d %H:%M", "date": "%Y-%m-%d", "time": "%H:%M",
           "seconds": "%Y-%m-%d %H:%M:%S", "short": "%m-%d %H:%M"}
@@ -358,8 +360,9 @@ def answer_text(d: Display, form: str, version: int | None, key: str, value: Any
         choice = found.choice(value)
         if choice is not None:
             return pick(choice.label, d.locale)
-        if found.type == "yes_no" and value in ("yes", "no"):
-            return t(f"common.{value}", d.locale)
+        ftype = loaded_registry().catalogue("field_type").get(found.type)
+        if ftype is not None and ftype.shower is not show_value:
+            return str(ftype.display(found, value, d.locale))  # the type's own words (yes / no…)
         if found.type == "datetime":
             return local_time(value if isinstance(value, str) and as_instant(value)
                               else None) or str(value)

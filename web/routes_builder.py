@@ -154,6 +154,12 @@ def score_methods(me: Principal = NEEDS_BUILDER) -> list[str]:
     return sorted(loaded_registry().catalogue("score_method").names())
 
 
+@router.get("/api/v1/builder/score-method-panels")
+def score_method_panels(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """Every score method: ``name``, ``title``, ``options`` (name → JSON Schema)."""
+    return builder.score_method_palette()
+
+
 @router.get("/api/v1/builder/step-types")
 def step_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
     """Every step type: ``name``, ``title``, ``options`` (name → JSON Schema), ``required``."""

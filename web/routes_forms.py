@@ -11,10 +11,12 @@ their token.
 * ``GET /api/v1/submissions/{id}/fhir`` — a submission as a QuestionnaireResponse
 * ``GET|POST /f/{token}`` — the patient page (server-side page flow; works without JS)
 * ``GET /forms/static/{name}`` — the page's CSS and script (no CDN)
+* ``GET /forms/static/types/{name}.css`` — a field type's own stylesheet (``FieldType.css``)
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Annotated, Any
 
@@ -27,7 +29,7 @@ from starlette.datastructures import UploadFile
 
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
-from careloop.forms.fhir import export_questionnaire, export_response
+from careloop.forms.fhir import FhirExportError, export_questionnaire, export_response
 from careloop.forms.models import Submission
 from careloop.forms.pages import describe
 from careloop.forms.patient import Reply, open_page, post_page
@@ -79,7 +81,10 @@ def get_form_fhir(key: str, version: int | None = Query(default=None, ge=1, le=2
             row, spec = load_form(session, key, version)
         except NotFound as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
-        return export_questionnaire(spec, version=row.version, locale=locale)
+        try:
+            return export_questionnaire(spec, version=row.version, locale=locale)
+        except FhirExportError as exc:  # a field type with no FHIR mapping: refused, said why
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 @router.post("/api/v1/forms/{key}/submissions", status_code=201)
@@ -138,8 +143,11 @@ def get_submission_fhir(request: Request, me: Viewer,
         record(request, me, "patient.export", session=session, object_type="submission",
                object_id=str(sub.id), patient_id=sub.patient_id,
                details={"format": "fhir", "form": sub.form_key})
-        return export_response(spec, sub.answers, patient_id=sub.patient_id,
-                               authored=sub.submitted_at.isoformat(), scores=sub.scores)
+        try:
+            return export_response(spec, sub.answers, patient_id=sub.patient_id,
+                                   authored=sub.submitted_at.isoformat(), scores=sub.scores)
+        except FhirExportError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 def _visible_submission(session: Session, submission_id: int, me: Principal) -> Submission:
@@ -175,6 +183,7 @@ async def patient_post(token: str, request: Request) -> Response:
     for name, value in data.multi_items():
         if isinstance(value, UploadFile):
             content = await value.read(50 * 1024 * 1024 + 1)
+            await value.close()  # its spooled temporary file, now read
             if content:
                 uploads[name] = (value.filename or "upload", value.content_type or "", content)
             continue
@@ -193,6 +202,20 @@ def _staff_csrf(request: Request) -> str | None:
     """A signed-in staff member opening a patient link needs the session's CSRF token in the
     page (the app-wide CSRF check applies to requests with a session cookie)."""
     return csrf_token_of(request) if current(request) is not None else None
+
+
+@router.get("/forms/static/types/{name}.css")
+def field_type_css(name: str) -> Response:
+    """A field type's own stylesheet (``FieldType.css``, a file in the type's package)."""
+    from careloop.engine.registry import loaded_registry
+
+    ftype = loaded_registry().catalogue("field_type").get(name) if re.fullmatch(
+        r"[a-z][a-z0-9_]{0,63}", name) else None
+    css = getattr(ftype, "css", None)
+    if css is None or not css.is_file():
+        raise HTTPException(status_code=404)
+    return Response(css.read_text("utf-8"), media_type="text/css; charset=utf-8",
+                    headers={"Cache-Control": "max-age=3600"})
 
 
 @router.get("/forms/static/{name}")

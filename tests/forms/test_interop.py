@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -122,3 +123,17 @@ def test_export_questionnaire_and_response_round_trip() -> None:
     assert response["subject"] == {"reference": "Patient/p1"}
     assert response["item"][0] == {"linkId": "overall", "answer": [{"valueInteger": 4}]}
     assert response["item"][2]["item"][0]["answer"] == [{"valueCoding": {"code": "3"}}]
+
+
+def test_a_field_type_without_a_fhir_mapping_is_an_export_error() -> None:
+    """Never a silent string: a field whose type declares no FHIR item type (or is no longer
+    registered) makes the export fail with a message naming the field."""
+    from careloop.forms.fhir import FhirExportError
+    from careloop.forms.spec import FieldSpec, FormSpec
+
+    spec = FormSpec(key="x", title={"en": "X"}, default_locale="en",
+                    fields=(FieldSpec(key="q", type="uninstalled_scale"),))
+    with pytest.raises(FhirExportError, match=r"field 'q'.*'uninstalled_scale'"):
+        export_questionnaire(spec)
+    with pytest.raises(FhirExportError):
+        export_response(spec, {"q": 3}, patient_id="p1", authored="2026-03-01")

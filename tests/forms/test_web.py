@@ -213,3 +213,28 @@ def test_a_signed_in_nurse_can_use_a_patient_link(engine: Engine, client: TestCl
     saved = client.post(url, data={"_page": "0", "_action": "save", "overall": "3",
                                    "csrf_token": match.group(1)})
     assert saved.status_code == 200
+
+
+PHOTO_FORM = """\
+kind: form
+key: wound_photo
+title: {zh-CN: 伤口照片, en: Wound photo}
+fields:
+  - {key: photo, type: file, label: {zh-CN: 伤口照片, en: Photo of the wound}, required: true,
+     accept: [image/png]}
+"""
+
+
+def test_an_upload_goes_to_the_field_whose_type_draws_a_file_input(
+        engine: Engine, client: TestClient, patient: str, publish) -> None:  # type: ignore[no-untyped-def]
+    publish(PHOTO_FORM)
+    url = _request(engine, "wound_photo")["url"]
+    page = client.get(url + "?lang=en")
+    assert 'type="file" name="photo" accept="image/png"' in page.text
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+    response = client.post(url, data={"_page": "0", "_lang": "en", "_action": "submit"},
+                           files={"photo": ("wound.png", png, "image/png")})
+    assert response.status_code == 200 and "Thank you" in response.text
+    with transaction(engine) as session:
+        answer = session.scalars(select(Submission)).one().answers["photo"]
+    assert answer["name"] == "wound.png" and answer["size"] == len(png)

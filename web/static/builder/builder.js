@@ -314,35 +314,47 @@
     if (value === undefined || value === "" || value === null || (typeof value === "number" && Number.isNaN(value))) delete obj[name];
     else obj[name] = value;
   }
-  function schemaInput(field, name, schema) {
-    const set = (v) => commit(() => setOrDelete(model.fields[selected], name, v));
-    if (schema.$ref === "#/$defs/text") return textPair(field, name, name, set);
+  function schemaInput(field, name, schema, onSet) {
+    // a field's option by default; a score's method option when the score editor passes onSet
+    const set = onSet || ((v) => commit(() => setOrDelete(model.fields[selected], name, v)));
+    const label = schema["x-label"] ? pick(schema["x-label"]) : name;  // the type's own words
+    if (schema.$ref === "#/$defs/text") return textPair(field, name, label, set);
     if (schema.enum) {
       const select = el("select", { "data-prop": name }, el("option", { value: "", text: "" }),
         ...schema.enum.map((v) => el("option", { value: v, text: v, selected: field[name] === v })));
       select.addEventListener("change", () => set(select.value || undefined));
-      return el("label", { text: name }, select);
+      return el("label", { text: label }, select);
     }
     if (schema.type === "boolean") {
       const box = el("input", { type: "checkbox", "data-prop": name, checked: field[name] === true });
       box.addEventListener("change", () => set(box.checked || undefined));
-      return el("label", {}, box, name);
+      return el("label", {}, box, label);
     }
     if (schema.type === "integer" || schema.type === "number") {
       const input = el("input", { type: "number", "data-prop": name, value: field[name] ?? "",
         min: schema.minimum, max: schema.maximum, step: schema.type === "integer" ? 1 : "any" });
       input.addEventListener("change", () => set(input.value === "" ? undefined : Number(input.value)));
-      return el("label", { text: name }, input);
+      return el("label", { text: label }, input);
+    }
+    if (schema.type === "object") {  // e.g. weights per field: "q1: 2, q2: 1"
+      const input = el("input", { type: "text", "data-prop": name,
+        value: Object.entries(field[name] || {}).map(([k, v]) => `${k}: ${v}`).join(", ") });
+      input.addEventListener("change", () => {
+        const pairs = input.value.split(",").map((p) => p.split(":").map((x) => x.trim()))
+          .filter(([k, v]) => k && v !== undefined && v !== "");
+        set(pairs.length ? Object.fromEntries(pairs.map(([k, v]) => [k, Number(v)])) : undefined);
+      });
+      return el("label", { text: label }, input);
     }
     if (schema.type === "array") {
       const input = el("input", { type: "text", "data-prop": name, value: (field[name] || []).join(", ") });
       input.addEventListener("change", () => set(input.value.trim()
         ? input.value.split(",").map((s) => s.trim()).filter(Boolean) : undefined));
-      return el("label", { text: name }, input);
+      return el("label", { text: label }, input);
     }
     const input = el("input", { type: "text", "data-prop": name, value: field[name] ?? "" });
     input.addEventListener("change", () => set(input.value || undefined));
-    return el("label", { text: name }, input);
+    return el("label", { text: label }, input);
   }
 
   function choiceEditor(field, name) {
@@ -453,13 +465,18 @@
       const key = el("input", { type: "text", value: s.key, "data-score": `${i}.key` });
       key.addEventListener("change", () => upd("key", key.value.trim()));
       const method = el("select", { "data-score": `${i}.method` },
-        ...scoreMethods.map((m) => el("option", { value: m, text: m, selected: s.method === m })));
+        ...scoreMethods.map((m) => el("option", { value: m.name, text: pick(m.title) || m.name,
+          selected: s.method === m.name })));
       method.addEventListener("change", () => upd("method", method.value));
       const fields = el("input", { type: "text", value: (s.fields || []).join(", "), "data-score": `${i}.fields` });
       fields.addEventListener("change", () => upd("fields", fields.value.trim()
         ? fields.value.split(",").map((x) => x.trim()).filter(Boolean) : undefined));
       const expr = completing(el("input", { type: "text", value: s.expression || "", "data-score": `${i}.expression` }));
       expr.addEventListener("change", () => upd("expression", expr.value.trim() || undefined));
+      // the method's own options, from its schema (the server's score-method panels)
+      const own = (scoreMethods.find((m) => m.name === s.method) || { options: {} }).options || {};
+      const extra = Object.entries(own).filter(([name]) => name !== "expression")
+        .map(([name, schema]) => schemaInput(s, name, schema, (v) => upd(name, v)));
       const bands = (s.bands || []).map((b, j) => {
         const ub = (prop, v) => commit(() => setOrDelete(model.scores[i].bands[j], prop, v));
         const code = el("input", { type: "text", value: b.code, "data-band": `${i}.${j}.code` });
@@ -482,7 +499,8 @@
       return el("fieldset", { class: "b-score" + (errs.length ? " has-error" : ""), "data-index": i },
         el("legend", { text: s.key }),
         el("label", { text: msg("builder.key") }, key), el("label", { text: msg("builder.method") }, method),
-        el("label", { text: msg("builder.fields") }, fields), el("label", { text: msg("builder.expression") }, expr),
+        el("label", { text: msg("builder.fields") }, fields),
+        ...("expression" in own ? [el("label", { text: msg("builder.expression") }, expr)] : []), ...extra,
         el("table", {}, el("caption", { text: msg("builder.bands") }), el("tbody", {}, ...bands)), addBand,
         ...errs.map((p) => el("p", { class: "b-err", text: `${p.code}: ${p.message}` })));
     }));
@@ -888,7 +906,7 @@
     if (KIND === "form") {
       const palette = (await api("GET", `${base}/field-types`)).data;
       for (const t of palette) types[t.name] = t;
-      scoreMethods = (await api("GET", `${base}/score-methods`)).data;
+      scoreMethods = (await api("GET", `${base}/score-method-panels`)).data;  // with titles
       renderPalette();
       const list = $("b-fields");
       list.addEventListener("dragover", (e) => e.preventDefault());
