@@ -17,8 +17,8 @@ A field type owns everything about its type, and no other module switches on its
   whatever the answers; it starts a page; its value is its ``calculate`` expression;
 * ``title`` and the options' ``x-label`` — what the form builder's palette and panel show.
 
-A plugin adds a type with one module (``tests/plugins/careloop_example/careloop_example/
-faces_scale.py``) whose ``register(registry)`` adds a ``FieldType`` to ``catalogue("field_type")``.
+A plugin adds a type with one module whose ``register(registry)`` adds a ``FieldType`` to
+``catalogue("field_type")`` (the recipe "Adding a field type" in docs/architecture.md).
 
     >>> from careloop.forms.spec import FieldSpec
     >>> FIELD_TYPES["integer"].check(FieldSpec(key="age", type="integer"), "42")

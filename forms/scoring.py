@@ -12,8 +12,8 @@ method, so a plugin's method scores real values.
     ──▶ ScoreSpec(key="burden", method="weighted", options={"weights": {"q1": 2}}, …)
     ──▶ METHODS["weighted"].compute(score_spec, ScoreInput(…)) == 2 * q1 + q2
 
-A plugin adds a method with one module (``tests/plugins/careloop_example/careloop_example/
-score_weighted.py``) whose ``register(registry)`` adds a ``ScoreMethod``.
+A plugin adds a method with one module whose ``register(registry)`` adds a ``ScoreMethod`` (the
+recipe "Adding a score method" in docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ CLI text in ``<case>.errors.txt`` (set CARELOOP_UPDATE_GOLDEN=1 to rewrite them 
 change, then read the diff)."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -41,4 +42,10 @@ def test_invalid_definitions_give_their_exact_errors(path: Path,
     if os.environ.get("CARELOOP_UPDATE_GOLDEN") == "1":
         expected.write_text(text, "utf-8")
     assert report.errors, "an invalid case must have errors"
-    assert text == expected.read_text("utf-8")
+    assert _comparable(text) == _comparable(expected.read_text("utf-8"))
+
+
+def _comparable(text: str) -> str:
+    """A list of allowed values cut at twelve (``one of 'a', … 'l' …``) is compared by its code,
+    place and suggestion: an installed extension's names sort into the first twelve."""
+    return re.sub(r"expected one of [^\n]*? … \(", "expected one of … (", text)
