@@ -228,13 +228,15 @@ def create_app() -> FastAPI:
                   docs_url=None, redoc_url=None,
                   dependencies=[Depends(csrf_protect), Depends(enforce_patient_scope)])
     from careloop.web.bodyguard import JsonGuard
+    from careloop.web.bulkhead import EventsBulkhead
     from careloop.web.deadline import DatabaseDeadline
     from careloop.web.metrics import RequestMetrics
 
-    # outside in: hardening (request id, headers, size), metrics, the database deadline, the
-    # JSON guard — none of them does blocking work (tests/web/test_nonblocking.py)
+    # outside in: hardening (request id, headers, size), metrics, the events API's concurrency,
+    # the database deadline, the JSON guard — none does blocking work (test_nonblocking.py)
     app.add_middleware(JsonGuard)
     app.add_middleware(DatabaseDeadline)
+    app.add_middleware(EventsBulkhead)
     app.add_middleware(RequestMetrics)
     app.add_middleware(HardeningMiddleware)
     _install_handlers(app)

@@ -54,6 +54,7 @@ PURE_MIDDLEWARE = {
     "careloop.web.bodyguard.JsonGuard": "buffers a bounded body; large ones checked in a thread",
     "careloop.web.deadline.DatabaseDeadline": "a timer; the 503 page is static",
     "careloop.web.metrics.RequestMetrics": "a clock and counters",
+    "careloop.web.bulkhead.EventsBulkhead": "a semaphore",
 }
 
 
