@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from careloop import __version__
 from careloop.engine.clock import now_utc
-from careloop.engine.db import transaction
+from careloop.engine.db import transaction, waiting
 from careloop.web.auth import ApiKeyRefused, api_key_caller, audit_refusal
 from careloop.web.deps import client_ip, request_id
 from careloop.web.models import TickerHeartbeat
@@ -79,15 +80,31 @@ def _checks() -> dict[str, dict[str, Any]]:
     return checks
 
 
+# checks still running (the database did not answer): a probe every few seconds must not pile up
+# one stuck thread each
+_running = threading.BoundedSemaphore(2)
+
+
+def _checks_once() -> dict[str, dict[str, Any]]:
+    waiting.set(None)  # readiness has its own timeout: not the request deadline's 503 page
+    try:
+        return _checks()
+    finally:
+        _running.release()
+
+
 @router.get("/readyz")
 async def readyz() -> JSONResponse:
     timeout = _env_float("CARELOOP_READY_TIMEOUT", 2)
+    timed_out = {"database": {"ok": False, "error": "timeout", "limit_seconds": timeout}}
     try:
+        if not _running.acquire(blocking=False):
+            raise TimeoutError  # the earlier checks are still waiting for the database
         # a thread of its own (not the request pool): a frozen database must not hold readiness
         # behind requests that wait for it; past the timeout the thread is left to finish
-        checks = await asyncio.wait_for(asyncio.to_thread(_checks), timeout)
+        checks = await asyncio.wait_for(asyncio.to_thread(_checks_once), timeout)
     except TimeoutError:
-        checks = {"database": {"ok": False, "error": "timeout", "limit_seconds": timeout}}
+        checks = timed_out
     except Exception as exc:  # unreachable, refused, misconfigured: the type, never the detail
         checks = {"database": {"ok": False, "error": type(exc).__name__}}
     ready = all(check["ok"] for check in checks.values())
