@@ -175,3 +175,30 @@ def test_the_body_check_names_the_path() -> None:
     assert bodyguard.check(b'{"tags": ' + b"[1]" * 0 + b"[" + b"1," * 1000 + b"1]}",
                            items=1000) is not None
     assert bodyguard.check(b'{"ok": [1, 2]}') is None
+
+
+def test_events_wait_their_turn_without_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from careloop.web.bulkhead import EventsBulkhead
+
+    monkeypatch.setenv("CARELOOP_EVENTS_CONCURRENCY", "2")
+    running: list[int] = [0]
+    most: list[int] = [0]
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0)  # let the others try to enter
+        await asyncio.sleep(0)
+        running[0] -= 1
+
+    guarded = EventsBulkhead(app)  # type: ignore[arg-type]
+
+    async def load() -> None:
+        scopes = [{"type": "http", "path": path} for path in
+                  ["/api/v1/events"] * 8 + ["/f/x"] * 4]
+        await asyncio.gather(*(guarded(s, None, None) for s in scopes))  # type: ignore[arg-type]
+
+    asyncio.run(load())
+    assert most[0] == 2 + 4  # two events at once; the pages never wait for them
