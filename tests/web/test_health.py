@@ -78,13 +78,15 @@ def test_metrics_need_the_metrics_scope_or_loopback_by_config(
     assert client.get("/metrics", headers={"X-API-Key": his}).status_code == 403
     assert client.post("/api/v1/events", json={"type": "x"},
                        headers={"X-API-Key": his}).status_code == 422
+    client.get("/f/secret-link-token")
     answer = client.get("/metrics", headers={"Authorization": f"Bearer {reader}"})
     assert answer.status_code == 200
     body = answer.text
     assert 'careloop_outbox_messages{status="failed"} 1.0' in body
     assert "careloop_timers_due 0.0" in body and "careloop_timers_late 0.0" in body
     assert 'careloop_events_received_total{status="422"}' in body
-    assert 'route="/api/v1/events"' in body and "/f/" not in body
+    assert 'route="/api/v1/events"' in body
+    assert 'route="/f/{token}"' in body and "secret-link-token" not in body  # templates only
     monkeypatch.setenv("CARELOOP_METRICS_LOOPBACK", "1")
     # the test client's address is not loopback: still refused without a key
     assert client.get("/metrics").status_code == 401
