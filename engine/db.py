@@ -4,14 +4,27 @@
 ``postgresql+psycopg://careloop@127.0.0.1:5432/careloop``. Without it, Careloop uses
 ``sqlite:///<CARELOOP_HOME or cwd>/var/careloop.db`` in WAL mode with foreign keys on.
 No state that another process needs is kept here: engines are per-process connection pools only.
+
+Every connection has time bounds (:class:`Timeouts`, read from the environment when an engine is
+made; seconds, ``0`` = none): ``CARELOOP_DB_CONNECT_TIMEOUT`` (5; connecting, and waiting for a
+pooled connection), ``CARELOOP_DB_STATEMENT_TIMEOUT`` (30), ``CARELOOP_DB_LOCK_TIMEOUT`` (10),
+``CARELOOP_DB_IDLE_TX_TIMEOUT`` (60; a transaction left open) — on PostgreSQL as connection
+options — and ``CARELOOP_DB_BUSY_TIMEOUT`` (10; SQLite's wait for a write lock). A database that
+does not answer at all (frozen, a dropped network) cannot enforce its own statement timeout: the
+web layer watches :data:`waiting` (when the current statement started) and answers 503 at the
+statement timeout (``careloop.web.deadline``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -41,21 +54,121 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Time bounds of every database connection, in seconds (``0``: none)."""
+
+    connect: float = 5.0
+    statement: float = 30.0
+    lock: float = 10.0
+    idle_in_transaction: float = 60.0
+    busy: float = 10.0  # SQLite
+
+    @classmethod
+    def from_env(cls) -> Timeouts:
+        """``CARELOOP_DB_CONNECT_TIMEOUT`` … (see the module docstring); a bad value is an
+        error that names the variable."""
+        def read(name: str, default: float) -> float:
+            raw = os.environ.get(name)
+            if raw is None or raw.strip() == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{name} has value {raw!r}: not a number of seconds") from None
+            if value < 0 or math.isnan(value):
+                raise ValueError(f"{name} has value {raw!r}: must be 0 or more seconds")
+            return value
+
+        d = cls()
+        return cls(connect=read("CARELOOP_DB_CONNECT_TIMEOUT", d.connect),
+                   statement=read("CARELOOP_DB_STATEMENT_TIMEOUT", d.statement),
+                   lock=read("CARELOOP_DB_LOCK_TIMEOUT", d.lock),
+                   idle_in_transaction=read("CARELOOP_DB_IDLE_TX_TIMEOUT",
+                                            d.idle_in_transaction),
+                   busy=read("CARELOOP_DB_BUSY_TIMEOUT", d.busy))
+
+    def postgres_options(self) -> str:
+        """``-c name=value`` settings for libpq's ``options`` (milliseconds)."""
+        settings = (("statement_timeout", self.statement), ("lock_timeout", self.lock),
+                    ("idle_in_transaction_session_timeout", self.idle_in_transaction))
+        return " ".join(f"-c {name}={int(value * 1000)}" for name, value in settings)
+
+
+class DatabaseWait:
+    """When the statement (or connection ping) now running for one request started, or None.
+
+    The web layer puts one in :data:`waiting` per request; the hooks below fill it on whatever
+    thread runs the request's database work (context variables follow the thread pool)."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+
+waiting: ContextVar[DatabaseWait | None] = ContextVar("careloop_db_waiting", default=None)
+
+
+def _started(*_: Any, **__: Any) -> None:
+    wait = waiting.get()
+    if wait is not None:
+        wait.since = time.monotonic()
+
+
+def _finished(*_: Any, **__: Any) -> None:
+    wait = waiting.get()
+    if wait is not None:
+        wait.since = None
+
+
+def _timed_ping(ping: Any) -> Any:
+    def do_ping(dbapi_connection: Any) -> bool:
+        _started()
+        try:
+            return bool(ping(dbapi_connection))
+        finally:
+            _finished()
+    return do_ping
+
+
+def _sqlite_pragmas(busy: float) -> Any:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+    return apply
 
 
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets its pragmas on every new connection."""
+    """Create an engine with the :class:`Timeouts` of the environment; SQLite gets its pragmas
+    on every new connection."""
+    from sqlalchemy.engine import make_url
+
     url = url or database_url()
-    engine = create_engine(url, future=True, pool_pre_ping=True, **kwargs)
+    timeouts = Timeouts.from_env()
+    backend = make_url(url).get_backend_name()
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if backend == "postgresql":
+        if timeouts.connect:
+            connect_args.setdefault("connect_timeout", max(1, math.ceil(timeouts.connect)))
+        connect_args["options"] = " ".join(
+            part for part in (connect_args.get("options"), timeouts.postgres_options()) if part)
+    elif backend == "sqlite":
+        connect_args.setdefault("timeout", timeouts.busy)
+    if backend != "sqlite" and timeouts.connect:
+        kwargs.setdefault("pool_timeout", timeouts.connect)
+    engine = create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args,
+                           **kwargs)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(timeouts.busy))
+    event.listen(engine, "before_cursor_execute", _started)
+    event.listen(engine, "after_cursor_execute", _finished)
+    event.listen(engine, "handle_error", _finished)
+    engine.dialect.do_ping = _timed_ping(engine.dialect.do_ping)  # type: ignore[method-assign]
     return engine
 
 

@@ -56,6 +56,11 @@ class Limits:
     # author work run off the event loop (checks of drafts, try-its, previews)
     work_seconds: float = 20.0  # wall-clock bound of one request's author work
     child_memory_bytes: int = 4 * 1024**3  # address space of a child process (simulations)
+    # JSON request bodies, checked before any route parses them (web/bodyguard.py)
+    request_json_depth: int = 72  # nesting (a definition's source_depth and its envelope)
+    request_json_items: int = 10_000  # items of one array or members of one object
+    request_json_nodes: int = 200_000  # values in the whole body
+    event_json_items: int = 1_000  # items of one array of an HIS event (tags, diagnoses…)
 
     def describe(self, name: str) -> str:
         """``name = value`` for a message (``source_depth = 64``)."""

@@ -463,7 +463,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-API_SCOPES = ("events:write", "readback:read", "incidents:write")
+API_SCOPES = ("events:write", "readback:read", "incidents:write", "metrics:read")
 DEFAULT_SCOPES = ("events:write",)
 
 

@@ -14,8 +14,10 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from careloop import __version__
 from careloop.engine import logs, store
@@ -101,7 +103,7 @@ _STATUS_KEYS = {400: "web.error.bad_request", 401: "web.error.unauthenticated",
 
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotAuthenticated)
-    async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
+    def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
         if wants_html(request):
             from urllib.parse import quote
 
@@ -109,29 +111,29 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(request, 401, "web.error.unauthenticated")
 
     @app.exception_handler(PasswordExpired)
-    async def password_expired(request: Request, exc: PasswordExpired) -> Response:
+    def password_expired(request: Request, exc: PasswordExpired) -> Response:
         if wants_html(request):
             return RedirectResponse("/account/password", status_code=303)
         return _error(request, 403, "web.error.password_expired")
 
     @app.exception_handler(Forbidden)
-    async def forbidden(request: Request, exc: Forbidden) -> Response:
+    def forbidden(request: Request, exc: Forbidden) -> Response:
         return _error(request, 403, "web.error.forbidden")
 
     @app.exception_handler(CsrfRefused)
-    async def csrf(request: Request, exc: CsrfRefused) -> Response:
+    def csrf(request: Request, exc: CsrfRefused) -> Response:
         return _error(request, 403, "web.error.csrf")
 
     @app.exception_handler(LimitExceeded)
-    async def over_limit(request: Request, exc: LimitExceeded) -> Response:
+    def over_limit(request: Request, exc: LimitExceeded) -> Response:
         return limit_response(request, exc)
 
     @app.exception_handler(WorkTimeout)
-    async def work_timeout(request: Request, exc: WorkTimeout) -> Response:
+    def work_timeout(request: Request, exc: WorkTimeout) -> Response:
         return limit_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if not wants_html(request) and exc.status_code < 500 and isinstance(exc.detail, str) \
                 and exc.status_code not in _STATUS_KEYS:
             return JSONResponse({"detail": exc.detail, "request_id": request_id(request)},
@@ -140,7 +142,7 @@ def _install_handlers(app: FastAPI) -> None:
                       _STATUS_KEYS.get(exc.status_code, "web.error.internal"))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+    def invalid(request: Request, exc: RequestValidationError) -> Response:
         if wants_html(request):
             return _error(request, 400, "web.error.bad_request")
         # field paths and messages only; the submitted values are not echoed back
@@ -149,7 +151,7 @@ def _install_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": errors, "request_id": request_id(request)},
                             status_code=422)
 
-    async def bad_data(request: Request, exc: Exception) -> Response:
+    def bad_data(request: Request, exc: Exception) -> Response:
         # The database refused a value (NUL byte, an integer out of range — PostgreSQL raises
         # DataError, SQLite's driver OverflowError): the input was bad, not the server.
         cause = exc.orig if isinstance(exc, DataError) else exc
@@ -160,8 +162,27 @@ def _install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DataError, bad_data)
     app.add_exception_handler(OverflowError, bad_data)
 
+    def database_unavailable(request: Request, exc: Exception) -> Response:
+        # connecting timed out, no pooled connection in time, a statement cancelled by the
+        # server's timeout, SQLite busy: the static 503 page (it needs no database)
+        from careloop.web.deadline import unavailable_response
+
+        log.warning("database unavailable: %s (request %s)", type(exc).__name__,
+                    request_id(request))
+        return unavailable_response(request)  # type: ignore[no-any-return]
+
+    app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
+
+    def client_gone(request: Request, exc: Exception) -> Response:
+        # one line, no traceback: the client left while its body was being read
+        log.info("client disconnected (request %s)", request_id(request))
+        return Response(status_code=400)
+
+    app.add_exception_handler(ClientDisconnect, client_gone)
+
     @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> Response:
+    def crashed(request: Request, exc: Exception) -> Response:
         # the full detail goes to the log through the one redaction step (careloop.engine.logs):
         # statement parameters, phone and ID numbers, the names of the patients in context
         log.error("unhandled %s (request %s)", type(exc).__name__, request_id(request),
@@ -193,13 +214,24 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Careloop", version=__version__, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None,
                   dependencies=[Depends(csrf_protect), Depends(enforce_patient_scope)])
+    from careloop.web.bodyguard import JsonGuard
+    from careloop.web.bulkhead import EventsBulkhead
+    from careloop.web.deadline import DatabaseDeadline
+    from careloop.web.metrics import RequestMetrics
+
+    # outside in: hardening (request id, headers, size), metrics, the events API's concurrency,
+    # the database deadline, the JSON guard — none does blocking work (test_nonblocking.py)
+    app.add_middleware(JsonGuard)
+    app.add_middleware(DatabaseDeadline)
+    app.add_middleware(EventsBulkhead)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(HardeningMiddleware)
     _install_handlers(app)
     _mount_static(app)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    from careloop.web import health
+
+    app.include_router(health.router)  # /healthz, /readyz, /metrics
 
     from careloop.web.deps import require
     from careloop.web.permissions import DEFINITIONS_VIEW, Principal

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -138,7 +138,14 @@ def csrf_token_of(request: Request) -> str:
     return str(token)
 
 
-async def _submitted_token(request: Request) -> str | None:
+async def submitted_csrf(request: Request) -> str | None:
+    """App-wide dependency, pure I/O (no database): the CSRF token a state-changing request
+    carries (header ``X-CSRF-Token`` or form field ``csrf_token``), read on the event loop only
+    when :func:`csrf_protect` may need it; the check itself runs in the thread pool."""
+    if request.method not in UNSAFE_METHODS or _csrf_exempt(request):
+        return None
+    if not request.cookies.get(SESSION_COOKIE) and request.url.path != "/login":
+        return None
     header = request.headers.get(CSRF_HEADER)
     if header:
         return header
@@ -150,19 +157,29 @@ async def _submitted_token(request: Request) -> str | None:
     return None
 
 
-async def csrf_protect(request: Request) -> None:
+async def request_body(request: Request) -> bytes:
+    """Dependency, pure I/O (no database): the raw body, read on the event loop so that the
+    ``def`` route using it parses and works in the thread pool."""
+    return await request.body()
+
+
+def _csrf_exempt(request: Request) -> bool:
+    return any(request.url.path.startswith(prefix)
+               for _, prefix in loaded_registry().catalogue("csrf_exempt").items())
+
+
+def csrf_protect(request: Request,
+                 submitted: str | None = Depends(submitted_csrf)) -> None:
     """App-wide dependency: refuse a state-changing request that rides on a session cookie
     without the session's synchronizer token (form field ``csrf_token`` or ``X-CSRF-Token``).
 
     Requests without the cookie carry no ambient authority; routes that need a user refuse them.
     The sign-in form (no session yet) uses a double-submit cookie instead. Path prefixes in
     ``registry.catalogue("csrf_exempt")`` (name → prefix, e.g. the patients' form links ``/f/``)
-    are skipped; routes under them must not act on the staff session.
+    are skipped; routes under them must not act on the staff session. A ``def`` (thread pool):
+    loading the session reads the database.
     """
-    if request.method not in UNSAFE_METHODS:
-        return
-    if any(request.url.path.startswith(prefix)
-           for _, prefix in loaded_registry().catalogue("csrf_exempt").items()):
+    if request.method not in UNSAFE_METHODS or _csrf_exempt(request):
         return
     cur = current(request) if request.cookies.get(SESSION_COOKIE) else None
     if cur is not None:
@@ -171,7 +188,6 @@ async def csrf_protect(request: Request) -> None:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
     else:
         return
-    submitted = await _submitted_token(request)
     if not expected or not submitted or not secrets.compare_digest(expected, submitted):
         raise CsrfRefused()
 

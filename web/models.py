@@ -94,3 +94,13 @@ class AdminRequest(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None]
+
+
+class TickerHeartbeat(Base):
+    """The last tick of one process's ticker (``host:pid``), written by the ``web.heartbeat``
+    tick; ``/readyz`` is ready only while some ticker beat recently (``web/health.py``)."""
+
+    __tablename__ = "ticker_heartbeats"
+
+    process: Mapped[str] = mapped_column(String(128), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)

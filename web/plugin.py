@@ -52,6 +52,9 @@ def register(registry: Registry) -> None:
     from careloop.web import patient360
 
     patient360.register(registry)
+    from careloop.web.health import heartbeat
+
+    registry.catalogue("tick").register("web.heartbeat", heartbeat)
     registry.catalogue("demo_seeder").register("domain", seed_domain)
     registry.catalogue("demo_seeder").register("complaint_handling", seed_complaint_handling)
     from careloop.web import scenarios

@@ -370,10 +370,10 @@ def _problems(exc: Exception) -> list[str]:
 
 
 @router.post("/bundles/plan")
-async def bundle_plan(request: Request, file: UploadFile = UPLOAD,
-                      me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+def bundle_plan(request: Request, file: UploadFile = UPLOAD,
+                me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
     """Show what importing the uploaded zip would change; nothing is written."""
-    data = await file.read()
+    data = file.file.read()
     try:
         plan = _plan(data, apply=False, actor=me.username)
     except (BundleError, DefinitionInvalid) as exc:

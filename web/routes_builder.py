@@ -296,8 +296,9 @@ async def publish(request: Request, kind: str, key: str = KEY_PATH,
     except (LimitExceeded, WorkTimeout) as exc:
         return limit_response(request, exc)
     except builder.BuilderError as exc:
-        record(request, me, "builder.publish", outcome="failure", object_type=kind,
-               object_id=key, details={"reason": exc.key})
+        await run_in_threadpool(record, request, me, "builder.publish",
+                                outcome="failure", object_type=kind,
+                                object_id=key, details={"reason": exc.key})
         return _refuse(request, exc)
 
 
@@ -466,9 +467,10 @@ async def simulate(request: Request, kind: str, key: str = KEY_PATH,
             scenarios=[chosen] if chosen else None)
     except builder.BuilderError as exc:
         return _refuse(request, exc)
-    record(request, me, "builder.simulate", object_type=kind, object_id=key,
-           details={"app": app, "scenarios": [s.get("scenario") for s in result["scenarios"]],
-                    "ok": result["ok"]})
+    await run_in_threadpool(record, request, me, "builder.simulate",
+                            object_type=kind, object_id=key,
+                            details={"app": app, "ok": result["ok"], "scenarios": [
+                                s.get("scenario") for s in result["scenarios"]]})
     return result
 
 
@@ -498,17 +500,21 @@ async def import_plan(request: Request, apply: bool = False,
     try:
         plan = await off_loop(work)
     except DefinitionInvalid as exc:
-        record(request, me, "builder.import", outcome="failure", object_type="bundle",
-               details={"apply": apply, "errors": len(exc.problems)})
+        await run_in_threadpool(record, request, me, "builder.import",
+                                outcome="failure", object_type="bundle",
+                                details={"apply": apply, "errors": len(exc.problems)})
         return JSONResponse({"errors": [p.to_json() for p in exc.problems]}, status_code=422)
     except (LimitExceeded, WorkTimeout) as exc:
-        record(request, me, "builder.import", outcome="failure", object_type="bundle",
-               details={"apply": apply, "reason": "limit"})
+        await run_in_threadpool(record, request, me, "builder.import",
+                                outcome="failure", object_type="bundle",
+                                details={"apply": apply, "reason": "limit"})
         return limit_response(request, exc)
     except BundleError as exc:
-        record(request, me, "builder.import", outcome="failure", object_type="bundle",
-               details={"apply": apply, "reason": "not a bundle"})
+        await run_in_threadpool(record, request, me, "builder.import",
+                                outcome="failure", object_type="bundle",
+                                details={"apply": apply, "reason": "not a bundle"})
         raise HTTPException(status_code=422, detail=str(exc)) from None
-    record(request, me, "builder.import", object_type="bundle", object_id=plan.app_id,
-           details={"applied": plan.applied})
+    await run_in_threadpool(record, request, me, "builder.import",
+                            object_type="bundle", object_id=plan.app_id,
+                            details={"applied": plan.applied})
     return plan.to_json()

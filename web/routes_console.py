@@ -440,12 +440,16 @@ STAFF_FORM_HEADERS = {"Cache-Control": "no-store"}
 
 
 async def _form_fields(request: Request) -> dict[str, list[str]]:
+    """Dependency, pure I/O (no database): the posted text fields."""
     data = await request.form(max_files=0, max_fields=2000)
     fields: dict[str, list[str]] = {}
     for name, value in data.multi_items():
         if isinstance(value, str):
             fields.setdefault(name, []).append(value)
     return fields
+
+
+FORM_FIELDS = Depends(_form_fields)
 
 
 def _task_entry(session: object, task: Task) -> object:
@@ -485,14 +489,14 @@ def task_form(request: Request, task_id: int = Path(ge=1, le=MAX_ID), page: int 
 
 @router.post("/tasks/{task_id}/form")
 @patient_level("task_id", via="task")
-async def task_form_post(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
-                         me: Principal = NEEDS_TASK_WORK) -> Response:
+def task_form_post(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
+                   me: Principal = NEEDS_TASK_WORK,
+                   fields: dict[str, list[str]] = FORM_FIELDS) -> Response:
     from careloop.forms.models import FormRequest
     from careloop.forms.runtime import SubmissionInvalid
     from careloop.web.deps import csrf_token_of
     from careloop.web.staffentry import post_entry
 
-    fields = await _form_fields(request)
     with transaction() as session:
         task = _task_or_404(session, task_id)
         if task.status not in ("open", "in_progress"):
@@ -685,13 +689,13 @@ def complaint_intake(request: Request, patient_id: str, page: int | None = None,
 
 @router.post("/patients/{patient_id}/complaint")
 @patient_level("patient_id")
-async def complaint_intake_post(request: Request, patient_id: str,
-                                me: Principal = NEEDS_TASK_WORK) -> Response:
+def complaint_intake_post(request: Request, patient_id: str,
+                          me: Principal = NEEDS_TASK_WORK,
+                          fields: dict[str, list[str]] = FORM_FIELDS) -> Response:
     from careloop.forms.models import FormRequest
     from careloop.web.deps import csrf_token_of
     from careloop.web.staffentry import post_entry
 
-    fields = await _form_fields(request)
     with transaction() as session:
         entry = _intake_entry(session, patient_id, me)
         assert isinstance(entry, FormRequest)

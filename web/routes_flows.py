@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -17,7 +17,7 @@ from careloop.engine.errors import CareloopError
 from careloop.flows import views
 from careloop.flows.ingest import conflict, ingest
 from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller, audit_refusal
-from careloop.web.deps import client_ip, request_id
+from careloop.web.deps import client_ip, request_body, request_id
 
 router = APIRouter(prefix="/api/v1")
 
@@ -37,12 +37,12 @@ def _require_key(request: Request, key: str | None, scope: str, action: str,
 
 
 @router.post("/events")
-async def post_event(request: Request,
-                     x_api_key: str | None = Header(default=None)) -> JSONResponse:
+def post_event(request: Request, x_api_key: str | None = Header(default=None),
+               raw: bytes = Depends(request_body)) -> JSONResponse:
     """Ingest one HIS event; 422 lists every problem; a duplicate gets the original ack."""
     name = _require_key(request, x_api_key, "events:write", "api.event").name
     try:
-        event: Any = json.loads(await request.body())
+        event: Any = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return JSONResponse({"status": "rejected",
                              "errors": [{"path": "$", "message": f"invalid JSON: {exc}"}]}, 422)

@@ -24,7 +24,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from careloop.engine.db import transaction
@@ -175,8 +174,11 @@ def patient_page(token: str, request: Request, page: int | None = None, lt: int 
     return _html(reply)
 
 
-@router.post("/f/{token}", response_class=HTMLResponse)
-async def patient_post(token: str, request: Request) -> Response:
+PatientPost = tuple[dict[str, Any], dict[str, tuple[str, str, bytes]]]
+
+
+async def _read_patient_post(request: Request) -> PatientPost:
+    """Dependency, pure I/O (no database): the posted fields and uploaded files."""
     data = await request.form(max_files=10, max_fields=2000)
     fields: dict[str, Any] = {}
     uploads: dict[str, tuple[str, str, bytes]] = {}
@@ -188,14 +190,21 @@ async def patient_post(token: str, request: Request) -> Response:
                 uploads[name] = (value.filename or "upload", value.content_type or "", content)
             continue
         fields.setdefault(name, []).append(value)
-    csrf = _staff_csrf(request)
+    return fields, uploads
 
-    def work() -> Reply:
-        # off the event loop: a submission runs the authors' rules and flows
-        with transaction() as session:
-            return post_page(session, token, fields, uploads, request.url.path, csrf=csrf)
 
-    return _html(await run_in_threadpool(work))
+PATIENT_POST = Depends(_read_patient_post)
+
+
+@router.post("/f/{token}", response_class=HTMLResponse)
+def patient_post(token: str, request: Request,
+                 posted: PatientPost = PATIENT_POST) -> Response:
+    fields, uploads = posted
+    # a submission runs the authors' rules and flows: a ``def`` route, in the thread pool
+    with transaction() as session:
+        reply = post_page(session, token, fields, uploads, request.url.path,
+                          csrf=_staff_csrf(request))
+    return _html(reply)
 
 
 def _staff_csrf(request: Request) -> str | None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from careloop.engine import store
 from careloop.engine.db import transaction
@@ -58,8 +59,10 @@ async def test_ruleset(key: str, request: Request,
 
     try:
         outcome = await off_loop(work)
-        record(request, principal, "builder.try", object_type="ruleset", object_id=key,
-               details={"data": "posted", "event_type": str(event.get("type", ""))[:64]})
+        await run_in_threadpool(record, request, principal, "builder.try",
+                                object_type="ruleset", object_id=key,
+                                details={"data": "posted",
+                                         "event_type": str(event.get("type", ""))[:64]})
     except (LimitExceeded, WorkTimeout) as exc:
         return limit_response(request, exc)
     except NotFound as exc:
