@@ -87,8 +87,14 @@ def append(session: Session, *, actor: str, action: str, object_type: str | None
            request_id: str | None = None) -> AuditRow:
     """Add one audit row in the caller's transaction: it commits or rolls back with the action."""
     key = load_key()
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    elif dialect == "sqlite":
+        # Take the write lock before reading the last hash: pysqlite begins a transaction only
+        # at the first write, so another thread's row could land between the read and the
+        # insert and fork the chain. A write that changes nothing holds the lock till commit.
+        session.execute(text("UPDATE audit_anchor SET id = id WHERE 1 = 0"))
     last = session.scalars(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).first()
     row = AuditRow(
         at=now_utc(), actor=actor, actor_role=actor_role, ip=ip, action=action,

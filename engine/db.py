@@ -12,7 +12,7 @@ pooled connection), ``CARELOOP_DB_STATEMENT_TIMEOUT`` (30), ``CARELOOP_DB_LOCK_T
 options — and ``CARELOOP_DB_BUSY_TIMEOUT`` (10; SQLite's wait for a write lock). A database that
 does not answer at all (frozen, a dropped network) cannot enforce its own statement timeout: the
 web layer watches :data:`waiting` (when the current statement started) and answers 503 at the
-statement timeout (``careloop.web.deadline``).
+statement timeout (the web layer's request deadline).
 """
 
 from __future__ import annotations

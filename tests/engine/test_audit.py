@@ -37,3 +37,27 @@ def test_audit_row_rolls_back_with_its_action(engine: Engine) -> None:
         pass
     with transaction(engine) as session:
         assert session.query(AuditRow).count() == 0
+
+
+def test_appends_from_many_threads_keep_one_chain(engine: Engine) -> None:
+    """Web handlers run in a thread pool: on SQLite the read of the last hash and the insert must
+    not let another thread's row in between (pysqlite begins a transaction only at the insert)."""
+    import threading
+
+    start = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(15):
+            with transaction(engine) as session:
+                session.query(AuditRow).count()  # a read first, as a handler's would be
+                audit.append(session, actor=f"u{n}", action="patient.view", patient_id=f"p{i}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with transaction(engine) as session:
+        assert session.query(AuditRow).count() == 120
+        assert list(audit.verify(session)) == []
