@@ -47,6 +47,11 @@ class Catalogue(Generic[T]):
         self._items[name] = item
         return item
 
+    def unregister(self, name: str) -> T:
+        """Take a name out again (a test that registered an extension's type for its own run);
+        what is derived from the catalogue (kind schemas' enums) must be refreshed by the caller."""
+        return self._items.pop(name)
+
     def get(self, name: str) -> T | None:
         return self._items.get(name)
 

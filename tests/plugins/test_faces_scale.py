@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,7 +19,6 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.errors import Problem
 from careloop.engine.registry import loaded_registry
-from careloop.engine.schema import _validator, kind_schema
 from careloop.engine.sources import load_text
 from careloop.forms.fhir import export_questionnaire, export_response
 from careloop.forms.models import Submission, SubmissionAnswer
@@ -31,6 +28,8 @@ from careloop.forms.runtime import load_form
 from careloop.web import admin
 from careloop.web.app import create_app
 from careloop.web.display import Display, answers_view
+
+from .conftest import registered
 
 FORM = """\
 kind: form
@@ -45,26 +44,6 @@ scores:
      bands: [{code: high, label: {zh-CN: 高, en: High}, min: 6}]}
 """
 PASSWORD = "Correct-Horse-Battery-9"
-
-
-@contextmanager
-def registered(module: Any, sort: str, name: str) -> Iterator[None]:
-    """The example module registered on the loaded registry for the test (it may be installed
-    already: then it is left alone); an entry the test added is removed afterwards, so later
-    tests see the registry as it was. The kind schema's enum of names follows."""
-    registry = loaded_registry()
-    added = name not in registry.catalogue(sort)
-    if added:
-        module.register(registry)
-    kind_schema.cache_clear()
-    _validator.cache_clear()
-    try:
-        yield
-    finally:
-        if added:  # the catalogue has no public removal
-            del registry.catalogue(sort)._items[name]
-            kind_schema.cache_clear()
-            _validator.cache_clear()
 
 
 def errors(text: str) -> list[Problem]:

@@ -9,9 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -20,36 +18,16 @@ from sqlalchemy import Engine
 
 from careloop.engine.bundles import import_bundle
 from careloop.engine.db import transaction
-from careloop.engine.registry import loaded_registry
-from careloop.engine.schema import _validator, kind_schema
 from careloop.web import admin
 from careloop.web.app import create_app
+
+from .conftest import registered
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "Correct-Horse-Battery-9"
-
-
-@contextmanager
-def registered(module: Any, sort: str, name: str) -> Iterator[None]:
-    """The example module registered on the loaded registry for the test (it may be installed
-    already: then it is left alone); an entry the test added is removed afterwards, so later
-    tests see the registry as it was. The kind schema's enum of names follows."""
-    registry = loaded_registry()
-    added = name not in registry.catalogue(sort)
-    if added:
-        module.register(registry)
-    kind_schema.cache_clear()
-    _validator.cache_clear()
-    try:
-        yield
-    finally:
-        if added:  # the catalogue has no public removal
-            del registry.catalogue(sort)._items[name]
-            kind_schema.cache_clear()
-            _validator.cache_clear()
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def registered() -> Iterator[None]:
     _clear_schemas()
     yield
     if added:
-        steps._items.pop(phone_robot.NAME, None)
+        steps.unregister(phone_robot.NAME)
         _clear_schemas()
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +25,8 @@ from careloop.forms.runtime import submit
 from careloop.web import admin
 from careloop.web.app import create_app
 
+from .conftest import registered
+
 FORM = """\
 kind: form
 key: recovery
@@ -43,26 +43,6 @@ scores:
     bands: [{code: heavy, label: {zh-CN: 负担重, en: Heavy}, min: 6}]
 """
 PASSWORD = "Correct-Horse-Battery-9"
-
-
-@contextmanager
-def registered(module: Any, sort: str, name: str) -> Iterator[None]:
-    """The example module registered on the loaded registry for the test (it may be installed
-    already: then it is left alone); an entry the test added is removed afterwards, so later
-    tests see the registry as it was. The kind schema's enum of names follows."""
-    registry = loaded_registry()
-    added = name not in registry.catalogue(sort)
-    if added:
-        module.register(registry)
-    kind_schema.cache_clear()
-    _validator.cache_clear()
-    try:
-        yield
-    finally:
-        if added:  # the catalogue has no public removal
-            del registry.catalogue(sort)._items[name]
-            kind_schema.cache_clear()
-            _validator.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +96,7 @@ def test_a_method_without_compute_is_refused_at_validate_time() -> None:
         assert [(p.code, p.json_path) for p in errors(text)] == [
             ("form.score-method-incomplete", "$.scores[0].method")]
     finally:  # no later test sees the broken method (the catalogue has no public removal)
-        del methods._items["titles_only"]
+        methods.unregister("titles_only")
         kind_schema.cache_clear()
         _validator.cache_clear()
 
