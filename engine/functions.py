@@ -255,16 +255,7 @@ def fn_number(value: object) -> int | float | None:
 
 
 def fn_round(x: object, n: object = 0) -> int | float | None:
-    if x is None:
-        return None
-    number = _check_number(x)
-    if not isinstance(n, int) or isinstance(n, bool) or not -15 <= n <= 15:
-        raise ValueError(f"digits must be a whole number from -15 to 15, got {n!r}")
-    try:
-        rounded = Decimal(str(number)).quantize(Decimal(1).scaleb(-n), rounding=ROUND_HALF_UP)
-    except InvalidOperation:
-        raise ValueError(f"cannot round {number!r}") from None
-    return int(rounded) if n <= 0 else float(rounded)
+    return _round_with(x, n, ROUND_HALF_UP)
 
 
 def fn_min(*values: object) -> Any:
