@@ -106,5 +106,6 @@ def test_the_walkthrough_works_as_written(engine: Engine, demo_hospital: None) -
     with transaction(engine) as session:
         task = session.scalars(select(Task).where(Task.priority == "urgent")).one()
         steps = session.scalars(select(TaskHistory.details).where(
-            TaskHistory.task_id == task.id, TaskHistory.action == "escalated")).all()
+            TaskHistory.task_id == task.id, TaskHistory.action == "escalated")
+            .order_by(TaskHistory.id)).all()
         assert [s["role"] for s in steps] == ["dept_director", "px_office"]
