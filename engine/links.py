@@ -152,6 +152,13 @@ def seal_links(session: Session, text: str | None) -> str | None:
         lambda m: f"/{m.group(1)}/{seal_token(secret, m.group(1), m.group(2))}", text)
 
 
+def first_ref(text: str | None) -> str | None:
+    """The reference of the first sealed link in ``text`` (to find the message a patient's
+    opening of that link came from), else ``None``."""
+    match = PLACEHOLDER.search(text or "")
+    return match.group(2) if match else None
+
+
 def _unseal(secret: bytes, match: re.Match[str], shown: bool) -> str:
     ref, sealed = match.group(2), bytes.fromhex(match.group(3))
     token = bytes(a ^ b for a, b in zip(sealed, _keystream(secret, ref, len(sealed)),

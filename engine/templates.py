@@ -19,7 +19,7 @@ import functools
 import re
 import string
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -203,6 +203,18 @@ class TemplateSpec:
     variables: frozenset[str]
     subject: Mapping[str, str]
     body: Mapping[str, str]
+    # channel type name → its entry (strings are templates rendered like the body)
+    providers: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def render_providers(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Every provider entry with its strings rendered (lists and objects kept)."""
+        try:
+            return {name: _render_tree(entry, values) for name, entry in self.providers.items()}
+        except LimitExceeded:
+            raise
+        except Exception as exc:  # jinja2 raises many types; the caller needs one
+            raise TemplateRenderError(f"template {self.key}: {exc}") from exc
 
     def render(self, locale: str, values: Mapping[str, Any]) -> tuple[str | None, str]:
         """Render (subject, body) in ``locale``, falling back to the other language."""
@@ -221,6 +233,70 @@ class TemplateSpec:
         return rendered_subject, rendered
 
 
+def _render_tree(value: Any, values: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        return _ENV.render(value, values) if "{" in value else value
+    if isinstance(value, Mapping):
+        return {str(k): _render_tree(v, values) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_render_tree(v, values) for v in value]
+    return value
+
+
+Where = tuple[str | int, ...]
+
+
+def _strings(value: Any, path: Where) -> Iterator[tuple[Where, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
+
+
+def _check_syntax(definition: Definition, ctx: CompileContext, text: str,
+                  path: tuple[str | int, ...], declared: set[str]) -> None:
+    doc = definition.doc
+    try:
+        parsed = _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        ctx.add(doc.problem("template.syntax", f"template syntax error: {exc.message}", path))
+        return
+    for name in sorted(meta.find_undeclared_variables(parsed) - declared):
+        ctx.add(doc.problem("template.undeclared-variable",
+                            f"'{name}' is used but not listed in 'variables'", path,
+                            hint=did_you_mean(name, declared) or "add it to 'variables'"))
+
+
+def _check_providers(definition: Definition, ctx: CompileContext, declared: set[str]) -> None:
+    """Each provider entry: a registered channel type that takes templates, its own schema
+    (the channel type checks it), and template strings using only the declared variables."""
+    from careloop.engine.registry import loaded_registry
+
+    doc = definition.doc
+    adapters = loaded_registry().catalogue("channel_adapter")
+    for name, entry in (definition.body.get("providers") or {}).items():
+        path: tuple[str | int, ...] = ("providers", name)
+        adapter = adapters.get(name)
+        check = getattr(adapter, "check_template", None)
+        if adapter is None or check is None:
+            known = [n for n in adapters.names()
+                     if getattr(adapters.get(n), "template_schema", None) is not None]
+            ctx.add(doc.problem("template.unknown-provider",
+                                f"no channel type '{name}' takes provider templates", path,
+                                hint=did_you_mean(name, known) or (
+                                    f"channel types with templates: {', '.join(known)}"
+                                    if known else "no channel type with templates is installed")))
+            continue
+        for problem in check(entry, path):
+            ctx.add(doc.problem(problem.code, problem.message, problem.path))
+        for at, text in _strings(entry, path):
+            _check_syntax(definition, ctx, text, at, declared)
+
+
 def _pick(texts: Mapping[str, str], locale: str) -> str:
     if locale in texts:
         return texts[locale]
@@ -232,18 +308,8 @@ def _pick(texts: Mapping[str, str], locale: str) -> str:
 
 def _check_text(definition: Definition, ctx: CompileContext, field: str,
                 declared: set[str]) -> None:
-    doc = definition.doc
     for locale, text in (definition.body.get(field) or {}).items():
-        path = (field, locale)
-        try:
-            parsed = _ENV.parse(text)
-        except TemplateSyntaxError as exc:
-            ctx.add(doc.problem("template.syntax", f"template syntax error: {exc.message}", path))
-            continue
-        for name in sorted(meta.find_undeclared_variables(parsed) - declared):
-            ctx.add(doc.problem("template.undeclared-variable",
-                                f"'{name}' is used but not listed in 'variables'", path,
-                                hint=did_you_mean(name, declared) or "add it to 'variables'"))
+        _check_syntax(definition, ctx, text, (field, locale), declared)
 
 
 def compile_template(definition: Definition, ctx: CompileContext) -> TemplateSpec | None:
@@ -252,10 +318,14 @@ def compile_template(definition: Definition, ctx: CompileContext) -> TemplateSpe
     declared = set(body.get("variables", []))
     _check_text(definition, ctx, "body", declared)
     _check_text(definition, ctx, "subject", declared)
+    _check_providers(definition, ctx, declared)
     return TemplateSpec(
         key=definition.key,
         channels=tuple(body.get("channels", ())),
         variables=frozenset(declared),
         subject=MappingProxyType(dict(body.get("subject") or {})),
         body=MappingProxyType(dict(body["body"])),
+        providers=MappingProxyType({str(k): MappingProxyType(dict(v)) for k, v in
+                                    (body.get("providers") or {}).items()
+                                    if isinstance(v, Mapping)}),
     )

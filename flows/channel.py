@@ -51,6 +51,10 @@ class Outbound:
     subject: str | None
     body: str
     urgent: bool
+    # this channel type's entry of the message template's ``providers`` (an SMS gateway's
+    # template code and rendered parameters, a WeChat template's data), links opened; ``None``
+    # when the template has none for this channel type
+    provider: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,10 @@ class Channel:
     delivers: ClassVar[bool] = True  # False: nothing reaches the patient (the log channel)
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timeouts: ClassVar[Timeouts] = Timeouts()
+    # What a message template's ``providers.<this type>`` entry must look like (JSON Schema):
+    # providers that send only approved templates (SMS gateways in China, WeChat template
+    # messages) set it; ``None`` = the channel sends the rendered text and takes no entry.
+    template_schema: ClassVar[Mapping[str, Any] | None] = None
 
     def send(self, message: Outbound, idempotency_key: str) -> SendResult:
         """Send one message; raise :class:`ChannelError` when it failed."""
@@ -130,6 +138,19 @@ class Channel:
                         f"channel {self.name}: {error.message}",
                         (*path, *error.absolute_path))
                 for error in sorted(validator.iter_errors(dict(options)),
+                                    key=lambda e: list(map(str, e.absolute_path)))]
+
+    def check_template(self, entry: Any, path: tuple[str | int, ...] = ()) -> list[Problem]:
+        """Every problem of a template's ``providers`` entry for this channel type."""
+        if self.template_schema is None:
+            return [Problem("template.provider-takes-no-template",
+                            f"channel {self.name} sends the message text and takes no "
+                            "provider template", path)]
+        validator = Draft202012Validator(dict(self.template_schema))
+        return [Problem("template.bad-provider-template",
+                        f"channel {self.name}: {error.message}",
+                        (*path, *error.absolute_path))
+                for error in sorted(validator.iter_errors(entry),
                                     key=lambda e: list(map(str, e.absolute_path)))]
 
     def options(self) -> dict[str, Any]:

@@ -109,7 +109,8 @@ class OutboxMessage(Base):
     """A message written in the producing step's transaction, dispatched later by a channel."""
 
     __tablename__ = "outbox_messages"
-    __table_args__ = (Index("ix_outbox_messages_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_messages_status_next", "status", "next_attempt_at"),
+                      Index("ix_outbox_messages_provider_ref", "provider_ref"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
@@ -147,6 +148,17 @@ class OutboxMessage(Base):
     dead_at: Mapped[datetime | None]
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("delivery_incidents.id"))
     provider_ref: Mapped[str | None] = mapped_column(String(255))
+    # 0025 provider templates and receipts: each provider's rendered template entry (an SMS
+    # gateway's template code and parameters, a WeChat template's data), the reference of the
+    # link the message carries (its first ``/f/`` or ``/d/`` token's ``token_ref``), what the
+    # provider reported back later (delivered | failed | read, when, its words) and when the
+    # patient first opened the link
+    provider_params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    link_ref: Mapped[str | None] = mapped_column(String(16), index=True)
+    receipt_state: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[datetime | None]
+    receipt_detail: Mapped[str | None] = mapped_column(String(255))
+    opened_at: Mapped[datetime | None]
 
 
 class DeliveryIncident(Base):

@@ -127,7 +127,9 @@ def enqueue(session: Session, *, template_key: str, channel: str, patient_id: st
         raise OutboxError(f"unknown channel '{channel}'")
     patient = session.get(Patient, patient_id) if patient_id else None
     locale = locale or (patient.locale if patient is not None else None) or "zh-CN"
-    subject, body = _template(session, template_key).render(locale, values)
+    template = _template(session, template_key)
+    subject, body = template.render(locale, values)
+    providers = _seal_tree(session, template.render_providers(values)) or None
     subject, body = links.seal_links(session, subject), links.seal_links(session, body) or ""
     now = now_utc()
     due = now if urgent or channel not in QUIET_CHANNELS else after_quiet_hours(now)
@@ -138,10 +140,32 @@ def enqueue(session: Session, *, template_key: str, channel: str, patient_id: st
                         channel=channel, patient_id=patient_id, user_id=user_id, locale=locale,
                         subject=subject, body=body, urgent=urgent, status="pending", attempts=0,
                         next_attempt_at=due, source_ref=source_ref, created_at=now,
-                        expires_at=expires, link_expires_at=link_expires_at)
+                        expires_at=expires, link_expires_at=link_expires_at,
+                        provider_params=providers, link_ref=links.first_ref(body))
     session.add(row)
     session.flush()
     return row.id
+
+
+def _seal_tree(session: Session, value: Any) -> Any:
+    """Provider parameters carry links too: stored sealed like the body, opened when sent."""
+    if isinstance(value, str):
+        return links.seal_links(session, value)
+    if isinstance(value, dict):
+        return {k: _seal_tree(session, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_seal_tree(session, v) for v in value]
+    return value
+
+
+def _open_tree(session: Session, value: Any) -> Any:
+    if isinstance(value, str):
+        return links.open_links(session, value)
+    if isinstance(value, dict):
+        return {k: _open_tree(session, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_open_tree(session, v) for v in value]
+    return value
 
 
 def consented(patient: Patient | None, channel: str) -> bool:
@@ -582,12 +606,15 @@ def _prepare(session: Session, row: OutboxMessage, p: _Pass) -> str | tuple[Chan
         return _failed(session, row, channel_for_errors(), exc, now, p.rng)
     try:
         subject, body = message_text(session, row)
+        entry = (row.provider_params or {}).get(channel.name)
+        provider = _open_tree(session, entry) if isinstance(entry, dict) else None
     except links.LinkUnavailable as exc:
         row.attempts += 1
         row.error = str(exc)[:500]
         return dead_letter(session, row, "link_unavailable", now)
     return channel, Outbound(row.id, row.idempotency_key, row.channel, row.patient_id,
-                             _address(patient, row.channel), subject, body, row.urgent)
+                             _address(patient, row.channel), subject, body, row.urgent,
+                             provider)
 
 
 def channel_for_errors() -> Channel:

@@ -19,6 +19,7 @@ from careloop.engine.domain import Department, Patient
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
 from careloop.flows.documents import Document, LinkExpired, open_link
+from careloop.flows.receipts import record_open
 from careloop.forms.pages import hospital_context
 from careloop.web.render import environment
 
@@ -61,6 +62,7 @@ def document_page(token: str, request: Request, lang: str | None = None) -> Resp
     with transaction() as session:
         try:
             document = open_link(session, token)
+            record_open(session, token)
         except NotFound:
             return _unavailable(normalise_locale(lang), "docs.not_found", 404)
         except LinkExpired:

@@ -28,6 +28,7 @@ from starlette.datastructures import UploadFile
 
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
+from careloop.flows.receipts import record_open
 from careloop.forms.fhir import FhirExportError, export_questionnaire, export_response
 from careloop.forms.models import Submission
 from careloop.forms.pages import describe
@@ -171,6 +172,8 @@ def patient_page(token: str, request: Request, page: int | None = None, lt: int 
         reply = open_page(session, token, page=page,
                           large_text=None if lt is None else bool(lt), lang=lang, nps=nps,
                           url=request.url.path, csrf=_staff_csrf(request))
+        if reply.status < 500 and len(token) <= 128:
+            record_open(session, token)  # the message that carried the link: opened
     return _html(reply)
 
 
