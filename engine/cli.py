@@ -49,7 +49,20 @@ def _start_clock(ctx: click.Context, param: click.Parameter, value: str | None) 
                                  param=param) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Careloop(click.Group):
+    """The top group: the engines' commands (and so every plugin) are loaded only when a
+    command is looked up or listed, so ``careloop --version`` starts at once."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        _add_engine_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _add_engine_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Careloop, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="careloop")
 @click.option("--now", callback=_start_clock, expose_value=False, is_eager=True,
               metavar="ISO", help="Start the clock at this instant (naive: hospital time) and "
@@ -356,7 +369,14 @@ def audit_checkpoint() -> None:
                f"{entry['last_id']:,}; written to {path}")
 
 
+_engine_commands_added: list[bool] = []
+
+
 def _add_engine_commands() -> None:
+    """Add the engines' and plugins' commands to the top group (once per process)."""
+    if _engine_commands_added:
+        return
+    _engine_commands_added.append(True)
     from careloop.engine.cli_expr import expr
     from careloop.engine.registry import loaded_registry
 
@@ -401,7 +421,6 @@ def main() -> None:
     """Console-script entry point: every failure ends in one ``error:`` line on stderr and a
     non-zero exit (``CARELOOP_DEBUG=1``: the traceback instead)."""
     debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
-    _add_engine_commands()
     try:
         result = cli.main(prog_name="careloop", standalone_mode=False)
     except click.UsageError as exc:

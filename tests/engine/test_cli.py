@@ -85,3 +85,26 @@ def test_invalid_bundle_is_refused_with_exit_1(engine: Engine, tmp_path: Path) -
 def test_audit_verify(engine: Engine) -> None:
     code, out = run("audit", "verify")
     assert code == 0 and "intact" in out
+
+
+def test_version_loads_no_engine_or_plugin() -> None:
+    """``careloop --version`` answers before any engine, plugin or web framework is imported
+    (issue 18: the CLI starts at once); a command still finds every engine's commands."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from careloop.engine.cli import main\n"
+             "sys.argv = ['careloop', '--version']\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('fastapi', 'sqlalchemy', 'careloop_example') or m.startswith(("
+             "'careloop.flows', 'careloop.forms', 'careloop.rules', 'careloop.reports', "
+             "'careloop.web', 'careloop.engine.registry')))\n"
+             "print('LOADED', loaded)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert "careloop, version" in out
+    assert "LOADED []" in out, out
+    code, text = run("outbox", "--help")
+    assert code == 0 and "retry" in text
