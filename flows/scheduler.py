@@ -2,10 +2,14 @@
 
 Every wait is a row in ``flow_timers`` (indexed by status and due time). :func:`run_due` claims
 due timers in bounded batches — PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED``, SQLite a
-conditional ``UPDATE … WHERE claimed_until IS NULL OR claimed_until < now`` — then fires each in
-its own transaction whose first statement marks the timer fired *only if still pending*: its
-effects (messages, tasks, next timers) commit together with that mark, or not at all. A process
-killed mid-sweep leaves claims that expire after ``CLAIM_SECONDS`` and are swept again.
+conditional ``UPDATE … WHERE claimed_until IS NULL OR claimed_until < now`` — then fires the
+claimed batch in **one transaction**, each timer inside its own savepoint whose first statement
+marks the timer fired *only if still pending and still ours*: a timer's effects (messages, tasks,
+next timers) commit together with its mark, or not at all. A timer whose firing fails is rolled
+back to its savepoint alone — the others of the batch commit — and is then fired on its own
+(:func:`fire`), where its error is handled exactly as before batching. A process killed
+mid-sweep commits nothing of the batch under way; its claims expire after ``CLAIM_SECONDS`` and
+are swept again.
 
 The process's one ticker job (:mod:`careloop.engine.ticker`) calls :func:`run_due` through the
 ``flows.sweep`` tick; there is never one job per patient.
@@ -75,29 +79,78 @@ def claim(engine: Engine, worker: str, now: datetime, limit: int = BATCH) -> lis
                 session.execute(update(FlowTimer).where(FlowTimer.id.in_(ids))
                                 .values(claimed_by=worker, claimed_until=until))
             return ids
-        claimed = []
-        for timer_id in session.scalars(query).all():
-            result = session.execute(update(FlowTimer).where(
-                FlowTimer.id == timer_id, _claimable(now))
-                .values(claimed_by=worker, claimed_until=until))
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(timer_id)
-        return claimed
+        # SQLite: one statement, atomic against other processes (it runs under the database's
+        # write lock), so the rows its subquery picks are still claimable when it updates them
+        return sorted(session.scalars(update(FlowTimer).where(
+            FlowTimer.id.in_(query.scalar_subquery()))
+            .values(claimed_by=worker, claimed_until=until)
+            .returning(FlowTimer.id)).all())
+
+
+def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, list[int]]:
+    """Fire claimed timers in one transaction. Returns how many fired and the ids whose firing
+    raised (rolled back to their savepoint and back to ``pending``, still claimed: the caller
+    fires each alone with :func:`fire`).
+
+    One ``UPDATE … RETURNING`` marks the batch fired (only timers still pending and ours), one
+    query each loads the timers, their step runs and their runs; then each timer with work to do
+    runs in its own savepoint. A timer with nothing to do (its run ended) costs no statement of
+    its own."""
+    if not timer_ids:
+        return 0, []
+    failed: list[int] = []
+    with transaction(engine) as session:
+        fired_ids = list(session.scalars(update(FlowTimer).where(
+            FlowTimer.id.in_(timer_ids), FlowTimer.status == "pending",
+            FlowTimer.claimed_by == worker).values(status="fired", fired_at=now_utc())
+            .returning(FlowTimer.id)).all())
+        if not fired_ids:
+            return 0, []
+        timers = list(session.scalars(select(FlowTimer).where(FlowTimer.id.in_(fired_ids))
+                                      .order_by(FlowTimer.due_at, FlowTimer.id)).all())
+        step_run_ids = {t.step_run_id for t in timers if t.step_run_id}
+        run_ids = {t.run_id for t in timers if t.run_id}
+        if step_run_ids:  # into the identity map: _dispatch_timer's gets cost nothing
+            session.scalars(select(StepRun).where(StepRun.id.in_(step_run_ids))).all()
+        if run_ids:
+            session.scalars(select(FlowRun).where(FlowRun.id.in_(run_ids))).all()
+        for timer in timers:
+            if not _has_work(session, timer):
+                continue
+            try:
+                with session.begin_nested(), frozen_now(timer.due_at):
+                    _dispatch_timer(session, timer)
+            except Exception:
+                log.warning("timer %s failed in a batch; firing it on its own", timer.id,
+                            exc_info=True)
+                failed.append(timer.id)
+                session.execute(update(FlowTimer).where(FlowTimer.id == timer.id)
+                                .values(status="pending", fired_at=None))
+    return len(fired_ids) - len(failed), failed
+
+
+def _has_work(session: Any, timer: FlowTimer) -> bool:
+    run = session.get(FlowRun, timer.run_id) if timer.run_id else None
+    return bool(timer.step_run_id) and run is not None and run.status == "running"
+
+
+def _fire_in(session: Any, timer_id: int, worker: str) -> bool:
+    result = session.execute(update(FlowTimer).where(
+        FlowTimer.id == timer_id, FlowTimer.status == "pending",
+        FlowTimer.claimed_by == worker).values(status="fired", fired_at=now_utc()))
+    if result.rowcount != 1:
+        return False
+    timer = session.get(FlowTimer, timer_id)
+    assert timer is not None  # just updated
+    with frozen_now(timer.due_at):
+        _dispatch_timer(session, timer)
+    return True
 
 
 def fire(engine: Engine, timer_id: int, worker: str) -> bool:
     """Fire one claimed timer at its due time (logical time); False if another process did."""
     with transaction(engine) as session:
-        result = session.execute(update(FlowTimer).where(
-            FlowTimer.id == timer_id, FlowTimer.status == "pending",
-            FlowTimer.claimed_by == worker).values(status="fired", fired_at=now_utc()))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        timer = session.get(FlowTimer, timer_id)
-        assert timer is not None  # just updated
-        with frozen_now(timer.due_at):
-            _dispatch_timer(session, timer)
-        return True
+        return _fire_in(session, timer_id, worker)
 
 
 def _dispatch_timer(session: Any, timer: FlowTimer) -> None:
@@ -200,7 +253,9 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
             ids = claim(engine, worker, now, batch)
             if not ids:
                 break
-            for timer_id in ids:
+            fired, failed = fire_batch(engine, ids, worker)
+            report.fired += fired
+            for timer_id in failed:
                 if fire(engine, timer_id, worker):
                     report.fired += 1
         report.overdue = emit_overdue(engine, now)
