@@ -452,10 +452,11 @@ def _against_database(session: Session, report: Report, mapping: dict[str, str])
         chunk = report.patients[start:start + BATCH]
         mrns = [c.fields["mrn"] for c in chunk]
         ids = [c.fields["id_number"] for c in chunk if c.fields.get("id_number")]
-        known = dict(session.execute(select(Patient.mrn, Patient.id).where(
-            Patient.mrn.in_(mrns))).tuples().all())
-        holders = dict(session.execute(select(Patient.id_number, Patient.mrn).where(
-            Patient.id_number.in_(ids))).tuples().all()) if ids else {}
+        known: dict[str, str] = {mrn: pid for mrn, pid in session.execute(
+            select(Patient.mrn, Patient.id).where(Patient.mrn.in_(mrns)))}
+        holders: dict[str | None, str] = {ident: mrn for ident, mrn in session.execute(
+            select(Patient.id_number, Patient.mrn).where(Patient.id_number.in_(ids)))} \
+            if ids else {}
         for item in chunk:
             fields = item.fields
             holder = holders.get(fields.get("id_number"))
@@ -538,6 +539,8 @@ def apply(engine: Engine, patients: Sequence[Clean], *, source: str,
                 seen = set(session.scalars(select(DomainEventRow.event_id).where(
                     DomainEventRow.event_id.in_([e["event_id"] for e in events]))).all())
                 for item, event in zip(chunk, events, strict=True):
+                    if event["event_id"] in seen:  # sent before with this very content
+                        continue
                     status, body = ingest(session, event, source=f"import:{source}")
                     if status != 200:
                         raise _BatchRefused(item.rows[0], body.get("errors", []))
