@@ -541,7 +541,7 @@ def apply(engine: Engine, patients: Sequence[Clean], *, source: str,
                 for item, event in zip(chunk, events, strict=True):
                     if event["event_id"] in seen:  # sent before with this very content
                         continue
-                    status, body = ingest(session, event, source=f"import:{source}")
+                    status, body = ingest(session, event, source=f"import:{source}"[:64])
                     if status != 200:
                         raise _BatchRefused(item.rows[0], body.get("errors", []))
                 if job_id is not None:

@@ -63,8 +63,10 @@ MAX_BATCHES = 20  # per poll: one poll is bounded; the next tick goes on
 SOURCE_TIMEOUT_SECONDS = 30
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_WRITES = re.compile(r"\b(insert|update|delete|merge|drop|alter|create|truncate|grant|revoke|"
-                     r"call|exec|execute|replace|lock|set)\b", re.IGNORECASE)
+# Statements that write (a data-modifying CTE, SELECT … FOR UPDATE); the poll's transaction is
+# read-only as well, on the databases that have one.
+_WRITES = re.compile(r"\b(insert|update|delete|merge|drop|alter|create|truncate|grant|revoke)\b",
+                     re.IGNORECASE)
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _QUOTED = re.compile(r"'[^']*'")
 
@@ -431,7 +433,7 @@ def _ingest_batch(engine: Engine, spec: HisViewSpec, worker: str,
 
 def _ingest_row(session: Session, ingest: Callable[..., tuple[int, dict[str, Any]]],
                 event: dict[str, Any], view: str) -> tuple[int, dict[str, Any]]:
-    source = f"his_view:{view}"
+    source = f"his_view:{view}"[:64]
     try:
         with session.begin_nested():
             status, body = ingest(session, event, source=source)

@@ -259,3 +259,12 @@ def test_the_cli_reports_rows_as_file_row_column(engine: Engine, tmp_path: Path)
     assert '"created": 2' in done.output
     again = runner.invoke(import_group, ["patients", str(path), "--apply"])
     assert '"created": 0, "unchanged": 2' in again.output
+
+
+def test_the_documented_sample_file_imports_clean(engine: Engine) -> None:
+    sample = Path(__file__).resolve().parents[2] / "docs" / "samples" / "patients_import.csv"
+    table = pi.read_table(sample.name, sample.read_bytes())
+    with transaction(engine) as session:
+        report = pi.check(session, table, pi.guess_mapping(table.headers))
+    assert report.rejected == [] and len(report.patients) == 2
+    assert report.patients[1].fields["phone"] == "13700001111"
