@@ -138,10 +138,9 @@ def import_apply(request: Request, background: BackgroundTasks,
                  me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
     """Start the apply (once); the page then shows its progress from the database."""
     with transaction() as session:
-        job = session.get(ImportJob, job_id)
-        if job is None:
+        if session.get(ImportJob, job_id) is None:
             raise HTTPException(status_code=404)
-        if not pi.start_apply(session, job):
+        if not pi.start_apply(session, job_id):
             raise HTTPException(status_code=409)
         record(request, me, "patients.import_apply", session=session,
                object_type="import_job", object_id=str(job_id))

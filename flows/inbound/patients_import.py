@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 from stdnum.cn import ric
 from stdnum.exceptions import InvalidChecksum, InvalidComponent, InvalidLength, ValidationError
@@ -600,12 +600,13 @@ def check_job(session: Session, job: ImportJob, mapping: dict[str, str],
     return []
 
 
-def start_apply(session: Session, job: ImportJob) -> bool:
-    """Mark a checked job as applying (once: False if it is not waiting to be applied)."""
-    if job.status != "checked":
-        return False
-    job.status, job.done_rows = "applying", 0
-    return True
+def start_apply(session: Session, job_id: int) -> bool:
+    """Mark a checked job as applying, once (a conditional UPDATE: of two clicks, or two
+    processes, one wins); False if it is not waiting to be applied."""
+    started = session.execute(update(ImportJob).where(
+        ImportJob.id == job_id, ImportJob.status == "checked").values(
+        status="applying", done_rows=0))
+    return started.rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
 
 def run_job(engine: Engine, job_id: int) -> None:
