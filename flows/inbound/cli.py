@@ -20,14 +20,14 @@ def list_views() -> None:
     """Each view, when it was last polled, its watermark and its last error."""
     from careloop.engine.clock import to_local
     from careloop.engine.db import transaction
-    from careloop.flows.inbound.views import view_states
+    from careloop.flows.inbound.views import error_text, view_states
 
     with transaction() as session:
         for item in view_states(session):
             state = item["state"]
             polled = (to_local(state.last_poll_at).strftime("%Y-%m-%d %H:%M:%S")
                       if state is not None and state.last_poll_at else "never")
-            error = state.last_error if state is not None and state.last_error else ""
+            error = error_text(item["error"], "en") if item["error"] else ""
             click.echo(f"{item['key']}\t{polled}\t{item['watermark']}\t{error}")
 
 

@@ -72,7 +72,25 @@ _QUOTED = re.compile(r"'[^']*'")
 
 
 class HisViewError(Exception):
-    """A poll that could not be done (no URL, source unreachable, a column missing)."""
+    """A poll that could not be done (no URL, source unreachable, a column missing): a code
+    (``hisdata.views.error.<code>``) with its parameters; ``str()`` is the English text."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code)
+        self.code, self.params = code, params
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "params": self.params}
+
+    def __str__(self) -> str:
+        return error_text(self.to_json(), "en")
+
+
+def error_text(problem: dict[str, Any], locale: str | None) -> str:
+    """A recorded poll error in words (``hisdata.views.error.<code>``)."""
+    from careloop.engine.i18n import t
+
+    return t(f"hisdata.views.error.{problem.get('code')}", locale, **problem.get("params", {}))
 
 
 # --- the definition ------------------------------------------------------------------------------
@@ -118,8 +136,7 @@ class HisViewSpec:
         payload field out."""
         missing = [c for c in self.id_columns if row.get(c) is None]
         if missing:
-            raise HisViewError(f"the event id needs column {missing[0]!r}, which is empty in "
-                               "this row")
+            raise HisViewError("event_id_column_empty", column=missing[0])
         event_id = self.event_id.format(**{c: _text(row[c], tz) for c in self.id_columns})
         payload: dict[str, Any] = {}
         for name, spec in self.payload:
@@ -244,8 +261,7 @@ def encode_watermark(value: Any) -> str:
     elif isinstance(value, date):
         kind, shown = "date", value.isoformat()
     elif isinstance(value, bool) or not isinstance(value, int | Decimal | str):
-        raise HisViewError(f"the watermark column holds a {type(value).__name__}; use a "
-                           "date-time, a date, a number or text")
+        raise HisViewError("bad_watermark_type", type=type(value).__name__)
     elif isinstance(value, int):
         kind, shown = "int", str(value)
     elif isinstance(value, Decimal):
@@ -321,12 +337,14 @@ def _claim(engine: Engine, spec: HisViewSpec, worker: str, now: datetime, force:
         return "busy" if busy else "not_due"
 
 
-def _release(engine: Engine, name: str, worker: str, error: str | None, now: datetime) -> None:
+def _release(engine: Engine, name: str, worker: str, error: HisViewError | None,
+             now: datetime) -> None:
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
     if error is None:
         values.update(last_error=None, last_success_at=now)
-    else:
-        values.update(last_error=error[:2000], last_error_at=now)
+    else:  # the code and its parameters, shown in the reader's language
+        values.update(last_error=json.dumps(error.to_json(), ensure_ascii=False)[:4000],
+                      last_error_at=now)
     with transaction(engine) as session:
         session.execute(update(HisViewState).where(
             HisViewState.name == name, HisViewState.lease_owner == worker).values(**values))
@@ -335,8 +353,7 @@ def _release(engine: Engine, name: str, worker: str, error: str | None, now: dat
 def source_url(spec: HisViewSpec) -> str:
     url = os.environ.get(spec.url_env, "").strip()
     if not url:
-        raise HisViewError(f"the environment variable {spec.url_env} (the HIS database's "
-                           "address) is not set in this process")
+        raise HisViewError("url_env_unset", env=spec.url_env)
     return url
 
 
@@ -344,8 +361,7 @@ def _source_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise HisViewError("the HIS database address is not a SQLAlchemy URL "
-                           "(dialect+driver://user:password@host:port/database)") from None
+        raise HisViewError("bad_url") from None
     connect_args: dict[str, Any] = {}
     backend = parsed.get_backend_name()
     if backend in ("mysql", "mariadb"):
@@ -356,9 +372,8 @@ def _source_engine(url: str) -> Engine:
     try:
         return create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
     except (ArgumentError, ImportError) as exc:
-        raise HisViewError(f"cannot use the HIS database address ({type(exc).__name__}: "
-                           f"{exc}); is its driver installed (careloop[mysql], [oracle], "
-                           "[mssql])?") from None
+        raise HisViewError("driver_missing", detail=f"{type(exc).__name__}: {exc}"[:300]) \
+            from None
 
 
 def fetch(source: Engine, spec: HisViewSpec, watermark: Any) -> list[dict[str, Any]]:
@@ -379,8 +394,8 @@ def fetch(source: Engine, spec: HisViewSpec, watermark: Any) -> list[dict[str, A
         conn.rollback()
     missing = sorted(spec.columns() - set(columns))
     if missing:
-        raise HisViewError(f"the view's result has no column {', '.join(map(repr, missing))} "
-                           f"named in the definition (its columns: {', '.join(columns)})")
+        raise HisViewError("missing_column", missing=", ".join(map(repr, missing)),
+                           columns=", ".join(columns))
     return rows
 
 
@@ -390,13 +405,14 @@ def _mask(message: str) -> str:
 
 
 def _ingest_batch(engine: Engine, spec: HisViewSpec, worker: str,
-                  rows: list[dict[str, Any]]) -> tuple[int, str | None]:
+                  rows: list[dict[str, Any]]) -> tuple[int, HisViewError | None]:
     """Ingest ``rows`` (sorted by watermark) in one transaction, on the condition that the lease
     is still ``worker``'s; returns ``(accepted, error)``. Raises :class:`LeaseLost`."""
     from careloop.flows.ingest import ingest
 
     tz, column = spec.tz(), spec.watermark_column
-    accepted, error, done = 0, None, 0
+    accepted, done = 0, 0
+    error: HisViewError | None = None
     with transaction(engine) as session:
         held = session.execute(update(HisViewState).where(
             HisViewState.name == spec.key, HisViewState.lease_owner == worker).values(
@@ -413,7 +429,8 @@ def _ingest_batch(engine: Engine, spec: HisViewSpec, worker: str,
             if status not in (200, 202):
                 problems = "; ".join(f"{p['path']}: {_mask(p['message'])}"
                                      for p in body.get("errors", []))
-                error = f"row {event['event_id']} refused ({status}): {problems}"
+                error = HisViewError("row_refused", event_id=event["event_id"], status=status,
+                                     problems=problems[:1500])
                 break
             accepted += 1
             done += 1
@@ -466,6 +483,7 @@ def poll(engine: Engine, spec: HisViewSpec, *, now: datetime | None = None,
     if claimed != "claimed":
         return PollResult(spec.key, claimed)
     result = PollResult(spec.key, "polled")
+    problem: HisViewError | None = None
     source: Engine | None = None
     try:
         source = _source_engine(source_url(spec))
@@ -483,7 +501,7 @@ def poll(engine: Engine, spec: HisViewSpec, *, now: datetime | None = None,
             result.rows += len(batch)
             result.accepted += accepted
             if error is not None:
-                result.status, result.error = "error", error
+                problem = error
                 break
             if not full:
                 break
@@ -491,13 +509,15 @@ def poll(engine: Engine, spec: HisViewSpec, *, now: datetime | None = None,
         result.status = "lease_lost"
         return result
     except HisViewError as exc:
-        result.status, result.error = "error", str(exc)
+        problem = exc
     except SQLAlchemyError as exc:
-        result.status, result.error = "error", _source_error(exc, spec)
+        problem = _source_error(exc, spec)
     finally:
         if source is not None:
             source.dispose()
-    _release(engine, spec.key, worker, result.error, now)
+    if problem is not None:
+        result.status, result.error = "error", str(problem)
+    _release(engine, spec.key, worker, problem, now)
     log.info("his view %s: %s, %d rows, %d accepted", spec.key, result.status, result.rows,
              result.accepted)
     return result
@@ -510,15 +530,13 @@ def _whole_watermarks(rows: list[dict[str, Any]], spec: HisViewSpec) -> list[dic
     last = rows[-1][column]
     kept = [r for r in rows if r[column] != last]
     if not kept:
-        raise HisViewError(f"all {len(rows)} rows of a batch have the same watermark; raise "
-                           "batch_size above the number of rows sharing one value")
+        raise HisViewError("same_watermark", count=len(rows))
     if any(a[column] > b[column] for a, b in pairwise(kept)):
-        raise HisViewError(f"the query must return rows ordered by {column} (ORDER BY "
-                           f"{column})")
+        raise HisViewError("not_ordered", column=column)
     return kept
 
 
-def _source_error(exc: SQLAlchemyError, spec: HisViewSpec) -> str:
+def _source_error(exc: SQLAlchemyError, spec: HisViewSpec) -> HisViewError:
     """The driver's message without the password (drivers may quote the address)."""
     original = getattr(exc, "orig", None) or exc
     message = f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}"
@@ -531,7 +549,7 @@ def _source_error(exc: SQLAlchemyError, spec: HisViewSpec) -> str:
             password = None
     if password:
         message = message.replace(str(password), "***")
-    return f"the HIS database refused or could not be reached: {message[:500]}"
+    return HisViewError("source_failed", detail=message[:500])
 
 
 def specs(session: Session) -> list[HisViewSpec]:
@@ -566,9 +584,22 @@ def view_states(session: Session) -> list[dict[str, Any]]:
         mark = decode_watermark(state.watermark) if state and state.watermark else None
         shown.append({"key": spec.key, "title": spec.title, "event_type": spec.event_type,
                       "interval": spec.interval_seconds, "state": state,
+                      "error": _recorded(state.last_error) if state is not None else None,
                       "watermark": watermark_text(mark if mark is not None
                                                   else spec.watermark_start)})
     return shown
+
+
+def _recorded(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or "code" not in found:
+        return {"code": "source_failed", "params": {"detail": text}}
+    return found
 
 
 def watermark_text(value: Any) -> str:
