@@ -296,3 +296,26 @@ def test_invalid_definitions_are_refused_at_their_place(tmp_path: Path) -> None:
     assert ("his_view.bad-event-id", 13) in found
     assert ("his_view.unknown-field", 20) in found
     assert ("his_view.missing-field", 16) in found
+
+
+def test_cli_polls_one_view_now_and_lists_the_state(
+        engine: Engine, his: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from careloop.flows.inbound.cli import his_views
+
+    _definition(tmp_path, engine)
+    _reference_data(engine, patients=3)
+    _insert(his, 0, 3, patients=3)
+    runner = CliRunner()
+    done = runner.invoke(his_views, ["poll", "his_discharges"])
+    assert done.exit_code == 0, done.output
+    assert '"status": "polled", "rows": 3, "accepted": 3' in done.output
+    assert runner.invoke(his_views, ["poll", "nope"]).exit_code == 1
+    monkeypatch.delenv(URL_ENV)
+    failed = runner.invoke(his_views, ["poll", "his_discharges"])
+    assert failed.exit_code == 1 and f"{URL_ENV}" in failed.output
+    listed = runner.invoke(his_views, ["list"])
+    assert listed.exit_code == 0
+    assert listed.output.startswith("his_discharges\t") and "\t3\t" in listed.output
+    assert f"the environment variable {URL_ENV}" in listed.output
