@@ -319,3 +319,24 @@ def test_cli_polls_one_view_now_and_lists_the_state(
     assert listed.exit_code == 0
     assert listed.output.startswith("his_discharges\t") and "\t3\t" in listed.output
     assert f"the environment variable {URL_ENV}" in listed.output
+
+
+def test_a_refused_row_stops_the_batch_before_it_and_is_retried_once_fixed(
+        engine: Engine, his: Engine, tmp_path: Path) -> None:
+    spec = _definition(tmp_path, engine)
+    _reference_data(engine, patients=4)
+    _insert(his, 0, 4, patients=4)
+    with his.begin() as conn:  # V2 names a department IT has not set up yet
+        conn.exec_driver_sql("UPDATE v_discharges SET dept_code = 'geriatrics' "
+                             "WHERE visit_no = 'V2'")
+    first = views.poll(engine, spec, now=T0, force=True)
+    assert (first.status, first.accepted) == ("error", 2)
+    assert first.error is not None and first.error.startswith("event his-discharge-V2 refused")
+    assert "geriatrics" not in first.error  # values quoted by the refusal are masked
+    with transaction(engine) as session:
+        state = session.get(HisViewState, "his_discharges")
+        assert state is not None and views.decode_watermark(state.watermark or "") == 2
+        session.add(Department(id="geriatrics", name={"zh-CN": "老年科", "en": "Geriatrics"}))
+    second = views.poll(engine, spec, now=T0, force=True)
+    assert (second.status, second.accepted) == ("polled", 2)
+    assert sorted(_discharges(engine)) == [f"his-discharge-V{n}" for n in range(4)]
