@@ -633,6 +633,7 @@ def run_job(engine: Engine, job_id: int) -> None:
         if job is not None:
             job.status, job.finished_at = "done", now_utc()
             job.report = {**job.report, "result": result.to_json()}
+            job.content = b""  # the patients are in Careloop now: the file's copy is not kept
 
 
 # --- words ---------------------------------------------------------------------------------------

@@ -231,7 +231,8 @@ def test_the_admin_page_journey_with_a_gb18030_csv(engine: Engine) -> None:
                                                            date(1975, 6, 1))
         remembered = session.get(ImportMapping, "旧随访系统")
         assert remembered is not None and remembered.mapping["mrn"] == "病案号"
-        assert session.get(ImportJob, int(job)) is not None
+        stored = session.get(ImportJob, int(job))
+        assert stored is not None and stored.content == b""  # no copy of the file kept
     english = client.get(f"/admin/import/{job}", headers={"Accept-Language": "en"})
     assert "Not a valid mainland China mobile number" in english.text
     assert "null" not in english.text and "None" not in english.text
