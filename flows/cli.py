@@ -291,5 +291,6 @@ def allowed_hosts() -> None:
 
 def commands() -> list[click.Command]:
     from careloop.flows.cli_outbox import outbox
+    from careloop.flows.inbound.cli import commands as inbound
 
-    return [scheduler, events, apikey, flows, outbox]
+    return [scheduler, events, apikey, flows, outbox, *inbound()]

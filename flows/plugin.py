@@ -1,5 +1,5 @@
-"""Registers the flow engine: kinds ``flow`` and ``calendar``, step types, channel adapters,
-the ``flows`` event handler, services and CLI commands."""
+"""Registers the flow engine: kinds ``flow``, ``calendar`` and ``his_view``, step types, channel
+adapters, the ``flows`` event handler, services and CLI commands."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def register(registry: Registry) -> None:
     kinds.register("flow", KindSpec(
         name="flow", package="careloop.flows", schema_file="schema/flow.json",
         compile=compile_flow, folder="flows", title={"zh-CN": "流程", "en": "Flow"}, order=50))
+    from careloop.flows.inbound.views import compile_his_view, poll_due
+
+    kinds.register("his_view", KindSpec(
+        name="his_view", package="careloop.flows", schema_file="schema/his_view.json",
+        compile=compile_his_view, folder="his_views",
+        title={"zh-CN": "HIS 数据库视图", "en": "HIS database view"}, order=20))
+    registry.catalogue("tick").register("his_views.poll", lambda engine: poll_due(engine))
     steps = registry.catalogue("step_type")
     for name, step in STEP_TYPES.items():
         steps.register(name, step)
@@ -61,7 +68,7 @@ def _demo_seeder() -> object:
 # Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
 @hookimpl
 def model_modules() -> list[str]:
-    return ["careloop.flows.models"]
+    return ["careloop.flows.models", "careloop.flows.inbound.models"]
 
 
 @hookimpl

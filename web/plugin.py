@@ -36,6 +36,8 @@ def register(registry: Registry) -> None:
         ("delivery", NavItem("delivery.nav", "/admin/delivery", p.BUNDLE_IMPORT, 62, "admin")),
         ("integration", NavItem("web.nav.integration", "/admin/integration", p.BUNDLE_IMPORT,
                                 65, "admin")),
+        ("patient_import", NavItem("hisdata.import.nav", "/admin/import", p.BUNDLE_IMPORT,
+                                   66, "admin")),
         ("users", NavItem("web.nav.users", "/admin/users", p.ADMIN_USERS, 10, "admin")),
         ("roles", NavItem("web.nav.roles", "/admin/roles", p.ADMIN_USERS, 15, "admin")),
         ("api_keys", NavItem("web.sod.api_keys_title", "/admin/api-keys", p.ADMIN_USERS, 16,
@@ -86,6 +88,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_alerts",
     "careloop.web.routes_outbound",
     "careloop.web.routes_outbox",
+    "careloop.web.routes_import",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",

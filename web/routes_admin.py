@@ -583,6 +583,7 @@ def flow_incident(request: Request, incident_id: int = Path(ge=1, le=MAX_ID),
 @router.get("/integration")
 def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
     """Parked HIS events (type, event id, the unknown codes), the latest resolved ones below."""
+    from careloop.flows.inbound.views import view_states
     from careloop.flows.ingest import parks_unknown_codes
     from careloop.flows.models import ParkedEvent
 
@@ -591,9 +592,10 @@ def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> 
                                  .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
         resolved = session.scalars(select(ParkedEvent).where(ParkedEvent.status != "parked")
                                    .order_by(ParkedEvent.resolved_at.desc()).limit(50)).all()
+        his_views = view_states(session)
         session.expunge_all()
     return render(request, "admin_integration.html", parked=parked, resolved=resolved,
-                  parking=parks_unknown_codes())
+                  parking=parks_unknown_codes(), his_views=his_views)
 
 
 @router.post("/integration/{item_id}/{action}")
