@@ -384,6 +384,10 @@ class _Exporter:
                     option["extension"] = [{"url": weight, "valueDecimal": choice.score}]
                 options.append(option)
             item["answerOption"] = options
+        for option, name in (("min_selected", "questionnaire-minOccurs"),
+                             ("max_selected", "questionnaire-maxOccurs")):
+            if field.type == "multiple_choice" and field.options.get(option) is not None:
+                extensions.append(_ext(name, valueInteger=int(field.options[option])))
         control = meta.get("control")
         display = field.options.get("display")
         if control in _CONTROL_CODE:
@@ -429,7 +433,11 @@ class _Exporter:
         extensions: list[dict[str, Any]] = []
         if meta.get("hidden"):
             extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
-        for variable in score.options.get("variables", []) or []:
+        top = list(self.spec.meta.get("variables", []) or []) if self.spec.meta else []
+        mine = list(score.options.get("variables", []) or [])
+        if mine[:len(top)] == top:
+            mine = mine[len(top):]
+        for variable in mine:
             extensions.append({"url": CORE + "variable", "valueExpression": {
                 "name": variable["name"], "language": "text/fhirpath",
                 "expression": variable["expression"]}})
@@ -466,6 +474,11 @@ def export_questionnaire(spec: FormSpec, *, version: int | None = None,
         out["code"] = list(spec.meta["code"])
     if exporter.contained:
         out["contained"] = list(exporter.contained.values())
+    variables = list(spec.meta.get("variables", []) or []) if spec.meta else []
+    if variables:
+        out["extension"] = [{"url": CORE + "variable", "valueExpression": {
+            "name": v["name"], "language": "text/fhirpath", "expression": v["expression"]}}
+            for v in variables]
     out["item"] = items
     return out
 

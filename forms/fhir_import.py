@@ -75,6 +75,7 @@ LAYOUT = {
     CORE + "rendering-markdown": "markdown rendering (the plain text is kept)",
     CORE + "rendering-style": "CSS style",
     CORE + "designNote": "a note for form designers",
+    CORE + "questionnaire-optionPrefix": "a prefix shown before an answer option",
     CORE + "questionnaire-supportLink": "a link to support material",
     CORE + "entryFormat": "an input hint",
     SDC + "sdc-questionnaire-entryFormat": "an input hint",
@@ -229,6 +230,9 @@ class Importer:
         where = scope.path
         link_id = str(item.get("linkId"))
         key = self.keys[link_id]
+        if item.get("linkId") is None:
+            self.refuse(f"{where}.linkId", "an item without a linkId: answers could not be "
+                        "matched to it")
         if key in self.emitted:
             self.refuse(f"{where}.linkId", f"linkId {link_id!r} is used twice")
             base, n = key, 2
@@ -266,6 +270,8 @@ class Importer:
                 and (loinc in KNOWN_TOTALS or "total score" in str(item.get("text", "")).lower())):
             self.total = (link_id, key, KNOWN_TOTALS.get(str(loinc)))
             self.score_keys.add(key)
+            self.items_meta[key] = {**meta, "total": True, "position": position, "type": kind,
+                                    "link_id": link_id, **({"code": codes} if codes else {})}
             self.rest(exts, item, where)
             return
         body: dict[str, Any] = {"key": key, "link_id": link_id}
@@ -390,6 +396,14 @@ class Importer:
                                         "label": other or {"zh-CN": "其他", "en": "Other"}})
             if kind != "choice":
                 meta["type"] = kind
+            for name, option in (("questionnaire-minOccurs", "min_selected"),
+                                 ("questionnaire-maxOccurs", "max_selected")):
+                found = exts.pop(name, [])
+                if found and repeats:
+                    body[option] = int(found[0].get("valueInteger", 0))
+                elif found:
+                    self.refuse(f"{where}.extension[{name}]", "occurrences on an item that "
+                                "does not repeat")
             if control in ("radio", "dropdown") and not repeats:
                 body["display"] = control
             elif control == "check-box" and not repeats:
@@ -608,7 +622,8 @@ class Importer:
         return f"{ref} {ops[op]} {literal}"
 
     # -- calculations ----------------------------------------------------------------------
-    def variable(self, ext: Mapping[str, Any], where: str) -> dict[str, str] | None:
+    def variable(self, ext: Mapping[str, Any], where: str, on_item: bool = True
+                 ) -> dict[str, str] | None:
         """An SDC variable in FHIRPath (``None`` when refused). A name that is not an R4 id
         (``q1_value``) is renamed (``q1value``) here and in every expression that reads it, so
         the export validates."""
@@ -629,7 +644,21 @@ class Importer:
         if problem:
             self.refuse(where, problem)
             return None
+        if self.relative(expression, where, on_item):
+            return None
         return {"name": name, "expression": expression}
+
+    def relative(self, expression: str, where: str, on_item: bool) -> bool:
+        """An expression on an item is evaluated with that item's answer as its context;
+        Careloop evaluates on the whole response, so a path that does not start from a
+        ``%`` variable, a literal or a function is refused there (at the Questionnaire level
+        the context is the response, and it is carried)."""
+        if on_item and re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:[.\[]|$)", expression) and \
+                not re.match(r"\s*(true|false)\b", expression):
+            self.refuse(where, f"{expression!r} is relative to its item: Careloop evaluates "
+                        "FHIRPath on the whole response, so its context would differ")
+            return True
+        return False
 
     def rename(self, expression: str) -> str:
         for old, new in self.renames.items():
@@ -647,6 +676,8 @@ class Importer:
             self.refuse(where, f"a calculation in {value.get('language')!r}")
         elif problem := check_expression(expression):
             self.refuse(where, problem)
+        else:
+            self.relative(expression, where, True)
         if kind not in ("decimal", "integer", "quantity"):
             self.refuse(where, f"a calculated {kind} item: a score is a number")
         if scope.group:
@@ -695,12 +726,13 @@ class Importer:
     def rest(self, exts: dict[str, list[dict[str, Any]]], item: Mapping[str, Any],
              where: str) -> None:
         """Every extension still not taken is refused, located."""
+        prefix = f"{where}." if where else ""
         for name in list(exts):
             if name == "questionnaire-itemControl":
                 control = _control_of(exts[name])
                 if control in (None, "layout"):
                     continue
-            self.refuse(f"{where}.extension[{name}]", _REFUSED.get(
+            self.refuse(f"{prefix}extension[{name}]", _REFUSED.get(
                 name, "an extension Careloop does not carry"))
         exts.clear()
 
@@ -806,7 +838,7 @@ def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = Non
     variables: list[dict[str, str]] = []
     exts = importer.extensions(questionnaire, "")
     for ext in exts.pop("variable", []):
-        found = importer.variable(ext, "extension[variable]")
+        found = importer.variable(ext, "extension[variable]", on_item=False)
         if found is not None:
             variables.append(found)
     importer.rest({k: v for k, v in exts.items()}, questionnaire, "")
@@ -855,6 +887,8 @@ def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = Non
                         "calculations")
     if importer.items_meta:
         fhir["items"] = importer.items_meta
+    if variables:
+        fhir["variables"] = variables
     if fhir:
         body["fhir"] = fhir
     body["import"] = {"source": "fhir", "unresolved": importer.refused}

@@ -95,6 +95,14 @@ class _Budget:
         return None
 
 
+def _model() -> dict[str, Any]:
+    """The R4 model (choice types: ``answer.value`` is ``valueDecimal``, ``valueCoding``…)."""
+    from fhirpathpy.models import models
+
+    model: dict[str, Any] = models["r4"]
+    return model
+
+
 def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[str, Any]
              ) -> list[Any]:
     """The result collection of ``expression`` on ``resource`` with ``%`` variables."""
@@ -107,7 +115,7 @@ def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[st
     previous = sys.getprofile()
     sys.setprofile(budget)
     try:
-        result = fhirpathpy.evaluate(dict(resource), expression, dict(variables),
+        result = fhirpathpy.evaluate(dict(resource), expression, dict(variables), _model(),
                                      options={"userInvocationTable": USER_FUNCTIONS})
     except LimitExceeded:
         raise
