@@ -775,10 +775,7 @@ def read_response(spec: FormSpec, response: Mapping[str, Any]
             if field is None or not values:
                 continue
             if field.type == "multiple_choice":
-                other = next((v for v in values if isinstance(v, dict)), None)
-                codes = [v for v in values if not isinstance(v, dict)]
-                target[field.key] = ({"codes": [*codes, "other"], "other": other["other"]}
-                                     if other else codes)
+                target[field.key] = values
             else:
                 target[field.key] = values if fhir_map(field).repeats else values[0]
 

@@ -65,15 +65,51 @@ USER_FUNCTIONS = {"weight": {"fn": _weight, "arity": {0: []}},
                   "ordinal": {"fn": _weight, "arity": {0: []}}}
 
 
+class _Strict:
+    """An ANTLR error listener that stops at the first syntax error (fhirpathpy's own parser
+    recovers and carries on, which would evaluate a broken expression)."""
+
+    def syntaxError(self, recognizer: Any, offending: Any, line: int, column: int,  # noqa: N802
+                    msg: str, e: Any) -> None:
+        raise FhirPathError(f"column {column + 1}: {msg}")
+
+    def reportAmbiguity(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def reportAttemptingFullContext(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def reportContextSensitivity(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+
+def _parse_strict(text: str) -> None:
+    from antlr4 import CommonTokenStream, InputStream, Token
+    from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+    from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+    lexer = FHIRPathLexer(InputStream(text))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Strict())
+    stream = CommonTokenStream(lexer)
+    parser = FHIRPathParser(stream)
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Strict())
+    parser.expression()
+    following = stream.LT(1)
+    if following is not None and following.type != Token.EOF:
+        raise FhirPathError(f"column {following.column + 1}: unexpected {following.text!r}")
+
+
 def check_expression(text: str) -> str | None:
     """``None`` when ``text`` parses as FHIRPath within the length bound, else why not."""
-    from fhirpathpy.parser import parse
-
     if len(text) > LIMITS.expr_length:
         return f"longer than {LIMITS.describe('expr_length')} characters"
     try:
-        parse(text)
-    except Exception as exc:  # the ANTLR parser raises plain exceptions
+        _parse_strict(text)
+    except FhirPathError as exc:
+        return f"not FHIRPath: {exc}"
+    except Exception as exc:  # the generated lexer raises its own exceptions
         return f"not FHIRPath: {exc}"
     return None
 
