@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def import_fhir(questionnaire: Path, output: Path, key: str | None) -> None:
     except (ValueError, UnicodeDecodeError) as exc:
         click.echo(f"{questionnaire}: not JSON: {exc}", err=True)
         raise SystemExit(1) from None
-    bundle: list[dict[str, Any]] = []
+    bundle: list[Mapping[str, Any]] = []
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
         bundle = [e.get("resource", {}) for e in data.get("entry", []) or []]
         found = [r for r in bundle if r.get("resourceType") == "Questionnaire"]

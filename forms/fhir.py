@@ -384,10 +384,10 @@ class _Exporter:
                     option["extension"] = [{"url": weight, "valueDecimal": choice.score}]
                 options.append(option)
             item["answerOption"] = options
-        for option, name in (("min_selected", "questionnaire-minOccurs"),
-                             ("max_selected", "questionnaire-maxOccurs")):
-            if field.type == "multiple_choice" and field.options.get(option) is not None:
-                extensions.append(_ext(name, valueInteger=int(field.options[option])))
+        for bound, name in (("min_selected", "questionnaire-minOccurs"),
+                            ("max_selected", "questionnaire-maxOccurs")):
+            if field.type == "multiple_choice" and field.options.get(bound) is not None:
+                extensions.append(_ext(name, valueInteger=int(field.options[bound])))
         control = meta.get("control")
         display = field.options.get("display")
         if control in _CONTROL_CODE:

@@ -695,7 +695,8 @@ class Importer:
                                 if k in ("system", "code", "display")}
         self.rest(exts, item, scope.path)
         self.score_keys.add(key)
-        score: dict[str, Any] = {"key": key, "label": label or {self.locale: str(item.get("linkId"))},
+        name = str(item.get("linkId"))
+        score: dict[str, Any] = {"key": key, "label": label or {self.locale: name},
                                  "method": "fhirpath", "fhirpath": expression,
                                  "link_id": str(item.get("linkId"))}
         if scope.variables:

@@ -69,17 +69,17 @@ class _Strict:
     """An ANTLR error listener that stops at the first syntax error (fhirpathpy's own parser
     recovers and carries on, which would evaluate a broken expression)."""
 
-    def syntaxError(self, recognizer: Any, offending: Any, line: int, column: int,  # noqa: N802
+    def syntaxError(self, recognizer: Any, offending: Any, line: int, column: int,
                     msg: str, e: Any) -> None:
         raise FhirPathError(f"column {column + 1}: {msg}")
 
-    def reportAmbiguity(self, *args: Any) -> None:  # noqa: N802
+    def reportAmbiguity(self, *args: Any) -> None:
         return None
 
-    def reportAttemptingFullContext(self, *args: Any) -> None:  # noqa: N802
+    def reportAttemptingFullContext(self, *args: Any) -> None:
         return None
 
-    def reportContextSensitivity(self, *args: Any) -> None:  # noqa: N802
+    def reportContextSensitivity(self, *args: Any) -> None:
         return None
 
 

@@ -30,7 +30,7 @@ from careloop.forms.fhir import (
     import_questionnaire,
     read_response,
 )
-from careloop.forms.fhir_import import LAYOUT, _REFUSED
+from careloop.forms.fhir_import import _REFUSED, LAYOUT
 from careloop.forms.logic import evaluate
 from careloop.forms.models import Submission
 from careloop.forms.publish import publish_form
@@ -101,7 +101,7 @@ def test_corpus_imports_validates_exports_and_round_trips() -> None:
     assert len(files) >= 30
     carried, refused = [], []
     for path in files:
-        whole, notes = _check(path)
+        whole, _notes = _check(path)
         (carried if whole else refused).append(path.name)
     print(f"\nFHIR corpus: {len(files)} Questionnaires; {len(carried)} carried whole "
           f"({100 * len(carried) // len(files)} %), {len(refused)} refused loudly (located, "
