@@ -522,6 +522,37 @@ def _time(value: str) -> str:
     return value if value.count(":") >= 2 else f"{value}:00"
 
 
+def _datetime_out(value: str) -> str:
+    """A stored local date-time (the hospital's wall clock) as an R4 ``dateTime``, which needs
+    seconds and an offset: ``2026-03-01T08:30:00`` → ``2026-03-01T08:30:00+08:00``."""
+    from datetime import datetime
+
+    from careloop.engine.clock import hospital_tz
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=hospital_tz())
+    return moment.isoformat(timespec="seconds")
+
+
+def _datetime_in(value: str) -> str:
+    """An R4 ``dateTime`` as the stored local date-time (hospital wall clock)."""
+    from datetime import datetime
+
+    from careloop.engine.clock import hospital_tz
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(hospital_tz()).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds")
+
+
 def _answers(tree: _Tree, field: FieldSpec, value: Any, weights: bool,
              locale: str) -> list[dict[str, Any]]:
     meta = tree.meta.get(field.key, {})
@@ -573,6 +604,8 @@ def _answers(tree: _Tree, field: FieldSpec, value: Any, weights: bool,
     if field.type in simple and isinstance(value, str):
         if field.type == "short_text" and ftype == "url":
             return [{"valueUri": value}]
+        if field.type == "datetime":
+            return [{"valueDateTime": _datetime_out(value)}]
         return [{simple[field.type]: value}]
     if field.type == "time" and isinstance(value, str):
         return [{"valueTime": _time(value)}]
@@ -723,6 +756,9 @@ def _value(field: FieldSpec | None, answer: Mapping[str, Any],
         quantity = answer["valueQuantity"]
         return {"value": quantity.get("value"), "unit": quantity.get("code")
                 or quantity.get("unit")}
+    if "valueDateTime" in answer and isinstance(answer["valueDateTime"], str) and \
+            field is not None and field.type == "datetime":
+        return _datetime_in(answer["valueDateTime"])
     for name, value in answer.items():
         if name.startswith("value"):
             if field is not None and field.choices and not isinstance(value, dict):

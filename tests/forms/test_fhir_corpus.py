@@ -10,6 +10,7 @@ import json
 import math
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from fhir.resources.R4B.questionnaire import Questionnaire
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy import Engine, select
 
+from careloop.engine.clock import hospital_tz
 from careloop.engine.db import transaction
 from careloop.engine.errors import DefinitionInvalid
 from careloop.engine.limits import LimitExceeded
@@ -195,6 +197,15 @@ def test_structure_is_carried() -> None:
     group = _body("lforms-daterepeat.json")["fields"][0]
     assert group["type"] == "repeat_group" and [f["key"] for f in group["fields"]] == [
         "x11", "x12", "x13"]
+    spec = _spec(_body("lforms-daterepeat.json"))
+    rows = [{"x11": "2026-03-01", "x12": "2026-03-01T08:30", "x13": "a"}, {"x13": "b"}]
+    result = evaluate(spec, {"x1": rows})
+    out = export_response(spec, result.answers, patient_id="p1", authored="2026-03-01")
+    QuestionnaireResponse.model_validate(out)
+    assert [i["linkId"] for i in out["item"]] == ["X1", "X1"]     # one item per row
+    local = datetime(2026, 3, 1, 8, 30, tzinfo=hospital_tz()).isoformat()  # +08:00 in Shanghai
+    assert out["item"][0]["item"][1]["answer"] == [{"valueDateTime": local}]
+    assert read_response(spec, out)[0] == result.answers
     deep = _body("lforms-deep3.json")
     assert [f["key"] for f in deep["fields"]] == ["level1", "level2", "level3"]
     assert deep["fhir"]["items"] == {"level2": {"parent": "level1"},
@@ -346,3 +357,15 @@ def test_docs_list_every_extension() -> None:
         assert f"`{url.rsplit('/', 1)[-1]}`" in table, url
     for name in _REFUSED:
         assert f"`{name}`" in table, name
+
+
+def test_every_shipped_form_exports_valid_r4() -> None:
+    apps = Path(__file__).resolve().parents[2] / "app_definitions"
+    files = sorted(apps.glob("*/forms/*.yaml"))
+    assert files
+    for path in files:
+        spec = form_from_yaml(path.read_text("utf-8"), str(path))
+        for locale in ("zh-CN", "en"):
+            exported = export_questionnaire(spec, locale=locale)
+            Questionnaire.model_validate(exported)
+            assert "null" not in json.dumps(exported) and "_" not in exported["id"], path
