@@ -367,7 +367,9 @@ class Importer:
                 self.refuse(f"{where}.extension[{name}]", "occurrence limits on a group that "
                             "does not repeat")
         body["type"] = "section"
-        body.pop("required", None)
+        if body.pop("required", None):
+            self.refuse(f"{where}.required", "a required group (one of its items must be "
+                        "answered) has no Careloop equivalent")
         self.kinds[key] = "section"
         self.rest(exts, item, where)
         if meta:
