@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import yaml
 
 from careloop.engine.errors import DefinitionInvalid
 from careloop.engine.i18n import t
-from careloop.forms.fhir import answers_from_response, export_questionnaire, import_questionnaire
+from careloop.forms.fhir import export_questionnaire, import_questionnaire, read_response
 from careloop.forms.logic import evaluate
 from careloop.forms.redcap import DictionaryInvalid, import_instruments
 from careloop.forms.spec import FormSpec
@@ -50,19 +51,31 @@ def form_test(form_file: Path, answers_file: Path, locale: str, fmt: str) -> Non
     spec = _load(form_file)
     data = json.loads(answers_file.read_text("utf-8"))
     warnings: list[str] = []
-    reported = None
+    reported: dict[str, Any] = {}
     if isinstance(data, dict) and data.get("resourceType") == "QuestionnaireResponse":
-        data, reported = answers_from_response(spec, data, spec.meta.get("total_link_id"))
+        data, reported = read_response(spec, data)
     result = evaluate(spec, data if isinstance(data, dict) else {}, locale=locale)
-    total_key = spec.meta.get("total_score")
-    if reported is not None and total_key:
-        computed = result.scores.get(total_key)
-        if computed is None or float(reported) != float(computed):
-            warnings.append(t("forms.cli.total_mismatch", locale, reported=reported,
+    for score_key, value in reported.items():
+        computed = result.scores.get(score_key)
+        try:
+            same = computed is not None and abs(float(value) - float(computed)) < 1e-9
+        except (TypeError, ValueError):
+            same = False
+        if computed is None:
+            # never "valid" for a value the server did not compute
+            result.valid = False
+            result.errors.append({"path": score_key, "code": "forms.score_not_computed",
+                                  "message": t("forms.score_not_computed", locale,
+                                               reported=value)})
+        elif not same:
+            warnings.append(t("forms.cli.total_mismatch", locale, reported=value,
                               computed=computed))
+    total_key = spec.meta.get("total_score")
     out = {**result.to_json(), "warnings": warnings}
-    if reported is not None:
-        out["reported_total"] = reported
+    if total_key and total_key in reported:
+        out["reported_total"] = reported[total_key]
+    if reported:
+        out["reported_scores"] = reported
     if fmt == "json":
         click.echo(json.dumps(out, ensure_ascii=False))
     else:
@@ -84,12 +97,40 @@ def form_test(form_file: Path, answers_file: Path, locale: str, fmt: str) -> Non
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", default=None, help="Form key (default: from the Questionnaire name).")
 def import_fhir(questionnaire: Path, output: Path, key: str | None) -> None:
-    """Turn a FHIR R4 Questionnaire (JSON) into a form definition (YAML)."""
-    body, notes = import_questionnaire(json.loads(questionnaire.read_text("utf-8")), key)
+    """Turn a FHIR R4 Questionnaire (JSON, or a Bundle holding one and its value sets) into a
+    form definition (YAML).
+
+    Exits 1 when something was not carried: the form is written, but each refused item is an
+    ``import.unresolved`` entry that blocks publishing until resolved.
+    """
+    try:
+        data = json.loads(questionnaire.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        click.echo(f"{questionnaire}: not JSON: {exc}", err=True)
+        raise SystemExit(1) from None
+    bundle: list[Mapping[str, Any]] = []
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        bundle = [e.get("resource", {}) for e in data.get("entry", []) or []]
+        found = [r for r in bundle if r.get("resourceType") == "Questionnaire"]
+        if len(found) != 1:
+            click.echo(f"{questionnaire}: the Bundle holds {len(found)} Questionnaires; one is "
+                       "needed", err=True)
+            raise SystemExit(1)
+        data = found[0]
+    if not isinstance(data, dict) or data.get("resourceType") != "Questionnaire":
+        click.echo(f"{questionnaire}: not a FHIR Questionnaire (resourceType)", err=True)
+        raise SystemExit(1)
+    body, notes = import_questionnaire(data, key, bundle=bundle)
     output.write_text(_dump_yaml(body, notes), "utf-8")
     for note in notes:
-        click.echo(f"not translated: {note}", err=True)
-    click.echo(f"wrote {output} ({len(body['fields'])} fields)")
+        click.echo(f"{questionnaire}:{note}", err=True)
+    refused = len(body["import"]["unresolved"])
+    click.echo(f"wrote {output} ({len(body['fields'])} fields, {refused} not carried)")
+    if refused:
+        click.echo(f"{refused} item{'s' if refused != 1 else ''} not carried: listed under "
+                   "import.unresolved; the form does not publish until they are resolved",
+                   err=True)
+        raise SystemExit(1)
 
 
 @form.command("import-redcap")

@@ -1,84 +1,67 @@
 """FHIR R4: Questionnaire → form definition, form → Questionnaire, answers ↔ QuestionnaireResponse.
 
 Field keys come from ``linkId`` by one documented rule (:func:`key_from_link_id`); the original
-``linkId`` is kept on the field (``link_id``) so responses map back exactly.
+``linkId`` is kept on the field (``link_id``) so responses map back exactly. The import and its
+fidelity rule are :mod:`careloop.forms.fhir_import`; this module exports, reads responses and
+builds what FHIRPath calculations evaluate on (:func:`evaluation_resources`).
 
     >>> key_from_link_id("/44250-9")
     'q_44250_9'
     >>> key_from_link_id("Smoking.Status")
     'smoking_status'
+
+The export follows the structure the import kept under the form's ``fhir`` key (parents,
+positions of calculated items, FHIR item types, units, coding systems, value sets), so an
+imported Questionnaire exports to one that imports to the same form; a Careloop condition with no
+``enableWhen`` form travels as ``enableWhenExpression`` in ``text/x-careloop-expression``.
 """
 
 from __future__ import annotations
 
-import re
+import ast
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
-from careloop.forms.fields import LOINC, ORDINAL, FhirMap, fhir_option
-from careloop.forms.spec import FieldSpec, FormSpec
+from careloop.forms.fhir_import import (
+    CAREL_EXPR,
+    CONTROL_CHOICE,
+    ITEM_WEIGHT,
+    KNOWN_TOTALS,
+    ORDINAL,
+    SDC,
+    TRANSLATION,
+    key_from_link_id,
+)
+from careloop.forms.fhir_import import import_questionnaire as _import
+from careloop.forms.fields import FhirMap
+from careloop.forms.spec import FieldSpec, FormSpec, ScoreSpec
 
-ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
+__all__ = ["KNOWN_TOTALS", "FhirExportError", "answers_from_response", "evaluation_resources",
+           "export_questionnaire", "export_response", "fhir_item", "fhir_map",
+           "import_questionnaire", "key_from_link_id", "read_response", "response_item"]
 
-# Known instruments: LOINC code of the total-score item → (score key, bands).
-KNOWN_TOTALS: dict[str, list[dict[str, Any]]] = {
-    "44261-6": [  # PHQ-9 total
-        {"code": "minimal", "label": {"zh-CN": "无或极轻微", "en": "Minimal"}, "min": 0, "max": 4},
-        {"code": "mild", "label": {"zh-CN": "轻度", "en": "Mild"}, "min": 5, "max": 9},
-        {"code": "moderate", "label": {"zh-CN": "中度", "en": "Moderate"}, "min": 10, "max": 14},
-        {"code": "moderately_severe", "label": {"zh-CN": "中重度", "en": "Moderately severe"},
-         "min": 15, "max": 19},
-        {"code": "severe", "label": {"zh-CN": "重度", "en": "Severe"}, "min": 20, "max": 27}],
-    "70274-6": [  # GAD-7 total
-        {"code": "minimal", "label": {"zh-CN": "无或极轻微", "en": "Minimal"}, "min": 0, "max": 4},
-        {"code": "mild", "label": {"zh-CN": "轻度", "en": "Mild"}, "min": 5, "max": 9},
-        {"code": "moderate", "label": {"zh-CN": "中度", "en": "Moderate"}, "min": 10, "max": 14},
-        {"code": "severe", "label": {"zh-CN": "重度", "en": "Severe"}, "min": 15, "max": 21}],
-}
-
-SIMPLE_TYPES = {"boolean": "yes_no", "decimal": "decimal", "integer": "integer", "date": "date",
-                "dateTime": "datetime", "time": "time", "string": "short_text",
-                "text": "long_text", "url": "short_text", "attachment": "file",
-                "quantity": "measurement", "display": "display"}
-
-
-def key_from_link_id(link_id: str) -> str:
-    """The rule: lower-case; every run of characters other than a–z, 0–9 becomes ``_``; leading
-    and trailing ``_`` are dropped; a key that would start with a digit (or be empty) gets ``q_``;
-    at most 64 characters. Duplicates get ``_2``, ``_3`` … (see :class:`_Importer`)."""
-    key = re.sub(r"[^a-z0-9]+", "_", link_id.lower()).strip("_")
-    if not key or not key[0].isalpha():
-        key = "q_" + key
-    return key[:64]
-
-
-def _text(value: str | None) -> dict[str, str]:
-    return {"en": value or "—"}
-
-
-def _score_of(option: Mapping[str, Any]) -> float | None:
-    for ext in option.get("extension", []) + option.get("valueCoding", {}).get("extension", []):
-        if ext.get("url") in (ORDINAL, ITEM_WEIGHT):
-            value = ext.get("valueDecimal", ext.get("valueInteger"))
-            if isinstance(value, int | float):
-                return float(value)
-    return None
-
-
-def _option_code(option: Mapping[str, Any]) -> tuple[str, str]:
-    if "valueCoding" in option:
-        coding = option["valueCoding"]
-        return str(coding.get("code")), str(coding.get("display") or coding.get("code"))
-    for key in ("valueString", "valueInteger", "valueDate"):
-        if key in option:
-            return str(option[key]), str(option[key])
-    return "?", "?"
+UCUM = "http://unitsofmeasure.org"
+CORE = "http://hl7.org/fhir/StructureDefinition/"
+ITEM_CONTROL = "http://hl7.org/fhir/questionnaire-item-control"
+_CONTROL_CODE = {v: k for k, v in CONTROL_CHOICE.items() if k != "autocomplete"}
+_VALUE = {"integer": "valueInteger", "date": "valueDate", "time": "valueTime",
+          "string": "valueString", "open-choice": "valueCoding", "coding": "valueCoding",
+          "choice": "valueCoding"}
 
 
 class FhirExportError(CareloopError):
     """A form holds a field whose type declares no FHIR mapping: refused, never a guess."""
+
+
+def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = None, *,
+                         bundle: list[Mapping[str, Any]] | None = None
+                         ) -> tuple[dict[str, Any], list[str]]:
+    """Translate a FHIR R4 Questionnaire; returns ``(form body, located notes)``. What could
+    not be carried is also in ``body["import"]["unresolved"]`` and blocks publishing."""
+    result = _import(questionnaire, key, bundle=bundle)
+    return result.body, result.notes
 
 
 def fhir_map(field: FieldSpec) -> FhirMap:
@@ -92,200 +75,433 @@ def fhir_map(field: FieldSpec) -> FhirMap:
     return mapping
 
 
-class _Importer:
-    def __init__(self) -> None:
-        self.keys: dict[str, str] = {}  # linkId -> key
-        self.used: set[str] = set()
-        self.notes: list[str] = []
-        self.total: tuple[str, str, list[dict[str, Any]] | None] | None = None
+def _items_meta(spec: FormSpec) -> Mapping[str, Mapping[str, Any]]:
+    items = spec.meta.get("items") if spec.meta else None
+    return items if isinstance(items, Mapping) else {}
 
-    def key(self, link_id: str) -> str:
-        base = key_from_link_id(link_id)
-        key, n = base, 2
-        while key in self.used:
-            key, n = f"{base[:60]}_{n}", n + 1
-        self.used.add(key)
-        self.keys[link_id] = key
-        return key
 
-    def items(self, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for item in items:
-            yield from self.item(item)
+def _text(label: Mapping[str, str], locale: str) -> tuple[str | None, dict[str, Any] | None]:
+    """``text`` in ``locale`` and ``_text`` carrying the other language as a translation."""
+    if not label:
+        return None, None
+    main = label.get(locale)
+    if main is None:  # no text in this language: the text as written, nothing to translate
+        return next(iter(label.values())), None
+    others = {k: v for k, v in label.items() if k != locale}
+    if not others:
+        return main, None
+    return main, {"extension": [{"url": TRANSLATION, "extension": [
+        {"url": "lang", "valueCode": lang}, {"url": "content", "valueString": text}]}
+        for lang, text in others.items()]}
 
-    def item(self, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        link_id = str(item.get("linkId"))
-        kind = item.get("type")
-        codes = item.get("code") or []
-        loinc = next((c.get("code") for c in codes if c.get("system") == LOINC), None)
-        if kind in ("decimal", "integer") and (loinc in KNOWN_TOTALS or
-                                                "total score" in str(item.get("text", "")).lower()):
-            self.total = (link_id, self.key(link_id), KNOWN_TOTALS.get(str(loinc)))
-            return
-        key = self.key(link_id)
-        field: dict[str, Any] = {"key": key, "link_id": link_id}
-        if item.get("text"):
-            field["label"] = _text(item["text"])
-        if codes:
-            field["code"] = {k: v for k, v in codes[0].items() if k in ("system", "code",
-                                                                         "display")}
-        if kind == "group":
-            if item.get("repeats"):
-                field["type"] = "repeat_group"
-                field["fields"] = list(self.items(item.get("item", [])))
-                yield self.common(field, item)
-                return
-            field["type"] = "section"
-            yield field
-            yield from self.items(item.get("item", []))
-            return
-        if kind in ("choice", "open-choice", "coding"):
-            field["type"] = "multiple_choice" if item.get("repeats") else "single_choice"
-            field["choices"] = self.choices(item, key)
-            if kind == "open-choice":
-                field["choices"].append({"code": "other", "label": {"zh-CN": "其他", "en": "Other"},
-                                         "other": True})
-        elif kind in SIMPLE_TYPES:
-            field["type"] = SIMPLE_TYPES[kind]
-        else:
-            self.notes.append(f"{link_id}: item type {kind!r} has no field type; kept as text")
-            field["type"] = "short_text"
-        yield self.common(field, item)
 
-    def choices(self, item: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def _link(field: FieldSpec) -> str:
+    return field.link_id or field.key
+
+
+def canonical(spec: FormSpec) -> str:
+    """The Questionnaire's canonical URL: the imported one, else a stable URN of the form."""
+    url = spec.meta.get("url") if spec.meta else None
+    return str(url) if url else f"urn:careloop:form:{spec.key}"
+
+
+# -- conditions back to enableWhen ---------------------------------------------------------
+
+class _Tree:
+    """The form as FHIR's item tree (parents from the import, else flat)."""
+
+    def __init__(self, spec: FormSpec) -> None:
+        self.spec = spec
+        self.meta = _items_meta(spec)
+        self.by_key: dict[str, FieldSpec] = {}
+        self.parent_of: dict[str, str | None] = {}
+        self.order: list[FieldSpec] = []
+        for top in spec.fields:
+            self._index(top, None)
+
+    def _index(self, field: FieldSpec, group: str | None) -> None:
+        self.by_key[field.key] = field
+        self.order.append(field)
+        parent = self.meta.get(field.key, {}).get("parent")
+        self.parent_of[field.key] = str(parent) if parent else group
+        for sub in field.fields:
+            self._index(sub, field.key)
+
+    def children(self, parent: FieldSpec | None) -> list[FieldSpec]:
+        wanted = parent.key if parent is not None else None
+        return [f for f in self.order if self.parent_of.get(f.key) == wanted]
+
+    def has_children(self, key: str) -> bool:
+        return key in self.parent_of.values() or any(
+            (m.get("parent") == key) for m in self.meta.values() if isinstance(m, Mapping))
+
+    def scores_under(self, parent: str | None) -> list[tuple[int, ScoreSpec]]:
         out = []
-        for option in item.get("answerOption", []):
-            code, display = _option_code(option)
-            choice: dict[str, Any] = {"code": code, "label": _text(display)}
-            score = _score_of(option)
-            if score is not None:
-                choice["score"] = score
-            out.append(choice)
-        if not out:
-            self.notes.append(f"{item.get('linkId')}: answerValueSet is not expanded; "
-                              "add the choices by hand")
-            out.append({"code": "unknown", "label": _text("?")})
+        for score in self.spec.scores:
+            meta = self.meta.get(score.key, {})
+            if (score.method == "fhirpath" or meta.get("total")) and \
+                    (meta.get("parent") or None) == parent:
+                out.append((int(meta.get("position", 10**6)), score))
+        return sorted(out, key=lambda pair: pair[0])
+
+    def condition(self, key: str) -> str | None:
+        field = self.by_key.get(key)
+        return field.visible_if.source if field is not None and field.visible_if else None
+
+
+def _own_condition(tree: _Tree, field: FieldSpec) -> str | None:
+    mine = field.visible_if.source if field.visible_if else None
+    parent = tree.parent_of.get(field.key)
+    outer = tree.condition(parent) if parent else None
+    if mine is None or mine == outer:
+        return None
+    if outer and mine.startswith(f"({outer}) and (") and mine.endswith(")"):
+        return mine[len(outer) + 8:-1]
+    return mine
+
+
+def _answer_for(tree: _Tree, key: str, value: Any) -> tuple[str, Any] | None:
+    target = tree.by_key.get(key)
+    if target is None:
+        return None
+    ftype = tree.meta.get(key, {}).get("type")
+    if target.type == "yes_no":
+        return ("answerBoolean", value == "yes") if value in ("yes", "no") else None
+    if target.choices:
+        raw = str(tree.meta.get(key, {}).get("values", {}).get(str(value), value))
+        if ftype == "integer":
+            return "answerInteger", int(raw)
+        if ftype in ("date", "time", "string"):
+            return f"answer{str(ftype).capitalize()}", raw
+        coding: dict[str, Any] = {"code": raw}
+        system = tree.meta.get(key, {}).get("systems", {}).get(str(value))
+        if system:
+            coding = {"system": system, "code": raw}
+        return "answerCoding", coding
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and target.type in ("integer", "rating", "nps"):
+        return "answerInteger", value
+    if isinstance(value, int | float):
+        return "answerDecimal", value
+    if isinstance(value, str):
+        names = {"date": "answerDate", "datetime": "answerDateTime", "time": "answerTime"}
+        return names.get(target.type, "answerString"), value
+    return None
+
+
+_OPS = {ast.Eq: "=", ast.NotEq: "!=", ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<="}
+
+
+def _when(tree: _Tree, node: ast.AST) -> dict[str, Any] | None:
+    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+        return None
+    left, op, right = node.left, node.ops[0], node.comparators[0]
+    ref, literal = (right, left) if isinstance(op, ast.In | ast.NotIn) else (left, right)
+    if not (isinstance(ref, ast.Attribute) and isinstance(ref.value, ast.Name)
+            and ref.value.id in ("answers", "row") and isinstance(literal, ast.Constant)):
+        return None
+    target = tree.by_key.get(ref.attr)
+    if target is None:
+        return None
+    question = _link(target)
+    if literal.value is None and isinstance(op, ast.Eq | ast.NotEq):
+        return {"question": question, "operator": "exists",
+                "answerBoolean": isinstance(op, ast.NotEq)}
+    if isinstance(op, ast.In | ast.NotIn):
+        operator = "=" if isinstance(op, ast.In) else "!="
+    elif type(op) in _OPS:
+        operator = _OPS[type(op)]
+    else:
+        return None
+    answer = _answer_for(tree, ref.attr, literal.value)
+    if answer is None:
+        return None
+    return {"question": question, "operator": operator, answer[0]: answer[1]}
+
+
+def _enable(tree: _Tree, condition: str) -> dict[str, Any]:
+    """``enableWhen`` (+ ``enableBehavior``) for a condition, or an ``enableWhenExpression``."""
+    fallback = {"extension": [{"url": SDC + "sdc-questionnaire-enableWhenExpression",
+                               "valueExpression": {"language": CAREL_EXPR,
+                                                   "expression": condition}}]}
+    try:
+        tree_ = ast.parse(condition, mode="eval").body
+    except SyntaxError:
+        return fallback
+    parts = tree_.values if isinstance(tree_, ast.BoolOp) else [tree_]
+    whens = [_when(tree, part) for part in parts]
+    if any(w is None for w in whens):
+        return fallback
+    out: dict[str, Any] = {"enableWhen": whens}
+    if isinstance(tree_, ast.BoolOp):
+        out["enableBehavior"] = "any" if isinstance(tree_.op, ast.Or) else "all"
+    return out
+
+
+# -- Questionnaire -------------------------------------------------------------------------
+
+def _ext(name: str, **value: Any) -> dict[str, Any]:
+    return {"url": CORE + name, **value}
+
+
+def _control(code: str) -> dict[str, Any]:
+    return _ext("questionnaire-itemControl", valueCodeableConcept={"coding": [
+        {"system": ITEM_CONTROL, "code": code}]})
+
+
+class _Exporter:
+    def __init__(self, spec: FormSpec, locale: str) -> None:
+        self.spec, self.locale = spec, locale
+        self.tree = _Tree(spec)
+        self.meta = self.tree.meta
+        self.contained: dict[str, dict[str, Any]] = {}
+
+    def items(self, parent: FieldSpec | None) -> list[dict[str, Any]]:
+        out = [i for i in (self.item(f) for f in self.tree.children(parent)) if i]
+        for position, score in self.tree.scores_under(parent.key if parent else None):
+            out.insert(min(position, len(out)), self.score_item(score))
         return out
 
-    def common(self, field: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-        if item.get("required"):
-            field["required"] = True
-        found = [self.condition(c) for c in item.get("enableWhen", [])]
-        conditions = [c for c in found if c]
-        if conditions:
-            joiner = " or " if item.get("enableBehavior") == "any" else " and "
-            field["visible_if"] = joiner.join(f"({c})" if len(conditions) > 1 else c
-                                              for c in conditions)
-        return field
-
-    def condition(self, when: Mapping[str, Any]) -> str | None:
-        question = self.keys.get(str(when.get("question")))
-        if question is None:
-            self.notes.append(f"enableWhen on unknown or later question {when.get('question')!r}"
-                              " was not translated")
+    def item(self, field: FieldSpec) -> dict[str, Any] | None:
+        mapping = fhir_map(field)
+        if not mapping.item_type:
             return None
-        op = str(when.get("operator", "="))
-        ops = {"=": "==", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
-        if op == "exists":
-            return f"answers.{question} {'!=' if when.get('answerBoolean') else '=='} None"
-        for name, value in when.items():
-            if not name.startswith("answer"):
-                continue
-            if name == "answerCoding":
-                literal = repr(str(value.get("code")))
-            elif name == "answerBoolean":
-                literal = repr("yes" if value else "no")
-            else:
-                literal = repr(value)
-            return f"answers.{question} {ops.get(op, '==')} {literal}"
-        return None
+        meta = self.meta.get(field.key, {})
+        ftype = str(meta.get("type") or mapping.item_type)
+        if field.type == "section" and self.tree.has_children(field.key):
+            ftype = "group"
+        item: dict[str, Any] = {"linkId": _link(field), "type": ftype}
+        text, underscore = _text(field.label, self.locale)
+        if text:
+            item["text"] = text
+        if underscore:
+            item["_text"] = underscore
+        extensions: list[dict[str, Any]] = []
+        if meta.get("code"):
+            item["code"] = list(meta["code"])
+        elif field.code:
+            item["code"] = [dict(field.code)]
+        if field.required:
+            item["required"] = True
+        if meta.get("hidden"):
+            extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
+        if field.type == "repeat_group":
+            item["repeats"] = True
+            lo, hi = field.options.get("min_items"), field.options.get("max_items")
+            if lo is not None:
+                extensions.append(_ext("questionnaire-minOccurs", valueInteger=int(lo)))
+            if hi is not None:
+                extensions.append(_ext("questionnaire-maxOccurs", valueInteger=int(hi)))
+        elif mapping.repeats:
+            item["repeats"] = True
+        own = _own_condition(self.tree, field)
+        if own:
+            found = _enable(self.tree, own)
+            extensions.extend(found.pop("extension", []))
+            item.update(found)
+        if field.choices and field.type in ("single_choice", "multiple_choice"):
+            self.options(field, meta, ftype, item, extensions)
+        elif mapping.item is not None and field.type not in ("repeat_group",):
+            item.update(mapping.item(field, self.locale))
+        self.numbers(field, meta, ftype, item, extensions)
+        if isinstance(field.options.get("max_length"), int) and ftype in ("string", "text"):
+            item["maxLength"] = field.options["max_length"]
+        children: list[dict[str, Any]] = []
+        if field.help:
+            help_text, help_underscore = _text(field.help, self.locale)
+            links = meta.get("help_link_ids") or [f"{_link(field)}-help"]
+            help_item: dict[str, Any] = {"linkId": links[0], "type": "display",
+                                         "text": help_text, "extension": [_control("help")]}
+            if help_underscore:
+                help_item["_text"] = help_underscore
+            children.append(help_item)
+        if self.tree.has_children(field.key):
+            children.extend(self.items(field))
+        if children:
+            item["item"] = children
+        if extensions:
+            item["extension"] = extensions
+        return item
+
+    def options(self, field: FieldSpec, meta: Mapping[str, Any], ftype: str,
+                item: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
+        systems = meta.get("systems", {}) or {}
+        values = meta.get("values", {}) or {}
+        weight = ITEM_WEIGHT if meta.get("weight") == "itemWeight" else ORDINAL
+        kept = [c for c in field.choices if not (c.other and ftype in ("open-choice", "string"))]
+        other = next((c for c in field.choices if c.other), None)
+        if other is not None and ftype in ("open-choice", "string") and \
+                dict(other.label) != {"zh-CN": "其他", "en": "Other"}:
+            text, _ = _text(other.label, self.locale)
+            extensions.append({"url": SDC + "sdc-questionnaire-openLabel", "valueString": text})
+        value_set = meta.get("value_set")
+        if value_set:
+            vs_id = value_set[1:] if value_set.startswith("#") else _fhir_id(f"vs-{field.key}")
+            concepts = []
+            for choice in kept:
+                raw = values.get(choice.code, choice.code)
+                concept: dict[str, Any] = {"code": raw}
+                if systems.get(choice.code):
+                    concept = {"system": systems[choice.code], "code": raw}
+                text, _ = _text(choice.label, self.locale)
+                concept["display"] = text
+                designations = [{"language": k, "value": v} for k, v in choice.label.items()
+                                if k != self.locale and v != text]
+                if designations:
+                    concept["designation"] = designations
+                if choice.score is not None:
+                    concept["extension"] = [{"url": weight, "valueDecimal": choice.score}]
+                concepts.append(concept)
+            resource: dict[str, Any] = {"resourceType": "ValueSet", "id": vs_id,
+                                        "status": "active",
+                                        "expansion": {"timestamp": "2026-01-01T00:00:00Z",
+                                                      "contains": concepts}}
+            if not value_set.startswith("#"):
+                resource["url"] = value_set
+            self.contained.setdefault(vs_id, resource)
+            item["answerValueSet"] = value_set
+        else:
+            options = []
+            value_name = _VALUE.get(ftype, "valueCoding")
+            for choice in kept:
+                option: dict[str, Any]
+                if value_name == "valueCoding":
+                    raw = values.get(choice.code, choice.code)
+                    coding: dict[str, Any] = {"code": raw}
+                    if systems.get(choice.code):
+                        coding = {"system": systems[choice.code], "code": raw}
+                    text, underscore = _text(choice.label, self.locale)
+                    if text is not None:
+                        coding["display"] = text
+                    if underscore:
+                        coding["_display"] = underscore
+                    option = {"valueCoding": coding}
+                else:
+                    raw = values.get(choice.code, choice.code)
+                    option = {value_name: int(raw) if value_name == "valueInteger" else raw}
+                if choice.score is not None:
+                    option["extension"] = [{"url": weight, "valueDecimal": choice.score}]
+                options.append(option)
+            item["answerOption"] = options
+        for bound, name in (("min_selected", "questionnaire-minOccurs"),
+                            ("max_selected", "questionnaire-maxOccurs")):
+            if field.type == "multiple_choice" and field.options.get(bound) is not None:
+                extensions.append(_ext(name, valueInteger=int(field.options[bound])))
+        control = meta.get("control")
+        display = field.options.get("display")
+        if control in _CONTROL_CODE:
+            extensions.append(_control(_CONTROL_CODE[str(control)]))
+        elif display in _CONTROL_CODE:
+            extensions.append(_control(_CONTROL_CODE[str(display)]))
+
+    def numbers(self, field: FieldSpec, meta: Mapping[str, Any], ftype: str,
+                item: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
+        if field.type == "slider":
+            extensions.append(_control("slider"))
+        if field.type in ("integer", "decimal", "slider"):
+            for name, fhir_name in (("min", "minValue"), ("max", "maxValue")):
+                value = field.options.get(name)
+                if value is not None:
+                    key = "valueInteger" if ftype == "integer" else "valueDecimal"
+                    extensions.append(_ext(fhir_name, **{key: value}))
+            unit = meta.get("unit")
+            if unit:
+                extensions.append(_ext("questionnaire-unit", valueCoding=dict(unit)))
+            elif isinstance(field.options.get("unit"), Mapping):
+                text, _ = _text(field.options["unit"], self.locale)
+                extensions.append(_ext("questionnaire-unit", valueCoding={"display": text}))
+        for coding in meta.get("unit_options", []) or []:
+            extensions.append(_ext("questionnaire-unitOption", valueCoding=dict(coding)))
+        if field.type == "measurement":
+            units = list(field.options.get("units") or [field.options.get("unit", "mmol/L")])
+            for unit_code in units:
+                extensions.append(_ext("questionnaire-unitOption", valueCoding={
+                    "system": UCUM, "code": unit_code, "display": unit_code}))
+
+    def score_item(self, score: ScoreSpec) -> dict[str, Any]:
+        meta = self.meta.get(score.key, {})
+        link = str(score.options.get("link_id") or meta.get("link_id") or score.key)
+        item: dict[str, Any] = {"linkId": link, "type": str(meta.get("type") or "decimal")}
+        text, underscore = _text(score.label, self.locale)
+        if text:
+            item["text"] = text
+        if underscore:
+            item["_text"] = underscore
+        if meta.get("code"):
+            item["code"] = list(meta["code"])
+        extensions: list[dict[str, Any]] = []
+        if meta.get("hidden"):
+            extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
+        top = list(self.spec.meta.get("variables", []) or []) if self.spec.meta else []
+        mine = list(score.options.get("variables", []) or [])
+        if mine[:len(top)] == top:
+            mine = mine[len(top):]
+        for variable in mine:
+            extensions.append({"url": CORE + "variable", "valueExpression": {
+                "name": variable["name"], "language": "text/fhirpath",
+                "expression": variable["expression"]}})
+        if score.method == "fhirpath":
+            extensions.append({"url": SDC + "sdc-questionnaire-calculatedExpression",
+                               "valueExpression": {"language": "text/fhirpath",
+                                                   "expression": score.options["fhirpath"]}})
+            if meta.get("readOnly"):
+                item["readOnly"] = True
+        if meta.get("unit"):
+            extensions.append(_ext("questionnaire-unit", valueCoding=dict(meta["unit"])))
+        if extensions:
+            item["extension"] = extensions
+        return item
 
 
-def import_questionnaire(questionnaire: Mapping[str, Any],
-                         key: str | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Translate a FHIR R4 Questionnaire; returns ``(form body, notes on what was not kept)``."""
-    if questionnaire.get("resourceType") != "Questionnaire":
-        raise ValueError("not a FHIR Questionnaire (resourceType)")
-    importer = _Importer()
-    fields = list(importer.items(list(questionnaire.get("item", []))))
-    title = str(questionnaire.get("title") or questionnaire.get("name") or "Questionnaire")
-    body: dict[str, Any] = {
-        "kind": "form",
-        "key": key or key_from_link_id(str(questionnaire.get("name")
-                                           or questionnaire.get("id") or "imported")),
-        "title": {"zh-CN": title, "en": title},
-        "default_locale": "en",
-        "fields": fields,
-    }
-    fhir: dict[str, Any] = {}
-    if questionnaire.get("url"):
-        fhir["url"] = questionnaire["url"]
-    if questionnaire.get("code"):
-        fhir["code"] = questionnaire["code"]
-    if importer.total is not None:
-        link_id, total_key, bands = importer.total
-        scored = [f["key"] for f in fields if f.get("choices")
-                  and all("score" in c for c in f["choices"])]
-        score: dict[str, Any] = {"key": total_key, "label": {"zh-CN": "总分", "en": "Total score"},
-                                 "method": "sum", "fields": scored}
-        if bands:
-            score["bands"] = bands
-        body["scores"] = [score]
-        fhir["total_link_id"] = link_id
-        fhir["total_score"] = total_key
-    if fhir:
-        body["fhir"] = fhir
-    return body, importer.notes
+def export_questionnaire(spec: FormSpec, *, version: int | None = None,
+                         locale: str = "zh-CN") -> dict[str, Any]:
+    """A FHIR R4 Questionnaire for a form (text in ``locale``, the other language as the
+    ``translation`` extension); it validates as R4 (``fhir.resources``)."""
+    exporter = _Exporter(spec, locale)
+    items = exporter.items(None)
+    title, title_ext = _text(spec.title, locale)
+    out: dict[str, Any] = {"resourceType": "Questionnaire", "id": _fhir_id(spec.key),
+                           "url": canonical(spec), "name": _fhir_name(spec.key),
+                           "title": title, "status": "active", "language": locale}
+    if title_ext:
+        out["_title"] = title_ext
+    if version is not None:
+        out["version"] = str(version)
+    elif spec.meta and spec.meta.get("version"):
+        out["version"] = str(spec.meta["version"])
+    if spec.meta and spec.meta.get("code"):
+        out["code"] = list(spec.meta["code"])
+    if exporter.contained:
+        out["contained"] = list(exporter.contained.values())
+    variables = list(spec.meta.get("variables", []) or []) if spec.meta else []
+    if variables:
+        out["extension"] = [{"url": CORE + "variable", "valueExpression": {
+            "name": v["name"], "language": "text/fhirpath", "expression": v["expression"]}}
+            for v in variables]
+    out["item"] = items
+    return out
 
 
-def _walk(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for item in items:
-        yield item
-        yield from _walk(item.get("item", []))
+def _fhir_id(key: str) -> str:
+    """R4 ids are ``[A-Za-z0-9\\-.]{1,64}``: a key's ``_`` becomes ``-``."""
+    return key.replace("_", "-")[:64]
 
 
-def answers_from_response(spec: FormSpec, response: Mapping[str, Any],
-                          total_link_id: str | None = None) -> tuple[dict[str, Any], Any]:
-    """Answers keyed by field key from a QuestionnaireResponse, and its reported total (if any)."""
-    by_link = {f.link_id or f.key: f for f in spec.fields}
-    answers: dict[str, Any] = {}
-    reported = None
-    for item in _walk(list(response.get("item", []))):
-        values = [_answer_value(a) for a in item.get("answer", [])]
-        if not values:
-            continue
-        if total_link_id is not None and item.get("linkId") == total_link_id:
-            reported = values[0]
-            continue
-        field = by_link.get(str(item.get("linkId")))
-        if field is None:
-            continue
-        answers[field.key] = values if fhir_map(field).repeats else values[0]
-    return answers, reported
-
-
-def _answer_value(answer: Mapping[str, Any]) -> Any:
-    if "valueCoding" in answer:
-        return answer["valueCoding"].get("code")
-    if "valueBoolean" in answer:
-        return "yes" if answer["valueBoolean"] else "no"
-    if "valueQuantity" in answer:
-        quantity = answer["valueQuantity"]
-        return {"value": quantity.get("value"), "unit": quantity.get("unit")}
-    for name, value in answer.items():
-        if name.startswith("value"):
-            return value
-    return None
+def _fhir_name(key: str) -> str:
+    """R4 names should be computer-friendly: ``phq9_total`` → ``Phq9Total``."""
+    return "".join(part.capitalize() for part in key.split("_")) or "Form"
 
 
 def fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
     """The Questionnaire item of a field, as its type maps it (``None``: no item)."""
     from careloop.engine.i18n import pick
+    from careloop.forms.fields import fhir_option
 
     mapping = fhir_map(field)
     if not mapping.item_type:
         return None
-    item: dict[str, Any] = {"linkId": field.link_id or field.key,
-                            "type": mapping.item_type,
+    item: dict[str, Any] = {"linkId": _link(field), "type": mapping.item_type,
                             "text": pick(dict(field.label), locale) or field.key}
     if field.required:
         item["required"] = True
@@ -300,37 +516,313 @@ def fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
     return item
 
 
-def export_questionnaire(spec: FormSpec, *, version: int | None = None,
-                         locale: str = "zh-CN") -> dict[str, Any]:
-    """A FHIR R4 Questionnaire for a form (labels in ``locale``)."""
-    from careloop.engine.i18n import pick
+# -- QuestionnaireResponse -----------------------------------------------------------------
 
-    return {"resourceType": "Questionnaire", "id": spec.key, "name": spec.key,
-            "title": pick(dict(spec.title), locale), "status": "active",
-            "version": str(version) if version is not None else None,
-            "item": [i for i in (fhir_item(f, locale) for f in spec.fields) if i]}
+def _time(value: str) -> str:
+    return value if value.count(":") >= 2 else f"{value}:00"
+
+
+def _datetime_out(value: str) -> str:
+    """A stored local date-time (the hospital's wall clock) as an R4 ``dateTime``, which needs
+    seconds and an offset: ``2026-03-01T08:30:00`` → ``2026-03-01T08:30:00+08:00``."""
+    from datetime import datetime
+
+    from careloop.engine.clock import hospital_tz
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=hospital_tz())
+    return moment.isoformat(timespec="seconds")
+
+
+def _datetime_in(value: str) -> str:
+    """An R4 ``dateTime`` as the stored local date-time (hospital wall clock)."""
+    from datetime import datetime
+
+    from careloop.engine.clock import hospital_tz
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(hospital_tz()).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds")
+
+
+def _answers(tree: _Tree, field: FieldSpec, value: Any, weights: bool,
+             locale: str) -> list[dict[str, Any]]:
+    meta = tree.meta.get(field.key, {})
+    ftype = str(meta.get("type") or "")
+    if field.choices and field.type in ("single_choice", "multiple_choice"):
+        other_text = None
+        if isinstance(value, dict):
+            other_text = value.get("other")
+            codes = value.get("codes") or ([value.get("code")] if value.get("code") else [])
+        else:
+            codes = value if isinstance(value, list) else [value]
+        out: list[dict[str, Any]] = []
+        systems = meta.get("systems", {}) or {}
+        values = meta.get("values", {}) or {}
+        weight = ITEM_WEIGHT if meta.get("weight") == "itemWeight" else ORDINAL
+        for code in codes:
+            raw = str(values.get(code, code))
+            choice = field.choice(code)
+            if choice is not None and choice.other:
+                continue
+            value_name = _VALUE.get(ftype, "valueCoding")
+            if value_name == "valueInteger":
+                out.append({"valueInteger": int(raw)})
+            elif value_name == "valueTime":
+                out.append({"valueTime": _time(raw)})
+            elif value_name != "valueCoding":
+                out.append({value_name: raw})
+            else:
+                coding: dict[str, Any] = {"code": raw}
+                if systems.get(code):
+                    coding = {"system": systems[code], "code": raw}
+                if choice is not None:
+                    from careloop.engine.i18n import pick
+
+                    coding["display"] = pick(dict(choice.label), locale)
+                    if weights and choice.score is not None:
+                        coding["extension"] = [{"url": weight, "valueDecimal": choice.score}]
+                out.append({"valueCoding": coding})
+        if other_text:
+            out.append({"valueString": str(other_text)})
+        return out
+    if field.type == "measurement" and isinstance(value, Mapping):
+        return [{"valueQuantity": {"value": value.get("value"), "unit": value.get("unit"),
+                                   "system": UCUM, "code": value.get("unit")}}]
+    if field.type == "yes_no":
+        return [{"valueBoolean": value in ("yes", True)}]
+    simple = {"date": "valueDate", "datetime": "valueDateTime", "short_text": "valueString",
+              "long_text": "valueString", "email": "valueString", "mobile": "valueString"}
+    if field.type in simple and isinstance(value, str):
+        if field.type == "short_text" and ftype == "url":
+            return [{"valueUri": value}]
+        if field.type == "datetime":
+            return [{"valueDateTime": _datetime_out(value)}]
+        return [{simple[field.type]: value}]
+    if field.type == "time" and isinstance(value, str):
+        return [{"valueTime": _time(value)}]
+    if field.type in ("decimal", "slider") and isinstance(value, int | float) and \
+            not isinstance(value, bool):
+        if ftype == "integer" and float(value).is_integer():
+            return [{"valueInteger": int(value)}]
+        return [{"valueDecimal": value}]
+    return fhir_map(field).answers(field, value)
 
 
 def response_item(field: FieldSpec, value: Any) -> dict[str, Any]:
     """The QuestionnaireResponse item of one answer, as the field's type maps it: its answers,
-    or nested items (a matrix's rows, a blood pressure's parts, a repeat group's rows)."""
+    or nested items (a matrix's rows, a blood pressure's parts)."""
     mapping = fhir_map(field)
     body = (mapping.response(field, value) if mapping.response is not None
             else {"answer": mapping.answers(field, value)})
-    return {"linkId": field.link_id or field.key, **body}
+    return {"linkId": _link(field), **body}
+
+
+class _Responder:
+    def __init__(self, spec: FormSpec, answers: Mapping[str, Any],
+                 scores: Mapping[str, Any] | None, weights: bool, locale: str) -> None:
+        self.spec, self.answers, self.scores = spec, answers, scores or {}
+        self.weights, self.locale = weights, locale
+        self.tree = _Tree(spec)
+
+    def items(self, parent: FieldSpec | None, row: Mapping[str, Any] | None
+              ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for field in self.tree.children(parent):
+            out.extend(self.item(field, row))
+        if row is None:
+            for position, score in self.tree.scores_under(parent.key if parent else None):
+                value = self.scores.get(score.key)
+                if value is None:
+                    continue
+                meta = self.tree.meta.get(score.key, {})
+                link = str(score.options.get("link_id") or score.key)
+                answer: dict[str, Any] = {"valueDecimal": value}
+                if meta.get("type") == "integer" and float(value).is_integer():
+                    answer = {"valueInteger": int(value)}
+                elif meta.get("type") == "quantity":
+                    unit = meta.get("unit", {})
+                    answer = {"valueQuantity": {"value": value, **{
+                        k: v for k, v in (("unit", unit.get("display") or unit.get("code")),
+                                          ("system", unit.get("system")),
+                                          ("code", unit.get("code"))) if v}}}
+                out.insert(min(position, len(out)), {"linkId": link, "answer": [answer]})
+        return out
+
+    def item(self, field: FieldSpec, row: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        source = row if row is not None else self.answers
+        if field.type == "repeat_group":
+            rows = source.get(field.key) or []
+            out = []
+            for one in rows if isinstance(rows, list) else []:
+                sub = self.items(field, one)
+                if sub:
+                    out.append({"linkId": _link(field), "item": sub})
+            return out
+        if field.type == "section":
+            sub = self.items(field, row)
+            return [{"linkId": _link(field), "item": sub}] if sub else []
+        children = self.items(field, row) if self.tree.has_children(field.key) else []
+        if field.key not in source:
+            # A question's nested items answer without it only as a group would: FHIR puts
+            # them under the question's answer, so without an answer they have nowhere to go.
+            return []
+        mapping = fhir_map(field)
+        if mapping.response is not None:
+            return [{"linkId": _link(field), **mapping.response(field, source[field.key])}]
+        answers = _answers(self.tree, field, source[field.key], self.weights, self.locale)
+        if not answers:
+            return []
+        if children:
+            answers[0]["item"] = children
+        return [{"linkId": _link(field), "answer": answers}]
 
 
 def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: str,
-                    authored: str, scores: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A QuestionnaireResponse for stored answers (patient by opaque id only)."""
-    items: list[dict[str, Any]] = []
-    for field in spec.fields:
-        if field.key in answers:
-            items.append(response_item(field, answers[field.key]))
+                    authored: str, scores: Mapping[str, Any] | None = None,
+                    locale: str | None = None) -> dict[str, Any]:
+    """A QuestionnaireResponse for stored answers (patient by opaque id only), nested as the
+    Questionnaire is, with computed scores as the answers of their calculated items."""
+    responder = _Responder(spec, answers, scores, False, locale or spec.default_locale)
+    items = responder.items(None, None)
     total_link = spec.meta.get("total_link_id") if spec.meta else None
     total_key = spec.meta.get("total_score") if spec.meta else None
-    if scores and total_link and total_key and scores.get(total_key) is not None:
+    if scores and total_link and total_key and scores.get(total_key) is not None and \
+            not any(i["linkId"] == total_link for i in items):
         items.append({"linkId": total_link, "answer": [{"valueDecimal": scores[total_key]}]})
-    return {"resourceType": "QuestionnaireResponse", "questionnaire": spec.key,
-            "status": "completed", "subject": {"reference": f"Patient/{patient_id}"},
-            "authored": authored, "item": items}
+    out: dict[str, Any] = {"resourceType": "QuestionnaireResponse",
+                           "questionnaire": canonical(spec), "status": "completed",
+                           "subject": {"reference": f"Patient/{patient_id}"},
+                           "authored": authored}
+    if items:
+        out["item"] = items
+    return out
+
+
+_QUESTIONNAIRES: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def evaluation_resources(spec: FormSpec, answers: Mapping[str, Any],
+                         scores: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``%resource`` (the answers as a QuestionnaireResponse, chosen codings carrying their
+    scores) and ``%questionnaire`` (the form, cached per content hash) for FHIRPath."""
+    cache_key = (spec.key, spec.content_hash)
+    questionnaire = _QUESTIONNAIRES.get(cache_key) if spec.content_hash else None
+    if questionnaire is None:
+        questionnaire = export_questionnaire(spec, locale=spec.default_locale)
+        if spec.content_hash:
+            if len(_QUESTIONNAIRES) > 256:
+                _QUESTIONNAIRES.clear()
+            _QUESTIONNAIRES[cache_key] = questionnaire
+    responder = _Responder(spec, answers, scores, True, spec.default_locale)
+    resource = {"resourceType": "QuestionnaireResponse", "questionnaire": canonical(spec),
+                "status": "in-progress", "item": responder.items(None, None)}
+    return resource, questionnaire
+
+
+# -- reading a QuestionnaireResponse -------------------------------------------------------
+
+def _walk(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for item in items:
+        yield item
+        yield from _walk(item.get("item", []) or [])
+        for answer in item.get("answer", []) or []:
+            yield from _walk(answer.get("item", []) or [])
+
+
+def _value(field: FieldSpec | None, answer: Mapping[str, Any],
+           meta: Mapping[str, Any] | None = None) -> Any:
+    values = (meta or {}).get("values") or {}
+    systems = (meta or {}).get("systems") or {}
+    codes = {str(v): k for k, v in values.items()}
+    if "valueCoding" in answer:
+        code = str(answer["valueCoding"].get("code"))
+        system = answer["valueCoding"].get("system")
+        for key in (field.choices if field is not None else ()):
+            if str(values.get(key.code, key.code)) == code and systems.get(key.code) == system:
+                return key.code
+        return codes.get(code, code)
+    if "valueBoolean" in answer:
+        return "yes" if answer["valueBoolean"] else "no"
+    if "valueQuantity" in answer:
+        quantity = answer["valueQuantity"]
+        return {"value": quantity.get("value"), "unit": quantity.get("code")
+                or quantity.get("unit")}
+    if "valueDateTime" in answer and isinstance(answer["valueDateTime"], str) and \
+            field is not None and field.type == "datetime":
+        return _datetime_in(answer["valueDateTime"])
+    for name, value in answer.items():
+        if name.startswith("value"):
+            if field is not None and field.choices and not isinstance(value, dict):
+                code = codes.get(str(value), str(value))
+                if field.choice(code) is None and name == "valueString" and \
+                        any(c.other for c in field.choices):
+                    return {"code": "other", "other": code}
+                return code
+            return value
+    return None
+
+
+def read_response(spec: FormSpec, response: Mapping[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Answers keyed by field key, and the values the response reports for the form's scores
+    (calculated items), keyed by score key."""
+    tree = _Tree(spec)
+    by_link = {_link(f): f for f in tree.by_key.values()}
+    score_links = {str(s.options.get("link_id")): s.key for s in spec.scores
+                   if s.options.get("link_id")}
+    total_link = spec.meta.get("total_link_id") if spec.meta else None
+    if total_link and spec.meta.get("total_score"):
+        score_links[str(total_link)] = str(spec.meta["total_score"])
+    answers: dict[str, Any] = {}
+    reported: dict[str, Any] = {}
+
+    def read(items: list[dict[str, Any]], target: dict[str, Any]) -> None:
+        for item in items:
+            link = str(item.get("linkId"))
+            field = by_link.get(link)
+            nested = list(item.get("item", []) or [])
+            if link in score_links:
+                values = [_value(None, a) for a in item.get("answer", []) or []]
+                if values:
+                    value = values[0]
+                    reported[score_links[link]] = value.get("value") if isinstance(
+                        value, dict) else value
+                continue
+            if field is not None and field.type == "repeat_group":
+                row: dict[str, Any] = {}
+                read(nested, row)
+                target.setdefault(field.key, []).append(row)
+                continue
+            read(nested, target)
+            values = []
+            for answer in item.get("answer", []) or []:
+                values.append(_value(field, answer,
+                                     tree.meta.get(field.key) if field is not None else None))
+                read(list(answer.get("item", []) or []), target)
+            if field is None or not values:
+                continue
+            if field.type == "multiple_choice":
+                target[field.key] = values
+            else:
+                target[field.key] = values if fhir_map(field).repeats else values[0]
+
+    read(list(response.get("item", []) or []), answers)
+    return answers, reported
+
+
+def answers_from_response(spec: FormSpec, response: Mapping[str, Any],
+                          total_link_id: str | None = None) -> tuple[dict[str, Any], Any]:
+    """Answers keyed by field key from a QuestionnaireResponse, and its reported total (if any)."""
+    answers, reported = read_response(spec, response)
+    total_key = spec.meta.get("total_score") if spec.meta else None
+    return answers, reported.get(str(total_key)) if total_key else None
+

@@ -572,6 +572,11 @@ UNITS: dict[str, tuple[str, float]] = {
     "kg": ("mass", 1.0), "g": ("mass", 0.001), "lb": ("mass", 0.45359237),
     "cm": ("length", 1.0), "m": ("length", 100.0), "in": ("length", 2.54),
     "°C": ("temperature", 1.0),
+    # UCUM codes as FHIR Questionnaires name them (questionnaire-unit / unitOption)
+    "mm[Hg]": ("pressure", 1.0), "kPa": ("pressure", 7.500615758),
+    "[lb_av]": ("mass", 0.45359237), "[in_i]": ("length", 2.54), "Cel": ("temperature", 1.0),
+    "/min": ("rate", 1.0), "{beats}/min": ("rate", 1.0), "%": ("fraction", 1.0),
+    "kg/m2": ("body mass index", 1.0),
 }
 
 

@@ -19,6 +19,9 @@ def register(registry: Registry) -> None:
     methods = registry.catalogue("score_method")
     for method in BUILTIN_SCORE_METHODS:
         methods.register(method.name, method)
+    from careloop.forms.fhirpath import METHOD as FHIRPATH
+
+    methods.register(FHIRPATH.name, FHIRPATH)
     registry.catalogue("kind").register("form", KindSpec(
         name="form", package="careloop.forms", schema_file="schema/form.json",
         compile=compile_form, folder="forms", title={"zh-CN": "表单", "en": "Form"}, order=20))

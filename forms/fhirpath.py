@@ -1,0 +1,231 @@
+"""FHIRPath for imported SDC calculations: evaluated on the server, inside Careloop's limits.
+
+An SDC ``calculatedExpression`` (and the ``variable`` extensions it reads) is kept as FHIRPath
+and computed by the score method ``fhirpath``: the form's answers become a QuestionnaireResponse
+(:func:`careloop.forms.fhir.export_response`, each chosen coding carrying its choice's score as
+``ordinalValue`` so ``weight()`` / ``ordinal()`` work), the form itself is ``%questionnaire``,
+variables are evaluated in order, then the expression. Nothing the client sent is trusted.
+
+    scores:
+      - key: bmi
+        method: fhirpath
+        fhirpath: "(%weight/(%height.power(2))).round(1)"
+        variables:
+          - {name: weight, expression: "%resource.item.where(linkId='/29463-7').answer.value"}
+          - {name: height, expression: "%resource.item.where(linkId='/8302-2').answer.value*0.0254"}
+
+The bounds are those of Careloop expressions (``engine/limits.py``): the text is at most
+``expr_length`` characters, one evaluation makes at most ``fhirpath_calls`` Python calls and
+runs at most ``work_seconds``, and a result holds at most ``expr_items`` values. Beyond a bound
+the score is ``None`` and :class:`~careloop.engine.limits.LimitExceeded` says which.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from types import FrameType
+from typing import Any
+
+from careloop.engine.limits import LIMITS, LimitExceeded
+from careloop.forms.scoring import ScoreInput, ScoreMethod, ScoreProblem
+
+ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
+ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
+#: Python calls one evaluation may make (the interpreter's frames, counted by a trace hook)
+FHIRPATH_CALLS = 2_000_000
+
+
+class FhirPathError(Exception):
+    """The expression does not parse, or failed while it ran (the score is then ``None``)."""
+
+
+def _weight_of(value: Any) -> list[Any]:
+    coding = value.get("valueCoding", value) if isinstance(value, Mapping) else None
+    if not isinstance(coding, Mapping):
+        return []
+    for ext in coding.get("extension", []) or []:
+        if ext.get("url") in (ORDINAL, ITEM_WEIGHT):
+            number = ext.get("valueDecimal", ext.get("valueInteger"))
+            if isinstance(number, int | float | Decimal):
+                return [number]
+    return []
+
+
+def _weight(inputs: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in inputs:
+        out.extend(_weight_of(value))
+    return out
+
+
+USER_FUNCTIONS = {"weight": {"fn": _weight, "arity": {0: []}},
+                  "ordinal": {"fn": _weight, "arity": {0: []}}}
+
+
+class _Strict:
+    """An ANTLR error listener that stops at the first syntax error (fhirpathpy's own parser
+    recovers and carries on, which would evaluate a broken expression)."""
+
+    def syntaxError(self, recognizer: Any, offending: Any, line: int, column: int,
+                    msg: str, e: Any) -> None:
+        raise FhirPathError(f"column {column + 1}: {msg}")
+
+    def reportAmbiguity(self, *args: Any) -> None:
+        return None
+
+    def reportAttemptingFullContext(self, *args: Any) -> None:
+        return None
+
+    def reportContextSensitivity(self, *args: Any) -> None:
+        return None
+
+
+def _parse_strict(text: str) -> None:
+    from antlr4 import CommonTokenStream, InputStream, Token
+    from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+    from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+    lexer = FHIRPathLexer(InputStream(text))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Strict())
+    stream = CommonTokenStream(lexer)
+    parser = FHIRPathParser(stream)
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Strict())
+    parser.expression()
+    following = stream.LT(1)
+    if following is not None and following.type != Token.EOF:
+        raise FhirPathError(f"column {following.column + 1}: unexpected {following.text!r}")
+
+
+def check_expression(text: str) -> str | None:
+    """``None`` when ``text`` parses as FHIRPath within the length bound, else why not."""
+    if len(text) > LIMITS.expr_length:
+        return f"longer than {LIMITS.describe('expr_length')} characters"
+    try:
+        _parse_strict(text)
+    except FhirPathError as exc:
+        return f"not FHIRPath: {exc}"
+    except Exception as exc:  # the generated lexer raises its own exceptions
+        return f"not FHIRPath: {exc}"
+    return None
+
+
+class _Budget:
+    """A trace hook bounding one evaluation in calls and wall time (restores any other hook)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.deadline = time.monotonic() + LIMITS.work_seconds
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            self.calls += 1
+            if self.calls > FHIRPATH_CALLS or (self.calls % 1000 == 0
+                                               and time.monotonic() > self.deadline):
+                raise LimitExceeded("expr.budget", "the FHIRPath expression did too much work",
+                                    limit="work_seconds")
+        return None
+
+
+def _model() -> dict[str, Any]:
+    """The R4 model (choice types: ``answer.value`` is ``valueDecimal``, ``valueCoding``…)."""
+    from fhirpathpy.models import models
+
+    model: dict[str, Any] = models["r4"]
+    return model
+
+
+def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[str, Any]
+             ) -> list[Any]:
+    """The result collection of ``expression`` on ``resource`` with ``%`` variables."""
+    import fhirpathpy
+
+    problem = check_expression(expression)
+    if problem is not None:
+        raise FhirPathError(problem)
+    budget = _Budget()
+    previous = sys.getprofile()
+    sys.setprofile(budget)
+    try:
+        result = fhirpathpy.evaluate(dict(resource), expression, dict(variables), _model(),
+                                     options={"userInvocationTable": USER_FUNCTIONS})
+    except LimitExceeded:
+        raise
+    except Exception as exc:  # the engine raises plain exceptions for type errors
+        raise FhirPathError(str(exc)) from None
+    finally:
+        sys.setprofile(previous)
+    if len(result) > LIMITS.expr_items:
+        raise LimitExceeded("expr.too-large", "the FHIRPath result is too large",
+                            limit="expr_items")
+    return list(result)
+
+
+def run(expression: str, variables: Sequence[Mapping[str, str]], resource: Mapping[str, Any],
+        questionnaire: Mapping[str, Any]) -> list[Any]:
+    """Variables in order (each sees the earlier ones), then the expression."""
+    env: dict[str, Any] = {"resource": resource, "questionnaire": questionnaire,
+                           "context": resource}
+    for variable in variables:
+        env[str(variable["name"])] = evaluate(str(variable["expression"]), resource, env)
+    return evaluate(expression, resource, env)
+
+
+def number(result: list[Any]) -> float | None:
+    """A one-value numeric result as a float; empty → ``None``."""
+    if not result:
+        return None
+    value = result[0]
+    if isinstance(value, Mapping) and "value" in value:  # a Quantity
+        value = value["value"]
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    return None
+
+
+def _compute(score: Any, given: ScoreInput) -> float | None:
+    from careloop.forms.fhir import evaluation_resources
+
+    resource, questionnaire = evaluation_resources(given.form, given.answers, given.scores)
+    options = score.options
+    try:
+        return number(run(str(options["fhirpath"]), list(options.get("variables", [])),
+                          resource, questionnaire))
+    except (FhirPathError, LimitExceeded):
+        return None
+
+
+def _check(score: Mapping[str, Any], field_keys: frozenset[str]) -> list[ScoreProblem]:
+    problems: list[ScoreProblem] = []
+    for index, variable in enumerate(score.get("variables", []) or []):
+        found = check_expression(str(variable.get("expression", "")))
+        if found is not None:
+            problems.append((("variables", index, "expression"), "form.fhirpath", found))
+    found = check_expression(str(score.get("fhirpath", "")))
+    if found is not None:
+        problems.append((("fhirpath",), "form.fhirpath", found))
+    return problems
+
+
+VARIABLES = {"type": "array", "items": {
+    "type": "object", "required": ["name", "expression"], "additionalProperties": False,
+    "properties": {"name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                   "expression": {"type": "string"}}},
+    "x-label": {"zh-CN": "FHIRPath 变量", "en": "FHIRPath variables"}}
+
+METHOD = ScoreMethod(
+    "fhirpath", {"zh-CN": "FHIRPath 计算（SDC 导入）",
+                 "en": "FHIRPath calculation (imported from FHIR SDC)"},
+    _compute, {"fhirpath": {"type": "string", "x-label": {"zh-CN": "FHIRPath 表达式",
+                                                          "en": "FHIRPath expression"}},
+               "variables": VARIABLES,
+               "link_id": {"type": "string", "x-label": {"zh-CN": "FHIR linkId",
+                                                         "en": "FHIR linkId"}},
+               "unit": {"type": "string"}},
+    required=("fhirpath",), needs_fields=False, check=_check)
