@@ -1,0 +1,1 @@
+"""Inbound adapters: what other hospital systems send, turned into Careloop domain events."""
