@@ -274,8 +274,6 @@ def search(request: Request, resource_type: str) -> JSONResponse:
             patient = _patient_of(session, fid)
             resources = [] if patient is None else _rows(session, resource_type, patient.id,
                                                          params.get("code"))
-            if isinstance(resources, JSONResponse):
-                return resources
             if patient is not None:
                 _audit_view(session, request, caller, patient.id, resource_type)
     return _answer({
@@ -286,7 +284,7 @@ def search(request: Request, resource_type: str) -> JSONResponse:
 
 
 def _rows(session: Any, resource_type: str, patient_id: str,
-          code: str | None) -> list[dict[str, Any]] | JSONResponse:
+          code: str | None) -> list[dict[str, Any]]:
     if resource_type == "Encounter":
         return fhir_out.patient_encounters(session, patient_id)
     if resource_type == "QuestionnaireResponse":

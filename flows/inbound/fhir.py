@@ -149,7 +149,7 @@ def validate(resource: Any, root: str, expected: str | None = None) -> Any:
         raise FhirRefused(400, issues) from None
 
 
-# --- one resource → one event ----------------------------------------------------------------------
+# --- one resource → one event --------------------------------------------------------------------
 
 
 @dataclass
@@ -380,6 +380,7 @@ def _observation(ctx: Context, resource: dict[str, Any], root: str,
         raise FhirRefused(422, [Issue("required", "the moment of measurement is needed",
                                       f"{root}.effectiveDateTime")])
     measured_at = _instant(effective, f"{root}.effectiveDateTime")
+    value: dict[str, Any]
     if code == BP_PANEL:
         parts: dict[str, float] = {}
         for index, component in enumerate(resource.get("component") or []):
@@ -547,7 +548,7 @@ def _response_path(root: str, at: str) -> str:
     return f"{root}.item"
 
 
-# --- transaction Bundles --------------------------------------------------------------------------
+# --- transaction Bundles -------------------------------------------------------------------------
 
 ORDER = {"Patient": 0, "Encounter": 1, "Observation": 2, "QuestionnaireResponse": 3}
 
