@@ -168,17 +168,48 @@ def patient_observations(session: Session, patient_id: str,
     return [r for r in (observation_resource(row) for row in rows) if r is not None]
 
 
+def observation_by_id(session: Session, fid: str) -> tuple[str, dict[str, Any]] | None:
+    """``(patient id, Observation)`` of a reading by its FHIR id, or None."""
+    found = re.fullmatch(r"reading-(\d{1,18})", fid)
+    query = select(DomainEventRow).where(DomainEventRow.type == "reading.recorded")
+    query = query.where(DomainEventRow.id == int(found.group(1))) if found else query.where(
+        DomainEventRow.payload["reading_id"].as_string() == fid)
+    row = session.scalars(query.order_by(DomainEventRow.id.desc()).limit(1)).first()
+    resource = observation_resource(row) if row is not None else None
+    if row is None or resource is None or resource["id"] != fid:
+        return None
+    return str((row.payload or {}).get("patient_id")), resource
+
+
+def response_by_id(session: Session, fid: str) -> tuple[str, dict[str, Any]] | None:
+    """``(patient id, QuestionnaireResponse)`` of a submission by its id, or None."""
+    from careloop.forms.models import Submission
+
+    if not fid.isdigit() or len(fid) > 18:
+        return None
+    submission = session.get(Submission, int(fid))
+    if submission is None:
+        return None
+    return submission.patient_id, _responses(session, [submission])[0]
+
+
 def patient_responses(session: Session, patient_id: str) -> list[dict[str, Any]]:
     """The patient's submissions as QuestionnaireResponses (newest first)."""
-    from careloop.engine import store
-    from careloop.forms.fhir import export_response
     from careloop.forms.models import Submission
 
     rows = session.scalars(select(Submission).where(Submission.patient_id == patient_id)
                            .order_by(Submission.submitted_at.desc(), Submission.id.desc())
                            .limit(LIMIT)).all()
+    return _responses(session, list(rows))
+
+
+def _responses(session: Session, rows: list[Any]) -> list[dict[str, Any]]:
+    from careloop.engine import store
+    from careloop.forms.fhir import export_response
+
     out = []
     for submission in rows:
+        patient_id = submission.patient_id
         spec = store.compile_row(store.get_version(session, "form", submission.form_key,
                                                    submission.form_version))
         resource = export_response(spec, submission.answers or {},

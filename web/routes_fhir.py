@@ -186,13 +186,23 @@ def _audit_view(session: Any, request: Request, caller: ApiCaller, patient_id: s
 
 
 def _read_one(session: Any, resource_type: str, careloop_id: str) -> dict[str, Any] | None:
+    found = _find(session, resource_type, fhir_out.fhir_id(careloop_id))
+    return found[1] if found else None
+
+
+def _find(session: Any, resource_type: str, fid: str) -> tuple[str, dict[str, Any]] | None:
+    """``(patient id, resource)`` for a FHIR id, or None."""
     if resource_type == "Patient":
-        patient = session.get(Patient, careloop_id)
-        return fhir_out.patient_resource(patient) if patient else None
+        patient = _patient_of(session, fid)
+        return (patient.id, fhir_out.patient_resource(patient)) if patient else None
     if resource_type == "Encounter":
-        encounter = session.get(Encounter, careloop_id)
-        return fhir_out.encounter_resource(session, encounter) if encounter else None
-    return None
+        encounter = next((e for e in (session.get(Encounter, c)
+                                      for c in fhir_out.careloop_ids(fid)) if e), None)
+        return (encounter.patient_id, fhir_out.encounter_resource(session, encounter)) \
+            if encounter else None
+    if resource_type == "Observation":
+        return fhir_out.observation_by_id(session, fid)
+    return fhir_out.response_by_id(session, fid)
 
 
 def _patient_of(session: Any, fid: str) -> Patient | None:
@@ -205,30 +215,18 @@ def _patient_of(session: Any, fid: str) -> Patient | None:
 
 @router.get("/{resource_type}/{resource_id}", response_model=None)
 def read(request: Request, resource_type: str, resource_id: str) -> JSONResponse:
-    if resource_type not in ("Patient", "Encounter"):
-        if resource_type in TYPES:
-            return _refused(405, "not-supported", f"search {resource_type} by patient "
-                                                  f"({resource_type}?patient=…)")
+    if resource_type not in TYPES:
         return _unknown_type(resource_type)
     try:
         caller = _caller(request, "fhir:read", "api.fhir_read", resource_type)
     except _Denied as denied:
         return denied.response
     with transaction() as session:
-        if resource_type == "Patient":
-            patient = _patient_of(session, resource_id)
-            found = fhir_out.patient_resource(patient) if patient else None
-            owner = patient.id if patient else None
-        else:
-            encounter = next((e for e in (session.get(Encounter, c)
-                                          for c in fhir_out.careloop_ids(resource_id)) if e),
-                             None)
-            found = fhir_out.encounter_resource(session, encounter) if encounter else None
-            owner = encounter.patient_id if encounter else None
-        if found is None or owner is None:
+        found = _find(session, resource_type, resource_id[:64])
+        if found is None:
             return _refused(404, "not-found", f"no {resource_type} {resource_id[:64]!r}")
-        _audit_view(session, request, caller, owner, resource_type)
-        return _answer(found)
+        _audit_view(session, request, caller, found[0], resource_type)
+        return _answer(found[1])
 
 
 def _token(value: str) -> tuple[str | None, str]:

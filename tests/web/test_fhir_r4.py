@@ -208,6 +208,8 @@ def test_a_transaction_bundle_drives_the_discharge_journey_once(
                                   "&code=http://loinc.org|85354-9")
     (bp,) = [e["resource"] for e in readings["entry"]]
     assert [c["valueQuantity"]["value"] for c in bp["component"]] == [150, 95]
+    assert _get(client, read, f"/fhir/r4/Observation/{bp['id']}") == bp
+    assert _get(client, read, f"/fhir/r4/{locations[2]}")["status"] == "finished"
     assert _get(client, read, f"/fhir/r4/Observation?patient={patient_id}&code=15074-8")[
         "total"] == 0
     responses = _get(client, read, f"/fhir/r4/QuestionnaireResponse?patient={patient_id}")
@@ -217,7 +219,7 @@ def test_a_transaction_bundle_drives_the_discharge_journey_once(
     with transaction(engine) as session:
         views = session.scalars(select(AuditRow).where(
             AuditRow.action == "patient.view", AuditRow.actor == "apikey:puller")).all()
-        assert len(views) == 6 and {v.patient_id for v in views} == {patient_id}
+        assert len(views) == 8 and {v.patient_id for v in views} == {patient_id}
 
 
 def test_a_questionnaire_response_is_a_scored_submission_once(
@@ -239,6 +241,9 @@ def test_a_questionnaire_response_is_a_scored_submission_once(
     again = _post(client, hospital["write"], "/fhir/r4/QuestionnaireResponse", response)
     assert again.status_code == 200, again.text
     assert first.headers["location"] == again.headers["location"]
+    validates(first.json())
+    assert first.json()["resourceType"] == "QuestionnaireResponse"
+    assert _get(client, hospital["read"], first.headers["location"]) == first.json()
     with transaction(engine) as session:
         (submission,) = session.scalars(select(Submission)).all()
         assert (submission.form_key, submission.encounter_id) == ("phq9", "ZY2026-0001")
