@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from careloop.engine import audit
+from careloop.engine import audit, logs
 from careloop.engine.db import transaction
 from careloop.engine.domain import Encounter, Patient
 from careloop.flows.inbound import fhir
@@ -261,6 +261,7 @@ def search(request: Request, resource_type: str) -> JSONResponse:
                 patients = [found] if found else []
             else:
                 system, value = _token(params["identifier"])
+                logs.hide(value)  # an MRN in the query string: redacted from the access log
                 patients = [] if system not in (None, fhir.mrn_system()) else list(
                     session.scalars(select(Patient).where(Patient.mrn == value)).all())
             resources = [fhir_out.patient_resource(p) for p in patients]

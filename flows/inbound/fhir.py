@@ -18,8 +18,9 @@ these four resources). A problem is a :class:`Issue` naming the FHIRPath of the 
 :class:`FhirRefused` with the HTTP status the FHIR http specification gives it.
 
 Idempotency: the event id is ``fhir:<type>/<basis>#<content hash>``, the basis being the entry's
-``ifNoneExist``, else the resource id, else the Bundle entry's ``fullUrl``; the hash covers the
-resource without ``meta`` and ``text``. The same resource sent again is processed once (the
+``ifNoneExist``, else the resource id, else the Bundle entry's ``fullUrl`` (hashed unless it is a
+plain id: an ``ifNoneExist`` names the MRN); the hash covers the resource without ``meta`` and
+``text``. The same resource sent again is processed once (the
 original acknowledgement); a changed one (a Patient's new phone, an Encounter now finished) is a
 new event that updates the record.
 """
@@ -175,7 +176,7 @@ def _key(kind: str, resource: Mapping[str, Any], basis: str | None) -> str:
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False)
                             .encode("utf-8")).hexdigest()[:20]
     basis = basis or "-"
-    if len(basis) > 80:
+    if basis != "-" and not FHIR_ID.fullmatch(basis):  # a search (MRN), a URL: never verbatim
         basis = "h" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:40]
     return f"fhir:{kind}/{basis}#{digest}"
 
