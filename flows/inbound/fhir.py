@@ -182,8 +182,9 @@ def _key(kind: str, resource: Mapping[str, Any], basis: str | None) -> str:
 
 
 def _instant(value: Any, path: str) -> str:
-    """A FHIR dateTime as an aware ISO instant: one without an offset is the hospital's wall
-    time; a date alone names no moment and is refused."""
+    """A FHIR dateTime as an aware ISO instant (validation already required the offset of one
+    with a time; should none be there, it is the hospital's wall time); a date alone names no
+    moment and is refused."""
     text = str(value)
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T.+", text):
         raise FhirRefused(422, [Issue("value", f"{text!r} names a day, not a moment: give the "

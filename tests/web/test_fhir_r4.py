@@ -338,3 +338,53 @@ def test_bad_resources_are_answered_with_an_operation_outcome_naming_the_place(
                              headers={"X-API-Key": hospital["read"]}), 400)["code"] \
         == "required"
     assert _counts(engine) == before
+
+
+def test_put_follows_a_stay_and_glucose_in_mg_dl_is_converted(
+        engine: Engine, hospital: dict[str, str]) -> None:
+    client = TestClient(create_app())
+    key = hospital["write"]
+    patient = {**copy.deepcopy(bundle()["entry"][1]["resource"]), "id": "P-77"}
+    with frozen_now(START):
+        put = client.put("/fhir/r4/Patient/P-77", json=patient,
+                         headers={"X-API-Key": key, "Content-Type": FHIR})
+    assert put.status_code == 201, put.text
+    validates(put.json())
+    stay = copy.deepcopy(bundle()["entry"][2]["resource"])
+    stay.update(id="E-77", status="in-progress", subject={"reference": "Patient/P-77"})
+    del stay["period"]["end"]
+    for status, expected, code in (("in-progress", "admitted", 201),
+                                   ("finished", "discharged", 200),
+                                   ("entered-in-error", "cancelled", 200)):
+        stay["status"] = status
+        if status == "finished":
+            stay["period"]["end"] = "2026-12-01T10:00:00+08:00"
+        with frozen_now(START):
+            answer = client.put("/fhir/r4/Encounter/E-77", json=stay,
+                                headers={"X-API-Key": key, "Content-Type": FHIR})
+        assert answer.status_code == code, answer.text
+        with transaction(engine) as session:
+            assert session.get(Encounter, "E-77").status == expected  # type: ignore[union-attr]
+    mismatched = _post(client, key, "/fhir/r4/Patient", {**patient, "id": "P-78"})
+    assert mismatched.status_code == 200  # a POST is matched by its MRN: an update
+    assert mismatched.headers["location"] == "/fhir/r4/Patient/P-77"
+    with frozen_now(START):
+        wrong = client.put("/fhir/r4/Patient/P-79", json=patient,
+                           headers={"X-API-Key": key, "Content-Type": FHIR})
+    assert _issue(wrong, 400)["expression"] == ["Patient.id"]
+
+    glucose = {"resourceType": "Observation", "id": "glu-1", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+               "subject": {"reference": "Patient/P-77"},
+               "effectiveDateTime": "2026-12-02T07:00:00",  # no offset
+               "valueQuantity": {"value": 126, "unit": "mg/dL"}}
+    # FHIR requires the offset once a time is given
+    naive = _issue(_post(client, key, "/fhir/r4/Observation", glucose), 400)
+    assert naive["expression"] == ["Observation.effectiveDateTime"]
+    glucose["effectiveDateTime"] = "2026-12-02T07:00:00+08:00"
+    assert _post(client, key, "/fhir/r4/Observation", glucose).status_code == 201
+    found = _get(client, hospital["read"], "/fhir/r4/Observation?patient=P-77&code=15074-8")
+    (reading,) = [e["resource"] for e in found["entry"]]
+    assert reading["valueQuantity"]["value"] == 7 and reading["valueQuantity"]["unit"] == "mmol/L"
+    assert reading["id"] == "glu-1"
+    assert _get(client, hospital["read"], "/fhir/r4/Observation/glu-1") == reading
