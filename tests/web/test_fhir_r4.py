@@ -388,3 +388,15 @@ def test_put_follows_a_stay_and_glucose_in_mg_dl_is_converted(
     assert reading["valueQuantity"]["value"] == 7 and reading["valueQuantity"]["unit"] == "mmol/L"
     assert reading["id"] == "glu-1"
     assert _get(client, hospital["read"], "/fhir/r4/Observation/glu-1") == reading
+
+    # A weight from the platform is on the patient 360 page, in words.
+    weight = {**glucose, "id": "wt-1", "valueQuantity": {"value": 70.5, "unit": "kg"},
+              "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]}}
+    assert _post(client, key, "/fhir/r4/Observation", weight).status_code == 201
+    staff = TestClient(client.app)
+    login(staff, "hn")
+    page = staff.get("/patients/P-77")
+    assert page.status_code == 200
+    table = page.text[page.text.index('id="other-readings"'):]
+    assert "体重" in table and "70.5 kg" in table and "医院信息系统" in table
+    assert "reading_type" not in page.text
