@@ -95,7 +95,8 @@ def apikey() -> None:
 @apikey.command("create")
 @click.argument("name")
 @click.option("--scope", "scopes", multiple=True, default=("events:write",), show_default=True,
-              help="events:write | readback:read | incidents:write | metrics:read "
+              help="events:write | readback:read | incidents:write | metrics:read | "
+                   "fhir:write | fhir:read "
                    "(repeat for several)")
 @click.option("--expires-days", type=click.IntRange(1, 3650), default=365, show_default=True,
               help="days until the key stops working")

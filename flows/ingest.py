@@ -463,7 +463,8 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-API_SCOPES = ("events:write", "readback:read", "incidents:write", "metrics:read")
+API_SCOPES = ("events:write", "readback:read", "incidents:write", "metrics:read", "fhir:write",
+              "fhir:read")
 DEFAULT_SCOPES = ("events:write",)
 
 

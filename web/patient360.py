@@ -313,9 +313,37 @@ def glucose_chart(session: Session, patient_id: str, d: Display,
 def panel_bp(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
     d = Display(locale, session)
     hide = hidden_stays(session, me, patient_id)
-    return Markup('<h3>{}</h3>{}<h3>{}</h3>{}').format(
+    return Markup('<h3>{}</h3>{}<h3>{}</h3>{}{}').format(
         t("web.pages.bp", locale), bp_chart(session, patient_id, d, hide),
-        t("web.pages.glucose", locale), glucose_chart(session, patient_id, d, hide))
+        t("web.pages.glucose", locale), glucose_chart(session, patient_id, d, hide),
+        other_readings(session, patient_id, d, hide))
+
+
+OTHER_READINGS = {"weight": "kg", "heart_rate": "次/分", "spo2": "%"}
+
+
+def other_readings(session: Session, patient_id: str, d: Display,
+                   hidden: HiddenStays = NOTHING_HIDDEN) -> Markup:
+    """Weight, heart rate and SpO2 (the HIS's, a FHIR Observation's, the patient's own), newest
+    first; nothing when there are none."""
+    found = [(r, kind) for kind in OTHER_READINGS
+             for r in readings(session, patient_id, kind, hidden)
+             if _value(r["value"], "value") is not None]
+    if not found:
+        return Markup("")
+    found.sort(key=lambda it: it[0]["at"], reverse=True)
+    rows = Markup("").join(
+        Markup("<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td></tr>").format(
+            local_time(r["at"]), d.label("reading_type", kind),
+            number(_value(r["value"], "value")),
+            OTHER_READINGS[kind] if d.locale == "zh-CN" or kind != "heart_rate" else "/min",
+            d.label("reading_source", r["source"]))
+        for r, kind in found[:20])
+    return Markup('<h3>{}</h3><table class="list" id="other-readings"><thead><tr><th>{}</th>'
+                  '<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>'
+                  ).format(t("fhirin.other_readings", d.locale), t("fhirin.when", d.locale),
+                           t("fhirin.item", d.locale), t("fhirin.value", d.locale),
+                           t("fhirin.source", d.locale), rows)
 
 
 def panel_trends(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:

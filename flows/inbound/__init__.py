@@ -1,1 +1,1 @@
-"""Inbound adapters: HIS database views polled on the ticker, patient lists imported from files."""
+"""Inbound adapters: what other hospital systems send, turned into Careloop domain events."""
