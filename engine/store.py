@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.check import check_documents
@@ -53,9 +53,46 @@ def versions(session: Session, kind: str, key: str) -> Sequence[DefinitionRow]:
         .order_by(DefinitionRow.version)).all()
 
 
+_CURRENT = "careloop.store.current"  # session.info key: list_current answers of this transaction
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_current(session: Session, transaction: Any) -> None:
+    session.info.pop(_CURRENT, None)
+
+
+def _definitions_changing(session: Session) -> bool:
+    return any(isinstance(obj, DefinitionRow)
+               for obj in (*session.new, *session.dirty, *session.deleted))
+
+
+@event.listens_for(Session, "before_flush")
+def _forget_on_change(session: Session, flush_context: Any, instances: Any) -> None:
+    if _CURRENT in session.info and _definitions_changing(session):
+        session.info.pop(_CURRENT, None)
+
+
 def list_current(session: Session, kind: str | None = None,
                  app_id: str | None = None) -> Sequence[DefinitionRow]:
-    """The current version of every definition (optionally of one kind or app)."""
+    """The current version of every definition (optionally of one kind or app).
+
+    Remembered for the rest of the transaction (an HIS batch of 500 patients asks once per
+    kind, not once per event): forgotten when the transaction ends or when this session adds or
+    changes a definition row. Another process's publication is seen by the next transaction."""
+    if _definitions_changing(session):
+        session.info.pop(_CURRENT, None)
+    else:
+        remembered: Sequence[DefinitionRow] | None = \
+            session.info.get(_CURRENT, {}).get((kind, app_id))
+        if remembered is not None:
+            return remembered
+    rows = _query_current(session, kind, app_id)
+    session.info.setdefault(_CURRENT, {})[(kind, app_id)] = rows
+    return rows
+
+
+def _query_current(session: Session, kind: str | None,
+                   app_id: str | None) -> Sequence[DefinitionRow]:
     newest = (select(DefinitionRow.kind, DefinitionRow.key,
                      func.max(DefinitionRow.version).label("version"))
               .group_by(DefinitionRow.kind, DefinitionRow.key).subquery())
