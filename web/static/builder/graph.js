@@ -72,7 +72,7 @@ export function slots(types, st, label = (e) => e.option) {
       (Array.isArray(value) ? value : []).forEach((_, i) => out.push([`${e.option}.${i}`, `${text} ${i + 1}`]));
       out.push([`${e.option}.add`, `+ ${text}`]);
     } else {
-      out.push([e.option, e.option === "next" ? "next" : e.option]);
+      out.push([e.option, text]);
     }
   }
   return out;
