@@ -52,6 +52,7 @@ def _edge(page: Page, source: str, target: str, slot: str) -> Locator:
 
 
 def _centre(node: Locator) -> tuple[float, float]:
+    expect(node).to_be_visible()
     box = node.bounding_box()
     assert box is not None
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -83,8 +84,9 @@ def test_the_phone_robot_step_from_the_palette_to_its_checked_edges(server: str)
             panel = page.locator("#b-step-props")
             expect(panel.locator(".b-step-head strong")).to_have_text("机器人电话")
             script = panel.locator('input[data-prop="script"]')
-            expect(panel.locator('label:has(input[data-prop="script"])')).to_contain_text("话术脚本 *")
-            expect(panel.locator('label:has(input[data-prop="script"])')).to_have_attribute(
+            script_label = panel.locator('label:has(input[data-prop="script"])')
+            expect(script_label).to_contain_text("话术脚本 *")
+            expect(script_label).to_have_attribute(
                 "title", "机器人服务中的脚本名")
             attempts = panel.locator('input[data-prop="max_attempts"]')
             expect(attempts).to_have_attribute("max", "5")
@@ -93,7 +95,7 @@ def test_the_phone_robot_step_from_the_palette_to_its_checked_edges(server: str)
             expect(panel.locator('label:has(select[data-prop="on_no_answer"])')).to_contain_text("未接通时")
             script.fill("postop_day3")
             script.press("Tab")
-            expect(page.locator("#b-step-props")).not_to_contain_text("flow.missing-field")
+            expect(panel).not_to_contain_text("flow.missing-field")
 
             # a nurse's call task after it
             page.locator('#b-step-palette button[data-type="create_task"]').click()

@@ -25,7 +25,7 @@ WITH_OPTIONS = ("wait", "decision", "parallel", "phone_robot")
 
 
 def _projection() -> list[dict[str, Any]]:
-    """The server's step types (built-ins and the example phone_robot), as the JS tests read them."""
+    """The server's step types (built-ins, the example phone_robot) as the JS tests read them."""
     from careloop.web.builder import step_palette
 
     out = []
