@@ -34,6 +34,11 @@ What the type declares, and who reads it:
   :func:`inbound_events`). The flows event handler calls :meth:`StepType.accepts` and
   :meth:`StepType.on_event`.
 * ``labels`` — per option ``{"label": {zh-CN, en}, "help": {zh-CN, en}}`` for the builder panel.
+* ``icon``, ``defaults`` and ``delay`` — for the builder only: the symbol on the step's box, the
+  options a new step starts with (a wait starts at one day), and which options move the
+  patient's day on in the flow's timeline (:class:`Delay`). The builder writes no rule of its
+  own: all of this, the edges, ``pauses`` (its loop check) and the ``join`` word reach it
+  through ``GET /api/v1/builder/step-types``.
 """
 
 from __future__ import annotations
@@ -100,6 +105,20 @@ class Resume:
     description: Text = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Which options of a pausing step move the timeline on: ``duration`` (a duration added to
+    the day), ``until`` (an object whose ``days`` after its ``base`` is the day) and ``event``
+    (a wait for an event, shown but not moving the day). ``None``: not used by the type."""
+
+    duration: str | None = None
+    until: str | None = None
+    event: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"duration": self.duration, "until": self.until, "event": self.event}
+
+
 # A step's own ``retry`` (every type accepts it): attempts and first backoff for this step.
 RETRY_OPTION: Mapping[str, Any] = {
     "type": "object", "additionalProperties": False,
@@ -124,6 +143,9 @@ class StepType:
     timers: ClassVar[tuple[str, ...]] = ()
     resumes: ClassVar[tuple[Resume, ...]] = ()
     labels: ClassVar[Labels] = {}
+    icon: ClassVar[str] = "•"
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    delay: ClassVar[Delay | None] = None
 
     def run(self, x: Exec) -> Outcome:
         raise NotImplementedError
@@ -221,7 +243,10 @@ class StepType:
                 "labels": {k: {part: dict(text) for part, text in v.items()}
                            for k, v in cls.labels.items()},
                 "resumes": [r.event for r in cls.resumes],
-                "retry": {"attempts": cls.retry.attempts, "backoff": cls.retry.backoff}}
+                "retry": {"attempts": cls.retry.attempts, "backoff": cls.retry.backoff},
+                "icon": cls.icon, "defaults": dict(cls.defaults),
+                "delay": cls.delay.to_json() if cls.delay is not None else None,
+                "join": JOIN if any(e.fork for e in cls.edges) else None}
 
 
 def step_type(name: object) -> StepType | None:

@@ -37,6 +37,7 @@ from careloop.flows.step_types import (
     NEXT,
     ON_TIMEOUT,
     RETRY_OPTION,
+    Delay,
     Edge,
     Labels,
     Options,
@@ -153,6 +154,7 @@ class SendMessage(StepType):
     """Render a template for the patient and write it to the outbox."""
 
     name = "send_message"
+    icon = "✉"
     title: ClassVar[Text] = {"zh-CN": "发送消息", "en": "Send a message"}
     options: ClassVar[Options] = {"template": _TEMPLATE, "channels": _CHANNELS, "values": _VALUES,
                "links": {"type": "object",
@@ -203,6 +205,7 @@ class SendForm(StepType):
     ``on_timeout`` (default: the next step)."""
 
     name = "send_form"
+    icon = "📋"
     title: ClassVar[Text] = {"zh-CN": "发送问卷", "en": "Send a form"}
     options: ClassVar[Options] = {
                "form": {"$ref": "#/$defs/key"}, "template": _TEMPLATE, "channels": _CHANNELS,
@@ -295,6 +298,9 @@ class Wait(StepType):
     exactly one of the three modes."""
 
     name = "wait"
+    icon = "◷"
+    defaults: ClassVar[Mapping[str, Any]] = {"duration": "1d"}
+    delay = Delay(duration="duration", until="until", event="event")
     title: ClassVar[Text] = {"zh-CN": "等待", "en": "Wait"}
     options: ClassVar[Options] = {"duration": _DURATION, "until": {"$ref": "#/$defs/until"},
                "event": {"type": "string", "pattern": "^[a-z_]+\\.[a-z_]+$"},
@@ -346,6 +352,7 @@ class CreateTask(StepType):
     """A to-do through :mod:`careloop.engine.tasks` (the assignee rules rules use too)."""
 
     name = "create_task"
+    icon = "☑"
     title: ClassVar[Text] = {"zh-CN": "创建任务", "en": "Create a task"}
     options: ClassVar[Options] = {
                "task_title": _TASK_TITLE, "task_kind": _TASK_KIND, "assignee": _ASSIGNEE,
@@ -380,6 +387,7 @@ class Approval(StepType):
     or the step the decider names)."""
 
     name = "approval"
+    icon = "✍"
     title: ClassVar[Text] = {"zh-CN": "审批", "en": "Approval"}
     options: ClassVar[Options] = {"task_title": _TASK_TITLE, "task_kind": _TASK_KIND,
                "approvers": {"type": "array", "minItems": 1, "items": _ASSIGNEE},
@@ -418,6 +426,7 @@ class Decision(StepType):
     """``if``/``then``/``else``, or ``cases`` (first true ``when``) with a ``default``."""
 
     name = "decision"
+    icon = "◇"
     title: ClassVar[Text] = {"zh-CN": "条件分支", "en": "Decision"}
     options: ClassVar[Options] = {"if": {"$ref": "#/$defs/expression"}, "then": {"type": "string"},
                "else": {"type": "string"},
@@ -457,6 +466,7 @@ class Parallel(StepType):
     """Start every branch; the step joins when all (or the first) reach ``next: join``."""
 
     name = "parallel"
+    icon = "∥"
     title: ClassVar[Text] = {"zh-CN": "并行分支", "en": "Parallel branches"}
     options: ClassVar[Options] = {"branches": {"type": "array", "items": {"type": "string"}},
                "join": {"enum": ["all", "first"]}}
@@ -485,6 +495,7 @@ class SetValues(StepType):
     """Set run context values from expressions."""
 
     name = "set"
+    icon = "≔"
     title: ClassVar[Text] = {"zh-CN": "设置变量", "en": "Set values"}
     options: ClassVar[Options] = {"set": _VALUES}
     required = ("set",)
@@ -503,6 +514,7 @@ class CallWebhook(StepType):
     the request that ran the step; failures are retried there with backoff."""
 
     name = "call_webhook"
+    icon = "⇄"
     title: ClassVar[Text] = {"zh-CN": "调用接口", "en": "Call a webhook"}
     options: ClassVar[Options] = {"url": {"type": "string", "pattern": "^https?://"},
                "method": {"enum": ["POST", "PUT", "GET"]}, "body": _VALUES,
@@ -529,6 +541,7 @@ class StartSubflow(StepType):
     """Start another flow for the same patient/encounter (its own run; this one continues)."""
 
     name = "start_subflow"
+    icon = "↪"
     title: ClassVar[Text] = {"zh-CN": "启动子流程", "en": "Start a subflow"}
     options: ClassVar[Options] = {"flow": {"$ref": "#/$defs/key"}}
     required = ("flow",)
@@ -548,6 +561,7 @@ class End(StepType):
     """End the run."""
 
     name = "end"
+    icon = "■"
     title: ClassVar[Text] = {"zh-CN": "结束", "en": "End"}
     edges = ()
 

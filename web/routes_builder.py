@@ -202,6 +202,7 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     keys = json.loads((folder / "builder" / "en.json").read_text("utf-8"))
     keys.update({k: v for k, v in json.loads((folder / "govern" / "en.json").read_text("utf-8"))
                  .items() if k.startswith("builder.")})
+    keys.update(json.loads((folder / "builderjs" / "en.json").read_text("utf-8")))
     return {k: t(k, locale) for k in keys}
 
 

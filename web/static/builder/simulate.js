@@ -1,7 +1,10 @@
 // "Simulate" (模拟): run a journey scenario of this definition's app against the draft, in a
 // scratch database on the server, and show the steps (✓/✗ with what was seen) and the patient's
-// timeline. Vanilla JS, CSP-safe (no inline code, no eval); DOM through CareloopDom.el.
-"use strict";
+// timeline. An ES module, CSP-safe (no inline code, no eval).
+
+import { el } from "./dom.js";
+import { makeApi } from "./core/api.js";
+import { format, pickLabel } from "./core/text.js";
 
 (() => {
   const root = document.getElementById("builder");
@@ -10,27 +13,15 @@
   const KIND = root.dataset.kind, KEY = root.dataset.key, CSRF = root.dataset.csrf;
   const LOCALE = root.dataset.locale || "zh-CN";
   const $ = (id) => document.getElementById(id);
-  const el = window.CareloopDom.el;
   const base = "/api/v1/builder";
   let M = {};
   let loaded = false;
 
-  const msg = (key, params = {}) =>
-    (M[key] || key).replace(/\{(\w+)\}/g, (_, name) => String(params[name] ?? ""));
-  const pick = (label) => (label && typeof label === "object")
-    ? (label[LOCALE] || label["zh-CN"] || label.en || "") : (label || "");
+  const msg = (key, params = {}) => format(M, key, params);
+  const pick = (label) => pickLabel(label, LOCALE);
   const app = () => root.dataset.app || $("b-app").textContent.trim();
 
-  async function api(method, url, body) {
-    const opts = { method, headers: { "X-CSRF-Token": CSRF, "Accept": "application/json" } };
-    if (body !== undefined) {
-      opts.headers["Content-Type"] = "application/json";
-      opts.body = JSON.stringify(body);
-    }
-    const response = await fetch(url, opts);
-    const data = await response.json().catch(() => ({}));
-    return { status: response.status, data };
-  }
+  const api = makeApi(CSRF);
 
   async function load() {
     if (loaded || !app()) return;

@@ -1,424 +1,378 @@
 // The flow designer's property panel (vanilla JS, no dependencies; CSP: no inline scripts/styles).
-// builder.js calls window.CareloopStepPanel.render(panel, hooks) whenever a flow draft
+// editors/flow.js calls render(panel, hooks) (this ES module's export) whenever a flow draft
 // re-renders. The panel is generated from data, not from code per step type: GET
 // /api/v1/builder/step-types gives every registered step type's options (property name → JSON
 // Schema the StepType declares, $refs inlined and marked "x-def", references marked
 // "x-reference"), what it requires, its modes, edges and labels; a plugin's step type gets its
 // panel the same way. Every change goes through hooks.commit (undo,
 // draft save, live validation); problems under $.steps[i].<prop> are shown at that input.
-"use strict";
+// Which options name steps (and how) comes from each step type's declared edges, which option
+// names another definition from its schema's "x-reference", which input an option gets from its
+// schema (schemaform.js): nothing here is per step type.
 
-(() => {
-  // Which options name steps (and how) comes from each step type's declared edges, which option
-  // names another definition from its schema's "x-reference": nothing here is per step type.
-  const JOIN = "join";
-  const modeChoice = new Map();  // step index → the mode the author picked before filling it in
+import { el } from "./dom.js";
+import { joinWord, refsOf, rename, typeOf } from "./graph.js";
+import { missingOptions, panelPlan, stepInputKind } from "./schemaform.js";
 
-  const el = window.CareloopDom.el;
-  const isEmpty = (v) => v === undefined || v === null || v === ""
-    || (typeof v === "number" && Number.isNaN(v));
-  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const modeChoice = new Map();  // step index → the mode the author picked before filling it in
 
-  function getAt(root, path) {
-    let node = root;
-    for (const part of path) {
-      if (node === null || typeof node !== "object") return undefined;
-      node = node[part];
-    }
-    return node;
+const isEmpty = (v) => v === undefined || v === null || v === ""
+  || (typeof v === "number" && Number.isNaN(v));
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+export function getAt(root, path) {
+  let node = root;
+  for (const part of path) {
+    if (node === null || typeof node !== "object") return undefined;
+    node = node[part];
   }
+  return node;
+}
 
-  // Set (or, for an empty value, delete) root[path…]; objects emptied by a delete are removed.
-  function setAt(root, path, value) {
-    const chain = [root];
-    let node = root;
-    for (let k = 0; k < path.length - 1; k += 1) {
-      if (node[path[k]] === null || typeof node[path[k]] !== "object") {
-        node[path[k]] = typeof path[k + 1] === "number" ? [] : {};
-      }
-      node = node[path[k]];
-      chain.push(node);
+// Set (or, for an empty value, delete) root[path…]; objects emptied by a delete are removed.
+export function setAt(root, path, value) {
+  const chain = [root];
+  let node = root;
+  for (let k = 0; k < path.length - 1; k += 1) {
+    if (node[path[k]] === null || typeof node[path[k]] !== "object") {
+      node[path[k]] = typeof path[k + 1] === "number" ? [] : {};
     }
-    const last = path[path.length - 1];
-    if (Array.isArray(node)) { node[last] = isEmpty(value) ? "" : value; return; }
-    if (isEmpty(value)) delete node[last];
-    else node[last] = value;
-    for (let k = path.length - 2; k >= 0; k -= 1) {
-      const child = chain[k + 1];
-      if (Array.isArray(chain[k]) || !isObject(child) || Object.keys(child).length) break;
-      delete chain[k][path[k]];
-    }
+    node = node[path[k]];
+    chain.push(node);
   }
-
-  // A renamed step: every target naming the old key follows (the diagram's arrows stay).
-  function rename(steps, from, to, types) {
-    for (const st of steps) {
-      const type = (types || []).find((t) => st && t.name === st.type);
-      for (const e of (type && type.edges) || []) {
-        const value = st[e.option];
-        if (e.item && Array.isArray(value)) {
-          for (const c of value) if (c && c[e.item] === from) c[e.item] = to;
-        } else if (e.many && Array.isArray(value)) {
-          st[e.option] = value.map((b) => (b === from ? to : b));
-        } else if (value === from) {
-          st[e.option] = to;
-        }
-      }
-    }
+  const last = path[path.length - 1];
+  if (Array.isArray(node)) { node[last] = isEmpty(value) ? "" : value; return; }
+  if (isEmpty(value)) delete node[last];
+  else node[last] = value;
+  for (let k = path.length - 2; k >= 0; k -= 1) {
+    const child = chain[k + 1];
+    if (Array.isArray(chain[k]) || !isObject(child) || Object.keys(child).length) break;
+    delete chain[k][path[k]];
   }
+}
 
-  // The options that hold step keys: single targets, lists of them, items of a list.
-  function refsOf(type) {
-    const single = new Set(), many = new Set(), items = new Map();
-    for (const e of (type && type.edges) || []) {
-      if (e.item) items.set(e.option, e.item);
-      else if (e.many) many.add(e.option);
-      else single.add(e.option);
-    }
-    return { single, many, items };
+export function render(panel, h) {
+  const model = h.model();
+  const steps = Array.isArray(model.steps) ? model.steps : [];
+  const i = h.selected();
+  const st = steps[i];
+  const focus = remember(panel);
+  if (!st || typeof st !== "object") { panel.replaceChildren(); return; }
+  const type = h.stepTypes().find((t) => t.name === st.type);
+  const label = (name) => {
+    const own = type && type.labels && type.labels[name] && type.labels[name].label;
+    if (own) return h.pick(own);
+    const key = `builder.prop.${name}`;
+    const text = h.msg(key);
+    return text === key ? name : text;
+  };
+  // flow.missing-field is located at the step's type; show it at each property that is missing
+  const missing = new Map();
+  const typeProblems = h.problemsAt(["steps", i, "type"]);
+  for (const o of missingOptions(type, st)) {
+    missing.set(o, typeProblems.filter((p) => p.code === "flow.missing-field"
+      && String(p.message).includes(`'${o}'`)));
   }
+  // a type with alternative modes (wait: duration, until or event) shows a mode picker and
+  // only the chosen mode's input, which alone is marked required
+  const plan = panelPlan(type, st, modeChoice.get(i));
+  const { modes, mode } = plan;
+  const types = h.stepTypes();
+  const ctx = { h, i, steps, label, missing, requiredNames: plan.required, refs: refsOf(type),
+    join: joinWord(types), forks: steps.some((s) => !!(typeOf(types, s) || {}).forks) };
 
-  function render(panel, h) {
-    const model = h.model();
-    const steps = Array.isArray(model.steps) ? model.steps : [];
-    const i = h.selected();
-    const st = steps[i];
-    const focus = remember(panel);
-    if (!st || typeof st !== "object") { panel.replaceChildren(); return; }
-    const type = h.stepTypes().find((t) => t.name === st.type);
-    const label = (name) => {
-      const own = type && type.labels && type.labels[name] && type.labels[name].label;
-      if (own) return h.pick(own);
-      const key = `builder.prop.${name}`;
-      const text = h.msg(key);
-      return text === key ? name : text;
-    };
-    // flow.missing-field is located at the step's type; show it at each property that is missing
-    const missing = new Map();
-    const typeProblems = h.problemsAt(["steps", i, "type"]);
-    for (const need of (type && type.required) || []) {
-      const options = Array.isArray(need) ? need : [need];
-      if (options.some((o) => o in st)) continue;
-      for (const o of options) {
-        missing.set(o, typeProblems.filter((p) => p.code === "flow.missing-field"
-          && String(p.message).includes(`'${o}'`)));
-      }
-    }
-    // a type with alternative modes (wait: duration, until or event) shows a mode picker and
-    // only the chosen mode's input, which alone is marked required
-    const modes = (type && type.modes) || [];
-    const present = modes.filter((m) => m in st);
-    const mode = present[0] ?? modeChoice.get(i) ?? modes[0];
-    const requiredNames = new Set(((type && type.required) || []).filter((r) => !Array.isArray(r)));
-    if (mode) requiredNames.add(mode);
-    const ctx = { h, i, steps, label, missing, requiredNames, refs: refsOf(type),
-      forks: steps.some((s) => { const t = h.stepTypes().find((x) => s && x.name === s.type); return !!(t && t.forks); }) };
-
-    const key = el("input", { type: "text", value: st.key, "data-prop": "key", required: true });
-    key.addEventListener("change", () => {
-      const value = key.value.trim();
-      if (!value || value === st.key) return;
-      h.commit(() => {
-        const all = h.model().steps;
-        rename(all, all[i].key, value, h.stepTypes());
-        all[i].key = value;
-      });
+  const key = el("input", { type: "text", value: st.key, "data-prop": "key", required: true });
+  key.addEventListener("change", () => {
+    const value = key.value.trim();
+    if (!value || value === st.key) return;
+    h.commit(() => {
+      const all = h.model().steps;
+      rename(all, all[i].key, value, h.stepTypes());
+      all[i].key = value;
     });
-    const head = el("p", { class: "b-step-head", "data-prop": "type" },
-      el("strong", { text: type ? h.pick(type.title) : st.type }), ` (${st.type})`,
-      ...typeProblems.map((p) => el("span", { class: "b-err", text: ` ${p.code}: ${p.message}` })));
-    const parts = [head, withProblems(ctx, el("label", { text: h.msg("builder.key") }, key), key, ["key"])];
-    if (modes.length) {
-      const picker = el("select", { "data-prop": "mode-picker" },
-        ...modes.map((m) => el("option", { value: m, text: label(m), selected: m === mode })));
-      picker.addEventListener("change", () => {
-        modeChoice.set(i, picker.value);
-        h.commit(() => { for (const m of modes) if (m !== picker.value) delete h.model().steps[i][m]; });
-      });
-      parts.push(el("label", { class: "b-mode", text: h.msg("builder.step_mode") }, picker));
-    }
-    for (const [name, schema] of Object.entries((type && type.options) || {})) {
-      if (modes.includes(name) && name !== mode) continue;
-      parts.push(field(ctx, [name], schema || {}));
-    }
-    if (!type) parts.push(el("p", { class: "b-err", text: h.msg("builder.unknown_step_type", { type: st.type }) }));
-
-    // the advanced view: every property as JSON (anything the generated inputs do not cover)
-    const rest = Object.fromEntries(Object.entries(st).filter(([k]) => k !== "key" && k !== "type"));
-    const json = el("textarea", { rows: 8, "data-prop": "json", spellcheck: "false" });
-    json.value = JSON.stringify(rest, null, 2);
-    json.addEventListener("change", () => {
-      let parsed;
-      try { parsed = JSON.parse(json.value); } catch (e) { h.status(String(e)); return; }
-      if (!isObject(parsed)) { h.status(h.msg("builder.json_object")); return; }
-      h.commit(() => { h.model().steps[i] = { key: st.key, type: st.type, ...parsed }; });
+  });
+  const head = el("p", { class: "b-step-head", "data-prop": "type" },
+    el("strong", { text: type ? h.pick(type.title) : st.type }), ` (${st.type})`,
+    ...typeProblems.map((p) => el("span", { class: "b-err", text: ` ${p.code}: ${p.message}` })));
+  const parts = [head, withProblems(ctx, el("label", { text: h.msg("builder.key") }, key), key, ["key"])];
+  if (modes.length) {
+    const picker = el("select", { "data-prop": "mode-picker" },
+      ...modes.map((m) => el("option", { value: m, text: label(m), selected: m === mode })));
+    picker.addEventListener("change", () => {
+      modeChoice.set(i, picker.value);
+      h.commit(() => { for (const m of modes) if (m !== picker.value) delete h.model().steps[i][m]; });
     });
-    parts.push(el("label", { class: "b-advanced", text: h.msg("builder.step_json") }, json));
-    panel.replaceChildren(...parts);
-    if (h.complete) panel.querySelectorAll("input.b-expression").forEach((input) => h.complete(input));
-    restore(panel, focus);
+    parts.push(el("label", { class: "b-mode", text: h.msg("builder.step_mode") }, picker));
   }
+  for (const name of plan.options) parts.push(field(ctx, [name], type.options[name] || {}));
+  if (!type) parts.push(el("p", { class: "b-err", text: h.msg("builder.unknown_step_type", { type: st.type }) }));
 
-  // the focused input survives a re-render that happens while the author is typing in it
-  function remember(panel) {
-    const a = document.activeElement;
-    if (!a || !panel.contains(a) || !a.dataset || !a.dataset.prop) return null;
-    return { prop: a.dataset.prop, value: a.value, tag: a.tagName, type: a.type };
+  // the advanced view: every property as JSON (anything the generated inputs do not cover)
+  const rest = Object.fromEntries(Object.entries(st).filter(([k]) => k !== "key" && k !== "type"));
+  const json = el("textarea", { rows: 8, "data-prop": "json", spellcheck: "false" });
+  json.value = JSON.stringify(rest, null, 2);
+  json.addEventListener("change", () => {
+    let parsed;
+    try { parsed = JSON.parse(json.value); } catch (e) { h.status(String(e)); return; }
+    if (!isObject(parsed)) { h.status(h.msg("builder.json_object")); return; }
+    h.commit(() => { h.model().steps[i] = { key: st.key, type: st.type, ...parsed }; });
+  });
+  parts.push(el("label", { class: "b-advanced", text: h.msg("builder.step_json") }, json));
+  panel.replaceChildren(...parts);
+  if (h.complete) panel.querySelectorAll("input.b-expression").forEach((input) => h.complete(input));
+  restore(panel, focus);
+}
+
+// the focused input survives a re-render that happens while the author is typing in it
+function remember(panel) {
+  const a = document.activeElement;
+  if (!a || !panel.contains(a) || !a.dataset || !a.dataset.prop) return null;
+  return { prop: a.dataset.prop, value: a.value, tag: a.tagName, type: a.type };
+}
+function restore(panel, f) {
+  if (!f || f.type === "checkbox" || f.tag === "SELECT") return;
+  const node = [...panel.querySelectorAll("[data-prop]")].find((n) => n.dataset.prop === f.prop);
+  if (!node || node.value === f.value) return;
+  node.value = f.value;
+  node.focus();
+}
+
+const pathText = (path) => path.join(".");
+
+function problemsOf(ctx, path, exact) {
+  const at = ["steps", ctx.i, ...path];
+  const found = ctx.h.problemsAt(at).filter((p) => !exact || (p.path_parts || []).length === at.length);
+  return path.length === 1 ? [...found, ...(ctx.missing.get(path[0]) || [])] : found;
+}
+
+// the problems at ``path`` shown inside ``wrapper`` (after the input), the input marked
+function withProblems(ctx, wrapper, input, path, exact = false) {
+  const found = problemsOf(ctx, path, exact);
+  if (found.length && input) {
+    input.classList.add("has-error");
+    input.setAttribute("aria-invalid", "true");
   }
-  function restore(panel, f) {
-    if (!f || f.type === "checkbox" || f.tag === "SELECT") return;
-    const node = [...panel.querySelectorAll("[data-prop]")].find((n) => n.dataset.prop === f.prop);
-    if (!node || node.value === f.value) return;
-    node.value = f.value;
-    node.focus();
+  if (found.length) wrapper.classList.add("has-error");
+  for (const p of found) {
+    wrapper.append(el("span", { class: "b-err", "data-problem-for": pathText(path),
+      text: `${p.code}: ${p.message}` }));
   }
+  return wrapper;
+}
 
-  const pathText = (path) => path.join(".");
+function setter(ctx, path) {
+  return (value) => ctx.h.commit(() => setAt(ctx.h.model().steps[ctx.i], path, value));
+}
 
-  function problemsOf(ctx, path, exact) {
-    const at = ["steps", ctx.i, ...path];
-    const found = ctx.h.problemsAt(at).filter((p) => !exact || (p.path_parts || []).length === at.length);
-    return path.length === 1 ? [...found, ...(ctx.missing.get(path[0]) || [])] : found;
-  }
+function caption(ctx, path, schema) {
+  const name = [...path].reverse().find((p) => typeof p === "string");
+  let text = ctx.label(name);
+  if (path.length === 1 && ctx.requiredNames.has(name)) text += " *";
+  const type = ctx.h.stepTypes().find((t) => t.name === ctx.steps[ctx.i].type);
+  const help = path.length === 1 && type && type.labels && type.labels[name] && type.labels[name].help;
+  return { text, title: help ? ctx.h.pick(help) : schema.description || null };
+}
 
-  // the problems at ``path`` shown inside ``wrapper`` (after the input), the input marked
-  function withProblems(ctx, wrapper, input, path, exact = false) {
-    const found = problemsOf(ctx, path, exact);
-    if (found.length && input) {
-      input.classList.add("has-error");
-      input.setAttribute("aria-invalid", "true");
-    }
-    if (found.length) wrapper.classList.add("has-error");
-    for (const p of found) {
-      wrapper.append(el("span", { class: "b-err", "data-problem-for": pathText(path),
-        text: `${p.code}: ${p.message}` }));
-    }
-    return wrapper;
-  }
+function field(ctx, path, schema) {
+  const st = ctx.h.model().steps[ctx.i];
+  const value = getAt(st, path);
+  const name = [...path].reverse().find((p) => typeof p === "string");
+  const set = setter(ctx, path);
+  const prop = pathText(path);
+  const cap = caption(ctx, path, schema);
+  const leaf = (input) => withProblems(ctx, el("label", { text: cap.text, title: cap.title }, input), input, path);
 
-  function setter(ctx, path) {
-    return (value) => ctx.h.commit(() => setAt(ctx.h.model().steps[ctx.i], path, value));
-  }
-
-  function caption(ctx, path, schema) {
-    const name = [...path].reverse().find((p) => typeof p === "string");
-    let text = ctx.label(name);
-    if (path.length === 1 && ctx.requiredNames.has(name)) text += " *";
-    const type = ctx.h.stepTypes().find((t) => t.name === ctx.steps[ctx.i].type);
-    const help = path.length === 1 && type && type.labels && type.labels[name] && type.labels[name].help;
-    return { text, title: help ? ctx.h.pick(help) : schema.description || null };
-  }
-
-  function field(ctx, path, schema) {
-    const st = ctx.h.model().steps[ctx.i];
-    const value = getAt(st, path);
-    const name = [...path].reverse().find((p) => typeof p === "string");
-    const set = setter(ctx, path);
-    const prop = pathText(path);
-    const cap = caption(ctx, path, schema);
-    const leaf = (input) => withProblems(ctx, el("label", { text: cap.text, title: cap.title }, input), input, path);
-
-    if (schema["x-def"] === "text") return textPair(ctx, path, value, cap);
-    const last = path[path.length - 1];
-    const { single, many, items } = ctx.refs;
-    const isRef = (path.length === 1 && single.has(last))
-      || (path.length === 2 && typeof last === "number" && many.has(path[0]))
-      || (path.length === 3 && items.get(path[0]) === last);
-    if (isRef) return leaf(stepSelect(ctx, prop, value, set, name === "next"));
-    if (schema["x-reference"] && typeof last === "string" && schema.type === "string") {
-      return leaf(definitionSelect(ctx, schema["x-reference"], prop, value, set));
-    }
-    if (Array.isArray(schema.enum)) {
-      const select = el("select", { "data-prop": prop }, el("option", { value: "", text: "" }),
-        ...schema.enum.map((v) => el("option", { value: v, text: v, selected: value === v })));
-      if (value !== undefined && !schema.enum.includes(value)) {
-        select.append(el("option", { value: String(value), text: String(value), selected: true }));
-      }
-      select.addEventListener("change", () => set(select.value || undefined));
-      return leaf(select);
-    }
-    if (schema.type === "boolean") {
-      const box = el("input", { type: "checkbox", "data-prop": prop, checked: value === true });
-      box.addEventListener("change", () => set(box.checked || undefined));
-      return withProblems(ctx, el("label", { class: "b-check", title: cap.title }, box, cap.text), box, path);
-    }
-    if (schema.type === "integer" || schema.type === "number") {
-      const input = el("input", { type: "number", "data-prop": prop, value: value ?? "",
-        min: schema.minimum, max: schema.maximum, step: schema.type === "integer" ? 1 : "any" });
-      input.addEventListener("change", () => set(input.value === "" ? undefined : Number(input.value)));
-      return leaf(input);
-    }
-    if (schema.type === "array") return arrayField(ctx, path, schema, value, cap);
-    if (schema.type === "object" && schema.properties) {
-      const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }),
-        ...Object.entries(schema.properties).map(([sub, s]) => field(ctx, [...path, sub], s || {})));
-      return withProblems(ctx, box, null, path, true);
-    }
-    if (schema.type === "object" && isObject(schema.additionalProperties)) {
-      return mapField(ctx, path, value, cap);
-    }
-    return leaf(textInput(ctx, prop, value, set, schema));
-  }
-
-  // text with the schema's pattern: a value that does not match is flagged here and not saved
-  function textInput(ctx, prop, value, set, schema) {
-    const duration = schema["x-def"] === "duration";
-    const input = el("input", { type: "text", "data-prop": prop,
-      value: value === undefined || value === null ? "" : String(value),
-      pattern: schema.pattern ? schema.pattern.replace(/^\^/, "").replace(/\$$/, "") : null,
-      placeholder: duration ? "3d" : null,
-      class: schema["x-def"] === "expression" ? "b-expression" : null });
-    const pattern = schema.pattern ? new RegExp(schema.pattern, "u") : null;
-    const note = el("span", { class: "b-invalid-note", role: "status", "data-invalid-for": prop });
-    const valid = () => !pattern || input.value === "" || pattern.test(input.value.trim());
-    const check = () => {
-      const ok = valid();
-      input.classList.toggle("b-invalid", !ok);
-      input.setAttribute("aria-invalid", ok ? "false" : "true");
-      note.textContent = ok ? "" : ctx.h.msg(duration ? "builder.bad_duration" : "builder.bad_pattern",
-        { pattern: schema.pattern });
-    };
-    input.addEventListener("input", check);
-    input.addEventListener("change", () => {
-      check();
-      if (!valid()) return;
-      set(input.value.trim() === "" ? undefined : input.value.trim());
-    });
-    return pattern ? el("span", { class: "b-input" }, input, note) : input;
-  }
-
-  function stepSelect(ctx, prop, value, set, mayJoin) {
-    const keys = ctx.steps.map((s) => s && s.key).filter((k) => typeof k === "string");
-    const options = [el("option", { value: "", text: ctx.h.msg("builder.no_target") })];
-    for (const k of keys) options.push(el("option", { value: k, text: k, selected: value === k }));
-    if (mayJoin && ctx.forks) {
-      options.push(el("option", { value: JOIN, text: ctx.h.msg("builder.join"), selected: value === JOIN }));
-    }
-    if (typeof value === "string" && value && value !== JOIN && !keys.includes(value)) {
-      options.push(el("option", { value, text: value, selected: true }));
-    }
-    const select = el("select", { "data-prop": prop }, ...options);
-    select.addEventListener("change", () => set(select.value || undefined));
-    return select;
-  }
-
-  function definitionSelect(ctx, kind, prop, value, set) {
-    const rows = (ctx.h.lists()[kind]) || [];
-    const select = el("select", { "data-prop": prop, "data-kind": kind },
-      el("option", { value: "", text: "" }),
-      ...rows.map((r) => el("option", { value: r.key, selected: value === r.key,
-        text: `${ctx.h.pick(r.title) || r.key} (${r.key})` })));
-    if (typeof value === "string" && value && !rows.some((r) => r.key === value)) {
-      select.append(el("option", { value, text: value, selected: true }));
+  const kind = stepInputKind(schema, path, ctx.refs);
+  if (kind === "text-pair") return textPair(ctx, path, value, cap);
+  if (kind === "step") return leaf(stepSelect(ctx, prop, value, set, name === "next"));
+  if (kind === "definition") return leaf(definitionSelect(ctx, schema["x-reference"], prop, value, set));
+  if (kind === "enum") {
+    const select = el("select", { "data-prop": prop }, el("option", { value: "", text: "" }),
+      ...schema.enum.map((v) => el("option", { value: v, text: v, selected: value === v })));
+    if (value !== undefined && !schema.enum.includes(value)) {
+      select.append(el("option", { value: String(value), text: String(value), selected: true }));
     }
     select.addEventListener("change", () => set(select.value || undefined));
-    return select;
+    return leaf(select);
   }
-
-  function textPair(ctx, path, value, cap) {
-    const prop = pathText(path);
-    const obj = isObject(value) ? value : {};
-    const zh = el("input", { type: "text", "data-prop": `${prop}.zh-CN`, value: obj["zh-CN"] || "" });
-    const en = el("input", { type: "text", "data-prop": `${prop}.en`, value: obj.en || "" });
-    const apply = () => setter(ctx, path)(zh.value.trim() || en.value.trim()
-      ? { "zh-CN": zh.value.trim() || en.value.trim(), en: en.value.trim() || zh.value.trim() } : undefined);
-    zh.addEventListener("change", apply);
-    en.addEventListener("change", apply);
+  if (kind === "boolean") {
+    const box = el("input", { type: "checkbox", "data-prop": prop, checked: value === true });
+    box.addEventListener("change", () => set(box.checked || undefined));
+    return withProblems(ctx, el("label", { class: "b-check", title: cap.title }, box, cap.text), box, path);
+  }
+  if (kind === "number") {
+    const input = el("input", { type: "number", "data-prop": prop, value: value ?? "",
+      min: schema.minimum, max: schema.maximum, step: schema.type === "integer" ? 1 : "any" });
+    input.addEventListener("change", () => set(input.value === "" ? undefined : Number(input.value)));
+    return leaf(input);
+  }
+  if (kind === "ticks" || kind === "list") return arrayField(ctx, path, schema, value, cap);
+  if (kind === "group") {
     const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }),
-      el("label", { text: ctx.h.msg("builder.label_zh") }, zh),
-      el("label", { text: ctx.h.msg("builder.label_en") }, en));
+      ...Object.entries(schema.properties).map(([sub, s]) => field(ctx, [...path, sub], s || {})));
+    return withProblems(ctx, box, null, path, true);
+  }
+  if (kind === "map") return mapField(ctx, path, value, cap);
+  return leaf(textInput(ctx, prop, value, set, schema));
+}
+
+// text with the schema's pattern: a value that does not match is flagged here and not saved
+function textInput(ctx, prop, value, set, schema) {
+  const duration = schema["x-def"] === "duration";
+  const input = el("input", { type: "text", "data-prop": prop,
+    value: value === undefined || value === null ? "" : String(value),
+    pattern: schema.pattern ? schema.pattern.replace(/^\^/, "").replace(/\$$/, "") : null,
+    placeholder: duration ? "3d" : null,
+    class: schema["x-def"] === "expression" ? "b-expression" : null });
+  const pattern = schema.pattern ? new RegExp(schema.pattern, "u") : null;
+  const note = el("span", { class: "b-invalid-note", role: "status", "data-invalid-for": prop });
+  const valid = () => !pattern || input.value === "" || pattern.test(input.value.trim());
+  const check = () => {
+    const ok = valid();
+    input.classList.toggle("b-invalid", !ok);
+    input.setAttribute("aria-invalid", ok ? "false" : "true");
+    note.textContent = ok ? "" : ctx.h.msg(duration ? "builder.bad_duration" : "builder.bad_pattern",
+      { pattern: schema.pattern });
+  };
+  input.addEventListener("input", check);
+  input.addEventListener("change", () => {
+    check();
+    if (!valid()) return;
+    set(input.value.trim() === "" ? undefined : input.value.trim());
+  });
+  return pattern ? el("span", { class: "b-input" }, input, note) : input;
+}
+
+function stepSelect(ctx, prop, value, set, mayJoin) {
+  const keys = ctx.steps.map((s) => s && s.key).filter((k) => typeof k === "string");
+  const options = [el("option", { value: "", text: ctx.h.msg("builder.no_target") })];
+  for (const k of keys) options.push(el("option", { value: k, text: k, selected: value === k }));
+  if (mayJoin && ctx.forks && ctx.join) {
+    options.push(el("option", { value: ctx.join, text: ctx.h.msg("builder.join"), selected: value === ctx.join }));
+  }
+  if (typeof value === "string" && value && value !== ctx.join && !keys.includes(value)) {
+    options.push(el("option", { value, text: value, selected: true }));
+  }
+  const select = el("select", { "data-prop": prop }, ...options);
+  select.addEventListener("change", () => set(select.value || undefined));
+  return select;
+}
+
+function definitionSelect(ctx, kind, prop, value, set) {
+  const rows = (ctx.h.lists()[kind]) || [];
+  const select = el("select", { "data-prop": prop, "data-kind": kind },
+    el("option", { value: "", text: "" }),
+    ...rows.map((r) => el("option", { value: r.key, selected: value === r.key,
+      text: `${ctx.h.pick(r.title) || r.key} (${r.key})` })));
+  if (typeof value === "string" && value && !rows.some((r) => r.key === value)) {
+    select.append(el("option", { value, text: value, selected: true }));
+  }
+  select.addEventListener("change", () => set(select.value || undefined));
+  return select;
+}
+
+function textPair(ctx, path, value, cap) {
+  const prop = pathText(path);
+  const obj = isObject(value) ? value : {};
+  const zh = el("input", { type: "text", "data-prop": `${prop}.zh-CN`, value: obj["zh-CN"] || "" });
+  const en = el("input", { type: "text", "data-prop": `${prop}.en`, value: obj.en || "" });
+  const apply = () => setter(ctx, path)(zh.value.trim() || en.value.trim()
+    ? { "zh-CN": zh.value.trim() || en.value.trim(), en: en.value.trim() || zh.value.trim() } : undefined);
+  zh.addEventListener("change", apply);
+  en.addEventListener("change", apply);
+  const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }),
+    el("label", { text: ctx.h.msg("builder.label_zh") }, zh),
+    el("label", { text: ctx.h.msg("builder.label_en") }, en));
+  return withProblems(ctx, box, null, path);
+}
+
+function rowButtons(ctx, prop, onRemove) {
+  return el("button", { type: "button", class: "b-remove", "data-prop": `${prop}.remove`,
+    "aria-label": ctx.h.msg("builder.remove"), text: "×", onclick: onRemove });
+}
+
+function arrayField(ctx, path, schema, value, cap) {
+  const prop = pathText(path);
+  const items = Array.isArray(value) ? value : [];
+  const itemSchema = schema.items || {};
+  const commitList = (mutate) => ctx.h.commit(() => {
+    const st = ctx.h.model().steps[ctx.i];
+    const list = Array.isArray(getAt(st, path)) ? getAt(st, path) : [];
+    mutate(list);
+    setAt(st, path, list.length ? list : undefined);
+  });
+  const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }));
+  if (Array.isArray(itemSchema.enum)) {
+    // a set of names from a registry (channels): one checkbox each, in the registry's order
+    for (const name of itemSchema.enum) {
+      const tick = el("input", { type: "checkbox", "data-prop": `${prop}.${name}`, value: name,
+        checked: items.includes(name) });
+      tick.addEventListener("change", () => commitList((list) => {
+        const chosen = new Set(list);
+        if (tick.checked) chosen.add(name); else chosen.delete(name);
+        list.splice(0, list.length, ...itemSchema.enum.filter((n) => chosen.has(n)),
+          ...[...chosen].filter((n) => !itemSchema.enum.includes(n)));
+      }));
+      box.append(el("label", { class: "b-check" }, tick, name));
+    }
     return withProblems(ctx, box, null, path);
   }
-
-  function rowButtons(ctx, prop, onRemove) {
-    return el("button", { type: "button", class: "b-remove", "data-prop": `${prop}.remove`,
-      "aria-label": ctx.h.msg("builder.remove"), text: "×", onclick: onRemove });
-  }
-
-  function arrayField(ctx, path, schema, value, cap) {
-    const prop = pathText(path);
-    const items = Array.isArray(value) ? value : [];
-    const itemSchema = schema.items || {};
-    const commitList = (mutate) => ctx.h.commit(() => {
-      const st = ctx.h.model().steps[ctx.i];
-      const list = Array.isArray(getAt(st, path)) ? getAt(st, path) : [];
-      mutate(list);
-      setAt(st, path, list.length ? list : undefined);
-    });
-    const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }));
-    if (Array.isArray(itemSchema.enum)) {
-      // a set of names from a registry (channels): one checkbox each, in the registry's order
-      for (const name of itemSchema.enum) {
-        const tick = el("input", { type: "checkbox", "data-prop": `${prop}.${name}`, value: name,
-          checked: items.includes(name) });
-        tick.addEventListener("change", () => commitList((list) => {
-          const chosen = new Set(list);
-          if (tick.checked) chosen.add(name); else chosen.delete(name);
-          list.splice(0, list.length, ...itemSchema.enum.filter((n) => chosen.has(n)),
-            ...[...chosen].filter((n) => !itemSchema.enum.includes(n)));
-        }));
-        box.append(el("label", { class: "b-check" }, tick, name));
+  items.forEach((_, j) => {
+    const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` },
+      field(ctx, [...path, j], itemSchema),
+      rowButtons(ctx, `${prop}.${j}`, () => commitList((list) => list.splice(j, 1))));
+    box.append(row);
+  });
+  const isBranches = path.length === 1 && ctx.refs.many.has(path[0]);
+  box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
+    text: ctx.h.msg("builder.add_item"), onclick: () => commitList((list) => {
+      if (isBranches) {
+        const own = ctx.steps[ctx.i] && ctx.steps[ctx.i].key;
+        const other = ctx.steps.find((s) => s && s.key !== own && !list.includes(s.key));
+        list.push(other ? other.key : "");
+      } else if (itemSchema.type === "object") {
+        list.push(Object.fromEntries((itemSchema.required || []).map((k) => [k, ""])));
+      } else {
+        list.push("");
       }
-      return withProblems(ctx, box, null, path);
-    }
-    items.forEach((_, j) => {
-      const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` },
-        field(ctx, [...path, j], itemSchema),
-        rowButtons(ctx, `${prop}.${j}`, () => commitList((list) => list.splice(j, 1))));
-      box.append(row);
-    });
-    const isBranches = path.length === 1 && ctx.refs.many.has(path[0]);
-    box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
-      text: ctx.h.msg("builder.add_item"), onclick: () => commitList((list) => {
-        if (isBranches) {
-          const own = ctx.steps[ctx.i] && ctx.steps[ctx.i].key;
-          const other = ctx.steps.find((s) => s && s.key !== own && !list.includes(s.key));
-          list.push(other ? other.key : "");
-        } else if (itemSchema.type === "object") {
-          list.push(Object.fromEntries((itemSchema.required || []).map((k) => [k, ""])));
-        } else {
-          list.push("");
-        }
-      }) }));
-    return withProblems(ctx, box, null, path, true);
-  }
+    }) }));
+  return withProblems(ctx, box, null, path, true);
+}
 
-  // name → expression maps (values, set, body): rows of name + expression
-  function mapField(ctx, path, value, cap) {
-    const prop = pathText(path);
-    const entries = Object.entries(isObject(value) ? value : {});
-    const commitMap = (mutate) => ctx.h.commit(() => {
-      const st = ctx.h.model().steps[ctx.i];
-      const list = Object.entries(isObject(getAt(st, path)) ? getAt(st, path) : {});
-      mutate(list);
-      setAt(st, path, list.length ? Object.fromEntries(list) : undefined);
+// name → expression maps (values, set, body): rows of name + expression
+function mapField(ctx, path, value, cap) {
+  const prop = pathText(path);
+  const entries = Object.entries(isObject(value) ? value : {});
+  const commitMap = (mutate) => ctx.h.commit(() => {
+    const st = ctx.h.model().steps[ctx.i];
+    const list = Object.entries(isObject(getAt(st, path)) ? getAt(st, path) : {});
+    mutate(list);
+    setAt(st, path, list.length ? Object.fromEntries(list) : undefined);
+  });
+  const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }));
+  entries.forEach(([name, expression], j) => {
+    const nameInput = el("input", { type: "text", "data-prop": `${prop}.${j}.name`, value: name,
+      "aria-label": ctx.h.msg("builder.prop.name") });
+    nameInput.addEventListener("change", () => {
+      const renamed = nameInput.value.trim();
+      if (!renamed || renamed === name) return;
+      commitMap((list) => { list[j] = [renamed, list[j][1]]; });
     });
-    const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }));
-    entries.forEach(([name, expression], j) => {
-      const nameInput = el("input", { type: "text", "data-prop": `${prop}.${j}.name`, value: name,
-        "aria-label": ctx.h.msg("builder.prop.name") });
-      nameInput.addEventListener("change", () => {
-        const renamed = nameInput.value.trim();
-        if (!renamed || renamed === name) return;
-        commitMap((list) => { list[j] = [renamed, list[j][1]]; });
-      });
-      const exprInput = el("input", { type: "text", class: "b-expression", "data-prop": `${prop}.${j}.expression`,
-        value: expression === undefined || expression === null ? "" : String(expression),
-        "aria-label": ctx.h.msg("builder.prop.expression") });
-      exprInput.addEventListener("change", () => commitMap((list) => { list[j] = [list[j][0], exprInput.value]; }));
-      const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` }, nameInput, el("span", { text: "=" }),
-        exprInput, rowButtons(ctx, `${prop}.${j}`, () => commitMap((list) => list.splice(j, 1))));
-      box.append(withProblems(ctx, row, exprInput, [...path, name]));
-    });
-    box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
-      text: ctx.h.msg("builder.add_item"), onclick: () => commitMap((list) => {
-        const names = new Set(list.map(([k]) => k));
-        let n = 1;
-        while (names.has(`value_${n}`)) n += 1;
-        list.push([`value_${n}`, ""]);
-      }) }));
-    return withProblems(ctx, box, null, path, true);
-  }
+    const exprInput = el("input", { type: "text", class: "b-expression", "data-prop": `${prop}.${j}.expression`,
+      value: expression === undefined || expression === null ? "" : String(expression),
+      "aria-label": ctx.h.msg("builder.prop.expression") });
+    exprInput.addEventListener("change", () => commitMap((list) => { list[j] = [list[j][0], exprInput.value]; }));
+    const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` }, nameInput, el("span", { text: "=" }),
+      exprInput, rowButtons(ctx, `${prop}.${j}`, () => commitMap((list) => list.splice(j, 1))));
+    box.append(withProblems(ctx, row, exprInput, [...path, name]));
+  });
+  box.append(el("button", { type: "button", class: "b-add", "data-prop": `${prop}.add`,
+    text: ctx.h.msg("builder.add_item"), onclick: () => commitMap((list) => {
+      const names = new Set(list.map(([k]) => k));
+      let n = 1;
+      while (names.has(`value_${n}`)) n += 1;
+      list.push([`value_${n}`, ""]);
+    }) }));
+  return withProblems(ctx, box, null, path, true);
+}
 
-  window.CareloopStepPanel = { render, setAt, getAt, rename };
-})();

@@ -58,6 +58,7 @@ class PhoneRobot(StepType):
     pauses = True
     retry = RetryPolicy(attempts=4, backoff="10m")
     timers = ("timeout",)
+    icon = "☎"
     resumes = (Resume(COMPLETED, payload_schema={
         "type": "object", "required": ["patient_id", "call_id", "result"],
         "properties": {"patient_id": {"type": "string", "minLength": 1},

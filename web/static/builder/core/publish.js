@@ -1,0 +1,41 @@
+// Publish: the diff against the current version, what it affects (answers of removed or retyped
+// fields; an editor adds its own notes, e.g. the flow's running runs), then publish (or wait
+// for a second person's approval).
+
+import { el } from "../dom.js";
+
+async function openPublish(b) {
+  await b.save();
+  const { status: code, data } = await b.api("POST", `${b.base}/diff/${b.kind}/${b.key}`, { app: b.app, body: b.model });
+  if (code !== 200) { b.status(data.detail || String(code)); return; }
+  b.$("b-diff").textContent = data.diff || "";
+  const impact = data.impact || {};
+  const lines = [];
+  const flagged = [...(impact.orphaned || []), ...(impact.retyped || [])];
+  if (flagged.length) {
+    lines.push(el("p", { class: "b-orphans", text: b.msg("builder.orphan_warning") }),
+      el("ul", { id: "b-orphan-list" }, ...flagged.map((o) => el("li", {
+        text: `${o.field} (${o.answers})${o.to ? " " + o.from + " → " + o.to : ""}` }))));
+  }
+  if (b.editor.publishNotes) lines.push(...b.editor.publishNotes(b, impact));
+  b.$("b-impact").replaceChildren(...lines);
+  b.$("b-orphans-label").hidden = !flagged.length;
+  b.$("b-confirm-orphans").checked = false;
+  b.$("b-publish-dialog").showModal();
+}
+
+async function confirmPublish(b) {
+  const { status: code, data } = await b.api("POST", `${b.base}/publish/${b.kind}/${b.key}`,
+    { app: b.app, body: b.model, confirm_orphans: b.$("b-confirm-orphans").checked });
+  b.$("b-publish-dialog").close();
+  if (code === 202) { b.status(b.msg("builder.awaiting_approval")); return; }
+  if (code !== 200) { b.status(data.detail || String(code)); return; }
+  b.$("b-version").textContent = `v${data.version}`;
+  b.status(b.msg("builder.published", { version: data.version }));
+}
+
+export function wirePublish(b) {
+  b.$("b-publish").addEventListener("click", () => openPublish(b));
+  b.$("b-confirm").addEventListener("click", () => confirmPublish(b));
+  b.$("b-cancel").addEventListener("click", () => b.$("b-publish-dialog").close());
+}
