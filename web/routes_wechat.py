@@ -177,5 +177,7 @@ def panel_wechat(session: Session, patient_id: str, me: Principal, locale: str) 
 def register(registry: Any) -> None:
     from careloop.web.render import PatientPanel
 
+    # the account's pushes carry no staff session and act on none (verified by signature)
+    registry.catalogue("csrf_exempt").register("wechat_events", "/channels/wechat_mp/")
     registry.catalogue("patient_panel").register("wechat", PatientPanel(
         title={"zh-CN": "微信绑定", "en": "WeChat"}, order=42, render=panel_wechat))

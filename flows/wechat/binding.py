@@ -102,14 +102,16 @@ def new_binding(session: Session, patient_id: str, actor: str) -> BindingSheet:
         app_id = str(WECHAT_MP.options()["app_id"])
     except ChannelError:
         app_id = ""
+    # the account is asked first: its access token may need a write of its own
+    # (tokens.py), which must not wait behind this transaction's
+    sheet = (BindingSheet(WECHAT_MP.create_qr(SCENE_PREFIX + token, BINDING_DAYS * 86400),
+                          True, BINDING_DAYS) if app_id else
+             BindingSheet(links.absolute(f"/wechat/bind/{token}"), False, BINDING_DAYS))
     session.add(WechatBinding(token_hash=_hash(token), patient_id=patient_id, app_id=app_id,
                               created_by=actor[:64], created_at=now_utc(),
                               expires_at=now_utc() + timedelta(days=BINDING_DAYS)))
     session.flush()
-    if app_id:
-        url = WECHAT_MP.create_qr(SCENE_PREFIX + token, BINDING_DAYS * 86400)
-        return BindingSheet(url, True, BINDING_DAYS)
-    return BindingSheet(links.absolute(f"/wechat/bind/{token}"), False, BINDING_DAYS)
+    return sheet
 
 
 def binding_state(session: Session, token: str) -> Literal["open", "used", "expired",
