@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from wechat_fake import AGENT_ID, FakeWeChat
 from sqlalchemy import Engine, select, text
+from wechat_fake import AGENT_ID, FakeWeChat
 
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now

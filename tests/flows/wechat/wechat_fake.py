@@ -1,6 +1,7 @@
-"""(Imported by conftest.py and the tests.) A local server emulating the WeChat official-account and WeCom APIs as their documentation
-describes them: tokens only for the right app id and secret (corp id and secret), sends only
-with a token it issued and a well-formed body, errcodes on demand; and signed event pushes."""
+"""A local server emulating the WeChat official-account and WeCom APIs as their
+documentation describes them (imported by conftest.py and the tests): tokens only for the
+right app id and secret (corp id and secret), sends only with a token it issued and a
+well-formed body, errcodes on demand; and signed event pushes."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/cgi-bin/token":
@@ -142,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply({"errcode": 0, "errmsg": "ok", **_issue(self.fake, "WECOM")})
         self._reply({"errcode": 40066, "errmsg": "invalid url"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
