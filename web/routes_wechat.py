@@ -19,7 +19,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient
@@ -27,7 +26,7 @@ from careloop.engine.i18n import normalise_locale, t
 from careloop.flows.channel import ChannelError
 from careloop.flows.wechat import binding
 from careloop.flows.wechat.channels import WECHAT_MP
-from careloop.web.deps import locale_of, record, require
+from careloop.web.deps import locale_of, record, request_body, require
 from careloop.web.permissions import PATIENT_VIEW, Principal
 from careloop.web.render import render
 from careloop.web.scoping import patient_level
@@ -36,6 +35,7 @@ log = logging.getLogger("careloop.web.wechat")
 router = APIRouter(include_in_schema=False)
 NEEDS_PATIENT_VIEW = Depends(require(PATIENT_VIEW))
 NO_STORE = {"Cache-Control": "no-store"}
+READ_BODY = Depends(request_body)
 
 
 def _account_token() -> str | None:
@@ -62,9 +62,10 @@ def wechat_echo(signature: str = Query("", max_length=64),
 
 
 @router.post("/channels/wechat_mp/events")
-async def wechat_events(request: Request, signature: str = Query("", max_length=64),
-                        timestamp: str = Query("", max_length=16),
-                        nonce: str = Query("", max_length=64)) -> Response:
+def wechat_events(signature: str = Query("", max_length=64),
+                  timestamp: str = Query("", max_length=16),
+                  nonce: str = Query("", max_length=64),
+                  body: bytes = READ_BODY) -> Response:
     token = _account_token()
     if token is None:
         return PlainTextResponse("the WeChat official account is not configured", 503)
@@ -73,19 +74,11 @@ async def wechat_events(request: Request, signature: str = Query("", max_length=
     except binding.BadPush:
         log.warning("wechat push refused: bad signature")
         return PlainTextResponse("signature refused", 403)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > binding.MAX_BODY:
-        return PlainTextResponse("the push is too large", 413)
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > binding.MAX_BODY:
-            return PlainTextResponse("the push is too large", 413)
     try:
         fields = binding.parse(body)
     except binding.BadPush as exc:
         return PlainTextResponse(str(exc), 400)
-    answer = await run_in_threadpool(_handle, fields)
+    answer = _handle(fields)
     media = "application/xml" if answer.startswith("<xml>") else "text/plain"
     return Response(answer, media_type=media)
 
