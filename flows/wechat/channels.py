@@ -198,3 +198,6 @@ def register(registry: Registry) -> None:
     adapters = registry.catalogue("channel_adapter")
     adapters.register(WECHAT_MP.name, WECHAT_MP)
     adapters.register(WECOM_APP.name, WECOM_APP)
+    from careloop.flows.wechat.cli import wecom
+
+    registry.catalogue("cli").register("wecom", wecom)

@@ -256,3 +256,33 @@ def test_two_processes_share_one_token(engine: Engine, ready: FakeWeChat) -> Non
     assert [out.strip() for out, _ in outputs] == ["delivered", "delivered"]
     assert len(ready.tokens_issued) == 1  # fetched once, by one of them
     assert {token for token, _ in ready.sends(TEMPLATE_SEND)} == {ready.tokens_issued[0]}
+
+
+def test_it_links_a_staff_members_wecom_account_from_the_cli(
+        engine: Engine, ready: FakeWeChat) -> None:
+    from click.testing import CliRunner
+
+    from careloop.engine.audit import AuditRow
+    from careloop.flows.wechat.cli import wecom
+
+    with transaction(engine) as session:
+        user = User(username="li", display_name="李护士", locale="zh-CN")
+        session.add(user)
+        session.flush()
+        user_id = user.id
+    refused = CliRunner().invoke(wecom, ["link", "li", "not a userid!"])
+    assert refused.exit_code == 2 and "USERID" in refused.output
+    assert CliRunner().invoke(wecom, ["link", "nobody", "x"]).exit_code == 2
+    assert CliRunner().invoke(wecom, ["link", "li", "zhang.nurse"]).exit_code == 0
+    assert CliRunner().invoke(wecom, ["list"]).output == "li\tzhang.nurse\n"
+    message_id = _staff_message(engine, user_id)
+    assert outbox.dispatch_due(engine, worker="w", now=T0) == {"sent": 1}
+    ((_, body),) = ready.sends("/cgi-bin/message/send")
+    assert body["touser"] == "zhang.nurse"
+    assert _row(engine, message_id).status == "sent"
+    with transaction(engine) as session:
+        (row,) = session.scalars(select(AuditRow).where(
+            AuditRow.action == "user.wecom_linked")).all()
+        assert row.details["zh-CN"] == "李护士的企业微信账号已设置"
+    assert CliRunner().invoke(wecom, ["unlink", "li"]).exit_code == 0
+    assert CliRunner().invoke(wecom, ["list"]).output == ""
