@@ -163,13 +163,15 @@ def _bind(session: Session, token: str, openid: str) -> Outcome:
         WechatBinding.token_hash == _hash(token)).with_for_update()).first()
     if row is None:
         return "unknown"
-    if row.used_at is not None:
-        return "used"
-    if row.expires_at <= now_utc():
-        return "expired"
     patient = session.get(Patient, row.patient_id, with_for_update=True)
     if patient is None or not openid:
         return "unknown"
+    if row.used_at is not None:
+        # WeChat pushes again when it did not hear back within 5 s: the same scan is answered
+        # as the first one was, and bound (and audited) once
+        return "bound" if patient.attributes.get("wechat_openid") == openid else "used"
+    if row.expires_at <= now_utc():
+        return "expired"
     previous = patient.attributes.get("wechat_openid")
     patient.attributes = {**patient.attributes, "wechat_openid": openid}
     patient.consents = {**patient.consents, "wechat": True}

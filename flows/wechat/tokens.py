@@ -31,7 +31,9 @@ from careloop.flows.wechat.models import ChannelToken
 
 EARLY = timedelta(minutes=5)  # refresh this long before the provider's expiry
 LEASE = timedelta(seconds=30)
-WAIT_SECONDS = 20.0  # how long a process waits for another one's refresh
+# how long a process waits for another one's refresh: less than a send's time limit
+# (Channel.timeouts.total), so a slow refresh elsewhere ends as a retry, never as an unknown send
+WAIT_SECONDS = 12.0
 POLL_SECONDS = 0.05
 
 

@@ -108,6 +108,13 @@ def test_scan_binds_the_openid_and_the_next_form_link_goes_by_wechat(
         assert audit.patient_id == "P1" and "绑定了微信" in audit.details["zh-CN"]
         assert OPENID not in str(audit.details)
     assert "已绑定微信" in client.get("/patients/P1").text
+    # WeChat pushes the same scan again when it did not hear back in time: answered the same,
+    # bound and audited once
+    status, reply = _push(client, event_xml(OPENID, "subscribe", EventKey=f"qrscene_{scene}"))
+    assert "绑定成功" in reply
+    with transaction(engine) as session:
+        assert len(session.scalars(select(AuditRow).where(
+            AuditRow.action == "patient.wechat_bound")).all()) == 1
     # the QR code works once: a second scan (SCAN, already following) binds nothing
     status, reply = _push(client, event_xml("oOther_openid_0000000000000", "SCAN",
                                             EventKey=scene))
