@@ -80,7 +80,10 @@ REASONS = ("link_expired", "too_late", "consent_withdrawn", "log_channel", "pace
            "channel_error", "no_address", "gateway_unreachable", "gateway_refused",
            "smtp_failed", "smtp_refused", "no_adapter", "not_configured", "flow_cancelled",
            "cancelled_by_staff", "link_unavailable", "retry_horizon", "outcome_unknown",
-           "channel_down", "confirmed_by_staff", "no_lookup")
+           "channel_down", "confirmed_by_staff", "no_lookup",
+           # WeChat / WeCom (flows/wechat/api.py)
+           "wechat_busy", "wechat_not_subscribed", "wechat_bad_address", "wechat_bad_template",
+           "wechat_config", "wechat_token", "wechat_refused", "wechat_no_template")
 
 
 class OutboxError(CareloopError):
@@ -379,6 +382,14 @@ def _address(patient: Patient | None, channel: str) -> str | None:
     return patient.phone
 
 
+def staff_address(session: Session, user_id: int, channel: str) -> str | None:
+    """A staff member's address on a staff channel (their WeCom user id on ``wecom``)."""
+    from careloop.flows.wechat.models import StaffAddress
+
+    return session.scalars(select(StaffAddress.address).where(
+        StaffAddress.user_id == user_id, StaffAddress.channel == channel)).first()
+
+
 def expiry_reason(row: OutboxMessage, now: datetime) -> str | None:
     """``link_expired`` or ``too_late`` when the message's moment has passed, else ``None``."""
     if row.link_expires_at is not None and row.link_expires_at <= now:
@@ -612,9 +623,10 @@ def _prepare(session: Session, row: OutboxMessage, p: _Pass) -> str | tuple[Chan
         row.attempts += 1
         row.error = str(exc)[:500]
         return dead_letter(session, row, "link_unavailable", now)
+    address = (_address(patient, row.channel) if row.user_id is None or patient is not None
+               else staff_address(session, row.user_id, row.channel))
     return channel, Outbound(row.id, row.idempotency_key, row.channel, row.patient_id,
-                             _address(patient, row.channel), subject, body, row.urgent,
-                             provider)
+                             address, subject, body, row.urgent, provider)
 
 
 def channel_for_errors() -> Channel:

@@ -43,6 +43,9 @@ def register(registry: Registry) -> None:
     channel_types = registry.catalogue("channel_adapter")  # the Channel contract (channel.py)
     for name, channel in BUILTIN_CHANNELS.items():
         channel_types.register(name, channel)
+    from careloop.flows.wechat.channels import register as register_wechat
+
+    register_wechat(registry)  # wechat_mp, wecom_app (flows/wechat/)
     registry.catalogue("event_handler").register("flows", handle_event)
     services = registry.catalogue("service")
     services.register("outbox.enqueue", enqueue)
@@ -68,7 +71,8 @@ def _demo_seeder() -> object:
 # Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
 @hookimpl
 def model_modules() -> list[str]:
-    return ["careloop.flows.models", "careloop.flows.inbound.models"]
+    return ["careloop.flows.models", "careloop.flows.inbound.models",
+            "careloop.flows.wechat.models"]
 
 
 @hookimpl

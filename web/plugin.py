@@ -54,6 +54,9 @@ def register(registry: Registry) -> None:
     from careloop.web import patient360
 
     patient360.register(registry)
+    from careloop.web import routes_wechat
+
+    routes_wechat.register(registry)
     from careloop.web.health import heartbeat
 
     registry.catalogue("tick").register("web.heartbeat", heartbeat)
@@ -98,6 +101,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_builder",
     "careloop.web.routes_documents",
     "careloop.web.routes_fhir",
+    "careloop.web.routes_wechat",
 )
 
 

@@ -46,7 +46,10 @@ def test_builtins_answer_every_hook_in_load_order() -> None:
     assert plugins.translation_dirs(manager)[0] == "careloop.engine:data/i18n"
     assert "encounter.discharged" in plugins.inbound_event_types(manager)
     assert plugins.template_dirs(manager) == ["careloop.web:templates"]
-    assert len(plugins.routers(manager)) == 15
+    from careloop.web.plugin import ROUTE_MODULES, WEB_ROUTE_MODULES
+
+    # one router per route module (the web runtime's and each engine's pages)
+    assert len(plugins.routers(manager)) == len(WEB_ROUTE_MODULES) + len(ROUTE_MODULES)
     registry = Registry()
     registry.load_plugins(manager)
     assert registry.catalogue("kind").names()[:2] == ["template", "form"]
