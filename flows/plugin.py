@@ -36,6 +36,10 @@ def register(registry: Registry) -> None:
     channel_types = registry.catalogue("channel_adapter")  # the Channel contract (channel.py)
     for name, channel in BUILTIN_CHANNELS.items():
         channel_types.register(name, channel)
+    from careloop.flows.sms import sms_channels  # Alibaba Cloud and Tencent Cloud SMS
+
+    for name, channel in sms_channels().items():
+        channel_types.register(name, channel)
     registry.catalogue("event_handler").register("flows", handle_event)
     services = registry.catalogue("service")
     services.register("outbox.enqueue", enqueue)

@@ -86,6 +86,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_alerts",
     "careloop.web.routes_outbound",
     "careloop.web.routes_outbox",
+    "careloop.web.routes_channels",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",
