@@ -38,7 +38,15 @@ from careloop.flows.channel import (
     Timeouts,
 )
 from careloop.flows.receipts import record_receipt
-from careloop.flows.sms.common import Rule, check_endpoint, china_time, classify, e164, token_ok
+from careloop.flows.sms.common import (
+    Rule,
+    check_endpoint,
+    china_time,
+    classify,
+    e164,
+    quiet_request_logs,
+    token_ok,
+)
 
 log = logging.getLogger("careloop.flows.sms.aliyun")
 
@@ -104,6 +112,7 @@ class AliyunSms(Channel):
         options = self.options()
         number = e164(message.address, message.id)
         check_endpoint(str(options["endpoint"]), message.id)
+        quiet_request_logs()
         from alibabacloud_dysmsapi20170525 import models
         from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
         from darabonba.runtime import RuntimeOptions

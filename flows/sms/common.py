@@ -13,6 +13,7 @@ An unknown code is retried (nothing was sent; the horizon bounds it).
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,32 @@ def check_endpoint(url: str, message_id: int) -> None:
     except egress.EgressRefused as exc:
         host = urlsplit(url).hostname or "?"
         raise ChannelError(f"message {message_id}: {host}: {exc}", "egress_refused") from exc
+
+
+class _NoRequestDetails(logging.Filter):
+    """The SDKs' HTTP layers log request URLs and bodies at DEBUG: Alibaba Cloud's RPC call
+    carries the number, the template parameters (names, link tokens) in its query string,
+    URL-encoded where the log pipeline's redaction cannot see them. Query strings are cut from
+    urllib3's lines; the SDKs' own DEBUG lines (whole requests and answers) are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "urllib3.connectionpool":
+            return record.levelno > logging.DEBUG
+        if isinstance(record.args, tuple):
+            record.args = tuple(a.split("?", 1)[0] + "?…" if isinstance(a, str) and "?" in a
+                                else a for a in record.args)
+        return True
+
+
+_FILTER = _NoRequestDetails()
+
+
+def quiet_request_logs() -> None:
+    """Install the filter on the loggers the SDKs write to (idempotent)."""
+    for name in ("urllib3.connectionpool", "darabonba-core", "tencentcloud_sdk_common"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
 
 
 def token_ok(given: str | None, expected: str | None) -> bool:

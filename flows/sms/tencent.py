@@ -41,7 +41,15 @@ from careloop.flows.channel import (
     Timeouts,
 )
 from careloop.flows.receipts import record_receipt
-from careloop.flows.sms.common import Rule, check_endpoint, china_time, classify, e164, token_ok
+from careloop.flows.sms.common import (
+    Rule,
+    check_endpoint,
+    china_time,
+    classify,
+    e164,
+    quiet_request_logs,
+    token_ok,
+)
 
 log = logging.getLogger("careloop.flows.sms.tencent")
 
@@ -108,6 +116,7 @@ class TencentSms(Channel):
         options = self.options()
         number = e164(message.address, message.id)
         check_endpoint(str(options["endpoint"]), message.id)
+        quiet_request_logs()
         from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
             TencentCloudSDKException,
         )

@@ -17,10 +17,22 @@ import hmac
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
+
+import pytest
+from sqlalchemy import Engine
+
+from careloop.engine.bundles import import_bundle
+from careloop.engine.clock import frozen_now
+from careloop.engine.db import transaction
+from careloop.engine.domain import Patient
+from careloop.flows import egress, outbox
+from careloop.flows.models import OutboxMessage
 
 ALIYUN_KEY, ALIYUN_SECRET = "LTAI5tCareloopTest01", "aliyun-secret-for-tests-only-0001"
 TENCENT_ID, TENCENT_KEY = "AKIDCareloopTest0000000001", "tencent-secret-for-tests-only-01"
@@ -234,3 +246,74 @@ class FakeTencent(_Fake):
                              "SessionContext": request.get("SessionContext", ""),
                              "Code": code, "Message": code, "IsoCode": "CN"})
         return 200, {"Response": {"SendStatusSet": statuses, "RequestId": "req-ok"}}
+
+
+# --- fixtures (imported by the tests/flows/test_sms_*.py modules) ---------------------------
+
+APPS = Path(__file__).resolve().parents[2] / "app_definitions"
+T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+PHONE = "13912345678"
+LINK_TOKEN = "AbCdEfGh1234567890xyzSMS"
+LINK = f"https://fu.example.cn/f/{LINK_TOKEN}"
+ALIYUN_RECEIPT_TOKEN = "aliyun-receipts-0123456789abcdef"
+TENCENT_RECEIPT_TOKEN = "tencent-receipts-0123456789abcdef"
+
+
+def hospital(engine: Engine, *, allow_loopback: bool = True) -> None:
+    """The shipped bundle, one patient with a mobile number, the fake's host allow-listed."""
+    import_bundle(APPS / "common", engine=engine)
+    with transaction(engine) as session:
+        session.add(Patient(id="P1", mrn="M1", name="张三", phone=PHONE, locale="zh-CN",
+                            attributes={}, consents={}))
+        if allow_loopback:
+            egress.allow(session, "127.0.0.1", allow_private=True, note="fake SMS provider")
+
+
+@pytest.fixture
+def aliyun(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAliyun]:
+    fake = FakeAliyun()
+    hospital(engine)
+    for name, value in {"CHANNEL_SMS": "aliyun_sms", "ALIYUN_SMS_ACCESS_KEY_ID": ALIYUN_KEY,
+                        "ALIYUN_SMS_ACCESS_KEY_SECRET": ALIYUN_SECRET,
+                        "ALIYUN_SMS_SIGN_NAME": "岭南医院", "ALIYUN_SMS_ENDPOINT": fake.url,
+                        "ALIYUN_SMS_RECEIPT_TOKEN": ALIYUN_RECEIPT_TOKEN}.items():
+        monkeypatch.setenv(f"CARELOOP_{name}", value)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture
+def tencent(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTencent]:
+    fake = FakeTencent()
+    hospital(engine)
+    for name, value in {"CHANNEL_SMS": "tencent_sms", "TENCENT_SMS_SECRET_ID": TENCENT_ID,
+                        "TENCENT_SMS_SECRET_KEY": TENCENT_KEY,
+                        "TENCENT_SMS_SDK_APP_ID": TENCENT_APP,
+                        "TENCENT_SMS_SIGN_NAME": "岭南医院", "TENCENT_SMS_ENDPOINT": fake.url,
+                        "TENCENT_SMS_RECEIPT_TOKEN": TENCENT_RECEIPT_TOKEN}.items():
+        monkeypatch.setenv(f"CARELOOP_{name}", value)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def enqueue(engine: Engine, key: str, template: str = "followup_form") -> int:
+    with frozen_now(T0), transaction(engine) as session:
+        return outbox.enqueue(session, template_key=template, channel="sms", patient_id="P1",
+                              values={"patient_name": "张三", "department_name": "心内科",
+                                      "form_link": LINK}, idempotency_key=key)
+
+
+def dispatch(engine: Engine, minutes: float = 0) -> dict[str, int]:
+    return outbox.dispatch_due(engine, worker="w", now=T0 + timedelta(minutes=minutes))
+
+
+def row(engine: Engine, message_id: int) -> OutboxMessage:
+    with transaction(engine) as session:
+        found = session.get(OutboxMessage, message_id)
+        assert found is not None
+        session.expunge(found)
+        return found
