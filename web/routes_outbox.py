@@ -63,7 +63,7 @@ def receipt_words(m: OutboxMessage, locale: str) -> list[str]:
 
 
 def _message(m: OutboxMessage, locale: str, now: datetime) -> dict[str, Any]:
-    return {"id": m.id, "template": m.template_key,
+    return {"id": m.id, "template": label("template", m.template_key, locale) or m.template_key,
             "channel": label("channel", m.channel, locale) or m.channel,
             "status": t(f"web.outbox.status.{m.status}", locale),
             "reason": t(f"flows.outbox.reason.{m.reason}", locale) if m.reason else "",

@@ -129,6 +129,6 @@ def test_a_tencent_failure_report_and_the_delivery_page_in_words(
     recent = text[text.index('id="recent"'):]
     assert "送达失败（用户关机（MK:0001），2026-12-01 10:01）" in recent
     assert "已送达手机（2026-12-01 10:02）" in recent
-    assert "已打开链接（" in recent
+    assert "已打开链接（" in recent and "随访问卷邀请" in recent  # the template by its title
     assert PHONE not in text and LINK_TOKEN not in text
     assert "Delivered to the phone (2026-12-01 10:02)" in english
