@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from careloop.flows.callbacks import MAX_BODY, Answer, Inbound, refused
 from careloop.flows.channel import (
-    Channel,
     ChannelError,
     Outbound,
     RetryPolicy,
@@ -40,6 +39,7 @@ from careloop.flows.channel import (
 from careloop.flows.receipts import record_receipt
 from careloop.flows.sms.common import (
     Rule,
+    SmsChannel,
     check_endpoint,
     china_time,
     classify,
@@ -70,7 +70,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-class AliyunSms(Channel):
+class AliyunSms(SmsChannel):
     name = "aliyun_sms"
     title: ClassVar[dict[str, str]] = {"zh-CN": "阿里云短信", "en": "Alibaba Cloud SMS"}
     options_schema: ClassVar[dict[str, Any]] = {
@@ -96,6 +96,7 @@ class AliyunSms(Channel):
             "template_code": {"type": "string", "pattern": "^SMS_[0-9]+$"},
             "params": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
                        "additionalProperties": {"type": "string"}}}}
+    secret_options = ("access_key_secret", "receipt_token")
     receipts = True
     # OutId is carried, never deduplicated by Alibaba Cloud: a lost outcome goes to a person
     idempotent = False
@@ -113,9 +114,12 @@ class AliyunSms(Channel):
         number = e164(message.address, message.id)
         check_endpoint(str(options["endpoint"]), message.id)
         quiet_request_logs()
-        from alibabacloud_dysmsapi20170525 import models
-        from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
-        from darabonba.runtime import RuntimeOptions
+        try:
+            from alibabacloud_dysmsapi20170525 import models
+            from alibabacloud_tea_openapi.exceptions import AlibabaCloudException
+            from darabonba.runtime import RuntimeOptions
+        except ImportError as exc:
+            raise self.sdk_missing(message.id, exc) from None
 
         request = models.SendSmsRequest(
             phone_numbers=number[3:] if number.startswith("+86") else number[1:],

@@ -15,15 +15,17 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from careloop.engine.db import transaction
+from careloop.engine.errors import Problem
 from careloop.flows import egress
-from careloop.flows.channel import ChannelError
+from careloop.flows.channel import Channel, ChannelError
 
 CHINA = ZoneInfo("Asia/Shanghai")  # both providers report times in Beijing time
 # reason codes of the SMS channels (words: ``flows.outbox.reason.<code>``, web/data/i18n/sms/)
@@ -31,6 +33,29 @@ REASONS = ("no_provider_template", "sms_number_invalid", "sms_template_refused",
            "sms_content_blocked", "sms_throttled", "sms_balance", "sms_credentials_refused",
            "sms_provider_error", "egress_refused")
 _DIGITS = re.compile(r"^\+?[0-9]{6,16}$")
+
+
+class SmsChannel(Channel):
+    """What both SMS channel types share: option problems never quote a secret's value (the
+    schema's messages would: ``'abc' is too short``), and the SDK must be installed."""
+
+    secret_options: ClassVar[tuple[str, ...]] = ()
+
+    def check_options(self, options: Mapping[str, Any],
+                      path: tuple[str | int, ...] = ()) -> list[Problem]:
+        problems = super().check_options(options, path)
+        secrets = [str(options[k]) for k in self.secret_options if options.get(k)]
+        return [replace(p, message=_masked(p.message, secrets)) for p in problems]
+
+    def sdk_missing(self, message_id: int, exc: ImportError) -> ChannelError:
+        return ChannelError(f"message {message_id}: the {self.name} SDK is not installed "
+                            f"(pip install 'careloop[sms]'): {exc.name}", "not_configured")
+
+
+def _masked(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "…")
+    return message
 
 
 @dataclass(frozen=True, slots=True)

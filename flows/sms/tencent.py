@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session
 
 from careloop.flows.callbacks import MAX_BODY, Answer, Inbound, refused
 from careloop.flows.channel import (
-    Channel,
     ChannelError,
     Outbound,
     RetryPolicy,
@@ -43,6 +42,7 @@ from careloop.flows.channel import (
 from careloop.flows.receipts import record_receipt
 from careloop.flows.sms.common import (
     Rule,
+    SmsChannel,
     check_endpoint,
     china_time,
     classify,
@@ -74,7 +74,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-class TencentSms(Channel):
+class TencentSms(SmsChannel):
     name = "tencent_sms"
     title: ClassVar[dict[str, str]] = {"zh-CN": "腾讯云短信", "en": "Tencent Cloud SMS"}
     options_schema: ClassVar[dict[str, Any]] = {
@@ -101,6 +101,7 @@ class TencentSms(Channel):
         "properties": {
             "template_id": {"type": "string", "pattern": "^[0-9]+$"},
             "params": {"type": "array", "items": {"type": "string"}, "maxItems": 10}}}
+    secret_options = ("secret_key", "receipt_token")
     receipts = True
     idempotent = False  # SessionContext is echoed, never deduplicated
     retry = RetryPolicy(horizon=timedelta(hours=6), base=timedelta(minutes=1),
@@ -117,10 +118,13 @@ class TencentSms(Channel):
         number = e164(message.address, message.id)
         check_endpoint(str(options["endpoint"]), message.id)
         quiet_request_logs()
-        from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
-            TencentCloudSDKException,
-        )
-        from tencentcloud.sms.v20210111 import models
+        try:
+            from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
+                TencentCloudSDKException,
+            )
+            from tencentcloud.sms.v20210111 import models
+        except ImportError as exc:
+            raise self.sdk_missing(message.id, exc) from None
 
         request = models.SendSmsRequest()
         request.PhoneNumberSet = [number]

@@ -102,6 +102,12 @@ def test_options_and_template_entries_are_checked_by_path() -> None:
                                      ("channels", "sms"))
     assert sorted(p.path for p in problems) == [("channels", "sms", "access_key_id"),
                                                 ("channels", "sms", "endpoint")]
+    short = channel.check_options({"access_key_id": "LTAI5tExample", "access_key_secret": "pw",
+                                   "sign_name": "岭南医院", "endpoint": "https://x.cn",
+                                   "receipt_token": "tok"})
+    assert sorted(p.path for p in short) == [("access_key_secret",), ("receipt_token",)]
+    assert all("'pw'" not in p.message and "'tok'" not in p.message
+               for p in short)  # a secret's value is never quoted
     bad = channel.check_template({"template_code": "free text", "params": {"name": 3}},
                                  ("providers", "aliyun_sms"))
     assert sorted(p.path for p in bad) == [("providers", "aliyun_sms", "params", "name"),
