@@ -46,6 +46,10 @@ def register(registry: Registry) -> None:
     from careloop.flows.wechat.channels import register as register_wechat
 
     register_wechat(registry)  # wechat_mp, wecom_app (flows/wechat/)
+    from careloop.flows.sms import sms_channels  # Alibaba Cloud and Tencent Cloud SMS
+
+    for name, channel in sms_channels().items():
+        channel_types.register(name, channel)
     registry.catalogue("event_handler").register("flows", handle_event)
     services = registry.catalogue("service")
     services.register("outbox.enqueue", enqueue)

@@ -58,15 +58,13 @@ def record_receipt(session: Session, *, channel_type: str, provider_ref: str,
 
 
 def _sent_by(row: OutboxMessage, channel_type: str) -> bool:
-    """Whether ``row`` went out through ``channel_type`` (the provider params name it; else the
-    channel type configured for the message channel now)."""
-    if row.provider_params and channel_type in row.provider_params:
-        return True
+    """Whether ``row`` went out through ``channel_type``: the channel type configured for its
+    message channel (a template names several providers; only the one that sent counts)."""
     from careloop.flows.outbox import channel_for
 
     try:
         return channel_for(row.channel).name == channel_type
-    except Exception:
+    except Exception:  # no channel type configured: not this channel type's message
         return False
 
 

@@ -92,6 +92,7 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_outbound",
     "careloop.web.routes_outbox",
     "careloop.web.routes_import",
+    "careloop.web.routes_channels",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",

@@ -27,6 +27,7 @@ from careloop.web.render import render
 router = APIRouter(prefix="/admin", include_in_schema=False)
 NEEDS_BUNDLE_IMPORT = Depends(require(BUNDLE_IMPORT))
 MAX_ID = 2**31 - 1
+RECENT = 100  # sent messages shown with their delivery receipts
 NOTICES = ("resent", "cancelled", "confirmed", "resolved", "resent_recovered")
 
 
@@ -34,8 +35,35 @@ def _local(value: datetime | None) -> str:
     return local_time(value) if value is not None else ""
 
 
+def receipt_words(m: OutboxMessage, locale: str) -> list[str]:
+    """What became of a sent message at the handset, in words with hospital-local times: the
+    provider's receipt (已送达手机 / 送达失败（原因）/ 已读) and the patient opening its link."""
+    from careloop.flows.outbox import channel_for
+
+    words: list[str] = []
+    if m.status == "logged":
+        words.append(t("delivery.receipt.logged", locale))
+    elif m.receipt_state in ("delivered", "read"):
+        words.append(t(f"delivery.receipt.{m.receipt_state}", locale, at=_local(m.receipt_at)))
+    elif m.receipt_state == "failed":
+        reason = m.receipt_detail or t("delivery.receipt.failed_unknown", locale)
+        words.append(t("delivery.receipt.failed_at", locale, reason=reason,
+                       at=_local(m.receipt_at)) if m.receipt_at
+                     else t("delivery.receipt.failed", locale, reason=reason))
+    else:
+        try:
+            reports = channel_for(m.channel).receipts
+        except Exception:  # a channel type since removed: say nothing it cannot know
+            reports = False
+        words.append(t("delivery.receipt.waiting" if reports else "delivery.receipt.no_receipts",
+                       locale))
+    if m.opened_at is not None:
+        words.append(t("delivery.receipt.opened", locale, at=_local(m.opened_at)))
+    return words
+
+
 def _message(m: OutboxMessage, locale: str, now: datetime) -> dict[str, Any]:
-    return {"id": m.id, "template": m.template_key,
+    return {"id": m.id, "template": label("template", m.template_key, locale) or m.template_key,
             "channel": label("channel", m.channel, locale) or m.channel,
             "status": t(f"web.outbox.status.{m.status}", locale),
             "reason": t(f"flows.outbox.reason.{m.reason}", locale) if m.reason else "",
@@ -60,11 +88,17 @@ def delivery(request: Request, done: str = "", me: Principal = NEEDS_BUNDLE_IMPO
         unknown = [_message(m, locale, now) for m in rows if m.status == "unknown"]
         dead = [_message(m, locale, now) for m in rows
                 if m.status == "dead" and m.id not in recovered_ids]
+        recent = [{**_message(m, locale, now), "sent_at": _local(m.sent_at),
+                   "receipt": receipt_words(m, locale)}
+                  for m in session.scalars(select(OutboxMessage).where(
+                      OutboxMessage.status.in_(outbox.DELIVERED))
+                      .order_by(OutboxMessage.sent_at.desc(), OutboxMessage.id.desc())
+                      .limit(RECENT)).all()]
     kind, _, number = done.partition(":")
     notice = t(f"delivery.done.{kind}", locale, n=number) \
         if kind in NOTICES and number.isdigit() else None
     return render(request, "admin_delivery.html", incidents=incidents, recovered=recovered,
-                  unknown=unknown, dead=dead, notice=notice)
+                  unknown=unknown, dead=dead, recent=recent, notice=notice)
 
 
 @router.post("/delivery/resend-recovered")
