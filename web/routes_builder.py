@@ -27,6 +27,7 @@ from careloop.engine.i18n import t
 from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
+from careloop.engine.services import FIELD_KEYS, service
 from careloop.web import builder, governance
 from careloop.web.builder_models import PublishRequest
 from careloop.web.deps import (
@@ -191,7 +192,7 @@ def form_fields(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[str]
         row = store.current(session, "form", key)
         if row is None:
             raise HTTPException(status_code=404)
-        keys = loaded_registry().catalogue("service")["forms.field_keys"](dict(row.body))
+        keys = service(loaded_registry(), FIELD_KEYS)(dict(row.body))
     return sorted(keys)
 
 
@@ -359,10 +360,12 @@ async def preview_chart(request: Request, key: str = KEY_PATH,
 def stored_chart_preview(request: Request, key: str = KEY_PATH,
                          me: Principal = NEEDS_BUILDER) -> Any:
     """A stored chart drawn as in :func:`preview_chart` (the dashboard designer's tiles)."""
+    from careloop.reports.spec import ChartSpec
+
     try:
         with transaction() as session:
             row = store.get_version(session, "chart", key)
-            result = builder.chart_preview(session, store.compile_row(row), me.scope,
+            result = builder.chart_preview(session, store.compile_row(row, ChartSpec), me.scope,
                                            locale_of(request))
             _audit_try(request, me, "chart", key, "scoped", session=session,
                        version=row.version)
