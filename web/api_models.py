@@ -231,7 +231,7 @@ class AlertOut(Closed):
     level: str
     message: str
     patient_id: str | None
-    department: str | None
+    department: Text | None = Field(description="the department's name in each language")
     status: str
     created_at: str
     acknowledged_at: str | None

@@ -488,10 +488,14 @@ async def try_rules(request: Request, key: str = KEY_PATH,
 
 @router.get("/api/v1/builder/apps/{app_id}/scenarios",
             response_model=list[ScenarioChoice], responses=NOT_FOUND)
-def app_scenarios(app_id: str = Path(pattern=KEY), me: Principal = NEEDS_BUILDER) -> Any:
+def app_scenarios(request: Request, app_id: str = Path(pattern=KEY),
+                  me: Principal = NEEDS_BUILDER) -> Any:
     """The journey scenarios "simulate" offers for an app (``key``, ``title``, ``draft``)."""
     with transaction() as session:
-        builder.require_app(session, app_id)
+        try:
+            builder.require_app(session, app_id)
+        except builder.BuilderError as exc:  # an unknown app: 404 in words, never a 500
+            return _refuse(request, exc)
         return builder.app_scenarios(session, me.user_id, app_id)
 
 
