@@ -94,15 +94,15 @@ class ServiceKey(Generic[FnT]):
     provider: str
 
 
-FIELD_KEYS: ServiceKey[FieldKeysFn] = ServiceKey("forms.field_keys", "careloop.forms")
-CREATE_REQUEST: ServiceKey[CreateRequestFn] = ServiceKey("forms.create_request", "careloop.forms")
+FIELD_KEYS: ServiceKey[FieldKeysFn] = ServiceKey("forms.field_keys", "forms")
+CREATE_REQUEST: ServiceKey[CreateRequestFn] = ServiceKey("forms.create_request", "forms")
 SET_SUBMISSION_STATUS: ServiceKey[SetStatusFn] = ServiceKey("submission.set_status",
-                                                            "careloop.forms")
-OUTBOX_ENQUEUE: ServiceKey[EnqueueFn] = ServiceKey("outbox.enqueue", "careloop.flows")
-FLOWS_START: ServiceKey[StartFlowFn] = ServiceKey("flows.start", "careloop.flows")
+                                                            "forms")
+OUTBOX_ENQUEUE: ServiceKey[EnqueueFn] = ServiceKey("outbox.enqueue", "flows")
+FLOWS_START: ServiceKey[StartFlowFn] = ServiceKey("flows.start", "flows")
 ADD_WORKING_DAYS: ServiceKey[AddWorkingDaysFn] = ServiceKey("calendar.add_working_days",
-                                                            "careloop.flows")
-RUN_ALERTS: ServiceKey[RunAlertsFn] = ServiceKey("reports.run_alerts", "careloop.reports")
+                                                            "flows")
+RUN_ALERTS: ServiceKey[RunAlertsFn] = ServiceKey("reports.run_alerts", "reports")
 
 KNOWN: tuple[ServiceKey[Any], ...] = (FIELD_KEYS, CREATE_REQUEST, SET_SUBMISSION_STATUS,
                                       OUTBOX_ENQUEUE, FLOWS_START, ADD_WORKING_DAYS, RUN_ALERTS)
@@ -123,8 +123,8 @@ def service(registry: Registry, key: ServiceKey[FnT]) -> FnT:
     """The registered service; raises :class:`ServiceMissing` naming it and its engine."""
     found = find_service(registry, key)
     if found is None:
-        raise ServiceMissing(f"service '{key.name}' is not registered (is {key.provider} "
-                             "installed?)")
+        raise ServiceMissing(f"service '{key.name}' is not registered (is the {key.provider} "
+                             "engine installed?)")
     return found
 
 

@@ -111,8 +111,8 @@ def service(key: ServiceKey[FnT]) -> FnT:
     """A registered service; absence is a clear runtime error, never a silent no-op."""
     found = find_service(loaded_registry(), key)
     if found is None:
-        raise RuleRuntimeError(f"service '{key.name}' is not registered (is {key.provider} "
-                               "installed?)")
+        raise RuleRuntimeError(f"service '{key.name}' is not registered (is the {key.provider} "
+                               "engine installed?)")
     return found
 
 

@@ -19,13 +19,14 @@ def test_every_known_service_is_registered_by_its_engine() -> None:
     for key in services.KNOWN:
         found = services.service(registry, key)
         assert callable(found), key.name
-        assert found.__module__.startswith(key.provider + "."), (key.name, found.__module__)
+        assert found.__module__.startswith(f"careloop.{key.provider}."), (key.name,
+                                                                           found.__module__)
 
 
 def test_a_missing_service_names_itself_and_its_engine() -> None:
     empty = Registry()
     assert services.find_service(empty, services.OUTBOX_ENQUEUE) is None
-    with pytest.raises(services.ServiceMissing, match=r"'outbox\.enqueue'.*careloop\.flows"):
+    with pytest.raises(services.ServiceMissing, match=r"'outbox\.enqueue'.*the flows engine"):
         services.service(empty, services.OUTBOX_ENQUEUE)
 
 
