@@ -4,8 +4,6 @@
     '138****5678'
     >>> mask_id_number("110101199003071234")
     '110***********1234'
-    >>> mask_name("张三丰")
-    '张*丰'
 """
 
 from __future__ import annotations
@@ -38,15 +36,6 @@ def mask_id_number(number: str | None) -> str | None:
     if len(value) < 8:
         return "*" * len(value)
     return value[:3] + "*" * (len(value) - 7) + value[-4:]
-
-
-def mask_name(name: str | None) -> str | None:
-    """Keep the first and last character of a name: 张三 → 张*, 张三丰 → 张*丰."""
-    if not name:
-        return name
-    if len(name) <= 2:
-        return name[0] + "*"
-    return name[0] + "*" * (len(name) - 2) + name[-1]
 
 
 def mask_in_text(text: str) -> tuple[str, bool]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.check import check_documents
-from careloop.engine.errors import DefinitionInvalid, NotFound
+from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
 from careloop.engine.models import DefinitionRow
 from careloop.engine.sources import load_text
 
@@ -121,7 +121,31 @@ def _compile_cached(kind: str, key: str, version: int, content_hash: str,
     return result.specs[(kind, key)]
 
 
-def compile_row(row: DefinitionRow) -> Any:
-    """The frozen spec of a stored definition version."""
-    return _compile_cached(row.kind, row.key, row.version, row.content_hash, row.source_path,
-                           row.source_text)
+SpecT = TypeVar("SpecT")
+
+
+class SpecMismatch(CareloopError):
+    """A stored row compiled to another spec type than the caller asked for (a kind mix-up)."""
+
+
+@overload
+def compile_row(row: DefinitionRow) -> object: ...
+
+
+@overload
+def compile_row(row: DefinitionRow, spec_type: type[SpecT]) -> SpecT: ...
+
+
+def compile_row(row: DefinitionRow, spec_type: type[Any] | None = None) -> object:
+    """The frozen spec of a stored definition version.
+
+    With ``spec_type`` the result is checked and typed: ``compile_row(row, FormSpec)`` is a
+    ``FormSpec`` or raises :class:`SpecMismatch` naming the row (never a wrong spec used
+    silently). Without it the spec is an ``object`` the caller must narrow.
+    """
+    spec: object = _compile_cached(row.kind, row.key, row.version, row.content_hash,
+                                   row.source_path, row.source_text)
+    if spec_type is not None and not isinstance(spec, spec_type):
+        raise SpecMismatch(f"stored {row.kind} '{row.key}' v{row.version} compiles to "
+                           f"{type(spec).__name__}, not {spec_type.__name__}")
+    return spec

@@ -24,6 +24,7 @@ from careloop.engine.context import pick_encounter
 from careloop.engine.domain import RoleGrant, Task, TaskHistory, User
 from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
+from careloop.engine.services import ADD_WORKING_DAYS, SET_SUBMISSION_STATUS, find_service
 
 RELATIONS = ("responsible_nurse", "attending_doctor")
 PRIORITIES = ("urgent", "high", "normal", "low")
@@ -102,12 +103,11 @@ def due_at(due: Mapping[str, Any] | None, start: datetime | None = None,
     if "hours" in due:
         return start + timedelta(hours=float(due["hours"]))
     days = int(due["working_days"])
-    calendar = loaded_registry().catalogue("service").get("calendar.add_working_days")
+    calendar = find_service(loaded_registry(), ADD_WORKING_DAYS)
     if calendar is None:
         raise CareloopError("working days need the hospital calendar: the service "
                             "'calendar.add_working_days' is not registered")
-    result: datetime = calendar(session, start, days, due.get("calendar"))
-    return result.astimezone(start.tzinfo)
+    return calendar(session, start, days, due.get("calendar")).astimezone(start.tzinfo)
 
 
 def create_task(session: Session, *, title: str, assignee: Assignee, actor: str,
@@ -222,7 +222,7 @@ def complete_task(session: Session, task: Task, *, actor: str, outcome: str | No
     status = declared.get("status")
     submission_id = (task.details or {}).get("submission_id")
     if status and submission_id is not None:
-        setter = loaded_registry().catalogue("service").get("submission.set_status")
+        setter = find_service(loaded_registry(), SET_SUBMISSION_STATUS)
         if setter is not None:
             setter(session, int(submission_id), str(status), actor=actor)
     return None

@@ -161,7 +161,7 @@ def get_calendar(session: Session | None, key: str | None = None) -> CalendarSpe
 
         row = store.current(session, "calendar", key)
         if row is not None:
-            spec: CalendarSpec = store.compile_row(row)
+            spec = store.compile_row(row, CalendarSpec)
             return spec
     if key == DEFAULT_CALENDAR:
         return load_bundled_calendar()

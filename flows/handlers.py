@@ -116,7 +116,7 @@ def _triggers(session: Session) -> dict[str, list[tuple[FlowSpec, str | None]]]:
     if found is None:
         found = {}
         for row in store.list_current(session, "flow"):
-            spec: FlowSpec = store.compile_row(row)
+            spec = store.compile_row(row, FlowSpec)
             if spec.trigger.event:
                 found.setdefault(spec.trigger.event, []).append((spec, row.app_id))
         _TRIGGERS.clear()

@@ -109,7 +109,7 @@ def _template(session: Session, key: str) -> TemplateSpec:
     row = store.current(session, "template", key)
     if row is None:
         raise OutboxError(f"no template '{key}'")
-    spec: TemplateSpec = store.compile_row(row)
+    spec = store.compile_row(row, TemplateSpec)
     return spec
 
 

@@ -51,10 +51,16 @@ def register(registry: Registry) -> None:
     for name, channel in sms_channels().items():
         channel_types.register(name, channel)
     registry.catalogue("event_handler").register("flows", handle_event)
-    services = registry.catalogue("service")
-    services.register("outbox.enqueue", enqueue)
-    services.register("flows.start", start)
-    services.register("calendar.add_working_days", add_working_days)
+    from careloop.engine.services import (
+        ADD_WORKING_DAYS,
+        FLOWS_START,
+        OUTBOX_ENQUEUE,
+        register_service,
+    )
+
+    register_service(registry, OUTBOX_ENQUEUE, enqueue)
+    register_service(registry, FLOWS_START, start)
+    register_service(registry, ADD_WORKING_DAYS, add_working_days)
     from careloop.flows.scheduler import run_due
 
     registry.catalogue("tick").register("flows.sweep", lambda engine: run_due(engine))

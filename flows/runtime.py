@@ -98,7 +98,7 @@ def history(session: Session, run: FlowRun, step_key: str | None, action: str,
 
 def spec_of(session: Session, run: FlowRun) -> FlowSpec:
     row = store.get_version(session, "flow", run.flow_key, run.flow_version)
-    spec: FlowSpec = store.compile_row(row)
+    spec = store.compile_row(row, FlowSpec)
     return spec
 
 
@@ -115,7 +115,7 @@ def start(session: Session, *, flow_key: str, patient_id: str | None = None,
     row = store.current(session, "flow", flow_key)
     if row is None:
         raise FlowError(f"no flow '{flow_key}'")
-    spec: FlowSpec = store.compile_row(row)
+    spec = store.compile_row(row, FlowSpec)
     run = FlowRun(flow_key=flow_key, flow_version=row.version, status="running",
                   patient_id=patient_id, encounter_id=encounter_id, context=dict(context or {}),
                   idempotency_key=idempotency_key, once_key=once_key, started_at=now_utc())

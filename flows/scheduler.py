@@ -38,6 +38,7 @@ from careloop.flows import webhooks
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
 from careloop.flows.runtime import Exec, retry_step, spec_of, start
+from careloop.flows.spec import FlowSpec
 
 log = logging.getLogger("careloop.flows.scheduler")
 
@@ -208,7 +209,7 @@ def start_cron_flows(engine: Engine, now: datetime) -> int:
     started = 0
     with transaction(engine) as session:
         for row in store.list_current(session, "flow"):
-            spec = store.compile_row(row)
+            spec = store.compile_row(row, FlowSpec)
             if not spec.trigger.cron:
                 continue
             trigger = CronTrigger.from_crontab(spec.trigger.cron, timezone=hospital_tz())

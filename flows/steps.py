@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Department, Encounter, Patient
+from careloop.engine.errors import NotFound
 from careloop.engine.expression_runtime import to_json_value
 from careloop.engine.hospital import hospital_name
 from careloop.engine.i18n import pick
 from careloop.engine.links import absolute, base_url
 from careloop.engine.registry import loaded_registry
+from careloop.engine.services import CREATE_REQUEST, ServiceKey, find_service
 from careloop.engine.tasks import create_task, resolve_assignee
 from careloop.flows import documents, webhooks
 from careloop.flows.calendar import get_calendar
@@ -66,11 +68,14 @@ _ON_REJECT = Edge("on_reject", {"zh-CN": "驳回", "en": "reject"})
 DOCUMENT_LINK_VALIDITY = timedelta(days=30)
 
 
-def _service(name: str) -> Any:
-    service = loaded_registry().catalogue("service").get(name)
-    if service is None:
-        raise StepError(f"service '{name}' is not registered")
-    return service
+FnT = TypeVar("FnT")
+
+
+def _service(key: ServiceKey[FnT]) -> FnT:
+    found = find_service(loaded_registry(), key)
+    if found is None:
+        raise StepError(f"service '{key.name}' is not registered")
+    return found
 
 
 def _standard_values(x: Exec) -> dict[str, Any]:
@@ -225,7 +230,9 @@ class SendForm(StepType):
     def run(self, x: Exec) -> Outcome:
         expires = after(x.step.get("expires_after", "7d"))
         channel = _channel(x)
-        request = _service("forms.create_request")(
+        if x.run.patient_id is None:  # a form goes to a patient; a run without one cannot send
+            raise NotFound(f"step '{x.step.key}' sends a form, but the run has no patient")
+        request = _service(CREATE_REQUEST)(
             x.session, form_key=x.step.get("form"), patient_id=x.run.patient_id,
             encounter_id=x.run.encounter_id, channel=channel, expires_at=expires,
             source_ref=source_ref(x.run, x.step.key))

@@ -43,7 +43,7 @@ def load_form(session: Session, key: str,
               version: int | None = None) -> tuple[DefinitionRow, FormSpec]:
     """The stored row and compiled spec of a form version (current if ``version`` is None)."""
     row = store.get_version(session, "form", key, version)
-    spec: FormSpec = store.compile_row(row)
+    spec = store.compile_row(row, FormSpec)
     return row, spec
 
 

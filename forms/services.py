@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from careloop.engine.registry import Registry
+from careloop.engine.services import (
+    CREATE_REQUEST,
+    FIELD_KEYS,
+    SET_SUBMISSION_STATUS,
+    SUBMIT_FHIR_RESPONSE,
+    register_service,
+)
 
 
 def register(registry: Registry) -> None:
@@ -11,8 +18,7 @@ def register(registry: Registry) -> None:
     from careloop.forms.requests import create_request
     from careloop.forms.runtime import set_status
 
-    services = registry.catalogue("service")
-    services.register("forms.field_keys", field_keys)
-    services.register("forms.create_request", create_request)
-    services.register("submission.set_status", set_status)
-    services.register("forms.submit_fhir_response", submit_fhir_response)
+    register_service(registry, FIELD_KEYS, field_keys)
+    register_service(registry, CREATE_REQUEST, create_request)
+    register_service(registry, SET_SUBMISSION_STATUS, set_status)
+    register_service(registry, SUBMIT_FHIR_RESPONSE, submit_fhir_response)

@@ -101,12 +101,12 @@ def run_alerts(session: Session, now: datetime | None = None) -> list[AlertOutco
     """Evaluate every stored (current) alert definition; the scheduled entry point."""
     outcomes: list[AlertOutcome] = []
     for row in store.list_current(session, kind="alert"):
-        alert: AlertSpec = store.compile_row(row)
+        alert = store.compile_row(row, AlertSpec)
         dataset = alert.inline_dataset
         if dataset is None:
             ds_row = store.current(session, "dataset", alert.dataset)
             if ds_row is None:
                 continue  # retired dataset: nothing to evaluate (validation reports it)
-            dataset = store.compile_row(ds_row)
+            dataset = store.compile_row(ds_row, DatasetSpec)
         outcomes += evaluate_alert(session, alert, dataset, now)
     return outcomes

@@ -23,6 +23,7 @@ from careloop.engine.errors import Path, did_you_mean
 from careloop.engine.i18n import pick
 from careloop.engine.registry import loaded_registry
 from careloop.engine.schema import schema_problems
+from careloop.engine.services import FIELD_KEYS, find_service
 from careloop.engine.sources import Document
 from careloop.reports import dialect as dl
 from careloop.reports.dialect import target_dialect
@@ -162,7 +163,7 @@ def _check_answer_range(p: _Part, ctx: CompileContext, source: SourceInfo) -> No
 
 def _check_field_exists(p: _Part, ctx: CompileContext, field: object, path: Path) -> None:
     """When the dataset names forms and the forms engine offers field keys, check the field."""
-    service = loaded_registry().catalogue("service").get("forms.field_keys")
+    service = find_service(loaded_registry(), FIELD_KEYS)
     forms = p.body.get("forms") or []
     if not isinstance(field, str) or service is None or not forms:
         return

@@ -49,9 +49,10 @@ def register(registry: Registry) -> None:
         title={"zh-CN": "仪表板", "en": "Dashboard"}, order=80))
     registry.catalogue("cli").register("report", report)
     # The scheduler tick (web runtime) and other engines look the alert sweep up by name.
+    from careloop.engine.services import RUN_ALERTS, register_service
     from careloop.reports.alerts import run_alerts
 
-    registry.catalogue("service").register("reports.run_alerts", run_alerts)
+    register_service(registry, RUN_ALERTS, run_alerts)
 
     def alerts_tick(engine: Engine) -> None:
         with transaction(engine) as session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,10 +32,20 @@ _CACHEABLE = {"submissions": ("submissions", "submission_answers")}
 # Bumped whenever the SQL a dataset compiles to changes meaning (e.g. how a row's department or
 # category is found), so results cached by an older release are not served again.
 QUERY_VERSION = "2"
+SpecT = TypeVar("SpecT")
 
 
-def load_spec(session: Session, kind: str, key: str) -> Any:
-    """The compiled current version of a stored report definition.
+@overload
+def load_spec(session: Session, kind: str, key: str) -> Any: ...
+
+
+@overload
+def load_spec(session: Session, kind: str, key: str, spec_type: type[SpecT]) -> SpecT: ...
+
+
+def load_spec(session: Session, kind: str, key: str, spec_type: type[Any] | None = None) -> Any:
+    """The compiled current version of a stored report definition (checked to be a
+    ``spec_type`` when given, see :func:`careloop.engine.store.compile_row`).
 
     Raises:
         ReportError: when no such definition is stored.
@@ -43,7 +53,7 @@ def load_spec(session: Session, kind: str, key: str) -> Any:
     row = store.current(session, kind, key)
     if row is None:
         raise ReportError(f"no {kind} '{key}' is stored (import its bundle first)")
-    return store.compile_row(row)
+    return store.compile_row(row) if spec_type is None else store.compile_row(row, spec_type)
 
 
 def _fingerprint(session: Session, spec: DatasetSpec) -> str | None:
@@ -114,14 +124,14 @@ def chart_of(session: Session, dashboard: DashboardSpec, chart_key: str) -> Char
             return tile.inline
     if chart_key not in {t.chart for t in dashboard.tiles}:
         raise ReportError(f"dashboard {dashboard.key} has no tile {chart_key!r}")
-    spec: ChartSpec = load_spec(session, "chart", chart_key)
+    spec = load_spec(session, "chart", chart_key, ChartSpec)
     return spec
 
 
 def dataset_of(session: Session, chart: ChartSpec) -> DatasetSpec:
     if chart.inline_dataset is not None:
         return chart.inline_dataset
-    spec: DatasetSpec = load_spec(session, "dataset", chart.dataset)
+    spec = load_spec(session, "dataset", chart.dataset, DatasetSpec)
     return spec
 
 
@@ -172,7 +182,7 @@ def dashboard_tiles(session: Session, dashboard: DashboardSpec, filters: Filters
     tiles = []
     base_filters = filters
     for tile in dashboard.tiles:
-        chart = tile.inline or load_spec(session, "chart", tile.chart)
+        chart = tile.inline or load_spec(session, "chart", tile.chart, ChartSpec)
         dataset = dataset_of(session, chart)
         filters = tile_filters(dataset, base_filters, equals)
         own_rows = chart_type(chart.type).rows

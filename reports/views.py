@@ -111,7 +111,7 @@ def dashboard_payload(session: Session, key: str, params: Mapping[str, str], sco
                       locale: str, equals: Equals = ()) -> dict[str, Any]:
     """Everything the dashboard page draws: per tile its Vega(-Lite) spec with aggregated,
     labelled rows (or why it is empty), what a click selects, and the before/after view."""
-    dashboard: DashboardSpec = load_spec(session, "dashboard", key)
+    dashboard = load_spec(session, "dashboard", key, DashboardSpec)
     filters = Filters.from_params(params)
     scope_words = scope_label(session, scope, locale)
     compare = comparison(session, dashboard, filters, scope, equals) \
@@ -187,7 +187,7 @@ def drill_payload(session: Session, key: str, chart_key: str, selections: list[s
                   locale: str = "zh-CN") -> dict[str, Any]:
     """One drill-down step: the rows of the next level, labelled, and a chart (or, at the
     ``responses`` level, a table with times in hospital time)."""
-    dashboard: DashboardSpec = load_spec(session, "dashboard", key)
+    dashboard = load_spec(session, "dashboard", key, DashboardSpec)
     result = drill(session, dashboard, chart_key, selections, Filters.from_params(params), scope)
     level = dashboard.drilldown[len(selections)]
     chart = chart_of(session, dashboard, chart_key)
@@ -243,7 +243,7 @@ def export_tile(session: Session, key: str, chart_key: str, fmt: str,
                 equals: Equals = ()) -> bytes:
     """One tile as CSV / XLSX (its aggregated rows, labelled, with column titles; CSV with a
     UTF-8 BOM for Excel) or PNG / SVG / PDF (its chart, drawn server-side)."""
-    dashboard: DashboardSpec = load_spec(session, "dashboard", key)
+    dashboard = load_spec(session, "dashboard", key, DashboardSpec)
     filters = Filters.from_params(params)
     scope_words = scope_label(session, scope, locale)
     for tile in dashboard_tiles(session, dashboard, filters, scope, equals):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import ChainableUndefined
 from sqlalchemy import select
@@ -19,6 +19,13 @@ from sqlalchemy.orm import Session
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Patient, PatientTag, Task
 from careloop.engine.registry import Registry, loaded_registry
+from careloop.engine.services import (
+    FLOWS_START,
+    OUTBOX_ENQUEUE,
+    SET_SUBMISSION_STATUS,
+    ServiceKey,
+    find_service,
+)
 from careloop.engine.tasks import (
     PRIORITIES,
     RELATIONS,
@@ -97,13 +104,16 @@ class ActionSpec:
     pure: bool = False
 
 
-def service(name: str) -> Callable[..., Any]:
+FnT = TypeVar("FnT")
+
+
+def service(key: ServiceKey[FnT]) -> FnT:
     """A registered service; absence is a clear runtime error, never a silent no-op."""
-    found = loaded_registry().catalogue("service").get(name)
+    found = find_service(loaded_registry(), key)
     if found is None:
-        raise RuleRuntimeError(f"service '{name}' is not registered (is its engine installed?)")
-    fn: Callable[..., Any] = found
-    return fn
+        raise RuleRuntimeError(f"service '{key.name}' is not registered (is the {key.provider} "
+                               "engine installed?)")
+    return found
 
 
 # --- option schemas -------------------------------------------------------------------------
@@ -185,7 +195,7 @@ def run_cc(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
         assignee = _assignee(ctx, rule)
         if assignee.user_id is None:
             raise RuleRuntimeError(f"cc: no single holder of role '{options['role']}' to notify")
-        message_id = service("outbox.enqueue")(
+        message_id = service(OUTBOX_ENQUEUE)(
             ctx.session, template_key=options["template"], channel=options.get("channel", "app"),
             user_id=assignee.user_id, values=_values(ctx, options), locale=ctx.locale,
             idempotency_key=ctx.key(), source_ref=ctx.source_ref)
@@ -231,7 +241,7 @@ def _need_patient(ctx: ActionContext, action: str) -> str:
 def run_set_status(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
     if ctx.submission_id is None:
         raise RuleRuntimeError("set_status: the event names no submission")
-    service("submission.set_status")(ctx.session, ctx.submission_id, options["status"],
+    service(SET_SUBMISSION_STATUS)(ctx.session, ctx.submission_id, options["status"],
                                      actor=ctx.actor)
     return {"submission_id": ctx.submission_id, "status": options["status"]}
 
@@ -246,7 +256,7 @@ def run_notify(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]
         if assignee.user_id is None:
             raise RuleRuntimeError(f"notify: no single recipient for {dict(to)}")
         user_id = assignee.user_id
-    message_id = service("outbox.enqueue")(
+    message_id = service(OUTBOX_ENQUEUE)(
         ctx.session, template_key=options["template"], channel=options["channel"],
         patient_id=patient_id, user_id=user_id, values=_values(ctx, options), locale=None,
         urgent=bool(options.get("urgent", False)), idempotency_key=ctx.key(),
@@ -289,7 +299,7 @@ def run_start_flow(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, 
             raise RuleRuntimeError(f"start_flow: {options['flow_from']} names no flow ({flow!r})")
     paths = options.get("context") or {}
     extra = {name: lookup(ctx.context, path) for name, path in paths.items()}
-    run_id = service("flows.start")(ctx.session, flow_key=flow,
+    run_id = service(FLOWS_START)(ctx.session, flow_key=flow,
                                     patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
                                     context=extra, idempotency_key=ctx.key())
     return {"flow": flow, "run_id": run_id}

@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 from careloop.engine.check import CompileContext, Definition
 from careloop.engine.errors import Path, did_you_mean
 from careloop.engine.registry import loaded_registry
+from careloop.engine.services import FIELD_KEYS, find_service
 from careloop.rules.actions import _ENV, ActionSpec
 from careloop.rules.classify import CategorySpec, DictionarySpec
 from careloop.rules.decisions import (
@@ -81,7 +82,7 @@ def _form_fields(definition: Definition, ctx: CompileContext) -> frozenset[str] 
     """Field keys of the forms the rule set names, or ``None`` when they cannot be known."""
     keys = definition.body.get("forms")
     registry = loaded_registry()
-    field_keys = registry.catalogue("service").get("forms.field_keys")
+    field_keys = find_service(registry, FIELD_KEYS)
     if not keys or "form" not in registry.catalogue("kind") or field_keys is None:
         return None
     fields: set[str] = set()

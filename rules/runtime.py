@@ -114,7 +114,7 @@ def build_context(session: Session, event_type: str,
 
 def dictionary_spec(session: Session, key: str) -> tuple[DictionarySpec, int]:
     row = store.get_version(session, "dictionary", key)
-    spec: DictionarySpec = store.compile_row(row)
+    spec = store.compile_row(row, DictionarySpec)
     return spec, row.version
 
 
@@ -154,7 +154,7 @@ def current_rulesets(session: Session, event_type: str | None = None
                      ) -> list[tuple[RuleSetSpec, int]]:
     found = []
     for row in store.list_current(session, "ruleset"):
-        spec: RuleSetSpec = store.compile_row(row)
+        spec = store.compile_row(row, RuleSetSpec)
         if event_type is None or event_type in spec.on:
             found.append((spec, row.version))
     return found
@@ -350,7 +350,7 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
     departments: frozenset[str] | None = None
     owner: str | None = None
     for row in store.list_current(session, "ruleset"):
-        spec: RuleSetSpec = store.compile_row(row)
+        spec = store.compile_row(row, RuleSetSpec)
         if event.type not in spec.on:
             continue
         if departments is None:
@@ -369,7 +369,7 @@ def dry_run(session: Session, ruleset: str, event: Mapping[str, Any]) -> Outcome
     ``form.submitted`` payload. Used by ``careloop rules test`` and the builder's "try it".
     """
     row = store.get_version(session, "ruleset", ruleset)
-    spec: RuleSetSpec = store.compile_row(row)
+    spec = store.compile_row(row, RuleSetSpec)
     event_type = str(event.get("type") or "form.submitted")
     payload = event.get("payload", event if "type" not in event else {})
     _check_payload(payload)
@@ -440,6 +440,6 @@ def decide(session: Session, table: str, context: Mapping[str, Any]) -> Any:
     """Evaluate the current version of a decision table against an expression context."""
     from careloop.rules.decisions import DecisionTableSpec
 
-    spec: DecisionTableSpec = store.compile_row(store.get_version(session, "decision_table",
-                                                                  table))
+    spec = store.compile_row(store.get_version(session, "decision_table", table),
+                             DecisionTableSpec)
     return spec.decide(context)

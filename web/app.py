@@ -240,13 +240,24 @@ def create_app() -> FastAPI:
 
     # Definitions carry rules, thresholds and webhook addresses: signed-in staff with
     # definitions.view only.
-    @app.get("/api/v1/definitions")
+    from careloop.web.api_models import (
+        COMMON_ERRORS,
+        NOT_FOUND,
+        BundleSummary,
+        DefinitionDetail,
+        DefinitionSummary,
+        errors,
+    )
+
+    @app.get("/api/v1/definitions", response_model=list[DefinitionSummary],
+             responses=COMMON_ERRORS)
     def list_definitions(kind: str | None = None,
                          me: Principal = needs_definitions) -> list[dict[str, Any]]:
         with transaction() as session:
             return [_definition_json(r) for r in store.list_current(session, kind=kind)]
 
-    @app.get("/api/v1/definitions/{kind}/{key}")
+    @app.get("/api/v1/definitions/{kind}/{key}", response_model=DefinitionDetail,
+             responses=errors(NOT_FOUND))
     def get_definition(kind: str, key: str,
                        version: int | None = Query(default=None, ge=1),
                        me: Principal = needs_definitions) -> dict[str, Any]:
@@ -257,7 +268,7 @@ def create_app() -> FastAPI:
                 raise HTTPException(status_code=404, detail=str(exc)) from exc
             return _definition_json(row, with_body=True)
 
-    @app.get("/api/v1/bundles")
+    @app.get("/api/v1/bundles", response_model=list[BundleSummary], responses=COMMON_ERRORS)
     def list_bundles(me: Principal = needs_definitions) -> list[dict[str, Any]]:
         with transaction() as session:
             rows = session.query(BundleRow).order_by(BundleRow.id).all()

@@ -31,6 +31,7 @@ from careloop.engine.limits import LIMIT_CODES, LimitExceeded
 from careloop.engine.models import BundleRow, DefinitionRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.scope import manifest_departments
+from careloop.engine.services import FIELD_KEYS, service
 from careloop.engine.sources import load_text, locate_limit
 from careloop.web import governance
 from careloop.web.builder_models import BuilderDraft, PublishRequest
@@ -282,7 +283,7 @@ def impact(session: Session, kind: str, key: str, body: dict[str, Any] | None) -
     if kind == "form":
         from careloop.forms.models import SubmissionAnswer
 
-        field_keys = loaded_registry().catalogue("service")["forms.field_keys"]
+        field_keys = service(loaded_registry(), FIELD_KEYS)
         keep = field_keys(body)
         used = dict(session.execute(
             select(SubmissionAnswer.field_key, func.count(SubmissionAnswer.id))
@@ -453,6 +454,7 @@ def try_alert(session: Session, key: str, text: str, scope: frozenset[str] | Non
     alert's state rows or recording an event: the threshold designer's "try it"."""
     from careloop.reports.alerts import _OPS, _window
     from careloop.reports.query import run_dataset
+    from careloop.reports.spec import DatasetSpec
 
     spec = valid_spec(session, "alert", key, text)
     dataset = spec.inline_dataset
@@ -460,7 +462,7 @@ def try_alert(session: Session, key: str, text: str, scope: frozenset[str] | Non
         row = store.current(session, "dataset", spec.dataset)
         if row is None:
             raise BuilderError("builder.invalid", 422, n=1)
-        dataset = store.compile_row(row)
+        dataset = store.compile_row(row, DatasetSpec)
     now = now or now_utc()
     window = _window(spec, now)
     result = run_dataset(session, dataset, filters=window, scope=scope,
@@ -480,10 +482,12 @@ def try_alert(session: Session, key: str, text: str, scope: frozenset[str] | Non
 
 def dataset_columns(session: Session, key: str) -> dict[str, list[str]] | None:
     """A stored dataset's dimensions and measures (the designers' pickers)."""
+    from careloop.reports.spec import DatasetSpec
+
     row = store.current(session, "dataset", key)
     if row is None:
         return None
-    spec = store.compile_row(row)
+    spec = store.compile_row(row, DatasetSpec)
     return {"dimensions": list(spec.dimensions), "measures": [m.key for m in spec.measures]}
 
 

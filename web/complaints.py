@@ -81,10 +81,12 @@ class Policy:
 
 def policy(session: Session) -> Policy:
     """Read the ``complaint_handling`` dataset (see the module docstring)."""
+    from careloop.reports.spec import DatasetSpec
+
     row = store.current(session, "dataset", DATASET)
     if row is None:
         return Policy((), "resolved", None, None)
-    spec = store.compile_row(row)
+    spec = store.compile_row(row, DatasetSpec)
     kinds = dict(spec.where).get("task_kind", ())
     measure = next((m for m in spec.measures if m.type == "first_contact_resolution"), None)
     outcome = (measure.option("outcome", "resolved") if measure is not None else None) or "resolved"
@@ -131,11 +133,11 @@ def first_response_sla(session: Session, pol: Policy, runs: Iterable[Any]) -> ti
     """The ``due`` of the flow step creating the first-response task (in the run's own flow
     version), e.g. ``24h`` in ``complaint_handling``."""
     from careloop.flows.runtime import spec_of
-    from careloop.flows.spec import parse_duration
+    from careloop.flows.spec import FlowSpec, parse_duration
 
     specs = [spec_of(session, run) for run in runs]
     if not specs:
-        specs = [store.compile_row(row) for row in store.list_current(session, "flow")]
+        specs = [store.compile_row(row, FlowSpec) for row in store.list_current(session, "flow")]
         specs = [s for s in specs if s.trigger.event == CREATED]
     for spec in specs:
         for step in spec.steps:

@@ -206,12 +206,13 @@ def patient_responses(session: Session, patient_id: str) -> list[dict[str, Any]]
 def _responses(session: Session, rows: list[Any]) -> list[dict[str, Any]]:
     from careloop.engine import store
     from careloop.forms.fhir import export_response
+    from careloop.forms.spec import FormSpec
 
     out = []
     for submission in rows:
         patient_id = submission.patient_id
         spec = store.compile_row(store.get_version(session, "form", submission.form_key,
-                                                   submission.form_version))
+                                                   submission.form_version), FormSpec)
         resource = export_response(spec, submission.answers or {},
                                    patient_id=fhir_id(patient_id),
                                    authored=instant(submission.submitted_at) or "",

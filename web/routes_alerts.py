@@ -12,6 +12,7 @@ from careloop.engine.db import transaction
 from careloop.engine.i18n import t
 from careloop.rules.models import RuleAlert
 from careloop.web import alerts
+from careloop.web.api_models import COMMON_ERRORS, NOT_FOUND, AlertAcknowledged, AlertOut, errors
 from careloop.web.deps import locale_of, record, require
 from careloop.web.permissions import MAX_ID, PATIENT_VIEW, Principal
 from careloop.web.render import render
@@ -63,7 +64,8 @@ def alerts_acknowledge(request: Request, alert_id: int = Path(ge=1, le=MAX_ID),
     return RedirectResponse("/alerts", status_code=303)
 
 
-@router.get("/api/v1/alerts", tags=["console"])
+@router.get("/api/v1/alerts", tags=["console"], response_model=list[AlertOut],
+            responses=COMMON_ERRORS)
 def alerts_api(status: Literal["open", "acknowledged", "all"] = "open",
                me: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
     with transaction() as session:
@@ -71,7 +73,8 @@ def alerts_api(status: Literal["open", "acknowledged", "all"] = "open",
             session, me, None if status == "all" else status)]
 
 
-@router.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["console"])
+@router.post("/api/v1/alerts/{alert_id}/acknowledge", tags=["console"],
+             response_model=AlertAcknowledged, responses=errors(NOT_FOUND))
 @patient_level("alert_id", via="alert")
 def alerts_acknowledge_api(request: Request, body: Acknowledge,
                            alert_id: int = Path(ge=1, le=MAX_ID),

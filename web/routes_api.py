@@ -16,6 +16,20 @@ from pydantic import BaseModel, Field
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient, Task
 from careloop.web import admin, console
+from careloop.web.api_models import (
+    COMMON_ERRORS,
+    NOT_FOUND,
+    AuditEntry,
+    DecisionOut,
+    ErrorBody,
+    InboxTask,
+    Me,
+    PatientHit,
+    PatientRecord,
+    RevealedPatient,
+    TaskOut,
+    errors,
+)
 from careloop.web.deps import current, record, request_id, require, require_user
 from careloop.web.permissions import (
     AUDIT_VIEW,
@@ -30,7 +44,7 @@ from careloop.web.permissions import (
 )
 from careloop.web.scoping import patient_level
 
-router = APIRouter(prefix="/api/v1", tags=["console"])
+router = APIRouter(prefix="/api/v1", tags=["console"], responses=COMMON_ERRORS)
 
 NEEDS_AUDIT_VIEW = Depends(require(AUDIT_VIEW))
 NEEDS_PATIENT_EXPORT = Depends(require(PATIENT_EXPORT))
@@ -72,7 +86,7 @@ class Reveal(BaseModel):
     reason: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
 
-@router.get("/me")
+@router.get("/me", response_model=Me)
 def me(request: Request, principal: Principal = SIGNED_IN) -> dict[str, Any]:
     cur = current(request)
     return {"username": principal.username, "display_name": principal.display_name,
@@ -81,7 +95,7 @@ def me(request: Request, principal: Principal = SIGNED_IN) -> dict[str, Any]:
             "csrf_token": cur.csrf_token if cur else None}
 
 
-@router.get("/tasks")
+@router.get("/tasks", response_model=list[InboxTask])
 def tasks(view: Literal["mine", "department", "overdue", "done"] = "mine",
           priority: Literal["urgent", "high", "normal", "low"] | None = None,
           principal: Principal = NEEDS_TASK_WORK) -> list[dict[str, Any]]:
@@ -98,7 +112,7 @@ def _task(session: Any, task_id: int, principal: Principal) -> Task:
     return task  # type: ignore[no-any-return]
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses=NOT_FOUND)
 @patient_level("task_id", via="task")
 def task(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
          principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any]:
@@ -111,7 +125,9 @@ def task(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
         return console.task_json(item)
 
 
-@router.post("/tasks/{task_id}/complete", response_model=None)
+@router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses=errors(NOT_FOUND, {
+    409: {"model": ErrorBody, "description": "the task is closed, or an approval (decide it "
+                                             "instead; code ``task.decide-instead``)"}}))
 @patient_level("task_id", via="task")
 def task_complete(request: Request, body: CompleteTask,
                   task_id: int = Path(ge=1, le=MAX_ID),
@@ -138,10 +154,12 @@ def _refused(request: Request, status: int, code: str, message: str) -> JSONResp
                         status_code=status)
 
 
-@router.post("/tasks/{task_id}/decision", response_model=None, responses={
-    403: {"description": "not the task's assignee (nor a holder of its role)"},
-    409: {"description": "the task is closed, or no open approval"},
-    422: {"description": "an unknown step to go back to, or an unknown or missing signer"}})
+@router.post("/tasks/{task_id}/decision", response_model=DecisionOut, responses=errors(NOT_FOUND, {
+    403: {"model": ErrorBody, "description": "not the task's assignee (nor a holder of its "
+                                             "role); code ``task.not-yours``"},
+    409: {"model": ErrorBody, "description": "the task is closed, or no open approval"},
+    422: {"model": ErrorBody, "description": "an unknown step to go back to, or an unknown or "
+                                             "missing signer; code ``task.bad-decision``"}}))
 @patient_level("task_id", via="task")
 def task_decision(request: Request, body: Decision, task_id: int = Path(ge=1, le=MAX_ID),
                   principal: Principal = NEEDS_TASK_WORK) -> dict[str, Any] | JSONResponse:
@@ -168,7 +186,7 @@ def task_decision(request: Request, body: Decision, task_id: int = Path(ge=1, le
         return {"task": console.task_json(item), **done}
 
 
-@router.get("/patients")
+@router.get("/patients", response_model=list[PatientHit])
 def patients(q: str = Query("", max_length=64),
              principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
     with transaction() as session:
@@ -191,14 +209,15 @@ def _patient_json(request: Request, principal: Principal, patient_id: str, actio
             "tasks": view.tasks}
 
 
-@router.get("/patients/{patient_id}")
+@router.get("/patients/{patient_id}", response_model=PatientRecord, responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient(request: Request, patient_id: str,
             principal: Principal = NEEDS_PATIENT_VIEW) -> dict[str, Any]:
     return _patient_json(request, principal, patient_id, "patient.view")
 
 
-@router.post("/patients/{patient_id}/reveal")
+@router.post("/patients/{patient_id}/reveal", response_model=RevealedPatient,
+             responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient_reveal(request: Request, patient_id: str, body: Reveal,
                    principal: Principal = NEEDS_PATIENT_REVEAL) -> dict[str, Any]:
@@ -209,7 +228,8 @@ def patient_reveal(request: Request, patient_id: str, body: Reveal,
     return {"id": patient_id, **{k: data["patient"][k] for k in console.REVEALABLE}}
 
 
-@router.get("/patients/{patient_id}/export")
+@router.get("/patients/{patient_id}/export", response_model=None, responses=errors(NOT_FOUND, {
+    200: {"model": PatientRecord, "description": "the record as a JSON file download"}}))
 @patient_level("patient_id")
 def patient_export(request: Request, patient_id: str,
                    principal: Principal = NEEDS_PATIENT_EXPORT) -> Response:
@@ -221,7 +241,7 @@ def patient_export(request: Request, patient_id: str,
                     })
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=list[AuditEntry])
 def audit(request: Request, actor: str = Query("", max_length=128),
           action: str = Query("", max_length=64), patient_id: str = Query("", max_length=64),
           outcome: str = Query("", max_length=16),
@@ -256,7 +276,7 @@ def _patient_rows(request: Request, principal: Principal, patient_id: str,
     return rows
 
 
-@router.get("/patients/{patient_id}/submissions")
+@router.get("/patients/{patient_id}/submissions", responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient_submissions(request: Request, patient_id: str = Path(max_length=64),
                         principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
@@ -264,7 +284,7 @@ def patient_submissions(request: Request, patient_id: str = Path(max_length=64),
     return _patient_rows(request, principal, patient_id, "submissions")
 
 
-@router.get("/patients/{patient_id}/messages")
+@router.get("/patients/{patient_id}/messages", responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient_messages(request: Request, patient_id: str = Path(max_length=64),
                      principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
@@ -272,21 +292,21 @@ def patient_messages(request: Request, patient_id: str = Path(max_length=64),
     return _patient_rows(request, principal, patient_id, "messages")
 
 
-@router.get("/patients/{patient_id}/flow-runs")
+@router.get("/patients/{patient_id}/flow-runs", responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient_flow_runs(request: Request, patient_id: str = Path(max_length=64),
                       principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
     return _patient_rows(request, principal, patient_id, "flow-runs")
 
 
-@router.get("/patients/{patient_id}/rule-traces")
+@router.get("/patients/{patient_id}/rule-traces", responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient_rule_traces(request: Request, patient_id: str = Path(max_length=64),
                         principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:
     return _patient_rows(request, principal, patient_id, "rule-traces")
 
 
-@router.get("/patients/{patient_id}/bp-readings")
+@router.get("/patients/{patient_id}/bp-readings", responses=NOT_FOUND)
 @patient_level("patient_id")
 def patient_bp(request: Request, patient_id: str = Path(max_length=64),
                principal: Principal = NEEDS_PATIENT_VIEW) -> list[dict[str, Any]]:

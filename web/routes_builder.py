@@ -27,7 +27,38 @@ from careloop.engine.i18n import t
 from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
+from careloop.engine.services import FIELD_KEYS, service
 from careloop.web import builder, governance
+from careloop.web.api_models import (
+    COMMON_ERRORS,
+    NOT_FOUND,
+    DryRunOut,
+    ErrorBody,
+    ErrorList,
+    LimitErrorBody,
+    errors,
+)
+from careloop.web.api_models_builder import (
+    AlertTry,
+    ChartOptions,
+    ChartPreview,
+    DatasetColumns,
+    DefinitionKey,
+    Deleted,
+    DraftChecked,
+    DraftDiff,
+    DraftOut,
+    FieldTypePanel,
+    FormPreview,
+    FunctionDoc,
+    ImportPlan,
+    PublishAwaiting,
+    Published,
+    ScenarioChoice,
+    ScoreMethodPanel,
+    SimulationOut,
+    StepTypePanel,
+)
 from careloop.web.builder_models import PublishRequest
 from careloop.web.deps import (
     client_ip,
@@ -40,8 +71,14 @@ from careloop.web.deps import (
 from careloop.web.permissions import BUILDER_EDIT, BUNDLE_IMPORT, Principal
 from careloop.web.render import render
 
-router = APIRouter(include_in_schema=False)
+# The builder's pages are not API; its /api/v1/builder/… routes are, and are described.
+router = APIRouter(responses=COMMON_ERRORS, tags=["builder"])
 NEEDS_BUILDER = Depends(require(BUILDER_EDIT))
+# what a draft's check, preview or try may answer besides its result
+DRAFT_ERRORS = errors(NOT_FOUND, {
+    409: {"model": ErrorBody, "description": "refused, with a ``code`` saying why"},
+    422: {"model": LimitErrorBody | ErrorBody,
+          "description": "over a limit (located), or the draft cannot be used"}})
 NEEDS_IMPORT = Depends(require(BUNDLE_IMPORT))
 KEY = r"^[a-z][a-z0-9_]{0,63}$"
 KEY_PATH = Path(pattern=KEY)
@@ -111,7 +148,7 @@ def _kind(kind: str) -> str:
 # --- pages ----------------------------------------------------------------------------------
 
 
-@router.get("/builder")
+@router.get("/builder", include_in_schema=False)
 def builder_home(request: Request, me: Principal = NEEDS_BUILDER) -> Response:
     with transaction() as session:
         apps = session.scalars(select(BundleRow).order_by(BundleRow.id)).all()
@@ -125,7 +162,7 @@ def builder_home(request: Request, me: Principal = NEEDS_BUILDER) -> Response:
                   editable=editable)
 
 
-@router.get("/builder/edit/{kind}/{key}")
+@router.get("/builder/edit/{kind}/{key}", include_in_schema=False)
 def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
                  app: str = Query("", max_length=64), me: Principal = NEEDS_BUILDER) -> Response:
     _kind(kind)
@@ -144,29 +181,30 @@ def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
 # --- API ------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/builder/field-types")
+@router.get("/api/v1/builder/field-types", response_model=list[FieldTypePanel])
 def field_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
     return builder.field_palette()
 
 
-@router.get("/api/v1/builder/score-methods")
+@router.get("/api/v1/builder/score-methods", response_model=list[str])
 def score_methods(me: Principal = NEEDS_BUILDER) -> list[str]:
     return sorted(loaded_registry().catalogue("score_method").names())
 
 
-@router.get("/api/v1/builder/score-method-panels")
+@router.get("/api/v1/builder/score-method-panels", response_model=list[ScoreMethodPanel])
 def score_method_panels(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
     """Every score method: ``name``, ``title``, ``options`` (name → JSON Schema)."""
     return builder.score_method_palette()
 
 
-@router.get("/api/v1/builder/step-types")
+@router.get("/api/v1/builder/step-types", response_model=list[StepTypePanel])
 def step_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
     """Every step type: ``name``, ``title``, ``options`` (name → JSON Schema), ``required``."""
     return builder.step_palette()
 
 
-@router.get("/api/v1/builder/definitions/{kind}")
+@router.get("/api/v1/builder/definitions/{kind}",
+            response_model=list[DefinitionKey], responses=NOT_FOUND)
 def definition_keys(kind: str, me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
     """The current definitions of a kind (``key``, ``title``, ``app``): the flow designer's
     choices for ``form``, ``template``, ``flow`` and ``calendar``."""
@@ -175,7 +213,7 @@ def definition_keys(kind: str, me: Principal = NEEDS_BUILDER) -> list[dict[str, 
         return builder.definition_keys(session, kind)
 
 
-@router.get("/api/v1/builder/functions")
+@router.get("/api/v1/builder/functions", response_model=list[FunctionDoc])
 def functions(request: Request, me: Principal = NEEDS_BUILDER) -> list[dict[str, str]]:
     """The expression language's function library (``registry.catalogue("function")``) for
     completion in expression inputs: name, signature and the description in the UI language."""
@@ -184,18 +222,18 @@ def functions(request: Request, me: Principal = NEEDS_BUILDER) -> list[dict[str,
             for name, spec in sorted(loaded_registry().catalogue("function").items())]
 
 
-@router.get("/api/v1/builder/forms/{key}/fields")
+@router.get("/api/v1/builder/forms/{key}/fields", response_model=list[str], responses=NOT_FOUND)
 def form_fields(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[str]:
     """The answerable field keys of a stored form (the rule editor's condition builder)."""
     with transaction() as session:
         row = store.current(session, "form", key)
         if row is None:
             raise HTTPException(status_code=404)
-        keys = loaded_registry().catalogue("service")["forms.field_keys"](dict(row.body))
+        keys = service(loaded_registry(), FIELD_KEYS)(dict(row.body))
     return sorted(keys)
 
 
-@router.get("/api/v1/builder/i18n")
+@router.get("/api/v1/builder/i18n", response_model=dict[str, str])
 def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     locale = locale_of(request)
     folder = pathlib.Path(__file__).parent / "data" / "i18n"
@@ -206,7 +244,7 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     return {k: t(k, locale) for k in keys}
 
 
-@router.get("/api/v1/builder/drafts/{kind}/{key}")
+@router.get("/api/v1/builder/drafts/{kind}/{key}", response_model=DraftOut, responses=NOT_FOUND)
 def get_draft(request: Request, kind: str, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
@@ -222,7 +260,8 @@ def get_draft(request: Request, kind: str, key: str = KEY_PATH,
                 "awaiting_approval": governance.request_json(waiting) if waiting else None}
 
 
-@router.put("/api/v1/builder/drafts/{kind}/{key}")
+@router.put("/api/v1/builder/drafts/{kind}/{key}",
+            response_model=DraftChecked, responses=DRAFT_ERRORS)
 async def put_draft(request: Request, kind: str, key: str = KEY_PATH,
                     me: Principal = NEEDS_BUILDER) -> Any:
     _kind(kind)
@@ -236,14 +275,15 @@ async def put_draft(request: Request, kind: str, key: str = KEY_PATH,
     return await _on_draft(request, run)
 
 
-@router.delete("/api/v1/builder/drafts/{kind}/{key}")
+@router.delete("/api/v1/builder/drafts/{kind}/{key}", response_model=Deleted)
 def delete_draft(kind: str, key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[str, bool]:
     with transaction() as session:
         builder.discard_draft(session, me.user_id, kind, key)
     return {"deleted": True}
 
 
-@router.post("/api/v1/builder/validate/{kind}/{key}")
+@router.post("/api/v1/builder/validate/{kind}/{key}",
+             response_model=DraftChecked, responses=DRAFT_ERRORS)
 async def validate(request: Request, kind: str, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
@@ -252,7 +292,7 @@ async def validate(request: Request, kind: str, key: str = KEY_PATH,
         builder.check_draft(session, kind, key, text, _app(data))).to_json())
 
 
-@router.post("/api/v1/builder/diff/{kind}/{key}")
+@router.post("/api/v1/builder/diff/{kind}/{key}", response_model=DraftDiff, responses=DRAFT_ERRORS)
 async def diff(request: Request, kind: str, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
@@ -270,7 +310,9 @@ async def diff(request: Request, kind: str, key: str = KEY_PATH,
     return await _on_draft(request, run)
 
 
-@router.post("/api/v1/builder/publish/{kind}/{key}")
+@router.post("/api/v1/builder/publish/{kind}/{key}",
+             response_model=Published, responses=errors(DRAFT_ERRORS, {
+    202: {"model": PublishAwaiting, "description": "waits for a second person's approval"}}))
 async def publish(request: Request, kind: str, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
@@ -303,7 +345,8 @@ async def publish(request: Request, kind: str, key: str = KEY_PATH,
         return _refuse(request, exc)
 
 
-@router.post("/api/v1/builder/preview/form/{key}")
+@router.post("/api/v1/builder/preview/form/{key}",
+             response_model=FormPreview, responses=DRAFT_ERRORS)
 async def preview(request: Request, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
@@ -339,7 +382,8 @@ async def preview(request: Request, key: str = KEY_PATH,
         return limit_response(request, exc)
 
 
-@router.post("/api/v1/builder/preview/chart/{key}")
+@router.post("/api/v1/builder/preview/chart/{key}",
+             response_model=ChartPreview, responses=DRAFT_ERRORS)
 async def preview_chart(request: Request, key: str = KEY_PATH,
                         me: Principal = NEEDS_BUILDER) -> Any:
     """The draft chart drawn by the report engine as an SVG data URL: on real (scoped,
@@ -356,14 +400,18 @@ async def preview_chart(request: Request, key: str = KEY_PATH,
     return await _on_draft(request, run)
 
 
-@router.get("/api/v1/builder/charts/{key}/preview")
+@router.get("/api/v1/builder/charts/{key}/preview",
+            response_model=ChartPreview, responses=errors(NOT_FOUND, {
+    422: {"model": ErrorBody, "description": "the chart cannot be drawn"}}))
 def stored_chart_preview(request: Request, key: str = KEY_PATH,
                          me: Principal = NEEDS_BUILDER) -> Any:
     """A stored chart drawn as in :func:`preview_chart` (the dashboard designer's tiles)."""
+    from careloop.reports.spec import ChartSpec
+
     try:
         with transaction() as session:
             row = store.get_version(session, "chart", key)
-            result = builder.chart_preview(session, store.compile_row(row), me.scope,
+            result = builder.chart_preview(session, store.compile_row(row, ChartSpec), me.scope,
                                            locale_of(request))
             _audit_try(request, me, "chart", key, "scoped", session=session,
                        version=row.version)
@@ -374,7 +422,7 @@ def stored_chart_preview(request: Request, key: str = KEY_PATH,
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-@router.get("/api/v1/builder/charts")
+@router.get("/api/v1/builder/charts", response_model=ChartOptions)
 def chart_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, list[Any]]:
     """What the chart, dashboard and alert designers offer: stored datasets and charts, chart
     types, encoding channels, dimensions, drill-down levels, dashboard filters, alert
@@ -400,7 +448,7 @@ def chart_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, 
             "severities": list(alert["severity"]["enum"])}
 
 
-@router.get("/api/v1/builder/datasets/{key}")
+@router.get("/api/v1/builder/datasets/{key}", response_model=DatasetColumns, responses=NOT_FOUND)
 def dataset_columns(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
     """A stored dataset's dimensions and measures (encoding, measure and group-by pickers)."""
     with transaction() as session:
@@ -410,7 +458,7 @@ def dataset_columns(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[
     return found
 
 
-@router.post("/api/v1/builder/alerts/{key}/try")
+@router.post("/api/v1/builder/alerts/{key}/try", response_model=AlertTry, responses=DRAFT_ERRORS)
 async def try_alert(request: Request, key: str = KEY_PATH,
                     me: Principal = NEEDS_BUILDER) -> Any:
     """Evaluate a draft alert now on the user's (scoped) data, per group; nothing is stored."""
@@ -422,7 +470,7 @@ async def try_alert(request: Request, key: str = KEY_PATH,
     return await _on_draft(request, run)
 
 
-@router.post("/api/v1/builder/rules/{key}/try")
+@router.post("/api/v1/builder/rules/{key}/try", response_model=DryRunOut, responses=DRAFT_ERRORS)
 async def try_rules(request: Request, key: str = KEY_PATH,
     me: Principal = NEEDS_BUILDER,
 ) -> Any:
@@ -439,15 +487,21 @@ async def try_rules(request: Request, key: str = KEY_PATH,
     return await _on_draft(request, run)
 
 
-@router.get("/api/v1/builder/apps/{app_id}/scenarios")
-def app_scenarios(app_id: str = Path(pattern=KEY), me: Principal = NEEDS_BUILDER) -> Any:
+@router.get("/api/v1/builder/apps/{app_id}/scenarios",
+            response_model=list[ScenarioChoice], responses=NOT_FOUND)
+def app_scenarios(request: Request, app_id: str = Path(pattern=KEY),
+                  me: Principal = NEEDS_BUILDER) -> Any:
     """The journey scenarios "simulate" offers for an app (``key``, ``title``, ``draft``)."""
     with transaction() as session:
-        builder.require_app(session, app_id)
+        try:
+            builder.require_app(session, app_id)
+        except builder.BuilderError as exc:  # an unknown app: 404 in words, never a 500
+            return _refuse(request, exc)
         return builder.app_scenarios(session, me.user_id, app_id)
 
 
-@router.post("/api/v1/builder/simulate/{kind}/{key}")
+@router.post("/api/v1/builder/simulate/{kind}/{key}",
+             response_model=SimulationOut, responses=DRAFT_ERRORS)
 async def simulate(request: Request, kind: str, key: str = KEY_PATH,
                    me: Principal = NEEDS_BUILDER) -> Any:
     """Run the app's journey scenarios (``scenario``: one key; all without it) against the
@@ -475,7 +529,7 @@ async def simulate(request: Request, kind: str, key: str = KEY_PATH,
     return result
 
 
-@router.get("/builder/apps/{app_id}/export")
+@router.get("/builder/apps/{app_id}/export", include_in_schema=False)
 def export(request: Request, app_id: str, me: Principal = NEEDS_BUILDER) -> Response:
     try:
         data = export_bundle(app_id)
@@ -486,7 +540,9 @@ def export(request: Request, app_id: str, me: Principal = NEEDS_BUILDER) -> Resp
         "content-disposition": f'attachment; filename="{app_id}.zip"'})
 
 
-@router.post("/api/v1/builder/import")
+@router.post("/api/v1/builder/import", response_model=ImportPlan, responses=errors({
+    422: {"model": ErrorList | LimitErrorBody | ErrorBody,
+          "description": "every problem of the bundle, over a limit, or not a bundle"}}))
 async def import_plan(request: Request, apply: bool = False,
                       me: Principal = NEEDS_IMPORT) -> Any:
     """Upload a bundle zip (the request body): its plan, and with ``?apply=true`` apply it."""

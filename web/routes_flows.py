@@ -16,10 +16,25 @@ from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows import views
 from careloop.flows.ingest import conflict, ingest
+from careloop.web.api_models import (
+    COMMON_ERRORS,
+    NOT_FOUND,
+    ErrorBody,
+    EventAccepted,
+    EventConflict,
+    EventParked,
+    EventRejected,
+    IncidentOut,
+    OutboxMessage,
+    RunDetail,
+    RunSummary,
+    StatusOk,
+    errors,
+)
 from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller, audit_refusal
 from careloop.web.deps import client_ip, request_body, request_id
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=COMMON_ERRORS)
 
 
 def _require_key(request: Request, key: str | None, scope: str, action: str,
@@ -36,7 +51,14 @@ def _require_key(request: Request, key: str | None, scope: str, action: str,
         raise HTTPException(status_code=exc.status, detail=str(exc)) from None
 
 
-@router.post("/events")
+@router.post("/events", response_model=None, responses=errors({
+    200: {"model": EventAccepted, "description": "stored (or an identical re-send: the original "
+                                                 "acknowledgement)"},
+    202: {"model": EventParked, "description": "kept until its patient or code is known"},
+    409: {"model": EventConflict | EventRejected,
+          "description": "the event id is known with another body (``conflict``), or a unique "
+                         "value belongs to another record (``rejected``)"},
+    422: {"model": EventRejected, "description": "every problem of the event, with its path"}}))
 def post_event(request: Request, x_api_key: str | None = Header(default=None),
                raw: bytes = Depends(request_body)) -> JSONResponse:
     """Ingest one HIS event; 422 lists every problem; a duplicate gets the original ack."""
@@ -60,7 +82,7 @@ def post_event(request: Request, x_api_key: str | None = Header(default=None),
     return JSONResponse(body, status_code=status)
 
 
-@router.get("/flows/runs")
+@router.get("/flows/runs", response_model=list[RunSummary])
 def list_runs(request: Request, patient_id: str | None = None, status: str | None = None,
               x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
     _require_key(request, x_api_key, "readback:read", "api.flow_runs", patient_id)
@@ -68,7 +90,7 @@ def list_runs(request: Request, patient_id: str | None = None, status: str | Non
         return views.runs_json(session, patient_id=patient_id, status=status)
 
 
-@router.get("/flows/runs/{run_id}")
+@router.get("/flows/runs/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
 def get_run(request: Request, run_id: int,
             x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
     _require_key(request, x_api_key, "readback:read", "api.flow_run", str(run_id))
@@ -79,7 +101,7 @@ def get_run(request: Request, run_id: int,
     return data
 
 
-@router.get("/flows/incidents")
+@router.get("/flows/incidents", response_model=list[IncidentOut])
 def list_incidents(request: Request, status: str = "open",
                    x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
     _require_key(request, x_api_key, "readback:read", "api.incidents")
@@ -87,7 +109,8 @@ def list_incidents(request: Request, status: str = "open",
         return views.incidents_json(session, status)
 
 
-@router.post("/flows/incidents/{incident_id}/{action}")
+@router.post("/flows/incidents/{incident_id}/{action}", response_model=StatusOk, responses={
+    409: {"model": ErrorBody, "description": "no such open incident, or an unknown action"}})
 def act_on_incident(request: Request, incident_id: int, action: str,
                     x_api_key: str | None = Header(default=None)) -> dict[str, str]:
     name = _require_key(request, x_api_key, "incidents:write", f"api.incident_{action}"[:64],
@@ -102,7 +125,7 @@ def act_on_incident(request: Request, incident_id: int, action: str,
     return {"status": "ok"}
 
 
-@router.get("/outbox")
+@router.get("/outbox", response_model=list[OutboxMessage])
 def list_outbox(request: Request, status: str | None = None,
                 x_api_key: str | None = Header(default=None)) -> list[dict[str, Any]]:
     _require_key(request, x_api_key, "readback:read", "api.outbox")

@@ -34,6 +34,16 @@ from careloop.forms.models import Submission
 from careloop.forms.pages import describe
 from careloop.forms.patient import Reply, open_page, post_page
 from careloop.forms.runtime import CHANNELS, SubmissionInvalid, load_form, submit
+from careloop.web.api_models import (
+    NOT_FOUND,
+    ErrorBody,
+    ErrorList,
+    FhirResource,
+    FormOut,
+    SubmissionCreated,
+    SubmissionOut,
+    errors,
+)
 from careloop.web.deps import Forbidden, csrf_token_of, current, record, require, require_user
 from careloop.web.permissions import PATIENT_VIEW, Principal, can_see_patient
 from careloop.web.scoping import patient_level
@@ -60,7 +70,8 @@ class SubmissionIn(BaseModel):
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
-@router.get("/api/v1/forms/{key}", dependencies=[Depends(require_user)])
+@router.get("/api/v1/forms/{key}", dependencies=[Depends(require_user)], response_model=FormOut,
+            responses=errors(NOT_FOUND))
 def get_form(key: str,
              version: int | None = Query(default=None, ge=1, le=2**31 - 1)) -> dict[str, Any]:
     with transaction() as session:
@@ -73,7 +84,9 @@ def get_form(key: str,
                 "definition": row.body}
 
 
-@router.get("/api/v1/forms/{key}/fhir", dependencies=[Depends(require_user)])
+@router.get("/api/v1/forms/{key}/fhir", dependencies=[Depends(require_user)],
+            response_model=FhirResource, responses=errors(NOT_FOUND, {
+                422: {"model": ErrorBody, "description": "a field type with no FHIR mapping"}}))
 def get_form_fhir(key: str, version: int | None = Query(default=None, ge=1, le=2**31 - 1),
                   locale: str = "zh-CN") -> dict[str, Any]:
     with transaction() as session:
@@ -87,7 +100,11 @@ def get_form_fhir(key: str, version: int | None = Query(default=None, ge=1, le=2
             raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
-@router.post("/api/v1/forms/{key}/submissions", status_code=201)
+@router.post("/api/v1/forms/{key}/submissions", status_code=201,
+             response_model=SubmissionCreated, responses=errors(NOT_FOUND, {
+                 400: {"model": ErrorBody, "description": "the form cannot take this post"},
+                 422: {"model": ErrorList, "description": "every problem of the answers, with "
+                                                          "its path"}}))
 def post_submission(key: str, body: SubmissionIn, me: Viewer) -> Any:
     if body.channel not in CHANNELS:
         return JSONResponse(status_code=422, content={"errors": [
@@ -113,7 +130,8 @@ def post_submission(key: str, body: SubmissionIn, me: Viewer) -> Any:
     return out
 
 
-@router.get("/api/v1/submissions/{submission_id}")
+@router.get("/api/v1/submissions/{submission_id}", response_model=SubmissionOut,
+            responses=errors(NOT_FOUND))
 @patient_level("submission_id", via="submission")
 def get_submission(request: Request, me: Viewer, submission_id: SubmissionId,
                    locale: str = "zh-CN") -> dict[str, Any]:
@@ -132,7 +150,9 @@ def get_submission(request: Request, me: Viewer, submission_id: SubmissionId,
                 "bands": sub.bands, "answers": describe(spec, sub.answers, locale)}
 
 
-@router.get("/api/v1/submissions/{submission_id}/fhir")
+@router.get("/api/v1/submissions/{submission_id}/fhir", response_model=FhirResource,
+            responses=errors(NOT_FOUND, {
+                422: {"model": ErrorBody, "description": "a field type with no FHIR mapping"}}))
 @patient_level("submission_id", via="submission")
 def get_submission_fhir(request: Request, me: Viewer,
                         submission_id: SubmissionId) -> dict[str, Any]:

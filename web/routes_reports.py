@@ -15,6 +15,7 @@ from careloop.engine.db import transaction
 from careloop.engine.i18n import t
 from careloop.reports import views
 from careloop.reports.dialect import ReportError
+from careloop.web.api_models import DashboardOut, DrillOut, ErrorBody, errors
 from careloop.web.deps import locale_of, record, require
 from careloop.web.permissions import REPORTS_VIEW, Principal
 
@@ -49,7 +50,9 @@ def vega_bundle() -> FileResponse:
     return FileResponse(views.bundle_path(), media_type="text/javascript")
 
 
-@router.get("/api/v1/reports/dashboards/{key}")
+@router.get("/api/v1/reports/dashboards/{key}", response_model=None, responses=errors({
+    200: {"model": DashboardOut, "description": "the dashboard's tiles with their data"},
+    400: {"model": ErrorBody, "description": "no such dashboard, or bad filters"}}))
 def dashboard_json(key: str, request: Request,
                    me: Principal = NEEDS_REPORTS) -> JSONResponse:
     try:
@@ -61,7 +64,10 @@ def dashboard_json(key: str, request: Request,
     return JSONResponse(payload)
 
 
-@router.get("/api/v1/reports/dashboards/{key}/drill/{chart}")
+@router.get("/api/v1/reports/dashboards/{key}/drill/{chart}", response_model=None,
+            responses=errors({
+                200: {"model": DrillOut, "description": "one drill-down level's data"},
+                400: {"model": ErrorBody, "description": "no such chart, or bad filters"}}))
 def dashboard_drill(key: str, chart: str, request: Request, path: str = "",
                     me: Principal = NEEDS_REPORTS) -> JSONResponse:
     selections = [p for p in path.split("/") if p] if path else []
@@ -74,7 +80,13 @@ def dashboard_drill(key: str, chart: str, request: Request, path: str = "",
     return JSONResponse(payload)
 
 
-@router.get("/api/v1/reports/dashboards/{key}/tiles/{chart}.{fmt}")
+@router.get("/api/v1/reports/dashboards/{key}/tiles/{chart}.{fmt}", response_model=None,
+            responses=errors({
+                200: {"description": "the tile as a file (``fmt``: csv, xlsx, png, svg, pdf)",
+                      "content": {media.split(";")[0]: {"schema": {"type": "string",
+                                                                   "format": "binary"}}
+                                  for media in views.MEDIA.values()}},
+                400: {"model": ErrorBody, "description": "no such tile, or a format it lacks"}}))
 def tile_export(key: str, chart: str, fmt: str, request: Request,
                 me: Principal = NEEDS_REPORTS) -> Response:
     try:

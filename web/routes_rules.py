@@ -13,6 +13,7 @@ from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.sources import load_text, locate_limit
+from careloop.web.api_models import NOT_FOUND, DryRunOut, ErrorBody, LimitErrorBody, errors
 from careloop.web.deps import limit_response, record, require
 from careloop.web.permissions import DEFINITIONS_VIEW, Principal
 
@@ -23,7 +24,9 @@ PRIVATE = ("patient_id", "encounter_id", "task_id", "submission_id")
 NEEDS_DEFINITIONS_VIEW = Depends(require(DEFINITIONS_VIEW))
 
 
-@router.post("/rules/{key}/test")
+@router.post("/rules/{key}/test", response_model=DryRunOut, responses=errors(NOT_FOUND, {
+    422: {"model": ErrorBody | LimitErrorBody,
+          "description": "not a JSON object, the rule set cannot run it, or over a limit"}}))
 async def test_ruleset(key: str, request: Request,
                        principal: Principal = NEEDS_DEFINITIONS_VIEW) -> Any:
     """Which rules of rule set ``key`` match the posted event, and what they would do.

@@ -33,7 +33,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,7 @@ from careloop.engine.clock import hospital_tz
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.models import DomainEventRow
 from careloop.engine.registry import loaded_registry
+from careloop.engine.services import SUBMIT_FHIR_RESPONSE, find_service
 from careloop.flows.ingest import ingest
 
 FHIR_VERSION = "4.0.1"
@@ -524,8 +525,7 @@ def _response(session: Session, ctx: Context, entry: Entry, event_id: str) -> Ac
         if found is None or found.patient_id != patient_id:
             raise FhirRefused(422, [Issue("not-found", f"no encounter {encounter_id!r} of this "
                                                        "patient", f"{root}.encounter")])
-    service: Callable[..., tuple[int, bool, list[dict[str, str]]]] | None = \
-        loaded_registry().catalogue("service").get("forms.submit_fhir_response")
+    service = find_service(loaded_registry(), SUBMIT_FHIR_RESPONSE)
     if service is None:
         raise FhirRefused(422, [Issue("not-supported", "the forms engine is not installed",
                                       f"{root}.questionnaire")])

@@ -554,11 +554,11 @@ def _source_error(exc: SQLAlchemyError, spec: HisViewSpec) -> HisViewError:
 
 def specs(session: Session) -> list[HisViewSpec]:
     """The current version of every ``his_view`` definition."""
-    return [store.compile_row(row) for row in store.list_current(session, KIND)]
+    return [store.compile_row(row, HisViewSpec) for row in store.list_current(session, KIND)]
 
 
 def spec_of(session: Session, name: str) -> HisViewSpec:
-    return store.compile_row(store.get_version(session, KIND, name))  # type: ignore[no-any-return]
+    return store.compile_row(store.get_version(session, KIND, name), HisViewSpec)
 
 
 def poll_due(engine: Engine, now: datetime | None = None) -> dict[str, Any]:
