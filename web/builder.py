@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import audit, store
@@ -155,9 +156,19 @@ def save_draft(session: Session, user_id: int, app_id: str, kind: str, key: str,
     row = get_draft(session, user_id, kind, key)
     current = store.current(session, kind, key)
     if row is None:
-        row = BuilderDraft(user_id=user_id, kind=kind, key=key, app_id=app_id, text=text,
-                           base_version=current.version if current else None)
-        session.add(row)
+        try:
+            with session.begin_nested():
+                row = BuilderDraft(user_id=user_id, kind=kind, key=key, app_id=app_id,
+                                   text=text, base_version=current.version if current else None,
+                                   updated_at=now_utc())
+                session.add(row)
+            return row
+        except IntegrityError:
+            # two autosaves of one editor at once: the other inserted first; this one
+            # replaces its text like any later save
+            row = get_draft(session, user_id, kind, key)
+            if row is None:
+                raise
     row.text, row.app_id, row.updated_at = text, app_id, now_utc()
     session.flush()
     return row

@@ -106,6 +106,31 @@ def test_draft_survives_a_reload_and_is_per_user(px: TestClient, client: TestCli
     assert px.put(URL.format("drafts"), json={"app": "nope", "body": body}).status_code == 404
 
 
+def test_two_autosaves_at_once_keep_one_draft(px: TestClient,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second of two simultaneous first autosaves (it did not see the other's row yet)
+    replaces the draft's text instead of failing on the unique draft key (was a 500)."""
+    from careloop.web import builder
+
+    body = form_body()
+    assert px.put(URL.format("drafts"), json={"app": "obstetrics", "body": body}).status_code \
+        == 200
+    real = builder.get_draft
+    calls: list[int] = []
+
+    def unseen_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(builder, "get_draft", unseen_once)
+    changed = copy.deepcopy(body)
+    changed["title"]["zh-CN"] = "改过的标题"
+    answer = px.put(URL.format("drafts"), json={"app": "obstetrics", "body": changed})
+    assert answer.status_code == 200, answer.text
+    monkeypatch.setattr(builder, "get_draft", real)
+    assert px.get(URL.format("drafts")).json()["body"]["title"]["zh-CN"] == "改过的标题"
+
+
 def _audits(action: str) -> list[AuditRow]:
     with transaction() as session:
         rows = session.scalars(select(AuditRow).where(AuditRow.action == action)
