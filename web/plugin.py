@@ -94,6 +94,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_reports",
     "careloop.web.routes_builder",
     "careloop.web.routes_documents",
+    "careloop.web.routes_hl7",
 )
 
 

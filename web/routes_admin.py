@@ -585,15 +585,17 @@ def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> 
     """Parked HIS events (type, event id, the unknown codes), the latest resolved ones below."""
     from careloop.flows.ingest import parks_unknown_codes
     from careloop.flows.models import ParkedEvent
+    from careloop.web.routes_hl7 import recent
 
     with transaction() as session:
         parked = session.scalars(select(ParkedEvent).where(ParkedEvent.status == "parked")
                                  .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
         resolved = session.scalars(select(ParkedEvent).where(ParkedEvent.status != "parked")
                                    .order_by(ParkedEvent.resolved_at.desc()).limit(50)).all()
+        hl7 = recent(session, request.query_params.get("hl7"))
         session.expunge_all()
     return render(request, "admin_integration.html", parked=parked, resolved=resolved,
-                  parking=parks_unknown_codes())
+                  parking=parks_unknown_codes(), hl7=hl7)
 
 
 @router.post("/integration/{item_id}/{action}")
