@@ -1,5 +1,5 @@
-"""Registers the flow engine: kinds ``flow``, ``calendar`` and ``hl7_mapping``, step types, channel adapters,
-the ``flows`` event handler, services and CLI commands."""
+"""Registers the flow engine: kinds ``flow``, ``calendar`` and ``hl7_mapping``, step types,
+channel adapters, the ``flows`` event handler, services and CLI commands."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Inbound adapters: messages from hospital systems turned into the events ``flows.ingest`` takes."""
+"""Inbound adapters: what hospital systems send, turned into the events ``flows.ingest`` takes."""

@@ -189,7 +189,7 @@ def _parse(text: str) -> tuple[hl7.Message | None, list[Issue]]:
                                 "three capitals or digits and the field separator")]
     try:
         return hl7.parse(text), []
-    except Exception:  # noqa: BLE001 - the parser's own errors vary; the sender gets an AR
+    except Exception:  # the parser's own errors vary; the sender gets an AR
         return None, [Issue("MSH-2", "102", "the message cannot be parsed with its encoding "
                             "characters (MSH-2)")]
 
@@ -207,7 +207,7 @@ def value(msg: hl7.Message, ref: FieldRef, occurrence: int = 1) -> str:
     text = str(found or "")
     try:
         return str(msg.unescape(text)).strip()
-    except Exception:  # noqa: BLE001 - a broken escape sequence is kept as sent
+    except Exception:  # a broken escape sequence is kept as sent
         return text.strip()
 
 
@@ -514,7 +514,7 @@ def build_ack(head: Header, code: str, issues: list[Issue]) -> str:
         erl, where = _erl(issue.location)
         name = TABLE_0357.get(issue.code, "")
         if old:  # v2.1–2.4: ERR-1 ELD (segment^sequence^field^code&text)
-            parts = erl.split("^")[:3] + [f"{issue.code}&{_escape(name)}&HL70357"]
+            parts = [*erl.split("^")[:3], f"{issue.code}&{_escape(name)}&HL70357"]
             segments.append(f"ERR|{'^'.join(parts)}")
         else:  # v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 user message
             segments.append(f"ERR||{erl}|{issue.code}^{_escape(name)}^HL70357|{issue.severity}"
@@ -748,7 +748,7 @@ def ack_in_words(ack: str) -> list[str]:
         msg = hl7.parse(ack.replace("\n", "\r").strip("\r"))
         code = str(msg.extract_field("MSA", 1, 1, 1, 1, 1))
         control = str(msg.extract_field("MSA", 1, 2, 1, 1, 1))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return ["the answer is not an HL7 ACK"]
     lines = [f"{code} {words.get(code, '')} — MSH-10 {control}".strip()]
     for segment in ack.split("\r"):

@@ -10,6 +10,7 @@ idle longer than ``idle_seconds`` is closed. Nothing a client sends stops the li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -37,8 +38,7 @@ class Listener:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (``port=0`` picks a free one)."""
-        self.server = await asyncio.start_server(self._client, host, port,
-                                                 limit=self.max_bytes + 1024)
+        self.server = await asyncio.start_server(self._client, host, port)
         sock: socket.socket = self.server.sockets[0]
         return int(sock.getsockname()[1])
 
@@ -60,14 +60,12 @@ class Listener:
                 buffer = await self._frames(buffer, writer, loop)
         except (TimeoutError, ConnectionError):
             pass
-        except Exception:  # noqa: BLE001 - one client's failure never stops the listener
+        except Exception:  # one client's failure never stops the listener
             log.exception("hl7 listener: connection failed")
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
 
     async def _frames(self, buffer: bytes, writer: asyncio.StreamWriter,
                       loop: asyncio.AbstractEventLoop) -> bytes:

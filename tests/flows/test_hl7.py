@@ -327,10 +327,10 @@ def test_public_samples_ack_and_replay_after_it_maps_the_codes(
 def test_unsupported_types_versions_and_processing_ids_are_rejected(
         server: Server, clock: Any) -> None:
     base = gb_message("A04", "X-1", clock.now)
-    cases = {b"ADT^A04^ADT_A01|X-1|P|2.5": ("MSH^1^9", "200", b"SIU^S12^SIU_S12|X-1|P|2.5"),
-             b"|X-1|P|2.5|": ("MSH^1^11", "202", b"|X-2|T|2.5|"),
-             b"|X-1|P|2.5|": ("MSH^1^12", "203", b"|X-3|P|3.0|")}
-    for old, (where, code, new) in cases.items():
+    cases = [(b"ADT^A04^ADT_A01|X-1|P|2.5", "MSH^1^9", "200", b"SIU^S12^SIU_S12|X-1|P|2.5"),
+             (b"|X-1|P|2.5|", "MSH^1^11", "202", b"|X-2|T|2.5|"),
+             (b"|X-1|P|2.5|", "MSH^1^12", "203", b"|X-3|P|3.0|")]
+    for old, where, code, new in cases:
         ack = server.send(base.replace(old, new))
         assert ack.code == "AR", ack.text
         assert ack.errs[0][2].startswith(where) and ack.errs[0][3].startswith(code + "^")
