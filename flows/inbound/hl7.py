@@ -39,13 +39,15 @@ from typing import Any
 
 import hl7
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import text as sql
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from careloop.engine import audit
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient
+from careloop.engine.errors import CareloopError
 from careloop.flows.inbound.hl7_mapping import PASS_THROUGH, FieldRef, Hl7MappingSpec, mapping_for
 from careloop.flows.models import Hl7Message
 
@@ -657,18 +659,26 @@ def receive(raw: bytes, *, engine: Engine | None = None, source: str = "hl7") ->
     if len(raw) > MAX_MESSAGE_BYTES:
         issue = Issue("MSH", "104", f"message larger than {MAX_MESSAGE_BYTES} bytes")
         return Outcome(build_ack(head, "AR", [issue]), "AR", "utf-8")
-    for attempt in (1, 2):
+    try:
         try:
             return _receive_once(raw, head, engine, source)
         except IntegrityError:  # the same message stored by another connection just now
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            return _receive_once(raw, head, engine, source)
+    except SQLAlchemyError as exc:
+        # Nothing was stored: AR (original mode) tells the sender to send it again later.
+        log.error("hl7 %s from %s: not stored, the database failed (%s); answered AR",
+                  head.control_id, head.sender, type(exc).__name__)
+        issue = Issue("MSH", "207", "the message could not be stored just now; send it again")
+        return Outcome(build_ack(head, "AR", [issue]), "AR", "utf-8")
 
 
 def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) -> Outcome:
     refused: list[Issue] = []
     with transaction(engine) as session:
+        if session.get_bind().dialect.name == "sqlite":
+            # Take the write lock before reading: pysqlite begins a transaction at the first
+            # write, and two connections that both read first cannot both upgrade to writing.
+            session.execute(sql("UPDATE hl7_messages SET id = id WHERE 1 = 0"))
         row = _lookup(session, head)
         if row is not None and row.state in ("accepted", "parked", "rejected") \
                 and row.ack is not None:
@@ -694,21 +704,28 @@ def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) 
         return Outcome(ack, "AE", codec, stored.id)
 
 
+class Hl7ReplayError(CareloopError):
+    """Raised when a message is not waiting for a replay (unknown, or not in ``error``)."""
+
+
 def replay(message_id: int, actor: str, *, engine: Engine | None = None) -> Outcome:
     """Process a failed message again with the current mapping and code tables (after IT fixed
-    them); audited. The sender is not answered again: the message's state and ACK change."""
+    them); audited with its outcome. The sender is not answered again: the stored state and ACK
+    change. A message another replay got through first is answered its stored ACK."""
     with transaction(engine) as session:
         row = session.get(Hl7Message, message_id)
-        if row is None or row.state not in ("error", "parked"):
-            from careloop.flows.ingest import ParkedEventError
-
-            raise ParkedEventError(f"HL7 message {message_id} is not waiting for a replay")
-        raw, state = bytes(row.raw), row.state
-        row.state = "replaying"
-        audit.append(session, actor=actor, action="hl7.replay", object_type="hl7_message",
-                     object_id=str(message_id), details={"state": state})
+        if row is None or row.state != "error":
+            raise Hl7ReplayError(f"HL7 message {message_id} is not waiting for a replay")
+        raw = bytes(row.raw)
     head = read_header(raw)
-    outcome = _receive_once(raw, head, engine, f"hl7:replay:{actor}"[:64])
+    source = f"hl7:replay:{actor}"[:64]
+    try:
+        outcome = _receive_once(raw, head, engine, source)
+    except IntegrityError:  # replayed at the same moment by someone else
+        outcome = _receive_once(raw, head, engine, source)
+    with transaction(engine) as session:
+        audit.append(session, actor=actor, action="hl7.replay", object_type="hl7_message",
+                     object_id=str(message_id), details={"ack": outcome.code})
     return outcome
 
 

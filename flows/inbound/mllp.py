@@ -35,6 +35,7 @@ class Listener:
         self.max_bytes, self.idle = max_bytes, idle_seconds
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hl7")
         self.server: asyncio.Server | None = None
+        self.clients: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (``port=0`` picks a free one)."""
@@ -43,12 +44,21 @@ class Listener:
         return int(sock.getsockname()[1])
 
     async def close(self) -> None:
+        """Stop accepting, end the open connections, wait for the workers."""
         if self.server is not None:
             self.server.close()
+        for task in list(self.clients):
+            task.cancel()
+        await asyncio.gather(*self.clients, return_exceptions=True)
+        if self.server is not None:
             await self.server.wait_closed()
         self.pool.shutdown(wait=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.clients.add(task)
+            task.add_done_callback(self.clients.discard)
         loop = asyncio.get_running_loop()
         buffer = b""
         try:

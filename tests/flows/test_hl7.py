@@ -453,3 +453,63 @@ def test_send_command_prints_the_ack_in_words(server: Server, clock: Any, tmp_pa
     result = CliRunner().invoke(hl7_command, ["send", str(bad), "--port", str(server.port)])
     assert result.exit_code == 1 and result.output.startswith("AE ")
     assert "ERR 103 PV1-3.1.1: department_id: unknown department '0999'" in result.output
+
+
+def test_concurrent_copies_of_one_message_are_processed_once(
+        server: Server, bundles: Engine, clock: Any, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    edit_mapping(tmp_path, bundles, {"0301": "cardiology"})
+    assert server.send(gb_message("A01", "C-0", clock.now)).code == "AA"
+    message = gb_message("A03", "C-1", clock.now)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        acks = list(pool.map(lambda _: server.send(message), range(4)))
+    assert {a.code for a in acks} == {"AA"} and len({a.text for a in acks}) == 1
+    assert count(bundles, DomainEventRow.type == "encounter.discharged") == 1
+    with transaction(bundles) as session:
+        assert session.scalars(select(func.count()).select_from(Hl7Message).where(
+            Hl7Message.control_id == "C-1")).one() == 1
+
+
+def test_careloop_hl7_listen_command_serves_a_real_socket(tmp_path: Path, clock: Any) -> None:
+    """The command itself, in its own process, on a database of its own (a SQLite file: the
+    process cannot be pointed at the suite's PostgreSQL schema): prints the port it bound,
+    stores and acknowledges, answers a re-send with the stored ACK, stops cleanly on SIGTERM,
+    and logs nothing personal."""
+    import os
+    import selectors
+    import signal
+    import subprocess
+    import sys
+
+    from careloop.engine.db import make_engine
+    from careloop.engine.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'listener.db'}"
+    own = make_engine(url)
+    upgrade(own)
+    env = {**os.environ, "CARELOOP_DATABASE_URL": url}
+    proc = subprocess.Popen([sys.executable, "-m", "careloop", "hl7", "listen", "--host",
+                             "127.0.0.1", "--port", "0"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=120), "the listener printed nothing"
+        line = proc.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        raw = gb_message("A04", "CMD-1", clock.now, patient="P-CMD")
+        first = Ack(send(raw, "127.0.0.1", port, timeout=120))
+        again = Ack(send(raw, "127.0.0.1", port, timeout=120))
+        assert first.code == "AA" and again.text == first.text, first.text
+        with transaction(own) as session:
+            patient = session.get(Patient, "P-CMD")
+            assert patient is not None and patient.name == "张三"
+            assert session.scalars(select(func.count()).select_from(Hl7Message)).one() == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        own.dispose()
+    assert proc.returncode == 0, err
+    assert "张" not in err and "P-CMD" not in err and "13800000000" not in err
