@@ -652,12 +652,13 @@ def _process(session: Session, raw: bytes, head: Header, source: str,
     return Outcome(ack, code, codec, stored.id)
 
 
-def receive(raw: bytes, *, engine: Engine | None = None, source: str = "hl7") -> Outcome:
+def receive(raw: bytes, *, engine: Engine | None = None, source: str = "hl7",
+            max_bytes: int = MAX_MESSAGE_BYTES) -> Outcome:
     """Store, map, ingest and acknowledge one message (the MLLP listener and HTTP call this in
     a worker thread). A message already accepted is answered its stored ACK."""
     head = read_header(raw)
-    if len(raw) > MAX_MESSAGE_BYTES:
-        issue = Issue("MSH", "104", f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    if len(raw) > max_bytes:
+        issue = Issue("MSH", "104", f"message larger than {max_bytes} bytes")
         return Outcome(build_ack(head, "AR", [issue]), "AR", "utf-8")
     try:
         try:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from careloop.flows.inbound.mllp import Listener
+
 DEFAULT_PORT = 2575  # the port IANA registered for HL7 over MLLP
 
 
@@ -16,12 +18,13 @@ def hl7() -> None:
     """HL7 v2 from the HIS over MLLP."""
 
 
-def make_listener(max_bytes: int) -> object:
+def make_listener(max_bytes: int) -> Listener:
+    """The listener ``careloop hl7 listen`` runs: each message stored and acknowledged by
+    :func:`careloop.flows.inbound.hl7.receive` on the configured database."""
     from careloop.flows.inbound import hl7 as hl7_in
-    from careloop.flows.inbound.mllp import Listener
 
     def handle(message: bytes) -> bytes:
-        return hl7_in.receive(message, source="hl7:mllp").ack_bytes()
+        return hl7_in.receive(message, source="hl7:mllp", max_bytes=max_bytes).ack_bytes()
 
     def too_large(start: bytes) -> bytes:
         head = hl7_in.read_header(start)
@@ -39,12 +42,7 @@ def make_listener(max_bytes: int) -> object:
               type=click.IntRange(1024, 16 * 1024 * 1024), help="Largest message accepted.")
 def listen(host: str, port: int, max_bytes: int) -> None:
     """Receive HL7 v2 messages over MLLP: store, map to events, acknowledge (AA/AE/AR)."""
-    from careloop.flows.inbound import hl7 as hl7_in
-    from careloop.flows.inbound.mllp import Listener
-
-    hl7_in.MAX_MESSAGE_BYTES = max_bytes
     listener = make_listener(max_bytes)
-    assert isinstance(listener, Listener)
 
     async def run() -> None:
         bound = await listener.start(host, port)

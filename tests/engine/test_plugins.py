@@ -46,7 +46,7 @@ def test_builtins_answer_every_hook_in_load_order() -> None:
     assert plugins.translation_dirs(manager)[0] == "careloop.engine:data/i18n"
     assert "encounter.discharged" in plugins.inbound_event_types(manager)
     assert plugins.template_dirs(manager) == ["careloop.web:templates"]
-    assert len(plugins.routers(manager)) == 13
+    assert len(plugins.routers(manager)) == 14  # web.plugin ROUTE_MODULES (+ routes_hl7)
     registry = Registry()
     registry.load_plugins(manager)
     assert registry.catalogue("kind").names()[:2] == ["template", "form"]
