@@ -293,5 +293,6 @@ def allowed_hosts() -> None:
 def commands() -> list[click.Command]:
     from careloop.flows.cli_outbox import outbox
     from careloop.flows.inbound.cli import commands as inbound
+    from careloop.flows.inbound.hl7_cli import hl7
 
-    return [scheduler, events, apikey, flows, outbox, *inbound()]
+    return [scheduler, events, apikey, flows, outbox, *inbound(), hl7]

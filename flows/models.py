@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careloop.engine.models import Base, JSONType, utcnow
@@ -322,3 +322,33 @@ class WebhookCall(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class Hl7Message(Base):
+    """An HL7 v2 message as received (bytes and charset), stored in the transaction that ingests
+    its events, with the ACK answered: a re-sent MSH-10 from the same sender gets that ACK
+    again; one in ``error`` is kept for IT to replay after fixing the mapping or a code table.
+    ``control_id`` is NULL for a message rejected before its MSH-10 could be read."""
+
+    __tablename__ = "hl7_messages"
+    __table_args__ = (UniqueConstraint("sending_application", "sending_facility", "control_id",
+                                       name="uq_hl7_messages_sender_control_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    sending_application: Mapped[str] = mapped_column(String(180))
+    sending_facility: Mapped[str] = mapped_column(String(180))
+    control_id: Mapped[str | None] = mapped_column(String(64))
+    message_type: Mapped[str | None] = mapped_column(String(16))  # ADT^A03, ORU^R01
+    version: Mapped[str | None] = mapped_column(String(16))
+    charset: Mapped[str | None] = mapped_column(String(32))  # the Python codec used
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # accepted | parked (an unknown code, kept in the integration queue) | error | rejected
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    ack_code: Mapped[str | None] = mapped_column(String(2))
+    ack: Mapped[str | None] = mapped_column(Text)
+    errors: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    event_ids: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    merged_patient_id: Mapped[str | None] = mapped_column(String(64))  # A40: MRG-1
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    processed_at: Mapped[datetime | None]

@@ -1,5 +1,5 @@
-"""Registers the flow engine: kinds ``flow``, ``calendar`` and ``his_view``, step types, channel
-adapters, the ``flows`` event handler, services and CLI commands."""
+"""Registers the flow engine: kinds ``flow``, ``calendar``, ``his_view`` and ``hl7_mapping``,
+step types, channel adapters, the ``flows`` event handler, services and CLI commands."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def register(registry: Registry) -> None:
         name="calendar", package="careloop.flows", schema_file="schema/calendar.json",
         compile=compile_calendar, folder="calendars",
         title={"zh-CN": "工作日历", "en": "Business calendar"}, order=15))
+    from careloop.flows.inbound.hl7_mapping import compile_hl7_mapping
+
+    kinds.register("hl7_mapping", KindSpec(
+        name="hl7_mapping", package="careloop.flows", schema_file="schema/hl7_mapping.json",
+        compile=compile_hl7_mapping, folder="hl7_mappings",
+        title={"zh-CN": "HL7 v2 映射", "en": "HL7 v2 mapping"}, order=16))
     kinds.register("flow", KindSpec(
         name="flow", package="careloop.flows", schema_file="schema/flow.json",
         compile=compile_flow, folder="flows", title={"zh-CN": "流程", "en": "Flow"}, order=50))

@@ -103,6 +103,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_documents",
     "careloop.web.routes_fhir",
     "careloop.web.routes_wechat",
+    "careloop.web.routes_hl7",
 )
 
 

@@ -586,6 +586,7 @@ def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> 
     from careloop.flows.inbound.views import view_states
     from careloop.flows.ingest import parks_unknown_codes
     from careloop.flows.models import ParkedEvent
+    from careloop.web.routes_hl7 import recent
 
     with transaction() as session:
         parked = session.scalars(select(ParkedEvent).where(ParkedEvent.status == "parked")
@@ -593,9 +594,10 @@ def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> 
         resolved = session.scalars(select(ParkedEvent).where(ParkedEvent.status != "parked")
                                    .order_by(ParkedEvent.resolved_at.desc()).limit(50)).all()
         his_views = view_states(session)
+        hl7 = recent(session, request.query_params.get("hl7"))
         session.expunge_all()
     return render(request, "admin_integration.html", parked=parked, resolved=resolved,
-                  parking=parks_unknown_codes(), his_views=his_views)
+                  parking=parks_unknown_codes(), his_views=his_views, hl7=hl7)
 
 
 @router.post("/integration/{item_id}/{action}")
