@@ -9,6 +9,8 @@ failed message again after IT fixed the mapping or a code table (audited).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
@@ -18,6 +20,7 @@ from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows.inbound import hl7 as hl7_in
 from careloop.flows.models import Hl7Message
+from careloop.web.api_models import COMMON_ERRORS, ErrorBody
 from careloop.web.deps import record, request_body, require
 from careloop.web.permissions import BUNDLE_IMPORT, MAX_ID, Principal
 from careloop.web.routes_flows import _require_key
@@ -28,7 +31,19 @@ KNOWN_TYPES = {f"ADT_{event}" for event in hl7_in.ADT_EVENTS} | {"ORU_R01"}
 ACCEPTED_TYPES = (MEDIA_TYPE, "application/hl7-v2", "text/plain")
 
 
-@router.post("/api/v1/hl7", include_in_schema=True)
+ACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The message's HL7 v2 acknowledgement (MSH and MSA, ERR when refused); "
+                         "header X-HL7-Ack-Code carries MSA-1 (AA, AE or AR).",
+          "content": {MEDIA_TYPE: {"schema": {"type": "string",
+                                              "description": "An ACK message, segments "
+                                                             "separated by CR"}}}},
+    **COMMON_ERRORS,
+    415: {"description": "Not sent as an HL7 v2 message",
+          "model": ErrorBody},
+}
+
+
+@router.post("/api/v1/hl7", include_in_schema=True, responses=ACK_RESPONSES)
 def post_hl7(request: Request, x_api_key: str | None = Header(default=None),
              content_type: str | None = Header(default=None),
              raw: bytes = Depends(request_body)) -> Response:

@@ -108,7 +108,7 @@ def mapping_for(session: Session, sender: str) -> Hl7MappingSpec:
 
     fallback: Hl7MappingSpec | None = None
     for row in store.list_current(session, "hl7_mapping"):
-        spec: Hl7MappingSpec = store.compile_row(row)
+        spec = store.compile_row(row, Hl7MappingSpec)
         if sender and sender in spec.senders:
             return spec
         if spec.key == DEFAULT_KEY:
