@@ -92,7 +92,6 @@ WEB_ROUTE_MODULES = (
     "careloop.web.routes_outbound",
     "careloop.web.routes_outbox",
     "careloop.web.routes_import",
-    "careloop.web.routes_channels",
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",
@@ -104,6 +103,8 @@ ROUTE_MODULES = (
     "careloop.web.routes_fhir",
     "careloop.web.routes_wechat",
     "careloop.web.routes_hl7",
+    # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
+    "careloop.web.routes_channels",
 )
 
 
