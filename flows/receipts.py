@@ -72,7 +72,14 @@ def record_open(session: Session, token: str) -> int:
     """The patient opened the link with ``token``: stamp the messages that carried it (first
     opening only). Returns how many messages were stamped."""
     ref = links.token_ref(token)
+    # read first: a page view after the first writes nothing (on SQLite an UPDATE takes the
+    # database's write lock even when it matches no row, and the patient page must not wait
+    # behind the HIS's writers for that)
+    unopened = session.scalars(select(OutboxMessage.id).where(
+        OutboxMessage.link_ref == ref, OutboxMessage.opened_at.is_(None))).all()
+    if not unopened:
+        return 0
     result = session.execute(update(OutboxMessage).where(
-        OutboxMessage.link_ref == ref, OutboxMessage.opened_at.is_(None))
+        OutboxMessage.id.in_(unopened), OutboxMessage.opened_at.is_(None))
         .values(opened_at=now_utc()))
     return int(result.rowcount)  # type: ignore[attr-defined]
