@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from careloop.flows.callbacks import MAX_BODY, Answer, Inbound, refused
+from careloop.flows.callbacks import Answer, Inbound
 from careloop.flows.channel import (
     ChannelError,
     Outbound,
@@ -36,16 +37,15 @@ from careloop.flows.channel import (
     SendResult,
     Timeouts,
 )
-from careloop.flows.receipts import record_receipt
 from careloop.flows.sms.common import (
+    ReportFormat,
     Rule,
     SmsChannel,
     check_endpoint,
-    china_time,
     classify,
     e164,
     quiet_request_logs,
-    token_ok,
+    receive_reports,
 )
 
 log = logging.getLogger("careloop.flows.sms.aliyun")
@@ -168,50 +168,20 @@ class AliyunSms(SmsChannel):
 
     def callback(self, session: Session, hook: str, request: Inbound) -> Answer:
         """``POST /channels/aliyun_sms/receipts?token=…``: a batch of status reports."""
-        if hook != "receipts" or request.method != "POST":
-            return Answer(404)
-        try:
-            expected = self.options().get("receipt_token")
-        except ChannelError:
-            expected = None
-        if not token_ok(request.query.get("token"), expected):
-            log.warning("aliyun_sms status report refused: wrong or missing token")
-            return refused()
-        reports, problem = _reports(request.body)
-        if problem is not None:
-            return Answer.json({"code": 1, "msg": problem}, 400)
-        recorded = 0
-        for report in reports:
-            failed = report.get("success") is not True
-            detail = None
-            if failed:
-                code, words = str(report.get("err_code") or ""), str(report.get("err_msg") or "")
-                detail = f"{words}（{code}）" if words and code else (words or code or None)
-            found = record_receipt(
-                session, channel_type=self.name, provider_ref=str(report["biz_id"]),
-                state="failed" if failed else "delivered",
-                at=china_time(report.get("report_time")), detail=detail)
-            recorded += found is not None
-        log.info("aliyun_sms status reports: %s received, %s matched a message", len(reports),
-                 recorded)
-        return Answer.json({"code": 0, "msg": "接收成功"})
+        return receive_reports(session, self, hook, request, REPORTS)
 
 
-def _reports(body: bytes) -> tuple[list[dict[str, Any]], str | None]:
-    """The reports of a push, or the first problem named by its place (``[2].biz_id``)."""
-    if len(body) > MAX_BODY:
-        return [], "body too large"
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return [], f"not JSON: {exc}"[:200]
-    if not isinstance(data, list):
-        return [], "$: expected a JSON array of status reports"
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            return [], f"[{index}]: expected an object"
-        if not isinstance(item.get("biz_id"), str | int) or item.get("biz_id") == "":
-            return [], f"[{index}].biz_id: missing"
-        if not isinstance(item.get("success"), bool):
-            return [], f"[{index}].success: expected true or false"
-    return data, None
+def _check(item: Mapping[str, Any]) -> str | None:
+    if not isinstance(item.get("biz_id"), str | int) or item.get("biz_id") == "":
+        return "biz_id: missing"
+    if not isinstance(item.get("success"), bool):
+        return "success: expected true or false"
+    return None
+
+
+# Alibaba Cloud's push: [{phone_number, send_time, report_time, success, err_code, err_msg,
+# sms_size, biz_id, out_id}], answered {"code": 0, "msg": "接收成功"}.
+REPORTS = ReportFormat(
+    ref="biz_id", time="report_time", code="err_code", words="err_msg",
+    failed=lambda report: report.get("success") is not True, check=_check,
+    ok=lambda: {"code": 0, "msg": "接收成功"}, bad=lambda problem: {"code": 1, "msg": problem})

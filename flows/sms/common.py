@@ -13,20 +13,26 @@ An unknown code is retried (nothing was sent; the horizon bounds it).
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.orm import Session
+
 from careloop.engine.db import transaction
 from careloop.engine.errors import Problem
 from careloop.flows import egress
+from careloop.flows.callbacks import MAX_BODY, Answer, Inbound, refused
 from careloop.flows.channel import Channel, ChannelError
+from careloop.flows.receipts import record_receipt
 
+log = logging.getLogger("careloop.flows.sms")
 CHINA = ZoneInfo("Asia/Shanghai")  # both providers report times in Beijing time
 # reason codes of the SMS channels (words: ``flows.outbox.reason.<code>``, web/data/i18n/sms/)
 REASONS = ("no_provider_template", "sms_number_invalid", "sms_template_refused",
@@ -157,3 +163,72 @@ def china_time(text: object) -> datetime | None:
             tzinfo=CHINA).astimezone(UTC)
     except ValueError:
         return None
+
+
+# --- status reports (delivery receipts) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportFormat:
+    """How one provider's status-report push reads: the key naming the message (the provider's
+    reference returned at sending), how a failure is told, where its code, words and time are,
+    and the answers the provider expects."""
+
+    ref: str
+    time: str
+    code: str
+    words: str
+    failed: Callable[[Mapping[str, Any]], bool]
+    check: Callable[[Mapping[str, Any]], str | None]  # a problem with one report, or None
+    ok: Callable[[], dict[str, Any]]
+    bad: Callable[[str], dict[str, Any]]
+
+
+def receive_reports(session: Session, channel: Channel, hook: str, request: Inbound,
+                    fmt: ReportFormat) -> Answer:
+    """``POST /channels/<type>/receipts?token=…``: check the shared token, read the batch (the
+    first problem named by its place, ``[2].sid``), record each report on its message."""
+    if hook != "receipts" or request.method != "POST":
+        return Answer(404)
+    try:
+        expected = channel.options().get("receipt_token")
+    except ChannelError:
+        expected = None
+    if not token_ok(request.query.get("token"), expected):
+        log.warning("%s status report refused: wrong or missing token", channel.name)
+        return refused()
+    reports, problem = _reports(request.body, fmt)
+    if problem is not None:
+        return Answer.json(fmt.bad(problem), 400)
+    recorded = 0
+    for report in reports:
+        failed = fmt.failed(report)
+        detail = None
+        if failed:
+            code, words = str(report.get(fmt.code) or ""), str(report.get(fmt.words) or "")
+            detail = f"{words}（{code}）" if words and code else (words or code or None)
+        found = record_receipt(
+            session, channel_type=channel.name, provider_ref=str(report[fmt.ref]),
+            state="failed" if failed else "delivered", at=china_time(report.get(fmt.time)),
+            detail=detail)
+        recorded += found is not None
+    log.info("%s status reports: %s received, %s matched a message", channel.name,
+             len(reports), recorded)
+    return Answer.json(fmt.ok())
+
+
+def _reports(body: bytes, fmt: ReportFormat) -> tuple[list[dict[str, Any]], str | None]:
+    if len(body) > MAX_BODY:
+        return [], "body too large"
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return [], f"not JSON: {exc}"[:200]
+    if not isinstance(data, list):
+        return [], "$: expected a JSON array of status reports"
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            return [], f"[{index}]: expected an object"
+        problem = fmt.check(item)
+        if problem is not None:
+            return [], f"[{index}].{problem}"
+    return data, None

@@ -23,15 +23,15 @@ callback, so Careloop requires the shared token in the URL:
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from careloop.flows.callbacks import MAX_BODY, Answer, Inbound, refused
+from careloop.flows.callbacks import Answer, Inbound
 from careloop.flows.channel import (
     ChannelError,
     Outbound,
@@ -39,16 +39,15 @@ from careloop.flows.channel import (
     SendResult,
     Timeouts,
 )
-from careloop.flows.receipts import record_receipt
 from careloop.flows.sms.common import (
+    ReportFormat,
     Rule,
     SmsChannel,
     check_endpoint,
-    china_time,
     classify,
     e164,
     quiet_request_logs,
-    token_ok,
+    receive_reports,
 )
 
 log = logging.getLogger("careloop.flows.sms.tencent")
@@ -171,51 +170,20 @@ class TencentSms(SmsChannel):
 
     def callback(self, session: Session, hook: str, request: Inbound) -> Answer:
         """``POST /channels/tencent_sms/receipts?token=…``: a batch of status reports."""
-        if hook != "receipts" or request.method != "POST":
-            return Answer(404)
-        try:
-            expected = self.options().get("receipt_token")
-        except ChannelError:
-            expected = None
-        if not token_ok(request.query.get("token"), expected):
-            log.warning("tencent_sms status callback refused: wrong or missing token")
-            return refused()
-        reports, problem = _reports(request.body)
-        if problem is not None:
-            return Answer.json({"result": 1, "errmsg": problem}, 400)
-        recorded = 0
-        for report in reports:
-            failed = report["report_status"] != "SUCCESS"
-            detail = None
-            if failed:
-                code = str(report.get("errmsg") or "")
-                words = str(report.get("description") or "")
-                detail = f"{words}（{code}）" if words and code else (words or code or None)
-            found = record_receipt(
-                session, channel_type=self.name, provider_ref=str(report["sid"]),
-                state="failed" if failed else "delivered",
-                at=china_time(report.get("user_receive_time")), detail=detail)
-            recorded += found is not None
-        log.info("tencent_sms status reports: %s received, %s matched a message", len(reports),
-                 recorded)
-        return Answer.json({"result": 0, "errmsg": "OK"})
+        return receive_reports(session, self, hook, request, REPORTS)
 
 
-def _reports(body: bytes) -> tuple[list[dict[str, Any]], str | None]:
-    """The reports of a callback, or the first problem named by its place (``[2].sid``)."""
-    if len(body) > MAX_BODY:
-        return [], "body too large"
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return [], f"not JSON: {exc}"[:200]
-    if not isinstance(data, list):
-        return [], "$: expected a JSON array of status reports"
-    for index, item in enumerate(data):
-        if not isinstance(item, dict):
-            return [], f"[{index}]: expected an object"
-        if not isinstance(item.get("sid"), str) or not item["sid"]:
-            return [], f"[{index}].sid: missing"
-        if item.get("report_status") not in ("SUCCESS", "FAIL"):
-            return [], f"[{index}].report_status: expected SUCCESS or FAIL"
-    return data, None
+def _check(item: Mapping[str, Any]) -> str | None:
+    if not isinstance(item.get("sid"), str) or not item["sid"]:
+        return "sid: missing"
+    if item.get("report_status") not in ("SUCCESS", "FAIL"):
+        return "report_status: expected SUCCESS or FAIL"
+    return None
+
+
+# Tencent Cloud's callback: [{user_receive_time, nationcode, mobile, report_status, errmsg,
+# description, sid}], answered {"result": 0, "errmsg": "OK"}.
+REPORTS = ReportFormat(
+    ref="sid", time="user_receive_time", code="errmsg", words="description",
+    failed=lambda report: report["report_status"] != "SUCCESS", check=_check,
+    ok=lambda: {"result": 0, "errmsg": "OK"}, bad=lambda problem: {"result": 1, "errmsg": problem})
