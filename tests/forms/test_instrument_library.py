@@ -40,6 +40,17 @@ def named(keys: str, *points: int) -> dict[str, str]:
     return {k: str(p) for k, p in zip(keys.split(), points, strict=True)}
 
 
+# Zung's published keys: the positively worded items, scored 4-1 (the others 1-4)
+ZUNG_REVERSED = {"sds": {2, 5, 6, 11, 12, 14, 16, 17, 18, 20}, "sas": {5, 9, 13, 17, 19}}
+
+
+def zung(form: str, ticked: str) -> dict[str, str]:
+    """Answers from what the patient ticked on each of the 20 items, 1 (none or a little of the
+    time) … 4 (most or all of the time): the code is the point after reverse scoring."""
+    return {f"q{i}": str(5 - int(level) if i in ZUNG_REVERSED[form] else int(level))
+            for i, level in enumerate(ticked, start=1)}
+
+
 BARTHEL = "feeding bathing grooming dressing bowels bladder toilet transfer mobility stairs"
 MORSE = "history secondary_diagnosis ambulatory_aid iv gait mental_status"
 BRADEN = "sensory moisture activity mobility nutrition friction"
@@ -156,6 +167,53 @@ VECTORS: list[Vector] = [
     ("nrs_pain", {"pain": 6}, {"total": 6}, {"total": "moderate"}, "female"),
     ("nrs_pain", {"pain": 7}, {"total": 7}, {"total": "severe"}, "female"),
     ("nrs_pain", {"pain": 10}, {"total": 10}, {"total": "severe"}, "female"),
+    # SDS (Zung 1965; Chinese norm, 汪向东 1999): raw = Σ points (items 2 5 6 11 12 14 16 17 18 20
+    # reversed), index = integer part of raw × 1.25; <53 none, 53-62 mild, 63-72 moderate, ≥73
+    # severe; item 19 above "none or a little" flagged. Raw 42 → 52.5 → 52 and raw 50 → 62.5 → 62
+    # show the integer part (rounding would give 53 and 63: another band).
+    ("sds", zung("sds", "14114411114414144414"),  # every point 1: raw 20 → 25
+     {"raw": 20, "index": 25, "item19_positive": 0}, {"index": "none", "item19_positive": "no"},
+     "female"),
+    ("sds", zung("sds", "11111111111111111111"),  # ticks "none or a little" everywhere:
+     {"raw": 50, "index": 62}, {"index": "mild"}, "female"),  # 10 × 1 + 10 reversed × 4 = 50
+    ("sds", zung("sds", "44444444444444444444"),  # the mirror: 10 × 4 + 10 × 1 = 50, item 19 = 4
+     {"raw": 50, "index": 62, "item19_positive": 1}, {"index": "mild", "item19_positive": "yes"},
+     "female"),
+    ("sds", zung("sds", "41441142114414144414"),  # points 44444442111111111111 = 42 → 52.5
+     {"raw": 42, "index": 52}, {"index": "none"}, "male"),
+    ("sds", zung("sds", "41441143114414144414"),  # points 44444443111111111111 = 43 → 53.75
+     {"raw": 43, "index": 53}, {"index": "mild"}, "male"),
+    ("sds", zung("sds", "32232122232222223213"),  # points 33233422233323232312 = 51 → 63.75
+     {"raw": 51, "index": 63, "item19_positive": 0}, {"index": "moderate"}, "male"),
+    ("sds", zung("sds", "41441144441134144414"),  # points 44444444444431111111 = 58 → 72.5
+     {"raw": 58, "index": 72}, {"index": "moderate"}, "male"),
+    ("sds", zung("sds", "41441144441134144424"),  # points 44444444444431111121 = 59 → 73.75
+     {"raw": 59, "index": 73, "item19_positive": 1}, {"index": "severe", "item19_positive": "yes"},
+     "male"),
+    ("sds", zung("sds", "41441144441141411141"),  # every point 4: raw 80 → 100
+     {"raw": 80, "index": 100}, {"index": "severe"}, "male"),
+    # SAS (Zung 1971; Chinese norm, 汪向东 1999): items 5 9 13 17 19 reversed; index as SDS;
+    # <50 none, 50-59 mild, 60-69 moderate, ≥70 severe
+    ("sas", zung("sas", "11114111411141114141"), {"raw": 20, "index": 25}, {"index": "none"},
+     "female"),
+    ("sas", zung("sas", "11111111111111111111"),  # 15 × 1 + 5 reversed × 4 = 35 → 43.75
+     {"raw": 35, "index": 43}, {"index": "none"}, "female"),
+    ("sas", zung("sas", "44441421411141114141"),  # points 44444421111111111111 = 39 → 48.75
+     {"raw": 39, "index": 48}, {"index": "none"}, "female"),
+    ("sas", zung("sas", "44441431411141114141"), {"raw": 40, "index": 50}, {"index": "mild"},
+     "female"),
+    ("sas", zung("sas", "44441444111141114141"),  # points 44444444411111111111 = 47 → 58.75
+     {"raw": 47, "index": 58}, {"index": "mild"}, "female"),
+    ("sas", zung("sas", "44441444121141114141"), {"raw": 48, "index": 60},
+     {"index": "moderate"}, "female"),
+    ("sas", zung("sas", "44441444144341114141"),  # points 44444444444311111111 = 55 → 68.75
+     {"raw": 55, "index": 68}, {"index": "moderate"}, "female"),
+    ("sas", zung("sas", "44441444144441114141"), {"raw": 56, "index": 70}, {"index": "severe"},
+     "female"),
+    ("sas", zung("sas", "44444444444444444444"),  # 15 × 4 + 5 × 1 = 65 → 81.25
+     {"raw": 65, "index": 81}, {"index": "severe"}, "female"),
+    ("sas", zung("sas", "44441444144414441414"), {"raw": 80, "index": 100}, {"index": "severe"},
+     "female"),
     # EQ-5D-5L: the five-digit health state as EuroQol writes it; no value set
     ("eq5d5l_profile", {**named(EQ5D, 1, 1, 1, 1, 1), "vas": 90},
      {"profile": 11111, "level_sum": 5, "vas": 90}, {}, "female"),
@@ -206,6 +264,21 @@ def test_every_form_states_its_licence_and_source() -> None:
         if form in LIBRARY_FORMS:
             header = text.split("\nkind:")[0]
             assert "Licence" in header and "LOINC" in header, form
+
+
+def test_zung_scales_reverse_exactly_the_published_items() -> None:
+    """SDS and SAS: "none or a little of the time" scores 4 on the published reversed items and 1
+    on the others, the four levels in order, on every one of the 20 items."""
+    for form, reversed_items in ZUNG_REVERSED.items():
+        spec = yaml.safe_load((LIBRARY / "forms" / f"{form}.yaml").read_text("utf-8"))
+        items = [f for f in spec["fields"] if f["key"].startswith("q")]
+        assert [f["key"] for f in items] == [f"q{i}" for i in range(1, 21)], form
+        for i, field in enumerate(items, start=1):
+            points = [c["score"] for c in field["choices"]]
+            assert points == ([4, 3, 2, 1] if i in reversed_items else [1, 2, 3, 4]), (form, i)
+            assert [c["code"] for c in field["choices"]] == [str(p) for p in points], (form, i)
+            assert field["choices"][0]["label"] == {"zh-CN": "没有或很少时间",
+                                                    "en": "None or a little of the time"}
 
 
 @pytest.fixture
