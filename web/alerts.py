@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
-from careloop.engine.domain import Department
+from careloop.engine.domain import Department, Patient, User
 from careloop.rules.models import RuleAlert
 from careloop.web.permissions import Principal, visible_patient_filter
 
@@ -62,6 +62,8 @@ class AlertRow:
     acknowledged_at: Any
     acknowledged_by: str | None
     note: str | None
+    patient_name: str | None = None  # for the page: people read names, not ids
+    acknowledged_by_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "level": self.level, "message": self.message,
@@ -79,9 +81,18 @@ def list_alerts(session: Session, principal: Principal, status: str | None = "op
     rows = session.scalars(_query(principal, status).order_by(
         RuleAlert.created_at.desc(), RuleAlert.id.desc()).limit(limit)).all()
     names = {d.id: d.name for d in session.scalars(select(Department)).all()}
+    patient_ids = {r.patient_id for r in rows if r.patient_id}
+    patients = dict(session.execute(select(Patient.id, Patient.name).where(
+        Patient.id.in_(patient_ids))).all()) if patient_ids else {}
+    usernames = {r.acknowledged_by for r in rows if r.acknowledged_by}
+    people = dict(session.execute(select(User.username, User.display_name).where(
+        User.username.in_(usernames))).all()) if usernames else {}
     found = [AlertRow(r.id, r.level, r.message, r.patient_id,
                       names.get(r.department_id) if r.department_id else None, r.status,
-                      r.created_at, r.acknowledged_at, r.acknowledged_by, r.note) for r in rows]
+                      r.created_at, r.acknowledged_at, r.acknowledged_by, r.note,
+                      patients.get(r.patient_id) if r.patient_id else None,
+                      people.get(r.acknowledged_by) if r.acknowledged_by else None)
+             for r in rows]
     return sorted(found, key=lambda a: (a.status != "open", order.get(a.level, 9)))
 
 
