@@ -95,6 +95,7 @@ WEB_ROUTE_MODULES = (
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",
+    "careloop.web.routes_touchpoints",
     "careloop.web.routes_rules",
     "careloop.web.routes_flows",
     "careloop.web.routes_reports",
