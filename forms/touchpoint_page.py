@@ -86,6 +86,10 @@ def post_touchpoint(session: Session, token: str, form: Mapping[str, Any], *, de
     except NotFound:
         return _unknown(locale)
     _, spec = load_form(session, place.form)
+    if _first(form, "_action") == "visible":  # the page's script asks what to show: no answer
+        shown = evaluate(spec, {k: v for k, v in read_page(spec, 0, form).items()
+                                if v is not None}, locale=locale, context=NOBODY, pages=[])
+        return Reply(200, data={"visible": shown.visible, "required": shown.required})
     draft: dict[str, Any] = {"answers": {}, "page": 0}
     outcome = step(spec, draft, 0, read_page(spec, 0, form), "submit", locale, NOBODY)
     if not outcome.done:

@@ -12,7 +12,7 @@ import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from careloop.engine.db import transaction
 from careloop.engine.i18n import pick
@@ -30,7 +30,10 @@ NEEDS_DEFINITIONS = Depends(require(DEFINITIONS_VIEW))
 
 
 def _reply(reply: Reply, request: Request) -> Response:
-    answer = HTMLResponse(reply.html or "", status_code=reply.status, headers=NO_STORE)
+    answer: Response = (JSONResponse(reply.data, status_code=reply.status, headers=NO_STORE)
+                        if reply.data is not None else
+                        HTMLResponse(reply.html or "", status_code=reply.status,
+                                     headers=NO_STORE))
     if not request.cookies.get(DEVICE_COOKIE):
         answer.set_cookie(DEVICE_COOKIE, secrets.token_urlsafe(18), max_age=365 * 86400,
                           httponly=True, samesite="lax", path="/t/",

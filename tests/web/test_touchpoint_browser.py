@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import Engine, select
 
 from careloop.engine.bundles import import_bundle
+from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Task
 from careloop.flows.ingest import create_api_key
@@ -93,8 +95,8 @@ def test_qr_code_answered_with_taps_in_30_seconds_and_read_aloud(
             phone.locator('#f-rating label:has(input[value="2"])').tap()
             phone.locator('#f-issues label[data-choice="waiting"]').tap()
             assert phone.evaluate("document.documentElement.scrollWidth") <= 390
-            phone.locator('button[value="submit"]').tap()
-            phone.wait_for_load_state()
+            with phone.expect_navigation():
+                phone.locator('button[value="submit"]').tap()
             assert "感谢您的评价" in phone.locator("body").inner_text()
             assert time.monotonic() - started < 30
         finally:
@@ -123,7 +125,8 @@ def test_a_daughter_answers_for_her_father_and_staff_see_it(
         assert sent.status_code == 200, sent.text
     with transaction(engine) as session:  # what a flow's send_form step does (its service)
         link = create_request(session, form_key="touchpoint_quick", patient_id="P1",
-                              encounter_id="E1", channel="sms")["url"]
+                              encounter_id="E1", channel="sms",
+                              expires_at=now_utc() + timedelta(days=7))["url"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
@@ -133,8 +136,8 @@ def test_a_daughter_answers_for_her_father_and_staff_see_it(
             phone.locator('#proxy label[data-choice="daughter"]').tap()
             assert "我是患者的女儿" in phone.locator("#proxy").inner_text()
             phone.locator('#f-rating label:has(input[value="4"])').tap()
-            phone.locator('button[value="submit"]').tap()
-            phone.wait_for_load_state()
+            with phone.expect_navigation():
+                phone.locator('button[value="submit"]').tap()
             assert "感谢" in phone.locator("body").inner_text()
 
             office = browser.new_page(locale="zh-CN")
