@@ -55,9 +55,14 @@ class Submission(Base):
     form_key: Mapped[str] = mapped_column(String(64))
     form_version: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(80))
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    # None only for an anonymous answer at a touchpoint (a QR code at a window or a ward)
+    patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
     encounter_id: Mapped[str | None] = mapped_column(String(64))
     department_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # the touchpoint (``kind: touchpoint``) whose QR code was answered; None for a patient link
+    touchpoint_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    # who answered for the patient (``daughter``, ``son``, ``spouse`` …); None: the patient
+    proxy_relation: Mapped[str | None] = mapped_column(String(32))
     request_id: Mapped[str | None] = mapped_column(String(64))
     # web | phone | sms | wechat | kiosk | import
     channel: Mapped[str] = mapped_column(String(16))
@@ -85,3 +90,23 @@ class SubmissionAnswer(Base):
     value_number: Mapped[float | None] = mapped_column(Float)
     value_text: Mapped[str | None] = mapped_column(Text)
     value_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class TouchpointVisit(Base):
+    """One anonymous answer accepted at a touchpoint, by device: what the rate limit and the
+    duplicate suppression count (kept in the database, so every app process sees them).
+
+    ``device`` is the SHA-256 of the device cookie and of the address, keyed with the
+    installation's link secret: neither is stored, nor can be recovered from it.
+    """
+
+    __tablename__ = "touchpoint_visits"
+    __table_args__ = (Index("ix_touchpoint_visits_device_at", "device", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    touchpoint_key: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    answers_hash: Mapped[str] = mapped_column(String(64))
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -207,7 +207,13 @@ def _page_of(spec: FormSpec, path: str) -> int:
 def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale: str,
                 errors: list[dict[str, Any]], evaluation: Evaluation, action_url: str,
                 large_text: bool, message: str | None = None, staff: bool = False,
-                csrf: str | None = None) -> str:
+                csrf: str | None = None, proxy_offered: bool = False,
+                proxy: str | None = None, saving: bool = True) -> str:
+    """One page of a form. ``proxy_offered``: the first page asks whether a family member is
+    answering for the patient (``proxy`` the relation chosen so far); ``saving``: the page can
+    be saved and resumed (not at an anonymous touchpoint)."""
+    from careloop.forms.runtime import PROXY_RELATIONS
+
     pages = visible_pages(spec, evaluation)
     error_map: dict[str, str] = {}
     for error in errors:
@@ -223,7 +229,8 @@ def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale
         pipe=lambda text: pipe(text, answers, spec, locale), esc=escape,
         other_locale="en" if locale == "zh-CN" else "zh-CN",
         required_now=set(evaluation.required), type_css=type_stylesheets(spec),
-        **hospital_context(locale))
+        proxy_offered=proxy_offered and not staff, proxy=proxy, proxy_relations=PROXY_RELATIONS,
+        saving=saving, **hospital_context(locale))
 
 
 def type_stylesheets(spec: FormSpec) -> list[str]:

@@ -25,7 +25,13 @@ from careloop.forms.pages import (
     store_upload,
 )
 from careloop.forms.requests import RequestUnavailable, by_token
-from careloop.forms.runtime import CHANNELS, expression_context, load_form, submit
+from careloop.forms.runtime import (
+    CHANNELS,
+    PROXY_RELATIONS,
+    expression_context,
+    load_form,
+    submit,
+)
 
 
 @dataclass(slots=True)
@@ -85,7 +91,8 @@ def open_page(session: Session, token: str, *, page: int | None, large_text: boo
                                   evaluation=evaluation, action_url=url,
                                   large_text=bool(draft.get("lt")),
                                   message=t("forms.page.saved", locale) if draft.get("saved")
-                                  else None, csrf=csrf))
+                                  else None, csrf=csrf, proxy_offered=True,
+                                  proxy=draft.get("proxy")))
 
 
 def post_page(session: Session, token: str, form: Mapping[str, Any],
@@ -100,6 +107,9 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
     draft = dict(request.draft or {})
     locale = _locale(_first(form, "_lang") or draft.get("lang"), patient)
     draft["lang"], draft["lt"] = locale, _first(form, "_lt") == "1"
+    if "_proxy" in form:  # who is answering: the patient ("") or a relation
+        proxy = _first(form, "_proxy") or None
+        draft["proxy"] = proxy if proxy in PROXY_RELATIONS else None
     _, spec = load_form(session, request.form_key, request.form_version)
     try:
         page = max(0, min(int(_first(form, "_page") or 0), spec.pages - 1))
@@ -126,7 +136,7 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
         submit(session, form_key=request.form_key, answers=draft["answers"],
                patient_id=request.patient_id, encounter_id=request.encounter_id,
                channel=channel, locale=locale, request_id=request.id,
-               version=request.form_version)
+               version=request.form_version, proxy_relation=draft.get("proxy"))
         return Reply(200, render_message(pick(dict(spec.title), locale),
                                          t("forms.page.thanks", locale), locale,
                                          bool(draft.get("lt"))))
@@ -134,7 +144,8 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
     return Reply(200 if not outcome.errors else 422, render_page(
         spec, answers=draft["answers"], page=outcome.page, locale=locale, errors=outcome.errors,
         evaluation=outcome.evaluation, action_url=url, large_text=bool(draft.get("lt")),
-        message=t("forms.page.saved", locale) if outcome.saved else None, csrf=csrf))
+        message=t("forms.page.saved", locale) if outcome.saved else None, csrf=csrf,
+        proxy_offered=True, proxy=draft.get("proxy")))
 
 
 def _first(form: Mapping[str, Any], name: str) -> str | None:

@@ -25,6 +25,12 @@ def register(registry: Registry) -> None:
     registry.catalogue("kind").register("form", KindSpec(
         name="form", package="careloop.forms", schema_file="schema/form.json",
         compile=compile_form, folder="forms", title={"zh-CN": "表单", "en": "Form"}, order=20))
+    from careloop.forms.touchpoints import compile_touchpoint
+
+    registry.catalogue("kind").register("touchpoint", KindSpec(
+        name="touchpoint", package="careloop.forms", schema_file="schema/touchpoint.json",
+        compile=compile_touchpoint, folder="touchpoints",
+        title={"zh-CN": "服务触点", "en": "Touchpoint"}, order=25))
     services.register(registry)
     from careloop.forms.requests import handle_event
 

@@ -27,7 +27,10 @@ from careloop.forms.logic import Evaluation, evaluate
 from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
 from careloop.forms.spec import FormSpec
 
-CHANNELS = ("web", "phone", "sms", "wechat", "kiosk", "import")
+CHANNELS = ("web", "phone", "sms", "wechat", "kiosk", "import", "qr")
+# Who may answer for a patient (the relation of the person answering to the patient); each has a
+# label ``tp.proxy.<relation>`` (女儿, 儿子 …): "由 女儿 代答" on staff pages.
+PROXY_RELATIONS = ("daughter", "son", "spouse", "grandchild", "relative", "carer")
 STATUSES = ("received", "pending_dissatisfied", "in_review", "resolved", "archived")
 
 
@@ -47,7 +50,7 @@ def load_form(session: Session, key: str,
     return row, spec
 
 
-def expression_context(session: Session, patient_id: str,
+def expression_context(session: Session, patient_id: str | None,
                        encounter_id: str | None) -> dict[str, Any]:
     """The ``patient`` and ``encounter`` names a form's expressions read (the form adds
     ``answers``, ``scores``, ``value`` and ``row`` itself), from the one builder every engine
@@ -56,6 +59,8 @@ def expression_context(session: Session, patient_id: str,
     Raises:
         NotFound: if there is no such patient, or the encounter is not the patient's.
     """
+    if patient_id is None:  # an anonymous answer at a touchpoint: nobody to read
+        return {"patient": None, "encounter": None}
     if session.get(Patient, patient_id) is None:
         raise NotFound(f"no patient '{patient_id}'")
     if encounter_id is not None:
@@ -66,13 +71,23 @@ def expression_context(session: Session, patient_id: str,
     return {"patient": built["patient"], "encounter": built["encounter"]}
 
 
-def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patient_id: str,
-           encounter_id: str | None = None, channel: str = "web", entered_by: str | None = None,
-           locale: str = "zh-CN", request_id: str | None = None, version: int | None = None,
-           department_id: str | None = None) -> tuple[Submission, Evaluation]:
-    """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error."""
+def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
+           patient_id: str | None, encounter_id: str | None = None, channel: str = "web",
+           entered_by: str | None = None, locale: str = "zh-CN", request_id: str | None = None,
+           version: int | None = None, department_id: str | None = None,
+           touchpoint: Mapping[str, Any] | None = None,
+           proxy_relation: str | None = None) -> tuple[Submission, Evaluation]:
+    """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error.
+
+    ``patient_id`` is None only with ``touchpoint`` (``{"key", "type", "title", "owner"}``:
+    an anonymous answer at a place); ``proxy_relation`` says who answered for the patient."""
     if channel not in CHANNELS:
         raise CareloopError(f"unknown submission channel {channel!r}")
+    if (patient_id is None) != (touchpoint is not None):
+        raise CareloopError("a submission names a patient, or a touchpoint without one")
+    if proxy_relation is not None and proxy_relation not in PROXY_RELATIONS:
+        raise CareloopError(f"unknown proxy relation {proxy_relation!r}; expected one of "
+                            f"{', '.join(PROXY_RELATIONS)}")
     row, spec = load_form(session, form_key, version)
     context = expression_context(session, patient_id, encounter_id)
     result = evaluate(spec, answers, locale=locale, context=context)
@@ -85,7 +100,8 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patie
         patient_id=patient_id, encounter_id=encounter_id, department_id=department_id,
         request_id=request_id, channel=channel, entered_by=entered_by, locale=locale,
         status="received", answers=result.answers, scores=result.scores, bands=result.bands,
-        submitted_at=now_utc())
+        submitted_at=now_utc(), touchpoint_key=touchpoint["key"] if touchpoint else None,
+        proxy_relation=proxy_relation)
     session.add(submission)
     session.flush()
     session.add_all(_answer_rows(spec, submission))
@@ -98,9 +114,13 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patie
                      object_type="submission", object_id=str(submission.id),
                      patient_id=patient_id, details={"form": form_key, "channel": channel})
     payload = event_payload(submission)
+    if touchpoint is not None:  # what a rule needs to route a low score to the place's owner
+        payload["touchpoint_type"] = touchpoint["type"]
+        payload["owner"] = dict(touchpoint["owner"])
+        payload["touchpoint_title"] = dict(touchpoint.get("title") or {})
     for event_type in ("form.submitted", *spec.events):
         record(session, event_type, payload, event_id=f"{event_type}:{submission.id}")
-    for reading in reading_payloads(spec, submission):
+    for reading in (reading_payloads(spec, submission) if patient_id is not None else []):
         record(session, "reading.recorded", reading,
                event_id=f"reading.recorded:{reading['reading_id']}")
     return submission, result
@@ -149,7 +169,8 @@ def event_payload(submission: Submission) -> dict[str, Any]:
             "encounter_id": submission.encounter_id, "department_id": submission.department_id,
             "channel": submission.channel, "request_id": submission.request_id,
             "entered_by": submission.entered_by, "answers": submission.answers,
-            "scores": submission.scores, "bands": submission.bands, "status": submission.status}
+            "scores": submission.scores, "bands": submission.bands, "status": submission.status,
+            "touchpoint": submission.touchpoint_key, "proxy_relation": submission.proxy_relation}
 
 
 def _answer_rows(spec: FormSpec, submission: Submission) -> list[SubmissionAnswer]:

@@ -31,7 +31,7 @@ KEY_SUFFIX = "__key"
 # Dimensions whose values are codes a person must not read; the rest (dates, age bands) read
 # as they are.
 LABELLED = ("department", "ward", "doctor", "nursing_group", "category", "form", "question",
-            "channel", "encounter_type", "task_kind", "status")
+            "channel", "encounter_type", "task_kind", "status", "touchpoint")
 
 
 def key_column(dimension: str) -> str:
@@ -101,9 +101,15 @@ def _questions(session: Session, dataset: DatasetSpec, locale: str) -> dict[str,
 
 
 def _forms(session: Session, keys: Collection[str], locale: str) -> dict[str, str]:
+    return _titles(session, "form", keys, locale)
+
+
+def _titles(session: Session, kind: str, keys: Collection[str],
+            locale: str) -> dict[str, str]:
+    """The definitions' titles (a form's, a touchpoint's: 门诊药房)."""
     out = {}
     for key in keys:
-        row = store.current(session, "form", key)
+        row = store.current(session, kind, key)
         if row is not None:
             out[key] = pick(row.title, locale) or key
     return out
@@ -132,6 +138,8 @@ def dimension_labels(session: Session, dataset: DatasetSpec, dimension: str,
         return _questions(session, dataset, locale)
     if dimension == "form":
         return _forms(session, values, locale)
+    if dimension == "touchpoint":
+        return _titles(session, "touchpoint", values, locale)
     return _words(f"reports.value.{dimension}", values, locale)
 
 

@@ -86,6 +86,8 @@ DIMENSIONS = (
     DimensionInfo("status", {"zh-CN": "状态", "en": "Status"}, lambda b: b.base_column("status")),
     DimensionInfo("encounter_type", {"zh-CN": "就诊类型", "en": "Encounter type"},
                   lambda b: b.encounter().c.type),
+    DimensionInfo("touchpoint", {"zh-CN": "服务触点", "en": "Touchpoint"},
+                  lambda b: b.base_column("touchpoint_key")),
     DimensionInfo("task_kind", {"zh-CN": "待办类型", "en": "Task kind"},
                   lambda b: b.base_column("kind")),
     *(DimensionInfo(g, {"zh-CN": z, "en": g.capitalize()}, _time(g))
@@ -94,7 +96,7 @@ DIMENSIONS = (
 
 
 _SUB_DIMS = frozenset({"department", "ward", "doctor", "nursing_group", "form", "question",
-                       "channel", "category", "age_band", "status", *dl.GRAINS})
+                       "channel", "category", "age_band", "status", "touchpoint", *dl.GRAINS})
 SOURCES = (
     SourceInfo("submissions", {"zh-CN": "问卷提交", "en": "Submissions"}, _SUB_DIMS),
     SourceInfo("form_requests", {"zh-CN": "问卷发送", "en": "Form requests"},

@@ -123,7 +123,8 @@ _TEXT: dict[str, Any] = {"oneOf": [{"type": "string", "minLength": 1},
 _ASSIGNEE: dict[str, Any] = {
     "type": "object",
     "oneOf": [{"required": ["role"]}, {"required": ["relation"]}, {"required": ["user"]}],
-    "properties": {"role": {"type": "string"}, "relation": {"enum": list(RELATIONS)},
+    "properties": {"role": {"type": "string"},
+                   "relation": {"enum": [*RELATIONS, "owner"]},
                    "user": {"type": "string"}, "department": {"type": "string"}},
     "additionalProperties": False,
 }
@@ -164,6 +165,16 @@ def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 # --- the actions ----------------------------------------------------------------------------
 
 def _assignee(ctx: ActionContext, rule: Mapping[str, Any]) -> Any:
+    if rule.get("relation") == "owner":
+        # the owner of the place the event happened at (a touchpoint's ``owner``: a role in a
+        # department), carried by the event the form engine recorded
+        event = ctx.context.get("event")
+        owner = event.get("owner") if isinstance(event, Mapping) else None
+        if not isinstance(owner, Mapping) or not owner.get("role"):
+            raise RuleRuntimeError("assignee {relation: owner} needs an event naming its owner "
+                                   "(an answer at a touchpoint); this event has none")
+        rule = {"role": owner["role"], **({"department": owner["department"]}
+                                          if owner.get("department") else {})}
     return resolve_assignee(ctx.session, dict(rule), patient_id=ctx.patient_id,
                             encounter_id=ctx.encounter_id)
 

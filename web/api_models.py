@@ -408,6 +408,10 @@ class SubmissionOut(Closed):
     scores: dict[str, Any]
     bands: dict[str, Any]
     answers: Any
+    touchpoint: str | None = None
+    proxy_relation: str | None = None
+    answered_by: str | None = Field(default=None, description="who answered, in words: "
+                                    "\"由 女儿 代答\" for a family member; None for the patient")
 
 
 # --- rules and reports -------------------------------------------------------------------

@@ -207,7 +207,7 @@ def visible(session: Session, me: Principal, sub: Submission, department: str | 
         return False
     if me.scope is None or (department is not None and department in me.scope):
         return True
-    return can_see_patient(session, me, sub.patient_id)
+    return sub.patient_id is not None and can_see_patient(session, me, sub.patient_id)
 
 
 def may_open(session: Session, me: Principal, value: str) -> bool:

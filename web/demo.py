@@ -90,7 +90,8 @@ DEPARTMENTS = (
 )
 # departments without wards or patients of their own
 SERVICES = (("pharmacy", "药剂科", "Pharmacy"), ("px_office", "患者体验办公室",
-                                                 "Patient-experience office"))
+                                                 "Patient-experience office"),
+            ("outpatient_office", "门诊部", "Outpatient office"))  # the windows' touchpoints
 
 Action = Callable[[Session], None]
 Actor = Callable[[Session, random.Random, dict[str, Any], datetime], None]
@@ -204,6 +205,7 @@ def _reference_data(session: Session, context: dict[str, Any]) -> None:
     add("agent", "随访专员", "followup_agent", None)
     add("pharmacy_head", "药剂科主任", "pharmacy_head", "pharmacy")
     add("pharmacist", "药师", "pharmacist", "pharmacy")
+    add("outpatient_director", "门诊部主任", "dept_director", "outpatient_office")
     for dept in DEPARTMENTS:
         add(f"{dept.code}_director", f"{dept.zh}主任", "dept_director", dept.code)
         add(f"{dept.code}_head_nurse", f"{dept.zh}护士长", "head_nurse", dept.code)

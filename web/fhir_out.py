@@ -188,7 +188,7 @@ def response_by_id(session: Session, fid: str) -> tuple[str, dict[str, Any]] | N
     if not fid.isdigit() or len(fid) > 18:
         return None
     submission = session.get(Submission, int(fid))
-    if submission is None:
+    if submission is None or submission.patient_id is None:  # anonymous: no patient's record
         return None
     return submission.patient_id, _responses(session, [submission])[0]
 

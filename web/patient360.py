@@ -46,7 +46,8 @@ def submissions_json(session: Session, patient_id: str,
         if not hidden.hides(s.encounter_id, s.department_id)]
     return [{"id": s.id, "form": s.form_key, "form_version": s.form_version,
              "channel": s.channel, "entered_by": s.entered_by, "status": s.status,
-             "scores": s.scores, "bands": s.bands, "submitted_at": _iso(s.submitted_at)}
+             "scores": s.scores, "bands": s.bands, "submitted_at": _iso(s.submitted_at),
+             "proxy_relation": s.proxy_relation}
             for s in rows]
 
 
@@ -139,7 +140,11 @@ def panel_submissions(session: Session, patient_id: str, me: Principal, locale: 
         [local_time(s["submitted_at"]),
          Markup('<a href="/submissions/{}" class="submission-link">{}</a>').format(
              s["id"], d.label("form", s["form"])),
-         d.label("channel", s["channel"]),
+         d.label("channel", s["channel"]) + (
+             Markup(' <span class="badge proxy">{}</span>').format(t(
+                 "tp.proxy.answered_by", locale,
+                 relation=d.label("proxy_relation", s["proxy_relation"])))
+             if s.get("proxy_relation") else ""),
          Markup('<span class="scores">{}</span>').format(_scores(d, s)),
          d.label("status", s["status"])]
         for s in submissions_json(session, patient_id, hidden_stays(session, me, patient_id))]

@@ -31,6 +31,7 @@ def register(registry: Registry) -> None:
         ("dashboards", NavItem("web.nav.dashboards", "/dashboards", p.REPORTS_VIEW, 50)),
         ("definitions", NavItem("web.nav.definitions", "/definitions", p.DEFINITIONS_VIEW, 80)),
         ("builder", NavItem("builder.title", "/builder", p.BUILDER_EDIT, 85)),
+        ("touchpoints", NavItem("tp.sheet.title", "/touchpoints", p.DEFINITIONS_VIEW, 82)),
         ("flow_ops", NavItem("web.nav.flow_ops", "/admin/flows", p.BUNDLE_IMPORT, 60, "admin")),
         ("outbound", NavItem("govern.nav", "/admin/outbound", p.BUNDLE_IMPORT, 67, "admin")),
         ("delivery", NavItem("delivery.nav", "/admin/delivery", p.BUNDLE_IMPORT, 62, "admin")),
@@ -95,6 +96,7 @@ WEB_ROUTE_MODULES = (
 )
 ROUTE_MODULES = (
     "careloop.web.routes_forms",
+    "careloop.web.routes_touchpoints",
     "careloop.web.routes_rules",
     "careloop.web.routes_flows",
     "careloop.web.routes_reports",

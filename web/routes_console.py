@@ -559,17 +559,21 @@ def _submission_response(request: Request, me: Principal, submission_id: int, *,
     from careloop.forms.pages import describe
     from careloop.forms.runtime import load_form
     from careloop.rules.runtime import classifications_for, trace_for_submission
+    from careloop.web.routes_forms import submission_visible
 
     locale = locale_of(request)
     with transaction() as session:
         sub = session.get(Submission, submission_id)
         if sub is None:
             raise HTTPException(status_code=404)
+        if sub.patient_id is None and not submission_visible(session, me, sub):
+            raise HTTPException(status_code=403)  # a touchpoint's answer: its department
         row, spec = load_form(session, sub.form_key, sub.form_version)
         data = {"id": sub.id, "form": sub.form_key, "version": sub.form_version,
                 "title": row.title, "patient_id": sub.patient_id, "channel": sub.channel,
                 "entered_by": sub.entered_by, "status": sub.status,
-                "submitted_at": sub.submitted_at, "scores": sub.scores, "bands": sub.bands}
+                "submitted_at": sub.submitted_at, "scores": sub.scores, "bands": sub.bands,
+                "proxy_relation": sub.proxy_relation, "touchpoint": sub.touchpoint_key}
         masked = [a["key"] for a in describe(spec, sub.answers, locale) if a.get("masked")]
         answers = describe(spec, sub.answers, locale, reveal=reason is not None)
         traces = trace_for_submission(session, submission_id)
@@ -619,7 +623,8 @@ def complaint_page(request: Request, submission_id: int = Path(ge=1, le=MAX_ID),
         data["description"] = (mask_in_text(description)[0] if isinstance(description, str)
                                else description)
         # Seen as the department's complaint (not as one of their patients): no patient link.
-        data["patient_link"] = can_see_patient(session, me, sub.patient_id)
+        data["patient_link"] = (sub.patient_id is not None
+                                and can_see_patient(session, me, sub.patient_id))
         about_me = complaints.names_staff(sub, me)
         record(request, me, "patient.view", session=session, object_type="complaint",
                object_id=str(submission_id), patient_id=sub.patient_id,

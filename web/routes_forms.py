@@ -28,6 +28,7 @@ from starlette.datastructures import UploadFile
 
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
+from careloop.engine.i18n import t
 from careloop.flows.receipts import record_open
 from careloop.forms.fhir import FhirExportError, export_questionnaire, export_response
 from careloop.forms.models import Submission
@@ -147,7 +148,9 @@ def get_submission(request: Request, me: Viewer, submission_id: SubmissionId,
                 "encounter_id": sub.encounter_id, "channel": sub.channel,
                 "entered_by": sub.entered_by, "status": sub.status,
                 "submitted_at": sub.submitted_at.isoformat(), "scores": sub.scores,
-                "bands": sub.bands, "answers": describe(spec, sub.answers, locale)}
+                "bands": sub.bands, "answers": describe(spec, sub.answers, locale),
+                "touchpoint": sub.touchpoint_key, "proxy_relation": sub.proxy_relation,
+                "answered_by": answered_by(sub.proxy_relation, locale)}
 
 
 @router.get("/api/v1/submissions/{submission_id}/fhir", response_model=FhirResource,
@@ -159,6 +162,9 @@ def get_submission_fhir(request: Request, me: Viewer,
     """A submission as a FHIR QuestionnaireResponse (audited as ``patient.export``)."""
     with transaction() as session:
         sub = _visible_submission(session, submission_id, me)
+        if sub.patient_id is None:
+            raise HTTPException(status_code=422, detail="an anonymous answer at a touchpoint "
+                                "has no patient: it is not a QuestionnaireResponse of one")
         _, spec = load_form(session, sub.form_key, sub.form_version)
         record(request, me, "patient.export", session=session, object_type="submission",
                object_id=str(sub.id), patient_id=sub.patient_id,
@@ -170,13 +176,30 @@ def get_submission_fhir(request: Request, me: Viewer,
             raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
+def answered_by(relation: str | None, locale: str) -> str | None:
+    """``由 女儿 代答`` for an answer a family member gave; None for the patient's own."""
+    if relation is None:
+        return None
+    from careloop.web.display import label
+
+    return t("tp.proxy.answered_by", locale, relation=label("proxy_relation", relation, locale))
+
+
 def _visible_submission(session: Session, submission_id: int, me: Principal) -> Submission:
     sub = session.get(Submission, submission_id)
     if sub is None:
         raise HTTPException(status_code=404, detail=f"no submission {submission_id}")
-    if not can_see_patient(session, me, sub.patient_id):
+    if not submission_visible(session, me, sub):
         raise Forbidden()
     return sub
+
+
+def submission_visible(session: Session, me: Principal, sub: Submission) -> bool:
+    """A patient's submission: the patient in scope; an anonymous one at a touchpoint: its
+    department in scope (hospital-wide staff see every one)."""
+    if sub.patient_id is not None:
+        return can_see_patient(session, me, sub.patient_id)
+    return me.can(PATIENT_VIEW) and (me.scope is None or sub.department_id in me.scope)
 
 
 def _html(reply: Reply) -> Response:

@@ -221,6 +221,10 @@ def _object_exists(session: Session, via: str, value: str) -> bool:
         from careloop.rules.models import RuleAlert
 
         return session.get(RuleAlert, object_id) is not None
+    if via == "submission":  # an anonymous answer at a touchpoint: scoped by its department
+        from careloop.forms.models import Submission
+
+        return session.get(Submission, object_id) is not None
     return False
 
 

@@ -2,6 +2,30 @@
 // this script only asks it after each change. Everything works without it.
 (function () {
   "use strict";
+  // Read aloud: the browser's own speech synthesis in the page's language (zh-CN first); no
+  // network. The buttons stay hidden where the browser cannot speak.
+  var speech = window.speechSynthesis;
+  var lang = document.body.getAttribute("data-speech-lang") || "zh-CN";
+  if (speech && window.SpeechSynthesisUtterance) {
+    var voice = null;
+    var pickVoice = function () {
+      var voices = speech.getVoices ? speech.getVoices() : [];
+      voice = voices.filter(function (v) { return v.lang && v.lang.replace("_", "-").indexOf(lang) === 0; })[0] || null;
+    };
+    pickVoice();
+    if ("onvoiceschanged" in speech) { speech.onvoiceschanged = pickVoice; }
+    document.querySelectorAll("button.read-aloud").forEach(function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var utterance = new window.SpeechSynthesisUtterance(button.getAttribute("data-say") || "");
+        utterance.lang = lang;
+        utterance.rate = 0.9;  // a little slower: older listeners
+        if (voice) { utterance.voice = voice; }
+        speech.cancel();
+        speech.speak(utterance);
+      });
+    });
+  }
   var form = document.getElementById("careloop-form");
   if (!form || !window.fetch) { return; }
   var timer = null;

@@ -46,7 +46,8 @@ def test_submit_stores_answers_scores_rows_and_event(engine: Engine, patient: st
         assert event.payload["bands"] == {"nps_category": "detractor"}
         assert set(event.payload) == {"submission_id", "form", "form_version", "patient_id",
                                       "encounter_id", "department_id", "channel", "request_id",
-                                      "entered_by", "answers", "scores", "bands", "status"}
+                                      "entered_by", "answers", "scores", "bands", "status",
+                                      "touchpoint", "proxy_relation"}
 
 
 def test_tampered_hidden_answers_and_scores_are_corrected(engine: Engine, patient: str,

@@ -39,7 +39,8 @@ INSTANTS = {"messages": ("after", "before"), "tasks": ("due", "due_after", "due_
 REFERENCES = {"messages": (("template", "template"),), "submissions": (("form", "form"),),
               "flow_runs": (("flow", "flow"),),
               "dashboard": (("key", "dashboard"), ("chart", "chart")),
-              "patient_opens_link": (("form", "form"), ("template", "template"))}
+              "patient_opens_link": (("form", "form"), ("template", "template")),
+              "scan_touchpoint": (("touchpoint", "touchpoint"),)}
 _DURATION = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -207,6 +208,15 @@ class Checker:
         self._references(path, "patient_opens_link", options)
         self.link_opened = True
         self.opened_form = options.get("form")
+
+    def scan_touchpoint(self, path: Path, options: dict[str, Any]) -> None:
+        self._references(path, "scan_touchpoint", options)
+        found = self.ctx.definitions.get(("touchpoint", options["touchpoint"]))
+        body = found.body if found is not None else (
+            self.ctx.external("touchpoint", options["touchpoint"]) if self.ctx.external
+            else None)
+        self.link_opened = True
+        self.opened_form = body.get("form") if isinstance(body, dict) else None
 
     def answer(self, path: Path, answers: dict[str, Any]) -> None:
         if not self.link_opened:

@@ -167,7 +167,8 @@ def check_submissions(journey: Journey, options: dict[str, Any]) -> str | None:
 
     with transaction(journey.engine) as session:
         rows = list(session.scalars(select(Submission).order_by(Submission.id)))
-    columns = {"form": "form_key", "status": "status", "patient": "patient_id"}
+    columns = {"form": "form_key", "status": "status", "patient": "patient_id",
+               "touchpoint": "touchpoint_key"}
     found = [s for s in rows if all(getattr(s, column) == options[name]
                                     for name, column in columns.items() if name in options)]
     everything = "submissions: " + ("; ".join(f"{s.form_key} {s.status}" for s in rows)

@@ -277,6 +277,21 @@ class Journey:
         kind = "absolute" if parts.scheme else "relative"
         return f"opened {kind} link {_masked(link)} from message {template}"
 
+    def do_scan_touchpoint(self, options: dict[str, Any]) -> str:
+        """The patient's phone opens the address the touchpoint's printed QR code holds."""
+        from careloop.forms.touchpoints import url_for
+
+        with transaction(self.engine) as session:
+            link = url_for(session, options["touchpoint"])
+        path = urlsplit(link).path
+        page = self.patient.get(path)
+        reader = read_form(page.text)
+        if page.status_code != 200 or reader.action is None:
+            raise StepFailed(f"the QR code of touchpoint {options['touchpoint']} answered "
+                             f"{page.status_code} without a form: {_text_of(page.text)[:300]}")
+        self.page = (reader.action, page.text)
+        return f"scanned the QR code of {options['touchpoint']}"
+
     def do_answer(self, answers: dict[str, Any]) -> str:
         if self.page is None:
             raise StepFailed("no patient page is open (the link was not opened)")

@@ -50,6 +50,7 @@ STEP_TYPES = (
     StepType("travel", Checker.travel, Journey.travel, _travel, moves_clock=True),
     StepType("patient_opens_link", Checker.patient_opens_link, Journey.do_patient_opens_link,
              _link),
+    StepType("scan_touchpoint", Checker.scan_touchpoint, Journey.do_scan_touchpoint, _link),
     StepType("answer", Checker.answer, Journey.do_answer, _keys),
     StepType("staff", Checker.staff, Journey.do_staff, _staff),
 )
