@@ -355,7 +355,11 @@ def retry_parked(session: Session, item_id: int, actor: str) -> tuple[int, dict[
     item.attempts += 1
     status, body = ingest(session, dict(item.event), source=item.source, park=False)
     if status == 200:
+        from careloop.flows.inbound.hl7 import settle_parked
+
         item.status, item.resolved_at, item.resolved_by = "accepted", now_utc(), actor
+        session.flush()
+        settle_parked(session, item.event_id)  # the HL7 message it came in is processed
     else:
         item.problems = {"errors": body.get("errors", [])}
     return status, body

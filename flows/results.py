@@ -28,7 +28,7 @@ from careloop.engine.domain import Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.i18n import catalogue, t
 from careloop.engine.models import DomainEventRow
-from careloop.flows.models import ResultLink
+from careloop.flows.models import OutboxMessage, ResultLink
 from careloop.flows.outbox import consented, enqueue
 
 EVENT = "result.recorded"
@@ -132,10 +132,17 @@ def _hash(token: str) -> str:
 
 
 def push_notice(session: Session, patient_id: str, result_ids: list[str], actor: str,
-                *, channel: str | None = None) -> int:
+                *, channel: str | None = None, idempotency_key: str | None = None) -> int:
     """Send the patient a notice with a link to these results (the patient's channel unless
-    ``channel``); returns the outbox message id. Raises :class:`ResultsError` for an empty
-    choice or an id that is not a result of this patient, :class:`NotFound` for no patient."""
+    ``channel``); returns the outbox message id (service ``results.notify``; a known
+    ``idempotency_key`` returns its message and writes nothing). Raises :class:`ResultsError`
+    for an empty choice or an id that is not a result of this patient, :class:`NotFound` for
+    no patient."""
+    if idempotency_key is not None:
+        known = session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.idempotency_key == idempotency_key)).first()
+        if known is not None:
+            return known
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise NotFound(f"no patient {patient_id!r}")
@@ -156,7 +163,8 @@ def push_notice(session: Session, patient_id: str, result_ids: list[str], actor:
                        "patient_name": patient.name, "count": len(found),
                        "abnormal_count": sum(1 for r in found if abnormal(r)),
                        "results_link": links.absolute(f"/r/{token}")},
-                   idempotency_key=f"results:{link.id}", source_ref=f"results:{link.id}",
+                   idempotency_key=idempotency_key or f"results:{link.id}",
+                   source_ref=f"results:{link.id}",
                    link_expires_at=expires)
 
 

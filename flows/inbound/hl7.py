@@ -631,7 +631,8 @@ def receive(raw: bytes, *, engine: Engine | None = None, source: str = "hl7",
         return Outcome(build_ack(head, "AR", [issue]), "AR", "utf-8")
 
 
-def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) -> Outcome:
+def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str,
+                  replaying: str | None = None) -> Outcome:
     refused: list[Issue] = []
     with transaction(engine) as session:
         if session.get_bind().dialect.name == "sqlite":
@@ -640,12 +641,14 @@ def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) 
             session.execute(sql("UPDATE hl7_messages SET id = id WHERE 1 = 0"))
         row = _lookup(session, head)
         if row is not None and row.state in ("accepted", "parked", "rejected") \
-                and row.ack is not None:
+                and row.ack is not None and not (replaying and row.state == "parked"):
             log.info("hl7 %s from %s: duplicate control id, answered the stored %s",
                      head.control_id, head.sender, row.ack_code)
             return Outcome(row.ack, row.ack_code or "AA", row.charset or "utf-8", row.id, True)
         try:
             with session.begin_nested():
+                if replaying and row is not None:
+                    _supersede(session, row, replaying)
                 outcome = _process(session, raw, head, source, row)
         except _Refused as exc:
             refused = exc.issues
@@ -664,22 +667,59 @@ def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) 
 
 
 class Hl7ReplayError(CareloopError):
-    """Raised when a message is not waiting for a replay (unknown, or not in ``error``)."""
+    """Raised when a message is not waiting for a replay (unknown, or not in ``error`` or
+    ``parked``)."""
+
+
+WAITING = ("error", "parked")
+
+
+def _supersede(session: Session, row: Hl7Message, actor: str) -> None:
+    """A parked message replayed with the fixed mapping: the events it parked are replaced by
+    those the replay maps (dismissed in the replay's savepoint: a failed replay keeps them)."""
+    from careloop.flows.models import ParkedEvent
+
+    for item in session.scalars(select(ParkedEvent).where(
+            ParkedEvent.event_id.in_(list(row.event_ids or [])),
+            ParkedEvent.status == "parked")).all():
+        item.status, item.resolved_at, item.resolved_by = "dismissed", now_utc(), actor[:64]
+    session.flush()
+
+
+def settle_parked(session: Session, event_id: str) -> None:
+    """One parked event of a message got through (IT created the code and retried it on the
+    integration queue): when none of the message's events waits any more, the message is
+    processed — its state ``accepted`` and the ACK a re-send gets ``AA``."""
+    from careloop.flows.models import ParkedEvent
+
+    if not event_id.startswith("hl7-"):
+        return
+    for row in session.scalars(select(Hl7Message).where(Hl7Message.state == "parked")).all():
+        ids = list(row.event_ids or [])
+        if event_id not in ids:
+            continue
+        waiting = session.scalars(select(ParkedEvent.id).where(
+            ParkedEvent.event_id.in_(ids), ParkedEvent.status == "parked")).first()
+        if waiting is None:
+            row.state, row.ack_code, row.errors = "accepted", "AA", []
+            row.ack = build_ack(read_header(bytes(row.raw)), "AA", [])
+            row.processed_at = now_utc()
 
 
 def replay(message_id: int, actor: str, *, engine: Engine | None = None) -> Outcome:
-    """Process a failed message again with the current mapping and code tables (after IT fixed
-    them); audited with its outcome. The sender is not answered again: the stored state and ACK
-    change. A message another replay got through first is answered its stored ACK."""
+    """Process a failed or parked message again with the current mapping and code tables (after
+    IT fixed them); audited with its outcome. The sender is not answered again: the stored state
+    and ACK change (``accepted`` when it got through). A message another replay got through
+    first is answered its stored ACK."""
     with transaction(engine) as session:
         row = session.get(Hl7Message, message_id)
-        if row is None or row.state != "error":
+        if row is None or row.state not in WAITING:
             raise Hl7ReplayError(f"HL7 message {message_id} is not waiting for a replay")
         raw = bytes(row.raw)
     head = read_header(raw)
     source = f"hl7:replay:{actor}"[:64]
     try:
-        outcome = _receive_once(raw, head, engine, source)
+        outcome = _receive_once(raw, head, engine, source, replaying=actor)
     except IntegrityError:  # replayed at the same moment by someone else
         outcome = _receive_once(raw, head, engine, source)
     with transaction(engine) as session:

@@ -156,3 +156,57 @@ def test_lis_results_reach_patient_360_and_the_patient(
     with transaction() as session:
         assert session.scalars(select(OutboxMessage.opened_at).where(
             OutboxMessage.id == message.id)).one() is not None
+
+
+RULES = """kind: ruleset
+key: critical_results
+title: {zh-CN: 危急值通知患者, en: Critical results to the patient}
+on: [result.recorded]
+rules:
+  - key: critical
+    title: {zh-CN: 危急值, en: Critical value}
+    when: "event.abnormal_flag in ['HH', 'LL']"
+    then:
+      - do: notify_results
+"""
+
+
+def test_a_rule_sends_a_critical_result_to_the_patient(
+        hospital: dict[str, str], client: TestClient, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_BASE_URL", "https://fu.example-hospital.cn")
+    app = tmp_path / "lab_alerts"
+    (app / "rules").mkdir(parents=True)
+    (app / "app.yaml").write_text("id: lab_alerts\nname: {zh-CN: 检验危急值, en: Lab alerts}\n"
+                                  "version: 0.1.0\nformat: 1\ndefault_locale: zh-CN\n"
+                                  "scope: hospital\n"
+                                  "requires: [common]\n", "utf-8")
+    (app / "rules" / "critical_results.yaml").write_text(RULES, "utf-8")
+    with frozen_now(NOW):
+        import_bundle(app, actor="test")
+    his = {"X-API-Key": hospital["his"]}
+
+    def result(n: int, flag: str) -> dict[str, Any]:
+        return {"event_id": f"r{n}", "type": "result.recorded", "payload": {
+            "result_id": f"r{n}", "patient_id": "P9", "code": "2823-3", "system": "loinc",
+            "value": 2.4 if flag == "LL" else 4.1, "unit": "mmol/L", "abnormal_flag": flag,
+            "observed_at": "2026-12-07T08:00:00+08:00"}}
+
+    with frozen_now(NOW):
+        assert client.post("/api/v1/events", headers=his, json={
+            "event_id": "p9", "type": "patient.upserted", "payload": {
+                "patient_id": "P9", "mrn": "M9", "name": "李四", "phone": "13800000010"}}
+        ).status_code == 200
+        for n, flag in ((1, "N"), (2, "LL")):
+            assert client.post("/api/v1/events", headers=his,
+                               json=result(n, flag)).status_code == 200
+    with transaction() as session:
+        (message,) = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == "lab_results_notice")).all()
+        text = message_text(session, message)[1]
+    assert "您有1项检验结果已出，其中1项有异常提示" in text
+    found = re.search(r"https://fu\.example-hospital\.cn(/r/[A-Za-z0-9_\-]{20,})", text)
+    assert found is not None
+    with frozen_now(NOW):
+        page = client.get(found.group(1))
+    assert "血钾" in page.text and "危急偏低" in page.text and "2.4 mmol/L" in page.text
