@@ -153,6 +153,10 @@ def test_lis_results_reach_patient_360_and_the_patient(
     assert "4548-4" not in opened.text and "2823-3" not in opened.text
     with frozen_now(NOW):
         assert patient.get("/r/" + "x" * 32).status_code == 404
+    from careloop.engine.logs import redact
+
+    token = found.group(0).rsplit("/", 1)[1]
+    assert token not in redact(f'"GET /r/{token} HTTP/1.1" 200')  # the access log keeps no token
     with transaction() as session:
         assert session.scalars(select(OutboxMessage.opened_at).where(
             OutboxMessage.id == message.id)).one() is not None
