@@ -325,8 +325,9 @@ def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
                            patient_id=patient_id)
         session.add(item)
         session.flush()
-    elif item.status == "parked":
+    elif item.status in ("parked", "replaced"):  # replaced: an HL7 replay parks it again
         item.reason, item.patient_id, item.problems = reason, patient_id, {"errors": codes}
+        item.status, item.event, item.resolved_at, item.resolved_by = "parked", event, None, None
     return parking.parked_body(item)
 
 

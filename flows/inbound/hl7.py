@@ -675,14 +675,15 @@ WAITING = ("error", "parked")
 
 
 def _supersede(session: Session, row: Hl7Message, actor: str) -> None:
-    """A parked message replayed with the fixed mapping: the events it parked are replaced by
-    those the replay maps (dismissed in the replay's savepoint: a failed replay keeps them)."""
+    """A parked message replayed with the fixed mapping: the events it parked are ``replaced``
+    by those the replay maps (in the replay's savepoint: a failed replay keeps them; one that
+    parks again re-opens them)."""
     from careloop.flows.models import ParkedEvent
 
     for item in session.scalars(select(ParkedEvent).where(
             ParkedEvent.event_id.in_(list(row.event_ids or [])),
             ParkedEvent.status == "parked")).all():
-        item.status, item.resolved_at, item.resolved_by = "dismissed", now_utc(), actor[:64]
+        item.status, item.resolved_at, item.resolved_by = "replaced", now_utc(), actor[:64]
     session.flush()
 
 
