@@ -72,6 +72,15 @@ class EnqueueFn(Protocol):
                  link_expires_at: datetime | None = None) -> int: ...
 
 
+class NotifyResultsFn(Protocol):
+    """``results.notify``: send the patient a notice linking to these laboratory results (the
+    ids of their ``result.recorded`` events); the same idempotency key returns the first
+    message's id."""
+
+    def __call__(self, session: Session, patient_id: str, result_ids: list[str], actor: str,
+                 *, channel: str | None = None, idempotency_key: str | None = None) -> int: ...
+
+
 class StartFlowFn(Protocol):
     """``flows.start``: start the current version of a flow; the same key returns the run id."""
 
@@ -114,10 +123,11 @@ FLOWS_START: ServiceKey[StartFlowFn] = ServiceKey("flows.start", "flows")
 ADD_WORKING_DAYS: ServiceKey[AddWorkingDaysFn] = ServiceKey("calendar.add_working_days",
                                                             "flows")
 RUN_ALERTS: ServiceKey[RunAlertsFn] = ServiceKey("reports.run_alerts", "reports")
+NOTIFY_RESULTS: ServiceKey[NotifyResultsFn] = ServiceKey("results.notify", "flows")
 
 KNOWN: tuple[ServiceKey[Any], ...] = (FIELD_KEYS, CREATE_REQUEST, SET_SUBMISSION_STATUS,
                                       SUBMIT_FHIR_RESPONSE, OUTBOX_ENQUEUE, FLOWS_START,
-                                      ADD_WORKING_DAYS, RUN_ALERTS)
+                                      ADD_WORKING_DAYS, RUN_ALERTS, NOTIFY_RESULTS)
 
 
 class ServiceMissing(CareloopError):

@@ -53,7 +53,8 @@ from careloop.flows.step_types import inbound_events
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
                "encounter.discharge_cancelled", "encounter.admission_cancelled",
-               "appointment.booked", "surgery.scheduled", "reading.recorded")
+               "appointment.booked", "surgery.scheduled", "reading.recorded",
+               "result.recorded")
 # What an accepted correction is recorded as (its payload names what it corrected).
 CORRECTED = "his.corrected"
 
@@ -324,8 +325,9 @@ def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
                            patient_id=patient_id)
         session.add(item)
         session.flush()
-    elif item.status == "parked":
+    elif item.status in ("parked", "replaced"):  # replaced: an HL7 replay parks it again
         item.reason, item.patient_id, item.problems = reason, patient_id, {"errors": codes}
+        item.status, item.event, item.resolved_at, item.resolved_by = "parked", event, None, None
     return parking.parked_body(item)
 
 
@@ -354,7 +356,11 @@ def retry_parked(session: Session, item_id: int, actor: str) -> tuple[int, dict[
     item.attempts += 1
     status, body = ingest(session, dict(item.event), source=item.source, park=False)
     if status == 200:
+        from careloop.flows.inbound.hl7 import settle_parked
+
         item.status, item.resolved_at, item.resolved_by = "accepted", now_utc(), actor
+        session.flush()
+        settle_parked(session, item.event_id)  # the HL7 message it came in is processed
     else:
         item.problems = {"errors": body.get("errors", [])}
     return status, body

@@ -352,3 +352,20 @@ class Hl7Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     processed_at: Mapped[datetime | None]
+
+
+class ResultLink(Base):
+    """A patient's link to the laboratory results staff pushed (``/r/{token}``): 192-bit random
+    token stored only as SHA-256, expiring; ``result_ids`` are the ``result.recorded`` event ids
+    it shows (only those: a result recorded later needs a new notice)."""
+
+    __tablename__ = "result_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    result_ids: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None]

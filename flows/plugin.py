@@ -60,13 +60,16 @@ def register(registry: Registry) -> None:
     from careloop.engine.services import (
         ADD_WORKING_DAYS,
         FLOWS_START,
+        NOTIFY_RESULTS,
         OUTBOX_ENQUEUE,
         register_service,
     )
+    from careloop.flows.results import push_notice
 
     register_service(registry, OUTBOX_ENQUEUE, enqueue)
     register_service(registry, FLOWS_START, start)
     register_service(registry, ADD_WORKING_DAYS, add_working_days)
+    register_service(registry, NOTIFY_RESULTS, push_notice)
     from careloop.flows.scheduler import run_due
 
     registry.catalogue("tick").register("flows.sweep", lambda engine: run_due(engine))

@@ -21,6 +21,7 @@ from careloop.engine.domain import Patient, PatientTag, Task
 from careloop.engine.registry import Registry, loaded_registry
 from careloop.engine.services import (
     FLOWS_START,
+    NOTIFY_RESULTS,
     OUTBOX_ENQUEUE,
     SET_SUBMISSION_STATUS,
     ServiceKey,
@@ -275,6 +276,17 @@ def run_notify(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]
     return {"message_id": message_id, "channel": options["channel"]}
 
 
+def run_notify_results(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
+    """On ``result.recorded``: send the patient a notice linking to that result."""
+    if ctx.event_type != "result.recorded":
+        raise RuleRuntimeError(f"notify_results: runs on result.recorded, not {ctx.event_type}")
+    patient_id = _need_patient(ctx, "notify_results")
+    message_id = service(NOTIFY_RESULTS)(
+        ctx.session, patient_id, [ctx.event_id], ctx.actor, channel=options.get("channel"),
+        idempotency_key=ctx.key())
+    return {"message_id": message_id}
+
+
 def run_raise_alert(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
     from careloop.rules.models import RuleAlert
 
@@ -387,6 +399,9 @@ BUILTIN_ACTIONS = (
         "to": {"oneOf": [{"const": "patient"}, _ASSIGNEE]}, "values": {"type": "object"},
         "urgent": {"type": "boolean"}}, ["do", "template", "channel"]), run_notify,
         references=(("template", "template"),)),
+    ActionSpec("notify_results", {"zh-CN": "推送检验结果给患者",
+                                  "en": "Send the lab result to the patient"}, _schema({
+        "channel": {"type": "string", "x-registry": "channel"}}, ["do"]), run_notify_results),
     ActionSpec("raise_alert", {"zh-CN": "发出预警", "en": "Raise an alert"}, _schema({
         "level": {"enum": ["info", "warning", "critical"]}, "message": _TEXT},
         ["do", "message"]), run_raise_alert, templates=("message",)),

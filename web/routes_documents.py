@@ -1,5 +1,7 @@
 """The patient's document pages: ``GET /d/{token}`` opens the discharge summary or the medication
-guidance a message linked to (:mod:`careloop.flows.documents`).
+guidance a message linked to (:mod:`careloop.flows.documents`). A discharge summary of a patient
+who has not bound WeChat carries the binding QR code (:func:`careloop.flows.wechat.binding.
+paper_binding`): printed with the paper, or scanned from another screen.
 
 Like ``/f/{token}``, the token is the only key (no staff session, nothing guessable such as an
 encounter id); an unknown or tampered token answers 404, an expired one 410, both with a page in
@@ -8,10 +10,12 @@ the patient's words. Pages are mobile-first (390 px), zh-CN or en (``?lang=``), 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
 
 from careloop.engine.clock import to_local
 from careloop.engine.db import transaction
@@ -23,6 +27,7 @@ from careloop.flows.receipts import record_open
 from careloop.forms.pages import hospital_context
 from careloop.web.render import environment
 
+log = logging.getLogger("careloop.web.documents")
 router = APIRouter(include_in_schema=False)
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -70,4 +75,23 @@ def document_page(token: str, request: Request, lang: str | None = None) -> Resp
         patient = session.get(Patient, document.patient_id)
         locale = normalise_locale(lang or (patient.locale if patient is not None else None))
         context = _context(session, document, locale)
-    return _page("patient_document.html", locale, 200, path=request.url.path, **context)
+    qr = _binding_qr(document, token) if document.kind == "discharge_summary" else None
+    return _page("patient_document.html", locale, 200, path=request.url.path, wechat_qr=qr,
+                 **context)
+
+
+def _binding_qr(document: Document, token: str) -> Markup | None:
+    """The WeChat binding QR of a discharge paper, for a patient not bound yet; nothing when
+    the account cannot make one just now (the paper still shows)."""
+    from careloop.flows.channel import ChannelError
+    from careloop.flows.documents import hash_token
+    from careloop.flows.wechat.binding import paper_binding
+    from careloop.web.routes_wechat import qr_svg
+
+    try:
+        with transaction() as session:
+            sheet = paper_binding(session, document.patient_id, hash_token(token))
+    except ChannelError as exc:
+        log.warning("discharge paper: no WeChat binding QR (%s)", exc.reason)
+        return None
+    return qr_svg(sheet.qr_content) if sheet is not None else None

@@ -86,7 +86,7 @@ def recent(session: Session, replayed: str | None = None,
                 "masked": hl7_in.masked(bytes(m.raw), m.charset)}
     latest = session.scalars(select(Hl7Message).order_by(Hl7Message.received_at.desc(),
                                                          Hl7Message.id.desc()).limit(limit)).all()
-    failed = session.scalars(select(Hl7Message).where(Hl7Message.state == "error")
+    failed = session.scalars(select(Hl7Message).where(Hl7Message.state.in_(hl7_in.WAITING))
                              .order_by(Hl7Message.received_at).limit(limit)).all()
     return {"latest": [row(m) for m in latest], "failed": [row(m) for m in failed],
             "replayed": replayed if replayed in ("AA", "AE", "AR") else None}

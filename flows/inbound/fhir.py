@@ -9,6 +9,8 @@ or in a ``transaction`` Bundle — become the domain events the events API takes
     Observation 85354-9 (+ components 8480-6 / 8462-4) → reading.recorded blood_pressure
                 15074-8 (mmol/L), 2339-0 (mg/dL, converted) → glucose; 29463-7 weight;
                 8867-4 heart_rate; 59408-5 / 2708-6 spo2
+                any other code (LOINC or local) → result.recorded, a laboratory result
+                (:mod:`careloop.flows.inbound.fhir_results`)
     QuestionnaireResponse of a known form → a submission, scored like any other (through the
                 forms engine's ``forms.submit_fhir_response`` service)
 
@@ -369,7 +371,8 @@ def _quantity(holder: dict[str, Any], path: str) -> float:
 
 
 def _observation(ctx: Context, resource: dict[str, Any], root: str,
-                 reading_id: str) -> dict[str, Any]:
+                 reading_id: str) -> tuple[str, dict[str, Any]]:
+    """``("reading.recorded", …)`` for a reading's code, else ``("result.recorded", …)``."""
     status = resource.get("status")
     if status not in ("registered", "preliminary", "final", "amended", "corrected"):
         raise FhirRefused(422, [Issue("not-supported", f"Observation.status {status!r}: a "
@@ -401,12 +404,12 @@ def _observation(ctx: Context, resource: dict[str, Any], root: str,
         kind, unit, factor = OBSERVATION_CODES[code]
         value = {"value": _number(_quantity(resource, root) * factor), "unit": unit}
     else:
-        known = ", ".join([BP_PANEL, *OBSERVATION_CODES])
-        raise FhirRefused(422, [Issue("not-supported", f"LOINC code {code!r} is not recorded "
-                                                       f"as a reading; known: {known}",
-                                      f"{root}.code")])
-    return {"reading_id": reading_id, "patient_id": patient_id, "type": kind, "value": value,
-            "measured_at": measured_at}
+        from careloop.flows.inbound.fhir_results import result_payload
+
+        return "result.recorded", result_payload(resource, root, reading_id, patient_id,
+                                                 measured_at)
+    return "reading.recorded", {"reading_id": reading_id, "patient_id": patient_id,
+                                "type": kind, "value": value, "measured_at": measured_at}
 
 
 def _number(value: float) -> float | int:
@@ -423,7 +426,10 @@ PAYLOAD_PATHS: dict[str, dict[str, str]] = {
                   "admitted_at": "period.start", "discharged_at": "period.end",
                   "type": "class", "diagnoses": "reasonCode"},
     "Observation": {"patient_id": "subject", "measured_at": "effectiveDateTime",
-                    "value": "value", "type": "code", "reading_id": "id"},
+                    "observed_at": "effectiveDateTime", "value": "value", "type": "code",
+                    "code": "code", "display": "code", "unit": "valueQuantity",
+                    "reference_range": "referenceRange", "abnormal_flag": "interpretation",
+                    "reading_id": "id", "result_id": "id"},
 }
 
 
@@ -484,8 +490,7 @@ def accept(session: Session, ctx: Context, entry: Entry) -> Accepted:
     else:
         target = given_id or (resource["id"] if isinstance(resource.get("id"), str)
                               else "fhir-" + hashlib.sha256(event_id.encode()).hexdigest()[:16])
-        payload = _observation(ctx, resource, root, target)
-        event_type = "reading.recorded"
+        event_type, payload = _observation(ctx, resource, root, target)
     model = {"Patient": Patient, "Encounter": Encounter}.get(kind)
     known = (session.get(model, target) is not None if model is not None
              else session.scalars(select(DomainEventRow.id).where(

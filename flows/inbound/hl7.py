@@ -15,8 +15,10 @@ A11      ``encounter.admission_cancelled``; A13 ``encounter.discharge_cancelled`
 A40      merge: the surviving patient (PID) is updated and the prior id (MRG-1) is recorded on
          it (``attributes.merged_ids``), on the message and in the audit log; the prior
          patient's records stay where they are for staff to review (nothing is moved or deleted)
-ORU^R01  each OBX mapped in the ``observations`` table → ``reading.recorded`` (value, unit,
-         code, reference range, abnormal flag); systolic + diastolic make one blood pressure
+ORU^R01  each OBX whose code is in the ``observations`` table → ``reading.recorded`` (value,
+         unit, code, reference range, abnormal flag; systolic + diastolic make one blood
+         pressure); every other OBX → ``result.recorded``, a laboratory result
+         (:mod:`careloop.flows.inbound.hl7_obx`)
 ======== ====================================================================================
 
 The ACK (original mode): MSH with sender and receiver swapped, MSA-1 ``AA`` (stored; a patient
@@ -369,54 +371,6 @@ def _encounter(r: _Reader, index: int, kind: str, patient_id: str) -> dict[str, 
     return {k: v for k, v in payload.items() if v is not None}
 
 
-def _number(text: str) -> float | int | None:
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() and "." not in text else number
-
-
-def _readings(r: _Reader, patient_id: str, prefix: str) -> list[dict[str, Any]]:
-    code_ref = r.spec.field("observation", "code")
-    if code_ref is None:
-        r.out.issues.append(Issue("OBX", "207", f"the mapping {r.spec.key!r} has no "
-                                  "observation section"))
-        return []
-    kinds = r.spec.tables.get("observations", {})
-    out: list[dict[str, Any]] = []
-    pressure: dict[str, Any] = {}
-    for n in range(1, _occurrences(r.msg, "OBX") + 1):
-        code = value(r.msg, code_ref, n)
-        kind = kinds.get(code)
-        if kind is None:
-            r.out.skipped += 1
-            continue
-        raw = r.text("observation", "value", occurrence=n) or ""
-        number = _number(raw)
-        if number is None:
-            r.out.issues.append(Issue(f"OBX[{n}]-5", "102", f"result of {code} is not a number"))
-            continue
-        detail = {"code": code, "unit": r.text("observation", "unit", occurrence=n),
-                  "reference_range": r.text("observation", "reference_range", occurrence=n),
-                  "abnormal_flag": r.text("observation", "abnormal_flag", occurrence=n)}
-        at = r.when("observation", "observed_at", n) or _event_time(r.msg)
-        if kind in ("bp_systolic", "bp_diastolic"):
-            pressure["systolic" if kind == "bp_systolic" else "diastolic"] = number
-            pressure.setdefault("unit", detail["unit"])
-            pressure.setdefault("at", at)
-            pressure.setdefault("codes", []).append(code)
-            continue
-        out.append({"reading_id": f"{prefix}-obx{n}", "patient_id": patient_id, "type": kind,
-                    "measured_at": at, "value": {"value": number, **{
-                        k: v for k, v in detail.items() if v}}})
-    if pressure:
-        out.append({"reading_id": f"{prefix}-bp", "patient_id": patient_id,
-                    "type": "blood_pressure", "measured_at": pressure.pop("at"),
-                    "value": {k: v for k, v in pressure.items() if v is not None}})
-    return out
-
-
 def event_prefix(head: Header) -> str:
     digest = hashlib.sha256(f"{head.sender}|{head.facility}|{head.control_id}".encode()).hexdigest()
     return f"hl7-{digest[:32]}"
@@ -439,10 +393,14 @@ def map_message(session: Session, msg: hl7.Message, head: Header,
             out.events.append(event)
 
     if head.message_code == "ORU":
+        from careloop.flows.inbound.hl7_obx import observations
+
         pid = r.text("patient", "patient_id", required=True)
         r.locate(0, "patient", ["patient_id"])
-        for reading in _readings(r, pid or "", prefix) if pid else []:
-            add("reading.recorded", reading, reading["reading_id"].rsplit("-", 1)[1])
+        visit = r.text("encounter", "encounter_id") if _occurrences(msg, "PV1") else None
+        for kind, payload in observations(r, pid or "", prefix, visit) if pid else []:
+            add(kind, payload, str(payload.get("reading_id") or payload["result_id"])
+                .rsplit("-", 1)[1])
         return out
     if trigger in ("A11", "A13"):
         pid = r.text("patient", "patient_id", required=True) or ""
@@ -643,8 +601,8 @@ def _process(session: Session, raw: bytes, head: Header, source: str,
                      object_id=mapped.events[0]["payload"]["patient_id"],
                      details={"control_id": head.control_id, "prior": "MRG-1"})
     code = "AE" if parked else "AA"
-    notes = [Issue("OBX", "0", f"{mapped.skipped} result(s) not in the observations table",
-                   "I")] if mapped.skipped else []
+    notes = [Issue("OBX", "0", f"{mapped.skipped} result(s) without a value not recorded "
+                   "(OBX-11 X, D, W, N, I or O)", "I")] if mapped.skipped else []
     ack = build_ack(head, code, parked)
     stored = _store(session, head, raw, codec, "parked" if parked else "accepted", code,
                     parked + notes, ack, [e["event_id"] for e in mapped.events], row,
@@ -673,7 +631,8 @@ def receive(raw: bytes, *, engine: Engine | None = None, source: str = "hl7",
         return Outcome(build_ack(head, "AR", [issue]), "AR", "utf-8")
 
 
-def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) -> Outcome:
+def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str,
+                  replaying: str | None = None) -> Outcome:
     refused: list[Issue] = []
     with transaction(engine) as session:
         if session.get_bind().dialect.name == "sqlite":
@@ -682,12 +641,14 @@ def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) 
             session.execute(sql("UPDATE hl7_messages SET id = id WHERE 1 = 0"))
         row = _lookup(session, head)
         if row is not None and row.state in ("accepted", "parked", "rejected") \
-                and row.ack is not None:
+                and row.ack is not None and not (replaying and row.state == "parked"):
             log.info("hl7 %s from %s: duplicate control id, answered the stored %s",
                      head.control_id, head.sender, row.ack_code)
             return Outcome(row.ack, row.ack_code or "AA", row.charset or "utf-8", row.id, True)
         try:
             with session.begin_nested():
+                if replaying and row is not None:
+                    _supersede(session, row, replaying)
                 outcome = _process(session, raw, head, source, row)
         except _Refused as exc:
             refused = exc.issues
@@ -706,22 +667,60 @@ def _receive_once(raw: bytes, head: Header, engine: Engine | None, source: str) 
 
 
 class Hl7ReplayError(CareloopError):
-    """Raised when a message is not waiting for a replay (unknown, or not in ``error``)."""
+    """Raised when a message is not waiting for a replay (unknown, or not in ``error`` or
+    ``parked``)."""
+
+
+WAITING = ("error", "parked")
+
+
+def _supersede(session: Session, row: Hl7Message, actor: str) -> None:
+    """A parked message replayed with the fixed mapping: the events it parked are ``replaced``
+    by those the replay maps (in the replay's savepoint: a failed replay keeps them; one that
+    parks again re-opens them)."""
+    from careloop.flows.models import ParkedEvent
+
+    for item in session.scalars(select(ParkedEvent).where(
+            ParkedEvent.event_id.in_(list(row.event_ids or [])),
+            ParkedEvent.status == "parked")).all():
+        item.status, item.resolved_at, item.resolved_by = "replaced", now_utc(), actor[:64]
+    session.flush()
+
+
+def settle_parked(session: Session, event_id: str) -> None:
+    """One parked event of a message got through (IT created the code and retried it on the
+    integration queue): when none of the message's events waits any more, the message is
+    processed — its state ``accepted`` and the ACK a re-send gets ``AA``."""
+    from careloop.flows.models import ParkedEvent
+
+    if not event_id.startswith("hl7-"):
+        return
+    for row in session.scalars(select(Hl7Message).where(Hl7Message.state == "parked")).all():
+        ids = list(row.event_ids or [])
+        if event_id not in ids:
+            continue
+        waiting = session.scalars(select(ParkedEvent.id).where(
+            ParkedEvent.event_id.in_(ids), ParkedEvent.status == "parked")).first()
+        if waiting is None:
+            row.state, row.ack_code, row.errors = "accepted", "AA", []
+            row.ack = build_ack(read_header(bytes(row.raw)), "AA", [])
+            row.processed_at = now_utc()
 
 
 def replay(message_id: int, actor: str, *, engine: Engine | None = None) -> Outcome:
-    """Process a failed message again with the current mapping and code tables (after IT fixed
-    them); audited with its outcome. The sender is not answered again: the stored state and ACK
-    change. A message another replay got through first is answered its stored ACK."""
+    """Process a failed or parked message again with the current mapping and code tables (after
+    IT fixed them); audited with its outcome. The sender is not answered again: the stored state
+    and ACK change (``accepted`` when it got through). A message another replay got through
+    first is answered its stored ACK."""
     with transaction(engine) as session:
         row = session.get(Hl7Message, message_id)
-        if row is None or row.state != "error":
+        if row is None or row.state not in WAITING:
             raise Hl7ReplayError(f"HL7 message {message_id} is not waiting for a replay")
         raw = bytes(row.raw)
     head = read_header(raw)
     source = f"hl7:replay:{actor}"[:64]
     try:
-        outcome = _receive_once(raw, head, engine, source)
+        outcome = _receive_once(raw, head, engine, source, replaying=actor)
     except IntegrityError:  # replayed at the same moment by someone else
         outcome = _receive_once(raw, head, engine, source)
     with transaction(engine) as session:

@@ -1,6 +1,8 @@
 """Binding a patient's WeChat openid by a QR code, and what the official account pushes.
 
     staff print the binding sheet ──▶ one-time token (stored hashed, 30 days)
+    or the patient's discharge paper (/d/{token}) ──▶ the same, the token signed from the
+        link secret and the document link (:func:`paper_binding`)
         account API configured: qrcode/create QR_STR_SCENE "bind:<token>" ──▶ QR of its URL
         not configured: QR of /wechat/bind/<token>, a page that explains
     patient scans ──▶ WeChat pushes subscribe (EventKey "qrscene_bind:<token>") or SCAN
@@ -14,6 +16,7 @@ its body is read; the body is XML of bounded size without a DOCTYPE (no entities
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -111,6 +114,42 @@ def new_binding(session: Session, patient_id: str, actor: str) -> BindingSheet:
                               created_by=actor[:64], created_at=now_utc(),
                               expires_at=now_utc() + timedelta(days=BINDING_DAYS)))
     session.flush()
+    return sheet
+
+
+def paper_binding(session: Session, patient_id: str, seed: str) -> BindingSheet | None:
+    """The binding QR printed on a discharge paper (the patient's discharge-summary page):
+    its token is signed from the installation's link secret and ``seed`` (the document link's
+    hash), so the page shows the same QR each time and the database keeps only the token's
+    hash; it expires like a printed sheet's and works once. ``None`` when the patient is bound
+    already or this paper's QR was used or expired. Call it before the transaction writes: the
+    account may be asked for its QR (:meth:`WeChatOfficialAccount.create_qr`).
+
+    Raises:
+        ChannelError: the account is configured and could not make the QR code.
+    """
+    patient = session.get(Patient, patient_id)
+    if patient is None or patient.attributes.get("wechat_openid"):
+        return None
+    digest = hmac.new(links.link_secret(session), f"wechat-bind:{seed}".encode(),
+                      hashlib.sha256).digest()
+    token = base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+    row = session.scalars(select(WechatBinding).where(
+        WechatBinding.token_hash == _hash(token))).first()
+    if row is not None and (row.used_at is not None or row.expires_at <= now_utc()):
+        return None
+    try:
+        app_id = str(WECHAT_MP.options()["app_id"])
+    except ChannelError:
+        app_id = ""
+    sheet = (BindingSheet(WECHAT_MP.create_qr(SCENE_PREFIX + token, BINDING_DAYS * 86400),
+                          True, BINDING_DAYS) if app_id else
+             BindingSheet(links.absolute(f"/wechat/bind/{token}"), False, BINDING_DAYS))
+    if row is None:
+        session.add(WechatBinding(token_hash=_hash(token), patient_id=patient_id, app_id=app_id,
+                                  created_by="discharge_paper", created_at=now_utc(),
+                                  expires_at=now_utc() + timedelta(days=BINDING_DAYS)))
+        session.flush()
     return sheet
 
 

@@ -513,3 +513,67 @@ def test_careloop_hl7_listen_command_serves_a_real_socket(tmp_path: Path, clock:
         own.dispose()
     assert proc.returncode == 0, err
     assert "张" not in err and "P-CMD" not in err and "13800000000" not in err
+
+
+def test_a_parked_message_shows_processed_once_it_gets_through(
+        bundles: Engine, departments: Engine, clock: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CARELOOP_UNKNOWN_CODES=park``: a discharge naming an unknown point of care is kept
+    (AE, state parked). IT either creates the code and retries the parked event on the queue, or
+    maps the code and replays the message: either way the message then reads 已处理 and a re-send
+    of it is answered AA."""
+    from careloop.engine.domain import Department
+    from careloop.flows.ingest import retry_parked
+    from careloop.flows.models import ParkedEvent
+    from careloop.web.app import create_app
+    from tests.flows.test_integration_queue import _csrf, _sign_in
+
+    monkeypatch.setenv("CARELOOP_UNKNOWN_CODES", "park")
+
+    def receive(raw: bytes) -> Ack:
+        with frozen_now(clock.now):
+            return Ack(hl7_in.receive(raw, engine=bundles).ack_bytes())
+
+    def state(control_id: str) -> str:
+        with transaction(bundles) as session:
+            return session.scalars(select(Hl7Message.state).where(
+                Hl7Message.control_id == control_id)).one()
+
+    first = gb_message("A03", "K-1", clock.now, department="0777")
+    assert receive(first).code == "AE" and state("K-1") == "parked"
+    with transaction(bundles) as session:  # IT creates the code, retries the parked event
+        session.add(Department(id="0777", name={"zh-CN": "老年科", "en": "Geriatrics"}))
+        session.flush()
+        item = session.scalars(select(ParkedEvent).where(ParkedEvent.status == "parked")).one()
+        with frozen_now(clock.now):
+            assert retry_parked(session, item.id, "it_wang")[0] == 200
+    assert state("K-1") == "accepted"
+    assert receive(first).code == "AA"  # the sender re-sends: answered as processed
+
+    second = gb_message("A03", "K-2", clock.now, department="0888", patient="HIS0002",
+                        visit="V2")
+    assert receive(second).code == "AE" and state("K-2") == "parked"
+    client = TestClient(create_app())
+    _sign_in(client, "it_admin")
+    with frozen_now(clock.now):
+        page = client.get("/admin/integration")
+    (row_id,) = re.findall(r'data-hl7-failed="(\d+)"', page.text)  # K-1 is no longer there
+    assert "暂存" in page.text
+    with frozen_now(clock.now):  # replayed before the mapping is fixed: kept as it was
+        assert hl7_in.replay(int(row_id), "it_wang", engine=bundles).code == "AE"
+    assert state("K-2") == "parked"
+    with transaction(bundles) as session:
+        assert len(session.scalars(select(ParkedEvent).where(
+            ParkedEvent.status == "parked")).all()) == 1
+    edit_mapping(tmp_path, bundles, {"0888": "orthopedics"})
+    with frozen_now(clock.now):
+        done = client.post(f"/admin/integration/hl7/{row_id}/replay",
+                           data={"csrf_token": _csrf(page.text)}, follow_redirects=False)
+        after = client.get(done.headers["location"])
+    assert "消息已接受" in after.text and 'data-hl7-failed="' not in after.text
+    assert state("K-2") == "accepted" and after.text.count("已处理") >= 2
+    with transaction(bundles) as session:
+        assert session.get(Encounter, "V2").department_id == "orthopedics"  # type: ignore[union-attr]
+        assert session.scalars(select(ParkedEvent.status).where(
+            ParkedEvent.status == "parked")).all() == []
+    assert receive(second).code == "AA"

@@ -314,12 +314,12 @@ def test_bad_resources_are_answered_with_an_operation_outcome_naming_the_place(
     assert issue["expression"] == ["Bundle.entry[2].resource.serviceProvider"]
     assert "neurology" in issue["diagnostics"]
 
-    # A LOINC code Careloop does not record as a reading.
+    # A code that is not a reading is a laboratory result, which needs its own value.
     other = bundle()
     other["entry"][0]["resource"]["code"]["coding"][0]["code"] = "2093-3"
     issue = _issue(_post(client, key, "/fhir/r4", other), 422)
-    assert issue["expression"] == ["Bundle.entry[0].resource.code"]
-    assert issue["code"] == "not-supported"
+    assert issue["expression"] == ["Bundle.entry[0].resource.value[x]"]
+    assert issue["code"] == "required"
     assert _counts(engine) == before
 
     # Not a transaction; not FHIR JSON; no key; a read-only key.

@@ -221,3 +221,68 @@ def test_without_an_account_the_qr_opens_a_page_that_explains(
     english = client.get(path, params={"lang": "en"})
     assert "text message" in english.text
     assert client.get("/wechat/bind/no-such-token").status_code == 404
+
+
+def _qr_payload(html: str) -> str:
+    """Decode the QR code the page draws (segno's inline SVG: one path of horizontal runs)
+    with zxing-cpp, as a phone's camera would read the printed paper."""
+    import numpy
+    import zxingcpp
+
+    found = re.search(r'id="wechat-qr"[^>]*>\s*<svg[^>]*>.*?class="qrline"[^>]*d="([^"]+)"', html,
+                      re.S)
+    assert found is not None, "no QR code on the page"
+    x = y = 0.0
+    dark: set[tuple[int, int]] = set()
+    for op, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?:\s(-?[\d.]+))?", found.group(1)):
+        if op == "M":
+            x, y = float(a), float(b)
+        elif op == "m":
+            x, y = x + float(a), y + float(b)
+        else:
+            dark |= {(int(x) + i, int(y)) for i in range(int(float(a)))}
+            x += float(a)
+    size = max(max(c for c, _ in dark), max(r for _, r in dark)) + 3
+    image = numpy.full((size * 8, size * 8), 255, dtype=numpy.uint8)
+    for col, row in dark:
+        image[row * 8:(row + 1) * 8, col * 8:(col + 1) * 8] = 0
+    (code,) = zxingcpp.read_barcodes(image)
+    return str(code.text)
+
+
+def test_the_discharge_paper_carries_the_binding_qr_and_scanning_it_binds(
+        engine: Engine, client: TestClient, fake_wechat: FakeWeChat, ward: None) -> None:
+    from careloop.flows.documents import create_link
+    from careloop.flows.models import DischargeDocument
+
+    with frozen_now(T0), transaction(engine) as session:
+        session.add(DischargeDocument(encounter_id="E1", patient_id="P1",
+                                      summary="出院诊断：高血压。", medications=[]))
+        session.flush()
+        link = create_link(session, kind="discharge_summary", encounter_id="E1",
+                           patient_id="P1", expires_at=T0 + timedelta(days=30))
+    assert link is not None
+    with frozen_now(T0):
+        paper = client.get(link["url"])
+        again = client.get(link["url"])
+    assert paper.status_code == 200 and "出院诊断" in paper.text and "扫一扫" in paper.text
+    url = _qr_payload(paper.text)
+    assert re.fullmatch(r"http://weixin\.qq\.com/q/scene\d+", url)  # the account's QR URL
+    assert "P1" not in url and "P1" not in paper.text
+    scenes = {body["action_info"]["scene"]["scene_str"]
+              for _, body in fake_wechat.sends("/cgi-bin/qrcode/create")}
+    assert len(scenes) == 1 and _qr_payload(again.text).startswith("http://weixin.qq.com/q/")
+    (scene,) = scenes  # the same signed token each time the paper is shown
+    assert scene.startswith("bind:") and "P1" not in scene
+
+    # the patient scans it with WeChat: the account pushes the scene, the openid is bound
+    status, reply = _push(client, event_xml(OPENID, "subscribe", EventKey=f"qrscene_{scene}"))
+    assert status == 200 and "绑定成功" in reply
+    with transaction(engine) as session:
+        patient = session.get(Patient, "P1")
+        assert patient is not None and patient.attributes["wechat_openid"] == OPENID
+        assert session.scalars(select(AuditRow).where(
+            AuditRow.action == "patient.wechat_bound")).one().patient_id == "P1"
+    with frozen_now(T0):
+        bound = client.get(link["url"])
+    assert 'id="wechat-qr"' not in bound.text and "出院诊断" in bound.text
