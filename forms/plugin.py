@@ -36,6 +36,7 @@ def register(registry: Registry) -> None:
 
     registry.catalogue("event_handler").register("forms", handle_event)
     registry.catalogue("demo_seeder").register("forms", _demo_seeder())
+    registry.catalogue("demo_seeder").register("touchpoints", _touchpoint_seeder())
     try:
         from careloop.forms.cli import form
     except ImportError:  # pragma: no cover - the CLI needs click, always installed
@@ -47,6 +48,12 @@ def _demo_seeder() -> object:
     from careloop.forms.demo import seed_forms
 
     return seed_forms
+
+
+def _touchpoint_seeder() -> object:
+    from careloop.forms.touchpoint_demo import seed_touchpoints
+
+    return seed_touchpoints
 
 # Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
 @hookimpl

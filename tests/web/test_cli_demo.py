@@ -81,6 +81,7 @@ def test_up_demo_is_produced_through_the_public_paths(engine: Engine) -> None:
     _patients_came_from_the_his()
     _people_match_their_records(now)
     _answers_come_from_links_that_were_sent()
+    _touchpoint_answers_came_from_scans()
     _tasks_come_from_rules_flows_and_people()
     _first_login_finds_work()
     # idempotent: a second start does not seed; seeding again changes nothing (stable event ids)
@@ -158,6 +159,9 @@ def _answers_come_from_links_that_were_sent() -> None:
     forms = {s.form_key for s in submissions}
     assert {"discharge_day3", "cardiac_stent_followup", "home_bp", "complaint"} <= forms
     for sub in submissions:
+        if sub.touchpoint_key is not None:  # a QR scan at a place: anonymous, no link
+            assert sub.patient_id is None and sub.request_id is None and sub.channel == "qr"
+            continue
         assert sub.request_id is not None
         request = requests[sub.request_id]
         if sub.form_key == "complaint":  # taken by the PX office through the intake
@@ -175,6 +179,23 @@ def _answers_come_from_links_that_were_sent() -> None:
     assert {"pending_dissatisfied", "archived"} <= {s.status for s in day3}
     # some patients never answer
     assert any(r.status in ("sent", "expired") for r in requests.values())
+
+
+def _touchpoint_answers_came_from_scans() -> None:
+    """Every touchpoint answer went through the QR page (its device visit is recorded), and a
+    low score reached the place's owner as a task."""
+    from careloop.forms.models import TouchpointVisit
+
+    with transaction() as session:
+        answers = session.scalars(select(Submission).where(
+            Submission.touchpoint_key.is_not(None))).all()
+        visits = {v.submission_id for v in session.scalars(select(TouchpointVisit)).all()}
+        low = [s for s in answers if int(s.answers["rating"]) <= 2]
+        tasks = session.scalars(select(Task).where(Task.source_type == "rule")).all()
+    assert len({s.touchpoint_key for s in answers}) >= 5
+    assert {s.id for s in answers} == visits
+    tasked = {t.details.get("submission_id") for t in tasks}
+    assert low and all(s.id in tasked for s in low)
 
 
 def _tasks_come_from_rules_flows_and_people() -> None:
