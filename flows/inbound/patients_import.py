@@ -4,7 +4,7 @@
                                                # BOM, else GB18030)
     mapping = guess_mapping(rows.headers)      # 姓名 → name, 病案号/住院号 → mrn, 身份证号 → …
     report = check(session, rows, mapping)     # the dry run: every rejected row, column, reason
-    apply(engine, report, …)                   # patient.upserted through flows.ingest, 500 a batch
+    apply(engine, report, …)                   # patient.upserted through the events path, 500 a batch
 
 Cleaning: mainland mobile numbers (``+86 138-0013-8000`` → ``13800138000``), resident ID numbers
 checked with python-stdnum (``stdnum.cn.ric``; birth date and sex derived and cross-checked), dates
@@ -526,9 +526,11 @@ class _BatchRefused(Exception):
 
 def apply(engine: Engine, patients: Sequence[Clean], *, source: str,
           job_id: int | None = None, batch: int = BATCH) -> ApplyResult:
-    """Send every cleaned patient through :func:`careloop.flows.ingest.ingest`, all or nothing
-    per batch; the job's progress moves in the batch's own transaction."""
-    from careloop.flows.ingest import ingest
+    """Send every cleaned patient through the events path
+    (:func:`careloop.flows.ingest_batch.ingest_many`, the batch form of the events API's
+    ``ingest``), all or nothing per batch of ``batch`` patients: one transaction each, the
+    job's progress moved in it."""
+    from careloop.flows.ingest_batch import ingest_many
 
     result = ApplyResult()
     for start in range(0, len(patients), batch):
@@ -538,10 +540,11 @@ def apply(engine: Engine, patients: Sequence[Clean], *, source: str,
             with transaction(engine) as session:
                 seen = set(session.scalars(select(DomainEventRow.event_id).where(
                     DomainEventRow.event_id.in_([e["event_id"] for e in events]))).all())
-                for item, event in zip(chunk, events, strict=True):
-                    if event["event_id"] in seen:  # sent before with this very content
-                        continue
-                    status, body = ingest(session, event, source=f"import:{source}"[:64])
+                fresh = [(item, event) for item, event in zip(chunk, events, strict=True)
+                         if event["event_id"] not in seen]  # not sent before with this content
+                answers = ingest_many(session, [event for _, event in fresh],
+                                      source=f"import:{source}"[:64])
+                for (item, _), (status, body) in zip(fresh, answers, strict=True):
                     if status != 200:
                         raise _BatchRefused(item.rows[0], body.get("errors", []))
                 if job_id is not None:
