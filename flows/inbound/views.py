@@ -338,9 +338,10 @@ def _claim(engine: Engine, spec: HisViewSpec, worker: str, now: datetime, force:
         # between the UPDATE and this read (an UPDATE matching no row locks nothing), so a
         # free lease with no recent poll still means another process held it: busy.
         state = session.get(HisViewState, spec.key)
-        due = state is None or state.last_poll_at is None or \
-            state.last_poll_at <= now - timedelta(seconds=spec.interval_seconds)
-        return "busy" if due or (state.lease_until is not None and state.lease_until >= now) \
+        if state is None or state.last_poll_at is None or \
+                state.last_poll_at <= now - timedelta(seconds=spec.interval_seconds):
+            return "busy"
+        return "busy" if state.lease_until is not None and state.lease_until >= now \
             else "not_due"
 
 

@@ -135,6 +135,13 @@ def test_ten_thousand_dirty_rows_dry_run_apply_and_second_run(
         assert "name" not in stored.payload and "phone" not in stored.payload  # the log keeps ids
         before = _counts(session)
     assert before[DomainEventRow] == before[HisEventFingerprint] == len(report.patients)
+    with transaction(engine) as session:  # one audit row per batch, no personal data in it
+        audited = session.scalars(select(AuditRow).order_by(AuditRow.id)).all()
+    assert len(audited) == -(-len(report.patients) // 500) == 19
+    assert {(a.action, a.actor, a.object_id) for a in audited} == {
+        ("import.patients", "import", "old_followup")}
+    assert audited[0].details == {"source": "old_followup", "first_row": 2, "last_row": 535,
+                                  "patients": 500}
 
     with transaction(engine) as session:
         again = pi.check(session, pi.read_table("患者名单.xlsx", data), mapping)
