@@ -140,7 +140,7 @@ def test_ten_thousand_dirty_rows_dry_run_apply_and_second_run(
     assert len(audited) == -(-len(report.patients) // 500) == 19
     assert {(a.action, a.actor, a.object_id) for a in audited} == {
         ("import.patients", "import", "old_followup")}
-    assert audited[0].details == {"source": "old_followup", "first_row": 2, "last_row": 535,
+    assert audited[0].details == {"source": "old_followup", "first_row": 2, "last_row": 534,
                                   "patients": 500}
 
     with transaction(engine) as session:
@@ -268,6 +268,10 @@ def test_the_admin_page_journey_with_a_gb18030_csv(engine: Engine) -> None:
         assert remembered is not None and remembered.mapping["mrn"] == "病案号"
         stored = session.get(ImportJob, int(job))
         assert stored is not None and stored.content == b""  # no copy of the file kept
+        audited = session.scalars(select(AuditRow).where(
+            AuditRow.action == "import.patients")).one()  # by the person who uploaded it
+        assert (audited.actor, audited.object_type, audited.object_id) == ("it", "import_job",
+                                                                          job)
     english = client.get(f"/admin/import/{job}", headers={"Accept-Language": "en"})
     assert "Not a valid mainland China mobile number" in english.text
     assert "null" not in english.text and "None" not in english.text
