@@ -32,7 +32,7 @@ def main(url: str, schema: str, view: str, stop_file: str) -> int:
         ready.touch()
         if stopping:
             break
-        time.sleep(0.02)
+        time.sleep(0.1)
     engine.dispose()
     return 0
 
