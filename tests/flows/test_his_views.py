@@ -1,8 +1,9 @@
 """The HIS view poller against the MariaDB on this machine (the "HIS"; Careloop's own database is
 the suite's SQLite or PostgreSQL): rows inserted into a discharge view become discharges exactly
 once with two pollers (two OS processes, each with its own engine, polling while the HIS inserts
-rows), a poller that lost its lease commits nothing, the watermark survives a restart, and the source's faults (unreachable, a
-column missing, no address) are recorded and shown on /admin/integration, never raised.
+rows), a poller that lost its lease commits nothing, the watermark survives a restart, and the
+source's faults (unreachable, a column missing, no address) are recorded and shown on
+/admin/integration, never raised.
 
 MariaDB at ``CARELOOP_TEST_MARIADB_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/``) must
 be reachable: like PostgreSQL in CI, an unreachable one fails the test, never skips it."""
