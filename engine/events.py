@@ -2,6 +2,10 @@
 
 Handlers register in ``registry.catalogue("event_handler")`` as ``name -> handler`` where
 ``handler(session, event) -> None``; each handler sees every stored event and filters by type.
+An engine may also register ``registry.catalogue("event_prefetch")`` as ``name -> prefetch``,
+``prefetch(session, rows) -> None``: called once before a batch stored by :func:`record_many` is
+dispatched (still one event at a time, to every handler), to read in one query what its handler
+would otherwise ask per event.
 Recording the same ``event_id`` twice stores and dispatches nothing the second time, so the same
 event delivered twice never repeats actions.
 
@@ -13,7 +17,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
@@ -54,6 +59,58 @@ def record(session: Session, type: str, payload: dict[str, Any], *,
     if dispatch:
         dispatch_event(session, row)
     return row, True
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event for :func:`record_many`: what :func:`record` takes for one."""
+
+    type: str
+    payload: dict[str, Any]
+    event_id: str
+    occurred_at: datetime | None = None
+
+
+def record_many(session: Session, items: Sequence[NewEvent], *, source: str = "careloop",
+                dispatch: bool = True) -> list[tuple[DomainEventRow, bool]]:
+    """:func:`record` for a batch: one query for the ids already stored, one multi-row insert,
+    then every new event dispatched in order, each to every handler as :func:`record` does.
+
+    Returns ``(row, created)`` per item, in order; an id stored before (or repeated in
+    ``items``) gives the stored row and ``False`` and is neither stored nor dispatched again.
+    """
+    ids = list(dict.fromkeys(item.event_id for item in items))
+    known: dict[str, DomainEventRow] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        known.update((row.event_id, row) for row in session.scalars(select(DomainEventRow).where(
+            DomainEventRow.event_id.in_(ids[start:start + _IN_CHUNK]))))
+    out: list[tuple[DomainEventRow, bool]] = []
+    new: list[DomainEventRow] = []
+    for item in items:
+        existing = known.get(item.event_id)
+        if existing is not None:
+            out.append((existing, False))
+            continue
+        row = DomainEventRow(event_id=item.event_id, type=item.type, source=source,
+                             occurred_at=item.occurred_at or now_utc(), recorded_at=now_utc(),
+                             payload=item.payload)
+        known[item.event_id] = row
+        new.append(row)
+        out.append((row, True))
+    if new:
+        with session.begin_nested():
+            session.add_all(new)
+            session.flush()
+    if dispatch and new:
+        for _, prefetch in loaded_registry().catalogue("event_prefetch").items():
+            prefetch(session, new)
+        for row in new:
+            dispatch_event(session, row)
+    return out
+
+
+# Values per ``IN (…)`` list: far below SQLite's and PostgreSQL's bound-parameter limits.
+_IN_CHUNK = 500
 
 
 def dispatch_event(session: Session, event: DomainEventRow) -> None:

@@ -159,7 +159,9 @@ class DomainEventRow(Base):
     __tablename__ = "domain_events"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # The sender's unique id orders a multi-row insert's RETURNING ids (SQLAlchemy's "insert
+    # sentinel"): a batch of events is one INSERT on SQLite too (no DDL change).
+    event_id: Mapped[str] = mapped_column(String(128), unique=True, insert_sentinel=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime]

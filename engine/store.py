@@ -58,6 +58,14 @@ _CURRENT = "careloop.store.current"  # session.info key: list_current answers of
 
 @event.listens_for(Session, "after_transaction_end")
 def _forget_current(session: Session, transaction: Any) -> None:
+    # A savepoint released inside the transaction keeps what was read (a batch's rules and
+    # flows each run in one); the outer transaction's end, or any rollback, forgets it.
+    if transaction.parent is None:
+        session.info.pop(_CURRENT, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_on_rollback(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_CURRENT, None)
 
 

@@ -405,8 +405,17 @@ def upsert_domain(session: Session, kind: str, payload: dict[str, Any]) -> None:
 
 
 def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:
+    patient = set_patient(session, session.get(Patient, payload["patient_id"]), payload)
+    session.flush()
+    if "tags" in payload:
+        his_tags(session, patient.id, payload["tags"])
+
+
+def set_patient(session: Session, patient: Patient | None,
+                payload: dict[str, Any]) -> Patient:
+    """The patient row of a ``patient.upserted`` payload (added when ``patient`` is None),
+    not flushed; the HIS's tags are for the caller (:func:`his_tags`, after the flush)."""
     logs.hide(payload.get("name"), payload.get("mrn"), payload.get("birth_date"))
-    patient = session.get(Patient, payload["patient_id"])
     if patient is None:
         patient = Patient(id=payload["patient_id"], mrn=payload["mrn"], name=payload["name"],
                           attributes={}, consents={}, created_at=now_utc())
@@ -422,12 +431,10 @@ def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:
     if "consents" in payload:
         patient.consents = {**patient.consents, **payload["consents"]}
     patient.updated_at = now_utc()
-    session.flush()
-    if "tags" in payload:
-        _his_tags(session, patient.id, payload["tags"])
+    return patient
 
 
-def _his_tags(session: Session, patient_id: str, tags: list[str]) -> None:
+def his_tags(session: Session, patient_id: str, tags: list[str]) -> None:
     """``tags`` is the HIS's whole list: its tags not listed any more are removed (the patient
     left the chronic-care path); tags other engines set (rules, staff) are left alone."""
     held = {row.tag: row for row in session.scalars(select(PatientTag).where(

@@ -17,7 +17,7 @@ def register(registry: Registry) -> None:
     from careloop.flows.channels import BUILTIN_CHANNELS
     from careloop.flows.cli import commands
     from careloop.flows.compiler import compile_flow
-    from careloop.flows.handlers import handle_event
+    from careloop.flows.handlers import handle_event, prefetch
     from careloop.flows.outbox import enqueue
     from careloop.flows.runtime import start
     from careloop.flows.steps import STEP_TYPES
@@ -57,6 +57,7 @@ def register(registry: Registry) -> None:
     for name, channel in sms_channels().items():
         channel_types.register(name, channel)
     registry.catalogue("event_handler").register("flows", handle_event)
+    registry.catalogue("event_prefetch").register("flows", prefetch)
     from careloop.engine.services import (
         ADD_WORKING_DAYS,
         FLOWS_START,

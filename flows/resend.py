@@ -70,6 +70,15 @@ def remember(session: Session, event: dict[str, Any]) -> None:
     session.flush()
 
 
+def remember_many(session: Session, events: list[dict[str, Any]]) -> None:
+    """:func:`remember` for a batch of accepted events (one multi-row insert)."""
+    received = now_utc()
+    session.add_all([HisEventFingerprint(event_id=event["event_id"],
+                                         fingerprint=fingerprint(event), received_at=received)
+                     for event in events])
+    session.flush()
+
+
 def differing(session: Session, existing: DomainEventRow, event: dict[str, Any],
               logged_payload: dict[str, Any]) -> list[str]:
     """The paths where ``event`` differs from the accepted one of the same id. One accepted

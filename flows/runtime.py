@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from careloop.engine import logs, store
@@ -102,6 +102,23 @@ def spec_of(session: Session, run: FlowRun) -> FlowSpec:
     return spec
 
 
+_WITHOUT_RUNS = "careloop.flows.without_runs"
+
+
+def without_runs(session: Session) -> set[str | None]:
+    """Patients this transaction knows to have no flow run (the ``flows`` prefetch of an event
+    batch fills it, :func:`start` takes a patient out); forgotten when the transaction ends."""
+    found: set[str | None] = session.info.setdefault(_WITHOUT_RUNS, set())
+    return found
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_without_runs(session: Session, transaction: Any) -> None:
+    # a rolled-back savepoint only removes runs: what was known stays true until the end
+    if transaction.parent is None:
+        session.info.pop(_WITHOUT_RUNS, None)
+
+
 def start(session: Session, *, flow_key: str, patient_id: str | None = None,
           encounter_id: str | None = None, context: dict[str, Any] | None = None,
           idempotency_key: str, once_key: str | None = None) -> int:
@@ -121,6 +138,7 @@ def start(session: Session, *, flow_key: str, patient_id: str | None = None,
                   idempotency_key=idempotency_key, once_key=once_key, started_at=now_utc())
     session.add(run)
     session.flush()
+    without_runs(session).discard(patient_id)
     history(session, run, None, "started", {"version": row.version})
     enter(session, run, spec, spec.first, None)
     return run.id

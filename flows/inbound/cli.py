@@ -106,7 +106,7 @@ def import_patients(file: Path, source: str, maps: tuple[str, ...], do_apply: bo
     if not do_apply:
         return
     started = time.perf_counter()
-    result = pi.apply(engine, report.patients, source=source)
+    result = pi.apply(engine, report.patients, source=source, actor="cli")
     click.echo(json.dumps({**result.to_json(),
                            "seconds": round(time.perf_counter() - started, 1)},
                           ensure_ascii=False), err=True)

@@ -332,9 +332,17 @@ def _claim(engine: Engine, spec: HisViewSpec, worker: str, now: datetime, force:
             last_poll_at=now))
         if result.rowcount == 1:  # type: ignore[attr-defined]
             return "claimed"
+        if force:  # only a lease can have stopped it
+            return "busy"
+        # Not due only if polled within the interval. On PostgreSQL the holder may release
+        # between the UPDATE and this read (an UPDATE matching no row locks nothing), so a
+        # free lease with no recent poll still means another process held it: busy.
         state = session.get(HisViewState, spec.key)
-        busy = state is not None and state.lease_until is not None and state.lease_until >= now
-        return "busy" if busy else "not_due"
+        if state is None or state.last_poll_at is None or \
+                state.last_poll_at <= now - timedelta(seconds=spec.interval_seconds):
+            return "busy"
+        return "busy" if state.lease_until is not None and state.lease_until >= now \
+            else "not_due"
 
 
 def _release(engine: Engine, name: str, worker: str, error: HisViewError | None,

@@ -1,17 +1,21 @@
 """The HIS view poller against the MariaDB on this machine (the "HIS"; Careloop's own database is
 the suite's SQLite or PostgreSQL): rows inserted into a discharge view become discharges exactly
-once with two pollers (two threads, each with its own engine), a poller that lost its lease
-commits nothing, the watermark survives a restart, and the source's faults (unreachable, a
-column missing, no address) are recorded and shown on /admin/integration, never raised.
+once with two pollers (two OS processes, each with its own engine, polling while the HIS inserts
+rows), a poller that lost its lease commits nothing, the watermark survives a restart, and the
+source's faults (unreachable, a column missing, no address) are recorded and shown on
+/admin/integration, never raised.
 
 MariaDB at ``CARELOOP_TEST_MARIADB_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/``) must
 be reachable: like PostgreSQL in CI, an unreachable one fails the test, never skips it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import threading
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -128,59 +132,92 @@ def _second_engine(engine: Engine) -> Engine:
     return make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
 
 
+def _spec(engine: Engine) -> views.HisViewSpec:
+    with transaction(engine) as session:
+        return views.spec_of(session, "his_discharges")
+
+
 def _discharges(engine: Engine) -> list[str]:
     with transaction(engine) as session:
         return list(session.scalars(select(DomainEventRow.event_id).where(
             DomainEventRow.type == "encounter.discharged")).all())
 
 
-def test_rows_become_discharges_exactly_once_with_two_pollers(
+def _schema(engine: Engine) -> str:
+    if engine.dialect.name != "postgresql":
+        return ""
+    with engine.connect() as conn:
+        return str(conn.execute(text("SHOW search_path")).scalar())
+
+
+def test_two_poller_processes_turn_rows_inserted_meanwhile_into_discharges_once(
         engine: Engine, his: Engine, tmp_path: Path) -> None:
-    spec = _definition(tmp_path, engine)
+    """Two OS processes poll the MariaDB view concurrently against the suite's database (the
+    SQLite file, or the PostgreSQL schema) while the HIS inserts rows: each row becomes one
+    discharge event and one discharged encounter."""
+    _definition(tmp_path, engine)
     _reference_data(engine, patients=10)
-    engines = [_second_engine(engine), _second_engine(engine)]
-    results: list[views.PollResult] = []
-    lock = threading.Lock()
-
-    def poller(index: int, rounds: int) -> None:
-        for _ in range(rounds):
-            result = views.poll(engines[index], spec, now=T0, worker=f"poller-{index}",
-                                force=True)
-            with lock:
-                results.append(result)
-
-    inserted = 0
+    stop = tmp_path / "stop"
+    url = engine.url.render_as_string(hide_password=False)
+    pollers = [subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("his_view_poller.py")), url,
+         _schema(engine), "his_discharges", str(stop)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs: list[tuple[int, str, str]] = []
     try:
-        for count in (40, 1, 73, 26):  # batches of 25: full ones, short ones
+        _until_polling(stop, pollers)
+        inserted = 0
+        for count in (40, 1, 73, 26, 60):  # batches of 25: full ones, short ones
             _insert(his, inserted, count, patients=10)
             inserted += count
-            threads = [threading.Thread(target=poller, args=(i, 3)) for i in (0, 1)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            # whoever held the lease, the view is read up to the last row
-            views.poll(engines[0], spec, now=T0, worker="settle", force=True)
+            time.sleep(0.3)
+        stop.touch()
+        for process in pollers:
+            out, err = process.communicate(timeout=180)
+            outputs.append((process.returncode, out, err))
     finally:
-        for other in engines:
-            other.dispose()
+        for process in pollers:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    for code, _, err in outputs:
+        assert code == 0, err[-3000:]
+    results = [[json.loads(line) for line in out.splitlines()] for _, out, _ in outputs]
+    # both processes polled (each claimed the view at least once); none failed
+    assert all(any(r["status"] == "polled" for r in mine) for mine in results)
+    assert {r["status"] for mine in results for r in mine} <= {"polled", "busy"}
+    assert not [r for mine in results for r in mine if r["error"]]
+    settle = views.poll(engine, _spec(engine), force=True)
+    assert settle.accepted == 0  # the pollers' last rounds, after the stop, read everything
+    assert sum(r["accepted"] for mine in results for r in mine) == inserted == 200
     ids = _discharges(engine)
-    assert len(ids) == len(set(ids)) == inserted == 140
+    assert len(ids) == len(set(ids)) == 200
     assert set(ids) == {f"his-discharge-V{n}" for n in range(inserted)}
-    assert {r.status for r in results} <= {"polled", "busy"}
-    assert not [r for r in results if r.error]
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Encounter).where(
-            Encounter.status == "discharged")) == 140
+            Encounter.status == "discharged")) == 200
         encounter = session.get(Encounter, "V3")
         assert encounter is not None and encounter.discharged_at is not None
         # a naive HIS date-time is hospital time (Asia/Shanghai): 09:03 there is 01:03 UTC
         assert encounter.discharged_at.astimezone(UTC) == datetime(2026, 11, 30, 1, 3,
                                                                    tzinfo=UTC)
         state = session.get(HisViewState, "his_discharges")
-        assert state is not None and views.decode_watermark(state.watermark or "") == 140
-        assert state.rows_seen == state.events_accepted == 140
+        assert state is not None and views.decode_watermark(state.watermark or "") == 200
+        assert state.rows_seen == state.events_accepted == 200
         assert state.lease_owner is None and state.last_error is None
+
+
+def _until_polling(stop: Path, pollers: list[subprocess.Popen[str]]) -> None:
+    """Wait until both processes have polled once (they are running), at most 120 s."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for process in pollers:
+            if process.poll() is not None:
+                raise AssertionError(process.communicate()[1][-3000:])
+        if len(list(stop.parent.glob(f"{stop.name}.ready-*"))) == len(pollers):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the poller processes did not start within 120 s")
 
 
 def test_a_poller_that_lost_its_lease_commits_nothing_and_restart_goes_on(

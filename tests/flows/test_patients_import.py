@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-import time
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,17 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from openpyxl import Workbook
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.orm import Session
 from stdnum.cn import ric
 
 from careloop.engine.db import transaction
 from careloop.engine.domain import Patient
-from careloop.engine.models import DomainEventRow
+from careloop.engine.models import AuditRow, DomainEventRow
 from careloop.flows.inbound import patients_import as pi
 from careloop.flows.inbound.cli import import_group
 from careloop.flows.inbound.models import ImportJob, ImportMapping
+from careloop.flows.models import FlowRun, HisEventFingerprint
 from careloop.web import admin
 from careloop.web.app import create_app
 
@@ -92,7 +94,8 @@ def _workbook(rows: list[list[Any]]) -> bytes:
     return out.getvalue()
 
 
-def test_ten_thousand_dirty_rows_dry_run_apply_and_second_run(engine: Engine) -> None:
+def test_ten_thousand_dirty_rows_dry_run_apply_and_second_run(
+        engine: Engine, statements: list[str]) -> None:
     rows, bad, merged = _rows(10_000)
     data = _workbook(rows)
     table = pi.read_table("患者名单.xlsx", data)
@@ -112,13 +115,12 @@ def test_ten_thousand_dirty_rows_dry_run_apply_and_second_run(engine: Engine) ->
     with transaction(engine) as session:  # a dry run writes nothing
         assert session.scalar(select(func.count()).select_from(Patient)) == 0
 
-    started = time.perf_counter()
+    del statements[:]
     result = pi.apply(engine, report.patients, source="old_followup")
-    seconds = time.perf_counter() - started
-    print(f"applied {len(report.patients)} patients in {seconds:.1f} s")
-    # The issue asks for < 30 s; every row goes through the events path (validation, rules and
-    # flows handlers), and this machine is shared: the bound only catches a runaway.
-    assert seconds < 1200
+    # Set-based per batch of 500 (one transaction, bulk reads and writes, each event still
+    # dispatched to every handler): about one statement a patient, not the ~17 of one events
+    # API call per row. Speed itself is shown by bench/import_patients.py, not timed here.
+    assert len(statements) < 1.5 * len(report.patients), len(statements)
     assert result.failed_batches == [] and result.created == len(report.patients)
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Patient)) == 9_500 - merged
@@ -127,14 +129,47 @@ def test_ten_thousand_dirty_rows_dry_run_apply_and_second_run(engine: Engine) ->
         assert one.birth_date == date(1940, 1, 1) + timedelta(days=7 * 37)
         assert one.attributes["import_discharge_date"] == (date(2024, 3, 5)
                                                            + timedelta(days=7)).isoformat()
-        events = session.scalar(select(func.count()).select_from(DomainEventRow))
+        stored = session.scalars(select(DomainEventRow).where(
+            DomainEventRow.payload["patient_id"].as_string() == "ZY000007")).one()
+        assert (stored.type, stored.source) == ("patient.upserted", "import:old_followup")
+        assert "name" not in stored.payload and "phone" not in stored.payload  # the log keeps ids
+        before = _counts(session)
+    assert before[DomainEventRow] == before[HisEventFingerprint] == len(report.patients)
+    with transaction(engine) as session:  # one audit row per batch, no personal data in it
+        audited = session.scalars(select(AuditRow).order_by(AuditRow.id)).all()
+    assert len(audited) == -(-len(report.patients) // 500) == 19
+    assert {(a.action, a.actor, a.object_id) for a in audited} == {
+        ("import.patients", "import", "old_followup")}
+    assert audited[0].details == {"source": "old_followup", "first_row": 2, "last_row": 534,
+                                  "patients": 500}
 
     with transaction(engine) as session:
         again = pi.check(session, pi.read_table("患者名单.xlsx", data), mapping)
+    assert again.to_json() == report.to_json()
+    del statements[:]
     second = pi.apply(engine, again.patients, source="old_followup")
     assert (second.created, second.unchanged) == (0, len(report.patients))
+    assert len(statements) < 60  # one look-up of the batch's event ids per batch, no writes
     with transaction(engine) as session:
-        assert session.scalar(select(func.count()).select_from(DomainEventRow)) == events
+        assert _counts(session) == before
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every SQL statement run on ``engine`` during the test."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    yield seen
+    event.remove(engine, "before_cursor_execute", count)
+
+
+def _counts(session: Session) -> dict[type, int | None]:
+    return {table: session.scalar(select(func.count()).select_from(table))
+            for table in (Patient, DomainEventRow, HisEventFingerprint, AuditRow, FlowRun)}
 
 
 def test_cleaning_rules() -> None:
@@ -233,6 +268,10 @@ def test_the_admin_page_journey_with_a_gb18030_csv(engine: Engine) -> None:
         assert remembered is not None and remembered.mapping["mrn"] == "病案号"
         stored = session.get(ImportJob, int(job))
         assert stored is not None and stored.content == b""  # no copy of the file kept
+        audited = session.scalars(select(AuditRow).where(
+            AuditRow.action == "import.patients")).one()  # by the person who uploaded it
+        assert (audited.actor, audited.object_type, audited.object_id) == ("it", "import_job",
+                                                                          job)
     english = client.get(f"/admin/import/{job}", headers={"Accept-Language": "en"})
     assert "Not a valid mainland China mobile number" in english.text
     assert "null" not in english.text and "None" not in english.text
