@@ -34,6 +34,7 @@ from careloop.forms.fhir_import import (
 from careloop.forms.fhir_import import import_questionnaire as _import
 from careloop.forms.fhir_qr import (
     UCUM,
+    _answers,
     answers_from_response,
     evaluation_resources,
     export_response,
@@ -217,18 +218,28 @@ class _Exporter:
                 extensions.append(_ext("questionnaire-minOccurs", valueInteger=int(lo)))
             if hi is not None:
                 extensions.append(_ext("questionnaire-maxOccurs", valueInteger=int(hi)))
-        elif mapping.repeats:
+        elif mapping.repeats or field.repeats:
             item["repeats"] = True
+        if field.read_only:
+            item["readOnly"] = True
         own = _own_condition(self.tree, field)
         if own:
             found = _enable(self.tree, own)
             extensions.extend(found.pop("extension", []))
             item.update(found)
+        if field.visible_fhirpath:
+            extensions.extend(self.variables(field.visible_fhirpath.get("variables")))
+            extensions.append({"url": SDC + "sdc-questionnaire-enableWhenExpression",
+                               "valueExpression": {
+                                   "language": "text/fhirpath",
+                                   "expression": field.visible_fhirpath["expression"]}})
         if field.choices and field.type in ("single_choice", "multiple_choice"):
             self.options(field, meta, ftype, item, extensions)
         elif mapping.item is not None and field.type not in ("repeat_group",):
             item.update(mapping.item(field, self.locale))
         self.numbers(field, meta, ftype, item, extensions)
+        if field.default is not None:
+            self.initial(field, item)
         if isinstance(field.options.get("max_length"), int) and ftype in ("string", "text"):
             item["maxLength"] = field.options["max_length"]
         children: list[dict[str, Any]] = []
@@ -247,6 +258,30 @@ class _Exporter:
         if extensions:
             item["extension"] = extensions
         return item
+
+    def initial(self, field: FieldSpec, item: dict[str, Any]) -> None:
+        """The field's ``default`` as ``initial`` (``initialSelected`` on answer options, as
+        R4 requires when they are listed)."""
+        values = field.default if field.repeats else [field.default]
+        answers = [a for v in values for a in _answers(self.tree, field, v, False, self.locale)]
+        if "answerOption" in item:
+            chosen = [a.get("valueCoding", a) for a in answers]
+            for option in item["answerOption"]:
+                value = option.get("valueCoding", option)
+                if any(_same(value, c) for c in chosen):
+                    option["initialSelected"] = True
+        else:
+            item["initial"] = answers
+
+    def variables(self, found: Any) -> list[dict[str, Any]]:
+        """The SDC variables an item's FHIRPath reads, less the Questionnaire's own."""
+        top = list(self.spec.meta.get("variables", []) or []) if self.spec.meta else []
+        mine = list(found or [])
+        if mine[:len(top)] == top:
+            mine = mine[len(top):]
+        return [{"url": CORE + "variable", "valueExpression": {
+            "name": v["name"], "language": "text/fhirpath", "expression": v["expression"]}}
+            for v in mine]
 
     def options(self, field: FieldSpec, meta: Mapping[str, Any], ftype: str,
                 item: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
@@ -357,14 +392,7 @@ class _Exporter:
         extensions: list[dict[str, Any]] = []
         if meta.get("hidden"):
             extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
-        top = list(self.spec.meta.get("variables", []) or []) if self.spec.meta else []
-        mine = list(score.options.get("variables", []) or [])
-        if mine[:len(top)] == top:
-            mine = mine[len(top):]
-        for variable in mine:
-            extensions.append({"url": CORE + "variable", "valueExpression": {
-                "name": variable["name"], "language": "text/fhirpath",
-                "expression": variable["expression"]}})
+        extensions.extend(self.variables(score.options.get("variables")))
         if score.method == "fhirpath":
             extensions.append({"url": SDC + "sdc-questionnaire-calculatedExpression",
                                "valueExpression": {"language": "text/fhirpath",
@@ -405,6 +433,14 @@ def export_questionnaire(spec: FormSpec, *, version: int | None = None,
             for v in variables]
     out["item"] = items
     return out
+
+
+def _same(option: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:
+    """An answer option and an answer coding (or primitive value) name the same answer."""
+    if "code" in option:
+        return option.get("code") == answer.get("code") and \
+            option.get("system") == answer.get("system")
+    return any(k.startswith("value") and answer.get(k) == v for k, v in option.items())
 
 
 def _fhir_id(key: str) -> str:

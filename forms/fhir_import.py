@@ -63,6 +63,14 @@ __all__ = ["CAREL_EXPR", "CONTROL_CHOICE", "CONTROL_HELP", "CONTROL_LAYOUT", "CO
            "import_questionnaire", "key_from_link_id", "locale_of", "safe_code", "short"]
 
 
+def repeatable(field_type: str) -> bool:
+    """The field type takes ``repeats`` and ``read_only`` (:attr:`FieldType.repeatable`)."""
+    from careloop.forms.fields import FIELD_TYPES
+
+    found = FIELD_TYPES.get(field_type)
+    return found is not None and found.repeatable
+
+
 class Importer(LogicImport):
     """One Questionnaire's import: items, groups, types, numbers and choices."""
 
@@ -129,18 +137,11 @@ class Importer(LogicImport):
                                                                        "display")}
             if len(codes) > 1:
                 meta["code"] = codes
-        condition = self.conditions(item, scope, exts)
-        if hidden:
+        condition = self.conditions(item, scope, exts, body)
+        if hidden and kind != "group":
             self.refuse(f"{where}.extension[questionnaire-hidden]",
                         "a hidden item that is not calculated: Careloop has no hidden "
                         "answerable field")
-        if item.get("readOnly"):
-            self.refuse(f"{where}.readOnly", "a read-only item that is not calculated: no "
-                        "read-only field option")
-        if item.get("initial") or any(o.get("initialSelected") for o in
-                                      item.get("answerOption", []) or []):
-            self.refuse(f"{where}.initial", "an initial value: field defaults are not applied "
-                        "by the form runtime")
         full = _join(scope.condition, condition)
         if full:
             body["visible_if"] = full
@@ -150,6 +151,12 @@ class Importer(LogicImport):
             yield from self.group(item, scope, key, body, meta, exts, full)
             return
         self.typed(item, scope, key, kind, body, meta, exts)
+        self.initial(item, body, meta, where)
+        if item.get("readOnly") and repeatable(str(body["type"])):
+            body["read_only"] = True
+        elif item.get("readOnly"):
+            self.refuse(f"{where}.readOnly", f"a read-only {kind} item that is not calculated: "
+                        "only text, number, date and time fields can be read-only")
         self.rest(exts, item, where)
         if meta:
             self.items_meta[key] = meta
@@ -180,6 +187,8 @@ class Importer(LogicImport):
         children = list(item.get("item", []) or [])
         control = exts.pop("questionnaire-itemControl", [])
         self.control_layout(control, where)
+        if item.get("readOnly"):
+            self.refuse(f"{where}.readOnly", "a read-only group")
         lo = exts.pop("questionnaire-minOccurs", [])
         hi = exts.pop("questionnaire-maxOccurs", [])
         if item.get("repeats"):
@@ -214,6 +223,12 @@ class Importer(LogicImport):
                 self.refuse(f"{where}.extension[{name}]", "occurrence limits on a group that "
                             "does not repeat")
         body["type"] = "section"
+        if meta.get("hidden"):
+            if item.get("enableWhen") or any(self.answerable(c) for c in children):
+                self.refuse(f"{where}.extension[questionnaire-hidden]", "a hidden group with "
+                            "a condition or with items a patient answers")
+            else:
+                body["hidden"] = True
         if body.pop("required", None):
             self.refuse(f"{where}.required", "a required group (one of its items must be "
                         "answered) has no Careloop equivalent")
@@ -224,6 +239,12 @@ class Importer(LogicImport):
         yield body
         yield from self.items(children, Scope(f"{where}.", key, scope.group, condition,
                                               list(scope.variables)))
+
+    def answerable(self, item: Mapping[str, Any]) -> bool:
+        """The item, or one under it, is answered by the patient (not calculated, not text)."""
+        key = self.keys.get(str(item.get("linkId")))
+        own = item.get("type") not in ("group", "display") and key not in self.score_keys
+        return own or any(self.answerable(c) for c in item.get("item", []) or [])
 
     def typed(self, item: dict[str, Any], scope: Scope, key: str, kind: str,
               body: dict[str, Any], meta: dict[str, Any],
@@ -273,8 +294,12 @@ class Importer(LogicImport):
                 self.refuse(f"{where}.extension[questionnaire-itemControl]",
                             f"item control {control!r} on a {kind} item has no Careloop widget")
             if item.get("repeats") and kind != "display":
-                self.refuse(f"{where}.repeats", f"a repeating {kind} item: a field holds one "
-                            "answer (put it in a repeating group instead)")
+                if repeatable(str(body["type"])):
+                    body["repeats"] = True
+                else:
+                    self.refuse(f"{where}.repeats", f"a repeating {kind} item: a "
+                                f"{body['type']} field holds one answer (put it in a repeating "
+                                "group instead)")
             self.numeric(item, kind, body, meta, exts, where)
         else:
             self.refuse(f"{where}.type", f"item type {kind!r} has no field type")
@@ -284,6 +309,28 @@ class Importer(LogicImport):
                                                                         "long_text"):
             body["max_length"] = item["maxLength"]
         self.kinds[key] = str(body["type"])
+
+    def initial(self, item: Mapping[str, Any], body: dict[str, Any], meta: Mapping[str, Any],
+                where: str) -> None:
+        """``initial`` / ``initialSelected`` → the field's ``default`` (what the patient page
+        starts with), as an answer of the field's type."""
+        selected = [c["code"] for c, o in zip(body.get("choices", []),
+                                              item.get("answerOption", []) or [], strict=False)
+                    if o.get("initialSelected")]
+        values = [initial_value(v, body, meta) for v in item.get("initial", []) or []]
+        values = selected + [v for v in values if v is not None]
+        if len(values) < len(item.get("initial", []) or []) + len(selected):
+            self.refuse(f"{where}.initial", "an initial value of a kind the field does not take")
+            return
+        if not values:
+            return
+        if body.get("type") == "multiple_choice" or body.get("repeats"):
+            body["default"] = values
+        elif len(values) > 1:
+            self.refuse(f"{where}.initial", "several initial values on an item that does not "
+                        "repeat")
+        else:
+            body["default"] = values[0]
 
     def numeric(self, item: dict[str, Any], kind: str, body: dict[str, Any],
                 meta: dict[str, Any], exts: dict[str, list[dict[str, Any]]], where: str) -> None:
@@ -396,6 +443,43 @@ class Importer(LogicImport):
             out.append({"code": "unresolved", "label": {"zh-CN": "（未导入的选项）",
                                                         "en": "(options not imported)"}})
         return out
+
+
+def initial_value(value: Mapping[str, Any], body: Mapping[str, Any],
+                  meta: Mapping[str, Any]) -> Any:
+    """One FHIR ``initial`` as the stored answer of the field ``body`` describes (``None``
+    when it does not fit): a coding as its choice code, a boolean as ``yes``/``no``, a
+    quantity as ``{"value", "unit"}``.
+
+        >>> initial_value({"valueBoolean": False}, {"type": "yes_no"}, {})
+        'no'
+    """
+    codes = {str(raw): code for code, raw in (meta.get("values") or {}).items()}
+    for name, raw in value.items():
+        if not name.startswith("value"):
+            continue
+        if name == "valueBoolean":
+            return ("yes" if raw else "no") if body.get("type") == "yes_no" else None
+        if name == "valueCoding":
+            code = str(raw.get("code"))
+            code = codes.get(code, code)
+            return code if any(c["code"] == code for c in body.get("choices", [])) else None
+        if name == "valueQuantity":
+            unit = raw.get("code") or raw.get("unit")
+            return {"value": raw.get("value"), "unit": unit} if unit in (
+                body.get("units") or [body.get("unit")]) else None
+        if body.get("choices"):
+            code = codes.get(str(raw), safe_code(str(raw)))
+            return code if any(c["code"] == code for c in body["choices"]) else None
+        return raw if body.get("type") in _INITIAL_TYPES.get(name, ()) else None
+    return None
+
+
+#: which field types an ``initial`` value[x] fits (choices and quantities are matched above)
+_INITIAL_TYPES = {"valueString": ("short_text", "long_text"), "valueUri": ("short_text",),
+                  "valueInteger": ("integer", "decimal", "slider"),
+                  "valueDecimal": ("decimal", "slider"), "valueDate": ("date",),
+                  "valueDateTime": ("datetime",), "valueTime": ("time",)}
 
 
 def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = None, *,

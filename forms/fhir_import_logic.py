@@ -24,7 +24,7 @@ class LogicImport(ImportState):
 
     # -- conditions ------------------------------------------------------------------------
     def conditions(self, item: dict[str, Any], scope: Scope,
-                   exts: dict[str, list[dict[str, Any]]]) -> str | None:
+                   exts: dict[str, list[dict[str, Any]]], body: dict[str, Any]) -> str | None:
         where = scope.path
         found: list[str] = []
         for index, when in enumerate(item.get("enableWhen", []) or []):
@@ -38,14 +38,34 @@ class LogicImport(ImportState):
             if value.get("language") == CAREL_EXPR:
                 found.append(str(value.get("expression")))
             else:
-                self.refuse(f"{where}.extension[sdc-questionnaire-enableWhenExpression]",
-                            "a FHIRPath condition: field conditions are Careloop expressions "
-                            f"and {value.get('expression')!r} has no exact translation")
-                return None
+                self.fhirpath_condition(item, scope, value, body)
         if not found:
             return None
         joiner = " or " if item.get("enableBehavior") == "any" else " and "
         return joiner.join(f"({c})" if len(found) > 1 else c for c in found)
+
+    def fhirpath_condition(self, item: Mapping[str, Any], scope: Scope,
+                           value: Mapping[str, Any], body: dict[str, Any]) -> None:
+        """``enableWhenExpression`` in FHIRPath → ``visible_if_fhirpath`` (with the variables
+        in scope), evaluated on the server for the page and for every submission."""
+        where = f"{scope.path}.extension[sdc-questionnaire-enableWhenExpression]"
+        expression = self.rename(str(value.get("expression", "")))
+        if value.get("language") != "text/fhirpath":
+            self.refuse(where, f"a condition in {value.get('language')!r}: only FHIRPath and "
+                        "Careloop expressions are evaluated")
+        elif problem := check_expression(expression):
+            self.refuse(where, problem)
+        elif scope.group:
+            self.refuse(where, "a FHIRPath condition inside a repeating group (it would be "
+                        "evaluated on the whole response, not on its row)")
+        elif item.get("item") or item.get("type") == "group":
+            self.refuse(where, "a FHIRPath condition on an item with nested items (they would "
+                        "not inherit it)")
+        elif not self.relative(expression, where, True):
+            condition: dict[str, Any] = {"expression": expression}
+            if scope.variables:
+                condition["variables"] = list(scope.variables)
+            body["visible_if_fhirpath"] = condition
 
     def condition(self, when: Mapping[str, Any], scope: Scope, where: str) -> str | None:
         link = str(when.get("question"))

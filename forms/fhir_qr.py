@@ -184,7 +184,10 @@ class _Responder:
         mapping = fhir_map(field)
         if mapping.response is not None:
             return [{"linkId": _link(field), **mapping.response(field, source[field.key])}]
-        answers = _answers(self.tree, field, source[field.key], self.weights, self.locale)
+        value = source[field.key]
+        values = value if field.repeats and isinstance(value, list) else [value]
+        answers = [a for one in values
+                   for a in _answers(self.tree, field, one, self.weights, self.locale)]
         if not answers:
             return []
         if children:
@@ -318,7 +321,7 @@ def read_response(spec: FormSpec, response: Mapping[str, Any]
                 read(list(answer.get("item", []) or []), target)
             if field is None or not values:
                 continue
-            if field.type == "multiple_choice":
+            if field.type == "multiple_choice" or field.repeats:
                 target[field.key] = values
             else:
                 target[field.key] = values if fhir_map(field).repeats else values[0]

@@ -175,6 +175,29 @@ def run(expression: str, variables: Sequence[Mapping[str, str]], resource: Mappi
     return evaluate(expression, resource, env)
 
 
+def visible(form: Any, condition: Mapping[str, Any], answers: Mapping[str, Any]) -> bool:
+    """An imported ``enableWhenExpression``: true when the expression gives ``true`` on the
+    answers so far (as a QuestionnaireResponse). An empty result, an error or a limit reached
+    hides the field — on the page and on the server alike, as both ask this function.
+
+        >>> from careloop.forms.spec import FieldSpec, FormSpec
+        >>> form = FormSpec(key="f", title={"en": "F"}, default_locale="en",
+        ...                 fields=(FieldSpec(key="n", type="integer", link_id="n"),))
+        >>> rule = {"expression": "%resource.item.where(linkId='n').answer.value > 4"}
+        >>> visible(form, rule, {"n": 5}), visible(form, rule, {"n": 1}), visible(form, rule, {})
+        (True, False, False)
+    """
+    from careloop.forms.fhir import evaluation_resources
+
+    resource, questionnaire = evaluation_resources(form, answers, {})
+    try:
+        result = run(str(condition["expression"]), list(condition.get("variables", []) or []),
+                     resource, questionnaire)
+    except (FhirPathError, LimitExceeded):
+        return False
+    return len(result) == 1 and result[0] is True
+
+
 def number(result: list[Any]) -> float | None:
     """A one-value numeric result as a float; empty → ``None``."""
     if not result:

@@ -191,21 +191,35 @@ class FieldType:
     always_shown: bool = False
     breaks_page: bool = False  # starts a new page (and is not drawn)
     computed: bool = False  # its value is the field's ``calculate`` expression (required)
+    #: a field of this type may take ``repeats: true`` (several answers, one input each)
+    repeatable: bool = False
 
     def read(self, spec: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
         """The answer a posted page gives for this field (``None`` when left empty)."""
-        return None if self.reader is None else self.reader(spec, form, prefix + spec.key)
+        if self.reader is None:
+            return None
+        if spec.repeats:  # one input per answer, all named after the field
+            found = [v for v in _many(form, prefix + spec.key) if v not in (None, "")]
+            return found or None
+        return self.reader(spec, form, prefix + spec.key)
 
     def leaves(self, spec: FieldSpec, value: Any) -> list[Leaf]:
         if value is None or not self.answerable:
             return []
+        if spec.repeats and isinstance(value, list):
+            return [leaf for one in value for leaf in self.storer(spec, one)]
         return self.storer(spec, value)
 
     def number(self, spec: FieldSpec, value: Any) -> float | None:
-        """The value's contribution to a score (choice scores, or the number itself)."""
-        return None if value is None else self.scorer(spec, value)
+        """The value's contribution to a score (choice scores, or the number itself; several
+        answers have none)."""
+        if value is None or (spec.repeats and isinstance(value, list)):
+            return None
+        return self.scorer(spec, value)
 
     def display(self, spec: FieldSpec, value: Any, locale: str) -> str:
+        if spec.repeats and isinstance(value, list):
+            return "; ".join(self.shower(spec, one, locale) for one in value)
         return self.shower(spec, value, locale)
 
     @property
@@ -218,6 +232,7 @@ class FieldType:
         return {"name": self.name, "title": dict(self.title), "options": self.options,
                 "uses_choices": self.uses_choices, "uses_rows": self.uses_rows,
                 "answerable": self.answerable, "widget": self.widget, "group": self.group,
+                "repeatable": self.repeatable,
                 "fhir": self.fhir.item_type if self.fhir is not None else None}
 
 

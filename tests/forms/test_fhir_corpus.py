@@ -49,6 +49,8 @@ LOCATED = re.compile(r"^(item\[\d+\](\.[A-Za-z_]+(\[[^\]]+\])?)*|extension\[[^\]
 CARRIED = {
     "hl7-phq-9-example.json", "lforms-apgar.json", "lforms-checkboxchild.json",
     "lforms-containednoexp.json", "lforms-containedvs.json", "lforms-daterepeat.json",
+    "lforms-enablewhenexpr.json", "lforms-refloop.json", "lforms-hiddenitem.json",
+    "lforms-readonly.json",
     "lforms-deep3.json", "lforms-dropdownchild.json", "lforms-groupunderq.json",
     "lforms-itemweight.json", "lforms-minmax.json", "lforms-nestedenable.json",
     "lforms-openlabel.json", "lforms-radiocheckbox.json", "lforms-testenablewhen.json",
@@ -223,16 +225,15 @@ def test_structure_is_carried() -> None:
 
 
 def test_refusals_are_located_and_named() -> None:
-    notes = import_questionnaire(json.loads((DATA / "lforms-enablewhenexpr.json").read_text()))[1]
-    assert notes == ["item[4].extension[sdc-questionnaire-enableWhenExpression]: refused: a "
-                     "FHIRPath condition: field conditions are Careloop expressions and "
-                     "'%n1_val + %n2_val + %n3_val >= 5' has no exact translation"]
+    notes = import_questionnaire(json.loads((DATA / "lforms-weightheight.json").read_text()))[1]
+    assert notes == [f"item[{i}].extension[sdc-questionnaire-observationLinkPeriod]: refused: "
+                     "pre-population from earlier Observations" for i in (0, 2)]
     blood = import_questionnaire(json.loads((DATA / "lforms-bloodpressure.json").read_text()))
-    assert "item[0].initial: refused: an initial value: field defaults are not applied by the " \
-           "form runtime" in blood[1]
+    assert not [n for n in blood[1] if ".initial" in n]
     fields = {f["key"]: f for f in blood[0]["fields"]}
     assert (fields["q_202279616184"]["unit"], fields["q_202279616184"]["units"]) == (
         "mm[Hg]", ["mm[Hg]"])
+    assert fields["q_202279616184"]["default"] == {"value": 120, "unit": "mm[Hg]"}
 
 
 def _zh_questionnaire() -> dict[str, Any]:
@@ -343,11 +344,11 @@ def test_form_test_never_calls_an_uncomputed_value_valid(tmp_path: Path) -> None
     assert result.exit_code == 1 and out["valid"] is False
     assert out["errors"][0]["code"] == "forms.score_not_computed"
     refused = CliRunner().invoke(cli, ["form", "import-fhir",
-                                       str(DATA / "lforms-enablewhenexpr.json"),
+                                       str(DATA / "lforms-weightheight.json"),
                                        "-o", str(tmp_path / "e.yaml")])
     assert refused.exit_code == 1
-    assert "lforms-enablewhenexpr.json:item[4].extension[sdc-questionnaire-enableWhen" \
-           "Expression]: refused" in refused.output
+    assert "lforms-weightheight.json:item[0].extension[sdc-questionnaire-observationLink" \
+           "Period]: refused" in refused.output
 
 
 def test_docs_list_every_extension() -> None:
