@@ -209,6 +209,10 @@ class _Exporter:
             item["code"] = [dict(field.code)]
         if field.required:
             item["required"] = True
+        for name, kept in (("questionnaire-minOccurs", "min_occurs"),
+                           ("questionnaire-maxOccurs", "max_occurs")):
+            if field.type != "repeat_group" and meta.get(kept) is not None:
+                extensions.append(_ext(name, valueInteger=int(meta[kept])))
         if meta.get("hidden"):
             extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
         if field.type == "repeat_group":

@@ -150,6 +150,8 @@ class Importer(LogicImport):
         if kind == "group":
             yield from self.group(item, scope, key, body, meta, exts, full)
             return
+        if not item.get("repeats"):
+            self.occurs(body, meta, exts, where)
         self.typed(item, scope, key, kind, body, meta, exts)
         self.initial(item, body, meta, where)
         if item.get("readOnly") and repeatable(str(body["type"])):
@@ -239,6 +241,25 @@ class Importer(LogicImport):
         yield body
         yield from self.items(children, Scope(f"{where}.", key, scope.group, condition,
                                               list(scope.variables)))
+
+    def occurs(self, body: dict[str, Any], meta: dict[str, Any],
+               exts: dict[str, list[dict[str, Any]]], where: str) -> None:
+        """``minOccurs`` / ``maxOccurs`` on an item that does not repeat: at most one answer,
+        so ``minOccurs`` 1 is ``required`` and 0 or ``maxOccurs`` 1 say nothing more (kept
+        for the export); anything else contradicts the item and is refused."""
+        for name, allowed in (("questionnaire-minOccurs", (0, 1)),
+                              ("questionnaire-maxOccurs", (1,))):
+            found = exts.pop(name, [])
+            if not found:
+                continue
+            value = found[0].get("valueInteger")
+            if value not in allowed:
+                self.refuse(f"{where}.extension[{name}]", f"{value!r} occurrences on an item "
+                            "that does not repeat")
+                continue
+            meta["min_occurs" if name.endswith("minOccurs") else "max_occurs"] = value
+            if name.endswith("minOccurs") and value == 1:
+                body["required"] = True
 
     def answerable(self, item: Mapping[str, Any]) -> bool:
         """The item, or one under it, is answered by the patient (not calculated, not text)."""

@@ -141,7 +141,7 @@ class _Run:
             self.disabled.append(spec.key)
             self.current.pop(spec.key, None)
             return
-        value = spec.default if spec.read_only else self.raw.get(spec.key)
+        value = self.raw.get(spec.key)
         if ftype.group:
             self.current[spec.key] = self.repeat(spec, ftype, value)
             return

@@ -72,7 +72,8 @@ class FieldSpec:
     default: Any = None
     #: several answers, stored as a list (FHIR ``repeats`` on a text, number or date item)
     repeats: bool = False
-    #: the patient cannot change it: the answer is ``default`` (FHIR ``readOnly``)
+    #: the patient page cannot change it: it shows what the form was given (its ``default``,
+    #: or an answer a system submitted) and ignores what is posted for it (FHIR ``readOnly``)
     read_only: bool = False
     _by_code: Mapping[str, ChoiceSpec] = field(default_factory=_empty, init=False, repr=False,
                                                compare=False)
