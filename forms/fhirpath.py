@@ -22,9 +22,10 @@ the score is ``None`` and :class:`~careloop.engine.limits.LimitExceeded` says wh
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from types import FrameType
 from typing import Any
@@ -101,6 +102,7 @@ def _parse_strict(text: str) -> None:
         raise FhirPathError(f"column {following.column + 1}: unexpected {following.text!r}")
 
 
+@functools.lru_cache(maxsize=1024)
 def check_expression(text: str) -> str | None:
     """``None`` when ``text`` parses as FHIRPath within the length bound, else why not."""
     if len(text) > LIMITS.expr_length:
@@ -139,11 +141,18 @@ def _model() -> dict[str, Any]:
     return model
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(expression: str) -> Callable[[Any, Any], list[Any]]:
+    """The expression parsed once (a form's conditions run on every page post)."""
+    import fhirpathpy
+
+    return fhirpathpy.compile(expression, _model(),
+                              options={"userInvocationTable": USER_FUNCTIONS})
+
+
 def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[str, Any]
              ) -> list[Any]:
     """The result collection of ``expression`` on ``resource`` with ``%`` variables."""
-    import fhirpathpy
-
     problem = check_expression(expression)
     if problem is not None:
         raise FhirPathError(problem)
@@ -151,8 +160,7 @@ def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[st
     previous = sys.getprofile()
     sys.setprofile(budget)
     try:
-        result = fhirpathpy.evaluate(dict(resource), expression, dict(variables), _model(),
-                                     options={"userInvocationTable": USER_FUNCTIONS})
+        result = _compiled(expression)(dict(resource), dict(variables))
     except LimitExceeded:
         raise
     except Exception as exc:  # the engine raises plain exceptions for type errors
