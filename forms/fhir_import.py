@@ -492,6 +492,10 @@ def initial_value(value: Mapping[str, Any], body: Mapping[str, Any],
         if body.get("choices"):
             code = codes.get(str(raw), safe_code(str(raw)))
             return code if any(c["code"] == code for c in body["choices"]) else None
+        if name == "valueDateTime" and isinstance(raw, str):
+            from careloop.forms.fhir_qr import _datetime_in
+
+            raw = _datetime_in(raw)   # the hospital's wall clock, as a datetime field stores
         return raw if body.get("type") in _INITIAL_TYPES.get(name, ()) else None
     return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from fhir.resources.R4B.questionnaire import Questionnaire
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy import Engine, select
 
-from careloop.engine.clock import now_utc
+from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.db import transaction
 from careloop.engine.errors import DefinitionInvalid
 from careloop.engine.registry import loaded_registry
@@ -126,6 +126,8 @@ def _vitals() -> dict[str, Any]:
                                 "valueInteger": 20}]},
                 {"linkId": "dates", "type": "date", "text": "Days measured", "repeats": True},
                 {"linkId": "notes", "type": "text", "text": "Notes", "repeats": True},
+                {"linkId": "taken", "type": "dateTime", "text": "Measured at",
+                 "initial": [{"valueDateTime": "2026-03-01T00:30:00Z"}]},
                 {"linkId": "dizzy", "type": "boolean", "text": "Dizzy?",
                  "initial": [{"valueBoolean": False}]},
                 {"linkId": "arm", "type": "choice", "text": "Arm", "answerOption": [
@@ -142,27 +144,33 @@ def test_initial_read_only_and_repeats_journey(engine: Engine, client: TestClien
     assert (fields["ward"]["read_only"], fields["ward"]["default"]) == (True, "Ward 3")
     assert (fields["pulse"]["repeats"], fields["pulse"]["default"]) == (True, [72])
     assert (fields["dizzy"]["default"], fields["arm"]["default"]) == ("no", "R")
+    local = datetime(2026, 3, 1, 0, 30, tzinfo=UTC).astimezone(hospital_tz())
+    taken = local.replace(tzinfo=None).isoformat(timespec="seconds")   # the hospital's clock
+    assert fields["taken"]["default"] == taken
     text = _publish(engine, body)
     url = _link(engine, "home_vitals")
     page = client.get(url + "?lang=en").text
     assert 'name="ward" value="Ward 3"' in page and "readonly" in page
     assert 'name="pulse" value="72"' in page and page.count('name="pulse"') == 2  # + an empty one
+    assert f'name="taken" value="{taken}"' in page
     assert 'value="no" checked' in page.replace("\n", " ") or 'value="no"  checked' in page
     # a second pulse and a note added, the read-only ward tampered with
     saved = client.post(url, data={"_page": "0", "_lang": "en", "_action": "save",
                                    "ward": "Ward 9", "pulse": ["72", "88", ""],
-                                   "notes": ["after the walk"], "dizzy": "no", "arm": "R"})
+                                   "notes": ["after the walk"], "dizzy": "no", "arm": "R",
+                                   "taken": taken})
     assert saved.status_code == 200 and saved.text.count('name="pulse"') == 3
     bad = client.post(url, data={"_page": "0", "_lang": "en", "_action": "submit",
                                  "pulse": ["72", "5"], "dizzy": "no"})
     assert bad.status_code == 422 and "f-pulse" in bad.text      # 5 < minValue 20, located
     done = client.post(url, data={"_page": "0", "_lang": "en", "_action": "submit",
                                   "pulse": ["72", "88"], "dates": ["2026-03-01", "2026-03-02"],
-                                  "notes": ["after the walk"], "dizzy": "yes", "arm": "L"})
+                                  "notes": ["after the walk"], "dizzy": "yes", "arm": "L",
+                                  "taken": taken})
     assert done.status_code == 200
     stored = _stored(engine).answers
     assert stored == {"ward": "Ward 3", "pulse": [72, 88], "dates": ["2026-03-01", "2026-03-02"],
-                      "notes": ["after the walk"], "dizzy": "yes", "arm": "L"}
+                      "notes": ["after the walk"], "dizzy": "yes", "arm": "L", "taken": taken}
     exported = _round_trip(text, "home_vitals", stored)
     items = {i["linkId"]: i for i in exported["item"]}
     assert items["pulse"]["repeats"] and items["pulse"]["initial"] == [{"valueInteger": 72}]
