@@ -124,6 +124,12 @@ def _vitals() -> dict[str, Any]:
                  "repeats": True, "initial": [{"valueInteger": 72}],
                  "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/minValue",
                                 "valueInteger": 20}]},
+                {"linkId": "pulse_sum", "type": "integer", "text": "Sum of the readings",
+                 "readOnly": True, "extension": [{
+                     "url": SDC + "sdc-questionnaire-calculatedExpression",
+                     "valueExpression": {"language": "text/fhirpath", "expression":
+                                         "%resource.item.where(linkId='pulse').answer.value"
+                                         ".aggregate($total + $this, 0)"}}]},
                 {"linkId": "dates", "type": "date", "text": "Days measured", "repeats": True},
                 {"linkId": "notes", "type": "text", "text": "Notes", "repeats": True},
                 {"linkId": "taken", "type": "dateTime", "text": "Measured at",
@@ -168,7 +174,9 @@ def test_initial_read_only_and_repeats_journey(engine: Engine, client: TestClien
                                   "notes": ["after the walk"], "dizzy": "yes", "arm": "L",
                                   "taken": taken})
     assert done.status_code == 200
-    stored = _stored(engine).answers
+    row = _stored(engine)
+    stored = row.answers
+    assert row.scores == {"pulse_sum": 72 + 88}          # FHIRPath over the repeated answers
     assert stored == {"ward": "Ward 3", "pulse": [72, 88], "dates": ["2026-03-01", "2026-03-02"],
                       "notes": ["after the walk"], "dizzy": "yes", "arm": "L", "taken": taken}
     exported = _round_trip(text, "home_vitals", stored)
