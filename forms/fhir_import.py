@@ -486,9 +486,7 @@ def initial_value(value: Mapping[str, Any], body: Mapping[str, Any],
             code = codes.get(code, code)
             return code if any(c["code"] == code for c in body.get("choices", [])) else None
         if name == "valueQuantity":
-            unit = raw.get("code") or raw.get("unit")
-            return {"value": raw.get("value"), "unit": unit} if unit in (
-                body.get("units") or [body.get("unit")]) else None
+            return _initial_quantity(raw, body)
         if body.get("choices"):
             code = codes.get(str(raw), safe_code(str(raw)))
             return code if any(c["code"] == code for c in body["choices"]) else None
@@ -497,6 +495,23 @@ def initial_value(value: Mapping[str, Any], body: Mapping[str, Any],
 
             raw = _datetime_in(raw)   # the hospital's wall clock, as a datetime field stores
         return raw if body.get("type") in _INITIAL_TYPES.get(name, ()) else None
+    return None
+
+
+def _initial_quantity(raw: Mapping[str, Any], body: Mapping[str, Any]) -> Any:
+    """An initial quantity in one of the field's units, or converted to its unit when it is
+    the same kind of quantity (1.8 m → 180 cm); ``None`` otherwise."""
+    from careloop.forms.fields import UNITS, convert
+
+    unit, value = raw.get("code") or raw.get("unit"), raw.get("value")
+    allowed = body.get("units") or [body.get("unit")]
+    if unit in allowed:
+        return {"value": value, "unit": unit}
+    target = body.get("unit")
+    if isinstance(value, int | float) and unit in UNITS and target in UNITS and \
+            UNITS[str(unit)][0] == UNITS[str(target)][0]:
+        return {"value": round(convert(float(value), str(unit), str(target)), 9),
+                "unit": target}
     return None
 
 

@@ -404,7 +404,8 @@ UNITS: dict[str, tuple[str, float]] = {
     # UCUM codes as FHIR Questionnaires name them (questionnaire-unit / unitOption)
     "mm[Hg]": ("pressure", 1.0), "kPa": ("pressure", 7.500615758),
     "[lb_av]": ("mass", 0.45359237), "[in_i]": ("length", 2.54), "Cel": ("temperature", 1.0),
-    "/min": ("rate", 1.0), "{beats}/min": ("rate", 1.0), "%": ("fraction", 1.0),
+    "/min": ("rate", 1.0), "{beats}/min": ("rate", 1.0), "{breaths}/min": ("rate", 1.0),
+    "{counts}/min": ("rate", 1.0), "mm": ("length", 0.1), "%": ("fraction", 1.0),
     "kg/m2": ("body mass index", 1.0),
 }
 

@@ -55,7 +55,8 @@ CARRIED = {
     "lforms-entryformat.json", "lforms-groupunderq.json", "lforms-hiddenitem.json",
     "lforms-hiddenwo.json", "lforms-initialchildren.json", "lforms-itemweight.json",
     "lforms-matrixinitial.json", "lforms-minmax.json", "lforms-nestedenable.json",
-    "lforms-openlabel.json", "lforms-questionunderquestion.json", "lforms-radiocheckbox.json",
+    "lforms-openlabel.json", "lforms-quantityinitial.json", "lforms-questionunderquestion.json",
+    "lforms-radiocheckbox.json",
     "lforms-readonly.json", "lforms-refloop.json", "lforms-scoresxhtml.json",
     "lforms-testenablewhen.json", "lforms-underrepeatingchoice.json", "lforms-vsmatrix.json",
     "spec-f201-lifelines.fhir.json", "spec-gcs.fhir.json",
@@ -249,6 +250,9 @@ def test_refusals_are_located_and_named() -> None:
     assert (fields["q_202279616184"]["unit"], fields["q_202279616184"]["units"]) == (
         "mm[Hg]", ["mm[Hg]"])
     assert fields["q_202279616184"]["default"] == {"value": 120, "unit": "mm[Hg]"}
+    # an initial 1.8 m on a field measured in cm or mm: the same length, in the field's unit
+    height = _body("lforms-quantityinitial.json")["fields"][1]
+    assert (height["units"], height["default"]) == (["cm", "mm"], {"value": 180.0, "unit": "cm"})
 
 
 def _zh_questionnaire() -> dict[str, Any]:
