@@ -36,7 +36,8 @@ from careloop.forms.spec import (
 # Keys every field may carry; anything else must be an option of the field's type.
 COMMON_KEYS = frozenset({"key", "type", "label", "help", "required", "visible_if", "required_if",
                          "enabled_if", "calculate", "default", "choices", "rows", "validations",
-                         "fields", "code", "link_id"})
+                         "fields", "code", "link_id", "visible_if_fhirpath", "repeats",
+                         "read_only"})
 FIELD_NAMES = ("answers", "patient", "encounter", "value")
 SCORE_NAMES = ("answers", "scores", "patient", "encounter")
 PIPE = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")
@@ -156,7 +157,74 @@ class _Compiler:
                 if (expr := self.expression((*path, "validations", i, "expression"),
                                             v["expression"], names, group)) is not None),
             fields=sub, options=options, page=page, code=item.get("code", {}),
-            link_id=item.get("link_id"))
+            link_id=item.get("link_id"),
+            visible_fhirpath=self._fhirpath_condition(item, path, group),
+            default=self._default(item, path, choices),
+            repeats=self._repeats(ftype, item, path),
+            read_only=self._read_only(ftype, item, path))
+
+    def _read_only(self, ftype: FieldType, item: dict[str, Any], path: Path) -> bool:
+        """Read-only fields are drawn as plain inputs the browser does not let one edit."""
+        if not item.get("read_only"):
+            return False
+        if not ftype.repeatable:
+            self.problem("form.read-only", f"a field of type '{ftype.name}' cannot be "
+                         "read-only (text, number, date and time fields can)",
+                         (*path, "read_only"))
+            return False
+        return True
+
+    def _repeats(self, ftype: FieldType, item: dict[str, Any], path: Path) -> bool:
+        if not item.get("repeats"):
+            return False
+        if not ftype.repeatable:
+            repeatable = sorted(n for n, t in self.types.items() if t.repeatable)
+            self.problem("form.repeats", f"a field of type '{ftype.name}' cannot repeat (types "
+                         f"that can: {', '.join(repeatable)})", (*path, "repeats"))
+            return False
+        return True
+
+    def _fhirpath_condition(self, item: dict[str, Any], path: Path,
+                            group: str | None) -> dict[str, Any] | None:
+        """``visible_if_fhirpath`` checked as FHIRPath (text, then each variable)."""
+        from careloop.forms.fhirpath import check_expression
+
+        found = item.get("visible_if_fhirpath")
+        if not isinstance(found, dict):
+            return None
+        at = (*path, "visible_if_fhirpath")
+        if group is not None:
+            self.problem("form.fhirpath", "a FHIRPath condition inside a repeat group: it is "
+                         "evaluated on the whole response, not on a row", at)
+        for index, variable in enumerate(found.get("variables", []) or []):
+            problem = check_expression(str(variable.get("expression", "")))
+            if problem:
+                self.problem("form.fhirpath", problem, (*at, "variables", index, "expression"))
+        problem = check_expression(str(found.get("expression", "")))
+        if problem:
+            self.problem("form.fhirpath", problem, (*at, "expression"))
+        return dict(found)
+
+    def _default(self, item: dict[str, Any], path: Path,
+                 choices: tuple[ChoiceSpec, ...]) -> Any:
+        """``default`` checked as an answer of the field's type (the page starts with it)."""
+        if "default" not in item or item["default"] is None:
+            return None
+        ftype = self.types[item["type"]]
+        probe = FieldSpec(key=item["key"], type=item["type"],
+                          options={k: v for k, v in item.items() if k not in COMMON_KEYS},
+                          choices=choices)
+        if item.get("repeats") and isinstance(item["default"], list):
+            checked = [ftype.check(probe, one) for one in item["default"]]
+            value = [one for one, _ in checked]
+            issues = [i for _, found in checked for i in found]
+        else:
+            value, issues = ftype.check(probe, item["default"])
+        if issues:
+            self.problem("form.default", f"default {item['default']!r} is not an answer of a "
+                         f"'{ftype.name}' field ({issues[0][1]})", (*path, "default"))
+            return None
+        return value
 
     def _check_options(self, ftype: FieldType, options: dict[str, Any], path: Path) -> None:
         allowed = list(ftype.options)

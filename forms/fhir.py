@@ -19,11 +19,9 @@ imported Questionnaire exports to one that imports to the same form; a Careloop 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from careloop.engine.errors import CareloopError
-from careloop.engine.registry import loaded_registry
 from careloop.forms.fhir_import import (
     CAREL_EXPR,
     CONTROL_CHOICE,
@@ -31,28 +29,38 @@ from careloop.forms.fhir_import import (
     KNOWN_TOTALS,
     ORDINAL,
     SDC,
-    TRANSLATION,
     key_from_link_id,
 )
 from careloop.forms.fhir_import import import_questionnaire as _import
-from careloop.forms.fields import FhirMap
+from careloop.forms.fhir_qr import (
+    UCUM,
+    _answers,
+    answers_from_response,
+    evaluation_resources,
+    export_response,
+    read_response,
+    response_item,
+)
+from careloop.forms.fhir_tree import (
+    FhirExportError,
+    _link,
+    _text,
+    _Tree,
+    canonical,
+    fhir_map,
+)
 from careloop.forms.spec import FieldSpec, FormSpec, ScoreSpec
 
 __all__ = ["KNOWN_TOTALS", "FhirExportError", "answers_from_response", "evaluation_resources",
            "export_questionnaire", "export_response", "fhir_item", "fhir_map",
            "import_questionnaire", "key_from_link_id", "read_response", "response_item"]
 
-UCUM = "http://unitsofmeasure.org"
 CORE = "http://hl7.org/fhir/StructureDefinition/"
 ITEM_CONTROL = "http://hl7.org/fhir/questionnaire-item-control"
 _CONTROL_CODE = {v: k for k, v in CONTROL_CHOICE.items() if k != "autocomplete"}
 _VALUE = {"integer": "valueInteger", "date": "valueDate", "time": "valueTime",
           "string": "valueString", "open-choice": "valueCoding", "coding": "valueCoding",
           "choice": "valueCoding"}
-
-
-class FhirExportError(CareloopError):
-    """A form holds a field whose type declares no FHIR mapping: refused, never a guess."""
 
 
 def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = None, *,
@@ -64,90 +72,7 @@ def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = Non
     return result.body, result.notes
 
 
-def fhir_map(field: FieldSpec) -> FhirMap:
-    """The field's type's FHIR mapping (:attr:`FieldType.fhir`); a type without one cannot be
-    exported."""
-    ftype = loaded_registry().catalogue("field_type").get(field.type)
-    mapping: FhirMap | None = getattr(ftype, "fhir", None)
-    if mapping is None:
-        raise FhirExportError(f"field '{field.key}': field type '{field.type}' declares no FHIR "
-                              "item type (FieldType.fhir), so the form cannot be exported")
-    return mapping
-
-
-def _items_meta(spec: FormSpec) -> Mapping[str, Mapping[str, Any]]:
-    items = spec.meta.get("items") if spec.meta else None
-    return items if isinstance(items, Mapping) else {}
-
-
-def _text(label: Mapping[str, str], locale: str) -> tuple[str | None, dict[str, Any] | None]:
-    """``text`` in ``locale`` and ``_text`` carrying the other language as a translation."""
-    if not label:
-        return None, None
-    main = label.get(locale)
-    if main is None:  # no text in this language: the text as written, nothing to translate
-        return next(iter(label.values())), None
-    others = {k: v for k, v in label.items() if k != locale}
-    if not others:
-        return main, None
-    return main, {"extension": [{"url": TRANSLATION, "extension": [
-        {"url": "lang", "valueCode": lang}, {"url": "content", "valueString": text}]}
-        for lang, text in others.items()]}
-
-
-def _link(field: FieldSpec) -> str:
-    return field.link_id or field.key
-
-
-def canonical(spec: FormSpec) -> str:
-    """The Questionnaire's canonical URL: the imported one, else a stable URN of the form."""
-    url = spec.meta.get("url") if spec.meta else None
-    return str(url) if url else f"urn:careloop:form:{spec.key}"
-
-
 # -- conditions back to enableWhen ---------------------------------------------------------
-
-class _Tree:
-    """The form as FHIR's item tree (parents from the import, else flat)."""
-
-    def __init__(self, spec: FormSpec) -> None:
-        self.spec = spec
-        self.meta = _items_meta(spec)
-        self.by_key: dict[str, FieldSpec] = {}
-        self.parent_of: dict[str, str | None] = {}
-        self.order: list[FieldSpec] = []
-        for top in spec.fields:
-            self._index(top, None)
-
-    def _index(self, field: FieldSpec, group: str | None) -> None:
-        self.by_key[field.key] = field
-        self.order.append(field)
-        parent = self.meta.get(field.key, {}).get("parent")
-        self.parent_of[field.key] = str(parent) if parent else group
-        for sub in field.fields:
-            self._index(sub, field.key)
-
-    def children(self, parent: FieldSpec | None) -> list[FieldSpec]:
-        wanted = parent.key if parent is not None else None
-        return [f for f in self.order if self.parent_of.get(f.key) == wanted]
-
-    def has_children(self, key: str) -> bool:
-        return key in self.parent_of.values() or any(
-            (m.get("parent") == key) for m in self.meta.values() if isinstance(m, Mapping))
-
-    def scores_under(self, parent: str | None) -> list[tuple[int, ScoreSpec]]:
-        out = []
-        for score in self.spec.scores:
-            meta = self.meta.get(score.key, {})
-            if (score.method == "fhirpath" or meta.get("total")) and \
-                    (meta.get("parent") or None) == parent:
-                out.append((int(meta.get("position", 10**6)), score))
-        return sorted(out, key=lambda pair: pair[0])
-
-    def condition(self, key: str) -> str | None:
-        field = self.by_key.get(key)
-        return field.visible_if.source if field is not None and field.visible_if else None
-
 
 def _own_condition(tree: _Tree, field: FieldSpec) -> str | None:
     mine = field.visible_if.source if field.visible_if else None
@@ -284,6 +209,10 @@ class _Exporter:
             item["code"] = [dict(field.code)]
         if field.required:
             item["required"] = True
+        for name, kept in (("questionnaire-minOccurs", "min_occurs"),
+                           ("questionnaire-maxOccurs", "max_occurs")):
+            if field.type != "repeat_group" and meta.get(kept) is not None:
+                extensions.append(_ext(name, valueInteger=int(meta[kept])))
         if meta.get("hidden"):
             extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
         if field.type == "repeat_group":
@@ -293,18 +222,28 @@ class _Exporter:
                 extensions.append(_ext("questionnaire-minOccurs", valueInteger=int(lo)))
             if hi is not None:
                 extensions.append(_ext("questionnaire-maxOccurs", valueInteger=int(hi)))
-        elif mapping.repeats:
+        elif mapping.repeats or field.repeats:
             item["repeats"] = True
+        if field.read_only:
+            item["readOnly"] = True
         own = _own_condition(self.tree, field)
         if own:
             found = _enable(self.tree, own)
             extensions.extend(found.pop("extension", []))
             item.update(found)
+        if field.visible_fhirpath:
+            extensions.extend(self.variables(field.visible_fhirpath.get("variables")))
+            extensions.append({"url": SDC + "sdc-questionnaire-enableWhenExpression",
+                               "valueExpression": {
+                                   "language": "text/fhirpath",
+                                   "expression": field.visible_fhirpath["expression"]}})
         if field.choices and field.type in ("single_choice", "multiple_choice"):
             self.options(field, meta, ftype, item, extensions)
         elif mapping.item is not None and field.type not in ("repeat_group",):
             item.update(mapping.item(field, self.locale))
         self.numbers(field, meta, ftype, item, extensions)
+        if field.default is not None:
+            self.initial(field, item)
         if isinstance(field.options.get("max_length"), int) and ftype in ("string", "text"):
             item["maxLength"] = field.options["max_length"]
         children: list[dict[str, Any]] = []
@@ -323,6 +262,30 @@ class _Exporter:
         if extensions:
             item["extension"] = extensions
         return item
+
+    def initial(self, field: FieldSpec, item: dict[str, Any]) -> None:
+        """The field's ``default`` as ``initial`` (``initialSelected`` on answer options, as
+        R4 requires when they are listed)."""
+        values = field.default if field.repeats else [field.default]
+        answers = [a for v in values for a in _answers(self.tree, field, v, False, self.locale)]
+        if "answerOption" in item:
+            chosen = [a.get("valueCoding", a) for a in answers]
+            for option in item["answerOption"]:
+                value = option.get("valueCoding", option)
+                if any(_same(value, c) for c in chosen):
+                    option["initialSelected"] = True
+        else:
+            item["initial"] = answers
+
+    def variables(self, found: Any) -> list[dict[str, Any]]:
+        """The SDC variables an item's FHIRPath reads, less the Questionnaire's own."""
+        top = list(self.spec.meta.get("variables", []) or []) if self.spec.meta else []
+        mine = list(found or [])
+        if mine[:len(top)] == top:
+            mine = mine[len(top):]
+        return [{"url": CORE + "variable", "valueExpression": {
+            "name": v["name"], "language": "text/fhirpath", "expression": v["expression"]}}
+            for v in mine]
 
     def options(self, field: FieldSpec, meta: Mapping[str, Any], ftype: str,
                 item: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
@@ -433,14 +396,7 @@ class _Exporter:
         extensions: list[dict[str, Any]] = []
         if meta.get("hidden"):
             extensions.append(_ext("questionnaire-hidden", valueBoolean=True))
-        top = list(self.spec.meta.get("variables", []) or []) if self.spec.meta else []
-        mine = list(score.options.get("variables", []) or [])
-        if mine[:len(top)] == top:
-            mine = mine[len(top):]
-        for variable in mine:
-            extensions.append({"url": CORE + "variable", "valueExpression": {
-                "name": variable["name"], "language": "text/fhirpath",
-                "expression": variable["expression"]}})
+        extensions.extend(self.variables(score.options.get("variables")))
         if score.method == "fhirpath":
             extensions.append({"url": SDC + "sdc-questionnaire-calculatedExpression",
                                "valueExpression": {"language": "text/fhirpath",
@@ -483,6 +439,14 @@ def export_questionnaire(spec: FormSpec, *, version: int | None = None,
     return out
 
 
+def _same(option: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:
+    """An answer option and an answer coding (or primitive value) name the same answer."""
+    if "code" in option:
+        return option.get("code") == answer.get("code") and \
+            option.get("system") == answer.get("system")
+    return any(k.startswith("value") and answer.get(k) == v for k, v in option.items())
+
+
 def _fhir_id(key: str) -> str:
     """R4 ids are ``[A-Za-z0-9\\-.]{1,64}``: a key's ``_`` becomes ``-``."""
     return key.replace("_", "-")[:64]
@@ -515,314 +479,4 @@ def fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
         item.update(mapping.item(field, locale))
     return item
 
-
-# -- QuestionnaireResponse -----------------------------------------------------------------
-
-def _time(value: str) -> str:
-    return value if value.count(":") >= 2 else f"{value}:00"
-
-
-def _datetime_out(value: str) -> str:
-    """A stored local date-time (the hospital's wall clock) as an R4 ``dateTime``, which needs
-    seconds and an offset: ``2026-03-01T08:30:00`` → ``2026-03-01T08:30:00+08:00``."""
-    from datetime import datetime
-
-    from careloop.engine.clock import hospital_tz
-
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=hospital_tz())
-    return moment.isoformat(timespec="seconds")
-
-
-def _datetime_in(value: str) -> str:
-    """An R4 ``dateTime`` as the stored local date-time (hospital wall clock)."""
-    from datetime import datetime
-
-    from careloop.engine.clock import hospital_tz
-
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(hospital_tz()).replace(tzinfo=None)
-    return moment.isoformat(timespec="seconds")
-
-
-def _answers(tree: _Tree, field: FieldSpec, value: Any, weights: bool,
-             locale: str) -> list[dict[str, Any]]:
-    meta = tree.meta.get(field.key, {})
-    ftype = str(meta.get("type") or "")
-    if field.choices and field.type in ("single_choice", "multiple_choice"):
-        other_text = None
-        if isinstance(value, dict):
-            other_text = value.get("other")
-            codes = value.get("codes") or ([value.get("code")] if value.get("code") else [])
-        else:
-            codes = value if isinstance(value, list) else [value]
-        out: list[dict[str, Any]] = []
-        systems = meta.get("systems", {}) or {}
-        values = meta.get("values", {}) or {}
-        weight = ITEM_WEIGHT if meta.get("weight") == "itemWeight" else ORDINAL
-        for code in codes:
-            raw = str(values.get(code, code))
-            choice = field.choice(code)
-            if choice is not None and choice.other:
-                continue
-            value_name = _VALUE.get(ftype, "valueCoding")
-            if value_name == "valueInteger":
-                out.append({"valueInteger": int(raw)})
-            elif value_name == "valueTime":
-                out.append({"valueTime": _time(raw)})
-            elif value_name != "valueCoding":
-                out.append({value_name: raw})
-            else:
-                coding: dict[str, Any] = {"code": raw}
-                if systems.get(code):
-                    coding = {"system": systems[code], "code": raw}
-                if choice is not None:
-                    from careloop.engine.i18n import pick
-
-                    coding["display"] = pick(dict(choice.label), locale)
-                    if weights and choice.score is not None:
-                        coding["extension"] = [{"url": weight, "valueDecimal": choice.score}]
-                out.append({"valueCoding": coding})
-        if other_text:
-            out.append({"valueString": str(other_text)})
-        return out
-    if field.type == "measurement" and isinstance(value, Mapping):
-        return [{"valueQuantity": {"value": value.get("value"), "unit": value.get("unit"),
-                                   "system": UCUM, "code": value.get("unit")}}]
-    if field.type == "yes_no":
-        return [{"valueBoolean": value in ("yes", True)}]
-    simple = {"date": "valueDate", "datetime": "valueDateTime", "short_text": "valueString",
-              "long_text": "valueString", "email": "valueString", "mobile": "valueString"}
-    if field.type in simple and isinstance(value, str):
-        if field.type == "short_text" and ftype == "url":
-            return [{"valueUri": value}]
-        if field.type == "datetime":
-            return [{"valueDateTime": _datetime_out(value)}]
-        return [{simple[field.type]: value}]
-    if field.type == "time" and isinstance(value, str):
-        return [{"valueTime": _time(value)}]
-    if field.type in ("decimal", "slider") and isinstance(value, int | float) and \
-            not isinstance(value, bool):
-        if ftype == "integer" and float(value).is_integer():
-            return [{"valueInteger": int(value)}]
-        return [{"valueDecimal": value}]
-    return fhir_map(field).answers(field, value)
-
-
-def response_item(field: FieldSpec, value: Any) -> dict[str, Any]:
-    """The QuestionnaireResponse item of one answer, as the field's type maps it: its answers,
-    or nested items (a matrix's rows, a blood pressure's parts)."""
-    mapping = fhir_map(field)
-    body = (mapping.response(field, value) if mapping.response is not None
-            else {"answer": mapping.answers(field, value)})
-    return {"linkId": _link(field), **body}
-
-
-class _Responder:
-    def __init__(self, spec: FormSpec, answers: Mapping[str, Any],
-                 scores: Mapping[str, Any] | None, weights: bool, locale: str) -> None:
-        self.spec, self.answers, self.scores = spec, answers, scores or {}
-        self.weights, self.locale = weights, locale
-        self.tree = _Tree(spec)
-
-    def items(self, parent: FieldSpec | None, row: Mapping[str, Any] | None
-              ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for field in self.tree.children(parent):
-            out.extend(self.item(field, row))
-        if row is None:
-            for position, score in self.tree.scores_under(parent.key if parent else None):
-                value = self.scores.get(score.key)
-                if value is None:
-                    continue
-                meta = self.tree.meta.get(score.key, {})
-                link = str(score.options.get("link_id") or score.key)
-                answer: dict[str, Any] = {"valueDecimal": value}
-                if meta.get("type") == "integer" and float(value).is_integer():
-                    answer = {"valueInteger": int(value)}
-                elif meta.get("type") == "quantity":
-                    unit = meta.get("unit", {})
-                    answer = {"valueQuantity": {"value": value, **{
-                        k: v for k, v in (("unit", unit.get("display") or unit.get("code")),
-                                          ("system", unit.get("system")),
-                                          ("code", unit.get("code"))) if v}}}
-                out.insert(min(position, len(out)), {"linkId": link, "answer": [answer]})
-        return out
-
-    def item(self, field: FieldSpec, row: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-        source = row if row is not None else self.answers
-        if field.type == "repeat_group":
-            rows = source.get(field.key) or []
-            out = []
-            for one in rows if isinstance(rows, list) else []:
-                sub = self.items(field, one)
-                if sub:
-                    out.append({"linkId": _link(field), "item": sub})
-            return out
-        if field.type == "section":
-            sub = self.items(field, row)
-            return [{"linkId": _link(field), "item": sub}] if sub else []
-        children = self.items(field, row) if self.tree.has_children(field.key) else []
-        if field.key not in source:
-            # A question's nested items answer without it only as a group would: FHIR puts
-            # them under the question's answer, so without an answer they have nowhere to go.
-            return []
-        mapping = fhir_map(field)
-        if mapping.response is not None:
-            return [{"linkId": _link(field), **mapping.response(field, source[field.key])}]
-        answers = _answers(self.tree, field, source[field.key], self.weights, self.locale)
-        if not answers:
-            return []
-        if children:
-            answers[0]["item"] = children
-        return [{"linkId": _link(field), "answer": answers}]
-
-
-def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: str,
-                    authored: str, scores: Mapping[str, Any] | None = None,
-                    locale: str | None = None) -> dict[str, Any]:
-    """A QuestionnaireResponse for stored answers (patient by opaque id only), nested as the
-    Questionnaire is, with computed scores as the answers of their calculated items."""
-    responder = _Responder(spec, answers, scores, False, locale or spec.default_locale)
-    items = responder.items(None, None)
-    total_link = spec.meta.get("total_link_id") if spec.meta else None
-    total_key = spec.meta.get("total_score") if spec.meta else None
-    if scores and total_link and total_key and scores.get(total_key) is not None and \
-            not any(i["linkId"] == total_link for i in items):
-        items.append({"linkId": total_link, "answer": [{"valueDecimal": scores[total_key]}]})
-    out: dict[str, Any] = {"resourceType": "QuestionnaireResponse",
-                           "questionnaire": canonical(spec), "status": "completed",
-                           "subject": {"reference": f"Patient/{patient_id}"},
-                           "authored": authored}
-    if items:
-        out["item"] = items
-    return out
-
-
-_QUESTIONNAIRES: dict[tuple[str, str], dict[str, Any]] = {}
-
-
-def evaluation_resources(spec: FormSpec, answers: Mapping[str, Any],
-                         scores: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``%resource`` (the answers as a QuestionnaireResponse, chosen codings carrying their
-    scores) and ``%questionnaire`` (the form, cached per content hash) for FHIRPath."""
-    cache_key = (spec.key, spec.content_hash)
-    questionnaire = _QUESTIONNAIRES.get(cache_key) if spec.content_hash else None
-    if questionnaire is None:
-        questionnaire = export_questionnaire(spec, locale=spec.default_locale)
-        if spec.content_hash:
-            if len(_QUESTIONNAIRES) > 256:
-                _QUESTIONNAIRES.clear()
-            _QUESTIONNAIRES[cache_key] = questionnaire
-    responder = _Responder(spec, answers, scores, True, spec.default_locale)
-    resource = {"resourceType": "QuestionnaireResponse", "questionnaire": canonical(spec),
-                "status": "in-progress", "item": responder.items(None, None)}
-    return resource, questionnaire
-
-
-# -- reading a QuestionnaireResponse -------------------------------------------------------
-
-def _walk(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for item in items:
-        yield item
-        yield from _walk(item.get("item", []) or [])
-        for answer in item.get("answer", []) or []:
-            yield from _walk(answer.get("item", []) or [])
-
-
-def _value(field: FieldSpec | None, answer: Mapping[str, Any],
-           meta: Mapping[str, Any] | None = None) -> Any:
-    values = (meta or {}).get("values") or {}
-    systems = (meta or {}).get("systems") or {}
-    codes = {str(v): k for k, v in values.items()}
-    if "valueCoding" in answer:
-        code = str(answer["valueCoding"].get("code"))
-        system = answer["valueCoding"].get("system")
-        for key in (field.choices if field is not None else ()):
-            if str(values.get(key.code, key.code)) == code and systems.get(key.code) == system:
-                return key.code
-        return codes.get(code, code)
-    if "valueBoolean" in answer:
-        return "yes" if answer["valueBoolean"] else "no"
-    if "valueQuantity" in answer:
-        quantity = answer["valueQuantity"]
-        return {"value": quantity.get("value"), "unit": quantity.get("code")
-                or quantity.get("unit")}
-    if "valueDateTime" in answer and isinstance(answer["valueDateTime"], str) and \
-            field is not None and field.type == "datetime":
-        return _datetime_in(answer["valueDateTime"])
-    for name, value in answer.items():
-        if name.startswith("value"):
-            if field is not None and field.choices and not isinstance(value, dict):
-                code = codes.get(str(value), str(value))
-                if field.choice(code) is None and name == "valueString" and \
-                        any(c.other for c in field.choices):
-                    return {"code": "other", "other": code}
-                return code
-            return value
-    return None
-
-
-def read_response(spec: FormSpec, response: Mapping[str, Any]
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Answers keyed by field key, and the values the response reports for the form's scores
-    (calculated items), keyed by score key."""
-    tree = _Tree(spec)
-    by_link = {_link(f): f for f in tree.by_key.values()}
-    score_links = {str(s.options.get("link_id")): s.key for s in spec.scores
-                   if s.options.get("link_id")}
-    total_link = spec.meta.get("total_link_id") if spec.meta else None
-    if total_link and spec.meta.get("total_score"):
-        score_links[str(total_link)] = str(spec.meta["total_score"])
-    answers: dict[str, Any] = {}
-    reported: dict[str, Any] = {}
-
-    def read(items: list[dict[str, Any]], target: dict[str, Any]) -> None:
-        for item in items:
-            link = str(item.get("linkId"))
-            field = by_link.get(link)
-            nested = list(item.get("item", []) or [])
-            if link in score_links:
-                values = [_value(None, a) for a in item.get("answer", []) or []]
-                if values:
-                    value = values[0]
-                    reported[score_links[link]] = value.get("value") if isinstance(
-                        value, dict) else value
-                continue
-            if field is not None and field.type == "repeat_group":
-                row: dict[str, Any] = {}
-                read(nested, row)
-                target.setdefault(field.key, []).append(row)
-                continue
-            read(nested, target)
-            values = []
-            for answer in item.get("answer", []) or []:
-                values.append(_value(field, answer,
-                                     tree.meta.get(field.key) if field is not None else None))
-                read(list(answer.get("item", []) or []), target)
-            if field is None or not values:
-                continue
-            if field.type == "multiple_choice":
-                target[field.key] = values
-            else:
-                target[field.key] = values if fhir_map(field).repeats else values[0]
-
-    read(list(response.get("item", []) or []), answers)
-    return answers, reported
-
-
-def answers_from_response(spec: FormSpec, response: Mapping[str, Any],
-                          total_link_id: str | None = None) -> tuple[dict[str, Any], Any]:
-    """Answers keyed by field key from a QuestionnaireResponse, and its reported total (if any)."""
-    answers, reported = read_response(spec, response)
-    total_key = spec.meta.get("total_score") if spec.meta else None
-    return answers, reported.get(str(total_key)) if total_key else None
 

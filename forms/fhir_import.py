@@ -24,201 +24,56 @@ position), so import → export → import is a fixpoint.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from careloop.forms import fhir_valuesets as valuesets
-from careloop.forms.fhirpath import check_expression
+from careloop.forms.fhir_import_base import (  # re-exported: the import's vocabulary
+    _REFUSED,
+    CAREL_EXPR,
+    CONTROL_CHOICE,
+    CONTROL_HELP,
+    CONTROL_LAYOUT,
+    CORE,
+    ITEM_WEIGHT,
+    KNOWN_TOTALS,
+    LAYOUT,
+    LOINC,
+    NATURAL,
+    ORDINAL,
+    SDC,
+    SIMPLE_TYPES,
+    TRANSLATION,
+    Result,
+    Scope,
+    _control,
+    _control_of,
+    _join,
+    _option,
+    key_from_link_id,
+    locale_of,
+    safe_code,
+    short,
+)
+from careloop.forms.fhir_import_logic import LogicImport
 
-LOINC = "http://loinc.org"
-SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition/"
-CORE = "http://hl7.org/fhir/StructureDefinition/"
-TRANSLATION = CORE + "translation"
-ORDINAL = CORE + "ordinalValue"
-ITEM_WEIGHT = CORE + "itemWeight"
-CAREL_EXPR = "text/x-careloop-expression"
-
-# Known instruments: LOINC code of the total-score item → bands.
-KNOWN_TOTALS: dict[str, list[dict[str, Any]]] = {
-    "44261-6": [  # PHQ-9 total
-        {"code": "minimal", "label": {"zh-CN": "无或极轻微", "en": "Minimal"}, "min": 0, "max": 4},
-        {"code": "mild", "label": {"zh-CN": "轻度", "en": "Mild"}, "min": 5, "max": 9},
-        {"code": "moderate", "label": {"zh-CN": "中度", "en": "Moderate"}, "min": 10, "max": 14},
-        {"code": "moderately_severe", "label": {"zh-CN": "中重度", "en": "Moderately severe"},
-         "min": 15, "max": 19},
-        {"code": "severe", "label": {"zh-CN": "重度", "en": "Severe"}, "min": 20, "max": 27}],
-    "70274-6": [  # GAD-7 total
-        {"code": "minimal", "label": {"zh-CN": "无或极轻微", "en": "Minimal"}, "min": 0, "max": 4},
-        {"code": "mild", "label": {"zh-CN": "轻度", "en": "Mild"}, "min": 5, "max": 9},
-        {"code": "moderate", "label": {"zh-CN": "中度", "en": "Moderate"}, "min": 10, "max": 14},
-        {"code": "severe", "label": {"zh-CN": "重度", "en": "Severe"}, "min": 15, "max": 21}],
-}
-
-SIMPLE_TYPES = {"boolean": "yes_no", "decimal": "decimal", "integer": "integer", "date": "date",
-                "dateTime": "datetime", "time": "time", "string": "short_text",
-                "text": "long_text", "url": "short_text", "attachment": "file",
-                "quantity": "measurement", "display": "display"}
-#: the FHIR item type each field type exports as; a field whose source type differs keeps it
-NATURAL = {"yes_no": "boolean", "decimal": "decimal", "integer": "integer", "date": "date",
-           "datetime": "dateTime", "time": "time", "short_text": "string", "long_text": "text",
-           "file": "attachment", "measurement": "quantity", "display": "display",
-           "single_choice": "choice", "multiple_choice": "choice", "section": "group",
-           "repeat_group": "group", "slider": "decimal"}
-
-#: extensions that only say how to lay a form out: not carried, and no meaning is lost
-LAYOUT = {
-    CORE + "questionnaire-choiceOrientation": "choice layout (horizontal / vertical)",
-    CORE + "questionnaire-displayCategory": "display category (instructions / security)",
-    CORE + "rendering-xhtml": "rich text rendering (the plain text is kept)",
-    CORE + "rendering-markdown": "markdown rendering (the plain text is kept)",
-    CORE + "rendering-style": "CSS style",
-    CORE + "designNote": "a note for form designers",
-    CORE + "questionnaire-optionPrefix": "a prefix shown before an answer option",
-    CORE + "questionnaire-supportLink": "a link to support material",
-    CORE + "entryFormat": "an input hint",
-    SDC + "sdc-questionnaire-entryFormat": "an input hint",
-    CORE + "artifact-versionAlgorithm": "how versions are compared",
-    SDC + "sdc-questionnaire-preferredTerminologyServer": (
-        "a terminology server: never contacted, value sets are expanded offline"),
-    CORE + "terminology-server": "a terminology server: never contacted",
-    "http://hl7.org/fhir/StructureDefinition/questionnaire-sliderStepValue": "slider step",
-}
-#: item-control codes and what they become
-CONTROL_CHOICE = {"radio-button": "radio", "drop-down": "dropdown", "autocomplete": "dropdown",
-                  "check-box": "check-box"}
-CONTROL_LAYOUT = {"gtable", "htable", "table", "grid", "list", "tab-container", "header",
-                  "footer", "spinner", "text-box", "page", "legal", "prompt"}
-CONTROL_HELP = {"help", "flyover"}
+__all__ = ["CAREL_EXPR", "CONTROL_CHOICE", "CONTROL_HELP", "CONTROL_LAYOUT", "CORE",
+           "ITEM_WEIGHT", "KNOWN_TOTALS", "LAYOUT", "LOINC", "NATURAL", "ORDINAL", "SDC",
+           "SIMPLE_TYPES", "TRANSLATION", "_REFUSED", "Importer", "Result", "Scope",
+           "import_questionnaire", "key_from_link_id", "locale_of", "safe_code", "short"]
 
 
-def key_from_link_id(link_id: str) -> str:
-    """The rule: lower-case; every run of characters other than a–z, 0–9 becomes ``_``; leading
-    and trailing ``_`` are dropped; a key that would start with a digit (or be empty) gets ``q_``;
-    at most 64 characters. Duplicates get ``_2``, ``_3`` …"""
-    key = re.sub(r"[^a-z0-9]+", "_", link_id.lower()).strip("_")
-    if not key or not key[0].isalpha():
-        key = "q_" + key
-    return key[:64]
+def repeatable(field_type: str) -> bool:
+    """The field type takes ``repeats`` and ``read_only`` (:attr:`FieldType.repeatable`)."""
+    from careloop.forms.fields import FIELD_TYPES
+
+    found = FIELD_TYPES.get(field_type)
+    return found is not None and found.repeatable
 
 
-def locale_of(code: str | None) -> str | None:
-    """FHIR language code → a form locale (``zh``, ``zh-CN``, ``zh-Hans`` → zh-CN; ``en*`` →
-    en); ``None`` for a language forms cannot carry."""
-    if not code:
-        return None
-    low = code.lower()
-    if low.startswith("zh"):
-        return "zh-CN"
-    if low == "en" or low.startswith("en-"):
-        return "en"
-    return None
+class Importer(LogicImport):
+    """One Questionnaire's import: items, groups, types, numbers and choices."""
 
-
-def short(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
-
-
-@dataclass
-class Scope:
-    """Where an item sits: its located path, parent field key, repeat group, inherited
-    condition and FHIRPath variables in scope."""
-
-    path: str
-    parent: str | None = None
-    group: str | None = None
-    condition: str | None = None
-    variables: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class Result:
-    body: dict[str, Any]
-    notes: list[str]
-    refused: list[dict[str, Any]]
-
-
-class Importer:
-    """One Questionnaire's import (two passes: keys for every linkId first, then fields)."""
-
-    def __init__(self, questionnaire: Mapping[str, Any],
-                 bundle: list[Mapping[str, Any]] | None = None) -> None:
-        self.q = questionnaire
-        self.contained = valuesets.index(list(questionnaire.get("contained", []) or []))
-        self.bundle = valuesets.index(list(bundle or []))
-        self.keys: dict[str, str] = {}
-        self.used: set[str] = set()
-        self.kinds: dict[str, str] = {}      # field key -> Careloop type
-        self.groups: dict[str, str] = {}     # field key -> repeat group key it is in
-        self.score_keys: set[str] = set()
-        self.notes: list[str] = []
-        self.refused: list[dict[str, Any]] = []
-        self.scores: list[dict[str, Any]] = []
-        self.items_meta: dict[str, dict[str, Any]] = {}
-        self.locale = locale_of(questionnaire.get("language")) or "en"
-        self.total: tuple[str, str, list[dict[str, Any]] | None] | None = None
-        self.renames: dict[str, str] = {}
-        self.emitted: set[str] = set()
-
-    # -- reporting -------------------------------------------------------------------------
-    def refuse(self, where: str, message: str) -> None:
-        self.refused.append({"field": where, "message": message})
-        self.notes.append(f"{where}: refused: {message}")
-
-    def note(self, where: str, message: str) -> None:
-        self.notes.append(f"{where}: {message}")
-
-    # -- keys ------------------------------------------------------------------------------
-    def assign(self, items: list[dict[str, Any]], group: str | None = None) -> None:
-        """Keys for every linkId, and what conditions need to know before the items are
-        read (a condition may name a later item): its kind, its repeat group, whether it is
-        calculated."""
-        for item in items:
-            link_id = str(item.get("linkId"))
-            base = key_from_link_id(link_id)
-            key, n = base, 2
-            while key in self.used:
-                key, n = f"{base[:60]}_{n}", n + 1
-            self.used.add(key)
-            self.keys[link_id] = key
-            kind = str(item.get("type"))
-            urls = {short(str(e.get("url"))) for e in item.get("extension", []) or []}
-            if "sdc-questionnaire-calculatedExpression" in urls:
-                self.score_keys.add(key)
-            if kind in ("choice", "open-choice", "coding") or item.get("answerOption") or \
-                    item.get("answerValueSet"):
-                self.kinds[key] = "multiple_choice" if item.get("repeats") else "single_choice"
-            else:
-                self.kinds[key] = SIMPLE_TYPES.get(kind, kind)
-            if group:
-                self.groups[key] = group
-            inner = key if kind == "group" and item.get("repeats") and not group else group
-            self.assign(list(item.get("item", []) or []), inner)
-
-    # -- text ------------------------------------------------------------------------------
-    def text(self, value: Any, element: Mapping[str, Any] | None, where: str) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if isinstance(value, str) and value:
-            out[self.locale] = value
-        for ext in (element or {}).get("extension", []) or []:
-            if ext.get("url") != TRANSLATION:
-                if ext.get("url") not in LAYOUT:
-                    self.refuse(f"{where}.extension[{short(str(ext.get('url')))}]",
-                                "an extension on the text that Careloop does not carry")
-                continue
-            parts = {e.get("url"): e for e in ext.get("extension", []) or []}
-            lang = parts.get("lang", {}).get("valueCode")
-            content = parts.get("content", {}).get("valueString")
-            locale = locale_of(lang)
-            if locale is None:
-                self.refuse(f"{where}.extension[translation]",
-                            f"a translation into {lang!r}: forms carry zh-CN and en labels only")
-            elif content:
-                out.setdefault(locale, content)
-        return out
-
-    # -- items -----------------------------------------------------------------------------
     def items(self, items: list[dict[str, Any]], scope: Scope) -> Iterator[dict[str, Any]]:
         for index, item in enumerate(items):
             yield from self.item(item, Scope(f"{scope.path}item[{index}]", scope.parent,
@@ -282,18 +137,11 @@ class Importer:
                                                                        "display")}
             if len(codes) > 1:
                 meta["code"] = codes
-        condition = self.conditions(item, scope, exts)
-        if hidden:
+        condition = self.conditions(item, scope, exts, body)
+        if hidden and kind != "group":
             self.refuse(f"{where}.extension[questionnaire-hidden]",
                         "a hidden item that is not calculated: Careloop has no hidden "
                         "answerable field")
-        if item.get("readOnly"):
-            self.refuse(f"{where}.readOnly", "a read-only item that is not calculated: no "
-                        "read-only field option")
-        if item.get("initial") or any(o.get("initialSelected") for o in
-                                      item.get("answerOption", []) or []):
-            self.refuse(f"{where}.initial", "an initial value: field defaults are not applied "
-                        "by the form runtime")
         full = _join(scope.condition, condition)
         if full:
             body["visible_if"] = full
@@ -302,7 +150,15 @@ class Importer:
         if kind == "group":
             yield from self.group(item, scope, key, body, meta, exts, full)
             return
+        if not item.get("repeats"):
+            self.occurs(body, meta, exts, where)
         self.typed(item, scope, key, kind, body, meta, exts)
+        self.initial(item, body, meta, where)
+        if item.get("readOnly") and repeatable(str(body["type"])):
+            body["read_only"] = True
+        elif item.get("readOnly"):
+            self.refuse(f"{where}.readOnly", f"a read-only {kind} item that is not calculated: "
+                        "only text, number, date and time fields can be read-only")
         self.rest(exts, item, where)
         if meta:
             self.items_meta[key] = meta
@@ -333,6 +189,8 @@ class Importer:
         children = list(item.get("item", []) or [])
         control = exts.pop("questionnaire-itemControl", [])
         self.control_layout(control, where)
+        if item.get("readOnly"):
+            self.refuse(f"{where}.readOnly", "a read-only group")
         lo = exts.pop("questionnaire-minOccurs", [])
         hi = exts.pop("questionnaire-maxOccurs", [])
         if item.get("repeats"):
@@ -367,6 +225,12 @@ class Importer:
                 self.refuse(f"{where}.extension[{name}]", "occurrence limits on a group that "
                             "does not repeat")
         body["type"] = "section"
+        if meta.get("hidden"):
+            if item.get("enableWhen") or any(self.answerable(c) for c in children):
+                self.refuse(f"{where}.extension[questionnaire-hidden]", "a hidden group with "
+                            "a condition or with items a patient answers")
+            else:
+                body["hidden"] = True
         if body.pop("required", None):
             self.refuse(f"{where}.required", "a required group (one of its items must be "
                         "answered) has no Careloop equivalent")
@@ -377,6 +241,31 @@ class Importer:
         yield body
         yield from self.items(children, Scope(f"{where}.", key, scope.group, condition,
                                               list(scope.variables)))
+
+    def occurs(self, body: dict[str, Any], meta: dict[str, Any],
+               exts: dict[str, list[dict[str, Any]]], where: str) -> None:
+        """``minOccurs`` / ``maxOccurs`` on an item that does not repeat: at most one answer,
+        so ``minOccurs`` 1 is ``required`` and 0 or ``maxOccurs`` 1 say nothing more (kept
+        for the export); anything else contradicts the item and is refused."""
+        for name, allowed in (("questionnaire-minOccurs", (0, 1)),
+                              ("questionnaire-maxOccurs", (1,))):
+            found = exts.pop(name, [])
+            if not found:
+                continue
+            value = found[0].get("valueInteger")
+            if value not in allowed:
+                self.refuse(f"{where}.extension[{name}]", f"{value!r} occurrences on an item "
+                            "that does not repeat")
+                continue
+            meta["min_occurs" if name.endswith("minOccurs") else "max_occurs"] = value
+            if name.endswith("minOccurs") and value == 1:
+                body["required"] = True
+
+    def answerable(self, item: Mapping[str, Any]) -> bool:
+        """The item, or one under it, is answered by the patient (not calculated, not text)."""
+        key = self.keys.get(str(item.get("linkId")))
+        own = item.get("type") not in ("group", "display") and key not in self.score_keys
+        return own or any(self.answerable(c) for c in item.get("item", []) or [])
 
     def typed(self, item: dict[str, Any], scope: Scope, key: str, kind: str,
               body: dict[str, Any], meta: dict[str, Any],
@@ -426,8 +315,12 @@ class Importer:
                 self.refuse(f"{where}.extension[questionnaire-itemControl]",
                             f"item control {control!r} on a {kind} item has no Careloop widget")
             if item.get("repeats") and kind != "display":
-                self.refuse(f"{where}.repeats", f"a repeating {kind} item: a field holds one "
-                            "answer (put it in a repeating group instead)")
+                if repeatable(str(body["type"])):
+                    body["repeats"] = True
+                else:
+                    self.refuse(f"{where}.repeats", f"a repeating {kind} item: a "
+                                f"{body['type']} field holds one answer (put it in a repeating "
+                                "group instead)")
             self.numeric(item, kind, body, meta, exts, where)
         else:
             self.refuse(f"{where}.type", f"item type {kind!r} has no field type")
@@ -437,6 +330,28 @@ class Importer:
                                                                         "long_text"):
             body["max_length"] = item["maxLength"]
         self.kinds[key] = str(body["type"])
+
+    def initial(self, item: Mapping[str, Any], body: dict[str, Any], meta: Mapping[str, Any],
+                where: str) -> None:
+        """``initial`` / ``initialSelected`` → the field's ``default`` (what the patient page
+        starts with), as an answer of the field's type."""
+        selected = [c["code"] for c, o in zip(body.get("choices", []),
+                                              item.get("answerOption", []) or [], strict=False)
+                    if o.get("initialSelected")]
+        values = [initial_value(v, body, meta) for v in item.get("initial", []) or []]
+        values = selected + [v for v in values if v is not None]
+        if len(values) < len(item.get("initial", []) or []) + len(selected):
+            self.refuse(f"{where}.initial", "an initial value of a kind the field does not take")
+            return
+        if not values:
+            return
+        if body.get("type") == "multiple_choice" or body.get("repeats"):
+            body["default"] = values
+        elif len(values) > 1:
+            self.refuse(f"{where}.initial", "several initial values on an item that does not "
+                        "repeat")
+        else:
+            body["default"] = values[0]
 
     def numeric(self, item: dict[str, Any], kind: str, body: dict[str, Any],
                 meta: dict[str, Any], exts: dict[str, list[dict[str, Any]]], where: str) -> None:
@@ -550,281 +465,61 @@ class Importer:
                                                         "en": "(options not imported)"}})
         return out
 
-    # -- conditions ------------------------------------------------------------------------
-    def conditions(self, item: dict[str, Any], scope: Scope,
-                   exts: dict[str, list[dict[str, Any]]]) -> str | None:
-        where = scope.path
-        found: list[str] = []
-        for index, when in enumerate(item.get("enableWhen", []) or []):
-            expr = self.condition(when, scope, f"{where}.enableWhen[{index}]")
-            if expr is None:
-                return None
-            found.append(expr)
-        expression = exts.pop("sdc-questionnaire-enableWhenExpression", [])
-        if expression:
-            value = expression[0].get("valueExpression", {})
-            if value.get("language") == CAREL_EXPR:
-                found.append(str(value.get("expression")))
-            else:
-                self.refuse(f"{where}.extension[sdc-questionnaire-enableWhenExpression]",
-                            "a FHIRPath condition: field conditions are Careloop expressions "
-                            f"and {value.get('expression')!r} has no exact translation")
-                return None
-        if not found:
-            return None
-        joiner = " or " if item.get("enableBehavior") == "any" else " and "
-        return joiner.join(f"({c})" if len(found) > 1 else c for c in found)
 
-    def condition(self, when: Mapping[str, Any], scope: Scope, where: str) -> str | None:
-        link = str(when.get("question"))
-        question = self.keys.get(link)
-        if question is None:
-            self.refuse(f"{where}.question", f"enableWhen names no item {link!r}")
-            return None
-        if question in self.score_keys:
-            self.refuse(f"{where}.question", "a condition on a calculated item: field "
-                        "conditions cannot read a score")
-            return None
-        in_group = self.groups.get(question)
-        if in_group and in_group != scope.group:
-            self.refuse(f"{where}.question", "a condition on an answer inside a repeating "
-                        "group, from outside it")
-            return None
-        root = "row" if in_group and in_group == scope.group else "answers"
-        ref = f"{root}.{question}"
-        op = str(when.get("operator", "="))
-        answer = next(((k, v) for k, v in when.items() if k.startswith("answer")), None)
-        if answer is None:
-            self.refuse(where, "an enableWhen without an answer")
-            return None
-        name, value = answer
-        if op == "exists":
-            return f"{ref} {'!=' if value else '=='} None"
-        ops = {"=": "==", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
-        if op not in ops:
-            self.refuse(f"{where}.operator", f"operator {op!r}")
-            return None
-        kind = self.kinds.get(question, "")
-        if name == "answerCoding":
-            literal = repr(safe_code(str(value.get("code"))))
-        elif name == "answerBoolean":
-            literal = repr("yes" if value else "no")
-        elif name == "answerQuantity":
-            self.refuse(where, "a condition on a quantity")
-            return None
-        elif kind in ("single_choice", "multiple_choice"):
-            literal = repr(safe_code(str(value)))
-        else:
-            literal = repr(value)
-        if kind == "multiple_choice":
-            if op not in ("=", "!="):
-                self.refuse(f"{where}.operator", "an order comparison on a multiple choice")
-                return None
-            return f"{literal} {'in' if op == '=' else 'not in'} {ref}"
-        return f"{ref} {ops[op]} {literal}"
+def initial_value(value: Mapping[str, Any], body: Mapping[str, Any],
+                  meta: Mapping[str, Any]) -> Any:
+    """One FHIR ``initial`` as the stored answer of the field ``body`` describes (``None``
+    when it does not fit): a coding as its choice code, a boolean as ``yes``/``no``, a
+    quantity as ``{"value", "unit"}``.
 
-    # -- calculations ----------------------------------------------------------------------
-    def variable(self, ext: Mapping[str, Any], where: str, on_item: bool = True
-                 ) -> dict[str, str] | None:
-        """An SDC variable in FHIRPath (``None`` when refused). A name that is not an R4 id
-        (``q1_value``) is renamed (``q1value``) here and in every expression that reads it, so
-        the export validates."""
-        value = ext.get("valueExpression", {})
-        if value.get("language") != "text/fhirpath":
-            self.refuse(where, f"a variable in {value.get('language')!r}: only FHIRPath is "
-                        "evaluated")
-            return None
-        name = str(value.get("name"))
-        if not re.fullmatch(r"[A-Za-z0-9]{1,64}", name):
-            renamed = re.sub(r"[^A-Za-z0-9]", "", name) or "v"
-            while renamed in self.renames.values() and self.renames.get(name) != renamed:
-                renamed += "x"
-            self.renames[name] = renamed
-            name = renamed
-        expression = self.rename(str(value.get("expression", "")))
-        problem = check_expression(expression)
-        if problem:
-            self.refuse(where, problem)
-            return None
-        if self.relative(expression, where, on_item):
-            return None
-        return {"name": name, "expression": expression}
+        >>> initial_value({"valueBoolean": False}, {"type": "yes_no"}, {})
+        'no'
+    """
+    codes = {str(raw): code for code, raw in (meta.get("values") or {}).items()}
+    for name, raw in value.items():
+        if not name.startswith("value"):
+            continue
+        if name == "valueBoolean":
+            return ("yes" if raw else "no") if body.get("type") == "yes_no" else None
+        if name == "valueCoding":
+            code = str(raw.get("code"))
+            code = codes.get(code, code)
+            return code if any(c["code"] == code for c in body.get("choices", [])) else None
+        if name == "valueQuantity":
+            return _initial_quantity(raw, body)
+        if body.get("choices"):
+            code = codes.get(str(raw), safe_code(str(raw)))
+            return code if any(c["code"] == code for c in body["choices"]) else None
+        if name == "valueDateTime" and isinstance(raw, str):
+            from careloop.forms.fhir_qr import _datetime_in
 
-    def relative(self, expression: str, where: str, on_item: bool) -> bool:
-        """An expression on an item is evaluated with that item's answer as its context;
-        Careloop evaluates on the whole response, so a path that does not start from a
-        ``%`` variable, a literal or a function is refused there (at the Questionnaire level
-        the context is the response, and it is carried)."""
-        if on_item and re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:[.\[]|$)", expression) and \
-                not re.match(r"\s*(true|false)\b", expression):
-            self.refuse(where, f"{expression!r} is relative to its item: Careloop evaluates "
-                        "FHIRPath on the whole response, so its context would differ")
-            return True
-        return False
-
-    def rename(self, expression: str) -> str:
-        for old, new in self.renames.items():
-            expression = re.sub(rf"%{re.escape(old)}\b", f"%{new}", expression)
-        return expression
-
-    def calculated(self, item: dict[str, Any], scope: Scope, key: str, kind: str,
-                   ext: Mapping[str, Any], label: dict[str, str], codes: list[dict[str, Any]],
-                   meta: dict[str, Any], exts: dict[str, list[dict[str, Any]]],
-                   position: int) -> None:
-        where = f"{scope.path}.extension[sdc-questionnaire-calculatedExpression]"
-        value = ext.get("valueExpression", {})
-        expression = self.rename(str(value.get("expression", "")))
-        if value.get("language") != "text/fhirpath":
-            self.refuse(where, f"a calculation in {value.get('language')!r}")
-        elif problem := check_expression(expression):
-            self.refuse(where, problem)
-        else:
-            self.relative(expression, where, True)
-        if kind not in ("decimal", "integer", "quantity"):
-            self.refuse(where, f"a calculated {kind} item: a score is a number")
-        if scope.group:
-            self.refuse(where, "a calculation inside a repeating group (one value per row)")
-        if item.get("item"):
-            self.refuse(f"{scope.path}.item", "items nested under a calculated item")
-        if item.get("enableWhen") or "sdc-questionnaire-enableWhenExpression" in exts:
-            self.refuse(f"{scope.path}.enableWhen", "a condition on a calculated item")
-            exts.pop("sdc-questionnaire-enableWhenExpression", None)
-        exts.pop("questionnaire-itemControl", None)
-        for name in ("questionnaire-unit",):
-            found = exts.pop(name, [])
-            if found:
-                meta["unit"] = {k: v for k, v in found[0].get("valueCoding", {}).items()
-                                if k in ("system", "code", "display")}
-        self.rest(exts, item, scope.path)
-        self.score_keys.add(key)
-        name = str(item.get("linkId"))
-        score: dict[str, Any] = {"key": key, "label": label or {self.locale: name},
-                                 "method": "fhirpath", "fhirpath": expression,
-                                 "link_id": str(item.get("linkId"))}
-        if scope.variables:
-            score["variables"] = scope.variables
-        loinc = next((c.get("code") for c in codes if c.get("system") == LOINC), None)
-        if loinc in KNOWN_TOTALS:
-            score["bands"] = KNOWN_TOTALS[str(loinc)]
-        meta["position"] = position
-        meta["type"] = kind
-        if codes:
-            meta["code"] = codes
-        if item.get("readOnly"):
-            meta["readOnly"] = True
-        self.items_meta[key] = meta
-        self.scores.append(score)
-
-    # -- extensions ------------------------------------------------------------------------
-    def extensions(self, item: Mapping[str, Any], where: str, skip_control: bool = False
-                   ) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for ext in item.get("extension", []) or []:
-            url = str(ext.get("url"))
-            if url in LAYOUT or (skip_control and short(url) == "questionnaire-itemControl"):
-                continue
-            out.setdefault(short(url), []).append(ext)
-        return out
-
-    def rest(self, exts: dict[str, list[dict[str, Any]]], item: Mapping[str, Any],
-             where: str) -> None:
-        """Every extension still not taken is refused, located."""
-        prefix = f"{where}." if where else ""
-        for name in list(exts):
-            if name == "questionnaire-itemControl":
-                control = _control_of(exts[name])
-                if control in (None, "layout"):
-                    continue
-            self.refuse(f"{prefix}extension[{name}]", _REFUSED.get(
-                name, "an extension Careloop does not carry"))
-        exts.clear()
-
-    def control_layout(self, control: list[dict[str, Any]], where: str) -> None:
-        code = _control_of(control)
-        if code not in (None, "layout"):
-            self.refuse(f"{where}.extension[questionnaire-itemControl]",
-                        f"item control {code!r} on a group")
-
-    def unknown_keys(self, item: Mapping[str, Any], where: str) -> None:
-        for name in item:
-            if name not in _ITEM_KEYS:
-                self.refuse(f"{where}.{name}", f"item element {name!r} is not carried")
+            raw = _datetime_in(raw)   # the hospital's wall clock, as a datetime field stores
+        return raw if body.get("type") in _INITIAL_TYPES.get(name, ()) else None
+    return None
 
 
-_ITEM_KEYS = {"linkId", "text", "_text", "type", "code", "required", "repeats", "readOnly",
-              "item", "enableWhen", "enableBehavior", "answerOption", "answerValueSet",
-              "initial", "extension", "modifierExtension", "maxLength", "prefix", "_prefix",
-              "definition", "id"}
-_REFUSED = {
-    "sdc-questionnaire-initialExpression": "an initial value from FHIRPath (pre-population): "
-                                           "field defaults are not applied by the runtime",
-    "questionnaire-initialExpression": "an initial value from FHIRPath (pre-population)",
-    "sdc-questionnaire-answerExpression": "answer options computed by FHIRPath: choices are "
-                                          "fixed in a form",
-    "sdc-questionnaire-candidateExpression": "candidate answers from FHIRPath",
-    "sdc-questionnaire-observationLinkPeriod": "pre-population from earlier Observations",
-    "sdc-questionnaire-observationExtract": "extraction of Observations from answers",
-    "sdc-questionnaire-observation-extract-category": "extraction of Observations",
-    "sdc-questionnaire-templateExtract": "template-based extraction",
-    "sdc-questionnaire-extractAllocateId": "template-based extraction",
-    "sdc-questionnaire-launchContext": "launch context (pre-population)",
-    "questionnaire-launchContext": "launch context (pre-population)",
-    "questionnaire-externallydefined": "answers from an external source",
-    "sdc-questionnaire-unitOpen": "free-text units",
-    "sdc-questionnaire-unitSupplementalSystem": "units from another system",
-    "maxSize": "attachment size limit",
-    "mimeType": "attachment content types",
-    "questionnaire-answerRepeats": "repeating answers in a matrix",
-    "targetConstraint": "a cross-item constraint",
-    "sdc-questionnaire-enableWhenExpression": "a FHIRPath condition",
-    "sdc-questionnaire-calculatedExpression": "a calculation at this level",
-}
+def _initial_quantity(raw: Mapping[str, Any], body: Mapping[str, Any]) -> Any:
+    """An initial quantity in one of the field's units, or converted to its unit when it is
+    the same kind of quantity (1.8 m → 180 cm); ``None`` otherwise."""
+    from careloop.forms.fields import UNITS, convert
+
+    unit, value = raw.get("code") or raw.get("unit"), raw.get("value")
+    allowed = body.get("units") or [body.get("unit")]
+    if unit in allowed:
+        return {"value": value, "unit": unit}
+    target = body.get("unit")
+    if isinstance(value, int | float) and unit in UNITS and target in UNITS and \
+            UNITS[str(unit)][0] == UNITS[str(target)][0]:
+        return {"value": round(convert(float(value), str(unit), str(target)), 9),
+                "unit": target}
+    return None
 
 
-def _control_of(found: list[dict[str, Any]]) -> str | None:
-    if not found:
-        return None
-    codings = found[0].get("valueCodeableConcept", {}).get("coding", []) or []
-    code = str(codings[0].get("code")) if codings else ""
-    if code in CONTROL_CHOICE:
-        return CONTROL_CHOICE[code]
-    if code in CONTROL_LAYOUT:
-        return "layout"
-    return code or None
-
-
-def _control(item: Mapping[str, Any]) -> str | None:
-    found = [e for e in item.get("extension", []) or []
-             if short(str(e.get("url"))) == "questionnaire-itemControl"]
-    return _control_of(found)
-
-
-def _option(option: Mapping[str, Any]) -> tuple[str | None, str | None, str | None,
-                                                 Mapping[str, Any] | None]:
-    if "valueCoding" in option:
-        coding = option["valueCoding"]
-        code = coding.get("code")
-        display = coding.get("display") or code
-        return (str(code) if code is not None else None, display, coding.get("system"),
-                coding.get("_display"))
-    for name in ("valueString", "valueInteger", "valueDate", "valueTime"):
-        if name in option:
-            return str(option[name]), str(option[name]), None, option.get(f"_{name}")
-    return None, None, None, None
-
-
-def safe_code(value: str) -> str:
-    """A choice code as forms allow (``[A-Za-z0-9_.-]{1,64}``): ``'10:30:00'`` → ``10_30_00``;
-    the FHIR value is kept in ``fhir.items[key].values``."""
-    if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
-        return value
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", value).strip("_")[:64] or "empty"
-
-
-def _join(outer: str | None, inner: str | None) -> str | None:
-    if outer and inner:
-        return f"({outer}) and ({inner})"
-    return outer or inner
+#: which field types an ``initial`` value[x] fits (choices and quantities are matched above)
+_INITIAL_TYPES = {"valueString": ("short_text", "long_text"), "valueUri": ("short_text",),
+                  "valueInteger": ("integer", "decimal", "slider"),
+                  "valueDecimal": ("decimal", "slider"), "valueDate": ("date",),
+                  "valueDateTime": ("datetime",), "valueTime": ("time",)}
 
 
 def import_questionnaire(questionnaire: Mapping[str, Any], key: str | None = None, *,

@@ -22,9 +22,10 @@ the score is ``None`` and :class:`~careloop.engine.limits.LimitExceeded` says wh
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from types import FrameType
 from typing import Any
@@ -101,6 +102,7 @@ def _parse_strict(text: str) -> None:
         raise FhirPathError(f"column {following.column + 1}: unexpected {following.text!r}")
 
 
+@functools.lru_cache(maxsize=1024)
 def check_expression(text: str) -> str | None:
     """``None`` when ``text`` parses as FHIRPath within the length bound, else why not."""
     if len(text) > LIMITS.expr_length:
@@ -139,11 +141,18 @@ def _model() -> dict[str, Any]:
     return model
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(expression: str) -> Callable[[Any, Any], list[Any]]:
+    """The expression parsed once (a form's conditions run on every page post)."""
+    import fhirpathpy
+
+    return fhirpathpy.compile(expression, _model(),
+                              options={"userInvocationTable": USER_FUNCTIONS})
+
+
 def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[str, Any]
              ) -> list[Any]:
     """The result collection of ``expression`` on ``resource`` with ``%`` variables."""
-    import fhirpathpy
-
     problem = check_expression(expression)
     if problem is not None:
         raise FhirPathError(problem)
@@ -151,8 +160,7 @@ def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[st
     previous = sys.getprofile()
     sys.setprofile(budget)
     try:
-        result = fhirpathpy.evaluate(dict(resource), expression, dict(variables), _model(),
-                                     options={"userInvocationTable": USER_FUNCTIONS})
+        result = _compiled(expression)(dict(resource), dict(variables))
     except LimitExceeded:
         raise
     except Exception as exc:  # the engine raises plain exceptions for type errors
@@ -173,6 +181,29 @@ def run(expression: str, variables: Sequence[Mapping[str, str]], resource: Mappi
     for variable in variables:
         env[str(variable["name"])] = evaluate(str(variable["expression"]), resource, env)
     return evaluate(expression, resource, env)
+
+
+def visible(form: Any, condition: Mapping[str, Any], answers: Mapping[str, Any]) -> bool:
+    """An imported ``enableWhenExpression``: true when the expression gives ``true`` on the
+    answers so far (as a QuestionnaireResponse). An empty result, an error or a limit reached
+    hides the field — on the page and on the server alike, as both ask this function.
+
+        >>> from careloop.forms.spec import FieldSpec, FormSpec
+        >>> form = FormSpec(key="f", title={"en": "F"}, default_locale="en",
+        ...                 fields=(FieldSpec(key="n", type="integer", link_id="n"),))
+        >>> rule = {"expression": "%resource.item.where(linkId='n').answer.value > 4"}
+        >>> visible(form, rule, {"n": 5}), visible(form, rule, {"n": 1}), visible(form, rule, {})
+        (True, False, False)
+    """
+    from careloop.forms.fhir import evaluation_resources
+
+    resource, questionnaire = evaluation_resources(form, answers, {})
+    try:
+        result = run(str(condition["expression"]), list(condition.get("variables", []) or []),
+                     resource, questionnaire)
+    except (FhirPathError, LimitExceeded):
+        return False
+    return len(result) == 1 and result[0] is True
 
 
 def number(result: list[Any]) -> float | None:

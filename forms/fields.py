@@ -29,233 +29,62 @@ A plugin adds a type with one module whose ``register(registry)`` adds a ``Field
     'Yes'
 """
 
+
 from __future__ import annotations
 
 import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from pathlib import Path
 from typing import Any
 
 from stdnum.cn import ric
 
 from careloop.engine.i18n import pick, t
 from careloop.engine.privacy import mask_id_number, mask_phone
+from careloop.forms.field_type import (  # re-exported: plugins import the contract from here
+    FRAMES,
+    LOINC,
+    NO_ITEM,
+    NUM,
+    ORDINAL,
+    TEXT,
+    Checker,
+    FhirAnswers,
+    FhirMap,
+    FieldType,
+    Issue,
+    Leaf,
+    LeavesOf,
+    NumberOf,
+    Reader,
+    Shower,
+    _many,
+    _one,
+    bad,
+    fhir_boolean,
+    fhir_codings,
+    fhir_option,
+    fhir_quantity,
+    fhir_scalar,
+    label_of,
+    no_leaves,
+    ok,
+    read_nothing,
+    read_one,
+    scalar_leaves,
+    scalar_number,
+    show_value,
+)
 from careloop.forms.spec import FieldSpec
 
-# (sub-path within the value, i18n message key, message parameters)
-Issue = tuple[tuple[str | int, ...], str, dict[str, Any]]
-# (row key, number, text, code) — one row of submission_answers
-Leaf = tuple[str | None, float | None, str | None, str | None]
-Checker = Callable[[FieldSpec, Any], tuple[Any, list[Issue]]]
-#: (field, posted form, the input's name) -> the answer, ``None`` when left empty
-Reader = Callable[[FieldSpec, Mapping[str, Any], str], Any]
-LeavesOf = Callable[[FieldSpec, Any], list[Leaf]]
-NumberOf = Callable[[FieldSpec, Any], float | None]
-#: (field, stored value, locale) -> the text a member of staff reads
-Shower = Callable[[FieldSpec, Any, str], str]
-FhirAnswers = Callable[[FieldSpec, Any], list[dict[str, Any]]]
-
-NUM = {"type": "number"}
-TEXT = {"$ref": "#/$defs/text"}
-#: how the page frames a type's widget: a fieldset with a legend (groups of inputs), a label
-#: bound to one input, help and error without a label (a hidden input), or nothing (the
-#: template draws all of it)
-FRAMES = ("fieldset", "label", "unlabelled", "bare")
-
-
-def fhir_scalar(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, bool):
-        return [{"valueBoolean": value}]
-    if isinstance(value, int):
-        return [{"valueInteger": value}]
-    if isinstance(value, float):
-        return [{"valueDecimal": value}]
-    return [{"valueString": str(value)}]
-
-
-def fhir_codings(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    codes = value if isinstance(value, list) else (
-        value.get("codes") or [value.get("code")] if isinstance(value, dict) else [value])
-    return [{"valueCoding": {"code": c}} for c in codes]
-
-
-def fhir_boolean(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    return [{"valueBoolean": value in ("yes", True)}]
-
-
-def fhir_quantity(spec: FieldSpec, value: Any) -> list[dict[str, Any]]:
-    return [{"valueQuantity": {"value": value["value"], "unit": value["unit"]}}]
-
-
-ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
-LOINC = "http://loinc.org"
-
-
-def fhir_option(choice: Any, locale: str) -> dict[str, Any]:
-    """A choice as an ``answerOption`` (its score as the ordinal value)."""
-    option: dict[str, Any] = {"valueCoding": {"code": choice.code,
-                                              "display": pick(dict(choice.label), locale)}}
-    if choice.score is not None:
-        option["extension"] = [{"url": ORDINAL, "valueDecimal": choice.score}]
-    return option
-
-
-@dataclass(frozen=True, slots=True)
-class FhirMap:
-    """How a field type maps to FHIR R4: the Questionnaire item ``type``, the answers of a
-    QuestionnaireResponse, extra item keys (``answerOption``, nested ``item``…), the response
-    item's body when it is not a list of answers (nested items), and whether answers repeat.
-    ``item_type=""`` means the field has no item (a page break). A ``choice`` item lists the
-    field's choices as ``answerOption``."""
-
-    item_type: str
-    answers: FhirAnswers = fhir_scalar
-    item: Callable[[FieldSpec, str], dict[str, Any]] | None = None
-    response: Callable[[FieldSpec, Any], dict[str, Any]] | None = None
-    repeats: bool = False
-
-
-NO_ITEM = FhirMap("")
-
-
-def _one(form: Mapping[str, Any], name: str) -> Any:
-    value = form.get(name)
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
-
-
-def _many(form: Mapping[str, Any], name: str) -> list[Any]:
-    value = form.get(name)
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def read_one(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
-    """One input named after the field; an empty input is no answer."""
-    value = _one(form, name)
-    return value if value not in (None, "") else None
-
-
-def read_nothing(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
-    return None
-
-
-def scalar_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
-    if isinstance(value, bool):
-        return [(None, 1.0 if value else 0.0, None, None)]
-    if isinstance(value, int | float):
-        return [(None, float(value), None, None)]
-    if isinstance(value, dict):
-        return [(None, None, value.get("sha256") or str(value), None)]
-    return [(None, None, str(value), None)]
-
-
-def no_leaves(spec: FieldSpec, value: Any) -> list[Leaf]:
-    return []
-
-
-def scalar_number(spec: FieldSpec, value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def label_of(spec: FieldSpec, code: Any, locale: str) -> str:
-    choice = spec.choice(code)
-    return pick(dict(choice.label), locale) if choice is not None else str(code)
-
-
-def show_value(spec: FieldSpec, value: Any, locale: str) -> str:
-    """The generic display: choice labels for codes, ``k: v`` pairs for structured values."""
-    if isinstance(value, dict) and "code" in value:
-        return f"{label_of(spec, value['code'], locale)} ({value.get('other', '')})"
-    if isinstance(value, dict) and "codes" in value:
-        return (", ".join(label_of(spec, c, locale) for c in value["codes"])
-                + f" ({value.get('other', '')})")
-    if isinstance(value, list) and spec.choices:
-        return ", ".join(label_of(spec, c, locale) for c in value)
-    if spec.choices:
-        return label_of(spec, value, locale)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items())
-    if isinstance(value, list):
-        return "; ".join(", ".join(f"{k}: {v}" for k, v in row.items()) for row in value)
-    return str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldType:
-    """A registered field type: everything about the type lives here (see the module text)."""
-
-    name: str
-    title: dict[str, str]
-    check: Checker
-    options: dict[str, Any] = field(default_factory=dict)  # JSON Schema "properties"
-    answerable: bool = True
-    uses_choices: bool = False
-    uses_rows: bool = False
-    widget: str = "text"  # the HTML input type of the ``fields/input.html`` template
-    valid_examples: tuple[Any, ...] = ()
-    invalid_examples: tuple[Any, ...] = ()
-    reader: Reader | None = read_one  # ``None``: never read from a post (uploads)
-    storer: LeavesOf = scalar_leaves
-    scorer: NumberOf = scalar_number
-    shower: Shower = show_value
-    fhir: FhirMap | None = None
-    template: str | Path = "fields/input.html"
-    frame: str = "label"
-    #: extra attributes of the input (inputmode…)
-    attrs: Mapping[str, str] = field(default_factory=dict)
-    css: Path | None = None
-    #: the answer identifies a person: how staff pages mask it unless revealed (audited)
-    mask: Callable[[str], str | None] | None = None
-    group: bool = False  # holds sub-fields (``fields:``), each row answered in turn
-    #: drawn on its page whether or not answers show it (display text, a section heading)
-    always_shown: bool = False
-    breaks_page: bool = False  # starts a new page (and is not drawn)
-    computed: bool = False  # its value is the field's ``calculate`` expression (required)
-
-    def read(self, spec: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> Any:
-        """The answer a posted page gives for this field (``None`` when left empty)."""
-        return None if self.reader is None else self.reader(spec, form, prefix + spec.key)
-
-    def leaves(self, spec: FieldSpec, value: Any) -> list[Leaf]:
-        if value is None or not self.answerable:
-            return []
-        return self.storer(spec, value)
-
-    def number(self, spec: FieldSpec, value: Any) -> float | None:
-        """The value's contribution to a score (choice scores, or the number itself)."""
-        return None if value is None else self.scorer(spec, value)
-
-    def display(self, spec: FieldSpec, value: Any, locale: str) -> str:
-        return self.shower(spec, value, locale)
-
-    @property
-    def template_name(self) -> str:
-        """The name the page's Jinja environment loads this type's template by."""
-        return self.template if isinstance(self.template, str) else f"field-type:{self.name}"
-
-    def panel(self) -> dict[str, Any]:
-        """What the form builder needs: palette entry and the property panel's options."""
-        return {"name": self.name, "title": dict(self.title), "options": self.options,
-                "uses_choices": self.uses_choices, "uses_rows": self.uses_rows,
-                "answerable": self.answerable, "widget": self.widget, "group": self.group,
-                "fhir": self.fhir.item_type if self.fhir is not None else None}
-
-
-def ok(value: Any) -> tuple[Any, list[Issue]]:
-    return value, []
-
-
-def bad(key: str, sub: tuple[str | int, ...] = (), **params: Any) -> tuple[Any, list[Issue]]:
-    return None, [(sub, key, params)]
+__all__ = ["BUILTIN_FIELD_TYPES", "FIELD_TYPES", "FRAMES", "LOINC", "NO_ITEM", "NUM", "ORDINAL",
+           "PNG_PREFIX", "TEXT", "UNITS", "Checker", "FhirAnswers", "FhirMap", "FieldType",
+           "Issue", "Leaf", "LeavesOf", "NumberOf", "Reader", "Shower", "bad", "convert",
+           "fhir_boolean", "fhir_codings", "fhir_option", "fhir_quantity", "fhir_scalar",
+           "label_of", "no_leaves", "ok", "read_nothing", "read_one", "scalar_leaves",
+           "scalar_number", "show_value"]
 
 
 def _text_of(default_limit: int) -> Checker:
@@ -575,7 +404,8 @@ UNITS: dict[str, tuple[str, float]] = {
     # UCUM codes as FHIR Questionnaires name them (questionnaire-unit / unitOption)
     "mm[Hg]": ("pressure", 1.0), "kPa": ("pressure", 7.500615758),
     "[lb_av]": ("mass", 0.45359237), "[in_i]": ("length", 2.54), "Cel": ("temperature", 1.0),
-    "/min": ("rate", 1.0), "{beats}/min": ("rate", 1.0), "%": ("fraction", 1.0),
+    "/min": ("rate", 1.0), "{beats}/min": ("rate", 1.0), "{breaths}/min": ("rate", 1.0),
+    "{counts}/min": ("rate", 1.0), "mm": ("length", 0.1), "%": ("fraction", 1.0),
     "kg/m2": ("body mass index", 1.0),
 }
 
@@ -813,20 +643,25 @@ NUMERIC = {"inputmode": "numeric", "step": "any"}
 
 BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
     FieldType("short_text", _t("单行文本", "Short text"), _text_of(200), TEXT_OPTS, widget="text",
-              valid_examples=("张三",), invalid_examples=(12, "x" * 201), fhir=STRING),
+              valid_examples=("张三",), invalid_examples=(12, "x" * 201), fhir=STRING,
+              repeatable=True),
     FieldType("long_text", _t("多行文本", "Long text"), _text_of(5000), TEXT_OPTS,
               widget="textarea",
               valid_examples=("出院后用药说明不清楚",), invalid_examples=(["a"],),
-              fhir=FhirMap("text"), template="fields/textarea.html"),
+              fhir=FhirMap("text"), template="fields/textarea.html",
+              repeatable=True),
     FieldType("integer", _t("整数", "Integer"), _integer, dict(RANGE, unit=TEXT), widget="number",
               valid_examples=(42, "7"), invalid_examples=("4.5", "abc"),
-              fhir=FhirMap("integer"), attrs=NUMERIC),
+              fhir=FhirMap("integer"), attrs=NUMERIC,
+              repeatable=True),
     FieldType("decimal", _t("小数", "Decimal"), _decimal,
               dict(RANGE, step={"type": "number", "exclusiveMinimum": 0}, unit=TEXT),
               widget="number", valid_examples=(36.5,), invalid_examples=("x", True),
-              fhir=FhirMap("decimal"), attrs={"inputmode": "decimal", "step": "any"}),
+              fhir=FhirMap("decimal"), attrs={"inputmode": "decimal", "step": "any"},
+              repeatable=True),
     FieldType("email", _t("电子邮箱", "E-mail"), _email, widget="email",
-              valid_examples=("a@example.cn",), invalid_examples=("not-an-email",), fhir=STRING),
+              valid_examples=("a@example.cn",), invalid_examples=("not-an-email",), fhir=STRING,
+              repeatable=True),
     FieldType("mobile", _t("手机号码", "Mobile phone (mainland China)"), _mobile, widget="tel",
               valid_examples=("13800138000", "+86 138-0013-8000"),
               invalid_examples=("12800138000", "1380013800"), fhir=STRING,
@@ -837,13 +672,16 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
     FieldType("date", _t("日期", "Date"), _parser(date.fromisoformat, "forms.date"),
               {"min": {"type": "string"}, "max": {"type": "string"}}, widget="date",
               valid_examples=("2026-03-01",), invalid_examples=("2026-02-30",),
-              fhir=FhirMap("date")),
+              fhir=FhirMap("date"),
+              repeatable=True),
     FieldType("time", _t("时间", "Time"), _parser(_parse_time, "forms.time"), widget="time",
-              valid_examples=("08:30",), invalid_examples=("25:00",), fhir=FhirMap("time")),
+              valid_examples=("08:30",), invalid_examples=("25:00",), fhir=FhirMap("time"),
+              repeatable=True),
     FieldType("datetime", _t("日期时间", "Date and time"),
               _parser(_parse_datetime, "forms.datetime"), widget="datetime-local",
               valid_examples=("2026-03-01T08:30",), invalid_examples=("yesterday",),
-              fhir=FhirMap("dateTime")),
+              fhir=FhirMap("dateTime"),
+              repeatable=True),
     FieldType("single_choice", _t("单选", "Single choice"), _single, CHOICE_OPTS,
               uses_choices=True, widget="radio", valid_examples=("a",),
               invalid_examples=("zzz",), reader=_read_single, storer=_choice_leaves,
@@ -903,7 +741,10 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
               {"markdown": TEXT}, answerable=False, widget="display", reader=read_nothing,
               always_shown=True,
               fhir=FhirMap("display"), template="fields/display.html", frame="bare"),
-    FieldType("section", _t("分节标题", "Section heading"), _display, answerable=False,
+    FieldType("section", _t("分节标题", "Section heading"), _display,
+              {"hidden": {"type": "boolean", "x-label": _t("不显示（其中只有计算项）",
+                                                          "Not shown (holds calculations only)")}},
+              answerable=False,
               widget="section", reader=read_nothing, fhir=FhirMap("display"), always_shown=True,
               template="fields/section.html", frame="bare"),
     FieldType("page_break", _t("分页", "Page break"), _display, answerable=False,

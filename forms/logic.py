@@ -95,6 +95,7 @@ class _Run:
         self.visible: list[str] = []
         self.required: list[str] = []
         self.disabled: list[str] = []
+        self.done: list[str] = []
 
     def context(self, value: Any = None, row: Any = None) -> dict[str, Any]:
         ctx = {**self.extra, "answers": self.current, "value": value}
@@ -115,10 +116,14 @@ class _Run:
     def run(self) -> None:
         for spec in self.spec.fields:
             self.field(spec)
+            self.done.append(spec.key)
 
     def field(self, spec: FieldSpec) -> None:
         ftype = self.types[spec.type]
         if spec.visible_if is not None and not _truthy(spec.visible_if, self.context(), True):
+            self.current.pop(spec.key, None)
+            return
+        if spec.visible_fhirpath is not None and not self.fhirpath_visible(spec):
             self.current.pop(spec.key, None)
             return
         if not ftype.answerable:
@@ -146,8 +151,30 @@ class _Run:
         else:
             self.current[spec.key] = result
 
+    def fhirpath_visible(self, spec: FieldSpec) -> bool:
+        """An imported FHIRPath condition reads the answers of the fields before this one, as
+        checked so far (the page is answered in order; a later answer is not yet known)."""
+        from careloop.forms.fhirpath import visible
+
+        seen = {k: self.current[k] for k in self.done if k in self.current}
+        return visible(self.spec, spec.visible_fhirpath or {}, seen)
+
     def leaf(self, spec: FieldSpec, ftype: FieldType, value: Any, base: tuple[str | int, ...],
              row_context: dict[str, Any] | None) -> Any:
+        if not spec.repeats:
+            return self.one(spec, ftype, value, base, row_context)
+        values = [v for v in (value if isinstance(value, list) else [value])
+                  if not is_empty(v)]
+        if not values:
+            return self.one(spec, ftype, None, base, row_context)
+        if len(values) > 50:
+            self.issue(base, ((), "forms.repeat_max", {"max": 50}))
+            return None
+        out = [self.one(spec, ftype, v, (*base, i), row_context) for i, v in enumerate(values)]
+        return None if any(v is None for v in out) else out
+
+    def one(self, spec: FieldSpec, ftype: FieldType, value: Any, base: tuple[str | int, ...],
+            row_context: dict[str, Any] | None) -> Any:
         checking = self.checks_page(spec)
         context: Context = row_context if row_context is not None else self.context
         if is_empty(value):
@@ -215,6 +242,12 @@ class _Run:
                     raw_row[sub.key] = result
             rows.append(row)
         return rows
+
+
+def initial_answers(spec: FormSpec) -> dict[str, Any]:
+    """What a patient page starts with: each field's ``default`` (an imported FHIR
+    ``initial``). Only the page uses it; a submission holds what was answered."""
+    return {f.key: f.default for f in spec.fields if f.default is not None}
 
 
 def field_number(spec: FormSpec, name: str, answers: Mapping[str, Any]) -> float | None:

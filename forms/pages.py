@@ -121,11 +121,12 @@ def read_field(item: FieldSpec, form: Mapping[str, Any], prefix: str = "") -> An
 
 def read_page(spec: FormSpec, page: int, form: Mapping[str, Any]) -> dict[str, Any]:
     """Answers posted for one page (fields of other pages are not touched; a type that is not
-    read from the post, an upload, keeps its answer)."""
+    read from the post, an upload, keeps its answer, and so does a read-only field: the page
+    cannot change what it was given)."""
     out: dict[str, Any] = {}
     for item in pages_of(spec)[page]:
         ftype = field_type(item.type)
-        if ftype.reader is not None:
+        if ftype.reader is not None and not item.read_only:
             out[item.key] = ftype.read(item, form)
     return out
 

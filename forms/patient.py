@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from careloop.engine.domain import Patient
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
-from careloop.forms.logic import evaluate
+from careloop.forms.logic import evaluate, initial_answers
 from careloop.forms.pages import (
     field_type,
     read_page,
@@ -77,7 +77,8 @@ def open_page(session: Session, token: str, *, page: int | None, large_text: boo
         draft["lt"] = large_text
     draft["lang"] = locale
     _, spec = load_form(session, request.form_key, request.form_version)
-    answers = dict(draft.get("answers") or {})
+    # First opening: the page starts with the form's defaults (FHIR ``initial``)
+    answers = dict(draft["answers"] if "answers" in draft else initial_answers(spec))
     if nps is not None:
         target = next((f for f in spec.fields if f.type == "nps"), None)
         if target is not None and 0 <= nps <= 10:

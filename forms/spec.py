@@ -65,6 +65,16 @@ class FieldSpec:
     # e.g. {"system": "http://loinc.org", "code": "44250-9"}
     code: Mapping[str, Any] = field(default_factory=_empty)
     link_id: str | None = None
+    #: an imported SDC ``enableWhenExpression``: ``{"expression": FHIRPath, "variables": [...]}``
+    #: evaluated on the server (:func:`careloop.forms.fhirpath.visible`), with ``visible_if``
+    visible_fhirpath: Mapping[str, Any] | None = None
+    #: the answer the patient page starts with (FHIR ``initial``); never an answer by itself
+    default: Any = None
+    #: several answers, stored as a list (FHIR ``repeats`` on a text, number or date item)
+    repeats: bool = False
+    #: the patient page cannot change it: it shows what the form was given (its ``default``,
+    #: or an answer a system submitted) and ignores what is posted for it (FHIR ``readOnly``)
+    read_only: bool = False
     _by_code: Mapping[str, ChoiceSpec] = field(default_factory=_empty, init=False, repr=False,
                                                compare=False)
 

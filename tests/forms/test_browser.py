@@ -108,3 +108,51 @@ def test_multi_page_form_in_headless_chromium(engine: Engine, server: str, patie
             assert sub.answers["overall"] == 1 and sub.answers["low_reasons"] == ["waiting"]
             assert sub.answers["touchpoints"] == {"food": "4"}
             assert sub.bands == {"nps_category": "promoter"} and sub.channel == "wechat"
+
+
+def test_fhirpath_condition_shows_and_hides_in_chromium(engine: Engine, server: str,
+                                                       patient: str) -> None:
+    """An imported SDC enableWhenExpression (FHIRPath): the page's show/hide is the server's."""
+    import json
+
+    import yaml
+
+    from careloop.forms.fhir import import_questionnaire
+    from careloop.forms.publish import publish_form
+
+    source = Path(__file__).parent / "data" / "fhir_corpus" / "lforms-enablewhenexpr.json"
+    body, notes = import_questionnaire(json.loads(source.read_text("utf-8")), "sum_gate")
+    assert notes == []
+    with transaction(engine) as session:
+        publish_form(session, yaml.safe_dump(body), source_path="fhir/sum_gate.yaml",
+                     actor="tester")
+        made = loaded_registry().catalogue("service")["forms.create_request"](
+            session, form_key="sum_gate", patient_id="p1", encounter_id="e1", channel="sms",
+            expires_at=now_utc() + timedelta(days=7))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(server + str(made["url"]) + "?lang=en")
+            fourth = page.locator("#f-q4")
+            expect(fourth).to_be_hidden()
+
+            def enter(label: str, value: str) -> None:  # a number input changes on leaving it
+                page.get_by_label(label).fill(value)
+                page.get_by_label(label).press("Tab")
+
+            enter("First number", "2")
+            enter("Second number", "3")                                  # 2 + 3 >= 5: shown
+            expect(fourth).to_be_visible()
+            enter("Second number", "1")                                  # 2 + 1: hidden again
+            expect(fourth).to_be_hidden()
+            enter("Third number", "4")
+            expect(fourth).to_be_visible()
+            fourth.get_by_role("textbox").fill("shown at 7")
+            page.get_by_role("button", name="Submit").click()
+            expect(page.get_by_text("Thank you")).to_be_visible()
+        finally:
+            browser.close()
+    with transaction(engine) as session:
+        stored = session.scalars(select(Submission)).one()
+        assert stored.answers == {"n1": 2.0, "n2": 1.0, "n3": 4.0, "q4": "shown at 7"}

@@ -1,0 +1,209 @@
+"""Conditions and calculations of a FHIR Questionnaire import: ``enableWhen`` translated to
+Careloop expressions, ``enableWhenExpression`` and ``calculatedExpression`` kept as FHIRPath
+(evaluated on the server), SDC ``variable`` extensions in scope."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from careloop.forms.fhir_import_base import (
+    CAREL_EXPR,
+    KNOWN_TOTALS,
+    LOINC,
+    ImportState,
+    Scope,
+    safe_code,
+)
+from careloop.forms.fhirpath import check_expression
+
+
+class LogicImport(ImportState):
+    """The conditions and calculations of one import."""
+
+    # -- conditions ------------------------------------------------------------------------
+    def conditions(self, item: dict[str, Any], scope: Scope,
+                   exts: dict[str, list[dict[str, Any]]], body: dict[str, Any]) -> str | None:
+        where = scope.path
+        found: list[str] = []
+        for index, when in enumerate(item.get("enableWhen", []) or []):
+            expr = self.condition(when, scope, f"{where}.enableWhen[{index}]")
+            if expr is None:
+                return None
+            found.append(expr)
+        expression = exts.pop("sdc-questionnaire-enableWhenExpression", [])
+        if expression:
+            value = expression[0].get("valueExpression", {})
+            if value.get("language") == CAREL_EXPR:
+                found.append(str(value.get("expression")))
+            else:
+                self.fhirpath_condition(item, scope, value, body)
+        if not found:
+            return None
+        joiner = " or " if item.get("enableBehavior") == "any" else " and "
+        return joiner.join(f"({c})" if len(found) > 1 else c for c in found)
+
+    def fhirpath_condition(self, item: Mapping[str, Any], scope: Scope,
+                           value: Mapping[str, Any], body: dict[str, Any]) -> None:
+        """``enableWhenExpression`` in FHIRPath → ``visible_if_fhirpath`` (with the variables
+        in scope), evaluated on the server for the page and for every submission."""
+        where = f"{scope.path}.extension[sdc-questionnaire-enableWhenExpression]"
+        expression = self.rename(str(value.get("expression", "")))
+        if value.get("language") != "text/fhirpath":
+            self.refuse(where, f"a condition in {value.get('language')!r}: only FHIRPath and "
+                        "Careloop expressions are evaluated")
+        elif problem := check_expression(expression):
+            self.refuse(where, problem)
+        elif scope.group:
+            self.refuse(where, "a FHIRPath condition inside a repeating group (it would be "
+                        "evaluated on the whole response, not on its row)")
+        elif item.get("item") or item.get("type") == "group":
+            self.refuse(where, "a FHIRPath condition on an item with nested items (they would "
+                        "not inherit it)")
+        elif not self.relative(expression, where, True):
+            condition: dict[str, Any] = {"expression": expression}
+            if scope.variables:
+                condition["variables"] = list(scope.variables)
+            body["visible_if_fhirpath"] = condition
+
+    def condition(self, when: Mapping[str, Any], scope: Scope, where: str) -> str | None:
+        link = str(when.get("question"))
+        question = self.keys.get(link)
+        if question is None:
+            self.refuse(f"{where}.question", f"enableWhen names no item {link!r}")
+            return None
+        if question in self.score_keys:
+            self.refuse(f"{where}.question", "a condition on a calculated item: field "
+                        "conditions cannot read a score")
+            return None
+        in_group = self.groups.get(question)
+        if in_group and in_group != scope.group:
+            self.refuse(f"{where}.question", "a condition on an answer inside a repeating "
+                        "group, from outside it")
+            return None
+        root = "row" if in_group and in_group == scope.group else "answers"
+        ref = f"{root}.{question}"
+        op = str(when.get("operator", "="))
+        answer = next(((k, v) for k, v in when.items() if k.startswith("answer")), None)
+        if answer is None:
+            self.refuse(where, "an enableWhen without an answer")
+            return None
+        name, value = answer
+        if op == "exists":
+            return f"{ref} {'!=' if value else '=='} None"
+        ops = {"=": "==", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
+        if op not in ops:
+            self.refuse(f"{where}.operator", f"operator {op!r}")
+            return None
+        kind = self.kinds.get(question, "")
+        if name == "answerCoding":
+            literal = repr(safe_code(str(value.get("code"))))
+        elif name == "answerBoolean":
+            literal = repr("yes" if value else "no")
+        elif name == "answerQuantity":
+            self.refuse(where, "a condition on a quantity")
+            return None
+        elif kind in ("single_choice", "multiple_choice"):
+            literal = repr(safe_code(str(value)))
+        else:
+            literal = repr(value)
+        if kind == "multiple_choice":
+            if op not in ("=", "!="):
+                self.refuse(f"{where}.operator", "an order comparison on a multiple choice")
+                return None
+            return f"{literal} {'in' if op == '=' else 'not in'} {ref}"
+        return f"{ref} {ops[op]} {literal}"
+
+    # -- calculations ----------------------------------------------------------------------
+    def variable(self, ext: Mapping[str, Any], where: str, on_item: bool = True
+                 ) -> dict[str, str] | None:
+        """An SDC variable in FHIRPath (``None`` when refused). A name that is not an R4 id
+        (``q1_value``) is renamed (``q1value``) here and in every expression that reads it, so
+        the export validates."""
+        value = ext.get("valueExpression", {})
+        if value.get("language") != "text/fhirpath":
+            self.refuse(where, f"a variable in {value.get('language')!r}: only FHIRPath is "
+                        "evaluated")
+            return None
+        name = str(value.get("name"))
+        if not re.fullmatch(r"[A-Za-z0-9]{1,64}", name):
+            renamed = re.sub(r"[^A-Za-z0-9]", "", name) or "v"
+            while renamed in self.renames.values() and self.renames.get(name) != renamed:
+                renamed += "x"
+            self.renames[name] = renamed
+            name = renamed
+        expression = self.rename(str(value.get("expression", "")))
+        problem = check_expression(expression)
+        if problem:
+            self.refuse(where, problem)
+            return None
+        if self.relative(expression, where, on_item):
+            return None
+        return {"name": name, "expression": expression}
+
+    def relative(self, expression: str, where: str, on_item: bool) -> bool:
+        """An expression on an item is evaluated with that item's answer as its context;
+        Careloop evaluates on the whole response, so a path that does not start from a
+        ``%`` variable, a literal or a function is refused there (at the Questionnaire level
+        the context is the response, and it is carried)."""
+        if on_item and re.match(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:[.\[]|$)", expression) and \
+                not re.match(r"\s*(true|false)\b", expression):
+            self.refuse(where, f"{expression!r} is relative to its item: Careloop evaluates "
+                        "FHIRPath on the whole response, so its context would differ")
+            return True
+        return False
+
+    def rename(self, expression: str) -> str:
+        for old, new in self.renames.items():
+            expression = re.sub(rf"%{re.escape(old)}\b", f"%{new}", expression)
+        return expression
+
+    def calculated(self, item: dict[str, Any], scope: Scope, key: str, kind: str,
+                   ext: Mapping[str, Any], label: dict[str, str], codes: list[dict[str, Any]],
+                   meta: dict[str, Any], exts: dict[str, list[dict[str, Any]]],
+                   position: int) -> None:
+        where = f"{scope.path}.extension[sdc-questionnaire-calculatedExpression]"
+        value = ext.get("valueExpression", {})
+        expression = self.rename(str(value.get("expression", "")))
+        if value.get("language") != "text/fhirpath":
+            self.refuse(where, f"a calculation in {value.get('language')!r}")
+        elif problem := check_expression(expression):
+            self.refuse(where, problem)
+        else:
+            self.relative(expression, where, True)
+        if kind not in ("decimal", "integer", "quantity"):
+            self.refuse(where, f"a calculated {kind} item: a score is a number")
+        if scope.group:
+            self.refuse(where, "a calculation inside a repeating group (one value per row)")
+        if item.get("item"):
+            self.refuse(f"{scope.path}.item", "items nested under a calculated item")
+        if item.get("enableWhen") or "sdc-questionnaire-enableWhenExpression" in exts:
+            self.refuse(f"{scope.path}.enableWhen", "a condition on a calculated item")
+            exts.pop("sdc-questionnaire-enableWhenExpression", None)
+        exts.pop("questionnaire-itemControl", None)
+        for name in ("questionnaire-unit",):
+            found = exts.pop(name, [])
+            if found:
+                meta["unit"] = {k: v for k, v in found[0].get("valueCoding", {}).items()
+                                if k in ("system", "code", "display")}
+        self.rest(exts, item, scope.path)
+        self.score_keys.add(key)
+        name = str(item.get("linkId"))
+        score: dict[str, Any] = {"key": key, "label": label or {self.locale: name},
+                                 "method": "fhirpath", "fhirpath": expression,
+                                 "link_id": str(item.get("linkId"))}
+        if scope.variables:
+            score["variables"] = scope.variables
+        loinc = next((c.get("code") for c in codes if c.get("system") == LOINC), None)
+        if loinc in KNOWN_TOTALS:
+            score["bands"] = KNOWN_TOTALS[str(loinc)]
+        meta["position"] = position
+        meta["type"] = kind
+        if codes:
+            meta["code"] = codes
+        if item.get("readOnly"):
+            meta["readOnly"] = True
+        self.items_meta[key] = meta
+        self.scores.append(score)
+
