@@ -29,8 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # The audit chain's key and checkpoints live outside the database: the suite gets its own
 # (inherited by every child process: builder simulations, CLI runs).
 _AUDIT_DIR = Path(tempfile.mkdtemp(prefix="careloop-audit-"))
-os.environ.setdefault("CARELOOP_AUDIT_KEY_FILE", str(_AUDIT_DIR / "audit.key"))
-os.environ.setdefault("CARELOOP_AUDIT_CHECKPOINTS", str(_AUDIT_DIR / "checkpoints.jsonl"))
+# Under pytest-xdist each worker inherits the controller's environment: a worker gets its own
+# files (a cleanup in one worker must not delete another's checkpoints).
+_set = os.environ.__setitem__ if os.environ.get("PYTEST_XDIST_WORKER") else os.environ.setdefault
+_set("CARELOOP_AUDIT_KEY_FILE", str(_AUDIT_DIR / "audit.key"))
+_set("CARELOOP_AUDIT_CHECKPOINTS", str(_AUDIT_DIR / "checkpoints.jsonl"))
 # Tables a test's cleanup keeps: the audit chain's anchor is written once per database.
 KEPT = {"audit_anchor"}
 

@@ -18,6 +18,9 @@ from careloop.engine.limits import LIMITS, LimitExceeded
 from careloop.engine.sources import load_text
 from careloop.engine.templates import BoundedSandbox
 
+# Latency and elapsed-time assertions: run alone, never beside a parallel worker (.ci/test).
+pytestmark = pytest.mark.serial
+
 BOMB = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
         + "".join(f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n"
                   for p, n in zip("abcdefgh", "bcdefghi", strict=True)))

@@ -34,6 +34,9 @@ from careloop.web import admin
 from careloop.web.app import create_app
 from careloop.web.builder_models import BuilderDraft
 
+# Latency and elapsed-time assertions: run alone, never beside a parallel worker (.ci/test).
+pytestmark = pytest.mark.serial
+
 PASSWORD = "Correct-Horse-Battery-9"
 P99_MS = 200.0
 ANSWER_WITHIN_S = 5.0

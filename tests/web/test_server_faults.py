@@ -36,6 +36,9 @@ from careloop.engine.db import transaction as db_transaction
 from careloop.flows.ingest import create_api_key
 from careloop.web.app import create_app
 
+# Latency and elapsed-time assertions: run alone, never beside a parallel worker (.ci/test).
+pytestmark = pytest.mark.serial
+
 PHONE = "0571-87654321"
 
 

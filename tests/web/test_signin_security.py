@@ -28,6 +28,9 @@ from careloop.web.models import UserCredential
 
 from .conftest import PASSWORD, UserFactory, csrf_from, login
 
+# Latency and elapsed-time assertions: run alone, never beside a parallel worker (.ci/test).
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def make_client(app: object) -> Iterator[object]:
