@@ -23,6 +23,7 @@ class FieldTypePanel(Open):
     widget: str
     group: bool
     fhir: str | None
+    answer: str | None = None
 
 
 class ScoreMethodPanel(Open):
@@ -109,8 +110,21 @@ class DraftOut(DraftChecked):
     awaiting_approval: AwaitingApproval | None
 
 
+class Change(Closed):
+    """One difference of a draft from the current version, in words (web/builder_changes.py)."""
+
+    op: str
+    path: str
+    text: str
+    where: str | None = None
+    prop: str | None = None
+    old: str | None = None
+    new: str | None = None
+
+
 class DraftDiff(DraftChecked):
     diff: Any
+    changes: list[Change] = []
     current_version: int | None
     impact: Any
 
@@ -209,3 +223,29 @@ class ImportPlan(Open):
     version: str | None
     applied: bool
     manifest_changed: bool
+
+
+class ChoiceWords(Closed):
+    code: str
+    label: Text
+
+
+class FieldWords(Closed):
+    """A form field as the condition sentences name it (web/builder_words.py)."""
+
+    key: str
+    label: Text
+    type: str
+    type_title: Text
+    answer: str
+    choices: list[ChoiceWords]
+
+
+class CategoryWords(Closed):
+    key: str
+    title: Text
+
+
+class ActionTypeWords(Open):
+    name: str
+    title: Text

@@ -21,6 +21,12 @@ export function problemLine(p, draftFile) {
   return `${file}${where}${p.code} at ${p.path} — ${p.message}${p.hint ? ` (${p.hint})` : ""}`;
 }
 
+// One problem in words, as a person reads it: the message and its hint (the code and path
+// stay in problemLine, the tooltip).
+export function problemWords(p) {
+  return `${p.message}${p.hint ? ` (${p.hint})` : ""}`;
+}
+
 // The problems located at or under ``prefix`` (path parts), of this draft's own file only.
 export function problemsUnder(problems, prefix, draftFile) {
   return problems.filter((p) => {
