@@ -11,7 +11,7 @@ const ZH = {
   "builder.sentence_list_sep": "、", "builder.sentence_has": "包含", "builder.sentence_mentions": "提到",
   "builder.sentence_within_days": "在最近 {n} 天内", "builder.sentence_custom": "自定义条件（见“高级”）",
   "builder.sentence_unknown_field": "（已删除的字段）", "builder.sentence_comment": "评论",
-  "builder.sentence_yes": "是", "builder.sentence_no": "否",
+  "builder.sentence_yes": "是", "builder.sentence_no": "否", "builder.sentence_choice": "「{label}」",
 };
 const say = (key, params) => format(ZH, key, params);
 const pick = (label) => (label && typeof label === "object" ? label["zh-CN"] : label || "");
@@ -40,13 +40,13 @@ test("the issue's example reads as a sentence with labels, never keys", () => {
 test("each clause form renders in words and writes back the same expression", () => {
   const cases = [
     ["answers.overall < 3", "当 总体满意度 < 3"],
-    ["answers.ward == 'w1'", "当 病区 是 一病区"],
-    ["answers.ward != 'w2'", "当 病区 不是 二病区"],
-    ["answers.ward in ['w1', 'w2']", "当 病区 是以下之一： 一病区、二病区"],
-    ["'cost' in answers.low_reasons", "当 不满意原因 包含 费用"],
+    ["answers.ward == 'w1'", "当 病区 是 「一病区」"],
+    ["answers.ward != 'w2'", "当 病区 不是 「二病区」"],
+    ["answers.ward in ['w1', 'w2']", "当 病区 是以下之一： 「一病区」、「二病区」"],
+    ["'cost' in answers.low_reasons", "当 不满意原因 包含 「费用」"],
     ["contains(answers.comment, '用药')", "当 评论 提到 “用药”"],
     ["days_between(answers.visit, today()) <= 7", "当 复诊日期 在最近 7 天内"],
-    ["answers.clear == 'no' or answers.overall >= 4", "当 用药指导清楚吗 是 否 或 总体满意度 ≥ 4"],
+    ["answers.clear == 'no' or answers.overall >= 4", "当 用药指导清楚吗 是 「否」 或 总体满意度 ≥ 4"],
   ];
   for (const [text, words] of cases) {
     const parsed = parseCondition(text);

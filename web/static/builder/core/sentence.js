@@ -138,7 +138,9 @@ function fieldWords(ctx, key) {
 
 function valueWords(ctx, field, value) {
   const f = ctx.fields[field] || {};
-  if (f.choices && Object.hasOwn(f.choices, String(value))) return f.choices[String(value)];
+  if (f.choices && Object.hasOwn(f.choices, String(value))) {
+    return ctx.say("builder.sentence_choice", { label: f.choices[String(value)] });
+  }
   return typeof value === "number" ? String(value) : `“${value}”`;
 }
 

@@ -119,6 +119,7 @@ function choiceEditor(b, field, name) {
     const en = el("input", { type: "text", value: (c.label || {}).en || "", "data-choice": `${j}.en` });
     const label = () => upd("label", { "zh-CN": zh.value, en: en.value || zh.value });
     zh.addEventListener("change", label); en.addEventListener("change", label);
+    zh.placeholder = b.msg("builder.label_zh"); en.placeholder = b.msg("builder.label_en");
     const cells = [zh, en];
     if (name === "choices") {
       const score = el("input", { type: "number", step: "any", value: c.score ?? "", "data-choice": `${j}.score` });
@@ -127,15 +128,16 @@ function choiceEditor(b, field, name) {
       excl.addEventListener("change", () => upd("exclusive", excl.checked || undefined));
       const other = el("input", { type: "checkbox", checked: c.other === true, "data-choice": `${j}.other` });
       other.addEventListener("change", () => upd("other", other.checked || undefined));
-      cells.push(score, excl, other);
+      score.setAttribute("aria-label", b.msg("builder.score"));
+      cells.push(el("label", { class: "b-check", text: b.msg("builder.score") }, score),
+        el("label", { class: "b-check" }, excl, b.msg("builder.exclusive")),
+        el("label", { class: "b-check" }, other, b.msg("builder.other")));
     }
     const remove = el("button", { type: "button", text: "×", "aria-label": b.msg("builder.remove"),
       onclick: () => b.commit(() => b.model.fields[selected][name].splice(j, 1)) });
     codes.push(el("label", { text: b.pick(c.label) || c.code }, code));
-    return el("tr", {}, ...cells.map((c2) => el("td", {}, c2)), el("td", {}, remove));
+    return el("li", { class: "b-choice", "data-index": j }, ...cells, remove);
   });
-  const heads = [b.msg("builder.label_zh"), b.msg("builder.label_en")];
-  if (name === "choices") heads.push(b.msg("builder.score"), b.msg("builder.exclusive"), b.msg("builder.other"));
   const add = el("button", { type: "button", class: "b-add-choice", text: b.msg("builder.add_choice"),
     onclick: () => b.commit(() => {
       const list = b.model.fields[selected][name] = b.model.fields[selected][name] || [];
@@ -144,8 +146,7 @@ function choiceEditor(b, field, name) {
     }) });
   return el("fieldset", { class: "b-choices", "data-editor": name },
     el("legend", { text: name === "choices" ? b.msg("builder.choices") : b.msg("builder.items.rows") }),
-    el("table", {}, el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { text: h })))),
-      el("tbody", {}, ...rows)), add,
+    el("ol", { class: "b-choice-list" }, ...rows), add,
     advanced(b, `choices:${name}`, `${b.msg("builder.advanced")}: ${b.msg("builder.choice_codes")}`, ...codes));
 }
 
