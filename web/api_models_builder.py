@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from careloop.web.api_models import Closed, Open, ProblemBody, Text
 
 
@@ -124,7 +126,7 @@ class Change(Closed):
 
 class DraftDiff(DraftChecked):
     diff: Any
-    changes: list[Change] = []
+    changes: list[Change] = Field(default_factory=list)
     current_version: int | None
     impact: Any
 

@@ -13,10 +13,11 @@ change, named by the labels of what it is in::
     >>> [c["text"] for c in changes(old, new, "zh-CN")]
     ['字段「总体满意度」：标签 由「总体」改为「总体满意度」', '新增字段「疼痛评分」']
 
-Each change is ``{"op", "path", "text"}`` (a change of a condition also has ``where``,
-``prop``, ``old`` and ``new``: the expressions, for the page to show as sentences): ``op`` is ``added``, ``removed``, ``changed`` or
-``reordered``; ``path`` the JSONPath in the draft (``$.fields[0].label``), or in the current
-version for a removal. The unified text diff stays available as the advanced view.
+Each change is ``{"op", "path", "text"}``: ``op`` is ``added``, ``removed``, ``changed``,
+``set``, ``unset`` or ``reordered``; ``path`` the JSONPath in the draft (``$.fields[0].label``),
+or in the current version for a removal. A change of a condition also has ``where``,
+``prop``, ``old`` and ``new`` (the two expressions, which the page shows as sentences). The
+unified text diff stays available as the advanced view.
 """
 
 from __future__ import annotations

@@ -40,9 +40,8 @@ from careloop.web.api_models import (
 )
 from careloop.web.api_models_builder import (
     ActionTypeWords,
-    CategoryWords,
-    FieldWords,
     AlertTry,
+    CategoryWords,
     ChartOptions,
     ChartPreview,
     DatasetColumns,
@@ -52,6 +51,7 @@ from careloop.web.api_models_builder import (
     DraftDiff,
     DraftOut,
     FieldTypePanel,
+    FieldWords,
     FormPreview,
     FunctionDoc,
     ImportPlan,

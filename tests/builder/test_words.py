@@ -55,8 +55,9 @@ def _codes(body: dict[str, Any]) -> set[str]:
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for name in ("key", "type", "do", "method", "code"):
-                if isinstance(value.get(name), str) and re.fullmatch(r"[a-z][a-z_]{2,}", value[name]):
-                    found.add(value[name])
+                code = value.get(name)
+                if isinstance(code, str) and re.fullmatch(r"[a-z][a-z_]{2,}", code):
+                    found.add(code)
             for item in value.values():
                 walk(item)
         elif isinstance(value, list):
@@ -71,7 +72,8 @@ def _codes(body: dict[str, Any]) -> set[str]:
 def _leaks(text: str, codes: set[str]) -> list[str]:
     out = [m.group(0) for m in EXPRESSION.finditer(text)]
     out += [m.group(0) for m in SNAKE.finditer(text)]
-    out += [c for c in codes if re.search(rf"(?<![A-Za-z0-9_]){re.escape(c)}(?![A-Za-z0-9_])", text)]
+    out += [c for c in codes
+            if re.search(rf"(?<![A-Za-z0-9_]){re.escape(c)}(?![A-Za-z0-9_])", text)]
     return sorted(set(out))
 
 
@@ -142,7 +144,8 @@ def test_a_condition_is_picked_by_labels_and_shown_as_a_sentence(server: str,
     page.click('#b-props [data-logic="visible_if.set"]')
     expect(page.locator('#b-props [data-logic="visible_if.sentence"]')).to_have_text(
         "当 让您不满意的主要是哪些方面？ 包含 「费用」 且 您对本次住院的总体满意度如何？ ≤ 2")
-    expect(page.locator('#b-fields li[data-key="comment"] .b-logic')).to_contain_text("包含 「费用」")
+    expect(page.locator('#b-fields li[data-key="comment"] .b-logic')).to_contain_text(
+        "包含 「费用」")
     # the expression it wrote is there, in the advanced view only
     advanced = page.locator('#b-props [data-advanced="field:comment:visible_if:expression"]')
     expect(advanced.locator("input")).to_be_hidden()
@@ -160,12 +163,14 @@ def test_a_one_field_label_change_shows_one_change(server: str, browser: Browser
     label = page.locator('#b-props [data-prop="label.zh-CN"]')
     label.fill("您愿意向亲友推荐我院吗？")
     label.press("Tab")
-    expect(page.locator('#b-fields li[data-key="nps"] .b-name')).to_have_text("您愿意向亲友推荐我院吗？")
+    expect(page.locator('#b-fields li[data-key="nps"] .b-name')).to_have_text(
+        "您愿意向亲友推荐我院吗？")
     page.click("#b-publish")
     changes = page.locator("#b-changes li")
     expect(changes).to_have_count(1)
     expect(changes).to_have_text(
-        "字段「您愿意向亲友推荐我院吗？」：标签 由「您有多大可能向亲友推荐我院？」改为「您愿意向亲友推荐我院吗？」")
+        "字段「您愿意向亲友推荐我院吗？」："
+        "标签 由「您有多大可能向亲友推荐我院？」改为「您愿意向亲友推荐我院吗？」")
     expect(page.locator("#b-change-count")).to_have_text("共 1 处改动")
     expect(page.locator("#b-diff")).to_be_hidden()   # the text diff: advanced only
     assert errors == []
