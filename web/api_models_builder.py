@@ -251,3 +251,13 @@ class CategoryWords(Closed):
 class ActionTypeWords(Open):
     name: str
     title: Text
+
+
+class UsedBy(Closed):
+    """A current definition that refers to the one being edited (web/builder_usage.py)."""
+
+    kind: str
+    key: str
+    app: str
+    title: Text
+    kind_title: Text

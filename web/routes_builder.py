@@ -28,7 +28,7 @@ from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.services import FIELD_KEYS, service
-from careloop.web import builder, builder_changes, builder_words, governance
+from careloop.web import builder, builder_changes, builder_usage, builder_words, governance
 from careloop.web.api_models import (
     COMMON_ERRORS,
     NOT_FOUND,
@@ -61,6 +61,7 @@ from careloop.web.api_models_builder import (
     ScoreMethodPanel,
     SimulationOut,
     StepTypePanel,
+    UsedBy,
 )
 from careloop.web.builder_models import PublishRequest
 from careloop.web.deps import (
@@ -270,6 +271,16 @@ def dictionary_categories(key: str = KEY_PATH,
         if row is None:
             raise HTTPException(status_code=404)
         return builder_words.dictionary_categories(dict(row.body))
+
+
+@router.get("/api/v1/builder/used-by/{kind}/{key}", response_model=list[UsedBy],
+            responses=NOT_FOUND)
+def used_by(kind: str, key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """Where a definition is used: the current definitions that refer to it (their compilers'
+    references), by kind and title."""
+    _kind(kind)
+    with transaction() as session:
+        return builder_usage.used_by(session, kind, key)
 
 
 @router.get("/api/v1/builder/action-types", response_model=list[ActionTypeWords])

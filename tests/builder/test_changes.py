@@ -112,3 +112,16 @@ def test_the_editor_page_is_titled_by_the_definition(px: TestClient) -> None:
     assert '<span id="b-title">住院患者满意度调查</span>' in page
     assert "form/inpatient_satisfaction" not in page.split("<main", 1)[-1].split("data-kind")[0]
     assert "<title>住院患者满意度调查" in page
+
+
+def test_where_a_definition_is_used(px: TestClient) -> None:
+    used = px.get("/api/v1/builder/used-by/dictionary/feedback_categories").json()
+    assert {"kind": "ruleset", "key": "followup_routing", "app": "satisfaction",
+            "title": {"zh-CN": "满意度回访分流", "en": "Follow-up routing"},
+            "kind_title": used[0]["kind_title"]} in used
+    assert used[0]["kind_title"]["zh-CN"]
+    form = {(u["kind"], u["key"]) for u in
+            px.get("/api/v1/builder/used-by/form/inpatient_satisfaction").json()}
+    assert ("ruleset", "followup_routing") in form   # (the references are remembered)
+    assert px.get("/api/v1/builder/used-by/form/nobody_uses_this").json() == []
+    assert px.get("/api/v1/builder/used-by/nokind/x").status_code == 404

@@ -1,6 +1,8 @@
 """The builder in words (issue 21, points 1 and 5), in headless Chromium (Debian's
 /usr/bin/chromium through Playwright; fails, never skips, without it):
 
+- the home page searches every app's definitions by title; an editor says where its definition
+  is used;
 - every builder page read in zh-CN shows no definition key, type code or expression outside
   the closed "高级 / Advanced" disclosures;
 - a condition is built from pickers that know the field (a choice field offers its choices)
@@ -99,6 +101,12 @@ def test_every_builder_page_in_zh_cn_shows_words_not_codes(server: str, engine: 
     home = page.evaluate(SEEN)
     assert "问卷" in home and "住院患者满意度调查" in home
     assert _leaks(home, set()) == [], home
+    # search across apps, by the words a person knows
+    page.fill("#builder-search", "满意度 回访")
+    expect(page.locator("tr[data-key]:visible")).to_have_count(1)
+    expect(page.locator("tr[data-key]:visible")).to_contain_text("满意度回访分流")
+    page.fill("#builder-search", "没有这个词")
+    expect(page.locator("#builder-search-none")).to_be_visible()
     field_types = set(loaded_registry().catalogue("field_type").names())
     for kind, key in PAGES:
         with transaction(engine) as session:
@@ -107,6 +115,10 @@ def test_every_builder_page_in_zh_cn_shows_words_not_codes(server: str, engine: 
             body, title = dict(row.body), row.body["title"]["zh-CN"]
         _open(page, server, kind, key)
         expect(page.locator("#b-title")).to_have_text(title)
+        if kind == "form":   # where it is used: by the rules that listen to it, by title
+            page.locator("#b-used summary").click()
+            expect(page.locator('#b-used-list li[data-key="followup_routing"]')).to_contain_text(
+                "满意度回访分流", timeout=30_000)   # every definition checked once, then kept
         if kind == "form":   # every field card and its panel, with both conditions
             cards = page.locator("#b-fields li.b-card")
             for n in range(cards.count()):
