@@ -35,7 +35,7 @@ def _changes(px: TestClient, kind: str, body: dict[str, Any],
     return changes
 
 
-def test_a_one_field_label_change_is_one_change(px: TestClient) -> None:
+def test_changes_are_compared_as_structures_and_named_by_labels(px: TestClient) -> None:
     body = yaml.safe_load(FORM.read_text("utf-8"))
     assert _changes(px, "form", body) == []   # re-formatted by the builder, yet the same
     body["fields"][2]["label"]["zh-CN"] = "您愿意向亲友推荐我院吗？"
@@ -47,8 +47,7 @@ def test_a_one_field_label_change_is_one_change(px: TestClient) -> None:
     en = _changes(px, "form", body, "en")
     assert len(en) == 1 and en[0]["text"].startswith("field “How likely")
 
-
-def test_added_removed_reordered_and_nested_changes_are_named_by_labels(px: TestClient) -> None:
+    # added, removed, reordered and nested changes
     old = yaml.safe_load(FORM.read_text("utf-8"))
     body = copy.deepcopy(old)
     body["fields"].append({"key": "pain", "type": "rating",
@@ -57,8 +56,7 @@ def test_added_removed_reordered_and_nested_changes_are_named_by_labels(px: Test
     del body["fields"][1]["choices"][3]                             # 费用
     body["scores"][1]["threshold"] = 5
     body["scores"].reverse()
-    texts = [c["text"] for c in _changes(px, "form", body)]
-    assert texts == [
+    assert [c["text"] for c in _changes(px, "form", body)] == [
         "字段「让您不满意的主要是哪些方面？」 › 选项「等很久」："
         "标签 由「等候时间长」改为「等很久」",
         "字段「让您不满意的主要是哪些方面？」：删除选项「费用」",
@@ -67,8 +65,7 @@ def test_added_removed_reordered_and_nested_changes_are_named_by_labels(px: Test
         "评分的顺序已调整",
     ]
 
-
-def test_a_rule_condition_change_carries_both_expressions(px: TestClient) -> None:
+    # a rule's condition: the change carries both expressions
     body = yaml.safe_load(RULES.read_text("utf-8"))
     body["on"] = body.pop(True)   # YAML 1.1 reads the key `on` as true
     body["rules"][0]["when"] = "answers.overall <= 2"
@@ -83,7 +80,7 @@ def test_a_rule_condition_change_carries_both_expressions(px: TestClient) -> Non
     assert changes[1]["prop"] is None
 
 
-def test_the_rule_editor_reads_fields_categories_and_actions_in_words(px: TestClient) -> None:
+def test_fields_categories_actions_titles_and_uses_in_words(px: TestClient) -> None:
     fields = px.get("/api/v1/builder/forms/inpatient_satisfaction/field-words").json()
     by_key = {f["key"]: f for f in fields}
     assert "page2" not in by_key and "touchpoints" not in by_key   # nothing to compare
@@ -105,16 +102,13 @@ def test_the_rule_editor_reads_fields_categories_and_actions_in_words(px: TestCl
     assert palette["single_choice"]["options"]["display"]["x-label"]["zh-CN"] == "显示方式"
     assert palette["single_choice"]["options"]["display"]["x-enum-labels"]["dropdown"][
         "zh-CN"] == "下拉框"
-
-
-def test_the_editor_page_is_titled_by_the_definition(px: TestClient) -> None:
+    # the editor page is titled by the definition
     page = px.get("/builder/edit/form/inpatient_satisfaction").text
     assert '<span id="b-title">住院患者满意度调查</span>' in page
     assert "form/inpatient_satisfaction" not in page.split("<main", 1)[-1].split("data-kind")[0]
     assert "<title>住院患者满意度调查" in page
 
-
-def test_where_a_definition_is_used(px: TestClient) -> None:
+    # where a definition is used
     used = px.get("/api/v1/builder/used-by/dictionary/feedback_categories").json()
     assert {"kind": "ruleset", "key": "followup_routing", "app": "satisfaction",
             "title": {"zh-CN": "满意度回访分流", "en": "Follow-up routing"},

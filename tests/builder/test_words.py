@@ -168,9 +168,19 @@ def test_a_condition_is_picked_by_labels_and_shown_as_a_sentence(server: str,
     assert errors == []
 
 
-def test_a_one_field_label_change_shows_one_change(server: str, browser: Browser) -> None:
+def test_at_1366_the_preview_is_in_view_and_a_label_change_is_one_change(
+        server: str, browser: Browser) -> None:
     page, errors = signed_in(browser, server, "reader")
+    page.set_viewport_size({"width": 1366, "height": 768})
     _open(page, server, "form", "inpatient_satisfaction")
+    phone = page.locator("#b-phone")
+    expect(phone.locator("main")).to_be_attached()   # the patient page is rendered into it
+    box = phone.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 1366, box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 768, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    # the publish diff of a one-field label change shows one change
     page.locator('#b-fields li[data-key="nps"]').click()
     label = page.locator('#b-props [data-prop="label.zh-CN"]')
     label.fill("您愿意向亲友推荐我院吗？")
@@ -185,18 +195,4 @@ def test_a_one_field_label_change_shows_one_change(server: str, browser: Browser
         "标签 由「您有多大可能向亲友推荐我院？」改为「您愿意向亲友推荐我院吗？」")
     expect(page.locator("#b-change-count")).to_have_text("共 1 处改动")
     expect(page.locator("#b-diff")).to_be_hidden()   # the text diff: advanced only
-    assert errors == []
-
-
-def test_at_1366_by_768_the_form_preview_is_in_view(server: str, browser: Browser) -> None:
-    page, errors = signed_in(browser, server, "reader")
-    page.set_viewport_size({"width": 1366, "height": 768})
-    _open(page, server, "form", "inpatient_satisfaction")
-    phone = page.locator("#b-phone")
-    expect(phone.locator("main")).to_be_attached()   # the patient page is rendered into it
-    box = phone.bounding_box()
-    assert box is not None
-    assert box["x"] >= 0 and box["x"] + box["width"] <= 1366, box
-    assert box["y"] >= 0 and box["y"] + box["height"] <= 768, box
-    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
     assert errors == []
