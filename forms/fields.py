@@ -44,6 +44,7 @@ from stdnum.cn import ric
 
 from careloop.engine.i18n import pick, t
 from careloop.engine.privacy import mask_id_number, mask_phone
+from careloop.forms.field_words import worded
 from careloop.forms.spec import FieldSpec
 
 # (sub-path within the value, i18n message key, message parameters)
@@ -244,7 +245,7 @@ class FieldType:
 
     def panel(self) -> dict[str, Any]:
         """What the form builder needs: palette entry and the property panel's options."""
-        return {"name": self.name, "title": dict(self.title), "options": _worded(self.options),
+        return {"name": self.name, "title": dict(self.title), "options": worded(self.options),
                 "uses_choices": self.uses_choices, "uses_rows": self.uses_rows,
                 "answerable": self.answerable, "widget": self.widget, "group": self.group,
                 "fhir": self.fhir.item_type if self.fhir is not None else None,
@@ -264,23 +265,6 @@ class FieldType:
         if self.fhir.item_type == "choice":
             return "choices" if self.fhir.repeats else "choice"
         return _ANSWER_KINDS.get(self.fhir.item_type)
-
-
-def _worded(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options' schemas, each named in words for the builder's panel: its own ``x-label``,
-    else the built-in option's words (``OPTION_WORDS``); enum values likewise
-    (``x-enum-labels``)."""
-    out: dict[str, Any] = {}
-    for name, schema in options.items():
-        schema = dict(schema)
-        if "x-label" not in schema and name in OPTION_WORDS:
-            schema["x-label"] = OPTION_WORDS[name]
-        if isinstance(schema.get("enum"), list) and "x-enum-labels" not in schema:
-            known = {str(v): ENUM_WORDS[str(v)] for v in schema["enum"] if str(v) in ENUM_WORDS}
-            if known:
-                schema["x-enum-labels"] = known
-        out[name] = schema
-    return out
 
 
 # FHIR item type → what a condition compares (FieldType.answer_kind).
@@ -840,26 +824,6 @@ def _read_repeat(spec: FieldSpec, form: Mapping[str, Any], name: str) -> Any:
 def _t(zh: str, en: str) -> dict[str, str]:
     return {"zh-CN": zh, "en": en}
 
-
-# The built-in field types' options in words (the builder's property panel; a plugin's type
-# names its own options with ``x-label``).
-OPTION_WORDS = {
-    "max_length": _t("最多字数", "Maximum length"), "pattern": _t("格式（正则）", "Pattern"),
-    "placeholder": _t("提示文字", "Placeholder"), "min": _t("最小值", "Minimum"),
-    "max": _t("最大值", "Maximum"), "unit": _t("单位", "Unit"), "units": _t("可选单位", "Units"),
-    "step": _t("步长", "Step"), "min_label": _t("最低端文字", "Label at the low end"),
-    "max_label": _t("最高端文字", "Label at the high end"), "display": _t("显示方式", "Display"),
-    "min_selected": _t("至少选几项", "Select at least"),
-    "max_selected": _t("最多选几项", "Select at most"),
-    "all_rows_required": _t("每行都必答", "Every row required"),
-    "rank_all": _t("须全部排序", "Rank every item"),
-    "accept": _t("允许的文件类型", "Accepted files"),
-    "max_size_kb": _t("文件大小上限（KB）", "Maximum size (KB)"),
-    "markdown": _t("说明内容", "Text"), "min_items": _t("至少几组", "At least (items)"),
-    "max_items": _t("最多几组", "At most (items)"), "statement": _t("同意声明", "Statement"),
-}
-ENUM_WORDS = {"radio": _t("单选按钮", "Radio buttons"), "dropdown": _t("下拉框", "Drop-down"),
-              "buttons": _t("按钮", "Buttons")}
 
 RANGE = {"min": NUM, "max": NUM}
 TEXT_OPTS = {"max_length": {"type": "integer", "minimum": 1, "maximum": 20000},
