@@ -84,6 +84,10 @@ class CompileContext:
     specs: dict[DefKey, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     external: ExternalLookup | None = None
+    # which definition is being compiled, and every reference a compiler resolved:
+    # (referring definition, referenced definition) — the builder's "where is this used"
+    current: DefKey | None = None
+    uses: set[tuple[DefKey, DefKey]] = field(default_factory=set)
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -97,6 +101,8 @@ class CompileContext:
         """
         if not isinstance(key, str):
             return None
+        if self.current is not None:
+            self.uses.add((self.current, (kind, key)))
         found = self.definitions.get((kind, key))
         if found is not None:
             return found
@@ -137,6 +143,7 @@ class CheckResult:
     definitions: dict[DefKey, Definition]
     specs: dict[DefKey, Any]
     problems: list[Problem]
+    uses: set[tuple[DefKey, DefKey]] = field(default_factory=set)
 
     @property
     def errors(self) -> list[Problem]:
@@ -205,10 +212,12 @@ def check_documents(docs: Iterable[Document], *, external: ExternalLookup | None
     for ident, definition in sorted(definitions.items(),
                                     key=lambda item: (kinds[item[0][0]].order, item[0])):
         before = len(ctx.problems)
+        ctx.current = ident
         spec = kinds[definition.kind].compile(definition, ctx)
         if spec is not None and not any(p.severity == "error" for p in ctx.problems[before:]):
             ctx.specs[ident] = spec
     problems.extend(ctx.problems)
     return CheckResult(documents=documents, definitions=definitions, specs=ctx.specs,
+                       uses=ctx.uses,
                        problems=sorted(problems, key=lambda p: (p.file or "", p.line or 0,
                                                                 p.column or 0, p.code)))

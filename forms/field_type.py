@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from careloop.engine.i18n import pick
+from careloop.forms.field_words import worded
 from careloop.forms.spec import FieldSpec
 
 # (sub-path within the value, i18n message key, message parameters)
@@ -229,11 +230,34 @@ class FieldType:
 
     def panel(self) -> dict[str, Any]:
         """What the form builder needs: palette entry and the property panel's options."""
-        return {"name": self.name, "title": dict(self.title), "options": self.options,
+        return {"name": self.name, "title": dict(self.title), "options": worded(self.options),
                 "uses_choices": self.uses_choices, "uses_rows": self.uses_rows,
                 "answerable": self.answerable, "widget": self.widget, "group": self.group,
                 "repeatable": self.repeatable,
-                "fhir": self.fhir.item_type if self.fhir is not None else None}
+                "fhir": self.fhir.item_type if self.fhir is not None else None,
+                "answer": self.answer_kind()}
+
+    def answer_kind(self) -> str | None:
+        """What a condition on this field compares, read from its FHIR item type: ``number``,
+        ``choice``, ``choices`` (repeating choice), ``boolean``, ``text``, ``date`` — or
+        ``None`` (nothing to compare: groups, displays, attachments). The builder's condition
+        pickers offer operators and values by it, so no field type is named in the browser.
+
+        >>> from careloop.forms.fields import FIELD_TYPES
+        >>> FIELD_TYPES["multiple_choice"].answer_kind(), FIELD_TYPES["rating"].answer_kind()
+        ('choices', 'number')
+        """
+        if self.fhir is None or not self.answerable:
+            return None
+        if self.fhir.item_type == "choice":
+            return "choices" if self.fhir.repeats else "choice"
+        return _ANSWER_KINDS.get(self.fhir.item_type)
+
+
+# FHIR item type → what a condition compares (FieldType.answer_kind).
+_ANSWER_KINDS = {"integer": "number", "decimal": "number", "quantity": "number",
+                 "boolean": "boolean", "string": "text", "text": "text",
+                 "date": "date", "dateTime": "date"}
 
 
 def ok(value: Any) -> tuple[Any, list[Issue]]:

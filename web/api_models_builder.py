@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from careloop.web.api_models import Closed, Open, ProblemBody, Text
 
 
@@ -23,6 +25,7 @@ class FieldTypePanel(Open):
     widget: str
     group: bool
     fhir: str | None
+    answer: str | None = None
 
 
 class ScoreMethodPanel(Open):
@@ -109,8 +112,21 @@ class DraftOut(DraftChecked):
     awaiting_approval: AwaitingApproval | None
 
 
+class Change(Closed):
+    """One difference of a draft from the current version, in words (web/builder_changes.py)."""
+
+    op: str
+    path: str
+    text: str
+    where: str | None = None
+    prop: str | None = None
+    old: str | None = None
+    new: str | None = None
+
+
 class DraftDiff(DraftChecked):
     diff: Any
+    changes: list[Change] = Field(default_factory=list)
     current_version: int | None
     impact: Any
 
@@ -209,3 +225,39 @@ class ImportPlan(Open):
     version: str | None
     applied: bool
     manifest_changed: bool
+
+
+class ChoiceWords(Closed):
+    code: str
+    label: Text
+
+
+class FieldWords(Closed):
+    """A form field as the condition sentences name it (web/builder_words.py)."""
+
+    key: str
+    label: Text
+    type: str
+    type_title: Text
+    answer: str
+    choices: list[ChoiceWords]
+
+
+class CategoryWords(Closed):
+    key: str
+    title: Text
+
+
+class ActionTypeWords(Open):
+    name: str
+    title: Text
+
+
+class UsedBy(Closed):
+    """A current definition that refers to the one being edited (web/builder_usage.py)."""
+
+    kind: str
+    key: str
+    app: str
+    title: Text
+    kind_title: Text

@@ -23,12 +23,12 @@ from careloop.engine import store
 from careloop.engine.bundles import BundleError, export_bundle, import_bundle
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
-from careloop.engine.i18n import t
+from careloop.engine.i18n import pick, t
 from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.services import FIELD_KEYS, service
-from careloop.web import builder, governance
+from careloop.web import builder, builder_changes, builder_usage, builder_words, governance
 from careloop.web.api_models import (
     COMMON_ERRORS,
     NOT_FOUND,
@@ -39,7 +39,9 @@ from careloop.web.api_models import (
     errors,
 )
 from careloop.web.api_models_builder import (
+    ActionTypeWords,
     AlertTry,
+    CategoryWords,
     ChartOptions,
     ChartPreview,
     DatasetColumns,
@@ -49,6 +51,7 @@ from careloop.web.api_models_builder import (
     DraftDiff,
     DraftOut,
     FieldTypePanel,
+    FieldWords,
     FormPreview,
     FunctionDoc,
     ImportPlan,
@@ -58,6 +61,7 @@ from careloop.web.api_models_builder import (
     ScoreMethodPanel,
     SimulationOut,
     StepTypePanel,
+    UsedBy,
 )
 from careloop.web.builder_models import PublishRequest
 from careloop.web.deps import (
@@ -159,7 +163,14 @@ def builder_home(request: Request, me: Principal = NEEDS_BUILDER) -> Response:
         editable = set(builder.editable_apps(session, me))
     kinds = sorted(loaded_registry().catalogue("kind").names())
     return render(request, "builder/home.html", apps=apps, by_app=by_app, kinds=kinds,
-                  editable=editable)
+                  editable=editable, kind_titles=_kind_titles(request))
+
+
+def _kind_titles(request: Request) -> dict[str, str]:
+    """Each kind of definition in the page's language (问卷, 规则集…), else its name."""
+    locale = locale_of(request)
+    return {name: pick(spec.title, locale) or name
+            for name, spec in loaded_registry().catalogue("kind").items()}
 
 
 @router.get("/builder/edit/{kind}/{key}", include_in_schema=False)
@@ -168,6 +179,8 @@ def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
     _kind(kind)
     with transaction() as session:
         _, stored_app = builder.starting_text(session, me.user_id, kind, key)
+        current = store.current(session, kind, key)
+        title = current.body.get("title") if current is not None else None
         target = stored_app or app
         if target:
             try:
@@ -175,7 +188,10 @@ def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
             except builder.BuilderError as exc:
                 raise HTTPException(status_code=exc.status,
                                     detail=t(exc.key, locale_of(request), **exc.params)) from None
-    return render(request, "builder/editor.html", kind=kind, key=key, app=target)
+    # the page is titled by the definition's own title, never by kind/key
+    return render(request, "builder/editor.html", kind=kind, key=key, app=target,
+                  title=pick(title, locale_of(request)) if isinstance(title, dict) else "",
+                  kind_title=_kind_titles(request)[kind])
 
 
 # --- API ------------------------------------------------------------------------------------
@@ -233,6 +249,46 @@ def form_fields(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[str]
     return sorted(keys)
 
 
+@router.get("/api/v1/builder/forms/{key}/field-words", response_model=list[FieldWords],
+            responses=NOT_FOUND)
+def form_field_words(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """A stored form's fields with labels, type titles, answer kinds and choices (the rule
+    editor's condition sentences and pickers)."""
+    with transaction() as session:
+        row = store.current(session, "form", key)
+        if row is None:
+            raise HTTPException(status_code=404)
+        return builder_words.form_fields(dict(row.body))
+
+
+@router.get("/api/v1/builder/dictionaries/{key}/categories", response_model=list[CategoryWords],
+            responses=NOT_FOUND)
+def dictionary_categories(key: str = KEY_PATH,
+                          me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """A classification dictionary's categories by title ("评论 提到 用药指导")."""
+    with transaction() as session:
+        row = store.current(session, "dictionary", key)
+        if row is None:
+            raise HTTPException(status_code=404)
+        return builder_words.dictionary_categories(dict(row.body))
+
+
+@router.get("/api/v1/builder/used-by/{kind}/{key}", response_model=list[UsedBy],
+            responses=NOT_FOUND)
+def used_by(kind: str, key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """Where a definition is used: the current definitions that refer to it (their compilers'
+    references), by kind and title."""
+    _kind(kind)
+    with transaction() as session:
+        return builder_usage.used_by(session, kind, key)
+
+
+@router.get("/api/v1/builder/action-types", response_model=list[ActionTypeWords])
+def action_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
+    """Every rule action type with its title (the rule editor lists actions by title)."""
+    return builder_words.action_types()
+
+
 @router.get("/api/v1/builder/i18n", response_model=dict[str, str])
 def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     locale = locale_of(request)
@@ -241,6 +297,7 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     keys.update({k: v for k, v in json.loads((folder / "govern" / "en.json").read_text("utf-8"))
                  .items() if k.startswith("builder.")})
     keys.update(json.loads((folder / "builderjs" / "en.json").read_text("utf-8")))
+    keys.update(json.loads((folder / "b21" / "en.json").read_text("utf-8")))
     return {k: t(k, locale) for k in keys}
 
 
@@ -304,6 +361,9 @@ async def diff(request: Request, kind: str, key: str = KEY_PATH,
             builder.check_draft(session, kind, key, text, _app(data)))
         current = store.current(session, kind, key)
         return {**checked.to_json(), "diff": builder.diff(session, kind, key, text),
+                "changes": builder_changes.changes(
+                    dict(current.body) if current else None, checked.body or {},
+                    locale_of(request)),
                 "current_version": current.version if current else None,
                 "impact": builder.impact(session, kind, key, checked.body)}
 

@@ -105,3 +105,9 @@ def signed_in(browser: Browser, server: str, username: str,
     page.click("#login-submit")
     page.wait_for_url(f"{server}/builder")
     return page, errors
+
+
+def open_advanced(page: Page, selector: str) -> None:
+    """Open the closed "高级 / Advanced" disclosure ``selector`` (a ``<details>``), where the
+    builder keeps keys, codes, expressions and the YAML text."""
+    page.locator(selector).first.evaluate("d => { if (!d.open) d.open = true; }")

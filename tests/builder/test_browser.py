@@ -21,7 +21,7 @@ from careloop.engine.db import transaction
 from careloop.engine.registry import loaded_registry
 from careloop.forms.models import Submission
 
-from .conftest import ARGS, CHROMIUM, ROOT, make_user, signed_in
+from .conftest import ARGS, CHROMIUM, ROOT, make_user, open_advanced, signed_in
 
 KEY = "postpartum_day42"
 
@@ -34,6 +34,7 @@ def _set(page: Page, selector: str, value: str) -> None:
 
 def _add(page: Page, field_type: str, key: str) -> None:
     page.locator(f'#b-palette button[data-type="{field_type}"]').click()
+    open_advanced(page, '#b-props [data-advanced="field:key"]')   # the key: advanced only
     _set(page, '#b-props [data-prop="key"]', key)
     expect(page.locator(f'#b-fields li[data-key="{key}"]')).to_be_visible()
 
@@ -61,6 +62,7 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             _add(page, "yes_no", "lochia_normal")
             page.locator('#b-props [data-prop="required"]').check()
             _add(page, "single_choice", "breastfeeding")
+            open_advanced(page, '#b-props [data-advanced="choices:choices"]')   # codes
             _set(page, '[data-choice="0.code"]', "exclusive")
             _set(page, '[data-choice="0.zh"]', "纯母乳喂养")
             _set(page, '[data-choice="1.code"]', "formula")
@@ -91,15 +93,20 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             page.locator('#b-fields li[data-key="comment"]').click()
             page.select_option('[data-logic="visible_if.field"]', "lochia_normal")
             page.select_option('[data-logic="visible_if.op"]', "==")
-            page.fill('[data-logic="visible_if.value"]', "no")
+            page.select_option('[data-logic="visible_if.value"]', "no")   # the yes/no answers
             page.click('[data-logic="visible_if.set"]')
             expect(page.locator('#b-fields li[data-key="comment"] .b-logic')) \
-                .to_contain_text("answers.lochia_normal == 'no'")
+                .to_contain_text("是 「否」")
+            open_advanced(page, '#b-props [data-advanced="field:comment:visible_if:expression"]')
+            expect(page.locator('[data-logic="visible_if.expression"]')).to_have_value(
+                "answers.lochia_normal == 'no'")
             # a score
             page.click("#b-add-score")
+            open_advanced(page, '[data-advanced="score:0"]')
             _set(page, '[data-score="0.key"]', "mood_score")
             page.select_option('[data-score="0.method"]', "sum")
-            _set(page, '[data-score="0.fields"]', "mood")
+            page.locator('[data-score="0.fields.lochia_normal"]').uncheck()
+            page.locator('[data-score="0.fields.mood"]').check()
             page.locator(".b-add-band").click()
             _set(page, '[data-band="0.0.code"]', "low")
             _set(page, '[data-band="0.0.max"]', "2")
@@ -118,7 +125,8 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             _set(page, '[data-logic="visible_if.expression"]', "answers.nope == 'no'")
             card = page.locator('#b-fields li[data-key="comment"]')
             expect(card).to_have_class("b-card selected has-error")
-            expect(card.locator(".b-err")).to_contain_text("form.unknown-field-reference")
+            expect(card.locator(".b-err")).to_have_attribute(
+                "data-code", "form.unknown-field-reference")
             page.click("#b-undo")
             expect(card).not_to_have_class("b-card selected has-error")
             _clean(page)
@@ -128,6 +136,7 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             _clean(page)
 
             # the YAML view edits the same definition
+            open_advanced(page, "#b-text-advanced")
             yaml_text = page.locator("#b-yaml").input_value()
             assert "visible_if: answers.lochia_normal == 'no'" in yaml_text
             page.locator("#b-yaml").fill(yaml_text.replace("title:\n  zh-CN: postpartum_day42",
@@ -140,10 +149,13 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             page.reload()
             expect(page.locator("#builder[data-ready='1']")).to_be_attached()
             expect(page.locator("#b-fields li.b-card")).to_have_count(6)
+            open_advanced(page, "#b-text-advanced")
             assert "zh-CN: 产后42天随访" in page.locator("#b-yaml").input_value()
 
             # publish: the diff first, then confirm
             page.click("#b-publish")
+            expect(page.locator("#b-changes li")).to_have_text("新建「产后42天随访」")
+            open_advanced(page, "#b-diff-advanced")
             expect(page.locator("#b-diff")).to_contain_text("+key: postpartum_day42")
             page.click("#b-confirm")
             expect(page.locator("#b-status")).to_contain_text("1")
@@ -215,6 +227,7 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             # the rule editor: edit a condition and try it against a sample submission
             page.goto(f"{server}/builder/edit/ruleset/followup_routing?app=satisfaction")
             expect(page.locator("#builder[data-ready='1']")).to_be_attached()
+            open_advanced(page, "#b-sample-advanced")
             page.fill("#b-sample", '{"form": "inpatient_satisfaction", "answers": '
                                    '{"overall": 3, "nps": 9}}')
             page.click("#b-try")
@@ -224,11 +237,16 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             page.select_option('[data-rule="0.op"]', "<=")
             page.fill('[data-rule="0.value"]', "3")
             page.click('[data-rule="0.set"]')
-            expect(page.locator('[data-rule="0.when"]')).to_have_value("answers.overall <= 3")
+            expect(page.locator('[data-rule="0.sentence"]')).to_have_text(
+                "当 您对本次住院的总体满意度如何？ ≤ 3")
+            open_advanced(page, '[data-advanced="rule:dissatisfied:expression"]')
+            expect(page.locator('[data-rule="0.expression"]')).to_have_value(
+                "answers.overall <= 3")
             _clean(page)
             page.click("#b-try")
             expect(page.locator('#b-try-list li[data-rule="dissatisfied"]')) \
                 .to_have_class("b-try-hit")
+            open_advanced(page, '[data-advanced="try:actions"]')
             expect(page.locator("#b-try-actions")).to_contain_text("create_task")
             # a decision table edited as a grid
             page.goto(f"{server}/builder/edit/decision_table/followup_plan?app=common")
@@ -238,12 +256,14 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             page.click("#b-add-row")
             _set(page, '[data-cell="6.when.department"]', "general")
             _set(page, '[data-cell="6.then.plan"]', "general_discharge")
-            expect(page.locator("#b-problems li").first).to_contain_text("rules.overlapping-rows")
+            expect(page.locator("#b-problems li").first).to_have_attribute(
+                "data-code", "rules.overlapping-rows")
             expect(page.locator('#b-grid tr[data-row="6"]')).to_have_class("has-error")
             page.click("#b-undo")
             page.click("#b-undo")
             page.click("#b-undo")
             _clean(page)
+            open_advanced(page, "#b-text-advanced")
             assert "first_call_days: 5" in page.locator("#b-yaml").input_value()
             assert errors == []
         finally:

@@ -14,7 +14,7 @@ from careloop.engine.models import AuditRow, DefinitionRow
 from careloop.flows.models import FlowRun, OutboxMessage
 from careloop.forms.models import Submission
 
-from .conftest import ROOT, login, make_user
+from .conftest import ROOT, login, make_user, open_advanced
 
 SCENARIO = "discharge_day3_answered"
 URL = "/api/v1/builder/simulate/flow/discharge"
@@ -204,6 +204,7 @@ def test_simulate_in_chromium(server: str, engine: Engine) -> None:
             expect(page.locator(".b-sim-timeline")).to_contain_text("流程「出院随访」开始")
             expect(page.locator(".b-sim-timeline")).to_contain_text("2026-12-04 09:30")
 
+            open_advanced(page, "#b-text-advanced")
             page.fill("#b-yaml", DAY5)
             page.click("#b-apply-text")
             expect(page.locator("#b-problems li.ok")).to_be_visible()

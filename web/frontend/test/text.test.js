@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  cellValue, condition, days, fieldKeys, format, formatPairs, freshKey, literal, parseList, parsePairs,
-  pickLabel, problemLine, problemsUnder, setOrDelete,
+  cellValue, days, fieldKeys, format, formatPairs, freshKey, parseList, parsePairs,
+  pickLabel, problemLine, problemWords, problemsUnder, setOrDelete,
 } from "../../static/builder/core/text.js";
 
 test("messages are formatted with their placeholders; a missing one shows its key", () => {
@@ -30,14 +30,6 @@ test("a problem as one line, and the problems under a path of this draft only", 
   assert.deepEqual(problemsUnder([p], ["steps", 2], "flows/a.yaml"), []);
 });
 
-test("the condition picker writes literals an expression reads", () => {
-  assert.equal(literal(" 3 "), "3");
-  assert.equal(literal("true"), "true");
-  assert.equal(literal("it's"), "'it\\'s'");
-  assert.equal(condition("overall", "<=", "2"), "answers.overall <= 2");
-  assert.equal(condition("ward", "in", "a, 5"), "answers.ward in ['a', 5]");
-});
-
 test("grid cells, durations, pairs and lists", () => {
   assert.equal(cellValue(" "), undefined);
   assert.equal(cellValue("false"), false);
@@ -61,4 +53,11 @@ test("setOrDelete, fresh keys and nested field keys", () => {
   assert.deepEqual(obj, { c: 0 });
   assert.equal(freshKey(["rating_1", "rating_2"], "rating"), "rating_3");
   assert.deepEqual(fieldKeys([{ key: "g", fields: [{ key: "x" }] }, { nokey: 1 }]).map(([k]) => k), ["g", "g.x"]);
+});
+
+test("a problem in words is its message and hint, without code or path", () => {
+  const p = { code: "form.unknown-field-reference", path: "$.fields[2].visible_if",
+    message: "没有字段 nope", hint: "您是指 note 吗？" };
+  assert.equal(problemWords(p), "没有字段 nope (您是指 note 吗？)");
+  assert.equal(problemWords({ ...p, hint: null }), "没有字段 nope");
 });

@@ -7,6 +7,7 @@ import { editorFor } from "./core/registry.js";
 import { createSession } from "./core/session.js";
 import { wirePublish } from "./core/publish.js";
 import { wireYamlPane } from "./core/yamlpane.js";
+import { wireUsedBy } from "./core/usedby.js";
 import "./editors/form.js";
 import "./editors/ruleset.js";
 import "./editors/flow.js";
@@ -36,6 +37,7 @@ async function start(root) {
   b.$("b-save").addEventListener("click", () => b.save());
   wirePublish(b);
   wireYamlPane(b);
+  wireUsedBy(b);
   document.addEventListener("keydown", (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === "z" && document.activeElement.tagName !== "TEXTAREA") {
       e.preventDefault();

@@ -1,13 +1,35 @@
-// Publish: the diff against the current version, what it affects (answers of removed or retyped
-// fields; an editor adds its own notes, e.g. the flow's running runs), then publish (or wait
-// for a second person's approval).
+// Publish: what changes, in words (the server compares the two definitions as structures,
+// web/builder_changes.py; a changed condition is shown as its two sentences), the line-by-line
+// text diff under "Advanced", what it affects (answers of removed or retyped fields; an editor
+// adds its own notes, e.g. the flow's running runs), then publish (or wait for a second
+// person's approval).
 
 import { el } from "../dom.js";
+import { describeCondition } from "./sentence.js";
+
+// One change as a line; a condition's old and new expressions become sentences when the editor
+// knows the words for them (its ``sentenceContext``).
+function changeText(b, change) {
+  if (change.prop === undefined || change.prop === null || !b.editor.sentenceContext) return change.text;
+  const ctx = b.editor.sentenceContext(b);
+  const words = (text) => describeCondition(text, ctx);
+  if (change.op === "changed") {
+    return b.msg("builder.change.changed", { where: change.where, prop: change.prop, old: words(change.old), new: words(change.new) });
+  }
+  if (change.op === "set") return b.msg("builder.change.set", { where: change.where, prop: change.prop, new: words(change.new) });
+  if (change.op === "unset") return b.msg("builder.change.unset", { where: change.where, prop: change.prop, old: words(change.old) });
+  return change.text;
+}
 
 async function openPublish(b) {
   await b.save();
   const { status: code, data } = await b.api("POST", `${b.base}/diff/${b.kind}/${b.key}`, { app: b.app, body: b.model });
   if (code !== 200) { b.status(data.detail || String(code)); return; }
+  const changes = data.changes || [];
+  b.$("b-change-count").textContent = changes.length
+    ? b.msg("builder.change_count", { n: changes.length }) : b.msg("builder.no_changes");
+  b.$("b-changes").replaceChildren(...changes.map((c) => el("li", { "data-op": c.op, "data-path": c.path,
+    text: changeText(b, c) })));
   b.$("b-diff").textContent = data.diff || "";
   const impact = data.impact || {};
   const lines = [];

@@ -8,6 +8,7 @@
 //   saved(b): a draft save came back (previews)
 //   candidates(b): completion candidates from the model
 //   publishNotes(b, impact): extra lines for the publish dialog (nodes)
+//   sentenceContext(b): the words a condition of this kind is shown in (core/sentence.js)
 // Nothing outside this registry switches on a kind.
 
 const editors = new Map();

@@ -24,7 +24,8 @@ export function schemaInput(b, obj, name, schema, set) {
   if (kind === "text-pair") return textPair(b, obj, name, label, set);
   if (kind === "enum") {
     const select = el("select", { "data-prop": name }, el("option", { value: "", text: "" }),
-      ...schema.enum.map((v) => el("option", { value: v, text: v, selected: obj[name] === v })));
+      ...schema.enum.map((v) => el("option", { value: v, selected: obj[name] === v,
+        text: b.pick((schema["x-enum-labels"] || {})[v]) || v })));
     select.addEventListener("change", () => set(select.value || undefined));
     return el("label", { text: label }, select);
   }

@@ -5,7 +5,7 @@
 
 import { BASE, makeApi } from "./api.js";
 import { el } from "../dom.js";
-import { format, pickLabel, problemLine, problemsUnder } from "./text.js";
+import { format, pickLabel, problemLine, problemWords, problemsUnder } from "./text.js";
 import { attach as attachCompletion } from "../completion.js";
 import { restoreTyping, typingState } from "./typing.js";
 
@@ -24,7 +24,9 @@ export function createSession(root, editor) {
   b.status = (text) => { $("b-status").textContent = text; };
   b.problemsAt = (prefix) => problemsUnder(b.problems, prefix, b.draftFile);
   // the problems at one place, as paragraphs under its input
-  b.errorLines = (errs) => errs.map((p) => el("p", { class: "b-err", text: `${p.code}: ${p.message}` }));
+  // (the message in words; the code and path, for the curious, in the tooltip)
+  b.errorLines = (errs) => errs.map((p) => el("p", { class: "b-err", text: problemWords(p),
+    title: `${p.code} ${p.path}`, "data-code": p.code }));
 
   // --- history ------------------------------------------------------------------------------
   b.commit = (mutate) => {
@@ -70,7 +72,7 @@ export function createSession(root, editor) {
     if (document.activeElement !== $("b-yaml")) $("b-yaml").value = data.yaml || "";
     const list = $("b-problems");
     list.replaceChildren(...(b.problems.length ? b.problems.map((p) => el("li", {
-      "data-path": p.path, text: problemLine(p, b.draftFile),
+      "data-path": p.path, "data-code": p.code, title: problemLine(p, b.draftFile), text: problemWords(p),
     })) : [el("li", { class: "ok", text: b.msg("builder.no_problems") })]));
     list.classList.toggle("clean", !b.problems.length);
     // re-render (error marks at the fields) only when the problems changed, so a save that
@@ -81,6 +83,7 @@ export function createSession(root, editor) {
   // --- rendering ------------------------------------------------------------------------------
   b.render = () => {
     if (!b.model) return;
+    if (b.model.title && $("b-title")) $("b-title").textContent = b.pick(b.model.title);
     const typing = typingState(root);
     if (editor.render) editor.render(b);
     restoreTyping(root, typing);

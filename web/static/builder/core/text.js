@@ -1,6 +1,6 @@
 // Pure helpers shared by every editor (no DOM, no window: unit-tested with node --test in
 // web/frontend/test/): message formatting, picking a label in the page's language, a problem as
-// one line, literals for the condition pickers, the decision grid's cell values, durations.
+// one line, the decision grid's cell values, durations (conditions: sentence.js).
 
 // The message ``key`` from the catalogue with {name} placeholders filled (the key itself when the
 // catalogue lacks it, so a missing translation is visible rather than blank).
@@ -21,6 +21,12 @@ export function problemLine(p, draftFile) {
   return `${file}${where}${p.code} at ${p.path} — ${p.message}${p.hint ? ` (${p.hint})` : ""}`;
 }
 
+// One problem in words, as a person reads it: the message and its hint (the code and path
+// stay in problemLine, the tooltip).
+export function problemWords(p) {
+  return `${p.message}${p.hint ? ` (${p.hint})` : ""}`;
+}
+
 // The problems located at or under ``prefix`` (path parts), of this draft's own file only.
 export function problemsUnder(problems, prefix, draftFile) {
   return problems.filter((p) => {
@@ -29,21 +35,6 @@ export function problemsUnder(problems, prefix, draftFile) {
     return prefix.every((part, i) => parts[i] === part);
   });
 }
-
-// A typed value as an expression literal: numbers and booleans as they are, text quoted.
-export function literal(text) {
-  const v = text.trim();
-  if (v !== "" && !Number.isNaN(Number(v))) return v;
-  if (v === "true" || v === "false") return v;
-  return `'${v.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
-}
-
-// The condition a field / operator / value picker writes ("in" takes a comma-separated list).
-export function condition(field, op, value) {
-  const rhs = op === "in" ? `[${value.split(",").map(literal).join(", ")}]` : literal(value);
-  return `answers.${field} ${op} ${rhs}`;
-}
-export const OPERATORS = ["==", "!=", "<", "<=", ">", ">=", "in"];
 
 // A decision-table cell: empty → undefined, true/false, numbers, else the text.
 export function cellValue(text) {

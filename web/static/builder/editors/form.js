@@ -6,8 +6,10 @@
 import { el } from "../dom.js";
 import { register } from "../core/registry.js";
 import { schemaInput, textPair } from "../core/schemainput.js";
-import { conditionPicker } from "../core/conditions.js";
-import { fieldKeys, freshKey, parseList, setOrDelete } from "../core/text.js";
+import { conditionPanel } from "../core/conditionpanel.js";
+import { advanced } from "../core/advanced.js";
+import { describeCondition, fieldContext } from "../core/sentence.js";
+import { fieldKeys, freshKey, setOrDelete } from "../core/text.js";
 
 const types = {};        // field type name -> {title, options, uses_choices, ...}
 let scoreMethods = [];
@@ -52,6 +54,18 @@ function renderPalette(b) {
       onclick: () => addField(b, name) }))));
 }
 
+// A field type in words (单选题), from the palette; its name only if the type is unknown.
+function typeTitle(b, type) {
+  return types[type] ? b.pick(types[type].title) || type : type;
+}
+
+// What a condition on this form can name: the other answerable fields, by label.
+function sentenceContext(b, except) {
+  const fields = fieldContext(b.model.fields, types, b.pick, b.msg);
+  delete fields[except];
+  return { say: b.msg, fields };
+}
+
 function renderFields(b) {
   const list = b.$("b-fields");
   const fields = b.model.fields || [];
@@ -62,7 +76,8 @@ function renderFields(b) {
       + (errs.length ? " has-error" : ""), draggable: "true", "data-index": i,
     "data-key": f.key, tabindex: "0" },
     el("div", { class: "b-head" },
-      el("span", { class: "b-name", text: `${f.key} · ${f.type}` }),
+      el("span", { class: "b-name", text: b.pick(f.label) || typeTitle(b, f.type) }),
+      el("small", { class: "b-type", text: typeTitle(b, f.type) }),
       el("button", { type: "button", class: "b-up", "aria-label": b.msg("builder.move_up"),
         text: "↑", onclick: (e) => { e.stopPropagation(); moveField(b, i, i - 1); } }),
       el("button", { type: "button", class: "b-down", "aria-label": b.msg("builder.move_down"),
@@ -72,8 +87,8 @@ function renderFields(b) {
           e.stopPropagation();
           b.commit(() => { b.model.fields.splice(i, 1); selected = -1; });
         } })),
-    el("div", { class: "b-label", text: b.pick(f.label) }),
-    f.visible_if ? el("div", { class: "b-logic", text: `${b.msg("builder.show_when")}: ${f.visible_if}` }) : null,
+    f.visible_if ? el("div", { class: "b-logic",
+      text: `${b.msg("builder.show_when")}: ${describeCondition(f.visible_if, sentenceContext(b, f.key))}` }) : null,
     ...b.errorLines(errs));
     card.addEventListener("click", () => { selected = i; b.render(); });
     card.addEventListener("keydown", (e) => {
@@ -95,6 +110,7 @@ function renderFields(b) {
 }
 
 function choiceEditor(b, field, name) {
+  const codes = [];
   const rows = (field[name] || []).map((c, j) => {
     const upd = (prop, v) => b.commit(() => setOrDelete(b.model.fields[selected][name][j], prop, v));
     const code = el("input", { type: "text", value: c.code, "data-choice": `${j}.code` });
@@ -103,7 +119,8 @@ function choiceEditor(b, field, name) {
     const en = el("input", { type: "text", value: (c.label || {}).en || "", "data-choice": `${j}.en` });
     const label = () => upd("label", { "zh-CN": zh.value, en: en.value || zh.value });
     zh.addEventListener("change", label); en.addEventListener("change", label);
-    const cells = [code, zh, en];
+    zh.placeholder = b.msg("builder.label_zh"); en.placeholder = b.msg("builder.label_en");
+    const cells = [zh, en];
     if (name === "choices") {
       const score = el("input", { type: "number", step: "any", value: c.score ?? "", "data-choice": `${j}.score` });
       score.addEventListener("change", () => upd("score", score.value === "" ? undefined : Number(score.value)));
@@ -111,14 +128,16 @@ function choiceEditor(b, field, name) {
       excl.addEventListener("change", () => upd("exclusive", excl.checked || undefined));
       const other = el("input", { type: "checkbox", checked: c.other === true, "data-choice": `${j}.other` });
       other.addEventListener("change", () => upd("other", other.checked || undefined));
-      cells.push(score, excl, other);
+      score.setAttribute("aria-label", b.msg("builder.score"));
+      cells.push(el("label", { class: "b-check", text: b.msg("builder.score") }, score),
+        el("label", { class: "b-check" }, excl, b.msg("builder.exclusive")),
+        el("label", { class: "b-check" }, other, b.msg("builder.other")));
     }
     const remove = el("button", { type: "button", text: "×", "aria-label": b.msg("builder.remove"),
       onclick: () => b.commit(() => b.model.fields[selected][name].splice(j, 1)) });
-    return el("tr", {}, ...cells.map((c2) => el("td", {}, c2)), el("td", {}, remove));
+    codes.push(el("label", { text: b.pick(c.label) || c.code }, code));
+    return el("li", { class: "b-choice", "data-index": j }, ...cells, remove);
   });
-  const heads = [b.msg("builder.code"), b.msg("builder.label_zh"), b.msg("builder.label_en")];
-  if (name === "choices") heads.push(b.msg("builder.score"), b.msg("builder.exclusive"), b.msg("builder.other"));
   const add = el("button", { type: "button", class: "b-add-choice", text: b.msg("builder.add_choice"),
     onclick: () => b.commit(() => {
       const list = b.model.fields[selected][name] = b.model.fields[selected][name] || [];
@@ -126,23 +145,16 @@ function choiceEditor(b, field, name) {
       list.push({ code: `c${n}`, label: { "zh-CN": `选项${n}`, en: `Option ${n}` } });
     }) });
   return el("fieldset", { class: "b-choices", "data-editor": name },
-    el("legend", { text: name === "choices" ? b.msg("builder.choices") : "rows" }),
-    el("table", {}, el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { text: h })))),
-      el("tbody", {}, ...rows)), add);
+    el("legend", { text: name === "choices" ? b.msg("builder.choices") : b.msg("builder.items.rows") }),
+    el("ol", { class: "b-choice-list" }, ...rows), add,
+    advanced(b, `choices:${name}`, `${b.msg("builder.advanced")}: ${b.msg("builder.choice_codes")}`, ...codes));
 }
 
 function logicEditor(b, field, name, title) {
-  const others = (b.model.fields || []).filter((f) => f.key !== field.key);
-  const { pickField, op, value, set } = conditionPicker(b, {
-    id: `field:${field.key}:${name}`, attr: "data-logic", prefix: name,
-    choices: others.map((f) => [f.key, `${f.key} (${b.pick(f.label)})`]),
-    apply: (text) => b.commit(() => { b.model.fields[selected][name] = text; }) });
-  const expr = b.completing(el("input", { type: "text", "data-logic": `${name}.expression`,
-    value: field[name] || "" }));
-  const errs = b.problemsAt(["fields", selected, name]);
-  expr.addEventListener("change", () => b.commit(() => setOrDelete(b.model.fields[selected], name, expr.value.trim() || undefined)));
-  return el("fieldset", { class: "b-logic-editor", "data-editor": name }, el("legend", { text: title }),
-    pickField, op, value, set, el("label", { text: b.msg("builder.expression") }, expr), ...b.errorLines(errs));
+  return conditionPanel(b, { id: `field:${field.key}:${name}`, attr: "data-logic", prefix: name, title,
+    text: field[name] || "", ctx: sentenceContext(b, field.key),
+    errors: b.errorLines(b.problemsAt(["fields", selected, name])),
+    onSet: (text) => b.commit(() => setOrDelete(b.model.fields[selected], name, text)) });
 }
 
 function renderProps(b) {
@@ -155,8 +167,8 @@ function renderProps(b) {
   key.addEventListener("change", () => b.commit(() => { b.model.fields[selected].key = key.value.trim(); }));
   const required = el("input", { type: "checkbox", checked: field.required === true, "data-prop": "required" });
   required.addEventListener("change", () => setField("required")(required.checked || undefined));
-  const parts = [el("label", { text: b.msg("builder.key") }, key),
-    textPair(b, field, "label", "label", setField("label")),
+  const parts = [el("p", { class: "b-type", text: b.msg("builder.field_kind", { type: typeTitle(b, field.type) }) }),
+    textPair(b, field, "label", b.msg("builder.word.label"), setField("label")),
     el("label", {}, required, b.msg("builder.required"))];
   for (const [name, schema] of Object.entries(t.options || {})) {
     parts.push(schemaInput(b, field, name, schema, setField(name)));
@@ -165,6 +177,7 @@ function renderProps(b) {
   if (t.uses_rows) parts.push(choiceEditor(b, field, "rows"));
   parts.push(logicEditor(b, field, "visible_if", b.msg("builder.show_when")));
   parts.push(logicEditor(b, field, "required_if", b.msg("builder.required_when")));
+  parts.push(advanced(b, "field:key", b.msg("builder.advanced_field"), el("label", { text: b.msg("builder.field_key") }, key)));
   panel.replaceChildren(...parts);
 }
 
@@ -179,14 +192,25 @@ function renderScores(b) {
       ...scoreMethods.map((m) => el("option", { value: m.name, text: b.pick(m.title) || m.name,
         selected: s.method === m.name })));
     method.addEventListener("change", () => upd("method", method.value));
-    const fields = el("input", { type: "text", value: (s.fields || []).join(", "), "data-score": `${i}.fields` });
-    fields.addEventListener("change", () => upd("fields", parseList(fields.value)));
+    // the scored fields by label, one checkbox each (nested group fields too)
+    const picked = new Set(s.fields || []);
+    const fields = el("div", { class: "b-score-fields" }, ...Object.entries(fieldContext(b.model.fields, types, b.pick, b.msg))
+      .map(([fkey, f]) => {
+        const box = el("input", { type: "checkbox", checked: picked.has(fkey), "data-score": `${i}.fields.${fkey}` });
+        box.addEventListener("change", () => {
+          const now = new Set(b.model.scores[i].fields || []);
+          if (box.checked) now.add(fkey); else now.delete(fkey);
+          upd("fields", now.size ? [...now] : undefined);
+        });
+        return el("label", { class: "b-check" }, box, f.label);
+      }));
     const expr = b.completing(el("input", { type: "text", value: s.expression || "", "data-score": `${i}.expression` }));
     expr.addEventListener("change", () => upd("expression", expr.value.trim() || undefined));
     // the method's own options, from its schema (the server's score-method panels)
     const own = (scoreMethods.find((m) => m.name === s.method) || { options: {} }).options || {};
     const extra = Object.entries(own).filter(([name]) => name !== "expression")
       .map(([name, schema]) => schemaInput(b, s, name, schema, (v) => upd(name, v)));
+    const bandCodes = [];
     const bands = (s.bands || []).map((band, j) => {
       const ub = (prop, v) => b.commit(() => setOrDelete(b.model.scores[i].bands[j], prop, v));
       const code = el("input", { type: "text", value: band.code, "data-band": `${i}.${j}.code` });
@@ -197,7 +221,8 @@ function renderScores(b) {
       min.addEventListener("change", () => ub("min", min.value === "" ? undefined : Number(min.value)));
       const max = el("input", { type: "number", step: "any", value: band.max ?? "", "data-band": `${i}.${j}.max` });
       max.addEventListener("change", () => ub("max", max.value === "" ? undefined : Number(max.value)));
-      return el("tr", {}, ...[code, zh, min, max].map((c) => el("td", {}, c)));
+      bandCodes.push(el("label", { text: b.pick(band.label) || band.code }, code));
+      return el("tr", {}, ...[zh, min, max].map((c) => el("td", {}, c)));
     });
     const addBand = el("button", { type: "button", class: "b-add-band", text: b.msg("builder.add_band"),
       onclick: () => b.commit(() => {
@@ -206,13 +231,18 @@ function renderScores(b) {
         list.push({ code: `band${n}`, label: { "zh-CN": `分级${n}`, en: `Band ${n}` } });
       }) });
     const errs = b.problemsAt(["scores", i]);
+    const zhLabel = el("input", { type: "text", value: (s.label || {})["zh-CN"] || "", "data-score": `${i}.label.zh-CN` });
+    zhLabel.addEventListener("change", () => upd("label", zhLabel.value
+      ? { "zh-CN": zhLabel.value, en: (s.label || {}).en || zhLabel.value } : undefined));
     return el("fieldset", { class: "b-score" + (errs.length ? " has-error" : ""), "data-index": i },
-      el("legend", { text: s.key }),
-      el("label", { text: b.msg("builder.key") }, key), el("label", { text: b.msg("builder.method") }, method),
-      el("label", { text: b.msg("builder.fields") }, fields),
-      ...("expression" in own ? [el("label", { text: b.msg("builder.expression") }, expr)] : []), ...extra,
+      el("legend", { text: b.pick(s.label) || b.msg("builder.items.scores") }),
+      el("label", { text: b.msg("builder.word.label") }, zhLabel),
+      el("label", { text: b.msg("builder.method") }, method),
+      el("fieldset", {}, el("legend", { text: b.msg("builder.score_fields") }), fields), ...extra,
       el("table", {}, el("caption", { text: b.msg("builder.bands") }), el("tbody", {}, ...bands)), addBand,
-      ...b.errorLines(errs));
+      ...b.errorLines(errs),
+      advanced(b, `score:${i}`, b.msg("builder.advanced"), el("label", { text: b.msg("builder.score_key") }, key),
+        ...("expression" in own ? [el("label", { text: b.msg("builder.expression") }, expr)] : []), ...bandCodes));
   }));
 }
 
@@ -266,7 +296,8 @@ register("form", {
     });
     b.$("b-add-score").addEventListener("click", () => b.commit(() => {
       b.model.scores = b.model.scores || [];
-      b.model.scores.push({ key: `score_${b.model.scores.length + 1}`, method: "sum",
+      const n = b.model.scores.length + 1;
+      b.model.scores.push({ key: `score_${n}`, label: { "zh-CN": `评分${n}`, en: `Score ${n}` }, method: "sum",
         fields: (b.model.fields || []).map((f) => f.key).slice(0, 1) });
     }));
   },
@@ -275,6 +306,7 @@ register("form", {
     renderProps(b);
     renderScores(b);
   },
+  sentenceContext: (b) => sentenceContext(b, null),
   ready: (b) => preview(b),
   saved: (b) => preview(b, true),
   candidates(b) {
