@@ -1,4 +1,4 @@
-"""Domain events: stored first (append-only, unique event id), then dispatched in-transaction.
+"""Domain events: stored first (unique event id), then dispatched in-transaction or queued.
 
 Handlers register in ``registry.catalogue("event_handler")`` as ``name -> handler`` where
 ``handler(session, event) -> None``; each handler sees every stored event and filters by type.
@@ -32,28 +32,51 @@ def new_event_id() -> str:
     return "evt_" + secrets.token_hex(12)
 
 
+PENDING, HANDLED, PARKED = "pending", "handled", "parked"
+
+
 def record(session: Session, type: str, payload: dict[str, Any], *,
            event_id: str | None = None, source: str = "careloop",
            occurred_at: datetime | None = None,
-           dispatch: bool = True) -> tuple[DomainEventRow, bool]:
+           dispatch: bool = True, defer: bool = False) -> tuple[DomainEventRow, bool]:
     """Store an event unless its id is known; returns ``(row, created)``.
 
-    Within the caller's transaction: the event, and whatever its handlers write, commit together.
+    Within the caller's transaction. By default the handlers run at once, in the same
+    transaction: the event and what its handlers write commit together. ``defer=True`` stores it
+    ``pending`` and runs nothing: :mod:`careloop.engine.dispatcher` runs its handlers after the
+    caller's commit, on the ticker or a ``careloop worker`` (the events API acknowledges without
+    waiting for them). An event of a patient who still has pending events is deferred too, so a
+    patient's events are always handled in the order they were stored. ``dispatch=False``
+    stores it as handled without running any handler.
     """
     event_id = event_id or new_event_id()
     existing = session.scalars(select(DomainEventRow).where(
         DomainEventRow.event_id == event_id)).first()
     if existing is not None:
         return existing, False
+    patient = payload.get("patient_id")
+    patient_id = patient if isinstance(patient, str) else None
+    queued = dispatch and (defer or (patient_id is not None
+                                     and has_pending(session, patient_id)))
+    now = now_utc()
     row = DomainEventRow(event_id=event_id, type=type, source=source,
-                         occurred_at=occurred_at or now_utc(), recorded_at=now_utc(),
-                         payload=payload)
+                         occurred_at=occurred_at or now, recorded_at=now,
+                         payload=payload, patient_id=patient_id,
+                         state=PENDING if queued else HANDLED,
+                         handled_at=None if queued else now)
     with session.begin_nested():
         session.add(row)
         session.flush()
-    if dispatch:
+    if dispatch and not queued:
         dispatch_event(session, row)
     return row, True
+
+
+def has_pending(session: Session, patient_id: str) -> bool:
+    """Whether the patient has events whose handlers have not run yet (one indexed lookup)."""
+    return session.scalars(select(DomainEventRow.id).where(
+        DomainEventRow.state == PENDING, DomainEventRow.patient_id == patient_id)
+        .limit(1)).first() is not None
 
 
 def dispatch_event(session: Session, event: DomainEventRow) -> None:

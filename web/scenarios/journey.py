@@ -172,7 +172,18 @@ class Journey:
                 raise StepFailed(f"the events API answered {answer.status_code} to "
                                  f"{event['type']} (expected {wanted}): {answer.text[:500]}")
             accepted.append(f"{event['type']} → {answer.status_code}")
+        self.drain_events()
         return "; ".join(accepted)
+
+    def drain_events(self) -> None:
+        """Run the handlers of the events the API acknowledged, as the serving process's
+        dispatcher would right after (the same code: :func:`careloop.engine.dispatcher.drain`)."""
+        from careloop.engine.dispatcher import drain
+
+        report = drain(self.engine)
+        if report.failed:
+            raise StepFailed(f"the handlers of {report.failed} event(s) failed (see "
+                             "/admin/integration)")
 
     # --- time ----------------------------------------------------------------------------
 
