@@ -57,9 +57,8 @@ def bare_app(url: str) -> Any:
     """FastAPI + SQLAlchemy and nothing else: the floor a request with one insert or one
     50-row select pays on this machine and database."""
     from fastapi import FastAPI, Request
-    from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, create_engine
+    from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, create_engine, select
     from sqlalchemy import insert as sql_insert
-    from sqlalchemy import select
 
     from careloop.engine.db import pool_size
 
@@ -296,16 +295,46 @@ def ratios(cells: dict[str, Any]) -> dict[str, list[float]]:
 
 # --- configurations -------------------------------------------------------------------------
 
-def run_quick(connections: list[int], seconds: float) -> dict[str, Any]:
+def quick(tmp: Path, connections: tuple[int, ...] = (1, 4),
+          seconds: float = 0.5) -> dict[str, Any]:
+    """The smoke run on the current default database: servers in threads of this process (the
+    Careloop app with its dispatcher thread, as ``careloop serve`` runs it), a bare SQLite
+    peer in ``tmp``."""
+    from careloop.engine import dispatcher
+    from careloop.engine.db import default_engine
     from careloop.web.app import create_app
 
+    ctx = prepare(20 * max(connections), tmp)
+    running = dispatcher.Dispatcher(poll_seconds=0.2).start()
+    try:
+        with threaded(create_app()) as careloop, \
+                threaded(bare_app(f"sqlite:///{tmp / 'bare.db'}")) as bare:
+            cells = measure(careloop, bare, ctx, list(connections), seconds, "q")
+        queue = queue_after(seconds * 20)
+    finally:
+        running.stop()
+    name = f"{default_engine().dialect.name}_1"
+    return {name: {"cells": cells, "ratios": ratios(cells), "queue": queue}}
+
+
+def queue_after(limit: float) -> dict[str, Any]:
+    """Events still waiting when the load stopped, and how long the dispatchers took to handle
+    them (the API acknowledges before handling: this is the work it moved, not dropped)."""
+    from careloop.engine import dispatcher
+
+    started = time.perf_counter()
+    waiting = dispatcher.state().pending
+    while dispatcher.state().pending and time.perf_counter() - started < limit:
+        time.sleep(0.1)
+    left = dispatcher.state()
+    return {"pending_at_end": waiting, "drain_seconds": round(time.perf_counter() - started, 2),
+            "pending_after": left.pending, "parked": left.parked}
+
+
+def run_quick() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CARELOOP_DATABASE_URL"] = f"sqlite:///{Path(tmp) / 'load.db'}"
-        ctx = prepare(40, Path(tmp))
-        bare_url = f"sqlite:///{Path(tmp) / 'bare.db'}"
-        with threaded(create_app()) as careloop, threaded(bare_app(bare_url)) as bare:
-            cells = measure(careloop, bare, ctx, connections, seconds, "q")
-        return {"sqlite_1": {"cells": cells, "ratios": ratios(cells)}}
+        return quick(Path(tmp))
 
 
 def run_full(connections: list[int], seconds: float, postgres: str | None,
@@ -343,10 +372,12 @@ def run_full(connections: list[int], seconds: float, postgres: str | None,
                 with spawned(careloop_cmd, env, "/healthz") as careloop, \
                         spawned(bare_cmd, bare_env, "/list") as bare:
                     cells = measure(careloop, bare, ctx, connections, seconds, f"{backend}{count}")
+                    queue = queue_after(120)
             finally:
                 if schema is not None:
                     db.drop_schema(postgres or "", schema)
-            results[f"{backend}_{count}"] = {"cells": cells, "ratios": ratios(cells)}
+            results[f"{backend}_{count}"] = {"cells": cells, "ratios": ratios(cells),
+                                              "queue": queue}
     return results
 
 
@@ -360,7 +391,7 @@ def main() -> int:
     parser.add_argument("--processes", default="1,2")
     args = parser.parse_args()
     if args.quick:
-        results = run_quick([1, 4], 0.5)
+        results = run_quick()
     else:
         results = run_full([int(c) for c in args.connections.split(",")], args.seconds,
                            args.postgres, [int(p) for p in args.processes.split(",")])
@@ -383,6 +414,9 @@ def report(results: dict[str, Any]) -> None:
                 print(f"  {path:<12} {c['connections']:>5} {c['per_second']:>8} "
                       f"{c['p50_ms']:>8} {c['p95_ms']:>8} {c['p99_ms']:>8} "
                       f"{c['failures']:>5}  {share}")
+        queue = data.get("queue", {})
+        print(f"  queue when the load stopped: {queue.get('pending_at_end')} event(s) waiting, "
+              f"handled within {queue.get('drain_seconds')} s, {queue.get('parked')} parked")
     pg1, pg2 = results.get("postgresql_1"), results.get("postgresql_2")
     if pg1 and pg2:
         one, two = pg1["cells"]["events"][-1], pg2["cells"]["events"][-1]

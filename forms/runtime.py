@@ -69,8 +69,14 @@ def expression_context(session: Session, patient_id: str,
 def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patient_id: str,
            encounter_id: str | None = None, channel: str = "web", entered_by: str | None = None,
            locale: str = "zh-CN", request_id: str | None = None, version: int | None = None,
-           department_id: str | None = None) -> tuple[Submission, Evaluation]:
-    """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error."""
+           department_id: str | None = None,
+           defer: bool = False) -> tuple[Submission, Evaluation]:
+    """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error.
+
+    Its events (``form.submitted``, the form's own, readings) are handled in the same
+    transaction, or — ``defer=True``, a patient's link — stored for the event queue
+    (:mod:`careloop.engine.dispatcher`), so the patient's page does not wait for rules and
+    flows."""
     if channel not in CHANNELS:
         raise CareloopError(f"unknown submission channel {channel!r}")
     row, spec = load_form(session, form_key, version)
@@ -99,10 +105,11 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any], patie
                      patient_id=patient_id, details={"form": form_key, "channel": channel})
     payload = event_payload(submission)
     for event_type in ("form.submitted", *spec.events):
-        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}")
+        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}",
+               defer=defer)
     for reading in reading_payloads(spec, submission):
         record(session, "reading.recorded", reading,
-               event_id=f"reading.recorded:{reading['reading_id']}")
+               event_id=f"reading.recorded:{reading['reading_id']}", defer=defer)
     return submission, result
 
 

@@ -1,5 +1,5 @@
-"""``careloop serve [--workers N]``, ``careloop worker``, ``careloop up [--demo]``, ``careloop user create-admin``, ``careloop demo
-seed``.
+"""``careloop serve [--workers N]``, ``careloop worker``, ``careloop up [--demo]``, ``careloop
+user create-admin``, ``careloop demo seed``.
 
 There are no default accounts: the first administrator is created with ``careloop user
 create-admin``; ``careloop up --demo`` (and ``careloop demo seed``) create demo staff with a demo
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def settle_heap() -> None:
@@ -61,7 +65,7 @@ def serve(host: str, port: int, tick_seconds: int, workers: int) -> None:
             scheduler.shutdown(wait=False)
 
 
-def worker_app() -> object:
+def worker_app() -> FastAPI:
     """One serving process's app, with its event dispatcher thread (``serve`` and each of
     ``serve --workers N``'s processes)."""
     import os

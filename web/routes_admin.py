@@ -25,8 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from careloop.engine import audit as audit_log
-from careloop.engine import dispatcher
-from careloop.engine import store
+from careloop.engine import dispatcher, store
 from careloop.engine.bundles import (
     BundleError,
     ImportPlan,
