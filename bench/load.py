@@ -44,7 +44,7 @@ title: {zh-CN: 出院回访, en: Discharge check}
 default_locale: zh-CN
 fields:
   - {key: ok, type: yes_no, label: {zh-CN: 还好吗？, en: "All well?"}}
-  - {key: note, type: text, label: {zh-CN: 想说的话, en: Anything to add}}
+  - {key: note, type: long_text, label: {zh-CN: 想说的话, en: Anything to add}}
 """
 PATHS = ("events", "submission", "inbox", "patient_360", "bare_insert", "bare_list")
 PEER = {"events": "bare_insert", "submission": "bare_insert", "inbox": "bare_list",
@@ -56,7 +56,7 @@ PEER = {"events": "bare_insert", "submission": "bare_insert", "inbox": "bare_lis
 def bare_app(url: str) -> Any:
     """FastAPI + SQLAlchemy and nothing else: the floor a request with one insert or one
     50-row select pays on this machine and database."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, create_engine, select
     from sqlalchemy import insert as sql_insert
 
@@ -80,7 +80,7 @@ def bare_app(url: str) -> Any:
         return {"status": "accepted", "id": new_id}
 
     @app.get("/list")
-    def listing(request: Request) -> list[dict[str, Any]]:
+    def listing() -> list[dict[str, Any]]:
         with engine.connect() as conn:
             found = conn.execute(select(rows.c.id, rows.c.event_id, rows.c.body)
                                  .order_by(rows.c.id.desc()).limit(50)).all()
@@ -206,20 +206,22 @@ def _quantile(values: list[float], q: int) -> float:
 
 
 async def _load(base: str, make: Callable[[Any, int], Any], connections: int,
-                seconds: float) -> dict[str, Any]:
+                seconds: float, staff: bool) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
     failures = 0
+    first_failure: list[str] = []
     counter = iter(range(10**9))
-    deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        await _sign_in(client)
+        if staff:  # the HIS and patients have no staff session (and no CSRF token)
+            await _sign_in(client)
+        deadline = time.perf_counter() + seconds
 
         async def one_connection() -> None:
             nonlocal failures
-            while time.perf_counter() < deadline:
+            while True:  # at least one request each, then until the deadline
                 request = make(client, next(counter))
                 if request is None:  # out of form links
                     return
@@ -228,6 +230,9 @@ async def _load(base: str, make: Callable[[Any, int], Any], connections: int,
                 latencies.append((time.perf_counter() - started) * 1000)
                 if response.status_code >= 400:
                     failures += 1
+                    first_failure.append(f"{response.status_code} {response.text[:200]}")
+                if started >= deadline:
+                    return
 
         started = time.perf_counter()
         await asyncio.gather(*(one_connection() for _ in range(connections)))
@@ -236,13 +241,12 @@ async def _load(base: str, make: Callable[[Any, int], Any], connections: int,
             "per_second": round(len(latencies) / elapsed, 1),
             "p50_ms": round(_quantile(latencies, 50), 1),
             "p95_ms": round(_quantile(latencies, 95), 1),
-            "p99_ms": round(_quantile(latencies, 99), 1)}
+            "p99_ms": round(_quantile(latencies, 99), 1),
+            **({"first_failure": first_failure[0]} if first_failure else {})}
 
 
 async def _sign_in(client: Any) -> None:
     page = await client.get("/login")
-    if page.status_code != 200 or 'name="csrf_token"' not in page.text:
-        return  # the bare app
     token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     await client.post("/login", data={"username": "nurse", "password": PASSWORD,
                                       "csrf_token": token, "next": "/"})
@@ -282,7 +286,8 @@ def measure(careloop: str, bare: str, ctx: dict[str, Any], connections: list[int
         base = bare if path.startswith("bare_") else careloop
         for count in connections:
             make = requests_for(ctx, f"{label}{count}{path[:2]}")[path]
-            out.setdefault(path, []).append(asyncio.run(_load(base, make, count, seconds)))
+            out.setdefault(path, []).append(asyncio.run(_load(
+                base, make, count, seconds, staff=path in ("inbox", "patient_360"))))
     return out
 
 
@@ -337,6 +342,20 @@ def run_quick() -> dict[str, Any]:
         return quick(Path(tmp))
 
 
+def _database(url: str, name: str, *, create: bool) -> str:
+    """Create (or drop) a scratch database next to ``url``'s; returns its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if create:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 def run_full(connections: list[int], seconds: float, postgres: str | None,
              processes: list[int]) -> dict[str, Any]:
     from careloop.engine import db
@@ -352,13 +371,12 @@ def run_full(connections: list[int], seconds: float, postgres: str | None,
                 env_url = url
             else:
                 assert postgres is not None
-                engine, schema = db.schema_engine(postgres, "careloop_load")
-                engine.dispose()
-                sep = "&" if "?" in postgres else "?"
-                env_url = url = bare_url = f"{postgres}{sep}options=-csearch_path%3D{schema}"
+                schema = f"careloop_load_{os.getpid()}_{count}"
+                env_url = url = _database(postgres, schema, create=True)
+                bare_url = _database(postgres, schema + "_bare", create=True)
             os.environ["CARELOOP_DATABASE_URL"] = env_url
             db._engine_for.cache_clear()
-            tokens = sum(connections) * int(seconds * 40) + 200
+            tokens = int(len(connections) * seconds * 150) + 200
             ctx = prepare(tokens, Path(tmp))
             env = {**os.environ, "CARELOOP_DATABASE_URL": env_url,
                    "CARELOOP_LOG_LEVEL": "WARNING"}
@@ -374,8 +392,10 @@ def run_full(connections: list[int], seconds: float, postgres: str | None,
                     cells = measure(careloop, bare, ctx, connections, seconds, f"{backend}{count}")
                     queue = queue_after(120)
             finally:
+                db._engine_for.cache_clear()
                 if schema is not None:
-                    db.drop_schema(postgres or "", schema)
+                    _database(postgres or "", schema, create=False)
+                    _database(postgres or "", schema + "_bare", create=False)
             results[f"{backend}_{count}"] = {"cells": cells, "ratios": ratios(cells),
                                               "queue": queue}
     return results
