@@ -226,7 +226,14 @@ async def _load(base: str, make: Callable[[Any, int], Any], connections: int,
                 if request is None:  # out of form links
                     return
                 started = time.perf_counter()
-                response = await request
+                try:
+                    response = await request
+                except httpx.HTTPError as exc:  # dropped under load: a failure, not the end
+                    failures += 1
+                    first_failure.append(type(exc).__name__)
+                    if started >= deadline:
+                        return
+                    continue
                 latencies.append((time.perf_counter() - started) * 1000)
                 if response.status_code >= 400:
                     failures += 1
@@ -286,8 +293,10 @@ def measure(careloop: str, bare: str, ctx: dict[str, Any], connections: list[int
         base = bare if path.startswith("bare_") else careloop
         for count in connections:
             make = requests_for(ctx, f"{label}{count}{path[:2]}")[path]
-            out.setdefault(path, []).append(asyncio.run(_load(
-                base, make, count, seconds, staff=path in ("inbox", "patient_360"))))
+            cell = asyncio.run(_load(base, make, count, seconds,
+                                     staff=path in ("inbox", "patient_360")))
+            out.setdefault(path, []).append(cell)
+            print(f"{label} {path} {count}: {json.dumps(cell)}", file=sys.stderr, flush=True)
     return out
 
 
