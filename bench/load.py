@@ -260,8 +260,7 @@ async def _sign_in(client: Any) -> None:
 
 
 def requests_for(ctx: dict[str, Any], run: str) -> dict[str, Callable[[Any, int], Any]]:
-    links: list[str] = list(ctx["links"])
-    taken = iter(links)
+    taken = ctx.setdefault("unused_links", iter(list(ctx["links"])))  # each link answered once
 
     def event(client: Any, n: int) -> Any:
         return client.post("/api/v1/events", headers={"X-API-Key": ctx["api_key"]}, json={
