@@ -268,3 +268,17 @@ def bad(key: str, sub: tuple[str | int, ...] = (), **params: Any) -> tuple[Any, 
     return None, [(sub, key, params)]
 
 
+def show_datetime(spec: FieldSpec, value: Any, locale: str) -> str:
+    """A date and time as people read it, ``2026-11-27 12:41``: in the hospital's time when the
+    value carries an offset (a page's answer is already local), never ISO's ``T``."""
+    from datetime import datetime
+
+    from careloop.engine.clock import hospital_tz
+
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(hospital_tz())
+    return parsed.strftime("%Y-%m-%d %H:%M")

@@ -75,6 +75,7 @@ from careloop.forms.field_type import (  # re-exported: plugins import the contr
     read_one,
     scalar_leaves,
     scalar_number,
+    show_datetime,
     show_value,
 )
 from careloop.forms.spec import FieldSpec
@@ -84,7 +85,7 @@ __all__ = ["BUILTIN_FIELD_TYPES", "FIELD_TYPES", "FRAMES", "LOINC", "NO_ITEM", "
            "Issue", "Leaf", "LeavesOf", "NumberOf", "Reader", "Shower", "bad", "convert",
            "fhir_boolean", "fhir_codings", "fhir_option", "fhir_quantity", "fhir_scalar",
            "label_of", "no_leaves", "ok", "read_nothing", "read_one", "scalar_leaves",
-           "scalar_number", "show_value"]
+           "scalar_number", "show_datetime", "show_value"]
 
 
 def _text_of(default_limit: int) -> Checker:
@@ -680,7 +681,7 @@ BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
     FieldType("datetime", _t("日期时间", "Date and time"),
               _parser(_parse_datetime, "forms.datetime"), widget="datetime-local",
               valid_examples=("2026-03-01T08:30",), invalid_examples=("yesterday",),
-              fhir=FhirMap("dateTime"),
+              fhir=FhirMap("dateTime"), shower=show_datetime,
               repeatable=True),
     FieldType("single_choice", _t("单选", "Single choice"), _single, CHOICE_OPTS,
               uses_choices=True, widget="radio", valid_examples=("a",),

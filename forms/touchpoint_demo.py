@@ -55,7 +55,8 @@ def _scan(key: str, fields: Fields, device: str) -> Any:
 
 
 def seed_touchpoints(session: Session, rng: random.Random, context: dict[str, Any]) -> None:
-    """Plan the scans of every shipped touchpoint across the demo's months."""
+    """Plan the scans of every shipped touchpoint across the demo's months (with an RNG of its
+    own, so the other seeders draw what they drew without touchpoints)."""
     from careloop.forms.touchpoints import all_touchpoints
     from careloop.web.demo import timeline
 
@@ -64,6 +65,7 @@ def seed_touchpoints(session: Session, rng: random.Random, context: dict[str, An
         context.setdefault("skipped", []).append("touchpoints: bundle not imported")
         return
     line = timeline(context)
+    rng = random.Random(f"touchpoints:{rng.getstate()[1][0]}:{context.get('patient_count')}")
     start: datetime = line.start
     span = max((line.now - start).total_seconds(), 3600.0)
     for place in places:

@@ -249,7 +249,10 @@ def line_chart(series: list[tuple[str, str, list[Point]]], *, title: str, unit: 
                 src="his" if source == "his" else "self", cx=x(at), cy=y(value), c=color,
                 f=color if source == "his" else "#fff", when=local_time(at), name=name,
                 v=number(value), u=unit, s=d.label("reading_source", source)))
-        legend.append(Markup('<li><span class="swatch" style="background:{}"></span>{}</li>'
+        # an SVG swatch: its colour is an attribute, which the pages' CSP (style-src 'self')
+        # allows, where an inline style="" is refused
+        legend.append(Markup('<li><svg class="swatch" viewBox="0 0 14 3" aria-hidden="true">'
+                             '<rect width="14" height="3" fill="{}"/></svg>{}</li>'
                              ).format(color, name))
     sources = {p[2] for p in points}
     legend += [Markup('<li><span class="dot-key {}"></span>{}</li>').format(

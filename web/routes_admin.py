@@ -479,10 +479,13 @@ def audit_page(request: Request, actor: str = "", action: str = "", patient_id: 
             filters, before_id=before, since=_day(since),
             until=end + timedelta(days=1) if end else None)).all()
         breaks = list(audit_log.verify(session)) if verify else None
+        actors = {r.actor for r in rows}
+        people = dict(session.execute(select(User.username, User.display_name).where(
+            User.username.in_(actors))).all()) if actors else {}
         record(request, me, "audit.view", session=session,
                details={k: v for k, v in filters.items() if v})
     return render(request, "admin_audit.html", rows=rows, filters=filters, since=since,
-                  until=until, breaks=breaks, verified=verify)
+                  until=until, breaks=breaks, verified=verify, people=people)
 
 
 # --- flow operations: incidents (retry / skip) and the outbox monitor ------------------------

@@ -74,7 +74,7 @@ DETAILS = {
 }
 I18N_KEY = re.compile(
     r"\b(?:web|forms|flows|rules|reports|engine|common|docs)\.[a-z_]+\.[a-z_.]+")
-NULLISH = re.compile(r"\b(?:null|None|undefined|NaN)\b")
+NULLISH = re.compile(r"\b(?:null|None(?!\s+(?:of|or)\b)|undefined|NaN)\b")
 UTC_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}|\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:Z|\+00:00)\b")
 PERSON_HEADERS = re.compile(r"负责人|处理人|操作人|执行人|指派|确认人|创建人|用户|Assignee|"
@@ -493,9 +493,9 @@ def test_phone_nav_skip_link_print_and_large_text(browser: Browser, crawler: Cra
     from careloop.forms.models import Submission
 
     with transaction() as session:
-        task = session.scalars(select(Task).where(
-            Task.department_id.in_(["cardiology", "cardio_w1", "cardio_w2"])).order_by(
-                Task.id)).first()
+        task = session.scalars(select(Task).where(  # a patient's task (not a touchpoint's)
+            Task.department_id.in_(["cardiology", "cardio_w1", "cardio_w2"]),
+            Task.patient_id.is_not(None)).order_by(Task.id)).first()
         complaint = session.scalars(select(Submission).where(
             Submission.form_key == "complaint").order_by(Submission.id)).first()
         assert task is not None and complaint is not None
