@@ -1,7 +1,8 @@
 """Careloop's records as FHIR R4 resources, for systems that pull (``/fhir/r4``, read and search).
 
 Patient and Encounter from the domain tables, Observation from ``reading.recorded`` events (the
-HIS's and the patients' own), QuestionnaireResponse from submissions (the forms engine's
+HIS's and the patients' own) and ``result.recorded`` events (laboratory results from the LIS,
+category ``laboratory``), QuestionnaireResponse from submissions (the forms engine's
 :func:`careloop.forms.fhir.export_response`). Each function reads one patient's rows: the caller
 has the key's scope and audits the read. Departments and wards are named by identifier
 (``urn:careloop:department``, the code an inbound Encounter uses) with their Chinese name.
@@ -13,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.domain import Department, Encounter, Patient
@@ -35,6 +36,13 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 UCUM = "http://unitsofmeasure.org"
+# a laboratory's own code (not LOINC), as its results carry it
+LOCAL_CODES = "urn:careloop:lis-local-code"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+# the abnormal flags (HL7 v2 table 0078) that are also ObservationInterpretation codes
+INTERPRETATIONS = ("H", "L", "HH", "LL", "A", "AA", "N", ">", "<", "POS", "NEG")
+OBSERVATION_STATUSES = ("registered", "preliminary", "final", "amended", "corrected",
+                        "cancelled", "entered-in-error")
 CLASS = {"inpatient": ("IMP", "inpatient encounter"), "outpatient": ("AMB", "ambulatory"),
          "emergency": ("EMER", "emergency")}
 STATUS = {"admitted": "in-progress", "discharged": "finished", "cancelled": "cancelled"}
@@ -156,20 +164,80 @@ def reading_type_of(code: str) -> str | None:
     return found[0] if found else None
 
 
-def patient_observations(session: Session, patient_id: str,
-                         types: list[str] | None = None) -> list[dict[str, Any]]:
+def result_resource(row: DomainEventRow) -> dict[str, Any] | None:
+    """A ``result.recorded`` event (a laboratory result from the LIS) as an Observation of
+    category ``laboratory`` (None for a result without a code)."""
+    p = row.payload or {}
+    code = str(p.get("code") or "")
+    if not code:
+        return None
+    coding: dict[str, Any] = {"system": LOINC if p.get("system") == "loinc" else LOCAL_CODES,
+                              "code": code}
+    if p.get("display"):
+        coding["display"] = str(p["display"])
+    status = str(p.get("status") or "final")
+    out: dict[str, Any] = {
+        "resourceType": "Observation", "id": f"result-{row.id}",
+        "status": status if status in OBSERVATION_STATUSES else "unknown",
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+        "code": {"coding": [coding]},
+        "subject": {"reference": f"Patient/{fhir_id(str(p.get('patient_id')))}"},
+        "effectiveDateTime": p.get("observed_at") or instant(row.occurred_at)}
+    value = p.get("value")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        quantity: dict[str, Any] = {"value": value}
+        if p.get("unit"):
+            quantity.update(_quantity(value, str(p["unit"])))
+        if p.get("comparator") in ("<", "<=", ">=", ">"):
+            quantity["comparator"] = p["comparator"]
+        out["valueQuantity"] = quantity
+    elif value not in (None, ""):
+        out["valueString"] = str(value)
+    if p.get("reference_range"):
+        out["referenceRange"] = [{"text": str(p["reference_range"])}]
+    if p.get("abnormal_flag") in INTERPRETATIONS:
+        out["interpretation"] = [{"coding": [{"system": INTERPRETATION,
+                                              "code": p["abnormal_flag"]}]}]
+    return out
+
+
+def patient_observations(session: Session, patient_id: str, types: list[str] | None = None,
+                         codes: list[str] | None = None) -> list[dict[str, Any]]:
+    """The patient's readings and laboratory results as Observations, newest first; with a
+    code search, the readings of ``types`` and the results of ``codes``."""
+    wanted = [t for t, chosen in (("reading.recorded", types), ("result.recorded", codes))
+              if chosen is None or chosen]
+    if not wanted:
+        return []
     query = select(DomainEventRow).where(
-        DomainEventRow.type == "reading.recorded",
+        DomainEventRow.type.in_(wanted),
         DomainEventRow.payload["patient_id"].as_string() == patient_id)
-    if types is not None:
-        query = query.where(DomainEventRow.payload["type"].as_string().in_(types))
+    if types is not None or codes is not None:
+        query = query.where(or_(
+            and_(DomainEventRow.type == "reading.recorded",
+                 DomainEventRow.payload["type"].as_string().in_(types or [])),
+            and_(DomainEventRow.type == "result.recorded",
+                 DomainEventRow.payload["code"].as_string().in_(codes or []))))
     rows = session.scalars(query.order_by(DomainEventRow.occurred_at.desc(),
                                           DomainEventRow.id.desc()).limit(LIMIT)).all()
-    return [r for r in (observation_resource(row) for row in rows) if r is not None]
+    return [r for r in (_observation(row) for row in rows) if r is not None]
+
+
+def _observation(row: DomainEventRow) -> dict[str, Any] | None:
+    return result_resource(row) if row.type == "result.recorded" else observation_resource(row)
 
 
 def observation_by_id(session: Session, fid: str) -> tuple[str, dict[str, Any]] | None:
-    """``(patient id, Observation)`` of a reading by its FHIR id, or None."""
+    """``(patient id, Observation)`` of a reading or a laboratory result by its FHIR id."""
+    result = re.fullmatch(r"result-(\d{1,18})", fid)
+    if result:
+        row = session.scalars(select(DomainEventRow).where(
+            DomainEventRow.type == "result.recorded",
+            DomainEventRow.id == int(result.group(1)))).first()
+        resource = result_resource(row) if row is not None else None
+        if row is None or resource is None:
+            return None
+        return str((row.payload or {}).get("patient_id")), resource
     found = re.fullmatch(r"reading-(\d{1,18})", fid)
     query = select(DomainEventRow).where(DomainEventRow.type == "reading.recorded")
     query = query.where(DomainEventRow.id == int(found.group(1))) if found else query.where(

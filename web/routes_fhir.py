@@ -289,11 +289,14 @@ def _rows(session: Any, resource_type: str, patient_id: str,
     if resource_type == "QuestionnaireResponse":
         return fhir_out.patient_responses(session, patient_id)
     types: list[str] | None = None
-    if code:
-        types = []
+    codes: list[str] | None = None
+    if code:  # a reading's LOINC code names its type; any other code a laboratory result's
+        types, codes = [], []
         for token in code.split(","):
             system, value = _token(token)
             kind = fhir_out.reading_type_of(value) if system in (None, fhir.LOINC) else None
             if kind is not None:
                 types.append(kind)
-    return fhir_out.patient_observations(session, patient_id, types)
+            else:
+                codes.append(value)
+    return fhir_out.patient_observations(session, patient_id, types, codes)

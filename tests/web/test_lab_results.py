@@ -63,6 +63,37 @@ def observation(code: str, display: str, value: float, unit: str, low: float, hi
                 "code": flag}]}]}
 
 
+def _systems_that_pull_read_the_results(client: TestClient, key: str) -> None:
+    """``GET /fhir/r4/Observation``: the results come back as laboratory Observations that
+    validate with fhir.resources; a code search finds a result by its LOINC or local code."""
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.observation import Observation
+
+    read = {"Authorization": f"Bearer {key}"}
+    everything = client.get(f"/fhir/r4/Observation?patient={PATIENT}", headers=read)
+    assert everything.status_code == 200, everything.text
+    Bundle.model_validate(everything.json())
+    labs = {e["resource"]["code"]["coding"][0]["code"]: e["resource"]
+            for e in everything.json()["entry"]
+            if e["resource"]["category"][0]["coding"][0]["code"] == "laboratory"}
+    assert set(labs) == {"4548-4", "2823-3", "1554-5"}
+    for resource in labs.values():
+        Observation.model_validate(resource)
+    potassium = labs["2823-3"]
+    assert potassium["valueQuantity"] == {"value": 3.1, "unit": "mmol/L", "code": "mmol/L",
+                                          "system": "http://unitsofmeasure.org"}
+    assert potassium["interpretation"][0]["coding"][0]["code"] == "L"
+    assert potassium["referenceRange"] == [{"text": "3.5-5.3"}]
+    assert labs["1554-5"]["code"]["coding"][0]["system"] == "urn:careloop:lis-local-code"
+    found = client.get(f"/fhir/r4/Observation?patient={PATIENT}&code=http://loinc.org|4548-4",
+                       headers=read).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [labs["4548-4"]["id"]]
+    local = client.get(f"/fhir/r4/Observation?patient={PATIENT}&code=1554-5", headers=read)
+    assert [e["resource"]["valueQuantity"]["value"] for e in local.json()["entry"]] == [182]
+    one = client.get(f"/fhir/r4/Observation/{potassium['id']}", headers=read)
+    assert one.status_code == 200 and one.json() == potassium
+
+
 @pytest.fixture
 def hospital(engine: Engine, user_factory: UserFactory) -> dict[str, str]:
     with frozen_now(NOW):
@@ -71,7 +102,8 @@ def hospital(engine: Engine, user_factory: UserFactory) -> dict[str, str]:
             session.add(Department(id="cardiology", name={"zh-CN": "心内科",
                                                           "en": "Cardiology"}))
             keys = {"his": create_api_key(session, "his"),
-                    "fhir": create_api_key(session, "platform", scopes=["fhir:write"])}
+                    "fhir": create_api_key(session, "platform", scopes=["fhir:write"]),
+                    "read": create_api_key(session, "puller", scopes=["fhir:read"])}
     user_factory("hn", "head_nurse", "cardiology")
     return keys
 
@@ -107,6 +139,7 @@ def test_lis_results_reach_patient_360_and_the_patient(
     # the example names no coding system in OBX-3.3: a local code, named by its OBX-3.2 text
     assert stored["1554-5"]["abnormal_flag"] == "H" and stored["1554-5"]["system"] == "local"
     assert stored["4548-4"]["value"] == 8.1 and stored["2823-3"]["abnormal_flag"] == "L"
+    _systems_that_pull_read_the_results(client, hospital["read"])
 
     login(client, "hn")
     with frozen_now(NOW):
