@@ -29,32 +29,24 @@ T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
 
 def _engine(url: str | None, folder: Path) -> tuple[Engine, str | None]:
-    from careloop.engine.db import make_engine
+    from careloop.engine.db import make_engine, schema_engine
     from careloop.engine.migrate import upgrade
 
     if url is None:
         engine = make_engine(f"sqlite:///{folder / 'bench.db'}")
         upgrade(engine)
         return engine, None
-    schema = f"bench_flows_{secrets.token_hex(4)}"
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    engine, schema = schema_engine(url, "bench_flows")
     upgrade(engine)
     return engine, schema
 
 
 def _drop(url: str | None, engine: Engine, schema: str | None) -> None:
-    from careloop.engine.db import make_engine
+    from careloop.engine.db import drop_schema
 
     engine.dispose()
     if url and schema:
-        admin = make_engine(url)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(url, schema)
 
 
 def careloop_discharge(n: int, folder: Path) -> float:

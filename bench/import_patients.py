@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import secrets
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, text
+from sqlalchemy import Engine, delete, insert
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADERS = ["姓名", "住院号", "身份证号", "手机号", "性别", "出生日期", "科室", "出院日期"]
@@ -79,32 +78,24 @@ def workbook(count: int) -> bytes:
 
 
 def _engine(url: str | None, folder: Path, name: str) -> tuple[Engine, str | None]:
-    from careloop.engine.db import make_engine
+    from careloop.engine.db import make_engine, schema_engine
     from careloop.engine.migrate import upgrade
 
     if url is None:
         engine = make_engine(f"sqlite:///{folder / f'{name}.db'}")
         upgrade(engine)
         return engine, None
-    schema = f"bench_import_{secrets.token_hex(4)}"
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    engine, schema = schema_engine(url, "bench_import")
     upgrade(engine)
     return engine, schema
 
 
 def _drop(url: str | None, engine: Engine, schema: str | None) -> None:
-    from careloop.engine.db import make_engine
+    from careloop.engine.db import drop_schema
 
     engine.dispose()
     if url and schema:
-        admin = make_engine(url)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(url, schema)
 
 
 def careloop_import(data: bytes, url: str | None, folder: Path, apps: bool) -> dict[str, Any]:
