@@ -252,17 +252,20 @@ def _qr_payload(html: str) -> str:
 
 def test_the_discharge_paper_carries_the_binding_qr_and_scanning_it_binds(
         engine: Engine, client: TestClient, fake_wechat: FakeWeChat, ward: None) -> None:
+    from careloop.engine.clock import now_utc
     from careloop.flows.documents import create_link
     from careloop.flows.models import DischargeDocument
 
-    with frozen_now(T0), transaction(engine) as session:
+    # today (the scan below runs at the real clock: the paper's token lasts 30 days from now)
+    t0 = now_utc().replace(microsecond=0)
+    with frozen_now(t0), transaction(engine) as session:
         session.add(DischargeDocument(encounter_id="E1", patient_id="P1",
                                       summary="出院诊断：高血压。", medications=[]))
         session.flush()
         link = create_link(session, kind="discharge_summary", encounter_id="E1",
-                           patient_id="P1", expires_at=T0 + timedelta(days=30))
+                           patient_id="P1", expires_at=t0 + timedelta(days=30))
     assert link is not None
-    with frozen_now(T0):
+    with frozen_now(t0):
         paper = client.get(link["url"])
         again = client.get(link["url"])
     assert paper.status_code == 200 and "出院诊断" in paper.text and "扫一扫" in paper.text
@@ -283,6 +286,6 @@ def test_the_discharge_paper_carries_the_binding_qr_and_scanning_it_binds(
         assert patient is not None and patient.attributes["wechat_openid"] == OPENID
         assert session.scalars(select(AuditRow).where(
             AuditRow.action == "patient.wechat_bound")).one().patient_id == "P1"
-    with frozen_now(T0):
+    with frozen_now(t0):
         bound = client.get(link["url"])
     assert 'id="wechat-qr"' not in bound.text and "出院诊断" in bound.text
