@@ -97,19 +97,26 @@ class BindingSheet:
     expires_at_days: int
 
 
-def new_binding(session: Session, patient_id: str, actor: str) -> BindingSheet:
-    """A one-time binding token for the patient and the content of its QR code (the official
-    account's scene when its API is configured, else the page that explains)."""
-    token = secrets.token_urlsafe(18)
+def _sheet(token: str) -> tuple[str, BindingSheet]:
+    """The configured account's app id ("" without one) and what the QR code for ``token``
+    carries: the account's scene QR URL, else the page that explains."""
     try:
         app_id = str(WECHAT_MP.options()["app_id"])
     except ChannelError:
         app_id = ""
+    if app_id:
+        return app_id, BindingSheet(WECHAT_MP.create_qr(SCENE_PREFIX + token,
+                                                        BINDING_DAYS * 86400), True, BINDING_DAYS)
+    return app_id, BindingSheet(links.absolute(f"/wechat/bind/{token}"), False, BINDING_DAYS)
+
+
+def new_binding(session: Session, patient_id: str, actor: str) -> BindingSheet:
+    """A one-time binding token for the patient and the content of its QR code (the official
+    account's scene when its API is configured, else the page that explains)."""
+    token = secrets.token_urlsafe(18)
     # the account is asked first: its access token may need a write of its own
     # (tokens.py), which must not wait behind this transaction's
-    sheet = (BindingSheet(WECHAT_MP.create_qr(SCENE_PREFIX + token, BINDING_DAYS * 86400),
-                          True, BINDING_DAYS) if app_id else
-             BindingSheet(links.absolute(f"/wechat/bind/{token}"), False, BINDING_DAYS))
+    app_id, sheet = _sheet(token)
     session.add(WechatBinding(token_hash=_hash(token), patient_id=patient_id, app_id=app_id,
                               created_by=actor[:64], created_at=now_utc(),
                               expires_at=now_utc() + timedelta(days=BINDING_DAYS)))
@@ -138,13 +145,7 @@ def paper_binding(session: Session, patient_id: str, seed: str) -> BindingSheet 
         WechatBinding.token_hash == _hash(token))).first()
     if row is not None and (row.used_at is not None or row.expires_at <= now_utc()):
         return None
-    try:
-        app_id = str(WECHAT_MP.options()["app_id"])
-    except ChannelError:
-        app_id = ""
-    sheet = (BindingSheet(WECHAT_MP.create_qr(SCENE_PREFIX + token, BINDING_DAYS * 86400),
-                          True, BINDING_DAYS) if app_id else
-             BindingSheet(links.absolute(f"/wechat/bind/{token}"), False, BINDING_DAYS))
+    app_id, sheet = _sheet(token)
     if row is None:
         session.add(WechatBinding(token_hash=_hash(token), patient_id=patient_id, app_id=app_id,
                                   created_by="discharge_paper", created_at=now_utc(),
