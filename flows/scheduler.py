@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from careloop.engine import events, store
 from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Task
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import escalate_overdue
@@ -55,11 +56,13 @@ class SweepReport:
     fired: int = 0
     overdue: int = 0
     cron_runs: int = 0
+    events: int = 0
     messages: dict[str, int] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"fired": self.fired, "overdue": self.overdue, "cron_runs": self.cron_runs,
+                "events": self.events,
                 "messages": self.messages, "webhooks": self.webhooks}
 
 
@@ -249,6 +252,9 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
     worker = worker or worker_id()
     report = SweepReport()
     with frozen_now(now):
+        # the events stored so far first (each at its own instant): flows they start and tasks
+        # they create are there before timers and overdue tasks are looked at
+        report.events = drain(engine, worker=worker).handled
         report.cron_runs = start_cron_flows(engine, now)
         for _ in range(max_batches):
             ids = claim(engine, worker, now, batch)
@@ -260,6 +266,7 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
                 if fire(engine, timer_id, worker):
                     report.fired += 1
         report.overdue = emit_overdue(engine, now)
+        report.events += drain(engine, worker=worker).handled
         if dispatch:
             report.messages = dispatch_due(engine, worker=worker, now=now)
             report.webhooks = webhooks.dispatch_due(engine, worker=worker, now=now)
