@@ -25,6 +25,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from careloop.engine import txcache
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -251,3 +253,9 @@ def load_all_models(plugins: pluggy.PluginManager | None = None) -> MetaData:
     for name in model_modules(plugins):
         importlib.import_module(name)
     return Base.metadata
+
+
+# read by every scope check and spec lookup of a transaction: kept once read (txcache)
+txcache.pin_class(BundleRow)
+txcache.pin_class(DefinitionRow)
+txcache.pin_class(InstanceSecret)  # the link-sealing key, read for every message
