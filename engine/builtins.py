@@ -15,7 +15,10 @@ def register(registry: Registry) -> None:
     functions.register(registry)
     kinds_builtin.register(registry)
     from careloop.engine.audit import checkpoint_tick
+    from careloop.engine.dispatcher import tick as dispatch_tick
 
+    # first: the handlers of stored events run before timers and sweeps look at their effects
+    registry.catalogue("tick").register("events.dispatch", dispatch_tick)
     registry.catalogue("tick").register("engine.daily", emit_daily)
     registry.catalogue("tick").register("audit.checkpoint", checkpoint_tick)
     from careloop.engine.cli_backup import backup

@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careloop.engine import txcache
 from careloop.engine.clock import now_utc, to_local
 from careloop.engine.domain import Encounter, Patient, PatientTag, Task
 
@@ -80,8 +81,10 @@ def patient_names(session: Session, patient_id: str | None) -> dict[str, Any] | 
     patient = session.get(Patient, patient_id) if patient_id else None
     if patient is None:
         return None
-    tags = session.scalars(select(PatientTag.tag).where(PatientTag.patient_id == patient.id)
-                           .order_by(PatientTag.tag)).all()
+    pid = patient.id
+    tags = txcache.remember(session, ("context.tags", pid), lambda: session.scalars(
+        select(PatientTag.tag).where(PatientTag.patient_id == pid)
+        .order_by(PatientTag.tag)).all(), (PatientTag,))
     return {"id": patient.id, "age": age_on(patient.birth_date, local_today()),
             "gender": patient.gender, "tags": sorted(set(tags)),
             "attributes": dict(patient.attributes or {}), "locale": patient.locale}

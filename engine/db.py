@@ -143,6 +143,26 @@ def _sqlite_pragmas(busy: float) -> Any:
     return apply
 
 
+def pool_size() -> tuple[int, int]:
+    """Connections one process keeps open and may open beyond them:
+    ``CARELOOP_DB_POOL_SIZE`` (5) and ``CARELOOP_DB_MAX_OVERFLOW`` (10). Size them to the
+    database: processes × (pool size + overflow) + the ticker's/worker's stays under
+    PostgreSQL's ``max_connections`` (docs/operations.md, "Processes and connections")."""
+    def read(name: str, default: int) -> int:
+        text = os.environ.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, not {text!r}") from None
+        if value < 0:
+            raise ValueError(f"{name} must be 0 or more, not {value}")
+        return value
+
+    return max(1, read("CARELOOP_DB_POOL_SIZE", 5)), read("CARELOOP_DB_MAX_OVERFLOW", 10)
+
+
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     """Create an engine with the :class:`Timeouts` of the environment; SQLite gets its pragmas
     on every new connection."""
@@ -161,6 +181,10 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         connect_args.setdefault("timeout", timeouts.busy)
     if backend != "sqlite" and timeouts.connect:
         kwargs.setdefault("pool_timeout", timeouts.connect)
+    if backend != "sqlite" or make_url(url).database not in (None, "", ":memory:"):
+        size, overflow = pool_size()
+        kwargs.setdefault("pool_size", size)
+        kwargs.setdefault("max_overflow", overflow)
     engine = create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args,
                            **kwargs)
     if engine.dialect.name == "sqlite":

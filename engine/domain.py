@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint, event, false
 from sqlalchemy.orm import Mapped, mapped_column
 
+from careloop.engine import txcache
 from careloop.engine.models import Base, utcnow
 
 
@@ -93,7 +94,7 @@ class Encounter(Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
     type: Mapped[str] = mapped_column(String(16))  # inpatient | outpatient | emergency
     department_id: Mapped[str] = mapped_column(ForeignKey("departments.id"), index=True)
-    ward_id: Mapped[str | None] = mapped_column(ForeignKey("departments.id"))
+    ward_id: Mapped[str | None] = mapped_column(ForeignKey("departments.id"), index=True)
     attending_doctor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     responsible_nurse_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     status: Mapped[str] = mapped_column(String(24), default="admitted")
@@ -121,13 +122,20 @@ class Task(Base):
     """A to-do item for a user, or for a role within a department."""
 
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_status_due", "status", "due_at"),)
+    # one index per inbox view (migration 0032): overdue, mine, my department, a role queue
+    __table_args__ = (Index("ix_tasks_status_due", "status", "due_at"),
+                      Index("ix_tasks_assignee_status_due", "assignee_user_id", "status",
+                            "due_at"),
+                      Index("ix_tasks_department_status_due", "department_id", "status",
+                            "due_at"),
+                      Index("ix_tasks_role_department_status", "assignee_role",
+                            "department_id", "status"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     title: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(32), default="todo")  # todo | phone_followup | …
     patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
-    encounter_id: Mapped[str | None] = mapped_column(ForeignKey("encounters.id"))
+    encounter_id: Mapped[str | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     department_id: Mapped[str | None] = mapped_column(ForeignKey("departments.id"), index=True)
     assignee_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     assignee_role: Mapped[str | None] = mapped_column(String(32))
@@ -158,3 +166,9 @@ class TaskHistory(Base):
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(32))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# Read by every expression context, template and scope check of a transaction: kept once read
+# (engine/txcache.py), so a flow's steps and a rule's actions do not read them again.
+for _cls in (Department, User, Patient, Encounter):
+    txcache.pin_class(_cls)

@@ -1,4 +1,4 @@
-"""Domain events: stored first (append-only, unique event id), then dispatched in-transaction.
+"""Domain events: stored first (unique event id), then dispatched in-transaction or queued.
 
 Handlers register in ``registry.catalogue("event_handler")`` as ``name -> handler`` where
 ``handler(session, event) -> None``; each handler sees every stored event and filters by type.
@@ -37,26 +37,42 @@ def new_event_id() -> str:
     return "evt_" + secrets.token_hex(12)
 
 
+PENDING, HANDLED, PARKED = "pending", "handled", "parked"
+
+
 def record(session: Session, type: str, payload: dict[str, Any], *,
            event_id: str | None = None, source: str = "careloop",
            occurred_at: datetime | None = None,
-           dispatch: bool = True) -> tuple[DomainEventRow, bool]:
+           dispatch: bool = True, defer: bool = False) -> tuple[DomainEventRow, bool]:
     """Store an event unless its id is known; returns ``(row, created)``.
 
-    Within the caller's transaction: the event, and whatever its handlers write, commit together.
+    Within the caller's transaction. By default the handlers run at once, in the same
+    transaction: the event and what its handlers write commit together. ``defer=True`` stores it
+    ``pending`` and runs nothing: :mod:`careloop.engine.dispatcher` runs its handlers after the
+    caller's commit, on the ticker or a ``careloop worker`` (the events API acknowledges without
+    waiting for them). An event of a patient who still has pending events is deferred too, so a
+    patient's events are always handled in the order they were stored. ``dispatch=False``
+    stores it as handled without running any handler.
     """
     event_id = event_id or new_event_id()
     existing = session.scalars(select(DomainEventRow).where(
         DomainEventRow.event_id == event_id)).first()
     if existing is not None:
         return existing, False
+    patient = payload.get("patient_id")
+    patient_id = patient if isinstance(patient, str) else None
+    queued = dispatch and (defer or (patient_id is not None
+                                     and has_pending(session, patient_id)))
+    now = now_utc()
     row = DomainEventRow(event_id=event_id, type=type, source=source,
-                         occurred_at=occurred_at or now_utc(), recorded_at=now_utc(),
-                         payload=payload)
+                         occurred_at=occurred_at or now, recorded_at=now,
+                         payload=payload, patient_id=patient_id,
+                         state=PENDING if queued else HANDLED,
+                         handled_at=None if queued else now)
     with session.begin_nested():
         session.add(row)
         session.flush()
-    if dispatch:
+    if dispatch and not queued:
         dispatch_event(session, row)
     return row, True
 
@@ -84,16 +100,25 @@ def record_many(session: Session, items: Sequence[NewEvent], *, source: str = "c
     for start in range(0, len(ids), _IN_CHUNK):
         known.update((row.event_id, row) for row in session.scalars(select(DomainEventRow).where(
             DomainEventRow.event_id.in_(ids[start:start + _IN_CHUNK]))))
+    # A patient with events still queued keeps their order: their new events queue behind them.
+    patients = {p for item in items if isinstance(p := item.payload.get("patient_id"), str)}
+    waiting = _pending_patients(session, patients) if dispatch else set()
     out: list[tuple[DomainEventRow, bool]] = []
     new: list[DomainEventRow] = []
+    now = now_utc()
     for item in items:
         existing = known.get(item.event_id)
         if existing is not None:
             out.append((existing, False))
             continue
+        patient = item.payload.get("patient_id")
+        patient_id = patient if isinstance(patient, str) else None
+        queued = patient_id is not None and patient_id in waiting
         row = DomainEventRow(event_id=item.event_id, type=item.type, source=source,
-                             occurred_at=item.occurred_at or now_utc(), recorded_at=now_utc(),
-                             payload=item.payload)
+                             occurred_at=item.occurred_at or now, recorded_at=now,
+                             payload=item.payload, patient_id=patient_id,
+                             state=PENDING if queued else HANDLED,
+                             handled_at=None if queued else now)
         known[item.event_id] = row
         new.append(row)
         out.append((row, True))
@@ -101,16 +126,35 @@ def record_many(session: Session, items: Sequence[NewEvent], *, source: str = "c
         with session.begin_nested():
             session.add_all(new)
             session.flush()
-    if dispatch and new:
+    inline = [row for row in new if row.state == HANDLED]
+    if dispatch and inline:
         for _, prefetch in loaded_registry().catalogue("event_prefetch").items():
-            prefetch(session, new)
-        for row in new:
+            prefetch(session, inline)
+        for row in inline:
             dispatch_event(session, row)
     return out
 
 
+def _pending_patients(session: Session, patients: set[str]) -> set[str]:
+    """Which of ``patients`` have events whose handlers have not run yet (indexed lookups)."""
+    ids = sorted(patients)
+    found: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        found.update(session.scalars(select(DomainEventRow.patient_id).where(
+            DomainEventRow.state == PENDING,
+            DomainEventRow.patient_id.in_(ids[start:start + _IN_CHUNK])).distinct()))
+    return found
+
+
 # Values per ``IN (…)`` list: far below SQLite's and PostgreSQL's bound-parameter limits.
 _IN_CHUNK = 500
+
+
+def has_pending(session: Session, patient_id: str) -> bool:
+    """Whether the patient has events whose handlers have not run yet (one indexed lookup)."""
+    return session.scalars(select(DomainEventRow.id).where(
+        DomainEventRow.state == PENDING, DomainEventRow.patient_id == patient_id)
+        .limit(1)).first() is not None
 
 
 def dispatch_event(session: Session, event: DomainEventRow) -> None:

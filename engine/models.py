@@ -19,10 +19,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from careloop.engine import txcache
 
 if TYPE_CHECKING:
     import pluggy
@@ -154,9 +157,22 @@ class BundleConflictRow(Base):
 
 
 class DomainEventRow(Base):
-    """Append-only log of domain events; ``event_id`` (the sender's id) is unique."""
+    """Log of domain events, and the durable queue their handlers run from.
+
+    ``event_id`` (the sender's id) is unique. ``state``: ``handled`` (its handlers' effects are
+    committed), ``pending`` (stored and acknowledged; :mod:`careloop.engine.dispatcher` runs its
+    handlers, in order per ``patient_id``) or ``parked`` (its handlers failed ``attempts`` times;
+    shown to IT, replayed by hand). Only the queue columns ever change.
+    """
 
     __tablename__ = "domain_events"
+    __table_args__ = (
+        Index("ix_domain_events_pending", "id", postgresql_where=text("state = 'pending'"),
+              sqlite_where=text("state = 'pending'")),
+        Index("ix_domain_events_patient_pending", "patient_id", "id",
+              postgresql_where=text("state = 'pending'"),
+              sqlite_where=text("state = 'pending'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     # The sender's unique id orders a multi-row insert's RETURNING ids (SQLAlchemy's "insert
@@ -167,6 +183,15 @@ class DomainEventRow(Base):
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="handled", server_default="handled",
+                                       index=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    available_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    handled_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuditRow(Base):
@@ -228,3 +253,9 @@ def load_all_models(plugins: pluggy.PluginManager | None = None) -> MetaData:
     for name in model_modules(plugins):
         importlib.import_module(name)
     return Base.metadata
+
+
+# read by every scope check and spec lookup of a transaction: kept once read (txcache)
+txcache.pin_class(BundleRow)
+txcache.pin_class(DefinitionRow)
+txcache.pin_class(InstanceSecret)  # the link-sealing key, read for every message

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, overload
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from careloop.engine import txcache
 from careloop.engine.check import check_documents
 from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
 from careloop.engine.models import DefinitionRow
@@ -21,10 +22,11 @@ from careloop.engine.sources import load_text
 
 
 def latest(session: Session, kind: str, key: str) -> DefinitionRow | None:
-    """The highest version, retired or not."""
-    return session.scalars(
+    """The highest version, retired or not (read once per transaction: every step of a flow
+    asks for its templates)."""
+    return txcache.remember(session, ("store.latest", kind, key), lambda: session.scalars(
         select(DefinitionRow).where(DefinitionRow.kind == kind, DefinitionRow.key == key)
-        .order_by(DefinitionRow.version.desc()).limit(1)).first()
+        .order_by(DefinitionRow.version.desc()).limit(1)).first(), (DefinitionRow,))
 
 
 def current(session: Session, kind: str, key: str) -> DefinitionRow | None:
@@ -38,9 +40,11 @@ def get_version(session: Session, kind: str, key: str, version: int | None = Non
     if version is None:
         row = current(session, kind, key)
     else:
-        row = session.scalars(select(DefinitionRow).where(
-            DefinitionRow.kind == kind, DefinitionRow.key == key,
-            DefinitionRow.version == version)).first()
+        row = txcache.remember(session, ("store.version", kind, key, version),
+                               lambda: session.scalars(select(DefinitionRow).where(
+                                   DefinitionRow.kind == kind, DefinitionRow.key == key,
+                                   DefinitionRow.version == version)).first(),
+                               (DefinitionRow,))
     if row is None:
         suffix = f" version {version}" if version is not None else ""
         raise NotFound(f"no {kind} '{key}'{suffix}")

@@ -116,9 +116,12 @@ def create_task(session: Session, *, title: str, assignee: Assignee, actor: str,
                 source_type: str | None = None, source_ref: str | None = None,
                 idempotency_key: str | None = None, form_key: str | None = None,
                 escalation: dict[str, Any] | None = None,
-                details: dict[str, Any] | None = None) -> tuple[Task, bool]:
-    """Create a task unless its idempotency key exists already; returns ``(task, created)``."""
-    if idempotency_key is not None:
+                details: dict[str, Any] | None = None,
+                new_key: bool = False) -> tuple[Task, bool]:
+    """Create a task unless its idempotency key exists already; returns ``(task, created)``.
+    ``new_key``: the caller knows no task can hold the key yet (not looked up; the unique
+    index still guards it)."""
+    if idempotency_key is not None and not new_key:
         existing = session.scalars(select(Task).where(
             Task.idempotency_key == idempotency_key)).first()
         if existing is not None:

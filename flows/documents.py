@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careloop.engine import txcache
 from careloop.engine.clock import now_utc
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.flows.models import DischargeDocument, DocumentLink
@@ -87,7 +88,10 @@ def create_link(session: Session, *, kind: str, encounter_id: str | None, patien
         raise ValueError(f"unknown document kind {kind!r}")
     if not encounter_id or not patient_id:
         return None
-    row = session.get(DischargeDocument, encounter_id)
+    # both links of a discharge read it: once a transaction, an absent one too
+    row = txcache.remember(session, ("documents", encounter_id),
+                           lambda: session.get(DischargeDocument, encounter_id),
+                           (DischargeDocument,))
     if row is None or row.patient_id != patient_id or not has_content(row, kind):
         return None
     token = secrets.token_urlsafe(24)  # 192 bits

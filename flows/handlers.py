@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from careloop.engine import scope, store
+from careloop.engine import scope, store, txcache
 from careloop.engine.i18n import t
 from careloop.engine.models import DomainEventRow
 from careloop.engine.registry import loaded_registry
@@ -26,6 +26,7 @@ from careloop.flows.runtime import (
     Exec,
     cancel_runs,
     complete_run,
+    optimistic,
     resume,
     spec_of,
     start,
@@ -196,11 +197,24 @@ def _start_once(session: Session, spec: FlowSpec, event: DomainEventRow,
     if once_key is not None and _held(session, once_key):
         return None
     payload = event.payload
+    arguments: dict[str, Any] = dict(
+        flow_key=spec.key, patient_id=payload.get("patient_id"),
+        encounter_id=payload.get("encounter_id"), context={"_event": payload},
+        idempotency_key=f"{spec.key}:{event.event_id}", once_key=once_key,
+        new_key=True)  # the event was just stored: its handlers run once
+    mark = txcache.deferred_mark(session)
+    try:
+        with session.begin_nested(), optimistic(session):
+            return start(session, **arguments)
+    except IntegrityError:
+        txcache.drop_deferred_since(session, mark)
+        return None
+    except Exception:  # a step failed: again step by step, its failure a retry or incident
+        txcache.drop_deferred_since(session, mark)
+        log.info("flow %s: a step failed on start; starting again step by step", spec.key)
     try:
         with session.begin_nested():
-            return start(session, flow_key=spec.key, patient_id=payload.get("patient_id"),
-                         encounter_id=payload.get("encounter_id"),
-                         context={"_event": payload},
-                         idempotency_key=f"{spec.key}:{event.event_id}", once_key=once_key)
+            return start(session, **arguments)
     except IntegrityError:
+        txcache.drop_deferred_since(session, mark)
         return None

@@ -184,13 +184,16 @@ def acknowledgement(row: DomainEventRow) -> dict[str, Any]:
 
 
 def ingest(session: Session, event: Any, *, source: str = "his",
-           park: bool | None = None) -> tuple[int, dict[str, Any]]:
+           park: bool | None = None, defer: bool = False) -> tuple[int, dict[str, Any]]:
     """Validate and store one event; returns ``(http status, body)``: 200 with the
     acknowledgement (the original one for an identical re-send), 409 naming the differing paths
     for a known event id with another body, 422 with every problem, or 202 with the event kept in
     the integration queue: for a patient not known yet (replayed when the patient arrives), or —
     when ``park`` (default: :func:`parks_unknown_codes`) and the only problems are unknown codes —
-    until IT creates them. ``park=False`` (IT's retry) parks nothing."""
+    until IT creates them. ``park=False`` (IT's retry) parks nothing. ``defer=True`` (the events
+    API) stores the event for :mod:`careloop.engine.dispatcher` instead of running its handlers
+    now: the domain rows are written and the event is stored before the acknowledgement; flows
+    and rules react after it."""
     found = problems(event)
     if found:
         return 422, {"status": "rejected", "errors": found}
@@ -209,7 +212,7 @@ def ingest(session: Session, event: Any, *, source: str = "his",
         if differing:
             return 409, resend.conflict_body(event["event_id"], differing)
     if event.get("corrects"):
-        return _correct(session, event, source)
+        return _correct(session, event, source, defer)
     payload = event["payload"]
     missing = _unknown_patient(session, event["type"], payload)
     codes = unknown_codes(session, payload)
@@ -226,7 +229,8 @@ def ingest(session: Session, event: Any, *, source: str = "his",
     upsert_domain(session, event["type"], payload)  # other conflicts: see conflict()
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
-                           event_id=event["event_id"], source=source, occurred_at=occurred)
+                           event_id=event["event_id"], source=source, occurred_at=occurred,
+                           defer=defer)
     resend.remember(session, event)
     _accepted(session, event["event_id"], "his")
     if event["type"] == "patient.upserted":
@@ -239,7 +243,8 @@ def ingest(session: Session, event: Any, *, source: str = "his",
 IDENTITY_FIELDS = ("patient_id", "encounter_id")
 
 
-def _correct(session: Session, event: dict[str, Any], source: str) -> tuple[int, dict[str, Any]]:
+def _correct(session: Session, event: dict[str, Any], source: str,
+             defer: bool = False) -> tuple[int, dict[str, Any]]:
     """Apply a correction of an accepted event (or of one still parked: its body is replaced)."""
     original_id, payload = event["corrects"], event["payload"]
     original = session.scalars(select(DomainEventRow).where(
@@ -277,7 +282,7 @@ def _correct(session: Session, event: dict[str, Any], source: str) -> tuple[int,
     row, _ = events.record(session, CORRECTED, {
         "corrects": original_id, "type": kind, "fields": differing,
         **{name: payload[name] for name in IDENTITY_FIELDS if name in payload}},
-        event_id=event["event_id"], source=source)
+        event_id=event["event_id"], source=source, defer=defer)
     resend.remember(session, event)
     return 200, acknowledgement(row)
 

@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from careloop.engine import txcache
 from careloop.engine.models import Base, JSONType, utcnow
 
 
@@ -87,6 +88,10 @@ class FlowTimer(Base):
     claimed_until: Mapped[datetime | None]
     fired_at: Mapped[datetime | None]
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # set instead of step_run_id by a step whose row is not written yet: the flush writes the
+    # step run first and fills step_run_id (no foreign key in the table, so declared here)
+    step_run: Mapped[StepRun | None] = relationship(
+        primaryjoin="foreign(FlowTimer.step_run_id) == StepRun.id", lazy="raise")
 
 
 class Incident(Base):
@@ -369,3 +374,9 @@ class ResultLink(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     opened_at: Mapped[datetime | None]
+
+
+# A run, its steps and the documents its messages link to are read again by each step of a
+# transaction: kept once read (engine/txcache.py).
+for _cls in (FlowRun, StepRun, DischargeDocument):
+    txcache.pin_class(_cls)

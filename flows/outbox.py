@@ -116,13 +116,16 @@ def _template(session: Session, key: str) -> TemplateSpec:
 def enqueue(session: Session, *, template_key: str, channel: str, patient_id: str | None = None,
             user_id: int | None = None, values: dict[str, Any], locale: str | None = None,
             urgent: bool = False, idempotency_key: str, source_ref: str | None = None,
-            valid_for: timedelta | None = None, link_expires_at: datetime | None = None) -> int:
+            valid_for: timedelta | None = None, link_expires_at: datetime | None = None,
+            new_key: bool = False) -> int:
     """Write one message (contract 4, service ``outbox.enqueue``); the same key returns the
-    first message's id and writes nothing.
+    first message's id and writes nothing. ``new_key``: the caller knows no message can hold
+    the key yet (a flow step run created in this transaction), so it is not looked up (the
+    unique index still guards it).
 
     The message may go out until ``valid_for`` (default :data:`DEFAULT_VALID_FOR`) after it is
     due, and never after ``link_expires_at`` (the expiry of the link it carries)."""
-    existing = session.scalars(select(OutboxMessage.id).where(
+    existing = None if new_key else session.scalars(select(OutboxMessage.id).where(
         OutboxMessage.idempotency_key == idempotency_key)).first()
     if existing is not None:
         return existing

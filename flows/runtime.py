@@ -12,6 +12,8 @@ attempts are used up, becomes an :class:`~careloop.flows.models.Incident`::
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from careloop.engine import logs, store
+from careloop.engine import logs, store, txcache
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Task
 from careloop.engine.errors import CareloopError, NotFound
@@ -61,6 +63,8 @@ class Exec:
     spec: FlowSpec
     step: StepSpec
     step_run: StepRun
+    # the step run was created in this transaction: nothing can hold its idempotency key yet
+    fresh: bool = False
 
     def names(self) -> dict[str, Any]:
         return ctxmod.build(self.session, patient_id=self.run.patient_id,
@@ -80,20 +84,51 @@ class Exec:
         history(self.session, self.run, self.step.key, action, details)
 
     def timer(self, purpose: str, due_at: datetime, payload: dict[str, Any] | None = None) -> None:
-        self.session.add(FlowTimer(run_id=self.run.id, step_run_id=self.step_run.id,
-                                   purpose=purpose, due_at=due_at, status="pending",
-                                   payload=payload or {}))
+        timer = FlowTimer(run_id=self.run.id, purpose=purpose, due_at=due_at,
+                          status="pending", payload=payload or {})
+        if self.step_run.id is None:
+            timer.step_run = self.step_run  # written after the step run, in the same flush
+        else:
+            timer.step_run_id = self.step_run.id
+        self.session.add(timer)
+
+    @property
+    def step_run_id(self) -> int:
+        """The step run's row id (the row is written now if it was not yet)."""
+        if self.step_run.id is None:
+            self.session.flush()
+        return self.step_run.id
 
     @property
     def key(self) -> str:
         """Idempotency key of this step execution (stable across retries)."""
-        return f"flow_run:{self.run.id}:step:{self.step_run.id}"
+        return f"flow_run:{self.run.id}:step:{self.step_run_id}"
 
 
 def history(session: Session, run: FlowRun, step_key: str | None, action: str,
             details: dict[str, Any] | None = None) -> None:
-    session.add(RunHistory(run_id=run.id, step_key=step_key, at=now_utc(), action=action,
-                           details=details or {}))
+    """A history row, written with every other one of the transaction in one ``INSERT`` at
+    commit (nothing reads a run's history in the transaction that writes it)."""
+    txcache.defer(session, RunHistory, {"run_id": run.id, "step_key": step_key,
+                                        "at": now_utc(), "action": action,
+                                        "details": details or {}})
+
+
+_OPTIMISTIC = "careloop.flows.optimistic"
+
+
+@contextmanager
+def optimistic(session: Session) -> Iterator[None]:
+    """Steps run inside this block take no savepoint of their own and let a failure through:
+    the caller holds a savepoint around the whole block and, when it fails, rolls it back and
+    runs the same work again step by step (each in its savepoint, a failure becoming a retry
+    or an incident). A timer batch and a triggered start do so: two statements fewer a step."""
+    previous = session.info.get(_OPTIMISTIC, False)
+    session.info[_OPTIMISTIC] = True
+    try:
+        yield
+    finally:
+        session.info[_OPTIMISTIC] = previous
 
 
 def spec_of(session: Session, run: FlowRun) -> FlowSpec:
@@ -121,11 +156,13 @@ def _forget_without_runs(session: Session, transaction: Any) -> None:
 
 def start(session: Session, *, flow_key: str, patient_id: str | None = None,
           encounter_id: str | None = None, context: dict[str, Any] | None = None,
-          idempotency_key: str, once_key: str | None = None) -> int:
+          idempotency_key: str, once_key: str | None = None, new_key: bool = False) -> int:
     """Start the current version of ``flow_key`` (service ``flows.start``); the same key returns
     the existing run's id. ``once_key`` (unique in ``flow_runs``) is held by the run for its
-    trigger's ``once``; a second start with a held one raises ``IntegrityError`` at the insert."""
-    existing = session.scalars(select(FlowRun.id).where(
+    trigger's ``once``; a second start with a held one raises ``IntegrityError`` at the insert.
+    ``new_key``: the caller knows no run holds ``idempotency_key`` (derived from an event just
+    stored): not looked up, and a run that does hold it raises ``IntegrityError`` instead."""
+    existing = None if new_key else session.scalars(select(FlowRun.id).where(
         FlowRun.idempotency_key == idempotency_key)).first()
     if existing is not None:
         return existing
@@ -157,8 +194,9 @@ def enter(session: Session, run: FlowRun, spec: FlowSpec, key: str | None,
         step_run = StepRun(run_id=run.id, step_key=step.key, step_type=step.type,
                            status="pending", parent_id=parent_id, started_at=now_utc(), state={})
         session.add(step_run)
-        session.flush()
-        outcome = execute(session, run, spec, step, step_run)
+        if not (session.info.get(_OPTIMISTIC) and _lazy_row(step.type)):
+            session.flush()  # a savepoint of its own rolls back to a step run that exists
+        outcome = execute(session, run, spec, step, step_run, fresh=True)
         if outcome is None or outcome[0] in ("wait", "hold"):
             return
         if outcome[0] == "end":
@@ -170,24 +208,33 @@ def enter(session: Session, run: FlowRun, spec: FlowSpec, key: str | None,
     raise FlowError(f"flow {spec.key}: more than {MAX_STEPS_PER_CALL} steps without a pause")
 
 
+def _lazy_row(step_type: str) -> bool:
+    return bool(loaded_registry().catalogue("step_type")[step_type].lazy_row)
+
+
 def _finish(step_run: StepRun, status: str = "done") -> None:
     step_run.status, step_run.finished_at, step_run.waiting_for = status, now_utc(), None
 
 
 def execute(session: Session, run: FlowRun, spec: FlowSpec, step: StepSpec,
-            step_run: StepRun) -> Outcome | None:
+            step_run: StepRun, fresh: bool = False) -> Outcome | None:
     """Run one step in a savepoint; a failure schedules a retry or opens an incident."""
-    x = Exec(session, run, spec, step, step_run)
+    x = Exec(session, run, spec, step, step_run, fresh)
     if step.expression("when") is not None and not x.evaluate("when"):
         x.history("skipped", {"reason": "when"})
         return ("next", step.next)
     step_type = loaded_registry().catalogue("step_type")[step.type]
-    try:
-        with session.begin_nested():
-            outcome: Outcome = step_type.run(x)
-    except Exception as exc:  # a step may fail in many ways; each becomes a retry or incident
-        _failed(x, exc)
-        return None
+    if session.info.get(_OPTIMISTIC):
+        outcome: Outcome = step_type.run(x)
+    else:
+        mark = txcache.deferred_mark(session)
+        try:
+            with session.begin_nested():
+                outcome = step_type.run(x)
+        except Exception as exc:  # a step may fail in many ways; each a retry or incident
+            txcache.drop_deferred_since(session, mark)
+            _failed(x, exc)
+            return None
     x.history("step_done" if outcome[0] == "next" else f"step_{outcome[0]}",
               {"type": step.type, "next": outcome[1]} if outcome[0] == "next" else {})
     return outcome
@@ -276,7 +323,13 @@ def retry_step(session: Session, step_run: StepRun) -> None:
 
 
 def _cancel_timers(session: Session, step_run: StepRun) -> None:
-    session.execute(update(FlowTimer).where(FlowTimer.step_run_id == step_run.id,
+    """The step's pending timers are cancelled, with every other finished step's of the
+    transaction in one ``UPDATE`` at commit (the sweep claims timers in its own transactions)."""
+    txcache.at_commit(session, _cancel_timers_of, step_run.id)
+
+
+def _cancel_timers_of(session: Session, step_run_ids: list[int]) -> None:
+    session.execute(update(FlowTimer).where(FlowTimer.step_run_id.in_(step_run_ids),
                                             FlowTimer.status == "pending")
                     .values(status="cancelled"))
 

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,16 +29,17 @@ from typing import Any
 from sqlalchemy import Engine, and_, distinct, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from careloop.engine import events, store
+from careloop.engine import events, store, txcache
 from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
-from careloop.engine.domain import Task
+from careloop.engine.dispatcher import drain
+from careloop.engine.domain import Encounter, Patient, PatientTag, Task
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import escalate_overdue
 from careloop.flows import webhooks
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
-from careloop.flows.runtime import Exec, retry_step, spec_of, start
+from careloop.flows.runtime import Exec, optimistic, retry_step, spec_of, start
 from careloop.flows.spec import FlowSpec
 
 log = logging.getLogger("careloop.flows.scheduler")
@@ -55,11 +57,13 @@ class SweepReport:
     fired: int = 0
     overdue: int = 0
     cron_runs: int = 0
+    events: int = 0
     messages: dict[str, int] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"fired": self.fired, "overdue": self.overdue, "cron_runs": self.cron_runs,
+                "events": self.events,
                 "messages": self.messages, "webhooks": self.webhooks}
 
 
@@ -94,9 +98,11 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
     fires each alone with :func:`fire`).
 
     One ``UPDATE … RETURNING`` marks the batch fired (only timers still pending and ours), one
-    query each loads the timers, their step runs and their runs; then each timer with work to do
-    runs in its own savepoint. A timer with nothing to do (its run ended) costs no statement of
-    its own."""
+    query each loads the timers, their step runs and their runs; then the timers with work to
+    do run together in one savepoint, their steps without savepoints of their own
+    (:func:`~careloop.flows.runtime.optimistic`). When one of them raises, that savepoint is
+    rolled back and each timer runs again in its own savepoint. A timer with nothing to do (its
+    run ended) costs no statement of its own."""
     if not timer_ids:
         return 0, []
     failed: list[int] = []
@@ -114,20 +120,53 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
         if step_run_ids:  # into the identity map: _dispatch_timer's gets cost nothing
             session.scalars(select(StepRun).where(StepRun.id.in_(step_run_ids))).all()
         if run_ids:
-            session.scalars(select(FlowRun).where(FlowRun.id.in_(run_ids))).all()
-        for timer in timers:
-            if not _has_work(session, timer):
-                continue
+            _preload(session, list(session.scalars(select(FlowRun).where(
+                FlowRun.id.in_(run_ids))).all()))
+        working = [timer for timer in timers if _has_work(session, timer)]
+        mark = txcache.deferred_mark(session)
+        try:  # the whole batch in one savepoint: two statements a batch, not a timer
+            with session.begin_nested(), optimistic(session):
+                for timer in working:
+                    with frozen_now(timer.due_at):
+                        _dispatch_timer(session, timer)
+            return len(fired_ids), []
+        except Exception:
+            txcache.drop_deferred_since(session, mark)
+            log.info("a timer failed in a batch; firing the batch timer by timer")
+        for timer in working:
+            mark = txcache.deferred_mark(session)
             try:
-                with session.begin_nested(), frozen_now(timer.due_at):
+                with session.begin_nested(), frozen_now(timer.due_at), optimistic(session):
                     _dispatch_timer(session, timer)
             except Exception:
+                txcache.drop_deferred_since(session, mark)
                 log.warning("timer %s failed in a batch; firing it on its own", timer.id,
                             exc_info=True)
                 failed.append(timer.id)
                 session.execute(update(FlowTimer).where(FlowTimer.id == timer.id)
                                 .values(status="pending", fired_at=None))
     return len(fired_ids) - len(failed), failed
+
+
+def _preload(session: Any, runs: list[FlowRun]) -> None:
+    """The batch's patients, encounters and patient tags in three queries (kept for the
+    transaction by engine/txcache.py): the steps' expression contexts then read none."""
+    patient_ids = {r.patient_id for r in runs if r.patient_id and r.status == "running"}
+    encounter_ids = {r.encounter_id for r in runs if r.encounter_id and r.status == "running"}
+    if patient_ids:
+        session.scalars(select(Patient).where(Patient.id.in_(patient_ids))).all()
+        tags: dict[str, list[str]] = {pid: [] for pid in patient_ids}
+        for pid, tag in session.execute(select(PatientTag.patient_id, PatientTag.tag).where(
+                PatientTag.patient_id.in_(patient_ids)).order_by(PatientTag.tag)).all():
+            tags[pid].append(tag)
+        for pid, held in tags.items():
+            txcache.remember(session, ("context.tags", pid), _constant(held), (PatientTag,))
+    if encounter_ids:
+        session.scalars(select(Encounter).where(Encounter.id.in_(encounter_ids))).all()
+
+
+def _constant(value: list[str]) -> Callable[[], list[str]]:
+    return lambda: value
 
 
 def _has_work(session: Any, timer: FlowTimer) -> bool:
@@ -249,6 +288,9 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
     worker = worker or worker_id()
     report = SweepReport()
     with frozen_now(now):
+        # the events stored so far first (each at its own instant): flows they start and tasks
+        # they create are there before timers and overdue tasks are looked at
+        report.events = drain(engine, worker=worker).handled
         report.cron_runs = start_cron_flows(engine, now)
         for _ in range(max_batches):
             ids = claim(engine, worker, now, batch)
@@ -260,6 +302,7 @@ def run_due(engine: Engine | None = None, *, now: datetime | None = None, batch:
                 if fire(engine, timer_id, worker):
                     report.fired += 1
         report.overdue = emit_overdue(engine, now)
+        report.events += drain(engine, worker=worker).handled
         if dispatch:
             report.messages = dispatch_due(engine, worker=worker, now=now)
             report.webhooks = webhooks.dispatch_due(engine, worker=worker, now=now)

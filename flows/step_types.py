@@ -139,6 +139,11 @@ class StepType:
     references: ClassVar[tuple[tuple[str, str], ...]] = ()
     edges: ClassVar[tuple[Edge, ...]] = (NEXT,)
     pauses: ClassVar[bool] = False
+    # The step run's row id is read through ``x.key``, ``x.timer`` and ``x.step_run_id`` only
+    # (which write the row when they need its id): the row is then written once, with the
+    # step's outcome, instead of inserted before and updated after. A type that reads
+    # ``x.step_run.id`` directly keeps the default.
+    lazy_row: ClassVar[bool] = False
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timers: ClassVar[tuple[str, ...]] = ()
     resumes: ClassVar[tuple[Resume, ...]] = ()

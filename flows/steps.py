@@ -136,7 +136,7 @@ def _send(x: Exec, template: str, values: dict[str, Any], suffix: str = "",
                        idempotency_key=x.key + suffix,
                        source_ref=source_ref(x.run, x.step.key),
                        valid_for=parse_duration(valid_for) if valid_for else None,
-                       link_expires_at=link_expires_at))
+                       link_expires_at=link_expires_at, new_key=x.fresh and not suffix))
 
 
 def _document_links(x: Exec, values: dict[str, Any]) -> datetime | None:
@@ -159,6 +159,7 @@ class SendMessage(StepType):
     """Render a template for the patient and write it to the outbox."""
 
     name = "send_message"
+    lazy_row = True
     icon = "✉"
     title: ClassVar[Text] = {"zh-CN": "发送消息", "en": "Send a message"}
     options: ClassVar[Options] = {"template": _TEMPLATE, "channels": _CHANNELS, "values": _VALUES,
@@ -210,6 +211,7 @@ class SendForm(StepType):
     ``on_timeout`` (default: the next step)."""
 
     name = "send_form"
+    lazy_row = True
     icon = "📋"
     title: ClassVar[Text] = {"zh-CN": "发送问卷", "en": "Send a form"}
     options: ClassVar[Options] = {
@@ -305,6 +307,7 @@ class Wait(StepType):
     exactly one of the three modes."""
 
     name = "wait"
+    lazy_row = True
     icon = "◷"
     defaults: ClassVar[Mapping[str, Any]] = {"duration": "1d"}
     delay = Delay(duration="duration", until="until", event="event")
@@ -359,6 +362,7 @@ class CreateTask(StepType):
     """A to-do through :mod:`careloop.engine.tasks` (the assignee rules rules use too)."""
 
     name = "create_task"
+    lazy_row = True
     icon = "☑"
     title: ClassVar[Text] = {"zh-CN": "创建任务", "en": "Create a task"}
     options: ClassVar[Options] = {
@@ -379,7 +383,7 @@ class CreateTask(StepType):
             priority=x.step.get("priority", "normal"),
             due_at=after(x.step.get("due")) if x.step.get("due") else None,
             kind=x.step.get("task_kind", "todo"), source_type="flow",
-            source_ref=source_ref(x.run, x.step.key), idempotency_key=x.key,
+            source_ref=source_ref(x.run, x.step.key), idempotency_key=x.key, new_key=x.fresh,
             escalation={"chain": list(x.step.get("escalate_to") or []), "level": 0},
             details={"title": dict(title), "flow": x.spec.key, "run_id": x.run.id,
                      **({"on_complete": dict(x.step.get("on_complete"))}
@@ -433,6 +437,7 @@ class Decision(StepType):
     """``if``/``then``/``else``, or ``cases`` (first true ``when``) with a ``default``."""
 
     name = "decision"
+    lazy_row = True
     icon = "◇"
     title: ClassVar[Text] = {"zh-CN": "条件分支", "en": "Decision"}
     options: ClassVar[Options] = {"if": {"$ref": "#/$defs/expression"}, "then": {"type": "string"},
@@ -502,6 +507,7 @@ class SetValues(StepType):
     """Set run context values from expressions."""
 
     name = "set"
+    lazy_row = True
     icon = "≔"
     title: ClassVar[Text] = {"zh-CN": "设置变量", "en": "Set values"}
     options: ClassVar[Options] = {"set": _VALUES}
@@ -521,6 +527,7 @@ class CallWebhook(StepType):
     the request that ran the step; failures are retried there with backoff."""
 
     name = "call_webhook"
+    lazy_row = True
     icon = "⇄"
     title: ClassVar[Text] = {"zh-CN": "调用接口", "en": "Call a webhook"}
     options: ClassVar[Options] = {"url": {"type": "string", "pattern": "^https?://"},
@@ -537,7 +544,7 @@ class CallWebhook(StepType):
         retry = x.step.get("retry") or {}
         call_id = webhooks.enqueue(
             x.session, idempotency_key=x.key, method=x.step.get("method", "POST"),
-            url=str(x.step.get("url")), body=body, run_id=x.run.id, step_run_id=x.step_run.id,
+            url=str(x.step.get("url")), body=body, run_id=x.run.id, step_run_id=x.step_run_id,
             step_key=x.step.key, flow_key=x.spec.key,
             attempts=int(retry.get("attempts", webhooks.DEFAULT_ATTEMPTS)))
         x.history("webhook_queued", {"call_id": call_id})
@@ -568,6 +575,7 @@ class End(StepType):
     """End the run."""
 
     name = "end"
+    lazy_row = True
     icon = "■"
     title: ClassVar[Text] = {"zh-CN": "结束", "en": "End"}
     edges = ()

@@ -137,7 +137,8 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
         submit(session, form_key=request.form_key, answers=draft["answers"],
                patient_id=request.patient_id, encounter_id=request.encounter_id,
                channel=channel, locale=locale, request_id=request.id,
-               version=request.form_version, proxy_relation=draft.get("proxy"))
+               version=request.form_version, proxy_relation=draft.get("proxy"),
+               defer=True)  # rules and flows: the queue
         return Reply(200, render_message(pick(dict(spec.title), locale),
                                          t("forms.page.thanks", locale), locale,
                                          bool(draft.get("lt"))))

@@ -76,11 +76,15 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
            entered_by: str | None = None, locale: str = "zh-CN", request_id: str | None = None,
            version: int | None = None, department_id: str | None = None,
            touchpoint: Mapping[str, Any] | None = None,
-           proxy_relation: str | None = None) -> tuple[Submission, Evaluation]:
+           proxy_relation: str | None = None, defer: bool = False) -> tuple[Submission, Evaluation]:
     """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error.
 
     ``patient_id`` is None only with ``touchpoint`` (``{"key", "type", "title", "owner"}``:
-    an anonymous answer at a place); ``proxy_relation`` says who answered for the patient."""
+    an anonymous answer at a place); ``proxy_relation`` says who answered for the patient.
+    Its events (``form.submitted``, the form's own, readings) are handled in the same
+    transaction, or — ``defer=True``, a patient's link — stored for the event queue
+    (:mod:`careloop.engine.dispatcher`), so the patient's page does not wait for rules and
+    flows."""
     if channel not in CHANNELS:
         raise CareloopError(f"unknown submission channel {channel!r}")
     if (patient_id is None) != (touchpoint is not None):
@@ -119,10 +123,11 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         payload["owner"] = dict(touchpoint["owner"])
         payload["touchpoint_title"] = dict(touchpoint.get("title") or {})
     for event_type in ("form.submitted", *spec.events):
-        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}")
+        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}",
+               defer=defer)
     for reading in (reading_payloads(spec, submission) if patient_id is not None else []):
         record(session, "reading.recorded", reading,
-               event_id=f"reading.recorded:{reading['reading_id']}")
+               event_id=f"reading.recorded:{reading['reading_id']}", defer=defer)
     return submission, result
 
 

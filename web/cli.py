@@ -1,5 +1,5 @@
-"""``careloop serve``, ``careloop up [--demo]``, ``careloop user create-admin``, ``careloop demo
-seed``.
+"""``careloop serve [--workers N]``, ``careloop worker``, ``careloop up [--demo]``, ``careloop
+user create-admin``, ``careloop demo seed``.
 
 There are no default accounts: the first administrator is created with ``careloop user
 create-admin``; ``careloop up --demo`` (and ``careloop demo seed``) create demo staff with a demo
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def settle_heap() -> None:
@@ -29,23 +33,85 @@ def settle_heap() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--tick-seconds", default=30, show_default=True, type=click.IntRange(0, 3600),
               help="How often this process sweeps due timers and alerts (0: never).")
-def serve(host: str, port: int, tick_seconds: int) -> None:
-    """Serve the web app, with this process's ticker (timers and alerts live in the database)."""
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Serving processes (uvicorn workers) on one port; with PostgreSQL. Each "
+                   "runs an event dispatcher; the ticker runs once, in the parent.")
+def serve(host: str, port: int, tick_seconds: int, workers: int) -> None:
+    """Serve the web app, with this process's ticker (timers and alerts live in the database)
+    and its event dispatcher (handlers of the events the API acknowledged)."""
     import os
 
     import uvicorn
 
     from careloop.engine import logs, ticker
-    from careloop.web.app import create_app
+    from careloop.engine.db import database_url
 
     logs.configure(os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper())  # access lines too
+    if workers > 1 and database_url().startswith("sqlite"):
+        click.echo("warning: --workers with SQLite: the processes share one write lock; "
+                   "use PostgreSQL (CARELOOP_DATABASE_URL) to scale out", err=True)
     scheduler = ticker.start(tick_seconds) if tick_seconds else None
-    app = create_app()
-    settle_heap()
     try:
-        # log_config=None: uvicorn's loggers (access lines too) go through careloop.engine.logs
-        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
+        if workers > 1:
+            # each worker builds its app (and its dispatcher) in its own process: nothing is
+            # shared in memory, all state is in the database
+            uvicorn.run("careloop.web.cli:worker_app", factory=True, workers=workers,
+                        host=host, port=port, log_level="info", log_config=None)
+        else:
+            app = worker_app()
+            uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+
+def worker_app() -> FastAPI:
+    """One serving process's app, with its event dispatcher thread (``serve`` and each of
+    ``serve --workers N``'s processes)."""
+    import os
+
+    from careloop.engine import dispatcher, logs
+    from careloop.web.app import create_app
+
+    logs.configure(os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper())
+    app = create_app()
+    dispatcher.Dispatcher().start()
+    settle_heap()
+    return app
+
+
+@click.command()
+@click.option("--tick-seconds", default=30, show_default=True, type=click.IntRange(0, 3600),
+              help="How often to run the tick catalogue (timers, outbox, alerts; 0: never).")
+@click.option("--poll-seconds", default=1.0, show_default=True,
+              type=click.FloatRange(0.05, 60),
+              help="How often to look for events stored by other processes.")
+@click.option("--once", is_flag=True, help="Drain the event queue once and stop.")
+def worker(tick_seconds: int, poll_seconds: float, once: bool) -> None:
+    """Run event handlers from the queue (and the ticker) without serving pages: more of them
+    on more machines share the work through the database."""
+    import os
+    import signal
+    import threading
+
+    from careloop.engine import dispatcher, logs, ticker
+
+    logs.configure(os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper())
+    if once:
+        report = dispatcher.drain()
+        click.echo(f"events handled: {report.handled}, failed: {report.failed}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scheduler = ticker.start(tick_seconds) if tick_seconds else None
+    running = dispatcher.Dispatcher(poll_seconds=poll_seconds).start()
+    click.echo("careloop worker running (Ctrl+C to stop)")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
 

@@ -409,6 +409,14 @@ def search_patients(session: Session, principal: Principal, q: str | PatientSear
                     limit: int = 50) -> list[Patient]:
     """Patients in scope matching the search: ``q`` is part of a name or an MRN (or an id's
     start); the phone and the ID number match whole (normalised), never by prefix."""
+    query = patient_search_query(principal, q, limit)
+    return [] if query is None else list(session.scalars(query).all())
+
+
+def patient_search_query(principal: Principal, q: str | PatientSearch,
+                         limit: int = 50) -> Select[Any] | None:
+    """The query :func:`search_patients` runs (``None``: nothing can match). On PostgreSQL
+    the containment match uses the trigram indexes of migration 0032."""
     search = q if isinstance(q, PatientSearch) else PatientSearch(q=q)
     query = select(Patient)
     visible = visible_patient_filter(principal)
@@ -423,18 +431,18 @@ def search_patients(session: Session, principal: Principal, q: str | PatientSear
     if search.phone:
         digits = _digits(search.phone)
         if not digits:
-            return []
+            return None
         query = query.where(_normalised_phone(Patient.phone).in_(
             (digits, "+86" + digits, "86" + digits)))
     if search.id_number:
         wanted = search.id_number.strip().replace(" ", "").upper()
         if not wanted:
-            return []
+            return None
         query = query.where(func.upper(Patient.id_number) == wanted)
     for tag in search.tags:
         query = query.where(Patient.id.in_(select(PatientTag.patient_id)
                                            .where(PatientTag.tag == tag)))
-    return list(session.scalars(query.order_by(Patient.mrn).limit(limit)).all())
+    return query.order_by(Patient.mrn).limit(limit)
 
 
 def tags_of(session: Session, patient_ids: list[str]) -> dict[str, list[str]]:

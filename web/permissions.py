@@ -260,6 +260,20 @@ def hidden_stays(session: Session, principal: Principal, patient_id: str) -> Hid
     return HiddenStays(encounters, departments)
 
 
+def _not_hidden_stay(principal: Principal) -> list[ColumnElement[bool]]:
+    """``tasks.encounter_id`` is not a stay of :func:`hidden_encounters`, as two ``NOT
+    EXISTS`` (by department, by ward): each an index lookup, where one ``NOT IN`` a subquery
+    with an ``OR`` read every stay of the hospital for each inbox page."""
+    hidden = _hidden_departments(principal)
+    own = _own(principal)
+    mine = [] if own is None else [
+        Encounter.department_id.not_in(own),
+        or_(Encounter.ward_id.is_(None), Encounter.ward_id.not_in(own))]
+    return [~select(Encounter.id).where(Encounter.id == Task.encounter_id, column.in_(hidden),
+                                        *mine).exists()
+            for column in (Encounter.department_id, Encounter.ward_id)]
+
+
 def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
     """A SQL condition on ``tasks`` for the tasks ``principal`` may see.
 
@@ -272,8 +286,7 @@ def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
     """
     hidden = _hidden_departments(principal)
     not_sensitive = or_(
-        and_(Task.encounter_id.is_not(None),
-             Task.encounter_id.not_in(hidden_encounters(principal))),
+        and_(Task.encounter_id.is_not(None), *_not_hidden_stay(principal)),
         and_(Task.encounter_id.is_(None),
              or_(Task.department_id.is_(None), Task.department_id.not_in(hidden))))
     roles = [and_(Task.assignee_role == g.role, Task.department_id == g.department_id)

@@ -11,13 +11,14 @@ from careloop.engine.registry import Registry
 
 def register(registry: Registry) -> None:
     from careloop.web import permissions as p
-    from careloop.web.cli import demo, serve, up, user
+    from careloop.web.cli import demo, serve, up, user, worker
     from careloop.web.demo import seed_complaint_handling, seed_domain
     from careloop.web.render import NavItem
     from careloop.web.scoping import register_resolvers
 
     cli = registry.catalogue("cli")
-    for name, command in (("serve", serve), ("up", up), ("user", user), ("demo", demo)):
+    for name, command in (("serve", serve), ("worker", worker), ("up", up), ("user", user),
+                          ("demo", demo)):
         cli.register(name, command)
     nav = registry.catalogue("web_nav")
     # Engines add theirs: submissions (20), complaints (30), flow runs (40), dashboards (50),

@@ -25,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from careloop.engine import audit as audit_log
-from careloop.engine import store
+from careloop.engine import dispatcher, store
 from careloop.engine.bundles import (
     BundleError,
     ImportPlan,
@@ -600,7 +600,21 @@ def integration_queue(request: Request, me: Principal = NEEDS_BUNDLE_IMPORT) -> 
         hl7 = recent(session, request.query_params.get("hl7"))
         session.expunge_all()
     return render(request, "admin_integration.html", parked=parked, resolved=resolved,
-                  parking=parks_unknown_codes(), his_views=his_views, hl7=hl7)
+                  parking=parks_unknown_codes(), his_views=his_views, hl7=hl7,
+                  event_queue=dispatcher.state(), failed_events=dispatcher.parked())
+
+
+@router.post("/integration/events/{event_id}/retry")
+def event_retry(request: Request, event_id: int = Path(ge=1, le=MAX_ID),
+                me: Principal = NEEDS_BUNDLE_IMPORT) -> Response:
+    """Put an event whose handlers failed every attempt back in the queue; audited."""
+    if not dispatcher.retry_parked(None, event_id):
+        raise HTTPException(status_code=409)
+    with transaction() as session:
+        record(request, me, "integration.event_retry", session=session,
+               object_type="domain_event", object_id=str(event_id))
+    dispatcher.wake()
+    return RedirectResponse("/admin/integration#event-queue", status_code=303)
 
 
 @router.post("/integration/{item_id}/{action}")

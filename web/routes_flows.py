@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
+from careloop.engine import dispatcher
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows import views
@@ -61,7 +62,10 @@ def _require_key(request: Request, key: str | None, scope: str, action: str,
     422: {"model": EventRejected, "description": "every problem of the event, with its path"}}))
 def post_event(request: Request, x_api_key: str | None = Header(default=None),
                raw: bytes = Depends(request_body)) -> JSONResponse:
-    """Ingest one HIS event; 422 lists every problem; a duplicate gets the original ack."""
+    """Ingest one HIS event; 422 lists every problem; a duplicate gets the original ack.
+
+    Acknowledged once the event (and the patient and encounter rows it carries) is stored; its
+    handlers — flows, rules — run from the event queue (``careloop.engine.dispatcher``)."""
     name = _require_key(request, x_api_key, "events:write", "api.event").name
     try:
         event: Any = json.loads(raw)
@@ -70,15 +74,17 @@ def post_event(request: Request, x_api_key: str | None = Header(default=None),
                              "errors": [{"path": "$", "message": f"invalid JSON: {exc}"}]}, 422)
     try:
         with transaction() as session:
-            status, body = ingest(session, event, source=f"api:{name}")
+            status, body = ingest(session, event, source=f"api:{name}", defer=True)
     except IntegrityError:
         # The same event id (or the same MRN) arrived concurrently and the other request stored
         # it first: the second attempt sees it (a duplicate's ack, or a located 409).
         try:
             with transaction() as session:
-                status, body = ingest(session, event, source=f"api:{name}")
+                status, body = ingest(session, event, source=f"api:{name}", defer=True)
         except IntegrityError as exc:  # another unique value: located, no values, no 500
             status, body = 409, conflict(exc, event)
+    if status == 200:
+        dispatcher.wake()  # committed: this process's dispatcher runs its handlers now
     return JSONResponse(body, status_code=status)
 
 

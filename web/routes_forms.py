@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from careloop.engine import dispatcher
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.i18n import t
@@ -246,10 +247,12 @@ PATIENT_POST = Depends(_read_patient_post)
 def patient_post(token: str, request: Request,
                  posted: PatientPost = PATIENT_POST) -> Response:
     fields, uploads = posted
-    # a submission runs the authors' rules and flows: a ``def`` route, in the thread pool
+    # a submission's rules and flows run from the event queue, after this commit; the page is
+    # still a ``def`` route (validation, scores), in the thread pool
     with transaction() as session:
         reply = post_page(session, token, fields, uploads, request.url.path,
                           csrf=_staff_csrf(request))
+    dispatcher.wake()
     return _html(reply)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.models import DomainEventRow
 from careloop.flows.cli import apikey, events
@@ -158,6 +159,13 @@ def test_unknown_reference_codes_are_refused_and_never_created(bundles: Engine,
     with frozen_now(clock.now):
         again = client.post("/api/v1/events", json=discharge, headers=headers)
     assert again.status_code == 200 and again.json()["event_id"] == "his-d1"
+    with transaction(bundles) as session:  # acknowledged once stored; flows run from the queue
+        stored = session.scalars(select(DomainEventRow).where(
+            DomainEventRow.event_id == "his-d1")).one()
+        assert stored.state == "pending" and session.get(Encounter, "E1") is not None
+        assert session.scalars(select(OutboxMessage.id)).all() == []
+    with frozen_now(clock.now):
+        assert drain().handled == 2  # P1's upsert, then the discharge: in order
     with transaction(bundles) as session:
         settlement = session.scalars(select(OutboxMessage).where(
             OutboxMessage.template_key == "discharge_settlement")).one()

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Encounter, Patient, Task, TaskHistory
 from careloop.engine.models import AuditRow, DomainEventRow
 from careloop.engine.registry import loaded_registry
@@ -46,9 +47,11 @@ class His:
     def send(self, event_id: str, type: str, payload: dict[str, Any],
              **envelope: Any) -> Any:
         with frozen_now(self.clock.now):
-            return self.client.post("/api/v1/events", headers={"X-API-Key": self.key},
-                                    json={"event_id": event_id, "type": type,
-                                          "payload": payload, **envelope})
+            answer = self.client.post("/api/v1/events", headers={"X-API-Key": self.key},
+                                      json={"event_id": event_id, "type": type,
+                                            "payload": payload, **envelope})
+            drain()  # the serving process's dispatcher, right after the acknowledgement
+            return answer
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ hospital time, creates the department and retries: the event goes through and it
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -105,3 +106,46 @@ def test_refusing_is_the_default_and_a_wrong_setting_is_named(
     assert "CARELOOP_UNKNOWN_CODES must be 'refuse' or 'park', not 'queue'" in str(exc.value)
     with transaction(departments) as session:
         assert session.scalars(select(ParkedEvent)).all() == []
+
+
+def test_an_event_whose_handlers_fail_is_shown_to_it_and_retried_from_the_page(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued event whose handlers raise every time is parked on /admin/integration — its
+    kind in words, when it was stored in hospital time, why — and IT's retry puts it back."""
+    from careloop.engine import dispatcher, events
+    from careloop.engine.registry import loaded_registry
+
+    monkeypatch.setenv("CARELOOP_EVENT_ATTEMPTS", "1")
+    handlers = loaded_registry().catalogue("event_handler")
+    broken = {"yes": True}
+
+    def handler(_session: Any, event: DomainEventRow) -> None:
+        if event.event_id == "his-c1" and broken["yes"]:
+            raise LookupError("a handler bug")
+
+    handlers.register("test_failing", handler, replace=True)
+    try:
+        with frozen_now(datetime.fromisoformat("2026-12-01T10:05:00+08:00")), \
+                transaction(engine) as session:
+            events.record(session, "his.corrected", {"patient_id": "P1", "fields": []},
+                          event_id="his-c1", defer=True)
+        assert dispatcher.drain(engine).failed == 1
+        client = TestClient(create_app())
+        _sign_in(client, "it_li")
+        page = client.get("/admin/integration")
+        assert page.status_code == 200 and 'data-failed-event="' in page.text
+        assert "HIS 更正" in page.text and "2026-12-01 10:05" in page.text
+        assert "LookupError" in page.text and "his.corrected" not in page.text
+        (event_id,) = re.findall(r'data-failed-event="(\d+)"', page.text)
+        broken["yes"] = False  # the bug fixed: IT retries it
+        done = client.post(f"/admin/integration/events/{event_id}/retry",
+                           data={"csrf_token": _csrf(page.text)}, follow_redirects=False)
+        again = client.post(f"/admin/integration/events/{event_id}/retry",
+                            data={"csrf_token": _csrf(page.text)}, follow_redirects=False)
+        assert done.status_code == 303 and again.status_code == 409
+        assert dispatcher.drain(engine).handled == 1
+        with transaction(engine) as session:
+            row = session.get(DomainEventRow, int(event_id))
+            assert row is not None and row.state == "handled"
+    finally:
+        handlers.unregister("test_failing")

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.models import DomainEventRow
 from careloop.flows import handlers
 from careloop.flows.ingest import create_api_key, ingest
@@ -36,6 +37,7 @@ def post(bundles: Engine, departments: Engine, clock: Any) -> Post:
         with frozen_now(clock.now):
             answer = client.post("/api/v1/events", headers={"X-API-Key": key}, json={
                 "event_id": event_id, "type": type, "payload": payload})
+            drain()  # the serving process's dispatcher, right after the acknowledgement
         assert answer.status_code == 200, answer.json()
         body: dict[str, Any] = answer.json()
         return body

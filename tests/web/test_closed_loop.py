@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle, list_bundles
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Task, TaskHistory
 from careloop.flows.ingest import create_api_key
 from careloop.flows.models import OutboxMessage
@@ -112,6 +113,10 @@ def test_dissatisfied_day3_answer_reaches_the_head_nurse_and_the_pharmacy(
             "_page": "0", "_action": "submit", "recovery": "poor", "symptoms": "头晕",
             "medication_clear": "no", "overall": "2", "comment": "用药指导不清楚"})
     assert answered.status_code == 200, answered.text
+    with transaction(engine) as session:  # the page did not wait for the rules
+        assert session.scalars(select(Submission.status)).one() == "received"
+    with frozen_now(at):
+        assert drain(engine).handled >= 1  # the serving process's dispatcher, right after
     with transaction(engine) as session:
         submission = session.scalars(select(Submission)).one()
         assert submission.status == "pending_dissatisfied"
@@ -187,6 +192,7 @@ def test_home_bp_crisis_from_the_patients_form_reaches_the_attending_doctor(
             "measured_at": "2026-12-08T20:00", "took_medicine": "yes",
             "symptoms": "chest_pain"})
         assert answered.status_code == 200, answered.text
+        drain(engine)  # the serving process's dispatcher, right after the page returned
         doctor = _inbox(client, "dr_wang", "mine")
     urgent = [t for t in doctor if t["priority"] == "urgent"]
     assert len(urgent) == 1 and "195/118" in str(urgent[0]["title"])

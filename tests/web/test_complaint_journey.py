@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle, list_bundles
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Task, TaskHistory
 from careloop.engine.models import AuditRow
 from careloop.flows.ingest import create_api_key
@@ -100,6 +101,7 @@ def _his(app: Any, key: str) -> None:
                                                   "payload": payload},
                           headers={"X-API-Key": key})
         assert answer.status_code == 200, answer.text
+    drain()  # the serving process's dispatcher, right after the acknowledgements
 
 
 def _register(px: Person, description: str) -> int:

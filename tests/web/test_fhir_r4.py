@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select
 from careloop.engine.bundles import import_bundle, list_bundles
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.models import AuditRow, DomainEventRow
 from careloop.flows.ingest import create_api_key
@@ -189,6 +190,7 @@ def test_a_transaction_bundle_drives_the_discharge_journey_once(
             "_page": "0", "_action": "submit", "recovery": "poor", "symptoms": "头晕",
             "medication_clear": "no", "overall": "2", "comment": "用药指导不清楚"})
         assert answered.status_code == 200, answered.text
+        drain(engine)  # the serving process's dispatcher, right after the page returned
         staff = TestClient(client.app)
         login(staff, "hn")
         mine = staff.get("/api/v1/tasks?view=mine").json()

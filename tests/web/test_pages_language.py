@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.flows.models import OutboxMessage
 from careloop.flows.outbox import message_text
 from careloop.web.app import create_app
@@ -49,6 +50,7 @@ def journey(engine: Engine, key: str) -> TestClient:
         answered = client.post(link.group(0), data={
             "_page": "0", "_action": "submit", "recovery": "poor", "symptoms": "头晕",
             "medication_clear": "no", "overall": "2", "comment": "用药指导不清楚"})
+        drain(engine)  # the serving process's dispatcher, right after the page returned
     assert answered.status_code == 200, answered.text
     return client
 

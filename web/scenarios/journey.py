@@ -128,7 +128,11 @@ class Journey:
         if step.step_type.moves_clock:
             return step.run(self)
         with frozen_now(self.clock):
-            return step.run(self)
+            done = step.run(self)
+            # what the step's requests acknowledged (HIS events, a patient's answers) is
+            # handled now, as the serving process's dispatcher would right after
+            self.drain_events()
+            return done
 
     def do_setup(self, options: dict[str, Any]) -> str:
         from careloop.web import admin
@@ -173,6 +177,16 @@ class Journey:
                                  f"{event['type']} (expected {wanted}): {answer.text[:500]}")
             accepted.append(f"{event['type']} → {answer.status_code}")
         return "; ".join(accepted)
+
+    def drain_events(self) -> None:
+        """Run the handlers of the events the API acknowledged, as the serving process's
+        dispatcher would right after (the same code: :func:`careloop.engine.dispatcher.drain`)."""
+        from careloop.engine.dispatcher import drain
+
+        report = drain(self.engine)
+        if report.failed:
+            raise StepFailed(f"the handlers of {report.failed} event(s) failed (see "
+                             "/admin/integration)")
 
     # --- time ----------------------------------------------------------------------------
 

@@ -1,0 +1,259 @@
+"""The event queue: handlers of stored events run here, after the request that stored them.
+
+An event recorded with ``defer=True`` (the events API) is a ``pending`` row of ``domain_events``
+— the table is its own durable queue. :func:`drain` claims pending events in batches —
+PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED``, SQLite one conditional ``UPDATE … RETURNING``
+under the database's write lock (the pattern of the timer sweep) — and handles each in **its own
+transaction**, whose first statement marks it handled *only if still pending and still ours*:
+the mark and every effect of its handlers commit together, or not at all (exactly once; a
+process killed mid-way commits nothing of the event under way, and its claim expires after
+``CLAIM_SECONDS``).
+
+In order per patient: an event is claimable only while no earlier event of its patient is
+pending (claimed elsewhere, or waiting for a retry), so two events of one patient never run at
+once or out of order; events of other patients go on. An event whose handlers raise is rolled
+back alone and retried with backoff (:data:`BACKOFF`); after :func:`max_attempts` it is
+``parked``: listed with the integration queue for IT (``/admin/integration``), retried by hand
+with :func:`retry_parked`, and no longer holds back its patient's later events.
+
+Where it runs: the ``events.dispatch`` tick (every process's ticker), :class:`Dispatcher` (a
+thread of ``careloop serve`` woken by the events API, polling for other processes' events) and
+``careloop worker``. Journeys and tests drain with :func:`drain` — the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from careloop.engine.clock import frozen_now, now_utc
+from careloop.engine.db import default_engine, transaction
+from careloop.engine.events import HANDLED, PARKED, PENDING, dispatch_event
+from careloop.engine.models import DomainEventRow
+
+log = logging.getLogger("careloop.engine.dispatcher")
+
+CLAIM_SECONDS = 300
+BATCH = 100
+# Seconds before the 1st, 2nd, … retry of an event whose handlers raised.
+BACKOFF = (5, 30, 120, 600)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def max_attempts() -> int:
+    """How often an event's handlers run before it is parked (``CARELOOP_EVENT_ATTEMPTS``, 5)."""
+    try:
+        return max(1, int(os.environ.get("CARELOOP_EVENT_ATTEMPTS", "5")))
+    except ValueError:
+        return 5
+
+
+def _claimable(now: datetime) -> Any:
+    earlier = aliased(DomainEventRow)
+    blocked = exists().where(earlier.state == PENDING,
+                             earlier.patient_id == DomainEventRow.patient_id,
+                             earlier.id < DomainEventRow.id)
+    return and_(DomainEventRow.state == PENDING,
+                or_(DomainEventRow.available_at.is_(None), DomainEventRow.available_at <= now),
+                or_(DomainEventRow.claimed_until.is_(None),
+                    DomainEventRow.claimed_until < now),
+                ~blocked)
+
+
+def claim(engine: Engine, worker: str, now: datetime, limit: int = BATCH) -> list[int]:
+    """Claim up to ``limit`` pending events, at most one per patient; their ids, oldest first."""
+    until = now + timedelta(seconds=CLAIM_SECONDS)
+    query = (select(DomainEventRow.id).where(_claimable(now))
+             .order_by(DomainEventRow.id).limit(limit))
+    with transaction(engine) as session:
+        if engine.dialect.name == "postgresql":
+            ids = list(session.scalars(query.with_for_update(skip_locked=True)).all())
+            if ids:
+                session.execute(update(DomainEventRow).where(DomainEventRow.id.in_(ids))
+                                .values(claimed_by=worker, claimed_until=until))
+            return ids
+        return sorted(session.scalars(update(DomainEventRow).where(
+            DomainEventRow.id.in_(query.scalar_subquery()))
+            .values(claimed_by=worker, claimed_until=until)
+            .returning(DomainEventRow.id)).all())
+
+
+def handle(engine: Engine, event_id: int, worker: str) -> bool | None:
+    """Run the handlers of one claimed event in one transaction, at the instant it was stored.
+
+    Returns True when handled, None when another process had it (the claim expired), False
+    when its handlers raised (rolled back; retried later or parked)."""
+    try:
+        with transaction(engine) as session:
+            marked = session.execute(update(DomainEventRow).where(
+                DomainEventRow.id == event_id, DomainEventRow.state == PENDING,
+                DomainEventRow.claimed_by == worker).values(
+                state=HANDLED, handled_at=now_utc(), claimed_by=None, claimed_until=None))
+            if marked.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = session.get(DomainEventRow, event_id)
+            assert row is not None  # just updated
+            with frozen_now(row.recorded_at):
+                dispatch_event(session, row)
+    except Exception as exc:  # a handler's failure isolates its event; the type, never the data
+        log.warning("event %s: handlers failed (%s); retried later", event_id,
+                    type(exc).__name__, exc_info=True)
+        _failed(engine, event_id, worker, type(exc).__name__)
+        return False
+    return True
+
+
+def _failed(engine: Engine, event_id: int, worker: str, error: str) -> None:
+    with transaction(engine) as session:
+        row = session.get(DomainEventRow, event_id)
+        if row is None or row.state != PENDING or row.claimed_by != worker:
+            return
+        row.attempts += 1
+        row.last_error = error[:200]
+        row.claimed_by = row.claimed_until = None
+        if row.attempts >= max_attempts():
+            row.state = PARKED
+        else:
+            delay = BACKOFF[min(row.attempts, len(BACKOFF)) - 1]
+            row.available_at = now_utc() + timedelta(seconds=delay)
+
+
+@dataclass(slots=True)
+class DrainReport:
+    handled: int = 0
+    failed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"handled": self.handled, "failed": self.failed}
+
+
+def drain(engine: Engine | None = None, *, worker: str | None = None, batch: int = BATCH,
+          max_batches: int = 100_000) -> DrainReport:
+    """Handle pending events until none is claimable (a retry waiting for its time is not)."""
+    engine = engine or default_engine()
+    worker = worker or worker_name()
+    report = DrainReport()
+    for _ in range(max_batches):
+        ids = claim(engine, worker, now_utc(), batch)
+        if not ids:
+            break
+        for event_id in ids:
+            outcome = handle(engine, event_id, worker)
+            if outcome:
+                report.handled += 1
+            elif outcome is False:
+                report.failed += 1
+    return report
+
+
+def tick(engine: Engine) -> None:
+    """The ``events.dispatch`` tick: drain what other processes' dispatchers left."""
+    drain(engine)
+
+
+# --- what IT sees and does ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """The queue at a glance: pending events, the oldest one's storing time, parked ones."""
+
+    pending: int
+    oldest_pending_at: datetime | None
+    parked: int
+
+
+def state(engine: Engine | None = None) -> QueueState:
+    with transaction(engine) as session:
+        pending, oldest = session.execute(
+            select(func.count(), func.min(DomainEventRow.recorded_at))
+            .where(DomainEventRow.state == PENDING)).one()
+        parked = session.scalar(select(func.count()).where(DomainEventRow.state == PARKED))
+    if isinstance(oldest, str):  # SQLite hands back text for an aggregate
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        from datetime import UTC
+
+        oldest = oldest.replace(tzinfo=UTC)
+    return QueueState(int(pending or 0), oldest, int(parked or 0))
+
+
+def parked(engine: Engine | None = None, limit: int = 200) -> list[DomainEventRow]:
+    """Events whose handlers failed every attempt, oldest first (detached rows)."""
+    with transaction(engine) as session:
+        rows = list(session.scalars(select(DomainEventRow).where(
+            DomainEventRow.state == PARKED).order_by(DomainEventRow.id).limit(limit)).all())
+        session.expunge_all()
+    return rows
+
+
+def retry_parked(engine: Engine | None, event_id: int) -> bool:
+    """Put a parked event back in the queue (attempts from zero); False if it is not parked."""
+    with transaction(engine) as session:
+        done = session.execute(update(DomainEventRow).where(
+            DomainEventRow.id == event_id, DomainEventRow.state == PARKED).values(
+            state=PENDING, attempts=0, available_at=None, claimed_by=None,
+            claimed_until=None))
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+# --- the serving process's dispatcher thread -------------------------------------------------
+
+
+class Dispatcher:
+    """A daemon thread draining the queue: woken at once by :func:`wake` (an event stored in
+    this process), and every ``poll_seconds`` for events other processes stored."""
+
+    def __init__(self, engine: Engine | None = None, poll_seconds: float = 1.0) -> None:
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="careloop-dispatcher",
+                                        daemon=True)
+
+    def start(self) -> Dispatcher:
+        _running.append(self)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if self in _running:
+            _running.remove(self)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        worker = worker_name()
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                drain(self.engine, worker=worker)
+            except Exception as exc:  # the database away: try again at the next poll
+                log.error("event dispatcher: %s", type(exc).__name__)
+            self._wake.wait(self.poll_seconds)
+
+
+_running: list[Dispatcher] = []
+
+
+def wake() -> None:
+    """Tell this process's dispatcher threads that an event was just committed."""
+    for dispatcher in _running:
+        dispatcher.wake()
