@@ -18,7 +18,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -267,8 +266,3 @@ def of_patient(session: Session, patient_id: str) -> list[Consult]:
     return list(session.scalars(select(Consult).where(Consult.patient_id == patient_id)
                                 .order_by(Consult.asked_at.desc(), Consult.id.desc())
                                 .limit(100)).all())
-
-
-def values_for(consult: Consult) -> dict[str, Any]:
-    """What a consult's task names (for the task page's source line)."""
-    return {"consult_id": consult.id, "desk": consult.desk_key}
