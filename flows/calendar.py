@@ -90,6 +90,34 @@ class CalendarSpec:
             day, at = self.next_working_day(day), self.start
         return datetime.combine(day, at, self.tz)
 
+    def add_working_hours(self, start: datetime, hours: float) -> datetime:
+        """``start`` plus ``hours`` counted only inside working hours on working days (nights,
+        weekends and holidays do not count): a consultation's answer time.
+
+            >>> from datetime import UTC
+            >>> cal = load_bundled_calendar()   # 08:00–17:30, Monday to Friday
+            >>> monday_night = datetime(2026, 12, 7, 13, 0, tzinfo=UTC)  # 21:00 in Shanghai
+            >>> cal.add_working_hours(monday_night, 4).isoformat()
+            '2026-12-08T12:00:00+08:00'
+        """
+        if start.tzinfo is None:
+            raise CalendarError("add_working_hours needs an aware datetime")
+        left = timedelta(hours=hours)
+        local = start.astimezone(self.tz)
+        day, at = local.date(), local.timetz().replace(tzinfo=None)
+        for _ in range(800):
+            if not self.is_working_day(day) or at >= self.end:
+                day, at = self.next_working_day(day), self.start
+                continue
+            at = max(at, self.start)
+            begin = datetime.combine(day, at, self.tz)
+            room = datetime.combine(day, self.end, self.tz) - begin
+            if left <= room:
+                return begin + left
+            left -= room
+            day, at = self.next_working_day(day), self.start
+        raise CalendarError(f"calendar {self.key}: {hours} working hours do not fit 800 days")
+
 
 def _dates(start: str, end: str) -> list[date]:
     first, last = date.fromisoformat(start), date.fromisoformat(end)

@@ -43,6 +43,13 @@ def register(registry: Registry) -> None:
         compile=compile_his_view, folder="his_views",
         title={"zh-CN": "HIS 数据库视图", "en": "HIS database view"}, order=20))
     registry.catalogue("tick").register("his_views.poll", lambda engine: poll_due(engine))
+    from careloop.flows.consult import compile_consult_desk
+
+    kinds.register("consult_desk", KindSpec(
+        name="consult_desk", package="careloop.flows", schema_file="schema/consult_desk.json",
+        compile=compile_consult_desk, folder="consult_desks",
+        title={"zh-CN": "在线咨询台", "en": "Consult desk"}, order=40))
+    _register_health_manager(registry)
     steps = registry.catalogue("step_type")
     for name, step in STEP_TYPES.items():
         steps.register(name, step)
@@ -88,11 +95,23 @@ def _demo_seeder() -> object:
 
     return seed_flows
 
+
+def _register_health_manager(registry: Registry) -> None:
+    """The health manager (健康管理师) who answers a department's patients' questions: the
+    clinical permissions (patients, tasks, definitions, reports), like a nurse."""
+    from careloop.engine.kinds_builtin import RoleInfo
+
+    registry.catalogue("role").register("health_manager", RoleInfo(
+        "health_manager", {"zh-CN": "健康管理师", "en": "Health manager"}))
+    registry.catalogue("role_permissions").register("health_manager", frozenset({
+        "patient.view", "task.work", "definitions.view", "reports.view"}))
+
+
 # Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
 @hookimpl
 def model_modules() -> list[str]:
     return ["careloop.flows.models", "careloop.flows.inbound.models",
-            "careloop.flows.wechat.models"]
+            "careloop.flows.wechat.models", "careloop.flows.consult_models"]
 
 
 @hookimpl

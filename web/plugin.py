@@ -62,6 +62,9 @@ def register(registry: Registry) -> None:
     from careloop.web import routes_results
 
     routes_results.register(registry)
+    from careloop.web import routes_consult
+
+    routes_consult.register(registry)
     from careloop.web.health import heartbeat
 
     registry.catalogue("tick").register("web.heartbeat", heartbeat)
@@ -110,6 +113,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_wechat",
     "careloop.web.routes_hl7",
     "careloop.web.routes_results",
+    "careloop.web.routes_consult",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )

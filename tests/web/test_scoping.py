@@ -52,6 +52,19 @@ def _alert_of(patient_id: str, department: str) -> str:
         return str(alert.id)
 
 
+def _consult_of(patient_id: str, task_id: int) -> str:
+    """A question the patient asked, carried by their task (rows only, as above)."""
+    from careloop.flows.consult_models import Consult
+
+    with transaction() as session:
+        found = Consult(patient_id=patient_id, desk_key="d", department_id="ward_b",
+                        question="x", locale="zh-CN", via="d", status="open", task_id=task_id,
+                        asked_at=now_utc(), due_at=now_utc())
+        session.add(found)
+        session.flush()
+        return str(found.id)
+
+
 def _url(path: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values.get(m.group(1), "x"), path)
 
@@ -66,7 +79,8 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
     complaint = _submission_of("PB")  # a complaint about cardio: not in ward A's scope
     via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB",
                   "submission": complaint, "complaint": complaint,
-                  "alert": _alert_of("PB", "ward_b")}
+                  "alert": _alert_of("PB", "ward_b"),
+                  "consult": _consult_of("PB", wards["PB"])}
     # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
     assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
             "/tasks/{task_id}/form", "/complaints/{submission_id}",

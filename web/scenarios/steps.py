@@ -61,6 +61,10 @@ def register(registry: Registry) -> None:
     steps = registry.catalogue("scenario_step")
     for step in STEP_TYPES:
         steps.register(step.name, step)
+    from careloop.web.scenarios.consult_steps import step_types
+
+    for step in step_types():  # Consult / Q&A on the patient's phone
+        steps.register(step.name, step)
     expectations = registry.catalogue("scenario_expectation")
     for name, check in CHECKS.items():
         expectations.register(name, ExpectationType(name, check))
