@@ -59,11 +59,14 @@ def register(registry: Registry) -> None:
             run_alerts(session)
 
     registry.catalogue("tick").register("reports.alerts", alerts_tick)
+    from careloop.reports.people_monthly import run_monthly
+
+    registry.catalogue("tick").register("reports.people_monthly", run_monthly)
 
 # Storage and text, through the same hooks an extension uses (engine/hookspecs.py).
 @hookimpl
 def model_modules() -> list[str]:
-    return ["careloop.reports.models"]
+    return ["careloop.reports.models", "careloop.reports.people_models"]
 
 
 @hookimpl

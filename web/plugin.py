@@ -65,6 +65,9 @@ def register(registry: Registry) -> None:
     from careloop.web import routes_consult
 
     routes_consult.register(registry)
+    from careloop.web import routes_people
+
+    routes_people.register(registry)
     from careloop.web.health import heartbeat
 
     registry.catalogue("tick").register("web.heartbeat", heartbeat)
@@ -114,6 +117,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_hl7",
     "careloop.web.routes_results",
     "careloop.web.routes_consult",
+    "careloop.web.routes_people",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )

@@ -31,12 +31,13 @@ from careloop.web.scenarios.spec import (
 # Where a step or an expectation names a person (a username, or {role, department}).
 WHO_FIELDS = {("step", "staff"): "as", ("expect", "inbox"): "of",
               ("expect", "submissions"): "seen_by", ("expect", "dashboard"): "as",
-              ("expect", "page"): "as"}
+              ("expect", "page"): "as", ("expect", "pdf"): "as"}
 # Further options of an expectation that name a person, and options that are instants.
 PEOPLE = {"tasks": ("user",), "alerts": ("seen_by", "not_seen_by", "acknowledged_by")}
 INSTANTS = {"messages": ("after", "before"), "tasks": ("due", "due_after", "due_before")}
 # Where an expectation or a step names another definition: (option, kind).
-REFERENCES = {"messages": (("template", "template"),), "submissions": (("form", "form"),),
+REFERENCES = {"messages": (("template", "template"),), "pdf": (("template", "template"),),
+              "submissions": (("form", "form"),),
               "flow_runs": (("flow", "flow"),),
               "dashboard": (("key", "dashboard"), ("chart", "chart")),
               "patient_opens_link": (("form", "form"), ("template", "template")),

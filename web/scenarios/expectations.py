@@ -314,11 +314,56 @@ def check_page(journey: Journey, options: dict[str, Any]) -> str | None:
     return None
 
 
+def check_pdf(journey: Journey, options: dict[str, Any]) -> str | None:
+    """The newest message of ``template`` to that person links to a PDF they can open, whose
+    text shows every ``contains`` and none of ``not_contains``."""
+    from careloop.flows.models import OutboxMessage
+    from careloop.flows.outbox import message_text
+
+    client, username = journey.browser(options["as"])
+    with transaction(journey.engine) as session:
+        user_id = session.scalars(select(User.id).where(User.username == username)).first()
+        row = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == options["template"],
+            OutboxMessage.user_id == user_id).order_by(OutboxMessage.id.desc())).first()
+        body = message_text(session, row)[1] if row is not None else ""
+    if row is None:
+        return f"no message {options['template']} to {username}"
+    found = ANY_LINK.findall(body)
+    if not found:
+        return f"message {options['template']} to {username} carries no link"
+    path = re.sub(r"^https?://[^/]+", "", found[0])
+    page = client.get(path)
+    if page.status_code != 200 or not page.content.startswith(b"%PDF"):
+        return f"{username} opened {path}: {page.status_code}, not a PDF"
+    # PDF text comes back with spaces between CJK glyphs: compared without any whitespace
+    text = "".join(pdf_text(page.content).split())
+    missing = [x for x in options.get("contains") or [] if "".join(x.split()) not in text]
+    present = [x for x in options.get("not_contains") or [] if "".join(x.split()) in text]
+    if missing or present:
+        return (f"the PDF {path} as {username} reads it: "
+                + (f"does not show {missing}" if missing else "")
+                + ("; " if missing and present else "") + (f"shows {present}" if present else "")
+                + f" (text: {text[:600]})")
+    return None
+
+
+def pdf_text(content: bytes) -> str:
+    """The text of a PDF, page after page (pypdf; it reads fpdf2's two-byte CJK text with a NUL
+    before each character, dropped here)."""
+    import io
+
+    from pypdf import PdfReader
+
+    pages = PdfReader(io.BytesIO(content)).pages
+    return "\n".join(page.extract_text() or "" for page in pages).replace("\x00", "")
+
+
 CHECKS: dict[str, Check] = {
     "tasks": check_tasks, "inbox": check_inbox, "messages": check_messages,
     "submissions": check_submissions, "patient": check_patient, "flow_runs": check_flow_runs,
     "escalations": check_escalations, "alerts": check_alerts, "dashboard": check_dashboard,
-    "page": check_page,
+    "page": check_page, "pdf": check_pdf,
 }
 
 __all__ = ["CHECKS", "StepFailed"]
