@@ -83,9 +83,9 @@ def startup_warning() -> str | None:
 # Patient links in stored messages ---------------------------------------------------------------
 #
 # A form link (``/f/{token}``), a document link (``/d/{token}``), a results link
-# (``/r/{token}``) or an education link (``/e/{token}``) opens a patient's page without signing in: the token is a secret. The
-# database stores its SHA-256 only (form_requests, document_links, result_links,
-# education_sends), and a
+# (``/r/{token}``) or an education link (``/e/{token}``) opens a patient's page without signing
+# in: the token is a secret. The database stores its SHA-256 only (form_requests,
+# document_links, result_links, education_sends), and a
 # message waiting in the outbox holds a placeholder instead of the token:
 #
 #     enqueue:  "…请填写 https://h/f/Zx9y…"  ──seal_links──▶  "…请填写 https://h/f/{{link:f:<ref>:<sealed>}}"

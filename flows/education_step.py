@@ -69,7 +69,15 @@ class SendEducation(StepType):
         return ("next", x.step.next)
 
 
+def _owner(body: Mapping[str, Any]) -> str | None:
+    department = body.get("department")
+    return str(department) if department else None
+
+
 def register(registry: Registry) -> None:
     """The step type and the ``education.send`` service the rule action calls."""
     registry.catalogue("step_type").register(SendEducation.name, SendEducation())
+    # an item belongs to its department: a department's editor publishes only their own
+    # (web/builder.py require_owner)
+    registry.catalogue("definition_owner").register("education", _owner)
     register_service(registry, SEND_EDUCATION, send_education)
