@@ -74,10 +74,17 @@ def _owner(body: Mapping[str, Any]) -> str | None:
     return str(department) if department else None
 
 
+def _demo_seeder() -> object:
+    from careloop.flows.education_demo import seed_education
+
+    return seed_education
+
+
 def register(registry: Registry) -> None:
     """The step type and the ``education.send`` service the rule action calls."""
     registry.catalogue("step_type").register(SendEducation.name, SendEducation())
     # an item belongs to its department: a department's editor publishes only their own
     # (web/builder.py require_owner)
     registry.catalogue("definition_owner").register("education", _owner)
+    registry.catalogue("demo_seeder").register("education", _demo_seeder())
     register_service(registry, SEND_EDUCATION, send_education)
