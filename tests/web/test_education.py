@@ -265,3 +265,21 @@ def test_icd10_codes_prefixes_and_ranges() -> None:
     assert not matches(["I10-I15"], "I20.000") and not matches(["I10-I15"], "I1")
     assert matches(["E11.5"], "E11.501") and not matches(["E11.5"], "E11.9")
     assert matches(["E10-E14", "I10"], "I10.x00x002")
+
+
+def test_the_step_and_the_rule_action_take_the_same_options() -> None:
+    """The rule action declares the step type's options as data (rules never import the flow
+    engine); both offer exactly the stages an item can name."""
+    import json
+
+    from careloop.engine.registry import loaded_registry
+    from careloop.flows.education_step import OPTIONS, SendEducation
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "flows" / "schema"
+                         / "education.json").read_text("utf-8"))
+    stages = schema["properties"]["stages"]["items"]["enum"]
+    action = loaded_registry().catalogue("action")["send_education"]
+    assert action.schema["properties"]["stage"]["enum"] == stages
+    assert OPTIONS["stage"]["enum"] == stages
+    assert set(action.schema["properties"]) - {"do"} == set(SendEducation.options)
+    assert loaded_registry().catalogue("step_type")["send_education"] is not None
