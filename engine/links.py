@@ -83,9 +83,10 @@ def startup_warning() -> str | None:
 # Patient links in stored messages ---------------------------------------------------------------
 #
 # A form link (``/f/{token}``), a document link (``/d/{token}``), a results link
-# (``/r/{token}``) or a consult thread (``/q/{token}``) opens a patient's page without signing
+# (``/r/{token}``), a consult thread (``/q/{token}``) or an education link
+# (``/e/{token}``) opens a patient's page without signing
 # in: the token is a secret. The database stores its SHA-256 only (form_requests,
-# document_links, result_links, consult_links), and a
+# document_links, result_links, consult_links, education_sends), and a
 # message waiting in the outbox holds a placeholder instead of the token:
 #
 #     enqueue:  "…请填写 https://h/f/Zx9y…"  ──seal_links──▶  "…请填写 https://h/f/{{link:f:<ref>:<sealed>}}"
@@ -96,8 +97,8 @@ def startup_warning() -> str | None:
 # Without the secret a stored message opens nothing.
 
 LINK_SECRET_ENV = "CARELOOP_LINK_SECRET"
-LINK_IN_TEXT = re.compile(r"/(f|d|r|q)/([A-Za-z0-9_\-]{16,128})(?![A-Za-z0-9_\-])")
-PLACEHOLDER = re.compile(r"\{\{link:(f|d|r|q):([0-9a-f]{16}):([0-9a-f]{2,256})\}\}")
+LINK_IN_TEXT = re.compile(r"/(f|d|r|q|e)/([A-Za-z0-9_\-]{16,128})(?![A-Za-z0-9_\-])")
+PLACEHOLDER = re.compile(r"\{\{link:(f|d|r|q|e):([0-9a-f]{16}):([0-9a-f]{2,256})\}\}")
 
 
 class LinkUnavailable(CareloopError):

@@ -81,6 +81,17 @@ class NotifyResultsFn(Protocol):
                  *, channel: str | None = None, idempotency_key: str | None = None) -> int: ...
 
 
+class SendEducationFn(Protocol):
+    """``education.send``: send the patient the education items fitting the encounter's
+    diagnoses, department and ``stage``; returns the outbox message ids (the same idempotency
+    key sends nothing more)."""
+
+    def __call__(self, session: Session, *, patient_id: str, encounter_id: str | None,
+                 stage: str, idempotency_key: str, articles: Sequence[str] = (),
+                 channel: str | None = None, template: str = ..., limit: int = 1,
+                 source_ref: str | None = None) -> list[int]: ...
+
+
 class StartFlowFn(Protocol):
     """``flows.start``: start the current version of a flow; the same key returns the run id."""
 
@@ -124,10 +135,12 @@ ADD_WORKING_DAYS: ServiceKey[AddWorkingDaysFn] = ServiceKey("calendar.add_workin
                                                             "flows")
 RUN_ALERTS: ServiceKey[RunAlertsFn] = ServiceKey("reports.run_alerts", "reports")
 NOTIFY_RESULTS: ServiceKey[NotifyResultsFn] = ServiceKey("results.notify", "flows")
+SEND_EDUCATION: ServiceKey[SendEducationFn] = ServiceKey("education.send", "flows")
 
 KNOWN: tuple[ServiceKey[Any], ...] = (FIELD_KEYS, CREATE_REQUEST, SET_SUBMISSION_STATUS,
                                       SUBMIT_FHIR_RESPONSE, OUTBOX_ENQUEUE, FLOWS_START,
-                                      ADD_WORKING_DAYS, RUN_ALERTS, NOTIFY_RESULTS)
+                                      ADD_WORKING_DAYS, RUN_ALERTS, NOTIFY_RESULTS,
+                                      SEND_EDUCATION)
 
 
 class ServiceMissing(CareloopError):

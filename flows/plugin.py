@@ -53,6 +53,14 @@ def register(registry: Registry) -> None:
     steps = registry.catalogue("step_type")
     for name, step in STEP_TYPES.items():
         steps.register(name, step)
+    from careloop.flows.education import compile_education
+    from careloop.flows.education_step import register as register_education
+
+    kinds.register("education", KindSpec(
+        name="education", package="careloop.flows", schema_file="schema/education.json",
+        compile=compile_education, folder="education",
+        title={"zh-CN": "健康宣教", "en": "Health education"}, order=18))
+    register_education(registry)  # the send_education step type and its service
     channel_types = registry.catalogue("channel_adapter")  # the Channel contract (channel.py)
     for name, channel in BUILTIN_CHANNELS.items():
         channel_types.register(name, channel)
@@ -111,7 +119,8 @@ def _register_health_manager(registry: Registry) -> None:
 @hookimpl
 def model_modules() -> list[str]:
     return ["careloop.flows.models", "careloop.flows.inbound.models",
-            "careloop.flows.wechat.models", "careloop.flows.consult_models"]
+            "careloop.flows.wechat.models", "careloop.flows.consult_models",
+            "careloop.flows.education_models"]
 
 
 @hookimpl

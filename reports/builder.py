@@ -25,9 +25,9 @@ from careloop.reports.tables import table
 Expr = ColumnElement[Any]
 
 _BASE = {"submissions": "submissions", "form_requests": "form_requests", "tasks": "tasks",
-         "encounters": "encounters"}
+         "encounters": "encounters", "education_sends": "education_sends"}
 _TIME = {"submissions": "submitted_at", "form_requests": "sent_at", "tasks": "created_at",
-         "encounters": "discharged_at"}
+         "encounters": "discharged_at", "education_sends": "sent_at"}
 
 
 class QueryBuilder:
@@ -63,8 +63,8 @@ class QueryBuilder:
         expression context falls back to. No row is left without a department when the
         patient has had an encounter.
         """
-        if self.source in ("tasks", "encounters"):
-            return self.base.c.department_id
+        if self.source in ("tasks", "encounters", "education_sends"):
+            return self.base.c.department_id  # an education item's: the department owning it
         if self.source == "submissions":
             return func.coalesce(self._answered_department(), self.base.c.department_id,
                                  self._latest_department())

@@ -31,7 +31,7 @@ KEY_SUFFIX = "__key"
 # Dimensions whose values are codes a person must not read; the rest (dates, age bands) read
 # as they are.
 LABELLED = ("department", "ward", "doctor", "nursing_group", "category", "form", "question",
-            "channel", "encounter_type", "task_kind", "status", "touchpoint")
+            "channel", "encounter_type", "task_kind", "status", "touchpoint", "article")
 
 
 def key_column(dimension: str) -> str:
@@ -140,6 +140,8 @@ def dimension_labels(session: Session, dataset: DatasetSpec, dimension: str,
         return _forms(session, values, locale)
     if dimension == "touchpoint":
         return _titles(session, "touchpoint", values, locale)
+    if dimension == "article":
+        return _titles(session, "education", values, locale)
     return _words(f"reports.value.{dimension}", values, locale)
 
 

@@ -39,7 +39,8 @@ Expr = ColumnElement[Any]
 MeasureBuild = Callable[[QueryBuilder, MeasureSpec], tuple[Expr, Expr]]
 """(builder, measure) → (value, sample size); the size is what ``min_sample`` compares with."""
 
-ALL_SOURCES = frozenset({"submissions", "form_requests", "tasks", "encounters"})
+ALL_SOURCES = frozenset({"submissions", "form_requests", "tasks", "encounters",
+                         "education_sends"})
 
 # Options every measure has, whatever its type (the dataset's column and its display).
 COMMON_OPTIONS: Mapping[str, Any] = MappingProxyType({
@@ -232,6 +233,7 @@ _SUBMISSIONS = frozenset({"submissions"})
 _TASKS = frozenset({"tasks"})
 _ENCOUNTERS = frozenset({"encounters"})
 _REQUESTS = frozenset({"form_requests"})
+_EDUCATION = frozenset({"education_sends"})
 
 
 def _m(name: str, zh: str, en: str, build: MeasureBuild, sources: frozenset[str] = ALL_SOURCES,
@@ -265,6 +267,10 @@ MEASURES = (
        _status_rate(("answered",), ("opened", "answered")), _REQUESTS),
     _m("complaint_rate", "投诉率", "Complaint rate", _complaint_rate, _SUBMISSIONS,
        {"form": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}}),
+    _m("open_rate", "打开率(%)", "Opened (%)", _status_rate(("opened", "read"), None),
+       _EDUCATION),
+    _m("read_rate", "读完率(%)", "Read to the end (%)", _status_rate(("read",), None),
+       _EDUCATION),
     _m("first_contact_resolution", "首次解决率", "First-contact resolution", _fcr, _TASKS,
        {"outcome": {"type": "string"}}),
     _m("mean_response_time", "平均响应时间(小时)", "Mean response time (h)", _response_time,

@@ -88,6 +88,8 @@ DIMENSIONS = (
                   lambda b: b.encounter().c.type),
     DimensionInfo("touchpoint", {"zh-CN": "服务触点", "en": "Touchpoint"},
                   lambda b: b.base_column("touchpoint_key")),
+    DimensionInfo("article", {"zh-CN": "宣教内容", "en": "Education item"},
+                  lambda b: b.base_column("article_key")),
     DimensionInfo("task_kind", {"zh-CN": "待办类型", "en": "Task kind"},
                   lambda b: b.base_column("kind")),
     *(DimensionInfo(g, {"zh-CN": z, "en": g.capitalize()}, _time(g))
@@ -105,6 +107,9 @@ SOURCES = (
     SourceInfo("encounters", {"zh-CN": "出院/就诊", "en": "Discharges"},
                frozenset({"department", "ward", "doctor", "nursing_group", "age_band",
                           "encounter_type", *dl.GRAINS})),
+    SourceInfo("education_sends", {"zh-CN": "健康宣教推送", "en": "Education sent"},
+               frozenset({"department", "article", "channel", "status", "age_band",
+                          *dl.GRAINS})),
     SourceInfo("tasks", {"zh-CN": "待办任务", "en": "Tasks"},
                frozenset({"department", "form", "status", "task_kind", "age_band",
                           *dl.GRAINS})),

@@ -23,6 +23,7 @@ from careloop.engine.services import (
     FLOWS_START,
     NOTIFY_RESULTS,
     OUTBOX_ENQUEUE,
+    SEND_EDUCATION,
     SET_SUBMISSION_STATUS,
     ServiceKey,
     find_service,
@@ -287,6 +288,31 @@ def run_notify_results(ctx: ActionContext, options: Mapping[str, Any]) -> dict[s
     return {"message_id": message_id}
 
 
+def run_send_education(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Send the patient the education items fitting the event's encounter and ``stage``."""
+    patient_id = _need_patient(ctx, "send_education")
+    extra = {k: options[k] for k in ("channel", "template", "limit") if k in options}
+    message_ids = service(SEND_EDUCATION)(
+        ctx.session, patient_id=patient_id, encounter_id=ctx.encounter_id,
+        stage=options["stage"], articles=tuple(options.get("articles") or ()),
+        idempotency_key=ctx.key(), source_ref=ctx.source_ref, **extra)
+    return {"message_ids": message_ids}
+
+
+# the options the send_education step type declares (flows/education_step.py), as data here:
+# rules never import the flow engine
+_EDUCATION: dict[str, Any] = {
+    "stage": {"enum": ["pre_admission", "pre_op", "post_op", "inpatient", "discharge",
+                       "discharge_day1", "discharge_day7", "discharge_day30", "outpatient",
+                       "chronic"]},
+    "articles": {"type": "array", "minItems": 1, "uniqueItems": True,
+                 "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 5},
+    "channel": {"type": "string", "x-registry": "channel"},
+    "template": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+}
+
+
 def run_raise_alert(ctx: ActionContext, options: Mapping[str, Any]) -> dict[str, Any]:
     from careloop.rules.models import RuleAlert
 
@@ -402,6 +428,9 @@ BUILTIN_ACTIONS = (
     ActionSpec("notify_results", {"zh-CN": "推送检验结果给患者",
                                   "en": "Send the lab result to the patient"}, _schema({
         "channel": {"type": "string", "x-registry": "channel"}}, ["do"]), run_notify_results),
+    ActionSpec("send_education", {"zh-CN": "推送健康宣教", "en": "Send health education"},
+               _schema(_EDUCATION, ["do", "stage"]), run_send_education,
+               references=(("template", "template"),)),
     ActionSpec("raise_alert", {"zh-CN": "发出预警", "en": "Raise an alert"}, _schema({
         "level": {"enum": ["info", "warning", "critical"]}, "message": _TEXT},
         ["do", "message"]), run_raise_alert, templates=("message",)),

@@ -224,6 +224,28 @@ def require_editor(session: Session, editor: Principal | None, app_id: str) -> B
     return row
 
 
+def require_owner(session: Session, editor: Principal | None, kind: str, key: str,
+                  body: dict[str, Any]) -> None:
+    """Refuse a department's editor publishing a definition another department owns.
+
+    A kind whose definitions belong to a department registers ``fn(body) -> department | None``
+    in ``registry.catalogue("definition_owner")`` (an education item: its ``department``); an
+    editor without a hospital-wide ``builder.edit`` grant may publish only what both the draft
+    and the current version say is their department's (refused with the translation key
+    ``<kind>.not-your-department``, which the kind's package provides)."""
+    owner_of = loaded_registry().catalogue("definition_owner").get(kind)
+    if editor is None or owner_of is None:
+        return
+    grants = [g.department_id for g in editor.grants if BUILDER_EDIT in permissions_of(g.role)]
+    if None in grants:
+        return
+    current = store.current(session, kind, key)
+    owners = {owner_of(body)} | ({owner_of(current.body)} if current is not None else set())
+    for owner in owners:
+        if owner is not None and owner not in grants:
+            raise BuilderError(f"{kind}.not-your-department", 403)
+
+
 def editable_apps(session: Session, editor: Principal) -> list[str]:
     return [row.id for row in session.scalars(select(BundleRow).order_by(BundleRow.id))
             if may_edit(editor, row)]
@@ -334,6 +356,7 @@ def publish(session: Session, *, actor: str, actor_role: str | None, app_id: str
     checked = check_draft(session, kind, key, text, app_id)
     if not checked.ok or checked.body is None:
         raise BuilderError("builder.invalid", 422, n=len(checked.problems))
+    require_owner(session, editor, kind, key, checked.body)
     latest = store.latest(session, kind, key)
     if latest is not None and latest.app_id != app_id:
         raise BuilderError("builder.other_app", 409, app=str(latest.app_id))

@@ -328,7 +328,7 @@ _RESOLVERS: dict[str, Callable[[Display, str, Mapping[str, Any]], str | None]] =
     "department": _department, "ward": _department, "role": _role, "channel": _channel,
     "form": _definition("form"), "flow": _definition("flow"),
     "ruleset": _definition("ruleset"), "template": _definition("template"),
-    "touchpoint": _definition("touchpoint"),
+    "touchpoint": _definition("touchpoint"), "education": _definition("education"),
     "user": _user, "actor": _actor, "rule": _rule, "score": _score, "band": _band,
     "field": _field, "choice": _choice, "category": _category,
 }

@@ -68,6 +68,9 @@ def register(registry: Registry) -> None:
     from careloop.web import routes_people
 
     routes_people.register(registry)
+    from careloop.web import routes_education
+
+    routes_education.register(registry)
     from careloop.web.health import heartbeat
 
     registry.catalogue("tick").register("web.heartbeat", heartbeat)
@@ -118,6 +121,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_results",
     "careloop.web.routes_consult",
     "careloop.web.routes_people",
+    "careloop.web.routes_education",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )

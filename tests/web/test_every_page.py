@@ -399,7 +399,8 @@ def test_every_page_a_role_reaches_reads_right(role: str, browser: Browser,
 
 
 def test_patient_pages_and_sign_in_read_right(browser: Browser, crawler: Crawler) -> None:
-    """The sign-in page; a form link, a document link, a used and an unknown link."""
+    """The sign-in page; a form link, a document link, an education link, a used and an
+    unknown link."""
     from datetime import timedelta
 
     from careloop.engine.clock import now_utc
@@ -440,9 +441,22 @@ def test_patient_pages_and_sign_in_read_right(browser: Browser, crawler: Crawler
         link = create_link(session, kind="discharge_summary", encounter_id=document.encounter_id,
                            patient_id=document.patient_id, expires_at=later)
         assert link is not None
+        # an education link the shipped day-1 flow sent during the demo, as its message holds it
+        from careloop.flows.models import OutboxMessage
+        from careloop.flows.outbox import message_text
+
+        sent = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == "education_article")
+            .order_by(OutboxMessage.id.desc())).first()
+        assert sent is not None, "the demo sends education articles"
+        education = re.search(r"/e/[A-Za-z0-9_\-]+", message_text(session, sent)[1] or "")
+        assert education is not None
     pages = [("login", "/login"), ("form", f"/f/{form_token}"),
              ("form_large", f"/f/{form_token}?lt=1"), ("document", link["url"]),
-             ("used_link", f"/f/{used['token']}"), ("unknown_link", "/f/not-a-real-token")]
+             ("used_link", f"/f/{used['token']}"), ("unknown_link", "/f/not-a-real-token"),
+             ("education", education.group(0)),
+             ("education_large", education.group(0) + "?large=1"),
+             ("unknown_education_link", "/e/not-a-real-education-token")]
     start = len(crawler.findings)
     for locale in LOCALES:
         errors: list[str] = []
@@ -452,7 +466,7 @@ def test_patient_pages_and_sign_in_read_right(browser: Browser, crawler: Crawler
             for view, (width, height) in VIEWPORTS.items():
                 page.set_viewport_size({"width": width, "height": height})
                 for name, path in pages:
-                    patient = path.startswith(("/f/", "/d/"))
+                    patient = path.startswith(("/f/", "/d/", "/e/"))
                     sep = "&" if "?" in path else "?"
                     response = page.goto(crawler.base + path
                                          + (f"{sep}lang={locale}" if patient else ""))
@@ -461,7 +475,7 @@ def test_patient_pages_and_sign_in_read_right(browser: Browser, crawler: Crawler
                         assert status in (404, 410), (name, status)
                         page.wait_for_load_state("load")
                         errors[:] = [e for e in errors if f"status of {status}" not in e]
-                    shown = re.sub(r"^/([fd])/[^?]+", r"/\1/{token}", path)
+                    shown = re.sub(r"^/([fde])/[^?]+", r"/\1/{token}", path)
                     crawler.check(page, f"{shown} ({name})", f"patient-{locale}-{view}-{name}",
                                   errors=errors)
         finally:

@@ -41,7 +41,8 @@ REFERENCES = {"messages": (("template", "template"),), "pdf": (("template", "tem
               "flow_runs": (("flow", "flow"),),
               "dashboard": (("key", "dashboard"), ("chart", "chart")),
               "patient_opens_link": (("form", "form"), ("template", "template")),
-              "scan_touchpoint": (("touchpoint", "touchpoint"),)}
+              "scan_touchpoint": (("touchpoint", "touchpoint"),),
+              "patient_reads_education": (("article", "education"),)}
 _DURATION = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -218,6 +219,9 @@ class Checker:
             else None)
         self.link_opened = True
         self.opened_form = body.get("form") if isinstance(body, dict) else None
+
+    def patient_reads_education(self, path: Path, options: dict[str, Any]) -> None:
+        self._references(path, "patient_reads_education", options)
 
     def answer(self, path: Path, answers: dict[str, Any]) -> None:
         if not self.link_opened:

@@ -26,6 +26,8 @@ from careloop.web.scenarios.spec import ExpectSpec, StepSpec
 
 LINK = re.compile(r"(?:https?://[^\s/]+)?/f/[A-Za-z0-9_\-]+")
 # Outbox states in which a message has not reached the patient (it cannot be opened from there).
+EDUCATION_LINK = re.compile(r"(?:https?://[^\s/]+)?/e/[A-Za-z0-9_\-]+")
+READ_MARK = re.compile(r'id="edu-end" data-read="(/e/[A-Za-z0-9_\-]+/read)"')
 UNDELIVERED = ("pending", "sending", "failed", "cancelled", "suppressed", "expired")
 MAX_TICKS = 5000  # a travel that needs more ticks than this is a runaway timer, not a journey
 
@@ -306,6 +308,43 @@ class Journey:
         self.page = (reader.action, page.text)
         return f"scanned the QR code of {options['touchpoint']}"
 
+    def do_patient_reads_education(self, options: dict[str, Any]) -> str:
+        """Open the education link as delivered; ``to_end``: post what the page's script posts
+        when its end comes into view (the address the page itself names)."""
+        from careloop.flows.education_send import opened_article
+        from careloop.flows.models import OutboxMessage
+        from careloop.flows.outbox import message_text
+
+        with transaction(self.engine) as session:
+            query = select(OutboxMessage).where(
+                OutboxMessage.patient_id == options["patient"]).order_by(OutboxMessage.id.desc())
+            seen, found = [], None
+            for message in session.scalars(query):
+                seen.append(f"{message.template_key} {message.status}")
+                if message.status in UNDELIVERED:
+                    continue
+                for link in EDUCATION_LINK.findall(message_text(session, message)[1]):
+                    article = opened_article(session, link.rsplit("/", 1)[1])
+                    if options.get("article") in (None, article):
+                        found = found or (link, message.template_key)
+        if found is None:
+            wanted = " ".join(f"{k}={v}" for k, v in options.items())
+            raise StepFailed(f"no delivered message with an education link for {wanted}; "
+                             "messages to the patient: " + (", ".join(seen) or "none"))
+        link, template = found
+        page = self.patient.get(urlsplit(link).path)
+        read = READ_MARK.search(page.text)
+        if page.status_code != 200 or read is None:
+            raise StepFailed(f"the link {_masked(link)} from message {template} answered "
+                             f"{page.status_code}: {_text_of(page.text)[:300]}")
+        done = f"opened {_masked(link)} from message {template}"
+        if options.get("to_end"):
+            mark = self.patient.post(read.group(1))
+            if mark.status_code != 204:
+                raise StepFailed(f"reading to the end answered {mark.status_code}")
+            done += " and read it to the end"
+        return done
+
     def do_answer(self, answers: dict[str, Any]) -> str:
         if self.page is None:
             raise StepFailed("no patient page is open (the link was not opened)")
@@ -505,7 +544,7 @@ def _titles(tasks: list[dict[str, Any]]) -> str:
 
 def _masked(link: str) -> str:
     """A link without its secret token (``/f/abc…``), for output and logs."""
-    return re.sub(r"(/f/[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+", r"\1…", link)
+    return re.sub(r"(/[fe]/[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+", r"\1…", link)
 
 
 def _text_of(html: str) -> str:

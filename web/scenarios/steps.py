@@ -51,6 +51,8 @@ STEP_TYPES = (
     StepType("patient_opens_link", Checker.patient_opens_link, Journey.do_patient_opens_link,
              _link),
     StepType("scan_touchpoint", Checker.scan_touchpoint, Journey.do_scan_touchpoint, _link),
+    StepType("patient_reads_education", Checker.patient_reads_education,
+             Journey.do_patient_reads_education, _link),
     StepType("answer", Checker.answer, Journey.do_answer, _keys),
     StepType("staff", Checker.staff, Journey.do_staff, _staff),
 )
