@@ -43,6 +43,12 @@ def register(registry: Registry) -> None:
         compile=compile_his_view, folder="his_views",
         title={"zh-CN": "HIS 数据库视图", "en": "HIS database view"}, order=20))
     registry.catalogue("tick").register("his_views.poll", lambda engine: poll_due(engine))
+    from careloop.flows.health.packages import compile_checkup_package
+
+    kinds.register("checkup_package", KindSpec(
+        name="checkup_package", package="careloop.flows", schema_file="schema/checkup_package.json",
+        compile=compile_checkup_package, folder="packages",
+        title={"zh-CN": "体检套餐", "en": "Health-check package"}, order=30))
     steps = registry.catalogue("step_type")
     for name, step in STEP_TYPES.items():
         steps.register(name, step)
@@ -92,7 +98,7 @@ def _demo_seeder() -> object:
 @hookimpl
 def model_modules() -> list[str]:
     return ["careloop.flows.models", "careloop.flows.inbound.models",
-            "careloop.flows.wechat.models"]
+            "careloop.flows.wechat.models", "careloop.flows.health.models"]
 
 
 @hookimpl
