@@ -132,7 +132,7 @@ def _links_page(request: Request, *, status: int = 200, department: str = "",
         rows = {r.department_id: r.template for r in session.scalars(select(BookingLink))}
         departments = [(d, rows.get(d, "")) for d in _departments(session, None)]
     return render(request, "health/booking_links.html", status_code=status,
-                  departments=departments, department=department, template=template,
+                  departments=departments, department=department, link_template=template,
                   errors=_words(problems or [], locale_of(request)),
                   paths=[p["path"] for p in problems or []], saved=saved,
                   placeholders=", ".join(f"{{{p}}}" for p in booking_links.PLACEHOLDERS))
