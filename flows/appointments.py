@@ -11,6 +11,10 @@ its waits compute their time from it (``until: {base: "add_days(event.scheduled_
     appointment.cancelled    {appointment_id: A1}
         → the run is cancelled: its timers, unsent messages and open tasks with it
 
+A reschedule that finds no running run of the appointment but a completed one (the reminder of
+the old time was already sent) starts that flow again from the booking with the new time, once
+per event and flow, when the new time is still ahead: the reminder then comes for the new time.
+
 Only runs of the same patient and the same ``appointment_id`` are touched; another appointment
 of the patient keeps its reminders. A wait for a ``duration`` (counted from when the step began)
 is left alone: only a wait ``until`` a time computed from the run's data is computed again.
@@ -18,14 +22,19 @@ is left alone: only a wait ``until`` a time computed from the run's data is comp
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from careloop.engine import store
+from careloop.engine.clock import now_utc
 from careloop.engine.models import DomainEventRow
 from careloop.flows.models import FlowRun, FlowTimer, StepRun
-from careloop.flows.runtime import Exec, complete_run, history, spec_of
+from careloop.flows.runtime import Exec, complete_run, history, spec_of, start
+from careloop.flows.spec import FlowSpec
 from careloop.flows.steps import until_time
 
 BOOKED = "appointment.booked"
@@ -35,10 +44,11 @@ CANCELLED = "appointment.cancelled"
 MOVABLE = ("scheduled_at", "department_id", "kind")
 
 
-def runs_of(session: Session, patient_id: str, appointment_id: str) -> list[FlowRun]:
-    """The running runs a booking of this appointment started (oldest first)."""
+def runs_of(session: Session, patient_id: str, appointment_id: str,
+            status: str = "running") -> list[FlowRun]:
+    """The runs in ``status`` a booking of this appointment started (oldest first)."""
     runs = session.scalars(select(FlowRun).where(
-        FlowRun.status == "running", FlowRun.patient_id == patient_id)
+        FlowRun.status == status, FlowRun.patient_id == patient_id)
         .order_by(FlowRun.id)).all()
     return [run for run in runs
             if ((run.context or {}).get("_event") or {}).get("appointment_id") == appointment_id]
@@ -55,15 +65,18 @@ def handle(session: Session, event: DomainEventRow) -> None:
         for run in runs_of(session, patient_id, appointment_id):
             complete_run(session, run, "cancelled", CANCELLED)
     elif event.type == RESCHEDULED:
-        for run in runs_of(session, patient_id, appointment_id):
+        running = runs_of(session, patient_id, appointment_id)
+        for run in running:
             reschedule(session, run, payload)
+        if not running:
+            start_again(session, event, patient_id, appointment_id)
 
 
 def reschedule(session: Session, run: FlowRun, payload: dict[str, Any]) -> None:
     """Give the run the appointment's new time and compute its pending waits again."""
     context = dict(run.context or {})
     before = dict(context.get("_event") or {})
-    moved = {**before, **{k: payload[k] for k in MOVABLE if k in payload}}
+    moved = _moved(run, payload)
     run.context = {**context, "_event": moved}  # a new dict: the JSON column sees the change
     history(session, run, None, "rescheduled", {"from": before.get("scheduled_at"),
                                                 "to": moved.get("scheduled_at")})
@@ -83,3 +96,35 @@ def reschedule(session: Session, run: FlowRun, payload: dict[str, Any]) -> None:
         x.timer("resume", due)
         x.history("waiting", {"until": due.isoformat(), "rescheduled": True})
     session.flush()
+
+
+def _moved(run: FlowRun, payload: dict[str, Any]) -> dict[str, Any]:
+    before = dict((run.context or {}).get("_event") or {})
+    return {**before, **{k: payload[k] for k in MOVABLE if k in payload}}
+
+
+def start_again(session: Session, event: DomainEventRow, patient_id: str,
+                appointment_id: str) -> list[int]:
+    """Start again the flows whose run for this appointment completed (the old time's reminder
+    went out), from the booking with the new time; returns the new runs' ids."""
+    new_time = datetime.fromisoformat(str(event.payload["scheduled_at"]))
+    if new_time <= now_utc():
+        return []
+    latest = {run.flow_key: run for run in runs_of(session, patient_id, appointment_id,
+                                                   status="completed")}
+    started: list[int] = []
+    for flow_key, run in latest.items():
+        row = store.current(session, "flow", flow_key)
+        if row is None or store.compile_row(row, FlowSpec).trigger.event != BOOKED:
+            continue
+        spec = store.compile_row(row, FlowSpec)
+        try:
+            with session.begin_nested():
+                started.append(start(
+                    session, flow_key=flow_key, patient_id=patient_id,
+                    context={"_event": _moved(run, event.payload)},
+                    idempotency_key=f"{flow_key}:{event.event_id}",
+                    once_key=spec.trigger.once_key(flow_key, patient_id, None)))
+        except IntegrityError:  # the flow's ``once`` is held by another run
+            continue
+    return started

@@ -9,7 +9,7 @@ HIS events and touch only their own appointment's reminders."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ from careloop.engine.domain import Department, Patient, Task
 from careloop.engine.models import AuditRow, DomainEventRow
 from careloop.flows.health.models import HealthCard
 from careloop.flows.ingest import create_api_key
-from careloop.flows.models import FlowRun, FlowTimer
+from careloop.flows.models import FlowRun, FlowTimer, OutboxMessage
+from careloop.flows.outbox import message_text
+from careloop.flows.scheduler import run_due
 
 from .conftest import UserFactory, csrf_from, login
 
@@ -218,3 +220,48 @@ def test_appointment_events_are_validated_and_touch_only_their_appointment(
             runs["A1"].id: datetime.fromisoformat("2026-12-14T16:00:00+08:00"),
             runs["A2"].id: datetime.fromisoformat("2026-12-09T16:00:00+08:00")}
         assert runs["A2"].status == "running"
+
+
+def _reminders(engine: Engine) -> list[str]:
+    with transaction(engine) as session:
+        return [message_text(session, m)[1] for m in session.scalars(
+            select(OutboxMessage).where(OutboxMessage.template_key == "checkup_reminder")
+            .order_by(OutboxMessage.id))]
+
+
+def test_a_reschedule_after_the_reminder_went_reminds_once_for_the_new_time(
+        client: TestClient, engine: Engine, centre: None) -> None:
+    with frozen_now(NOW):
+        login(client, "hm_nurse")
+        assert _register(client).status_code == 303
+        with transaction(engine) as session:
+            key = create_api_key(session, "his")
+        assert _send(client, key, "b-A3", "appointment.booked", {
+            "appointment_id": "A3", "patient_id": "hm-HM0001",
+            "scheduled_at": "2026-12-03T08:00:00+08:00",
+            "department_id": "health_management", "kind": "health_check"}).status_code == 200
+    sent = datetime.fromisoformat("2026-12-02T16:05:00+08:00")
+    with frozen_now(sent):
+        run_due(engine, now=sent)
+        assert len(_reminders(engine)) == 1  # the old time's reminder went out, by SMS
+        assert _send(client, key, "r-A3", "appointment.rescheduled", {
+            "appointment_id": "A3", "patient_id": "hm-HM0001",
+            "scheduled_at": "2026-12-10T08:00:00+08:00"}).status_code == 200
+        assert _send(client, key, "r-A3", "appointment.rescheduled", {  # sent twice by the HIS
+            "appointment_id": "A3", "patient_id": "hm-HM0001",
+            "scheduled_at": "2026-12-10T08:00:00+08:00"}).status_code == 200
+    before = datetime.fromisoformat("2026-12-09T15:59:00+08:00")
+    with frozen_now(before):
+        run_due(engine, now=before)
+    assert len(_reminders(engine)) == 1
+    due = datetime.fromisoformat("2026-12-09T16:01:00+08:00")
+    with frozen_now(due):
+        run_due(engine, now=due)
+        later = due + timedelta(days=7)
+        run_due(engine, now=later)
+    texts = _reminders(engine)
+    assert len(texts) == 2 and "2026-12-10 08:00" in texts[1] and "2026-12-03 08:00" in texts[0]
+    with transaction(engine) as session:
+        channels = set(session.scalars(select(OutboxMessage.channel).where(
+            OutboxMessage.template_key == "checkup_reminder")))
+    assert channels == {"sms"}
