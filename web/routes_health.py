@@ -23,15 +23,15 @@ from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
-from careloop.engine.domain import Department, Patient
+from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
 from careloop.engine.links import absolute
 from careloop.flows.health import booking_links, cards, packages
 from careloop.flows.health.models import BookingLink, HealthCard
 from careloop.web.deps import locale_of, record, require
-from careloop.web.display import local_time
-from careloop.web.permissions import ADMIN_DEPARTMENTS, TASK_WORK, Principal
+from careloop.web.display import Display, local_time
+from careloop.web.permissions import ADMIN_DEPARTMENTS, TASK_WORK, Principal, hidden_stays
 from careloop.web.render import environment, render
 from careloop.web.routes_console import FORM_FIELDS
 from careloop.web.scoping import patient_level
@@ -217,6 +217,8 @@ def panel_health(session: Session, patient_id: str, me: Principal, locale: str) 
     """The patient 360 section: the card, the booking link and the sheet (or "none")."""
     card = cards.card_of(session, patient_id)
     patient = session.get(Patient, patient_id)
+    if patient is not None and card is None:
+        return _his_links(session, patient, me, locale)
     if card is None or patient is None:
         return Markup('<p class="empty">{}</p>').format(t("web.none", locale))
     link = booking_links.link_for(session, card.department_id, patient)
@@ -228,6 +230,23 @@ def panel_health(session: Session, patient_id: str, me: Principal, locale: str) 
         t("booking.card_no", locale), card.card_no, t("booking.registered_at", locale),
         local_time(card.registered_at), t("booking.booking", locale), booking, patient_id,
         t("booking.sheet.open", locale))
+
+
+def _his_links(session: Session, patient: Patient, me: Principal, locale: str) -> Markup:
+    """A HIS patient: the booking link of each department of their stays the user may see."""
+    hidden = hidden_stays(session, me, patient.id)
+    seen = list(dict.fromkeys(e.department_id for e in session.scalars(
+        select(Encounter).where(Encounter.patient_id == patient.id)
+        .order_by(Encounter.admitted_at.desc())) if not hidden.hides(e.id)))
+    links = [(d, booking_links.link_for(session, d, patient)) for d in seen]
+    links = [(d, link) for d, link in links if link]
+    if not links:
+        return Markup('<p class="empty">{}</p>').format(t("booking.no_link", locale))
+    display = Display(locale, session)
+    return Markup('<ul id="booking-links">{}</ul>').format(Markup("").join(
+        Markup('<li>{}：<a href="{}" rel="noopener">{}</a></li>').format(
+            display.label("department", d), link, t("booking.link", locale))
+        for d, link in links))
 
 
 def register(registry: Any) -> None:

@@ -265,3 +265,43 @@ def test_a_reschedule_after_the_reminder_went_reminds_once_for_the_new_time(
         channels = set(session.scalars(select(OutboxMessage.channel).where(
             OutboxMessage.template_key == "checkup_reminder")))
     assert channels == {"sms"}
+
+
+def test_a_his_patients_revisit_reminder_and_page_carry_the_departments_link(
+        client: TestClient, engine: Engine, centre: None, user_factory: UserFactory) -> None:
+    import_bundle(APPS / "orthopedics", actor="test")
+    with transaction(engine) as session:
+        session.add(Department(id="orthopedics", name={"zh-CN": "骨科", "en": "Orthopaedics"}))
+    user_factory("ortho_nurse", "nurse", "orthopedics")
+    with frozen_now(NOW):
+        login(client, "it_admin")
+        csrf = csrf_from(client.get("/admin/booking-links").text)
+        assert client.post("/admin/booking-links", data={
+            "department": "orthopedics", "csrf_token": csrf, "template": LINK},
+            follow_redirects=False).status_code == 303
+        with transaction(engine) as session:
+            key = create_api_key(session, "his")
+        for n, (kind, payload) in enumerate((
+                ("patient.upserted", {"patient_id": "P5", "mrn": "MRN5", "name": "钱女士",
+                                      "phone": "13800000005"}),
+                ("encounter.admitted", {"encounter_id": "E5", "patient_id": "P5",
+                                        "type": "inpatient", "department_id": "orthopedics",
+                                        "admitted_at": "2026-11-20T09:00:00+08:00"}),
+                ("appointment.booked", {"appointment_id": "A5", "patient_id": "P5",
+                                        "department_id": "orthopedics", "kind": "revisit",
+                                        "scheduled_at": "2026-12-20T09:00:00+08:00"}))):
+            assert _send(client, key, f"his-{n}", kind, payload).status_code == 200
+        nurse = TestClient(client.app)
+        login(nurse, "ortho_nurse")
+        page = nurse.get("/patients/P5")
+    assert 'href="https://yy.example-hospital.cn/book?card=MRN5&amp;dept=orthopedics"' in page.text
+    due = datetime.fromisoformat("2026-12-19T10:01:00+08:00")
+    with frozen_now(due):
+        run_due(engine, now=due)
+    with transaction(engine) as session:
+        sent = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.template_key == "revisit_reminder")).one()
+        text = message_text(session, sent)[1]
+    assert "一键预约" in text
+    assert "https://yy.example-hospital.cn/book?card=MRN5&dept=orthopedics" in text
+    assert "/booking/" not in text
