@@ -20,6 +20,7 @@ from careloop.engine.i18n import t
 from careloop.engine.models import DomainEventRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import ENCOUNTER_CANCELLED, cancel_encounter_tasks
+from careloop.flows import appointments
 from careloop.flows import context as ctxmod
 from careloop.flows.models import FlowRun, StepRun
 from careloop.flows.runtime import (
@@ -48,6 +49,8 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
                                why=_why(event.type),
                                event_id=event.event_id, actor=event.source)
         cancel_runs(session, encounter_id=payload["encounter_id"], reason=event.type)
+    if event.type in (appointments.RESCHEDULED, appointments.CANCELLED):
+        appointments.handle(session, event)  # the appointment's reminders move or go
     _cancel_on(session, event)
     _resume_waiting(session, event)
     _start_triggered(session, event)

@@ -53,8 +53,8 @@ from careloop.flows.step_types import inbound_events
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
                "encounter.discharge_cancelled", "encounter.admission_cancelled",
-               "appointment.booked", "surgery.scheduled", "reading.recorded",
-               "result.recorded")
+               "appointment.booked", "appointment.rescheduled", "appointment.cancelled",
+               "surgery.scheduled", "reading.recorded", "result.recorded")
 # What an accepted correction is recorded as (its payload names what it corrected).
 CORRECTED = "his.corrected"
 

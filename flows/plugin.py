@@ -50,6 +50,12 @@ def register(registry: Registry) -> None:
         compile=compile_consult_desk, folder="consult_desks",
         title={"zh-CN": "在线咨询台", "en": "Consult desk"}, order=40))
     _register_health_manager(registry)
+    from careloop.flows.health.packages import compile_checkup_package
+
+    kinds.register("checkup_package", KindSpec(
+        name="checkup_package", package="careloop.flows", schema_file="schema/checkup_package.json",
+        compile=compile_checkup_package, folder="packages",
+        title={"zh-CN": "体检套餐", "en": "Health-check package"}, order=30))
     steps = registry.catalogue("step_type")
     for name, step in STEP_TYPES.items():
         steps.register(name, step)
@@ -120,7 +126,7 @@ def _register_health_manager(registry: Registry) -> None:
 def model_modules() -> list[str]:
     return ["careloop.flows.models", "careloop.flows.inbound.models",
             "careloop.flows.wechat.models", "careloop.flows.consult_models",
-            "careloop.flows.education_models"]
+            "careloop.flows.education_models", "careloop.flows.health.models"]
 
 
 @hookimpl

@@ -24,6 +24,7 @@ from careloop.engine.services import CREATE_REQUEST, ServiceKey, find_service
 from careloop.engine.tasks import create_task, resolve_assignee
 from careloop.flows import documents, webhooks
 from careloop.flows.calendar import get_calendar
+from careloop.flows.health.booking_links import link_for
 from careloop.flows.outbox import consented, enqueue
 from careloop.flows.runtime import (
     Exec,
@@ -94,6 +95,9 @@ def _standard_values(x: Exec) -> dict[str, Any]:
         "department_name": pick(department.name, locale) if department is not None else "",
         "hospital_name": hospital_name(locale),
         "base_url": base_url(),
+        # the department's booking link (一键预约), "" when it has none (flows/health)
+        "booking_link": link_for(x.session, str(department_id) if department_id else None,
+                                 patient),
     }
     names = x.names()
     for name in x.step.get("values", {}) or {}:
