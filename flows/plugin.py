@@ -92,7 +92,7 @@ def _demo_seeder() -> object:
 @hookimpl
 def model_modules() -> list[str]:
     return ["careloop.flows.models", "careloop.flows.inbound.models",
-            "careloop.flows.wechat.models"]
+            "careloop.flows.wechat.models", "careloop.flows.call_models"]
 
 
 @hookimpl

@@ -61,6 +61,9 @@ def register(registry: Registry) -> None:
     from careloop.web import routes_results
 
     routes_results.register(registry)
+    from careloop.web import routes_calls
+
+    routes_calls.register(registry)
     from careloop.web.health import heartbeat
 
     registry.catalogue("tick").register("web.heartbeat", heartbeat)
@@ -109,6 +112,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_wechat",
     "careloop.web.routes_hl7",
     "careloop.web.routes_results",
+    "careloop.web.routes_calls",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )
