@@ -105,6 +105,11 @@ def max_recording_bytes() -> int:
     return max(1, int(mb * 1024 * 1024))
 
 
+def limit_mb() -> str:
+    """The recording limit as people read it: ``"20"``, ``"0.5"``."""
+    return f"{max_recording_bytes() / 1024 / 1024:.2f}".rstrip("0").rstrip(".")
+
+
 def _instant(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         parsed = value
@@ -164,7 +169,7 @@ def check_recording(filename: str, data: bytes, *, path: str = "recording") -> A
         raise CallRefused([Problem(path, "calls.error.recording_empty")])
     if len(data) > limit:
         raise CallRefused([Problem(path, "calls.error.recording_too_big",
-                                   {"max_mb": round(limit / 1024 / 1024, 1)})])
+                                   {"max_mb": limit_mb()})])
     head = data[:16]
     for content_type, ext, test in AUDIO_TYPES:
         if test(head):

@@ -384,7 +384,7 @@ def panel_task(session: Session, task: Task, me: Principal, locale: str,
         options=options, l_notes=t("calls.field.notes", locale),
         l_rec=t("calls.field.recording", locale),
         rec_hint=t("calls.recording_hint", locale,
-                   max_mb=round(calls.max_recording_bytes() / 1024 / 1024, 1)),
+                   max_mb=calls.limit_mb()),
         l_complete=t("calls.complete", locale), submit=t("calls.submit", locale))
     return Markup('<div id="calls">{}<h3>{}</h3>{}</div>').format(
         listing, t("calls.log", locale), form)
