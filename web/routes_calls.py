@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
@@ -33,6 +33,13 @@ from careloop.engine.domain import Task
 from careloop.engine.i18n import t
 from careloop.flows import calls
 from careloop.flows.call_models import CallRecord
+from careloop.web.api_models import (
+    COMMON_ERRORS,
+    NOT_FOUND,
+    Closed,
+    EventRejected,
+    errors,
+)
 from careloop.web.deps import client_ip, locale_of, record, request_body, request_id, require
 from careloop.web.display import Display, local_time
 from careloop.web.permissions import (
@@ -48,8 +55,25 @@ from careloop.web.render import render
 from careloop.web.routes_flows import _require_key
 from careloop.web.scoping import patient_level
 
-router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1")
+router = APIRouter()  # pages (left out of the API document) and the call system's API
+api = APIRouter(prefix="/api/v1", responses=COMMON_ERRORS)
+
+
+class CallStored(Closed):
+    """A call stored (201), or a re-send of a known ``call_id`` (200, ``duplicate``)."""
+
+    status: Literal["stored", "duplicate"]
+    call: int
+    task_id: int
+
+
+class RecordingStored(Closed):
+    status: Literal["stored"]
+    call: int
+    size: int
+
+
+_REJECTED = {"model": EventRejected, "description": "every problem, with its path"}
 NEEDS_TASK_WORK = Depends(require(TASK_WORK))
 NEEDS_PATIENT_VIEW = Depends(require(PATIENT_VIEW))
 NO_STORE = {"Cache-Control": "no-store"}
@@ -103,7 +127,7 @@ def problems_text(problems: list[calls.Problem], locale: str) -> list[str]:
 # --- the task page -------------------------------------------------------------------------
 
 
-@router.post("/tasks/{task_id}/calls")
+@router.post("/tasks/{task_id}/calls", include_in_schema=False)
 @patient_level("task_id", via="task")
 def log_call_page(request: Request, task_id: int = Path(ge=1, le=MAX_ID),
                   posted: CallForm = CALL_FORM, me: Principal = NEEDS_TASK_WORK) -> Response:
@@ -149,7 +173,7 @@ def _task(session: Session, me: Principal, task_id: int) -> Task:
 # --- the recording -------------------------------------------------------------------------
 
 
-@router.get("/calls/{call_id}/recording")
+@router.get("/calls/{call_id}/recording", include_in_schema=False)
 @patient_level("call_id", via="call")
 def recording(request: Request, call_id: int = Path(ge=1, le=MAX_ID),
               download: int = Query(0, ge=0, le=1),
@@ -206,7 +230,10 @@ def _url_problem(url: Any) -> calls.Problem | None:
     return None
 
 
-@api.post("/calls", status_code=201)
+@api.post("/calls", status_code=201, response_model=None, responses=errors({
+    201: {"model": CallStored, "description": "stored on the task"},
+    200: {"model": CallStored, "description": "a re-send of a known call_id: the original"},
+    422: _REJECTED}))
 def post_call(request: Request, x_api_key: str | None = Header(default=None),
               raw: bytes = Depends(request_body)) -> JSONResponse:
     """A call the hospital's call system made or connected: stored on the phone follow-up task
@@ -252,7 +279,11 @@ def post_call(request: Request, x_api_key: str | None = Header(default=None),
                             status_code=201)
 
 
-@api.put("/calls/{call_id}/recording")
+@api.put("/calls/{call_id}/recording", response_model=None, responses=errors(NOT_FOUND, {
+    200: {"model": RecordingStored, "description": "kept by the app"},
+    413: {**_REJECTED, "description": "larger than CARELOOP_RECORDING_MAX_MB"},
+    415: {**_REJECTED, "description": "not mp3, wav, m4a, amr or ogg audio"},
+    422: {**_REJECTED, "description": "an empty body"}}))
 def put_recording(request: Request, call_id: int = Path(ge=1, le=MAX_ID),
                   x_api_key: str | None = Header(default=None),
                   x_filename: str | None = Header(default=None),

@@ -52,6 +52,19 @@ def _alert_of(patient_id: str, department: str) -> str:
         return str(alert.id)
 
 
+def _call_of(patient_id: str, task_id: int) -> str:
+    """A phone call logged on the patient's task."""
+    from careloop.flows.call_models import CallRecord
+
+    with transaction() as session:
+        call = CallRecord(task_id=task_id, patient_id=patient_id, started_at=now_utc(),
+                          duration_seconds=60, outcome="reached_ok", caller="x",
+                          source="console", created_at=now_utc())
+        session.add(call)
+        session.flush()
+        return str(call.id)
+
+
 def _url(path: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values.get(m.group(1), "x"), path)
 
@@ -66,7 +79,8 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
     complaint = _submission_of("PB")  # a complaint about cardio: not in ward A's scope
     via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB",
                   "submission": complaint, "complaint": complaint,
-                  "alert": _alert_of("PB", "ward_b")}
+                  "alert": _alert_of("PB", "ward_b"),
+                  "call": _call_of("PB", wards["PB"])}
     # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
     assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
             "/tasks/{task_id}/form", "/complaints/{submission_id}",
