@@ -126,7 +126,8 @@ def _register_health_manager(registry: Registry) -> None:
 def model_modules() -> list[str]:
     return ["careloop.flows.models", "careloop.flows.inbound.models",
             "careloop.flows.wechat.models", "careloop.flows.consult_models",
-            "careloop.flows.education_models", "careloop.flows.health.models"]
+            "careloop.flows.education_models", "careloop.flows.health.models",
+            "careloop.flows.call_models"]
 
 
 @hookimpl

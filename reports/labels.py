@@ -31,7 +31,8 @@ KEY_SUFFIX = "__key"
 # Dimensions whose values are codes a person must not read; the rest (dates, age bands) read
 # as they are.
 LABELLED = ("department", "ward", "doctor", "nursing_group", "category", "form", "question",
-            "channel", "encounter_type", "task_kind", "status", "touchpoint", "article")
+            "channel", "encounter_type", "task_kind", "status", "touchpoint", "article",
+            "outcome")
 
 
 def key_column(dimension: str) -> str:

@@ -92,6 +92,8 @@ DIMENSIONS = (
                   lambda b: b.base_column("article_key")),
     DimensionInfo("task_kind", {"zh-CN": "待办类型", "en": "Task kind"},
                   lambda b: b.base_column("kind")),
+    DimensionInfo("outcome", {"zh-CN": "处理结果", "en": "Outcome"},
+                  lambda b: b.base_column("outcome")),
     *(DimensionInfo(g, {"zh-CN": z, "en": g.capitalize()}, _time(g))
       for g, z in zip(dl.GRAINS, ("日", "周", "月", "季度", "年"), strict=True)),
 )
@@ -111,7 +113,7 @@ SOURCES = (
                frozenset({"department", "article", "channel", "status", "age_band",
                           *dl.GRAINS})),
     SourceInfo("tasks", {"zh-CN": "待办任务", "en": "Tasks"},
-               frozenset({"department", "form", "status", "task_kind", "age_band",
+               frozenset({"department", "form", "status", "task_kind", "outcome", "age_band",
                           *dl.GRAINS})),
 )
 

@@ -21,7 +21,9 @@ def register(registry: Registry) -> None:
         registry.catalogue("report_source").register(source.name, source)
     for dim in metrics.DIMENSIONS:
         registry.catalogue("report_dimension").register(dim.name, dim)
-    for measure in measures.MEASURES:
+    from careloop.reports import roi
+
+    for measure in (*measures.MEASURES, *roi.MEASURES):
         registry.catalogue("report_measure").register(measure.name, measure)
     from careloop.reports.chart_types import CHART_TYPES
 

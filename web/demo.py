@@ -434,9 +434,23 @@ def _work_on(task_id: int, outcome: str, note: str, decision: str | None) -> Act
         if is_approval(session, task):
             decide(session, task.id, decision or "approve", actor=principal.username,
                    notes=note)
+        elif task.kind == "phone_followup":
+            _log_demo_call(session, task, principal.username, outcome, note)
         else:
             console.complete(session, task, principal, outcome, note)
     return act
+
+
+def _log_demo_call(session: Session, task: Task, username: str, outcome: str,
+                   note: str) -> None:
+    """The nurse logs the call she just made (what the task page's call form stores) and closes
+    the task with its outcome; an unanswered call rings for less than a minute."""
+    from careloop.flows import calls
+
+    seconds = 40 if outcome == "not_reached" else 90 + (task.id * 37) % 360
+    call = calls.CallInput(started_at=now_utc() - timedelta(seconds=seconds + 120),
+                           duration_seconds=seconds, outcome=outcome, notes=note)
+    calls.log_call(session, task, call, caller=username, complete=True)
 
 
 NOTES = {

@@ -74,6 +74,9 @@ def register(registry: Registry) -> None:
     from careloop.web import routes_health
 
     routes_health.register(registry)
+    from careloop.web import routes_calls
+
+    routes_calls.register(registry)
     from careloop.web.health import heartbeat
 
     registry.catalogue("tick").register("web.heartbeat", heartbeat)
@@ -126,6 +129,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_people",
     "careloop.web.routes_education",
     "careloop.web.routes_health",
+    "careloop.web.routes_calls",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )

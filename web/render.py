@@ -131,3 +131,17 @@ class PatientPanel:
     title: dict[str, str]
     order: int
     render: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPanel:
+    """A section of the task page, registered in ``registry.catalogue("task_panel")``.
+
+    ``render(session, task, principal, locale, csrf_token)`` returns HTML it has escaped itself,
+    or None when the section does not apply to this task; the page has already checked the
+    task (and its patient) are in the user's scope.
+    """
+
+    title: dict[str, str]
+    order: int
+    render: Any

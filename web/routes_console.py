@@ -18,7 +18,7 @@ from careloop.engine.privacy import mask_in_text
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import OUTCOMES
 from careloop.web import console
-from careloop.web.deps import locale_of, record, require, require_user
+from careloop.web.deps import csrf_token_of, locale_of, record, require, require_user
 from careloop.web.permissions import (
     COMPLAINTS_MANAGE,
     DEFINITIONS_VIEW,
@@ -171,7 +171,14 @@ def _task_response(request: Request, me: Principal, task_id: int, *,
                 display, str(entered["form"]), None,
                 scores if isinstance(scores, dict) else {},
                 bands if isinstance(bands, dict) else {})
+        panels = []
+        for _, panel in sorted(loaded_registry().catalogue("task_panel").items(),
+                               key=lambda item: item[1].order):
+            html = panel.render(session, task, me, locale, csrf_token_of(request))
+            if html is not None:
+                panels.append((panel, html))
     return render(request, "task.html", task=data, patient=view, history=history_rows,
+                  panels=panels,
                   outcomes=OUTCOMES, users=users, entered=entered, approval=approval,
                   source=source, recent=recent, may_reveal_phone=may_reveal and not reveal,
                   open_patient=open_patient)

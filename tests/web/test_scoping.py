@@ -65,6 +65,19 @@ def _consult_of(patient_id: str, task_id: int) -> str:
         return str(found.id)
 
 
+def _call_of(patient_id: str, task_id: int) -> str:
+    """A phone call logged on the patient's task."""
+    from careloop.flows.call_models import CallRecord
+
+    with transaction() as session:
+        call = CallRecord(task_id=task_id, patient_id=patient_id, started_at=now_utc(),
+                          duration_seconds=60, outcome="reached_ok", caller="x",
+                          source="console", created_at=now_utc())
+        session.add(call)
+        session.flush()
+        return str(call.id)
+
+
 def _url(path: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values.get(m.group(1), "x"), path)
 
@@ -81,6 +94,9 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
                   "submission": complaint, "complaint": complaint,
                   "alert": _alert_of("PB", "ward_b"),
                   "consult": _consult_of("PB", wards["PB"])}
+
+
+                  "call": _call_of("PB", wards["PB"])}
     # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
     assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
             "/tasks/{task_id}/form", "/complaints/{submission_id}",

@@ -11,6 +11,7 @@ whose link was opened::
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -260,10 +261,16 @@ class Checker:
             self.problem("scenario.missing-task",
                          f"'{action}' needs 'task' to pick the task from the inbox", path)
         post = options.get("post") or {}
-        if "fields" in post and "json" in post:
+        if "json" in post and ("fields" in post or "files" in post):
             self.problem("scenario.post-body",
-                         "a post sends either form 'fields' or a 'json' body, not both",
-                         (*path, "post"))
+                         "a post sends either form 'fields' (and 'files') or a 'json' body, "
+                         "not both", (*path, "post"))
+        for name, chosen in (post.get("files") or {}).items():
+            try:
+                base64.b64decode(str(chosen.get("base64", "")), validate=True)
+            except ValueError:
+                self.problem("scenario.post-body", f"file '{name}' is not valid base64",
+                             (*path, "post", "files", name, "base64"))
 
 
 def compile_scenario(definition: Definition, ctx: CompileContext) -> ScenarioSpec | None:

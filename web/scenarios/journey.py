@@ -7,6 +7,7 @@ Every step runs with the engine clock frozen at the journey's time.
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from datetime import datetime, timedelta
@@ -469,8 +470,11 @@ class Journey:
                                  follow_redirects=False)
         else:
             fields = {k: _as_posted(v)[0] for k, v in (post.get("fields") or {}).items()}
+            # files chosen in the form's file inputs: a multipart post, as the browser sends it
+            files = {name: (f["name"], base64.b64decode(f["base64"]), f["type"])
+                     for name, f in (post.get("files") or {}).items()} or None
             answer = client.post(path, data={**fields, "csrf_token": self.csrf[username]},
-                                 headers=headers, follow_redirects=False)
+                                 files=files, headers=headers, follow_redirects=False)
         if answer.status_code not in (200, 201, 303):
             raise StepFailed(f"{username} posted {path}: {answer.status_code} "
                              f"{_text_of(answer.text)[:300]}")
