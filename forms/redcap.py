@@ -111,6 +111,9 @@ ACTION_TAGS: dict[str, tuple[str, str]] = {
 #: Identifier? = y: Careloop form fields have no identifier marking (masking, export exclusion).
 IDENTIFIER_NOTE = ("marked as an identifier (personal data); Careloop form fields have no "
                    "identifier marking: collect it through the patient record or drop the field")
+#: REDCap's range check only warns on a data entry form; Careloop's min/max refuse.
+RANGE_NOTE = ("REDCap's range check only warns on a data entry form (a value outside it can be "
+              "saved); Careloop refuses an answer outside min–max")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _TAG = re.compile(r"@[A-Z][A-Z0-9_-]*")
 PHONE_HELP = "phone"
@@ -386,6 +389,8 @@ class _Importer:
                     else:
                         note(bound, f"{bound} {get[bound]!r} is not carried for a "
                              f"{target} field")
+            if "min" in field or "max" in field:
+                note("min" if "min" in field else "max", RANGE_NOTE, refused=False)
         elif kind in ("radio", "dropdown", "checkbox"):
             field["type"] = "multiple_choice" if kind == "checkbox" else "single_choice"
             field["choices"] = _choices(get["choices"])

@@ -44,3 +44,19 @@ def publish(engine: Engine) -> Publisher:
             return publish_form(session, text, source_path="t.yaml" if is_text else source,
                                 actor="tester")
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    """One line over the whole instrument corpus (FHIR + REDCap) the corpus tests checked."""
+    from tests.forms.corpus_tally import summary
+
+    line = summary()
+    if line:
+        terminalreporter.write_line(line, bold=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.forms.corpus_tally import silent_losses
+
+    if silent_losses() and exitstatus == 0:
+        session.exitstatus = 1

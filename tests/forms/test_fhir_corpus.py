@@ -39,6 +39,7 @@ from careloop.forms.publish import publish_form
 from careloop.forms.runtime import submit
 from careloop.forms.spec import FormSpec
 from careloop.forms.testing import form_from_yaml
+from tests.forms.corpus_tally import record
 
 DATA = Path(__file__).resolve().parent / "data" / "fhir_corpus"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "forms.md"
@@ -124,8 +125,10 @@ def test_corpus_imports_validates_exports_and_round_trips() -> None:
             assert whole == (path.name in CARRIED), f"claimed {'whole' if not whole else 'refused'}"
         except AssertionError as exc:
             failed.append(f"{path.name}: {exc}")
+            record("fhir", path.name, "silent loss")
             continue
         (carried if whole else refused).append(path.name)
+        record("fhir", path.name, "whole" if whole else "refused loudly")
     passed = len(carried) + len(refused)
     print(f"\nFHIR corpus: {len(files)} public Questionnaires; as claimed: {passed}/{len(files)} "
           f"({100 * passed // len(files)} %): {len(carried)} carried whole, {len(refused)} "

@@ -95,7 +95,10 @@ def test_redcap_dictionary_is_translated_and_untranslatable_parts_reported() -> 
     assert fields["zip"]["pattern"] == "[0-9]{5}(-[0-9]{4})?"
     assert fields["odd_calc"]["calculate"] == "datediff(answers.visit, today(), 'd', False)"
     assert fields["notes"]["type"] == "long_text" and "record_id" not in fields
-    assert [n.split(":")[0] for n in notes] == ["line 2, Variable / Field Name"]
+    # the record ID is not asked; a range REDCap only warns about is refused here (noted)
+    assert [n.split(":")[0] for n in notes] == ["line 2, Variable / Field Name"] + [
+        f"line {n}, Text Validation Min" for n in (4, 5, 6)]
+    assert all("only warns on a data entry form" in n for n in notes[1:])
     assert body["import"] == {"source": "redcap", "unresolved": []}
     spec = form_from_yaml(yaml.safe_dump(body))
     result = evaluate(spec, {"smoker": "0", "cigarettes": 10, "weight": 80, "height": 2,

@@ -33,6 +33,7 @@ from careloop.forms.redcap import (
 from careloop.forms.redcap_logic import FUNCTIONS, OPERATORS, translate
 from careloop.forms.runtime import submit
 from careloop.forms.testing import form_from_yaml
+from tests.forms.corpus_tally import record
 
 DATA = Path(__file__).resolve().parent / "data" / "redcap"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "forms.md"
@@ -178,8 +179,10 @@ def test_corpus_imports_publishes_and_scores_as_published(engine: Engine, patien
             _run_case(case, engine, patient)
         except AssertionError as exc:
             failed.append(f"{name}: {exc}")
+            record("redcap", case.file, "silent loss")
         else:
             passed.append(name)
+            record("redcap", case.file, "refused loudly" if case.refused else "whole")
     supported = [c for c in CASES if not c.refused]
     files = sorted({c.file for c in CASES})
     print(f"\nREDCap corpus: {len(files)} dictionaries, {len(CASES)} cases, "
