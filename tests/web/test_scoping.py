@@ -93,9 +93,7 @@ def test_every_patient_level_route_refuses_an_out_of_scope_patient(
     via_values = {"patient": "PB", "task": str(wards["PB"]), "encounter": "E-PB",
                   "submission": complaint, "complaint": complaint,
                   "alert": _alert_of("PB", "ward_b"),
-                  "consult": _consult_of("PB", wards["PB"])}
-
-
+                  "consult": _consult_of("PB", wards["PB"]),
                   "call": _call_of("PB", wards["PB"])}
     # the engines' patient-level routes are among them (forms: submission read-back and FHIR)
     assert {"/api/v1/submissions/{submission_id}", "/api/v1/submissions/{submission_id}/fhir",
