@@ -25,6 +25,7 @@ from careloop.engine import store
 from careloop.engine.bundles import import_bundles
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Encounter, Patient, Task
 from careloop.engine.registry import loaded_registry
 from careloop.forms.models import Submission
@@ -114,6 +115,7 @@ def _answer_on_the_page(shipped: Shipped, key: str, answers: dict[str, str]) -> 
     done = client.post(made["url"], data={"_page": "0", "_lang": "zh-CN", "_action": "submit",
                                           **answers})
     assert done.status_code == 200, done.text[:500]
+    drain(engine)  # the page did not wait for the rules: the event queue runs them
     with transaction(engine) as session:
         sub = session.scalars(select(Submission).where(
             Submission.request_id == made["request_id"])).one()

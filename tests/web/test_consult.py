@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department
 from careloop.engine.models import AuditRow
 from careloop.flows.consult_models import Consult
@@ -56,6 +57,7 @@ def _paper_link(client: TestClient, his: str) -> str:
         answer = client.post("/api/v1/events", json={"event_id": f"e{n}", **event},
                              headers={"X-API-Key": his})
         assert answer.status_code == 200, answer.text
+    drain()  # the flows run from the event queue, after the API acknowledged
     with transaction() as session:
         message = session.scalars(select(OutboxMessage).where(
             OutboxMessage.template_key == "medication_guidance")).one()

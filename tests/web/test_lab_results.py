@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department
 from careloop.engine.models import AuditRow, DomainEventRow
 from careloop.flows.ingest import create_api_key
@@ -237,6 +238,7 @@ def test_a_rule_sends_a_critical_result_to_the_patient(
         for n, flag in ((1, "N"), (2, "LL")):
             assert client.post("/api/v1/events", headers=his,
                                json=result(n, flag)).status_code == 200
+        drain()  # the rules run from the event queue, after the API acknowledged
     with transaction() as session:
         (message,) = session.scalars(select(OutboxMessage).where(
             OutboxMessage.template_key == "lab_results_notice")).all()
