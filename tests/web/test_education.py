@@ -19,6 +19,7 @@ from careloop.engine import store
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department
 from careloop.flows.education import matches
 from careloop.flows.education_models import EducationSend
@@ -64,6 +65,7 @@ def _discharge_after_pci(client: TestClient, key: str) -> None:
                 "discharged_at": "2026-12-07T09:00:00+08:00"}}):
         response = client.post("/api/v1/events", json=event, headers=his)
         assert response.status_code == 200, response.text
+    drain()  # the flows and rules run from the event queue, after the API acknowledged
 
 
 def _sent_link(patient: str) -> str:
@@ -236,6 +238,7 @@ def test_uploaded_pdf_is_kept_and_served_with_access_checks(hospital: str,
                     "department_id": "cardiology", "diagnoses": ["I10.x00x002"],
                     "procedures": ["PCI"], "discharged_at": "2026-12-07T09:00:00+08:00"}}):
             assert client.post("/api/v1/events", json=event, headers=his).status_code == 200
+        drain()  # the rules run from the event queue, after the API acknowledged
     # the PCI rule's article is for ischaemic heart disease (I20-I25), not this patient's I10:
     # only the leaflet is sent, and its link shows the PDF
     with transaction() as session:

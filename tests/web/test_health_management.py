@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Patient, Task
 from careloop.engine.models import AuditRow, DomainEventRow
 from careloop.flows.health.models import HealthCard
@@ -208,6 +209,7 @@ def test_appointment_events_are_validated_and_touch_only_their_appointment(
         assert _send(client, key, "r-1", "appointment.rescheduled", {
             "appointment_id": "A1", "patient_id": "hm-HM0001",
             "scheduled_at": "2026-12-15T08:00:00+08:00"}).status_code == 200
+        drain(engine)  # the flows run from the event queue, after the API acknowledged
     with transaction(engine) as session:
         runs = {r.context["_event"]["appointment_id"]: r
                 for r in session.scalars(select(FlowRun).where(
