@@ -7,6 +7,7 @@ import { register } from "../core/registry.js";
 import { newStep, timeline } from "../graph.js";
 import { render as renderDiagram } from "../flowdiagram.js";
 import { render as renderPanel } from "../steppanel.js";
+import { stepLabel } from "../core/words.js";
 
 let stepTypes = [];        // [{name, title, options: {name: JSON Schema}, required, edges, …}]
 const definitionLists = {};  // kind -> [{key, title, app}] (the step panel's selects)
@@ -29,7 +30,7 @@ function renderFlow(b) {
     const errs = b.problemsAt(["steps", i]);
     const card = el("li", { class: "b-card" + (i === selectedStep ? " selected" : "")
       + (errs.length ? " has-error" : ""), "data-key": st.key, tabindex: "0" },
-    el("div", { class: "b-head" }, el("span", { class: "b-name", text: `${st.key} · ${st.type}` }),
+    el("div", { class: "b-head" }, el("span", { class: "b-name", text: b.msg("builder.step_n", { n: i + 1, title: stepLabel(stepTypes, st, b.locale, definitionLists) }) }),
       el("button", { type: "button", class: "b-up", "aria-label": b.msg("builder.move_up"), text: "↑",
         onclick: (e) => { e.stopPropagation(); moveStep(b, i, i - 1); } }),
       el("button", { type: "button", class: "b-down", "aria-label": b.msg("builder.move_down"), text: "↓",
@@ -44,7 +45,8 @@ function renderFlow(b) {
   // happens on the current day
   b.$("b-timeline").replaceChildren(...timeline(stepTypes, steps).map((item) =>
     el("li", { "data-step": item.key }, el("span", { class: "b-day",
-      text: b.msg("builder.day", { n: item.day }) }), `${item.key} (${item.type})`)));
+      text: b.msg("builder.day", { n: item.day }) }),
+    stepLabel(stepTypes, steps.find((s) => s.key === item.key), b.locale, definitionLists))));
   renderDiagram(hooks);
   // the property panel is generated from the step type's option schemas (steppanel.js)
   renderPanel(b.$("b-step-props"), hooks);
@@ -52,7 +54,7 @@ function renderFlow(b) {
 
 function renderStepPalette(b) {
   b.$("b-step-palette").replaceChildren(...stepTypes.map(({ name, title }) => el("li", {},
-    el("button", { type: "button", "data-type": name, text: b.pick(title) || name, title: name,
+    el("button", { type: "button", "data-type": name, text: b.pick(title) || name,
       onclick: () => b.commit(() => {
         b.model.steps = b.model.steps || [];
         b.model.steps.push(newStep(stepTypes, b.model.steps, name));
