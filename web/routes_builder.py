@@ -31,6 +31,7 @@ from careloop.engine.services import FIELD_KEYS, service
 from careloop.web import (
     builder,
     builder_changes,
+    builder_copy,
     builder_report_words,
     builder_usage,
     builder_words,
@@ -185,9 +186,9 @@ def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
                  app: str = Query("", max_length=64), me: Principal = NEEDS_BUILDER) -> Response:
     _kind(kind)
     with transaction() as session:
-        _, stored_app = builder.starting_text(session, me.user_id, kind, key)
+        text, stored_app = builder.starting_text(session, me.user_id, kind, key)
         current = store.current(session, kind, key)
-        title = current.body.get("title") if current is not None else None
+        title = current.body.get("title") if current is not None else builder_copy.draft_title(text)
         target = stored_app or app
         if target:
             try:

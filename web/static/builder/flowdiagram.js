@@ -258,7 +258,7 @@ function setConnection(h, from, slot, to) {
 // a step in words: its own title, else its type's title
 function stepName(h, st) {
   const type = typeOf(types(), st);
-  return `「${h.pick(st.title) || (type ? h.pick(type.title) : "") || st.key}」`;
+  return `「${stepLabel(types(), st, h.locale, h.lists()) || (type ? h.pick(type.title) : "")}」`;
 }
 // the box dragged from ``from`` goes just before the box at ``to``
 function moveBefore(h, from, to) {
@@ -314,9 +314,9 @@ function toolbar(h, steps, selected) {
     } }) : null;
   const hint = html("span", { id: "b-diagram-hint", role: "status",
     class: refused && !connect ? "fd-refused" : null, text: !connect ? refused
-    : dropTarget ? h.msg("builder.connect_choose", { step: source ? source.key : "", target: dropTarget.key })
+    : dropTarget ? h.msg("builder.connect_choose", { step: source ? stepLabel(types(), source, h.locale, h.lists()) : "", target: stepLabel(types(), dropTarget, h.locale, h.lists()) })
       : h.msg(connect.phase === "source" ? "builder.connect_source" : "builder.connect_target",
-        { step: source ? source.key : "" }) });
+        { step: source ? stepLabel(types(), source, h.locale, h.lists()) : "" }) });
   return html("div", { class: "fd-tools" }, typeSelect, add, del, conn, slotSelect, apply, hint);
 }
 

@@ -192,8 +192,9 @@ function field(ctx, path, schema) {
   const leaf = (input) => withProblems(ctx, el("label", { text: cap.text, title: cap.title }, input), input, path);
 
   const kind = stepInputKind(schema, path, ctx.refs);
-  if (isAdvancedOption(schema, kind)) {
-    // an expression or a code: under "Advanced", its caption naming where it belongs
+  const mustGive = path.length === 1 && ctx.requiredNames.has(name) && schema["x-def"] !== "expression";
+  if (isAdvancedOption(schema, kind) && !mustGive) {
+    // an expression or a code (one the step does not require): under "Advanced"
     const input = kind === "map" ? mapField(ctx, path, value, cap) : leaf(textInput(ctx, prop, value, set, schema));
     ctx.hidden.push(input);
     return null;

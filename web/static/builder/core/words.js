@@ -91,7 +91,7 @@ export function isAdvancedOption(schema, inputKind) {
 }
 
 // a decision-table cell as a person reads it: ">= 70" → "≥ 70" (and back)
-const SIGNS = [[">=", "≥"], ["<=", "≤"], ["!=", "≠"], ["==", "="]];
+const SIGNS = [[">=", "≥"], ["<=", "≤"], ["!=", "≠"]];
 export function cellWords(value) {
   if (value === undefined || value === null) return "";
   let text = String(value);

@@ -15,13 +15,13 @@ function cellInput(b, column, part, i, value, choices) {
   });
   if (choices) {
     const select = el("select", { "data-cell": prop }, el("option", { value: "", text: "" }),
-      ...choices.map((c, n) => el("option", { value: String(n), text: c.text, selected: c.value === value })));
+      ...choices.map((c) => el("option", { value: String(c.value), text: c.text, selected: c.value === value })));
     if (value !== undefined && !choices.some((c) => c.value === value)) {
-      select.append(el("option", { value: "other", text: cellWords(value), selected: true }));
+      select.append(el("option", { value: String(value), text: cellWords(value), selected: true }));
     }
     select.addEventListener("change", () => {
-      if (select.value === "other") return;
-      commit(select.value === "" ? undefined : choices[Number(select.value)].value);
+      const chosen = choices.find((c) => String(c.value) === select.value);
+      if (select.value === "" || chosen) commit(chosen ? chosen.value : undefined);
     });
     return select;
   }
