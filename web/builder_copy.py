@@ -140,7 +140,8 @@ def search(session: Session, query: str, locale: str) -> list[dict[str, Any]]:
                 if _matches(words, f"{head} {text}"):
                     what_key = f"builder.items.{collection}"
                     what = t(what_key, locale) if what_key in known else ""
-                    found.append(t("builder.found_in", locale, what=what, label=text).strip())
+                    words_found = t("builder.found_in", locale, what=what, label=text).strip()
+                    found.append(words_found[:1].upper() + words_found[1:])
                 if len(found) >= 3:
                     break
             if not found:

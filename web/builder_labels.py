@@ -65,3 +65,18 @@ def label_enums(node: Any, name: str = "") -> Any:
             elif isinstance(value, dict) and key not in ("x-enum-labels",) and "enum" not in key:
                 label_enums(value, key if name == "" else name)
     return node
+
+
+def trigger_words(used: list[str]) -> dict[str, Any]:
+    """What the flow designer's trigger panel offers: ``events`` (every event the message
+    catalogue names, ``web.label.event.<name>``, and those ``used`` by stored definitions:
+    ``name`` and ``title``) and ``once`` (the trigger's ``once`` values by their words)."""
+    from careloop.engine.schema import kind_schema
+
+    prefix = "web.label.event."
+    names = {k.removeprefix(prefix) for k in catalogue("zh-CN") if k.startswith(prefix)}
+    names |= {n for n in used if n}
+    events = [{"name": n, "title": enum_labels("event", [n])[n]} for n in sorted(names)]
+    once = kind_schema("flow")["properties"]["trigger"]["properties"]["once"]["enum"]
+    return {"events": events, "once": [{"name": v, "title": enum_labels("once", [v])[v]}
+                                       for v in once]}

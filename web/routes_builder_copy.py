@@ -4,6 +4,7 @@
 - ``GET /api/v1/builder/search?q=`` — definitions by title, kind, app or the label of anything
   inside them, in the request's language;
 - ``GET /api/v1/builder/copy/key?kind=&key=&en=`` — the key proposed for a copy's title;
+- ``GET /api/v1/builder/flow-trigger`` — the flow trigger panel's events and ``once`` in words;
 - ``POST /api/v1/builder/copy`` — ``{kind, key, app, title: {zh-CN, en}, new_key?}``: the copy
   saved as the user's draft in ``app`` (an app the user may edit), audited ``builder.copy``.
 """
@@ -16,9 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from careloop.engine import store
 from careloop.engine.db import transaction
 from careloop.engine.i18n import t
-from careloop.web import builder, builder_copy
+from careloop.web import builder, builder_copy, builder_labels
 from careloop.web.api_models import COMMON_ERRORS, Closed, ErrorBody, Text, errors
 from careloop.web.deps import locale_of, record, request_id, require
 from careloop.web.permissions import BUILDER_EDIT, Principal
@@ -100,3 +102,23 @@ def copy(request: Request, payload: CopyIn, me: Principal = NEEDS_BUILDER) -> An
     except builder.BuilderError as exc:
         return _refuse(request, exc)
     return JSONResponse(done, status_code=201)
+
+
+class Named(Closed):
+    name: str
+    title: Text
+
+
+class TriggerWords(Closed):
+    """The flow designer's trigger panel: events and how often a run starts, in words."""
+
+    events: list[Named]
+    once: list[Named]
+
+
+@router.get("/api/v1/builder/flow-trigger", response_model=TriggerWords)
+def flow_trigger(me: Principal = NEEDS_BUILDER) -> dict[str, Any]:
+    with transaction() as session:
+        used = [str((row.body.get("trigger") or {}).get("event") or "")
+                for row in store.list_current(session, kind="flow")]
+    return builder_labels.trigger_words(used)

@@ -137,7 +137,7 @@ def test_on_the_home_page_a_copy_is_started_and_a_label_found(server: str, engin
     expect(hit).to_contain_text("产后42天随访")
     expect(hit).to_contain_text("选项「乳房红肿发热」")
     page.fill("#builder-search", "")
-    page.locator("#builder-copy summary").click()
+    page.locator("#builder-copy > summary").click()
     page.locator("#copy-source").select_option(label="表单 · 产后42天随访")
     page.locator("#copy-app").select_option(label="产科随访")
     page.fill("#copy-title-zh", TITLE["zh-CN"])

@@ -160,6 +160,9 @@ def test_every_builder_page_in_zh_cn_shows_words_not_codes(engine: Engine, every
             expect(page.locator("#b-title")).to_have_text(title["zh-CN"])
         assert page.title().startswith(title.get("zh-CN") or ""), page.title()
         _read(page, f"{kind}/{key}", codes, found)
+        if kind == "flow":   # the trigger by its event's name
+            trigger = page.locator('#b-flow-trigger [data-trigger="event"] option:checked')
+            expect(trigger).to_have_text("出院")
         if kind == "flow":   # every step's panel
             boxes = page.locator("#b-steps > li")
             for n in range(boxes.count()):
@@ -174,4 +177,39 @@ def test_every_builder_page_in_zh_cn_shows_words_not_codes(engine: Engine, every
         page.locator("#b-text-advanced summary").click()
         assert f"key: {key}" in page.locator("#b-yaml").input_value()
     assert found == [], "\n".join(found)
+    assert errors == []
+
+
+def test_a_flow_trigger_and_a_task_step_are_set_by_their_words(engine: Engine, everything: str,
+                                                                 browser: Browser) -> None:
+    """The discharge flow, as a head nurse changes it: its trigger by the event's name and how
+    often, a new task for the head nurse, urgent, due in 4 hours — only pickers and numbers."""
+    page, errors = signed_in(browser, everything, "reader")
+    page.goto(f"{everything}/builder/edit/flow/discharge")
+    expect(page.locator("#builder[data-ready='1']")).to_be_attached()
+    event = page.locator('#b-flow-trigger [data-trigger="event"]')
+    expect(event.locator("option:checked")).to_have_text("出院")
+    once = page.locator('#b-flow-trigger [data-trigger="once"]')
+    expect(once.locator("option:checked")).to_have_text("每次就诊一次")
+    once.select_option(label="每位患者只一次")
+    expect(page.locator('#b-flow-trigger [data-trigger="when"]')).to_be_hidden()   # advanced
+    page.click('#b-step-palette button[data-type="create_task"]')
+    props = page.locator("#b-step-props")
+    props.locator('[data-prop="task_title.zh-CN"]').fill("请护士长回访用药问题")
+    props.locator('[data-prop="task_title.zh-CN"]').press("Tab")
+    props.locator('[data-prop="assignee.role"]').select_option(label="护士长")
+    props.locator('[data-prop="priority"]').select_option(label="紧急")
+    props.locator('[data-prop="due"]').fill("4")
+    props.locator('[data-prop="due.unit"]').select_option(label="小时")
+    props.locator('[data-prop="due"]').press("Tab")
+    card = page.locator("#b-steps > li").last
+    expect(card).to_contain_text("创建任务：请护士长回访用药问题")
+    expect(page.locator("#b-problems li.ok")).to_be_visible()
+    page.locator("#b-text-advanced summary").click()
+    text = page.locator("#b-yaml").input_value()
+    assert "once: per_patient" in text
+    assert "priority: urgent" in text and "due: 4h" in text and "role: head_nurse" in text
+    with transaction(engine) as session:   # a draft only: nothing live changed
+        row = store.current(session, "flow", "discharge")
+        assert row is not None and row.body["trigger"]["once"] == "per_encounter"
     assert errors == []

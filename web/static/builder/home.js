@@ -72,12 +72,15 @@ function wireCopy() {
   const source = () => $("copy-source").value.split("/");
   let keyTouched = false;
   $("copy-key").addEventListener("input", () => { keyTouched = true; });
+  let asked = 0;   // only the answer to the latest question is used (typing sends several)
   const propose = async () => {
     if (keyTouched) return;
+    const ticket = ++asked;
     const [kind, key] = source();
     const en = $("copy-title-en").value.trim();
     const response = await fetch(`/api/v1/builder/copy/key?kind=${encodeURIComponent(kind)}&key=${encodeURIComponent(key)}&en=${encodeURIComponent(en)}`);
-    if (response.ok) $("copy-key").value = (await response.json()).key;
+    const data = response.ok ? await response.json() : null;
+    if (data && ticket === asked && !keyTouched) $("copy-key").value = data.key;
   };
   $("copy-title-en").addEventListener("input", propose);
   $("copy-source").addEventListener("change", propose);

@@ -8,6 +8,8 @@ import { newStep, timeline } from "../graph.js";
 import { render as renderDiagram } from "../flowdiagram.js";
 import { render as renderPanel } from "../steppanel.js";
 import { stepLabel } from "../core/words.js";
+import { advanced } from "../core/advanced.js";
+import { setOrDelete } from "../core/text.js";
 
 let stepTypes = [];        // [{name, title, options: {name: JSON Schema}, required, edges, …}]
 const definitionLists = {};  // kind -> [{key, title, app}] (the step panel's selects)
@@ -24,6 +26,7 @@ function moveStep(b, from, to) {
 }
 
 function renderFlow(b) {
+  renderTrigger(b);
   const steps = b.model.steps || [];
   if (selectedStep >= steps.length) selectedStep = steps.length - 1;
   b.$("b-steps").replaceChildren(...steps.map((st, i) => {
@@ -52,6 +55,42 @@ function renderFlow(b) {
   renderPanel(b.$("b-step-props"), hooks);
 }
 
+// the trigger in words: the event by its name (出院), how often a run starts, by hand too; the
+// condition and a schedule are expressions and codes, under "Advanced"
+let triggerWords = { events: [], once: [] };
+function renderTrigger(b) {
+  const trigger = b.model.trigger && typeof b.model.trigger === "object" ? b.model.trigger : {};
+  const set = (name, value) => b.commit(() => {
+    b.model.trigger = { ...(b.model.trigger || {}) };
+    setOrDelete(b.model.trigger, name, value);
+  });
+  const known = triggerWords.events.some((e) => e.name === trigger.event);
+  const event = el("select", { "data-trigger": "event" }, el("option", { value: "", text: "" }),
+    ...triggerWords.events.map((e) => el("option", { value: e.name, text: b.pick(e.title), selected: e.name === trigger.event })));
+  if (trigger.event && !known) event.append(el("option", { value: trigger.event, text: b.msg("builder.trigger_other"), selected: true }));
+  event.addEventListener("change", () => set("event", event.value || undefined));
+  const once = el("select", { "data-trigger": "once" }, el("option", { value: "", text: "" }),
+    ...triggerWords.once.map((o) => el("option", { value: o.name, text: b.pick(o.title), selected: o.name === trigger.once })));
+  once.addEventListener("change", () => set("once", once.value || undefined));
+  const manual = el("input", { type: "checkbox", "data-trigger": "manual", checked: trigger.manual === true });
+  manual.addEventListener("change", () => set("manual", manual.checked || undefined));
+  const text = (name, label, cls) => {
+    const input = el("input", { type: "text", "data-trigger": name, value: trigger[name] ?? "", class: cls });
+    input.addEventListener("change", () => set(name, input.value.trim() || undefined));
+    return el("label", { text: label }, input);
+  };
+  b.$("b-flow-trigger").replaceChildren(
+    el("label", { text: b.msg("builder.trigger_event") }, event),
+    el("label", { text: b.msg("builder.trigger_once") }, once),
+    el("label", { class: "b-check" }, manual, b.msg("builder.trigger_manual")),
+    ...b.errorLines(b.problemsAt(["trigger"])),
+    advanced(b, "flow:trigger", b.msg("builder.trigger_advanced"),
+      text("event", b.msg("builder.trigger_event_code")),
+      text("when", b.msg("builder.trigger_when"), "b-expression"),
+      text("cron", b.msg("builder.trigger_cron"))));
+  if (b.completing) b.$("b-flow-trigger").querySelectorAll("input.b-expression").forEach((i) => b.completing(i));
+}
+
 function renderStepPalette(b) {
   b.$("b-step-palette").replaceChildren(...stepTypes.map(({ name, title }) => el("li", {},
     el("button", { type: "button", "data-type": name, text: b.pick(title) || name,
@@ -72,6 +111,7 @@ register("flow", {
       locale: b.locale, lists: () => definitionLists, complete: b.completing,
       select: (i) => { selectedStep = i; b.render(); }, setSelected: (i) => { selectedStep = i; } };
     stepTypes = (await b.api("GET", `${b.base}/step-types`)).data;
+    triggerWords = (await b.api("GET", `${b.base}/flow-trigger`)).data || triggerWords;
     await Promise.all(["form", "template", "flow", "calendar"].map(async (kind) => {
       const { status: code, data: rows } = await b.api("GET", `${b.base}/definitions/${kind}`);
       definitionLists[kind] = code === 200 && Array.isArray(rows) ? rows : [];
