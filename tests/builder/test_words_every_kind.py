@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
@@ -192,6 +193,8 @@ def test_a_flow_trigger_and_a_task_step_are_set_by_their_words(engine: Engine, e
     once = page.locator('#b-flow-trigger [data-trigger="once"]')
     expect(once.locator("option:checked")).to_have_text("每次就诊一次")
     once.select_option(label="每位患者只一次")
+    expect(once.locator("option:checked")).to_have_text("每位患者只一次")
+    expect(page.locator("#b-problems li.ok")).to_be_visible()
     expect(page.locator('#b-flow-trigger [data-trigger="when"]')).to_be_hidden()   # advanced
     page.click('#b-step-palette button[data-type="create_task"]')
     props = page.locator("#b-step-props")
@@ -206,9 +209,15 @@ def test_a_flow_trigger_and_a_task_step_are_set_by_their_words(engine: Engine, e
     expect(card).to_contain_text("创建任务：请护士长回访用药问题")
     expect(page.locator("#b-problems li.ok")).to_be_visible()
     page.locator("#b-text-advanced summary").click()
-    text = page.locator("#b-yaml").input_value()
-    assert "once: per_patient" in text
-    assert "priority: urgent" in text and "due: 4h" in text and "role: head_nurse" in text
+    # the text view shows the draft as last saved (a save follows each edit within a moment)
+    expect(page.locator("#b-yaml")).to_have_value(re.compile(r"请护士长回访用药问题[\s\S]*4h"))
+    draft = yaml.safe_load(page.locator("#b-yaml").input_value())
+    assert draft["trigger"] == {"event": "encounter.discharged",
+                                "when": "encounter.type == 'inpatient'", "once": "per_patient"}
+    task = draft["steps"][-1]
+    assert task["type"] == "create_task" and task["assignee"] == {"role": "head_nurse"}
+    assert (task["priority"], task["due"]) == ("urgent", "4h")
+    assert task["task_title"]["zh-CN"] == "请护士长回访用药问题"
     with transaction(engine) as session:   # a draft only: nothing live changed
         row = store.current(session, "flow", "discharge")
         assert row is not None and row.body["trigger"]["once"] == "per_encounter"
