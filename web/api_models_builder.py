@@ -181,11 +181,14 @@ class ChartOptions(Closed):
     filters: list[str]
     ops: list[str]
     severities: list[str]
+    # group (datasets, charts, dimensions, …) → code → what a person reads
+    labels: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class DatasetColumns(Closed):
     dimensions: list[str]
     measures: list[str]
+    labels: dict[str, str] = Field(default_factory=dict)  # column → its title
 
 
 class AlertTryRow(Closed):

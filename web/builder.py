@@ -35,6 +35,7 @@ from careloop.engine.scope import manifest_departments
 from careloop.engine.services import FIELD_KEYS, service
 from careloop.engine.sources import load_text, locate_limit
 from careloop.web import governance
+from careloop.web.builder_labels import label_enums
 from careloop.web.builder_models import BuilderDraft, PublishRequest
 from careloop.web.permissions import BUILDER_EDIT, Principal, permissions_of
 
@@ -577,6 +578,8 @@ def step_palette() -> list[dict[str, Any]]:
         options = copy.deepcopy(step.option_schemas())
         fill_registry_enums(options, loaded_registry())
         inlined = {o: _inline_refs(schema, defs) for o, schema in options.items()}
+        fill_registry_enums(inlined, loaded_registry())
+        label_enums(inlined)   # every enum value in words (责任护士, 紧急, 微信)
         for path, kind in step.references:  # a nested reference (until.calendar) is marked too
             node: Any = inlined
             for part in path.split("."):

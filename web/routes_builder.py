@@ -28,7 +28,15 @@ from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.services import FIELD_KEYS, service
-from careloop.web import builder, builder_changes, builder_usage, builder_words, governance
+from careloop.web import (
+    builder,
+    builder_changes,
+    builder_copy,
+    builder_report_words,
+    builder_usage,
+    builder_words,
+    governance,
+)
 from careloop.web.api_models import (
     COMMON_ERRORS,
     NOT_FOUND,
@@ -178,9 +186,9 @@ def builder_edit(request: Request, kind: str, key: str = KEY_PATH,
                  app: str = Query("", max_length=64), me: Principal = NEEDS_BUILDER) -> Response:
     _kind(kind)
     with transaction() as session:
-        _, stored_app = builder.starting_text(session, me.user_id, kind, key)
+        text, stored_app = builder.starting_text(session, me.user_id, kind, key)
         current = store.current(session, kind, key)
-        title = current.body.get("title") if current is not None else None
+        title = current.body.get("title") if current is not None else builder_copy.draft_title(text)
         target = stored_app or app
         if target:
             try:
@@ -298,6 +306,8 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
                  .items() if k.startswith("builder.")})
     keys.update(json.loads((folder / "builderjs" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "b21" / "en.json").read_text("utf-8")))
+    keys.update(json.loads((folder / "steps" / "en.json").read_text("utf-8")))
+    keys.update(json.loads((folder / "words" / "en.json").read_text("utf-8")))
     return {k: t(k, locale) for k in keys}
 
 
@@ -483,18 +493,25 @@ def stored_chart_preview(request: Request, key: str = KEY_PATH,
 
 
 @router.get("/api/v1/builder/charts", response_model=ChartOptions)
-def chart_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, list[Any]]:
+def chart_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, Any]:
     """What the chart, dashboard and alert designers offer: stored datasets and charts, chart
     types, encoding channels, dimensions, drill-down levels, dashboard filters, alert
-    operators and severities (from the registry and the kinds' JSON Schemas)."""
+    operators and severities (from the registry and the kinds' JSON Schemas), and ``labels``:
+    each one's words (builder_report_words.py)."""
+    with transaction() as session:
+        datasets = [r.key for r in store.list_current(session, kind="dataset")]
+        charts = [r.key for r in store.list_current(session, kind="chart")]
+        out = _chart_lists(request, datasets, charts)
+        out["labels"] = builder_report_words.chart_labels(session, out, locale_of(request))
+    return out
+
+
+def _chart_lists(request: Request, datasets: list[str], charts: list[str]) -> dict[str, Any]:
     from careloop.engine.schema import kind_schema
 
     dashboard = kind_schema("dashboard")["properties"]
     alert = kind_schema("alert")["properties"]
     registry = loaded_registry()
-    with transaction() as session:
-        datasets = [r.key for r in store.list_current(session, kind="dataset")]
-        charts = [r.key for r in store.list_current(session, kind="chart")]
     return {"datasets": datasets, "charts": charts,
             "types": sorted(registry.catalogue("report_chart_type").names()),
             # each chart type's own panel: its label and the channels it offers
@@ -509,13 +526,16 @@ def chart_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, 
 
 
 @router.get("/api/v1/builder/datasets/{key}", response_model=DatasetColumns, responses=NOT_FOUND)
-def dataset_columns(key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> dict[str, list[str]]:
-    """A stored dataset's dimensions and measures (encoding, measure and group-by pickers)."""
+def dataset_columns(request: Request, key: str = KEY_PATH,
+                    me: Principal = NEEDS_BUILDER) -> dict[str, Any]:
+    """A stored dataset's dimensions and measures (encoding, measure and group-by pickers),
+    with their titles (``labels``)."""
     with transaction() as session:
         found = builder.dataset_columns(session, key)
-    if found is None:
-        raise HTTPException(status_code=404)
-    return found
+        if found is None:
+            raise HTTPException(status_code=404)
+        return {**found, "labels": builder_report_words.column_labels(session, key,
+                                                                      locale_of(request))}
 
 
 @router.post("/api/v1/builder/alerts/{key}/try", response_model=AlertTry, responses=DRAFT_ERRORS)

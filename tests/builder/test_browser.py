@@ -4,7 +4,6 @@ patient link; edit a rule's condition and try it. Fails (never skips) without Ch
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import zipfile
@@ -184,11 +183,11 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             page.goto(f"{server}/builder/edit/flow/postpartum_followup?app=obstetrics")
             expect(page.locator("#builder[data-ready='1']")).to_be_attached()
             page.click('#b-step-palette button[data-type="wait"]')
-            _set(page, '#b-step-props [data-prop="json"]', '{"duration": "3d"}')
+            _set(page, '#b-step-props [data-prop="duration"]', "3")     # 3 天
             page.click('#b-step-palette button[data-type="send_form"]')
-            _set(page, '#b-step-props [data-prop="json"]',
-                 json.dumps({"form": KEY, "template": "survey_invitation",
-                             "channels": ["wechat"]}))
+            page.select_option('#b-step-props [data-prop="form"]', KEY)
+            page.select_option('#b-step-props [data-prop="template"]', "survey_invitation")
+            page.check('#b-step-props [data-prop="channels.wechat"]')
             _clean(page)
             expect(page.locator('#b-timeline li[data-step="send_form_1"]')).to_contain_text(
                 "第 3 天")
@@ -201,8 +200,8 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             expect(page.locator("#builder[data-ready='1']")).to_be_attached()
             page.select_option("#b-chart-dataset", "satisfaction_by_department")
             page.select_option("#b-chart-type", "bar")
-            _set(page, '[data-channel="x"]', "department")
-            _set(page, '[data-channel="y"]', "nps")
+            page.select_option('[data-channel="x"]', "department")
+            page.select_option('[data-channel="y"]', "nps")
             _clean(page)
             # no submissions yet: the preview says so and draws nothing (never sample data)
             expect(page.locator("#b-chart-note")).to_contain_text("暂无数据")
@@ -254,8 +253,9 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             _set(page, '[data-cell="4.then.first_call_days"]', "5")
             _clean(page)
             page.click("#b-add-row")
-            _set(page, '[data-cell="6.when.department"]', "general")
-            _set(page, '[data-cell="6.then.plan"]', "general_discharge")
+            # a column whose values have words is picked by them (普通科室, 普通出院随访)
+            page.select_option('[data-cell="6.when.department"]', label="普通科室")
+            page.select_option('[data-cell="6.then.plan"]', label="普通出院随访")
             expect(page.locator("#b-problems li").first).to_have_attribute(
                 "data-code", "rules.overlapping-rows")
             expect(page.locator('#b-grid tr[data-row="6"]')).to_have_class("has-error")

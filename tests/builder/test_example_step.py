@@ -83,7 +83,7 @@ def test_the_phone_robot_step_from_the_palette_to_its_checked_edges(server: str)
             expect(button).to_have_text("机器人电话")
             button.click()
             expect(_box(page, "phone_robot_1")).to_have_class("fd-node selected")
-            expect(_box(page, "phone_robot_1").locator(".fd-type")).to_have_text("☎ phone_robot")
+            expect(_box(page, "phone_robot_1").locator(".fd-type")).to_have_text("☎ 机器人电话")
 
             # its panel: the type's own options, labelled in its own words
             panel = page.locator("#b-step-props")

@@ -9,11 +9,13 @@
 // before that one in the step list.
 import { el as html } from "./dom.js";
 import {
-  delayText, graphOf, hasNext, layers, loopWithoutPause, setSlot, slots as slotsOf, typeOf,
+  graphOf, hasNext, layers, loopWithoutPause, setSlot, slots as slotsOf, typeOf,
 } from "./graph.js";
+import { delayWords, stepDetail, stepLabel } from "./core/words.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 170, H = 58, GAP_X = 36, GAP_Y = 54, PAD = 24;
+const clip = (text) => (text.length > 13 ? `${text.slice(0, 12)}…` : text);  // what fits a box
 // null | {phase: "source"} | {phase: "target", from: index}
 //      | {phase: "drop", from, to}: a port dragged onto a box whose source has several slots
 let connect = null;
@@ -107,13 +109,12 @@ export function render(h) {
     if (connect && connect.phase === "target" && connect.from === i) cls.push("fd-source");
     const g = svg("g", { class: cls.join(" "), "data-key": st.key, "data-index": i,
       "data-problems": errs.map((p) => p.code).join(" ") || null, tabindex: 0, role: "button" },
-    svg("title", {}, errs.length ? errs.map((p) => `${p.code}: ${p.message}`).join("\n")
-      : `${st.key} (${st.type})`),
+    svg("title", {}, errs.length ? errs.map((p) => p.message).join("\n") : stepLabel(types(), st, h.locale, h.lists())),
     svg("rect", { x, y, width: W, height: H, rx: 6 }),
-    svg("text", { x: x + 8, y: y + 17, class: "fd-type" }, `${(typeOf(types(), st) || {}).icon || "•"} ${st.type}`),
-    svg("text", { x: x + 8, y: y + 34, class: "fd-key" }, String(st.key)),
-    svg("text", { x: x + 8, y: y + 50, class: errs.length ? "fd-err" : "fd-delay" },
-      errs.length ? `⚠ ${errs[0].code}` : delayText(typeOf(types(), st), st)));
+    svg("text", { x: x + 8, y: y + 17, class: "fd-type" }, `${(typeOf(types(), st) || {}).icon || "•"} ${h.pick((typeOf(types(), st) || {}).title) || ""}`),
+    svg("text", { x: x + 8, y: y + 34, class: "fd-key" }, clip(stepDetail(typeOf(types(), st), st, h.locale, h.lists()) || h.pick(st.title) || "")),
+    svg("text", { x: x + 8, y: y + 50, class: errs.length ? "fd-err" : "fd-delay", "data-code": errs.length ? errs[0].code : null },
+      errs.length ? `⚠ ${clip(errs[0].message)}` : delayWords(typeOf(types(), st), st, h.msg)));
     if (slots(st).length) {
       g.append(svg("circle", { cx: x + W / 2, cy: y + H, r: 6, class: "fd-port", "data-port": st.key },
         svg("title", {}, h.msg("builder.drag_to_connect"))));
@@ -257,7 +258,7 @@ function setConnection(h, from, slot, to) {
 // a step in words: its own title, else its type's title
 function stepName(h, st) {
   const type = typeOf(types(), st);
-  return `「${h.pick(st.title) || (type ? h.pick(type.title) : "") || st.key}」`;
+  return `「${stepLabel(types(), st, h.locale, h.lists()) || (type ? h.pick(type.title) : "")}」`;
 }
 // the box dragged from ``from`` goes just before the box at ``to``
 function moveBefore(h, from, to) {
@@ -279,7 +280,7 @@ document.addEventListener("keydown", (e) => {
 function toolbar(h, steps, selected) {
   const typeSelect = html("select", { id: "b-diagram-type", "aria-label": h.msg("builder.step_type") },
     ...h.stepTypes().map((t) => (typeof t === "string" ? { name: t } : t)).map(({ name, title }) =>
-      html("option", { value: name, text: title && h.pick ? `${h.pick(title)} (${name})` : name })));
+      html("option", { value: name, text: title && h.pick ? h.pick(title) : name })));
   if (toolbar.lastType) typeSelect.value = toolbar.lastType;
   typeSelect.addEventListener("change", () => { toolbar.lastType = typeSelect.value; });
   const add = html("button", { type: "button", id: "b-diagram-add", text: h.msg("builder.add_after"),
@@ -313,9 +314,9 @@ function toolbar(h, steps, selected) {
     } }) : null;
   const hint = html("span", { id: "b-diagram-hint", role: "status",
     class: refused && !connect ? "fd-refused" : null, text: !connect ? refused
-    : dropTarget ? h.msg("builder.connect_choose", { step: source ? source.key : "", target: dropTarget.key })
+    : dropTarget ? h.msg("builder.connect_choose", { step: source ? stepLabel(types(), source, h.locale, h.lists()) : "", target: stepLabel(types(), dropTarget, h.locale, h.lists()) })
       : h.msg(connect.phase === "source" ? "builder.connect_source" : "builder.connect_target",
-        { step: source ? source.key : "" }) });
+        { step: source ? stepLabel(types(), source, h.locale, h.lists()) : "" }) });
   return html("div", { class: "fd-tools" }, typeSelect, add, del, conn, slotSelect, apply, hint);
 }
 

@@ -19,8 +19,10 @@ document.addEventListener("DOMContentLoaded", () => {
         shown += inApp;
       }
       document.getElementById("builder-search-none").hidden = shown > 0 || !words.length;
+      findInside(search.value.trim());
     });
   }
+  wireCopy();
   const form = document.getElementById("builder-new");
   if (!form) return;
   form.addEventListener("submit", (e) => {
@@ -32,3 +34,68 @@ document.addEventListener("DOMContentLoaded", () => {
     location.href = `/builder/edit/${encodeURIComponent(kind)}/${encodeURIComponent(key)}?app=${encodeURIComponent(app)}`;
   });
 });
+
+// search inside the definitions too (field, choice, rule and step labels), on the server, in the
+// page's language: each hit says where the words were found ("字段「疼痛评分」")
+let searching = 0;
+async function findInside(query) {
+  const list = document.getElementById("builder-search-hits");
+  const ticket = ++searching;
+  if (!query) { list.hidden = true; list.replaceChildren(); return; }
+  const response = await fetch(`/api/v1/builder/search?q=${encodeURIComponent(query)}`,
+    { headers: { Accept: "application/json" } });
+  if (ticket !== searching || !response.ok) return;
+  const hits = await response.json();
+  const inside = hits.filter((hit) => hit.found.length);
+  list.replaceChildren(...inside.map((hit) => {
+    const item = document.createElement("li");
+    item.dataset.kind = hit.kind;
+    item.dataset.key = hit.key;
+    const link = document.createElement("a");
+    link.href = hit.url;
+    link.textContent = hit.title;
+    const where = document.createElement("span");
+    where.className = "muted";
+    where.textContent = ` ${hit.kind_title} · ${hit.app_name} — ${hit.found.join("；")}`;
+    item.append(link, where);
+    return item;
+  }));
+  list.hidden = inside.length === 0;
+  if (inside.length) document.getElementById("builder-search-none").hidden = true;
+}
+
+// start from a template or a copy: the new key is proposed from the English title
+function wireCopy() {
+  const form = document.getElementById("builder-copy-form");
+  if (!form) return;
+  const $ = (id) => document.getElementById(id);
+  const source = () => $("copy-source").value.split("/");
+  let keyTouched = false;
+  $("copy-key").addEventListener("input", () => { keyTouched = true; });
+  let asked = 0;   // only the answer to the latest question is used (typing sends several)
+  const propose = async () => {
+    if (keyTouched) return;
+    const ticket = ++asked;
+    const [kind, key] = source();
+    const en = $("copy-title-en").value.trim();
+    const response = await fetch(`/api/v1/builder/copy/key?kind=${encodeURIComponent(kind)}&key=${encodeURIComponent(key)}&en=${encodeURIComponent(en)}`);
+    const data = response.ok ? await response.json() : null;
+    if (data && ticket === asked && !keyTouched) $("copy-key").value = data.key;
+  };
+  $("copy-title-en").addEventListener("input", propose);
+  $("copy-source").addEventListener("change", propose);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const [kind, key] = source();
+    const body = { kind, key, app: $("copy-app").value,
+      title: { "zh-CN": $("copy-title-zh").value.trim(), en: $("copy-title-en").value.trim() } };
+    if ($("copy-key").value.trim()) body.new_key = $("copy-key").value.trim();
+    const response = await fetch("/api/v1/builder/copy", { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
+      body: JSON.stringify(body) });
+    const data = await response.json();
+    if (response.status === 201) location.href = data.url;
+    else $("copy-status").textContent = data.detail || "";
+  });
+  propose();
+}

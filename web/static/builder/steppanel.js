@@ -13,6 +13,8 @@
 import { el } from "./dom.js";
 import { joinWord, refsOf, rename, typeOf } from "./graph.js";
 import { missingOptions, panelPlan, stepInputKind } from "./schemaform.js";
+import { advanced } from "./core/advanced.js";
+import { durationParts, durationUnits, durationValue, enumLabel, isAdvancedOption, stepLabel } from "./core/words.js";
 
 const modeChoice = new Map();  // step index → the mode the author picked before filling it in
 
@@ -79,7 +81,8 @@ export function render(panel, h) {
   const { modes, mode } = plan;
   const types = h.stepTypes();
   const ctx = { h, i, steps, label, missing, requiredNames: plan.required, refs: refsOf(type),
-    join: joinWord(types), forks: steps.some((s) => !!(typeOf(types, s) || {}).forks) };
+    join: joinWord(types), forks: steps.some((s) => !!(typeOf(types, s) || {}).forks),
+    hidden: [] };  // inputs for the advanced view: expressions, codes, name → expression maps
 
   const key = el("input", { type: "text", value: st.key, "data-prop": "key", required: true });
   key.addEventListener("change", () => {
@@ -92,9 +95,10 @@ export function render(panel, h) {
     });
   });
   const head = el("p", { class: "b-step-head", "data-prop": "type" },
-    el("strong", { text: type ? h.pick(type.title) : st.type }), ` (${st.type})`,
-    ...typeProblems.map((p) => el("span", { class: "b-err", text: ` ${p.code}: ${p.message}` })));
-  const parts = [head, withProblems(ctx, el("label", { text: h.msg("builder.key") }, key), key, ["key"])];
+    el("strong", { text: type ? h.pick(type.title) : h.msg("builder.unknown_step_type", { type: "" }) }),
+    ...typeProblems.map((p) => el("span", { class: "b-err", title: p.code, "data-code": p.code, text: ` ${p.message}` })));
+  const parts = [head];
+  ctx.hidden.push(withProblems(ctx, el("label", { text: h.msg("builder.key") }, key), key, ["key"]));
   if (modes.length) {
     const picker = el("select", { "data-prop": "mode-picker" },
       ...modes.map((m) => el("option", { value: m, text: label(m), selected: m === mode })));
@@ -104,7 +108,10 @@ export function render(panel, h) {
     });
     parts.push(el("label", { class: "b-mode", text: h.msg("builder.step_mode") }, picker));
   }
-  for (const name of plan.options) parts.push(field(ctx, [name], type.options[name] || {}));
+  for (const name of plan.options) {
+    const input = field(ctx, [name], type.options[name] || {});
+    if (input) parts.push(input);
+  }
   if (!type) parts.push(el("p", { class: "b-err", text: h.msg("builder.unknown_step_type", { type: st.type }) }));
 
   // the advanced view: every property as JSON (anything the generated inputs do not cover)
@@ -117,7 +124,9 @@ export function render(panel, h) {
     if (!isObject(parsed)) { h.status(h.msg("builder.json_object")); return; }
     h.commit(() => { h.model().steps[i] = { key: st.key, type: st.type, ...parsed }; });
   });
-  parts.push(el("label", { class: "b-advanced", text: h.msg("builder.step_json") }, json));
+  ctx.hidden.push(el("label", { text: h.msg("builder.step_json") }, json));
+  // keys, expressions, codes and the JSON: in the closed "Advanced" disclosure
+  parts.push(advanced({ msg: h.msg }, `step:${st.key}`, h.msg("builder.step_advanced"), ...ctx.hidden));
   panel.replaceChildren(...parts);
   if (h.complete) panel.querySelectorAll("input.b-expression").forEach((input) => h.complete(input));
   restore(panel, focus);
@@ -155,7 +164,7 @@ function withProblems(ctx, wrapper, input, path, exact = false) {
   if (found.length) wrapper.classList.add("has-error");
   for (const p of found) {
     wrapper.append(el("span", { class: "b-err", "data-problem-for": pathText(path),
-      text: `${p.code}: ${p.message}` }));
+      "data-code": p.code, title: p.code, text: p.message }));
   }
   return wrapper;
 }
@@ -183,12 +192,20 @@ function field(ctx, path, schema) {
   const leaf = (input) => withProblems(ctx, el("label", { text: cap.text, title: cap.title }, input), input, path);
 
   const kind = stepInputKind(schema, path, ctx.refs);
+  const mustGive = path.length === 1 && ctx.requiredNames.has(name) && schema["x-def"] !== "expression";
+  if (isAdvancedOption(schema, kind) && !mustGive) {
+    // an expression or a code (one the step does not require): under "Advanced"
+    const input = kind === "map" ? mapField(ctx, path, value, cap) : leaf(textInput(ctx, prop, value, set, schema));
+    ctx.hidden.push(input);
+    return null;
+  }
+  if (schema["x-def"] === "duration") return leaf(durationInput(ctx, prop, value, set));
   if (kind === "text-pair") return textPair(ctx, path, value, cap);
   if (kind === "step") return leaf(stepSelect(ctx, prop, value, set, name === "next"));
   if (kind === "definition") return leaf(definitionSelect(ctx, schema["x-reference"], prop, value, set));
   if (kind === "enum") {
     const select = el("select", { "data-prop": prop }, el("option", { value: "", text: "" }),
-      ...schema.enum.map((v) => el("option", { value: v, text: v, selected: value === v })));
+      ...schema.enum.map((v) => el("option", { value: v, text: enumLabel(schema, v, ctx.h.locale), selected: value === v })));
     if (value !== undefined && !schema.enum.includes(value)) {
       select.append(el("option", { value: String(value), text: String(value), selected: true }));
     }
@@ -209,7 +226,7 @@ function field(ctx, path, schema) {
   if (kind === "ticks" || kind === "list") return arrayField(ctx, path, schema, value, cap);
   if (kind === "group") {
     const box = el("fieldset", { "data-prop": prop }, el("legend", { text: cap.text, title: cap.title }),
-      ...Object.entries(schema.properties).map(([sub, s]) => field(ctx, [...path, sub], s || {})));
+      ...Object.entries(schema.properties).map(([sub, s]) => field(ctx, [...path, sub], s || {})).filter(Boolean));
     return withProblems(ctx, box, null, path, true);
   }
   if (kind === "map") return mapField(ctx, path, value, cap);
@@ -246,7 +263,11 @@ function textInput(ctx, prop, value, set, schema) {
 function stepSelect(ctx, prop, value, set, mayJoin) {
   const keys = ctx.steps.map((s) => s && s.key).filter((k) => typeof k === "string");
   const options = [el("option", { value: "", text: ctx.h.msg("builder.no_target") })];
-  for (const k of keys) options.push(el("option", { value: k, text: k, selected: value === k }));
+  ctx.steps.forEach((s, n) => {
+    if (!s || typeof s.key !== "string") return;
+    options.push(el("option", { value: s.key, selected: value === s.key,
+      text: ctx.h.msg("builder.step_n", { n: n + 1, title: stepLabel(ctx.h.stepTypes(), s, ctx.h.locale, ctx.h.lists()) }) }));
+  });
   if (mayJoin && ctx.forks && ctx.join) {
     options.push(el("option", { value: ctx.join, text: ctx.h.msg("builder.join"), selected: value === ctx.join }));
   }
@@ -263,7 +284,7 @@ function definitionSelect(ctx, kind, prop, value, set) {
   const select = el("select", { "data-prop": prop, "data-kind": kind },
     el("option", { value: "", text: "" }),
     ...rows.map((r) => el("option", { value: r.key, selected: value === r.key,
-      text: `${ctx.h.pick(r.title) || r.key} (${r.key})` })));
+      title: r.key, text: ctx.h.pick(r.title) || r.key })));
   if (typeof value === "string" && value && !rows.some((r) => r.key === value)) {
     select.append(el("option", { value, text: value, selected: true }));
   }
@@ -313,13 +334,13 @@ function arrayField(ctx, path, schema, value, cap) {
         list.splice(0, list.length, ...itemSchema.enum.filter((n) => chosen.has(n)),
           ...[...chosen].filter((n) => !itemSchema.enum.includes(n)));
       }));
-      box.append(el("label", { class: "b-check" }, tick, name));
+      box.append(el("label", { class: "b-check" }, tick, enumLabel(itemSchema, name, ctx.h.locale)));
     }
     return withProblems(ctx, box, null, path);
   }
   items.forEach((_, j) => {
     const row = el("div", { class: "b-row", "data-row": `${prop}.${j}` },
-      field(ctx, [...path, j], itemSchema),
+      field(ctx, [...path, j], itemSchema) || "",
       rowButtons(ctx, `${prop}.${j}`, () => commitList((list) => list.splice(j, 1))));
     box.append(row);
   });
@@ -376,3 +397,20 @@ function mapField(ctx, path, value, cap) {
   return withProblems(ctx, box, null, path, true);
 }
 
+
+// a duration as a number and a unit (分钟, 小时, 天, 周): "2 天" writes "2d"
+function durationInput(ctx, prop, value, set) {
+  const { amount, unit } = durationParts(value);
+  const number = el("input", { type: "number", min: 0, step: 1, "data-prop": prop, value: amount ?? "",
+    "aria-label": ctx.h.msg("builder.duration_amount") });
+  const units = el("select", { "data-prop": `${prop}.unit`, "aria-label": ctx.h.msg("builder.duration_unit") },
+    ...durationUnits().map((u) => el("option", { value: u, text: ctx.h.msg(`builder.unit.${u}`), selected: u === unit })));
+  if (value !== undefined && value !== null && value !== "" && amount === null) {
+    number.value = "";
+    number.setAttribute("aria-invalid", "true");
+  }
+  const apply = () => set(durationValue(number.value, units.value));
+  number.addEventListener("change", apply);
+  units.addEventListener("change", () => { if (number.value !== "") apply(); });
+  return el("span", { class: "b-input b-duration" }, number, units);
+}

@@ -10,10 +10,22 @@ export async function chartOptions(b) {
   return options;
 }
 
+// what a person reads for a code the designers offer: ``group`` is a list of GET charts
+// (datasets, charts, dimensions, drill_levels, filters, ops, severities, channels)
+export function labelOf(group, code) {
+  const words = ((options && options.labels) || {})[group] || {};
+  return words[code] || code;
+}
+
+// a dataset column (dimension or measure) by its title
+export function columnLabel(columns, code) {
+  return ((columns && columns.labels) || {})[code] || code;
+}
+
 export function datasetColumns(b, key) {
-  if (!key) return { dimensions: [], measures: [] };
+  if (!key) return { dimensions: [], measures: [], labels: {} };
   if (!(key in columnsCache)) {
-    columnsCache[key] = { dimensions: [], measures: [] };
+    columnsCache[key] = { dimensions: [], measures: [], labels: {} };
     b.api("GET", `${b.base}/datasets/${encodeURIComponent(key)}`).then(({ status: code, data }) => {
       if (code === 200) { columnsCache[key] = data; b.render(); }
     });

@@ -2,7 +2,7 @@
 
 import { el } from "../dom.js";
 import { register } from "../core/registry.js";
-import { chartOptions, datasetColumns } from "../core/datasets.js";
+import { chartOptions, columnLabel, datasetColumns, labelOf } from "../core/datasets.js";
 import { setOrDelete } from "../core/text.js";
 
 let options = { datasets: [], dimensions: [], ops: [], severities: [] };
@@ -12,16 +12,16 @@ function renderAlert(b) {
   const dataset = typeof model.dataset === "string" ? model.dataset : "";
   const columns = datasetColumns(b, dataset);
   const cond = model.condition || {};
-  const fill = (select, values, current, blankFirst) => {
+  const fill = (select, values, current, blankFirst, words) => {
     select.replaceChildren(...(blankFirst ? [el("option", { value: "", text: "" })] : []),
-      ...values.map((v) => el("option", { value: v, text: v, selected: v === current })));
+      ...values.map((v) => el("option", { value: v, text: words(v), selected: v === current })));
     if (!values.includes(current) && current) select.append(el("option", { value: current, text: current, selected: true }));
   };
-  fill(b.$("b-alert-dataset"), options.datasets, dataset, true);
-  fill(b.$("b-alert-measure"), columns.measures, model.measure || "", true);
-  fill(b.$("b-alert-group"), options.dimensions, model.group_by || "", true);
-  fill(b.$("b-alert-op"), options.ops, cond.op || "", false);
-  fill(b.$("b-alert-severity"), options.severities, model.severity || "", false);
+  fill(b.$("b-alert-dataset"), options.datasets, dataset, true, (v) => labelOf("datasets", v));
+  fill(b.$("b-alert-measure"), columns.measures, model.measure || "", true, (v) => columnLabel(columns, v));
+  fill(b.$("b-alert-group"), options.dimensions, model.group_by || "", true, (v) => labelOf("dimensions", v));
+  fill(b.$("b-alert-op"), options.ops, cond.op || "", false, (v) => labelOf("ops", v));
+  fill(b.$("b-alert-severity"), options.severities, model.severity || "", false, (v) => labelOf("severities", v));
   for (const [id, value] of [["b-alert-value", cond.value], ["b-alert-window", model.window_days],
     ["b-alert-pending", model.pending_minutes]]) {
     if (document.activeElement !== b.$(id)) b.$(id).value = value ?? "";

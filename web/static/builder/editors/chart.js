@@ -3,7 +3,7 @@
 
 import { el } from "../dom.js";
 import { register } from "../core/registry.js";
-import { chartOptions, datasetColumns } from "../core/datasets.js";
+import { chartOptions, columnLabel, datasetColumns, labelOf } from "../core/datasets.js";
 import { setOrDelete } from "../core/text.js";
 
 let options = { datasets: [], types: [], channels: [], type_panels: [] };
@@ -13,7 +13,7 @@ function renderChart(b) {
   const ds = b.$("b-chart-dataset"), type = b.$("b-chart-type");
   const dataset = typeof model.dataset === "string" ? model.dataset : "";
   ds.replaceChildren(el("option", { value: "", text: "" }), ...options.datasets.map((d) =>
-    el("option", { value: d, text: d, selected: d === dataset })));
+    el("option", { value: d, text: labelOf("datasets", d), selected: d === dataset })));
   const panels = options.type_panels || [];
   const panel = panels.find((p) => p.name === model.type);
   type.replaceChildren(el("option", { value: "", text: "" }), ...panels.map((p) =>
@@ -21,17 +21,19 @@ function renderChart(b) {
   b.$("b-chart-threshold").value = model.threshold ?? "";
   const enc = model.encoding || {};
   const columns = datasetColumns(b, dataset);
-  const choices = el("datalist", { id: "b-chart-columns" },
-    ...[...columns.dimensions, ...columns.measures].map((c) => el("option", { value: c })));
+  const names = [...columns.dimensions, ...columns.measures];
   const channels = panel ? panel.channels : options.channels;
-  b.$("b-chart-encoding").replaceChildren(choices, ...channels.map((ch) => {
-    const input = el("input", { type: "text", value: enc[ch] || "", "data-channel": ch,
-      list: "b-chart-columns" });
-    input.addEventListener("change", () => b.commit(() => {
+  // each channel picks one of the dataset's columns, by its title (科室, 净推荐值)
+  b.$("b-chart-encoding").replaceChildren(...channels.map((ch) => {
+    const current = enc[ch] || "";
+    const select = el("select", { "data-channel": ch }, el("option", { value: "", text: "" }),
+      ...names.map((c) => el("option", { value: c, text: columnLabel(columns, c), selected: c === current })));
+    if (current && !names.includes(current)) select.append(el("option", { value: current, text: current, selected: true }));
+    select.addEventListener("change", () => b.commit(() => {
       b.model.encoding = b.model.encoding || {};
-      setOrDelete(b.model.encoding, ch, input.value.trim() || undefined);
+      setOrDelete(b.model.encoding, ch, select.value || undefined);
     }));
-    return el("label", { text: ch }, input);
+    return el("label", { text: labelOf("channels", ch) }, select);
   }));
 }
 

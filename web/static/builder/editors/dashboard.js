@@ -3,7 +3,7 @@
 
 import { el } from "../dom.js";
 import { register } from "../core/registry.js";
-import { chartOptions } from "../core/datasets.js";
+import { chartOptions, labelOf } from "../core/datasets.js";
 import { setOrDelete } from "../core/text.js";
 
 let options = { filters: [], drill_levels: [], charts: [] };
@@ -34,7 +34,7 @@ function renderDashboard(b) {
   b.$("b-dash-drill").replaceChildren(...options.drill_levels.map((level) => {
     const box = el("input", { type: "checkbox", "data-drill": level, checked: drill.includes(level) });
     box.addEventListener("change", () => toggle("drilldown", level, box.checked, options.drill_levels));
-    return el("label", {}, box, level);
+    return el("label", {}, box, labelOf("drill_levels", level));
   }));
   const split = b.$("b-before-after");
   if (document.activeElement !== split) split.value = model.before_after || "";
@@ -61,7 +61,7 @@ function renderTiles(b) {
       "data-tile": `${i}.width`, "aria-label": b.msg("builder.width") });
     width.addEventListener("change", () => b.commit(() => setOrDelete(b.model.tiles[i], "width",
       width.value === "" ? undefined : Number(width.value))));
-    const img = el("img", { alt: chart || "", "data-tile-image": chart });
+    const img = el("img", { alt: labelOf("charts", chart || ""), "data-tile-image": chart });
     tileImage(b, chart).then((src) => {
       if (src) img.src = src;
       else img.replaceWith(el("p", { class: "b-empty", text: b.msg("builder.no_data") }));
@@ -69,7 +69,7 @@ function renderTiles(b) {
     const errs = b.problemsAt(["tiles", i]);
     const item = el("li", { "data-chart": chart, "data-index": i, class: errs.length ? "has-error" : "",
       draggable: "true", tabindex: "0" },
-    el("div", { class: "b-head" }, el("span", { class: "b-name", text: chart }), width,
+    el("div", { class: "b-head" }, el("span", { class: "b-name", text: labelOf("charts", chart || "") }), width,
       el("button", { type: "button", class: "b-up", text: "↑", "aria-label": b.msg("builder.move_up"),
         onclick: () => moveTile(b, i, i - 1) }),
       el("button", { type: "button", class: "b-down", text: "↓", "aria-label": b.msg("builder.move_down"),
@@ -103,7 +103,7 @@ function renderTiles(b) {
 register("dashboard", {
   async start(b) {
     options = await chartOptions(b);
-    b.$("b-tile-chart").replaceChildren(...options.charts.map((c) => el("option", { value: c, text: c })));
+    b.$("b-tile-chart").replaceChildren(...options.charts.map((c) => el("option", { value: c, text: labelOf("charts", c) })));
     b.$("b-before-after").addEventListener("change", (e) => b.commit(() => setOrDelete(b.model, "before_after",
       e.target.value || undefined)));
     b.$("b-add-tile").addEventListener("click", () => b.commit(() => {
