@@ -109,6 +109,8 @@ ROUTE_MODULES = (
     "careloop.web.routes_wechat",
     "careloop.web.routes_hl7",
     "careloop.web.routes_results",
+    "careloop.web.routes_summary",
+    "careloop.web.routes_monthly",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )
