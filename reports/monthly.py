@@ -155,11 +155,12 @@ def render(fig: Figures, locale: str, department_name: str, printed_at: str) -> 
     points = [(datetime.combine(parse_month(m), datetime.min.time()), v)
               for m, v, _ in fig.trend if v is not None]
     if len(points) >= 2:
-        doc.paragraph(t("pdf.monthly.trend", locale), size=9)
         doc.line_chart([ChartSeries(t("pdf.monthly.avg_overall", locale), points)],
-                       x_label=lambda at: at.strftime("%Y-%m"), low=1, high=5)
+                       x_label=lambda at: at.strftime("%Y-%m"), low=1, high=5,
+                       title=t("pdf.monthly.trend", locale))
     elif points:
-        doc.bar_chart([Bar(m, v) for m, v, _ in fig.trend if v is not None])
+        doc.bar_chart([Bar(m, v) for m, v, _ in fig.trend if v is not None],
+                      title=t("pdf.monthly.trend", locale))
     doc.table([t("pdf.monthly.month", locale), t("pdf.monthly.avg_overall", locale),
                t("pdf.monthly.nps", locale)],
               [[m, _plain(v, locale, 2), _plain(n, locale)] for m, v, n in fig.trend],

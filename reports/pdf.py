@@ -200,6 +200,8 @@ class PdfReport:
             return
         pdf.set_font(FAMILY, size=9)
         pdf.set_draw_color(*RULE)
+        pdf.set_fill_color(255, 255, 255)  # a chart's colour must not fill the rows
+        pdf.set_text_color(*INK)
         with pdf.table(col_widths=tuple(widths) if widths else None, line_height=6,
                        headings_style=_heading_style(), text_align="LEFT",
                        first_row_as_headings=True) as table:
@@ -211,14 +213,18 @@ class PdfReport:
 
     def line_chart(self, series: Sequence[ChartSeries], *, x_label: Callable[[datetime], str],
                    bands: Sequence[ChartBand] = (), unit: str = "", height: float = 55,
-                   low: float | None = None, high: float | None = None) -> None:
-        """Lines over time with dots, y ticks, three date labels, shaded bands and a legend."""
+                   low: float | None = None, high: float | None = None,
+                   title: str = "") -> None:
+        """Lines over time with dots, y ticks, up to three date labels, shaded bands, a legend
+        and (kept on the same page) a ``title`` above."""
         points = [p for s in series for p in s.points]
         if not points:
             return
-        self._room(height + 14)
+        self._room(height + 22)
+        if title:
+            self.paragraph(title, size=9)
         pdf = self._pdf
-        left, top = pdf.l_margin + 12, pdf.get_y() + 2
+        left, top = pdf.l_margin + 12, pdf.get_y() + (6 if unit else 2)
         width, plot_h = self.width - 14, height - 10
         values = [v for _, v in points] + [b for band in bands
                                            for b in (band.low, band.high) if b is not None]
@@ -256,11 +262,16 @@ class PdfReport:
             pdf.set_xy(pdf.l_margin - 2, y(value) - 2)
             pdf.cell(13, 4, f"{value:g}" if value == int(value) else f"{value:.1f}", align="R")
         dates = sorted({start, end, start + (end - start) / 2}) if start != end else [start]
+        shown: set[str] = set()
         for at in dates:
+            text = x_label(at)
+            if text in shown:
+                continue
+            shown.add(text)
             pdf.set_xy(x(at) - 15, top + plot_h + 1)
-            pdf.cell(30, 4, x_label(at), align="C")
+            pdf.cell(30, 4, text, align="C")
         if unit:
-            pdf.set_xy(pdf.l_margin - 2, top - 5)
+            pdf.set_xy(pdf.l_margin - 2, top - 6)
             pdf.cell(20, 4, unit)
         for i, s in enumerate(series):
             color = _rgb(s.color or PALETTE[i % len(PALETTE)])
@@ -278,11 +289,13 @@ class PdfReport:
                       for i, s in enumerate(series)])
 
     def bar_chart(self, bars: Sequence[Bar], *, unit: str = "", height: float = 45,
-                  color: str = PALETTE[0]) -> None:
-        """Vertical bars with their values above and their labels below."""
+                  color: str = PALETTE[0], title: str = "") -> None:
+        """Vertical bars with their values above, their labels below, ``title`` above."""
         if not bars:
             return
-        self._room(height + 10)
+        self._room(height + 18)
+        if title:
+            self.paragraph(title, size=9)
         pdf = self._pdf
         left, top = pdf.l_margin + 4, pdf.get_y() + 4
         width, plot_h = self.width - 8, height - 12

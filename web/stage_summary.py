@@ -198,13 +198,13 @@ def _scores(doc: PdfReport, d: Display, s: Summary) -> None:
             continue  # one answer is a row, not a trend
         spec = d.spec("form", form)
         score = next((x for x in getattr(spec, "scores", ()) if x.key == key), None)
-        bands = [ChartBand(pick(b.label, loc), b.min, b.max)
-                 for b in (score.bands if score is not None else ())]
-        name = f"{d.label('form', form)} · {d.label('score', key, form=form)}"
-        doc.paragraph(name, size=9)
+        if score is None or not score.bands:
+            continue  # a trend is read against its bands (as on patient 360)
+        bands = [ChartBand(pick(b.label, loc), b.min, b.max) for b in score.bands]
         doc.line_chart([ChartSeries(d.label("score", key, form=form),
                                     [(r.at, r.value) for r in found])],
-                       x_label=lambda at: local_time(at, "date"), bands=bands)
+                       x_label=lambda at: local_time(at, "date"), bands=bands,
+                       title=f"{d.label('form', form)} · {d.label('score', key, form=form)}")
 
 
 def _readings(doc: PdfReport, d: Display, s: Summary) -> None:
@@ -213,22 +213,22 @@ def _readings(doc: PdfReport, d: Display, s: Summary) -> None:
     loc = d.locale
     doc.heading(t("pdf.summary.vitals", loc))
     if s.bp:
-        doc.paragraph(f"{t('web.pages.bp', loc)} (mmHg)", size=9)
         doc.line_chart([ChartSeries(t("web.pages.systolic", loc), [(a, v) for a, v, _ in s.bp],
                                     "#1f5fa8"),
                         ChartSeries(t("web.pages.diastolic", loc),
                                     [(a, v) for a, _, v in s.bp], "#2a9d8f")],
                        x_label=lambda at: local_time(at, "date"), unit="mmHg", low=60, high=160,
-                       bands=[ChartBand(t("pdf.summary.target_range", loc), 90, 140)])
+                       bands=[ChartBand(t("pdf.summary.target_range", loc), 90, 140)],
+                       title=t("web.pages.bp", loc))
         doc.table([t("pdf.when", loc), t("web.pages.bp", loc)],
                   [[local_time(a), f"{number(x)}/{number(y)} mmHg"] for a, x, y in s.bp[-10:]],
                   widths=(1, 1))
     if s.glucose:
-        doc.paragraph(f"{t('web.pages.glucose', loc)} (mmol/L)", size=9)
         doc.line_chart([ChartSeries(t("web.pages.glucose", loc), s.glucose, "#b5651d")],
                        x_label=lambda at: local_time(at, "date"), unit="mmol/L", low=3,
                        high=10, bands=[ChartBand(t("pdf.summary.target_range", loc),
-                                                 GLUCOSE_TARGET["low"], GLUCOSE_TARGET["high"])])
+                                                 GLUCOSE_TARGET["low"], GLUCOSE_TARGET["high"])],
+                       title=t("web.pages.glucose", loc))
         doc.table([t("pdf.when", loc), t("web.pages.glucose", loc)],
                   [[local_time(a), f"{number(v)} mmol/L"] for a, v in s.glucose[-10:]],
                   widths=(1, 1))
