@@ -83,11 +83,11 @@ def startup_warning() -> str | None:
 # Patient links in stored messages ---------------------------------------------------------------
 #
 # A form link (``/f/{token}``), a document link (``/d/{token}``), a results link
-# (``/r/{token}``), a consult thread (``/q/{token}``) or an education link
-# (``/e/{token}``) opens a patient's page without signing
-# in: the token is a secret. The database stores its SHA-256 only (form_requests,
-# document_links, result_links, consult_links, education_sends), and a
-# message waiting in the outbox holds a placeholder instead of the token:
+# (``/r/{token}``), a consult thread (``/q/{token}``), an education link (``/e/{token}``) or a
+# stage summary (``/s/{token}``) opens a patient's page without signing in: the token is a
+# secret. The database stores its SHA-256 only (form_requests, document_links, result_links,
+# consult_links, education_sends, summary_links), and a message waiting in the outbox holds a
+# placeholder instead of the token:
 #
 #     enqueue:  "…请填写 https://h/f/Zx9y…"  ──seal_links──▶  "…请填写 https://h/f/{{link:f:<ref>:<sealed>}}"
 #     send:     placeholder ──open_links──▶ the token again, only in what the channel adapter gets
@@ -97,8 +97,8 @@ def startup_warning() -> str | None:
 # Without the secret a stored message opens nothing.
 
 LINK_SECRET_ENV = "CARELOOP_LINK_SECRET"
-LINK_IN_TEXT = re.compile(r"/(f|d|r|q|e)/([A-Za-z0-9_\-]{16,128})(?![A-Za-z0-9_\-])")
-PLACEHOLDER = re.compile(r"\{\{link:(f|d|r|q|e):([0-9a-f]{16}):([0-9a-f]{2,256})\}\}")
+LINK_IN_TEXT = re.compile(r"/(f|d|r|q|e|s)/([A-Za-z0-9_\-]{16,128})(?![A-Za-z0-9_\-])")
+PLACEHOLDER = re.compile(r"\{\{link:(f|d|r|q|e|s):([0-9a-f]{16}):([0-9a-f]{2,256})\}\}")
 
 
 class LinkUnavailable(CareloopError):
@@ -147,7 +147,7 @@ def seal_token(secret: bytes, kind: str, token: str) -> str:
 
 
 def seal_links(session: Session, text: str | None) -> str | None:
-    """``text`` with every ``/f/``, ``/d/``, ``/r/`` and ``/q/{token}`` token replaced by its
+    """``text`` with every ``/f/``, ``/d/``, ``/r/``, ``/q/``, ``/e/`` and ``/s/{token}`` token replaced by its
     placeholder."""
     if not text or not LINK_IN_TEXT.search(text):
         return text

@@ -9,7 +9,7 @@
 
 :func:`redact` replaces mobile numbers in any writing (``13812345678``, ``138-1234-5678``,
 ``+86 138 1234 5678``), resident ID numbers, e-mail addresses, the secret part of patient links
-(``/f/{token}``, ``/d/{token}``, ``/r/{token}``), the parameters SQLAlchemy and the drivers
+(``/f/``, ``/d/``, ``/r/``, ``/q/``, ``/e/``, ``/s/{token}``), the parameters SQLAlchemy and the drivers
 print with a failed statement, and the personal values of the patients in context (their names
 and birth dates, added with :func:`hide` when request handling or ingest loads a patient).
 
@@ -36,7 +36,7 @@ import structlog
 from careloop.engine.clock import wall_clock_utc
 from careloop.engine.privacy import ID_NUMBER_PATTERN, PHONE_PATTERN
 
-_TOKEN = re.compile(r"(/[fdr]/)[A-Za-z0-9_\-]{8,}")
+_TOKEN = re.compile(r"(/[fdrqes]/)[A-Za-z0-9_\-]{8,}")
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\n|\(Background|$))", re.S)
 _KEY_DETAIL = re.compile(r"(Key \([^)]*\)=\()[^)]*(\))")
 _PATTERNS = (

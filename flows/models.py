@@ -376,6 +376,25 @@ class ResultLink(Base):
     opened_at: Mapped[datetime | None]
 
 
+class SummaryLink(Base):
+    """A stage summary staff sent the patient (``/s/{token}``): the PDF exactly as it was sent
+    (in the patient's language, name masked, what the sender could see), its period, and a
+    192-bit random token stored only as SHA-256, expiring."""
+
+    __tablename__ = "summary_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None]
+
+
 # A run, its steps and the documents its messages link to are read again by each step of a
 # transaction: kept once read (engine/txcache.py).
 for _cls in (FlowRun, StepRun, DischargeDocument):

@@ -227,6 +227,17 @@ def _overdue(b: QueryBuilder, m: MeasureSpec) -> tuple[Expr, Expr]:
     return value, b.row_count()
 
 
+def _on_time(b: QueryBuilder, m: MeasureSpec) -> tuple[Expr, Expr]:
+    """Share of tasks with a deadline that met it: done by ``due_at``, out of those done and
+    those still open past it (an open task not yet due is not counted either way)."""
+    t = b.base
+    timed = t.c.due_at.is_not(None)
+    done = and_(timed, t.c.status == "done", t.c.completed_at.is_not(None))
+    late_open = and_(timed, t.c.status.in_(("open", "in_progress")), t.c.due_at < b.bind_now())
+    n = _flag(or_(done, late_open))
+    return _pct(_flag(and_(done, t.c.completed_at <= t.c.due_at)), n), n
+
+
 # ---- the built-ins ----------------------------------------------------------------------------
 
 _SUBMISSIONS = frozenset({"submissions"})
@@ -276,6 +287,7 @@ MEASURES = (
     _m("mean_response_time", "平均响应时间(小时)", "Mean response time (h)", _response_time,
        _TASKS),
     _m("overdue_count", "超期数", "Overdue count", _overdue, _TASKS),
+    _m("on_time_rate", "按时完成率", "On-time rate", _on_time, _TASKS),
     _m("readmission_rate", "再入院率(%)", "Readmission rate (%)", _readmission, _ENCOUNTERS,
        {"days": _DAYS}),
     _m("followup_coverage", "随访覆盖率(%)", "Follow-up coverage (%)", _coverage, _ENCOUNTERS,

@@ -131,6 +131,8 @@ ROUTE_MODULES = (
     "careloop.web.routes_education",
     "careloop.web.routes_health",
     "careloop.web.routes_calls",
+    "careloop.web.routes_summary",
+    "careloop.web.routes_monthly",
     # last: the generic /channels/<type>/<hook> callbacks, after routes of a channel's own
     "careloop.web.routes_channels",
 )

@@ -71,6 +71,8 @@ DETAILS = {
     "submission": re.compile(r"^/submissions/\d+$"),
     "dashboard": re.compile(r"^/reports/dashboards/[a-z0-9_]+$"),
     "flow_run": re.compile(r"^/flows/runs/\d+$"),
+    "stage_summary": re.compile(r"^/patients/[A-Za-z0-9_-]+/summary$"),
+    "monthly_report": re.compile(r"^/reports/monthly$"),
 }
 I18N_KEY = re.compile(
     r"\b(?:web|forms|flows|rules|reports|engine|common|docs)\.[a-z_]+\.[a-z_.]+")
