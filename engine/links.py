@@ -147,8 +147,8 @@ def seal_token(secret: bytes, kind: str, token: str) -> str:
 
 
 def seal_links(session: Session, text: str | None) -> str | None:
-    """``text`` with every ``/f/``, ``/d/``, ``/r/``, ``/q/``, ``/e/`` and ``/s/{token}`` token replaced by its
-    placeholder."""
+    """``text`` with every ``/f/``, ``/d/``, ``/r/``, ``/q/``, ``/e/`` and ``/s/{token}`` token
+    replaced by its placeholder."""
     if not text or not LINK_IN_TEXT.search(text):
         return text
     secret = link_secret(session)
