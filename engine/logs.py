@@ -10,8 +10,9 @@
 :func:`redact` replaces mobile numbers in any writing (``13812345678``, ``138-1234-5678``,
 ``+86 138 1234 5678``), resident ID numbers, e-mail addresses, the secret part of patient links
 (``/f/``, ``/d/``, ``/r/``, ``/q/``, ``/e/``, ``/s/{token}``), the parameters SQLAlchemy and
-the drivers print with a failed statement, and the personal values of the patients in context (their names
-and birth dates, added with :func:`hide` when request handling or ingest loads a patient).
+the drivers print with a failed statement, and the personal values of the patients in context
+(their names and birth dates, added with :func:`hide` when request handling or ingest loads a
+patient).
 
     >>> redact("call 138-1234-5678 about 110101199003071234, link /f/AbCdEfGh12345678")
     'call [phone] about [id-number], link /f/[token]'
