@@ -35,6 +35,7 @@ from careloop.rules.decisions import (
     parse_cell,
     uncovered_values,
 )
+from careloop.rules.flat import flat_matcher
 from careloop.rules.matcher import ruleset_matcher
 from careloop.rules.spec import (
     CONTEXT_NAMES,
@@ -69,13 +70,15 @@ def compile_ruleset(definition: Definition, ctx: CompileContext) -> RuleSetSpec 
     ordered = [rule for _, rule in sorted(enumerate(rules),
                                           key=lambda item: (-item[1].priority, item[0]))]
     first = body.get("hit_policy", "all") == "first"
+    conditions = [(r.when, r.stop) for r in ordered]
     return RuleSetSpec(key=definition.key, title=MappingProxyType(dict(definition.title)),
                        on=frozenset(body["on"]), filter=flt,
                        hit_policy=body.get("hit_policy", "all"),
                        rules=tuple(ordered), classify=classify,
                        forms=tuple(body.get("forms", ())),
                        filter_test=flt.evaluate if flt is not None else None,
-                       matcher=ruleset_matcher(flt, [(r.when, r.stop) for r in ordered], first))
+                       matcher=flat_matcher(flt, conditions, first)
+                       or ruleset_matcher(flt, conditions, first))
 
 
 def _form_fields(definition: Definition, ctx: CompileContext) -> frozenset[str] | None:

@@ -173,8 +173,9 @@ def _classify(session: Session, spec: RuleSetSpec, context: dict[str, Any],
     context["classification"] = summary(matches)
 
 
-def _trace(matches: Sequence[Match]) -> list[dict[str, Any]]:
-    return [{"rule": m.rule.key, "priority": m.rule.priority, "values": _jsonable(m.values)}
+def _trace(matches: Sequence[Match], context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"rule": m.rule.key, "priority": m.rule.priority,
+             "values": _jsonable(m.values_in(context))}
             for m in matches]
 
 
@@ -208,7 +209,7 @@ def evaluate(session: Session, spec: RuleSetSpec, version: int, *, event_id: str
     if dry_run:
         _classify(session, spec, context, ids, event_id, store_it=False)
         matches = spec.match(context)
-        outcome.matched = _trace(matches)
+        outcome.matched = _trace(matches, context)
         for m in matches:
             for index, call in enumerate(m.rule.then):
                 try:
@@ -280,7 +281,7 @@ def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
     session.flush()  # claims (rule set, version, event) first: a duplicate fails here
     _classify(session, spec, context, ids, outcome.event_id, store_it=True)
     matches = spec.match(context)
-    outcome.matched = _trace(matches)
+    outcome.matched = _trace(matches, context)
     for match in matches:
         for index, call in enumerate(match.rule.then):
             ctx = ActionContext(session=session, ruleset=spec.key, version=version,

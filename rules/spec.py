@@ -8,7 +8,7 @@ context (:meth:`RuleSetSpec.match`), a :class:`DecisionTableSpec` evaluates its 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -47,16 +47,34 @@ class RuleSpec:
 
 
 class Match(NamedTuple):
-    """A rule whose condition held; ``values`` are what it saw (read when the trace is written,
-    from the same context, so matching itself stays cheap). A tuple: built per match on the hot
-    path, and a tuple is the cheapest object Python builds."""
+    """A rule whose condition held. One per rule, built with the rule set, so matching allocates
+    nothing: :meth:`RuleSetSpec.match` returns a prebuilt tuple of them. What the condition saw
+    is read from the same context when the trace is written (:meth:`values_in`)."""
 
     rule: RuleSpec
-    context: Mapping[str, Any]
 
-    @property
-    def values(self) -> dict[str, Any]:
-        return {path: lookup(self.context, path) for path in self.rule.watched}
+    def values_in(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        return {path: lookup(context, path) for path in self.rule.watched}
+
+
+NO_MATCH: tuple[Match, ...] = ()
+_TABLED = 8  # up to this many rules, every possible result is built with the rule set
+_CACHED = 4096  # beyond, distinct results kept per rule set as they occur
+
+
+class _Results(dict[int, tuple[Match, ...]]):
+    """The results of a large rule set by bit mask, built when first seen (at most
+    :data:`_CACHED` kept)."""
+
+    def __init__(self, matches: tuple[Match, ...]) -> None:
+        super().__init__()
+        self.matches = matches
+
+    def __missing__(self, mask: int) -> tuple[Match, ...]:
+        found = tuple(m for i, m in enumerate(self.matches) if mask >> i & 1)
+        if len(self) < _CACHED:
+            self[mask] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,48 +97,60 @@ class RuleSetSpec:
     forms: tuple[str, ...]
     filter_test: Callable[[Mapping[str, Any]], Any] | None = field(default=None, repr=False,
                                                                    compare=False)
-    # The whole set as one function over the compiled conditions (careloop.rules.matcher).
-    matcher: Callable[[Mapping[str, Any]], list[int] | None] | None = field(
+    # The whole set as one function giving the bit mask of the matching rules
+    # (careloop.rules.flat for plain conditions, else careloop.rules.matcher).
+    matcher: Callable[[Mapping[str, Any]], int] | None = field(
         default=None, repr=False, compare=False)
+    # one Match per rule, and every result by its bit mask (built with the set when it has at
+    # most _TABLED rules, else as results occur), so match() allocates nothing
+    matches: tuple[Match, ...] = field(init=False, repr=False, compare=False)
+    results: Sequence[tuple[Match, ...]] | _Results = field(init=False, repr=False,
+                                                            compare=False)
+    decide: Callable[[Mapping[str, Any]], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        matches = tuple(Match(rule) for rule in self.rules)
+        results: Sequence[tuple[Match, ...]] | _Results = _Results(matches)
+        if len(matches) <= _TABLED:
+            results = tuple(tuple(m for i, m in enumerate(matches) if mask >> i & 1)
+                            for mask in range(1 << len(matches)))
+        object.__setattr__(self, "matches", matches)
+        object.__setattr__(self, "results", results)
+        object.__setattr__(self, "decide", self.matcher or self._match_slowly)
 
     def applies(self, context: Mapping[str, Any]) -> bool:
         if self.filter_test is not None:
             return bool(self.filter_test(context))
         return self.filter is None or bool(self.filter.evaluate(context))
 
-    def match(self, context: Mapping[str, Any]) -> list[Match]:
-        """The rules that match ``context`` under the hit policy and ``stop`` flags.
+    def match(self, context: Mapping[str, Any]) -> tuple[Match, ...]:
+        """The rules that match ``context`` under the hit policy and ``stop`` flags, in
+        evaluation order (a prebuilt tuple: nothing is allocated per call).
 
         >>> from careloop.engine.expressions import compile_expression as c
         >>> w = c("answers.overall < 3")
         >>> r = RuleSpec("low", {}, w, 100, False, (), ("answers.overall",), w.evaluate)
         >>> s = RuleSetSpec("s", {}, frozenset({"form.submitted"}), None, "all", (r,), None, ())
-        >>> [(m.rule.key, dict(m.values)) for m in s.match({"answers": {"overall": 2}})]
+        >>> ctx = {"answers": {"overall": 2}}
+        >>> [(m.rule.key, m.values_in(ctx)) for m in s.match(ctx)]
         [('low', {'answers.overall': 2})]
         """
-        if self.matcher is not None:
-            try:
-                indexes = self.matcher(context)
-            except Exception:  # a genuine error: the engine's evaluator raises it, located
-                indexes = self._match_slowly(context)
-        else:
-            indexes = self._match_slowly(context)
-        if not indexes:
-            return []
-        rules = self.rules
-        return [Match(rules[i], context) for i in indexes]
+        try:
+            return self.results[self.decide(context)]
+        except Exception:  # a genuine error: the engine's evaluator raises it, located
+            return self.results[self._match_slowly(context)]
 
-    def _match_slowly(self, context: Mapping[str, Any]) -> list[int] | None:
+    def _match_slowly(self, context: Mapping[str, Any]) -> int:
         if not self.applies(context):
-            return None
-        found: list[int] = []
+            return 0
+        mask = 0
         for index, rule in enumerate(self.rules):
             if not rule.test(context):
                 continue
-            found.append(index)
+            mask |= 1 << index
             if rule.stop or self.hit_policy == "first":
                 break
-        return found
+        return mask
 
 
 def lookup(context: Mapping[str, Any], dotted: str) -> Any:

@@ -64,8 +64,9 @@ def test_priority_hit_policy_and_stop(policy: str, stop: str, overall: int,
 def test_the_trace_records_the_values_a_condition_saw() -> None:
     spec = check_documents([load_text(RULESET % ("all", "false"), "r.yaml")]).specs[
         ("ruleset", "r")]
-    first = spec.match({"answers": {"overall": 1}})[0]
-    assert dict(first.values) == {"answers.overall": 1}
+    ctx = {"answers": {"overall": 1}}
+    first = spec.match(ctx)[0]
+    assert first.values_in(ctx) == {"answers.overall": 1}
 
 
 def test_a_message_must_give_every_template_variable() -> None:
