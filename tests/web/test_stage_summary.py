@@ -24,6 +24,7 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Task
 from careloop.engine.models import AuditRow
 from careloop.flows.ingest import create_api_key
@@ -76,6 +77,7 @@ def _his(client: TestClient, key: str, at: datetime, event_id: str, kind: str,
     with frozen_now(at):
         answer = client.post("/api/v1/events", headers={"X-API-Key": key}, json={
             "event_id": event_id, "type": kind, "payload": payload})
+        drain()  # the rules and flows run from the event queue, after the API acknowledged
     assert answer.status_code == 200, answer.text
 
 
