@@ -206,6 +206,7 @@ def _reference_data(session: Session, context: dict[str, Any]) -> None:
     add("pharmacy_head", "药剂科主任", "pharmacy_head", "pharmacy")
     add("pharmacist", "药师", "pharmacist", "pharmacy")
     add("outpatient_director", "门诊部主任", "dept_director", "outpatient_office")
+    add("ortho_health_manager", "骨科健康管理师", "health_manager", "orthopedics")  # consults
     for dept in DEPARTMENTS:
         add(f"{dept.code}_director", f"{dept.zh}主任", "dept_director", dept.code)
         add(f"{dept.code}_head_nurse", f"{dept.zh}护士长", "head_nurse", dept.code)

@@ -77,12 +77,16 @@ def search(request: Request, q: str = Query("", max_length=200),
         return builder_copy.search(session, q, locale_of(request))
 
 
-@router.get("/api/v1/builder/copy/key", response_model=ProposedKey)
-def proposed_key(kind: str = Query(pattern=KEY), key: str = Query(pattern=KEY),
-                 en: str = Query("", max_length=200),
-                 me: Principal = NEEDS_BUILDER) -> dict[str, str]:
-    with transaction() as session:
+@router.get("/api/v1/builder/copy/key", response_model=ProposedKey,
+            responses=errors({404: {"model": ErrorBody, "description": "no such kind"}}))
+def proposed_key(request: Request, kind: str = Query(pattern=KEY),
+                 key: str = Query(pattern=KEY), en: str = Query("", max_length=200),
+                 me: Principal = NEEDS_BUILDER) -> Any:
+    try:
         builder.folder_of(kind)
+    except builder.BuilderError as exc:  # not a kind the builder edits
+        return _refuse(request, exc)
+    with transaction() as session:
         taken = builder_copy.taken_keys(session, kind)
         return {"key": builder_copy.propose_key({"en": en}, key, taken)}
 

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from sqlalchemy.orm import Session
 
+from careloop.engine import txcache
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Patient
 from careloop.flows.health.models import BookingLink, HealthCard
@@ -94,10 +95,17 @@ def set_template(session: Session, department_id: str, template: str, actor: str
 
 
 def template_of(session: Session, department_id: str | None) -> str | None:
+    """The department's booking-link template (asked once per transaction: every message a
+    flow sends carries the link, and most departments have none — a miss is a query each time
+    otherwise)."""
     if not department_id:
         return None
-    row = session.get(BookingLink, department_id)
-    return row.template if row is not None else None
+
+    def read() -> str | None:
+        row = session.get(BookingLink, department_id)
+        return row.template if row is not None else None
+
+    return txcache.remember(session, ("booking_link", department_id), read, (BookingLink,))
 
 
 def link_for(session: Session, department_id: str | None, patient: Patient | None) -> str:

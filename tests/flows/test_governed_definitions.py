@@ -28,6 +28,7 @@ from sqlalchemy import Engine, select
 from careloop.engine import store
 from careloop.engine.bundles import import_bundle
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department
 from careloop.engine.models import AuditRow
 from careloop.flows import egress
@@ -129,6 +130,7 @@ def answer_phq9(client: TestClient, engine: Engine, patient: str, encounter: str
     for page_no in range(5):  # a multi-page form: go on until it is submitted
         done = client.post(path, data={**form, "_page": str(page_no)})
         assert done.status_code == 200, done.text
+        drain(engine)  # the page did not wait for rules and flows: the event queue runs them
         with transaction(engine) as session:
             if session.scalars(select(Submission).where(
                     Submission.patient_id == patient)).first() is not None:

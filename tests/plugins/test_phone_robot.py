@@ -21,6 +21,7 @@ from careloop.engine.bundles import import_bundle
 from careloop.engine.check import check_documents
 from careloop.engine.clock import frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Patient, Task
 from careloop.engine.registry import loaded_registry
 from careloop.engine.sources import load_text
@@ -128,6 +129,7 @@ def _post(engine: Engine, event_id: str, payload: dict[str, str]) -> tuple[int, 
     with frozen_now(T0 + timedelta(hours=1)):
         answer = client.post("/api/v1/events", headers={"X-API-Key": key}, json={
             "event_id": event_id, "type": phone_robot.COMPLETED, "payload": payload})
+        drain(engine)  # the flows run from the event queue, after the API acknowledged
     return answer.status_code, answer.json()
 
 

@@ -32,6 +32,11 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(app: FastAPI) -> Iterator[str]:
+    """The app served as `careloop serve` serves it: uvicorn in a thread and the process's event
+    dispatcher thread (what the events API and patient pages acknowledge is handled there)."""
+    from careloop.engine.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(poll_seconds=0.2).start()
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="off")
@@ -48,6 +53,7 @@ def server(app: FastAPI) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+        dispatcher.stop()
 
 
 def test_sign_in_open_inbox_complete_a_task(server: str, wards: dict[str, int],

@@ -33,6 +33,8 @@ from tests.web.conftest import UserFactory, login
 PURE: dict[str, str] = {
     "careloop.web.deps.submitted_csrf": "reads the CSRF header or form field; no database",
     "careloop.web.deps.request_body": "reads the body",
+    "careloop.web.routes_calls._read_call_form": "reads the posted form and the recording",
+    "careloop.web.routes_calls._read_audio": "reads the body up to the recording limit",
     "careloop.web.routes_console._form_fields": "reads the posted form",
     "careloop.web.routes_forms._read_patient_post": "reads the posted form and files",
     "careloop.web.health.healthz": "liveness: no database, no thread pool",

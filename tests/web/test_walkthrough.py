@@ -16,6 +16,7 @@ from careloop.engine.bundles import import_bundles, list_bundles
 from careloop.engine.cli import _add_engine_commands, cli
 from careloop.engine.clock import OFFSET_ENV, frozen_now
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department, Task, TaskHistory
 from careloop.forms.models import Submission
 from careloop.web import admin
@@ -93,6 +94,7 @@ def test_the_walkthrough_works_as_written(engine: Engine, demo_hospital: None) -
             "_page": "0", "_action": "submit", "recovery": "poor", "symptoms": "头晕",
             "medication_clear": "no", "overall": "2", "comment": "用药指导不清楚"})
         assert answered.status_code == 200
+        drain()  # what `careloop serve`'s dispatcher thread does right after the page returned
         nurse = _inbox(app, "cardiology_head_nurse")
         assert [t["title"] for t in nurse if t["priority"] == "urgent"] == [
             "不满意回访：总体满意度 2 分"]
