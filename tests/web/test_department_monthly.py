@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pypdfium2 as pdfium
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -25,6 +24,7 @@ from careloop.engine.domain import Encounter, Patient, Task
 from careloop.engine.models import AuditRow
 from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
 from careloop.web import admin
+from careloop.web.scenarios.expectations import pdf_text
 
 from .conftest import UserFactory, login
 
@@ -33,13 +33,6 @@ NOW = datetime.fromisoformat("2026-12-07T10:00:00+08:00")
 NOV = datetime.fromisoformat("2026-11-05T09:00:00+08:00")
 OCT = datetime.fromisoformat("2026-10-08T09:00:00+08:00")
 
-
-def pdf_text(body: bytes) -> str:
-    doc = pdfium.PdfDocument(body)
-    try:
-        return "\n".join(page.get_textpage().get_text_range() for page in doc)
-    finally:
-        doc.close()
 
 
 def _satisfaction(session: Session, dept: str, at: datetime, overall: int, nps: int) -> None:

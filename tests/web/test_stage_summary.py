@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pypdfium2 as pdfium
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -31,6 +30,7 @@ from careloop.flows.ingest import create_api_key
 from careloop.flows.models import OutboxMessage, SummaryLink
 from careloop.flows.outbox import message_text
 from careloop.web import admin
+from careloop.web.scenarios.expectations import pdf_text
 from careloop.web.stage_summary import mask_name
 
 from .conftest import UserFactory, csrf_from, login
@@ -44,13 +44,6 @@ MODERATE = {f"q{n}": "2" for n in range(1, 6)} | {f"q{n}": "1" for n in range(6,
 ADVICE = "建议两周后心内科复诊，继续规律服药；有事请拨13900001111"
 MILD = {f"q{n}": "1" for n in range(1, 7)} | {f"q{n}": "0" for n in range(7, 10)}
 
-
-def pdf_text(body: bytes) -> str:
-    doc = pdfium.PdfDocument(body)
-    try:
-        return "\n".join(page.get_textpage().get_text_range() for page in doc)
-    finally:
-        doc.close()
 
 
 @pytest.fixture

@@ -349,14 +349,15 @@ def check_pdf(journey: Journey, options: dict[str, Any]) -> str | None:
 
 
 def pdf_text(content: bytes) -> str:
-    """The text of a PDF, page after page (pypdf; it reads fpdf2's two-byte CJK text with a NUL
-    before each character, dropped here)."""
-    import io
+    """The text of a PDF, page after page, read with PDFium (pypdfium2: it reads the CJK text
+    fpdf2 writes with the Noto CJK font as the characters they are)."""
+    import pypdfium2 as pdfium
 
-    from pypdf import PdfReader
-
-    pages = PdfReader(io.BytesIO(content)).pages
-    return "\n".join(page.extract_text() or "" for page in pages).replace("\x00", "")
+    doc = pdfium.PdfDocument(content)
+    try:
+        return "\n".join(page.get_textpage().get_text_range() for page in doc)
+    finally:
+        doc.close()
 
 
 CHECKS: dict[str, Check] = {
