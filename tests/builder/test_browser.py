@@ -187,6 +187,7 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             # removing an answered field: the publish dialog names it by its label; the key
             # only under "高级"; then cancelled and undone
             label = page.locator('#b-fields li[data-key="comment"] .b-name').first.inner_text()
+            assert label.strip() not in ("", "comment")
             page.locator('#b-fields li[data-key="comment"] .b-remove').click()
             page.click("#b-publish")
             orphan = page.locator('#b-orphan-list li[data-field="comment"]')
