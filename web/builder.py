@@ -295,21 +295,41 @@ def diff(session: Session, kind: str, key: str, text: str) -> str:
         f"{name} v{row.version}" if row else f"{name} (new)", f"{name} (draft)", lineterm=""))
 
 
-def _field_types(body: dict[str, Any]) -> dict[str, str]:
-    types: dict[str, str] = {}
+def _fields(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every field of a form by its answer key (``group.sub`` inside a group)."""
+    fields: dict[str, dict[str, Any]] = {}
 
     def walk(items: Any, prefix: str) -> None:
         for item in items if isinstance(items, list) else []:
             if isinstance(item, dict) and isinstance(item.get("key"), str):
-                types[prefix + item["key"]] = str(item.get("type"))
+                fields[prefix + item["key"]] = item
                 walk(item.get("fields"), prefix + item["key"] + ".")
     walk(body.get("fields"), "")
-    return types
+    return fields
+
+
+def _field_types(body: dict[str, Any]) -> dict[str, str]:
+    return {key: str(item.get("type")) for key, item in _fields(body).items()}
+
+
+def _label(field: dict[str, Any] | None, key: str) -> dict[str, str]:
+    """A field's label (``{"zh-CN", "en"}``); a field without one is named by its key."""
+    label = (field or {}).get("label")
+    if isinstance(label, dict) and label and all(isinstance(v, str) for v in label.values()):
+        return {str(k): v for k, v in label.items()}
+    return {"zh-CN": key, "en": key}
+
+
+def _type_title(name: str) -> dict[str, str]:
+    spec = loaded_registry().catalogue("field_type").get(name)
+    return dict(spec.title) if spec is not None and spec.title else {"zh-CN": name, "en": name}
 
 
 def impact(session: Session, kind: str, key: str, body: dict[str, Any] | None) -> dict[str, Any]:
     """What publishing would affect: stored answers a form change orphans (field removed or
-    retyped), and flow runs that stay on their version."""
+    retyped; each named by its ``label`` — from the current version for a removed field — and a
+    retyped one by its old and new type titles, ``from_title``/``to_title``; the key stays
+    ``field``), and flow runs that stay on their version."""
     out: dict[str, Any] = {"orphaned": [], "retyped": [], "running_flows": 0, "submissions": 0}
     row = store.current(session, kind, key)
     if row is None or body is None:
@@ -323,11 +343,15 @@ def impact(session: Session, kind: str, key: str, body: dict[str, Any] | None) -
             select(SubmissionAnswer.field_key, func.count(SubmissionAnswer.id))
             .where(SubmissionAnswer.form_key == key)
             .group_by(SubmissionAnswer.field_key)).all())
+        old_fields, new_fields = _fields(dict(row.body)), _fields(body)
         old_types, new_types = _field_types(dict(row.body)), _field_types(body)
-        out["orphaned"] = sorted(({"field": k, "answers": n} for k, n in used.items()
-                                  if k not in keep), key=lambda d: str(d["field"]))
+        out["orphaned"] = sorted(({"field": k, "answers": n, "label": _label(old_fields.get(k), k)}
+                                  for k, n in used.items() if k not in keep),
+                                 key=lambda d: str(d["field"]))
         out["retyped"] = sorted(({"field": k, "answers": n, "from": old_types[k],
-                                  "to": new_types[k]}
+                                  "to": new_types[k], "label": _label(new_fields.get(k), k),
+                                  "from_title": _type_title(old_types[k]),
+                                  "to_title": _type_title(new_types[k])}
                                  for k, n in used.items() if k in old_types and k in new_types
                                  and old_types[k] != new_types[k]),
                                 key=lambda d: str(d["field"]))

@@ -10,6 +10,12 @@ with everything else copied; the original is untouched and nothing is published.
     >>> propose_key({"zh-CN": "妇科术后随访"}, "postpartum_42d", set())
     'postpartum_42d_copy'
 
+**New**: the home page's "new definition" asks for a title, not a key; the key is proposed
+the same way (else from the kind: ``form``, ``form_2``…) and shown only under "高级"::
+
+    >>> propose_key({"zh-CN": "出院随访"}, "form", {"form", "form_2"}, fallback="form")
+    'form_3'
+
 **Search**: the current definitions whose title, kind or app name — or the label of one of
 their fields, choices, rules, steps, scores, tiles… — contains every word typed, in the page's
 language; a hit inside a definition says where ("字段「疼痛评分」").
@@ -29,7 +35,7 @@ from careloop.engine import store
 from careloop.engine.i18n import catalogue, pick, t
 from careloop.engine.models import BundleRow
 from careloop.engine.registry import loaded_registry
-from careloop.web.builder import BuilderError, folder_of, save_draft, to_yaml
+from careloop.web.builder import BuilderError, blank, folder_of, save_draft, to_yaml
 from careloop.web.builder_models import BuilderDraft
 from careloop.web.permissions import Principal
 
@@ -37,13 +43,14 @@ KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_HITS = 50
 
 
-def propose_key(title: dict[str, str], source_key: str, taken: set[str]) -> str:
-    """A key from the English title (``gynaecology_post_op``), else ``<source>_copy``; a
-    number is added until it is not ``taken``."""
+def propose_key(title: dict[str, str], source_key: str, taken: set[str], *,
+                fallback: str | None = None) -> str:
+    """A key from the English title (``gynaecology_post_op``), else ``fallback`` (by default
+    ``<source>_copy``); a number is added until it is not ``taken``."""
     words = re.findall(r"[a-z0-9]+", str(title.get("en") or "").lower())
     base = "_".join(words)[:56].strip("_")
     if not base or not base[0].isalpha():
-        base = f"{source_key[:58]}_copy"
+        base = fallback[:58] if fallback else f"{source_key[:58]}_copy"
     key, n = base, 2
     while key in taken:
         key, n = f"{base}_{n}", n + 1
@@ -65,19 +72,51 @@ def copy_definition(session: Session, editor: Principal, *, kind: str, key: str,
     source = store.current(session, kind, key)
     if source is None:
         raise BuilderError("builder.copy.not_found", 404)
+    title = _title(title)
+    taken = taken_keys(session, kind)
+    target = _free_key(session, kind, new_key or propose_key(title, key, taken), taken)
+    body = copy.deepcopy(dict(source.body))
+    body["key"], body["title"] = target, title
+    save_draft(session, editor.user_id, app_id, kind, target, to_yaml(body), editor)
+    return {"kind": kind, "key": target, "app": app_id, "title": title,
+            "url": f"/builder/edit/{kind}/{target}?app={app_id}"}
+
+
+def _title(title: dict[str, str]) -> dict[str, str]:
+    """The title typed (zh-CN and/or en, each standing in for the other), else an error."""
     title = {k: v.strip() for k, v in title.items() if isinstance(v, str) and v.strip()}
     if not title:
         raise BuilderError("builder.copy.no_title", 422)
     title.setdefault("zh-CN", title.get("en", ""))
     title.setdefault("en", title["zh-CN"])
-    taken = taken_keys(session, kind)
-    target = new_key or propose_key(title, key, taken)
-    if not KEY.match(target):
+    return title
+
+
+def _free_key(session: Session, kind: str, key: str, taken: set[str]) -> str:
+    """``key`` when it is well-formed and nobody uses it, else an error."""
+    if not KEY.match(key):
         raise BuilderError("builder.copy.bad_key", 422)
-    if target in taken or store.latest(session, kind, target) is not None:
-        raise BuilderError("builder.copy.taken", 409, name=target)
-    body = copy.deepcopy(dict(source.body))
-    body["key"], body["title"] = target, title
+    if key in taken or store.latest(session, kind, key) is not None:
+        raise BuilderError("builder.copy.taken", 409, name=key)
+    return key
+
+
+def proposed_new_key(session: Session, kind: str, title: dict[str, str]) -> str:
+    """The key proposed for a new ``kind`` titled ``title`` (see the module)."""
+    folder_of(kind)
+    return propose_key(title, kind, taken_keys(session, kind), fallback=kind)
+
+
+def new_definition(session: Session, editor: Principal, *, kind: str, app_id: str,
+                   title: dict[str, str], key: str | None) -> dict[str, Any]:
+    """Save a blank ``kind`` titled ``title`` as ``editor``'s draft in ``app_id``, under
+    ``key`` (proposed from the title when not given); nothing is published."""
+    folder_of(kind)
+    title = _title(title)
+    target = _free_key(session, kind, key or proposed_new_key(session, kind, title),
+                       taken_keys(session, kind))
+    body = blank(kind, target)
+    body["title"] = title
     save_draft(session, editor.user_id, app_id, kind, target, to_yaml(body), editor)
     return {"kind": kind, "key": target, "app": app_id, "title": title,
             "url": f"/builder/edit/{kind}/{target}?app={app_id}"}

@@ -4,6 +4,9 @@
 - ``GET /api/v1/builder/search?q=`` — definitions by title, kind, app or the label of anything
   inside them, in the request's language;
 - ``GET /api/v1/builder/copy/key?kind=&key=&en=`` — the key proposed for a copy's title;
+- ``GET /api/v1/builder/new/key?kind=&en=`` — the key proposed for a new definition's title;
+- ``POST /api/v1/builder/new`` — ``{kind, app, title: {zh-CN, en}, key?}``: a blank definition
+  titled so, saved as the user's draft in ``app``, audited ``builder.new``;
 - ``GET /api/v1/builder/flow-trigger`` — the flow trigger panel's events and ``once`` in words;
 - ``POST /api/v1/builder/copy`` — ``{kind, key, app, title: {zh-CN, en}, new_key?}``: the copy
   saved as the user's draft in ``app`` (an app the user may edit), audited ``builder.copy``.
@@ -56,6 +59,14 @@ class CopyIn(BaseModel):
     new_key: str | None = Field(default=None, pattern=KEY)
 
 
+class NewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(pattern=KEY)
+    app: str = Field(pattern=KEY)
+    title: dict[str, str]
+    key: str | None = Field(default=None, pattern=KEY)
+
+
 class Copied(Closed):
     kind: str
     key: str
@@ -103,6 +114,29 @@ def copy(request: Request, payload: CopyIn, me: Principal = NEEDS_BUILDER) -> An
                 title=payload.title, new_key=payload.new_key)
             record(request, me, "builder.copy", session=session, object_type=payload.kind,
                    object_id=done["key"], details={"from": payload.key, "app": payload.app})
+    except builder.BuilderError as exc:
+        return _refuse(request, exc)
+    return JSONResponse(done, status_code=201)
+
+
+@router.get("/api/v1/builder/new/key", response_model=ProposedKey)
+def proposed_new_key(kind: str = Query(pattern=KEY), en: str = Query("", max_length=200),
+                     me: Principal = NEEDS_BUILDER) -> dict[str, str]:
+    with transaction() as session:
+        return {"key": builder_copy.proposed_new_key(session, kind, {"en": en})}
+
+
+@router.post("/api/v1/builder/new", response_model=Copied, status_code=201,
+             responses=errors({409: {"model": ErrorBody, "description": "the key is taken"},
+                               422: {"model": ErrorBody, "description": "bad key or title"}}))
+def new(request: Request, payload: NewIn, me: Principal = NEEDS_BUILDER) -> Any:
+    try:
+        with transaction() as session:
+            done = builder_copy.new_definition(session, me, kind=payload.kind,
+                                               app_id=payload.app, title=payload.title,
+                                               key=payload.key)
+            record(request, me, "builder.new", session=session, object_type=payload.kind,
+                   object_id=done["key"], details={"app": payload.app})
     except builder.BuilderError as exc:
         return _refuse(request, exc)
     return JSONResponse(done, status_code=201)

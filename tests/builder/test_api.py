@@ -193,9 +193,14 @@ def test_removing_or_retyping_an_answered_field_is_flagged(px: TestClient,
     changed["fields"][1]["label"] = {"zh-CN": "心情", "en": "Mood"}
     impact = px.post(URL.format("diff"), json={"app": "obstetrics", "body": changed}) \
         .json()["impact"]
-    assert impact["orphaned"] == [{"field": "comment", "answers": 1}]
+    # named by their labels (the removed one's from the current version) and type titles,
+    # the key kept apart for "高级"
+    assert impact["orphaned"] == [{"field": "comment", "answers": 1,
+                                   "label": {"zh-CN": "其他", "en": "Other"}}]
     assert impact["retyped"] == [{"field": "mood", "answers": 1, "from": "rating",
-                                  "to": "integer"}]
+                                  "to": "integer", "label": {"zh-CN": "心情", "en": "Mood"},
+                                  "from_title": {"zh-CN": "星级评分", "en": "Rating (stars)"},
+                                  "to_title": {"zh-CN": "整数", "en": "Integer"}}]
     refused = px.post(URL.format("publish"), json={"app": "obstetrics", "body": changed})
     assert refused.status_code == 409 and refused.json()["code"] == "builder.orphans"
     done = px.post(URL.format("publish"), json={"app": "obstetrics", "body": changed,

@@ -50,7 +50,12 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
         try:
             page, errors = signed_in(browser, server, "px_a")
             page.select_option("#new-app", "obstetrics")
-            page.fill("#new-key", KEY)
+            # asked for a title, not a key: the key is proposed, shown only under "高级"
+            expect(page.locator("#new-key")).to_be_hidden()
+            page.fill("#new-title-zh", "产后42天随访")
+            page.locator("#new-title-en").press_sequentially("Postpartum day42")
+            page.locator("#new-key-advanced summary").click()
+            expect(page.locator("#new-key")).to_have_value(KEY)
             page.click("#new-open")
             page.wait_for_url(f"{server}/builder/edit/form/{KEY}?app=obstetrics")
             expect(page.locator("#builder[data-ready='1']")).to_be_attached()
@@ -138,8 +143,8 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
             open_advanced(page, "#b-text-advanced")
             yaml_text = page.locator("#b-yaml").input_value()
             assert "visible_if: answers.lochia_normal == 'no'" in yaml_text
-            page.locator("#b-yaml").fill(yaml_text.replace("title:\n  zh-CN: postpartum_day42",
-                                                           "title:\n  zh-CN: 产后42天随访"))
+            assert "title:\n  zh-CN: 产后42天随访" in yaml_text    # the title typed at home
+            page.locator("#b-yaml").fill(yaml_text)
             page.click("#b-apply-text")
             _clean(page)
 
@@ -178,6 +183,21 @@ def test_build_publish_answer_and_try_a_rule(server: str, engine: Engine,
                 assert sub.answers["lochia_normal"] == "no"
                 assert sub.answers["comment"] == "恶露未净"
                 assert sub.scores["mood_score"] == 2 and sub.bands["mood_score"] == "low"
+
+            # removing an answered field: the publish dialog names it by its label; the key
+            # only under "高级"; then cancelled and undone
+            label = page.locator('#b-fields li[data-key="comment"] .b-name').first.inner_text()
+            assert label.strip() not in ("", "comment")
+            page.locator('#b-fields li[data-key="comment"] .b-remove').click()
+            page.click("#b-publish")
+            orphan = page.locator('#b-orphan-list li[data-field="comment"]')
+            expect(orphan).to_have_text(f"「{label.strip()}」：1 份已存答案")
+            expect(page.locator("#b-orphan-keys")).to_be_hidden()
+            open_advanced(page, '[data-advanced="publish:orphan-keys"]')
+            expect(page.locator("#b-orphan-keys li")).to_have_text(f"「{label.strip()}」：comment")
+            page.click("#b-cancel")
+            page.click("#b-undo")
+            expect(page.locator('#b-fields li[data-key="comment"]')).to_be_visible()
 
             # a two-step follow-up flow: wait 3 days, send that form; the timeline shows it
             page.goto(f"{server}/builder/edit/flow/postpartum_followup?app=obstetrics")

@@ -83,6 +83,44 @@ def test_a_copy_is_a_draft_under_a_new_key_and_the_original_is_untouched(
     assert missing.status_code == 404
 
 
+def test_a_new_definition_is_asked_for_by_title_and_its_key_proposed(
+        client: TestClient, apps: list[str], engine: Engine) -> None:
+    """Issue 21: the home page's "new definition" asks for a title; the key is proposed from
+    the English title like a copy's (else from the kind), the blank definition becomes a draft."""
+    assert propose_key({"zh-CN": "出院随访"}, "form", {"form", "form_2"}, fallback="form") \
+        == "form_3"
+    make_user("head_nurse", "px_office")
+    sign_in(client, "head_nurse")
+    proposed = client.get("/api/v1/builder/new/key", params={"kind": "form", "en": TITLE["en"]})
+    assert proposed.json() == {"key": "gynaecology_post_op_follow_up"}
+    done = client.post("/api/v1/builder/new", json={
+        "kind": "form", "app": "obstetrics", "title": TITLE})
+    assert done.status_code == 201, done.text
+    assert done.json()["url"] == "/builder/edit/form/gynaecology_post_op_follow_up?app=obstetrics"
+    draft = client.get("/api/v1/builder/drafts/form/gynaecology_post_op_follow_up").json()
+    assert draft["has_draft"] is True and draft["body"]["title"] == TITLE
+    assert draft["body"]["fields"] == []
+    # the same title again: the next free key; a Chinese-only title: a key from the kind
+    assert client.get("/api/v1/builder/new/key", params={"kind": "form", "en": TITLE["en"]}) \
+        .json() == {"key": "gynaecology_post_op_follow_up_2"}
+    chinese = client.post("/api/v1/builder/new", json={
+        "kind": "form", "app": "obstetrics", "title": {"zh-CN": "出院随访"}})
+    assert chinese.status_code == 201 and chinese.json()["key"] == "form"
+    assert chinese.json()["title"] == {"zh-CN": "出院随访", "en": "出院随访"}
+    assert client.post("/api/v1/builder/new", json={
+        "kind": "form", "app": "obstetrics", "title": {"zh-CN": "出院随访"}}).json()["key"] \
+        == "form_2"
+    taken = client.post("/api/v1/builder/new", json={
+        "kind": "form", "app": "obstetrics", "title": TITLE, "key": "postpartum_42d"})
+    assert taken.status_code == 409 and "postpartum_42d" in taken.json()["detail"]
+    untitled = client.post("/api/v1/builder/new", json={
+        "kind": "form", "app": "obstetrics", "title": {"zh-CN": " "}})
+    assert untitled.status_code == 422
+    with transaction(engine) as session:
+        audit = session.scalars(select(AuditRow).where(AuditRow.action == "builder.new")).all()
+        assert [a.object_id for a in audit] == ["gynaecology_post_op_follow_up", "form", "form_2"]
+
+
 def test_a_copy_goes_only_into_an_app_the_user_may_edit(client: TestClient, apps: list[str],
                                                          engine: Engine) -> None:
     with transaction(engine) as session:

@@ -1,4 +1,6 @@
-// The "new definition" form opens /builder/edit/<kind>/<key>?app=<app>.
+// The "new definition" form asks for a title; the key is proposed from it on the server
+// (web/builder_copy.py, like a copy's) and shown only under "高级"; the blank definition is
+// saved as the user's draft, then /builder/edit/<kind>/<key>?app=<app> opens.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   // search across apps: the definitions whose title, kind or app name contains every word typed
@@ -23,17 +25,41 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   wireCopy();
+  wireNew();
+});
+
+function wireNew() {
   const form = document.getElementById("builder-new");
   if (!form) return;
-  form.addEventListener("submit", (e) => {
+  const $ = (id) => document.getElementById(id);
+  let keyTouched = false;
+  $("new-key").addEventListener("input", () => { keyTouched = true; });
+  let asked = 0;   // only the answer to the latest question is used (typing sends several)
+  const propose = async () => {
+    if (keyTouched) return;
+    const ticket = ++asked;
+    const kind = $("new-kind").value;
+    const en = $("new-title-en").value.trim();
+    const response = await fetch(`/api/v1/builder/new/key?kind=${encodeURIComponent(kind)}&en=${encodeURIComponent(en)}`);
+    const data = response.ok ? await response.json() : null;
+    if (data && ticket === asked && !keyTouched) $("new-key").value = data.key;
+  };
+  $("new-title-en").addEventListener("input", propose);
+  $("new-kind").addEventListener("change", propose);
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const kind = document.getElementById("new-kind").value;
-    const key = document.getElementById("new-key").value.trim();
-    const app = document.getElementById("new-app").value;
-    if (!/^[a-z][a-z0-9_]*$/.test(key)) return;
-    location.href = `/builder/edit/${encodeURIComponent(kind)}/${encodeURIComponent(key)}?app=${encodeURIComponent(app)}`;
+    const body = { kind: $("new-kind").value, app: $("new-app").value,
+      title: { "zh-CN": $("new-title-zh").value.trim(), en: $("new-title-en").value.trim() } };
+    if ($("new-key").value.trim()) body.key = $("new-key").value.trim();
+    const response = await fetch("/api/v1/builder/new", { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
+      body: JSON.stringify(body) });
+    const data = await response.json();
+    if (response.status === 201) location.href = data.url;
+    else $("new-status").textContent = data.detail || "";
   });
-});
+  propose();
+}
 
 // search inside the definitions too (field, choice, rule and step labels), on the server, in the
 // page's language: each hit says where the words were found ("字段「疼痛评分」")

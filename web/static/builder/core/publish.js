@@ -5,6 +5,8 @@
 // person's approval).
 
 import { el } from "../dom.js";
+import { advanced } from "./advanced.js";
+import { orphanLabel, orphanLine } from "./orphans.js";
 import { describeCondition } from "./sentence.js";
 
 // One change as a line; a condition's old and new expressions become sentences when the editor
@@ -36,8 +38,11 @@ async function openPublish(b) {
   const flagged = [...(impact.orphaned || []), ...(impact.retyped || [])];
   if (flagged.length) {
     lines.push(el("p", { class: "b-orphans", text: b.msg("builder.orphan_warning") }),
-      el("ul", { id: "b-orphan-list" }, ...flagged.map((o) => el("li", {
-        text: `${o.field} (${o.answers})${o.to ? " " + o.from + " → " + o.to : ""}` }))));
+      el("ul", { id: "b-orphan-list" }, ...flagged.map((o) => el("li", { "data-field": o.field,
+        text: orphanLine(o, b.locale, b.msg) }))),
+      advanced(b, "publish:orphan-keys", b.msg("builder.orphan_keys"),
+        el("ul", { id: "b-orphan-keys" }, ...flagged.map((o) => el("li", {
+          text: b.msg("builder.orphan_key", { label: orphanLabel(o, b.locale), key: o.field }) })))));
   }
   if (b.editor.publishNotes) lines.push(...b.editor.publishNotes(b, impact));
   b.$("b-impact").replaceChildren(...lines);
