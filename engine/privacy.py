@@ -4,6 +4,8 @@
     '138****5678'
     >>> mask_id_number("110101199003071234")
     '110***********1234'
+    >>> mask_identifier("张小明")
+    '张**'
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def mask_id_number(number: str | None) -> str | None:
     if len(value) < 8:
         return "*" * len(value)
     return value[:3] + "*" * (len(value) - 7) + value[-4:]
+
+
+def mask_identifier(text: str | None) -> str | None:
+    """Any other identifying answer (a name, an address, a date of birth): only its first
+    character kept, as a surname is kept on a masked Chinese name."""
+    if not text:
+        return text
+    value = text.strip()
+    if len(value) < 2:
+        return "*" * len(value)
+    return value[0] + "*" * (len(value) - 1)
 
 
 def mask_in_text(text: str) -> tuple[str, bool]:

@@ -37,7 +37,7 @@ from careloop.forms.spec import (
 COMMON_KEYS = frozenset({"key", "type", "label", "help", "required", "visible_if", "required_if",
                          "enabled_if", "calculate", "default", "choices", "rows", "validations",
                          "fields", "code", "link_id", "visible_if_fhirpath", "repeats",
-                         "read_only"})
+                         "read_only", "identifier"})
 FIELD_NAMES = ("answers", "patient", "encounter", "value")
 SCORE_NAMES = ("answers", "scores", "patient", "encounter")
 PIPE = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")
@@ -161,7 +161,8 @@ class _Compiler:
             visible_fhirpath=self._fhirpath_condition(item, path, group),
             default=self._default(item, path, choices),
             repeats=self._repeats(ftype, item, path),
-            read_only=self._read_only(ftype, item, path))
+            read_only=self._read_only(ftype, item, path),
+            identifier=bool(item.get("identifier", False)))
 
     def _read_only(self, ftype: FieldType, item: dict[str, Any], path: Path) -> bool:
         """Read-only fields are drawn as plain inputs the browser does not let one edit."""

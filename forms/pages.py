@@ -29,7 +29,7 @@ from markupsafe import Markup, escape
 from careloop.engine.db import home
 from careloop.engine.hospital import hospital_name, hospital_phone
 from careloop.engine.i18n import pick, t
-from careloop.engine.privacy import mask_in_text
+from careloop.engine.privacy import mask_identifier, mask_in_text
 from careloop.engine.registry import loaded_registry
 from careloop.forms.compiler import PIPE
 from careloop.forms.fields import FieldType
@@ -265,8 +265,9 @@ def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
     answer shown masked.
 
     What a patient typed that identifies a person — a field whose type has a ``mask``
-    (``mobile``, ``resident_id``), or a phone or ID number found in a text answer — is masked
-    (``masked: true``) unless ``reveal`` (the caller audits the reveal as ``patient.reveal``)."""
+    (``mobile``, ``resident_id``), a field marked ``identifier`` (whole answer, first character
+    kept), or a phone or ID number found in a text answer — is masked (``masked: true``) unless
+    ``reveal`` (the caller audits the reveal as ``patient.reveal``)."""
     out: list[dict[str, Any]] = []
     for item in spec.fields:
         if item.key not in answers:
@@ -274,7 +275,12 @@ def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,
         value = answers[item.key]
         display = _display(item, value, locale)
         masked = False
-        if not reveal and isinstance(value, str):
+        type_mask = field_type(item.type).mask
+        if (not reveal and item.identifier and display and value not in (None, "", [])
+                and not (type_mask is not None and isinstance(value, str))):
+            value = display = mask_identifier(display) or ""
+            masked = True
+        elif not reveal and isinstance(value, str):
             mask = field_type(item.type).mask
             if mask is not None and value:
                 value = display = mask(value) or ""

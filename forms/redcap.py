@@ -108,9 +108,10 @@ ACTION_TAGS: dict[str, tuple[str, str]] = {
     "@CALCDATE": ("refused", "date calculations are not translated"),
     "@NONEOFTHEABOVE": ("translated", "the choice becomes exclusive"),
 }
-#: Identifier? = y: Careloop form fields have no identifier marking (masking, export exclusion).
-IDENTIFIER_NOTE = ("marked as an identifier (personal data); Careloop form fields have no "
-                   "identifier marking: collect it through the patient record or drop the field")
+#: Identifier? = y: carried as ``identifier: true`` (masked on staff pages and exports unless
+#: revealed, the reveal audited).
+IDENTIFIER_NOTE = ("marked as an identifier (personal data): carried as identifier: true, "
+                   "shown masked to staff unless revealed")
 #: REDCap's range check only warns on a data entry form; Careloop's min/max refuse.
 RANGE_NOTE = ("REDCap's range check only warns on a data entry form (a value outside it can be "
               "saved); Careloop refuses an answer outside min–max")
@@ -435,8 +436,9 @@ class _Importer:
             field["type"] = "short_text"
         if get["required"].lower() == "y" and field["type"] not in ("display", "calculated"):
             field["required"] = True
-        if get["identifier"].lower() == "y":
-            note("identifier", IDENTIFIER_NOTE)
+        if get["identifier"].lower() == "y" and field["type"] != "display":
+            field["identifier"] = True
+            note("identifier", IDENTIFIER_NOTE, refused=False)
         if get["ranking"].lower() == "y":
             note("ranking", "matrix ranking (one answer per column) is not carried")
         if get["branching"]:

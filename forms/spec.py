@@ -75,6 +75,9 @@ class FieldSpec:
     #: the patient page cannot change it: it shows what the form was given (its ``default``,
     #: or an answer a system submitted) and ignores what is posted for it (FHIR ``readOnly``)
     read_only: bool = False
+    #: the answer identifies a person: masked on staff pages and exports unless revealed
+    #: (:func:`careloop.forms.pages.describe`), like a type with a ``mask``
+    identifier: bool = False
     _by_code: Mapping[str, ChoiceSpec] = field(default_factory=_empty, init=False, repr=False,
                                                compare=False)
 

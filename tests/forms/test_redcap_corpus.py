@@ -123,8 +123,9 @@ CASES = [
     Case("pain_vas.csv", "pain", {"pain_vas": 80, "pain_worst": 6,
                                   "pain_callback": "+44 20 7946 0958"},
          {"pain_mean": 7.0}),
-    Case("screening_multi.csv", "demographics", {}, {},
-         refused=[(3, "Identifier?", "name"), (4, "Identifier?", "phone")]),
+    # Identifier? = y is carried (identifier: true, masked to staff), no longer refused
+    Case("screening_multi.csv", "demographics",
+         {"name": "Ada Lovelace", "phone": "+44 20 7946 0958", "email": "a@example.org"}, {}),
     Case("refused_features.csv", "followup_refused", {}, {}, refused=[
         (3, "Choices, Calculations, OR Slider Labels", "visit_label"),
         (6, "Choices, Calculations, OR Slider Labels", "median_score"),
@@ -267,17 +268,22 @@ def test_cli_writes_one_form_per_instrument_and_exits_1_on_refusals(tmp_path: Pa
     _add_engine_commands()
     result = CliRunner().invoke(cli, ["form", "import-redcap",
                                       str(DATA / "screening_multi.csv"), "-o", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "demographics.yaml", "gad2.yaml", "phq2.yaml"]
-    assert "screening_multi.csv:line 3, Identifier?: name: refused" in result.output
-    assert "2 items not carried" in result.output
+    assert "screening_multi.csv:line 3, Identifier?: name: translated" in result.output
+    refused_dir = tmp_path / "refused"
+    result = CliRunner().invoke(cli, ["form", "import-redcap", str(DATA / "refused_features.csv"),
+                                      "-o", str(refused_dir)])
+    assert result.exit_code == 1
+    assert "refused_features.csv:line 10, Field Type: site: refused" in result.output
+    assert "7 items not carried" in result.output
     answers = tmp_path / "answers.json"
-    answers.write_text('{"email": "a@example.org"}', "utf-8")
-    result = CliRunner().invoke(cli, ["form", "test", str(tmp_path / "demographics.yaml"),
+    answers.write_text('{"q1": "1"}', "utf-8")
+    result = CliRunner().invoke(cli, ["form", "test", str(refused_dir / "followup_refused.yaml"),
                                       "--answers", str(answers)])
     assert result.exit_code == 1 and "form.import-unresolved" in result.output
-    assert "valid" not in result.output.replace("invalid", "")
+    assert not any(line.strip() in ("valid", "有效") for line in result.output.splitlines())
     bad = tmp_path / "bad.csv"
     bad.write_text("a;b;c\n", "utf-8")
     result = CliRunner().invoke(cli, ["form", "import-redcap", str(bad), "-o",
@@ -299,3 +305,23 @@ def test_docs_table_covers_every_feature_the_importer_knows() -> None:
         for name, (status, _meaning) in table.items():
             assert rows.get(name) == status, f"docs/forms.md: {what} `{name}` should be {status}"
 
+
+
+def test_an_identifier_is_carried_and_shown_masked_unless_revealed() -> None:
+    """Issue 16: REDCap's Identifier? = y was refused; it is carried as ``identifier: true``
+    and staff views (and exports) show the answer masked until revealed."""
+    from careloop.forms.pages import describe
+
+    body = next(i for i in import_instruments((DATA / "screening_multi.csv").read_text("utf-8"))
+                if i.key == "demographics").body
+    fields = {f["key"]: f for f in body["fields"]}
+    assert fields["name"]["identifier"] is True and fields["phone"]["identifier"] is True
+    assert "identifier" not in fields["email"]
+    spec = form_from_yaml(yaml.safe_dump(body))
+    answers = {"name": "Ada Lovelace", "phone": "+44 20 7946 0958", "email": "a@example.org"}
+    shown = {e["key"]: e for e in describe(spec, answers, "en")}
+    assert shown["name"]["display"] == "A" + "*" * 11 and shown["name"]["masked"] is True
+    assert "7946" not in shown["phone"]["value"] and shown["phone"]["masked"] is True
+    assert shown["email"]["display"] == "a@example.org" and "masked" not in shown["email"]
+    revealed = {e["key"]: e for e in describe(spec, answers, "en", reveal=True)}
+    assert revealed["name"]["display"] == "Ada Lovelace" and "masked" not in revealed["name"]

@@ -37,27 +37,28 @@ STORED_PER_INSTRUMENT = 2
 
 #: per dictionary: the instruments refused (loudly); every other instrument is carried whole
 REFUSED: dict[str, set[str]] = {
+    # Identifier? = y is carried (identifier: true); these stay refused for other features
     "arm-multiple-delete": set(),
     "arm-single-longitudinal": set(),
-    "blank-for-gray-status": {"demographics"},     # identifiers
+    "blank-for-gray-status": set(),
     "checkboxes-1": set(),
-    "clinical-trial-1": {"demographics"},          # identifiers
-    "dag": {"demographics"},                       # identifiers
-    "decimal-comma-and-dot": {"demographics"},     # identifier, number_comma_decimal
-    "decimal-dot": {"demographics"},               # identifier
-    "empty-rows": {"demographics"},                # identifiers
+    "clinical-trial-1": set(),
+    "dag": {"demographics"},                       # rounddown(x) without decimals
+    "decimal-comma-and-dot": {"demographics"},     # number_comma_decimal
+    "decimal-dot": set(),
+    "empty-rows": {"demographics"},                # rounddown(x) without decimals
     "file-repo": {"form_1"},                       # @TODAY
-    "longitudinal": {"demographics"},              # identifiers
+    "longitudinal": set(),
     "multilevel-model-1": set(),
     "nonnumeric-record-id": set(),
     "potentially-problematic-dictionary": set(),
     "potentially-problematic-values": set(),
     "project-color-boxes": set(),
-    "repeating-instruments": {"demographics"},     # identifiers
-    "repeating-instruments-sparse": {"demographics"},
-    "simple": {"demographics"},                    # identifiers
+    "repeating-instruments": set(),
+    "repeating-instruments-sparse": set(),
+    "simple": set(),
     "single-column": set(),
-    "survey": {"prescreening_survey", "participant_info_survey"},  # identifiers
+    "survey": set(),
     "validation-types-1": {"form_1"},              # sql, validations with no equivalent
     "vignette-repeating": set(),
 }
@@ -161,7 +162,7 @@ def _check_instrument(name: str, form: str, instrument: Instrument,
     # a field the import refused
     blocked = ["today()", *(f"answers.{n.field}" for n in instrument.refused)]
     calcs = [f["key"] for f in fields if f["type"] == "calculated"
-             and not any(re.search(re.escape(b) + r"\b", f["calculate"]) for b in blocked)]
+             and not any(re.search(re.escape(b) + r"(?!\w)", f["calculate"]) for b in blocked)]
     record_id = next(iter(rows[0])) if rows else ""
     stored = 0
     for row in rows:
