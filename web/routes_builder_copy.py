@@ -119,11 +119,16 @@ def copy(request: Request, payload: CopyIn, me: Principal = NEEDS_BUILDER) -> An
     return JSONResponse(done, status_code=201)
 
 
-@router.get("/api/v1/builder/new/key", response_model=ProposedKey)
-def proposed_new_key(kind: str = Query(pattern=KEY), en: str = Query("", max_length=200),
-                     me: Principal = NEEDS_BUILDER) -> dict[str, str]:
-    with transaction() as session:
-        return {"key": builder_copy.proposed_new_key(session, kind, {"en": en})}
+@router.get("/api/v1/builder/new/key", response_model=ProposedKey,
+            responses=errors({404: {"model": ErrorBody, "description": "no such kind"}}))
+def proposed_new_key(request: Request, kind: str = Query(pattern=KEY),
+                     en: str = Query("", max_length=200),
+                     me: Principal = NEEDS_BUILDER) -> Any:
+    try:
+        with transaction() as session:
+            return {"key": builder_copy.proposed_new_key(session, kind, {"en": en})}
+    except builder.BuilderError as exc:  # not a kind the builder edits
+        return _refuse(request, exc)
 
 
 @router.post("/api/v1/builder/new", response_model=Copied, status_code=201,

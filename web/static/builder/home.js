@@ -40,8 +40,13 @@ function wireNew() {
     const ticket = ++asked;
     const kind = $("new-kind").value;
     const en = $("new-title-en").value.trim();
-    const response = await fetch(`/api/v1/builder/new/key?kind=${encodeURIComponent(kind)}&en=${encodeURIComponent(en)}`);
-    const data = response.ok ? await response.json() : null;
+    let data = null;
+    try {
+      const response = await fetch(`/api/v1/builder/new/key?kind=${encodeURIComponent(kind)}&en=${encodeURIComponent(en)}`);
+      data = response.ok ? await response.json() : null;
+    } catch {
+      return;  // the page is being left (the request aborted) or the server is away: no proposal
+    }
     if (data && ticket === asked && !keyTouched) $("new-key").value = data.key;
   };
   $("new-title-en").addEventListener("input", propose);
@@ -51,10 +56,17 @@ function wireNew() {
     const body = { kind: $("new-kind").value, app: $("new-app").value,
       title: { "zh-CN": $("new-title-zh").value.trim(), en: $("new-title-en").value.trim() } };
     if ($("new-key").value.trim()) body.key = $("new-key").value.trim();
-    const response = await fetch("/api/v1/builder/new", { method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
-      body: JSON.stringify(body) });
-    const data = await response.json();
+    let response;
+    let data;
+    try {
+      response = await fetch("/api/v1/builder/new", { method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
+        body: JSON.stringify(body) });
+      data = await response.json();
+    } catch {
+      $("new-status").textContent = form.dataset.offline || "";
+      return;
+    }
     if (response.status === 201) location.href = data.url;
     else $("new-status").textContent = data.detail || "";
   });
@@ -68,8 +80,13 @@ async function findInside(query) {
   const list = document.getElementById("builder-search-hits");
   const ticket = ++searching;
   if (!query) { list.hidden = true; list.replaceChildren(); return; }
-  const response = await fetch(`/api/v1/builder/search?q=${encodeURIComponent(query)}`,
-    { headers: { Accept: "application/json" } });
+  let response;
+  try {
+    response = await fetch(`/api/v1/builder/search?q=${encodeURIComponent(query)}`,
+      { headers: { Accept: "application/json" } });
+  } catch {
+    return;  // aborted (the page is being left) or the server is away
+  }
   if (ticket !== searching || !response.ok) return;
   const hits = await response.json();
   const inside = hits.filter((hit) => hit.found.length);
@@ -104,8 +121,13 @@ function wireCopy() {
     const ticket = ++asked;
     const [kind, key] = source();
     const en = $("copy-title-en").value.trim();
-    const response = await fetch(`/api/v1/builder/copy/key?kind=${encodeURIComponent(kind)}&key=${encodeURIComponent(key)}&en=${encodeURIComponent(en)}`);
-    const data = response.ok ? await response.json() : null;
+    let data = null;
+    try {
+      const response = await fetch(`/api/v1/builder/copy/key?kind=${encodeURIComponent(kind)}&key=${encodeURIComponent(key)}&en=${encodeURIComponent(en)}`);
+      data = response.ok ? await response.json() : null;
+    } catch {
+      return;  // the page is being left (the request aborted) or the server is away: no proposal
+    }
     if (data && ticket === asked && !keyTouched) $("copy-key").value = data.key;
   };
   $("copy-title-en").addEventListener("input", propose);
@@ -116,10 +138,17 @@ function wireCopy() {
     const body = { kind, key, app: $("copy-app").value,
       title: { "zh-CN": $("copy-title-zh").value.trim(), en: $("copy-title-en").value.trim() } };
     if ($("copy-key").value.trim()) body.new_key = $("copy-key").value.trim();
-    const response = await fetch("/api/v1/builder/copy", { method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
-      body: JSON.stringify(body) });
-    const data = await response.json();
+    let response;
+    let data;
+    try {
+      response = await fetch("/api/v1/builder/copy", { method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
+        body: JSON.stringify(body) });
+      data = await response.json();
+    } catch {
+      $("copy-status").textContent = document.getElementById("builder-new")?.dataset.offline || "";
+      return;
+    }
     if (response.status === 201) location.href = data.url;
     else $("copy-status").textContent = data.detail || "";
   });
