@@ -42,6 +42,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from careloop.engine.db import default_engine, home, make_engine, redact
 from careloop.engine.errors import CareloopError
@@ -336,6 +337,7 @@ def _load(found: Opened, engine: Engine, *, clean: bool) -> dict[str, int]:
             copy.close()
     else:
         dsn, env = _libpq(engine.url)
+        _extensions(engine)
         argv = [PG_RESTORE, "--no-owner", "--no-privileges", "--exit-on-error",
                 "--single-transaction", f"--dbname={dsn}"]
         if clean:
@@ -343,6 +345,17 @@ def _load(found: Opened, engine: Engine, *, clean: bool) -> dict[str, int]:
         _run([*argv, str(found.database)], env)
     with engine.connect() as connection:
         return count_rows(connection, schema if engine.dialect.name == "postgresql" else None)
+
+
+def _extensions(engine: Engine) -> None:
+    """The extensions the schema's indexes use (``pg_trgm``: patient search, migration 0032),
+    made in the target database before the restore: a dump of one schema does not carry them.
+    Where the database refuses (no privilege), the restore says what failed, as before."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
+    except SQLAlchemyError:
+        pass
 
 
 def _compare(expected: dict[str, int], found: dict[str, int]) -> list[str]:

@@ -7,6 +7,7 @@ ticker's sweep is the scheduler's own ``run_due``."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from sqlalchemy import Engine, select
 from careloop.engine.bundles import import_bundle, list_bundles
 from careloop.engine.clock import OFFSET_ENV, wall_clock_utc
 from careloop.engine.db import transaction
+from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Department
+from careloop.engine.events import PENDING
+from careloop.engine.models import DomainEventRow
 from careloop.flows.ingest import create_api_key
 from careloop.flows.models import OutboxMessage
 from careloop.flows.outbox import message_text
@@ -36,6 +40,21 @@ def _sign_in(page: Page, base: str, username: str) -> None:
     page.fill("#password", PASSWORD)
     page.click("#login-submit")
     page.wait_for_url(f"{base}/")
+
+
+def _handled(engine: Engine, seconds: float = 30) -> None:
+    """Wait until the event queue holds nothing pending (the server's dispatcher thread, or
+    this process, handled every event the API acknowledged)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        drain(engine)
+        with transaction(engine) as session:
+            waiting = session.scalars(select(DomainEventRow.id).where(
+                DomainEventRow.state == PENDING).limit(1)).first()
+        if waiting is None:
+            return
+        assert time.monotonic() < deadline, "events still pending"
+        time.sleep(0.1)
 
 
 def test_dissatisfied_patient_reaches_head_nurse_pharmacy_and_px_dashboard(
@@ -68,6 +87,7 @@ def test_dissatisfied_patient_reaches_head_nurse_pharmacy_and_px_dashboard(
         sent = his.post("/api/v1/events", headers={"X-API-Key": key},
                         json={"event_id": event_id, "type": type_, "payload": payload})
         assert sent.status_code == 200, sent.text
+    _handled(engine)  # the serving process's dispatcher thread handles them right after
     run_due(engine)
     with transaction(engine) as session:
         body = message_text(session, session.scalars(select(OutboxMessage).where(
@@ -94,6 +114,7 @@ def test_dissatisfied_patient_reaches_head_nurse_pharmacy_and_px_dashboard(
             phone.locator('button[value="submit"]').click()
             phone.wait_for_load_state()
             assert "感谢您的填写" in phone.locator("body").inner_text()
+            _handled(engine)  # the page did not wait for the rules: the dispatcher runs them
 
             nurse = browser.new_page(locale="zh-CN")
             _sign_in(nurse, server, "hn")
