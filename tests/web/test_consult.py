@@ -6,7 +6,7 @@ message whose absolute link opens the thread."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -116,7 +116,8 @@ def test_ask_route_answer_read(hospital: str, client: TestClient) -> None:
     assert {"consult.asked", "consult.view", "consult.answer"} <= actions
     link = re.search(r"https?://[^\s/]+(/q/[A-Za-z0-9_\-]+)", text)
     assert link, text
-    read = patient.get(link.group(1))
+    with frozen_now(NOW + timedelta(hours=13)):  # the patient reads it the next morning
+        read = patient.get(link.group(1))
     assert "饭后服用即可。" in read.text and 'id="consult-answered-by"' in read.text
     with transaction() as session:
         assert "consult.answer_read" in set(session.scalars(select(AuditRow.action)).all())

@@ -164,7 +164,8 @@ def test_a_department_publishes_its_own_items_and_links_keep_their_version(
     with transaction() as session:
         first = store.get_version(session, "education", "post_pci_medication", 1)
         assert first.title["zh-CN"] == "支架术后坚持规律服药"  # never overwritten
-    sent = TestClient(client.app).get(path)
+    with frozen_now(NOW):  # the link's validity runs on the hospital clock
+        sent = TestClient(client.app).get(path)
     assert "支架术后坚持规律服药" in sent.text and "第二版" not in sent.text
     assert "第二版" in client.get("/education").text
 
@@ -250,9 +251,10 @@ def test_uploaded_pdf_is_kept_and_served_with_access_checks(hospital: str,
     leaflet = next(LINK.search(t).group(1) for t in texts  # type: ignore[union-attr]
                    if "低盐饮食宣传单" in t)
     phone = TestClient(client.app)
-    opened = phone.get(leaflet)
+    with frozen_now(NOW):  # the link's validity runs on the hospital clock
+        opened = phone.get(leaflet)
+        served = phone.get(f"{leaflet}/media")
     assert f'href="{leaflet}/media"' in opened.text
-    served = phone.get(f"{leaflet}/media")
     assert served.status_code == 200 and served.content == PDF
     assert served.headers["x-content-type-options"] == "nosniff"
 
