@@ -143,6 +143,18 @@ def _sqlite_pragmas(busy: float) -> Any:
     return apply
 
 
+def _savepoint_takes_the_write_lock(conn: Any, _name: str) -> None:
+    """SQLite: a transaction whose first statement is a SAVEPOINT starts as a *reader*; if another
+    connection commits before its first write, that write fails at once with "database is
+    locked" (WAL's stale snapshot: the busy timeout does not apply). Such a transaction (the
+    demo's timeline, batch imports, every ``begin_nested``) takes the write lock first instead,
+    waiting for it like any writer. Other transactions keep the driver's usual start at their
+    first write."""
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection is not None and not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
 def pool_size() -> tuple[int, int]:
     """Connections one process keeps open and may open beyond them:
     ``CARELOOP_DB_POOL_SIZE`` (5) and ``CARELOOP_DB_MAX_OVERFLOW`` (10). Size them to the
@@ -189,6 +201,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
                            **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(timeouts.busy))
+        event.listen(engine, "savepoint", _savepoint_takes_the_write_lock)
     event.listen(engine, "before_cursor_execute", _started)
     event.listen(engine, "after_cursor_execute", _finished)
     event.listen(engine, "handle_error", _finished)

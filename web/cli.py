@@ -146,7 +146,7 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bo
     from careloop.engine import links
     from careloop.engine.bundles import BundleError, import_bundles, list_bundles
     from careloop.engine.cli import print_conflicts
-    from careloop.engine.db import database_url, redact, transaction
+    from careloop.engine.db import default_engine, transaction
     from careloop.engine.errors import DefinitionInvalid
     from careloop.engine.migrate import upgrade
     from careloop.web.auth import has_any_user
@@ -161,7 +161,8 @@ def up(ctx: click.Context, bundle_dir: Path, host: str, port: int, with_demo: bo
     if notice:
         click.echo(f"warning: {notice}", err=True)
     upgrade()
-    click.echo(f"database ready: {redact(database_url())}")
+    click.echo("database ready: "
+               f"{default_engine().url.render_as_string(hide_password=True)}")
     try:
         # what staff published in the builder stays live: only untouched definitions are updated
         plans = import_bundles(list_bundles([bundle_dir]), actor="careloop up")
