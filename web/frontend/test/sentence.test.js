@@ -45,7 +45,7 @@ test("each clause form renders in words and writes back the same expression", ()
     ["answers.ward in ['w1', 'w2']", "当 病区 是以下之一： 「一病区」、「二病区」"],
     ["'cost' in answers.low_reasons", "当 不满意原因 包含 「费用」"],
     ["contains(answers.comment, '用药')", "当 评论 提到 “用药”"],
-    ["days_between(answers.visit, today()) <= 7", "当 复诊日期 在最近 7 天内"],
+    ["0 <= days_between(answers.visit, today()) <= 7", "当 复诊日期 在最近 7 天内"],
     ["answers.clear == 'no' or answers.overall >= 4", "当 用药指导清楚吗 是 「否」 或 总体满意度 ≥ 4"],
   ];
   for (const [text, words] of cases) {
@@ -54,6 +54,13 @@ test("each clause form renders in words and writes back the same expression", ()
     assert.equal(renderCondition(parsed, ctx), words);
     assert.equal(writeCondition(parsed), text);
   }
+});
+
+test("'within the last N days' never holds for a future date; older drafts' form is read and rewritten", () => {
+  const parsed = parseCondition("days_between(answers.visit, today()) <= 7");
+  assert.ok(parsed);
+  assert.equal(renderCondition(parsed, ctx), "当 复诊日期 在最近 7 天内");
+  assert.equal(writeCondition(parsed), "0 <= days_between(answers.visit, today()) <= 7");
 });
 
 test("quotes inside text are kept whole; a range writes two clauses", () => {

@@ -11,7 +11,8 @@
 //   answers.F in [a, b]               "is one of"
 //   'code' in answers.F               a multiple-choice answer includes a choice ("has")
 //   contains(answers.F, 'word')       a text mentions a word ("mentions")
-//   days_between(answers.F, today()) <= N   a date within the last N days ("within_days")
+//   0 <= days_between(answers.F, today()) <= N   a date within the last N days ("within_days";
+//                                            read without the "0 <=" too, as older drafts wrote it)
 //   'cat' in classification.negative  the classified comment mentions a category ("category")
 // Anything else is not a sentence: parseCondition answers null and the page says "a custom
 // condition (see Advanced)", never the expression.
@@ -78,7 +79,7 @@ const FORMS = [
     (m) => ({ field: m[2], op: "has", value: unquote(m[1]) })],
   [new RegExp(String.raw`^contains\(\s*${FIELD}\s*,\s*(${STRING})\s*\)$`),
     (m) => ({ field: m[1], op: "mentions", value: unquote(m[2]) })],
-  [new RegExp(String.raw`^days_between\(\s*${FIELD}\s*,\s*today\(\)\s*\)\s*<=\s*(\d+)$`),
+  [new RegExp(String.raw`^(?:0\s*<=\s*)?days_between\(\s*${FIELD}\s*,\s*today\(\)\s*\)\s*<=\s*(\d+)$`),
     (m) => ({ field: m[1], op: "within_days", value: Number(m[2]) })],
   [new RegExp(String.raw`^(${STRING})\s+in\s+classification\.(negative|positive)$`),
     (m) => ({ op: "category", polarity: m[2], value: unquote(m[1]) })],
@@ -116,7 +117,8 @@ function writeClause(c) {
   if (c.op === "in") return `${f} in [${(c.value || []).map(toLiteral).join(", ")}]`;
   if (c.op === "has") return `${toLiteral(c.value)} in ${f}`;
   if (c.op === "mentions") return `contains(${f}, ${toLiteral(c.value)})`;
-  if (c.op === "within_days") return `days_between(${f}, today()) <= ${Number(c.value)}`;
+  // not a future date: "within the last N days" is 0 to N days ago
+  if (c.op === "within_days") return `0 <= days_between(${f}, today()) <= ${Number(c.value)}`;
   if (c.op === "category") return `${toLiteral(c.value)} in classification.${c.polarity || "negative"}`;
   if (c.op === "between") return `${f} >= ${toLiteral(c.value[0])} and ${f} <= ${toLiteral(c.value[1])}`;
   return `${f} ${c.op} ${toLiteral(c.value)}`;
