@@ -13,6 +13,10 @@ a refusal is a located note (``item[3].item[0].extension[sdc-questionnaire-calcu
                                 from answerOption or answerValueSet (contained, bundle, catalogue)
     calculatedExpression      → a score ``method: fhirpath`` (variables in scope), computed on
                                 the server by fhirpathpy inside Careloop's limits
+    initialExpression         → the field's ``default``, answerExpression → its choices: both
+                                evaluated once at import (as SDC populates a form: an empty
+                                response), written back by the export; refused when the value
+                                would not be constant (clock, launch context, the answers)
     questionnaire-unit        → the field's ``unit``; quantity + unitOption → measurement
     itemControl               → radio / dropdown / slider / check-box
     language + translation    → labels under zh-CN / en
