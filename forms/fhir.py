@@ -242,7 +242,8 @@ class _Exporter:
         elif mapping.item is not None and field.type not in ("repeat_group",):
             item.update(mapping.item(field, self.locale))
         self.numbers(field, meta, ftype, item, extensions)
-        if field.default is not None:
+        self.population(meta, item, extensions)
+        if field.default is not None and not meta.get("initial_expression"):
             self.initial(field, item)
         if isinstance(field.options.get("max_length"), int) and ftype in ("string", "text"):
             item["maxLength"] = field.options["max_length"]
@@ -260,8 +261,25 @@ class _Exporter:
         if children:
             item["item"] = children
         if extensions:
-            item["extension"] = extensions
+            item["extension"] = _unique_variables(extensions)
         return item
+
+    def population(self, meta: Mapping[str, Any], item: dict[str, Any],
+                   extensions: list[dict[str, Any]]) -> None:
+        """An imported ``answerExpression`` / ``initialExpression`` written back as itself (the
+        choices and default it gave at import are what it gives again: it is evaluated once,
+        on an empty response)."""
+        for key, name in (("answer_expression", "sdc-questionnaire-answerExpression"),
+                          ("initial_expression", "sdc-questionnaire-initialExpression")):
+            kept = meta.get(key)
+            if not kept:
+                continue
+            if key == "answer_expression":
+                item.pop("answerOption", None)
+                item.pop("answerValueSet", None)
+            extensions.extend(self.variables(kept.get("variables")))
+            extensions.append({"url": SDC + name, "valueExpression": {
+                "language": "text/fhirpath", "expression": kept["expression"]}})
 
     def initial(self, field: FieldSpec, item: dict[str, Any]) -> None:
         """The field's ``default`` as ``initial`` (``initialSelected`` on answer options, as
@@ -480,3 +498,16 @@ def fhir_item(field: FieldSpec, locale: str) -> dict[str, Any] | None:
     return item
 
 
+def _unique_variables(extensions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An item's extensions with each SDC variable once (a condition, an initial value and
+    answer options may read the same variables in scope)."""
+    seen: set[str] = set()
+    out = []
+    for ext in extensions:
+        if ext.get("url") == CORE + "variable":
+            name = str(ext.get("valueExpression", {}).get("name"))
+            if name in seen:
+                continue
+            seen.add(name)
+        out.append(ext)
+    return out

@@ -13,6 +13,10 @@ a refusal is a located note (``item[3].item[0].extension[sdc-questionnaire-calcu
                                 from answerOption or answerValueSet (contained, bundle, catalogue)
     calculatedExpression      → a score ``method: fhirpath`` (variables in scope), computed on
                                 the server by fhirpathpy inside Careloop's limits
+    initialExpression         → the field's ``default``, answerExpression → its choices: both
+                                evaluated once at import (as SDC populates a form: an empty
+                                response), written back by the export; refused when the value
+                                would not be constant (clock, launch context, the answers)
     questionnaire-unit        → the field's ``unit``; quantity + unitOption → measurement
     itemControl               → radio / dropdown / slider / check-box
     language + translation    → labels under zh-CN / en
@@ -152,8 +156,10 @@ class Importer(LogicImport):
             return
         if not item.get("repeats"):
             self.occurs(body, meta, exts, where)
-        self.typed(item, scope, key, kind, body, meta, exts)
-        self.initial(item, body, meta, where)
+        populated = self.answer_expression(item, scope, kind, exts, meta)
+        populated, initial_at = self.initial_expression(populated, scope, exts, meta)
+        self.typed(populated, scope, key, kind, body, meta, exts)
+        self.initial(populated, body, meta, where, initial_at)
         if item.get("readOnly") and repeatable(str(body["type"])):
             body["read_only"] = True
         elif item.get("readOnly"):
@@ -332,24 +338,25 @@ class Importer(LogicImport):
         self.kinds[key] = str(body["type"])
 
     def initial(self, item: Mapping[str, Any], body: dict[str, Any], meta: Mapping[str, Any],
-                where: str) -> None:
-        """``initial`` / ``initialSelected`` → the field's ``default`` (what the patient page
-        starts with), as an answer of the field's type."""
+                where: str, at: str | None = None) -> None:
+        """``initial`` / ``initialSelected`` (or the values of an ``initialExpression``, which
+        a refusal names: ``at``) → the field's ``default`` (what the patient page starts
+        with), as an answer of the field's type."""
+        at = at or f"{where}.initial"
         selected = [c["code"] for c, o in zip(body.get("choices", []),
                                               item.get("answerOption", []) or [], strict=False)
                     if o.get("initialSelected")]
         values = [initial_value(v, body, meta) for v in item.get("initial", []) or []]
         values = selected + [v for v in values if v is not None]
         if len(values) < len(item.get("initial", []) or []) + len(selected):
-            self.refuse(f"{where}.initial", "an initial value of a kind the field does not take")
+            self.refuse(at, "an initial value of a kind the field does not take")
             return
         if not values:
             return
         if body.get("type") == "multiple_choice" or body.get("repeats"):
             body["default"] = values
         elif len(values) > 1:
-            self.refuse(f"{where}.initial", "several initial values on an item that does not "
-                        "repeat")
+            self.refuse(at, "several initial values on an item that does not repeat")
         else:
             body["default"] = values[0]
 

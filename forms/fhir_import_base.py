@@ -244,11 +244,12 @@ _ITEM_KEYS = {"linkId", "text", "_text", "type", "code", "required", "repeats", 
               "initial", "extension", "modifierExtension", "maxLength", "prefix", "_prefix",
               "definition", "id"}
 _REFUSED = {
-    "sdc-questionnaire-initialExpression": "an initial value from FHIRPath (pre-population): "
-                                           "field defaults are not applied by the runtime",
-    "questionnaire-initialExpression": "an initial value from FHIRPath (pre-population)",
-    "sdc-questionnaire-answerExpression": "answer options computed by FHIRPath: choices are "
-                                          "fixed in a form",
+    "sdc-questionnaire-initialExpression": "an initial value from FHIRPath on an item that "
+                                           "takes none (a group, a calculated item)",
+    "questionnaire-initialExpression": "an initial value from FHIRPath on an item that takes "
+                                       "none (a group, a calculated item)",
+    "sdc-questionnaire-answerExpression": "answer options from FHIRPath on an item that takes "
+                                          "none (a group, a calculated item)",
     "sdc-questionnaire-candidateExpression": "candidate answers from FHIRPath",
     "sdc-questionnaire-observationLinkPeriod": "pre-population from earlier Observations",
     "sdc-questionnaire-observationExtract": "extraction of Observations from answers",

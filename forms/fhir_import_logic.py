@@ -207,3 +207,183 @@ class LogicImport(ImportState):
         self.items_meta[key] = meta
         self.scores.append(score)
 
+
+    # -- SDC initialExpression and answerExpression ----------------------------------------
+    def reads(self, expression: str, variables: list[dict[str, str]]) -> set[str]:
+        """The ``%`` names ``expression`` reads, through the variables it reads (in scope)."""
+        by_name = {v["name"]: v["expression"] for v in variables}
+        found: set[str] = set()
+        todo = [expression]
+        while todo:
+            for name in _PERCENT.findall(todo.pop()):
+                name = name.strip("`'")
+                if name not in found:
+                    found.add(name)
+                    if name in by_name:
+                        todo.append(by_name[name])
+        return found
+
+    def population(self, name: str, ext: Mapping[str, Any], scope: Scope, where: str,
+                   *, answers: bool) -> list[Any] | None:
+        """An ``initialExpression`` (``answers=False``) or ``answerExpression`` evaluated once,
+        on the server, as the form is populated: an empty QuestionnaireResponse, the
+        Questionnaire as ``%questionnaire``, the variables in scope, inside Careloop's limits.
+        ``None`` (refused) when its value would not be that constant: it reads the clock, the
+        launch context (``%patient``…) or — for answer options — the answers."""
+        from careloop.engine.limits import LimitExceeded
+        from careloop.forms.fhirpath import FhirPathError, run
+
+        value = ext.get("valueExpression", {})
+        at = f"{where}.extension[{name}]"
+        expression = self.rename(str(value.get("expression", "")))
+        if value.get("language") != "text/fhirpath":
+            self.refuse(at, f"an expression in {value.get('language')!r}: only FHIRPath is "
+                        "evaluated")
+            return None
+        if problem := check_expression(expression):
+            self.refuse(at, problem)
+            return None
+        if self.relative(expression, at, True):
+            return None
+        texts = [expression] + [v["expression"] for v in scope.variables
+                                if v["name"] in self.reads(expression, scope.variables)]
+        if any(_CLOCK.search(t) for t in texts):
+            self.refuse(at, "a value from the clock (today(), now(), timeOfDay()): Careloop "
+                        "fixes a field's initial value and choices when the form is published")
+            return None
+        read = self.reads(expression, scope.variables)
+        declared = {v["name"] for v in scope.variables}
+        outside = sorted(n for n in read - declared - _RESPONSE - {"questionnaire"}
+                         if n not in _CONSTANTS and not n.startswith(("vs-", "ext-")))
+        if outside:
+            self.refuse(at, f"reads %{outside[0]}: pre-population from the launch context "
+                        "(patient, encounter, user…) is not carried")
+            return None
+        if answers and read & _RESPONSE:
+            self.refuse(at, "answer options computed from the answers (%resource): a form's "
+                        "choices are fixed, so they would not follow the answers")
+            return None
+        empty = {"resourceType": "QuestionnaireResponse", "status": "in-progress", "item": []}
+        try:
+            return run(expression, scope.variables, empty, self.q)
+        except (FhirPathError, LimitExceeded) as exc:
+            self.refuse(at, f"the expression fails: {exc}")
+            return None
+
+    def kept(self, expression: Mapping[str, Any], scope: Scope) -> dict[str, Any] | None:
+        """What the export writes back: the expression (and the variables in scope), unless it
+        reads ``%questionnaire`` — the export rewrites the Questionnaire, so there the value
+        it gave is carried instead (``initial`` / ``answerOption``), which is exact: a
+        population expression is evaluated once, on an empty response."""
+        text = self.rename(str(expression.get("expression", "")))
+        if "questionnaire" in self.reads(text, scope.variables):
+            return None
+        out: dict[str, Any] = {"expression": text}
+        if scope.variables:
+            out["variables"] = list(scope.variables)
+        return out
+
+    def answer_expression(self, item: dict[str, Any], scope: Scope, kind: str,
+                          exts: dict[str, list[dict[str, Any]]], meta: dict[str, Any]
+                          ) -> dict[str, Any]:
+        """``answerExpression`` on a choice item → its choices (``item`` with the options the
+        expression gives as ``answerOption``)."""
+        found = exts.pop("sdc-questionnaire-answerExpression", [])
+        if not found:
+            return item
+        at = f"{scope.path}.extension[sdc-questionnaire-answerExpression]"
+        if item.get("answerOption") or item.get("answerValueSet"):
+            self.refuse(at, "an answerExpression beside answerOption or answerValueSet")
+            return item
+        if kind not in ("choice", "open-choice", "coding", "string", "integer", "date", "time"):
+            self.refuse(at, f"answer options on a {kind} item")
+            return item
+        result = self.population("sdc-questionnaire-answerExpression", found[0], scope,
+                                 scope.path, answers=True)
+        if result is None:
+            return {**item, "answerOption": [{"valueString": "unresolved"}]}
+        options = [_option_of(v) for v in result]
+        if not options or any(o is None for o in options):
+            self.refuse(at, "the expression gives no answer options, or values that are not "
+                        "codings, text, whole numbers, dates or times")
+            return {**item, "answerOption": [{"valueString": "unresolved"}]}
+        kept = self.kept(found[0].get("valueExpression", {}), scope)
+        if kept is not None:
+            meta["answer_expression"] = kept
+        return {**item, "answerOption": options}
+
+    def initial_expression(self, item: dict[str, Any], scope: Scope,
+                           exts: dict[str, list[dict[str, Any]]], meta: dict[str, Any]
+                           ) -> tuple[dict[str, Any], str | None]:
+        """``initialExpression`` → ``item`` with the values it gives as ``initial`` (the
+        field's ``default``, checked as an answer of its type by :meth:`initial`)."""
+        for name in ("sdc-questionnaire-initialExpression", "questionnaire-initialExpression"):
+            found = exts.pop(name, [])
+            if not found:
+                continue
+            at = f"{scope.path}.extension[{name}]"
+            if item.get("initial") or any(o.get("initialSelected")
+                                          for o in item.get("answerOption", []) or []):
+                self.refuse(at, "an initialExpression beside initial values")
+                return item, None
+            result = self.population(name, found[0], scope, scope.path, answers=False)
+            if result is None:
+                return item, None
+            values = [_initial_of(v) for v in result]
+            if any(v is None for v in values):
+                self.refuse(at, "the expression gives a value that is not an answer")
+                return item, None
+            kept = self.kept(found[0].get("valueExpression", {}), scope)
+            if kept is not None:
+                meta["initial_expression"] = kept
+            return {**item, "initial": values}, at
+        return item, None
+
+
+#: ``%name``, ``%`quoted```, ``%'quoted'``
+_PERCENT = re.compile(r"%([A-Za-z_][A-Za-z0-9_-]*|`[^`]+`|'[^']+')")
+_CLOCK = re.compile(r"\b(today|now|timeOfDay)\s*\(")
+_RESPONSE = {"resource", "context", "rootResource"}
+#: FHIRPath's and FHIR's constants (not a launch context)
+_CONSTANTS = {"ucum", "sct", "loinc", "factory", "terminologies", "server"}
+
+
+def _fhir_value(value: Any) -> tuple[str, Any] | None:
+    """A FHIRPath result value as a FHIR ``value[x]`` (name, value), or ``None``."""
+    from decimal import Decimal
+
+    if isinstance(value, bool):
+        return "valueBoolean", value
+    if isinstance(value, int):
+        return "valueInteger", value
+    if isinstance(value, float | Decimal):
+        return "valueDecimal", float(value)
+    if isinstance(value, str):
+        return "valueString", value
+    if isinstance(value, Mapping):
+        if "code" in value and ("system" in value or "display" in value or len(value) == 1):
+            return "valueCoding", {k: value[k] for k in ("system", "code", "display")
+                                   if k in value}
+        if "value" in value and ("unit" in value or "code" in value):
+            return "valueQuantity", dict(value)
+        return None
+    name = type(value).__name__
+    text = str(value)
+    if name == "FP_Time":
+        return "valueTime", text
+    if name == "FP_DateTime":
+        return ("valueDate", text) if len(text) == 10 else ("valueDateTime", text)
+    return None
+
+
+def _option_of(value: Any) -> dict[str, Any] | None:
+    found = _fhir_value(value)
+    if found is None or found[0] not in ("valueCoding", "valueString", "valueInteger",
+                                         "valueDate", "valueTime"):
+        return None
+    return {found[0]: found[1]}
+
+
+def _initial_of(value: Any) -> dict[str, Any] | None:
+    found = _fhir_value(value)
+    return None if found is None else {found[0]: found[1]}

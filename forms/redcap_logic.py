@@ -41,9 +41,10 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "mean": ("translated", "`mean([...])`, blanks ignored"),
     "min": ("translated", "`min(...)`, blanks ignored"),
     "max": ("translated", "`max(...)`, blanks ignored"),
-    "round": ("translated", "`round(x, n)`; without `n` refused (REDCap's default is unclear)"),
-    "roundup": ("translated", "`roundup(x, n)`; without `n` refused"),
-    "rounddown": ("translated", "`rounddown(x, n)`; without `n` refused"),
+    "round": ("translated", "`round(x, n)`, half away from zero; without `n` 0 decimals, as "
+              "in REDCap"),
+    "roundup": ("translated", "`roundup(x, n)`, away from zero; without `n` 0 decimals"),
+    "rounddown": ("translated", "`rounddown(x, n)`, toward zero; without `n` 0 decimals"),
     "abs": ("translated", "`abs(x)`"),
     "sqrt": ("translated", "`sqrt(x)`"),
     "isnumber": ("translated", "`isnumber(x)`"),
@@ -388,9 +389,12 @@ class _Emitter:
         if name in ("min", "max"):
             return f"{name}([{', '.join(self.number(a) for a in args)}])"
         if name in ("round", "roundup", "rounddown"):
+            # REDCap: "if the decimal places are not provided, it defaults to 0"
+            if len(args) == 1:
+                return f"{name}({self.number(args[0])}, 0)"
             if len(args) != 2 or args[1].op != "num" or "." in args[1].value:
-                raise LogicRefused(f"{name}() without a whole number of decimal places is not "
-                                   f"translated; write {name}(x, 0)")
+                raise LogicRefused(f"{name}() with decimal places that are not a whole number "
+                                   "is not translated")
             return f"{name}({self.number(args[0])}, {args[1].value})"
         if name in ("abs", "sqrt"):
             if len(args) != 1:

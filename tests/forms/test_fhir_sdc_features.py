@@ -233,3 +233,100 @@ def test_hidden_group_of_calculations_is_not_drawn(engine: Engine, client: TestC
     page = client.get(_link(engine, "hidden_calc") + "?lang=en").text
     assert "GROUP-VISIBLE: group that contains a hidden item" in page
     assert "hidden group" not in page
+
+
+def _corpus(name: str) -> dict[str, Any]:
+    source: dict[str, Any] = json.loads((DATA / name).read_text("utf-8"))
+    return source
+
+
+def _resolved(body: dict[str, Any]) -> dict[str, Any]:
+    """The form once its author resolved every refusal (removed those items)."""
+    refused = {e["field"] for e in body["import"]["unresolved"]}
+    assert refused
+    return {**body, "import": {"source": "fhir", "unresolved": []}}
+
+
+def test_initial_expression_is_evaluated_once_and_written_back(engine: Engine,
+                                                                client: TestClient,
+                                                                patient: str) -> None:
+    """SDC ``initialExpression`` (LHC-Forms' own test Questionnaire): evaluated on the server as
+    the form is populated (an empty response, the Questionnaire as ``%questionnaire``), the
+    value becomes the field's default; the export writes the expression back, except where it
+    read ``%questionnaire`` (then the value, as ``initial``); an off-list value is refused."""
+    source = _corpus("lforms-initialexpr.json")
+    body, notes = import_questionnaire(source, "initial_expr")
+    fields = {f["key"]: f for f in body["fields"]}
+    assert fields["type_integer"]["default"] == 123
+    assert fields["type_string"]["default"] == "abc123"
+    assert fields["repeating_string"]["default"] == ["aaa", "bbb"]
+    assert fields["repeating_choice"]["default"] == ["g", "b"]   # codings of the contained VS
+    assert notes == ["item[3].extension[sdc-questionnaire-initialExpression]: refused: an "
+                     "initial value of a kind the field does not take"]  # 'aaa' is no colour
+    with pytest.raises(DefinitionInvalid):
+        form_from_yaml(yaml.safe_dump(body))                     # blocks publishing
+    resolved = _resolved(body)
+    _publish(engine, resolved)
+    page = client.get(_link(engine, "initial_expr") + "?lang=en").text
+    assert 'name="type_integer" value="123"' in page and 'value="abc123"' in page
+    spec = form_from_yaml(yaml.safe_dump(resolved))
+    exported = export_questionnaire(spec, locale=spec.default_locale)
+    Questionnaire.model_validate(exported)
+    items = {i["linkId"]: i for i in exported["item"]}
+    assert items["/type-integer"]["extension"] == [
+        {"url": SDC + "sdc-questionnaire-initialExpression",
+         "valueExpression": {"language": "text/fhirpath", "expression": "123"}}]
+    assert "initial" not in items["/type-integer"]
+    chosen = [o["valueCoding"]["code"] for o in items["repeating-choice"].get("answerOption", [])
+              if o.get("initialSelected")] or [
+        i["valueCoding"]["code"] for i in items["repeating-choice"].get("initial", [])]
+    assert chosen == ["g", "b"]
+    again, _ = import_questionnaire(exported, "initial_expr")
+    assert again["fields"] == body["fields"]
+
+
+def test_answer_expression_gives_fixed_choices_or_is_refused() -> None:
+    """SDC ``answerExpression`` (LHC-Forms' answerExpTest): a list of literals is evaluated once
+    into the choices and written back as itself; one computed from the answers is refused,
+    located (a form's choices are fixed)."""
+    body, notes = import_questionnaire(_corpus("lforms-answerexp.json"), "answer_expr")
+    fields = {f["key"]: f for f in body["fields"]}
+    assert [c["code"] for c in fields["q3integer"]["choices"]] == ["12", "34", "56"]
+    assert [c["code"] for c in fields["q2string"]["choices"]][:3] == ["one", "two", "three"]
+    assert [c["code"] for c in fields["q4date"]["choices"]] == [
+        "2022-11-12", "2022-12-01", "2022-12-25"]
+    assert [n.split(": refused: ")[0] for n in notes] == [
+        "item[1].extension[sdc-questionnaire-answerExpression]",
+        "item[2].extension[sdc-questionnaire-answerExpression]"]
+    assert all("computed from the answers" in n for n in notes)
+    spec = form_from_yaml(yaml.safe_dump(_resolved(body)))
+    from careloop.forms.logic import evaluate
+
+    assert evaluate(spec, {"q3integer": "34"}, locale="en").valid
+    assert not evaluate(spec, {"q3integer": "99"}, locale="en").valid
+    exported = export_questionnaire(spec, locale=spec.default_locale)
+    Questionnaire.model_validate(exported)
+    q3 = next(i for i in exported["item"] if i["linkId"] == "q3Integer")
+    assert "answerOption" not in q3 and q3["extension"][-1] == {
+        "url": SDC + "sdc-questionnaire-answerExpression",
+        "valueExpression": {"language": "text/fhirpath", "expression": "12 | 34 | 56 "}}
+
+
+@pytest.mark.parametrize(("extension", "expression", "reason"), [
+    ("sdc-questionnaire-initialExpression", "today()", "from the clock"),
+    ("sdc-questionnaire-initialExpression", "%patient.birthDate", "reads %patient"),
+    ("sdc-questionnaire-initialExpression", "%ward.name", "reads %ward"),
+    ("sdc-questionnaire-initialExpression", "1 +", "not FHIRPath"),
+    ("sdc-questionnaire-answerExpression", "%resource.item.answer.value", "from the answers"),
+    ("sdc-questionnaire-answerExpression", "now()", "from the clock"),
+])
+def test_population_expressions_that_would_not_be_constant_are_refused(
+        extension: str, expression: str, reason: str) -> None:
+    item = {"linkId": "d", "text": "D", "type": "date" if "initial" in extension else "string",
+            "extension": [{"url": SDC + extension, "valueExpression": {
+                "language": "text/fhirpath", "expression": expression}}]}
+    body, notes = import_questionnaire({"resourceType": "Questionnaire", "status": "active",
+                                        "item": [item]}, "pop")
+    assert len(notes) == 1 and notes[0].startswith(f"item[0].extension[{extension}]: refused: ")
+    assert reason in notes[0], notes[0]
+    assert body["import"]["unresolved"][0]["field"] == f"item[0].extension[{extension}]"

@@ -225,13 +225,34 @@ def test_logic_semantics() -> None:
     assert translate("contains([t], 'pain') || isnumber([t])", kinds) == (
         "contains(answers.t, 'pain') or isnumber(answers.t)")
     for bad, reason in [("[event-name] = 'x'", "smart variable"), ("median([age])", "median"),
-                        ("round([age])", "decimal places"), ("[c] = '1'", "one option"),
+                        ("round([age], 1.5)", "decimal places"), ("[c] = '1'", "one option"),
                         ("[nope] = 1", "names no field"), ("-[age]^2", "ambiguous"),
                         ("datediff([d], 'today', 'w')", "unit"),
                         ("[hidden] > 1", "hidden calculation"),
                         ("[d] > '01-31-2026'", "not a Y-M-D date")]:
         with pytest.raises(Exception, match=reason):
             translate(bad, kinds, calc=True)
+
+
+@pytest.mark.parametrize(("redcap", "value", "expected"), [
+    # REDCap: "if the decimal places are not provided, it defaults to 0" (round, roundup,
+    # rounddown); round is half away from zero, roundup away from zero, rounddown toward zero
+    ("round([age])", 2.5, 3), ("round([age])", 2.4, 2), ("round([age])", -2.5, -3),
+    ("round([age], 1)", 2.25, 2.3), ("round([age], 0)", 7.5, 8),
+    ("roundup([age])", 2.1, 3), ("roundup([age])", 2.0, 2), ("roundup([age])", -2.1, -3),
+    ("roundup([age]/7)", 9, 2), ("roundup([age], 1)", 2.01, 2.1),
+    ("rounddown([age])", 15.76, 15), ("rounddown([age])", -1.5, -1),
+    ("rounddown([age], 1)", 15.76, 15.7),
+    ("rounddown([age])", None, None),           # a blank operand gives a blank result
+])
+def test_rounding_defaults_to_no_decimals_as_redcap(redcap: str, value: float | None,
+                                                   expected: float | None) -> None:
+    from careloop.engine.expressions import compile_expression
+
+    careloop = translate(redcap, {"age": "number"}, calc=True)
+    assert "0)" in careloop or ", 1)" in careloop, careloop
+    result = compile_expression(careloop).evaluate({"answers": {"age": value}})
+    assert result == expected and type(result) is type(expected), (careloop, result)
 
 
 def test_html_labels_become_text_and_markdown() -> None:

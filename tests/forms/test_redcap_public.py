@@ -43,10 +43,10 @@ REFUSED: dict[str, set[str]] = {
     "blank-for-gray-status": set(),
     "checkboxes-1": set(),
     "clinical-trial-1": set(),
-    "dag": {"demographics"},                       # rounddown(x) without decimals
+    "dag": set(),                                  # rounddown(x) without decimals: 0
     "decimal-comma-and-dot": {"demographics"},     # number_comma_decimal
     "decimal-dot": set(),
-    "empty-rows": {"demographics"},                # rounddown(x) without decimals
+    "empty-rows": set(),                           # rounddown(x) without decimals: 0
     "file-repo": {"form_1"},                       # @TODAY
     "longitudinal": set(),
     "multilevel-model-1": set(),
