@@ -257,8 +257,8 @@ class ActionTypeWords(Open):
 
     name: str
     title: Text
-    options: dict[str, Any] = {}
-    required: list[str] = []
+    options: dict[str, Any]
+    required: list[str]
 
 
 class UsedBy(Closed):

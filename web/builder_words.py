@@ -80,7 +80,8 @@ def panel_schema(name: str, schema: Any, departments: dict[str, dict[str, str]])
     if not isinstance(node, dict):
         return node
     kinds = [alt.get("type") for alt in node.get("oneOf") or [] if isinstance(alt, dict)]
-    props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+    found = node.get("properties")
+    props: dict[str, Any] = found if isinstance(found, dict) else {}
     if kinds == ["string", "object"]:
         node["x-def"] = "text"
     elif "hours" in props and "working_days" in props:
@@ -89,9 +90,10 @@ def panel_schema(name: str, schema: Any, departments: dict[str, dict[str, str]])
         node["properties"] = {k: panel_schema(k, v, departments) for k, v in props.items()}
     if name == "role" and node.get("type") == "string":
         roles = loaded_registry().catalogue("role")
-        node["enum"] = sorted(r for r, info in roles.items()
-                              if not getattr(info, "administrative", False))
-        node["x-enum-labels"] = {r: dict(roles.get(r).title) for r in node["enum"]}
+        titles = {r: dict(info.title) for r, info in roles.items()
+                  if not getattr(info, "administrative", False)}
+        node["enum"] = sorted(titles)
+        node["x-enum-labels"] = {r: titles[r] for r in node["enum"]}
     elif name == "department" and node.get("type") == "string":
         node["enum"] = sorted(departments)
         node["x-enum-labels"] = {d: dict(departments[d]) for d in node["enum"]}

@@ -152,12 +152,14 @@ steps:
         - {{id: cardiology, name: {{zh-CN: 心内科, en: Cardiology}}}}
         - {{id: pharmacy, name: {{zh-CN: 药剂科, en: Pharmacy}}}}
       users:
-        - {{username: hn_cardiology, display_name: 王护士长, role: head_nurse, department: cardiology}}
-        - {{username: pharmacy_head, display_name: 陈主任, role: pharmacy_head, department: pharmacy}}
+        - {{username: hn_cardiology, display_name: 王护士长, role: head_nurse,
+           department: cardiology}}
+        - {{username: pharmacy_head, display_name: 陈主任, role: pharmacy_head,
+           department: pharmacy}}
   - his:
       - type: patient.upserted
-        payload: {{patient_id: P1, mrn: MRN-P1, name: 王建国, gender: male, birth_date: "1958-04-02",
-                  phone: "13800000001", locale: zh-CN}}
+        payload: {{patient_id: P1, mrn: MRN-P1, name: 王建国, gender: male,
+                  birth_date: "1958-04-02", phone: "13800000001", locale: zh-CN}}
       - type: encounter.discharged
         payload: {{encounter_id: E1, patient_id: P1, type: inpatient, department_id: cardiology,
                   discharged_at: "2026-12-01T10:00:00+08:00", diagnoses: [I10]}}
@@ -280,7 +282,8 @@ def _journey_180() -> str:
     text = (ROOT / "app_definitions" / "cardiology" / "scenarios"
             / "pci_followup_days_7_30.yaml").read_text("utf-8")
     for old, new in (("key: pci_followup_days_7_30", "key: pci_followup_days_7_30_180"),
-                     ("第7、30、90天", "第7、30、180天"), ("days 7, 30 and 90", "days 7, 30 and 180"),
+                     ("第7、30、90天", "第7、30、180天"),
+                     ("days 7, 30 and 90", "days 7, 30 and 180"),
                      ("2027-03-01", "2027-05-30"), ("2027-03-03", "2027-06-01"),
                      ("2027-03-05", "2027-06-03"), ("2027-03-06", "2027-06-04"),
                      ("day 90 (1 March)", "day 180 (30 May)"), ("第90天", "第180天")):
@@ -361,3 +364,27 @@ def test_the_guard_refuses_code_boxes(server: str) -> None:
             assert u.count == 0
         finally:
             browser.close()
+
+
+def test_action_types_serve_their_panels_in_words(client: TestClient, apps: list[str]) -> None:
+    """The panel of an action is generated from what the server says of its type: a task's
+    title as two languages, the assignee's role by title, the due time as hours or working
+    days, the stored departments by name; administrative roles are never offered."""
+    with transaction() as session:
+        session.add(Department(id="pharmacy", name={"zh-CN": "药剂科", "en": "Pharmacy"}))
+    make_user("px_a", "px_office")
+    login(client, "px_a")
+    types = {t["name"]: t for t in client.get("/api/v1/builder/action-types").json()}
+    task, cc = types["create_task"], types["cc"]
+    assert task["required"] == ["title", "assignee"] and cc["required"] == ["role"]
+    assert task["options"]["title"]["x-def"] == "text"
+    assert task["options"]["due"]["x-def"] == "due" == cc["options"]["due"]["x-def"]
+    role = task["options"]["assignee"]["properties"]["role"]
+    assert role["x-enum-labels"]["head_nurse"] == {"zh-CN": "护士长", "en": "Head nurse"}
+    assert "system_admin" not in role["enum"]
+    assert "system_admin" not in cc["options"]["role"]["enum"]
+    assert cc["options"]["department"]["x-enum-labels"] == {
+        "pharmacy": {"zh-CN": "药剂科", "en": "Pharmacy"}}
+    assert task["options"]["priority"]["x-enum-labels"]["urgent"]["zh-CN"] == "紧急"
+    assert cc["options"]["via"]["x-enum-labels"]["notification"]["zh-CN"] == "消息通知"
+    assert cc["options"]["template"]["x-reference"] == "template"
