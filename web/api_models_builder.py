@@ -252,8 +252,13 @@ class CategoryWords(Closed):
 
 
 class ActionTypeWords(Open):
+    """A rule action type: its title, and its options' JSON Schemas marked for the rule
+    editor's panel (``x-def``, ``x-enum-labels``, ``x-reference``) with the required ones."""
+
     name: str
     title: Text
+    options: dict[str, Any]
+    required: list[str]
 
 
 class UsedBy(Closed):

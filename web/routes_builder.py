@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from careloop.engine import store
 from careloop.engine.bundles import BundleError, export_bundle, import_bundle
 from careloop.engine.db import transaction
+from careloop.engine.domain import Department
 from careloop.engine.errors import CareloopError, DefinitionInvalid, NotFound
 from careloop.engine.i18n import pick, t
 from careloop.engine.limits import LimitExceeded, WorkTimeout, off_loop
@@ -293,8 +294,11 @@ def used_by(kind: str, key: str = KEY_PATH, me: Principal = NEEDS_BUILDER) -> li
 
 @router.get("/api/v1/builder/action-types", response_model=list[ActionTypeWords])
 def action_types(me: Principal = NEEDS_BUILDER) -> list[dict[str, Any]]:
-    """Every rule action type with its title (the rule editor lists actions by title)."""
-    return builder_words.action_types()
+    """Every rule action type with its title (the rule editor lists actions by title) and its
+    options' schemas (the action's panel; the stored departments offered by name)."""
+    with transaction() as session:
+        departments = {d.id: dict(d.name or {}) for d in session.scalars(select(Department))}
+    return builder_words.action_types(departments)
 
 
 @router.get("/api/v1/builder/i18n", response_model=dict[str, str])
@@ -309,6 +313,7 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     keys.update(json.loads((folder / "steps" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "words" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "builder2" / "en.json").read_text("utf-8")))
+    keys.update(json.loads((folder / "usab1" / "en.json").read_text("utf-8")))
     return {k: t(k, locale) for k in keys}
 
 

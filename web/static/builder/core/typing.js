@@ -4,7 +4,7 @@
 import { reopen } from "../completion.js";
 
 const IDENTITY = ["data-logic", "data-prop", "data-rule", "data-score", "data-choice",
-  "data-band", "data-cell", "data-tile", "data-channel"];
+  "data-band", "data-cell", "data-tile", "data-channel", "data-act"];
 
 export function typingState(root) {
   const a = document.activeElement;

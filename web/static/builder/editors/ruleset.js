@@ -1,16 +1,24 @@
 // The rule editor: each rule by its title, its condition as a sentence (built from pickers that
 // know the fields of the forms the rule set listens to, and the categories of its classification
 // dictionary; the expression only under "Advanced"), its actions by their titles; "try it" runs
-// the draft against a sample event.
+// the draft against a sample event. "添加规则" adds a rule; "编辑规则" opens one: its title in
+// two languages, each action's panel generated from the action type's schema
+// (core/actionpanel.js), "添加动作" picks an action type by its title.
 
 import { el } from "../dom.js";
 import { register } from "../core/registry.js";
 import { conditionPanel } from "../core/conditionpanel.js";
 import { advanced } from "../core/advanced.js";
-import { setOrDelete } from "../core/text.js";
+import { freshKey, setOrDelete } from "../core/text.js";
+import { actionPanel } from "../core/actionpanel.js";
+import { actionInputKind, actionSummary } from "../core/actionwords.js";
+import { setAt } from "../steppanel.js";
 
 let ruleFields = [];              // field keys of the rule set's forms (completion)
 const words = { fields: {}, categories: {}, classified: "", actions: {} };
+let actionTypes = [];             // [{name, title, options: {name: JSON Schema}, required}]
+const lists = {};                 // kind -> [{key, title}]: the definitions an action may name
+let openRule = -1;                // the rule being edited (its title, its actions' panels)
 
 function context(b) {
   return { say: b.msg, fields: words.fields, categories: words.categories, classified: words.classified };
@@ -21,24 +29,87 @@ function actionWords(b, action) {
   return t ? b.pick(t) : action.do;
 }
 
+function titleInputs(b, i, r) {
+  const title = r.title && typeof r.title === "object" ? r.title : {};
+  const input = (locale, caption) => {
+    const box = el("input", { type: "text", "data-rule": `${i}.title.${locale}`, value: title[locale] || "" });
+    box.addEventListener("change", () => b.commit(() => {
+      const rule = b.model.rules[i];
+      const next = { ...(rule.title && typeof rule.title === "object" ? rule.title : {}), [locale]: box.value.trim() };
+      const zh = next["zh-CN"] || next.en, en = next.en || next["zh-CN"];
+      setOrDelete(rule, "title", zh ? { "zh-CN": zh, en } : undefined);
+    }));
+    return el("label", { text: caption }, box);
+  };
+  return el("fieldset", { class: "b-rule-name" }, el("legend", { text: b.msg("builder.rule_title") }),
+    input("zh-CN", b.msg("builder.label_zh")), input("en", b.msg("builder.label_en")));
+}
+
+function actionRows(b, i, r) {
+  const then = Array.isArray(r.then) ? r.then : [];
+  if (i !== openRule) {
+    return [el("ul", { class: "b-actions" }, ...then.map((a) =>
+      el("li", { "data-action": a.do, text: actionWords(b, a) })))];
+  }
+  const items = then.map((a, j) => {
+    const type = actionTypes.find((t) => t.name === a.do);
+    const errs = b.problemsAt(["rules", i, "then", j]);
+    return el("li", { "data-action": a.do, class: errs.length ? "has-error" : "" },
+      el("div", { class: "b-head" }, el("strong", { text: actionSummary(type, a, b.locale) }),
+        el("button", { type: "button", class: "b-remove", "data-rule": `${i}.then.${j}.remove`,
+          "aria-label": b.msg("builder.remove_action"), text: "×",
+          onclick: () => b.commit(() => { b.model.rules[i].then.splice(j, 1); }) })),
+      actionPanel(b, { at: `${i}.${j}`, type, action: a, lists,
+        set: (path, value) => b.commit(() => setAt(b.model.rules[i].then[j], path, value)),
+        replace: (options) => b.commit(() => { b.model.rules[i].then[j] = { do: a.do, ...options }; }),
+        problems: (path) => b.errorLines(b.problemsAt(["rules", i, "then", j, ...path])) }),
+      ...b.errorLines(errs.filter((p) => (p.path_parts || []).length <= 4
+        || actionInputKind(((type && type.options) || {})[p.path_parts[4]]) === "json")));
+  });
+  const add = el("select", { "data-rule": `${i}.add-action` },
+    el("option", { value: "", text: b.msg("builder.add_action") }),
+    ...actionTypes.map((t) => el("option", { value: t.name, text: b.pick(t.title) })));
+  add.addEventListener("change", () => {
+    if (!add.value) return;
+    b.commit(() => {
+      const rule = b.model.rules[i];
+      rule.then = [...(Array.isArray(rule.then) ? rule.then : []), { do: add.value }];
+    });
+  });
+  return [el("ul", { class: "b-actions b-actions-open" }, ...items), add];
+}
+
 function renderRules(b) {
   const body = b.$("b-rules").querySelector("tbody");
-  body.replaceChildren(...(b.model.rules || []).map((r, i) => {
+  const rules = b.model.rules || [];
+  if (openRule >= rules.length) openRule = -1;
+  body.replaceChildren(...rules.map((r, i) => {
     const errs = b.problemsAt(["rules", i]);
     const key = el("input", { type: "text", value: r.key || "", "data-rule": `${i}.key`, size: 20 });
     key.addEventListener("change", () => b.commit(() => { b.model.rules[i].key = key.value.trim(); }));
     const when = conditionPanel(b, { id: `rule:${r.key}`, attr: "data-rule", prefix: String(i),
       title: b.msg("builder.condition_sentence"), text: r.when || "", ctx: context(b),
-      errors: b.errorLines(errs),
+      errors: b.errorLines(errs.filter((p) => i !== openRule || (p.path_parts || [])[2] !== "then")),
       onSet: (text) => b.commit(() => setOrDelete(b.model.rules[i], "when", text)) });
+    const edit = el("button", { type: "button", class: "b-rule-edit", "data-rule": `${i}.edit`,
+      text: b.msg(i === openRule ? "builder.close_rule" : "builder.edit_rule"),
+      onclick: () => { openRule = i === openRule ? -1 : i; b.render(); } });
     return el("tr", { "data-rule": r.key, class: errs.length ? "has-error" : "" },
-      el("td", {}, el("strong", { class: "b-rule-title", text: b.pick(r.title) || r.key }),
+      el("td", {}, el("strong", { class: "b-rule-title", text: b.pick(r.title) || b.msg("builder.rule_untitled") }),
+        i === openRule ? titleInputs(b, i, r) : null, edit,
         advanced(b, `rule:${i}:key`, b.msg("builder.advanced_rule"),
           el("label", { text: b.msg("builder.word.key") }, key))),
       el("td", {}, when),
-      el("td", {}, el("ul", { class: "b-actions" }, ...(r.then || []).map((a) =>
-        el("li", { "data-action": a.do, text: actionWords(b, a) })))));
+      el("td", {}, ...actionRows(b, i, r)));
   }));
+}
+
+function addRule(b) {
+  b.commit(() => {
+    b.model.rules = Array.isArray(b.model.rules) ? b.model.rules : [];
+    b.model.rules.push({ key: freshKey(b.model.rules.map((r) => r && r.key), "rule"), then: [] });
+    openRule = b.model.rules.length - 1;
+  });
 }
 
 async function tryRules(b) {
@@ -57,7 +128,14 @@ async function tryRules(b) {
 
 async function loadWords(b) {
   const { data: actions } = await b.api("GET", `${b.base}/action-types`);
-  for (const a of actions || []) words.actions[a.name] = a.title;
+  actionTypes = Array.isArray(actions) ? actions : [];
+  for (const a of actionTypes) words.actions[a.name] = a.title;
+  const kinds = new Set(actionTypes.flatMap((t) => Object.values(t.options || {})
+    .map((s) => s && s["x-reference"]).filter(Boolean)));
+  await Promise.all([...kinds].map(async (kind) => {
+    const { status: code, data: rows } = await b.api("GET", `${b.base}/definitions/${kind}`);
+    lists[kind] = code === 200 && Array.isArray(rows) ? rows : [];
+  }));
   const seen = new Set();
   for (const form of b.model.forms || []) {
     const { status: code, data } = await b.api("GET", `${b.base}/forms/${encodeURIComponent(form)}/field-words`);
@@ -84,6 +162,8 @@ register("ruleset", {
   context: ["answers", "scores", "bands", "patient", "encounter", "event", "task"],
   async start(b) {
     b.$("b-try").addEventListener("click", () => tryRules(b));
+    b.$("b-rules").after(el("button", { type: "button", id: "b-add-rule", text: b.msg("builder.add_rule"),
+      onclick: () => addRule(b) }));
   },
   // the forms the rule set listens to: a sample event, and the fields the pickers offer
   async loaded(b) {
