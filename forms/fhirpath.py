@@ -260,13 +260,22 @@ def dynamic_choices(form: Any, field: Any, answers: Mapping[str, Any]) -> tuple[
         >>> [c.code for c in dynamic_choices(form, pick, {"q1": ["apple", "pear"]})]
         ['apple', 'pear']
     """
-    from careloop.forms.fhir_import_logic import _fhir_value
     from careloop.forms.spec import ChoiceSpec
 
-    found = field.choices_fhirpath or {}
-    result = _population(form, found, answers) or []
+    out = [ChoiceSpec(code=code, label={"zh-CN": text, "en": text})
+           for code, text, _ in computed_options(form, field, answers)]
+    return (*out, *field.choices)
+
+
+def computed_options(form: Any, field: Any, answers: Mapping[str, Any]
+                     ) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """``(code, label, coding)`` of each choice ``choices_fhirpath`` gives on ``answers``
+    (``coding`` the FHIR coding with its system and display, for the response export)."""
+    from careloop.forms.fhir_import_logic import _fhir_value
+
+    result = _population(form, field.choices_fhirpath or {}, answers) or []
     static = {c.code for c in field.choices}
-    out: list[ChoiceSpec] = []
+    out: list[tuple[str, str, dict[str, Any] | None]] = []
     seen: set[str] = set()
     for value in result:
         typed = _fhir_value(value)
@@ -274,15 +283,17 @@ def dynamic_choices(form: Any, field: Any, answers: Mapping[str, Any]) -> tuple[
                                              "valueDate", "valueTime"):
             continue
         name, raw = typed
+        coding = None
         if name == "valueCoding":
             code, text = str(raw.get("code", "")), str(raw.get("display") or raw.get("code"))
+            coding = dict(raw)
         else:
             code = text = str(raw)
         if not code.strip() or code in seen or code in static:
             continue
         seen.add(code)
-        out.append(ChoiceSpec(code=code, label={"zh-CN": text, "en": text}))
-    return (*out, *field.choices)
+        out.append((code, text, coding))
+    return out
 
 
 def dynamic_default(form: Any, field: Any, answers: Mapping[str, Any]) -> Any:

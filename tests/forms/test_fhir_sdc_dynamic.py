@@ -217,3 +217,28 @@ def test_computed_choices_that_cannot_be_carried_are_refused(expression: str,
     _, notes = import_questionnaire({"resourceType": "Questionnaire", "status": "active",
                                      "item": [in_group]}, "x")
     assert len(notes) == 1 and "inside a repeating group" in notes[0], notes
+
+
+def test_computed_codings_keep_their_system_and_display_in_the_response() -> None:
+    colors = "http://example.org/colors"
+    source = {"resourceType": "Questionnaire", "status": "active", "language": "en",
+              "item": [
+                  {"linkId": "liked", "type": "choice", "repeats": True, "text": "Liked",
+                   "answerOption": [
+                       {"valueCoding": {"system": colors, "code": "b", "display": "blue"}},
+                       {"valueCoding": {"system": colors, "code": "g", "display": "green"}}]},
+                  {"linkId": "best", "type": "choice", "text": "Best of them", "extension": [{
+                      "url": SDC + "sdc-questionnaire-answerExpression",
+                      "valueExpression": {"language": "text/fhirpath", "expression":
+                                          "%resource.item.where(linkId='liked').answer.value"}}]}]}
+    body, notes = import_questionnaire(source, "colours")
+    assert notes == []
+    spec = form_from_yaml(yaml.safe_dump(body))
+    result = evaluate(spec, {"liked": ["g"], "best": "g"}, locale="en")
+    assert result.valid and [c.code for c in result.fields["best"].choices] == ["g"]
+    assert dict(result.fields["best"].choices[0].label)["en"] == "green"
+    assert not evaluate(spec, {"liked": ["g"], "best": "b"}, locale="en").valid
+    response = export_response(spec, result.answers, patient_id="p1", authored="2026-03-01")
+    QuestionnaireResponse.model_validate(response)
+    assert response["item"][1]["answer"] == [
+        {"valueCoding": {"system": colors, "code": "g", "display": "green"}}]
