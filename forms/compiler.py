@@ -37,7 +37,7 @@ from careloop.forms.spec import (
 COMMON_KEYS = frozenset({"key", "type", "label", "help", "required", "visible_if", "required_if",
                          "enabled_if", "calculate", "default", "choices", "rows", "validations",
                          "fields", "code", "link_id", "visible_if_fhirpath", "repeats",
-                         "read_only", "identifier"})
+                         "read_only", "identifier", "choices_fhirpath", "default_fhirpath"})
 FIELD_NAMES = ("answers", "patient", "encounter", "value")
 SCORE_NAMES = ("answers", "scores", "patient", "encounter")
 PIPE = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")
@@ -159,6 +159,10 @@ class _Compiler:
             fields=sub, options=options, page=page, code=item.get("code", {}),
             link_id=item.get("link_id"),
             visible_fhirpath=self._fhirpath_condition(item, path, group),
+            choices_fhirpath=self._fhirpath_population(ftype, item, path, group,
+                                                       "choices_fhirpath"),
+            default_fhirpath=self._fhirpath_population(ftype, item, path, group,
+                                                       "default_fhirpath"),
             default=self._default(item, path, choices),
             repeats=self._repeats(ftype, item, path),
             read_only=self._read_only(ftype, item, path),
@@ -206,6 +210,39 @@ class _Compiler:
             self.problem("form.fhirpath", problem, (*at, "expression"))
         return dict(found)
 
+    def _fhirpath_population(self, ftype: FieldType, item: dict[str, Any], path: Path,
+                             group: str | None, name: str) -> dict[str, Any] | None:
+        """``choices_fhirpath`` (on a single or multiple choice) and ``default_fhirpath``
+        (beside no ``default``), checked as FHIRPath; not inside a repeat group (they are
+        evaluated on the whole response, not on a row)."""
+        found = item.get(name)
+        if not isinstance(found, dict):
+            return None
+        at = (*path, name)
+        if name == "choices_fhirpath" and ftype.name not in ("single_choice",
+                                                              "multiple_choice"):
+            self.problem("form.fhirpath", f"computed choices on a '{ftype.name}' field (only "
+                         "single and multiple choices have choices)", at, at_key=True)
+        if name == "default_fhirpath" and item.get("default") is not None:
+            self.problem("form.fhirpath", "a computed default beside 'default'", at,
+                         at_key=True)
+        if group is not None:
+            self.problem("form.fhirpath", "a FHIRPath expression inside a repeat group: it is "
+                         "evaluated on the whole response, not on a row", at, at_key=True)
+        self._check_fhirpath(found, at)
+        return dict(found)
+
+    def _check_fhirpath(self, found: Mapping[str, Any], at: Path) -> None:
+        from careloop.forms.fhirpath import check_expression
+
+        for index, variable in enumerate(found.get("variables", []) or []):
+            problem = check_expression(str(variable.get("expression", "")))
+            if problem:
+                self.problem("form.fhirpath", problem, (*at, "variables", index, "expression"))
+        problem = check_expression(str(found.get("expression", "")))
+        if problem:
+            self.problem("form.fhirpath", problem, (*at, "expression"))
+
     def _default(self, item: dict[str, Any], path: Path,
                  choices: tuple[ChoiceSpec, ...]) -> Any:
         """``default`` checked as an answer of the field's type (the page starts with it)."""
@@ -243,7 +280,7 @@ class _Compiler:
     def _check_shape(self, ftype: FieldType, item: dict[str, Any], path: Path,
                      group: str | None) -> None:
         key = item["key"]
-        if ftype.uses_choices and "choices" not in item:
+        if ftype.uses_choices and "choices" not in item and "choices_fhirpath" not in item:
             self.problem("form.missing-choices", f"field '{key}' of type '{ftype.name}' needs "
                          "'choices'", path)
         if ftype.uses_rows and "rows" not in item:

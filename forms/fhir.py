@@ -237,12 +237,14 @@ class _Exporter:
                                "valueExpression": {
                                    "language": "text/fhirpath",
                                    "expression": field.visible_fhirpath["expression"]}})
-        if field.choices and field.type in ("single_choice", "multiple_choice"):
+        if (field.choices or field.choices_fhirpath) and field.type in ("single_choice",
+                                                                          "multiple_choice"):
             self.options(field, meta, ftype, item, extensions)
         elif mapping.item is not None and field.type not in ("repeat_group",):
             item.update(mapping.item(field, self.locale))
         self.numbers(field, meta, ftype, item, extensions)
         self.population(meta, item, extensions)
+        self.computed(field, item, extensions)
         if field.default is not None and not meta.get("initial_expression"):
             self.initial(field, item)
         if isinstance(field.options.get("max_length"), int) and ftype in ("string", "text"):
@@ -280,6 +282,22 @@ class _Exporter:
             extensions.extend(self.variables(kept.get("variables")))
             extensions.append({"url": SDC + name, "valueExpression": {
                 "language": "text/fhirpath", "expression": kept["expression"]}})
+
+    def computed(self, field: FieldSpec, item: dict[str, Any],
+                 extensions: list[dict[str, Any]]) -> None:
+        """``choices_fhirpath`` / ``default_fhirpath`` (evaluated per page and per
+        submission) written back as the ``answerExpression`` / ``initialExpression`` they
+        came from; the computed choices are not options of the Questionnaire."""
+        for found, name in ((field.choices_fhirpath, "sdc-questionnaire-answerExpression"),
+                            (field.default_fhirpath, "sdc-questionnaire-initialExpression")):
+            if not found:
+                continue
+            if found is field.choices_fhirpath:
+                item.pop("answerOption", None)
+                item.pop("answerValueSet", None)
+            extensions.extend(self.variables(found.get("variables")))
+            extensions.append({"url": SDC + name, "valueExpression": {
+                "language": "text/fhirpath", "expression": found["expression"]}})
 
     def initial(self, field: FieldSpec, item: dict[str, Any]) -> None:
         """The field's ``default`` as ``initial`` (``initialSelected`` on answer options, as

@@ -156,10 +156,16 @@ class Importer(LogicImport):
             return
         if not item.get("repeats"):
             self.occurs(body, meta, exts, where)
-        populated = self.answer_expression(item, scope, kind, exts, meta)
-        populated, initial_at = self.initial_expression(populated, scope, exts, meta)
-        self.typed(populated, scope, key, kind, body, meta, exts)
+        populated = self.answer_expression(item, scope, kind, exts, meta, body)
+        populated, initial_at = self.initial_expression(populated, scope, exts, meta, body)
+        computed: dict[str, Any] = {name: body.pop(name) for name in (
+            "choices_fhirpath", "default_fhirpath") if name in body}
+        self.typed(populated, scope, key, kind, body, meta, exts,
+                   dynamic="choices_fhirpath" in computed)
         self.initial(populated, body, meta, where, initial_at)
+        if "default_fhirpath" in computed:  # checked on today's value, evaluated per page
+            body.pop("default", None)
+        body.update(computed)
         if item.get("readOnly") and repeatable(str(body["type"])):
             body["read_only"] = True
         elif item.get("readOnly"):
@@ -275,15 +281,17 @@ class Importer(LogicImport):
 
     def typed(self, item: dict[str, Any], scope: Scope, key: str, kind: str,
               body: dict[str, Any], meta: dict[str, Any],
-              exts: dict[str, list[dict[str, Any]]]) -> None:
+              exts: dict[str, list[dict[str, Any]]], *, dynamic: bool = False) -> None:
+        """The field type; ``dynamic``: the choices are computed from the answers
+        (``choices_fhirpath``), so the field has none of its own but "other"."""
         where = scope.path
         control = _control_of(exts.pop("questionnaire-itemControl", []))
-        has_options = bool(item.get("answerOption") or item.get("answerValueSet"))
+        has_options = bool(item.get("answerOption") or item.get("answerValueSet")) or dynamic
         if kind in ("choice", "open-choice", "coding") or (has_options and kind in (
                 "integer", "date", "time", "string")):
             repeats = bool(item.get("repeats"))
             body["type"] = "multiple_choice" if repeats else "single_choice"
-            body["choices"] = self.choices(item, key, meta, where)
+            body["choices"] = [] if dynamic else self.choices(item, key, meta, where)
             if kind == "open-choice" or (has_options and kind == "string"):
                 other = self.text(None, None, where)
                 label = exts.pop("sdc-questionnaire-openLabel", [])
@@ -291,6 +299,8 @@ class Importer(LogicImport):
                     other = {self.locale: str(label[0].get("valueString"))}
                 body["choices"].append({"code": "other", "other": True,
                                         "label": other or {"zh-CN": "其他", "en": "Other"}})
+            if not body["choices"]:
+                del body["choices"]  # computed ones only (choices_fhirpath)
             if kind != "choice":
                 meta["type"] = kind
             for name, option in (("questionnaire-minOccurs", "min_selected"),

@@ -224,12 +224,15 @@ class LogicImport(ImportState):
         return found
 
     def population(self, name: str, ext: Mapping[str, Any], scope: Scope, where: str,
-                   *, answers: bool) -> list[Any] | None:
+                   *, answers: bool) -> list[Any] | dict[str, Any] | None:
         """An ``initialExpression`` (``answers=False``) or ``answerExpression`` evaluated once,
         on the server, as the form is populated: an empty QuestionnaireResponse, the
         Questionnaire as ``%questionnaire``, the variables in scope, inside Careloop's limits.
-        ``None`` (refused) when its value would not be that constant: it reads the clock, the
-        launch context (``%patient``…) or — for answer options — the answers."""
+        When its value is not that constant — it reads the clock, or (answer options) the
+        answers — the expression is carried to be evaluated on the server per page and per
+        submission: a dict (``{"expression", "variables"}``) is returned instead of values.
+        ``None`` (refused) when it reads the launch context (``%patient``…), or is dynamic
+        and reads ``%questionnaire`` (which Careloop rewrites) or sits in a repeating group."""
         from careloop.engine.limits import LimitExceeded
         from careloop.forms.fhirpath import FhirPathError, run
 
@@ -245,13 +248,8 @@ class LogicImport(ImportState):
             return None
         if self.relative(expression, at, True):
             return None
-        texts = [expression] + [v["expression"] for v in scope.variables
-                                if v["name"] in self.reads(expression, scope.variables)]
-        if any(_CLOCK.search(t) for t in texts):
-            self.refuse(at, "a value from the clock (today(), now(), timeOfDay()): Careloop "
-                        "fixes a field's initial value and choices when the form is published")
-            return None
         read = self.reads(expression, scope.variables)
+        texts = [expression] + [v["expression"] for v in scope.variables if v["name"] in read]
         declared = {v["name"] for v in scope.variables}
         outside = sorted(n for n in read - declared - _RESPONSE - {"questionnaire"}
                          if n not in _CONSTANTS and not n.startswith(("vs-", "ext-")))
@@ -259,10 +257,19 @@ class LogicImport(ImportState):
             self.refuse(at, f"reads %{outside[0]}: pre-population from the launch context "
                         "(patient, encounter, user…) is not carried")
             return None
-        if answers and read & _RESPONSE:
-            self.refuse(at, "answer options computed from the answers (%resource): a form's "
-                        "choices are fixed, so they would not follow the answers")
-            return None
+        if any(_CLOCK.search(t) for t in texts) or (answers and read & _RESPONSE):
+            if "questionnaire" in read:
+                self.refuse(at, "a value computed per page that reads %questionnaire: "
+                            "Careloop rewrites the Questionnaire it would read")
+                return None
+            if scope.group:
+                self.refuse(at, "a value computed per page inside a repeating group (it "
+                            "would be evaluated on the whole response, not on its row)")
+                return None
+            dynamic: dict[str, Any] = {"expression": expression}
+            if scope.variables:
+                dynamic["variables"] = list(scope.variables)
+            return dynamic
         empty = {"resourceType": "QuestionnaireResponse", "status": "in-progress", "item": []}
         try:
             return run(expression, scope.variables, empty, self.q)
@@ -284,10 +291,11 @@ class LogicImport(ImportState):
         return out
 
     def answer_expression(self, item: dict[str, Any], scope: Scope, kind: str,
-                          exts: dict[str, list[dict[str, Any]]], meta: dict[str, Any]
-                          ) -> dict[str, Any]:
+                          exts: dict[str, list[dict[str, Any]]], meta: dict[str, Any],
+                          body: dict[str, Any]) -> dict[str, Any]:
         """``answerExpression`` on a choice item → its choices (``item`` with the options the
-        expression gives as ``answerOption``)."""
+        expression gives as ``answerOption``), or — when they follow the answers or the clock
+        — ``choices_fhirpath`` on ``body``, computed on the server from the answers so far."""
         found = exts.pop("sdc-questionnaire-answerExpression", [])
         if not found:
             return item
@@ -302,6 +310,9 @@ class LogicImport(ImportState):
                                  scope.path, answers=True)
         if result is None:
             return {**item, "answerOption": [{"valueString": "unresolved"}]}
+        if isinstance(result, dict):
+            body["choices_fhirpath"] = result
+            return item
         options = [_option_of(v) for v in result]
         if not options or any(o is None for o in options):
             self.refuse(at, "the expression gives no answer options, or values that are not "
@@ -313,10 +324,12 @@ class LogicImport(ImportState):
         return {**item, "answerOption": options}
 
     def initial_expression(self, item: dict[str, Any], scope: Scope,
-                           exts: dict[str, list[dict[str, Any]]], meta: dict[str, Any]
-                           ) -> tuple[dict[str, Any], str | None]:
+                           exts: dict[str, list[dict[str, Any]]], meta: dict[str, Any],
+                           body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """``initialExpression`` → ``item`` with the values it gives as ``initial`` (the
-        field's ``default``, checked as an answer of its type by :meth:`initial`)."""
+        field's ``default``, checked as an answer of its type by :meth:`initial`). One that
+        reads the clock is evaluated now for that check, and carried as ``default_fhirpath``
+        (marked on ``body`` here; :meth:`Importer.item` swaps it for the default)."""
         for name in ("sdc-questionnaire-initialExpression", "questionnaire-initialExpression"):
             found = exts.pop(name, [])
             if not found:
@@ -329,12 +342,26 @@ class LogicImport(ImportState):
             result = self.population(name, found[0], scope, scope.path, answers=False)
             if result is None:
                 return item, None
-            values = [_initial_of(v) for v in result]
+            if isinstance(result, dict):
+                from careloop.engine.limits import LimitExceeded
+                from careloop.forms.fhirpath import FhirPathError, run
+
+                body["default_fhirpath"] = result
+                empty = {"resourceType": "QuestionnaireResponse", "status": "in-progress",
+                         "item": []}
+                try:
+                    result = run(result["expression"], scope.variables, empty, self.q)
+                except (FhirPathError, LimitExceeded) as exc:
+                    body.pop("default_fhirpath")
+                    self.refuse(at, f"the expression fails: {exc}")
+                    return item, None
+            values = [_temporal(v, str(item.get("type"))) or _initial_of(v) for v in result]
             if any(v is None for v in values):
+                body.pop("default_fhirpath", None)
                 self.refuse(at, "the expression gives a value that is not an answer")
                 return item, None
             kept = self.kept(found[0].get("valueExpression", {}), scope)
-            if kept is not None:
+            if kept is not None and "default_fhirpath" not in body:
                 meta["initial_expression"] = kept
             return {**item, "initial": values}, at
         return item, None
@@ -374,6 +401,28 @@ def _fhir_value(value: Any) -> tuple[str, Any] | None:
     if name == "FP_DateTime":
         return ("valueDate", text) if len(text) == 10 else ("valueDateTime", text)
     return None
+
+
+#: FHIR item type (or Careloop field type) → the value[x] its text values are
+_TEMPORAL = {"date": "valueDate", "dateTime": "valueDateTime", "datetime": "valueDateTime",
+             "time": "valueTime"}
+
+
+def _temporal(value: Any, kind: str) -> dict[str, Any] | None:
+    """fhirpathpy gives ``today()``, ``now()``, ``timeOfDay()`` (and arithmetic on them) as
+    plain text: on a date, date-time or time item such a text is that value[x]."""
+    name = _TEMPORAL.get(kind)
+    if name is None or not isinstance(value, str):
+        return None
+    pattern = {"valueDate": r"\d{4}-\d{2}-\d{2}",
+               "valueDateTime": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+                                r"(Z|[+-]\d{2}:\d{2})?",
+               "valueTime": r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?"}[name]
+    if not re.fullmatch(pattern, value):
+        return None
+    if name == "valueTime":
+        value = value.split(".")[0]
+    return {name: value}
 
 
 def _option_of(value: Any) -> dict[str, Any] | None:

@@ -60,10 +60,14 @@ def _datetime_in(value: str) -> str:
 
 
 def _answers(tree: _Tree, field: FieldSpec, value: Any, weights: bool,
-             locale: str) -> list[dict[str, Any]]:
+             locale: str, codings: Mapping[str, Mapping[str, Any]] | None = None
+             ) -> list[dict[str, Any]]:
+    """The answers of one value; ``codings``: the codings computed choices stand for (code →
+    coding with its system and display)."""
     meta = tree.meta.get(field.key, {})
     ftype = str(meta.get("type") or "")
-    if field.choices and field.type in ("single_choice", "multiple_choice"):
+    if (field.choices or field.choices_fhirpath) and field.type in ("single_choice",
+                                                                     "multiple_choice"):
         other_text = None
         if isinstance(value, dict):
             other_text = value.get("other")
@@ -86,6 +90,8 @@ def _answers(tree: _Tree, field: FieldSpec, value: Any, weights: bool,
                 out.append({"valueTime": _time(raw)})
             elif value_name != "valueCoding":
                 out.append({value_name: raw})
+            elif codings and code in codings:
+                out.append({"valueCoding": dict(codings[code])})
             else:
                 coding: dict[str, Any] = {"code": raw}
                 if systems.get(code):
@@ -134,10 +140,22 @@ def response_item(field: FieldSpec, value: Any) -> dict[str, Any]:
 
 class _Responder:
     def __init__(self, spec: FormSpec, answers: Mapping[str, Any],
-                 scores: Mapping[str, Any] | None, weights: bool, locale: str) -> None:
+                 scores: Mapping[str, Any] | None, weights: bool, locale: str,
+                 computed: bool = False) -> None:
         self.spec, self.answers, self.scores = spec, answers, scores or {}
         self.weights, self.locale = weights, locale
         self.tree = _Tree(spec)
+        #: computed choices that are codings (``computed``: the export, not the evaluation
+        #: resource FHIRPath reads, which this evaluation builds)
+        self.codings: dict[str, dict[str, Mapping[str, Any]]] = {}
+        if computed:
+            from careloop.forms.fhirpath import computed_options
+
+            for field in spec.fields:
+                if field.choices_fhirpath is not None and field.key in answers:
+                    self.codings[field.key] = {
+                        code: coding for code, _, coding in
+                        computed_options(spec, field, answers) if coding is not None}
 
     def items(self, parent: FieldSpec | None, row: Mapping[str, Any] | None
               ) -> list[dict[str, Any]]:
@@ -187,7 +205,8 @@ class _Responder:
         value = source[field.key]
         values = value if field.repeats and isinstance(value, list) else [value]
         answers = [a for one in values
-                   for a in _answers(self.tree, field, one, self.weights, self.locale)]
+                   for a in _answers(self.tree, field, one, self.weights, self.locale,
+                                     self.codings.get(field.key))]
         if not answers:
             return []
         if children:
@@ -200,7 +219,8 @@ def export_response(spec: FormSpec, answers: Mapping[str, Any], *, patient_id: s
                     locale: str | None = None) -> dict[str, Any]:
     """A QuestionnaireResponse for stored answers (patient by opaque id only), nested as the
     Questionnaire is, with computed scores as the answers of their calculated items."""
-    responder = _Responder(spec, answers, scores, False, locale or spec.default_locale)
+    responder = _Responder(spec, answers, scores, False, locale or spec.default_locale,
+                           computed=True)
     items = responder.items(None, None)
     total_link = spec.meta.get("total_link_id") if spec.meta else None
     total_key = spec.meta.get("total_score") if spec.meta else None

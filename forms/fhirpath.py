@@ -150,12 +150,38 @@ def _compiled(expression: str) -> Callable[[Any, Any], list[Any]]:
                               options={"userInvocationTable": USER_FUNCTIONS})
 
 
+_CLOCK_SET = False
+
+
+def _hospital_clock() -> None:
+    """FHIRPath's ``today()``, ``now()`` and ``timeOfDay()`` read Careloop's one clock on the
+    hospital's local date (:mod:`careloop.engine.clock`), not the machine's: fhirpathpy
+    takes "now" from one ``SystemTime`` it resets before each evaluation, so that object's
+    ``reset`` is given the engine clock (once; evaluations stay fixed to one instant)."""
+    global _CLOCK_SET
+    if _CLOCK_SET:
+        return
+    from fhirpathpy.engine.invocations import constants as fp_constants
+
+    from careloop.engine.clock import now_utc, to_local
+
+    class _HospitalTime(fp_constants.SystemTime):
+        def reset(self) -> None:
+            self.expressionExecutionDateTime = to_local(now_utc())
+
+    fp_constants.systemtime.__class__ = _HospitalTime
+    fp_constants.systemtime.expressionExecutionDateTime = to_local(now_utc())
+    _CLOCK_SET = True
+
+
 def evaluate(expression: str, resource: Mapping[str, Any], variables: Mapping[str, Any]
              ) -> list[Any]:
-    """The result collection of ``expression`` on ``resource`` with ``%`` variables."""
+    """The result collection of ``expression`` on ``resource`` with ``%`` variables
+    (``today()`` and ``now()`` on the engine clock, in the hospital's time zone)."""
     problem = check_expression(expression)
     if problem is not None:
         raise FhirPathError(problem)
+    _hospital_clock()
     budget = _Budget()
     previous = sys.getprofile()
     sys.setprofile(budget)
@@ -204,6 +230,95 @@ def visible(form: Any, condition: Mapping[str, Any], answers: Mapping[str, Any])
     except (FhirPathError, LimitExceeded):
         return False
     return len(result) == 1 and result[0] is True
+
+
+def _population(form: Any, found: Mapping[str, Any], answers: Mapping[str, Any]
+                ) -> list[Any] | None:
+    from careloop.forms.fhir import evaluation_resources
+
+    resource, questionnaire = evaluation_resources(form, answers, {})
+    try:
+        return run(str(found["expression"]), list(found.get("variables", []) or []),
+                   resource, questionnaire)
+    except (FhirPathError, LimitExceeded):
+        return None
+
+
+def dynamic_choices(form: Any, field: Any, answers: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The choices of a field with ``choices_fhirpath`` (an imported SDC ``answerExpression``
+    that reads the answers): the expression evaluated on the server on ``answers`` (the
+    answers so far) within the calculations' bounds; each coding, text, whole number, date or
+    time it gives is a choice whose code is the value itself (a coding's code), so the
+    stored answer says what was chosen; then the field's own choices (its "other"). An error
+    or a limit reached gives no computed choice — and so refuses any answer but "other".
+
+        >>> from careloop.forms.spec import FieldSpec, FormSpec
+        >>> q = FieldSpec(key="q1", type="short_text", link_id="q1", repeats=True)
+        >>> pick = FieldSpec(key="pick", type="single_choice", link_id="pick",
+        ...     choices_fhirpath={"expression": "%resource.item.where(linkId='q1').answer.value"})
+        >>> form = FormSpec(key="f", title={"en": "F"}, default_locale="en", fields=(q, pick))
+        >>> [c.code for c in dynamic_choices(form, pick, {"q1": ["apple", "pear"]})]
+        ['apple', 'pear']
+    """
+    from careloop.forms.spec import ChoiceSpec
+
+    out = [ChoiceSpec(code=code, label={"zh-CN": text, "en": text})
+           for code, text, _ in computed_options(form, field, answers)]
+    return (*out, *field.choices)
+
+
+def computed_options(form: Any, field: Any, answers: Mapping[str, Any]
+                     ) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """``(code, label, coding)`` of each choice ``choices_fhirpath`` gives on ``answers``
+    (``coding`` the FHIR coding with its system and display, for the response export)."""
+    from careloop.forms.fhir_import_logic import _fhir_value
+
+    result = _population(form, field.choices_fhirpath or {}, answers) or []
+    static = {c.code for c in field.choices}
+    out: list[tuple[str, str, dict[str, Any] | None]] = []
+    seen: set[str] = set()
+    for value in result:
+        typed = _fhir_value(value)
+        if typed is None or typed[0] not in ("valueCoding", "valueString", "valueInteger",
+                                             "valueDate", "valueTime"):
+            continue
+        name, raw = typed
+        coding = None
+        if name == "valueCoding":
+            code, text = str(raw.get("code", "")), str(raw.get("display") or raw.get("code"))
+            coding = dict(raw)
+        else:
+            code = text = str(raw)
+        if not code.strip() or code in seen or code in static:
+            continue
+        seen.add(code)
+        out.append((code, text, coding))
+    return out
+
+
+def dynamic_default(form: Any, field: Any, answers: Mapping[str, Any]) -> Any:
+    """What the patient page starts with for a field with ``default_fhirpath`` (an imported
+    SDC ``initialExpression`` that reads the clock): the expression evaluated on the server
+    when the page is first drawn (``today()`` is the hospital's local date), as an answer of
+    the field's type; ``None`` when it gives nothing the field takes."""
+    from careloop.forms.fhir_import import initial_value
+    from careloop.forms.fhir_import_logic import _fhir_value, _temporal
+
+    result = _population(form, field.default_fhirpath or {}, answers) or []
+    body = {"type": field.type, "choices": [{"code": c.code} for c in field.choices],
+            "unit": field.options.get("unit"), "units": field.options.get("units")}
+    values = []
+    for value in result:
+        found = _temporal(value, field.type)
+        typed = next(iter(found.items())) if found else _fhir_value(value)
+        answer = initial_value(dict([typed]), body, {}) if typed is not None else None
+        if answer is not None:
+            values.append(answer)
+    if not values:
+        return None
+    if field.repeats or field.type == "multiple_choice":
+        return values
+    return values[0] if len(values) == 1 else None
 
 
 def number(result: list[Any]) -> float | None:

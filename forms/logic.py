@@ -42,6 +42,8 @@ class Evaluation:
     disabled: list[str] = field(default_factory=list)
     #: visible fields that must be answered now (``required``, or ``required_if`` holds)
     required: list[str] = field(default_factory=list)
+    #: the fields with computed choices (``choices_fhirpath``) as the answers gave them
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"valid": self.valid, "errors": self.errors, "visible": self.visible,
@@ -96,6 +98,7 @@ class _Run:
         self.required: list[str] = []
         self.disabled: list[str] = []
         self.done: list[str] = []
+        self.computed: dict[str, FieldSpec] = {}
 
     def context(self, value: Any = None, row: Any = None) -> dict[str, Any]:
         ctx = {**self.extra, "answers": self.current, "value": value}
@@ -128,6 +131,8 @@ class _Run:
             return
         if not ftype.answerable:
             return
+        if spec.choices_fhirpath is not None:
+            spec = self.computed_choices(spec)
         self.visible.append(spec.key)
         if spec.required or _truthy(spec.required_if, self.context(), False):
             self.required.append(spec.key)
@@ -158,6 +163,18 @@ class _Run:
 
         seen = {k: self.current[k] for k in self.done if k in self.current}
         return visible(self.spec, spec.visible_fhirpath or {}, seen)
+
+    def computed_choices(self, spec: FieldSpec) -> FieldSpec:
+        """The field with the choices an imported ``answerExpression`` gives on the answers
+        before it, as checked so far (what the page shows is what the answer is held to)."""
+        from dataclasses import replace
+
+        from careloop.forms.fhirpath import dynamic_choices
+
+        seen = {k: self.current[k] for k in self.done if k in self.current}
+        found = replace(spec, choices=dynamic_choices(self.spec, spec, seen))
+        self.computed[spec.key] = found
+        return found
 
     def leaf(self, spec: FieldSpec, ftype: FieldType, value: Any, base: tuple[str | int, ...],
              row_context: dict[str, Any] | None) -> Any:
@@ -246,8 +263,20 @@ class _Run:
 
 def initial_answers(spec: FormSpec) -> dict[str, Any]:
     """What a patient page starts with: each field's ``default`` (an imported FHIR
-    ``initial``). Only the page uses it; a submission holds what was answered."""
-    return {f.key: f.default for f in spec.fields if f.default is not None}
+    ``initial``), or the value of its ``default_fhirpath`` (an ``initialExpression`` reading
+    the clock) evaluated now, on the defaults before it. Only the page uses it; a submission
+    holds what was answered."""
+    out: dict[str, Any] = {}
+    for item in spec.fields:
+        if item.default is not None:
+            out[item.key] = item.default
+        elif item.default_fhirpath is not None:
+            from careloop.forms.fhirpath import dynamic_default
+
+            value = dynamic_default(spec, item, out)
+            if value is not None:
+                out[item.key] = value
+    return out
 
 
 def field_number(spec: FormSpec, name: str, answers: Mapping[str, Any]) -> float | None:
@@ -330,4 +359,5 @@ def evaluate(spec: FormSpec, answers: Mapping[str, Any], *, locale: str = "zh-CN
     scores, bands = compute_scores(spec, final, context)
     return Evaluation(valid=not run.errors, errors=run.errors, answers=final,
                       visible=run.visible, scores=scores, bands=bands, disabled=run.disabled,
-                      required=[k for k in run.required if k not in run.disabled])
+                      required=[k for k in run.required if k not in run.disabled],
+                      fields=run.computed)

@@ -222,7 +222,8 @@ def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale
         error_map.setdefault(re.split(r"[.\[]", error["path"], maxsplit=1)[0], error["message"])
     env = environment()
     return env.get_template("page.html").render(
-        spec=spec, fields=pages_of(spec)[page], answers=answers, page=page,
+        spec=spec, fields=[evaluation.fields.get(f.key, f) for f in pages_of(spec)[page]],
+        answers=answers, page=page,
         page_number=pages.index(page) + 1 if page in pages else 1, page_count=len(pages),
         is_last=not any(p > page for p in pages), is_first=not any(p < page for p in pages),
         locale=locale, errors=errors, error_map=error_map, visible=set(evaluation.visible),
@@ -232,6 +233,25 @@ def render_page(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale
         required_now=set(evaluation.required), type_css=type_stylesheets(spec),
         proxy_offered=proxy_offered and not staff, proxy=proxy, proxy_relations=PROXY_RELATIONS,
         saving=saving, **hospital_context(locale))
+
+
+def computed_fields(spec: FormSpec, *, answers: Mapping[str, Any], page: int, locale: str,
+                    evaluation: Evaluation) -> dict[str, str]:
+    """The fields of ``page`` whose choices the answers compute (an imported SDC
+    ``answerExpression``), drawn again with the choices ``evaluation`` gave: the page's script
+    puts them in place after a change, as it shows and hides fields (without the script the
+    next page drawn has them, and the server holds every answer to them)."""
+    wanted = [evaluation.fields[f.key] for f in pages_of(spec)[page]
+              if f.key in evaluation.fields]
+    if not wanted:
+        return {}
+    template = environment().from_string(
+        '{% from "fields.html" import render_field with context %}'
+        "{{ render_field(f, answers, locale, {}, True, pipe) }}")
+    return {f.key: template.render(f=f, answers=answers, locale=locale, staff=False,
+                                   required_now=set(evaluation.required),
+                                   pipe=lambda text: pipe(text, answers, spec, locale))
+            for f in wanted}
 
 
 def type_stylesheets(spec: FormSpec) -> list[str]:

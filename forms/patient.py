@@ -17,6 +17,7 @@ from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
 from careloop.forms.logic import evaluate, initial_answers
 from careloop.forms.pages import (
+    computed_fields,
     field_type,
     read_page,
     render_message,
@@ -128,7 +129,9 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
         answers = {**(draft.get("answers") or {}), **{k: v for k, v in posted.items()
                                                       if v is not None}}
         result = evaluate(spec, answers, locale=locale, context=context, pages=[])
-        return Reply(200, data={"visible": result.visible, "required": result.required})
+        return Reply(200, data={"visible": result.visible, "required": result.required,
+                                "fields": computed_fields(spec, answers=answers, page=page,
+                                                          locale=locale, evaluation=result)})
     outcome = step(spec, draft, page, posted, action, locale, context)
     draft["saved"] = outcome.saved
     request.draft = draft

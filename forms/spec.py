@@ -68,6 +68,13 @@ class FieldSpec:
     #: an imported SDC ``enableWhenExpression``: ``{"expression": FHIRPath, "variables": [...]}``
     #: evaluated on the server (:func:`careloop.forms.fhirpath.visible`), with ``visible_if``
     visible_fhirpath: Mapping[str, Any] | None = None
+    #: an imported SDC ``answerExpression`` that reads the answers or the clock:
+    #: ``{"expression", "variables"}``, the choices computed on the server from the answers so
+    #: far (:func:`careloop.forms.fhirpath.dynamic_choices`), after the static ``choices``
+    choices_fhirpath: Mapping[str, Any] | None = None
+    #: an imported SDC ``initialExpression`` that reads the clock: evaluated when the patient
+    #: page is first drawn (:func:`careloop.forms.fhirpath.dynamic_default`), like ``default``
+    default_fhirpath: Mapping[str, Any] | None = None
     #: the answer the patient page starts with (FHIR ``initial``); never an answer by itself
     default: Any = None
     #: several answers, stored as a list (FHIR ``repeats`` on a text, number or date item)

@@ -38,6 +38,20 @@
         if (!result) { return; }
         var shown = {};
         result.visible.forEach(function (k) { shown[k] = true; });
+        // Choices the answers compute (an imported answerExpression): the server draws the
+        // field again; it replaces the old one only when its choices changed.
+        Object.keys(result.fields || {}).forEach(function (key) {
+          var old = form.querySelector('.field[data-key="' + CSS.escape(key) + '"]');
+          if (!old) { return; }
+          var holder = document.createElement("template");
+          holder.innerHTML = result.fields[key].trim();
+          var fresh = holder.content.firstElementChild;
+          var codes = function (el) {
+            return Array.prototype.map.call(el.querySelectorAll("[data-choice], option"),
+              function (c) { return c.getAttribute("data-choice") || c.value; }).join("\u0000");
+          };
+          if (fresh && codes(fresh) !== codes(old)) { old.replaceWith(fresh); }
+        });
         form.querySelectorAll(".field[data-key]").forEach(function (el) {
           if (el.closest(".repeat-row")) { return; }
           var type = el.className;

@@ -156,3 +156,43 @@ def test_fhirpath_condition_shows_and_hides_in_chromium(engine: Engine, server: 
     with transaction(engine) as session:
         stored = session.scalars(select(Submission)).one()
         assert stored.answers == {"n1": 2.0, "n2": 1.0, "n3": 4.0, "q4": "shown at 7"}
+
+
+def test_computed_choices_follow_the_answers_in_chromium(engine: Engine, server: str,
+                                                        patient: str) -> None:
+    """An imported SDC answerExpression on ``%resource``: after a change the page's script asks
+    the server, which draws the field again with the choices the answers give."""
+    import json
+
+    import yaml
+
+    from careloop.forms.fhir import import_questionnaire
+    from careloop.forms.publish import publish_form
+
+    source = Path(__file__).parent / "data" / "fhir_corpus" / "lforms-answerexp.json"
+    body, notes = import_questionnaire(json.loads(source.read_text("utf-8")), "answer_expr")
+    assert notes == []
+    with transaction(engine) as session:
+        publish_form(session, yaml.safe_dump(body), source_path="fhir/answer_expr.yaml",
+                     actor="tester")
+        made = loaded_registry().catalogue("service")["forms.create_request"](
+            session, form_key="answer_expr", patient_id="p1", encounter_id="e1",
+            channel="sms", expires_at=now_utc() + timedelta(days=7))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(server + str(made["url"]) + "?lang=en")
+            apple = page.locator('#f-q1listchoice [data-choice="apple"]')
+            expect(apple).to_have_count(0)
+            page.locator('input[name="q1"]').first.fill("apple")
+            page.locator('input[name="q1"]').first.press("Tab")      # change → the server
+            expect(apple).to_be_visible()
+            apple.click()
+            page.get_by_role("button", name="Submit").click()
+            expect(page.get_by_role("status")).to_contain_text("Thank you")
+        finally:
+            browser.close()
+    with transaction(engine) as session:
+        sub = session.scalars(select(Submission)).one()
+        assert sub.answers == {"q1": ["apple"], "q1listchoice": "apple"}

@@ -48,8 +48,10 @@ LOCATED = re.compile(r"^(item\[\d+\](\.[A-Za-z_]+(\[[^\]]+\])?)*|extension\[[^\]
 
 #: the Questionnaires Careloop carries whole (nothing refused); every other one must refuse
 CARRIED = {
-    "hl7-phq-9-example.json", "lforms-answeroption-date.json", "lforms-answeroption-integer.json",
-    "lforms-answeroption-time.json", "lforms-apgar.json", "lforms-autocomplete.json",
+    "hl7-phq-9-example.json", "lforms-answerexp.json", "lforms-answerexpchild.json",
+    "lforms-initialexpr2values.json", "lforms-answeroption-date.json",
+    "lforms-answeroption-integer.json", "lforms-answeroption-time.json", "lforms-apgar.json",
+    "lforms-autocomplete.json",
     "lforms-checkboxchild.json", "lforms-containednoexp.json", "lforms-containedvs.json",
     "lforms-daterepeat.json", "lforms-deep3.json", "lforms-deep4.json",
     "lforms-dropdownchild.json", "lforms-enablewhen-r4.json", "lforms-enablewhenexpr.json",

@@ -285,21 +285,23 @@ def test_initial_expression_is_evaluated_once_and_written_back(engine: Engine,
     assert again["fields"] == body["fields"]
 
 
-def test_answer_expression_gives_fixed_choices_or_is_refused() -> None:
+def test_answer_expression_gives_fixed_or_computed_choices() -> None:
     """SDC ``answerExpression`` (LHC-Forms' answerExpTest): a list of literals is evaluated once
-    into the choices and written back as itself; one computed from the answers is refused,
-    located (a form's choices are fixed)."""
+    into the choices and written back as itself; one computed from the answers is carried as
+    ``choices_fhirpath`` (evaluated per page and per submission, tests in
+    test_fhir_sdc_dynamic.py)."""
     body, notes = import_questionnaire(_corpus("lforms-answerexp.json"), "answer_expr")
     fields = {f["key"]: f for f in body["fields"]}
     assert [c["code"] for c in fields["q3integer"]["choices"]] == ["12", "34", "56"]
     assert [c["code"] for c in fields["q2string"]["choices"]][:3] == ["one", "two", "three"]
     assert [c["code"] for c in fields["q4date"]["choices"]] == [
         "2022-11-12", "2022-12-01", "2022-12-25"]
-    assert [n.split(": refused: ")[0] for n in notes] == [
-        "item[1].extension[sdc-questionnaire-answerExpression]",
-        "item[2].extension[sdc-questionnaire-answerExpression]"]
-    assert all("computed from the answers" in n for n in notes)
-    spec = form_from_yaml(yaml.safe_dump(_resolved(body)))
+    assert notes == []
+    assert fields["q1listchoice"]["choices_fhirpath"] == {
+        "expression": "%resource.item.where(linkId='q1').answer.value"}
+    assert "choices" not in fields["q1listchoice"]
+    assert [c["code"] for c in fields["q1liststring"]["choices"]] == ["other"]  # free text
+    spec = form_from_yaml(yaml.safe_dump(body))
     from careloop.forms.logic import evaluate
 
     assert evaluate(spec, {"q3integer": "34"}, locale="en").valid
@@ -313,14 +315,15 @@ def test_answer_expression_gives_fixed_choices_or_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("extension", "expression", "reason"), [
-    ("sdc-questionnaire-initialExpression", "today()", "from the clock"),
     ("sdc-questionnaire-initialExpression", "%patient.birthDate", "reads %patient"),
     ("sdc-questionnaire-initialExpression", "%ward.name", "reads %ward"),
     ("sdc-questionnaire-initialExpression", "1 +", "not FHIRPath"),
-    ("sdc-questionnaire-answerExpression", "%resource.item.answer.value", "from the answers"),
-    ("sdc-questionnaire-answerExpression", "now()", "from the clock"),
+    ("sdc-questionnaire-initialExpression", "today() | %questionnaire.item.count()",
+     "reads %questionnaire"),
+    ("sdc-questionnaire-answerExpression", "%resource.item.answer.value | "
+     "%questionnaire.item.text", "reads %questionnaire"),
 ])
-def test_population_expressions_that_would_not_be_constant_are_refused(
+def test_population_expressions_that_cannot_be_carried_are_refused(
         extension: str, expression: str, reason: str) -> None:
     item = {"linkId": "d", "text": "D", "type": "date" if "initial" in extension else "string",
             "extension": [{"url": SDC + extension, "valueExpression": {
