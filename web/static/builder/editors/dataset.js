@@ -63,7 +63,8 @@ function renderSource(b) {
     selected: s.name === b.model.source })));
   const forms = b.model.forms || [];
   const order = options.forms.map((f) => f.key);
-  b.$("b-ds-forms-box").hidden = b.model.source !== "submissions";
+  // questionnaires to count: for a source whose rows belong to a form (answers, links sent)
+  b.$("b-ds-forms-box").hidden = !source(b).dimensions.includes("form");
   b.$("b-ds-forms").replaceChildren(...checks(b, options.forms, forms, "data-ds-form", "key",
     (key, on) => b.commit(() => setOrDelete(b.model, "forms", toggled(b.model.forms, key, on, order)))));
   const available = new Set(source(b).dimensions);
@@ -152,7 +153,7 @@ register("dataset", {
       b.model.source = e.target.value;
       const available = new Set(source(b).dimensions);
       setOrDelete(b.model, "dimensions", (b.model.dimensions || []).filter((d) => available.has(d)));
-      if (b.model.source !== "submissions") delete b.model.forms;
+      if (!source(b).dimensions.includes("form")) delete b.model.forms;
     }));
     b.$("b-ds-last-days").addEventListener("change", (e) => b.commit(() => setOrDelete(b.model, "last_days",
       e.target.value === "" ? undefined : Number(e.target.value))));
