@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from careloop.flows.ingest import create_api_key
 from careloop.forms.models import Submission
 from careloop.web import admin
 
-from .conftest import ARGS, CHROMIUM, ROOT, make_user, signed_in
+from .conftest import ARGS, CHROMIUM, PASSWORD, ROOT, login, make_user, signed_in
 from .firefox import firefox
 from .usability import Actions, FirefoxActions, TypedIntoCode, guard_playwright
 
@@ -124,8 +125,6 @@ def _validates(engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "apps"
     zip_path = tmp_path / "obstetrics.zip"
     zip_path.write_bytes(export_bundle("obstetrics", engine))
-    import zipfile
-
     zipfile.ZipFile(zip_path).extractall(folder / "obstetrics")
     shutil.copytree(ROOT / "app_definitions" / "common", folder / "common")
     result = subprocess.run([str(Path(sys.executable).parent / "careloop"), "validate",
@@ -187,8 +186,6 @@ def test_task3_gynaecology_form_from_a_copy_in_chromium(server: str, engine: Eng
 def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engine,
                                                         tmp_path: Path) -> None:
     make_user("px_u3f", "px_office")
-    from .conftest import PASSWORD
-
     with firefox() as ff:
         ff.goto(f"{server}/login?next=/builder")
         ff.fill("#username", "px_u3f")
@@ -246,9 +243,9 @@ def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engi
         ff.wait(hidden)
         ff.fill(f"#f-{pain} input.slider-number", "6")
         ff.wait(f"!({hidden})")
-        ff.click(f"#f-lochia_normal input[value=yes]")
-        ff.click(f"#f-jaundice input[value=no]")
-        ff.click(f"#f-mood input[value='4']")
+        ff.click("#f-lochia_normal input[value=yes]")
+        ff.click("#f-jaundice input[value=no]")
+        ff.click("#f-mood input[value='4']")
         ff.click(f"#f-{med} input[value=yes]")
         ff.click("button[value=submit]")
         ff.wait("!document.querySelector('button[value=submit]')")
@@ -440,8 +437,6 @@ def test_task4_nps_by_ward_tile_from_a_new_dataset(app: FastAPI, server: str,
         assert chart is not None
         assert chart.body["encoding"] == {"x": "ward", "y": "nps"}
     client = TestClient(app)
-    from .conftest import login
-
     login(client, "px_u4")
     payload = client.get(f"/api/v1/reports/dashboards/{board}").json()
     tile_data = next(t for t in payload["tiles"] if t["chart"] == "nps_by_ward_last_90_days")
@@ -449,3 +444,54 @@ def test_task4_nps_by_ward_tile_from_a_new_dataset(app: FastAPI, server: str,
         if isinstance(tile_data["data"], dict) else {}
     assert set(rows) == {"妇科1病区", "妇科2病区"}, tile_data["data"]
     assert round(rows["妇科1病区"]["nps"], 1) == 33.3 and rows["妇科2病区"]["nps"] == 100
+
+
+def _dataset_body() -> dict[str, object]:
+    return {"kind": "dataset", "key": "ward_nps", "title": {"zh-CN": NPS_ZH, "en": NPS_EN},
+            "source": "submissions", "forms": ["inpatient_satisfaction"], "dimensions": ["ward"],
+            "last_days": 90, "measures": [{"key": "nps", "type": "nps", "field": "nps"}]}
+
+
+def test_dataset_designer_options_and_a_scoped_preview(app: FastAPI, apps: list[str],
+                                                       engine: Engine) -> None:
+    """The designer's choices come by title; the preview runs on the viewer's own wards only,
+    within the last N days, every value in words."""
+    _seed_satisfaction(app, engine)
+    make_user("px_ds", "px_office")
+    client = TestClient(app)
+    login(client, "px_ds")
+    options = client.get("/api/v1/builder/dataset-options").json()
+    sources = {s["name"]: s for s in options["sources"]}
+    assert sources["submissions"]["title"] == "问卷提交"
+    assert "ward" in sources["submissions"]["dimensions"]
+    measures = {m["name"]: m for m in options["measures"]}
+    assert measures["nps"]["title"] == "净推荐值" and measures["nps"]["needs_field"] is True
+    assert measures["count"]["needs_field"] is False
+    assert {"key": "inpatient_satisfaction", "title": "住院患者满意度调查"} in options["forms"]
+
+    seen = client.post("/api/v1/builder/preview/dataset/ward_nps",
+                       json={"body": _dataset_body()}).json()
+    assert [c["title"] for c in seen["columns"]] == ["病区", "净推荐值"]
+    assert seen["rows"] == [["妇科1病区", "33.3"], ["妇科2病区", "100"]]
+    # without "last 90 days" the ward answered 120 days ago is there too
+    all_time = {k: v for k, v in _dataset_body().items() if k != "last_days"}
+    rows = client.post("/api/v1/builder/preview/dataset/ward_nps",
+                       json={"body": all_time}).json()["rows"]
+    assert [r[0] for r in rows] == ["妇科1病区", "妇科2病区", "妇科3病区"]
+    # a draft with a problem previews nothing
+    broken = {**_dataset_body(), "measures": [{"key": "nps", "type": "nps"}]}
+    refused = client.post("/api/v1/builder/preview/dataset/ward_nps", json={"body": broken})
+    assert refused.status_code == 200 and refused.json()["columns"] is None
+
+    # another department's director sees none of these wards
+    with transaction(engine) as session:
+        admin.create_department(session, id="cardiology_x", name_zh="心内科", name_en="Cardiology",
+                                parent_id=None)
+        user = admin.create_user(session, username="dir_ds", display_name="dir_ds",
+                                 password="Correct-Horse-Battery-9")
+        admin.grant(session, user, "dept_director", "cardiology_x")
+    other = TestClient(app)
+    login(other, "dir_ds")
+    scoped = other.post("/api/v1/builder/preview/dataset/ward_nps",
+                        json={"body": _dataset_body()}).json()
+    assert scoped["rows"] == [] and scoped["total"] == 0
