@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from careloop.forms.models import Submission
 from careloop.web import admin
 
 from .conftest import ARGS, CHROMIUM, PASSWORD, ROOT, login, make_user, signed_in
-from .firefox import firefox
+from .firefox import Firefox, firefox
 from .usability import Actions, FirefoxActions, TypedIntoCode, guard_playwright
 
 TITLE_ZH, TITLE_EN = "妇科术后随访", "Gynaecology post-op follow-up"
@@ -57,8 +58,12 @@ NPS_ZH, NPS_EN = "各病区净推荐值（近90天）", "NPS by ward, last 90 da
 
 
 @pytest.fixture(autouse=True)
-def _no_typing_into_code(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_typing_into_code(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     guard_playwright(monkeypatch)
+    # a shared 2-core machine: a draft check of a whole app may take seconds (no timing asserted)
+    expect.set_options(timeout=30_000)
+    yield
+    expect.set_options(timeout=5_000)
 
 
 # --- task 3 -------------------------------------------------------------------------------------
@@ -73,7 +78,7 @@ def _task3_chromium(act: Actions, server: str) -> None:
     act.fill("#copy-title-zh", TITLE_ZH)
     act.fill("#copy-title-en", TITLE_EN)
     act.click("#copy-open")
-    page.wait_for_url(f"{server}/builder/edit/form/{FORM_KEY}?app=obstetrics")
+    page.wait_for_url(f"{server}/builder/edit/form/{FORM_KEY}?app=obstetrics", timeout=90_000)
     expect(page.locator("#builder[data-ready='1']")).to_be_attached()
     expect(page.locator("#b-title")).to_have_text(TITLE_ZH)
     # the breastfeeding questions do not belong in a gynaecology form
@@ -183,6 +188,10 @@ def test_task3_gynaecology_form_from_a_copy_in_chromium(server: str, engine: Eng
     _validates(engine, tmp_path)
 
 
+def _wait(ff: Firefox, expression: str) -> None:
+    ff.wait(expression, timeout=30)
+
+
 def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engine,
                                                         tmp_path: Path) -> None:
     make_user("px_u3f", "px_office")
@@ -192,7 +201,7 @@ def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engi
         ff.click("#password")
         ff.type(PASSWORD)
         ff.click("#login-submit")
-        ff.wait("location.pathname === '/builder'")
+        _wait(ff, "location.pathname === '/builder'")
         act = FirefoxActions(ff)
         # this browser reads English: the same task in its words
         act.click("#builder-copy > summary")
@@ -201,21 +210,22 @@ def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engi
         act.fill("#copy-title-zh", TITLE_ZH)
         act.fill("#copy-title-en", TITLE_EN)
         act.click("#copy-open")
-        ff.wait(f"location.pathname === '/builder/edit/form/{FORM_KEY}'")
-        ff.wait("!!document.querySelector(\"#builder[data-ready='1']\")")
+        # the key comes from the English title just typed (never a proposal still on its way)
+        ff.wait(f"location.pathname === '/builder/edit/form/{FORM_KEY}'", timeout=90)
+        ff.wait("!!document.querySelector(\"#builder[data-ready='1']\")", timeout=60)
         act.click('#b-fields li[data-key="breastfeeding_problems"] .b-remove')
-        ff.wait("!document.querySelector('#b-fields li[data-key=\"breastfeeding_problems\"]')")
+        _wait(ff, "!document.querySelector('#b-fields li[data-key=\"breastfeeding_problems\"]')")
         act.click('#b-fields li[data-key="breastfeeding"] .b-remove')
-        ff.wait("!document.querySelector('#b-fields li[data-key=\"breastfeeding\"]')")
+        _wait(ff, "!document.querySelector('#b-fields li[data-key=\"breastfeeding\"]')")
         act.click('#b-palette button[data-type="slider"]')
-        ff.wait("!!document.querySelector('#b-fields li[data-key=\"slider_1\"].selected')")
+        _wait(ff, "!!document.querySelector('#b-fields li[data-key=\"slider_1\"].selected')")
         act.fill('#b-props [data-prop="label.zh-CN"]', PAIN_ZH)
         act.fill('#b-props [data-prop="label.en"]', PAIN_EN)
         act.fill('#b-props [data-prop="min"]', "0")
         act.fill('#b-props [data-prop="max"]', "10")
         act.check('#b-props [data-prop="required"]')
         act.click('#b-palette button[data-type="yes_no"]')
-        ff.wait("!!document.querySelector('#b-fields li[data-key=\"yes_no_1\"].selected')")
+        _wait(ff, "!!document.querySelector('#b-fields li[data-key=\"yes_no_1\"].selected')")
         act.fill('#b-props [data-prop="label.zh-CN"]', MED_ZH)
         act.fill('#b-props [data-prop="label.en"]', MED_EN)
         act.pick('[data-logic="visible_if.field"]', PAIN_EN)
@@ -224,11 +234,11 @@ def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engi
         act.click('[data-logic="visible_if.set"]')
         ff.wait("(document.querySelector('#b-fields li.selected .b-logic') || {})"
                 f".textContent?.includes('{PAIN_EN} ≥ 4')")
-        ff.wait("!!document.querySelector('#b-problems li.ok')")
+        _wait(ff, "!!document.querySelector('#b-problems li.ok')")
         act.click("#b-publish")
-        ff.wait("document.querySelector('#b-publish-dialog').open")
+        _wait(ff, "document.querySelector('#b-publish-dialog').open")
         act.click("#b-confirm")
-        ff.wait("document.querySelector('#b-version').textContent === 'v1'")
+        _wait(ff, "document.querySelector('#b-version').textContent === 'v1'")
         assert act.count <= TASK3_BUDGET, act.log
         print(f"task 3 (Firefox): {act.count} actions")
         # the typing guard holds in this browser too
@@ -242,13 +252,13 @@ def test_task3_gynaecology_form_from_a_copy_in_firefox(server: str, engine: Engi
                   "return !!n && (n.hidden || getComputedStyle(n).display === 'none'); })()")
         ff.wait(hidden)
         ff.fill(f"#f-{pain} input.slider-number", "6")
-        ff.wait(f"!({hidden})")
+        ff.wait(f"!({hidden})", timeout=30)
         ff.click("#f-lochia_normal input[value=yes]")
         ff.click("#f-jaundice input[value=no]")
         ff.click("#f-mood input[value='4']")
         ff.click(f"#f-{med} input[value=yes]")
         ff.click("button[value=submit]")
-        ff.wait("!document.querySelector('button[value=submit]')")
+        _wait(ff, "!document.querySelector('button[value=submit]')")
         assert ff.errors == []
     _answered(engine, pain, med)
     _validates(engine, tmp_path)
@@ -341,7 +351,8 @@ def _task4(act: Actions, server: str) -> str:
     act.fill("#new-title-zh", NPS_ZH)
     act.fill("#new-title-en", NPS_EN)
     act.click("#new-open")
-    page.wait_for_url(re.compile(r".*/builder/edit/dataset/nps_by_ward_last_90_days\?app="))
+    page.wait_for_url(re.compile(r".*/builder/edit/dataset/nps_by_ward_last_90_days\?app="),
+                      timeout=90_000)
     expect(page.locator("#builder[data-ready='1']")).to_be_attached()
     # rows: the inpatient satisfaction answers of the last 90 days, by ward
     expect(page.locator("#b-ds-source option:checked")).to_have_text("问卷提交")
@@ -375,7 +386,8 @@ def _task4(act: Actions, server: str) -> str:
     act.fill("#new-title-zh", NPS_ZH)
     act.fill("#new-title-en", NPS_EN)
     act.click("#new-open")
-    page.wait_for_url(re.compile(r".*/builder/edit/chart/nps_by_ward_last_90_days\?app="))
+    page.wait_for_url(re.compile(r".*/builder/edit/chart/nps_by_ward_last_90_days\?app="),
+                      timeout=90_000)
     expect(page.locator("#builder[data-ready='1']")).to_be_attached()
     act.pick("#b-chart-dataset", NPS_ZH)
     act.pick('#b-chart-encoding [data-channel="x"]', "病区")

@@ -125,7 +125,7 @@ class FirefoxActions:
     def pick(self, selector: str, label: str) -> None:
         """Choose the option showing ``label`` (the native popup is not part of the page)."""
         self.ff.wait(f"[...(document.querySelector({json.dumps(selector)})?.options || [])]"
-                     f".some(o => o.textContent === {json.dumps(label)})")
+                     f".some(o => o.textContent === {json.dumps(label)})", timeout=30)
         value = self.ff.js(f"[...document.querySelector({json.dumps(selector)}).options]"
                            f".find(o => o.textContent === {json.dumps(label)}).value")
         self.ff.select(selector, value)
