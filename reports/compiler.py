@@ -67,7 +67,8 @@ def dataset_from_body(key: str, body: dict[str, Any], content_hash: str = "") ->
     return DatasetSpec(key=key, title=body.get("title", {}), source=body["source"],
                        dimensions=tuple(body.get("dimensions", ())), measures=measures,
                        forms=tuple(body.get("forms", ())), where=where,
-                       answer_range=answer_range, content_hash=content_hash)
+                       answer_range=answer_range, content_hash=content_hash,
+                       last_days=int(body["last_days"]) if body.get("last_days") else None)
 
 
 # ---- dataset ----------------------------------------------------------------------------------

@@ -144,6 +144,9 @@ def _conditions(b: QueryBuilder, spec: DatasetSpec, filters: Filters,
         out.append(when >= local_start(filters.date_from))
     if filters.date_to is not None:
         out.append(when < local_start(filters.date_to + timedelta(days=1)))
+    if spec.last_days:
+        today = b.now.astimezone(hospital_tz()).date()
+        out.append(when >= local_start(today - timedelta(days=spec.last_days - 1)))
     # Filter values are text (YAML, query strings); compare the column as text on every database.
     for name, values in spec.where:
         out.append(cast(_dimension(name).column(b), String).in_(values))

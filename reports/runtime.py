@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import store
+from careloop.engine.clock import hospital_tz, now_utc
 from careloop.reports.chart_types import chart_type
 from careloop.reports.dialect import ReportError
 from careloop.reports.models import ReportCache
@@ -72,6 +73,8 @@ def _fingerprint(session: Session, spec: DatasetSpec) -> str | None:
         t = table(name)
         top = session.execute(select(func.max(t.c.id))).scalar()
         parts.append(f"{name}:{top}")
+    if spec.last_days:  # "the last N days" moves with the hospital's calendar day
+        parts.append(f"day:{now_utc().astimezone(hospital_tz()).date()}")
     return ";".join(parts)
 
 

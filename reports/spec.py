@@ -52,6 +52,8 @@ class DatasetSpec:
     # Only submissions whose answer to ``field`` lies in [min, max] (e.g. dissatisfied: overall<=2)
     answer_range: tuple[str, float | None, float | None] | None = None
     content_hash: str = ""
+    # Only rows of the last N days (hospital-local, today included): "最近 90 天"
+    last_days: int | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:

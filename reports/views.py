@@ -136,6 +136,7 @@ def dashboard_payload(session: Session, key: str, params: Mapping[str, str], sco
         entry["spec"] = vega_lite(tile.chart, data, locale=locale, previous=tile.previous,
                                   titles=titles, title=title, responsive=True)
         entry["dimension"] = _click_dimension(tile.chart, dataset)
+        entry["titles"] = titles  # every column's title (the chart data table's headings)
         if compare is not None and split is not None and tile.chart.key in compare["tiles"]:
             pair = compare["tiles"][tile.chart.key]
             labels = _period_labels(split, locale)

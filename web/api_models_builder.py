@@ -191,6 +191,26 @@ class DatasetColumns(Closed):
     labels: dict[str, str] = Field(default_factory=dict)  # column → its title
 
 
+class DatasetOptions(Open):
+    """What the dataset designer offers, each by its title: ``sources`` (``name``, ``title``,
+    ``dimensions``), ``dimensions`` (``name``, ``title``), ``measures`` (``name``, ``title``,
+    ``sources``, ``needs_field``) and ``forms`` (``key``, ``title``)."""
+
+    sources: list[dict[str, Any]]
+    dimensions: list[dict[str, Any]]
+    measures: list[dict[str, Any]]
+    forms: list[dict[str, Any]]
+
+
+class DatasetPreview(Open):
+    """A draft dataset's first rows on the viewer's scoped data, every cell in words
+    (``columns``: ``key``, ``title``; ``rows``: lists of texts); ``null`` columns and
+    ``problems`` while the draft has errors."""
+
+    columns: list[dict[str, str]] | None
+    rows: list[list[str]] = Field(default_factory=list)
+
+
 class AlertTryRow(Closed):
     group: str
     value: Any

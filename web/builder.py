@@ -275,6 +275,8 @@ def blank(kind: str, key: str) -> dict[str, Any]:
         body.update(hit_policy="unique", inputs=[], outputs=[], rows=[])
     if kind == "chart":
         body.update(dataset="", type="bar", encoding={})
+    if kind == "dataset":
+        body.update(source="submissions", dimensions=[], measures=[])
     if kind == "flow":
         body.update(trigger={"event": "encounter.discharged"}, steps=[])
     if kind == "alert":

@@ -33,6 +33,7 @@ from careloop.web import (
     builder,
     builder_changes,
     builder_copy,
+    builder_datasets,
     builder_report_words,
     builder_usage,
     builder_words,
@@ -54,6 +55,8 @@ from careloop.web.api_models_builder import (
     ChartOptions,
     ChartPreview,
     DatasetColumns,
+    DatasetOptions,
+    DatasetPreview,
     DefinitionKey,
     Deleted,
     DraftChecked,
@@ -314,6 +317,7 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     keys.update(json.loads((folder / "words" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "builder2" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "usab1" / "en.json").read_text("utf-8")))
+    keys.update(json.loads((folder / "usab2" / "en.json").read_text("utf-8")))
     return {k: t(k, locale) for k in keys}
 
 
@@ -542,6 +546,31 @@ def dataset_columns(request: Request, key: str = KEY_PATH,
             raise HTTPException(status_code=404)
         return {**found, "labels": builder_report_words.column_labels(session, key,
                                                                       locale_of(request))}
+
+
+@router.get("/api/v1/builder/dataset-options", response_model=DatasetOptions)
+def dataset_options(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, Any]:
+    """What the dataset designer offers: sources, dimensions, measure types and forms, each by
+    its title (``web/builder_datasets.py``)."""
+    with transaction() as session:
+        return builder_datasets.options(session, locale_of(request))
+
+
+@router.post("/api/v1/builder/preview/dataset/{key}",
+             response_model=DatasetPreview, responses=DRAFT_ERRORS)
+async def preview_dataset(request: Request, key: str = KEY_PATH,
+                          me: Principal = NEEDS_BUILDER) -> Any:
+    """The draft dataset's first rows on the user's scoped data, in words; nothing stored."""
+    def run(session: Session, text: str, data: dict[str, Any]) -> Any:
+        checked = builder.check_draft(session, "dataset", key, text)
+        spec = checked.result.specs.get(("dataset", key))
+        if spec is None or checked.problems:
+            return {"columns": None, "rows": [], "problems": len(checked.problems)}
+        result = builder_datasets.preview(session, spec, me.scope, locale_of(request))
+        _audit_try(request, me, "dataset", key, "scoped", session=session, draft=True)
+        return result
+
+    return await _on_draft(request, run)
 
 
 @router.post("/api/v1/builder/alerts/{key}/try", response_model=AlertTry, responses=DRAFT_ERRORS)

@@ -242,17 +242,20 @@ function dataTable(tile, i) {
   caption.textContent = tile.title;
   table.appendChild(caption);
   var titles = chartTitles(tile.spec);
+  var words = tile.titles || {};
+  // the raw value a click filters by (ward__key) is a code: never a column a person reads
+  var columns = data.columns.filter(function (column) { return !/__key$/.test(column); });
   var head = table.createTHead().insertRow();
-  data.columns.forEach(function (column) {
+  columns.forEach(function (column) {
     var th = document.createElement("th");
     th.scope = "col";
-    th.textContent = titles[column] || column;
+    th.textContent = titles[column] || words[column] || column;
     head.appendChild(th);
   });
   var body = table.createTBody();
   data.rows.forEach(function (row) {
     var tr = body.insertRow();
-    data.columns.forEach(function (column) {
+    columns.forEach(function (column) {
       var value = row[column];
       tr.insertCell().textContent = value === null || value === undefined ? "—"
         : (typeof value === "number" ? (Math.round(value * 100) / 100).toLocaleString() : String(value));

@@ -20,7 +20,7 @@ test("no module switches on the kind: each editor registers itself", () => {
     assert.doesNotMatch(text, /KIND\s*===|\.kind\s*===/, `${name} switches on the kind`);
   }
   const registered = sources("editors/").map(([, text]) => /register\("(\w+)"/.exec(text)[1]);
-  assert.deepEqual(registered.sort(), ["alert", "chart", "dashboard", "decision_table", "flow", "form", "ruleset"]);
+  assert.deepEqual(registered.sort(), ["alert", "chart", "dashboard", "dataset", "decision_table", "flow", "form", "ruleset"]);
 });
 
 test("no step type is named in the diagram, the panel or the graph: it all comes from the server", () => {

@@ -55,7 +55,9 @@ function wireNew() {
     e.preventDefault();
     const body = { kind: $("new-kind").value, app: $("new-app").value,
       title: { "zh-CN": $("new-title-zh").value.trim(), en: $("new-title-en").value.trim() } };
-    if ($("new-key").value.trim()) body.key = $("new-key").value.trim();
+    // a key the author typed is sent; a proposal may be stale (the last title typed may still be
+    // on its way to the server), so without one the server proposes it from the title sent
+    if (keyTouched && $("new-key").value.trim()) body.key = $("new-key").value.trim();
     let response;
     let data;
     try {
@@ -137,7 +139,7 @@ function wireCopy() {
     const [kind, key] = source();
     const body = { kind, key, app: $("copy-app").value,
       title: { "zh-CN": $("copy-title-zh").value.trim(), en: $("copy-title-en").value.trim() } };
-    if ($("copy-key").value.trim()) body.new_key = $("copy-key").value.trim();
+    if (keyTouched && $("copy-key").value.trim()) body.new_key = $("copy-key").value.trim();
     let response;
     let data;
     try {

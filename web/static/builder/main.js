@@ -15,6 +15,7 @@ import "./editors/chart.js";
 import "./editors/dashboard.js";
 import "./editors/alert.js";
 import "./editors/decision_table.js";
+import "./editors/dataset.js";
 
 async function start(root) {
   const editor = editorFor(root.dataset.kind);
