@@ -51,8 +51,9 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
         cancel_runs(session, encounter_id=payload["encounter_id"], reason=event.type)
     if event.type in (appointments.RESCHEDULED, appointments.CANCELLED):
         appointments.handle(session, event)  # the appointment's reminders move or go
-    _cancel_on(session, event)
-    _resume_waiting(session, event)
+    running = _cancel_on(session, event)
+    if running != []:  # a patient with no running run has no step waiting either
+        _resume_waiting(session, event)
     _start_triggered(session, event)
 
 
@@ -74,10 +75,12 @@ def prefetch(session: Session, rows: Sequence[DomainEventRow]) -> None:
     without_runs(session).update(set(ids) - having)
 
 
-def _cancel_on(session: Session, event: DomainEventRow) -> None:
+def _cancel_on(session: Session, event: DomainEventRow) -> list[FlowRun] | None:
+    """Cancel the patient's runs the event cancels; returns the patient's running runs (``[]``
+    when none; ``None`` when not looked up)."""
     payload = event.payload
     if payload.get("patient_id") in without_runs(session):
-        return
+        return None
     runs = session.scalars(select(FlowRun).where(
         FlowRun.status == "running",
         FlowRun.patient_id == payload.get("patient_id"))).all() if payload.get(
@@ -87,6 +90,7 @@ def _cancel_on(session: Session, event: DomainEventRow) -> None:
                 not payload.get("encounter_id") or run.encounter_id in (
                     None, payload.get("encounter_id"))) and _same_submission(run, payload):
             complete_run(session, run, "cancelled", event.type)
+    return list(runs) if payload.get("patient_id") else None
 
 
 def _same_submission(run: FlowRun, payload: dict[str, Any]) -> bool:

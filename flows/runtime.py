@@ -12,6 +12,7 @@ attempts are used up, becomes an :class:`~careloop.flows.models.Incident`::
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,7 +102,19 @@ class Exec:
 
     @property
     def key(self) -> str:
-        """Idempotency key of this step execution (stable across retries)."""
+        """Idempotency key of this step execution (stable across retries).
+
+        A step run created in this transaction whose row is not written yet (a ``lazy_row``
+        step in a batch or a start) is keyed by its step and a random token instead of its row
+        id, so the row is written once, finished, with the batch's other rows: nothing can hold
+        the key yet, and a retry of the step runs after this attempt was rolled back (its
+        messages and tasks with it), keyed by the row id then."""
+        if self.step_run.id is None and self.fresh:
+            token = self.step_run.__dict__.get("_careloop_key")
+            if token is None:
+                token = secrets.token_hex(8)
+                self.step_run.__dict__["_careloop_key"] = token
+            return f"flow_run:{self.run.id}:step:{self.step.key}:{token}"
         return f"flow_run:{self.run.id}:step:{self.step_run_id}"
 
 
@@ -129,6 +142,21 @@ def optimistic(session: Session) -> Iterator[None]:
         yield
     finally:
         session.info[_OPTIMISTIC] = previous
+
+
+def prefetch_references(session: Session, specs: list[FlowSpec]) -> None:
+    """The templates and forms the steps of ``specs`` name, read in one query for the
+    transaction (a start, a timer batch) instead of one query each when a step needs it."""
+    catalogue = loaded_registry().catalogue("step_type")
+    pairs: set[tuple[str, str]] = set()
+    for spec in specs:
+        for step in spec.steps:
+            kind = catalogue.get(step.type)
+            for option, referenced in getattr(kind, "references", ()):
+                value = step.get(option)
+                if isinstance(value, str):
+                    pairs.add((referenced, value))
+    store.prefetch(session, pairs)
 
 
 def spec_of(session: Session, run: FlowRun) -> FlowSpec:
@@ -170,6 +198,7 @@ def start(session: Session, *, flow_key: str, patient_id: str | None = None,
     if row is None:
         raise FlowError(f"no flow '{flow_key}'")
     spec = store.compile_row(row, FlowSpec)
+    prefetch_references(session, [spec])
     run = FlowRun(flow_key=flow_key, flow_version=row.version, status="running",
                   patient_id=patient_id, encounter_id=encounter_id, context=dict(context or {}),
                   idempotency_key=idempotency_key, once_key=once_key, started_at=now_utc())
@@ -224,8 +253,14 @@ def execute(session: Session, run: FlowRun, spec: FlowSpec, step: StepSpec,
         x.history("skipped", {"reason": "when"})
         return ("next", step.next)
     step_type = loaded_registry().catalogue("step_type")[step.type]
-    if session.info.get(_OPTIMISTIC):
-        outcome: Outcome = step_type.run(x)
+    if session.info.get(_OPTIMISTIC) and step_run.id is None:
+        # a lazy row: what the step reads (its patient's department, links, templates) does
+        # not write the step run first; its row, messages, task and timers go in the batch's
+        # flush, one INSERT a table, finished (no INSERT now and UPDATE later)
+        with session.no_autoflush:
+            outcome: Outcome = step_type.run(x)
+    elif session.info.get(_OPTIMISTIC):
+        outcome = step_type.run(x)
     else:
         mark = txcache.deferred_mark(session)
         try:
@@ -347,12 +382,11 @@ def _cancel_step(session: Session, step_run: StepRun) -> None:
 def complete_run(session: Session, run: FlowRun, status: str, reason: str | None = None) -> None:
     """End a run: ``completed`` or ``cancelled``; every open step, timer, unsent message and
     open task of the run is cancelled, so nothing more is sent."""
-    for step_run in session.scalars(select(StepRun).where(
-            StepRun.run_id == run.id, StepRun.status.in_(OPEN_STEP))).all():
+    for step_run in _open_steps(session, run):
         _cancel_step(session, step_run)
-    session.execute(update(FlowTimer).where(FlowTimer.run_id == run.id,
-                                            FlowTimer.status == "pending")
-                    .values(status="cancelled"))
+    # its pending timers, with every other ended run's of the transaction in one UPDATE at
+    # commit (after the flush that writes the timers made in it)
+    txcache.at_commit(session, _cancel_run_timers, run.id)
     if status == "cancelled":
         cancel_for(session, source_ref(run))
         for task in session.scalars(select(Task).where(
@@ -364,6 +398,25 @@ def complete_run(session: Session, run: FlowRun, status: str, reason: str | None
     if run.once_key is not None and (status == "cancelled" or releases_on_end(run.once_key)):
         run.once_key = None  # the trigger may start this flow again for the patient/encounter
     history(session, run, None, status, {"reason": reason} if reason else {})
+
+
+def _open_steps(session: Session, run: FlowRun) -> list[StepRun]:
+    """The run's open step runs: those stored (read without flushing this transaction's new
+    rows first: the ending step's row and its batch's are written together later) and those
+    made in this transaction, not written yet."""
+    with session.no_autoflush:
+        stored = session.scalars(select(StepRun).where(
+            StepRun.run_id == run.id, StepRun.status.in_(OPEN_STEP))).all()
+    found = [s for s in stored if s.status in OPEN_STEP]  # the identity map's, as changed
+    found += [obj for obj in session.new if isinstance(obj, StepRun) and obj.run_id == run.id
+              and obj.status in OPEN_STEP]
+    return found
+
+
+def _cancel_run_timers(session: Session, run_ids: list[int]) -> None:
+    session.execute(update(FlowTimer).where(FlowTimer.run_id.in_(run_ids),
+                                            FlowTimer.status == "pending")
+                    .values(status="cancelled"))
 
 
 def cancel_runs(session: Session, *, encounter_id: str | None = None,

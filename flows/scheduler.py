@@ -34,12 +34,20 @@ from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.dispatcher import drain
 from careloop.engine.domain import Encounter, Patient, PatientTag, Task
+from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import escalate_overdue
 from careloop.flows import webhooks
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
-from careloop.flows.runtime import Exec, optimistic, retry_step, spec_of, start
+from careloop.flows.runtime import (
+    Exec,
+    optimistic,
+    prefetch_references,
+    retry_step,
+    spec_of,
+    start,
+)
 from careloop.flows.spec import FlowSpec
 
 log = logging.getLogger("careloop.flows.scheduler")
@@ -123,6 +131,12 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
             _preload(session, list(session.scalars(select(FlowRun).where(
                 FlowRun.id.in_(run_ids))).all()))
         working = [timer for timer in timers if _has_work(session, timer)]
+        try:  # the batch's templates and forms in one query (a missing flow fails below)
+            runs = {timer.run_id: session.get(FlowRun, timer.run_id) for timer in working}
+            prefetch_references(session, [spec_of(session, run)
+                                          for run in runs.values() if run])
+        except CareloopError:
+            pass
         mark = txcache.deferred_mark(session)
         try:  # the whole batch in one savepoint: two statements a batch, not a timer
             with session.begin_nested(), optimistic(session):
