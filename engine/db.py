@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.sql.compiler import InsertmanyvaluesSentinelOpts
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import InsertmanyvaluesSentinelOpts
 
 
 def home() -> Path:
@@ -195,7 +195,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         # order (each row's id is one more than the largest so far), so the ids returned,
         # sorted, match the rows in order — what MySQL's dialect assumes of AUTO_INCREMENT.
         # SQLAlchemy leaves it off for SQLite; tests/engine/test_txcache_batch.py checks it.
-        engine.dialect.insertmanyvalues_implicit_sentinel = (  # type: ignore[attr-defined]
+        engine.dialect.insertmanyvalues_implicit_sentinel = (
             InsertmanyvaluesSentinelOpts.ANY_AUTOINCREMENT)
     event.listen(engine, "before_cursor_execute", _started)
     event.listen(engine, "after_cursor_execute", _finished)

@@ -54,7 +54,7 @@ def prefetch(session: Session, pairs: set[tuple[str, str]]) -> None:
 
 def current(session: Session, kind: str, key: str) -> DefinitionRow | None:
     """The version in force: the latest, unless it was retired (removed from its bundle)."""
-    listed = session.info.get(_CURRENT, {}).get((kind, None))
+    listed: Sequence[DefinitionRow] | None = session.info.get(_CURRENT, {}).get((kind, None))
     if listed is not None and not _definitions_changing(session):
         # this transaction's list of the kind's current rows answers without a query
         for candidate in listed:

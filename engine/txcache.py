@@ -99,7 +99,7 @@ class Later:
     value of it) may hold one; it is read when the deferred rows are inserted, after a flush.
     A step then needs no flush of its own to name the message or task it wrote."""
 
-    __slots__ = ("obj", "attr")
+    __slots__ = ("attr", "obj")
 
     def __init__(self, obj: object, attr: str = "id") -> None:
         self.obj, self.attr = obj, attr

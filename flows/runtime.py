@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from careloop.engine import logs, store, txcache
@@ -223,6 +223,9 @@ def enter(session: Session, run: FlowRun, spec: FlowSpec, key: str | None,
         step_run = StepRun(run_id=run.id, step_key=step.key, step_type=step.type,
                            status="pending", parent_id=parent_id, started_at=now_utc(), state={})
         session.add(step_run)
+        known = session.info.get(_OPEN_KNOWN, {}).get(run.id)
+        if known is not None:
+            known.append(step_run)
         if not (session.info.get(_OPTIMISTIC) and _lazy_row(step.type)):
             session.flush()  # a savepoint of its own rolls back to a step run that exists
         outcome = execute(session, run, spec, step, step_run, fresh=True)
@@ -360,13 +363,20 @@ def retry_step(session: Session, step_run: StepRun) -> None:
 def _cancel_timers(session: Session, step_run: StepRun) -> None:
     """The step's pending timers are cancelled, with every other finished step's of the
     transaction in one ``UPDATE`` at commit (the sweep claims timers in its own transactions)."""
-    txcache.at_commit(session, _cancel_timers_of, step_run.id)
+    txcache.at_commit(session, _cancel_pending, ("step", step_run))
 
 
-def _cancel_timers_of(session: Session, step_run_ids: list[int]) -> None:
-    session.execute(update(FlowTimer).where(FlowTimer.step_run_id.in_(step_run_ids),
-                                            FlowTimer.status == "pending")
-                    .values(status="cancelled"))
+def _cancel_pending(session: Session, items: list[tuple[str, Any]]) -> None:
+    """One ``UPDATE`` at commit for the pending timers of the transaction's finished steps and
+    ended runs (a step run's id read now: a step run made in the transaction has one now)."""
+    session.flush()
+    steps = [obj.id for kind, obj in items if kind == "step" and obj.id is not None]
+    runs = [i for kind, i in items if kind == "run" and i is not None]
+    which = [*([FlowTimer.step_run_id.in_(steps)] if steps else []),
+             *([FlowTimer.run_id.in_(runs)] if runs else [])]
+    if which:
+        session.execute(update(FlowTimer).where(FlowTimer.status == "pending", or_(*which))
+                        .values(status="cancelled"))
 
 
 def _cancel_step(session: Session, step_run: StepRun) -> None:
@@ -386,7 +396,7 @@ def complete_run(session: Session, run: FlowRun, status: str, reason: str | None
         _cancel_step(session, step_run)
     # its pending timers, with every other ended run's of the transaction in one UPDATE at
     # commit (after the flush that writes the timers made in it)
-    txcache.at_commit(session, _cancel_run_timers, run.id)
+    txcache.at_commit(session, _cancel_pending, ("run", run.id))
     if status == "cancelled":
         cancel_for(session, source_ref(run))
         for task in session.scalars(select(Task).where(
@@ -400,10 +410,34 @@ def complete_run(session: Session, run: FlowRun, status: str, reason: str | None
     history(session, run, None, status, {"reason": reason} if reason else {})
 
 
+_OPEN_KNOWN = "careloop.flows.open_steps"
+
+
+def know_open_steps(session: Session, run_ids: set[int], loaded: list[StepRun]) -> None:
+    """``loaded`` holds every open step run of ``run_ids`` (a timer batch read them with its
+    step runs): for the rest of the transaction a run's end finds them, and the step runs
+    :func:`enter` makes for those runs, without a query."""
+    known: dict[int, list[StepRun]] = session.info.setdefault(_OPEN_KNOWN, {})
+    for run_id in run_ids:
+        known.setdefault(run_id, [])
+    for step_run in loaded:
+        if step_run.run_id in known and step_run not in known[step_run.run_id]:
+            known[step_run.run_id].append(step_run)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_open_steps(session: Session, transaction: Any) -> None:
+    # a rolled-back savepoint may have made step runs that are gone: forget on any end
+    session.info.pop(_OPEN_KNOWN, None)
+
+
 def _open_steps(session: Session, run: FlowRun) -> list[StepRun]:
     """The run's open step runs: those stored (read without flushing this transaction's new
     rows first: the ending step's row and its batch's are written together later) and those
     made in this transaction, not written yet."""
+    known = session.info.get(_OPEN_KNOWN, {}).get(run.id)
+    if known is not None:
+        return [step_run for step_run in known if step_run.status in OPEN_STEP]
     with session.no_autoflush:
         stored = session.scalars(select(StepRun).where(
             StepRun.run_id == run.id, StepRun.status.in_(OPEN_STEP))).all()
@@ -411,12 +445,6 @@ def _open_steps(session: Session, run: FlowRun) -> list[StepRun]:
     found += [obj for obj in session.new if isinstance(obj, StepRun) and obj.run_id == run.id
               and obj.status in OPEN_STEP]
     return found
-
-
-def _cancel_run_timers(session: Session, run_ids: list[int]) -> None:
-    session.execute(update(FlowTimer).where(FlowTimer.run_id.in_(run_ids),
-                                            FlowTimer.status == "pending")
-                    .values(status="cancelled"))
 
 
 def cancel_runs(session: Session, *, encounter_id: str | None = None,
