@@ -181,8 +181,12 @@ def _start_triggered(session: Session, event: DomainEventRow) -> None:
     owner: str | None = None
     for spec, app_id in _triggers(session).get(event.type, []):
         if departments is None:
-            if payload.get("patient_id") not in session.info.get(_PATIENT_RUNS, {}):
-                _subject(session, payload)  # not read with its runs (a patient without any)
+            patient_runs = session.info.setdefault(_PATIENT_RUNS, {})
+            if payload.get("patient_id") not in patient_runs:
+                # not read with its runs yet (a patient known to have none)
+                loaded = _subject(session, payload)
+                if loaded is not None:
+                    patient_runs[payload["patient_id"]] = loaded
             departments = scope.event_departments(session, payload)
             owner = scope.form_owner(session, payload)
         if not scope.sees(session, app_id, departments, owner):
