@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import InsertmanyvaluesSentinelOpts
 
 
 def home() -> Path:
@@ -202,6 +203,13 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(timeouts.busy))
         event.listen(engine, "savepoint", _savepoint_takes_the_write_lock)
+        # New rows of one flush share one INSERT … RETURNING (as on PostgreSQL) instead of a
+        # statement each: SQLite gives the rows of a multi-row VALUES ascending ids in VALUES
+        # order (each row's id is one more than the largest so far), so the ids returned,
+        # sorted, match the rows in order — what MySQL's dialect assumes of AUTO_INCREMENT.
+        # SQLAlchemy leaves it off for SQLite; tests/engine/test_txcache_batch.py checks it.
+        engine.dialect.insertmanyvalues_implicit_sentinel = (
+            InsertmanyvaluesSentinelOpts.ANY_AUTOINCREMENT)
     event.listen(engine, "before_cursor_execute", _started)
     event.listen(engine, "after_cursor_execute", _finished)
     event.listen(engine, "handle_error", _finished)

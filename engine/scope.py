@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careloop.engine import txcache
 from careloop.engine.domain import Encounter, Task
 from careloop.engine.models import BundleRow
 
@@ -44,8 +45,14 @@ def app_departments(session: Session, app_id: str | None) -> frozenset[str] | No
     """The departments app ``app_id`` acts for; ``None``: hospital-wide."""
     if app_id is None:
         return None
-    row = session.get(BundleRow, app_id)
-    return manifest_departments(row.manifest if row is not None else None)
+    # every app's reach in one query for the transaction (a start asks for each app whose
+    # flow the event triggers)
+    reach = txcache.remember(session, ("scope.app_departments",), lambda: {
+        bundle_id: manifest_departments(manifest) for bundle_id, manifest in
+        session.execute(select(BundleRow.id, BundleRow.manifest)).all()}, (BundleRow,))
+    if app_id in reach:
+        return reach[app_id]
+    return manifest_departments(None)
 
 
 def is_hospital_wide(session: Session, app_id: str | None) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from careloop.engine import txcache
 from careloop.engine.clock import now_utc
 from careloop.engine.context import latest_encounter as latest_encounter  # re-exported
 from careloop.engine.context import pick_encounter
@@ -117,10 +118,12 @@ def create_task(session: Session, *, title: str, assignee: Assignee, actor: str,
                 idempotency_key: str | None = None, form_key: str | None = None,
                 escalation: dict[str, Any] | None = None,
                 details: dict[str, Any] | None = None,
-                new_key: bool = False) -> tuple[Task, bool]:
+                new_key: bool = False, flush: bool = True) -> tuple[Task, bool]:
     """Create a task unless its idempotency key exists already; returns ``(task, created)``.
     ``new_key``: the caller knows no task can hold the key yet (not looked up; the unique
-    index still guards it)."""
+    index still guards it). ``flush=False``: the task is written with the session's next flush
+    (its id unknown until then) and its ``created`` history row at commit, with the
+    transaction's other deferred rows (a flow batch's tasks: one ``INSERT`` each table)."""
     if idempotency_key is not None and not new_key:
         existing = session.scalars(select(Task).where(
             Task.idempotency_key == idempotency_key)).first()
@@ -133,6 +136,11 @@ def create_task(session: Session, *, title: str, assignee: Assignee, actor: str,
                 idempotency_key=idempotency_key, form_key=form_key, details=details or {},
                 created_at=now_utc())
     session.add(task)
+    if not flush:
+        txcache.defer(session, TaskHistory, {
+            "task_id": txcache.Later(task), "at": now_utc(), "actor": actor,
+            "action": "created", "details": {"priority": priority}})
+        return task, True
     session.flush()
     add_history(session, task, actor, "created", {"priority": priority})
     return task, True

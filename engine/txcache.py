@@ -29,6 +29,7 @@ PIN_LIMIT = 2_000
 
 _PINNED = "careloop.txcache.pinned"
 _ANSWERS = "careloop.txcache.answers"
+ANSWERS_KEY = _ANSWERS  # session.info key of the answers (to ask whether one is known)
 _DEFERRED = "careloop.txcache.deferred"
 
 _PIN_CLASSES: set[type] = set()
@@ -93,6 +94,36 @@ def _forget_changed(session: Session, flush_context: Any, instances: Any) -> Non
             forget(session, *changed)
 
 
+class Later:
+    """A value known only once ``obj`` is flushed (its database id): a deferred row (or a dict
+    value of it) may hold one; it is read when the deferred rows are inserted, after a flush.
+    A step then needs no flush of its own to name the message or task it wrote."""
+
+    __slots__ = ("attr", "obj")
+
+    def __init__(self, obj: object, attr: str = "id") -> None:
+        self.obj, self.attr = obj, attr
+
+    def value(self) -> Any:
+        return getattr(self.obj, self.attr)
+
+
+def _has_later(values: dict[str, Any]) -> bool:
+    return any(isinstance(v, Later) or (isinstance(v, dict) and any(
+        isinstance(w, Later) for w in v.values())) for v in values.values())
+
+
+def _resolved(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, Later):
+            value = value.value()
+        elif isinstance(value, dict) and any(isinstance(w, Later) for w in value.values()):
+            value = {k: (w.value() if isinstance(w, Later) else w) for k, w in value.items()}
+        out[name] = value
+    return out
+
+
 def defer(session: Session, table: Any, values: dict[str, Any]) -> None:
     """Insert ``values`` into ``table`` (a mapped class) just before the transaction commits,
     with every other deferred row of the table in one ``INSERT`` (an executemany)."""
@@ -132,6 +163,10 @@ def flush_deferred(session: Session) -> None:
         else:
             calls.setdefault(target, []).append(value)
     if by_table:
+        if any(_has_later(row) for rows in by_table.values() for row in rows):
+            session.flush()  # the rows a Later names get their ids
+            by_table = {table: [_resolved(row) for row in rows]
+                        for table, rows in by_table.items()}
         connection = session.connection()
         for table, rows in by_table.items():
             # Core, not the ORM's bulk insert (which sends a statement per row here): one

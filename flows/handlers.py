@@ -11,11 +11,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careloop.engine import scope, store, txcache
+from careloop.engine.domain import Department, Encounter, Patient, PatientTag
 from careloop.engine.i18n import t
 from careloop.engine.models import DomainEventRow
 from careloop.engine.registry import loaded_registry
@@ -51,8 +52,9 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
         cancel_runs(session, encounter_id=payload["encounter_id"], reason=event.type)
     if event.type in (appointments.RESCHEDULED, appointments.CANCELLED):
         appointments.handle(session, event)  # the appointment's reminders move or go
-    _cancel_on(session, event)
-    _resume_waiting(session, event)
+    running = _cancel_on(session, event)
+    if running != []:  # a patient with no running run has no step waiting either
+        _resume_waiting(session, event)
     _start_triggered(session, event)
 
 
@@ -74,19 +76,37 @@ def prefetch(session: Session, rows: Sequence[DomainEventRow]) -> None:
     without_runs(session).update(set(ids) - having)
 
 
-def _cancel_on(session: Session, event: DomainEventRow) -> None:
+def _cancel_on(session: Session, event: DomainEventRow) -> list[FlowRun] | None:
+    """Cancel the patient's runs the event cancels; returns the patient's running runs (``[]``
+    when none; ``None`` when not looked up)."""
     payload = event.payload
     if payload.get("patient_id") in without_runs(session):
-        return
-    runs = session.scalars(select(FlowRun).where(
-        FlowRun.status == "running",
-        FlowRun.patient_id == payload.get("patient_id"))).all() if payload.get(
-        "patient_id") else []
+        return None
+    patient_id = payload.get("patient_id")
+    if not patient_id:
+        return None
+    # the patient's running runs and the runs holding a ``once`` key, in one query: a trigger
+    # of this event then asks :func:`_held` without a query of its own. An event that starts
+    # flows reads them with the patient, stay, department and tags its start needs.
+    loaded = _subject(session, payload) if _triggers(session).get(event.type) else None
+    if loaded is None:
+        loaded = list(session.scalars(select(FlowRun).where(_patient_runs(patient_id))).all())
+    session.info.setdefault(_PATIENT_RUNS, {})[patient_id] = loaded
+    runs = [run for run in loaded if run.status == "running"]
     for run in runs:
         if event.type in spec_of(session, run).cancel_on and (
                 not payload.get("encounter_id") or run.encounter_id in (
                     None, payload.get("encounter_id"))) and _same_submission(run, payload):
             complete_run(session, run, "cancelled", event.type)
+    return runs
+
+
+_PATIENT_RUNS = "careloop.flows.patient_runs"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_patient_runs(session: Session, transaction: Any) -> None:
+    session.info.pop(_PATIENT_RUNS, None)  # any end: a rolled-back savepoint removes runs
 
 
 def _same_submission(run: FlowRun, payload: dict[str, Any]) -> bool:
@@ -161,6 +181,12 @@ def _start_triggered(session: Session, event: DomainEventRow) -> None:
     owner: str | None = None
     for spec, app_id in _triggers(session).get(event.type, []):
         if departments is None:
+            patient_runs = session.info.setdefault(_PATIENT_RUNS, {})
+            if payload.get("patient_id") not in patient_runs:
+                # not read with its runs yet (a patient known to have none)
+                loaded = _subject(session, payload)
+                if loaded is not None:
+                    patient_runs[payload["patient_id"]] = loaded
             departments = scope.event_departments(session, payload)
             owner = scope.form_owner(session, payload)
         if not scope.sees(session, app_id, departments, owner):
@@ -183,8 +209,63 @@ def _start_triggered(session: Session, event: DomainEventRow) -> None:
             log.info("flow %s run %s started by event %s", spec.key, run_id, event.event_id)
 
 
-def _held(session: Session, once_key: str) -> bool:
-    """Whether a run holds the key (the common case, answered without a failed insert)."""
+def _patient_runs(patient_id: str) -> Any:
+    return (FlowRun.patient_id == patient_id) & (
+        (FlowRun.status == "running") | FlowRun.once_key.is_not(None))
+
+
+def _subject(session: Session, payload: dict[str, Any]) -> list[FlowRun] | None:
+    """The event's patient, stay, department and tags, and the patient's running runs and runs
+    holding a ``once`` key, in one query, kept for the transaction (engine/txcache.py pins
+    the rows): the trigger's ``when``, the scope check, the ``once`` check and the first
+    steps' messages then read none of them. ``None`` when the patient is not stored."""
+    patient_id, encounter_id = payload.get("patient_id"), payload.get("encounter_id")
+    department_id = payload.get("department_id")
+    if not isinstance(patient_id, str) or not patient_id:
+        return None
+    columns: list[Any] = [Patient, FlowRun, PatientTag.tag]
+    joins: list[tuple[Any, Any]] = [(FlowRun, _patient_runs(patient_id)),
+                                    (PatientTag, PatientTag.patient_id == Patient.id)]
+    department: Any = None
+    if isinstance(encounter_id, str) and encounter_id:
+        columns.append(Encounter)
+        joins.append((Encounter, Encounter.id == encounter_id))
+        department = (func.coalesce(Encounter.department_id, department_id)
+                      if isinstance(department_id, str) else Encounter.department_id)
+    elif isinstance(department_id, str) and department_id:
+        department = literal(department_id)
+    if department is not None:
+        columns.append(Department)
+        joins.append((Department, Department.id == department))
+    query = select(*columns).select_from(Patient)
+    for target, on in joins:
+        query = query.outerjoin(target, on)
+    rows = session.execute(query.where(Patient.id == patient_id)).all()
+    if not rows:
+        return None
+    runs: list[FlowRun] = []
+    tags: set[str] = set()
+    for row in rows:
+        if row[1] is not None and row[1] not in runs:
+            runs.append(row[1])
+        if row[2] is not None:
+            tags.add(row[2])
+    held = sorted(tags)
+    txcache.remember(session, ("context.tags", patient_id), lambda: held, (PatientTag,))
+    return runs
+
+
+def _held(session: Session, once_key: str, patient_id: str | None) -> bool:
+    """Whether a run holds the key (the common case, answered without a failed insert).
+
+    When this transaction read the patient's runs (:func:`_cancel_on`), those and the runs in
+    the session answer without a query; a run holding the key that they miss (another
+    patient's, or one started earlier in the transaction and no longer in the session) makes
+    the start's insert fail on the unique index, inside its savepoint: no run is started."""
+    known = session.info.get(_PATIENT_RUNS, {}).get(patient_id) if patient_id else None
+    if known is not None:
+        return any(isinstance(obj, FlowRun) and obj.once_key == once_key
+                   for obj in (*known, *session.identity_map.values(), *session.new))
     return session.scalars(select(FlowRun.id).where(
         FlowRun.once_key == once_key)).first() is not None
 
@@ -197,7 +278,7 @@ def _start_once(session: Session, spec: FlowSpec, event: DomainEventRow,
     key between the check and the insert, the insert fails inside its savepoint and only this
     start is undone (on PostgreSQL the insert waits for the other transaction to decide).
     """
-    if once_key is not None and _held(session, once_key):
+    if once_key is not None and _held(session, once_key, event.payload.get("patient_id")):
         return None
     payload = event.payload
     arguments: dict[str, Any] = dict(

@@ -119,6 +119,27 @@ def enqueue(session: Session, *, template_key: str, channel: str, patient_id: st
             valid_for: timedelta | None = None, link_expires_at: datetime | None = None,
             new_key: bool = False) -> int:
     """Write one message (contract 4, service ``outbox.enqueue``); the same key returns the
+    first message's id and writes nothing. See :func:`enqueue_row`."""
+    row = enqueue_row(session, template_key=template_key, channel=channel,
+                      patient_id=patient_id, user_id=user_id, values=values, locale=locale,
+                      urgent=urgent, idempotency_key=idempotency_key, source_ref=source_ref,
+                      valid_for=valid_for, link_expires_at=link_expires_at, new_key=new_key)
+    if isinstance(row, int):
+        return row
+    session.flush()
+    return row.id
+
+
+def enqueue_row(session: Session, *, template_key: str, channel: str,
+                patient_id: str | None = None, user_id: int | None = None,
+                values: dict[str, Any], locale: str | None = None, urgent: bool = False,
+                idempotency_key: str, source_ref: str | None = None,
+                valid_for: timedelta | None = None, link_expires_at: datetime | None = None,
+                new_key: bool = False) -> OutboxMessage | int:
+    """:func:`enqueue` without its flush: the new row, written with the session's next flush
+    (a flow batch's messages in one ``INSERT``), or the id of the message holding the key.
+
+    Write one message (contract 4, service ``outbox.enqueue``); the same key returns the
     first message's id and writes nothing. ``new_key``: the caller knows no message can hold
     the key yet (a flow step run created in this transaction), so it is not looked up (the
     unique index still guards it).
@@ -149,8 +170,7 @@ def enqueue(session: Session, *, template_key: str, channel: str, patient_id: st
                         expires_at=expires, link_expires_at=link_expires_at,
                         provider_params=providers, link_ref=links.first_ref(body))
     session.add(row)
-    session.flush()
-    return row.id
+    return row
 
 
 def _seal_tree(session: Session, value: Any) -> Any:

@@ -12,13 +12,14 @@ attempts are used up, becomes an :class:`~careloop.flows.models.Incident`::
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from careloop.engine import logs, store, txcache
@@ -101,7 +102,19 @@ class Exec:
 
     @property
     def key(self) -> str:
-        """Idempotency key of this step execution (stable across retries)."""
+        """Idempotency key of this step execution (stable across retries).
+
+        A step run created in this transaction whose row is not written yet (a ``lazy_row``
+        step in a batch or a start) is keyed by its step and a random token instead of its row
+        id, so the row is written once, finished, with the batch's other rows: nothing can hold
+        the key yet, and a retry of the step runs after this attempt was rolled back (its
+        messages and tasks with it), keyed by the row id then."""
+        if self.step_run.id is None and self.fresh:
+            token = self.step_run.__dict__.get("_careloop_key")
+            if token is None:
+                token = secrets.token_hex(8)
+                self.step_run.__dict__["_careloop_key"] = token
+            return f"flow_run:{self.run.id}:step:{self.step.key}:{token}"
         return f"flow_run:{self.run.id}:step:{self.step_run_id}"
 
 
@@ -129,6 +142,21 @@ def optimistic(session: Session) -> Iterator[None]:
         yield
     finally:
         session.info[_OPTIMISTIC] = previous
+
+
+def prefetch_references(session: Session, specs: list[FlowSpec]) -> None:
+    """The templates and forms the steps of ``specs`` name, read in one query for the
+    transaction (a start, a timer batch) instead of one query each when a step needs it."""
+    catalogue = loaded_registry().catalogue("step_type")
+    pairs: set[tuple[str, str]] = set()
+    for spec in specs:
+        for step in spec.steps:
+            kind = catalogue.get(step.type)
+            for option, referenced in getattr(kind, "references", ()):
+                value = step.get(option)
+                if isinstance(value, str):
+                    pairs.add((referenced, value))
+    store.prefetch(session, pairs)
 
 
 def spec_of(session: Session, run: FlowRun) -> FlowSpec:
@@ -170,6 +198,7 @@ def start(session: Session, *, flow_key: str, patient_id: str | None = None,
     if row is None:
         raise FlowError(f"no flow '{flow_key}'")
     spec = store.compile_row(row, FlowSpec)
+    prefetch_references(session, [spec])
     run = FlowRun(flow_key=flow_key, flow_version=row.version, status="running",
                   patient_id=patient_id, encounter_id=encounter_id, context=dict(context or {}),
                   idempotency_key=idempotency_key, once_key=once_key, started_at=now_utc())
@@ -194,6 +223,9 @@ def enter(session: Session, run: FlowRun, spec: FlowSpec, key: str | None,
         step_run = StepRun(run_id=run.id, step_key=step.key, step_type=step.type,
                            status="pending", parent_id=parent_id, started_at=now_utc(), state={})
         session.add(step_run)
+        known = session.info.get(_OPEN_KNOWN, {}).get(run.id)
+        if known is not None:
+            known.append(step_run)
         if not (session.info.get(_OPTIMISTIC) and _lazy_row(step.type)):
             session.flush()  # a savepoint of its own rolls back to a step run that exists
         outcome = execute(session, run, spec, step, step_run, fresh=True)
@@ -224,8 +256,14 @@ def execute(session: Session, run: FlowRun, spec: FlowSpec, step: StepSpec,
         x.history("skipped", {"reason": "when"})
         return ("next", step.next)
     step_type = loaded_registry().catalogue("step_type")[step.type]
-    if session.info.get(_OPTIMISTIC):
-        outcome: Outcome = step_type.run(x)
+    if session.info.get(_OPTIMISTIC) and step_run.id is None:
+        # a lazy row: what the step reads (its patient's department, links, templates) does
+        # not write the step run first; its row, messages, task and timers go in the batch's
+        # flush, one INSERT a table, finished (no INSERT now and UPDATE later)
+        with session.no_autoflush:
+            outcome: Outcome = step_type.run(x)
+    elif session.info.get(_OPTIMISTIC):
+        outcome = step_type.run(x)
     else:
         mark = txcache.deferred_mark(session)
         try:
@@ -325,13 +363,20 @@ def retry_step(session: Session, step_run: StepRun) -> None:
 def _cancel_timers(session: Session, step_run: StepRun) -> None:
     """The step's pending timers are cancelled, with every other finished step's of the
     transaction in one ``UPDATE`` at commit (the sweep claims timers in its own transactions)."""
-    txcache.at_commit(session, _cancel_timers_of, step_run.id)
+    txcache.at_commit(session, _cancel_pending, ("step", step_run))
 
 
-def _cancel_timers_of(session: Session, step_run_ids: list[int]) -> None:
-    session.execute(update(FlowTimer).where(FlowTimer.step_run_id.in_(step_run_ids),
-                                            FlowTimer.status == "pending")
-                    .values(status="cancelled"))
+def _cancel_pending(session: Session, items: list[tuple[str, Any]]) -> None:
+    """One ``UPDATE`` at commit for the pending timers of the transaction's finished steps and
+    ended runs (a step run's id read now: a step run made in the transaction has one now)."""
+    session.flush()
+    steps = [obj.id for kind, obj in items if kind == "step" and obj.id is not None]
+    runs = [i for kind, i in items if kind == "run" and i is not None]
+    which = [*([FlowTimer.step_run_id.in_(steps)] if steps else []),
+             *([FlowTimer.run_id.in_(runs)] if runs else [])]
+    if which:
+        session.execute(update(FlowTimer).where(FlowTimer.status == "pending", or_(*which))
+                        .values(status="cancelled"))
 
 
 def _cancel_step(session: Session, step_run: StepRun) -> None:
@@ -347,12 +392,11 @@ def _cancel_step(session: Session, step_run: StepRun) -> None:
 def complete_run(session: Session, run: FlowRun, status: str, reason: str | None = None) -> None:
     """End a run: ``completed`` or ``cancelled``; every open step, timer, unsent message and
     open task of the run is cancelled, so nothing more is sent."""
-    for step_run in session.scalars(select(StepRun).where(
-            StepRun.run_id == run.id, StepRun.status.in_(OPEN_STEP))).all():
+    for step_run in _open_steps(session, run):
         _cancel_step(session, step_run)
-    session.execute(update(FlowTimer).where(FlowTimer.run_id == run.id,
-                                            FlowTimer.status == "pending")
-                    .values(status="cancelled"))
+    # its pending timers, with every other ended run's of the transaction in one UPDATE at
+    # commit (after the flush that writes the timers made in it)
+    txcache.at_commit(session, _cancel_pending, ("run", run.id))
     if status == "cancelled":
         cancel_for(session, source_ref(run))
         for task in session.scalars(select(Task).where(
@@ -364,6 +408,43 @@ def complete_run(session: Session, run: FlowRun, status: str, reason: str | None
     if run.once_key is not None and (status == "cancelled" or releases_on_end(run.once_key)):
         run.once_key = None  # the trigger may start this flow again for the patient/encounter
     history(session, run, None, status, {"reason": reason} if reason else {})
+
+
+_OPEN_KNOWN = "careloop.flows.open_steps"
+
+
+def know_open_steps(session: Session, run_ids: set[int], loaded: list[StepRun]) -> None:
+    """``loaded`` holds every open step run of ``run_ids`` (a timer batch read them with its
+    step runs): for the rest of the transaction a run's end finds them, and the step runs
+    :func:`enter` makes for those runs, without a query."""
+    known: dict[int, list[StepRun]] = session.info.setdefault(_OPEN_KNOWN, {})
+    for run_id in run_ids:
+        known.setdefault(run_id, [])
+    for step_run in loaded:
+        if step_run.run_id in known and step_run not in known[step_run.run_id]:
+            known[step_run.run_id].append(step_run)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_open_steps(session: Session, transaction: Any) -> None:
+    # a rolled-back savepoint may have made step runs that are gone: forget on any end
+    session.info.pop(_OPEN_KNOWN, None)
+
+
+def _open_steps(session: Session, run: FlowRun) -> list[StepRun]:
+    """The run's open step runs: those stored (read without flushing this transaction's new
+    rows first: the ending step's row and its batch's are written together later) and those
+    made in this transaction, not written yet."""
+    known = session.info.get(_OPEN_KNOWN, {}).get(run.id)
+    if known is not None:
+        return [step_run for step_run in known if step_run.status in OPEN_STEP]
+    with session.no_autoflush:
+        stored = session.scalars(select(StepRun).where(
+            StepRun.run_id == run.id, StepRun.status.in_(OPEN_STEP))).all()
+    found = [s for s in stored if s.status in OPEN_STEP]  # the identity map's, as changed
+    found += [obj for obj in session.new if isinstance(obj, StepRun) and obj.run_id == run.id
+              and obj.status in OPEN_STEP]
+    return found
 
 
 def cancel_runs(session: Session, *, encounter_id: str | None = None,

@@ -26,20 +26,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, distinct, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, distinct, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from careloop.engine import events, store, txcache
 from careloop.engine.clock import frozen_now, hospital_tz, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.dispatcher import drain
-from careloop.engine.domain import Encounter, Patient, PatientTag, Task
+from careloop.engine.domain import Department, Encounter, Patient, PatientTag, Task
+from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import escalate_overdue
 from careloop.flows import webhooks
 from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
 from careloop.flows.outbox import dispatch_due
-from careloop.flows.runtime import Exec, optimistic, retry_step, spec_of, start
+from careloop.flows.runtime import (
+    OPEN_STEP,
+    Exec,
+    know_open_steps,
+    optimistic,
+    prefetch_references,
+    retry_step,
+    spec_of,
+    start,
+)
 from careloop.flows.spec import FlowSpec
 
 log = logging.getLogger("careloop.flows.scheduler")
@@ -79,11 +89,12 @@ def claim(engine: Engine, worker: str, now: datetime, limit: int = BATCH) -> lis
         query = (select(FlowTimer.id).where(_claimable(now))
                  .order_by(FlowTimer.due_at, FlowTimer.id).limit(limit))
         if engine.dialect.name == "postgresql":
-            ids = list(session.scalars(query.with_for_update(skip_locked=True)).all())
-            if ids:
-                session.execute(update(FlowTimer).where(FlowTimer.id.in_(ids))
-                                .values(claimed_by=worker, claimed_until=until))
-            return ids
+            # one statement: the subquery locks the rows it picks, skipping those another
+            # sweep holds, and the update claims exactly those
+            return sorted(session.scalars(update(FlowTimer).where(
+                FlowTimer.id.in_(query.with_for_update(skip_locked=True).scalar_subquery()))
+                .values(claimed_by=worker, claimed_until=until)
+                .returning(FlowTimer.id)).all())
         # SQLite: one statement, atomic against other processes (it runs under the database's
         # write lock), so the rows its subquery picks are still claimable when it updates them
         return sorted(session.scalars(update(FlowTimer).where(
@@ -97,8 +108,9 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
     raised (rolled back to their savepoint and back to ``pending``, still claimed: the caller
     fires each alone with :func:`fire`).
 
-    One ``UPDATE … RETURNING`` marks the batch fired (only timers still pending and ours), one
-    query each loads the timers, their step runs and their runs; then the timers with work to
+    One ``UPDATE … RETURNING`` marks the batch fired (only timers still pending and ours) and
+    returns the timers; one query loads their runs, patients, stays, tags and open step runs;
+    then the timers with work to
     do run together in one savepoint, their steps without savepoints of their own
     (:func:`~careloop.flows.runtime.optimistic`). When one of them raises, that savepoint is
     rolled back and each timer runs again in its own savepoint. A timer with nothing to do (its
@@ -107,22 +119,28 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
         return 0, []
     failed: list[int] = []
     with transaction(engine) as session:
-        fired_ids = list(session.scalars(update(FlowTimer).where(
-            FlowTimer.id.in_(timer_ids), FlowTimer.status == "pending",
-            FlowTimer.claimed_by == worker).values(status="fired", fired_at=now_utc())
-            .returning(FlowTimer.id)).all())
+        # the marked rows come back whole: no second query for the timers
+        timers = sorted(session.scalars(
+            update(FlowTimer).where(FlowTimer.id.in_(timer_ids), FlowTimer.status == "pending",
+                                    FlowTimer.claimed_by == worker)
+            .values(status="fired", fired_at=now_utc()).returning(FlowTimer),
+            execution_options={"synchronize_session": False}).all(),
+            key=lambda t: (t.due_at, t.id))
+        fired_ids = [t.id for t in timers]
         if not fired_ids:
             return 0, []
-        timers = list(session.scalars(select(FlowTimer).where(FlowTimer.id.in_(fired_ids))
-                                      .order_by(FlowTimer.due_at, FlowTimer.id)).all())
         step_run_ids = {t.step_run_id for t in timers if t.step_run_id}
         run_ids = {t.run_id for t in timers if t.run_id}
-        if step_run_ids:  # into the identity map: _dispatch_timer's gets cost nothing
-            session.scalars(select(StepRun).where(StepRun.id.in_(step_run_ids))).all()
-        if run_ids:
-            _preload(session, list(session.scalars(select(FlowRun).where(
-                FlowRun.id.in_(run_ids))).all()))
+        # held for the batch: _dispatch_timer's gets, the steps' expression contexts and a
+        # run's end (its open steps) then read nothing
+        batch_runs, batch_steps = _preload(session, run_ids, step_run_ids)
+        know_open_steps(session, run_ids, batch_steps)
         working = [timer for timer in timers if _has_work(session, timer)]
+        try:  # the batch's templates and forms in one query (a missing flow fails below)
+            running = {run.id: run for run in batch_runs if run.status == "running"}
+            prefetch_references(session, [spec_of(session, run) for run in running.values()])
+        except CareloopError:
+            pass
         mark = txcache.deferred_mark(session)
         try:  # the whole batch in one savepoint: two statements a batch, not a timer
             with session.begin_nested(), optimistic(session):
@@ -148,21 +166,38 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
     return len(fired_ids) - len(failed), failed
 
 
-def _preload(session: Any, runs: list[FlowRun]) -> None:
-    """The batch's patients, encounters and patient tags in three queries (kept for the
-    transaction by engine/txcache.py): the steps' expression contexts then read none."""
-    patient_ids = {r.patient_id for r in runs if r.patient_id and r.status == "running"}
-    encounter_ids = {r.encounter_id for r in runs if r.encounter_id and r.status == "running"}
-    if patient_ids:
-        session.scalars(select(Patient).where(Patient.id.in_(patient_ids))).all()
-        tags: dict[str, list[str]] = {pid: [] for pid in patient_ids}
-        for pid, tag in session.execute(select(PatientTag.patient_id, PatientTag.tag).where(
-                PatientTag.patient_id.in_(patient_ids)).order_by(PatientTag.tag)).all():
-            tags[pid].append(tag)
-        for pid, held in tags.items():
-            txcache.remember(session, ("context.tags", pid), _constant(held), (PatientTag,))
-    if encounter_ids:
-        session.scalars(select(Encounter).where(Encounter.id.in_(encounter_ids))).all()
+def _preload(session: Any, run_ids: set[int],
+             step_run_ids: set[int]) -> tuple[list[FlowRun], list[StepRun]]:
+    """The batch's runs with their patients, encounters, the encounters' departments, patient
+    tags, the timers' step runs and every open step run of the runs, in one query (patients,
+    encounters and departments kept for the transaction by engine/txcache.py)."""
+    if not run_ids:
+        return [], []
+    which: ColumnElement[bool] = StepRun.status.in_(OPEN_STEP)
+    if step_run_ids:
+        which = or_(which, StepRun.id.in_(step_run_ids))
+    runs: dict[int, FlowRun] = {}
+    steps: dict[int, StepRun] = {}
+    tags: dict[str, set[str]] = {}
+    for run, patient, _encounter, _department, tag, step_run in session.execute(
+            select(FlowRun, Patient, Encounter, Department, PatientTag.tag, StepRun)
+            .outerjoin(Patient, Patient.id == FlowRun.patient_id)
+            .outerjoin(Encounter, Encounter.id == FlowRun.encounter_id)
+            .outerjoin(Department, Department.id == Encounter.department_id)
+            .outerjoin(PatientTag, PatientTag.patient_id == FlowRun.patient_id)
+            .outerjoin(StepRun, (StepRun.run_id == FlowRun.id) & which)
+            .where(FlowRun.id.in_(run_ids))).all():
+        runs[run.id] = run
+        if step_run is not None:
+            steps[step_run.id] = step_run
+        if patient is not None:
+            held = tags.setdefault(patient.id, set())
+            if tag is not None:
+                held.add(tag)
+    for pid, found in tags.items():
+        txcache.remember(session, ("context.tags", pid), _constant(sorted(found)),
+                         (PatientTag,))
+    return list(runs.values()), list(steps.values())
 
 
 def _constant(value: list[str]) -> Callable[[], list[str]]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from careloop.engine import txcache
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Department, Encounter, Patient
 from careloop.engine.errors import NotFound
@@ -25,7 +26,7 @@ from careloop.engine.tasks import create_task, resolve_assignee
 from careloop.flows import documents, webhooks
 from careloop.flows.calendar import get_calendar
 from careloop.flows.health.booking_links import link_for
-from careloop.flows.outbox import consented, enqueue
+from careloop.flows.outbox import consented, enqueue_row
 from careloop.flows.runtime import (
     Exec,
     Outcome,
@@ -132,15 +133,18 @@ def _channel(x: Exec, default: str = "sms") -> str:
 
 
 def _send(x: Exec, template: str, values: dict[str, Any], suffix: str = "",
-          link_expires_at: datetime | None = None) -> int:
+          link_expires_at: datetime | None = None) -> int | txcache.Later:
+    """The message's id, or a :class:`~careloop.engine.txcache.Later` for it (a history row's
+    detail, read when the history is written): the message is written with the next flush."""
     valid_for = x.step.get("valid_for")
-    return int(enqueue(x.session, template_key=template, channel=_channel(x),
-                       patient_id=x.run.patient_id, values=values,
-                       urgent=bool(x.step.get("urgent", False)),
-                       idempotency_key=x.key + suffix,
-                       source_ref=source_ref(x.run, x.step.key),
-                       valid_for=parse_duration(valid_for) if valid_for else None,
-                       link_expires_at=link_expires_at, new_key=x.fresh and not suffix))
+    row = enqueue_row(x.session, template_key=template, channel=_channel(x),
+                      patient_id=x.run.patient_id, values=values,
+                      urgent=bool(x.step.get("urgent", False)),
+                      idempotency_key=x.key + suffix,
+                      source_ref=source_ref(x.run, x.step.key),
+                      valid_for=parse_duration(valid_for) if valid_for else None,
+                      link_expires_at=link_expires_at, new_key=x.fresh and not suffix)
+    return row if isinstance(row, int) else txcache.Later(row)
 
 
 def _document_links(x: Exec, values: dict[str, Any]) -> datetime | None:
@@ -388,11 +392,13 @@ class CreateTask(StepType):
             due_at=after(x.step.get("due")) if x.step.get("due") else None,
             kind=x.step.get("task_kind", "todo"), source_type="flow",
             source_ref=source_ref(x.run, x.step.key), idempotency_key=x.key, new_key=x.fresh,
+            flush=False,  # written with the batch's next flush: one INSERT for its tasks
             escalation={"chain": list(x.step.get("escalate_to") or []), "level": 0},
             details={"title": dict(title), "flow": x.spec.key, "run_id": x.run.id,
                      **({"on_complete": dict(x.step.get("on_complete"))}
                         if x.step.get("on_complete") else {})})
-        x.history("task", {"task_id": task.id})
+        x.history("task", {"task_id": task.id if task.id is not None
+                           else txcache.Later(task)})
         return ("next", x.step.next)
 
 

@@ -53,8 +53,7 @@ def create_request(session: Session, *, form_key: str, patient_id: str,
         form_version=row.version, patient_id=patient_id, encounter_id=encounter_id,
         channel=channel, status="sent", source_ref=source_ref, sent_at=now_utc(),
         expires_at=expires_at, created_at=now_utc())
-    session.add(request)
-    session.flush()
+    session.add(request)  # written with the next flush: its id is made here, not by the database
     return {"request_id": request.id, "token": token, "url": f"/f/{token}"}
 
 
