@@ -175,3 +175,22 @@ def test_inbox_and_search_plans_on_postgresql(seeded: tuple[Engine, ScaleResult]
                 # lookups; with scans priced out, a plan that still scans has no index to use
                 session.execute(text("SET LOCAL enable_seqscan = off"))
             assert _seq_scans(_explain(session, query)) == [], name
+
+
+def test_bench_scale_quick_runs() -> None:
+    """``bench/scale.py --quick`` stays runnable (no timing asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CARELOOP_DATABASE_URL"}
+    bench = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
+    result = subprocess.run([sys.executable, str(bench), "--quick", "--json"], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["patients"] == 2_000 and data["open_tasks"] == 2_000
+    for page in ("inbox_mine", "inbox_department", "inbox_overdue", "search_name",
+                 "search_mrn", "patient_360", "dashboard"):
+        assert data[page]["app"]["p95"] > 0 and data[page]["bare"]["p50"] > 0, page
