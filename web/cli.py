@@ -248,16 +248,62 @@ def demo() -> None:
 
 
 @demo.command("seed")
-@click.option("--patients", default=120, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--patients", type=click.IntRange(1, 50_000_000),
+              help="Patients (default 120; with --scale 1,000,000; at most 100,000 without).")
 @click.option("--seed", "seed_value", default=20261124, show_default=True, type=int)
-def demo_seed(patients: int, seed_value: int) -> None:
-    """Build a synthetic hospital and let months pass: HIS events, sweeps, answers, work."""
+@click.option("--scale", is_flag=True,
+              help="Benchmark dataset at regional volume, written straight into the tables "
+                   "(not demo data; see docs/performance.md).")
+@click.option("--submissions", default=10_000_000, show_default=True,
+              type=click.IntRange(0, 500_000_000), help="With --scale: form submissions.")
+@click.option("--tasks", default=1_000_000, show_default=True,
+              type=click.IntRange(0, 50_000_000), help="With --scale: open tasks.")
+@click.option("--database", envvar="CARELOOP_DATABASE_URL",
+              help="Database URL (default: CARELOOP_DATABASE_URL, else the SQLite file).")
+@click.option("--force", is_flag=True,
+              help="With --scale: write into a database that holds other patients too.")
+def demo_seed(patients: int | None, seed_value: int, scale: bool, submissions: int, tasks: int,
+              database: str | None, force: bool) -> None:
+    """Build a synthetic hospital and let months pass: HIS events, sweeps, answers, work.
+    With --scale: a benchmark dataset (1M patients, 10M submissions, 1M open tasks by default)
+    written in bulk; it refuses a database holding patients it did not generate."""
+    import os
+
     from careloop.engine.migrate import upgrade
+
+    if database:
+        os.environ["CARELOOP_DATABASE_URL"] = database
+    if scale:
+        _scale_seed(patients or 1_000_000, submissions, tasks, seed_value, force)
+        return
+    if (patients or 120) > 100_000:
+        raise click.BadParameter("at most 100,000 without --scale", param_hint="--patients")
     from careloop.web.demo import seed
 
     upgrade()
-    context = seed(patients=patients, seed_value=seed_value)
+    context = seed(patients=patients or 120, seed_value=seed_value)
     _demo_problems(context)
     click.echo(f"seeded {len(context.get('patients', []))} patients, "
                f"{len(context.get('users', {}))} staff")
     click.echo(_demo_login_hint(context["password"]))
+
+
+def _scale_seed(patients: int, submissions: int, tasks: int, seed_value: int,
+                force: bool) -> None:
+    from careloop.engine.db import database_url, redact
+    from careloop.engine.migrate import upgrade
+    from careloop.web.demo import DEMO_PASSWORD
+    from careloop.web.scale import ScaleRefused, seed_scale
+
+    upgrade()
+    click.echo(f"benchmark dataset (not demo data) into {redact(database_url())}: "
+               f"{patients:,} patients, {submissions:,} submissions, {tasks:,} open tasks")
+    try:
+        result = seed_scale(patients=patients, submissions=submissions, tasks=tasks,
+                            seed_value=seed_value, force=force, say=click.echo)
+    except ScaleRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    rows = ", ".join(f"{table} {count:,}" for table, count in result.written.items())
+    click.echo(f"wrote {rows} in {result.seconds['total']:.0f} s")
+    click.echo(_demo_login_hint(DEMO_PASSWORD))
