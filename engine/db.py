@@ -150,7 +150,9 @@ def _savepoint_takes_the_write_lock(conn: Any, _name: str) -> None:
     locked" (WAL's stale snapshot: the busy timeout does not apply). Such a transaction (the
     demo's timeline, batch imports, every ``begin_nested``) takes the write lock first instead,
     waiting for it like any writer. Other transactions keep the driver's usual start at their
-    first write."""
+    first write. It also keeps the savepoint inside its transaction: SQLite commits a savepoint
+    opened outside one when it is released, so what it wrote stayed even when the
+    transaction then rolled back."""
     dbapi_connection = conn.connection.dbapi_connection
     if dbapi_connection is not None and not dbapi_connection.in_transaction:
         dbapi_connection.execute("BEGIN IMMEDIATE")

@@ -22,6 +22,7 @@ from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Patient
 from careloop.engine.errors import NotFound
 from careloop.engine.i18n import normalise_locale, pick, t
+from careloop.engine.links import link_secret
 from careloop.flows.documents import Document, LinkExpired, open_link
 from careloop.flows.receipts import record_open
 from careloop.forms.pages import hospital_context
@@ -68,6 +69,10 @@ def document_page(token: str, request: Request, lang: str | None = None) -> Resp
         try:
             document = open_link(session, token)
             record_open(session, token)
+            if document.kind == "discharge_summary":
+                # the binding QR below is signed with the installation's link secret: made (once)
+                # here, so that its own transaction writes nothing before the account is asked
+                link_secret(session)
         except NotFound:
             return _unavailable(normalise_locale(lang), "docs.not_found", 404)
         except LinkExpired:

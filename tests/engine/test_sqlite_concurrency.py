@@ -42,3 +42,22 @@ def test_a_savepoint_first_transaction_waits_for_a_concurrent_writer(tmp_path: P
     with engine.connect() as conn:
         assert sorted(conn.execute(text("SELECT x FROM t")).scalars()) == [1, 2]
     engine.dispose()
+
+
+def test_what_a_savepoint_wrote_rolls_back_with_its_transaction(tmp_path: Path) -> None:
+    """SQLite commits a savepoint opened outside a transaction when it is released: what the
+    demo timeline's or an import's ``begin_nested`` wrote stayed even when their transaction
+    rolled back. It is now part of the transaction."""
+    engine = dbmod.make_engine(f"sqlite:///{tmp_path / 'one.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    try:
+        with dbmod.transaction(engine) as session:
+            with session.begin_nested():
+                session.execute(text("INSERT INTO t VALUES (1)"))
+            raise LookupError("the rest of the transaction failed")
+    except LookupError:
+        pass
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
+    engine.dispose()
