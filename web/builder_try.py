@@ -109,6 +109,17 @@ def preview_payload(session: Session, form: str, inputs: Mapping[str, Any],
             "scores": done.scores, "bands": done.bands, "channel": "web"}
 
 
+def posted_payload(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A hand-written test event's payload (a bare payload is a ``form.submitted`` one); the
+    ids of stored rows are dropped: a posted event never reads a patient's data."""
+    from careloop.rules.runtime import _check_payload
+
+    payload = event.get("payload", event) if "type" in event or "payload" in event else event
+    _check_payload(payload)
+    return {k: v for k, v in dict(payload).items()
+            if k not in ("patient_id", "encounter_id", "task_id", "submission_id")}
+
+
 # --- the explanation ----------------------------------------------------------------------------
 
 
@@ -153,7 +164,8 @@ def explain(session: Session, spec: RuleSetSpec, payload: Mapping[str, Any], loc
     first_hit = None
     rules = []
     for rule in spec.rules:
-        title = pick(dict(rule.title), locale) if rule.title else t("builder.tryit.untitled", locale)
+        title = (pick(dict(rule.title), locale) if rule.title
+                 else t("builder.tryit.untitled", locale))
         if miss_all is not None:
             hit, text = False, miss_all
         elif rule.key in matched:
@@ -227,8 +239,9 @@ def clause_words(d: Display, forms: tuple[str, ...], node: ast.AST,
         if isinstance(op, ast.In | ast.NotIn):
             path, (is_lit, lit) = _path(right), _literal(left)
             if path is not None and is_lit:
-                return t("builder.tryit.clause_in" if isinstance(op, ast.In) else "builder.tryit.clause_not_in",
-                         loc, name=_name(d, forms, path), actual=_shown(d, forms, path, context),
+                key = "in" if isinstance(op, ast.In) else "not_in"
+                return t(f"builder.tryit.clause_{key}", loc, name=_name(d, forms, path),
+                         actual=_shown(d, forms, path, context),
                          wanted=_value(d, forms, path, lit))
             path, (is_lit, lit) = _path(left), _literal(right)
             if path is not None and is_lit and isinstance(lit, list | tuple):

@@ -4,8 +4,9 @@ permission ``builder.edit``).
 - ``GET /api/v1/builder/try/submissions?form=…`` — the newest submissions of those forms the
   user may see (scoped as the staff pages are): ``id``, ``form``, ``text`` (form title, masked
   name, local time);
-- ``POST /api/v1/builder/rules/{key}/explain`` — ``{body/text, submission_id}`` or
-  ``{body/text, form, inputs}`` (the form preview's inputs as posted): each rule hit or missed,
+- ``POST /api/v1/builder/rules/{key}/explain`` — ``{body/text, submission_id}``,
+  ``{body/text, form, inputs}`` (the form preview's inputs as posted) or ``{body/text, event}``
+  (a hand-written test event, the advanced view): each rule hit or missed,
   with the reason in words. A submission outside the user's scope answers 404. Nothing is kept;
   audited as ``builder.try`` (``data``: ``scoped`` or ``posted``).
 """
@@ -96,9 +97,15 @@ async def explain(request: Request, key: str = Path(pattern=KEY),
             except LookupError:
                 return _not_found(request)
             source, patient = "posted", None
+        elif isinstance(data.get("event"), dict):  # a hand-written event (the advanced view)
+            payload = builder_try.posted_payload(data["event"])
+            source, patient = "posted", None
         else:
             raise builder.BuilderError("builder.tryit.need_source", 422)
-        result = builder_try.explain(session, spec, payload, locale)
+        event_type = "form.submitted"
+        if source == "posted" and isinstance(data.get("event"), dict):
+            event_type = str(data["event"].get("type") or event_type)[:64]
+        result = builder_try.explain(session, spec, payload, locale, event_type)
         session.rollback()  # a dry run: nothing it touched is kept
         _audit_try(request, me, "ruleset", key, source,  # its own transaction
                    submission=sub if source == "scoped" else None,
