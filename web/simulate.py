@@ -225,7 +225,18 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
             add(submission.submitted_at, "submission", submission.patient_id,
                 f"患者提交「{zh}」", f"the patient answered “{en}”")
         tasks = {t.id: t for t in session.scalars(select(Task))}
-        for item in session.scalars(select(TaskHistory).order_by(TaskHistory.id)):
+        history = list(session.scalars(select(TaskHistory).order_by(TaskHistory.id)))
+        # who held each task when, and until when: an escalation's ``from`` is who held it
+        # before; the last holder is the task's own, due at its due time
+        held: dict[int, list[tuple[dict[str, Any], Any]]] = {}
+        for item in history:
+            if item.action == "escalated" and isinstance((item.details or {}).get("from"), dict):
+                held.setdefault(item.task_id, []).append((item.details["from"], item.at))
+        for task_id, task in tasks.items():
+            held.setdefault(task_id, []).append(
+                ({"role": task.assignee_role, "user": task.assignee_user_id}, task.due_at))
+        turn: dict[int, int] = {}
+        for item in history:
             task = tasks.get(item.task_id)
             if task is None:
                 continue
@@ -233,11 +244,14 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
             pzh, pen = _pair(_PRIORITY, task.priority)
             add(item.at, "task", task.patient_id, f"{azh}：{task.title}（{pzh}）",
                 f"{aen}: {task.title} ({pen})")
-            if item.action == "created":
-                entries[-1][3]["task"] = {"who": _assignee(task, departments, users),
-                                          "title": task.title,
-                                          "priority": {"zh-CN": pzh, "en": pen}}
-                entries[-1][3]["due"] = task.due_at
+            if item.action in ("created", "escalated"):
+                index = turn[task.id] = turn.get(task.id, -1) + 1
+                chain = held[task.id]
+                holder, until = chain[min(index, len(chain) - 1)]
+                entries[-1][3]["task"] = {
+                    "who": _assignee(holder, task.department_id, departments, users),
+                    "title": task.title, "priority": {"zh-CN": pzh, "en": pen}}
+                entries[-1][3]["due"] = until
     ordered = [entry for *_, entry in sorted(entries, key=lambda e: (e[0], e[1], e[2]))]
     instants = {id(entry): at for at, _, _, entry in entries}
     day0 = next((instants[id(e)] for e in ordered if e["type"] == "discharge"),
@@ -266,19 +280,21 @@ def _names(name: dict[str, str] | None) -> tuple[str, str]:
     return (name.get("zh-CN") or name.get("en") or "", name.get("en") or name.get("zh-CN") or "")
 
 
-def _assignee(task: Any, departments: dict[str, dict[str, str]],
-              users: dict[int, str]) -> dict[str, str]:
-    """Who a task is for, in words: "心内科 护士长" / "Cardiology Head nurse" (a person by
+def _assignee(holder: dict[str, Any], department: str | None,
+              departments: dict[str, dict[str, str]], users: dict[int, str]) -> dict[str, str]:
+    """Who holds a task, in words: "心内科 护士长" / "Cardiology Head nurse" (a person by
     name)."""
     from careloop.engine.registry import loaded_registry
 
     roles = loaded_registry().catalogue("role")
-    role = roles.get(task.assignee_role) if task.assignee_role in roles else None
+    code = holder.get("role")
+    role = roles.get(code) if code in roles else None
     title = dict(getattr(role, "title", None) or {})
-    dzh, den = _names(departments.get(task.department_id or ""))
+    dzh, den = _names(departments.get(department or ""))
     rzh = title.get("zh-CN") or title.get("en") or ""
     ren = title.get("en") or title.get("zh-CN") or ""
-    person = users.get(task.assignee_user_id or 0, "")
+    user = holder.get("user")
+    person = users.get(user, "") if isinstance(user, int) else ""
     zh = " ".join(x for x in (dzh, rzh, person) if x)
     en = " ".join(x for x in (den, ren, person) if x)
     return {"zh-CN": zh, "en": en}

@@ -242,8 +242,8 @@ def test_a_failed_expectation_is_said_in_words(px: TestClient) -> None:
     data = px.post(URL, json={"app": "discharge", "text": DAY5, "scenario": SCENARIO}).json()
     [failure] = [f for s in data["scenarios"][0]["steps"] for f in s["failures"]]
     zh, en = failure["words"]["zh-CN"], failure["words"]["en"]
-    assert zh == ("第3天 09:31：预期发送消息「出院第3天关怀」 1 条（第3天 09:30 至 第3天 09:31 之间），"
-                  "实际 0"), zh
+    assert zh == ("第3天 09:31：预期发送消息「出院第3天关怀」 1 条"
+                  "（第3天 09:30 至 第3天 09:31 之间），实际 0"), zh
     assert en.startswith("day 3 09:31: expected messages “Day-3 discharge care message” 1"), en
     for text in (zh, en):
         assert "discharge_care_day3" not in text and "T09" not in text and "$." not in text
