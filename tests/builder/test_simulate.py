@@ -203,7 +203,8 @@ def test_simulate_in_chromium(server: str, engine: Engine) -> None:
             expect(verdict).to_contain_text("通过")
             expect(page.locator(".b-sim-timeline")).to_contain_text("流程「出院随访」开始")
             expect(page.locator(".b-sim-timeline")).to_contain_text("第3天 09:30")
-            expect(page.locator(".b-sim-timeline li").first).to_contain_text("第0天")
+            expect(page.locator('.b-sim-timeline li[data-day="0"]').first).to_contain_text("第0天")
+            expect(page.locator(".b-sim-timeline")).to_contain_text("出院（心内科）")
 
             open_advanced(page, "#b-text-advanced")
             page.fill("#b-yaml", DAY5)
