@@ -232,9 +232,10 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
         for item in history:
             if item.action == "escalated" and isinstance((item.details or {}).get("from"), dict):
                 held.setdefault(item.task_id, []).append((item.details["from"], item.at))
-        for task_id, task in tasks.items():
+        for task_id, held_task in tasks.items():
             held.setdefault(task_id, []).append(
-                ({"role": task.assignee_role, "user": task.assignee_user_id}, task.due_at))
+                ({"role": held_task.assignee_role, "user": held_task.assignee_user_id},
+                 held_task.due_at))
         turn: dict[int, int] = {}
         for item in history:
             task = tasks.get(item.task_id)
@@ -288,7 +289,7 @@ def _assignee(holder: dict[str, Any], department: str | None,
 
     roles = loaded_registry().catalogue("role")
     code = holder.get("role")
-    role = roles.get(code) if code in roles else None
+    role = roles.get(code) if isinstance(code, str) and code in roles else None
     title = dict(getattr(role, "title", None) or {})
     dzh, den = _names(departments.get(department or ""))
     rzh = title.get("zh-CN") or title.get("en") or ""
