@@ -121,6 +121,7 @@ ROUTE_MODULES = (
     "careloop.web.routes_reports",
     "careloop.web.routes_builder",
     "careloop.web.routes_builder_copy",
+    "careloop.web.routes_builder_try",
     "careloop.web.routes_documents",
     "careloop.web.routes_fhir",
     "careloop.web.routes_wechat",

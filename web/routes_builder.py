@@ -318,6 +318,7 @@ def messages(request: Request, me: Principal = NEEDS_BUILDER) -> dict[str, str]:
     keys.update(json.loads((folder / "builder2" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "usab1" / "en.json").read_text("utf-8")))
     keys.update(json.loads((folder / "usab2" / "en.json").read_text("utf-8")))
+    keys.update(json.loads((folder / "tryit" / "en.json").read_text("utf-8")))
     return {k: t(k, locale) for k in keys}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -171,7 +172,7 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
     """
     from careloop.engine.clock import to_local
     from careloop.engine.db import transaction
-    from careloop.engine.domain import Task, TaskHistory
+    from careloop.engine.domain import Department, Encounter, Task, TaskHistory, User
     from careloop.flows.models import FlowRun, OutboxMessage
     from careloop.forms.models import Submission
 
@@ -188,6 +189,8 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
 
     with transaction(engine) as session:
         titles: dict[tuple[str, str], dict[str, str]] = {}
+        departments = {d.id: dict(d.name or {}) for d in session.scalars(select(Department))}
+        users = {u.id: u.display_name for u in session.scalars(select(User))}
 
         def title(kind: str, key: str) -> tuple[str, str]:
             if (kind, key) not in titles:
@@ -197,6 +200,12 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
             return (found.get("zh-CN") or found.get("en") or key,
                     found.get("en") or found.get("zh-CN") or key)
 
+        for stay in session.scalars(select(Encounter).order_by(Encounter.id)):
+            dzh, den = _names(departments.get(stay.department_id))
+            add(stay.admitted_at, "encounter", stay.patient_id, f"入院（{dzh}）",
+                f"admitted ({den})", rank=0)
+            add(stay.discharged_at, "discharge", stay.patient_id, f"出院（{dzh}）",
+                f"discharged ({den})", rank=0)
         for run in session.scalars(select(FlowRun).order_by(FlowRun.id)):
             zh, en = title("flow", run.flow_key)
             add(run.started_at, "flow", run.patient_id, f"流程「{zh}」开始",
@@ -216,7 +225,19 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
             add(submission.submitted_at, "submission", submission.patient_id,
                 f"患者提交「{zh}」", f"the patient answered “{en}”")
         tasks = {t.id: t for t in session.scalars(select(Task))}
-        for item in session.scalars(select(TaskHistory).order_by(TaskHistory.id)):
+        history = list(session.scalars(select(TaskHistory).order_by(TaskHistory.id)))
+        # who held each task when, and until when: an escalation's ``from`` is who held it
+        # before; the last holder is the task's own, due at its due time
+        held: dict[int, list[tuple[dict[str, Any], Any]]] = {}
+        for item in history:
+            if item.action == "escalated" and isinstance((item.details or {}).get("from"), dict):
+                held.setdefault(item.task_id, []).append((item.details["from"], item.at))
+        for task_id, held_task in tasks.items():
+            held.setdefault(task_id, []).append(
+                ({"role": held_task.assignee_role, "user": held_task.assignee_user_id},
+                 held_task.due_at))
+        turn: dict[int, int] = {}
+        for item in history:
             task = tasks.get(item.task_id)
             if task is None:
                 continue
@@ -224,7 +245,154 @@ def timeline(engine: Engine) -> list[dict[str, Any]]:
             pzh, pen = _pair(_PRIORITY, task.priority)
             add(item.at, "task", task.patient_id, f"{azh}：{task.title}（{pzh}）",
                 f"{aen}: {task.title} ({pen})")
-    return [entry for *_, entry in sorted(entries, key=lambda e: (e[0], e[1], e[2]))]
+            if item.action in ("created", "escalated"):
+                index = turn[task.id] = turn.get(task.id, -1) + 1
+                chain = held[task.id]
+                holder, until = chain[min(index, len(chain) - 1)]
+                entries[-1][3]["task"] = {
+                    "who": _assignee(holder, task.department_id, departments, users),
+                    "title": task.title, "priority": {"zh-CN": pzh, "en": pen}}
+                entries[-1][3]["due"] = until
+    ordered = [entry for *_, entry in sorted(entries, key=lambda e: (e[0], e[1], e[2]))]
+    instants = {id(entry): at for at, _, _, entry in entries}
+    day0 = next((instants[id(e)] for e in ordered if e["type"] == "discharge"),
+                instants[id(ordered[0])] if ordered else None)
+    for entry in ordered:  # 第0天 is the discharge (else the first thing that happened)
+        entry["day"] = day_number(day0, instants[id(entry)])
+        entry["time"] = to_local(instants[id(entry)]).strftime("%H:%M")
+        if "due" in entry:
+            due = entry.pop("due")
+            entry["task"]["due_day"] = day_number(day0, due) if due is not None else None
+            entry["task"]["due_time"] = to_local(due).strftime("%H:%M") if due else None
+    return ordered
+
+
+def day_number(day0: Any, at: Any) -> int:
+    """Days from ``day0`` to ``at`` on the hospital's calendar (the local dates)."""
+    from careloop.engine.clock import to_local
+
+    if day0 is None or at is None:
+        return 0
+    return (to_local(at).date() - to_local(day0).date()).days
+
+
+def _names(name: dict[str, str] | None) -> tuple[str, str]:
+    name = name or {}
+    return (name.get("zh-CN") or name.get("en") or "", name.get("en") or name.get("zh-CN") or "")
+
+
+def _assignee(holder: dict[str, Any], department: str | None,
+              departments: dict[str, dict[str, str]], users: dict[int, str]) -> dict[str, str]:
+    """Who holds a task, in words: "心内科 护士长" / "Cardiology Head nurse" (a person by
+    name)."""
+    from careloop.engine.registry import loaded_registry
+
+    roles = loaded_registry().catalogue("role")
+    code = holder.get("role")
+    role = roles.get(code) if isinstance(code, str) and code in roles else None
+    title = dict(getattr(role, "title", None) or {})
+    dzh, den = _names(departments.get(department or ""))
+    rzh = title.get("zh-CN") or title.get("en") or ""
+    ren = title.get("en") or title.get("zh-CN") or ""
+    user = holder.get("user")
+    person = users.get(user, "") if isinstance(user, int) else ""
+    zh = " ".join(x for x in (dzh, rzh, person) if x)
+    en = " ".join(x for x in (den, ren, person) if x)
+    return {"zh-CN": zh, "en": en}
+
+
+def _titles(engine: Engine) -> dict[tuple[str, str], dict[str, str]]:
+    """Every current definition's title and every department's name, by (kind, key)."""
+    from careloop.engine.db import transaction
+    from careloop.engine.domain import Department
+
+    with transaction(engine) as session:
+        out = {(row.kind, row.key): dict(row.title or {}) for row in store.list_current(session)}
+        out.update({("department", d.id): dict(d.name or {})
+                    for d in session.scalars(select(Department))})
+    return out
+
+
+_EXPECT_PATH = re.compile(r"^\$\.steps\[(\d+)\]\.expect\[(\d+)\]")
+_SAW = re.compile(r"\bsaw (\d+)\b")
+_KIND_OF = {"template": "template", "form": "form", "flow": "flow", "department": "department"}
+
+
+def expectation_words(spec: Any, step: dict[str, Any], failure: dict[str, Any],
+                      names: dict[tuple[str, str], dict[str, str]],
+                      seen: list[dict[str, Any]]) -> dict[str, str]:
+    """A failed expectation in words, in both languages: when (第3天 09:31), what was
+    expected (发送消息「出院第3天关怀」 1 条，第3天 09:30 至 09:31 之间) and how many were seen —
+    never the scenario's keys, codes or ISO times (those stay in ``message``)."""
+    from datetime import datetime
+
+    from careloop.engine.clock import to_local
+    from careloop.engine.i18n import t
+    from careloop.engine.registry import loaded_registry
+    from careloop.web.scenarios.compiler import parse_instant
+
+    first = next((e for e in seen if e.get("day") == 0), None)
+    day0 = (datetime.strptime(first["at"], "%Y-%m-%d %H:%M").date() if first
+            else to_local(spec.start).date())
+
+    def when(local: datetime, locale: str) -> str:
+        return f"{t('builder.sim.day', locale, n=(local.date() - day0).days)} {local:%H:%M}"
+
+    found = _EXPECT_PATH.match(str(failure.get("path") or ""))
+    expect = None
+    if found is not None:
+        i, j = int(found.group(1)), int(found.group(2))
+        if i < len(spec.steps) and j < len(spec.steps[i].expects):
+            expect = spec.steps[i].expects[j]
+    options = expect.options if expect is not None and isinstance(expect.options, dict) else {}
+    kind = expect.kind if expect is not None else ""
+    at = datetime.strptime(str(step["at"]), "%Y-%m-%d %H:%M")
+    roles = loaded_registry().catalogue("role")
+    out = {}
+    for locale in ("zh-CN", "en"):
+        def title(kind: str, key: Any, locale: str = locale) -> str:
+            found = names.get((kind, str(key))) or {}
+            other = "en" if locale == "zh-CN" else "zh-CN"
+            return found.get(locale) or found.get(other) or ""
+
+        def quoted(text: str, locale: str = locale) -> str:
+            if not text:
+                return ""
+            return f"「{text}」" if locale == "zh-CN" else f" “{text}”"
+
+        parts: list[str] = []
+        if kind == "messages":
+            what = t("builder.sim.expect_messages", locale,
+                     template=quoted(title("template", options.get("template"))))
+        elif kind == "tasks":
+            role = roles.get(options["role"]) if options.get("role") in roles else None
+            who = " ".join(x for x in (title("department", options.get("department")),
+                                       (role.title.get(locale) or "") if role else "") if x)
+            what = t("builder.sim.expect_tasks", locale, who=quoted(who))
+        elif kind == "submissions":
+            what = t("builder.sim.expect_submissions", locale,
+                     form=quoted(title("form", options.get("form"))))
+        elif kind == "flow_runs":
+            what = t("builder.sim.expect_flow_runs", locale,
+                     flow=quoted(title("flow", options.get("flow"))))
+        else:
+            what = t("builder.sim.expect_other", locale, kind=kind.replace("_", " "))
+        if isinstance(options.get("count"), int):
+            what += t("builder.sim.expect_count", locale, n=options["count"])
+        bounds = []
+        for name in ("after", "before"):
+            try:
+                bounds.append(when(to_local(parse_instant(str(options[name]))), locale))
+            except Exception:
+                bounds.append("")
+        if all(bounds):
+            parts.append(t("builder.sim.expect_between", locale, after=bounds[0],
+                           before=bounds[1]))
+        saw = _SAW.search(str(failure.get("message") or ""))
+        out[locale] = t("builder.sim.expect_line", locale, when=when(at, locale),
+                        what=what + "".join(parts),
+                        saw=saw.group(1) if saw else t("builder.sim.unknown_saw", locale))
+    return out
 
 
 def child_main(folder: Path) -> int:
@@ -244,13 +412,19 @@ def child_main(folder: Path) -> int:
     if not selection.problems:
         for spec, root in chosen:
             seen: list[dict[str, Any]] = []
+            names: dict[tuple[str, str], dict[str, str]] = {}
 
-            def observe(engine: Engine, seen: list[dict[str, Any]] = seen) -> None:
+            def observe(engine: Engine, seen: list[dict[str, Any]] = seen,
+                        names: dict[tuple[str, str], dict[str, str]] = names) -> None:
                 seen.extend(timeline(engine))
+                names.update(_titles(engine))
 
             result = run_scenario(spec, root, database_url="", observe=observe)
-            out["scenarios"].append({**result.to_json(), "title": spec.title,
-                                     "timeline": seen})
+            data = result.to_json()
+            for step in data["steps"]:
+                for failure in step["failures"]:
+                    failure["words"] = expectation_words(spec, step, failure, names, seen)
+            out["scenarios"].append({**data, "title": spec.title, "timeline": seen})
     (folder / RESULT).write_text(json.dumps(out, ensure_ascii=False, default=str), "utf-8")
     return 0
 

@@ -202,7 +202,9 @@ def test_simulate_in_chromium(server: str, engine: Engine) -> None:
             expect(verdict).to_have_class("b-sim-ok", timeout=60_000)
             expect(verdict).to_contain_text("通过")
             expect(page.locator(".b-sim-timeline")).to_contain_text("流程「出院随访」开始")
-            expect(page.locator(".b-sim-timeline")).to_contain_text("2026-12-04 09:30")
+            expect(page.locator(".b-sim-timeline")).to_contain_text("第3天 09:30")
+            expect(page.locator('.b-sim-timeline li[data-day="0"]').first).to_contain_text("第0天")
+            expect(page.locator(".b-sim-timeline")).to_contain_text("出院（心内科）")
 
             open_advanced(page, "#b-text-advanced")
             page.fill("#b-yaml", DAY5)
@@ -217,3 +219,32 @@ def test_simulate_in_chromium(server: str, engine: Engine) -> None:
         finally:
             browser.close()
     assert live_rows(engine) == before
+
+
+def test_the_timeline_counts_days_from_the_discharge_and_names_who_gets_tasks(
+        px: TestClient) -> None:
+    """第0天 is the discharge; the day-7 phone task says who gets it (department and role by
+    name) and when it is due, as a day and a local time."""
+    data = px.post(URL, json={"app": "discharge", "text": FLOW,
+                              "scenario": "discharge_day7_phone_70plus"}).json()
+    timeline = data["scenarios"][0]["timeline"]
+    discharge = next(e for e in timeline if e["type"] == "discharge")
+    assert discharge["day"] == 0 and discharge["zh-CN"].startswith("出院")
+    day3 = next(e for e in timeline if e["type"] == "message" and e["day"] == 3)
+    assert day3["time"] == "09:30"
+    [task] = [e["task"] for e in timeline if e.get("task")]
+    assert task["title"] == "出院第7天电话随访" and task["priority"]["zh-CN"] == "普通"
+    assert task["who"]["zh-CN"] and "_" not in task["who"]["zh-CN"]
+    assert "nurse" not in task["who"]["zh-CN"]  # a role's title, never its code
+    assert isinstance(task["due_day"], int) and task["due_day"] >= 7
+
+
+def test_a_failed_expectation_is_said_in_words(px: TestClient) -> None:
+    data = px.post(URL, json={"app": "discharge", "text": DAY5, "scenario": SCENARIO}).json()
+    [failure] = [f for s in data["scenarios"][0]["steps"] for f in s["failures"]]
+    zh, en = failure["words"]["zh-CN"], failure["words"]["en"]
+    assert zh == ("第3天 09:31：预期发送消息「出院第3天关怀」 1 条"
+                  "（第3天 09:30 至 第3天 09:31 之间），实际 0"), zh
+    assert en.startswith("day 3 09:31: expected messages “Day-3 discharge care message” 1"), en
+    for text in (zh, en):
+        assert "discharge_care_day3" not in text and "T09" not in text and "$." not in text

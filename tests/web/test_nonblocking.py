@@ -48,6 +48,7 @@ PURE: dict[str, str] = {
                                               "thread pool"
        for name in ("put_draft", "validate", "diff", "publish", "preview", "preview_chart",
                     "try_alert", "try_rules", "simulate", "import_plan")},
+    "careloop.web.routes_builder_try.explain": "the dry run and its audit row in off_loop",
 }
 
 # ASGI middleware is async by nature: each must do no blocking work itself.

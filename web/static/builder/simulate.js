@@ -1,6 +1,8 @@
 // "Simulate" (模拟): run a journey scenario of this definition's app against the draft, in a
-// scratch database on the server, and show the steps (✓/✗ with what was seen) and the patient's
-// timeline. An ES module, CSP-safe (no inline code, no eval).
+// scratch database on the server, and show in words the patient's timeline by day from the
+// discharge (第0天 出院 → 第3天 …), who gets which task and when it is due, and each failed
+// expectation; the scenario's steps (keys, codes, file:line:col) only under "Advanced".
+// An ES module, CSP-safe (no inline code, no eval).
 
 import { el } from "./dom.js";
 import { makeApi } from "./core/api.js";
@@ -48,6 +50,28 @@ import { format, pickLabel } from "./core/text.js";
         el("small", { text: ` — ${msg("builder.simulate_expected_at", { where: `${f.file}:${f.line}:${f.column}` })}` }))));
   }
 
+  // 第3天 09:30: days from the discharge (day 0), hospital time
+  const when = (day, time) => `${day < 0 ? msg("builder.sim.day_before", { n: -day })
+    : msg("builder.sim.day", { n: day })} ${time || ""}`.trim();
+  const words = (pair) => (pair && (pair[LOCALE] || pair["zh-CN"])) || "";
+
+  function taskLine(e) {
+    const task = e.task;
+    const due = task.due_day === null || task.due_day === undefined ? msg("builder.sim.task_no_due")
+      : msg("builder.sim.task_due", { when: when(task.due_day, task.due_time) });
+    return el("li", { class: "b-sim-task" }, el("span", { class: "b-sim-at", text: when(e.day, e.time) }),
+      el("span", { text: ` ${msg("builder.sim.task_line", { who: words(task.who), title: task.title,
+        priority: words(task.priority), due })}` }));
+  }
+
+  // the steps as the scenario file writes them (keys, codes, file:line:col): the advanced view
+  function advancedSteps(run) {
+    return el("details", { class: "b-advanced b-sim-advanced" },
+      el("summary", { text: msg("builder.sim.advanced_steps") }),
+      el("h4", { text: msg("builder.simulate_steps") }),
+      el("ol", { class: "b-sim-steps" }, ...run.steps.map(stepItem)));
+  }
+
   function show(data) {
     const out = $("b-sim-result");
     const parts = [];
@@ -56,17 +80,29 @@ import { format, pickLabel } from "./core/text.js";
     if (data.problems && data.problems.length) {
       parts.push(el("p", { text: msg("builder.simulate_problems") }),
         el("ul", { class: "b-sim-problems" }, ...data.problems.map((p) =>
-          el("li", { text: `${p.file}:${p.line}:${p.column} ${p.message}` }))));
+          el("li", { text: p.message }))),
+        el("details", { class: "b-advanced" }, el("summary", { text: msg("builder.advanced") }),
+          el("ul", {}, ...data.problems.map((p) => el("li", { text: `${p.file}:${p.line}:${p.column}` })))));
     }
     for (const run of data.scenarios || []) {
-      parts.push(el("h3", { text: `${run.ok ? "✓" : "✗"} ${pick(run.title) || run.scenario}` }),
-        el("h4", { text: msg("builder.simulate_steps") }),
-        el("ol", { class: "b-sim-steps" }, ...run.steps.map(stepItem)),
-        el("h4", { text: msg("builder.simulate_timeline") }),
-        el("ol", { class: "b-sim-timeline" }, ...(run.timeline || []).map((e) =>
-          el("li", { class: `b-sim-${e.type}` },
-            el("span", { class: "b-sim-at", text: e.at }),
-            el("span", { text: ` ${e[LOCALE] || e["zh-CN"]}` })))));
+      const timeline = run.timeline || [];
+      const failures = run.steps.flatMap((s) => s.failures).filter((f) => f.words);
+      const tasks = timeline.filter((e) => e.task);
+      parts.push(el("h3", { text: `${run.ok ? "✓" : "✗"} ${pick(run.title) || msg("builder.simulate")}` }));
+      if (failures.length) {
+        parts.push(el("h4", { text: msg("builder.sim.failed_expectations") }),
+          el("ul", { class: "b-sim-failures" }, ...failures.map((f) => el("li", { class: "b-sim-fail", text: words(f.words) }))));
+      }
+      parts.push(el("h4", { text: msg("builder.simulate_timeline") }),
+        el("ol", { class: "b-sim-timeline" }, ...timeline.map((e) =>
+          el("li", { class: `b-sim-${e.type}`, "data-day": String(e.day) },
+            el("span", { class: "b-sim-at", text: when(e.day, e.time) }),
+            el("span", { text: ` ${words(e)}` })))));
+      if (tasks.length) {
+        parts.push(el("h4", { text: msg("builder.sim.who_tasks") }),
+          el("ul", { class: "b-sim-tasks" }, ...tasks.map(taskLine)));
+      }
+      parts.push(advancedSteps(run));
     }
     out.replaceChildren(...parts);
   }

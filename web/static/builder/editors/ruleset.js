@@ -1,7 +1,8 @@
 // The rule editor: each rule by its title, its condition as a sentence (built from pickers that
 // know the fields of the forms the rule set listens to, and the categories of its classification
 // dictionary; the expression only under "Advanced"), its actions by their titles; "try it" runs
-// the draft against a sample event. "添加规则" adds a rule; "编辑规则" opens one: its title in
+// the draft on a real recent submission the user may see (or the form's own preview) and shows
+// each rule hit or missed in words, the reason from the server (web/builder_try.py). "添加规则" adds a rule; "编辑规则" opens one: its title in
 // two languages, each action's panel generated from the action type's schema
 // (core/actionpanel.js), "添加动作" picks an action type by its title.
 
@@ -112,18 +113,86 @@ function addRule(b) {
   });
 }
 
+// --- "try it": a real recent submission the user may see, the form's own preview, or (under
+// "Advanced") a hand-written event; the server explains each rule in words
+let sampleEdited = false;          // the advanced JSON box was typed into: try that instead
+
+function showExplained(b, code, data) {
+  const out = b.$("b-try-result");
+  if (code !== 200) { out.replaceChildren(el("p", { class: "b-try-miss", text: data.detail || String(code) })); return; }
+  out.replaceChildren(el("ul", { id: "b-try-list" }, ...(data.rules || []).map((r) => el("li", {
+    class: r.hit ? "b-try-hit" : "b-try-miss", "data-rule": r.key },
+    el("strong", { text: r.title }), el("span", { class: "b-try-why", text: ` ${r.text}` }),
+    r.actions.length ? el("ul", { class: "b-try-did" }, ...r.actions.map((a) => el("li", { text: a }))) : null))),
+  advanced(b, "try:actions", b.msg("builder.advanced"),
+    el("pre", { id: "b-try-actions", text: JSON.stringify(data.actions || [], null, 2) })));
+}
+
+async function explain(b, source) {
+  const { status: code, data } = await b.api("POST", `${b.base}/rules/${b.key}/explain`,
+    { body: b.model, ...source });
+  showExplained(b, code, data);
+}
+
 async function tryRules(b) {
+  const picked = b.$("b-try-submission").value;
+  if (picked && !sampleEdited) { await explain(b, { submission_id: Number(picked) }); return; }
   let event;
   try { event = JSON.parse(b.$("b-sample").value); } catch (e) { b.$("b-try-result").textContent = String(e); return; }
-  const { status: code, data } = await b.api("POST", `${b.base}/rules/${b.key}/try`, { body: b.model, event });
-  const out = b.$("b-try-result");
-  if (code !== 200) { out.textContent = data.detail || String(code); return; }
-  const matched = new Set((data.matched || []).map((m) => m.rule || m.key));
-  out.replaceChildren(el("ul", { id: "b-try-list" }, ...(b.model.rules || []).map((r) => el("li", {
-    class: matched.has(r.key) ? "b-try-hit" : "b-try-miss", "data-rule": r.key,
-    text: `${b.pick(r.title) || r.key}: ${matched.has(r.key) ? b.msg("builder.matched") : b.msg("builder.not_matched")}`,
-  }))), advanced(b, "try:actions", b.msg("builder.advanced"),
-    el("pre", { id: "b-try-actions", text: JSON.stringify(data.actions || [], null, 2) })));
+  await explain(b, { event });
+}
+
+async function loadSubmissions(b) {
+  const forms = (b.model && b.model.forms) || [];
+  const query = forms.map((f) => `form=${encodeURIComponent(f)}`).join("&");
+  const { status: code, data } = forms.length ? await b.api("GET", `${b.base}/try/submissions?${query}`)
+    : { status: 200, data: [] };
+  const rows = code === 200 && Array.isArray(data) ? data : [];
+  b.$("b-try-submission").replaceChildren(...(rows.length ? rows.map((s) => el("option", { value: String(s.id), text: s.text }))
+    : [el("option", { value: "", text: b.msg("builder.tryit.pick_none") })]));
+}
+
+function previewInputs(b) {
+  const box = b.$("b-try-preview");
+  const form = box && box.shadowRoot && box.shadowRoot.querySelector("form");
+  const out = {};
+  if (!form) return out;
+  for (const [name, value] of new FormData(form).entries()) {
+    if (name.startsWith("_") || name === "csrf_token" || typeof value !== "string") continue;
+    (out[name] = out[name] || []).push(value);
+  }
+  return out;
+}
+
+async function showPreview(b) {
+  const form = b.$("b-try-form").value;
+  const box = b.$("b-try-preview");
+  if (!form) return;
+  const { data: draft } = await b.api("GET", `${b.base}/drafts/form/${encodeURIComponent(form)}`);
+  const request = { text: draft.yaml || "" };
+  const inputs = previewInputs(b);
+  if (Object.keys(inputs).length) request.form = inputs;
+  const { status: code, data } = await b.api("POST", `${b.base}/preview/form/${encodeURIComponent(form)}`, request);
+  if (code !== 200 || !data.html) return;
+  const main = new DOMParser().parseFromString(data.html, "text/html").querySelector("main");
+  const shadow = box.shadowRoot || box.attachShadow({ mode: "open" });
+  shadow.replaceChildren(el("link", { rel: "stylesheet", href: "/forms/static/forms.css" }),
+    main ? document.importNode(main, true) : el("p"));
+  const f = shadow.querySelector("form");
+  if (f) {
+    f.addEventListener("submit", (e) => e.preventDefault());
+    f.addEventListener("change", () => showPreview(b));   // show/hide as on the patient's phone
+  }
+}
+
+function wireTry(b) {
+  const forms = (b.model && b.model.forms) || [];
+  const select = b.$("b-try-form");
+  select.replaceChildren(...forms.map((f) => el("option", { value: f,
+    text: b.pick(((lists.form || []).find((d) => d.key === f) || {}).title) || b.msg("builder.tryit.preview_form") })));
+  select.onchange = () => { const box = b.$("b-try-preview"); if (box.shadowRoot) box.shadowRoot.replaceChildren(); showPreview(b); };
+  b.$("b-try-preview-box").ontoggle = () => { if (b.$("b-try-preview-box").open) showPreview(b); };
+  b.$("b-try-with-preview").onclick = () => explain(b, { form: select.value, inputs: previewInputs(b) });
 }
 
 async function loadWords(b) {
@@ -162,6 +231,7 @@ register("ruleset", {
   context: ["answers", "scores", "bands", "patient", "encounter", "event", "task"],
   async start(b) {
     b.$("b-try").addEventListener("click", () => tryRules(b));
+    b.$("b-sample").addEventListener("input", () => { sampleEdited = true; });
     b.$("b-rules").after(el("button", { type: "button", id: "b-add-rule", text: b.msg("builder.add_rule"),
       onclick: () => addRule(b) }));
   },
@@ -170,6 +240,12 @@ register("ruleset", {
     if (!b.model) return;
     if ((b.model.forms || []).length) b.$("b-sample").value = JSON.stringify({ form: b.model.forms[0], answers: {} });
     await loadWords(b);
+    if (!lists.form) {
+      const { status: code, data: rows } = await b.api("GET", `${b.base}/definitions/form`);
+      lists.form = code === 200 && Array.isArray(rows) ? rows : [];
+    }
+    await loadSubmissions(b);
+    wireTry(b);
   },
   render: renderRules,
   sentenceContext: context,
