@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    literal_column,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from careloop.engine import txcache
@@ -76,7 +86,8 @@ class FlowTimer(Base):
     """A durable timer: fires once at ``due_at`` (claimed by one sweeper, with claim expiry)."""
 
     __tablename__ = "flow_timers"
-    __table_args__ = (Index("ix_flow_timers_status_due", "status", "due_at"),)
+    __table_args__ = (Index("ix_flow_timers_status_due", "status", "due_at"),
+                      Index("ix_flow_timers_step_run", "step_run_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("flow_runs.id"), index=True)
@@ -399,3 +410,13 @@ class SummaryLink(Base):
 # transaction: kept once read (engine/txcache.py).
 for _cls in (FlowRun, StepRun, DischargeDocument):
     txcache.pin_class(_cls)
+
+
+def timer_status_is(dialect: str, status: str) -> ColumnElement[bool]:
+    """``flow_timers.status = status`` for a statement that picks its timers by id, step run or
+    run: SQLite, given bound parameters, prefers the ``(status, due_at)`` index for it and reads
+    every pending timer (a million of them for each batch of a sweep); its no-op unary ``+``
+    keeps it on the primary key or the step-run and run indexes."""
+    if dialect == "sqlite":
+        return literal_column("+flow_timers.status") == status
+    return FlowTimer.status == status

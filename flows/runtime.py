@@ -30,7 +30,7 @@ from careloop.engine.expressions import ExpressionError
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import add_history
 from careloop.flows import context as ctxmod
-from careloop.flows.models import FlowRun, FlowTimer, Incident, RunHistory, StepRun
+from careloop.flows.models import FlowRun, FlowTimer, Incident, RunHistory, StepRun, timer_status_is
 from careloop.flows.outbox import cancel_for
 from careloop.flows.spec import FlowSpec, StepSpec, parse_duration, releases_on_end
 from careloop.flows.step_types import JOIN
@@ -375,7 +375,8 @@ def _cancel_pending(session: Session, items: list[tuple[str, Any]]) -> None:
     which = [*([FlowTimer.step_run_id.in_(steps)] if steps else []),
              *([FlowTimer.run_id.in_(runs)] if runs else [])]
     if which:
-        session.execute(update(FlowTimer).where(FlowTimer.status == "pending", or_(*which))
+        pending = timer_status_is(session.get_bind().dialect.name, "pending")
+        session.execute(update(FlowTimer).where(pending, or_(*which))
                         .values(status="cancelled"))
 
 

@@ -38,7 +38,7 @@ from careloop.engine.errors import CareloopError
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import escalate_overdue
 from careloop.flows import webhooks
-from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark
+from careloop.flows.models import FlowRun, FlowTimer, StepRun, TaskOverdueMark, timer_status_is
 from careloop.flows.outbox import dispatch_due
 from careloop.flows.runtime import (
     OPEN_STEP,
@@ -121,7 +121,8 @@ def fire_batch(engine: Engine, timer_ids: list[int], worker: str) -> tuple[int, 
     with transaction(engine) as session:
         # the marked rows come back whole: no second query for the timers
         timers = sorted(session.scalars(
-            update(FlowTimer).where(FlowTimer.id.in_(timer_ids), FlowTimer.status == "pending",
+            update(FlowTimer).where(FlowTimer.id.in_(timer_ids),
+                                    timer_status_is(engine.dialect.name, "pending"),
                                     FlowTimer.claimed_by == worker)
             .values(status="fired", fired_at=now_utc()).returning(FlowTimer),
             execution_options={"synchronize_session": False}).all(),
