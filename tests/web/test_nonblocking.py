@@ -47,7 +47,7 @@ PURE: dict[str, str] = {
     **{f"careloop.web.routes_builder.{name}": "the draft work in off_loop, audit rows in the "
                                               "thread pool"
        for name in ("put_draft", "validate", "diff", "publish", "preview", "preview_chart",
-                    "try_alert", "try_rules", "simulate", "import_plan")},
+                    "try_alert", "try_rules", "simulate", "import_plan", "preview_dataset")},
     "careloop.web.routes_builder_try.explain": "the dry run and its audit row in off_loop",
 }
 
