@@ -352,3 +352,29 @@ def test_a_message_expected_to_contain_a_text_shows_the_bodies_it_saw(
     assert failures[0]["message"].startswith(
         "expected 1 message (template discharge_settlement, contains ['张三', '李四']), saw 0 "
         "(messages: discharge_settlement wechat pending “张三")
+
+
+def test_setup_draws_again_when_a_random_password_contains_the_username(
+        apps: Path, engine: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scenario's users get random passwords; one that happened to contain a short username
+    ("px" in "…aPx…", about one set-up in a hundred) was refused by the password policy and the
+    shipped touchpoint scenario failed on PostgreSQL in CI."""
+    import secrets
+    from types import SimpleNamespace
+
+    from careloop.web.scenarios import journey
+
+    draws = iter(["aPx3kQ9zLm2R", "k7Qm2Zt9Lw4R"])
+    monkeypatch.setattr(journey, "secrets", SimpleNamespace(
+        token_urlsafe=lambda n=None: next(draws, secrets.token_hex(8))))
+    path = apps / "discharge" / "scenarios" / "px_user.yaml"
+    path.write_text("""kind: scenario
+key: px_user
+title: {zh-CN: 测试, en: Test}
+start: "2026-12-01T10:05"
+steps:
+  - setup:
+      users: [{username: px, role: px_office}]
+""", "utf-8")
+    result = CliRunner().invoke(scenario, ["run", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.stdout
