@@ -191,9 +191,7 @@ class _Compiler:
 
     def _fhirpath_condition(self, item: dict[str, Any], path: Path,
                             group: str | None) -> dict[str, Any] | None:
-        """``visible_if_fhirpath`` checked as FHIRPath (text, then each variable)."""
-        from careloop.forms.fhirpath import check_expression
-
+        """``visible_if_fhirpath`` checked as FHIRPath (each variable, then the text)."""
         found = item.get("visible_if_fhirpath")
         if not isinstance(found, dict):
             return None
@@ -201,13 +199,7 @@ class _Compiler:
         if group is not None:
             self.problem("form.fhirpath", "a FHIRPath condition inside a repeat group: it is "
                          "evaluated on the whole response, not on a row", at)
-        for index, variable in enumerate(found.get("variables", []) or []):
-            problem = check_expression(str(variable.get("expression", "")))
-            if problem:
-                self.problem("form.fhirpath", problem, (*at, "variables", index, "expression"))
-        problem = check_expression(str(found.get("expression", "")))
-        if problem:
-            self.problem("form.fhirpath", problem, (*at, "expression"))
+        self._check_fhirpath(found, at)
         return dict(found)
 
     def _fhirpath_population(self, ftype: FieldType, item: dict[str, Any], path: Path,

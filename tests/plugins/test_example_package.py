@@ -53,6 +53,7 @@ def test_the_installed_entry_points_are_those_of_its_pyproject() -> None:
     try:
         dist = metadata.distribution("careloop-example")
     except metadata.PackageNotFoundError:
-        pytest.skip("careloop-example is not installed (.ci/test installs it)")
+        pytest.fail("careloop-example is not installed: .ci/test installs it "
+                    "(pip install -e tests/plugins/careloop_example)")
     installed = {ep.name: ep.value for ep in dist.entry_points if ep.group == PLUGIN_GROUP}
     assert installed == declared()
