@@ -5,14 +5,22 @@ submission (``POST /f/{token}``, a fresh link each), the staff inbox (``GET /inb
 patient 360 page (``GET /patients/{id}``). Peers in the same run, on the same database: a bare
 FastAPI + SQLAlchemy app inserting the same JSON (``POST /insert``) and listing 50 rows
 (``GET /list``), served the same way (uvicorn, the same number of processes). Loopback only;
-every cell lasts ``--seconds``; asyncio + httpx clients in this process.
+every cell lasts ``--seconds``. The load comes from ``--client-processes`` separate processes
+writing raw HTTP/1.1 on keep-alive connections (``--client aiohttp`` or ``httpx`` to compare);
+each cell prints the generator's and the servers' CPU so a reader sees which was the limit.
 
     python bench/load.py [--quick] [--json] [--seconds S] [--connections 1,16,64]
-                         [--postgres URL] [--processes 1,2]
+                         [--postgres URL] [--processes 1,2] [--no-sqlite]
+                         [--paths events,submission,...] [--repeat N]
+                         [--client raw|aiohttp|httpx] [--client-processes K] [--plain]
 
-Without ``--postgres`` it runs on SQLite (a temporary file, one process). With it, on a fresh
-schema of that PostgreSQL database for each process count. ``--quick``: SQLite, servers in
-threads of this process, 1 and 4 connections, half a second per cell (the suite's smoke test).
+Without ``--postgres`` it runs on SQLite (a temporary file, one process). With it, on a scratch
+database next to that URL's for each process count. ``--paths`` runs a subset (with the bare
+peers their shares need); ``--repeat N`` measures every cell N times and prints whether the
+submission target (≥ 50 % of the bare insert at 16 connections) held in every run.
+``--plain`` serves both apps as if uvloop and httptools were not installed (uvicorn uses them
+when they are). ``--quick``: SQLite, servers and generator in this process, 1 and 4
+connections, half a second per cell (the suite's smoke test).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 PASSWORD = "Correct-Horse-Battery-9"
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,14 +190,14 @@ def threaded(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def spawned(args: list[str], env: dict[str, str], probe: str) -> Iterator[str]:
+def spawned(args: list[str], env: dict[str, str], probe: str) -> Iterator[tuple[str, int]]:
     port = _port()
     proc = subprocess.Popen([*args, "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(base, probe)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -197,7 +206,253 @@ def spawned(args: list[str], env: dict[str, str], probe: str) -> Iterator[str]:
             proc.kill()
 
 
-# --- load -----------------------------------------------------------------------------------
+# --- the load generator ----------------------------------------------------------------------
+#
+# A request is (method, target, content type, extra headers, body), the same for every client.
+# The default client ("raw") writes each request's HTTP/1.1 bytes on its own keep-alive
+# connection (an asyncio Protocol, uvloop when installed) and reads the answer with a minimal
+# parser (status, Content-Length or chunked body, Set-Cookie): a few tens of microseconds of
+# CPU a request, where httpx's pool costs about a millisecond with many connections. "aiohttp"
+# and "httpx" stay selectable (``--client``) to compare. Full runs drive each cell from
+# ``--client-processes`` separate processes, so the generator shares no interpreter with the
+# bench's own bookkeeping; every cell reports the generator's CPU (and the servers' CPU, read
+# from /proc) so a reader sees whether the generator was the bottleneck.
+
+Request = tuple[str, str, str, str, bytes]
+CLIENTS = ("raw", "aiohttp", "httpx")
+
+
+class Failure(Exception):
+    """A connection dropped or an answer that could not be read."""
+
+
+class _Http(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: ``send`` writes a request and waits for its answer."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.head: tuple[int, int | None, bool, list[bytes]] | None = None
+        self.waiter: asyncio.Future[tuple[int, list[bytes], bytes]] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if self.head is not None and self.head[1] is None and not self.head[2]:
+                waiter.set_result((self.head[0], self.head[3], bytes(self.buffer)))  # to close
+            else:
+                waiter.set_exception(Failure(f"connection lost: {exc!r}"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None:
+            return
+        if self.head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(self.buffer[:end]).split(b"\r\n")
+            del self.buffer[:end + 4]
+            status, length, chunked, cookies = int(lines[0][9:12]), None, False, []
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+                elif name == b"set-cookie":
+                    cookies.append(value.strip())
+            if length is None and not chunked and (status in (204, 304) or status < 200):
+                length = 0
+            self.head = (status, length, chunked, cookies)
+        status, length, chunked, cookies = self.head
+        if chunked:
+            body = self._dechunk()
+            if body is None:
+                return
+        elif length is None or len(self.buffer) < length:
+            return  # more to come (or, without a length, until the server closes)
+        else:
+            body = bytes(self.buffer[:length])
+            del self.buffer[:length]
+        self.head = None
+        waiter, self.waiter = self.waiter, None
+        if not waiter.done():
+            waiter.set_result((status, cookies, body))
+
+    def _dechunk(self) -> bytes | None:
+        parts, at = [], 0
+        while True:
+            line_end = self.buffer.find(b"\r\n", at)
+            if line_end < 0:
+                return None
+            size = int(bytes(self.buffer[at:line_end]).split(b";", 1)[0], 16)
+            if size == 0:
+                end = self.buffer.find(b"\r\n\r\n", line_end)  # no trailers expected
+                if end < 0:
+                    return None
+                del self.buffer[:end + 4]
+                return b"".join(parts)
+            start = line_end + 2
+            if len(self.buffer) < start + size + 2:
+                return None
+            parts.append(bytes(self.buffer[start:start + size]))
+            at = start + size + 2
+
+    async def send(self, data: bytes) -> tuple[int, list[bytes], bytes]:
+        if self.lost or self.transport is None:
+            raise Failure("connection closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return await self.waiter
+
+
+class RawClient:
+    """Connections of ``_Http``; the cookies the server set are sent on every request."""
+
+    errors: tuple[type[BaseException], ...] = (Failure, OSError)
+
+    def __init__(self, base: str, connections: int) -> None:
+        hostport = base.split("://", 1)[1].rstrip("/")
+        self.host, _, port = hostport.partition(":")
+        self.port, self.hostport = int(port or 80), hostport
+        self.cookies: dict[str, str] = {}
+        self.open: list[_Http] = []
+
+    async def __aenter__(self) -> RawClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for conn in self.open:
+            if conn.transport is not None:
+                conn.transport.close()
+
+    async def connection(self) -> Callable[[Request], Any]:
+        conn: _Http | None = None
+
+        async def send(request: Request) -> tuple[int, bytes]:
+            nonlocal conn
+            if conn is None or conn.lost:
+                conn = await self._connect()
+            status, cookies, body = await conn.send(self.encode(request))
+            for cookie in cookies:
+                name, _, value = cookie.split(b";", 1)[0].decode("latin-1").partition("=")
+                self.cookies[name.strip()] = value.strip()
+            return status, body
+
+        return send
+
+    async def _connect(self) -> _Http:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(_Http, self.host, self.port)
+        self.open.append(conn)
+        return conn
+
+    def encode(self, request: Request) -> bytes:
+        method, target, content_type, extra, body = request
+        cookie = ("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()) + "\r\n"
+                  if self.cookies else "")
+        typed = f"Content-Type: {content_type}\r\n" if content_type else ""
+        return (f"{method} {target} HTTP/1.1\r\nHost: {self.hostport}\r\n{extra}{typed}{cookie}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+
+
+class AioClient:
+    """aiohttp's client session (a pool of ``connections`` keep-alive connections)."""
+
+    def __init__(self, base: str, connections: int) -> None:
+        import aiohttp
+
+        self.errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
+        self.base, self.connections, self.aiohttp = base, connections, aiohttp
+        self.cookies: dict[str, str] = {}
+
+    async def __aenter__(self) -> AioClient:
+        aiohttp = self.aiohttp
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.connections),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # loopback IP: cookies allowed
+            timeout=aiohttp.ClientTimeout(total=60), auto_decompress=False)
+        self.session.cookie_jar.update_cookies(self.cookies)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    async def connection(self) -> Callable[[Request], Any]:
+        async def send(request: Request) -> tuple[int, bytes]:
+            method, target, content_type, extra, body = request
+            headers = _headers(content_type, extra)
+            async with self.session.request(method, self.base + target, headers=headers,
+                                            data=body or None, allow_redirects=False) as answer:
+                data = await answer.read()
+                for cookie in answer.cookies.values():
+                    self.cookies[cookie.key] = cookie.value
+                return answer.status, data
+
+        return send
+
+
+class HttpxClient:
+    """httpx's AsyncClient (the generator this bench used before: for comparison)."""
+
+    def __init__(self, base: str, connections: int) -> None:
+        import httpx
+
+        self.errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
+        self.cookies: dict[str, str] = {}
+        limits = httpx.Limits(max_connections=connections,
+                              max_keepalive_connections=connections)
+        self.client = httpx.AsyncClient(base_url=base, timeout=60, limits=limits)
+
+    async def __aenter__(self) -> HttpxClient:
+        self.client.cookies.update(self.cookies)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cookies.update(dict(self.client.cookies))
+        await self.client.aclose()
+
+    async def connection(self) -> Callable[[Request], Any]:
+        async def send(request: Request) -> tuple[int, bytes]:
+            method, target, content_type, extra, body = request
+            answer = await self.client.request(method, target, content=body or None,
+                                               headers=_headers(content_type, extra))
+            for name, value in answer.cookies.items():
+                self.cookies[name] = value
+            return answer.status_code, answer.content
+
+        return send
+
+
+def _headers(content_type: str, extra: str) -> dict[str, str]:
+    headers = dict(line.split(": ", 1) for line in extra.split("\r\n") if line)
+    if content_type:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+def client_for(kind: str, base: str, connections: int) -> Any:
+    return {"raw": RawClient, "aiohttp": AioClient, "httpx": HttpxClient}[kind](base, connections)
+
+
+async def sign_in(client: Any) -> None:
+    """The nurse's staff session through the login form (its CSRF token and cookie)."""
+    send = await client.connection()
+    status, page = await send(("GET", "/login", "", "", b""))
+    token = page.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    form = urlencode({"username": "nurse", "password": PASSWORD, "csrf_token": token,
+                      "next": "/"}).encode()
+    status, _ = await send(("POST", "/login", "application/x-www-form-urlencoded", "", form))
+    if status != 303:
+        raise RuntimeError(f"sign-in answered {status}")
+
 
 def _quantile(values: list[float], q: int) -> float:
     if len(values) < 2:
@@ -205,95 +460,201 @@ def _quantile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def _load(base: str, make: Callable[[Any, int], Any], connections: int,
-                seconds: float, staff: bool) -> dict[str, Any]:
-    import httpx
+def requests_for(spec: dict[str, Any]) -> Callable[[int], Request | None]:
+    """Request ``n`` of a cell: ``spec`` holds the path, a run label (fresh event ids), the
+    API key and the form links this cell may answer (each once)."""
+    path, run, key = spec["path"], spec["run"], spec.get("api_key", "")
+    links = iter(spec.get("links", ()))
+    json_type, form_type = "application/json", "application/x-www-form-urlencoded"
+    answers = urlencode({"_page": "0", "_lang": "zh-CN", "_action": "submit", "ok": "yes",
+                         "note": "都好"}).encode()
 
+    def event_body(n: int) -> bytes:
+        return json.dumps({"event_id": f"load-{run}-{n}", "type": "patient.upserted",
+                           "payload": {"patient_id": f"L{run}{n}", "mrn": f"L{run}{n}",
+                                       "name": "压测患者"}}).encode()
+
+    def submission(n: int) -> Request | None:
+        link = next(links, None)
+        return None if link is None else ("POST", link, form_type, "", answers)
+
+    makers: dict[str, Callable[[int], Request | None]] = {
+        "events": lambda n: ("POST", "/api/v1/events", json_type, f"X-API-Key: {key}\r\n",
+                             event_body(n)),
+        "submission": submission,
+        "inbox": lambda n: ("GET", "/inbox", "", "", b""),
+        "patient_360": lambda n: ("GET", f"/patients/p{n % 60}", "", "", b""),
+        "bare_insert": lambda n: ("POST", "/insert", json_type, "", event_body(n)),
+        "bare_list": lambda n: ("GET", "/list", "", "", b""),
+    }
+    return makers[path]
+
+
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    """One cell (or one process's share of it): ``spec["connections"]`` connections each
+    sending its next request as soon as the last is answered, from ``spec["start_at"]`` (wall
+    clock) for ``spec["seconds"]``. Answers of 400 and above count as failures."""
+    make = requests_for(spec)
     latencies: list[float] = []
-    failures = 0
-    first_failure: list[str] = []
-    counter = iter(range(10**9))
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        if staff:  # the HIS and patients have no staff session (and no CSRF token)
-            await _sign_in(client)
-        deadline = time.perf_counter() + seconds
-
-        async def one_connection() -> None:
-            nonlocal failures
-            while True:  # at least one request each, then until the deadline
-                request = make(client, next(counter))
-                if request is None:  # out of form links
-                    return
-                started = time.perf_counter()
-                try:
-                    response = await request
-                except httpx.HTTPError as exc:  # dropped under load: a failure, not the end
-                    failures += 1
-                    first_failure.append(type(exc).__name__)
-                    if started >= deadline:
-                        return
-                    continue
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code >= 400:
-                    failures += 1
-                    first_failure.append(f"{response.status_code} {response.text[:200]}")
-                if started >= deadline:
-                    return
-
+    failures: list[str] = []
+    first = spec.get("first", 0)
+    counter = iter(range(first, first + 10**9))
+    out_of_links, made = False, 0
+    async with client_for(spec["client"], spec["base"], spec["connections"]) as client:
+        client.cookies.update(spec.get("cookies", {}))
+        senders = [await client.connection() for _ in range(spec["connections"])]
+        await asyncio.sleep(max(0.0, spec.get("start_at", 0) - time.time()))
+        cpu = time.process_time()
         started = time.perf_counter()
-        await asyncio.gather(*(one_connection() for _ in range(connections)))
+        deadline = started + spec["seconds"]
+
+        async def one_connection(send: Callable[[Request], Any]) -> None:
+            nonlocal out_of_links, made
+            while True:  # at least one request each, then until the deadline
+                request = make(next(counter))
+                if request is None:
+                    out_of_links = True
+                    return
+                made += 1  # (a submission's link is used even if its answer is lost)
+                sent = time.perf_counter()
+                try:
+                    status, body = await send(request)
+                except client.errors as exc:  # dropped under load: a failure, not the end
+                    failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                    await asyncio.sleep(0.01)  # (a refused connection must not spin)
+                else:
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                    if status >= 400:
+                        failures.append(f"{status} {body[:200].decode(errors='replace')}")
+                if sent >= deadline:
+                    return
+
+        await asyncio.gather(*(one_connection(send) for send in senders))
         elapsed = time.perf_counter() - started
-    return {"connections": connections, "requests": len(latencies), "failures": failures,
-            "per_second": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(_quantile(latencies, 50), 1),
-            "p95_ms": round(_quantile(latencies, 95), 1),
-            "p99_ms": round(_quantile(latencies, 99), 1),
-            **({"first_failure": first_failure[0]} if first_failure else {})}
+        cpu = time.process_time() - cpu
+    return {"latencies": latencies, "failures": failures, "elapsed": elapsed, "cpu": cpu,
+            "links_used": made, "out_of_links": out_of_links}
 
 
-async def _sign_in(client: Any) -> None:
-    page = await client.get("/login")
-    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    await client.post("/login", data={"username": "nurse", "password": PASSWORD,
-                                      "csrf_token": token, "next": "/"})
+def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs ``_load`` on a fresh event loop (uvloop's when installed: the cheaper client)."""
+    try:
+        import uvloop
+    except ImportError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_load(spec))
 
 
-def requests_for(ctx: dict[str, Any], run: str) -> dict[str, Callable[[Any, int], Any]]:
-    taken = ctx.setdefault("unused_links", iter(list(ctx["links"])))  # each link answered once
+def _server_cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and all their descendants (Linux /proc)."""
+    total, seen, todo = 0.0, set(), list(pids)
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
-    def event(client: Any, n: int) -> Any:
-        return client.post("/api/v1/events", headers={"X-API-Key": ctx["api_key"]}, json={
-            "event_id": f"load-{run}-{n}", "type": "patient.upserted",
-            "payload": {"patient_id": f"L{run}{n}", "mrn": f"L{run}{n}", "name": "压测患者"}})
 
-    def submission(client: Any, n: int) -> Any:
-        url = next(taken, None)
-        if url is None:
-            return None
-        return client.post(url, data={"_page": "0", "_lang": "zh-CN", "_action": "submit",
-                                      "ok": "yes", "note": "都好"})
+class Generator:
+    """Runs cells: in this process (``pool`` None: the ``--quick`` smoke run, servers in
+    threads) or split over ``processes`` worker processes (full runs)."""
 
-    def bare_insert(client: Any, n: int) -> Any:
-        return client.post("/insert", json={
-            "event_id": f"load-{run}-{n}", "type": "patient.upserted",
-            "payload": {"patient_id": f"L{run}{n}", "mrn": f"L{run}{n}", "name": "压测患者"}})
+    def __init__(self, client: str, processes: int) -> None:
+        self.client, self.processes = client, processes
+        self.pool: Any = None
+        if processes:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    return {"events": event, "submission": submission,
-            "inbox": lambda c, n: c.get("/inbox"),
-            "patient_360": lambda c, n: c.get(f"/patients/p{n % 60}"),
-            "bare_insert": bare_insert, "bare_list": lambda c, n: c.get("/list")}
+            self.pool = ProcessPoolExecutor(processes,
+                                            mp_context=multiprocessing.get_context("spawn"))
+            list(self.pool.map(time.sleep, [0.0] * processes))  # started before the first cell
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def cell(self, base: str, path: str, connections: int, seconds: float, ctx: dict[str, Any],
+             run: str, server_pids: list[int]) -> dict[str, Any]:
+        staff = path in ("inbox", "patient_360")
+        cookies = dict(ctx.setdefault("cookies", {}).get(base, {})) if staff else {}
+        if staff and not cookies:
+            cookies = ctx["cookies"][base] = self._signed_in(base)
+        links: list[str] = ctx.setdefault("unused_links", list(ctx["links"]))
+        shares = [connections // max(self.processes, 1) + (1 if i < connections % max(
+            self.processes, 1) else 0) for i in range(max(self.processes, 1))]
+        shares = [s for s in shares if s]
+        specs = [{"client": self.client, "base": base, "path": path, "run": run,
+                  "connections": share, "seconds": seconds, "cookies": cookies,
+                  "api_key": ctx["api_key"], "first": i * 10**8,
+                  "links": links[i::len(shares)] if path == "submission" else []}
+                 for i, share in enumerate(shares)]
+        server_cpu = _server_cpu(server_pids)
+        if self.pool is None:
+            parts = [run_cell({**specs[0], "start_at": 0})]
+        else:
+            start_at = time.time() + 0.3  # every process starts its share together
+            parts = list(self.pool.map(run_cell, [{**s, "start_at": start_at} for s in specs]))
+        server_cpu = _server_cpu(server_pids) - server_cpu
+        if path == "submission":
+            taken = {link for spec, part in zip(specs, parts, strict=True)
+                     for link in spec["links"][:part["links_used"]]}
+            ctx["unused_links"] = [link for link in links if link not in taken]
+        latencies = [ms for part in parts for ms in part["latencies"]]
+        failures = [f for part in parts for f in part["failures"]]
+        elapsed = max(part["elapsed"] for part in parts)
+        cpu = sum(part["cpu"] for part in parts)
+        cell = {"connections": connections, "requests": len(latencies),
+                "failures": len(failures),
+                "per_second": round(len(latencies) / elapsed, 1),
+                "p50_ms": round(_quantile(latencies, 50), 1),
+                "p95_ms": round(_quantile(latencies, 95), 1),
+                "p99_ms": round(_quantile(latencies, 99), 1),
+                # the generator's CPU: a share of one core, and per request
+                **({"client_cpu": round(cpu / elapsed, 3),
+                    "client_us": round(cpu / max(len(latencies), 1) * 1e6)}
+                   if self.pool is not None else {}),  # in-process: the servers' CPU too
+                **({"server_cpu": round(server_cpu / elapsed, 3),
+                    "server_us": round(server_cpu / max(len(latencies), 1) * 1e6)}
+                   if server_pids else {}),
+                **({"first_failure": failures[0]} if failures else {}),
+                **({"out_of_links": True} if any(p["out_of_links"] for p in parts) else {})}
+        return cell
+
+    def _signed_in(self, base: str) -> dict[str, str]:
+        client = RawClient(base, 1)
+
+        async def go() -> dict[str, str]:
+            async with client:
+                await sign_in(client)
+            return client.cookies
+
+        return asyncio.run(go())
 
 
 def measure(careloop: str, bare: str, ctx: dict[str, Any], connections: list[int],
-            seconds: float, label: str) -> dict[str, Any]:
+            seconds: float, label: str, generator: Generator, paths: tuple[str, ...] = PATHS,
+            pids: dict[str, list[int]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for path in PATHS:
-        base = bare if path.startswith("bare_") else careloop
+    for path in paths:
+        bare_path = path.startswith("bare_")
+        base = bare if bare_path else careloop
+        server = (pids or {}).get("bare" if bare_path else "careloop", [])
         for count in connections:
-            make = requests_for(ctx, f"{label}{count}{path[:2]}")[path]
-            cell = asyncio.run(_load(base, make, count, seconds,
-                                     staff=path in ("inbox", "patient_360")))
+            cell = generator.cell(base, path, count, seconds, ctx,
+                                  f"{label}{count}{path[:2]}", server)
             out.setdefault(path, []).append(cell)
             print(f"{label} {path} {count}: {json.dumps(cell)}", file=sys.stderr, flush=True)
     return out
@@ -303,31 +664,42 @@ def ratios(cells: dict[str, Any]) -> dict[str, list[float]]:
     """Each path's throughput over its bare peer's, per connection count."""
     return {path: [round(c["per_second"] / max(p["per_second"], 1e-9), 3)
                    for c, p in zip(cells[path], cells[peer], strict=True)]
-            for path, peer in PEER.items()}
+            for path, peer in PEER.items() if path in cells and peer in cells}
+
+
+def with_peers(paths: list[str]) -> tuple[str, ...]:
+    """The chosen paths in the bench's order, with the bare peers their shares need."""
+    wanted = set(paths) | {PEER[p] for p in paths if p in PEER}
+    unknown = wanted - set(PATHS)
+    if unknown:
+        raise SystemExit(f"unknown path(s): {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(PATHS)}")
+    return tuple(p for p in PATHS if p in wanted)
 
 
 # --- configurations -------------------------------------------------------------------------
 
-def quick(tmp: Path, connections: tuple[int, ...] = (1, 4),
-          seconds: float = 0.5) -> dict[str, Any]:
+def quick(tmp: Path, connections: tuple[int, ...] = (1, 4), seconds: float = 0.5,
+          client: str = "raw") -> dict[str, Any]:
     """The smoke run on the current default database: servers in threads of this process (the
     Careloop app with its dispatcher thread, as ``careloop serve`` runs it), a bare SQLite
-    peer in ``tmp``."""
+    peer in ``tmp``, the generator in this process too."""
     from careloop.engine import dispatcher
     from careloop.engine.db import default_engine
     from careloop.web.app import create_app
 
     ctx = prepare(20 * max(connections), tmp)
     running = dispatcher.Dispatcher(poll_seconds=0.2).start()
+    generator = Generator(client, 0)
     try:
         with threaded(create_app()) as careloop, \
                 threaded(bare_app(f"sqlite:///{tmp / 'bare.db'}")) as bare:
-            cells = measure(careloop, bare, ctx, list(connections), seconds, "q")
+            cells = measure(careloop, bare, ctx, list(connections), seconds, "q", generator)
         queue = queue_after(seconds * 20)
     finally:
         running.stop()
     name = f"{default_engine().dialect.name}_1"
-    return {name: {"cells": cells, "ratios": ratios(cells), "queue": queue}}
+    return {name: {"cells": cells, "ratios": ratios(cells), "runs": [cells], "queue": queue}}
 
 
 def queue_after(limit: float) -> dict[str, Any]:
@@ -365,48 +737,73 @@ def _database(url: str, name: str, *, create: bool) -> str:
 
 
 def run_full(connections: list[int], seconds: float, postgres: str | None,
-             processes: list[int]) -> dict[str, Any]:
+             processes: list[int], *, paths: tuple[str, ...] = PATHS, repeat: int = 1,
+             client: str = "raw", client_processes: int = 1,
+             sqlite: bool = True, plain: bool = False) -> dict[str, Any]:
     from careloop.engine import db
 
     results: dict[str, Any] = {}
-    configs = [("sqlite", 1)] + ([("postgresql", n) for n in processes] if postgres else [])
-    for backend, count in configs:
-        with tempfile.TemporaryDirectory() as tmp:
-            schema = None
-            if backend == "sqlite":
-                url = f"sqlite:///{Path(tmp) / 'load.db'}"
-                bare_url = f"sqlite:///{Path(tmp) / 'bare.db'}"
-                env_url = url
-            else:
-                assert postgres is not None
-                schema = f"careloop_load_{os.getpid()}_{count}"
-                env_url = url = _database(postgres, schema, create=True)
-                bare_url = _database(postgres, schema + "_bare", create=True)
-            os.environ["CARELOOP_DATABASE_URL"] = env_url
+    configs = (([("sqlite", 1)] if sqlite else [])
+               + ([("postgresql", n) for n in processes] if postgres else []))
+    generator = Generator(client, client_processes)
+    try:
+        for backend, count in configs:
+            results[f"{backend}_{count}"] = _configuration(
+                backend, count, connections, seconds, postgres, paths, repeat, generator, plain)
             db._engine_for.cache_clear()
-            tokens = int(len(connections) * seconds * 150) + 200
-            ctx = prepare(tokens, Path(tmp))
-            env = {**os.environ, "CARELOOP_DATABASE_URL": env_url,
-                   "CARELOOP_LOG_LEVEL": "WARNING"}
-            careloop_cmd = [sys.executable, "-m", "careloop", "serve", "--tick-seconds", "0",
-                            "--workers", str(count)]
-            bare_cmd = [sys.executable, "-m", "uvicorn", "--factory", "load:bare_factory",
-                        "--app-dir", str(ROOT / "bench"), "--workers", str(count),
-                        "--log-level", "error"]
-            bare_env = {**env, "CARELOOP_DATABASE_URL": bare_url}
-            try:
-                with spawned(careloop_cmd, env, "/healthz") as careloop, \
-                        spawned(bare_cmd, bare_env, "/list") as bare:
-                    cells = measure(careloop, bare, ctx, connections, seconds, f"{backend}{count}")
-                    queue = queue_after(120)
-            finally:
-                db._engine_for.cache_clear()
-                if schema is not None:
-                    _database(postgres or "", schema, create=False)
-                    _database(postgres or "", schema + "_bare", create=False)
-            results[f"{backend}_{count}"] = {"cells": cells, "ratios": ratios(cells),
-                                              "queue": queue}
+    finally:
+        generator.close()
     return results
+
+
+def _configuration(backend: str, count: int, connections: list[int], seconds: float,
+                   postgres: str | None, paths: tuple[str, ...], repeat: int,
+                   generator: Generator, plain: bool) -> dict[str, Any]:
+    from careloop.engine import db
+
+    with tempfile.TemporaryDirectory() as tmp:
+        schema = None
+        if backend == "sqlite":
+            url = f"sqlite:///{Path(tmp) / 'load.db'}"
+            bare_url = f"sqlite:///{Path(tmp) / 'bare.db'}"
+        else:
+            assert postgres is not None
+            schema = f"careloop_load_{os.getpid()}_{count}"
+            url = _database(postgres, schema, create=True)
+            bare_url = _database(postgres, schema + "_bare", create=True)
+        os.environ["CARELOOP_DATABASE_URL"] = url
+        db._engine_for.cache_clear()
+        tokens = (int(repeat * len(connections) * seconds * 200) + 200
+                  if "submission" in paths else 0)
+        ctx = prepare(tokens, Path(tmp))
+        env = {**os.environ, "CARELOOP_DATABASE_URL": url, "CARELOOP_LOG_LEVEL": "WARNING"}
+        if plain:  # both servers as if uvloop and httptools were not installed
+            for name in ("uvloop", "httptools"):
+                (Path(tmp) / f"{name}.py").write_text("raise ImportError('--plain')\n")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [tmp, env.get("PYTHONPATH")]))
+        careloop_cmd = [sys.executable, "-m", "careloop", "serve", "--tick-seconds", "0",
+                        "--workers", str(count)]
+        bare_cmd = [sys.executable, "-m", "uvicorn", "--factory", "load:bare_factory",
+                    "--app-dir", str(ROOT / "bench"), "--workers", str(count),
+                    "--log-level", "error"]
+        bare_env = {**env, "CARELOOP_DATABASE_URL": bare_url}
+        runs = []
+        try:
+            with spawned(careloop_cmd, env, "/healthz") as (careloop, app_pid), \
+                    spawned(bare_cmd, bare_env, "/list") as (bare, bare_pid):
+                for n in range(repeat):
+                    label = f"{backend}{count}" + (f"r{n + 1}" if repeat > 1 else "")
+                    runs.append(measure(careloop, bare, ctx, connections, seconds, label,
+                                        generator, paths,
+                                        {"careloop": [app_pid], "bare": [bare_pid]}))
+                queue = queue_after(120)
+        finally:
+            db._engine_for.cache_clear()
+            if schema is not None:
+                _database(postgres or "", schema, create=False)
+                _database(postgres or "", schema + "_bare", create=False)
+    return {"cells": runs[0], "ratios": ratios(runs[0]), "runs": runs,
+            "run_ratios": [ratios(r) for r in runs], "queue": queue}
 
 
 def main() -> int:
@@ -417,12 +814,23 @@ def main() -> int:
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--postgres", default=os.environ.get("CARELOOP_BENCH_POSTGRES"))
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL configurations only")
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help="a subset (their bare peers are added)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every cell")
+    parser.add_argument("--client", choices=CLIENTS, default="raw")
+    parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument("--plain", action="store_true",
+                        help="serve without uvloop and httptools (as if not installed)")
     args = parser.parse_args()
     if args.quick:
         results = run_quick()
     else:
         results = run_full([int(c) for c in args.connections.split(",")], args.seconds,
-                           args.postgres, [int(p) for p in args.processes.split(",")])
+                           args.postgres, [int(p) for p in args.processes.split(",")],
+                           paths=with_peers(args.paths.split(",")), repeat=args.repeat,
+                           client=args.client, client_processes=args.client_processes,
+                           sqlite=not args.no_sqlite, plain=args.plain)
     if args.json:
         print(json.dumps(results, sort_keys=True))
         return 0
@@ -432,24 +840,52 @@ def main() -> int:
 
 def report(results: dict[str, Any]) -> None:
     for config, data in results.items():
-        print(f"== {config.replace('_', ', ')} process(es)")
-        print(f"  {'path':<12} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
-              f"{'p99 ms':>8} {'fail':>5}  of bare")
-        for path, cells in data["cells"].items():
-            shares = data["ratios"].get(path)
-            for i, c in enumerate(cells):
-                share = f"{shares[i] * 100:6.1f} %" if shares else ""
-                print(f"  {path:<12} {c['connections']:>5} {c['per_second']:>8} "
-                      f"{c['p50_ms']:>8} {c['p95_ms']:>8} {c['p99_ms']:>8} "
-                      f"{c['failures']:>5}  {share}")
+        for n, cells in enumerate(data.get("runs", [data["cells"]])):
+            shares_of = ratios(cells)
+            run = f", run {n + 1}" if len(data.get("runs", ())) > 1 else ""
+            print(f"== {config.replace('_', ', ')} process(es){run}")
+            print(f"  {'path':<12} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+                  f"{'p99 ms':>8} {'fail':>5} {'of bare':>8} {'client':>7} {'µs/req':>7} "
+                  f"{'server':>7} {'µs/req':>7}")
+            for path, path_cells in cells.items():
+                shares = shares_of.get(path)
+                for i, c in enumerate(path_cells):
+                    share = f"{shares[i] * 100:6.1f} %" if shares else ""
+                    print(f"  {path:<12} {c['connections']:>5} {c['per_second']:>8} "
+                          f"{c['p50_ms']:>8} {c['p95_ms']:>8} {c['p99_ms']:>8} "
+                          f"{c['failures']:>5} {share:>8} {c.get('client_cpu', '-'):>7} "
+                          f"{c.get('client_us', '-'):>7} {c.get('server_cpu', '-'):>7} "
+                          f"{c.get('server_us', '-'):>7}"
+                          + ("  (ran out of form links)" if c.get("out_of_links") else ""))
         queue = data.get("queue", {})
         print(f"  queue when the load stopped: {queue.get('pending_at_end')} event(s) waiting, "
               f"handled within {queue.get('drain_seconds')} s, {queue.get('parked')} parked")
+        submission_target(data)
     pg1, pg2 = results.get("postgresql_1"), results.get("postgresql_2")
-    if pg1 and pg2:
+    if pg1 and pg2 and "events" in pg1["cells"]:
         one, two = pg1["cells"]["events"][-1], pg2["cells"]["events"][-1]
         print(f"events API, 2 processes over 1 at {one['connections']} connections: "
               f"{two['per_second'] / max(one['per_second'], 1e-9):.2f}x")
+    print("client, server: CPU in cores over the cell (1.0 = one core busy), each followed by "
+          "its CPU µs per request (the server's: all its processes, dispatcher included). On "
+          "2 cores, client + server near 2 means the machine was the limit; a client near 1 "
+          "means the generator was.")
+
+
+def submission_target(data: dict[str, Any]) -> None:
+    """Issue 18: submission ≥ 50 % of the bare insert at 16 connections in every run."""
+    shares = []
+    for cells in data.get("runs", [data["cells"]]):
+        if "submission" not in cells or "bare_insert" not in cells:
+            return
+        at = [i for i, c in enumerate(cells["submission"]) if c["connections"] == 16]
+        if not at:
+            return
+        shares.append(ratios(cells)["submission"][at[0]])
+    listed = ", ".join(f"{s * 100:.0f} %" for s in shares)
+    met = all(s >= 0.5 for s in shares)
+    print(f"  submission at 16 connections, share of the bare insert per run: {listed}; "
+          f"≥ 50 % in all {len(shares)}: {'yes' if met else 'no'}")
 
 
 if __name__ == "__main__":
