@@ -353,18 +353,29 @@ def _claim(engine: Engine, worker: str, now: datetime, limit: int, status: str =
     re-checked after its lock and left out). The claimed rows in the order they were found."""
     free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
     due = [OutboxMessage.next_attempt_at <= now] if status == "pending" else []
+    token = uuid.uuid4().hex
+    values = {"claimed_by": worker[:64], "claim_token": token,
+              "claimed_until": (stamp or now) + timedelta(seconds=CLAIM_SECONDS)}
+    query = (select(OutboxMessage.id).where(OutboxMessage.status == status, free, *due)
+             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
     with transaction(engine) as session:
-        ids = session.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.status == status, free, *due)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)).all()
+        if engine.dialect.name == "postgresql":
+            # one statement: the subquery locks the rows it picks, skipping those another
+            # dispatcher holds (it neither waits for them nor comes back empty-handed)
+            rows = session.execute(update(OutboxMessage).where(
+                OutboxMessage.id.in_(query.with_for_update(skip_locked=True).scalar_subquery()))
+                .values(**values)
+                .returning(OutboxMessage.id, OutboxMessage.next_attempt_at)
+                .execution_options(synchronize_session=False)).all()
+            return [(row_id, token) for row_id, _ in sorted(rows, key=lambda r: (r[1], r[0]))]
+        # SQLite: the transaction holds the database's write lock from its start (BEGIN
+        # IMMEDIATE), so the rows found are still claimable when the UPDATE re-checks them
+        ids = session.scalars(query).all()
         if not ids:
             return []
-        token = uuid.uuid4().hex
         taken = set(session.scalars(update(OutboxMessage).where(
             OutboxMessage.id.in_(ids), OutboxMessage.status == status, free)
-            .values(claimed_by=worker[:64], claim_token=token,
-                    claimed_until=(stamp or now) + timedelta(seconds=CLAIM_SECONDS))
-            .returning(OutboxMessage.id)
+            .values(**values).returning(OutboxMessage.id)
             .execution_options(synchronize_session=False)).all())
     return [(row_id, token) for row_id in ids if row_id in taken]
 
