@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sqlite3
 import sys
@@ -71,11 +72,40 @@ def careloop_discharge(n: int, folder: Path) -> float:
                 with transaction(engine) as session:
                     status, _ = ingest(session, event)
                     assert status == 200
-    report = run_due(engine, now=T0 + timedelta(days=8))
+    # One sweep a day to day 8, as the ticker would (it sweeps every minute): each message is
+    # sent on its day. A single sweep at day 8 found every message past its one-day validity:
+    # none was sent, each expired and the day-3 form's fallback made a task instead.
+    # The outbox's real-time budget a pass (``CARELOOP_OUTBOX_BUDGET``) is for a ticker that
+    # comes back a minute later; these sweeps come back a day later, so no pass may stop early.
+    os.environ["CARELOOP_OUTBOX_BUDGET"] = "3600"
+    fired, messages = 0, dict[str, int]()
+    for day in range(9):
+        report = run_due(engine, now=T0 + timedelta(days=day))
+        fired += report.fired
+        for outcome, count in report.messages.items():
+            messages[outcome] = messages.get(outcome, 0) + count
     elapsed = time.perf_counter() - began
-    assert report.fired >= 3 * n, report
+    assert fired >= 3 * n, fired
+    assert messages == {"logged": 3 * n}, messages  # the log channel: every message sent
+    _check_outcome(engine, n)
     engine.dispose()
     return elapsed / n
+
+
+def _check_outcome(engine: Engine, n: int) -> None:
+    """Every run ended, each with its three messages and its day-7 phone task."""
+    from sqlalchemy import func, select
+
+    from careloop.engine.db import transaction
+    from careloop.engine.domain import Task
+    from careloop.flows.models import FlowRun, OutboxMessage
+
+    with transaction(engine) as session:
+        runs = dict(session.execute(select(FlowRun.status, func.count())
+                                    .group_by(FlowRun.status)).all())
+        messages = session.scalar(select(func.count()).select_from(OutboxMessage))
+        tasks = session.scalar(select(func.count()).select_from(Task))
+    assert runs == {"completed": n} and messages == 3 * n and tasks == n, (runs, messages, tasks)
 
 
 def _events(i: int) -> list[dict[str, Any]]:

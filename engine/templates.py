@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -35,6 +35,9 @@ _STEPS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("templ
                                                                            default=None)
 _PERCENT_WIDTH = re.compile(r"%[#0\- +]*(\d*)(?:\.(\d+))?")
 _DIGITS = re.compile(r"\d+")
+# Compiled template texts kept by BoundedSandbox.compiled (the distinct texts of the installed
+# templates: bodies, subjects, provider strings, in each locale).
+_COMPILED_KEEP = 2048
 
 
 def _too_large(message: str, limit: str = "template_items") -> LimitExceeded:
@@ -126,6 +129,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.globals.pop("lipsum", None)
         self.globals["range"] = _bounded_range
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
+        self._compiled: dict[str, Template] = {}
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _charge()
@@ -168,13 +172,25 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _check_widths(owner, percent=False)
         return super().call(__context, __obj, *args, **kwargs)
 
+    def compiled(self, source: str) -> Template:
+        """``source`` compiled once: kept in a bounded cache (a stored template's text renders
+        every message of its kind; compiling is pure, a compiled template renders re-entrantly).
+        """
+        found = self._compiled.get(source)
+        if found is None:
+            found = self.from_string(source)
+            if len(self._compiled) >= _COMPILED_KEEP:
+                self._compiled.clear()  # rare: templates are few; start over, stay bounded
+            self._compiled[source] = found
+        return found
+
     def render(self, source: str, values: Mapping[str, Any]) -> str:
         """``source`` rendered with ``values`` within the bounds (raises ``LimitExceeded``)."""
         token = _STEPS.set([0])
         try:
             out: list[str] = []
             size = 0
-            for chunk in self.from_string(source).generate(dict(values)):
+            for chunk in self.compiled(source).generate(dict(values)):
                 size += len(chunk)
                 if size > LIMITS.template_output:
                     raise _too_large(f"the template wrote more than {LIMITS.template_output:,} "

@@ -111,6 +111,9 @@ class Channel:
     can_lookup: ClassVar[bool] = False  # lookup(key) asks the provider what became of a key
     receipts: ClassVar[bool] = False  # the provider reports delivery to the handset later
     delivers: ClassVar[bool] = True  # False: nothing reaches the patient (the log channel)
+    # True: send() reaches no network and cannot hang (the log channel): the dispatcher calls it
+    # directly, not in a worker thread bounded by ``timeouts.total``
+    local: ClassVar[bool] = False
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timeouts: ClassVar[Timeouts] = Timeouts()
     # What a message template's ``providers.<this type>`` entry must look like (JSON Schema):

@@ -52,6 +52,7 @@ class LogChannel(Channel):
         "properties": {"file": {"type": "string", "x-env": "CARELOOP_OUTBOX_LOG_FILE"}}}
     delivers = False
     idempotent = True  # logging twice reaches nobody
+    local = True  # a log line (and a line appended to a local file): nothing to wait for
 
     def send(self, message: Outbound, idempotency_key: str) -> SendResult:
         log.info("outbox message %s logged on %s, not delivered (log channel)", message.id,

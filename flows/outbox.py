@@ -347,24 +347,37 @@ def claim_due(engine: Engine, model: Any, worker: str, now: datetime, limit: int
 def _claim(engine: Engine, worker: str, now: datetime, limit: int, status: str = "pending",
            stamp: datetime | None = None) -> list[tuple[int, str]]:
     """Claim outbox rows in ``status`` (due ``pending`` ones, or ``sending`` ones whose claim
-    lapsed) with a fresh token each: one conditional UPDATE per row, which holds on SQLite (the
-    UPDATE takes the write lock and re-checks the condition) as on PostgreSQL."""
+    lapsed) under a fresh token (one for the batch): one conditional ``UPDATE … WHERE id IN (…)
+    AND <still claimable> RETURNING id``, which holds on SQLite (the UPDATE takes the write lock
+    and re-checks the condition) as on PostgreSQL (a row another process claimed meanwhile is
+    re-checked after its lock and left out). The claimed rows in the order they were found."""
     free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
     due = [OutboxMessage.next_attempt_at <= now] if status == "pending" else []
-    claimed: list[tuple[int, str]] = []
+    token = uuid.uuid4().hex
+    values = {"claimed_by": worker[:64], "claim_token": token,
+              "claimed_until": (stamp or now) + timedelta(seconds=CLAIM_SECONDS)}
+    query = (select(OutboxMessage.id).where(OutboxMessage.status == status, free, *due)
+             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
     with transaction(engine) as session:
-        ids = session.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.status == status, free, *due)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)).all()
-        for row_id in ids:
-            token = uuid.uuid4().hex
-            result = session.execute(update(OutboxMessage).where(
-                OutboxMessage.id == row_id, OutboxMessage.status == status, free)
-                .values(claimed_by=worker[:64], claim_token=token,
-                        claimed_until=(stamp or now) + timedelta(seconds=CLAIM_SECONDS)))
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append((row_id, token))
-    return claimed
+        if engine.dialect.name == "postgresql":
+            # one statement: the subquery locks the rows it picks, skipping those another
+            # dispatcher holds (it neither waits for them nor comes back empty-handed)
+            rows = session.execute(update(OutboxMessage).where(
+                OutboxMessage.id.in_(query.with_for_update(skip_locked=True).scalar_subquery()))
+                .values(**values)
+                .returning(OutboxMessage.id, OutboxMessage.next_attempt_at)
+                .execution_options(synchronize_session=False)).all()
+            return [(row_id, token) for row_id, _ in sorted(rows, key=lambda r: (r[1], r[0]))]
+        # SQLite: the transaction holds the database's write lock from its start (BEGIN
+        # IMMEDIATE), so the rows found are still claimable when the UPDATE re-checks them
+        ids = session.scalars(query).all()
+        if not ids:
+            return []
+        taken = set(session.scalars(update(OutboxMessage).where(
+            OutboxMessage.id.in_(ids), OutboxMessage.status == status, free)
+            .values(**values).returning(OutboxMessage.id)
+            .execution_options(synchronize_session=False)).all())
+    return [(row_id, token) for row_id in ids if row_id in taken]
 
 
 def _release(engine: Engine, claimed: list[tuple[int, str]]) -> None:
@@ -580,6 +593,15 @@ def _bounded(call: Any, seconds: float) -> tuple[Any, BaseException | None, bool
     return box.get("result"), box.get("error"), False
 
 
+def _direct(call: Any, seconds: float) -> tuple[Any, BaseException | None, bool]:
+    """:func:`_bounded` for a channel whose send cannot hang (``Channel.local``): called here,
+    without a thread; an error is handed back the same way."""
+    try:
+        return call(), None, False
+    except Exception as exc:  # handed back to the dispatcher, as from the worker thread
+        return None, exc, False
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 
@@ -676,7 +698,7 @@ def _dispatch_one(p: _Pass, message_id: int, token: str) -> str:
                                                             2 * channel.timeouts.total))))
         if started.rowcount != 1:  # type: ignore[attr-defined]
             return "superseded"
-    result, error, timed_out = _bounded(
+    result, error, timed_out = (_direct if channel.local else _bounded)(
         lambda: channel.send(outbound, outbound.idempotency_key), channel.timeouts.total)
     with transaction(p.engine) as session:
         row = session.get(OutboxMessage, message_id, with_for_update=True)

@@ -272,13 +272,14 @@ def _record_failure(session: Session, spec: RuleSetSpec, version: int, outcome: 
 
 def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
            context: dict[str, Any], ids: Mapping[str, Any], event_type: str) -> None:
+    # The evaluation row is written once, finished, with the effects' flush: a duplicate
+    # (another process evaluated the same event meanwhile) fails on the unique (rule set,
+    # version, event) and the savepoint drops every effect with it.
     evaluation = RuleEvaluation(ruleset_key=spec.key, ruleset_version=version,
                                 event_id=outcome.event_id, event_type=event_type,
                                 patient_id=ids["patient_id"], submission_id=ids["submission_id"],
                                 task_id=ids["task_id"], matched=[], actions=[],
                                 created_at=now_utc())
-    session.add(evaluation)
-    session.flush()  # claims (rule set, version, event) first: a duplicate fails here
     _classify(session, spec, context, ids, outcome.event_id, store_it=True)
     matches = spec.match(context)
     outcome.matched = _trace(matches, context)
@@ -296,6 +297,7 @@ def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
         evaluation.task_id = next((a["result"].get("task_id") for a in outcome.actions
                                    if isinstance(a["result"], dict)
                                    and a["result"].get("task_id")), None)
+    session.add(evaluation)
     session.flush()
 
 

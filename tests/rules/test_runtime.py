@@ -261,3 +261,26 @@ def test_dry_run_shows_matches_and_changes_nothing(
     first = outcome.actions[0]
     assert first["do"] == "create_task" and first["would"]["title"] == "不满意回访：总体满意度 2 分"
     assert _count(engine, RuleEvaluation) == 0 and _count(engine, Task) == 0
+
+
+def test_the_evaluation_row_is_written_once_finished(engine: Engine, hospital: dict[str, int],
+                                                     install_yaml: Callable[..., None]) -> None:
+    """One INSERT of the evaluation with its matches and actions, no UPDATE after it."""
+    from sqlalchemy import event
+
+    install_yaml(TWO_SETS)
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "rule_evaluations" in statement and not statement.lstrip().startswith("SELECT"):
+            sent.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        _event(engine, {"overall": 1})
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert sent == ["INSERT"]
+    with transaction(engine) as session:
+        [evaluation] = session.scalars(select(RuleEvaluation)).all()
+        assert [a["do"] for a in evaluation.actions] == ["tag", "create_task"]
