@@ -205,8 +205,7 @@ def ingest(session: Session, event: Any, *, source: str = "his",
         if differing:
             return 409, resend.conflict_body(event["event_id"], differing)
         return 200, acknowledgement(existing)
-    waiting = session.scalars(select(ParkedEvent).where(
-        ParkedEvent.event_id == event["event_id"], ParkedEvent.status == "parked")).first()
+    waiting, replays = _parked_for(session, event)
     if waiting is not None:
         differing = resend.paths_differ(dict(waiting.event), event)
         if differing:
@@ -233,9 +232,30 @@ def ingest(session: Session, event: Any, *, source: str = "his",
                            defer=defer)
     resend.remember(session, event)
     _accepted(waiting, "his")
-    if event["type"] == "patient.upserted":
-        parking.replay_waiting(session, payload["patient_id"])
+    if replays is not None:
+        parking.replay_waiting(session, payload["patient_id"],
+                               items=[item for item in replays if item.status == "parked"])
     return 200, acknowledgement(row)
+
+
+def _parked_for(session: Session, event: dict[str, Any]
+                ) -> tuple[ParkedEvent | None, list[ParkedEvent] | None]:
+    """This event's id if it is parked, and — for a ``patient.upserted`` — the events parked
+    until its patient arrives (:func:`careloop.flows.parking.replay_waiting`), in one read.
+    The second is None for other kinds."""
+    parked = ParkedEvent.status == "parked"
+    if event["type"] != "patient.upserted" or not isinstance(event.get("payload"), dict):
+        return session.scalars(select(ParkedEvent).where(
+            ParkedEvent.event_id == event["event_id"], parked)).first(), None
+    patient_id = event["payload"]["patient_id"]
+    rows = session.scalars(select(ParkedEvent).where(parked, or_(
+        ParkedEvent.event_id == event["event_id"],
+        (ParkedEvent.reason == parking.UNKNOWN_PATIENT)
+        & (ParkedEvent.patient_id == patient_id)))
+        .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
+    waiting = next((row for row in rows if row.event_id == event["event_id"]), None)
+    return waiting, [row for row in rows if row.reason == parking.UNKNOWN_PATIENT
+                     and row.patient_id == patient_id]
 
 
 # --- corrections: a new event id naming the one it corrects ------------------------------------

@@ -32,8 +32,10 @@ from careloop.web.app import create_app
 
 # Before docs/changes/reqpath.md: 17 statements in two transactions for an event (the key's,
 # with its audit row, then the event's) and 15 for a submitted page (the request row written
-# three times, the patient's encounter read twice). What remains: docs/performance-web.md.
-EVENT_LIMIT = 13
+# three times, the patient's encounter read twice). On PostgreSQL the audit row's chain lock is
+# a statement (``pg_advisory_xact_lock``); on SQLite the event's own writes hold the write lock
+# already. What remains: docs/performance-web.md.
+EVENT_LIMIT = {"sqlite": 12, "postgresql": 13}
 SUBMIT_LIMIT = 12
 
 APP_YAML = ("id: stmt_lab\nname: {zh-CN: 计数, en: Count lab}\nversion: 0.1.0\nformat: 1\n"
@@ -88,7 +90,7 @@ def _event(n: int) -> dict[str, Any]:
             "payload": {"patient_id": f"P{n}", "mrn": f"M{n}", "name": "测试"}}
 
 
-def test_an_event_costs_few_statements(engine: Engine) -> None:
+def test_an_event_costs_few_statements(engine: Engine, dialect: str) -> None:
     with transaction(engine) as session:
         key = create_api_key(session, "his")
     client = TestClient(create_app())
@@ -100,7 +102,7 @@ def test_an_event_costs_few_statements(engine: Engine) -> None:
         counter.on = False
     assert answer.status_code == 200, answer.text
     listing = "\n".join(counter.statements)
-    assert len(counter.statements) <= EVENT_LIMIT, listing
+    assert len(counter.statements) <= EVENT_LIMIT[dialect], listing
     assert counter.transactions == 1, listing  # the key, the event and its audit row together
     drain()
     with transaction(engine) as session:  # stored once, the patient written, the chain whole
