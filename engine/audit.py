@@ -80,6 +80,15 @@ def _fields(row: AuditRow) -> dict[str, Any]:
     }
 
 
+def _writing(session: Session) -> bool:
+    """SQLite: whether this transaction holds the write lock already. pysqlite says ``BEGIN``
+    only right before a write (INSERT, UPDATE, DELETE: the write takes the lock at once, and
+    keeps it till the commit) and ``careloop.engine.db`` says ``BEGIN IMMEDIATE``; so a
+    connection inside a transaction holds the lock, and the audit row need not take it again."""
+    dbapi = session.connection().connection.dbapi_connection
+    return bool(getattr(dbapi, "in_transaction", False))
+
+
 def append(session: Session, *, actor: str, action: str, object_type: str | None = None,
            object_id: str | None = None, patient_id: str | None = None,
            outcome: str = "success", details: dict[str, Any] | None = None,
@@ -90,7 +99,7 @@ def append(session: Session, *, actor: str, action: str, object_type: str | None
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-    elif dialect == "sqlite":
+    elif dialect == "sqlite" and not _writing(session):
         # Take the write lock before reading the last hash: pysqlite begins a transaction only
         # at the first write, so another thread's row could land between the read and the
         # insert and fork the chain. A write that changes nothing holds the lock till commit.

@@ -37,7 +37,7 @@ from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -205,8 +205,7 @@ def ingest(session: Session, event: Any, *, source: str = "his",
         if differing:
             return 409, resend.conflict_body(event["event_id"], differing)
         return 200, acknowledgement(existing)
-    waiting = session.scalars(select(ParkedEvent).where(
-        ParkedEvent.event_id == event["event_id"], ParkedEvent.status == "parked")).first()
+    waiting, replays = _parked_for(session, event)
     if waiting is not None:
         differing = resend.paths_differ(dict(waiting.event), event)
         if differing:
@@ -223,19 +222,40 @@ def ingest(session: Session, event: Any, *, source: str = "his",
         return 202, _park(session, event, codes, source, reason="unknown_code")
     if missing or codes:
         return 422, {"status": "rejected", "errors": missing + codes}
-    taken = _mrn_taken(session, event["type"], payload)
+    patient, taken = _patient_and_mrn(session, event["type"], payload)
     if taken:
         return 409, {"status": "rejected", "errors": taken}
-    upsert_domain(session, event["type"], payload)  # other conflicts: see conflict()
+    upsert_domain(session, event["type"], payload, patient=patient)  # others: see conflict()
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
                            event_id=event["event_id"], source=source, occurred_at=occurred,
                            defer=defer)
     resend.remember(session, event)
-    _accepted(session, event["event_id"], "his")
-    if event["type"] == "patient.upserted":
-        parking.replay_waiting(session, payload["patient_id"])
+    _accepted(waiting, "his")
+    if replays is not None:
+        parking.replay_waiting(session, payload["patient_id"],
+                               items=[item for item in replays if item.status == "parked"])
     return 200, acknowledgement(row)
+
+
+def _parked_for(session: Session, event: dict[str, Any]
+                ) -> tuple[ParkedEvent | None, list[ParkedEvent] | None]:
+    """This event's id if it is parked, and — for a ``patient.upserted`` — the events parked
+    until its patient arrives (:func:`careloop.flows.parking.replay_waiting`), in one read.
+    The second is None for other kinds."""
+    parked = ParkedEvent.status == "parked"
+    if event["type"] != "patient.upserted" or not isinstance(event.get("payload"), dict):
+        return session.scalars(select(ParkedEvent).where(
+            ParkedEvent.event_id == event["event_id"], parked)).first(), None
+    patient_id = event["payload"]["patient_id"]
+    rows = session.scalars(select(ParkedEvent).where(parked, or_(
+        ParkedEvent.event_id == event["event_id"],
+        (ParkedEvent.reason == parking.UNKNOWN_PATIENT)
+        & (ParkedEvent.patient_id == patient_id)))
+        .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
+    waiting = next((row for row in rows if row.event_id == event["event_id"]), None)
+    return waiting, [row for row in rows if row.reason == parking.UNKNOWN_PATIENT
+                     and row.patient_id == patient_id]
 
 
 # --- corrections: a new event id naming the one it corrects ------------------------------------
@@ -289,13 +309,23 @@ def _correct(session: Session, event: dict[str, Any], source: str,
 
 def _mrn_taken(session: Session, kind: str, payload: dict[str, Any]) -> list[dict[str, str]]:
     """An MRN is one patient's: the HIS sending it for another patient id is a conflict."""
+    return _patient_and_mrn(session, kind, payload)[1]
+
+
+def _patient_and_mrn(session: Session, kind: str, payload: dict[str, Any]
+                     ) -> tuple[Patient | object | None, list[dict[str, str]]]:
+    """For a ``patient.upserted``: the patient row of its id (None: a new patient) and the
+    conflict of its MRN held by another patient (:func:`_mrn_taken`), in one read. Other
+    kinds: :data:`LOOK_UP` (nothing read) and no conflict."""
     if kind != "patient.upserted":
-        return []
-    other = session.scalars(select(Patient.id).where(
-        Patient.mrn == payload["mrn"], Patient.id != payload["patient_id"])).first()
+        return LOOK_UP, []
+    found = session.scalars(select(Patient).where(
+        or_(Patient.id == payload["patient_id"], Patient.mrn == payload["mrn"]))).all()
+    own = next((row for row in found if row.id == payload["patient_id"]), None)
+    other = next((row.id for row in found if row.id != payload["patient_id"]), None)
     if other is None:
-        return []
-    return [{"path": "$.payload.mrn",
+        return own, []
+    return own, [{"path": "$.payload.mrn",
              "message": f"this MRN already belongs to another patient ({other}); "
                         "an MRN identifies one patient"}]
 
@@ -336,10 +366,9 @@ def _park(session: Session, event: dict[str, Any], codes: list[dict[str, str]],
     return parking.parked_body(item)
 
 
-def _accepted(session: Session, event_id: str, actor: str) -> None:
-    """A parked event got through (the HIS re-sent it after IT created the code)."""
-    item = session.scalars(select(ParkedEvent).where(ParkedEvent.event_id == event_id,
-                                                     ParkedEvent.status == "parked")).first()
+def _accepted(item: ParkedEvent | None, actor: str) -> None:
+    """A parked event got through (the HIS re-sent it after IT created the code): ``item`` is
+    its row, read at the start of :func:`ingest` (None: it was never parked)."""
     if item is not None:
         item.status, item.resolved_at, item.resolved_by = "accepted", now_utc(), actor
 
@@ -392,9 +421,16 @@ def _user_id(session: Session, username: str | None) -> int | None:
     return session.scalars(select(User.id).where(User.username == username)).first()
 
 
-def upsert_domain(session: Session, kind: str, payload: dict[str, Any]) -> None:
+# ``upsert_domain(patient=LOOK_UP)``: the patient row is not known yet (read it by its id).
+LOOK_UP = object()
+
+
+def upsert_domain(session: Session, kind: str, payload: dict[str, Any], *,
+                  patient: Patient | object | None = LOOK_UP) -> None:
+    """The domain rows an event carries. ``patient``: for a ``patient.upserted``, its row as
+    already read (None: none yet), so it is not read again."""
     if kind == "patient.upserted":
-        _upsert_patient(session, payload)
+        _upsert_patient(session, payload, patient)
     elif kind in ("encounter.admitted", "encounter.discharged"):
         _upsert_encounter(session, kind, payload)
         if kind == "encounter.discharged":
@@ -409,8 +445,11 @@ def upsert_domain(session: Session, kind: str, payload: dict[str, Any]) -> None:
             encounter.status = "cancelled"
 
 
-def _upsert_patient(session: Session, payload: dict[str, Any]) -> None:
-    patient = set_patient(session, session.get(Patient, payload["patient_id"]), payload)
+def _upsert_patient(session: Session, payload: dict[str, Any],
+                    known: Patient | object | None = LOOK_UP) -> None:
+    row = session.get(Patient, payload["patient_id"]) if known is LOOK_UP else known
+    assert row is None or isinstance(row, Patient)
+    patient = set_patient(session, row, payload)
     session.flush()
     if "tags" in payload:
         his_tags(session, patient.id, payload["tags"])

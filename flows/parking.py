@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,16 +43,19 @@ def parked_body(item: ParkedEvent) -> dict[str, Any]:
     return body
 
 
-def replay_waiting(session: Session, patient_id: str, actor: str = "replay") -> int:
+def replay_waiting(session: Session, patient_id: str, actor: str = "replay", *,
+                   items: Sequence[ParkedEvent] | None = None) -> int:
     """Ingest the events parked for ``patient_id`` (in the order received), now the patient
     exists; returns how many got through. One that fails otherwise stays parked, its new
-    problems shown to IT."""
+    problems shown to IT. ``items``: those events, when the caller read them already (the
+    events API reads them with the event's own parked row)."""
     from careloop.flows.ingest import ingest  # ingest replays through here: imported late
 
-    items = session.scalars(select(ParkedEvent).where(
-        ParkedEvent.status == "parked", ParkedEvent.reason == UNKNOWN_PATIENT,
-        ParkedEvent.patient_id == patient_id)
-        .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
+    if items is None:
+        items = session.scalars(select(ParkedEvent).where(
+            ParkedEvent.status == "parked", ParkedEvent.reason == UNKNOWN_PATIENT,
+            ParkedEvent.patient_id == patient_id)
+            .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
     done = 0
     for item in items:
         item.attempts += 1

@@ -100,7 +100,17 @@ def open_page(session: Session, token: str, *, page: int | None, large_text: boo
 def post_page(session: Session, token: str, form: Mapping[str, Any],
               uploads: Mapping[str, tuple[str, str, bytes]], url: str,
               csrf: str | None = None) -> Reply:
-    """POST /f/{token}: read the page, then next / back / save / submit (or ``visible``)."""
+    """POST /f/{token}: read the page, then next / back / save / submit (or ``visible``).
+
+    The request row is written once, with everything the post changed (opened, draft,
+    answered): no read before that flushes it (``no_autoflush``)."""
+    with session.no_autoflush:
+        return _post_page(session, token, form, uploads, url, csrf)
+
+
+def _post_page(session: Session, token: str, form: Mapping[str, Any],
+               uploads: Mapping[str, tuple[str, str, bytes]], url: str,
+               csrf: str | None) -> Reply:
     try:
         request = by_token(session, token, for_update=True)
     except (NotFound, RequestUnavailable) as exc:
@@ -141,7 +151,7 @@ def post_page(session: Session, token: str, form: Mapping[str, Any],
                patient_id=request.patient_id, encounter_id=request.encounter_id,
                channel=channel, locale=locale, request_id=request.id,
                version=request.form_version, proxy_relation=draft.get("proxy"),
-               defer=True)  # rules and flows: the queue
+               defer=True, context=context)  # rules and flows: the queue
         return Reply(200, render_message(pick(dict(spec.title), locale),
                                          t("forms.page.thanks", locale), locale,
                                          bool(draft.get("lt"))))

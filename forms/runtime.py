@@ -76,7 +76,8 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
            entered_by: str | None = None, locale: str = "zh-CN", request_id: str | None = None,
            version: int | None = None, department_id: str | None = None,
            touchpoint: Mapping[str, Any] | None = None,
-           proxy_relation: str | None = None, defer: bool = False) -> tuple[Submission, Evaluation]:
+           proxy_relation: str | None = None, defer: bool = False,
+           context: dict[str, Any] | None = None) -> tuple[Submission, Evaluation]:
     """Evaluate and store a submission; raises :class:`SubmissionInvalid` with every error.
 
     ``patient_id`` is None only with ``touchpoint`` (``{"key", "type", "title", "owner"}``:
@@ -84,7 +85,8 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
     Its events (``form.submitted``, the form's own, readings) are handled in the same
     transaction, or — ``defer=True``, a patient's link — stored for the event queue
     (:mod:`careloop.engine.dispatcher`), so the patient's page does not wait for rules and
-    flows."""
+    flows. ``context``: :func:`expression_context` of this patient and encounter when the
+    caller built it already in this transaction (the patient page)."""
     if channel not in CHANNELS:
         raise CareloopError(f"unknown submission channel {channel!r}")
     if (patient_id is None) != (touchpoint is not None):
@@ -93,7 +95,8 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         raise CareloopError(f"unknown proxy relation {proxy_relation!r}; expected one of "
                             f"{', '.join(PROXY_RELATIONS)}")
     row, spec = load_form(session, form_key, version)
-    context = expression_context(session, patient_id, encounter_id)
+    if context is None:
+        context = expression_context(session, patient_id, encounter_id)
     result = evaluate(spec, answers, locale=locale, context=context)
     if not result.valid:
         raise SubmissionInvalid(result.errors)
@@ -106,13 +109,13 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         status="received", answers=result.answers, scores=result.scores, bands=result.bands,
         submitted_at=now_utc(), touchpoint_key=touchpoint["key"] if touchpoint else None,
         proxy_relation=proxy_relation)
-    session.add(submission)
-    session.flush()
-    session.add_all(_answer_rows(spec, submission))
-    if request_id is not None:
+    if request_id is not None:  # before the flush: the request row is written once
         request = session.get(FormRequest, request_id)
         if request is not None:
             request.status, request.answered_at, request.draft = "answered", now_utc(), None
+    session.add(submission)
+    session.flush()
+    session.add_all(_answer_rows(spec, submission))
     if entered_by is not None:
         audit_append(session, actor=entered_by, action="forms.submit_on_behalf",
                      object_type="submission", object_id=str(submission.id),

@@ -21,6 +21,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -37,6 +38,9 @@ from careloop.web.passwords import (
     totp_step,
     verify_password,
 )
+
+if TYPE_CHECKING:
+    from careloop.flows.models import ApiKey
 
 HISTORY = 5  # a new password may not be one of the last five
 PENDING_TOTP = timedelta(minutes=10)  # how long a shown, unconfirmed TOTP secret stays usable
@@ -319,11 +323,26 @@ class ApiKeyRefused(Exception):
         self.status, self.actor, self.details = status, actor, details
 
 
+# ``last_used_at`` is written at most once a minute per key: the audit row records every use,
+# and a key sending events many times a second does not rewrite its row each time.
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
 def api_key_caller(session: Session, key: str | None, scope: str, *, action: str,
                    ip: str | None, request_id: str | None,
                    object_id: str | None = None) -> ApiCaller:
     """Authenticate ``key`` for ``scope``: records its last use and audits the action. Raises
     :class:`ApiKeyRefused` (audit it with :func:`audit_refusal`)."""
+    caller, found = api_key_check(session, key, scope)
+    api_key_used(session, caller, found, scope, action=action, ip=ip, request_id=request_id,
+                 object_id=object_id)
+    return caller
+
+
+def api_key_check(session: Session, key: str | None, scope: str) -> tuple[ApiCaller, ApiKey]:
+    """The caller of a live ``key`` holding ``scope`` (one indexed read, nothing written); raises
+    :class:`ApiKeyRefused`. The route then calls :func:`api_key_used` in the same transaction,
+    as late as it can (the audit row takes the chain's lock until the commit)."""
     from careloop.flows.ingest import authenticate, scopes_of
 
     found = authenticate(session, key)
@@ -334,11 +353,20 @@ def api_key_caller(session: Session, key: str | None, scope: str, *, action: str
     if scope not in caller.scopes:
         raise ApiKeyRefused(403, f"this API key lacks the scope {scope}", caller.actor,
                             {"reason": "scope", "needs": scope})
-    found.last_used_at = now_utc()
+    return caller, found
+
+
+def api_key_used(session: Session, caller: ApiCaller, found: ApiKey, scope: str, *,
+                 action: str, ip: str | None, request_id: str | None,
+                 object_id: str | None = None) -> None:
+    """A checked key's use: its ``last_used_at`` (at most once a minute) and the audit row."""
+    now = now_utc()
+    if found.last_used_at is None or now - found.last_used_at >= LAST_USED_EVERY \
+            or found.last_used_at > now:
+        found.last_used_at = now
     audit.append(session, actor=caller.actor, action=action, object_type="api_key",
                  object_id=object_id, ip=ip, request_id=request_id,
                  details={"scope": scope})
-    return caller
 
 
 def audit_refusal(session: Session, refused: ApiKeyRefused, *, action: str, ip: str | None,

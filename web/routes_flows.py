@@ -6,13 +6,15 @@ incident. Every call is audited (``api.*``), refusals too."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from careloop.engine import dispatcher
+from careloop.engine import audit, dispatcher
 from careloop.engine.db import transaction
 from careloop.engine.errors import CareloopError
 from careloop.flows import views
@@ -32,10 +34,18 @@ from careloop.web.api_models import (
     StatusOk,
     errors,
 )
-from careloop.web.auth import ApiCaller, ApiKeyRefused, api_key_caller, audit_refusal
+from careloop.web.auth import (
+    ApiCaller,
+    ApiKeyRefused,
+    api_key_caller,
+    api_key_check,
+    api_key_used,
+    audit_refusal,
+)
 from careloop.web.deps import client_ip, request_body, request_id
 
 router = APIRouter(prefix="/api/v1", responses=COMMON_ERRORS)
+T = TypeVar("T")
 
 
 def _require_key(request: Request, key: str | None, scope: str, action: str,
@@ -52,6 +62,38 @@ def _require_key(request: Request, key: str | None, scope: str, action: str,
         raise HTTPException(status_code=exc.status, detail=str(exc)) from None
 
 
+Work = Callable[[Session, ApiCaller], T]
+
+
+def _with_key(key: str | None, scope: str, action: str, ip: str | None, rid: str | None,
+              work: Work[T]) -> T:
+    """``work`` in the transaction that checks ``key`` (one indexed read) and writes the call's
+    audit row after the work (the audit chain's lock is held only until the commit). A refused
+    key: 401/403, audited in a transaction of its own."""
+    try:
+        with transaction() as session:
+            caller, found = api_key_check(session, key, scope)
+            result = work(session, caller)
+            api_key_used(session, caller, found, scope, action=action, ip=ip, request_id=rid)
+            return result
+    except ApiKeyRefused as exc:
+        with transaction() as session:
+            audit_refusal(session, exc, action=action, ip=ip, request_id=rid)
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+
+
+def _audit_failed(key: str | None, scope: str, action: str, ip: str | None,
+                  rid: str | None) -> None:
+    """The audit row of a call whose transaction was rolled back (the database refused it)."""
+    with transaction() as session:
+        try:
+            caller, _found = api_key_check(session, key, scope)
+        except ApiKeyRefused:  # revoked meanwhile: its refusal is the next call's
+            return
+        audit.append(session, actor=caller.actor, action=action, object_type="api_key",
+                     outcome="failure", ip=ip, request_id=rid, details={"scope": scope})
+
+
 @router.post("/events", response_model=None, responses=errors({
     200: {"model": EventAccepted, "description": "stored (or an identical re-send: the original "
                                                  "acknowledgement)"},
@@ -66,23 +108,30 @@ def post_event(request: Request, x_api_key: str | None = Header(default=None),
 
     Acknowledged once the event (and the patient and encounter rows it carries) is stored; its
     handlers — flows, rules — run from the event queue (``careloop.engine.dispatcher``)."""
-    name = _require_key(request, x_api_key, "events:write", "api.event").name
+    ip, rid = client_ip(request), request_id(request)
     try:
         event: Any = json.loads(raw)
+        invalid = None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return JSONResponse({"status": "rejected",
-                             "errors": [{"path": "$", "message": f"invalid JSON: {exc}"}]}, 422)
+        event, invalid = None, {"status": "rejected",
+                                "errors": [{"path": "$", "message": f"invalid JSON: {exc}"}]}
+
+    def accept(session: Session, caller: ApiCaller) -> tuple[int, dict[str, Any]]:
+        if invalid is not None:
+            return 422, invalid
+        return ingest(session, event, source=f"api:{caller.name}", defer=True)
+
     try:
-        with transaction() as session:
-            status, body = ingest(session, event, source=f"api:{name}", defer=True)
+        # One transaction: the key, the event and the call's audit row commit together
+        status, body = _with_key(x_api_key, "events:write", "api.event", ip, rid, accept)
     except IntegrityError:
         # The same event id (or the same MRN) arrived concurrently and the other request stored
         # it first: the second attempt sees it (a duplicate's ack, or a located 409).
         try:
-            with transaction() as session:
-                status, body = ingest(session, event, source=f"api:{name}", defer=True)
+            status, body = _with_key(x_api_key, "events:write", "api.event", ip, rid, accept)
         except IntegrityError as exc:  # another unique value: located, no values, no 500
             status, body = 409, conflict(exc, event)
+            _audit_failed(x_api_key, "events:write", "api.event", ip, rid)
     if status == 200:
         dispatcher.wake()  # committed: this process's dispatcher runs its handlers now
     return JSONResponse(body, status_code=status)
