@@ -46,7 +46,9 @@ def serve(host: str, port: int, tick_seconds: int, workers: int) -> None:
     from careloop.engine import logs, ticker
     from careloop.engine.db import database_url
 
-    logs.configure(os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper())  # access lines too
+    level = os.environ.get("CARELOOP_LOG_LEVEL", "INFO").upper()
+    logs.configure(level)  # access lines too, unless the level is above INFO
+    uvicorn_level = level.lower() if level.lower() in uvicorn.config.LOG_LEVELS else "info"
     if workers > 1 and database_url().startswith("sqlite"):
         click.echo("warning: --workers with SQLite: the processes share one write lock; "
                    "use PostgreSQL (CARELOOP_DATABASE_URL) to scale out", err=True)
@@ -56,10 +58,10 @@ def serve(host: str, port: int, tick_seconds: int, workers: int) -> None:
             # each worker builds its app (and its dispatcher) in its own process: nothing is
             # shared in memory, all state is in the database
             uvicorn.run("careloop.web.cli:worker_app", factory=True, workers=workers,
-                        host=host, port=port, log_level="info", log_config=None)
+                        host=host, port=port, log_level=uvicorn_level, log_config=None)
         else:
             app = worker_app()
-            uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
+            uvicorn.run(app, host=host, port=port, log_level=uvicorn_level, log_config=None)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
