@@ -116,21 +116,51 @@ def create_session(session: Session, user: User, *, ip: str | None,
     return token
 
 
-def load_session(session: Session, token: str | None, *, touch: bool = True) -> WebSession | None:
-    """The live session for a cookie token, or None (expired sessions are deleted here)."""
+TOUCH_EVERY = timedelta(seconds=60)  # the idle timer is written at most once a minute
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A live session with its user and when their password last changed (one query)."""
+
+    row: WebSession
+    user: User
+    password_changed_at: datetime | None
+
+
+def load_signed_in(session: Session, token: str | None, *,
+                   touch: bool = True) -> SignedIn | None:
+    """The live session for a cookie token with its user, or None (expired sessions are
+    deleted here). One query reads the session, the user and the password's age.
+
+    The idle timer (``last_seen_at``) is written when it is more than :data:`TOUCH_EVERY` old:
+    a page is then a read, not a write of the same row by every request of a busy session; the
+    session can end at most that much earlier, never later.
+    """
     if not token:
         return None
-    row = session.get(WebSession, token_id(token))
-    if row is None:
+    found = session.execute(
+        select(WebSession, User, UserCredential.password_changed_at)
+        .join(User, User.id == WebSession.user_id)
+        .outerjoin(UserCredential, UserCredential.user_id == WebSession.user_id)
+        .where(WebSession.id == token_id(token))).first()
+    if found is None:
         return None
+    row, user, changed = found
     now = now_utc()
     if now >= row.expires_at or now - row.last_seen_at >= idle_timeout():
         session.delete(row)
         session.flush()
         return None
-    if touch:
+    if touch and (now - row.last_seen_at >= TOUCH_EVERY or now < row.last_seen_at):
         row.last_seen_at = now
-    return row
+    return SignedIn(row, user, changed)
+
+
+def load_session(session: Session, token: str | None, *, touch: bool = True) -> WebSession | None:
+    """The live session for a cookie token, or None (see :func:`load_signed_in`)."""
+    found = load_signed_in(session, token, touch=touch)
+    return found.row if found is not None else None
 
 
 def destroy_session(session: Session, token: str | None) -> None:

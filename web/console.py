@@ -6,8 +6,9 @@ scope, so a list can never show a patient the user may not see.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, or_, select
@@ -27,7 +28,7 @@ from careloop.engine.tasks import (
 )
 from careloop.flows import approvals
 from careloop.web import governance
-from careloop.web.display import local_time
+from careloop.web.display import local_writer
 from careloop.web.permissions import (
     HiddenStays,
     Principal,
@@ -236,28 +237,59 @@ def _due_window(due: str) -> list[Any]:
     return []
 
 
+_LISTED = (Task.id, Task.title, Task.kind, Task.patient_id, Task.department_id,
+           Task.assignee_user_id, Task.assignee_role, Task.priority, Task.status, Task.due_at,
+           Task.outcome, Task.notes, Task.form_key, Task.source_type, Task.source_ref,
+           Task.created_at, Task.completed_at)
+
+
 def inbox(session: Session, principal: Principal, view: str,
           priority: str | None = None,
           filters: InboxFilter | None = None) -> list[dict[str, Any]]:
-    tasks = session.scalars(task_query(principal, view, priority, filters)).all()
-    return with_people(session, [task_json(t) for t in tasks])
+    """The view's tasks as :func:`task_json` rows with who they are about and who holds them:
+    one query, the columns shown (no ORM objects), the patient and the assignee joined."""
+    from careloop.engine.domain import User
+
+    query = task_query(principal, view, priority, filters).with_only_columns(
+        *_LISTED, Patient.id.label("found_patient"), Patient.name.label("patient_name"),
+        Patient.mrn.label("patient_mrn"), User.display_name.label("assignee_name"),
+        maintain_column_froms=False).select_from(
+        Task.__table__.outerjoin(Patient.__table__, Patient.id == Task.patient_id)
+        .outerjoin(User.__table__, User.id == Task.assignee_user_id))
+    now, written = now_utc(), local_writer()
+    rows = []
+    for row in session.execute(query).all():
+        item = _task_row(row, now, written)
+        found = row.found_patient is not None
+        item["patient_name"] = row.patient_name if found else None
+        item["patient_mrn"] = row.patient_mrn if found else None
+        item["assignee_name"] = row.assignee_name
+        rows.append(item)
+    return rows
 
 
-def with_people(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_people(session: Session, rows: list[dict[str, Any]],
+                patient: Patient | None = None) -> list[dict[str, Any]]:
     """Add who the task is about and who holds it (``patient_name``, ``patient_mrn``,
-    ``assignee_name``) for lists a person reads; one query each, not one per row."""
+    ``assignee_name``) for lists a person reads; one query each, not one per row (none for the
+    patients when all the rows are ``patient``'s, the patient page's case)."""
     from careloop.engine.domain import User
 
     patient_ids = {r["patient_id"] for r in rows if r.get("patient_id")}
     user_ids = {r["assignee_user_id"] for r in rows if r.get("assignee_user_id")}
-    patients = ({p.id: p for p in session.scalars(select(Patient).where(
-        Patient.id.in_(patient_ids))).all()} if patient_ids else {})
-    users = ({u.id: u.display_name for u in session.scalars(select(User).where(
-        User.id.in_(user_ids))).all()} if user_ids else {})
+    known = patient is not None and patient_ids <= {patient.id}
+    people: dict[str, tuple[str, str]] = (
+        {patient.id: (patient.name, patient.mrn)} if known and patient is not None else
+        {pid: (name, mrn) for pid, name, mrn in session.execute(
+            select(Patient.id, Patient.name, Patient.mrn).where(Patient.id.in_(patient_ids)))}
+        if patient_ids else {})
+    users = ({uid: name for uid, name in session.execute(
+        select(User.id, User.display_name).where(User.id.in_(user_ids)))}
+        if user_ids else {})
     for row in rows:
-        patient = patients.get(row.get("patient_id") or "")
-        row["patient_name"] = patient.name if patient is not None else None
-        row["patient_mrn"] = patient.mrn if patient is not None else None
+        found = people.get(row.get("patient_id") or "")
+        row["patient_name"] = found[0] if found is not None else None
+        row["patient_mrn"] = found[1] if found is not None else None
         row["assignee_name"] = users.get(row.get("assignee_user_id") or 0)
     return rows
 
@@ -271,18 +303,26 @@ def counts(session: Session, principal: Principal) -> dict[str, int]:
 
 
 def task_json(task: Task) -> dict[str, Any]:
+    return _task_row(task, now_utc(), local_writer())
+
+
+def _task_row(task: Any, now: datetime, written: Callable[[datetime | None], str]
+              ) -> dict[str, Any]:
+    """:func:`task_json` of a ``Task`` or of a row with its columns (``now`` and the hospital's
+    time zone resolved once per list, not once per row)."""
+    due, created, completed = task.due_at, task.created_at, task.completed_at
     return {
         "id": task.id, "title": task.title, "kind": task.kind, "patient_id": task.patient_id,
         "department_id": task.department_id, "assignee_user_id": task.assignee_user_id,
         "assignee_role": task.assignee_role, "priority": task.priority, "status": task.status,
-        "due_at": task.due_at.isoformat() if task.due_at else None, "sla": sla_state(task),
+        "due_at": due.isoformat() if due else None, "sla": sla_state(task, now),
         "outcome": task.outcome, "notes": task.notes, "form_key": task.form_key,
         "source_type": task.source_type, "source_ref": task.source_ref,
-        "created_at": task.created_at.isoformat(),
-        "completed_at": task.completed_at.isoformat() if task.completed_at else None,
+        "created_at": created.isoformat(),
+        "completed_at": completed.isoformat() if completed else None,
         # the same instants in hospital time, as a person reads them
-        "due_at_display": local_time(task.due_at), "created_at_display":
-            local_time(task.created_at), "completed_at_display": local_time(task.completed_at),
+        "due_at_display": written(due), "created_at_display": written(created),
+        "completed_at_display": written(completed),
     }
 
 
@@ -364,10 +404,11 @@ def patient_view(session: Session, patient: Patient, *, reveal: tuple[str, ...] 
                             .order_by(Task.created_at.desc()).limit(50)).all()
     hide = hidden or HiddenStays()
     data["hidden_stays"] = len(hide.encounters)
+    now, written = now_utc(), local_writer()
     return PatientView(data, [encounter_json(e) for e in encounters if not hide.hides(e.id)],
                        list(tags), with_people(session, [
-                           task_json(t) for t in tasks
-                           if not hide.hides(t.encounter_id, t.department_id)]))
+                           _task_row(t, now, written) for t in tasks
+                           if not hide.hides(t.encounter_id, t.department_id)], patient))
 
 
 def encounter_json(e: Encounter) -> dict[str, Any]:

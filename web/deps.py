@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from careloop.engine import audit
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
-from careloop.engine.domain import User
 from careloop.engine.i18n import normalise_locale, t
 from careloop.engine.limits import LimitExceeded, WorkTimeout
 from careloop.engine.registry import loaded_registry
@@ -91,15 +90,13 @@ def current(request: Request) -> Current | None:
     token = request.cookies.get(SESSION_COOKIE)
     result: Current | None = None
     if token:
-        with transaction() as session:
-            row = auth.load_session(session, token)
-            user = session.get(User, row.user_id) if row is not None else None
-            if row is not None and user is not None and user.active:
-                cred = auth.credential_of(session, user.id)
-                expired = cred is not None and needs_rotation(cred.password_changed_at,
-                                                              now_utc())
-                result = Current(load_principal(session, user), row.csrf_token,
-                                 row.mfa_pending, expired)
+        with transaction() as session:  # two reads: the session with its user, the grants
+            found = auth.load_signed_in(session, token)
+            if found is not None and found.user.active:
+                changed = found.password_changed_at
+                expired = changed is not None and needs_rotation(changed, now_utc())
+                result = Current(load_principal(session, found.user), found.row.csrf_token,
+                                 found.row.mfa_pending, expired)
     request.state.current = result
     return result
 

@@ -28,7 +28,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careloop.engine.clock import to_local
+from careloop.engine.clock import hospital_tz, to_local
 from careloop.engine.i18n import catalogue, normalise_locale, pick, t
 from careloop.engine.registry import loaded_registry
 from careloop.forms.fields import show_value
@@ -70,12 +70,29 @@ def local_time(value: datetime | str | None, style: str = "datetime") -> str:
     return local.strftime(STYLES.get(style, STYLES["datetime"]))
 
 
+def local_writer(style: str = "datetime") -> Callable[[datetime | None], str]:
+    """:func:`local_time` for many values of one list: the hospital's time zone and the format
+    resolved once (``written(value)`` is ``local_time(value, style)``)."""
+    zone, fmt = hospital_tz(), STYLES.get(style, STYLES["datetime"])
+
+    def written(value: datetime | None) -> str:
+        if value is None:
+            return ""
+        if value.tzinfo is None or value.utcoffset() is None:
+            return ""  # an instant without a zone would be a guess
+        return value.astimezone(zone).strftime(fmt)
+    return written
+
+
 def time_tag(value: datetime | str | None, style: str = "datetime") -> Markup:
     """``<time datetime="…+08:00">2026-12-04 09:31</time>``: hospital time, machine-readable."""
-    text = local_time(value, style)
-    if not text:
+    instant = as_instant(value)
+    if instant is None:
         return Markup("")
-    return Markup('<time datetime="{}">{}</time>').format(local_time(value, "iso"), text)
+    local = to_local(instant)
+    text = local.isoformat() if style == "iso" else local.strftime(
+        STYLES.get(style, STYLES["datetime"]))
+    return Markup('<time datetime="%s">%s</time>') % (local.isoformat(), text)
 
 
 def number(value: Any, kind: str = "score", precision: int | None = None) -> str:
@@ -125,11 +142,14 @@ class Display:
     ``session`` is used when given; otherwise each first lookup opens a short read transaction.
     """
 
-    def __init__(self, locale: str | None, session: Session | None = None) -> None:
+    def __init__(self, locale: str | None, session: Session | None = None, *,
+                 departments: Mapping[str, Any] | None = None) -> None:
         self.locale = normalise_locale(locale) if locale not in ("zh-CN", "en") else locale
         self._session = session
-        self._memo: dict[tuple[str, str], str] = {}
+        self._memo: dict[tuple[str, str, str], str] = {}
         self._specs: dict[tuple[str, str, int | None], Any] = {}
+        # every department's name by id, when the page has read them already (none read again)
+        self.departments = departments
 
     # -- reading the database ---------------------------------------------------------------
     def _read(self, fn: Callable[[Session], Any]) -> Any:
@@ -171,11 +191,12 @@ class Display:
         """The words for ``code`` of ``kind``; ``""`` for no code. See the module doc."""
         if code is None or code == "":
             return ""
-        text = str(code)
-        memo = (kind, text + repr(sorted(context.items())))
-        if memo not in self._memo:
-            self._memo[memo] = self._resolve(kind, text, context) or _fallback(text)
-        return self._memo[memo]
+        text = code if type(code) is str else str(code)
+        memo = (kind, text, repr(sorted(context.items())) if context else "")
+        found = self._memo.get(memo)
+        if found is None:
+            found = self._memo[memo] = self._resolve(kind, text, context) or _fallback(text)
+        return found
 
     def _resolve(self, kind: str, code: str, context: Mapping[str, Any]) -> str | None:
         resolver = _RESOLVERS.get(kind)
@@ -203,7 +224,7 @@ def _department(d: Display, code: str, _: Mapping[str, Any]) -> str | None:
     def load(session: Session) -> dict[str, Any] | None:
         row = session.get(Department, code)
         return row.name if row is not None else None
-    name = d._read(load)
+    name = d.departments.get(code) if d.departments is not None else d._read(load)
     return pick(name, d.locale) if name else None
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 
 from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
@@ -135,9 +136,20 @@ def _expand(session: Session, department_ids: Iterable[str]) -> set[str]:
 
 
 def load_principal(session: Session, user: User) -> Principal:
-    """Build the user's grants, permissions and scope from ``role_grants``."""
-    rows = session.scalars(select(RoleGrant).where(RoleGrant.user_id == user.id)).all()
-    grants = tuple(Grant(r.role, r.department_id) for r in rows)
+    """Build the user's grants, permissions and scope from ``role_grants`` (one query: each
+    grant with the wards under its department)."""
+    rows = session.execute(
+        select(RoleGrant.id, RoleGrant.role, RoleGrant.department_id, Department.id)
+        .outerjoin(Department, and_(RoleGrant.department_id.is_not(None),
+                                    Department.parent_id == RoleGrant.department_id))
+        .where(RoleGrant.user_id == user.id).order_by(RoleGrant.id)).all()
+    by_id: dict[int, Grant] = {}
+    wards: dict[str, set[str]] = {}
+    for grant_id, role, department_id, ward in rows:
+        by_id.setdefault(grant_id, Grant(role, department_id))
+        if department_id is not None and ward is not None:
+            wards.setdefault(department_id, set()).add(ward)
+    grants = tuple(by_id.values())
     perms: set[str] = set()
     for grant in grants:
         perms |= permissions_of(grant.role)
@@ -149,8 +161,8 @@ def load_principal(session: Session, user: User) -> Principal:
     if any(g.department_id is None for g in patient_grants):
         scope = None
     else:
-        scope = frozenset(_expand(session, [g.department_id for g in patient_grants
-                                            if g.department_id]))
+        named = {g.department_id for g in patient_grants if g.department_id}
+        scope = frozenset(named.union(*(wards.get(d, set()) for d in named)))
     return Principal(user.id, user.username, user.display_name, grants, scope, frozenset(perms))
 
 
@@ -249,7 +261,18 @@ def broke_glass(session: Session, principal: Principal, patient_id: str) -> bool
 
 def hidden_stays(session: Session, principal: Principal, patient_id: str) -> HiddenStays:
     """The patient's stays in sensitive departments that are not the principal's own, unless
-    the principal broke the glass for this patient (audited ``patient.break_glass``)."""
+    the principal broke the glass for this patient (audited ``patient.break_glass``).
+
+    Read once per transaction (the patient page's panels each ask): forgotten when the
+    transaction writes a department, a stay or an audit row (a break-the-glass)."""
+    from careloop.engine import txcache
+
+    return txcache.remember(session, ("web.hidden_stays", principal, patient_id),
+                            lambda: _hidden_stays(session, principal, patient_id),
+                            depends_on=(Department, Encounter, AuditRow))
+
+
+def _hidden_stays(session: Session, principal: Principal, patient_id: str) -> HiddenStays:
     departments = frozenset(session.scalars(_hidden_departments(principal)).all())
     if not departments:
         return HiddenStays()
@@ -274,6 +297,7 @@ def _not_hidden_stay(principal: Principal) -> list[ColumnElement[bool]]:
             for column in (Encounter.department_id, Encounter.ward_id)]
 
 
+@lru_cache(maxsize=256)
 def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
     """A SQL condition on ``tasks`` for the tasks ``principal`` may see.
 
@@ -283,6 +307,11 @@ def task_visibility(principal: Principal) -> ColumnElement[bool] | None:
     cardiology patient's complaint; cardiology does not see the pharmacy's task. A task of a
     sensitive stay (or of a sensitive department) outside the principal's own departments is seen
     only when assigned to them or to their role queue.
+
+    Built once per principal (remembered for the last 256): the condition is a pure function of
+    the principal's value (user, grants, scope) — every fact it depends on in the database
+    (sensitive departments, wards, stays) is read by the SQL when it runs — so a grant or a
+    department changed elsewhere is seen by the next query, in this process or another.
     """
     hidden = _hidden_departments(principal)
     not_sensitive = or_(

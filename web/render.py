@@ -4,12 +4,14 @@ Templates get ``_`` (translate in the request's locale), ``pick`` (definition la
 ``label(kind, code)`` (any code as words, :mod:`careloop.web.display`), the filters ``local`` /
 ``when`` (hospital time as text / as a ``<time>`` element) and ``num`` (rounded numbers),
 ``me`` (the principal or None), ``csrf_token``, ``nav`` (items the user may open) and
-``request_id``. The navigation is the ``web_nav`` catalogue, so engines add their pages to it.
+``request_id``. A route that read the departments already passes ``display=Display(locale,
+departments=…)``. The navigation is the ``web_nav`` catalogue, so engines add their pages to it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -72,9 +74,12 @@ def json_island(value: Any) -> Markup:
 def environment() -> Environment:
     # The web app's templates first, then each plugin's (the ``template_dirs`` hook).
     loaders = [PackageLoader(*split_location(location)) for location in template_dirs()]
+    # Templates ship inside the packages: compiled once per process, never checked again on
+    # each page (``auto_reload``); CARELOOP_TEMPLATE_RELOAD=1 checks them (editing templates).
     env = Environment(loader=ChoiceLoader(loaders),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
-                      lstrip_blocks=True)
+                      lstrip_blocks=True,
+                      auto_reload=os.environ.get("CARELOOP_TEMPLATE_RELOAD", "") not in ("", "0"))
     env.filters["local"] = _local
     env.filters["when"] = time_tag
     env.filters["num"] = number
@@ -106,7 +111,7 @@ def render(request: Request, template: str, status_code: int = 200,
     def translate(key: str, **params: object) -> str:
         return t(key, locale, **params)
 
-    display = Display(locale)
+    display = context.pop("display", None) or Display(locale)
     html = environment().get_template(template).render(
         _=translate, locale=locale, label=display.label, display=display,
         time_zone=hospital_tz().key, me=cur.principal if cur and not cur.mfa_pending else None,

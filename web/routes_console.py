@@ -19,6 +19,7 @@ from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import OUTCOMES
 from careloop.web import console
 from careloop.web.deps import csrf_token_of, locale_of, record, require, require_user
+from careloop.web.display import Display
 from careloop.web.permissions import (
     COMPLAINTS_MANAGE,
     DEFINITIONS_VIEW,
@@ -82,6 +83,7 @@ def inbox(request: Request, view: str = "mine", priority: str = "", status: str 
         names = console.department_names(session)
     return render(request, "inbox.html", tasks=tasks, view=view, views=console.VIEWS,
                   priority=chosen.priority or "", counts=counts, departments=names,
+                  display=Display(locale_of(request), departments=names),
                   filters=chosen, priorities=PRIORITIES, statuses=TASK_STATUSES,
                   due_filters=console.DUE_FILTERS, sorts=console.SORTS)
 
@@ -414,6 +416,13 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
         view = console.patient_view(session, patient, reveal=reveal,
                                     hidden=hidden_stays(session, me, patient_id))
         _mark_openable(session, me, view.tasks)
+        panels = []
+        for _, panel in sorted(loaded_registry().catalogue("patient_panel").items(),
+                               key=lambda item: item[1].order):
+            panels.append((panel, panel.render(session, patient_id, me, locale)))
+        names = console.department_names(session)
+        # the audit row last: in the same transaction (it commits with the page's reads or not
+        # at all), holding the audit chain's lock for the end of the transaction only
         if reveal:
             record(request, me, "patient.reveal", session=session, object_type="patient",
                    object_id=patient_id, patient_id=patient_id,
@@ -421,13 +430,8 @@ def _patient_response(request: Request, me: Principal, patient_id: str, *,
         else:
             record(request, me, "patient.view", session=session, object_type="patient",
                    object_id=patient_id, patient_id=patient_id)
-        panels = []
-        for _, panel in sorted(loaded_registry().catalogue("patient_panel").items(),
-                               key=lambda item: item[1].order):
-            panels.append((panel, panel.render(session, patient_id, me, locale)))
-        names = console.department_names(session)
     return render(request, "patient.html", patient=view, panels=panels, departments=names,
-                  now=now_utc(),
+                  now=now_utc(), display=Display(locale, departments=names),
                   can_reveal=me.can(PATIENT_REVEAL), can_work=me.can(TASK_WORK), error=error)
 
 
