@@ -7,11 +7,13 @@ retired.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Engine, case, event, func, select
 from sqlalchemy.orm import Session
 
 from careloop.engine import txcache
@@ -94,7 +96,8 @@ def _forget_current(session: Session, transaction: Any) -> None:
     # A savepoint released inside the transaction keeps what was read (a batch's rules and
     # flows each run in one); the outer transaction's end, or any rollback, forgets it.
     if transaction.parent is None:
-        session.info.pop(_CURRENT, None)
+        for name in (_CURRENT, _FINGERPRINT, _WROTE):
+            session.info.pop(name, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -109,8 +112,10 @@ def _definitions_changing(session: Session) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _forget_on_change(session: Session, flush_context: Any, instances: Any) -> None:
-    if _CURRENT in session.info and _definitions_changing(session):
+    if _definitions_changing(session):
         session.info.pop(_CURRENT, None)
+        session.info.pop(_FINGERPRINT, None)
+        session.info[_WROTE] = True  # until the transaction ends: see shared_current
 
 
 def list_current(session: Session, kind: str | None = None,
@@ -130,6 +135,63 @@ def list_current(session: Session, kind: str | None = None,
     rows = _query_current(session, kind, app_id)
     session.info.setdefault(_CURRENT, {})[(kind, app_id)] = rows
     return rows
+
+
+# --- what is derived from the current definitions, shared by the process's transactions -----
+
+_FINGERPRINT = "careloop.store.fingerprint"  # session.info: this transaction's fingerprint
+_WROTE = "careloop.store.wrote"  # session.info: this transaction flushed a definition row
+
+T = TypeVar("T")
+
+# (engine, kind, name) -> (fingerprint, value): derived data only (a value is rebuilt whenever
+# the database's fingerprint differs), never state another process needs.
+_SHARED: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], tuple[tuple[Any, ...], Any]]] \
+    = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def fingerprint(session: Session) -> tuple[Any, ...]:
+    """What changes whenever any process adds, retires or restores a definition version (rows
+    are never changed otherwise): the row count, the highest id, the sum of the ids in force,
+    the latest creation and retirement, the least and greatest content hash — one aggregate
+    row, read once per transaction (the definitions table holds hundreds of rows, not more)."""
+    found: tuple[Any, ...] | None = session.info.get(_FINGERPRINT)
+    if found is None:
+        found = tuple(session.execute(select(
+            func.count(), func.max(DefinitionRow.id),
+            func.sum(case((DefinitionRow.retired_at.is_(None), DefinitionRow.id), else_=0)),
+            func.max(DefinitionRow.created_at), func.max(DefinitionRow.retired_at),
+            func.min(DefinitionRow.content_hash), func.max(DefinitionRow.content_hash))).one())
+        session.info[_FINGERPRINT] = found
+    return found
+
+
+def shared_current(session: Session, kind: str, name: str,
+                   build: Callable[[Sequence[DefinitionRow]], T]) -> T:
+    """``build(list_current(session, kind))``, computed once per process and database while the
+    definitions' :func:`fingerprint` stays the same: a transaction then pays one aggregate
+    query instead of reading and loading every current row (the event dispatcher asks per
+    event group). Another process's publication changes the fingerprint, so it is seen by the
+    next transaction, as with :func:`list_current`.
+
+    ``build`` must return plain data (specs, keys, versions, app ids) — never the rows, which
+    belong to this session. A transaction that writes definitions builds its own answer."""
+    if session.info.get(_WROTE) or _definitions_changing(session):
+        return build(list_current(session, kind))
+    engine = session.get_bind()
+    if not isinstance(engine, Engine):  # bound to a connection: nothing to share it with
+        return build(list_current(session, kind))
+    mark = fingerprint(session)
+    with _SHARED_LOCK:
+        found = _SHARED.get(engine, {}).get((kind, name))
+    if found is not None and found[0] == mark:
+        value: T = found[1]
+        return value
+    value = build(list_current(session, kind))
+    with _SHARED_LOCK:
+        _SHARED.setdefault(engine, {})[(kind, name)] = (mark, value)
+    return value
 
 
 def _query_current(session: Session, kind: str | None,
