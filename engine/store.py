@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, TypeVar, overload
 
 from sqlalchemy import Engine, case, event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from careloop.engine import txcache
 from careloop.engine.check import check_documents
@@ -62,8 +62,29 @@ def current(session: Session, kind: str, key: str) -> DefinitionRow | None:
         for candidate in listed:
             if candidate.key == key:
                 return candidate
+    snapshot = _snapshot(session, kind)
+    if snapshot is not None:  # the process's copy of the kind's current rows is still right
+        found = snapshot.get(key)
+        return session.merge(found, load=False) if found is not None else None
     row = latest(session, kind, key)
     return row if row is not None and row.retired_at is None else None
+
+
+def _snapshot(session: Session, kind: str) -> dict[str, DefinitionRow] | None:
+    """Detached copies of the kind's current rows kept by :func:`shared_current`, when this
+    transaction already checked the fingerprint they were read under (no query of its own)."""
+    mark = session.info.get(_FINGERPRINT)
+    if mark is None or session.info.get(_WROTE) or _definitions_changing(session):
+        return None
+    engine = session.get_bind()
+    if not isinstance(engine, Engine):
+        return None
+    with _SHARED_LOCK:
+        found = _SHARED.get(engine, {}).get((kind, _ROWS))
+    if found is None or found[0] != mark:
+        return None
+    rows: dict[str, DefinitionRow] = found[1]
+    return rows
 
 
 def get_version(session: Session, kind: str, key: str, version: int | None = None) -> DefinitionRow:
@@ -188,10 +209,26 @@ def shared_current(session: Session, kind: str, name: str,
     if found is not None and found[0] == mark:
         value: T = found[1]
         return value
-    value = build(list_current(session, kind))
+    rows = list_current(session, kind)
+    value = build(rows)
     with _SHARED_LOCK:
-        _SHARED.setdefault(engine, {})[(kind, name)] = (mark, value)
+        shared = _SHARED.setdefault(engine, {})
+        shared[(kind, name)] = (mark, value)
+        if shared.get((kind, _ROWS), (None,))[0] != mark:
+            shared[(kind, _ROWS)] = (mark, {row.key: _detached(row) for row in rows})
     return value
+
+
+_ROWS = "careloop.store.rows"  # _SHARED name of a kind's detached current rows
+
+
+def _detached(row: DefinitionRow) -> DefinitionRow:
+    """A copy of ``row`` in no session: :func:`current` merges it (``load=False``, no query)
+    into a session that asks for it; rows are never changed but for ``retired_at``."""
+    copy = DefinitionRow(**{column.key: getattr(row, column.key)
+                            for column in DefinitionRow.__mapper__.column_attrs})
+    make_transient_to_detached(copy)
+    return copy
 
 
 def _query_current(session: Session, kind: str | None,
