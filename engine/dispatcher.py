@@ -1,13 +1,20 @@
 """The event queue: handlers of stored events run here, after the request that stored them.
 
 An event recorded with ``defer=True`` (the events API) is a ``pending`` row of ``domain_events``
-— the table is its own durable queue. :func:`drain` claims pending events in batches —
-PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED``, SQLite one conditional ``UPDATE … RETURNING``
-under the database's write lock (the pattern of the timer sweep) — and handles each in **its own
-transaction**, whose first statement marks it handled *only if still pending and still ours*:
-the mark and every effect of its handlers commit together, or not at all (exactly once; a
-process killed mid-way commits nothing of the event under way, and its claim expires after
-``CLAIM_SECONDS``).
+— the table is its own durable queue. :func:`drain` takes a **group** of claimable events (at
+most :data:`GROUP` a transaction, one per patient) with one ``UPDATE … WHERE id IN (SELECT …)
+RETURNING`` that marks them handled and loads them — on PostgreSQL the inner ``SELECT`` is
+``FOR UPDATE SKIP LOCKED``, on SQLite the statement runs under the database's write lock — and
+runs every one's handlers in **that same transaction**: the marks and every effect of the
+group's handlers commit together, or not at all (exactly once; a process killed mid-way commits
+nothing, and its row locks go with its connection). Handlers run as :func:`events.record_many`
+runs them (the ``event_prefetch`` hooks once for the group, then one event at a time), so what
+does not change between events (current definitions, bundles) is read once per group.
+
+When any handler of the group raises, the group is rolled back and its events are taken again
+**one at a time** — :func:`claim` marks them ours (``CLAIM_SECONDS``), :func:`handle` runs each
+in **its own transaction**, whose first statement marks it handled *only if still pending and
+still ours* — so a failure isolates its own event, exactly as before groups existed.
 
 In order per patient: an event is claimable only while no earlier event of its patient is
 pending (claimed elsewhere, or waiting for a retry), so two events of one patient never run at
@@ -33,17 +40,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, exists, func, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from careloop.engine.clock import frozen_now, now_utc
 from careloop.engine.db import default_engine, transaction
 from careloop.engine.events import HANDLED, PARKED, PENDING, dispatch_event
 from careloop.engine.models import DomainEventRow
+from careloop.engine.registry import loaded_registry
 
 log = logging.getLogger("careloop.engine.dispatcher")
 
 CLAIM_SECONDS = 300
 BATCH = 100
+# Events handled in one transaction by :func:`drain`: the reads they share are made once, and
+# on SQLite the write lock is held for at most a group's handlers (a few tens of ms), not more.
+GROUP = 20
 # Seconds before the 1st, 2nd, … retry of an event whose handlers raised.
 BACKOFF = (5, 30, 120, 600)
 
@@ -70,6 +81,71 @@ def _claimable(now: datetime) -> Any:
                 or_(DomainEventRow.claimed_until.is_(None),
                     DomainEventRow.claimed_until < now),
                 ~blocked)
+
+
+def _claimable_ids(engine: Engine, now: datetime, limit: int) -> Any:
+    """The oldest claimable events' ids, at most one per patient (a scalar subquery)."""
+    query = (select(DomainEventRow.id).where(_claimable(now))
+             .order_by(DomainEventRow.id).limit(limit))
+    if engine.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return query.scalar_subquery()
+
+
+def take(session: Session, now: datetime, limit: int = GROUP) -> list[DomainEventRow]:
+    """Mark up to ``limit`` claimable events handled and load them, oldest first, in one
+    statement of the caller's transaction: their handlers must run in it (commit or nothing)."""
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    rows = session.scalars(
+        update(DomainEventRow).where(DomainEventRow.id.in_(_claimable_ids(engine, now, limit)))
+        .values(state=HANDLED, handled_at=now_utc(), claimed_by=None, claimed_until=None)
+        .returning(DomainEventRow),
+        execution_options={"synchronize_session": False}).all()
+    return sorted(rows, key=lambda row: row.id)
+
+
+def _handle_group(engine: Engine, worker: str, limit: int, report: DrainReport) -> bool:
+    """Take a group of events and run their handlers in one transaction; on a failure, run
+    them again one event per transaction (:func:`claim`, :func:`handle`). False when no event
+    was claimable."""
+    taken: list[int] = []
+    now = now_utc()
+    try:
+        with transaction(engine) as session:
+            rows = take(session, now, limit)
+            taken = [row.id for row in rows]
+            if rows:
+                for _, prefetch in loaded_registry().catalogue("event_prefetch").items():
+                    prefetch(session, rows)
+            for row in rows:
+                with frozen_now(row.recorded_at):
+                    dispatch_event(session, row)
+    except Exception as exc:
+        if not taken:
+            raise  # the database, not a handler: the caller decides
+        log.info("event group of %d: %s; handled one at a time", len(taken),
+                 type(exc).__name__)
+        for event_id in claim_ids(engine, worker, now, taken):
+            outcome = handle(engine, event_id, worker)
+            if outcome:
+                report.handled += 1
+            elif outcome is False:
+                report.failed += 1
+        return True
+    report.handled += len(taken)
+    return bool(taken)
+
+
+def claim_ids(engine: Engine, worker: str, now: datetime, ids: list[int]) -> list[int]:
+    """Claim those of ``ids`` that are still claimable (oldest first)."""
+    until = now + timedelta(seconds=CLAIM_SECONDS)
+    with transaction(engine) as session:
+        return sorted(session.scalars(update(DomainEventRow).where(
+            DomainEventRow.id.in_(ids), _claimable(now))
+            .values(claimed_by=worker, claimed_until=until)
+            .returning(DomainEventRow.id), execution_options={"synchronize_session": False})
+            .all())
 
 
 def claim(engine: Engine, worker: str, now: datetime, limit: int = BATCH) -> list[int]:
@@ -139,22 +215,16 @@ class DrainReport:
         return {"handled": self.handled, "failed": self.failed}
 
 
-def drain(engine: Engine | None = None, *, worker: str | None = None, batch: int = BATCH,
+def drain(engine: Engine | None = None, *, worker: str | None = None, batch: int = GROUP,
           max_batches: int = 100_000) -> DrainReport:
-    """Handle pending events until none is claimable (a retry waiting for its time is not)."""
+    """Handle pending events until none is claimable (a retry waiting for its time is not),
+    at most ``batch`` (≤ :data:`GROUP`) in a transaction."""
     engine = engine or default_engine()
     worker = worker or worker_name()
     report = DrainReport()
     for _ in range(max_batches):
-        ids = claim(engine, worker, now_utc(), batch)
-        if not ids:
+        if not _handle_group(engine, worker, min(batch, GROUP), report):
             break
-        for event_id in ids:
-            outcome = handle(engine, event_id, worker)
-            if outcome:
-                report.handled += 1
-            elif outcome is False:
-                report.failed += 1
     return report
 
 

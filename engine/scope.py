@@ -75,9 +75,12 @@ def event_departments(session: Session, payload: Mapping[str, Any]) -> frozenset
         if task is not None and task.department_id:
             return frozenset({task.department_id})
     patient_id = payload.get("patient_id")
-    if isinstance(patient_id, str) and patient_id:
-        return frozenset(d for d in session.scalars(select(Encounter.department_id).where(
-            Encounter.patient_id == patient_id).distinct()) if d)
+    if isinstance(patient_id, str) and patient_id:  # asked by the rules and the flows handler
+        return txcache.remember(session, ("scope.patient_departments", patient_id),
+                                lambda: frozenset(d for d in session.scalars(select(
+                                    Encounter.department_id).where(
+                                    Encounter.patient_id == patient_id).distinct()) if d),
+                                (Encounter,))
     return frozenset()
 
 

@@ -7,12 +7,14 @@ retired.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, case, event, func, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from careloop.engine import txcache
 from careloop.engine.check import check_documents
@@ -60,8 +62,29 @@ def current(session: Session, kind: str, key: str) -> DefinitionRow | None:
         for candidate in listed:
             if candidate.key == key:
                 return candidate
+    snapshot = _snapshot(session, kind)
+    if snapshot is not None:  # the process's copy of the kind's current rows is still right
+        found = snapshot.get(key)
+        return session.merge(found, load=False) if found is not None else None
     row = latest(session, kind, key)
     return row if row is not None and row.retired_at is None else None
+
+
+def _snapshot(session: Session, kind: str) -> dict[str, DefinitionRow] | None:
+    """Detached copies of the kind's current rows kept by :func:`shared_current`, when this
+    transaction already checked the fingerprint they were read under (no query of its own)."""
+    mark = session.info.get(_FINGERPRINT)
+    if mark is None or session.info.get(_WROTE) or _definitions_changing(session):
+        return None
+    engine = session.get_bind()
+    if not isinstance(engine, Engine):
+        return None
+    with _SHARED_LOCK:
+        found = _SHARED.get(engine, {}).get((kind, _ROWS))
+    if found is None or found[0] != mark:
+        return None
+    rows: dict[str, DefinitionRow] = found[1]
+    return rows
 
 
 def get_version(session: Session, kind: str, key: str, version: int | None = None) -> DefinitionRow:
@@ -94,7 +117,8 @@ def _forget_current(session: Session, transaction: Any) -> None:
     # A savepoint released inside the transaction keeps what was read (a batch's rules and
     # flows each run in one); the outer transaction's end, or any rollback, forgets it.
     if transaction.parent is None:
-        session.info.pop(_CURRENT, None)
+        for name in (_CURRENT, _FINGERPRINT, _WROTE):
+            session.info.pop(name, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -109,8 +133,10 @@ def _definitions_changing(session: Session) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _forget_on_change(session: Session, flush_context: Any, instances: Any) -> None:
-    if _CURRENT in session.info and _definitions_changing(session):
+    if _definitions_changing(session):
         session.info.pop(_CURRENT, None)
+        session.info.pop(_FINGERPRINT, None)
+        session.info[_WROTE] = True  # until the transaction ends: see shared_current
 
 
 def list_current(session: Session, kind: str | None = None,
@@ -130,6 +156,79 @@ def list_current(session: Session, kind: str | None = None,
     rows = _query_current(session, kind, app_id)
     session.info.setdefault(_CURRENT, {})[(kind, app_id)] = rows
     return rows
+
+
+# --- what is derived from the current definitions, shared by the process's transactions -----
+
+_FINGERPRINT = "careloop.store.fingerprint"  # session.info: this transaction's fingerprint
+_WROTE = "careloop.store.wrote"  # session.info: this transaction flushed a definition row
+
+T = TypeVar("T")
+
+# (engine, kind, name) -> (fingerprint, value): derived data only (a value is rebuilt whenever
+# the database's fingerprint differs), never state another process needs.
+_SHARED: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], tuple[tuple[Any, ...], Any]]] \
+    = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def fingerprint(session: Session) -> tuple[Any, ...]:
+    """What changes whenever any process adds, retires or restores a definition version (rows
+    are never changed otherwise): the row count, the highest id, the sum of the ids in force,
+    the latest creation and retirement, the least and greatest content hash — one aggregate
+    row, read once per transaction (the definitions table holds hundreds of rows, not more)."""
+    found: tuple[Any, ...] | None = session.info.get(_FINGERPRINT)
+    if found is None:
+        found = tuple(session.execute(select(
+            func.count(), func.max(DefinitionRow.id),
+            func.sum(case((DefinitionRow.retired_at.is_(None), DefinitionRow.id), else_=0)),
+            func.max(DefinitionRow.created_at), func.max(DefinitionRow.retired_at),
+            func.min(DefinitionRow.content_hash), func.max(DefinitionRow.content_hash))).one())
+        session.info[_FINGERPRINT] = found
+    return found
+
+
+def shared_current(session: Session, kind: str, name: str,
+                   build: Callable[[Sequence[DefinitionRow]], T]) -> T:
+    """``build(list_current(session, kind))``, computed once per process and database while the
+    definitions' :func:`fingerprint` stays the same: a transaction then pays one aggregate
+    query instead of reading and loading every current row (the event dispatcher asks per
+    event group). Another process's publication changes the fingerprint, so it is seen by the
+    next transaction, as with :func:`list_current`.
+
+    ``build`` must return plain data (specs, keys, versions, app ids) — never the rows, which
+    belong to this session. A transaction that writes definitions builds its own answer."""
+    if session.info.get(_WROTE) or _definitions_changing(session):
+        return build(list_current(session, kind))
+    engine = session.get_bind()
+    if not isinstance(engine, Engine):  # bound to a connection: nothing to share it with
+        return build(list_current(session, kind))
+    mark = fingerprint(session)
+    with _SHARED_LOCK:
+        found = _SHARED.get(engine, {}).get((kind, name))
+    if found is not None and found[0] == mark:
+        value: T = found[1]
+        return value
+    rows = list_current(session, kind)
+    value = build(rows)
+    with _SHARED_LOCK:
+        shared = _SHARED.setdefault(engine, {})
+        shared[(kind, name)] = (mark, value)
+        if shared.get((kind, _ROWS), (None,))[0] != mark:
+            shared[(kind, _ROWS)] = (mark, {row.key: _detached(row) for row in rows})
+    return value
+
+
+_ROWS = "careloop.store.rows"  # _SHARED name of a kind's detached current rows
+
+
+def _detached(row: DefinitionRow) -> DefinitionRow:
+    """A copy of ``row`` in no session: :func:`current` merges it (``load=False``, no query)
+    into a session that asks for it; rows are never changed but for ``retired_at``."""
+    copy = DefinitionRow(**{column.key: getattr(row, column.key)
+                            for column in DefinitionRow.__mapper__.column_attrs})
+    make_transient_to_detached(copy)
+    return copy
 
 
 def _query_current(session: Session, kind: str | None,

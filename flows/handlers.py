@@ -151,26 +151,23 @@ def _resume_waiting(session: Session, event: DomainEventRow) -> None:
         resume(session, step_run, target, update)
 
 
-# Derived data only (rebuilt whenever the stored flow definitions change), so safe per process.
-_TRIGGERS: dict[tuple[Any, ...], dict[str, list[tuple[FlowSpec, str | None]]]] = {}
+Triggers = dict[str, list[tuple[FlowSpec, str | None]]]
 
 
-def _triggers(session: Session) -> dict[str, list[tuple[FlowSpec, str | None]]]:
-    """Current flows by trigger event type, cached on a fingerprint of the current flow rows
-    (which :func:`store.list_current` remembers for the transaction: a batch of 500 events
-    reads them once)."""
-    current = store.list_current(session, "flow")
-    fingerprint = tuple((row.id, row.key, row.version, row.content_hash, row.app_id)
-                        for row in current)
-    found = _TRIGGERS.get(fingerprint)
-    if found is None:
-        found = {}
-        for row in current:
-            spec = store.compile_row(row, FlowSpec)
-            if spec.trigger.event:
-                found.setdefault(spec.trigger.event, []).append((spec, row.app_id))
-        _TRIGGERS.clear()
-        _TRIGGERS[fingerprint] = found
+def _triggers(session: Session) -> Triggers:
+    """Current flows by trigger event type (``(spec, app id)`` in key order): built once per
+    process while the stored definitions stay the same (:func:`store.shared_current` checks a
+    cheap fingerprint once per transaction), so an event that starts no flow costs a dictionary
+    look-up."""
+    return store.shared_current(session, "flow", "by trigger", _by_trigger)
+
+
+def _by_trigger(rows: Sequence[Any]) -> Triggers:
+    found: Triggers = {}
+    for row in rows:
+        spec = store.compile_row(row, FlowSpec)
+        if spec.trigger.event:
+            found.setdefault(spec.trigger.event, []).append((spec, row.app_id))
     return found
 
 

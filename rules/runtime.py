@@ -352,17 +352,34 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
     whose app acts for the event's department (:mod:`careloop.engine.scope`)."""
     departments: frozenset[str] | None = None
     owner: str | None = None
-    for row in store.list_current(session, "ruleset"):
-        spec = store.compile_row(row, RuleSetSpec)
-        if event.type not in spec.on:
-            continue
+    for spec, version, app_id in listening(session).get(event.type, ()):
         if departments is None:
             departments = scope.event_departments(session, event.payload)
             owner = scope.form_owner(session, event.payload)
-        if not scope.sees(session, row.app_id, departments, owner):
+        if not scope.sees(session, app_id, departments, owner):
             continue
-        evaluate(session, spec, row.version, event_id=event.event_id, event_type=event.type,
+        evaluate(session, spec, version, event_id=event.event_id, event_type=event.type,
                  payload=event.payload)
+
+
+Listening = dict[str, list[tuple[RuleSetSpec, int, str | None]]]
+
+
+def listening(session: Session) -> Listening:
+    """The current rule sets by the event types their ``on`` names (each rule set's ``(spec,
+    version, app id)``, in key order): an event no rule set listens to costs a dictionary
+    look-up. Built once per process while the stored definitions stay the same
+    (:func:`careloop.engine.store.shared_current`)."""
+    return store.shared_current(session, "ruleset", "by event type", _by_event_type)
+
+
+def _by_event_type(rows: Sequence[Any]) -> Listening:
+    found: Listening = {}
+    for row in rows:
+        spec = store.compile_row(row, RuleSetSpec)
+        for event_type in dict.fromkeys(spec.on):
+            found.setdefault(event_type, []).append((spec, row.version, row.app_id))
+    return found
 
 
 def dry_run(session: Session, ruleset: str, event: Mapping[str, Any]) -> Outcome:
