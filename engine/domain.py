@@ -122,14 +122,14 @@ class Task(Base):
     """A to-do item for a user, or for a role within a department."""
 
     __tablename__ = "tasks"
-    # one index per inbox view (migration 0032): overdue, mine, my department, a role queue
+    # one index per inbox view (migrations 0032, 0039): overdue, mine, my department, a role queue
     __table_args__ = (Index("ix_tasks_status_due", "status", "due_at"),
                       Index("ix_tasks_assignee_status_due", "assignee_user_id", "status",
                             "due_at"),
                       Index("ix_tasks_department_status_due", "department_id", "status",
                             "due_at"),
-                      Index("ix_tasks_role_department_status", "assignee_role",
-                            "department_id", "status"))
+                      Index("ix_tasks_role_department_status_due", "assignee_role",
+                            "department_id", "status", "due_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     title: Mapped[str] = mapped_column(String(255))

@@ -260,12 +260,15 @@ def demo() -> None:
               type=click.IntRange(0, 500_000_000), help="With --scale: form submissions.")
 @click.option("--tasks", default=1_000_000, show_default=True,
               type=click.IntRange(0, 50_000_000), help="With --scale: open tasks.")
+@click.option("--wards", type=click.IntRange(1, 20_000),
+              help="With --scale: spread the rows over this many wards of a region (default: "
+                   "the demo hospital's wards).")
 @click.option("--database", envvar="CARELOOP_DATABASE_URL",
               help="Database URL (default: CARELOOP_DATABASE_URL, else the SQLite file).")
 @click.option("--force", is_flag=True,
               help="With --scale: write into a database that holds other patients too.")
 def demo_seed(patients: int | None, seed_value: int, scale: bool, submissions: int, tasks: int,
-              database: str | None, force: bool) -> None:
+              wards: int | None, database: str | None, force: bool) -> None:
     """Build a synthetic hospital and let months pass: HIS events, sweeps, answers, work.
     With --scale: a benchmark dataset (1M patients, 10M submissions, 1M open tasks by default)
     written in bulk; it refuses a database holding patients it did not generate."""
@@ -276,7 +279,7 @@ def demo_seed(patients: int | None, seed_value: int, scale: bool, submissions: i
     if database:
         os.environ["CARELOOP_DATABASE_URL"] = database
     if scale:
-        _scale_seed(patients or 1_000_000, submissions, tasks, seed_value, force)
+        _scale_seed(patients or 1_000_000, submissions, tasks, seed_value, force, wards)
         return
     if (patients or 120) > 100_000:
         raise click.BadParameter("at most 100,000 without --scale", param_hint="--patients")
@@ -291,7 +294,7 @@ def demo_seed(patients: int | None, seed_value: int, scale: bool, submissions: i
 
 
 def _scale_seed(patients: int, submissions: int, tasks: int, seed_value: int,
-                force: bool) -> None:
+                force: bool, wards: int | None = None) -> None:
     from careloop.engine.db import database_url, redact
     from careloop.engine.migrate import upgrade
     from careloop.web.demo import DEMO_PASSWORD
@@ -302,7 +305,7 @@ def _scale_seed(patients: int, submissions: int, tasks: int, seed_value: int,
                f"{patients:,} patients, {submissions:,} submissions, {tasks:,} open tasks")
     try:
         result = seed_scale(patients=patients, submissions=submissions, tasks=tasks,
-                            seed_value=seed_value, force=force, say=click.echo)
+                            seed_value=seed_value, force=force, wards=wards, say=click.echo)
     except ScaleRefused as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

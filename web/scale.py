@@ -19,6 +19,13 @@ What it writes, deterministic for a seed (each chunk has its own seeded RNG):
 * open ``tasks`` (phone follow-ups, call-backs) assigned to a user, to a ward's nurses or to a
   department's head nurse, due relative to the engine clock, a share overdue.
 
+Two shapes: by default the demo hospital's five departments and seven wards hold everything (a
+ward nurse's inbox holds 120,000 of a million open tasks: the worst case for one list);
+``wards=N`` (``--wards 500``) spreads the same rows over a region — the demo's seven wards and
+departments of two wards each up to ``N`` wards, specialties in the demo's proportions, each
+department with its doctor and head nurse and each ward with its nurse (the demo staff and
+password), so that one person's lists hold thousands, as in a region's hospitals.
+
 On PostgreSQL the secondary indexes of the big tables are dropped during the load and built
 again from their own definitions afterwards, foreign-key triggers are skipped for the load when
 the user may (``session_replication_role``), and everything is analysed at the end.
@@ -74,12 +81,53 @@ class ScaleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Ward:
+    """Where a patient stays: a specialty (index into the demo's ``DEPARTMENTS``: ages, stays,
+    diagnoses), its department and the ward."""
+
+    profile: int
+    department: str
+    ward: str
+
+
+def demo_wards() -> tuple[Ward, ...]:
+    """The demo hospital's seven wards (the default shape)."""
+    return tuple(Ward(d, dept.code, ward) for d, dept in enumerate(DEPARTMENTS)
+                 for ward in dept.wards)
+
+
+def regional_wards(wards: int) -> tuple[Ward, ...]:
+    """The demo's wards, then departments of two wards each (``r001_cardiology`` with
+    ``r001_cardiology_w1`` and ``_w2``…) up to ``wards`` wards; the specialties of the new
+    departments follow the demo's weights (largest remainder, then in turn)."""
+    found = list(demo_wards())
+    extra = max(0, wards - len(found))
+    departments = (extra + 1) // 2
+    weights = [d.weight for d in DEPARTMENTS]
+    total = sum(weights)
+    shares = [departments * w / total for w in weights]
+    counts = [int(x) for x in shares]
+    for d in sorted(range(len(weights)), key=lambda i: counts[i] - shares[i])[
+            :departments - sum(counts)]:
+        counts[d] += 1
+    order = [d for k in range(max(counts, default=0)) for d in range(len(counts))
+             if k < counts[d]]
+    for k, d in enumerate(order, 1):
+        code = f"r{k:03d}_{DEPARTMENTS[d].code}"
+        for w in range(1, 3):
+            if len(found) < wards:
+                found.append(Ward(d, code, f"{code}_w{w}"))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
 class Hospital:
     """Reference data the rows point at: departments and wards, staff ids, form versions."""
 
     now: datetime
     users: dict[str, int]
     forms: dict[str, tuple[int, str]]  # key -> (version, content hash)
+    wards: tuple[Ward, ...] = field(default_factory=demo_wards)
 
 
 # -- generation ---------------------------------------------------------------------------------
@@ -132,8 +180,8 @@ class Writer:
 class Layout:
     """Per patient, what later rows need (compact arrays: a million patients fit easily)."""
 
-    dept: bytearray
-    ward: bytearray
+    dept: bytearray  # the specialty (index into DEPARTMENTS)
+    ward: array  # type: ignore[type-arg]  # index into Hospital.wards
     discharged: array  # type: ignore[type-arg]  # epoch seconds
 
 
@@ -147,8 +195,11 @@ BATCH = 500_000
 
 
 def _patients(w: Writer, h: Hospital, n: int, seed: int, result: ScaleResult) -> Layout:
-    layout = Layout(bytearray(n + 1), bytearray(n + 1), array("d", bytes(8 * (n + 1))))
+    layout = Layout(bytearray(n + 1), array("H", bytes(2 * (n + 1))),
+                    array("d", bytes(8 * (n + 1))))
     weights = [d.weight for d in DEPARTMENTS]
+    places = [[k for k, w in enumerate(h.wards) if w.profile == d]
+              for d in range(len(DEPARTMENTS))]
     now = h.now
     epoch_now = now.timestamp()
     people: list[tuple[Any, ...]] = []
@@ -175,9 +226,9 @@ def _patients(w: Writer, h: Hospital, n: int, seed: int, result: ScaleResult) ->
             female = rng.random() < dept.female
             age = rng.randint(*dept.ages)
             birth = date(now.year - age, rng.randint(1, 12), rng.randint(1, 28))
-            ward = rng.randrange(len(dept.wards))
+            place = places[d][rng.randrange(len(places[d]))]
             discharged = epoch_now - rng.random() * HISTORY_DAYS * 86400
-            layout.dept[i], layout.ward[i], layout.discharged[i] = d, ward, discharged
+            layout.dept[i], layout.ward[i], layout.discharged[i] = d, place, discharged
             at = datetime.fromtimestamp(discharged, UTC).replace(microsecond=0)
             admitted = at - timedelta(days=rng.randint(*dept.stay))
             pid = f"{PATIENT_PREFIX}{i:08d}"
@@ -190,9 +241,11 @@ def _patients(w: Writer, h: Hospital, n: int, seed: int, result: ScaleResult) ->
             dx, procedures, tag_list = _diagnoses(rng, dept.code)
             if age >= 70:
                 tag_list.append("aged_70_plus")
-            ward_id = dept.wards[ward]
-            stays.append((f"{ENCOUNTER_PREFIX}{i:08d}", pid, "inpatient", dept.code, ward_id,
-                          h.users.get(f"{dept.code}_doctor"), h.users.get(f"{ward_id}_nurse"),
+            stay = h.wards[place]
+            ward_id = stay.ward
+            stays.append((f"{ENCOUNTER_PREFIX}{i:08d}", pid, "inpatient", stay.department,
+                          ward_id, h.users.get(f"{stay.department}_doctor"),
+                          h.users.get(f"{ward_id}_nurse"),
                           "discharged", w.ts(admitted), w.ts(at), w.js({"codes": dx}),
                           w.js({"codes": procedures}), w.ts(admitted)))
             tagged.extend((pid, tag, "scale", w.ts(at)) for tag in tag_list)
@@ -220,7 +273,7 @@ def _submissions(w: Writer, h: Hospital, layout: Layout, n_patients: int, n: int
             for j in range(first, stop):
                 sid = first_id + j - 1
                 p = rng.randint(1, n_patients)
-                dept = DEPARTMENTS[layout.dept[p]]
+                department = h.wards[layout.ward[p]].department
                 quality = (layout.dept[p] - 2) * 0.15
                 key = rng.choices(keys, shares)[0]
                 version, content_hash = h.forms[key]
@@ -245,7 +298,7 @@ def _submissions(w: Writer, h: Hospital, layout: Layout, n_patients: int, n: int
                 # answered within weeks of the stay (an outpatient visit: any time after)
                 at = min(epoch_now, layout.discharged[p] + rng.random() * 30 * 86400)
                 rows.append((sid, key, version, content_hash, f"{PATIENT_PREFIX}{p:08d}",
-                             f"{ENCOUNTER_PREFIX}{p:08d}", dept.code,
+                             f"{ENCOUNTER_PREFIX}{p:08d}", department,
                              rng.choice(("sms", "wechat", "sms", "web")), "zh-CN", "received",
                              w.js(values), w.js(scores), w.js(bands),
                              w.ts(datetime.fromtimestamp(at, UTC))))
@@ -290,8 +343,8 @@ def _tasks(w: Writer, h: Hospital, layout: Layout, n_patients: int, n: int, seed
             rows = []
             for k in range(first, stop):
                 p = rng.randint(1, n_patients)
-                dept = DEPARTMENTS[layout.dept[p]]
-                ward = dept.wards[layout.ward[p]]
+                stay = h.wards[layout.ward[p]]
+                dept, ward = stay.department, stay.ward
                 kind = rng.choices(kinds, shares)[0]
                 roll = rng.random()
                 if roll < 0.25:  # one nurse's own call list
@@ -299,10 +352,9 @@ def _tasks(w: Writer, h: Hospital, layout: Layout, n_patients: int, n: int, seed
                 elif roll < 0.75:  # the ward's nurses' queue
                     department, role, user = ward, "nurse", None
                 elif roll < 0.9:  # the department's head nurse
-                    department, role, user = dept.code, "head_nurse", None
+                    department, role, user = dept, "head_nurse", None
                 else:  # the doctor's
-                    department, role, user = dept.code, "doctor", \
-                        h.users.get(f"{dept.code}_doctor")
+                    department, role, user = dept, "doctor", h.users.get(f"{dept}_doctor")
                 # due from three days ago to nine days ahead: about a quarter overdue
                 due = now + timedelta(minutes=rng.randint(-3 * 1440, 9 * 1440))
                 created = due - timedelta(hours=rng.randint(24, 96))
@@ -342,7 +394,46 @@ def check_target(engine: Engine, force: bool) -> None:
                            "write; use a database of its own (or --force)")
 
 
-def _hospital(engine: Engine, now: datetime) -> Hospital:
+def _regional_staff(session: Any, wards: tuple[Ward, ...]) -> None:
+    """The regional departments and wards beyond the demo's, with a doctor and a head nurse per
+    department and a nurse per ward (the admin functions, the demo password)."""
+    from careloop.engine.domain import Department
+    from careloop.web import admin
+    from careloop.web.demo import DEMO_PASSWORD
+    from careloop.web.passwords import hash_password
+
+    hashed = hash_password(DEMO_PASSWORD)
+    known = set(session.scalars(select(Department.id)).all())
+    names = set(session.scalars(select(User.username)).all())
+
+    def add(username: str, display: str, role: str, department: str) -> None:
+        if username in names:
+            return
+        user = admin.create_user(session, username=username, display_name=display,
+                                 password=DEMO_PASSWORD, check=False, password_hash=hashed)
+        admin.grant(session, user, role, department)
+
+    for w in wards:
+        profile = DEPARTMENTS[w.profile]
+        number = w.department.split("_", 1)[0]
+        if w.department not in known:
+            admin.create_department(session, id=w.department, name_zh=f"{number} {profile.zh}",
+                                    name_en=f"{number} {profile.en}", parent_id=None)
+            known.add(w.department)
+            add(f"{w.department}_doctor", f"{number}{profile.zh}医生", "doctor", w.department)
+            add(f"{w.department}_head_nurse", f"{number}{profile.zh}护士长", "head_nurse",
+                w.department)
+        if w.ward not in known:
+            suffix = w.ward.rsplit("_w", 1)[-1]
+            admin.create_department(session, id=w.ward,
+                                    name_zh=f"{number} {profile.zh}{suffix}病区",
+                                    name_en=f"{number} {profile.en} ward {suffix}",
+                                    parent_id=w.department)
+            known.add(w.ward)
+            add(f"{w.ward}_nurse", f"{number}{profile.zh}{suffix}病区护士", "nurse", w.ward)
+
+
+def _hospital(engine: Engine, now: datetime, wards: tuple[Ward, ...] | None = None) -> Hospital:
     """Departments, wards and demo staff (the admin functions); the shipped bundles when no
     satisfaction or discharge form is imported yet."""
     from careloop.engine.bundles import import_bundles, list_bundles
@@ -355,8 +446,10 @@ def _hospital(engine: Engine, now: datetime) -> Hospital:
         import_bundles(list_bundles([Path(__file__).resolve().parents[1] / "app_definitions"]),
                        engine=engine, actor="demo seed --scale")
     context: dict[str, Any] = {}
+    places = wards or demo_wards()
     with transaction(engine) as session:
         _reference_data(session, context)
+        _regional_staff(session, tuple(w for w in places if w not in demo_wards()))
         users = {u.username: u.id for u in session.scalars(select(User)).all()}
         forms: dict[str, tuple[int, str]] = {}
         for row in session.scalars(select(DefinitionRow).where(
@@ -364,7 +457,7 @@ def _hospital(engine: Engine, now: datetime) -> Hospital:
                 DefinitionRow.key.in_([k for k, _ in FORMS]))
                 .order_by(DefinitionRow.version)).all():
             forms[row.key] = (row.version, row.content_hash)
-    return Hospital(now=now, users=users, forms=forms)
+    return Hospital(now=now, users=users, forms=forms, wards=places)
 
 
 def _secondary_indexes(conn: Any) -> list[tuple[str, str]]:
@@ -396,14 +489,18 @@ def _restore_indexes(engine: Engine, indexes: list[tuple[str, str]]) -> None:
 def seed_scale(*, patients: int = 1_000_000, submissions: int = 10_000_000,
                tasks: int = 1_000_000, seed_value: int = 20261207, force: bool = False,
                engine: Engine | None = None, now: datetime | None = None,
+               wards: int | None = None,
                say: Callable[[str], None] = lambda line: None) -> ScaleResult:
-    """Write a benchmark dataset (see the module docstring). Raises :class:`ScaleRefused`."""
+    """Write a benchmark dataset (see the module docstring): the demo hospital's seven wards,
+    or ``wards`` wards over a region. Raises :class:`ScaleRefused`."""
     engine = engine or default_engine()
     check_target(engine, force)
     result = ScaleResult(dialect=engine.dialect.name)
     started = time.perf_counter()
-    h = _hospital(engine, (now or now_utc()).replace(microsecond=0))
-    say(f"reference data ready ({len(h.users)} staff, forms {', '.join(sorted(h.forms))})")
+    h = _hospital(engine, (now or now_utc()).replace(microsecond=0),
+                  regional_wards(wards) if wards else None)
+    say(f"reference data ready ({len(h.users)} staff, {len(h.wards)} wards, "
+        f"forms {', '.join(sorted(h.forms))})")
     raw = engine.raw_connection()
     postgres = engine.dialect.name == "postgresql"
     indexes: list[tuple[str, str]] = []
