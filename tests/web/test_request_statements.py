@@ -30,7 +30,7 @@ from careloop.flows.ingest import create_api_key
 from careloop.forms.models import FormRequest, Submission
 from careloop.web.app import create_app
 
-# Before docs/changes/reqpath.md: 17 statements in two transactions for an event (the key's,
+# Before docs/performance-2026-12-07.md: 17 statements in two transactions for an event (the key's,
 # with its audit row, then the event's) and 15 for a submitted page (the request row written
 # three times, the patient's encounter read twice). On PostgreSQL the audit row's chain lock is
 # a statement (``pg_advisory_xact_lock``); on SQLite the event's own writes hold the write lock
