@@ -11,18 +11,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, SupportsIndex
 
-from sqlalchemy import (
-    Select,
-    and_,
-    case,
-    false,
-    func,
-    or_,
-    select,
-    true,
-    union_all,
-)
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
 from careloop.engine.context import age_on, local_today
@@ -160,6 +150,14 @@ def decide(session: Session, task: Task, principal: Principal, decision: str, *,
     return {"result": result, "signer_task_id": None}
 
 
+def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
+    """Tasks follow their assignment, not the patient's stays: a task is seen by the user it is
+    assigned to and by the department (or ward) it was assigned within; a task assigned to no
+    department is seen where its patient is."""
+    condition = task_visibility(principal)
+    return query if condition is None else query.where(condition)
+
+
 SORTS = ("due", "priority", "created")
 DUE_FILTERS = ("overdue", "today", "week")
 ASSIGNEE_FILTERS = ("me", "queue")
@@ -176,7 +174,7 @@ class InboxFilter:
     sort: str = "due"
 
 
-#: rows one index-ordered branch of a view reads for a page (the page shows 200)
+#: rows a page of the inbox lists
 PAGE = 200
 #: a view's count stops here: past it the page reads "999+"
 COUNT_CAP = 999
@@ -198,153 +196,39 @@ class AtLeast(int):
         return str(self)
 
 
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """A view's conditions: its ``status`` (each branch of an index-ordered view reads one
-    status instead), ``plain`` ones (due date, filters: what an index range or a cheap filter
-    serves) and ``scope``, the scoping and the view's assignment, applied to every row as one
-    opaque filter (:meth:`scoped`)."""
-
-    status: Any
-    plain: list[Any]
-    scope: list[Any]
-
-    def scoped(self) -> Any:
-        """``COALESCE(scope, false)``: the same rows as the conditions themselves (a row whose
-        condition is NULL is not listed either way), in an expression PostgreSQL's planner
-        neither turns into bitmap scans of the scope's ``OR`` arms nor prices as a few rows:
-        with the bare conditions it estimated a ward nurse's 40,000 own tasks at 500 and
-        sorted them all instead of reading 200 in index order."""
-        return func.coalesce(and_(*self.scope), false()) if self.scope else true()
-
-    def all(self) -> list[Any]:
-        return [self.status, *self.plain, *self.scope]
-
-
-def _view_where(principal: Principal, view: str, priority: str | None,
-                f: InboxFilter) -> _Where:
-    """The view's and the filters' conditions (every row the view lists meets all of them)."""
-    plain: list[Any] = []
-    scope: list[Any] = []
-    condition = task_visibility(principal)
-    if condition is not None:
-        scope.append(condition)
+def task_query(principal: Principal, view: str, priority: str | None = None,
+               filters: InboxFilter | None = None) -> Select[Any]:
+    """The inbox's tasks for ``view`` (mine | department | overdue | done), narrowed by
+    ``filters`` (status, priority, assignee, due) and sorted (due | priority | created)."""
+    query = _scoped(select(Task), principal)
     roles = {(g.role, g.department_id) for g in principal.grants}
     role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
                   if dept else Task.assignee_role == role for role, dept in roles]
-    status = Task.status.in_(OPEN_STATUSES)
+    open_ = Task.status.in_(("open", "in_progress"))
     if view == "mine":
-        scope.append(or_(Task.assignee_user_id == principal.user_id,
-                         and_(Task.assignee_user_id.is_(None), or_(*role_match))
-                         if role_match else Task.id.is_(None)))
+        query = query.where(open_, or_(Task.assignee_user_id == principal.user_id,
+                                       and_(Task.assignee_user_id.is_(None), or_(*role_match))
+                                       if role_match else Task.id.is_(None)))
     elif view == "overdue":
-        plain.append(Task.due_at < now_utc())
+        query = query.where(open_, Task.due_at < now_utc())
     elif view == "done":
-        status = Task.status.in_(("done", "cancelled"))
+        query = query.where(Task.status.in_(("done", "cancelled")))
+    else:
+        query = query.where(open_)
+    f = filters or InboxFilter()
     priority = priority or f.priority
     if priority:
-        plain.append(Task.priority == priority)
+        query = query.where(Task.priority == priority)
     if f.status:
-        plain.append(Task.status == f.status)
+        query = query.where(Task.status == f.status)
     if f.assignee == "me":
-        plain.append(Task.assignee_user_id == principal.user_id)
+        query = query.where(Task.assignee_user_id == principal.user_id)
     elif f.assignee == "queue":
-        plain.append(Task.assignee_user_id.is_(None))
+        query = query.where(Task.assignee_user_id.is_(None))
     elif f.assignee and f.assignee.isdigit() and len(f.assignee) < 10:
-        plain.append(Task.assignee_user_id == int(f.assignee))
+        query = query.where(Task.assignee_user_id == int(f.assignee))
     if f.due:
-        plain += [Task.due_at.is_not(None), *_due_window(f.due)]
-    return _Where(status, plain, scope)
-
-
-def _role_queues(principal: Principal) -> list[tuple[str, str | None]]:
-    """The role queues the principal holds, ``(role, department)``; a hospital-wide grant of a
-    role (department ``None``) holds that role's department queues too, which are dropped."""
-    roles = {(g.role, g.department_id) for g in principal.grants}
-    wide = {role for role, dept in roles if dept is None}
-    return sorted(((role, dept) for role, dept in roles if dept is None or role not in wide),
-                  key=lambda r: (r[0], r[1] or ""))
-
-
-def _parts(principal: Principal, view: str) -> list[list[Any]]:
-    """Disjoint parts that together hold every row of ``view``, each led by the equality
-    prefix of a task index (so that a part is read in index order, ``due_at`` after the prefix
-    and the status):
-
-    * *mine*: mine ``(assignee_user_id, status, due_at)``; each role queue, unassigned
-      ``(assignee_role, department_id, status, due_at)``;
-    * *department* and *overdue*, hospital-wide: all ``(status, due_at)``;
-    * scoped (what ``task_visibility`` lets them see): each department and ward of their scope
-      ``(department_id, status, due_at)``, tasks of no department, and outside their scope their
-      own tasks and their role queues' (not their own: those are in the first).
-    """
-    me = Task.assignee_user_id == principal.user_id
-    not_me = or_(Task.assignee_user_id.is_(None), Task.assignee_user_id != principal.user_id)
-    queues = _role_queues(principal)
-    if view == "mine":
-        return [[me], *([Task.assignee_role == role, Task.assignee_user_id.is_(None)]
-                        if dept is None else
-                        [Task.assignee_role == role, Task.department_id == dept,
-                         Task.assignee_user_id.is_(None)] for role, dept in queues)]
-    if principal.scope is None:
-        return [[]]
-    scope = sorted(principal.scope)
-    outside = Task.department_id.not_in(scope)  # and not NULL: NOT IN leaves NULL out
-    return [*([Task.department_id == d] for d in scope), [Task.department_id.is_(None)],
-            [me, outside],
-            *([Task.assignee_role == role, outside, not_me] if dept is None else
-              [Task.assignee_role == role, Task.department_id == dept, not_me]
-              for role, dept in queues if dept is None or dept not in principal.scope)]
-
-
-def _branches(principal: Principal, view: str, where: _Where, f: InboxFilter, limit: int,
-              what: Any = Task) -> list[Select[Any]]:
-    """Per part, per open status, dated and undated (SQLite sorts NULL first, the inbox last):
-    the first ``limit`` rows in due order, each an ordered index range under the view's whole
-    condition."""
-    statuses = [s for s in OPEN_STATUSES if f.status in (None, s)]
-    dated = [Task.due_at.is_not(None)] if f.due or view == "overdue" else \
-        [Task.due_at.is_not(None), Task.due_at.is_(None)]
-    scoped = where.scoped()
-    return [select(what).where(*part, Task.status == status, due, *where.plain, scoped)
-            .order_by(Task.due_at, Task.id).limit(limit)
-            for part in _parts(principal, view) for status in statuses for due in dated]
-
-
-def _merged(branches: list[Select[Any]]) -> Any:
-    """The branches as one ``UNION ALL`` subquery (each branch a subquery of its own: SQLite
-    takes no ``ORDER BY`` or ``LIMIT`` on a compound's arms)."""
-    return union_all(*(select(b.subquery()) for b in branches)).subquery()
-
-
-def _index_ordered(view: str, f: InboxFilter) -> bool:
-    return (view in ("mine", "department", "overdue") and f.sort == "due"
-            and f.status in (None, *OPEN_STATUSES))
-
-
-def task_query(principal: Principal, view: str, priority: str | None = None,
-               filters: InboxFilter | None = None, *, people: bool = False) -> Select[Any]:
-    """The inbox's tasks for ``view`` (mine | department | overdue | done), narrowed by
-    ``filters`` (status, priority, assignee, due) and sorted (due | priority | created).
-    ``people``: the listed columns (:data:`_LISTED`) with the patient's name and MRN and the
-    assignee's name joined in, instead of ``Task`` entities (the inbox page's one query).
-
-    Sorted by due date (the default) an open view is read in index order: a ``UNION ALL`` of
-    the first 200 rows of each disjoint part of the view (:func:`_parts`, per status, dated and
-    undated), each part an ordered index range under the view's whole condition (scoping
-    included), then the few hundred rows sorted and cut to 200. A page reads a few hundred
-    index entries whatever the view's size, where one sort of the whole view read 120,000 rows
-    for a ward nurse at regional volume. The other sorts read the whole view."""
-    f = filters or InboxFilter()
-    where = _view_where(principal, view, priority, f)
-    if _index_ordered(view, f):
-        merged = _merged(_branches(principal, view, where, f, PAGE))
-        rows = aliased(Task, merged)
-        query = _with_people(select(rows), rows, merged) if people else select(rows)
-        return query.order_by(rows.due_at.asc().nulls_last(), rows.id).limit(PAGE)
-    query = select(Task).where(*where.all())
-    if people:
-        query = _with_people(query, Task, Task.__table__)
+        query = query.where(Task.due_at.is_not(None), *_due_window(f.due))
     if f.sort == "priority":
         rank = case({"urgent": 0, "high": 1, "normal": 2, "low": 3}, value=Task.priority,
                     else_=4)
@@ -354,20 +238,6 @@ def task_query(principal: Principal, view: str, priority: str | None = None,
     else:
         order = [Task.completed_at.desc() if view == "done" else Task.due_at.asc().nulls_last()]
     return query.order_by(*order, Task.id).limit(PAGE)
-
-
-def _with_people(query: Select[Any], rows: Any, source: Any) -> Select[Any]:
-    """``query`` reading the listed columns of ``rows`` (``Task`` or the merged view's alias,
-    whose selectable is ``source``) with its patient and assignee joined."""
-    from careloop.engine.domain import User
-
-    return query.with_only_columns(
-        *(getattr(rows, column.key) for column in _LISTED),
-        Patient.id.label("found_patient"), Patient.name.label("patient_name"),
-        Patient.mrn.label("patient_mrn"), User.display_name.label("assignee_name"),
-        maintain_column_froms=False).select_from(
-        source.outerjoin(Patient.__table__, Patient.id == rows.patient_id)
-        .outerjoin(User.__table__, User.id == rows.assignee_user_id))
 
 
 def _due_window(due: str) -> list[Any]:
@@ -400,7 +270,14 @@ def inbox(session: Session, principal: Principal, view: str,
           filters: InboxFilter | None = None) -> list[dict[str, Any]]:
     """The view's tasks as :func:`task_json` rows with who they are about and who holds them:
     one query, the columns shown (no ORM objects), the patient and the assignee joined."""
-    query = task_query(principal, view, priority, filters, people=True)
+    from careloop.engine.domain import User
+
+    query = task_query(principal, view, priority, filters).with_only_columns(
+        *_LISTED, Patient.id.label("found_patient"), Patient.name.label("patient_name"),
+        Patient.mrn.label("patient_mrn"), User.display_name.label("assignee_name"),
+        maintain_column_froms=False).select_from(
+        Task.__table__.outerjoin(Patient.__table__, Patient.id == Task.patient_id)
+        .outerjoin(User.__table__, User.id == Task.assignee_user_id))
     now, written = now_utc(), local_writer()
     rows = []
     for row in session.execute(query).all():
@@ -441,16 +318,13 @@ def with_people(session: Session, rows: list[dict[str, Any]],
 
 def counts(session: Session, principal: Principal) -> dict[str, int]:
     """How many open tasks each view holds, up to :data:`COUNT_CAP`; past it an
-    :class:`AtLeast` ("999+"). A view's disjoint parts are read in index order, at most
-    ``COUNT_CAP + 1`` rows in all, so a count costs what a page does whatever the view's
-    size."""
+    :class:`AtLeast` ("999+"): a count reads at most ``COUNT_CAP + 1`` rows of its view, so
+    a ward with a hundred thousand open tasks costs what one with a thousand does."""
     result: dict[str, int] = {}
-    f = InboxFilter()
     for view in ("mine", "department", "overdue"):
-        where = _view_where(principal, view, None, f)
-        ids = _merged(_branches(principal, view, where, f, COUNT_CAP + 1, Task.id))
-        found = select(ids.c.id).limit(COUNT_CAP + 1).subquery()
-        n = int(session.scalar(select(func.count()).select_from(found)) or 0)
+        sub = (task_query(principal, view).with_only_columns(Task.id).order_by(None)
+               .limit(COUNT_CAP + 1).subquery())
+        n = int(session.scalar(select(func.count()).select_from(sub)) or 0)
         result[view] = AtLeast(COUNT_CAP + 1) if n > COUNT_CAP else n
     return result
 
