@@ -184,3 +184,13 @@ def open_links(session: Session, text: str | None, *, shown: bool = True) -> str
         return text
     secret = link_secret(session)
     return PLACEHOLDER.sub(lambda m: _unseal(secret, m, shown), text)
+
+
+def staff_text(session: Session, text: str | None) -> str | None:
+    """A stored message for a staff page: each link's token shortened to its first characters
+    (:func:`open_links` with ``shown=False``); when the link secret changed, the link's token
+    is only "…" — never the placeholder's internal code."""
+    try:
+        return open_links(session, text, shown=False)
+    except LinkUnavailable:
+        return PLACEHOLDER.sub("…", text or "")

@@ -394,6 +394,7 @@ def panel_trends(session: Session, patient_id: str, me: Principal, locale: str) 
 
 
 def panel_messages(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
+    from careloop.engine.links import staff_text
     from careloop.flows.models import OutboxMessage
 
     d = Display(locale, session)
@@ -405,18 +406,20 @@ def panel_messages(session: Session, patient_id: str, me: Principal, locale: str
          d.label("channel", m.channel),
          Markup('<span class="badge msg-{0}">{1}</span>').format(
              m.status, t(f"web.outbox.status.{m.status}", locale)),
-         local_time(m.sent_at), _message_text(m.subject, m.body)]
+         local_time(m.sent_at),
+         _message_text(staff_text(session, m.subject), staff_text(session, m.body) or "")]
         for m in rows_]
     return _table([t("web.msg.created", locale), t("web.msg.template", locale),
                    t("web.msg.channel", locale), t("web.msg.status", locale),
                    t("web.msg.sent", locale), t("web.pages.message_text", locale)], rows, locale)
 
 
-_LINK = re.compile(r"https?://[^\s<>\"']+")
+_LINK = re.compile(r"https?://[^\s<>\"'…]+…?")
 
 
 def _message_text(subject: str | None, body: str) -> Markup:
-    """The message as sent (its link clickable), shortened to 400 characters."""
+    """The message as sent, shortened to 400 characters: a link clickable, except a patient's
+    link, whose token a staff page shows only in part ("…/f/Zx9y…": it opens nothing)."""
     text = ((subject + "：") if subject else "") + body
     if len(text) > 400:
         text = text[:399] + "…"
@@ -424,7 +427,8 @@ def _message_text(subject: str | None, body: str) -> Markup:
     last = 0
     for found in _LINK.finditer(text):
         out.append(Markup("{}").format(text[last:found.start()]))
-        out.append(Markup('<a href="{0}" rel="noopener noreferrer" class="message-link">{0}</a>'
+        out.append(Markup("{}").format(found.group(0)) if found.group(0).endswith("…") else
+                   Markup('<a href="{0}" rel="noopener noreferrer" class="message-link">{0}</a>'
                           ).format(found.group(0)))
         last = found.end()
     out.append(Markup("{}").format(text[last:]))

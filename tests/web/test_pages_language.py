@@ -145,9 +145,11 @@ def test_patient_360_reads_as_a_clinician_reads_it(
     assert "出院第3天随访" in html and "待处理-不满意" in html
     assert "出院随访：已完成" in html and "冠脉支架术后随访：进行中" in html
     assert "规则「不满意」命中：" in html and " 2 &lt; 3 → 为心内科护士长创建紧急待办" in html
-    # messages with their text and link, template titles, channel words
-    assert "出院第3天关怀" in html and "请花1分钟填写康复情况问卷" in html
-    assert 'class="message-link"' in html and "微信" in html
+    # messages with their text, template titles, channel words; the patient's link shown in
+    # part (it must not open the patient's page for staff), never as its stored placeholder
+    assert "出院第3天关怀" in html and "请花1分钟填写康复情况问卷" in html and "微信" in html
+    assert re.search(r"/f/[A-Za-z0-9_\-]{4}…", html) and "{{link:" not in html
+    assert 'class="message-link"' not in html
     # BP and glucose charts with axes, dates, targets, a legend naming the HIS as a source
     assert '<svg class="bp-chart"' in html and '<svg class="glucose-chart"' in html
     assert "mmHg" in html and "mmol/L" in html and "2026-12-04" in html
@@ -155,7 +157,7 @@ def test_patient_360_reads_as_a_clinician_reads_it(
     assert "150/92 mmHg" in html
     # a printable stage summary
     assert "data-print" in html and "打印阶段小结" in html
-    _no_codes(html, "reading.recorded", "blood_pressure", "discharge_care_day3")
+    _no_codes(html, "reading.recorded", "blood_pressure", "discharge_care_day3", "{{")
 
 
 def test_score_trend_per_instrument_with_bands(
@@ -221,3 +223,29 @@ def test_display_rounds_and_writes_hospital_time() -> None:
     assert local_time(datetime(2026, 12, 31, 17, 0, tzinfo=UTC)) == "2027-01-01 01:00"
     assert local_time("2026-12-04T01:31:00+00:00", "iso") == "2026-12-04T09:31:00+08:00"
     assert local_time(None) == "" and local_time("not a time") == ""
+
+
+def test_every_tag_the_shipped_apps_and_demo_use_has_words() -> None:
+    """A tag the definitions test or set, or the demo's HIS sends, reads as words in both
+    languages — not its code with the underscores taken out ("chronic path")."""
+    import random
+    from pathlib import Path
+
+    from careloop.web.demo import DEPARTMENTS, _diagnoses
+    from careloop.web.display import Display
+
+    root = Path(__file__).resolve().parents[2]
+    used: set[str] = {"aged_70_plus", "chronic_path"}  # the demo's own, beside its diagnoses
+    for path in (root / "app_definitions").rglob("*.yaml"):
+        text = path.read_text("utf-8")
+        used |= set(re.findall(r"tags, *'([a-z0-9_]+)'", text))
+        used |= set(re.findall(r"\btag: *['\"]?([a-z0-9_]+)", text))
+    rng = random.Random(1)
+    for dept in DEPARTMENTS:
+        for _ in range(40):
+            used |= set(_diagnoses(rng, dept.code)[2])
+    assert {"chronic_path", "after_pci", "dissatisfied", "postpartum"} <= used
+    for locale in ("zh-CN", "en"):
+        unworded = sorted(tag for tag in used if Display(locale).label("tag", tag)
+                          in (tag, tag.replace("_", " ")))
+        assert not unworded, (locale, unworded)
