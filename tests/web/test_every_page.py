@@ -195,6 +195,8 @@ class Crawler:
             out.append(Finding(path, f"code: {match.group(1)}"))
         for match in NULLISH.finditer(text):
             out.append(Finding(path, f"nullish: {text[max(0, match.start() - 30):match.end()]!r}"))
+        for match in re.finditer(r"\{\{link:[^}]{0,40}", text):  # a sealed patient link
+            out.append(Finding(path, f"stored link placeholder: {match.group(0)}"))
         for match in UTC_TIME.finditer(text):
             out.append(Finding(path, f"utc time: {match.group(0)}"))
         for person in data["people"]:
