@@ -11,11 +11,7 @@ a rule set retired or restored behind this process's back is seen by the next dr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, select, update
 
 from careloop.engine.db import transaction
 from careloop.engine.dispatcher import drain
@@ -24,24 +20,12 @@ from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.flows.ingest import ingest
 from careloop.rules.models import RuleEvaluation
 
+from ..statements import counted
+
 # Per event drained, 20 patients' ``patient.upserted``: 19.1 before event groups (a claim per
 # round, then per event a transaction: the mark, the row read again, the current rule sets and
 # flows read in full, the bundles, the patient's departments twice), 13.25 with them.
 LIMIT = 14
-
-
-@contextmanager
-def counted(engine: Engine) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement.splitlines()[0][:90])
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _queue(engine: Engine, first: int, count: int) -> None:
@@ -67,8 +51,9 @@ def test_draining_costs_few_statements_per_event(bundles: Engine, departments: E
     assert drain(engine).handled == 1  # what a process reads once (compiled definitions)
     _queue(engine, 1, 20)
 
-    with counted(engine) as statements:
+    with counted(engine) as counter:
         report = drain(engine)
+    statements = counter.statements
 
     assert report.handled == 20 and report.failed == 0 and _pending(engine) == 0
     per_event = len(statements) / 20

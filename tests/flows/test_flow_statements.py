@@ -9,14 +9,10 @@ upserts, the rule engine) and the outbox delivery after it are other paths, meas
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from careloop.engine import events, links
 from careloop.engine.clock import frozen_now
@@ -27,41 +23,13 @@ from careloop.flows import handlers
 from careloop.flows.models import FlowRun, OutboxMessage, RunHistory
 from careloop.flows.scheduler import run_due
 
+from ..statements import counted
 from .conftest import START, Send
 
 # The issue's target: 25 (58.75 before the lazy step rows and batched loads, 172 at first: the
 # patient read 19 times, a savepoint per step, a history INSERT per row). What remains is
 # listed in docs/performance-flows.md ("What remains").
 LIMIT = 25
-
-
-class Counter:
-    """Every statement sent while ``on``, with its first line and where in careloop it came
-    from (the failure message says which round trip came back)."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not self.on:
-            return
-        where = [f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}"
-                 for f in traceback.extract_stack()
-                 if ("careloop" in f.filename or "/wt-" in f.filename)
-                 and "tests" not in f.filename and ".venv" not in f.filename][-3:]
-        self.statements.append(f"{statement.splitlines()[0][:70]}  <- "
-                               f"{' < '.join(reversed(where))}")
-
-
-@contextmanager
-def counted(engine: Engine) -> Iterator[Counter]:
-    counter = Counter()
-    event.listen(engine, "before_cursor_execute", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(engine, "before_cursor_execute", counter)
 
 
 RUNS = 4  # discharged the same morning: the sweeps' own statements are shared, as in a ward
@@ -97,7 +65,7 @@ def test_a_discharge_run_to_completion_takes_at_most_25_statements(
         _discharged(engine, send, n)
     with transaction(engine) as session:  # made once an installation, not a run's work
         links.link_secret(session)
-    with counted(engine) as counter:
+    with counted(engine, on=False) as counter:
         for n in range(RUNS):  # each discharge arrives in its own transaction
             with frozen_now(START), transaction(engine) as session:
                 row = session.scalars(select(DomainEventRow).where(

@@ -1,8 +1,8 @@
 """``bench/load.py`` stays runnable and measures what it says: every path answers under load
 without a failure and the events the API acknowledged are all handled afterwards; its own HTTP
-client reads Content-Length and chunked answers, keeps the cookies a server sets and counts 4xx
-answers as failures; a cell split over worker processes reports the generator's CPU; a subset of
-paths brings the peers its shares need (no timing is asserted)."""
+client (``bench/loadgen.py``) reads Content-Length and chunked answers, keeps the cookies a
+server sets and counts 4xx answers as failures; a cell split over worker processes reports the
+generator's CPU; a subset of paths brings the peers its shares need (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def load() -> Iterator[ModuleType]:
-    # imported by its own name from bench/, as `python bench/load.py` runs it: its worker
-    # processes (spawned) import it again from the same sys.path
+    # imported by its own name from bench/, as `python bench/load.py` runs it (and load.py
+    # imports bench/loadgen.py so): its worker processes (spawned) import them again from the
+    # same sys.path
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import load as module
@@ -32,6 +33,11 @@ def load() -> Iterator[ModuleType]:
         yield module
     finally:
         sys.path.remove(str(ROOT / "bench"))
+
+
+@pytest.fixture(scope="module")
+def loadgen(load: ModuleType) -> ModuleType:
+    return sys.modules["loadgen"]
 
 
 def test_load_bench_quick_measures_every_path_and_drains_the_queue(
@@ -66,9 +72,9 @@ def _echo_app() -> Any:
 
 
 def test_raw_client_reads_chunked_and_sized_answers_and_keeps_cookies(
-        load: ModuleType) -> None:
+        load: ModuleType, loadgen: ModuleType) -> None:
     async def go(base: str) -> list[tuple[int, bytes]]:
-        async with load.RawClient(base, 1) as client:
+        async with loadgen.RawClient(base, 1) as client:
             send = await client.connection()
             answers = [await send(("GET", "/whoami", "", "", b""))]
             answers.append(await send(("POST", "/cookie", "application/json", "", b"{}")))
@@ -87,14 +93,14 @@ def test_raw_client_reads_chunked_and_sized_answers_and_keeps_cookies(
 
 
 def test_cell_in_worker_processes_counts_failures_and_its_own_cpu(
-        load: ModuleType, tmp_path: Path) -> None:
-    generator = load.Generator("raw", 2)
+        load: ModuleType, loadgen: ModuleType, tmp_path: Path) -> None:
+    generator = loadgen.Generator("raw", 2)
     ctx = {"api_key": "", "links": []}
     try:
         with load.threaded(load.bare_app(f"sqlite:///{tmp_path / 'bare.db'}")) as base:
             listed = generator.cell(base, "bare_list", 3, 0.3, ctx, "t", [])
             with load.threaded(_echo_app()) as echo:  # a 401 on every request
-                refused = load.run_cell({"client": "raw", "base": echo, "path": "bare_list",
+                refused = loadgen.run_cell({"client": "raw", "base": echo, "path": "bare_list",
                                          "run": "t", "connections": 1, "seconds": 0.1})
     finally:
         generator.close()

@@ -15,50 +15,21 @@ read again for its tasks' names, the session as above). What remains: docs/perfo
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from careloop.engine import tasks as task_engine
 from careloop.engine.clock import frozen_now, now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import Department, Encounter, Patient
 
+from ..statements import counted
 from .conftest import login, make_user
 
 INBOX_LIMIT = 7
 PATIENT_LIMIT = 31
-
-
-class Counter:
-    """Every statement sent while listening, with where in careloop it came from."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        where = [f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}"
-                 for f in traceback.extract_stack()
-                 if ("careloop" in f.filename or "/wt-" in f.filename)
-                 and "tests" not in f.filename and ".venv" not in f.filename][-3:]
-        self.statements.append(f"{statement.splitlines()[0][:70]}  <- "
-                               f"{' < '.join(reversed(where))}")
-
-
-@contextmanager
-def counted(engine: Engine) -> Iterator[Counter]:
-    counter = Counter()
-    event.listen(engine, "before_cursor_execute", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(engine, "before_cursor_execute", counter)
 
 
 def _ward(tasks: int) -> None:

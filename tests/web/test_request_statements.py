@@ -8,15 +8,12 @@ while the request runs is counted with SQLAlchemy's ``before_cursor_execute`` ev
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from careloop.engine import audit
 from careloop.engine.bundles import import_bundles, list_bundles
@@ -29,6 +26,8 @@ from careloop.engine.registry import loaded_registry
 from careloop.flows.ingest import create_api_key
 from careloop.forms.models import FormRequest, Submission
 from careloop.web.app import create_app
+
+from ..statements import counted
 
 # Before docs/performance-2026-12-07.md: 17 statements in two transactions for an event (the key's,
 # with its audit row, then the event's) and 15 for a submitted page (the request row written
@@ -48,41 +47,6 @@ fields:
   - {key: ok, type: yes_no, label: {zh-CN: 还好吗？, en: "All well?"}}
   - {key: note, type: long_text, label: {zh-CN: 想说的话, en: Anything to add}}
 """
-
-
-class Counter:
-    """Every statement sent while ``on``, with where in careloop it came from, and every
-    transaction begun."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.statements: list[str] = []
-        self.transactions = 0
-
-    def begun(self, conn: Any) -> None:
-        self.transactions += self.on
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not self.on:
-            return
-        where = [f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}"
-                 for f in traceback.extract_stack()
-                 if ("careloop" in f.filename or "/wt-" in f.filename)
-                 and "tests" not in f.filename and ".venv" not in f.filename][-3:]
-        self.statements.append(f"{statement.splitlines()[0][:70]}  <- "
-                               f"{' < '.join(reversed(where))}")
-
-
-@contextmanager
-def counted(engine: Engine) -> Iterator[Counter]:
-    counter = Counter()
-    event.listen(engine, "before_cursor_execute", counter)
-    event.listen(engine, "begin", counter.begun)
-    try:
-        yield counter
-    finally:
-        event.remove(engine, "before_cursor_execute", counter)
-        event.remove(engine, "begin", counter.begun)
 
 
 def _event(n: int) -> dict[str, Any]:
