@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, SupportsIndex
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
@@ -201,14 +201,9 @@ def task_query(principal: Principal, view: str, priority: str | None = None,
     """The inbox's tasks for ``view`` (mine | department | overdue | done), narrowed by
     ``filters`` (status, priority, assignee, due) and sorted (due | priority | created)."""
     query = _scoped(select(Task), principal)
-    roles = {(g.role, g.department_id) for g in principal.grants}
-    role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
-                  if dept else Task.assignee_role == role for role, dept in roles]
     open_ = Task.status.in_(("open", "in_progress"))
     if view == "mine":
-        query = query.where(open_, or_(Task.assignee_user_id == principal.user_id,
-                                       and_(Task.assignee_user_id.is_(None), or_(*role_match))
-                                       if role_match else Task.id.is_(None)))
+        query = query.where(open_, _mine(principal))
     elif view == "overdue":
         query = query.where(open_, Task.due_at < now_utc())
     elif view == "done":
@@ -238,6 +233,16 @@ def task_query(principal: Principal, view: str, priority: str | None = None,
     else:
         order = [Task.completed_at.desc() if view == "done" else Task.due_at.asc().nulls_last()]
     return query.order_by(*order, Task.id).limit(PAGE)
+
+
+def _mine(principal: Principal) -> ColumnElement[bool]:
+    """The "mine" view's condition: the user's tasks and their roles' queues."""
+    roles = {(g.role, g.department_id) for g in principal.grants}
+    role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
+                  if dept else Task.assignee_role == role for role, dept in roles]
+    return or_(Task.assignee_user_id == principal.user_id,
+               and_(Task.assignee_user_id.is_(None), or_(*role_match))
+               if role_match else Task.id.is_(None))
 
 
 def _due_window(due: str) -> list[Any]:
@@ -320,13 +325,25 @@ def counts(session: Session, principal: Principal) -> dict[str, int]:
     """How many open tasks each view holds, up to :data:`COUNT_CAP`; past it an
     :class:`AtLeast` ("999+"): a count reads at most ``COUNT_CAP + 1`` rows of its view, so
     a ward with a hundred thousand open tasks costs what one with a thousand does."""
-    result: dict[str, int] = {}
-    for view in ("mine", "department", "overdue"):
+    # One statement in the usual case: the department view holds the two others, so its
+    # first COUNT_CAP + 1 rows, each marked mine and overdue or not, count all three when they
+    # are not past the cap (the visibility condition is built, sent and run once, not thrice).
+    mine, overdue = _mine(principal), Task.due_at < now_utc()
+    sub = (task_query(principal, "department")
+           .with_only_columns(Task.id, mine.label("mine"), overdue.label("overdue"))
+           .order_by(None).limit(COUNT_CAP + 1).subquery())
+    n, n_mine, n_overdue = session.execute(select(
+        func.count(), func.count(case((sub.c.mine, 1))),
+        func.count(case((sub.c.overdue, 1)))).select_from(sub)).one()
+    if n <= COUNT_CAP:
+        return {"mine": int(n_mine), "department": int(n), "overdue": int(n_overdue)}
+    found = {"department": int(n)}
+    for view in ("mine", "overdue"):  # past the cap: each of the others counted alone
         sub = (task_query(principal, view).with_only_columns(Task.id).order_by(None)
                .limit(COUNT_CAP + 1).subquery())
-        n = int(session.scalar(select(func.count()).select_from(sub)) or 0)
-        result[view] = AtLeast(COUNT_CAP + 1) if n > COUNT_CAP else n
-    return result
+        found[view] = int(session.scalar(select(func.count()).select_from(sub)) or 0)
+    return {view: AtLeast(COUNT_CAP + 1) if found[view] > COUNT_CAP else found[view]
+            for view in ("mine", "department", "overdue")}
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -406,7 +423,7 @@ def _age(birth: date | None) -> int | None:
 
 
 def department_names(session: Session) -> dict[str, dict[str, Any]]:
-    return {d.id: d.name for d in session.scalars(select(Department)).all()}
+    return {d_id: name for d_id, name in session.execute(select(Department.id, Department.name))}
 
 
 def patient_view(session: Session, patient: Patient, *, reveal: tuple[str, ...] = (),

@@ -32,8 +32,8 @@ from careloop.engine.domain import Department, Encounter, Patient
 
 from .conftest import login, make_user
 
-INBOX_LIMIT = 7
-PATIENT_LIMIT = 31
+INBOX_LIMIT = 5
+PATIENT_LIMIT = 27
 
 
 class Counter:
