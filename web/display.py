@@ -19,9 +19,10 @@ fields:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, tzinfo
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careloop.engine.clock import hospital_tz, to_local
+from careloop.engine.clock import TIMEZONE_ENV, hospital_tz, to_local
 from careloop.engine.i18n import catalogue, normalise_locale, pick, t
 from careloop.engine.registry import loaded_registry
 from careloop.forms.fields import show_value
@@ -92,15 +93,15 @@ def time_tag(value: datetime | str | None, style: str = "datetime") -> Markup:
     page), so the tag is remembered per value, style and time zone (the last 4096)."""
     if value is None or value == "":
         return Markup("")
-    return _time_tag(value, style, hospital_tz())
+    return _time_tag(value, style, os.environ.get(TIMEZONE_ENV, ""))
 
 
 @lru_cache(maxsize=4096)
-def _time_tag(value: datetime | str, style: str, zone: tzinfo) -> Markup:
+def _time_tag(value: datetime | str, style: str, _zone_setting: str) -> Markup:
     instant = as_instant(value)
     if instant is None:
         return Markup("")
-    local = instant.astimezone(zone)
+    local = to_local(instant)
     text = local.isoformat() if style == "iso" else local.strftime(
         STYLES.get(style, STYLES["datetime"]))
     # digits, dashes, colons and a space: nothing to escape

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.domain import Task
@@ -166,22 +166,32 @@ def readings(session: Session, patient_id: str, reading_type: str,
 READINGS_PER_TYPE = 730
 
 
-def readings_by_type(session: Session, patient_id: str, reading_types: tuple[str, ...],
-                     hidden: HiddenStays = NOTHING_HIDDEN) -> dict[str, list[dict[str, Any]]]:
-    """:func:`readings` of several types in one statement (the first
-    :data:`READINGS_PER_TYPE` of each type, as one statement per type would read them)."""
+def _readings_statement() -> Select[Any]:
     kind = DomainEventRow.payload["type"].as_string()
     ranked = select(
         DomainEventRow.occurred_at, DomainEventRow.payload, kind.label("kind"),
         func.row_number().over(partition_by=kind, order_by=(
             DomainEventRow.occurred_at, DomainEventRow.id)).label("n")).where(
         DomainEventRow.type == "reading.recorded",
-        DomainEventRow.payload["patient_id"].as_string() == patient_id,
-        kind.in_(reading_types)).subquery()
+        DomainEventRow.payload["patient_id"].as_string() == bindparam("patient_id"),
+        kind.in_(bindparam("kinds", expanding=True))).subquery()
+    return (select(ranked).where(ranked.c.n <= bindparam("per_type"))
+            .order_by(ranked.c.kind, ranked.c.n))
+
+
+# Built once: the page reads it for every patient, and a statement built anew is most of what
+# reading it costs (the cache key SQLAlchemy computes for it, too, is kept with the object).
+_READINGS = _readings_statement()
+
+
+def readings_by_type(session: Session, patient_id: str, reading_types: tuple[str, ...],
+                     hidden: HiddenStays = NOTHING_HIDDEN) -> dict[str, list[dict[str, Any]]]:
+    """:func:`readings` of several types in one statement (the first
+    :data:`READINGS_PER_TYPE` of each type, as one statement per type would read them)."""
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in reading_types}
-    for occurred_at, payload, name, _n in session.execute(
-            select(ranked).where(ranked.c.n <= READINGS_PER_TYPE)
-            .order_by(ranked.c.kind, ranked.c.n)).all():
+    for occurred_at, payload, name, _n in session.execute(_READINGS, {
+            "patient_id": patient_id, "kinds": list(reading_types),
+            "per_type": READINGS_PER_TYPE}).all():
         payload = payload or {}
         if hidden and hidden.hides(payload.get("encounter_id"), payload.get("department_id")):
             continue
