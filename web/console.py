@@ -9,9 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, SupportsIndex
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
@@ -201,16 +213,11 @@ def task_query(principal: Principal, view: str, priority: str | None = None,
     """The inbox's tasks for ``view`` (mine | department | overdue | done), narrowed by
     ``filters`` (status, priority, assignee, due) and sorted (due | priority | created)."""
     query = _scoped(select(Task), principal)
-    roles = {(g.role, g.department_id) for g in principal.grants}
-    role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
-                  if dept else Task.assignee_role == role for role, dept in roles]
     open_ = Task.status.in_(("open", "in_progress"))
     if view == "mine":
-        query = query.where(open_, or_(Task.assignee_user_id == principal.user_id,
-                                       and_(Task.assignee_user_id.is_(None), or_(*role_match))
-                                       if role_match else Task.id.is_(None)))
+        query = query.where(open_, _mine(principal))
     elif view == "overdue":
-        query = query.where(open_, Task.due_at < now_utc())
+        query = query.where(open_, Task.due_at < _at_run(now_utc))
     elif view == "done":
         query = query.where(Task.status.in_(("done", "cancelled")))
     else:
@@ -240,23 +247,42 @@ def task_query(principal: Principal, view: str, priority: str | None = None,
     return query.order_by(*order, Task.id).limit(PAGE)
 
 
-def _due_window(due: str) -> list[Any]:
-    """``overdue``: before now; ``today``: before the end of the hospital's day; ``week``:
-    within seven days."""
+def _mine(principal: Principal) -> ColumnElement[bool]:
+    """The "mine" view's condition: the user's tasks and their roles' queues."""
+    roles = {(g.role, g.department_id) for g in principal.grants}
+    role_match = [and_(Task.assignee_role == role, Task.department_id == dept)
+                  if dept else Task.assignee_role == role for role, dept in roles]
+    return or_(Task.assignee_user_id == principal.user_id,
+               and_(Task.assignee_user_id.is_(None), or_(*role_match))
+               if role_match else Task.id.is_(None))
+
+
+def _at_run(instant: Callable[[], datetime]) -> BindParameter[datetime]:
+    """An instant read when the statement runs, not when it is built: the inbox's statements
+    are built once per principal and view (:func:`_inbox_statement`) and run for hours."""
+    return bindparam("instant", callable_=instant, type_=Task.due_at.type, unique=True)
+
+
+def _end_of_today() -> datetime:
     from datetime import timedelta
 
     from careloop.engine.clock import hospital_tz
 
-    now = now_utc()
-    if due == "overdue":
-        return [Task.due_at < now]
-    if due == "today":
-        local = now.astimezone(hospital_tz())
-        end = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-        return [Task.due_at < end]
-    if due == "week":
-        return [Task.due_at < now + timedelta(days=7)]
-    return []
+    local = now_utc().astimezone(hospital_tz())
+    return local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+
+
+def _in_a_week() -> datetime:
+    from datetime import timedelta
+
+    return now_utc() + timedelta(days=7)
+
+
+def _due_window(due: str) -> list[Any]:
+    """``overdue``: before now; ``today``: before the end of the hospital's day; ``week``:
+    within seven days (each instant as the statement runs)."""
+    until = {"overdue": now_utc, "today": _end_of_today, "week": _in_a_week}.get(due)
+    return [Task.due_at < _at_run(until)] if until is not None else []
 
 
 _LISTED = (Task.id, Task.title, Task.kind, Task.patient_id, Task.department_id,
@@ -270,17 +296,9 @@ def inbox(session: Session, principal: Principal, view: str,
           filters: InboxFilter | None = None) -> list[dict[str, Any]]:
     """The view's tasks as :func:`task_json` rows with who they are about and who holds them:
     one query, the columns shown (no ORM objects), the patient and the assignee joined."""
-    from careloop.engine.domain import User
-
-    query = task_query(principal, view, priority, filters).with_only_columns(
-        *_LISTED, Patient.id.label("found_patient"), Patient.name.label("patient_name"),
-        Patient.mrn.label("patient_mrn"), User.display_name.label("assignee_name"),
-        maintain_column_froms=False).select_from(
-        Task.__table__.outerjoin(Patient.__table__, Patient.id == Task.patient_id)
-        .outerjoin(User.__table__, User.id == Task.assignee_user_id))
     now, written = now_utc(), local_writer()
     rows = []
-    for row in session.execute(query).all():
+    for row in session.execute(_inbox_statement(principal, view, priority, filters)).all():
         item = _task_row(row, now, written)
         found = row.found_patient is not None
         item["patient_name"] = row.patient_name if found else None
@@ -288,6 +306,42 @@ def inbox(session: Session, principal: Principal, view: str,
         item["assignee_name"] = row.assignee_name
         rows.append(item)
     return rows
+
+
+# The inbox's statements are built once per principal, view and filters (the last 256 of
+# each): building one, and the cache key SQLAlchemy computes for it, cost more than running it.
+# What they read changes nothing in them: the visibility condition is a function of the
+# principal alone (web/permissions.task_visibility) and "now" is read as they run (_at_run).
+@lru_cache(maxsize=256)
+def _inbox_statement(principal: Principal, view: str, priority: str | None,
+                     filters: InboxFilter | None) -> Executable:
+    from careloop.engine.domain import User
+
+    return task_query(principal, view, priority, filters).with_only_columns(
+        *_LISTED, Patient.id.label("found_patient"), Patient.name.label("patient_name"),
+        Patient.mrn.label("patient_mrn"), User.display_name.label("assignee_name"),
+        maintain_column_froms=False).select_from(
+        Task.__table__.outerjoin(Patient.__table__, Patient.id == Task.patient_id)
+        .outerjoin(User.__table__, User.id == Task.assignee_user_id))
+
+
+@lru_cache(maxsize=256)
+def _counts_statement(principal: Principal) -> Executable:
+    """The department view's first COUNT_CAP + 1 rows counted, and those of them in the mine
+    and overdue views."""
+    sub = (task_query(principal, "department")
+           .with_only_columns(Task.id, _mine(principal).label("mine"),
+                              (Task.due_at < _at_run(now_utc)).label("overdue"))
+           .order_by(None).limit(COUNT_CAP + 1).subquery())
+    return select(func.count(), func.count(case((sub.c.mine, 1))),
+                  func.count(case((sub.c.overdue, 1)))).select_from(sub)
+
+
+@lru_cache(maxsize=256)
+def _view_count_statement(principal: Principal, view: str) -> Executable:
+    sub = (task_query(principal, view).with_only_columns(Task.id).order_by(None)
+           .limit(COUNT_CAP + 1).subquery())
+    return select(func.count()).select_from(sub)
 
 
 def with_people(session: Session, rows: list[dict[str, Any]],
@@ -320,13 +374,17 @@ def counts(session: Session, principal: Principal) -> dict[str, int]:
     """How many open tasks each view holds, up to :data:`COUNT_CAP`; past it an
     :class:`AtLeast` ("999+"): a count reads at most ``COUNT_CAP + 1`` rows of its view, so
     a ward with a hundred thousand open tasks costs what one with a thousand does."""
-    result: dict[str, int] = {}
-    for view in ("mine", "department", "overdue"):
-        sub = (task_query(principal, view).with_only_columns(Task.id).order_by(None)
-               .limit(COUNT_CAP + 1).subquery())
-        n = int(session.scalar(select(func.count()).select_from(sub)) or 0)
-        result[view] = AtLeast(COUNT_CAP + 1) if n > COUNT_CAP else n
-    return result
+    # One statement in the usual case: the department view holds the two others, so its
+    # first COUNT_CAP + 1 rows, each marked mine and overdue or not, count all three when they
+    # are not past the cap (the visibility condition is built, sent and run once, not thrice).
+    n, n_mine, n_overdue = session.execute(_counts_statement(principal)).one()
+    if n <= COUNT_CAP:
+        return {"mine": int(n_mine), "department": int(n), "overdue": int(n_overdue)}
+    found = {"department": int(n)}
+    for view in ("mine", "overdue"):  # past the cap: each of the others counted alone
+        found[view] = int(session.scalar(_view_count_statement(principal, view)) or 0)
+    return {view: AtLeast(COUNT_CAP + 1) if found[view] > COUNT_CAP else found[view]
+            for view in ("mine", "department", "overdue")}
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -406,7 +464,7 @@ def _age(birth: date | None) -> int | None:
 
 
 def department_names(session: Session) -> dict[str, dict[str, Any]]:
-    return {d.id: d.name for d in session.scalars(select(Department)).all()}
+    return {d_id: name for d_id, name in session.execute(select(Department.id, Department.name))}
 
 
 def patient_view(session: Session, patient: Patient, *, reveal: tuple[str, ...] = (),

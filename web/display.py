@@ -19,16 +19,18 @@ fields:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careloop.engine.clock import hospital_tz, to_local
+from careloop.engine.clock import TIMEZONE_ENV, hospital_tz, to_local
 from careloop.engine.i18n import catalogue, normalise_locale, pick, t
 from careloop.engine.registry import loaded_registry
 from careloop.forms.fields import show_value
@@ -85,14 +87,25 @@ def local_writer(style: str = "datetime") -> Callable[[datetime | None], str]:
 
 
 def time_tag(value: datetime | str | None, style: str = "datetime") -> Markup:
-    """``<time datetime="…+08:00">2026-12-04 09:31</time>``: hospital time, machine-readable."""
+    """``<time datetime="…+08:00">2026-12-04 09:31</time>``: hospital time, machine-readable.
+
+    The same instant is written the same way on every page (a list's due dates, page after
+    page), so the tag is remembered per value, style and time zone (the last 4096)."""
+    if value is None or value == "":
+        return Markup("")
+    return _time_tag(value, style, os.environ.get(TIMEZONE_ENV, ""))
+
+
+@lru_cache(maxsize=4096)
+def _time_tag(value: datetime | str, style: str, _zone_setting: str) -> Markup:
     instant = as_instant(value)
     if instant is None:
         return Markup("")
     local = to_local(instant)
     text = local.isoformat() if style == "iso" else local.strftime(
         STYLES.get(style, STYLES["datetime"]))
-    return Markup('<time datetime="%s">%s</time>') % (local.isoformat(), text)
+    # digits, dashes, colons and a space: nothing to escape
+    return Markup(f'<time datetime="{local.isoformat()}">{text}</time>')
 
 
 def number(value: Any, kind: str = "score", precision: int | None = None) -> str:

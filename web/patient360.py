@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.domain import Task
@@ -160,21 +160,47 @@ def readings(session: Session, patient_id: str, reading_type: str,
              hidden: HiddenStays = NOTHING_HIDDEN) -> list[dict[str, Any]]:
     """Every reading of one type for the patient, oldest first: the HIS's and the patient's own
     (both stored as ``reading.recorded`` events), each with its ``source``."""
-    rows = session.scalars(select(DomainEventRow).where(
+    return readings_by_type(session, patient_id, (reading_type,), hidden)[reading_type]
+
+
+READINGS_PER_TYPE = 730
+
+
+def _readings_statement() -> Select[Any]:
+    kind = DomainEventRow.payload["type"].as_string()
+    ranked = select(
+        DomainEventRow.occurred_at, DomainEventRow.payload, kind.label("kind"),
+        func.row_number().over(partition_by=kind, order_by=(
+            DomainEventRow.occurred_at, DomainEventRow.id)).label("n")).where(
         DomainEventRow.type == "reading.recorded",
-        DomainEventRow.payload["patient_id"].as_string() == patient_id,
-        DomainEventRow.payload["type"].as_string() == reading_type)
-        .order_by(DomainEventRow.occurred_at, DomainEventRow.id).limit(730)).all()
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        payload = row.payload or {}
+        DomainEventRow.payload["patient_id"].as_string() == bindparam("patient_id"),
+        kind.in_(bindparam("kinds", expanding=True))).subquery()
+    return (select(ranked).where(ranked.c.n <= bindparam("per_type"))
+            .order_by(ranked.c.kind, ranked.c.n))
+
+
+# Built once: the page reads it for every patient, and a statement built anew is most of what
+# reading it costs (the cache key SQLAlchemy computes for it, too, is kept with the object).
+_READINGS = _readings_statement()
+
+
+def readings_by_type(session: Session, patient_id: str, reading_types: tuple[str, ...],
+                     hidden: HiddenStays = NOTHING_HIDDEN) -> dict[str, list[dict[str, Any]]]:
+    """:func:`readings` of several types in one statement (the first
+    :data:`READINGS_PER_TYPE` of each type, as one statement per type would read them)."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in reading_types}
+    for occurred_at, payload, name, _n in session.execute(_READINGS, {
+            "patient_id": patient_id, "kinds": list(reading_types),
+            "per_type": READINGS_PER_TYPE}).all():
+        payload = payload or {}
         if hidden and hidden.hides(payload.get("encounter_id"), payload.get("department_id")):
             continue
-        at = as_instant(payload.get("measured_at")) or row.occurred_at
-        out.append({"at": at, "value": payload.get("value"),
-                    "source": "patient_form" if payload.get("source") == "patient_form"
-                    else "his"})
-    out.sort(key=lambda r: r["at"])
+        at = as_instant(payload.get("measured_at")) or occurred_at
+        out[name].append({"at": at, "value": payload.get("value"),
+                          "source": "patient_form" if payload.get("source") == "patient_form"
+                          else "his"})
+    for found in out.values():
+        found.sort(key=lambda r: r["at"])
     return out
 
 
@@ -272,12 +298,15 @@ def _value(value: Any, key: str) -> float | None:
 
 
 def bp_chart(session: Session, patient_id: str, d: Display,
-             hidden: HiddenStays = NOTHING_HIDDEN) -> Markup:
-    """Systolic and diastolic over time from every source, with the patient's targets."""
+             hidden: HiddenStays = NOTHING_HIDDEN,
+             found: list[dict[str, Any]] | None = None) -> Markup:
+    """Systolic and diastolic over time from every source, with the patient's targets
+    (``found``: the blood-pressure :func:`readings` when already read)."""
     from careloop.engine.domain import Patient
     from careloop.rules.runtime import DEFAULT_BP_TARGET
 
-    found = readings(session, patient_id, "blood_pressure", hidden)
+    if found is None:
+        found = readings(session, patient_id, "blood_pressure", hidden)
     systolic = [(r["at"], v, r["source"]) for r in found
                 if (v := _value(r["value"], "systolic")) is not None]
     diastolic = [(r["at"], v, r["source"]) for r in found
@@ -305,9 +334,11 @@ GLUCOSE_TARGET = {"low": 4.4, "high": 7.0}  # fasting, mmol/L
 
 
 def glucose_chart(session: Session, patient_id: str, d: Display,
-                  hidden: HiddenStays = NOTHING_HIDDEN) -> Markup:
+                  hidden: HiddenStays = NOTHING_HIDDEN,
+                  found: list[dict[str, Any]] | None = None) -> Markup:
     """Blood glucose (mmol/L) over time from every source, with the fasting target range."""
-    found = readings(session, patient_id, "glucose", hidden)
+    if found is None:
+        found = readings(session, patient_id, "glucose", hidden)
     values = [(r["at"], v, r["source"]) for r in found
               if (v := _value(r["value"], "value")) is not None]
     label_target = t("web.pages.target", d.locale)
@@ -321,21 +352,27 @@ def glucose_chart(session: Session, patient_id: str, d: Display,
 def panel_bp(session: Session, patient_id: str, me: Principal, locale: str) -> Markup:
     d = Display(locale, session)
     hide = hidden_stays(session, me, patient_id)
+    found = readings_by_type(session, patient_id,
+                             ("blood_pressure", "glucose", *OTHER_READINGS), hide)
     return Markup('<h3>{}</h3>{}<h3>{}</h3>{}{}').format(
-        t("web.pages.bp", locale), bp_chart(session, patient_id, d, hide),
-        t("web.pages.glucose", locale), glucose_chart(session, patient_id, d, hide),
-        other_readings(session, patient_id, d, hide))
+        t("web.pages.bp", locale),
+        bp_chart(session, patient_id, d, hide, found["blood_pressure"]),
+        t("web.pages.glucose", locale),
+        glucose_chart(session, patient_id, d, hide, found["glucose"]),
+        other_readings(session, patient_id, d, hide, found))
 
 
 OTHER_READINGS = {"weight": "kg", "heart_rate": "次/分", "spo2": "%"}
 
 
 def other_readings(session: Session, patient_id: str, d: Display,
-                   hidden: HiddenStays = NOTHING_HIDDEN) -> Markup:
+                   hidden: HiddenStays = NOTHING_HIDDEN,
+                   by_type: dict[str, list[dict[str, Any]]] | None = None) -> Markup:
     """Weight, heart rate and SpO2 (the HIS's, a FHIR Observation's, the patient's own), newest
-    first; nothing when there are none."""
-    found = [(r, kind) for kind in OTHER_READINGS
-             for r in readings(session, patient_id, kind, hidden)
+    first; nothing when there are none (``by_type``: their :func:`readings_by_type`)."""
+    if by_type is None:
+        by_type = readings_by_type(session, patient_id, tuple(OTHER_READINGS), hidden)
+    found = [(r, kind) for kind in OTHER_READINGS for r in by_type[kind]
              if _value(r["value"], "value") is not None]
     if not found:
         return Markup("")

@@ -28,8 +28,8 @@ from careloop.engine.domain import Department, Encounter, Patient
 from ..statements import counted
 from .conftest import login, make_user
 
-INBOX_LIMIT = 7
-PATIENT_LIMIT = 31
+INBOX_LIMIT = 5
+PATIENT_LIMIT = 27
 
 
 def _ward(tasks: int) -> None:
