@@ -17,6 +17,11 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+import careloop
+
+#: the checkout careloop is imported from (its directory need not be named ``careloop``)
+ROOT = str(Path(careloop.__file__).resolve().parent)
+
 
 class Counter:
     """Every statement sent while ``on``, with where in careloop it came from, and every
@@ -35,8 +40,8 @@ class Counter:
             return
         where = [f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}"
                  for f in traceback.extract_stack()
-                 if ("careloop" in f.filename or "/wt-" in f.filename)
-                 and "tests" not in f.filename and ".venv" not in f.filename][-3:]
+                 if f.filename.startswith(ROOT) and "/tests/" not in f.filename
+                 and "/.venv/" not in f.filename][-3:]
         self.statements.append(f"{statement.splitlines()[0][:70]}  <- "
                                f"{' < '.join(reversed(where))}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
@@ -14,6 +14,8 @@ from careloop.engine.models import DomainEventRow
 from careloop.web import patient360
 from careloop.web.display import time_tag
 from careloop.web.render import environment
+
+from ..statements import counted
 
 
 def test_dict_rows_read_as_jinja_always_read_them() -> None:
@@ -51,18 +53,11 @@ def test_readings_of_several_types_in_one_statement(engine: Engine,
         session.add(DomainEventRow(
             event_id="r-other", type="reading.recorded", source="his", occurred_at=start,
             patient_id="p2", payload={"patient_id": "p2", "type": "glucose", "value": {}}))
-    sent: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        sent.append(statement)
     with transaction(engine) as session:
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with counted(engine) as counter:
             found = patient360.readings_by_type(session, "p1", ("glucose", "weight", "spo2"))
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
         one = patient360.readings(session, "p1", "weight")
-    assert len(sent) == 1
+    assert len(counter.statements) == 1, counter.statements
     # the first three of each type, oldest first, as one statement per type read them
     assert [r["value"]["value"] for r in found["glucose"]] == [5, 6, 7]
     assert [r["value"]["value"] for r in found["weight"]] == [60, 61, 62] == [
