@@ -6,21 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 
 from careloop.engine import store
-from careloop.engine.clock import now_utc
 from careloop.engine.db import transaction
 from careloop.engine.domain import PatientTag
-from careloop.engine.registry import loaded_registry
 from careloop.forms.models import Submission, SubmissionAnswer
 from careloop.forms.runtime import reads_patient
 from careloop.forms.spec import FormSpec
 from careloop.web.app import create_app
+from tests.forms.test_web import _request
 
 PLAIN = """kind: form
 key: plain_check
@@ -89,12 +87,7 @@ def _spec(publish: Any, text: str) -> FormSpec:
 
 
 def _link(engine: Engine, form_key: str) -> str:
-    create = loaded_registry().catalogue("service")["forms.create_request"]
-    with transaction(engine) as session:
-        made: dict[str, str] = create(session, form_key=form_key, patient_id="p1",
-                                      encounter_id="e1", channel="sms",
-                                      expires_at=now_utc() + timedelta(days=7))
-    return made["url"]
+    return _request(engine, form_key)["url"]  # patient p1, encounter e1
 
 
 def test_a_form_knows_the_names_its_expressions_read(publish: Any) -> None:
