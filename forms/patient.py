@@ -85,7 +85,7 @@ def open_page(session: Session, token: str, *, page: int | None, large_text: boo
         if target is not None and 0 <= nps <= 10:
             answers[target.key] = nps
     draft["answers"] = answers
-    context = expression_context(session, request.patient_id, request.encounter_id)
+    context = expression_context(session, request.patient_id, request.encounter_id, spec)
     evaluation = evaluate(spec, answers, locale=locale, context=context, pages=[])
     current = page if page is not None and 0 <= page < spec.pages else int(draft.get("page", 0))
     request.draft = draft
@@ -134,7 +134,7 @@ def _post_page(session: Session, token: str, form: Mapping[str, Any],
                 and target.page == page and data):
             posted[key] = store_upload(target, filename, content_type, data)
     action = _first(form, "_action") or "next"
-    context = expression_context(session, request.patient_id, request.encounter_id)
+    context = expression_context(session, request.patient_id, request.encounter_id, spec)
     if action == "visible":
         answers = {**(draft.get("answers") or {}), **{k: v for k, v in posted.items()
                                                       if v is not None}}

@@ -12,12 +12,12 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from careloop.engine import audit, store
 from careloop.engine.clock import now_utc
-from careloop.engine.domain import Patient
+from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
 from careloop.engine.tasks import ENCOUNTER_CANCELLED
@@ -57,15 +57,24 @@ def create_request(session: Session, *, form_key: str, patient_id: str,
     return {"request_id": request.id, "token": token, "url": f"/f/{token}"}
 
 
+# The request with its patient and encounter (what the page reads next, from the identity map:
+# both are pinned for the transaction), in one statement built once: a statement object keeps
+# its cache key, so opening a link builds no query. Only the request's row is locked.
+_BY_HASH = (select(FormRequest, Patient, Encounter)
+            .outerjoin(Patient, Patient.id == FormRequest.patient_id)
+            .outerjoin(Encounter, Encounter.id == FormRequest.encounter_id)
+            .where(FormRequest.token_hash == bindparam("token_hash")))
+_BY_HASH_FOR_UPDATE = _BY_HASH.with_for_update(of=FormRequest)
+
+
 def by_token(session: Session, token: str, *, for_update: bool = False) -> FormRequest:
     """The open request a token belongs to; raises :class:`NotFound` or
     :class:`RequestUnavailable`. Opening marks it ``opened``."""
     if not token or len(token) > 128:
         raise NotFound("no such form link")
-    query = select(FormRequest).where(FormRequest.token_hash == hash_token(token))
-    if for_update:
-        query = query.with_for_update()
-    request = session.scalars(query).first()
+    query = _BY_HASH_FOR_UPDATE if for_update else _BY_HASH
+    found = session.execute(query, {"token_hash": hash_token(token)}).first()
+    request = found[0] if found is not None else None
     if request is None:
         raise NotFound("no such form link")
     if request.status == "cancelled" and request.closed_reason == ENCOUNTER_CANCELLED_REASON:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from careloop.engine import context as names
-from careloop.engine import store
+from careloop.engine import store, txcache
 from careloop.engine.audit import append as audit_append
 from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Encounter, Patient
@@ -25,6 +25,7 @@ from careloop.engine.models import DefinitionRow
 from careloop.engine.registry import loaded_registry
 from careloop.forms.logic import Evaluation, evaluate
 from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
+from careloop.forms.scoring import SCORE_METHODS
 from careloop.forms.spec import FormSpec
 
 CHANNELS = ("web", "phone", "sms", "wechat", "kiosk", "import", "qr")
@@ -50,11 +51,13 @@ def load_form(session: Session, key: str,
     return row, spec
 
 
-def expression_context(session: Session, patient_id: str | None,
-                       encounter_id: str | None) -> dict[str, Any]:
+def expression_context(session: Session, patient_id: str | None, encounter_id: str | None,
+                       spec: FormSpec | None = None) -> dict[str, Any]:
     """The ``patient`` and ``encounter`` names a form's expressions read (the form adds
     ``answers``, ``scores``, ``value`` and ``row`` itself), from the one builder every engine
-    uses; with no encounter given, the patient's latest one.
+    uses; with no encounter given, the patient's latest one. With ``spec``, ``patient`` is
+    built only if the form reads it (:func:`reads_patient`): its tags are a query; the
+    encounter is always built, a submission takes its department from it.
 
     Raises:
         NotFound: if there is no such patient, or the encounter is not the patient's.
@@ -67,8 +70,17 @@ def expression_context(session: Session, patient_id: str | None,
         enc = session.get(Encounter, encounter_id)
         if enc is None or enc.patient_id != patient_id:
             raise NotFound(f"no encounter '{encounter_id}' for patient '{patient_id}'")
-    built = names.build(session, patient_id=patient_id, encounter_id=encounter_id)
-    return {"patient": built["patient"], "encounter": built["encounter"]}
+    encounter = names.encounter_names(names.pick_encounter(session, patient_id, encounter_id))
+    if spec is not None and not reads_patient(spec):
+        return {"encounter": encounter}  # no expression of this form names ``patient``
+    return {"patient": names.patient_names(session, patient_id), "encounter": encounter}
+
+
+def reads_patient(spec: FormSpec) -> bool:
+    """Whether evaluating the form may read the ``patient`` name: one of its expressions names
+    it, or a score's method is not a built-in (a plugin's method is given the whole context)."""
+    return "patient" in spec.names or any(score.method not in SCORE_METHODS
+                                          for score in spec.scores)
 
 
 def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
@@ -96,7 +108,7 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
                             f"{', '.join(PROXY_RELATIONS)}")
     row, spec = load_form(session, form_key, version)
     if context is None:
-        context = expression_context(session, patient_id, encounter_id)
+        context = expression_context(session, patient_id, encounter_id, spec)
     result = evaluate(spec, answers, locale=locale, context=context)
     if not result.valid:
         raise SubmissionInvalid(result.errors)
@@ -115,7 +127,11 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
             request.status, request.answered_at, request.draft = "answered", now_utc(), None
     session.add(submission)
     session.flush()
-    session.add_all(_answer_rows(spec, submission))
+    if defer:  # nothing reads them back before the commit: one INSERT of them all, then
+        for values in _answer_rows(spec, submission):
+            txcache.defer(session, SubmissionAnswer, values)
+    else:  # this transaction's handlers may read them
+        session.add_all(SubmissionAnswer(**values) for values in _answer_rows(spec, submission))
     if entered_by is not None:
         audit_append(session, actor=entered_by, action="forms.submit_on_behalf",
                      object_type="submission", object_id=str(submission.id),
@@ -181,16 +197,17 @@ def event_payload(submission: Submission) -> dict[str, Any]:
             "touchpoint": submission.touchpoint_key, "proxy_relation": submission.proxy_relation}
 
 
-def _answer_rows(spec: FormSpec, submission: Submission) -> list[SubmissionAnswer]:
+def _answer_rows(spec: FormSpec, submission: Submission) -> list[dict[str, Any]]:
+    """The ``submission_answers`` rows of a flushed submission, as column values."""
     types = loaded_registry().catalogue("field_type")
-    rows: list[SubmissionAnswer] = []
+    rows: list[dict[str, Any]] = []
 
     def add(key: str, row_key: str | None, leaves: list[Any]) -> None:
         for leaf_row, number, text, code in leaves:
-            rows.append(SubmissionAnswer(
-                submission_id=submission.id, form_key=spec.key, field_key=key,
-                row_key=row_key if row_key is not None else leaf_row, value_number=number,
-                value_text=text, value_code=code))
+            rows.append({"submission_id": submission.id, "form_key": spec.key,
+                         "field_key": key,
+                         "row_key": row_key if row_key is not None else leaf_row,
+                         "value_number": number, "value_text": text, "value_code": code})
 
     for field in spec.fields:
         value = submission.answers.get(field.key)

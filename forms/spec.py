@@ -149,9 +149,24 @@ class FormSpec:
     meta: Mapping[str, Any] = field(default_factory=_empty)
     _by_key: Mapping[str, FieldSpec] = field(default_factory=_empty, init=False, repr=False,
                                              compare=False)
+    #: every top-level name the form's expressions read (conditions, calculations, validations,
+    #: choice conditions, expression scores): what the page and the submission must provide
+    names: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_key", {f.key: f for f in self.fields})
+        found = [e for f in self.fields for e in _expressions(f)]
+        found += [s.expression for s in self.scores if s.expression is not None]
+        object.__setattr__(self, "names", frozenset().union(*(e.names for e in found)))
 
     def field(self, key: str) -> FieldSpec | None:
         return self._by_key.get(key)
+
+
+def _expressions(spec: FieldSpec) -> list[Expression]:
+    """The field's expressions, its choices' and rows' and its sub-fields' (repeat groups)."""
+    found = [e for e in (spec.visible_if, spec.required_if, spec.enabled_if, spec.calculate)
+             if e is not None]
+    found += [c.visible_if for c in (*spec.choices, *spec.rows) if c.visible_if is not None]
+    found += [v.expression for v in spec.validations]
+    return found + [e for sub in spec.fields for e in _expressions(sub)]
