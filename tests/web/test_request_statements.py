@@ -35,7 +35,7 @@ from careloop.web.app import create_app
 # three times, the patient's encounter read twice). On PostgreSQL the audit row's chain lock is
 # a statement (``pg_advisory_xact_lock``); on SQLite the event's own writes hold the write lock
 # already. What remains: docs/performance-web.md.
-EVENT_LIMIT = {"sqlite": 12, "postgresql": 13}
+EVENT_LIMIT = {"sqlite": 9, "postgresql": 10}
 SUBMIT_LIMIT = 12
 
 APP_YAML = ("id: stmt_lab\nname: {zh-CN: 计数, en: Count lab}\nversion: 0.1.0\nformat: 1\n"
