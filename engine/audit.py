@@ -172,9 +172,11 @@ def checkpoint(session: Session, path: Path | None = None) -> dict[str, Any]:
         raise ValueError(f"audit checkpoints are off ({CHECKPOINTS_ENV}=off)")
     key = load_key()
     anchor = _anchor(session)
-    last = session.execute(select(AuditRow.id, AuditRow.hash)
+    # One statement, so one snapshot: read apart, a row committed between the two reads made
+    # the checkpoint count a row past its last id (and verification call the trail cut).
+    last = session.execute(select(AuditRow.id, AuditRow.hash, row_count().scalar_subquery())
                            .order_by(AuditRow.id.desc()).limit(1)).first()
-    count = int(session.scalar(select(func.count()).select_from(AuditRow)) or 0)
+    count = int(last[2]) if last is not None else 0
     entry: dict[str, Any] = {
         "chain": anchor.chain_id if anchor is not None else None,
         "at": now_utc().isoformat(timespec="seconds"),

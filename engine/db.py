@@ -127,8 +127,19 @@ def _finished(*_: Any, **__: Any) -> None:
         wait.since = None
 
 
-def _timed_ping(ping: Any) -> Any:
+# A connection handed out again within this many seconds of going back to the pool is not
+# pinged: every transaction paid a round trip for it (the events API's request and the
+# dispatcher's group each: ~0.3 ms of CPU on PostgreSQL). A connection the server dropped within
+# that window fails its first statement instead; SQLAlchemy then discards every connection the
+# pool held before the failure, so the next transaction connects afresh.
+PING_AFTER_IDLE = 5.0
+
+
+def _timed_ping(ping: Any, returned: dict[int, float]) -> Any:
     def do_ping(dbapi_connection: Any) -> bool:
+        back = returned.get(id(dbapi_connection))
+        if back is not None and time.monotonic() - back < PING_AFTER_IDLE:
+            return True
         _started()
         try:
             return bool(ping(dbapi_connection))
@@ -219,7 +230,20 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     event.listen(engine, "before_cursor_execute", _started)
     event.listen(engine, "after_cursor_execute", _finished)
     event.listen(engine, "handle_error", _finished)
-    engine.dialect.do_ping = _timed_ping(engine.dialect.do_ping)  # type: ignore[method-assign]
+    returned: dict[int, float] = {}  # id of a pooled DBAPI connection → when it came back
+
+    def checkin(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            returned[id(dbapi_connection)] = time.monotonic()
+
+    def closed(dbapi_connection: Any, *_: Any) -> None:
+        returned.pop(id(dbapi_connection), None)
+
+    event.listen(engine, "checkin", checkin)
+    for name in ("close", "close_detached", "invalidate", "soft_invalidate"):
+        event.listen(engine, name, closed)
+    engine.dialect.do_ping = _timed_ping(  # type: ignore[method-assign]
+        engine.dialect.do_ping, returned)
     return engine
 
 

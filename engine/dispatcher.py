@@ -37,9 +37,10 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from careloop.engine.clock import frozen_now, now_utc
@@ -55,6 +56,11 @@ BATCH = 100
 # Events handled in one transaction by :func:`drain`: the reads they share are made once, and
 # on SQLite the write lock is held for at most a group's handlers (a few tens of ms), not more.
 GROUP = 20
+# Seconds :class:`Dispatcher` lets events gather after being woken, unless a group's worth
+# arrived sooner: a group costs the same statements however many events it holds (the take,
+# the definitions' fingerprint, the prefetches, the commit: ~5 ms of CPU on PostgreSQL), so
+# events arriving one by one no longer pay them each.
+GATHER_SECONDS = 0.05
 # Seconds before the 1st, 2nd, … retry of an event whose handlers raised.
 BACKOFF = (5, 30, 120, 600)
 
@@ -71,7 +77,8 @@ def max_attempts() -> int:
         return 5
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: Any) -> Any:
+    """Claimable at ``now`` (an instant, or a bound parameter standing for one)."""
     earlier = aliased(DomainEventRow)
     blocked = exists().where(earlier.state == PENDING,
                              earlier.patient_id == DomainEventRow.patient_id,
@@ -83,13 +90,20 @@ def _claimable(now: datetime) -> Any:
                 ~blocked)
 
 
-def _claimable_ids(engine: Engine, now: datetime, limit: int) -> Any:
-    """The oldest claimable events' ids, at most one per patient (a scalar subquery)."""
-    query = (select(DomainEventRow.id).where(_claimable(now))
+@cache
+def _take_statement(dialect: str, limit: int) -> Any:
+    """The statement of :func:`take`, built once per dialect and group size: the instants are
+    bound parameters (``now``, ``handled_at``), so a group no longer builds the expression tree
+    again (a fifth of the dispatcher's CPU when groups are small)."""
+    moment = DomainEventRow.claimed_until.type
+    query = (select(DomainEventRow.id).where(_claimable(bindparam("now", type_=moment)))
              .order_by(DomainEventRow.id).limit(limit))
-    if engine.dialect.name == "postgresql":
+    if dialect == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return query.scalar_subquery()
+    return (update(DomainEventRow).where(DomainEventRow.id.in_(query.scalar_subquery()))
+            .values(state=HANDLED, handled_at=bindparam("handled_at", type_=moment),
+                    claimed_by=None, claimed_until=None)
+            .returning(DomainEventRow))
 
 
 def take(session: Session, now: datetime, limit: int = GROUP) -> list[DomainEventRow]:
@@ -97,11 +111,9 @@ def take(session: Session, now: datetime, limit: int = GROUP) -> list[DomainEven
     statement of the caller's transaction: their handlers must run in it (commit or nothing)."""
     engine = session.get_bind()
     assert isinstance(engine, Engine)
-    rows = session.scalars(
-        update(DomainEventRow).where(DomainEventRow.id.in_(_claimable_ids(engine, now, limit)))
-        .values(state=HANDLED, handled_at=now_utc(), claimed_by=None, claimed_until=None)
-        .returning(DomainEventRow),
-        execution_options={"synchronize_session": False}).all()
+    rows = session.scalars(_take_statement(engine.dialect.name, limit),
+                           {"now": now, "handled_at": now_utc()},
+                           execution_options={"synchronize_session": False}).all()
     return sorted(rows, key=lambda row: row.id)
 
 
@@ -290,6 +302,8 @@ class Dispatcher:
         self.engine = engine
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
+        self._full = threading.Event()  # a group's worth of events stored since the last drain
+        self._woken = 0  # events stored in this process since the last drain (a hint)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="careloop-dispatcher",
                                         daemon=True)
@@ -302,17 +316,25 @@ class Dispatcher:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        self._full.set()
         self._thread.join(timeout)
         if self in _running:
             _running.remove(self)
 
     def wake(self) -> None:
+        self._woken += 1
+        if self._woken >= GROUP:
+            self._full.set()
         self._wake.set()
 
     def _run(self) -> None:
         worker = worker_name()
         while not self._stop.is_set():
             self._wake.clear()
+            if self._woken:  # woken by events stored here: let a group gather first
+                self._full.wait(GATHER_SECONDS)
+            self._woken = 0
+            self._full.clear()
             try:
                 drain(self.engine, worker=worker)
             except Exception as exc:  # the database away: try again at the next poll

@@ -43,7 +43,8 @@ PENDING, HANDLED, PARKED = "pending", "handled", "parked"
 def record(session: Session, type: str, payload: dict[str, Any], *,
            event_id: str | None = None, source: str = "careloop",
            occurred_at: datetime | None = None,
-           dispatch: bool = True, defer: bool = False) -> tuple[DomainEventRow, bool]:
+           dispatch: bool = True, defer: bool = False,
+           checked: bool = False) -> tuple[DomainEventRow, bool]:
     """Store an event unless its id is known; returns ``(row, created)``.
 
     Within the caller's transaction. By default the handlers run at once, in the same
@@ -52,13 +53,17 @@ def record(session: Session, type: str, payload: dict[str, Any], *,
     caller's commit, on the ticker or a ``careloop worker`` (the events API acknowledges without
     waiting for them). An event of a patient who still has pending events is deferred too, so a
     patient's events are always handled in the order they were stored. ``dispatch=False``
-    stores it as handled without running any handler.
+    stores it as handled without running any handler. ``checked=True``: the caller read
+    ``event_id`` in this transaction and found no event (the events API): it is neither read
+    again nor stored under a savepoint — a concurrent duplicate fails the caller's transaction
+    (its flush raises ``IntegrityError``), which the caller retries or reports.
     """
     event_id = event_id or new_event_id()
-    existing = session.scalars(select(DomainEventRow).where(
-        DomainEventRow.event_id == event_id)).first()
-    if existing is not None:
-        return existing, False
+    if not checked:
+        existing = session.scalars(select(DomainEventRow).where(
+            DomainEventRow.event_id == event_id)).first()
+        if existing is not None:
+            return existing, False
     patient = payload.get("patient_id")
     patient_id = patient if isinstance(patient, str) else None
     queued = dispatch and (defer or (patient_id is not None
@@ -69,9 +74,13 @@ def record(session: Session, type: str, payload: dict[str, Any], *,
                          payload=payload, patient_id=patient_id,
                          state=PENDING if queued else HANDLED,
                          handled_at=None if queued else now)
-    with session.begin_nested():
+    if checked:
         session.add(row)
-        session.flush()
+        session.flush()  # its id, for the acknowledgement
+    else:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
     if dispatch and not queued:
         dispatch_event(session, row)
     return row, True

@@ -229,7 +229,7 @@ def ingest(session: Session, event: Any, *, source: str = "his",
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
     row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
                            event_id=event["event_id"], source=source, occurred_at=occurred,
-                           defer=defer)
+                           defer=defer, checked=True)  # its id was read above
     resend.remember(session, event)
     _accepted(waiting, "his")
     if replays is not None:
@@ -302,7 +302,7 @@ def _correct(session: Session, event: dict[str, Any], source: str,
     row, _ = events.record(session, CORRECTED, {
         "corrects": original_id, "type": kind, "fields": differing,
         **{name: payload[name] for name in IDENTITY_FIELDS if name in payload}},
-        event_id=event["event_id"], source=source, defer=defer)
+        event_id=event["event_id"], source=source, defer=defer, checked=True)
     resend.remember(session, event)
     return 200, acknowledgement(row)
 
@@ -450,7 +450,8 @@ def _upsert_patient(session: Session, payload: dict[str, Any],
     row = session.get(Patient, payload["patient_id"]) if known is LOOK_UP else known
     assert row is None or isinstance(row, Patient)
     patient = set_patient(session, row, payload)
-    session.flush()
+    # Not flushed alone: the event's row is flushed next (events.record), and both rows go in
+    # that one flush (one unit of work less per event; the statements are the same).
     if "tags" in payload:
         his_tags(session, patient.id, payload["tags"])
 
