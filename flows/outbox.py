@@ -492,14 +492,21 @@ def _undelivered(row: OutboxMessage) -> None:
                         type(exc).__name__)
 
 
+def _success(channel: Channel, result: SendResult, now: datetime) -> tuple[str, dict[str, Any]]:
+    """A send's outcome and the columns it writes (a settled row: its claim cleared)."""
+    outcome, reason = (("logged", "log_channel") if result.status == "logged"
+                       or not channel.delivers else ("sent", None))
+    return outcome, {"sent_at": now, "error": None, "provider_ref": result.provider_ref,
+                     "status": outcome, "reason": reason, "claimed_by": None,
+                     "claimed_until": None, "claim_token": None, "attempt_started_at": None}
+
+
 def _succeeded(row: OutboxMessage, channel: Channel, result: SendResult,
                now: datetime) -> str:
-    row.sent_at, row.error, row.provider_ref = now, None, result.provider_ref
-    if result.status == "logged" or not channel.delivers:
-        _settle(row, "logged", "log_channel", now)
-        return "logged"
-    _settle(row, "sent", None, now)
-    return "sent"
+    outcome, values = _success(channel, result, now)
+    for name, value in values.items():
+        setattr(row, name, value)
+    return outcome
 
 
 def dead_letter(session: Session, row: OutboxMessage, reason: str, now: datetime) -> str:
@@ -695,11 +702,24 @@ def _dispatch_one(p: _Pass, message_id: int, token: str) -> str:
             OutboxMessage.status == "pending").values(
             status="sending", attempts=OutboxMessage.attempts + 1, attempt_started_at=p.now,
             claimed_until=p.stamp() + timedelta(seconds=max(CLAIM_SECONDS,
-                                                            2 * channel.timeouts.total))))
+                                                            2 * channel.timeouts.total)))
+            .execution_options(synchronize_session=False))  # ``row`` is not read again
         if started.rowcount != 1:  # type: ignore[attr-defined]
             return "superseded"
     result, error, timed_out = (_direct if channel.local else _bounded)(
         lambda: channel.send(outbound, outbound.idempotency_key), channel.timeouts.total)
+    if not timed_out and error is None and isinstance(result, SendResult):
+        # the usual outcome in one conditional UPDATE (no row read first): the same test of
+        # status and token as below, taken under the UPDATE's row lock
+        outcome, values = _success(channel, result, p.now)
+        with p.engine.begin() as conn:
+            done = conn.execute(update(OutboxMessage).where(
+                OutboxMessage.id == message_id, OutboxMessage.status == "sending",
+                OutboxMessage.claim_token == token).values(values)).rowcount
+        if done != 1:
+            return "superseded"  # another process took it over after our claim lapsed
+        p.failures[outbound.channel] = 0
+        return outcome
     with transaction(p.engine) as session:
         row = session.get(OutboxMessage, message_id, with_for_update=True)
         if row is None or row.status != "sending" or row.claim_token != token:
