@@ -279,7 +279,9 @@ def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
 @contextmanager
 def transaction(engine: Engine | None = None) -> Iterator[Session]:
     """One unit of work: commit on success, roll back (writing nothing) on any exception."""
-    session = session_factory(engine)()
+    # a Session, not ``session_factory(engine)()``: each sessionmaker is a new Session subclass
+    # whose event dispatch SQLAlchemy builds again on first use (≈ 0.3 ms a transaction)
+    session = Session(bind=engine or default_engine(), expire_on_commit=False)
     try:
         with session.begin():
             yield session

@@ -228,6 +228,19 @@ def shared_current(session: Session, kind: str, name: str,
 _ROWS = "careloop.store.rows"  # _SHARED name of a kind's detached current rows
 
 
+def shared_rows(session: Session, kinds: set[str]) -> bool:
+    """Make :func:`current` answer each of ``kinds`` from the process's detached copy of its
+    current rows (read once per process and definitions fingerprint): True when it then does
+    for all of them without a query; False (nothing read) when this transaction writes
+    definitions or is bound to a connection — :func:`prefetch` is the way then."""
+    if session.info.get(_WROTE) or _definitions_changing(session) \
+            or not isinstance(session.get_bind(), Engine):
+        return False
+    for kind in kinds:
+        shared_current(session, kind, "rows kept", lambda rows: None)
+    return all(_snapshot(session, kind) is not None for kind in kinds)
+
+
 def _detached(row: DefinitionRow) -> DefinitionRow:
     """A copy of ``row`` in no session: :func:`current` merges it (``load=False``, no query)
     into a session that asks for it; rows are never changed but for ``retired_at``."""

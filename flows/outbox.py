@@ -42,7 +42,7 @@ import uuid
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, or_, select, update
+from sqlalchemy import Engine, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from careloop.engine import events, links, store
@@ -492,14 +492,21 @@ def _undelivered(row: OutboxMessage) -> None:
                         type(exc).__name__)
 
 
+def _success(channel: Channel, result: SendResult, now: datetime) -> tuple[str, dict[str, Any]]:
+    """A send's outcome and the columns it writes (a settled row: its claim cleared)."""
+    outcome, reason = (("logged", "log_channel") if result.status == "logged"
+                       or not channel.delivers else ("sent", None))
+    return outcome, {"sent_at": now, "error": None, "provider_ref": result.provider_ref,
+                     "status": outcome, "reason": reason, "claimed_by": None,
+                     "claimed_until": None, "claim_token": None, "attempt_started_at": None}
+
+
 def _succeeded(row: OutboxMessage, channel: Channel, result: SendResult,
                now: datetime) -> str:
-    row.sent_at, row.error, row.provider_ref = now, None, result.provider_ref
-    if result.status == "logged" or not channel.delivers:
-        _settle(row, "logged", "log_channel", now)
-        return "logged"
-    _settle(row, "sent", None, now)
-    return "sent"
+    outcome, values = _success(channel, result, now)
+    for name, value in values.items():
+        setattr(row, name, value)
+    return outcome
 
 
 def dead_letter(session: Session, row: OutboxMessage, reason: str, now: datetime) -> str:
@@ -627,6 +634,24 @@ class _Pass:
         return monotime.monotonic() > self.deadline
 
 
+# The statements sent for every message, built once (their bound values given at each call):
+# how many left on a channel in the last minute; the send-once record; a send's outcome.
+_RECENT = select(func.count()).select_from(OutboxMessage).where(
+    OutboxMessage.channel == bindparam("channel"), OutboxMessage.status.in_(DELIVERED),
+    OutboxMessage.sent_at > bindparam("since"))
+_SENDING = update(OutboxMessage).where(
+    OutboxMessage.id == bindparam("message_id"), OutboxMessage.claim_token == bindparam("token"),
+    OutboxMessage.status == "pending").values(
+    status="sending", attempts=OutboxMessage.attempts + 1,
+    attempt_started_at=bindparam("started"), claimed_until=bindparam("until"))
+_SUCCEEDED = update(OutboxMessage).where(
+    OutboxMessage.id == bindparam("message_id"), OutboxMessage.status == "sending",
+    OutboxMessage.claim_token == bindparam("token")).values(
+    {name: bindparam(f"new_{name}") for name in (
+        "sent_at", "error", "provider_ref", "status", "reason", "claimed_by", "claimed_until",
+        "claim_token", "attempt_started_at")})
+
+
 def _prepare(session: Session, row: OutboxMessage, p: _Pass) -> str | tuple[Channel, Outbound]:
     now = p.now
     expired = expiry_reason(row, now)
@@ -650,9 +675,8 @@ def _prepare(session: Session, row: OutboxMessage, p: _Pass) -> str | tuple[Chan
     if p.failures.get(row.channel, 0) >= BREAKER_FAILURES:
         row.first_failed_at = row.first_failed_at or now
         return _defer(row, now + timedelta(minutes=1), "channel_down")
-    recent = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.channel == row.channel, OutboxMessage.status.in_(DELIVERED),
-        OutboxMessage.sent_at > now - timedelta(minutes=1))) or 0
+    recent = session.scalar(_RECENT, {"channel": row.channel,
+                                      "since": now - timedelta(minutes=1)}) or 0
     if recent >= rate_limit(row.channel):
         return _defer(row, now + timedelta(minutes=1))
     try:
@@ -690,16 +714,25 @@ def _dispatch_one(p: _Pass, message_id: int, token: str) -> str:
         channel, outbound = prepared
         # the send-once record, committed before the channel is called: a conditional UPDATE,
         # so a process whose claim lapsed meanwhile (and was taken over) never sends
-        started = session.execute(update(OutboxMessage).where(
-            OutboxMessage.id == message_id, OutboxMessage.claim_token == token,
-            OutboxMessage.status == "pending").values(
-            status="sending", attempts=OutboxMessage.attempts + 1, attempt_started_at=p.now,
-            claimed_until=p.stamp() + timedelta(seconds=max(CLAIM_SECONDS,
-                                                            2 * channel.timeouts.total))))
-        if started.rowcount != 1:  # type: ignore[attr-defined]
+        started = session.connection().execute(_SENDING, {
+            "message_id": message_id, "token": token, "started": p.now,
+            "until": p.stamp() + timedelta(seconds=max(CLAIM_SECONDS,
+                                                       2 * channel.timeouts.total))})
+        if started.rowcount != 1:  # ``row`` is not read again
             return "superseded"
     result, error, timed_out = (_direct if channel.local else _bounded)(
         lambda: channel.send(outbound, outbound.idempotency_key), channel.timeouts.total)
+    if not timed_out and error is None and isinstance(result, SendResult):
+        # the usual outcome in one conditional UPDATE (no row read first): the same test of
+        # status and token as below, taken under the UPDATE's row lock
+        outcome, values = _success(channel, result, p.now)
+        with p.engine.begin() as conn:
+            done = conn.execute(_SUCCEEDED, {"message_id": message_id, "token": token} | {
+                f"new_{name}": value for name, value in values.items()}).rowcount
+        if done != 1:
+            return "superseded"  # another process took it over after our claim lapsed
+        p.failures[outbound.channel] = 0
+        return outcome
     with transaction(p.engine) as session:
         row = session.get(OutboxMessage, message_id, with_for_update=True)
         if row is None or row.status != "sending" or row.claim_token != token:

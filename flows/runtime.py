@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +27,7 @@ from careloop.engine.clock import now_utc
 from careloop.engine.domain import Task
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.expressions import ExpressionError
+from careloop.engine.models import DefinitionRow
 from careloop.engine.registry import loaded_registry
 from careloop.engine.tasks import add_history
 from careloop.flows import context as ctxmod
@@ -156,13 +157,30 @@ def prefetch_references(session: Session, specs: list[FlowSpec]) -> None:
                 value = step.get(option)
                 if isinstance(value, str):
                     pairs.add((referenced, value))
-    store.prefetch(session, pairs)
+    if not store.shared_rows(session, {kind for kind, _ in pairs}):
+        store.prefetch(session, pairs)
 
 
 def spec_of(session: Session, run: FlowRun) -> FlowSpec:
+    """The compiled spec of the run's flow version: a current version's from the process's
+    specs (kept while the definitions' fingerprint stays the same: no query of its own), an
+    older one's read for the transaction."""
+    spec = store.shared_current(session, "flow", "by version", _by_version).get(
+        (run.flow_key, run.flow_version))
+    if spec is not None:
+        return spec
     row = store.get_version(session, "flow", run.flow_key, run.flow_version)
-    spec = store.compile_row(row, FlowSpec)
-    return spec
+    return store.compile_row(row, FlowSpec)
+
+
+def _by_version(rows: Sequence[DefinitionRow]) -> dict[tuple[str, int], FlowSpec]:
+    found: dict[tuple[str, int], FlowSpec] = {}
+    for row in rows:
+        try:
+            found[(row.key, row.version)] = store.compile_row(row, FlowSpec)
+        except CareloopError:  # left out: spec_of reads it and raises as it always did
+            continue
+    return found
 
 
 _WITHOUT_RUNS = "careloop.flows.without_runs"

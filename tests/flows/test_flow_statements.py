@@ -26,10 +26,11 @@ from careloop.flows.scheduler import run_due
 from ..statements import counted
 from .conftest import START, Send
 
-# The issue's target: 25 (58.75 before the lazy step rows and batched loads, 172 at first: the
-# patient read 19 times, a savepoint per step, a history INSERT per row). What remains is
-# listed in docs/performance-flows.md ("What remains").
-LIMIT = 25
+# 24: the issue's target was 25 (58.75 before the lazy step rows and batched loads, 172 at
+# first: the patient read 19 times, a savepoint per step, a history INSERT per row); the
+# templates and forms a start names and a batch's flow versions now come from the process's
+# copies of the current definitions. What remains is listed in docs/performance-flows.md.
+LIMIT = 24
 
 
 RUNS = 4  # discharged the same morning: the sweeps' own statements are shared, as in a ward
@@ -56,7 +57,7 @@ def _discharged(engine: Engine, send: Send, n: int) -> dict[str, Any]:
     return payload
 
 
-def test_a_discharge_run_to_completion_takes_at_most_25_statements(
+def test_a_discharge_run_to_completion_takes_at_most_24_statements(
         bundles: Engine, send: Send) -> None:
     engine = bundles
     with transaction(engine) as session:
