@@ -137,6 +137,11 @@ class Task(Base):
     patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
     encounter_id: Mapped[str | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     department_id: Mapped[str | None] = mapped_column(ForeignKey("departments.id"), index=True)
+    # the stay's department and ward, copied by the database (engine/task_stay.py, migration
+    # 0040) so that the inbox's sensitive-stay check reads the task's row, not its encounter;
+    # never set or read in Python (an object keeps None until reloaded)
+    stay_department_id: Mapped[str | None] = mapped_column(String(64))
+    stay_ward_id: Mapped[str | None] = mapped_column(String(64))
     assignee_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     assignee_role: Mapped[str | None] = mapped_column(String(32))
     priority: Mapped[str] = mapped_column(String(16), default="normal")  # urgent|high|normal|low

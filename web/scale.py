@@ -360,8 +360,8 @@ def _tasks(w: Writer, h: Hospital, layout: Layout, n_patients: int, n: int, seed
                 created = due - timedelta(hours=rng.randint(24, 96))
                 priority = rng.choices(("urgent", "high", "normal", "low"), (2, 10, 80, 8))[0]
                 rows.append((titles[kind], kind, f"{PATIENT_PREFIX}{p:08d}",
-                             f"{ENCOUNTER_PREFIX}{p:08d}", department, user, role, priority,
-                             "in_progress" if rng.random() < 0.08 else "open", w.ts(due),
+                             f"{ENCOUNTER_PREFIX}{p:08d}", dept, ward, department, user, role,
+                             priority, "in_progress" if rng.random() < 0.08 else "open", w.ts(due),
                              '{"chain":[],"level":0}', "rule", f"scale:{seed}:{k}",
                              "discharge_day3" if kind == "phone_followup" else None, "{}",
                              w.ts(created)))
@@ -369,10 +369,12 @@ def _tasks(w: Writer, h: Hospital, layout: Layout, n_patients: int, n: int, seed
 
     started = time.perf_counter()
     result.written["tasks"] = w.write(
-        "tasks", ("title", "kind", "patient_id", "encounter_id", "department_id",
-                  "assignee_user_id", "assignee_role", "priority", "status", "due_at",
-                  "escalation", "source_type", "source_ref", "form_key", "details",
-                  "created_at"), tasks())
+        # the stay's department and ward given (engine/task_stay.py's triggers do not run
+        # under session_replication_role = replica, nor are they needed when given)
+        "tasks", ("title", "kind", "patient_id", "encounter_id", "stay_department_id",
+                  "stay_ward_id", "department_id", "assignee_user_id", "assignee_role",
+                  "priority", "status", "due_at", "escalation", "source_type", "source_ref",
+                  "form_key", "details", "created_at"), tasks())
     result.seconds["tasks"] = time.perf_counter() - started
 
 

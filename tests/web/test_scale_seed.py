@@ -68,6 +68,11 @@ def test_counts_and_rows_are_what_the_app_reads(seeded: tuple[Engine, ScaleResul
         assert _count(session, Task, Task.assignee_user_id.is_not(None)) > 0.2 * TASKS
         assert _count(session, Task, Task.assignee_role == "head_nurse",
                       Task.department_id == "cardiology") > 0
+        # each task carries its stay's department and ward (the inbox's sensitive-stay check)
+        stays = select(Encounter.id).where(
+            Encounter.id == Task.encounter_id, Encounter.department_id == Task.stay_department_id,
+            Encounter.ward_id == Task.stay_ward_id).exists()
+        assert _count(session, Task, stays) == TASKS
         forms = set(session.scalars(select(Submission.form_key).distinct()).all())
         assert forms == {"inpatient_satisfaction", "outpatient_satisfaction", "discharge_day3"}
         # a submission carries the current version and hash of a form that is really imported
@@ -184,10 +189,15 @@ def test_inbox_and_search_plans_on_postgresql(seeded: tuple[Engine, ScaleResult]
             assert search is not None
             queries[f"search:{q}"] = search
         for name, query in queries.items():
-            if name.startswith("search:"):
+            if name.startswith("search:") or name == "cardiology_head_nurse:department":
                 # as in test_inbox_plans: at this size a scan is cheaper than the trigram
-                # lookups; with scans priced out, a plan that still scans has no index to use
+                # lookups; with scans priced out, a plan that still scans has no index to use.
+                # The head nurse's department holds a third of the generated tasks: since the
+                # sensitive-stay check reads the task's row (migration 0040) a scan is priced
+                # below the index here (at a million tasks the planner reads the indexes)
                 session.execute(text("SET LOCAL enable_seqscan = off"))
+            else:
+                session.execute(text("SET LOCAL enable_seqscan = on"))
             assert _seq_scans(_explain(session, query)) == [], name
 
 
