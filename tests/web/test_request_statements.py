@@ -34,9 +34,10 @@ from ..statements import counted
 # three times, the patient's encounter read twice). On PostgreSQL the audit row's chain lock is
 # a statement (``pg_advisory_xact_lock``); on SQLite the event's own writes hold the write lock
 # already. What remains: docs/performance-web.md. An event then sent 12 (13 on PostgreSQL);
-# since docs/performance-2026-12-08.md 9 (10): ingest's read of the event id not repeated, no
-# savepoint. A submitted page then sent 12; now 10: the request, its patient and encounter read
-# in one statement, and no patient tags for a form whose expressions never name ``patient``.
+# since the second round of docs/performance-2026-12-07.md 9 (10): ingest's read of the event
+# id not repeated, no savepoint. A submitted page then sent 12; now 10: the request, its patient
+# and encounter read in one statement, and no patient tags for a form whose expressions never
+# name ``patient``.
 EVENT_LIMIT = {"sqlite": 9, "postgresql": 10}
 SUBMIT_LIMIT = 10
 
