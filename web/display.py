@@ -146,6 +146,7 @@ _LEGACY: dict[str, tuple[str, ...]] = {
     "channel": ("web.channel.{code}",), "encounter_type": ("web.encounter.{code}",),
     "complaint_status": ("web.complaint.status.{code}",),
     "message_status": ("web.outbox.status.{code}",),
+    "task_kind": ("reports.value.task_kind.{code}",),  # the dashboards' words for the same kinds
 }
 
 

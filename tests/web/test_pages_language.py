@@ -249,3 +249,26 @@ def test_every_tag_the_shipped_apps_and_demo_use_has_words() -> None:
         unworded = sorted(tag for tag in used if Display(locale).label("tag", tag)
                           in (tag, tag.replace("_", " ")))
         assert not unworded, (locale, unworded)
+
+
+def test_every_task_kind_reads_as_words() -> None:
+    """The inbox's source column names a task's kind: every kind the product makes or the shipped
+    definitions name reads as words ("流程 · 电话随访", not "流程 · phone followup")."""
+    from pathlib import Path
+
+    from careloop.flows.health.packages import TASK_KIND
+    from careloop.web.display import Display
+
+    root = Path(__file__).resolve().parents[2]
+    kinds = {"todo", "cc", "approval", "followup_call", "consult", TASK_KIND}
+    for path in (root / "app_definitions").rglob("*.yaml"):
+        text = path.read_text("utf-8")
+        kinds |= set(re.findall(r"\btask_kind: *([a-z_]+)", text))
+        if "/rules/" in path.as_posix():
+            kinds |= set(re.findall(r"\bkind: *([a-z_]+)", text)) - {
+                "ruleset", "decision_table", "dictionary", "flow"}
+    assert {"phone_followup", "complaint_response"} <= kinds
+    for locale in ("zh-CN", "en"):
+        unworded = sorted(k for k in kinds if Display(locale).label("task_kind", k)
+                          in (k, k.replace("_", " ")))
+        assert not unworded, (locale, unworded)
