@@ -5,8 +5,10 @@ fields:
 
 - :func:`label` ``(kind, code, locale)`` resolves a code (a department, role, permission, task
   or answer status, tag, complaint category, channel, band, score, form, flow, rule set, rule,
-  history or audit action, gender, outcome, user…) from the definitions — their titles and
-  labels, in the page's language — or from the message catalogues (``label.<kind>.<code>``).
+  history or audit action, gender, outcome, user, app bundle, rule action…) from the
+  definitions — their titles and labels, in the page's language —, from the title a registered
+  type gives itself (a role, a channel type, an ``ActionSpec``), or from the message catalogues
+  (``label.<kind>.<code>``).
   A :class:`Display` does the same for one rendered page and remembers what it looked up.
 - :func:`local_time` ``(dt, style)`` is the one way an instant is written: the hospital's time
   zone (``CARELOOP_TIMEZONE``, default Asia/Shanghai), one format per style.
@@ -242,21 +244,27 @@ def _department(d: Display, code: str, _: Mapping[str, Any]) -> str | None:
     return pick(name, d.locale) if name else None
 
 
-def _role(d: Display, code: str, _: Mapping[str, Any]) -> str | None:
-    from careloop.engine.registry import loaded_registry
+def _registered(catalogue_name: str) -> Callable[[Display, str, Mapping[str, Any]], str | None]:
+    """The ``title`` a registered type gives itself (a role, a channel type, a rule action's
+    ``ActionSpec``): the type owns its words, as it owns its schema."""
 
-    roles = loaded_registry().catalogue("role")
-    info = roles.get(code) if code in roles else None
-    return pick(info.title, d.locale) if info is not None else None
+    def resolve(d: Display, code: str, _: Mapping[str, Any]) -> str | None:
+        found = loaded_registry().catalogue(catalogue_name)
+        info = found.get(code) if code in found else None
+        title = getattr(info, "title", None)
+        return pick(title, d.locale) if isinstance(title, dict) and title else None
+    return resolve
 
 
-def _channel(d: Display, code: str, _: Mapping[str, Any]) -> str | None:
-    from careloop.engine.registry import loaded_registry
+def _app(d: Display, code: str, _: Mapping[str, Any]) -> str | None:
+    """An imported app bundle's name (``bundles.name``)."""
+    from careloop.engine.models import BundleRow
 
-    channels = loaded_registry().catalogue("channel")
-    info = channels.get(code) if code in channels else None
-    title = getattr(info, "title", None)
-    return pick(title, d.locale) if isinstance(title, dict) and title else None
+    def load(session: Session) -> str | None:
+        row = session.get(BundleRow, code)
+        return pick(row.name, d.locale) if row is not None and row.name else None
+    found: str | None = d._read(load)
+    return found
 
 
 def _definition(kind: str) -> Callable[[Display, str, Mapping[str, Any]], str | None]:
@@ -360,7 +368,8 @@ def _category(d: Display, code: str, context: Mapping[str, Any]) -> str | None:
 
 
 _RESOLVERS: dict[str, Callable[[Display, str, Mapping[str, Any]], str | None]] = {
-    "department": _department, "ward": _department, "role": _role, "channel": _channel,
+    "department": _department, "ward": _department, "role": _registered("role"),
+    "channel": _registered("channel"), "rule_action": _registered("action"), "app": _app,
     "form": _definition("form"), "flow": _definition("flow"),
     "ruleset": _definition("ruleset"), "template": _definition("template"),
     "touchpoint": _definition("touchpoint"), "education": _definition("education"),
@@ -529,4 +538,4 @@ def action_sentence(d: Display, action: Mapping[str, Any]) -> str:
     key = f"web.label.do.{do}"
     if key in catalogue(d.locale):
         return t(key, d.locale, **params)
-    return _fallback(do)
+    return d.label("rule_action", do)

@@ -165,6 +165,9 @@ def test_dashboards_and_flow_operations(client: TestClient, wards: dict[str, int
     login(client, "px")
     page = client.get("/dashboards")
     assert page.status_code == 200 and 'href="/reports/dashboards/' in page.text
+    # each dashboard with its app's name, not the app's id or the definition's version
+    listed = page.text[page.text.index('<ul class="dashboards">'):]
+    assert " · 满意度调查" in listed and " · satisfaction" not in listed and " · v1" not in listed
     assert client.get("/admin/flows").status_code == 403
     client.post("/logout", data={"csrf_token": csrf_from(page.text)})
     login(client, "it")

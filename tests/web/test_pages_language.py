@@ -272,3 +272,14 @@ def test_every_task_kind_reads_as_words() -> None:
         unworded = sorted(k for k in kinds if Display(locale).label("task_kind", k)
                           in (k, k.replace("_", " ")))
         assert not unworded, (locale, unworded)
+
+
+def test_a_rule_action_without_catalogue_words_reads_as_its_action_type_title() -> None:
+    """A trace names each action in words: an action type the message catalogue does not word
+    (send_education, or a plugin's) reads as the title its ``ActionSpec`` gives itself."""
+    from careloop.web.display import Display, action_sentence
+
+    assert action_sentence(Display("zh-CN"), {"do": "send_education"}) == "推送健康宣教"
+    assert action_sentence(Display("en"), {"do": "send_education"}) == "Send health education"
+    assert action_sentence(Display("zh-CN"), {"do": "tag", "result": {"tag": "after_pci"}}
+                           ) == "标签：PCI术后"
