@@ -370,6 +370,7 @@ def _category(d: Display, code: str, context: Mapping[str, Any]) -> str | None:
 _RESOLVERS: dict[str, Callable[[Display, str, Mapping[str, Any]], str | None]] = {
     "department": _department, "ward": _department, "role": _registered("role"),
     "channel": _registered("channel"), "rule_action": _registered("action"), "app": _app,
+    "definition_kind": _registered("kind"),
     "form": _definition("form"), "flow": _definition("flow"),
     "ruleset": _definition("ruleset"), "template": _definition("template"),
     "touchpoint": _definition("touchpoint"), "education": _definition("education"),

@@ -168,6 +168,10 @@ def test_dashboards_and_flow_operations(client: TestClient, wards: dict[str, int
     # each dashboard with its app's name, not the app's id or the definition's version
     listed = page.text[page.text.index('<ul class="dashboards">'):]
     assert " · 满意度调查" in listed and " · satisfaction" not in listed and " · v1" not in listed
+    # the definitions catalogue: each kind and app in words, the key kept for authors
+    catalogue = client.get("/definitions").text
+    assert "<td>图表</td>" in catalogue and "<td>满意度调查</td>" in catalogue
+    assert "<td>chart</td>" not in catalogue and "<td>satisfaction</td>" not in catalogue
     assert client.get("/admin/flows").status_code == 403
     client.post("/logout", data={"csrf_token": csrf_from(page.text)})
     login(client, "it")
