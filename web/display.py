@@ -299,6 +299,8 @@ def _actor(d: Display, code: str, context: Mapping[str, Any]) -> str | None:
                 name = f"{name} · {d.label('rule', f'{key}/{rule}')}"
             return t("web.label.actor.rule", d.locale, name=name)
         return t("web.label.actor.flow", d.locale, name=d._title("flow", key) or key)
+    if code.startswith("careloop "):  # a command an administrator ran ("careloop up")
+        return t("web.label.actor.cli", d.locale, command=code)
     return _catalogued("actor", code, d.locale) or _user(d, code, context)
 
 

@@ -208,6 +208,9 @@ def test_admin_pages_name_permissions_and_audit_actions(
     body = audit.text[audit.text.index("<tbody>"):]
     assert "查看患者" in body and "护士长" in body
     assert ">patient.view<" not in body
+    # outcomes and the rules that acted in words; the code kept for filtering (title, data-)
+    assert ">成功<" in body and ">success<" not in body
+    assert "规则「满意度回访分流 · 不满意」" in body and ">rule:followup_routing" not in body
     assert re.search(r'<time datetime="2026-12-04T11:36:00\+08:00">2026-12-04 11:36:00</time>',
                      body)
 
@@ -283,3 +286,25 @@ def test_a_rule_action_without_catalogue_words_reads_as_its_action_type_title() 
     assert action_sentence(Display("en"), {"do": "send_education"}) == "Send health education"
     assert action_sentence(Display("zh-CN"), {"do": "tag", "result": {"tag": "after_pci"}}
                            ) == "标签：PCI术后"
+
+
+def test_every_audit_action_the_code_records_has_words() -> None:
+    """The auditor's page names each action in words: every action string the code passes to
+    ``record(request, …)`` or as ``action=`` has zh-CN and en words (``web.label.audit.*``)."""
+    from pathlib import Path
+
+    from careloop.engine.i18n import catalogue
+
+    root = Path(__file__).resolve().parents[2]
+    recorded: set[str] = set()
+    for folder in ("engine", "forms", "flows", "rules", "reports", "web"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text("utf-8")
+            recorded |= set(re.findall(r'\brecord\((?:request|req)[^)]{0,80}?"([a-z_]+\.[a-z_]+)"',
+                                       text))
+            recorded |= set(re.findall(r'\baction="([a-z_]+\.[a-z_]+)"', text))
+    assert {"patient.view", "consult.list", "people_report.view"} <= recorded
+    for locale in ("zh-CN", "en"):
+        words = catalogue(locale)
+        unworded = sorted(a for a in recorded if f"web.label.audit.{a}" not in words)
+        assert not unworded, (locale, unworded)
