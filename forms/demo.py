@@ -117,6 +117,32 @@ def bp_answers(rng: random.Random, mood: float, at: datetime) -> Fields:
     return out
 
 
+TOUCHPOINTS = ("admission", "nursing", "doctor_explanation", "food", "environment", "discharge")
+LOW_REASONS = ("waiting", "attitude", "explanation", "cost")
+
+
+def satisfaction_answers(rng: random.Random, mood: float) -> Fields:
+    """The inpatient satisfaction survey (day 14): overall, NPS and each part of the stay,
+    following the patient's mood; the unhappy give reasons and often a comment."""
+    if mood > 0.86:
+        overall, nps = rng.choice((1, 2)), rng.randint(0, 5)
+    elif mood > 0.72:
+        overall, nps = 3, rng.randint(5, 8)
+    else:
+        overall, nps = rng.choice((4, 5, 5)), rng.choice((8, 9, 10, 10))
+    out: Fields = {"overall": [str(overall)], "nps": [str(nps)]}
+    if overall <= 2:
+        out["low_reasons"] = rng.sample(LOW_REASONS, rng.randint(1, 2))
+        out["comment"] = [rng.choice(NEGATIVE)]
+    elif overall >= 4 and rng.random() < 0.3:
+        out["comment"] = [rng.choice(POSITIVE)]
+    for row in TOUCHPOINTS:
+        if rng.random() < 0.9:  # a part of the stay a patient has no view on stays empty
+            score = max(1, min(5, overall + rng.choice((-1, 0, 0, 1))))
+            out[f"touchpoints.{row}"] = [str(score)]
+    return out
+
+
 def answers_for(form_key: str, rng: random.Random, mood: float, showcase: bool,
                 at: datetime) -> Fields | None:
     if form_key == "discharge_day3":
@@ -125,6 +151,8 @@ def answers_for(form_key: str, rng: random.Random, mood: float, showcase: bool,
         return stent_answers(rng, mood)
     if form_key == "home_bp":
         return bp_answers(rng, mood, at)
+    if form_key == "inpatient_satisfaction":
+        return satisfaction_answers(rng, mood)
     return None
 
 

@@ -157,7 +157,8 @@ def _answers_come_from_links_that_were_sent() -> None:
         if match:
             links.setdefault(hash_token(match.group(1)), message)
     forms = {s.form_key for s in submissions}
-    assert {"discharge_day3", "cardiac_stent_followup", "home_bp", "complaint"} <= forms
+    assert {"discharge_day3", "cardiac_stent_followup", "home_bp", "complaint",
+            "inpatient_satisfaction"} <= forms
     for sub in submissions:
         if sub.touchpoint_key is not None:  # a QR scan at a place: anonymous, no link
             assert sub.patient_id is None and sub.request_id is None and sub.channel == "qr"
@@ -177,6 +178,15 @@ def _answers_come_from_links_that_were_sent() -> None:
     assert len(satisfied) > len(day3) / 2 and unhappy
     assert any("用药指导不清楚" in str(s.answers.get("comment", "")) for s in unhappy)
     assert {"pending_dissatisfied", "archived"} <= {s.status for s in day3}
+    # the day-14 satisfaction survey: answered through the links the satisfaction app's flow
+    # sent, NPS from detractors to promoters, the unhappy reaching the head nurse
+    # (pending, or resolved by the staff who called them)
+    survey = [s for s in submissions if s.form_key == "inpatient_satisfaction"]
+    states = {s.status for s in survey}
+    assert "archived" in states and states & {"pending_dissatisfied", "resolved"}, states
+    nps = {int(s.answers["nps"]) for s in survey}
+    assert min(nps) <= 6 and max(nps) >= 9
+    assert all(s.answers.get("low_reasons") for s in survey if int(s.answers["overall"]) <= 2)
     # some patients never answer
     assert any(r.status in ("sent", "expired") for r in requests.values())
 
