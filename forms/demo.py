@@ -117,13 +117,18 @@ def bp_answers(rng: random.Random, mood: float, at: datetime) -> Fields:
     return out
 
 
-TOUCHPOINTS = ("admission", "nursing", "doctor_explanation", "food", "environment", "discharge")
+TOUCHPOINTS = {
+    "inpatient_satisfaction": ("admission", "nursing", "doctor_explanation", "food",
+                               "environment", "discharge"),
+    "outpatient_satisfaction": ("registration", "waiting", "doctor_explanation", "payment",
+                                "pharmacy")}
 LOW_REASONS = ("waiting", "attitude", "explanation", "cost")
 
 
-def satisfaction_answers(rng: random.Random, mood: float) -> Fields:
-    """The inpatient satisfaction survey (day 14): overall, NPS and each part of the stay,
-    following the patient's mood; the unhappy give reasons and often a comment."""
+def satisfaction_answers(form_key: str, rng: random.Random, mood: float) -> Fields:
+    """A satisfaction survey (inpatient, day 14; outpatient, the day after the visit): overall,
+    NPS and each part of the stay or visit, following the patient's mood; the unhappy give
+    reasons and a comment."""
     if mood > 0.86:
         overall, nps = rng.choice((1, 2)), rng.randint(0, 5)
     elif mood > 0.72:
@@ -136,7 +141,7 @@ def satisfaction_answers(rng: random.Random, mood: float) -> Fields:
         out["comment"] = [rng.choice(NEGATIVE)]
     elif overall >= 4 and rng.random() < 0.3:
         out["comment"] = [rng.choice(POSITIVE)]
-    for row in TOUCHPOINTS:
+    for row in TOUCHPOINTS[form_key]:
         if rng.random() < 0.9:  # a part of the stay a patient has no view on stays empty
             score = max(1, min(5, overall + rng.choice((-1, 0, 0, 1))))
             out[f"touchpoints.{row}"] = [str(score)]
@@ -151,8 +156,8 @@ def answers_for(form_key: str, rng: random.Random, mood: float, showcase: bool,
         return stent_answers(rng, mood)
     if form_key == "home_bp":
         return bp_answers(rng, mood, at)
-    if form_key == "inpatient_satisfaction":
-        return satisfaction_answers(rng, mood)
+    if form_key in TOUCHPOINTS:
+        return satisfaction_answers(form_key, rng, mood)
     return None
 
 

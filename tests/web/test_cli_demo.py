@@ -158,7 +158,7 @@ def _answers_come_from_links_that_were_sent() -> None:
             links.setdefault(hash_token(match.group(1)), message)
     forms = {s.form_key for s in submissions}
     assert {"discharge_day3", "cardiac_stent_followup", "home_bp", "complaint",
-            "inpatient_satisfaction"} <= forms
+            "inpatient_satisfaction", "outpatient_satisfaction"} <= forms
     for sub in submissions:
         if sub.touchpoint_key is not None:  # a QR scan at a place: anonymous, no link
             assert sub.patient_id is None and sub.request_id is None and sub.channel == "qr"
@@ -178,10 +178,10 @@ def _answers_come_from_links_that_were_sent() -> None:
     assert len(satisfied) > len(day3) / 2 and unhappy
     assert any("用药指导不清楚" in str(s.answers.get("comment", "")) for s in unhappy)
     assert {"pending_dissatisfied", "archived"} <= {s.status for s in day3}
-    # the day-14 satisfaction survey: answered through the links the satisfaction app's flow
-    # sent, NPS from detractors to promoters, the unhappy reaching the head nurse
-    # (pending, or resolved by the staff who called them)
-    survey = [s for s in submissions if s.form_key == "inpatient_satisfaction"]
+    # the satisfaction surveys (inpatient day 14, outpatient the next day): answered through
+    # the links the satisfaction app's flows sent, NPS from detractors to promoters, the unhappy
+    # reaching the head nurse (pending, or resolved by the staff who called them)
+    survey = [s for s in submissions if s.form_key.endswith("_satisfaction")]
     states = {s.status for s in survey}
     assert "archived" in states and states & {"pending_dissatisfied", "resolved"}, states
     nps = {int(s.answers["nps"]) for s in survey}
