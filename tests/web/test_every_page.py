@@ -149,13 +149,28 @@ READ_PAGE = """() => {
     const value = dd ? dd.innerText.trim() : "";
     if (PERSON.test(dt.innerText) && /^\\d+$/.test(value)) people.push(dt.innerText + ": " + value);
   }
+  // a table cell squeezed to a few characters a line (a phone reading a wide table that
+  // should scroll in its box): more than four lines of text for a short value
+  const squeezed = [];
+  for (const cell of document.querySelectorAll("td, th")) {
+    const value = cell.innerText.trim();
+    if (value.length < 6 || value.length > 60 || cell.getClientRects().length === 0) continue;
+    const style = getComputedStyle(cell);
+    const line = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.4;
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const box = range.getBoundingClientRect();  // the text's own box, not the row's height
+    if (box.height > 4.5 * line && box.width < 4 * parseFloat(style.fontSize))
+      squeezed.push(value.slice(0, 30));
+  }
   const root = document.scrollingElement || document.documentElement;
   const links = [...document.querySelectorAll("a[href]")].map(a => a.getAttribute("href"));
   const nav = [...document.querySelectorAll("nav.side a[href]")].map(a => a.getAttribute("href"));
   // identifiers a page shows on purpose, as identifiers (an admin's department ID column)
   const ids = [...document.querySelectorAll("code, .username")].map(e => e.innerText.trim())
     .filter(Boolean);
-  return {text, ids, people, scroll: root.scrollWidth, width: window.innerWidth, links, nav};
+  return {text, ids, people, scroll: root.scrollWidth, width: window.innerWidth, links, nav,
+          squeezed};
 }""".replace("PERSON", "new RegExp(" + json.dumps(PERSON_HEADERS.pattern) + ", 'i')")
 
 AXE_RUN = """async () => {
@@ -203,6 +218,8 @@ class Crawler:
             out.append(Finding(path, f"user id: {person}"))
         if data["scroll"] > data["width"]:
             out.append(Finding(path, f"overflow at {data['width']}px: {data['scroll']}px wide"))
+        for value in data["squeezed"][:3]:
+            out.append(Finding(path, f"squeezed cell at {data['width']}px: {value!r}"))
         for error in errors:
             out.append(Finding(path, f"console: {error[:200]}"))
         errors.clear()
