@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from careloop.engine import context as names
@@ -21,7 +22,7 @@ from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.events import record
-from careloop.engine.models import DefinitionRow
+from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.engine.registry import loaded_registry
 from careloop.forms.logic import Evaluation, evaluate
 from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
@@ -45,10 +46,26 @@ class SubmissionInvalid(CareloopError):
 
 def load_form(session: Session, key: str,
               version: int | None = None) -> tuple[DefinitionRow, FormSpec]:
-    """The stored row and compiled spec of a form version (current if ``version`` is None)."""
-    row = store.get_version(session, "form", key, version)
+    """The stored row and compiled spec of a form version (current if ``version`` is None);
+    a version a form link's read brought along (:func:`known_version`) is not read again."""
+    if version is None:
+        row = store.get_version(session, "form", key, version)
+    else:
+        row = txcache.remember(session, (_VERSION, key, version),
+                               lambda: store.get_version(session, "form", key, version),
+                               (DefinitionRow,))
     spec = store.compile_row(row, FormSpec)
     return row, spec
+
+
+_VERSION = "forms.version"  # txcache key: a form version's stored row, read in this transaction
+
+
+def known_version(session: Session, row: DefinitionRow) -> None:
+    """Remember a form version's stored row read along with something else (a link's request),
+    for :func:`load_form` in this transaction. Stored versions never change (only
+    ``retired_at``, which a given version's read does not look at)."""
+    txcache.remember(session, (_VERSION, row.key, row.version), lambda: row, (DefinitionRow,))
 
 
 def expression_context(session: Session, patient_id: str | None, encounter_id: str | None,
@@ -141,13 +158,23 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         payload["touchpoint_type"] = touchpoint["type"]
         payload["owner"] = dict(touchpoint["owner"])
         payload["touchpoint_title"] = dict(touchpoint.get("title") or {})
-    for event_type in ("form.submitted", *spec.events):
-        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}",
-               defer=defer)
-    for reading in (reading_payloads(spec, submission) if patient_id is not None else []):
-        record(session, "reading.recorded", reading,
-               event_id=f"reading.recorded:{reading['reading_id']}", defer=defer)
+    events = [(event_type, payload, f"{event_type}:{submission.id}")
+              for event_type in ("form.submitted", *spec.events)]
+    events += [("reading.recorded", reading, f"reading.recorded:{reading['reading_id']}")
+               for reading in (reading_payloads(spec, submission) if patient_id is not None
+                               else [])]
+    # Which of their ids are stored already, in one read: each new one is then recorded as
+    # checked (no read of its own, no savepoint); an id stored before is not recorded again.
+    known = set(session.scalars(_KNOWN_EVENTS, {"ids": [event_id for *_, event_id in events]}))
+    for event_type, body, event_id in events:
+        if event_id not in known:
+            known.add(event_id)
+            record(session, event_type, body, event_id=event_id, defer=defer, checked=True)
     return submission, result
+
+
+_KNOWN_EVENTS = select(DomainEventRow.event_id).where(
+    DomainEventRow.event_id.in_(bindparam("ids", expanding=True)))
 
 
 def reading_payloads(spec: FormSpec, submission: Submission) -> list[dict[str, Any]]:
