@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from careloop.engine import context as names
 from careloop.engine import store, txcache
@@ -131,7 +131,7 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         raise SubmissionInvalid(result.errors)
     if department_id is None and context["encounter"] is not None:
         department_id = context["encounter"]["department"]
-    submission = Submission(
+    values = dict(
         form_key=form_key, form_version=row.version, content_hash=row.content_hash,
         patient_id=patient_id, encounter_id=encounter_id, department_id=department_id,
         request_id=request_id, channel=channel, entered_by=entered_by, locale=locale,
@@ -142,8 +142,18 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         request = session.get(FormRequest, request_id)
         if request is not None:
             request.status, request.answered_at, request.draft = "answered", now_utc(), None
-    session.add(submission)
-    session.flush()
+    if defer:
+        # Nothing in this transaction reads submissions back before its commit: the row is
+        # inserted by one statement built once, and the object joins the session as if read
+        # (no flush of its own: the request's change is written with the first event's).
+        new_id = session.connection().execute(_INSERT_SUBMISSION, values).inserted_primary_key[0]
+        submission = Submission(id=new_id, **values)
+        make_transient_to_detached(submission)
+        session.add(submission)
+    else:  # this transaction's handlers may have read submissions: the unit of work knows
+        submission = Submission(**values)
+        session.add(submission)
+        session.flush()
     if defer:  # nothing reads them back before the commit: one INSERT of them all, then
         for values in _answer_rows(spec, submission):
             txcache.defer(session, SubmissionAnswer, values)
@@ -165,7 +175,8 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
                                else [])]
     # Which of their ids are stored already, in one read: each new one is then recorded as
     # checked (no read of its own, no savepoint); an id stored before is not recorded again.
-    known = set(session.scalars(_KNOWN_EVENTS, {"ids": [event_id for *_, event_id in events]}))
+    known = set(session.connection().execute(
+        _KNOWN_EVENTS, {"ids": [event_id for *_, event_id in events]}).scalars())
     for event_type, body, event_id in events:
         if event_id not in known:
             known.add(event_id)
@@ -173,6 +184,7 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
     return submission, result
 
 
+_INSERT_SUBMISSION = insert(Submission)
 _KNOWN_EVENTS = select(DomainEventRow.event_id).where(
     DomainEventRow.event_id.in_(bindparam("ids", expanding=True)))
 
