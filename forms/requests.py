@@ -84,11 +84,11 @@ def by_token(session: Session, token: str, *, for_update: bool = False) -> FormR
         raise NotFound("no such form link")
     query = _BY_HASH_FOR_UPDATE if for_update else _BY_HASH
     found = session.execute(query, {"token_hash": hash_token(token)}).first()
-    request = found[0] if found is not None else None
-    if request is None:
+    if found is None:
         raise NotFound("no such form link")
-    if found[3] is not None:  # load_form of this version: no second read
-        known_version(session, found[3])
+    request, version_row = found[0], found[3]
+    if version_row is not None:  # load_form of this version: no second read
+        known_version(session, version_row)
     if request.status == "cancelled" and request.closed_reason == ENCOUNTER_CANCELLED_REASON:
         raise RequestUnavailable("not_needed")
     if request.status in ("answered", "cancelled", "expired"):

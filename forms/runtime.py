@@ -131,7 +131,7 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         raise SubmissionInvalid(result.errors)
     if department_id is None and context["encounter"] is not None:
         department_id = context["encounter"]["department"]
-    values = dict(
+    columns = dict(
         form_key=form_key, form_version=row.version, content_hash=row.content_hash,
         patient_id=patient_id, encounter_id=encounter_id, department_id=department_id,
         request_id=request_id, channel=channel, entered_by=entered_by, locale=locale,
@@ -146,12 +146,12 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         # Nothing in this transaction reads submissions back before its commit: the row is
         # inserted by one statement built once, and the object joins the session as if read
         # (no flush of its own: the request's change is written with the first event's).
-        new_id = session.connection().execute(_INSERT_SUBMISSION, values).inserted_primary_key[0]
-        submission = Submission(id=new_id, **values)
+        new_id = session.connection().execute(_INSERT_SUBMISSION, columns).scalar_one()
+        submission = Submission(id=new_id, **columns)
         make_transient_to_detached(submission)
         session.add(submission)
     else:  # this transaction's handlers may have read submissions: the unit of work knows
-        submission = Submission(**values)
+        submission = Submission(**columns)
         session.add(submission)
         session.flush()
     if defer:  # nothing reads them back before the commit: one INSERT of them all, then
@@ -184,7 +184,7 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
     return submission, result
 
 
-_INSERT_SUBMISSION = insert(Submission)
+_INSERT_SUBMISSION = insert(Submission).returning(Submission.id)
 _KNOWN_EVENTS = select(DomainEventRow.event_id).where(
     DomainEventRow.event_id.in_(bindparam("ids", expanding=True)))
 
