@@ -12,7 +12,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +276,25 @@ def render_message(title: str, text: str, locale: str, large_text: bool = False,
         title=title, text=text, locale=locale, large_text=large_text,
         next_step=t("web.devices.link_next_step", locale) if next_step else "",
         **hospital_context(locale))
+
+
+def render_thanks(title: str, locale: str, large_text: bool = False) -> str:
+    """The page a patient sees after submitting a form: :func:`render_message` with the thanks,
+    rendered once per form title, locale, text size and the words around them (the hospital,
+    its phone, the translations), not per submission. It holds nothing of the patient."""
+    hospital = hospital_context(locale)
+    phone = hospital["hospital_phone"]
+    return _thanks(title, locale, bool(large_text), t("forms.page.thanks", locale),
+                   hospital["hospital"], phone, hospital["contact"],
+                   t("web.devices.call", locale, phone=phone) if phone else "")
+
+
+@lru_cache(maxsize=256)
+def _thanks(title: str, locale: str, large_text: bool, text: str, hospital: str, phone: str,
+            contact: str, _call: str) -> str:
+    return environment().get_template("message.html").render(
+        title=title, text=text, locale=locale, large_text=large_text, next_step="",
+        hospital=hospital, hospital_phone=phone, contact=contact)
 
 
 def describe(spec: FormSpec, answers: Mapping[str, Any], locale: str, *,

@@ -22,6 +22,7 @@ from careloop.forms.pages import (
     read_page,
     render_message,
     render_page,
+    render_thanks,
     step,
     store_upload,
 )
@@ -152,9 +153,8 @@ def _post_page(session: Session, token: str, form: Mapping[str, Any],
                channel=channel, locale=locale, request_id=request.id,
                version=request.form_version, proxy_relation=draft.get("proxy"),
                defer=True, context=context)  # rules and flows: the queue
-        return Reply(200, render_message(pick(dict(spec.title), locale),
-                                         t("forms.page.thanks", locale), locale,
-                                         bool(draft.get("lt"))))
+        return Reply(200, render_thanks(pick(dict(spec.title), locale), locale,
+                                        bool(draft.get("lt"))))
     assert outcome.evaluation is not None  # step always evaluates
     return Reply(200 if not outcome.errors else 422, render_page(
         spec, answers=draft["answers"], page=outcome.page, locale=locale, errors=outcome.errors,

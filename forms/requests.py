@@ -12,16 +12,17 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.orm import Session, load_only
 
 from careloop.engine import audit, store
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
-from careloop.engine.models import DomainEventRow
+from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.engine.tasks import ENCOUNTER_CANCELLED
 from careloop.forms.models import FormRequest
+from careloop.forms.runtime import known_version
 
 # ``closed_reason`` of a request whose encounter the HIS cancelled; its link then reads
 # "no longer needed" (``RequestUnavailable("not_needed")``), not "cancelled by the hospital".
@@ -57,12 +58,21 @@ def create_request(session: Session, *, form_key: str, patient_id: str,
     return {"request_id": request.id, "token": token, "url": f"/f/{token}"}
 
 
-# The request with its patient and encounter (what the page reads next, from the identity map:
-# both are pinned for the transaction), in one statement built once: a statement object keeps
-# its cache key, so opening a link builds no query. Only the request's row is locked.
-_BY_HASH = (select(FormRequest, Patient, Encounter)
+# The request with its patient, its encounter and its form version's stored row (what the page
+# reads next: the patient and encounter from the identity map, both pinned for the transaction;
+# the form version through :func:`careloop.forms.runtime.load_form`), in one statement built
+# once: a statement object keeps its cache key, so opening a link builds no query. Only the
+# request's row is locked. The version's row comes without its ``body`` and ``title`` (the page
+# compiles the spec from ``source_text``, remembered per content hash: no JSON to decode).
+_FORM_VERSION = and_(DefinitionRow.kind == "form", DefinitionRow.key == FormRequest.form_key,
+                     DefinitionRow.version == FormRequest.form_version)
+_BY_HASH = (select(FormRequest, Patient, Encounter, DefinitionRow)
             .outerjoin(Patient, Patient.id == FormRequest.patient_id)
             .outerjoin(Encounter, Encounter.id == FormRequest.encounter_id)
+            .outerjoin(DefinitionRow, _FORM_VERSION)
+            .options(load_only(DefinitionRow.kind, DefinitionRow.key, DefinitionRow.version,
+                               DefinitionRow.content_hash, DefinitionRow.source_text,
+                               DefinitionRow.source_path))
             .where(FormRequest.token_hash == bindparam("token_hash")))
 _BY_HASH_FOR_UPDATE = _BY_HASH.with_for_update(of=FormRequest)
 
@@ -74,9 +84,11 @@ def by_token(session: Session, token: str, *, for_update: bool = False) -> FormR
         raise NotFound("no such form link")
     query = _BY_HASH_FOR_UPDATE if for_update else _BY_HASH
     found = session.execute(query, {"token_hash": hash_token(token)}).first()
-    request = found[0] if found is not None else None
-    if request is None:
+    if found is None:
         raise NotFound("no such form link")
+    request, version_row = found[0], found[3]
+    if version_row is not None:  # load_form of this version: no second read
+        known_version(session, version_row)
     if request.status == "cancelled" and request.closed_reason == ENCOUNTER_CANCELLED_REASON:
         raise RequestUnavailable("not_needed")
     if request.status in ("answered", "cancelled", "expired"):

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from careloop.engine import context as names
 from careloop.engine import store, txcache
@@ -21,7 +22,7 @@ from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.events import record
-from careloop.engine.models import DefinitionRow
+from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.engine.registry import loaded_registry
 from careloop.forms.logic import Evaluation, evaluate
 from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
@@ -45,10 +46,26 @@ class SubmissionInvalid(CareloopError):
 
 def load_form(session: Session, key: str,
               version: int | None = None) -> tuple[DefinitionRow, FormSpec]:
-    """The stored row and compiled spec of a form version (current if ``version`` is None)."""
-    row = store.get_version(session, "form", key, version)
+    """The stored row and compiled spec of a form version (current if ``version`` is None);
+    a version a form link's read brought along (:func:`known_version`) is not read again."""
+    if version is None:
+        row = store.get_version(session, "form", key, version)
+    else:
+        row = txcache.remember(session, (_VERSION, key, version),
+                               lambda: store.get_version(session, "form", key, version),
+                               (DefinitionRow,))
     spec = store.compile_row(row, FormSpec)
     return row, spec
+
+
+_VERSION = "forms.version"  # txcache key: a form version's stored row, read in this transaction
+
+
+def known_version(session: Session, row: DefinitionRow) -> None:
+    """Remember a form version's stored row read along with something else (a link's request),
+    for :func:`load_form` in this transaction. Stored versions never change (only
+    ``retired_at``, which a given version's read does not look at)."""
+    txcache.remember(session, (_VERSION, row.key, row.version), lambda: row, (DefinitionRow,))
 
 
 def expression_context(session: Session, patient_id: str | None, encounter_id: str | None,
@@ -114,7 +131,7 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         raise SubmissionInvalid(result.errors)
     if department_id is None and context["encounter"] is not None:
         department_id = context["encounter"]["department"]
-    submission = Submission(
+    columns = dict(
         form_key=form_key, form_version=row.version, content_hash=row.content_hash,
         patient_id=patient_id, encounter_id=encounter_id, department_id=department_id,
         request_id=request_id, channel=channel, entered_by=entered_by, locale=locale,
@@ -125,8 +142,18 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         request = session.get(FormRequest, request_id)
         if request is not None:
             request.status, request.answered_at, request.draft = "answered", now_utc(), None
-    session.add(submission)
-    session.flush()
+    if defer:
+        # Nothing in this transaction reads submissions back before its commit: the row is
+        # inserted by one statement built once, and the object joins the session as if read
+        # (no flush of its own: the request's change is written with the first event's).
+        new_id = session.connection().execute(_INSERT_SUBMISSION, columns).scalar_one()
+        submission = Submission(id=new_id, **columns)
+        make_transient_to_detached(submission)
+        session.add(submission)
+    else:  # this transaction's handlers may have read submissions: the unit of work knows
+        submission = Submission(**columns)
+        session.add(submission)
+        session.flush()
     if defer:  # nothing reads them back before the commit: one INSERT of them all, then
         for values in _answer_rows(spec, submission):
             txcache.defer(session, SubmissionAnswer, values)
@@ -141,13 +168,25 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
         payload["touchpoint_type"] = touchpoint["type"]
         payload["owner"] = dict(touchpoint["owner"])
         payload["touchpoint_title"] = dict(touchpoint.get("title") or {})
-    for event_type in ("form.submitted", *spec.events):
-        record(session, event_type, payload, event_id=f"{event_type}:{submission.id}",
-               defer=defer)
-    for reading in (reading_payloads(spec, submission) if patient_id is not None else []):
-        record(session, "reading.recorded", reading,
-               event_id=f"reading.recorded:{reading['reading_id']}", defer=defer)
+    events = [(event_type, payload, f"{event_type}:{submission.id}")
+              for event_type in ("form.submitted", *spec.events)]
+    events += [("reading.recorded", reading, f"reading.recorded:{reading['reading_id']}")
+               for reading in (reading_payloads(spec, submission) if patient_id is not None
+                               else [])]
+    # Which of their ids are stored already, in one read: each new one is then recorded as
+    # checked (no read of its own, no savepoint); an id stored before is not recorded again.
+    known = set(session.connection().execute(
+        _KNOWN_EVENTS, {"ids": [event_id for *_, event_id in events]}).scalars())
+    for event_type, body, event_id in events:
+        if event_id not in known:
+            known.add(event_id)
+            record(session, event_type, body, event_id=event_id, defer=defer, checked=True)
     return submission, result
+
+
+_INSERT_SUBMISSION = insert(Submission).returning(Submission.id)
+_KNOWN_EVENTS = select(DomainEventRow.event_id).where(
+    DomainEventRow.event_id.in_(bindparam("ids", expanding=True)))
 
 
 def reading_payloads(spec: FormSpec, submission: Submission) -> list[dict[str, Any]]:

@@ -11,14 +11,18 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 
-from careloop.engine import store
+from careloop.engine import events, store
 from careloop.engine.db import transaction
 from careloop.engine.domain import PatientTag
-from careloop.forms.models import Submission, SubmissionAnswer
+from careloop.engine.models import DomainEventRow
+from careloop.forms import pages
+from careloop.forms.models import FormRequest, Submission, SubmissionAnswer
 from careloop.forms.runtime import reads_patient
 from careloop.forms.spec import FormSpec
 from careloop.web.app import create_app
 from tests.forms.test_web import _request
+
+from ..statements import counted
 
 PLAIN = """kind: form
 key: plain_check
@@ -138,3 +142,73 @@ def test_a_form_that_reads_the_patient_still_sees_the_tags(
     with transaction(engine) as session:
         assert session.scalars(select(Submission)).one().answers == {"ok": "yes",
                                                                      "vip_note": "很好"}
+
+
+def test_a_patient_submission_is_six_statements(engine: Engine, patient: str,
+                                                publish: Any) -> None:
+    """The link's request with its patient, encounter and form version (one read, no read of
+    ``definitions`` of its own); the submission's row by one insert (no flush of its own); its
+    event ids checked in one read and the event stored without a savepoint; the request's
+    change; the answer rows at commit."""
+    publish(PLAIN)
+    url = _link(engine, "plain_check")
+    client = TestClient(create_app())
+    assert client.get(url).status_code == 200  # opened first, as a patient does
+    with counted(engine) as counter:
+        answer = client.post(url, data={"_page": "0", "_lang": "en", "_action": "submit",
+                                        "ok": "no", "note": "头晕"})
+    assert answer.status_code == 200 and "Thank you" in answer.text, answer.text
+    listing = "\n".join(counter.statements)
+    assert len(counter.statements) <= 6, listing
+    reads = [s for s in counter.statements if s.startswith("SELECT")]
+    assert len(reads) == 2, listing  # the request (with its form version), the event ids
+    assert "FROM definitions" not in listing, listing
+    assert not any("SAVEPOINT" in s for s in counter.statements), listing
+    assert client.post(url, data={"_page": "0", "_action": "submit", "ok": "no"}
+                       ).status_code == 410  # answered once: the link is used
+    with transaction(engine) as session:
+        sub = session.scalars(select(Submission)).one()
+        assert sub.answers == {"ok": "no", "note": "头晕"} and sub.request_id is not None
+        assert session.scalars(select(DomainEventRow.event_id).where(
+            DomainEventRow.type == "form.submitted")).all() == [f"form.submitted:{sub.id}"]
+        request = session.get(FormRequest, sub.request_id)
+        assert request is not None and request.status == "answered"
+        assert request.answered_at is not None and request.draft is None
+
+
+def test_an_event_id_stored_before_is_not_recorded_again(engine: Engine, patient: str,
+                                                         publish: Any) -> None:
+    """A submission's event ids are read first: one stored already is kept, not stored twice
+    (no failed insert), as ``events.record`` does for an id it knows."""
+    publish(PLAIN)
+    client = TestClient(create_app())
+    data = {"_page": "0", "_lang": "en", "_action": "submit", "ok": "yes"}
+    assert client.post(_link(engine, "plain_check"), data=data).status_code == 200
+    with transaction(engine) as session:
+        last = max(session.scalars(select(Submission.id)))  # the next ids follow it
+        for n in range(last + 1, last + 31):
+            events.record(session, "test.placeholder", {}, event_id=f"form.submitted:{n}",
+                          dispatch=False)
+    answer = client.post(_link(engine, "plain_check"), data=data)
+    assert answer.status_code == 200, answer.text
+    with transaction(engine) as session:
+        sub = session.scalars(select(Submission).order_by(Submission.id.desc())).first()
+        assert sub is not None and last < sub.id <= last + 30
+        kept = session.scalars(select(DomainEventRow).where(
+            DomainEventRow.event_id == f"form.submitted:{sub.id}")).one()
+        assert kept.type == "test.placeholder"
+
+
+def test_the_thank_you_page_is_rendered_once_per_form_and_locale(
+        engine: Engine, patient: str, publish: Any) -> None:
+    publish(PLAIN)
+    client = TestClient(create_app())
+    pages._thanks.cache_clear()
+    texts = []
+    for _ in range(3):
+        answer = client.post(_link(engine, "plain_check"), data={
+            "_page": "0", "_lang": "en", "_action": "submit", "ok": "yes"})
+        assert answer.status_code == 200
+        texts.append(answer.text)
+    assert texts[0] == texts[1] == texts[2] and "Thank you" in texts[0]
+    assert pages._thanks.cache_info().misses == 1  # rendered once, not per submission
