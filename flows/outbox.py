@@ -703,9 +703,18 @@ def channel_for_errors() -> Channel:
     return Channel()
 
 
+# A claimed message read for sending, locked, with its patient (``_prepare`` reads the patient's
+# consent and address): one statement instead of two, built once.
+_LOAD = (select(OutboxMessage, Patient)
+         .outerjoin(Patient, Patient.id == OutboxMessage.patient_id)
+         .where(OutboxMessage.id == bindparam("message_id"))
+         .with_for_update(of=OutboxMessage))
+
+
 def _dispatch_one(p: _Pass, message_id: int, token: str) -> str:
     with transaction(p.engine) as session:
-        row = session.get(OutboxMessage, message_id, with_for_update=True)
+        loaded = session.execute(_LOAD, {"message_id": message_id}).first()
+        row = loaded[0] if loaded is not None else None
         if row is None or row.status != "pending" or row.claim_token != token:
             return "skipped"
         prepared = _prepare(session, row, p)

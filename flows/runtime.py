@@ -161,16 +161,40 @@ def prefetch_references(session: Session, specs: list[FlowSpec]) -> None:
         store.prefetch(session, pairs)
 
 
+_SPECS = "careloop.flows.specs"  # session.info: (flow key, version) -> spec, for the transaction
+
+
 def spec_of(session: Session, run: FlowRun) -> FlowSpec:
     """The compiled spec of the run's flow version: a current version's from the process's
     specs (kept while the definitions' fingerprint stays the same: no query of its own), an
-    older one's read for the transaction."""
-    spec = store.shared_current(session, "flow", "by version", _by_version).get(
-        (run.flow_key, run.flow_version))
+    older one's read for the transaction.
+
+    A stored version never changes, so its spec is found once per transaction and version
+    (a timer batch of a hundred runs of one flow asks once, not once a step: the process's
+    specs are checked by scanning the session's changed rows each time)."""
+    version = (run.flow_key, run.flow_version)
+    known: dict[tuple[str, int], FlowSpec] = session.info.setdefault(_SPECS, {})
+    spec = known.get(version)
     if spec is not None:
         return spec
-    row = store.get_version(session, "flow", run.flow_key, run.flow_version)
-    return store.compile_row(row, FlowSpec)
+    spec = store.shared_current(session, "flow", "by version", _by_version).get(version)
+    if spec is None:
+        row = store.get_version(session, "flow", run.flow_key, run.flow_version)
+        spec = store.compile_row(row, FlowSpec)
+    if not session.info.get(store._WROTE):  # a transaction writing definitions asks each time
+        known[version] = spec
+    return spec
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_specs(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_SPECS, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_specs_on_rollback(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_SPECS, None)
 
 
 def _by_version(rows: Sequence[DefinitionRow]) -> dict[tuple[str, int], FlowSpec]:

@@ -21,12 +21,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, distinct, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from careloop.engine import events, store, txcache
@@ -251,15 +253,19 @@ def emit_overdue(engine: Engine, now: datetime, limit: int = 500) -> int:
             .where(Task.status.in_(("open", "in_progress")), Task.due_at <= now,
                    TaskOverdueMark.id.is_(None)).order_by(Task.due_at).limit(limit)).all()
         count = 0
+        marked = _mark_overdue(session, rows, now)
         for task in rows:
             assert task.due_at is not None  # filtered above
-            try:
-                with session.begin_nested():
-                    session.add(TaskOverdueMark(task_id=task.id, due_at=task.due_at,
-                                                emitted_at=now))
-                    session.flush()
-            except IntegrityError:
+            if marked is not None and task.id not in marked:
                 continue  # another process emitted it
+            if marked is None:
+                try:
+                    with session.begin_nested():
+                        session.add(TaskOverdueMark(task_id=task.id, due_at=task.due_at,
+                                                    emitted_at=now))
+                        session.flush()
+                except IntegrityError:
+                    continue  # another process emitted it
             events.record(session, "task.overdue", {
                 "task_id": task.id, "patient_id": task.patient_id,
                 "encounter_id": task.encounter_id, "department_id": task.department_id,
@@ -275,6 +281,22 @@ def emit_overdue(engine: Engine, now: datetime, limit: int = 500) -> int:
                                  event_id=f"task.overdue:{task.id}:{task.due_at.isoformat()}")
             count += 1
         return count
+
+
+def _mark_overdue(session: Any, rows: Sequence[Task], now: datetime) -> set[int] | None:
+    """The overdue marks of ``rows`` in one ``INSERT … ON CONFLICT DO NOTHING RETURNING``
+    (a mark another process wrote first is left out: its task's event was emitted there);
+    the ids of the tasks marked here. ``None`` on a database without it (each mark is then
+    written in its own savepoint)."""
+    dialect = session.get_bind().dialect.name
+    if not rows or dialect not in ("postgresql", "sqlite"):
+        return None if rows else set()
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (insert(TaskOverdueMark)
+                 .values([{"task_id": task.id, "due_at": task.due_at, "emitted_at": now}
+                          for task in rows])
+                 .on_conflict_do_nothing().returning(TaskOverdueMark.task_id))
+    return set(session.execute(statement).scalars().all())
 
 
 def start_cron_flows(engine: Engine, now: datetime) -> int:

@@ -100,9 +100,11 @@ def _standard_values(x: Exec) -> dict[str, Any]:
         "booking_link": link_for(x.session, str(department_id) if department_id else None,
                                  patient),
     }
-    names = x.names()
-    for name in x.step.get("values", {}) or {}:
-        values[name] = _readable(x.evaluate(f"values.{name}", names))
+    own = x.step.get("values", {}) or {}
+    if own:  # the expression names only when the step has values of its own to compute
+        names = x.names()
+        for name in own:
+            values[name] = _readable(x.evaluate(f"values.{name}", names))
     return values
 
 
