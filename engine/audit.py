@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from careloop.engine.audit_key import load_key
+from careloop.engine.audit_key import KEY_ENV, key_file, load_key
 from careloop.engine.check import canonical_json
 from careloop.engine.clock import now_utc, to_local
 from careloop.engine.db import home, transaction
@@ -96,6 +96,27 @@ _HEAD = select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
 _INSERT = insert(AuditRow.__table__)  # type: ignore[arg-type]
 
 
+_KEY_SEEN: list[tuple[tuple[Any, ...], bytes]] = []
+
+
+def _append_key() -> bytes:
+    """:func:`load_key` for a row's hash, read again only when the key file changed (its
+    inode, size or modification time; ``CARELOOP_AUDIT_KEY`` is read each time)."""
+    if os.environ.get(KEY_ENV, "").strip():
+        return load_key()
+    path = key_file()
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return load_key()  # made now, or the error that names the missing key
+    seen = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if _KEY_SEEN and _KEY_SEEN[0][0] == seen:
+        return _KEY_SEEN[0][1]
+    key = load_key()
+    _KEY_SEEN[:] = [(seen, key)]
+    return key
+
+
 def append(session: Session, *, actor: str, action: str, object_type: str | None = None,
            object_id: str | None = None, patient_id: str | None = None,
            outcome: str = "success", details: dict[str, Any] | None = None,
@@ -106,7 +127,7 @@ def append(session: Session, *, actor: str, action: str, object_type: str | None
     The row is inserted at once (one Core ``INSERT``, the caller's pending changes flushed
     before the chain's head is read); the returned :class:`AuditRow` carries its id and is not
     attached to the session."""
-    key = load_key()
+    key = _append_key()
     session.flush()  # the caller's pending rows first, as a flush of the audit row did
     connection = session.connection()
     dialect = connection.dialect.name

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
@@ -48,6 +49,7 @@ from sqlalchemy import (
     or_,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -694,6 +696,43 @@ def authenticate(session: Session, key: str | None) -> ApiKey | None:
     if found is None or key_state(found) != "active":
         return None
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKey:
+    """A live key as :func:`live_key` read it: what a request's check and its use need."""
+
+    id: int
+    name: str
+    scopes: tuple[str, ...]
+    last_used_at: datetime | None
+
+
+# Built once: a presented key's live row (Core: the columns a request reads, no ORM row).
+_LIVE_KEY = select(ApiKey.id, ApiKey.name, ApiKey.scopes, ApiKey.expires_at,
+                   ApiKey.last_used_at).where(ApiKey.key_hash == bindparam("key_hash"),
+                                              ApiKey.revoked_at.is_(None)).limit(1)
+
+
+def live_key(session: Session, key: str | None) -> LiveKey | None:
+    """:func:`authenticate` in one prebuilt statement, without an ORM row."""
+    if not key:
+        return None
+    found = session.connection().execute(_LIVE_KEY, {"key_hash": hash_key(key)}).first()
+    if found is None or (found.expires_at is not None and found.expires_at <= now_utc()):
+        return None
+    scopes = tuple(found.scopes) if found.scopes is not None else DEFAULT_SCOPES
+    return LiveKey(found.id, found.name, scopes, found.last_used_at)
+
+
+def key_used(session: Session, key_id: int, at: datetime) -> None:
+    """Record a key's last use (one ``UPDATE``; the caller writes it at most once a minute)."""
+    session.connection().execute(_KEY_USED, {"key_id": key_id, "at": at})
+
+
+_KEYS = ApiKey.__table__
+_KEY_USED = (update(_KEYS).where(_KEYS.c.id == bindparam("key_id"))  # type: ignore[arg-type]
+             .values(last_used_at=bindparam("at", type_=_KEYS.c.last_used_at.type)))
 
 
 def list_api_keys(session: Session) -> list[ApiKey]:
