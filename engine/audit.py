@@ -147,7 +147,7 @@ def append(session: Session, *, actor: str, action: str, object_type: str | None
     fields = _fields(row)
     row.hash = _row_hash(key, row.prev_hash, fields)
     values = {**fields, "at": row.at, "prev_hash": row.prev_hash, "hash": row.hash}
-    row.id = connection.execute(_INSERT, values).inserted_primary_key[0]
+    row.id = connection.execute(_INSERT, values).inserted_primary_key[0]  # type: ignore[index]
     return row
 
 

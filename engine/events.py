@@ -113,7 +113,7 @@ def store(session: Session, type: str, payload: dict[str, Any], *, event_id: str
         "event_id": event_id, "type": type, "source": source,
         "occurred_at": occurred_at or now, "recorded_at": now, "payload": payload,
         "patient_id": patient if isinstance(patient, str) else None, "state": PENDING,
-        "handled_at": None}).inserted_primary_key[0]
+        "handled_at": None}).inserted_primary_key[0]  # type: ignore[index]
     return StoredEvent(new_id, event_id, type, now, payload)
 
 

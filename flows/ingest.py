@@ -281,14 +281,14 @@ def _probe_statement() -> Any:
     event_id, patient_id = bindparam("event_id", type_=String), bindparam("patient_id",
                                                                           type_=String)
     no_text, no_number = cast(null(), String), cast(null(), Integer)
-    known = select(literal_column("'e'"), DomainEventRow.id, no_text).where(
+    known: Any = select(literal_column("'e'"), DomainEventRow.id, no_text).where(
         DomainEventRow.event_id == event_id)
-    parked = select(literal_column("'q'"), ParkedEvent.id, no_text).where(
+    parked: Any = select(literal_column("'q'"), ParkedEvent.id, no_text).where(
         ParkedEvent.status == "parked", or_(
             ParkedEvent.event_id == event_id,
             (ParkedEvent.reason == parking.UNKNOWN_PATIENT)
             & (ParkedEvent.patient_id == bindparam("waiting_for", type_=String))))
-    patients = select(literal_column("'p'"), no_number, Patient.id).where(
+    patients: Any = select(literal_column("'p'"), no_number, Patient.id).where(
         or_(Patient.id == patient_id, Patient.mrn == bindparam("mrn", type_=String)))
     return union_all(known, parked, patients)
 
