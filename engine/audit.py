@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from careloop.engine.audit_key import load_key
+from careloop.engine.audit_key import KEY_ENV, key_file, load_key
 from careloop.engine.check import canonical_json
 from careloop.engine.clock import now_utc, to_local
 from careloop.engine.db import home, transaction
@@ -89,30 +89,65 @@ def _writing(session: Session) -> bool:
     return bool(getattr(dbapi, "in_transaction", False))
 
 
+# Built once: the chain's lock (PostgreSQL), its head, and the row's insert (Core: no unit of
+# work for a row nobody changes; its id comes back as the insert's primary key).
+_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
+_HEAD = select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)
+_INSERT = insert(AuditRow.__table__)  # type: ignore[arg-type]
+
+
+_KEY_SEEN: list[tuple[tuple[Any, ...], bytes]] = []
+
+
+def _append_key() -> bytes:
+    """:func:`load_key` for a row's hash, read again only when the key file changed (its
+    inode, size or modification time; ``CARELOOP_AUDIT_KEY`` is read each time)."""
+    if os.environ.get(KEY_ENV, "").strip():
+        return load_key()
+    path = key_file()
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return load_key()  # made now, or the error that names the missing key
+    seen = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if _KEY_SEEN and _KEY_SEEN[0][0] == seen:
+        return _KEY_SEEN[0][1]
+    key = load_key()
+    _KEY_SEEN[:] = [(seen, key)]
+    return key
+
+
 def append(session: Session, *, actor: str, action: str, object_type: str | None = None,
            object_id: str | None = None, patient_id: str | None = None,
            outcome: str = "success", details: dict[str, Any] | None = None,
            actor_role: str | None = None, ip: str | None = None,
            request_id: str | None = None) -> AuditRow:
-    """Add one audit row in the caller's transaction: it commits or rolls back with the action."""
-    key = load_key()
-    dialect = session.get_bind().dialect.name
+    """Add one audit row in the caller's transaction: it commits or rolls back with the action.
+
+    The row is inserted at once (one Core ``INSERT``, the caller's pending changes flushed
+    before the chain's head is read); the returned :class:`AuditRow` carries its id and is not
+    attached to the session."""
+    key = _append_key()
+    session.flush()  # the caller's pending rows first, as a flush of the audit row did
+    connection = session.connection()
+    dialect = connection.dialect.name
     if dialect == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        connection.execute(_LOCK, {"id": _LOCK_ID})
     elif dialect == "sqlite" and not _writing(session):
         # Take the write lock before reading the last hash: pysqlite begins a transaction only
         # at the first write, so another thread's row could land between the read and the
         # insert and fork the chain. A write that changes nothing holds the lock till commit.
-        session.execute(text("UPDATE audit_anchor SET id = id WHERE 1 = 0"))
-    last = session.scalars(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).first()
+        connection.execute(text("UPDATE audit_anchor SET id = id WHERE 1 = 0"))
+    last = connection.execute(_HEAD).scalar()
     row = AuditRow(
         at=now_utc(), actor=actor, actor_role=actor_role, ip=ip, action=action,
         object_type=object_type, object_id=object_id, patient_id=patient_id, outcome=outcome,
         request_id=request_id, details=details or {}, prev_hash=last or GENESIS,
     )
-    row.hash = _row_hash(key, row.prev_hash, _fields(row))
-    session.add(row)
-    session.flush()
+    fields = _fields(row)
+    row.hash = _row_hash(key, row.prev_hash, fields)
+    values = {**fields, "at": row.at, "prev_hash": row.prev_hash, "hash": row.hash}
+    row.id = connection.execute(_INSERT, values).inserted_primary_key[0]  # type: ignore[index]
     return row
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -84,6 +84,37 @@ def record(session: Session, type: str, payload: dict[str, Any], *,
     if dispatch and not queued:
         dispatch_event(session, row)
     return row, True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event :func:`store` wrote: what its acknowledgement reads."""
+
+    id: int
+    event_id: str
+    type: str
+    recorded_at: datetime
+    payload: dict[str, Any]
+
+
+# Built once: a queued event's insert (Core: no unit of work; the id is its primary key).
+_INSERT = insert(DomainEventRow.__table__)  # type: ignore[arg-type]
+
+
+def store(session: Session, type: str, payload: dict[str, Any], *, event_id: str,
+          source: str = "careloop", occurred_at: datetime | None = None) -> StoredEvent:
+    """:func:`record` with ``defer=True, checked=True`` in one ``INSERT`` and no ORM row: the
+    event is stored ``pending`` for :mod:`careloop.engine.dispatcher`. The caller read
+    ``event_id`` in this transaction and found no event; a concurrent duplicate fails the
+    insert (``IntegrityError``), which the caller retries or reports."""
+    patient = payload.get("patient_id")
+    now = now_utc()
+    new_id = session.connection().execute(_INSERT, {
+        "event_id": event_id, "type": type, "source": source,
+        "occurred_at": occurred_at or now, "recorded_at": now, "payload": payload,
+        "patient_id": patient if isinstance(patient, str) else None, "state": PENDING,
+        "handled_at": None}).inserted_primary_key[0]  # type: ignore[index]
+    return StoredEvent(new_id, event_id, type, now, payload)
 
 
 @dataclass(frozen=True, slots=True)

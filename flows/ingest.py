@@ -31,24 +31,37 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
-from sqlalchemy import or_, select
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    cast,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from careloop.engine import events, logs
+from careloop.engine import events, logs, txcache
 from careloop.engine.clock import now_utc
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag, User
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DomainEventRow
 from careloop.engine.plugins import derived, inbound_event_types
 from careloop.flows import documents, parking, resend
-from careloop.flows.models import ApiKey, ParkedEvent
+from careloop.flows.models import ApiKey, HisEventFingerprint, ParkedEvent
 from careloop.flows.step_types import inbound_events
 
 EVENT_TYPES = ("patient.upserted", "encounter.admitted", "encounter.discharged",
@@ -146,10 +159,13 @@ def parks_unknown_codes() -> bool:
     return mode == "park"
 
 
-def _unknown_patient(session: Session, kind: str,
-                     payload: dict[str, Any]) -> list[dict[str, str]]:
-    if kind != "patient.upserted" and "patient_id" in payload \
-            and session.get(Patient, payload["patient_id"]) is None:
+def _unknown_patient(session: Session, kind: str, payload: dict[str, Any],
+                     probe: Probe | None = None) -> list[dict[str, str]]:
+    if kind == "patient.upserted" or "patient_id" not in payload:
+        return []
+    known = (payload["patient_id"] in probe.patients if probe is not None and probe.asked
+             else session.get(Patient, payload["patient_id"]) is not None)
+    if not known:
         return [{"path": "$.payload.patient_id",
                  "message": f"unknown patient {payload['patient_id']!r}: no "
                             "patient.upserted received for it yet"}]
@@ -175,7 +191,7 @@ def unknown_codes(session: Session, payload: dict[str, Any]) -> list[dict[str, s
     return found
 
 
-def acknowledgement(row: DomainEventRow) -> dict[str, Any]:
+def acknowledgement(row: DomainEventRow | events.StoredEvent) -> dict[str, Any]:
     ack = {"status": "accepted", "event_id": row.event_id, "id": row.id, "type": row.type,
            "recorded_at": row.recorded_at.isoformat()}
     if row.type == CORRECTED:  # what it corrected, the same on a re-send
@@ -197,15 +213,15 @@ def ingest(session: Session, event: Any, *, source: str = "his",
     found = problems(event)
     if found:
         return 422, {"status": "rejected", "errors": found}
-    existing = session.scalars(select(DomainEventRow).where(
-        DomainEventRow.event_id == event["event_id"])).first()
-    if existing is not None:
+    probe = _probe(session, event)
+    if probe.known is not None:
+        existing, kept = session.execute(_KNOWN, {"id": probe.known}).one()
         differing = resend.differing(session, existing, event,
-                                     _stored_payload(event["type"], event["payload"]))
+                                     _stored_payload(event["type"], event["payload"]), kept)
         if differing:
             return 409, resend.conflict_body(event["event_id"], differing)
         return 200, acknowledgement(existing)
-    waiting, replays = _parked_for(session, event)
+    waiting, replays = _parked_for(session, event, probe.parked)
     if waiting is not None:
         differing = resend.paths_differ(dict(waiting.event), event)
         if differing:
@@ -213,7 +229,7 @@ def ingest(session: Session, event: Any, *, source: str = "his",
     if event.get("corrects"):
         return _correct(session, event, source, defer)
     payload = event["payload"]
-    missing = _unknown_patient(session, event["type"], payload)
+    missing = _unknown_patient(session, event["type"], payload, probe)
     codes = unknown_codes(session, payload)
     if missing and park is not False:
         return 202, _park(session, event, missing + codes, source, reason=parking.UNKNOWN_PATIENT,
@@ -222,37 +238,115 @@ def ingest(session: Session, event: Any, *, source: str = "his",
         return 202, _park(session, event, codes, source, reason="unknown_code")
     if missing or codes:
         return 422, {"status": "rejected", "errors": missing + codes}
-    patient, taken = _patient_and_mrn(session, event["type"], payload)
+    patient, taken = _patient_and_mrn(session, event["type"], payload, probe)
     if taken:
         return 409, {"status": "rejected", "errors": taken}
     upsert_domain(session, event["type"], payload, patient=patient)  # others: see conflict()
     occurred = datetime.fromisoformat(event["occurred_at"]) if event.get("occurred_at") else None
-    row, _ = events.record(session, event["type"], _stored_payload(event["type"], payload),
-                           event_id=event["event_id"], source=source, occurred_at=occurred,
-                           defer=defer, checked=True)  # its id was read above
+    stored = _stored_payload(event["type"], payload)
+    row: DomainEventRow | events.StoredEvent
+    if defer:  # the events API: one INSERT, no ORM row (nothing here reads it back)
+        row = events.store(session, event["type"], stored, event_id=event["event_id"],
+                           source=source, occurred_at=occurred)
+    else:
+        row, _ = events.record(session, event["type"], stored, event_id=event["event_id"],
+                               source=source, occurred_at=occurred,
+                               checked=True)  # its id was read above
     resend.remember(session, event)
     _accepted(waiting, "his")
-    if replays is not None:
+    if replays:
         parking.replay_waiting(session, payload["patient_id"],
                                items=[item for item in replays if item.status == "parked"])
     return 200, acknowledgement(row)
 
 
-def _parked_for(session: Session, event: dict[str, Any]
+class Probe:
+    """What :func:`_probe` found for one event: the id of the stored event with its event id
+    (``known``), the ids of the parked rows it concerns (``parked``: its own, and for a
+    ``patient.upserted`` those waiting for its patient) and the patients with its patient id
+    or MRN (``patients``; ``asked``: whether the patient id was asked about)."""
+
+    __slots__ = ("asked", "known", "parked", "patients")
+
+    def __init__(self, asked: bool) -> None:
+        self.known: int | None = None
+        self.parked: list[int] = []
+        self.patients: set[str] = set()
+        self.asked = asked
+
+
+def _probe_statement() -> Any:
+    """Whether an event id is stored, which parked rows an event concerns and which patients
+    hold its patient id or MRN: one statement, three indexed branches (built once)."""
+    event_id, patient_id = bindparam("event_id", type_=String), bindparam("patient_id",
+                                                                          type_=String)
+    no_text, no_number = cast(null(), String), cast(null(), Integer)
+    known: Any = select(literal_column("'e'"), DomainEventRow.id, no_text).where(
+        DomainEventRow.event_id == event_id)
+    parked: Any = select(literal_column("'q'"), ParkedEvent.id, no_text).where(
+        ParkedEvent.status == "parked", or_(
+            ParkedEvent.event_id == event_id,
+            (ParkedEvent.reason == parking.UNKNOWN_PATIENT)
+            & (ParkedEvent.patient_id == bindparam("waiting_for", type_=String))))
+    patients: Any = select(literal_column("'p'"), no_number, Patient.id).where(
+        or_(Patient.id == patient_id, Patient.mrn == bindparam("mrn", type_=String)))
+    return union_all(known, parked, patients)
+
+
+_PROBE = _probe_statement()
+# A known event id: the stored event and its fingerprint (None: stored before fingerprints).
+_KNOWN = (select(DomainEventRow, HisEventFingerprint.fingerprint)
+          .outerjoin(HisEventFingerprint, HisEventFingerprint.event_id == DomainEventRow.event_id)
+          .where(DomainEventRow.id == bindparam("id")))
+
+
+def _probe(session: Session, event: dict[str, Any]) -> Probe:
+    payload = event["payload"]
+    patient_id = payload.get("patient_id")
+    asked = isinstance(patient_id, str)
+    upsert = event["type"] == "patient.upserted" and asked
+    mrn = payload.get("mrn") if upsert else None
+    found = Probe(asked)
+    # Core, on the session's connection: the ORM's autoflush first (pending rows are read)
+    session.flush()
+    for what, number, text in session.connection().execute(_PROBE, {
+            "event_id": event["event_id"], "patient_id": patient_id if asked else None,
+            "waiting_for": patient_id if upsert else None,
+            "mrn": mrn if isinstance(mrn, str) else None}):
+        if what == "e":
+            found.known = number
+        elif what == "q":
+            found.parked.append(number)
+        else:
+            found.patients.add(text)
+    return found
+
+
+def _parked_for(session: Session, event: dict[str, Any], ids: list[int] | None = None
                 ) -> tuple[ParkedEvent | None, list[ParkedEvent] | None]:
     """This event's id if it is parked, and — for a ``patient.upserted`` — the events parked
     until its patient arrives (:func:`careloop.flows.parking.replay_waiting`), in one read.
-    The second is None for other kinds."""
+    The second is None for other kinds. ``ids``: the parked rows :func:`_probe` found (none:
+    nothing is read)."""
     parked = ParkedEvent.status == "parked"
-    if event["type"] != "patient.upserted" or not isinstance(event.get("payload"), dict):
+    upsert = event["type"] == "patient.upserted" and isinstance(event.get("payload"), dict)
+    if ids is not None and not ids:
+        return None, ([] if upsert else None)
+    if ids is not None:
+        rows = session.scalars(select(ParkedEvent).where(ParkedEvent.id.in_(ids), parked)
+                               .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
+        if not upsert:
+            return next((row for row in rows if row.event_id == event["event_id"]), None), None
+    elif not upsert:
         return session.scalars(select(ParkedEvent).where(
             ParkedEvent.event_id == event["event_id"], parked)).first(), None
+    else:
+        rows = session.scalars(select(ParkedEvent).where(parked, or_(
+            ParkedEvent.event_id == event["event_id"],
+            (ParkedEvent.reason == parking.UNKNOWN_PATIENT)
+            & (ParkedEvent.patient_id == event["payload"]["patient_id"])))
+            .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
     patient_id = event["payload"]["patient_id"]
-    rows = session.scalars(select(ParkedEvent).where(parked, or_(
-        ParkedEvent.event_id == event["event_id"],
-        (ParkedEvent.reason == parking.UNKNOWN_PATIENT)
-        & (ParkedEvent.patient_id == patient_id)))
-        .order_by(ParkedEvent.received_at, ParkedEvent.id)).all()
     waiting = next((row for row in rows if row.event_id == event["event_id"]), None)
     return waiting, [row for row in rows if row.reason == parking.UNKNOWN_PATIENT
                      and row.patient_id == patient_id]
@@ -312,17 +406,25 @@ def _mrn_taken(session: Session, kind: str, payload: dict[str, Any]) -> list[dic
     return _patient_and_mrn(session, kind, payload)[1]
 
 
-def _patient_and_mrn(session: Session, kind: str, payload: dict[str, Any]
+def _patient_and_mrn(session: Session, kind: str, payload: dict[str, Any],
+                     probe: Probe | None = None
                      ) -> tuple[Patient | object | None, list[dict[str, str]]]:
     """For a ``patient.upserted``: the patient row of its id (None: a new patient) and the
-    conflict of its MRN held by another patient (:func:`_mrn_taken`), in one read. Other
-    kinds: :data:`LOOK_UP` (nothing read) and no conflict."""
+    conflict of its MRN held by another patient (:func:`_mrn_taken`), in one read (none for a
+    new patient when :func:`_probe` asked already). Other kinds: :data:`LOOK_UP` (nothing
+    read) and no conflict."""
     if kind != "patient.upserted":
         return LOOK_UP, []
-    found = session.scalars(select(Patient).where(
-        or_(Patient.id == payload["patient_id"], Patient.mrn == payload["mrn"]))).all()
-    own = next((row for row in found if row.id == payload["patient_id"]), None)
-    other = next((row.id for row in found if row.id != payload["patient_id"]), None)
+    if probe is not None and probe.asked:
+        own = (session.get(Patient, payload["patient_id"])
+               if payload["patient_id"] in probe.patients else None)
+        other = next((found for found in probe.patients if found != payload["patient_id"]),
+                     None)
+    else:
+        rows = session.scalars(select(Patient).where(
+            or_(Patient.id == payload["patient_id"], Patient.mrn == payload["mrn"]))).all()
+        own = next((row for row in rows if row.id == payload["patient_id"]), None)
+        other = next((row.id for row in rows if row.id != payload["patient_id"]), None)
     if other is None:
         return own, []
     return own, [{"path": "$.payload.mrn",
@@ -449,11 +551,34 @@ def _upsert_patient(session: Session, payload: dict[str, Any],
                     known: Patient | object | None = LOOK_UP) -> None:
     row = session.get(Patient, payload["patient_id"]) if known is LOOK_UP else known
     assert row is None or isinstance(row, Patient)
-    patient = set_patient(session, row, payload)
-    # Not flushed alone: the event's row is flushed next (events.record), and both rows go in
-    # that one flush (one unit of work less per event; the statements are the same).
+    if row is None:
+        _insert_patient(session, payload)
+    else:  # flushed with what the event writes next (no unit of work of its own)
+        set_patient(session, row, payload)
     if "tags" in payload:
-        his_tags(session, patient.id, payload["tags"])
+        his_tags(session, payload["patient_id"], payload["tags"])
+
+
+# Built once: a new patient's insert (Core, at once: no unit of work for the new row).
+_INSERT_PATIENT = insert(Patient.__table__)  # type: ignore[arg-type]
+
+
+def _insert_patient(session: Session, payload: dict[str, Any]) -> None:
+    """A new patient's row from a ``patient.upserted`` payload: what :func:`set_patient` gives
+    a new patient, in one ``INSERT``."""
+    logs.hide(payload.get("name"), payload.get("mrn"), payload.get("birth_date"))
+    now = now_utc()
+    values: dict[str, Any] = {
+        "id": payload["patient_id"], "mrn": payload["mrn"], "name": payload["name"],
+        "attributes": dict(payload.get("attributes") or {}),
+        "consents": dict(payload.get("consents") or {}), "created_at": now, "updated_at": now}
+    for name in ("gender", "phone", "id_number", "locale"):
+        if name in payload:
+            values[name] = payload[name]
+    if "birth_date" in payload:
+        values["birth_date"] = date.fromisoformat(payload["birth_date"])
+    session.connection().execute(_INSERT_PATIENT, values)
+    txcache.forget(session, Patient)  # answers read before this row existed
 
 
 def set_patient(session: Session, patient: Patient | None,
@@ -571,6 +696,43 @@ def authenticate(session: Session, key: str | None) -> ApiKey | None:
     if found is None or key_state(found) != "active":
         return None
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKey:
+    """A live key as :func:`live_key` read it: what a request's check and its use need."""
+
+    id: int
+    name: str
+    scopes: tuple[str, ...]
+    last_used_at: datetime | None
+
+
+# Built once: a presented key's live row (Core: the columns a request reads, no ORM row).
+_LIVE_KEY = select(ApiKey.id, ApiKey.name, ApiKey.scopes, ApiKey.expires_at,
+                   ApiKey.last_used_at).where(ApiKey.key_hash == bindparam("key_hash"),
+                                              ApiKey.revoked_at.is_(None)).limit(1)
+
+
+def live_key(session: Session, key: str | None) -> LiveKey | None:
+    """:func:`authenticate` in one prebuilt statement, without an ORM row."""
+    if not key:
+        return None
+    found = session.connection().execute(_LIVE_KEY, {"key_hash": hash_key(key)}).first()
+    if found is None or (found.expires_at is not None and found.expires_at <= now_utc()):
+        return None
+    scopes = tuple(found.scopes) if found.scopes is not None else DEFAULT_SCOPES
+    return LiveKey(found.id, found.name, scopes, found.last_used_at)
+
+
+def key_used(session: Session, key_id: int, at: datetime) -> None:
+    """Record a key's last use (one ``UPDATE``; the caller writes it at most once a minute)."""
+    session.connection().execute(_KEY_USED, {"key_id": key_id, "at": at})
+
+
+_KEYS = ApiKey.__table__
+_KEY_USED = (update(_KEYS).where(_KEYS.c.id == bindparam("key_id"))  # type: ignore[arg-type]
+             .values(last_used_at=bindparam("at", type_=_KEYS.c.last_used_at.type)))
 
 
 def list_api_keys(session: Session) -> list[ApiKey]:

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from careloop.engine.check import canonical_json
@@ -63,11 +64,15 @@ def paths_differ(original: dict[str, Any], event: dict[str, Any]) -> list[str]:
     return _compare(fields(original), fields(event))
 
 
+# Built once: a fingerprint's insert (Core: no unit of work for a row never changed).
+_INSERT = insert(HisEventFingerprint.__table__)  # type: ignore[arg-type]
+
+
 def remember(session: Session, event: dict[str, Any]) -> None:
-    """Keep the fingerprint of an accepted event."""
-    session.add(HisEventFingerprint(event_id=event["event_id"], fingerprint=fingerprint(event),
-                                    received_at=now_utc()))
-    session.flush()
+    """Keep the fingerprint of an accepted event (one ``INSERT``, at once)."""
+    session.connection().execute(_INSERT, {"event_id": event["event_id"],
+                                           "fingerprint": fingerprint(event),
+                                           "received_at": now_utc()})
 
 
 def remember_many(session: Session, events: list[dict[str, Any]]) -> None:
@@ -79,14 +84,20 @@ def remember_many(session: Session, events: list[dict[str, Any]]) -> None:
     session.flush()
 
 
+_UNREAD: Any = object()
+
+
 def differing(session: Session, existing: DomainEventRow, event: dict[str, Any],
-              logged_payload: dict[str, Any]) -> list[str]:
+              logged_payload: dict[str, Any], kept: Any = _UNREAD) -> list[str]:
     """The paths where ``event`` differs from the accepted one of the same id. One accepted
     before fingerprints were kept is compared on what the event log holds (``logged_payload``:
-    the re-sent payload as the log would keep it; personal fields are not compared then)."""
-    kept = session.get(HisEventFingerprint, existing.event_id)
+    the re-sent payload as the log would keep it; personal fields are not compared then).
+    ``kept``: the stored fingerprint when the caller read it already (None: there is none)."""
+    if kept is _UNREAD:
+        row = session.get(HisEventFingerprint, existing.event_id)
+        kept = row.fingerprint if row is not None else None
     if kept is not None:
-        return _compare(dict(kept.fingerprint), fingerprint(event))
+        return _compare(dict(kept), fingerprint(event))
     return paths_differ({"type": existing.type, "payload": existing.payload},
                         {"type": event["type"], "payload": logged_payload})
 

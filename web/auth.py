@@ -40,7 +40,7 @@ from careloop.web.passwords import (
 )
 
 if TYPE_CHECKING:
-    from careloop.flows.models import ApiKey
+    from careloop.flows.ingest import LiveKey
 
 HISTORY = 5  # a new password may not be one of the last five
 PENDING_TOTP = timedelta(minutes=10)  # how long a shown, unconfirmed TOTP secret stays usable
@@ -369,31 +369,33 @@ def api_key_caller(session: Session, key: str | None, scope: str, *, action: str
     return caller
 
 
-def api_key_check(session: Session, key: str | None, scope: str) -> tuple[ApiCaller, ApiKey]:
+def api_key_check(session: Session, key: str | None, scope: str) -> tuple[ApiCaller, LiveKey]:
     """The caller of a live ``key`` holding ``scope`` (one indexed read, nothing written); raises
     :class:`ApiKeyRefused`. The route then calls :func:`api_key_used` in the same transaction,
     as late as it can (the audit row takes the chain's lock until the commit)."""
-    from careloop.flows.ingest import authenticate, scopes_of
+    from careloop.flows.ingest import live_key
 
-    found = authenticate(session, key)
+    found = live_key(session, key)
     if found is None:
         raise ApiKeyRefused(401, "missing, unknown, revoked or expired API key", "apikey:?",
                             {"reason": "unknown_or_expired"})
-    caller = ApiCaller(found.name, scopes_of(found))
+    caller = ApiCaller(found.name, found.scopes)
     if scope not in caller.scopes:
         raise ApiKeyRefused(403, f"this API key lacks the scope {scope}", caller.actor,
                             {"reason": "scope", "needs": scope})
     return caller, found
 
 
-def api_key_used(session: Session, caller: ApiCaller, found: ApiKey, scope: str, *,
+def api_key_used(session: Session, caller: ApiCaller, found: LiveKey, scope: str, *,
                  action: str, ip: str | None, request_id: str | None,
                  object_id: str | None = None) -> None:
     """A checked key's use: its ``last_used_at`` (at most once a minute) and the audit row."""
+    from careloop.flows.ingest import key_used
+
     now = now_utc()
     if found.last_used_at is None or now - found.last_used_at >= LAST_USED_EVERY \
             or found.last_used_at > now:
-        found.last_used_at = now
+        key_used(session, found.id, now)
     audit.append(session, actor=caller.actor, action=action, object_type="api_key",
                  object_id=object_id, ip=ip, request_id=request_id,
                  details={"scope": scope})
