@@ -6,6 +6,7 @@ scope, so a list can never show a patient the user may not see.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,9 +18,11 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Select,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     func,
     or_,
     select,
@@ -341,8 +344,8 @@ def inbox_page(session: Session, principal: Principal, view: str,
                      "priority": priority, "status": status, "due_at": due_at, "sla": sla,
                      "source_type": source_type, "patient_name": patient_name,
                      "patient_mrn": patient_mrn, "assignee_name": assignee_name})
-        if department_name is not None:
-            names[department_id] = department_name
+        if department_name is not None and department_id not in names:
+            names[department_id] = json.loads(department_name)  # once per department
     return InboxPage(rows, names)
 
 
@@ -358,7 +361,9 @@ def _page_statement(principal: Principal, view: str,
         Task.id, Task.title, Task.kind, Task.department_id, Task.assignee_role, Task.priority,
         Task.status, Task.due_at, Task.source_type, Patient.name.label("patient_name"),
         Patient.mrn.label("patient_mrn"), User.display_name.label("assignee_name"),
-        named.c.name.label("department_name"), maintain_column_froms=False).select_from(
+        # the name as its JSON text, read once per department, not once per row
+        cast(named.c.name, Text).label("department_name"),
+        maintain_column_froms=False).select_from(
         Task.__table__.outerjoin(Patient.__table__, Patient.id == Task.patient_id)
         .outerjoin(User.__table__, User.id == Task.assignee_user_id)
         .outerjoin(named, named.c.id == Task.department_id))
