@@ -23,9 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache, lru_cache
-from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, or_, select
+from sqlalchemy import ColumnElement, Executable, Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
@@ -137,7 +136,7 @@ def _expand(session: Session, department_ids: Iterable[str]) -> set[str]:
 
 
 @cache
-def _grants_statement() -> Select[Any]:
+def _grants_statement() -> Executable:
     """A user's grants, each with the wards under its department: built once (every page's
     principal reads it), the user bound when it runs."""
     return (select(RoleGrant.id, RoleGrant.role, RoleGrant.department_id, Department.id)
