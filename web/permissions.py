@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Executable, Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from careloop.engine.clock import now_utc
@@ -135,14 +135,20 @@ def _expand(session: Session, department_ids: Iterable[str]) -> set[str]:
     return ids | set(wards)
 
 
+@cache
+def _grants_statement() -> Executable:
+    """A user's grants, each with the wards under its department: built once (every page's
+    principal reads it), the user bound when it runs."""
+    return (select(RoleGrant.id, RoleGrant.role, RoleGrant.department_id, Department.id)
+            .outerjoin(Department, and_(RoleGrant.department_id.is_not(None),
+                                        Department.parent_id == RoleGrant.department_id))
+            .where(RoleGrant.user_id == bindparam("user_id")).order_by(RoleGrant.id))
+
+
 def load_principal(session: Session, user: User) -> Principal:
     """Build the user's grants, permissions and scope from ``role_grants`` (one query: each
     grant with the wards under its department)."""
-    rows = session.execute(
-        select(RoleGrant.id, RoleGrant.role, RoleGrant.department_id, Department.id)
-        .outerjoin(Department, and_(RoleGrant.department_id.is_not(None),
-                                    Department.parent_id == RoleGrant.department_id))
-        .where(RoleGrant.user_id == user.id).order_by(RoleGrant.id)).all()
+    rows = session.execute(_grants_statement(), {"user_id": user.id}).all()
     by_id: dict[int, Grant] = {}
     wards: dict[str, set[str]] = {}
     for grant_id, role, department_id, ward in rows:

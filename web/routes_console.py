@@ -77,13 +77,12 @@ def inbox(request: Request, view: str = "mine", priority: str = "", status: str 
             assignee.isdigit() and len(assignee) < 10) else None,
         due=due if due in console.DUE_FILTERS else None,
         sort=sort if sort in console.SORTS else "due")
-    with transaction() as session:
-        tasks = console.inbox(session, me, view, filters=chosen)
+    with transaction() as session:  # two statements: the rows (with their departments'
+        page = console.inbox_page(session, me, view, filters=chosen)  # names), the counts
         counts = console.counts(session, me)
-        names = console.department_names(session)
-    return render(request, "inbox.html", tasks=tasks, view=view, views=console.VIEWS,
-                  priority=chosen.priority or "", counts=counts, departments=names,
-                  display=Display(locale_of(request), departments=names),
+    return render(request, "inbox.html", tasks=page.tasks, view=view, views=console.VIEWS,
+                  priority=chosen.priority or "", counts=counts,
+                  display=Display(locale_of(request), departments=page.departments),
                   filters=chosen, priorities=PRIORITIES, statuses=TASK_STATUSES,
                   due_filters=console.DUE_FILTERS, sorts=console.SORTS)
 
