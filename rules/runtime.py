@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import event, or_, select
+from sqlalchemy import event, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -270,14 +271,11 @@ def _record_failure(session: Session, spec: RuleSetSpec, version: int, outcome: 
 
 def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
            context: dict[str, Any], ids: Mapping[str, Any], event_type: str) -> None:
-    # The evaluation row is written once, finished, with the effects' flush: a duplicate
+    # The evaluation row is written once, finished, after the effects' flush: a duplicate
     # (another process evaluated the same event meanwhile) fails on the unique (rule set,
-    # version, event) and the savepoint drops every effect with it.
-    evaluation = RuleEvaluation(ruleset_key=spec.key, ruleset_version=version,
-                                event_id=outcome.event_id, event_type=event_type,
-                                patient_id=ids["patient_id"], submission_id=ids["submission_id"],
-                                task_id=ids["task_id"], matched=[], actions=[],
-                                created_at=now_utc())
+    # version, event) and the savepoint drops every effect with it. Nothing reads the row back
+    # in the transaction: one Core INSERT, no ORM object to track and flush.
+    created_at = now_utc()
     _classify(session, spec, context, ids, outcome.event_id, store_it=True)
     matches = spec.match(context)
     outcome.matched = _trace(matches, context)
@@ -289,14 +287,22 @@ def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
             result = _bind(context, _run_action(ctx, call.do, call.options))
             outcome.actions.append({"rule": match.rule.key, "do": call.do,
                                     "result": _jsonable(result)})
-    evaluation.matched = outcome.matched
-    evaluation.actions = outcome.actions
-    if ids["task_id"] is None:
-        evaluation.task_id = next((a["result"].get("task_id") for a in outcome.actions
-                                   if isinstance(a["result"], dict)
-                                   and a["result"].get("task_id")), None)
-    session.add(evaluation)
-    session.flush()
+    task_id = ids["task_id"]
+    if task_id is None:
+        task_id = next((a["result"].get("task_id") for a in outcome.actions
+                        if isinstance(a["result"], dict) and a["result"].get("task_id")), None)
+    session.flush()  # the effects (the evaluation names their task)
+    session.execute(_insert_evaluation(), {
+        "ruleset_key": spec.key, "ruleset_version": version, "event_id": outcome.event_id,
+        "event_type": event_type, "patient_id": ids["patient_id"],
+        "submission_id": ids["submission_id"], "task_id": task_id,
+        "matched": outcome.matched, "actions": outcome.actions, "created_at": created_at})
+
+
+@cache
+def _insert_evaluation() -> Any:
+    """The evaluation's ``INSERT``, built once."""
+    return insert(RuleEvaluation.__table__)  # type: ignore[arg-type]
 
 
 def _bind(context: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
