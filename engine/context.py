@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from careloop.engine import txcache
@@ -82,19 +82,22 @@ def patient_names(session: Session, patient_id: str | None) -> dict[str, Any] | 
     if patient is None:
         return None
     pid = patient.id
-    tags = txcache.remember(session, ("context.tags", pid), lambda: session.scalars(
-        select(PatientTag.tag).where(PatientTag.patient_id == pid)
-        .order_by(PatientTag.tag)).all(), (PatientTag,))
+    tags = txcache.remember(session, ("context.tags", pid), lambda: _read_tags(session, pid),
+                            (PatientTag,))
     return {"id": patient.id, "age": age_on(patient.birth_date, local_today()),
             "gender": patient.gender, "tags": sorted(set(tags)),
             "attributes": dict(patient.attributes or {}), "locale": patient.locale}
 
 
 def latest_encounter(session: Session, patient_id: str) -> Encounter | None:
-    """The patient's latest encounter: the latest admission, then the latest recorded."""
-    return session.scalars(select(Encounter).where(Encounter.patient_id == patient_id)
-                           .order_by(Encounter.admitted_at.desc().nulls_last(),
-                                     Encounter.created_at.desc()).limit(1)).first()
+    """The patient's latest encounter: the latest admission, then the latest recorded (read
+    once per transaction while no encounter is written; :func:`prefetch` reads a group's)."""
+    return txcache.remember(session, ("context.latest_encounter", patient_id),
+                            lambda: session.scalars(
+                                select(Encounter).where(Encounter.patient_id == patient_id)
+                                .order_by(Encounter.admitted_at.desc().nulls_last(),
+                                          Encounter.created_at.desc()).limit(1)).first(),
+                            (Encounter,))
 
 
 def pick_encounter(session: Session, patient_id: str | None,
@@ -146,3 +149,108 @@ def build(session: Session, *, patient_id: str | None, encounter_id: str | None 
             "event": _object(event), "reading": dict(reading) if reading else None,
             "task": task_names(task), "answers": _object(answers), "scores": _object(scores),
             "bands": _object(bands), "context": _object(context)}
+
+
+# --- a group of events' patients, read at once ----------------------------------------------
+
+_GROUP_TAGS = "careloop.context.group_tags"  # session.info: patient id -> tags read by prefetch
+_GROUP_DONE = "careloop.context.group_done"  # session.info: patient ids prefetched
+_IN_CHUNK = 500
+
+
+def _read_tags(session: Session, patient_id: str) -> list[str]:
+    """The patient's tags: as :func:`prefetch` read them while no flush wrote one of them."""
+    known: dict[str, list[str]] | None = session.info.get(_GROUP_TAGS)
+    if known and patient_id in known and not _changing(session, (PatientTag,)):
+        return known[patient_id]
+    return list(session.scalars(select(PatientTag.tag).where(
+        PatientTag.patient_id == patient_id).order_by(PatientTag.tag)).all())
+
+
+def prefetch(session: Session, patient_ids: set[str], *, latest: bool = True) -> None:
+    """Read what :func:`build` and the scope check (``engine/scope.py``) ask per patient for
+    a group of events' patients, a few statements for all of them instead of a few each: the
+    patients (pinned for the transaction), their tags (kept per patient until a flush writes
+    one of that patient's tags), the departments of their stays and, with ``latest``, their
+    latest encounter (both forgotten when an encounter is written). A patient no longer stored
+    reads nothing more."""
+    done: set[str] = session.info.setdefault(_GROUP_DONE, set())
+    ids = sorted(p for p in patient_ids if p and p not in done)
+    if not ids or _changing(session, (Patient, Encounter, PatientTag)):
+        return
+    done.update(ids)
+    tags: dict[str, list[str]] = {}
+    stays: dict[str, list[tuple[Any, ...]]] = {}
+    for first in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[first:first + _IN_CHUNK]
+        for patient in session.scalars(select(Patient).where(Patient.id.in_(chunk))):
+            tags[patient.id] = []
+        for pid, tag in session.execute(select(PatientTag.patient_id, PatientTag.tag).where(
+                PatientTag.patient_id.in_(chunk))):
+            tags.setdefault(pid, []).append(tag)
+        for row in session.execute(select(Encounter.patient_id, Encounter.department_id,
+                                          Encounter.id, Encounter.admitted_at,
+                                          Encounter.created_at).where(
+                Encounter.patient_id.in_(chunk))):
+            stays.setdefault(row[0], []).append(tuple(row))
+    known = session.info.setdefault(_GROUP_TAGS, {})
+    for pid in ids:
+        if pid in tags:
+            known[pid] = sorted(set(tags[pid]))
+        mine = stays.get(pid, [])
+        departments = frozenset(row[1] for row in mine if row[1])
+        txcache.remember(session, ("scope.patient_departments", pid),
+                         lambda d=departments: d, (Encounter,))  # type: ignore[misc]
+    if not latest:
+        return
+    newest = {pid: max(rows, key=_newest)[2] for pid, rows in stays.items()}
+    loaded = {e.id: e for e in session.scalars(select(Encounter).where(
+        Encounter.id.in_(sorted(newest.values()))))} if newest else {}
+    for pid in ids:
+        if pid in tags:  # stored: its latest encounter (or none)
+            found = loaded.get(newest[pid]) if pid in newest else None
+            txcache.remember(session, ("context.latest_encounter", pid),
+                             lambda e=found: e, (Encounter,))  # type: ignore[misc]
+
+
+def _newest(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`latest_encounter`'s order (admitted last first, nulls last; then created)."""
+    admitted, created = _aware(row[3]), _aware(row[4])
+    return (admitted is not None, admitted or created, created)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _changing(session: Session, classes: tuple[type, ...]) -> bool:
+    return any(isinstance(obj, classes)
+               for obj in (*session.new, *session.dirty, *session.deleted))
+
+
+@event.listens_for(Session, "before_flush")
+def _follow_group_tags(session: Session, flush_context: Any, instances: Any) -> None:
+    # a tag added (the ``tag`` action) is added to its patient's list; any other change of a
+    # tag row makes every patient's tags be read again
+    known: dict[str, list[str]] | None = session.info.get(_GROUP_TAGS)
+    if known:
+        for obj in session.new:
+            if isinstance(obj, PatientTag) and obj.patient_id in known:
+                known[obj.patient_id] = sorted({*known[obj.patient_id], obj.tag})
+        if any(isinstance(obj, PatientTag) for obj in (*session.dirty, *session.deleted)):
+            known.clear()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_group_tags(session: Session, previous_transaction: Any) -> None:
+    # a savepoint rolled back may have undone a tag the lists were given
+    session.info.pop(_GROUP_TAGS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_group(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_GROUP_TAGS, None)
+        session.info.pop(_GROUP_DONE, None)

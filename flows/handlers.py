@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import event, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from careloop.engine import scope, store, txcache
 from careloop.engine.domain import Department, Encounter, Patient, PatientTag
@@ -220,6 +221,11 @@ def _subject(session: Session, payload: dict[str, Any]) -> list[FlowRun] | None:
     department_id = payload.get("department_id")
     if not isinstance(patient_id, str) or not patient_id:
         return None
+    if not encounter_id and not department_id and patient_id in without_runs(session) \
+            and session.identity_map.get(identity_key(Patient, patient_id)) is not None:
+        # a patient of the event group read already (engine/context.py prefetch), known to
+        # have no run: nothing to read; the expression names find the patient and tags
+        return []
     columns: list[Any] = [Patient, FlowRun, PatientTag.tag]
     joins: list[tuple[Any, Any]] = [(FlowRun, _patient_runs(patient_id)),
                                     (PatientTag, PatientTag.patient_id == Patient.id)]

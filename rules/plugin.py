@@ -11,7 +11,7 @@ def register(registry: Registry) -> None:
     from careloop.rules import actions
     from careloop.rules.cli import rules
     from careloop.rules.compiler import compile_decision_table, compile_dictionary, compile_ruleset
-    from careloop.rules.runtime import handle_event
+    from careloop.rules.runtime import handle_event, prefetch
 
     kinds = registry.catalogue("kind")
     kinds.register("dictionary", KindSpec(
@@ -28,6 +28,7 @@ def register(registry: Registry) -> None:
         order=40))
     actions.register(registry)
     registry.catalogue("event_handler").register("rules", handle_event)
+    registry.catalogue("event_prefetch").register("rules", prefetch)
     registry.catalogue("cli").register("rules", rules)
 
 # Storage and text, through the same hooks an extension uses (engine/hookspecs.py).

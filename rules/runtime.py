@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import event, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -197,9 +198,7 @@ def evaluate(session: Session, spec: RuleSetSpec, version: int, *, event_id: str
     any action rolls all of them back and propagates (the caller's transaction fails too).
     """
     outcome = Outcome(spec.key, version, event_id, applies=False)
-    if not dry_run and session.scalars(select(RuleEvaluation.id).where(
-            RuleEvaluation.ruleset_key == spec.key, RuleEvaluation.ruleset_version == version,
-            RuleEvaluation.event_id == event_id)).first() is not None:
+    if not dry_run and _evaluated(session, spec.key, version, event_id):
         outcome.skipped = True
         return outcome
     context, ids = build_context(session, event_type, payload)
@@ -272,14 +271,11 @@ def _record_failure(session: Session, spec: RuleSetSpec, version: int, outcome: 
 
 def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
            context: dict[str, Any], ids: Mapping[str, Any], event_type: str) -> None:
-    # The evaluation row is written once, finished, with the effects' flush: a duplicate
+    # The evaluation row is written once, finished, after the effects' flush: a duplicate
     # (another process evaluated the same event meanwhile) fails on the unique (rule set,
-    # version, event) and the savepoint drops every effect with it.
-    evaluation = RuleEvaluation(ruleset_key=spec.key, ruleset_version=version,
-                                event_id=outcome.event_id, event_type=event_type,
-                                patient_id=ids["patient_id"], submission_id=ids["submission_id"],
-                                task_id=ids["task_id"], matched=[], actions=[],
-                                created_at=now_utc())
+    # version, event) and the savepoint drops every effect with it. Nothing reads the row back
+    # in the transaction: one Core INSERT, no ORM object to track and flush.
+    created_at = now_utc()
     _classify(session, spec, context, ids, outcome.event_id, store_it=True)
     matches = spec.match(context)
     outcome.matched = _trace(matches, context)
@@ -291,14 +287,22 @@ def _apply(session: Session, spec: RuleSetSpec, version: int, outcome: Outcome,
             result = _bind(context, _run_action(ctx, call.do, call.options))
             outcome.actions.append({"rule": match.rule.key, "do": call.do,
                                     "result": _jsonable(result)})
-    evaluation.matched = outcome.matched
-    evaluation.actions = outcome.actions
-    if ids["task_id"] is None:
-        evaluation.task_id = next((a["result"].get("task_id") for a in outcome.actions
-                                   if isinstance(a["result"], dict)
-                                   and a["result"].get("task_id")), None)
-    session.add(evaluation)
-    session.flush()
+    task_id = ids["task_id"]
+    if task_id is None:
+        task_id = next((a["result"].get("task_id") for a in outcome.actions
+                        if isinstance(a["result"], dict) and a["result"].get("task_id")), None)
+    session.flush()  # the effects (the evaluation names their task)
+    session.execute(_insert_evaluation(), {
+        "ruleset_key": spec.key, "ruleset_version": version, "event_id": outcome.event_id,
+        "event_type": event_type, "patient_id": ids["patient_id"],
+        "submission_id": ids["submission_id"], "task_id": task_id,
+        "matched": outcome.matched, "actions": outcome.actions, "created_at": created_at})
+
+
+@cache
+def _insert_evaluation() -> Any:
+    """The evaluation's ``INSERT``, built once."""
+    return insert(RuleEvaluation.__table__)  # type: ignore[arg-type]
 
 
 def _bind(context: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +364,52 @@ def handle_event(session: Session, event: DomainEventRow) -> None:
             continue
         evaluate(session, spec, version, event_id=event.event_id, event_type=event.type,
                  payload=event.payload)
+
+
+def prefetch(session: Session, rows: Sequence[DomainEventRow]) -> None:
+    """The ``rules`` prefetch of an event group (the dispatcher's, :func:`record_many`'s): for
+    the events some rule set listens to, which (rule set, version) already evaluated them, in
+    one query, and their patients' expression names (``engine/context.py``), so the group's
+    events ask neither one by one."""
+    index = listening(session)
+    mine = [row for row in rows if index.get(row.type)]
+    if not mine:
+        return
+    ids = sorted({row.event_id for row in mine})
+    done: set[tuple[str, int, str]] = set()
+    for first in range(0, len(ids), 500):
+        done.update((key, version, event_id) for key, version, event_id in session.execute(
+            select(RuleEvaluation.ruleset_key, RuleEvaluation.ruleset_version,
+                   RuleEvaluation.event_id).where(
+                RuleEvaluation.event_id.in_(ids[first:first + 500]))))
+    # (rule set, version, event) known not evaluated when the group was read: each is asked
+    # once (taken out when asked), anything else is asked of the database
+    session.info.setdefault(_NOT_EVALUATED, set()).update(
+        (spec.key, version, row.event_id) for row in mine
+        for spec, version, _ in index[row.type]
+        if (spec.key, version, row.event_id) not in done)
+    names.prefetch(session, {p for row in mine if isinstance(p := row.payload.get("patient_id"),
+                                                              str)})
+
+
+_NOT_EVALUATED = "careloop.rules.not_evaluated"
+
+
+def _evaluated(session: Session, key: str, version: int, event_id: str) -> bool:
+    """Whether the rule set's version already evaluated the event (its row is stored)."""
+    absent: set[tuple[str, int, str]] | None = session.info.get(_NOT_EVALUATED)
+    if absent and (key, version, event_id) in absent:
+        absent.discard((key, version, event_id))
+        return False
+    return session.scalars(select(RuleEvaluation.id).where(
+        RuleEvaluation.ruleset_key == key, RuleEvaluation.ruleset_version == version,
+        RuleEvaluation.event_id == event_id)).first() is not None
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_not_evaluated(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_NOT_EVALUATED, None)
 
 
 Listening = dict[str, list[tuple[RuleSetSpec, int, str | None]]]
