@@ -172,6 +172,24 @@ def _by_trigger(rows: Sequence[Any]) -> Triggers:
     return found
 
 
+#: what a stay must still be when its event's handlers run for the event to start flows: the
+#: HIS may cancel a discharge (A13) or an admission (A11) before the dispatcher reaches the
+#: event, and ingestion has already applied the cancellation to the stay's row
+_STILL = {"encounter.discharged": ("discharged",),
+          "encounter.admitted": ("admitted", "discharged")}
+
+
+def _overtaken(session: Session, event: DomainEventRow) -> bool:
+    """True when the event's stay is no longer what the event says (its discharge or its
+    admission cancelled since): the event starts no flow (a later discharge of the stay will)."""
+    allowed = _STILL.get(event.type)
+    encounter_id = event.payload.get("encounter_id")
+    if allowed is None or not encounter_id:
+        return False
+    encounter = session.get(Encounter, encounter_id)  # usually read with the group already
+    return encounter is not None and encounter.status not in allowed
+
+
 def _start_triggered(session: Session, event: DomainEventRow) -> None:
     """Start every flow whose trigger matches, at most as often as its ``once`` allows."""
     payload = event.payload
@@ -179,6 +197,10 @@ def _start_triggered(session: Session, event: DomainEventRow) -> None:
     owner: str | None = None
     for spec, app_id in _triggers(session).get(event.type, []):
         if departments is None:
+            if _overtaken(session, event):
+                log.info("event %s starts no flow: a later event cancelled what it says "
+                         "(the stay is no longer %s)", event.event_id, event.type.split(".")[1])
+                return
             patient_runs = session.info.setdefault(_PATIENT_RUNS, {})
             if payload.get("patient_id") not in patient_runs:
                 # not read with its runs yet (a patient known to have none)
