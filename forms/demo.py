@@ -200,6 +200,9 @@ def patient_actor(session: Session, rng: random.Random, context: dict[str, Any],
     waiting = [m.id for m in rows if m.status in ("pending", "sending")]
     context["messages_low"] = (min(waiting) - 1) if waiting else (rows[-1].id if rows else low)
     seen: set[int] = context.setdefault("messages_seen", set())
+    # each message's decisions from its own generator (the demo's seed and the message's id):
+    # what patients answer does not shift with how much the staff actors drew meanwhile
+    base = context.setdefault("patients_seed", rng.random())
     for message in rows:
         if message.status not in DELIVERED or message.id in seen:
             continue
@@ -209,20 +212,21 @@ def patient_actor(session: Session, rng: random.Random, context: dict[str, Any],
         if match is None or patient is None:
             continue
         token = match.group(1)
+        mine = random.Random(f"{base}:{message.id}")
         reminder = token in handled
         handled.add(token)
         chance = patient.responsive * (0.5 if reminder else 1.0)
-        if rng.random() >= chance:
+        if mine.random() >= chance:
             continue
         when = at + (timedelta(minutes=30) if patient.showcase else
-                     timedelta(minutes=rng.randint(20, 60 * 30)))
+                     timedelta(minutes=mine.randint(20, 60 * 30)))
         if patient.showcase == "on_time":  # answered in the last hours before "now"
             when = max(when, context["now"] - timedelta(hours=6))
         request = _request_of(session, token)
         if request is None:
             continue
         form_key = request.form_key
-        answer_rng = random.Random(rng.random())
+        answer_rng = random.Random(mine.random())
 
         def fields_of(when: datetime, form_key: str = form_key, mood: float = patient.mood,
                       showcase: bool = bool(patient.showcase),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +25,21 @@ BUNDLES = ("common", "discharge", "cardiology", "satisfaction", "complaints", "c
            "orthopedics")
 
 
+#: parts of a shipped app these engine tests leave out: the satisfaction surveys' flows (day 14
+#: after a discharge, the day after a visit) would add a run and a message to every discharge
+#: these tests count; their journeys are the app's own scenarios
+#: (app_definitions/satisfaction/scenarios, run by tests/scenarios/test_shipped.py)
+WITHOUT = {"satisfaction": ("flows", "inpatient_survey_*", "outpatient_survey_*")}
+
+
 @pytest.fixture
-def bundles(engine: Engine) -> Engine:
+def bundles(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     for name in BUNDLES:
-        import_bundle(APPS / name, engine=engine)
+        source = APPS / name
+        if name in WITHOUT:
+            source = tmp_path_factory.mktemp("apps") / name
+            shutil.copytree(APPS / name, source, ignore=shutil.ignore_patterns(*WITHOUT[name]))
+        import_bundle(source, engine=engine)
     return engine
 
 

@@ -61,9 +61,14 @@ def test_tiles_take_the_designed_widths_and_say_why_they_are_empty(
     assert '<link rel="stylesheet" href="/static/dashboard.css">' in page.text
     css = client.get("/static/dashboard.css").text
     assert "grid-template-columns: repeat(12" in css and ".tile.w3 { grid-column: span 3; }" in css
-    # the demo sends no inpatient satisfaction survey: the tiles say so, no sample chart
-    assert "本期暂无数据：尚无住院患者满意度调查" in page.text
-    assert "示例" not in page.text and "seattle" not in page.text.lower()
+    # the demo's patients answer the surveys: nothing is empty for the whole hospital
+    assert "本期暂无数据" not in page.text
+    # a period before the demo: the tiles say why they are empty, no sample chart
+    early = client.get("/reports/dashboards/service_quality_overview"
+                       "?from=2020-01-01&to=2020-01-31")
+    assert early.status_code == 200
+    assert "本期暂无数据：尚无住院患者满意度调查" in early.text, early.text[:2000]
+    assert "示例" not in early.text and "seattle" not in early.text.lower()
     payload = _payload(page.text)
     drawn = [t for t in payload["tiles"] if t["spec"] is not None]
     assert drawn and all(t["spec"].get("width") == "container" for t in drawn)
