@@ -173,6 +173,19 @@ def _savepoint_takes_the_write_lock(conn: Any, _name: str) -> None:
         dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
+def write_lock_first(session: Any) -> None:
+    """SQLite: take the database's write lock now, before a read the transaction then acts on
+    (what ``SELECT … FOR UPDATE`` does for a row on PostgreSQL, which SQLite ignores). Without
+    it pysqlite begins the transaction only at its first write, so two requests may both read
+    a form link as open and both answer it. Nothing on other databases."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is not None and not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
 def pool_size() -> tuple[int, int]:
     """Connections one process keeps open and may open beyond them:
     ``CARELOOP_DB_POOL_SIZE`` (5) and ``CARELOOP_DB_MAX_OVERFLOW`` (10). Size them to the

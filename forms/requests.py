@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, load_only
 
 from careloop.engine import audit, store
 from careloop.engine.clock import now_utc
+from careloop.engine.db import write_lock_first
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.models import DefinitionRow, DomainEventRow
@@ -82,6 +83,8 @@ def by_token(session: Session, token: str, *, for_update: bool = False) -> FormR
     :class:`RequestUnavailable`. Opening marks it ``opened``."""
     if not token or len(token) > 128:
         raise NotFound("no such form link")
+    if for_update:
+        write_lock_first(session)  # SQLite: a second post of the link waits for this one
     query = _BY_HASH_FOR_UPDATE if for_update else _BY_HASH
     found = session.execute(query, {"token_hash": hash_token(token)}).first()
     if found is None:
