@@ -94,10 +94,11 @@ def _questions(session: Session, dataset: DatasetSpec, locale: str) -> dict[str,
         for field in body.get("fields", ()):
             label = pick(field.get("label"), locale) or field["key"]
             out.setdefault(field["key"], label)
-            for row in field.get("rows", ()):
-                if isinstance(row, dict) and "key" in row:
-                    out.setdefault(f"{field['key']}.{row['key']}",
-                                   pick(row.get("label"), locale) or row["key"])
+            for row in field.get("rows", ()):  # a matrix's rows: {code, label}
+                code = row.get("code", row.get("key")) if isinstance(row, dict) else None
+                if code is not None:
+                    out.setdefault(f"{field['key']}.{code}",
+                                   pick(row.get("label"), locale) or str(code))
     return out
 
 
