@@ -102,10 +102,15 @@ def _codes() -> set[str]:
     (``snake_case`` with an underscore) are looked for: ``good`` or ``yes`` are also words."""
     found: set[str] = set()
 
+    paths: set[str] = set()  # a matrix's rows as a report names them: touchpoints.admission
+
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             if isinstance(node.get("code"), str) and "label" in node:
                 found.add(node["code"])
+            if isinstance(node.get("key"), str) and isinstance(node.get("rows"), list):
+                paths.update(f"{node['key']}.{row['code']}" for row in node["rows"]
+                             if isinstance(row, dict) and isinstance(row.get("code"), str))
             for key, value in node.items():
                 if isinstance(key, str) and isinstance(value, dict) and (
                         "zh-CN" in value or "label" in value):
@@ -124,7 +129,7 @@ def _codes() -> set[str]:
 
     found |= set(loaded_registry().catalogue("role").names())
     found |= {ward for dept in DEPARTMENTS for ward in dept.wards} | {s[0] for s in SERVICES}
-    return {c for c in found if re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", c)}
+    return {c for c in found if re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", c)} | paths
 
 
 # -- the page checks, run in the page ------------------------------------------------------------
