@@ -276,4 +276,7 @@ def create_app() -> FastAPI:
                      "updated_at": r.updated_at.isoformat()} for r in rows]
 
     _include_engine_routes(app)
+    from careloop.web.routeindex import guard_included_routers
+
+    guard_included_routers(app)  # after the last router: each is skipped where it cannot match
     return app
