@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from careloop.engine import audit
 from careloop.engine.clock import now_utc
@@ -138,7 +139,7 @@ def csrf_token_of(request: Request) -> str:
 async def submitted_csrf(request: Request) -> str | None:
     """App-wide dependency, pure I/O (no database): the CSRF token a state-changing request
     carries (header ``X-CSRF-Token`` or form field ``csrf_token``), read on the event loop only
-    when :func:`csrf_protect` may need it; the check itself runs in the thread pool."""
+    when :func:`csrf_protect` may need it."""
     if request.method not in UNSAFE_METHODS or _csrf_exempt(request):
         return None
     if not request.cookies.get(SESSION_COOKIE) and request.url.path != "/login":
@@ -165,20 +166,22 @@ def _csrf_exempt(request: Request) -> bool:
                for _, prefix in loaded_registry().catalogue("csrf_exempt").items())
 
 
-def csrf_protect(request: Request,
-                 submitted: str | None = Depends(submitted_csrf)) -> None:
+async def csrf_protect(request: Request,
+                       submitted: str | None = Depends(submitted_csrf)) -> None:
     """App-wide dependency: refuse a state-changing request that rides on a session cookie
     without the session's synchronizer token (form field ``csrf_token`` or ``X-CSRF-Token``).
 
     Requests without the cookie carry no ambient authority; routes that need a user refuse them.
     The sign-in form (no session yet) uses a double-submit cookie instead. Path prefixes in
     ``registry.catalogue("csrf_exempt")`` (name → prefix, e.g. the patients' form links ``/f/``)
-    are skipped; routes under them must not act on the staff session. A ``def`` (thread pool):
-    loading the session reads the database.
+    are skipped; routes under them must not act on the staff session. Decided on the event loop
+    (no thread-pool hop) unless the session must be loaded, a database read run in the thread
+    pool.
     """
     if request.method not in UNSAFE_METHODS or _csrf_exempt(request):
         return
-    cur = current(request) if request.cookies.get(SESSION_COOKIE) else None
+    cur = await run_in_threadpool(current, request) \
+        if request.cookies.get(SESSION_COOKIE) else None
     if cur is not None:
         expected = cur.csrf_token
     elif request.url.path == "/login":

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from careloop.engine.db import transaction
 from careloop.engine.domain import Encounter, Patient, Task
@@ -167,13 +168,19 @@ def resolve_patient(session: Session, via: str, value: str) -> str | None:
     return result
 
 
-def enforce_patient_scope(request: Request) -> None:
-    """App-wide dependency; a no-op for routes that are not patient-level."""
+async def enforce_patient_scope(request: Request) -> None:
+    """App-wide dependency; a no-op for routes that are not patient-level, decided on the event
+    loop (no thread-pool hop for the events API, form links, the inbox…); the check of a
+    patient-level route reads the database in the thread pool."""
     route = request.scope.get("route")
     endpoint = request.scope.get("endpoint") or getattr(route, "endpoint", None)
     mark = marker_of(endpoint)
     if mark is None:
         return
+    await run_in_threadpool(_enforce, request, mark)
+
+
+def _enforce(request: Request, mark: PatientParam) -> None:
     principal = require_user(request)
     value = str(request.path_params.get(mark.param, ""))
     with transaction() as session:

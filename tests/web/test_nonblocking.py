@@ -33,6 +33,9 @@ from tests.web.conftest import UserFactory, login
 PURE: dict[str, str] = {
     "careloop.web.deps.submitted_csrf": "reads the CSRF header or form field; no database",
     "careloop.web.deps.request_body": "reads the body",
+    "careloop.web.deps.csrf_protect": "compares tokens; the session is loaded in the thread pool",
+    "careloop.web.scoping.enforce_patient_scope": "reads the route's mark; the patient check "
+                                                  "runs in the thread pool",
     "careloop.web.routes_calls._read_call_form": "reads the posted form and the recording",
     "careloop.web.routes_calls._read_audio": "reads the body up to the recording limit",
     "careloop.web.routes_console._form_fields": "reads the posted form",
