@@ -22,6 +22,7 @@ from careloop.engine.clock import hospital_tz, now_utc
 from careloop.engine.domain import Encounter, Patient
 from careloop.engine.errors import CareloopError, NotFound
 from careloop.engine.events import record
+from careloop.engine.events import store as store_event
 from careloop.engine.models import DefinitionRow, DomainEventRow
 from careloop.engine.registry import loaded_registry
 from careloop.forms.logic import Evaluation, evaluate
@@ -180,7 +181,10 @@ def submit(session: Session, *, form_key: str, answers: Mapping[str, Any],
     for event_type, body, event_id in events:
         if event_id not in known:
             known.add(event_id)
-            record(session, event_type, body, event_id=event_id, defer=defer, checked=True)
+            if defer:  # for the event queue: one Core INSERT, no ORM row to flush
+                store_event(session, event_type, body, event_id=event_id)
+            else:
+                record(session, event_type, body, event_id=event_id, checked=True)
     return submission, result
 
 
