@@ -168,6 +168,11 @@ def _savepoint_takes_the_write_lock(conn: Any, _name: str) -> None:
     first write. It also keeps the savepoint inside its transaction: SQLite commits a savepoint
     opened outside one when it is released, so what it wrote stayed even when the
     transaction then rolled back."""
+    _begin_immediate(conn)
+
+
+def _begin_immediate(conn: Any) -> None:
+    """SQLite: ``BEGIN IMMEDIATE`` (the write lock, waited for) unless a transaction is open."""
     dbapi_connection = conn.connection.dbapi_connection
     if dbapi_connection is not None and not dbapi_connection.in_transaction:
         dbapi_connection.execute("BEGIN IMMEDIATE")
@@ -179,11 +184,8 @@ def write_lock_first(session: Any) -> None:
     it pysqlite begins the transaction only at its first write, so two requests may both read
     a form link as open and both answer it. Nothing on other databases."""
     connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return
-    dbapi_connection = connection.connection.dbapi_connection
-    if dbapi_connection is not None and not dbapi_connection.in_transaction:
-        dbapi_connection.execute("BEGIN IMMEDIATE")
+    if connection.dialect.name == "sqlite":
+        _begin_immediate(connection)
 
 
 def pool_size() -> tuple[int, int]:
